@@ -1,0 +1,207 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// How bad an event is, as the source judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    #[default]
+    Medium,
+    High,
+    Critical,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
+/// The things an event is about, by type. Every list may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Observables {
+    pub ips: Vec<String>,
+    pub cidrs: Vec<String>,
+    pub domains: Vec<String>,
+    pub urls: Vec<String>,
+    pub hashes: Vec<String>,
+    pub users: Vec<String>,
+    pub hosts: Vec<String>,
+    pub emails: Vec<String>,
+    pub macs: Vec<String>,
+}
+
+/// Something that happened, as belay ingests it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id; events re-sent with an id already accepted are acknowledged, not run again.
+    pub id: String,
+    /// Dotted kind, e.g. `phishing.reported`; playbook triggers match on it.
+    pub kind: String,
+    pub source: String,
+    pub time: DateTime<Utc>,
+    pub severity: Severity,
+    pub observables: Observables,
+    /// The original payload, any JSON.
+    pub data: Value,
+}
+
+/// Why a JSON document is not a valid event.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EventError {
+    #[error("event is not valid JSON: {0}")]
+    Json(String),
+    #[error("invalid event: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    id: Option<String>,
+    kind: Option<String>,
+    source: Option<String>,
+    time: Option<String>,
+    severity: Option<Severity>,
+    #[serde(default)]
+    observables: Observables,
+    #[serde(default)]
+    data: Value,
+}
+
+const MAX_ID_LEN: usize = 256;
+
+impl Event {
+    /// Parses and validates one event from JSON text.
+    pub fn from_json_str(text: &str) -> Result<Event, EventError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| EventError::Json(e.to_string()))?;
+        Event::from_json(value)
+    }
+
+    /// Validates a JSON value as an event. Missing `id` gets a fresh one, missing `time` is now,
+    /// missing `severity` is `medium`, missing `source` is `unknown`.
+    pub fn from_json(value: Value) -> Result<Event, EventError> {
+        if !value.is_object() {
+            return Err(EventError::Invalid(format!(
+                "expected a JSON object, found {}",
+                json_type(&value)
+            )));
+        }
+        let raw: RawEvent =
+            serde_json::from_value(value).map_err(|e| EventError::Invalid(e.to_string()))?;
+        let kind = raw
+            .kind
+            .ok_or_else(|| EventError::Invalid("missing field `kind`".into()))?;
+        validate_kind(&kind)?;
+        let id = match raw.id {
+            Some(id) if id.is_empty() || id.len() > MAX_ID_LEN => {
+                return Err(EventError::Invalid(format!(
+                    "`id` must be 1 to {MAX_ID_LEN} characters"
+                )));
+            }
+            Some(id) => id,
+            None => crate::new_id(),
+        };
+        let time = match raw.time {
+            Some(t) => DateTime::parse_from_rfc3339(&t)
+                .map_err(|e| {
+                    EventError::Invalid(format!("`time` is not RFC 3339 (`{t}`): {e}"))
+                })?
+                .with_timezone(&Utc),
+            None => Utc::now(),
+        };
+        Ok(Event {
+            id,
+            kind,
+            source: raw.source.unwrap_or_else(|| "unknown".into()),
+            time,
+            severity: raw.severity.unwrap_or_default(),
+            observables: raw.observables,
+            data: raw.data,
+        })
+    }
+
+    /// The event as the JSON object playbook expressions see under `event`.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+fn validate_kind(kind: &str) -> Result<(), EventError> {
+    let ok = !kind.is_empty()
+        && kind.len() <= 128
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EventError::Invalid(format!(
+            "`kind` must be 1 to 128 characters of letters, digits, `.`, `_` or `-`, found `{kind}`"
+        )))
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_event_gets_defaults() {
+        let e = Event::from_json_str(r#"{"kind":"dlp.alert"}"#).unwrap();
+        assert_eq!(e.kind, "dlp.alert");
+        assert_eq!(e.severity, Severity::Medium);
+        assert_eq!(e.source, "unknown");
+        assert!(!e.id.is_empty());
+    }
+
+    #[test]
+    fn full_event_round_trips() {
+        let text = r#"{"id":"e1","kind":"phishing.reported","source":"mailbox","time":"2026-01-02T03:04:05Z",
+            "severity":"high","observables":{"ips":["192.0.2.1"],"domains":["evil.example"]},"data":{"x":1}}"#;
+        let e = Event::from_json_str(text).unwrap();
+        assert_eq!(e.observables.ips, vec!["192.0.2.1"]);
+        assert_eq!(e.severity, Severity::High);
+        let back = Event::from_json(e.to_value()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn bad_events_say_why() {
+        let cases = [
+            ("[]", "expected a JSON object"),
+            ("{}", "missing field `kind`"),
+            (r#"{"kind":"a b"}"#, "`kind` must be"),
+            (r#"{"kind":"x","severity":"urgent"}"#, "unknown variant `urgent`"),
+            (r#"{"kind":"x","time":"yesterday"}"#, "RFC 3339"),
+            (r#"{"kind":"x","observables":{"ipz":[]}}"#, "unknown field `ipz`"),
+            (r#"{"kind":"x","colour":"red"}"#, "unknown field `colour`"),
+            ("{", "not valid JSON"),
+        ];
+        for (text, want) in cases {
+            let err = Event::from_json_str(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The action catalog: every action a playbook may call, with typed inputs and outputs.
+//!
+//! Declared as data (`catalog/*.yaml`, compiled in) so playbooks lint against it before any
+//! connector exists. A change action names its target field and type, how its state is read,
+//! and its inverse (or why it has none). This module never calls anything.
+
+use crate::yaml;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Whether an action only reads or changes the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Read,
+    Change,
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActionKind::Read => "read",
+            ActionKind::Change => "change",
+        })
+    }
+}
+
+/// What kind of thing a change acts on; guardrails match targets by type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetType {
+    /// An IP address or CIDR network.
+    Ip,
+    Domain,
+    Url,
+    Host,
+    User,
+    Email,
+    Mac,
+    Hash,
+    DeviceClass,
+    /// Anything; classified by its form (an address, a domain...) when guarded.
+    Generic,
+}
+
+/// Which input holds the change's target, and its type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub field: String,
+    #[serde(rename = "type")]
+    pub kind: TargetType,
+}
+
+/// How to undo a change: another action, with inputs copied from the original and constants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InverseSpec {
+    pub action: String,
+    /// Inputs copied unchanged from the original change.
+    #[serde(default)]
+    pub with: Vec<String>,
+    /// Inputs set to constants.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub set: Map<String, Value>,
+}
+
+impl InverseSpec {
+    /// The inverse call for a change made with `input`.
+    pub fn resolve(&self, input: &Value) -> Value {
+        let mut with = self.set.clone();
+        for f in &self.with {
+            if let Some(v) = input.get(f) {
+                with.insert(f.clone(), v.clone());
+            }
+        }
+        json!({ "action": self.action, "with": with })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    name: String,
+    kind: ActionKind,
+    description: String,
+    #[serde(default)]
+    inputs: Map<String, Value>,
+    #[serde(default)]
+    outputs: Map<String, Value>,
+    target: Option<TargetSpec>,
+    state: Option<String>,
+    inverse: Option<InverseSpec>,
+    irreversible: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    actions: Vec<RawAction>,
+}
+
+/// One action as the catalog declares it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionSpec {
+    pub name: String,
+    pub kind: ActionKind,
+    pub description: String,
+    /// JSON Schema of the inputs (an object schema; unknown inputs are rejected).
+    pub inputs: Value,
+    /// JSON Schema of the outputs.
+    pub outputs: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
+    /// How the target's current state is read (change actions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inverse: Option<InverseSpec>,
+    /// Why a change cannot be undone, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub irreversible: Option<String>,
+    #[serde(skip)]
+    validator: std::sync::Arc<jsonschema::Validator>,
+}
+
+impl ActionSpec {
+    /// The input names the schema declares, in declaration order.
+    pub fn input_names(&self) -> impl Iterator<Item = &str> {
+        self.inputs["properties"].as_object().into_iter().flat_map(|m| m.keys().map(String::as_str))
+    }
+
+    /// The schema of one input, if declared.
+    pub fn input_schema(&self, name: &str) -> Option<&Value> {
+        self.inputs["properties"].get(name)
+    }
+
+    /// Required input names.
+    pub fn required_inputs(&self) -> impl Iterator<Item = &str> {
+        self.inputs["required"].as_array().into_iter().flatten().filter_map(Value::as_str)
+    }
+
+    /// Checks resolved inputs against the schema; each error names the input.
+    pub fn validate_input(&self, input: &Value) -> Result<(), Vec<String>> {
+        let errors: Vec<String> = self
+            .validator
+            .iter_errors(input)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                if path.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("input `{}`: {e}", path.trim_start_matches('/').replace('/', "."))
+                }
+            })
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    /// The target value of a change made with `input`, as text.
+    pub fn target_of(&self, input: &Value) -> String {
+        match self.target.as_ref().and_then(|t| input.get(&t.field)) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// Builds a spec from parts (used by tests and benchmarks that add their own actions).
+    pub fn new(
+        name: &str,
+        kind: ActionKind,
+        description: &str,
+        inputs: Map<String, Value>,
+        target: Option<TargetSpec>,
+        inverse: Option<InverseSpec>,
+    ) -> Result<ActionSpec, String> {
+        build(RawAction {
+            name: name.into(),
+            kind,
+            description: description.into(),
+            inputs,
+            outputs: Map::new(),
+            target,
+            state: None,
+            inverse,
+            irreversible: None,
+        })
+    }
+}
+
+fn object_schema(props: &Map<String, Value>, closed: bool) -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for (name, schema) in props {
+        let mut schema = schema.clone();
+        if let Some(obj) = schema.as_object_mut() {
+            if obj.remove("required") == Some(Value::Bool(true)) {
+                required.push(Value::String(name.clone()));
+            }
+        }
+        properties.insert(name.clone(), schema);
+    }
+    let mut s = json!({ "type": "object", "properties": properties, "required": required });
+    if closed {
+        s["additionalProperties"] = Value::Bool(false);
+    }
+    s
+}
+
+fn build(raw: RawAction) -> Result<ActionSpec, String> {
+    let inputs = object_schema(&raw.inputs, true);
+    let outputs = object_schema(&raw.outputs, false);
+    let validator = jsonschema::validator_for(&inputs)
+        .map_err(|e| format!("action `{}`: input schema is invalid: {e}", raw.name))?;
+    if let Some(t) = &raw.target {
+        if !raw.inputs.contains_key(&t.field) {
+            return Err(format!("action `{}`: target field `{}` is not an input", raw.name, t.field));
+        }
+    }
+    if raw.kind == ActionKind::Change {
+        if raw.target.is_none() {
+            return Err(format!("change action `{}` must declare its target", raw.name));
+        }
+        if raw.inverse.is_none() && raw.irreversible.is_none() {
+            return Err(format!(
+                "change action `{}` must declare an inverse or say why it is irreversible",
+                raw.name
+            ));
+        }
+    }
+    if let Some(inv) = &raw.inverse {
+        if let Some(f) = inv.with.iter().find(|f| !raw.inputs.contains_key(*f)) {
+            return Err(format!("action `{}`: inverse copies unknown input `{f}`", raw.name));
+        }
+    }
+    Ok(ActionSpec {
+        name: raw.name,
+        kind: raw.kind,
+        description: raw.description,
+        inputs,
+        outputs,
+        target: raw.target,
+        state: raw.state,
+        inverse: raw.inverse,
+        irreversible: raw.irreversible,
+        validator: std::sync::Arc::new(validator),
+    })
+}
+
+/// The catalog files compiled into belay.
+const BUILTIN: &[(&str, &str)] = &[
+    ("core.yaml", include_str!("../catalog/core.yaml")),
+    ("security.yaml", include_str!("../catalog/security.yaml")),
+];
+
+/// All known actions by name.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    actions: BTreeMap<String, ActionSpec>,
+}
+
+impl Catalog {
+    /// The built-in catalog.
+    pub fn builtin() -> Catalog {
+        let mut c = Catalog::default();
+        for (file, text) in BUILTIN {
+            // The built-in files are checked by tests; failing here is a build defect.
+            c.load(file, text).unwrap_or_else(|e| panic!("built-in catalog {file}: {e}"));
+        }
+        c
+    }
+
+    /// Adds the actions declared in one catalog YAML text.
+    pub fn load(&mut self, file: &str, text: &str) -> Result<(), String> {
+        let node = yaml::parse(text).map_err(|d| format!("{file}:{d}"))?;
+        let raw: RawFile = serde_json::from_value(node.to_json()).map_err(|e| format!("{file}: {e}"))?;
+        for a in raw.actions {
+            if self.actions.contains_key(&a.name) {
+                return Err(format!("{file}: action `{}` is declared twice", a.name));
+            }
+            let spec = build(a).map_err(|e| format!("{file}: {e}"))?;
+            self.actions.insert(spec.name.clone(), spec);
+        }
+        for spec in self.actions.values() {
+            if let Some(inv) = &spec.inverse {
+                if !self.actions.contains_key(&inv.action) {
+                    return Err(format!(
+                        "{file}: inverse `{}` of `{}` is not declared",
+                        inv.action, spec.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds or replaces one action.
+    pub fn insert(&mut self, spec: ActionSpec) {
+        self.actions.insert(spec.name.clone(), spec);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ActionSpec> {
+        self.actions.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ActionSpec> {
+        self.actions.values()
+    }
+
+    /// Names close to `name`, for "did you mean" hints.
+    pub fn suggest(&self, name: &str) -> Option<&str> {
+        let prefix = name.split('.').next().unwrap_or(name);
+        self.actions
+            .keys()
+            .map(|k| (edit_distance(k, name), k))
+            .filter(|(d, k)| *d <= 3 || k.starts_with(&format!("{prefix}.")))
+            .min()
+            .map(|(_, k)| k.as_str())
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalog_is_consistent() {
+        let c = Catalog::builtin();
+        for spec in c.iter() {
+            if spec.kind == ActionKind::Change {
+                assert!(spec.target.is_some(), "{}", spec.name);
+                assert!(spec.state.is_some(), "{} says how its state is read", spec.name);
+                if let Some(inv) = &spec.inverse {
+                    assert_eq!(c.get(&inv.action).map(|a| a.kind), Some(ActionKind::Change));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scenario_actions_are_declared() {
+        let c = Catalog::builtin();
+        for name in [
+            "firewall.block_ip", "dns.sinkhole_domain", "proxy.block", "proxy.status",
+            "ips.deploy_rule", "edr.isolate_host", "edr.set_monitoring", "edr.scan",
+            "siem.watch_user", "cmdb.lookup_device", "nac.quarantine", "directory.remove_member",
+            "training.enroll_user", "takedown.submit", "case.open", "notify.send", "email.parse",
+            "intel.lookup", "scan.endpoint", "pcap.start",
+        ] {
+            assert!(c.get(name).is_some(), "missing action {name}");
+        }
+    }
+
+    #[test]
+    fn inputs_are_validated_against_the_schema() {
+        let c = Catalog::builtin();
+        let add = c.get("blocklist.add").unwrap();
+        assert!(add.validate_input(&json!({"list": "egress", "entry": "192.0.2.1"})).is_ok());
+        let errs = add.validate_input(&json!({"list": "../etc", "entry": "x", "extra": 1})).unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("input `list`")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("extra")), "{errs:?}");
+        let inv = add.inverse.as_ref().unwrap().resolve(&json!({"list": "egress", "entry": "192.0.2.1"}));
+        assert_eq!(inv, json!({"action": "blocklist.remove", "with": {"list": "egress", "entry": "192.0.2.1"}}));
+    }
+
+    #[test]
+    fn suggests_near_names() {
+        let c = Catalog::builtin();
+        assert_eq!(c.suggest("blocklist.ad"), Some("blocklist.add"));
+    }
+}
