@@ -1,1 +1,145 @@
-//! stub
+//! Durable storage of events, runs, steps and the change journal.
+//!
+//! One [`Store`] trait, two implementations: [`SqliteStore`] (embedded default, one data
+//! directory, a single batching writer) and [`PgStore`] (PostgreSQL, for several workers that
+//! claim runs with `FOR UPDATE SKIP LOCKED` and leases). Both pass the same conformance suite
+//! (`tests/conformance.rs`). Every method returns only once its writes are durable; the store
+//! never decides anything, it records.
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+use async_trait::async_trait;
+use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A storage failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error while {context}: {message}")]
+    Database { context: &'static str, message: String },
+    #[error("stored data is invalid ({context}): {message}")]
+    Corrupt { context: &'static str, message: String },
+    #[error("the store is closed")]
+    Closed,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What happened to an event offered to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accepted {
+    /// Stored now, with its runs.
+    New,
+    /// An event with this id was accepted before; nothing was stored.
+    Duplicate,
+}
+
+/// How far a file source has been ingested: its next unread byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub source: String,
+    pub offset: u64,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub playbook: Option<String>,
+    pub event_id: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// Row counts, for summaries and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub events: u64,
+    pub runs: u64,
+    pub runs_unfinished: u64,
+    pub steps: u64,
+    pub changes: u64,
+    pub changes_applied: u64,
+}
+
+/// The storage interface the engine, the CLI and the server use.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+
+    /// This process's identity as a worker; runs it executes are leased to it.
+    fn worker_id(&self) -> &str;
+
+    /// Stores an event, the runs it starts and the source's new cursor in one transaction.
+    /// An event whose id was accepted before is a [`Accepted::Duplicate`] and stores nothing
+    /// but the cursor. New runs are leased to this worker.
+    async fn accept_event(&self, event: &Event, runs: &[RunRecord], cursor: Option<&Cursor>) -> Result<Accepted>;
+
+    /// Stores a run (leased to this worker) unless one with its id exists; returns the stored
+    /// run either way.
+    async fn insert_run(&self, run: &RunRecord) -> Result<RunRecord>;
+
+    /// Moves a run to a status; a final status releases its lease.
+    async fn set_run_status(&self, run_id: &str, status: RunStatus, error: Option<&str>) -> Result<()>;
+
+    /// Inserts or replaces a step record.
+    async fn put_step(&self, step: &StepRecord) -> Result<()>;
+
+    /// Journals a change before it is applied, with its step, in one transaction. If a change
+    /// with the same idempotency key exists, stores nothing and returns the existing one.
+    async fn begin_change(&self, step: &StepRecord, change: &ChangeRecord) -> Result<ChangeRecord>;
+
+    /// Records a change's outcome and its step's, in one transaction.
+    async fn finish_change(
+        &self,
+        step: &StepRecord,
+        change_id: &str,
+        status: ChangeStatus,
+        after: &Value,
+        error: Option<&str>,
+    ) -> Result<()>;
+
+    async fn get_event(&self, id: &str) -> Result<Option<Event>>;
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>>;
+    /// Runs, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
+    /// A run's step records, in execution order.
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+    /// Journaled changes in the order they were made, optionally of one run.
+    async fn changes(&self, run_id: Option<&str>) -> Result<Vec<ChangeRecord>>;
+    async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>>;
+
+    /// Leases up to `limit` unfinished top-level runs to this worker: runs whose lease
+    /// expired, whose owner is known to be gone, or that this worker already owns.
+    async fn claim_runs(&self, limit: usize) -> Result<Vec<RunRecord>>;
+    /// Extends the leases of every unfinished run this worker owns.
+    async fn renew_leases(&self) -> Result<u64>;
+
+    /// The stored cursor of a file source.
+    async fn cursor(&self, source: &str) -> Result<Option<u64>>;
+    async fn counts(&self) -> Result<Counts>;
+}
+
+/// Columns shared by both implementations, in one place.
+pub(crate) mod codec {
+    use super::{Result, StoreError};
+    use serde::de::DeserializeOwned;
+
+    pub fn to_text<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+    }
+
+    pub fn from_text<T: DeserializeOwned>(text: &str, context: &'static str) -> Result<T> {
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt { context, message: e.to_string() })
+    }
+
+    pub fn parse<T: std::str::FromStr<Err = String>>(text: &str, context: &'static str) -> Result<T> {
+        text.parse().map_err(|message| StoreError::Corrupt { context, message })
+    }
+}

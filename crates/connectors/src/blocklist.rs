@@ -1,0 +1,187 @@
+//! `blocklist.*`: plain-text list files, one entry per line, the kind Squid, nginx and DNS
+//! tools consume. Every write replaces the file atomically (temporary file, fsync, rename),
+//! so a reader or a crash never sees half a list.
+
+use crate::{ActionError, Call, Connector, input_str};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The `blocklist` connector.
+pub struct Blocklist {
+    dir: PathBuf,
+    paths: HashMap<String, PathBuf>,
+    /// One lock per list, so concurrent changes to the same file never lose an update.
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Blocklist {
+    /// Lists live in `dir/<name>.txt` unless `paths` maps a name to another file.
+    pub fn new(dir: impl Into<PathBuf>, paths: HashMap<String, PathBuf>) -> Self {
+        Blocklist { dir: dir.into(), paths, locks: Mutex::new(HashMap::new()) }
+    }
+
+    /// The file behind a list name.
+    pub fn path_of(&self, list: &str) -> Result<PathBuf, ActionError> {
+        if let Some(p) = self.paths.get(list) {
+            return Ok(p.clone());
+        }
+        let ok = !list.is_empty()
+            && list.len() <= 64
+            && list.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && !list.starts_with('.');
+        if !ok {
+            return Err(ActionError::permanent(format!("invalid list name `{list}`")));
+        }
+        Ok(self.dir.join(format!("{list}.txt")))
+    }
+
+    fn lock_for(&self, list: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(list.to_owned()).or_default().clone()
+    }
+
+    fn apply(&self, list: &str, entry: &str, add: bool) -> Result<bool, ActionError> {
+        validate_entry(entry)?;
+        let path = self.path_of(list)?;
+        let lock = self.lock_for(list);
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let text = read_list(&path)?;
+        let present = text.lines().any(|l| l.trim() == entry);
+        if present == add {
+            return Ok(false);
+        }
+        let mut out = String::with_capacity(text.len() + entry.len() + 1);
+        if add {
+            out.push_str(&text);
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(entry);
+            out.push('\n');
+        } else {
+            for line in text.lines().filter(|l| l.trim() != entry) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        write_atomically(&path, out.as_bytes())?;
+        Ok(true)
+    }
+
+    fn contains(&self, list: &str, entry: &str) -> Result<bool, ActionError> {
+        let path = self.path_of(list)?;
+        Ok(read_list(&path)?.lines().any(|l| l.trim() == entry))
+    }
+}
+
+fn validate_entry(entry: &str) -> Result<(), ActionError> {
+    if entry.is_empty() || entry.len() > 2048 || entry.starts_with('#') || entry.chars().any(char::is_whitespace) {
+        return Err(ActionError::permanent(format!(
+            "invalid list entry `{}`: one token, no whitespace, not a comment",
+            entry.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+fn read_list(path: &Path) -> Result<String, ActionError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(ActionError::transient(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ActionError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fail = |what: &str, e: std::io::Error| {
+        ActionError::transient(format!("cannot {what} {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail("create a temporary file for", e))?;
+    tmp.write_all(bytes).map_err(|e| fail("write", e))?;
+    tmp.as_file().sync_all().map_err(|e| fail("sync", e))?;
+    tmp.persist(path).map_err(|e| fail("replace", e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Connector for Blocklist {
+    fn family(&self) -> &str {
+        "blocklist"
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        let list = input_str(call.input, "list")?;
+        let entry = input_str(call.input, "entry")?;
+        match call.action {
+            "blocklist.add" | "blocklist.remove" => {
+                let add = call.action == "blocklist.add";
+                let changed = self.apply(list, entry, add)?;
+                Ok(json!({ "list": list, "entry": entry, "changed": changed }))
+            }
+            "blocklist.contains" => Ok(json!({ "present": self.contains(list, entry)? })),
+            other => Err(ActionError::permanent(format!("`blocklist` has no action `{other}`"))),
+        }
+    }
+
+    async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
+        let list = input_str(input, "list")?;
+        let entry = input_str(input, "entry")?;
+        Ok(json!({ "present": self.contains(list, entry)? }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call<'a>(action: &'a str, input: &'a Value) -> Call<'a> {
+        Call { action, input, idempotency_key: Some("k") }
+    }
+
+    #[tokio::test]
+    async fn add_and_remove_are_idempotent_and_reversible() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blocklist::new(dir.path(), HashMap::new());
+        std::fs::write(dir.path().join("egress.txt"), "# managed by hand\n198.51.100.7\n").unwrap();
+        let input = json!({"list": "egress", "entry": "192.0.2.1"});
+        let before = std::fs::read(dir.path().join("egress.txt")).unwrap();
+        assert_eq!(b.read_state("blocklist.add", &input).await.unwrap(), json!({"present": false}));
+        let out = b.call(call("blocklist.add", &input)).await.unwrap();
+        assert_eq!(out["changed"], json!(true));
+        let again = b.call(call("blocklist.add", &input)).await.unwrap();
+        assert_eq!(again["changed"], json!(false), "a repeated add is a no-op");
+        let text = std::fs::read_to_string(dir.path().join("egress.txt")).unwrap();
+        assert_eq!(text, "# managed by hand\n198.51.100.7\n192.0.2.1\n");
+        b.call(call("blocklist.remove", &input)).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("egress.txt")).unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn bad_names_and_entries_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blocklist::new(dir.path(), HashMap::new());
+        for input in [json!({"list": "../x", "entry": "a"}), json!({"list": "l", "entry": "a b"})] {
+            assert!(b.call(call("blocklist.add", &input)).await.is_err());
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn mapped_lists_use_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("squid").join("blocked_domains.acl");
+        let b = Blocklist::new(dir.path(), HashMap::from([("squid".to_string(), target.clone())]));
+        b.call(call("blocklist.add", &json!({"list": "squid", "entry": ".evil.example"}))).await.unwrap();
+        assert_eq!(std::fs::read_to_string(target).unwrap(), ".evil.example\n");
+    }
+}

@@ -1,0 +1,75 @@
+//! `core.*`: actions with no effect outside belay.
+
+use crate::{ActionError, Call, Connector, input_str};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The built-in `core` connector.
+#[derive(Debug, Default)]
+pub struct Core;
+
+/// Longest `core.sleep`.
+const MAX_SLEEP: Duration = Duration::from_secs(600);
+
+fn parse_sleep(text: &str) -> Result<Duration, ActionError> {
+    let (num, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| text.split_at(i))
+        .ok_or_else(|| ActionError::permanent(format!("duration `{text}` has no unit")))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| ActionError::permanent(format!("duration `{text}` is not a number")))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(ActionError::permanent(format!("unknown unit in `{text}`"))),
+    };
+    if d > MAX_SLEEP {
+        return Err(ActionError::permanent(format!("`{text}` is longer than ten minutes")));
+    }
+    Ok(d)
+}
+
+#[async_trait]
+impl Connector for Core {
+    fn family(&self) -> &str {
+        "core"
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        match call.action {
+            "core.set" => Ok(json!({ "values": call.input.get("values").cloned().unwrap_or(json!({})) })),
+            "core.log" => {
+                let message = input_str(call.input, "message")?;
+                tracing::info!(target: "belay::playbook", "{message}");
+                Ok(json!({ "message": message }))
+            }
+            "core.fail" => Err(ActionError::permanent(input_str(call.input, "message")?)),
+            "core.sleep" => {
+                let d = parse_sleep(input_str(call.input, "duration")?)?;
+                tokio::time::sleep(d).await;
+                Ok(json!({ "slept_ms": d.as_millis() as u64 }))
+            }
+            other => Err(ActionError::permanent(format!("`core` has no action `{other}`"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn core_actions_behave() {
+        let c = Core;
+        let out = c.call(Call { action: "core.set", input: &json!({"values": {"a": 1}}), idempotency_key: None }).await;
+        assert_eq!(out.unwrap(), json!({"values": {"a": 1}}));
+        let err = c.call(Call { action: "core.fail", input: &json!({"message": "no"}), idempotency_key: None }).await;
+        assert_eq!(err.unwrap_err().message, "no");
+        let out = c.call(Call { action: "core.sleep", input: &json!({"duration": "5ms"}), idempotency_key: None }).await;
+        assert_eq!(out.unwrap(), json!({"slept_ms": 5}));
+        assert!(parse_sleep("11m").is_err());
+    }
+}

@@ -1,0 +1,792 @@
+//! SQLite store: WAL, one batching writer thread, acknowledged only after commit.
+//!
+//! Every write goes through one thread that takes whatever is queued (up to a batch), applies
+//! it in one transaction with a savepoint per operation, commits, and only then answers each
+//! caller. Concurrent runs therefore share one fsync, which is how the embedded store sustains
+//! thousands of durable runs per second with `synchronous=FULL`.
+
+use crate::codec::{from_text, parse, to_text};
+use crate::{Accepted, Counts, Cursor, Result, RunFilter, Store, StoreError};
+use async_trait::async_trait;
+use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord, now_ms};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// SQLite's `synchronous` setting. With WAL, `Normal` survives a killed process but may lose
+/// the last commits on power loss; `Full` survives both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+/// How to open the SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// Most operations committed together.
+    pub max_batch: usize,
+    /// How long a claimed run stays leased without renewal.
+    pub lease_ms: i64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { synchronous: Synchronous::Full, max_batch: 1024, lease_ms: 30_000 }
+    }
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    severity TEXT NOT NULL,
+    body TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX events_kind ON events(kind, seq);
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    playbook TEXT NOT NULL,
+    playbook_hash TEXT NOT NULL,
+    parent_run TEXT,
+    status TEXT NOT NULL,
+    dry_run INTEGER NOT NULL,
+    inputs TEXT NOT NULL,
+    error TEXT,
+    owner TEXT,
+    lease_until INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX runs_event ON runs(event_id);
+CREATE INDEX runs_created ON runs(created_at);
+CREATE INDEX runs_unfinished ON runs(status, created_at) WHERE status IN ('pending', 'running');
+CREATE TABLE steps (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    step TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    item INTEGER,
+    action TEXT NOT NULL,
+    with_json TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    trust TEXT,
+    guardrails TEXT NOT NULL,
+    status TEXT NOT NULL,
+    output TEXT NOT NULL,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    run_id TEXT NOT NULL,
+    step_key TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    with_json TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL,
+    inverse TEXT NOT NULL,
+    trust TEXT NOT NULL,
+    guardrails TEXT NOT NULL,
+    allowed_by TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX changes_run ON changes(run_id, seq);
+CREATE TABLE cursors (
+    source TEXT PRIMARY KEY,
+    offset INTEGER NOT NULL
+) WITHOUT ROWID;
+"#];
+
+enum Op {
+    Accept { event: Event, runs: Vec<RunRecord>, cursor: Option<Cursor> },
+    InsertRun(RunRecord),
+    SetStatus { run_id: String, status: RunStatus, error: Option<String> },
+    PutStep(StepRecord),
+    BeginChange { step: StepRecord, change: ChangeRecord },
+    FinishChange { step: StepRecord, change_id: String, status: ChangeStatus, after: Value, error: Option<String> },
+    Claim { dead: Vec<String>, limit: usize },
+    Renew,
+}
+
+enum Reply {
+    Accepted(Accepted),
+    Run(RunRecord),
+    Change(ChangeRecord),
+    Runs(Vec<RunRecord>),
+    Count(u64),
+    Unit,
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Reply>>,
+}
+
+/// The embedded store.
+pub struct SqliteStore {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    reader: Arc<Mutex<Connection>>,
+    worker: String,
+    workers_dir: PathBuf,
+    /// Held for the life of the store: other processes see this worker as alive.
+    _worker_lock: File,
+}
+
+fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Database { context, message: e.to_string() }
+}
+
+fn open_conn(path: &Path, sync: Synchronous) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(db_err("opening the database"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err("setting busy timeout"))?;
+    let sync = match sync {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;"
+    ))
+    .map_err(db_err("setting pragmas"))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_err("starting migration"))?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err("reading schema version"))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql).map_err(db_err("migrating"))?;
+        tx.execute_batch(&format!("PRAGMA user_version={}", i + 1)).map_err(db_err("migrating"))?;
+    }
+    tx.commit().map_err(db_err("committing migration"))
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the store in a data directory.
+    pub fn open(dir: &Path, options: SqliteOptions) -> Result<SqliteStore> {
+        let io = |context: &'static str| move |e: std::io::Error| StoreError::Database { context, message: e.to_string() };
+        std::fs::create_dir_all(dir).map_err(io("creating the data directory"))?;
+        let workers_dir = dir.join("workers");
+        std::fs::create_dir_all(&workers_dir).map_err(io("creating the workers directory"))?;
+        let worker = format!("w-{}-{}", std::process::id(), &belay_model::new_id()[24..]);
+        let lock = File::create(workers_dir.join(format!("{worker}.lock"))).map_err(io("creating the worker lock"))?;
+        lock.try_lock().map_err(|e| StoreError::Database { context: "locking the worker file", message: e.to_string() })?;
+        let path = dir.join("belay.db");
+        let mut writer = open_conn(&path, options.synchronous)?;
+        migrate(&mut writer)?;
+        let reader = open_conn(&path, options.synchronous)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let w = Writer { conn: writer, worker: worker.clone(), lease_ms: options.lease_ms };
+        let max_batch = options.max_batch.max(1);
+        let handle = std::thread::Builder::new()
+            .name("belay-sqlite-writer".into())
+            .spawn(move || w.run(rx, max_batch))
+            .map_err(io("starting the writer thread"))?;
+        Ok(SqliteStore {
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            reader: Arc::new(Mutex::new(reader)),
+            worker,
+            workers_dir,
+            _worker_lock: lock,
+        })
+    }
+
+    async fn submit(&self, op: Op) -> Result<Reply> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = jobs.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(Job { op, reply }).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Database { context: "reading", message: e.to_string() })?
+    }
+
+    /// Owners of unfinished runs whose process is gone (their lock file is free).
+    fn dead_owners(&self, owners: Vec<String>) -> Vec<String> {
+        owners
+            .into_iter()
+            .filter(|o| o != &self.worker)
+            .filter(|o| {
+                let p = self.workers_dir.join(format!("{o}.lock"));
+                match File::options().write(true).open(&p) {
+                    Ok(f) => {
+                        let dead = f.try_lock().is_ok();
+                        if dead {
+                            let _ = std::fs::remove_file(&p);
+                        }
+                        dead
+                    }
+                    Err(_) => true,
+                }
+            })
+            .collect()
+    }
+
+    /// Stops the writer after it drains what is queued.
+    pub fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+        let _ = std::fs::remove_file(self.workers_dir.join(format!("{}.lock", self.worker)));
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    worker: String,
+    lease_ms: i64,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>, max_batch: usize) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch);
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Job>) {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<()> {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err("beginning a write"))?;
+            for job in batch {
+                self.conn.execute_batch("SAVEPOINT op").map_err(db_err("savepoint"))?;
+                let r = self.apply(job.op);
+                let end = if r.is_ok() { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
+                self.conn.execute_batch(end).map_err(db_err("savepoint"))?;
+                results.push(r);
+                replies.push(job.reply);
+            }
+            self.conn.execute_batch("COMMIT").map_err(db_err("committing"))
+        })();
+        match outcome {
+            Ok(()) => {
+                for (reply, r) in replies.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Database { context: "committing a batch", message: message.clone() }));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Result<Reply> {
+        let c = &self.conn;
+        let now = now_ms();
+        match op {
+            Op::Accept { event, runs, cursor } => {
+                if let Some(cur) = &cursor {
+                    c.prepare_cached("INSERT INTO cursors (source, offset) VALUES (?1, ?2) ON CONFLICT(source) DO UPDATE SET offset = excluded.offset")
+                        .and_then(|mut s| s.execute(params![cur.source, cur.offset as i64]))
+                        .map_err(db_err("storing the cursor"))?;
+                }
+                let inserted = c
+                    .prepare_cached("INSERT INTO events (id, kind, source, time_ms, severity, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO NOTHING")
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            event.id,
+                            event.kind,
+                            event.source,
+                            event.time.timestamp_millis(),
+                            event.severity.to_string(),
+                            to_text(&event),
+                            now
+                        ])
+                    })
+                    .map_err(db_err("storing an event"))?;
+                if inserted == 0 {
+                    return Ok(Reply::Accepted(Accepted::Duplicate));
+                }
+                for run in &runs {
+                    self.insert_run(run, now)?;
+                }
+                Ok(Reply::Accepted(Accepted::New))
+            }
+            Op::InsertRun(run) => {
+                self.insert_run(&run, now)?;
+                let stored = self
+                    .conn
+                    .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"))
+                    .and_then(|mut s| s.query_row([&run.id], run_from_row))
+                    .map_err(db_err("reading a run"))??;
+                Ok(Reply::Run(stored))
+            }
+            Op::SetStatus { run_id, status, error } => {
+                c.prepare_cached(
+                    "UPDATE runs SET status = ?2, error = ?3, updated_at = ?4, \
+                     owner = CASE WHEN ?5 THEN NULL ELSE owner END, \
+                     lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![run_id, status.as_str(), error, now, status.is_final()]))
+                .map_err(db_err("updating a run"))?;
+                Ok(Reply::Unit)
+            }
+            Op::PutStep(step) => {
+                put_step(c, &step)?;
+                Ok(Reply::Unit)
+            }
+            Op::BeginChange { step, change } => {
+                let inserted = c
+                    .prepare_cached(
+                        "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ON CONFLICT(idempotency_key) DO NOTHING",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            change.id,
+                            change.run_id,
+                            change.step_key,
+                            change.idempotency_key,
+                            change.action,
+                            change.target,
+                            to_text(&change.with),
+                            to_text(&change.before),
+                            to_text(&change.after),
+                            to_text(&change.inverse),
+                            change.trust.as_str(),
+                            to_text(&change.guardrails),
+                            change.allowed_by,
+                            change.status.as_str(),
+                            change.error,
+                            change.created_at,
+                            change.updated_at
+                        ])
+                    })
+                    .map_err(db_err("journaling a change"))?;
+                if inserted == 0 {
+                    let existing = change_by_key(c, &change.idempotency_key)?.ok_or(StoreError::Corrupt {
+                        context: "journaling a change",
+                        message: "conflicting key vanished".into(),
+                    })?;
+                    return Ok(Reply::Change(existing));
+                }
+                put_step(c, &step)?;
+                Ok(Reply::Change(change))
+            }
+            Op::FinishChange { step, change_id, status, after, error } => {
+                c.prepare_cached("UPDATE changes SET status = ?2, after = ?3, error = ?4, updated_at = ?5 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![change_id, status.as_str(), to_text(&after), error, now]))
+                    .map_err(db_err("recording a change outcome"))?;
+                put_step(c, &step)?;
+                Ok(Reply::Unit)
+            }
+            Op::Claim { dead, limit } => {
+                for owner in &dead {
+                    c.execute("UPDATE runs SET lease_until = 0 WHERE owner = ?1 AND status IN ('pending', 'running')", [owner])
+                        .map_err(db_err("releasing a dead worker's runs"))?;
+                }
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "UPDATE runs SET owner = ?1, lease_until = ?2 WHERE id IN (\
+                           SELECT id FROM runs WHERE status IN ('pending', 'running') AND parent_run IS NULL \
+                           AND (owner IS NULL OR owner = ?1 OR lease_until IS NULL OR lease_until < ?3) \
+                           ORDER BY created_at LIMIT ?4) RETURNING {RUN_COLS}"
+                    ))
+                    .map_err(db_err("claiming runs"))?;
+                let rows = stmt
+                    .query_map(params![self.worker, now + self.lease_ms, now, limit as i64], run_from_row)
+                    .map_err(db_err("claiming runs"))?;
+                let mut runs = Vec::new();
+                for r in rows {
+                    runs.push(r.map_err(db_err("claiming runs"))??);
+                }
+                runs.sort_by_key(|r| r.created_at);
+                Ok(Reply::Runs(runs))
+            }
+            Op::Renew => {
+                let n = c
+                    .prepare_cached("UPDATE runs SET lease_until = ?2 WHERE owner = ?1 AND status IN ('pending', 'running')")
+                    .and_then(|mut s| s.execute(params![self.worker, now + self.lease_ms]))
+                    .map_err(db_err("renewing leases"))?;
+                Ok(Reply::Count(n as u64))
+            }
+        }
+    }
+
+    fn insert_run(&self, run: &RunRecord, now: i64) -> Result<()> {
+        let owner = (!run.status.is_final()).then_some(self.worker.as_str());
+        let lease = owner.map(|_| now + self.lease_ms);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO runs (id, event_id, playbook, playbook_hash, parent_run, status, dry_run, inputs, error, owner, lease_until, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(id) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    run.id,
+                    run.event_id,
+                    run.playbook,
+                    run.playbook_hash,
+                    run.parent_run,
+                    run.status.as_str(),
+                    run.dry_run,
+                    to_text(&run.inputs),
+                    run.error,
+                    owner,
+                    lease,
+                    run.created_at,
+                    run.updated_at
+                ])
+            })
+            .map_err(db_err("storing a run"))?;
+        Ok(())
+    }
+}
+
+fn put_step(c: &Connection, s: &StepRecord) -> Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO steps (run_id, key, step, seq, item, action, with_json, decision, trust, guardrails, status, output, error, attempts, started_at, finished_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            s.run_id,
+            s.key,
+            s.step,
+            s.seq,
+            s.item,
+            s.action,
+            to_text(&s.with),
+            s.decision.as_str(),
+            s.trust.map(|t| t.as_str()),
+            to_text(&s.guardrails),
+            s.status.as_str(),
+            to_text(&s.output),
+            s.error,
+            s.attempts,
+            s.started_at,
+            s.finished_at
+        ])
+    })
+    .map_err(db_err("storing a step"))?;
+    Ok(())
+}
+
+const RUN_COLS: &str = "id, event_id, playbook, playbook_hash, parent_run, status, dry_run, inputs, error, created_at, updated_at";
+const STEP_COLS: &str = "run_id, key, step, seq, item, action, with_json, decision, trust, guardrails, status, output, error, attempts, started_at, finished_at";
+const CHANGE_COLS: &str = "id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at";
+
+type RowResult<T> = rusqlite::Result<Result<T>>;
+
+fn run_from_row(r: &Row) -> RowResult<RunRecord> {
+    let status: String = r.get(5)?;
+    let inputs: String = r.get(7)?;
+    Ok((|| {
+        Ok(RunRecord {
+            id: r.get(0).map_err(db_err("reading a run"))?,
+            event_id: r.get(1).map_err(db_err("reading a run"))?,
+            playbook: r.get(2).map_err(db_err("reading a run"))?,
+            playbook_hash: r.get(3).map_err(db_err("reading a run"))?,
+            parent_run: r.get(4).map_err(db_err("reading a run"))?,
+            status: parse(&status, "run status")?,
+            dry_run: r.get(6).map_err(db_err("reading a run"))?,
+            inputs: from_text(&inputs, "run inputs")?,
+            error: r.get(8).map_err(db_err("reading a run"))?,
+            created_at: r.get(9).map_err(db_err("reading a run"))?,
+            updated_at: r.get(10).map_err(db_err("reading a run"))?,
+        })
+    })())
+}
+
+fn step_from_row(r: &Row) -> RowResult<StepRecord> {
+    let get_s = |i: usize| r.get::<_, String>(i);
+    let (with, decision, trust, guardrails, status, output) =
+        (get_s(6)?, get_s(7)?, r.get::<_, Option<String>>(8)?, get_s(9)?, get_s(10)?, get_s(11)?);
+    Ok((|| {
+        let e = db_err("reading a step");
+        Ok(StepRecord {
+            run_id: r.get(0).map_err(&e)?,
+            key: r.get(1).map_err(&e)?,
+            step: r.get(2).map_err(&e)?,
+            seq: r.get(3).map_err(&e)?,
+            item: r.get(4).map_err(&e)?,
+            action: r.get(5).map_err(&e)?,
+            with: from_text(&with, "step inputs")?,
+            decision: parse(&decision, "step decision")?,
+            trust: trust.map(|t| parse(&t, "step trust")).transpose()?,
+            guardrails: from_text(&guardrails, "step guardrails")?,
+            status: parse(&status, "step status")?,
+            output: from_text(&output, "step output")?,
+            error: r.get(12).map_err(&e)?,
+            attempts: r.get(13).map_err(&e)?,
+            started_at: r.get(14).map_err(&e)?,
+            finished_at: r.get(15).map_err(&e)?,
+        })
+    })())
+}
+
+fn change_from_row(r: &Row) -> RowResult<ChangeRecord> {
+    let get_s = |i: usize| r.get::<_, String>(i);
+    let (with, before, after, inverse, trust, guardrails, status) =
+        (get_s(6)?, get_s(7)?, get_s(8)?, get_s(9)?, get_s(10)?, get_s(11)?, get_s(13)?);
+    Ok((|| {
+        let e = db_err("reading a change");
+        Ok(ChangeRecord {
+            id: r.get(0).map_err(&e)?,
+            run_id: r.get(1).map_err(&e)?,
+            step_key: r.get(2).map_err(&e)?,
+            idempotency_key: r.get(3).map_err(&e)?,
+            action: r.get(4).map_err(&e)?,
+            target: r.get(5).map_err(&e)?,
+            with: from_text(&with, "change inputs")?,
+            before: from_text(&before, "change before-state")?,
+            after: from_text(&after, "change after-state")?,
+            inverse: from_text(&inverse, "change inverse")?,
+            trust: parse(&trust, "change trust")?,
+            guardrails: from_text(&guardrails, "change guardrails")?,
+            allowed_by: r.get(12).map_err(&e)?,
+            status: parse(&status, "change status")?,
+            error: r.get(14).map_err(&e)?,
+            created_at: r.get(15).map_err(&e)?,
+            updated_at: r.get(16).map_err(&e)?,
+        })
+    })())
+}
+
+fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>, context: &'static str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r.map_err(db_err(context))??);
+    }
+    Ok(out)
+}
+
+fn change_by_key(c: &Connection, key: &str) -> Result<Option<ChangeRecord>> {
+    c.prepare_cached(&format!("SELECT {CHANGE_COLS} FROM changes WHERE idempotency_key = ?1"))
+        .and_then(|mut s| s.query_row([key], change_from_row).optional())
+        .map_err(db_err("reading a change"))?
+        .transpose()
+}
+
+fn unexpected(context: &'static str) -> StoreError {
+    StoreError::Corrupt { context, message: "the writer answered with another kind of reply".into() }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn worker_id(&self) -> &str {
+        &self.worker
+    }
+
+    async fn accept_event(&self, event: &Event, runs: &[RunRecord], cursor: Option<&Cursor>) -> Result<Accepted> {
+        match self.submit(Op::Accept { event: event.clone(), runs: runs.to_vec(), cursor: cursor.cloned() }).await? {
+            Reply::Accepted(a) => Ok(a),
+            _ => Err(unexpected("accepting an event")),
+        }
+    }
+
+    async fn insert_run(&self, run: &RunRecord) -> Result<RunRecord> {
+        match self.submit(Op::InsertRun(run.clone())).await? {
+            Reply::Run(r) => Ok(r),
+            _ => Err(unexpected("storing a run")),
+        }
+    }
+
+    async fn set_run_status(&self, run_id: &str, status: RunStatus, error: Option<&str>) -> Result<()> {
+        self.submit(Op::SetStatus { run_id: run_id.into(), status, error: error.map(Into::into) }).await.map(|_| ())
+    }
+
+    async fn put_step(&self, step: &StepRecord) -> Result<()> {
+        self.submit(Op::PutStep(step.clone())).await.map(|_| ())
+    }
+
+    async fn begin_change(&self, step: &StepRecord, change: &ChangeRecord) -> Result<ChangeRecord> {
+        match self.submit(Op::BeginChange { step: step.clone(), change: change.clone() }).await? {
+            Reply::Change(c) => Ok(c),
+            _ => Err(unexpected("journaling a change")),
+        }
+    }
+
+    async fn finish_change(&self, step: &StepRecord, change_id: &str, status: ChangeStatus, after: &Value, error: Option<&str>) -> Result<()> {
+        self.submit(Op::FinishChange {
+            step: step.clone(),
+            change_id: change_id.into(),
+            status,
+            after: after.clone(),
+            error: error.map(Into::into),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<Event>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let body: Option<String> = c
+                .prepare_cached("SELECT body FROM events WHERE id = ?1")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+                .map_err(db_err("reading an event"))?;
+            body.map(|b| from_text(&b, "event body")).transpose()
+        })
+        .await
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([&id], run_from_row).optional())
+                .map_err(db_err("reading a run"))?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let f = filter.clone();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLS} FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR playbook = ?2) \
+                     AND (?3 IS NULL OR event_id = ?3) ORDER BY created_at DESC, id DESC LIMIT ?4"
+                ))
+                .map_err(db_err("listing runs"))?;
+            let limit = f.limit.map_or(-1, |l| l as i64);
+            let rows = stmt
+                .query_map(params![f.status.map(|s| s.as_str()), f.playbook, f.event_id, limit], run_from_row)
+                .map_err(db_err("listing runs"))?;
+            collect(rows, "listing runs")
+        })
+        .await
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        let id = run_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 ORDER BY seq, item, key"))
+                .map_err(db_err("reading steps"))?;
+            let rows = stmt.query_map([&id], step_from_row).map_err(db_err("reading steps"))?;
+            collect(rows, "reading steps")
+        })
+        .await
+    }
+
+    async fn changes(&self, run_id: Option<&str>) -> Result<Vec<ChangeRecord>> {
+        let id = run_id.map(str::to_owned);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!("SELECT {CHANGE_COLS} FROM changes WHERE (?1 IS NULL OR run_id = ?1) ORDER BY seq"))
+                .map_err(db_err("listing changes"))?;
+            let rows = stmt.query_map([&id], change_from_row).map_err(db_err("listing changes"))?;
+            collect(rows, "listing changes")
+        })
+        .await
+    }
+
+    async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>> {
+        let key = idempotency_key.to_owned();
+        self.read(move |c| change_by_key(c, &key)).await
+    }
+
+    async fn claim_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let owners: Vec<String> = self
+            .read(|c| {
+                let mut s = c
+                    .prepare_cached("SELECT DISTINCT owner FROM runs WHERE status IN ('pending', 'running') AND owner IS NOT NULL")
+                    .map_err(db_err("listing run owners"))?;
+                let rows = s.query_map([], |r| r.get::<_, String>(0)).map_err(db_err("listing run owners"))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err("listing run owners"))
+            })
+            .await?;
+        let dead = self.dead_owners(owners);
+        match self.submit(Op::Claim { dead, limit }).await? {
+            Reply::Runs(r) => Ok(r),
+            _ => Err(unexpected("claiming runs")),
+        }
+    }
+
+    async fn renew_leases(&self) -> Result<u64> {
+        match self.submit(Op::Renew).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(unexpected("renewing leases")),
+        }
+    }
+
+    async fn cursor(&self, source: &str) -> Result<Option<u64>> {
+        let source = source.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT offset FROM cursors WHERE source = ?1")
+                .and_then(|mut s| s.query_row([&source], |r| r.get::<_, i64>(0)).optional())
+                .map(|o| o.map(|v| v as u64))
+                .map_err(db_err("reading a cursor"))
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        self.read(|c| {
+            let one = |sql: &str| -> Result<u64> {
+                c.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|v| v as u64).map_err(db_err("counting"))
+            };
+            Ok(Counts {
+                events: one("SELECT COUNT(*) FROM events")?,
+                runs: one("SELECT COUNT(*) FROM runs")?,
+                runs_unfinished: one("SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'running')")?,
+                steps: one("SELECT COUNT(*) FROM steps")?,
+                changes: one("SELECT COUNT(*) FROM changes")?,
+                changes_applied: one("SELECT COUNT(*) FROM changes WHERE status = 'applied'")?,
+            })
+        })
+        .await
+    }
+}
