@@ -1,1 +1,526 @@
-fn main() {}
+//! The `belay` binary: thin glue from command-line flags to the engine, store and language.
+
+mod config;
+mod demo;
+
+use anyhow::{Context, Result, anyhow, bail};
+use belay_connectors::{Blocklist, Core, Registry};
+use belay_engine::{Engine, EngineConfig, RunReport};
+use belay_model::{Event, RunStatus};
+use belay_playbook::{Catalog, Playbook, PlaybookSet};
+use belay_store::{PgOptions, PgStore, RunFilter, SqliteOptions, SqliteStore, Store, Synchronous};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use config::Config;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "belay", version, about = "Trustable security automation: playbooks that earn their autonomy.")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// Configuration file (default: ./belay.toml when present).
+    #[arg(long, global = true, env = "BELAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded store.
+    #[arg(long, global = true, env = "BELAY_DATA")]
+    data: Option<PathBuf>,
+    /// PostgreSQL URL; use PostgreSQL instead of the embedded store.
+    #[arg(long, global = true, env = "BELAY_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the example playbooks end to end on a throw-away embedded store.
+    Demo,
+    /// Check playbooks; prints FILE:LINE:COL: error: MESSAGE for each problem.
+    Lint {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run one playbook on one event.
+    Run {
+        playbook: PathBuf,
+        #[arg(long)]
+        event: PathBuf,
+        /// Apply nothing; report what would happen.
+        #[arg(long)]
+        dry_run: bool,
+        /// Other playbooks it may start (default: the playbook's directory).
+        #[arg(long)]
+        playbooks: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Run playbook tests (*.test.yaml).
+    Test {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Read JSON-lines events from a file or stdin, store them durably and run what they trigger.
+    Ingest {
+        /// A file of JSON lines, or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: String,
+        #[arg(long)]
+        playbooks: Option<PathBuf>,
+        /// Do not print an acknowledgement line per event.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Runs and their steps.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// The action catalog.
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
+    /// Measure durable runs per second on the store.
+    Bench {
+        #[arg(long, default_value_t = 20_000)]
+        runs: usize,
+        /// Runs in flight at once.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+        /// SQLite synchronous mode for this measurement.
+        #[arg(long, value_enum, default_value = "full")]
+        synchronous: SyncArg,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SyncArg {
+    Full,
+    Normal,
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Recent runs, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        playbook: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// One run with its steps.
+    Show {
+        id: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActionsCommand {
+    List {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`belay runs list | head`).
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BELAY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolved settings shared by the commands.
+pub struct Ctx {
+    pub config: Config,
+    pub data: PathBuf,
+    pub database_url: Option<String>,
+    pub catalog: Arc<Catalog>,
+}
+
+impl Ctx {
+    fn new(g: &Global) -> Result<Ctx> {
+        let config = Config::load(g.config.as_deref())?;
+        let data = g.data.clone().or_else(|| config.data.clone()).unwrap_or_else(|| PathBuf::from("belay-data"));
+        let database_url = g.database_url.clone().or_else(|| config.database_url.clone());
+        Ok(Ctx { config, data, database_url, catalog: Arc::new(Catalog::builtin()) })
+    }
+
+    fn synchronous(&self) -> Result<Synchronous> {
+        match self.config.storage.sqlite_synchronous.as_deref() {
+            None | Some("full") => Ok(Synchronous::Full),
+            Some("normal") => Ok(Synchronous::Normal),
+            Some(other) => bail!("storage.sqlite_synchronous must be `full` or `normal`, not `{other}`"),
+        }
+    }
+
+    async fn store(&self) -> Result<Arc<dyn Store>> {
+        self.store_with(self.synchronous()?).await
+    }
+
+    async fn store_with(&self, synchronous: Synchronous) -> Result<Arc<dyn Store>> {
+        Ok(match &self.database_url {
+            Some(url) => {
+                let opts = PgOptions { schema: self.config.storage.postgres_schema.clone(), ..Default::default() };
+                Arc::new(PgStore::connect(url, opts).await.context("cannot open the PostgreSQL store")?)
+            }
+            None => {
+                let opts = SqliteOptions { synchronous, ..Default::default() };
+                Arc::new(
+                    SqliteStore::open(&self.data, opts)
+                        .with_context(|| format!("cannot open the store in {}", self.data.display()))?,
+                )
+            }
+        })
+    }
+
+    fn connectors(&self) -> Registry {
+        let mut r = Registry::new();
+        r.register(Arc::new(Core));
+        r.register(Arc::new(Blocklist::new(self.data.join("lists"), self.config.lists.clone())));
+        r
+    }
+
+    fn engine_config(&self) -> Result<EngineConfig> {
+        let mut c = EngineConfig::default();
+        if let Some(n) = self.config.engine.max_concurrent_runs {
+            c.max_concurrent_runs = n.max(1);
+        }
+        if let Some(t) = &self.config.engine.action_timeout {
+            c.action_timeout = humantime_parse(t)?;
+        }
+        Ok(c)
+    }
+
+    fn load_playbooks(&self, paths: &[PathBuf]) -> Result<PlaybookSet> {
+        PlaybookSet::load_paths(paths, &self.catalog).map_err(|errs| {
+            let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            anyhow!("playbooks have errors:\n{}", text.join("\n"))
+        })
+    }
+
+    async fn engine(&self, playbooks: PlaybookSet) -> Result<Arc<Engine>> {
+        Ok(Engine::new(self.store().await?, Arc::new(playbooks), self.catalog.clone(), self.connectors(), self.engine_config()?))
+    }
+}
+
+fn humantime_parse(text: &str) -> Result<std::time::Duration> {
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = num.parse().with_context(|| format!("`{text}` is not a duration like 30s"))?;
+    Ok(match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" | "" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        _ => bail!("`{text}` is not a duration like 30s"),
+    })
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let ctx = Ctx::new(&cli.global)?;
+    match cli.command {
+        Command::Demo => demo::run(&ctx).await,
+        Command::Lint { paths } => lint(&ctx, &paths),
+        Command::Run { playbook, event, dry_run, playbooks, format } => {
+            run(&ctx, &playbook, &event, dry_run, playbooks, format).await
+        }
+        Command::Test { paths } => test(&ctx, &paths).await,
+        Command::Ingest { input, playbooks, quiet } => ingest(&ctx, &input, playbooks, quiet).await,
+        Command::Runs { command } => runs(&ctx, command).await,
+        Command::Actions { command } => actions(&ctx, command),
+        Command::Bench { runs, concurrency, synchronous, format } => bench(&ctx, runs, concurrency, synchronous, format).await,
+    }
+}
+
+fn lint(ctx: &Ctx, paths: &[PathBuf]) -> Result<ExitCode> {
+    let mut files = Vec::new();
+    for p in paths {
+        files.extend(belay_playbook::playbook_files(p).with_context(|| format!("cannot read {}", p.display()))?);
+    }
+    if files.is_empty() {
+        bail!("no playbook files (*.yaml) under the given paths");
+    }
+    match PlaybookSet::load(&files, &ctx.catalog) {
+        Ok(set) => {
+            println!("{} playbook(s) OK", set.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errs) => {
+            let mut n = 0;
+            for e in &errs {
+                n += e.diagnostics.len();
+                println!("{e}");
+            }
+            eprintln!("{n} error(s) in {} file(s)", errs.len());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn read_event(path: &Path) -> Result<Event> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read event {}", path.display()))?;
+    Event::from_json_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+async fn run(ctx: &Ctx, playbook: &Path, event: &Path, dry_run: bool, playbooks: Option<PathBuf>, format: Format) -> Result<ExitCode> {
+    let dir = playbooks.unwrap_or_else(|| playbook.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")));
+    let mut paths = vec![dir];
+    if playbook.is_file() {
+        paths.push(playbook.to_owned());
+    }
+    let parsed = Playbook::load(playbook).map_err(|d| {
+        anyhow!("{}", d.iter().map(|d| format!("{}:{d}", playbook.display())).collect::<Vec<_>>().join("\n"))
+    })?;
+    let set = ctx.load_playbooks(&dedup_paths(paths))?;
+    let pb = set.get(&parsed.name).ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
+    let event = read_event(event)?;
+    let engine = ctx.engine(set).await?;
+    let report = engine.run_once(&pb, event, dry_run).await?;
+    print_report(&report, format)?;
+    Ok(if report.status == RunStatus::Failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn dedup_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    // A directory already covers the files in it.
+    let dirs: Vec<PathBuf> = paths.iter().filter(|p| p.is_dir()).filter_map(|p| p.canonicalize().ok()).collect();
+    paths
+        .into_iter()
+        .filter(|p| !(p.is_file() && p.canonicalize().ok().and_then(|c| c.parent().map(Path::to_path_buf)).is_some_and(|d| dirs.contains(&d))))
+        .collect()
+}
+
+fn print_report(report: &RunReport, format: Format) -> Result<()> {
+    if format == Format::Json {
+        let steps: Vec<serde_json::Value> = report
+            .steps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "step": s.key, "action": s.action, "with": s.with, "decision": s.decision,
+                    "trust": s.trust, "status": s.status, "output": s.output, "error": s.error,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "run_id": report.run_id, "playbook": report.playbook, "event_id": report.event_id,
+            "status": report.status, "error": report.error, "steps": steps,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("run {} ({}) {}", report.run_id, report.playbook, report.status);
+    if let Some(e) = &report.error {
+        println!("  error: {e}");
+    }
+    for s in &report.steps {
+        let trust = s.trust.map(|t| format!(" trust={t}")).unwrap_or_default();
+        println!("  {:<24} {:<22} {:<14} {:<10}{trust}", s.key, s.action, s.decision.as_str(), s.status.as_str());
+        println!("      with   {}", s.with);
+        if !s.output.is_null() {
+            println!("      output {}", s.output);
+        }
+        if let Some(e) = &s.error {
+            println!("      error  {e}");
+        }
+    }
+    Ok(())
+}
+
+async fn test(ctx: &Ctx, paths: &[PathBuf]) -> Result<ExitCode> {
+    let files = belay_engine::playtest::test_files(paths).context("cannot list test files")?;
+    if files.is_empty() {
+        bail!("no playbook tests (*.test.yaml) under the given paths");
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for f in files {
+        let dir = f.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let r = belay_engine::playtest::run_case(&f, &[dir], &ctx.catalog).await;
+        if r.passed() {
+            passed += 1;
+            println!("PASS {} ({})", r.name, f.display());
+        } else {
+            failed += 1;
+            println!("FAIL {} ({})", r.name, f.display());
+            for m in &r.failures {
+                println!("    {m}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn ingest(ctx: &Ctx, input: &str, playbooks: Option<PathBuf>, quiet: bool) -> Result<ExitCode> {
+    let dir = playbooks
+        .or_else(|| ctx.config.playbooks.clone())
+        .ok_or_else(|| anyhow!("give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)"))?;
+    let set = ctx.load_playbooks(&[dir])?;
+    let engine = ctx.engine(set).await?;
+    let resumed = engine.resume().await?;
+    if resumed > 0 {
+        eprintln!("resumed {resumed} unfinished run(s)");
+    }
+    let mut acks: Box<dyn Write + Send> = if quiet { Box::new(std::io::sink()) } else { Box::new(std::io::stdout()) };
+    let mut errors = std::io::stderr();
+    let stats = if input == "-" {
+        let source = belay_engine::ingest::Source { name: "stdin".into(), start: 0, durable_cursor: false };
+        let reader = tokio::io::BufReader::new(tokio::io::stdin());
+        belay_engine::ingest::ingest(&engine, reader, source, &mut *acks, &mut errors).await?
+    } else {
+        let path = std::fs::canonicalize(input).with_context(|| format!("cannot open {input}"))?;
+        let name = format!("file:{}", path.display());
+        let start = engine.store.cursor(&name).await?.unwrap_or(0);
+        let mut file = tokio::fs::File::open(&path).await.with_context(|| format!("cannot open {input}"))?;
+        use tokio::io::AsyncSeekExt;
+        file.seek(std::io::SeekFrom::Start(start)).await.context("cannot seek to the stored cursor")?;
+        let source = belay_engine::ingest::Source { name, start, durable_cursor: true };
+        belay_engine::ingest::ingest(&engine, tokio::io::BufReader::new(file), source, &mut *acks, &mut errors).await?
+    };
+    eprintln!(
+        "ingest: {} accepted, {} duplicate, {} rejected; runs: {} started, {} resumed, {} succeeded, {} failed, {} waiting",
+        stats.accepted, stats.duplicates, stats.rejected, stats.runs_started, resumed, stats.runs_succeeded, stats.runs_failed, stats.runs_waiting
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn runs(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
+    let store = ctx.store().await?;
+    match command {
+        RunsCommand::List { status, playbook, limit, format } => {
+            let status = status.map(|s| s.parse::<RunStatus>().map_err(|e| anyhow!(e))).transpose()?;
+            let runs = store.list_runs(&RunFilter { status, playbook, event_id: None, limit: Some(limit) }).await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                println!("{:<38} {:<24} {:<17} {:<24} EVENT", "RUN", "PLAYBOOK", "STATUS", "CREATED");
+                for r in runs {
+                    println!("{:<38} {:<24} {:<17} {:<24} {}", r.id, r.playbook, r.status.as_str(), belay_model::ms_to_rfc3339(r.created_at), r.event_id);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Show { id, format } => {
+            let run = store.get_run(&id).await?.ok_or_else(|| anyhow!("no run `{id}`"))?;
+            let steps = store.steps(&id).await?;
+            print_report(&RunReport::from_records(&run, &steps), format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn actions(ctx: &Ctx, command: ActionsCommand) -> Result<ExitCode> {
+    match command {
+        ActionsCommand::List { format } => {
+            let all: Vec<_> = ctx.catalog.iter().collect();
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                for a in all {
+                    let inverse = a.inverse.as_ref().map(|i| format!(" (inverse: {})", i.action)).unwrap_or_default();
+                    println!("{:<28} {:<7} {}{inverse}", a.name, a.kind.to_string(), a.description);
+                }
+            }
+        }
+        ActionsCommand::Show { name, format } => {
+            let a = ctx.catalog.get(&name).ok_or_else(|| match ctx.catalog.suggest(&name) {
+                Some(s) => anyhow!("no action `{name}`; did you mean `{s}`?"),
+                None => anyhow!("no action `{name}`"),
+            })?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(a)?);
+            } else {
+                println!("{} ({})\n  {}", a.name, a.kind, a.description);
+                if let Some(t) = &a.target {
+                    println!("  target: input `{}` ({:?})", t.field, t.kind);
+                }
+                if let Some(s) = &a.state {
+                    println!("  state:  {s}");
+                }
+                if let Some(i) = &a.inverse {
+                    println!("  inverse: {} with {:?}", i.action, i.with);
+                }
+                if let Some(r) = &a.irreversible {
+                    println!("  irreversible: {r}");
+                }
+                println!("  inputs:  {}", serde_json::to_string_pretty(&a.inputs)?);
+                println!("  outputs: {}", serde_json::to_string_pretty(&a.outputs)?);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(ctx: &Ctx, runs: usize, concurrency: usize, sync: SyncArg, format: Format) -> Result<ExitCode> {
+    let synchronous = match sync {
+        SyncArg::Full => Synchronous::Full,
+        SyncArg::Normal => Synchronous::Normal,
+    };
+    // A fresh embedded store unless --data or a database is given explicitly.
+    let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let explicit = std::env::args().any(|a| a == "--data" || a.starts_with("--data=")) || std::env::var_os("BELAY_DATA").is_some();
+    let data = if explicit { ctx.data.clone() } else { tmp.path().to_path_buf() };
+    let bench_ctx = Ctx { config: Config::default(), data, database_url: ctx.database_url.clone(), catalog: ctx.catalog.clone() };
+    let store = bench_ctx.store_with(synchronous).await?;
+    let label = match store.kind() {
+        "sqlite" => format!("sqlite (WAL, synchronous={})", if synchronous == Synchronous::Full { "FULL" } else { "NORMAL" }),
+        other => other.to_string(),
+    };
+    let r = belay_engine::bench::run(store, label, belay_engine::bench::BenchOptions { runs, concurrency }).await?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("store:        {}", r.store);
+        println!("runs:         {} in {:.2}s ({} in flight)", r.runs, r.seconds, r.concurrency);
+        println!("runs/s:       {:.0}", r.runs_per_sec);
+        println!("latency p50:  {:.2} ms", r.p50_ms);
+        println!("latency p99:  {:.2} ms", r.p99_ms);
+        println!("peak RSS:     {:.1} MB", r.peak_rss_mb);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,1 +1,215 @@
-//! stub
+//! The engine: ingest → match → plan → (guard → approve) → apply → journal.
+//!
+//! It owns run execution and nothing else: playbooks come parsed from `belay-playbook`,
+//! actions are performed by `belay-connectors`, and every transition is written through the
+//! `belay-store` trait before the engine moves on. The executor never calls a change action
+//! without its journal entry durable first, and never calls one again for an idempotency key
+//! whose outcome is known.
+
+pub mod bench;
+mod exec;
+pub mod ingest;
+pub mod playtest;
+
+pub use exec::{RunReport, StepReport};
+
+use belay_connectors::Registry;
+use belay_model::{Event, RunRecord, RunStatus, now_ms};
+use belay_playbook::{Catalog, Playbook, PlaybookSet, context_value};
+use belay_store::{Accepted, Incoming, Store};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Runs executing at once in this process.
+    pub max_concurrent_runs: usize,
+    /// Timeout of one action attempt when the step sets none.
+    pub action_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_concurrent_runs: 256, action_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// An engine failure outside any one run (storage, unknown playbook).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] belay_store::StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// The result of offering an event.
+#[derive(Debug, Clone)]
+pub struct Acceptance {
+    pub event_id: String,
+    pub accepted: Accepted,
+    /// Runs started by the event (empty for a duplicate).
+    pub runs: Vec<RunRecord>,
+    /// Playbooks whose trigger condition could not be evaluated, with the reason.
+    pub trigger_errors: Vec<(String, String)>,
+}
+
+/// Runs playbooks against one store with one set of connectors.
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub playbooks: Arc<PlaybookSet>,
+    pub catalog: Arc<Catalog>,
+    pub connectors: Registry,
+    pub config: EngineConfig,
+    permits: Arc<Semaphore>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        playbooks: Arc<PlaybookSet>,
+        catalog: Arc<Catalog>,
+        connectors: Registry,
+        config: EngineConfig,
+    ) -> Arc<Engine> {
+        let permits = Arc::new(Semaphore::new(config.max_concurrent_runs.max(1)));
+        Arc::new(Engine { store, playbooks, catalog, connectors, config, permits })
+    }
+
+    /// The runs an event starts: playbooks indexed under its kind whose `on.if` holds.
+    pub fn plan_runs(&self, event: &Event) -> (Vec<RunRecord>, Vec<(String, String)>) {
+        let mut runs = Vec::new();
+        let mut errors = Vec::new();
+        let candidates = self.playbooks.matching(&event.kind);
+        if candidates.is_empty() {
+            return (runs, errors);
+        }
+        let event_json = event.to_value();
+        for pb in candidates {
+            if let Some(cond) = &pb.trigger.condition {
+                let ctx = context_value(&json!({ "event": event_json, "vars": pb.vars }));
+                match cond.eval_bool(&ctx) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        errors.push((pb.name.clone(), e.message));
+                        continue;
+                    }
+                }
+            }
+            runs.push(new_run(&pb, &event.id, None, Value::Null, false));
+        }
+        (runs, errors)
+    }
+
+    /// Matches a batch of events and stores them with their runs, durably, in order.
+    /// Returns only after the commit: that is when a source may be acknowledged.
+    pub async fn accept_batch(
+        &self,
+        events: Vec<(Event, Option<belay_store::Cursor>)>,
+    ) -> Result<Vec<Acceptance>> {
+        let mut incoming = Vec::with_capacity(events.len());
+        let mut errors = Vec::with_capacity(events.len());
+        for (event, cursor) in events {
+            let (runs, trigger_errors) = self.plan_runs(&event);
+            errors.push(trigger_errors);
+            incoming.push(Incoming { event, runs, cursor });
+        }
+        let results = self.store.accept_batch(&incoming).await?;
+        Ok(incoming
+            .into_iter()
+            .zip(results)
+            .zip(errors)
+            .map(|((inc, accepted), trigger_errors)| Acceptance {
+                event_id: inc.event.id,
+                runs: if accepted == Accepted::New { inc.runs } else { Vec::new() },
+                accepted,
+                trigger_errors,
+            })
+            .collect())
+    }
+
+    /// Executes a stored run until it finishes or waits for a person; resumes where its
+    /// records stop. Waits for a free execution slot first.
+    pub async fn execute(self: &Arc<Self>, run: RunRecord) -> Result<RunReport> {
+        let _permit = self.permits.clone().acquire_owned().await.map_err(|e| EngineError::Other(e.to_string()))?;
+        exec::execute(self.clone(), run, false).await
+    }
+
+    /// Like [`Engine::execute`], for a run that may have records from an earlier attempt.
+    pub async fn execute_resumed(self: &Arc<Self>, run: RunRecord) -> Result<RunReport> {
+        let _permit = self.permits.clone().acquire_owned().await.map_err(|e| EngineError::Other(e.to_string()))?;
+        exec::execute(self.clone(), run, true).await
+    }
+
+    /// Claims unfinished runs (left by a crash, or by a worker that died) and executes them.
+    /// Returns how many were resumed.
+    pub async fn resume(self: &Arc<Self>) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let runs = self.store.claim_runs(512).await?;
+            if runs.is_empty() {
+                return Ok(total);
+            }
+            total += runs.len();
+            let mut tasks = tokio::task::JoinSet::new();
+            for run in runs {
+                let engine = self.clone();
+                tasks.spawn(async move { engine.execute_resumed(run).await });
+            }
+            while let Some(r) = tasks.join_next().await {
+                if let Ok(Err(e)) = r {
+                    tracing::error!("resuming a run failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Runs one playbook on one event, outside trigger matching (`belay run`).
+    pub async fn run_once(self: &Arc<Self>, pb: &Playbook, event: Event, dry_run: bool) -> Result<RunReport> {
+        let run = new_run(pb, &event.id, None, Value::Null, dry_run);
+        let accepted = self.store.accept_event(&event, std::slice::from_ref(&run), None).await?;
+        let run = match accepted {
+            Accepted::New => run,
+            // The event was seen before: start a run of its own for this explicit request.
+            Accepted::Duplicate => self.store.insert_run(&run).await?,
+        };
+        self.execute(run).await
+    }
+
+    /// The report of a stored run.
+    pub async fn report(&self, run_id: &str) -> Result<Option<RunReport>> {
+        let Some(run) = self.store.get_run(run_id).await? else {
+            return Ok(None);
+        };
+        let steps = self.store.steps(run_id).await?;
+        Ok(Some(RunReport::from_records(&run, &steps)))
+    }
+}
+
+/// A new run record, marked running and leased to this worker when stored.
+pub fn new_run(pb: &Playbook, event_id: &str, parent: Option<(&str, &str)>, inputs: Value, dry_run: bool) -> RunRecord {
+    let now = now_ms();
+    RunRecord {
+        id: match parent {
+            // Deterministic, so a resumed parent finds the child it started.
+            Some((run, key)) => format!("{run}.{key}"),
+            None => belay_model::new_id(),
+        },
+        event_id: event_id.to_owned(),
+        playbook: pb.name.clone(),
+        playbook_hash: pb.hash.clone(),
+        parent_run: parent.map(|(r, _)| r.to_owned()),
+        status: RunStatus::Running,
+        dry_run,
+        inputs,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    }
+}

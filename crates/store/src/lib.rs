@@ -9,7 +9,7 @@
 mod postgres;
 mod sqlite;
 
-pub use postgres::PgStore;
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use async_trait::async_trait;
@@ -47,6 +47,15 @@ pub struct Cursor {
     pub offset: u64,
 }
 
+/// One event offered for acceptance, with the runs it starts.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub event: Event,
+    pub runs: Vec<RunRecord>,
+    /// The source's cursor just past this event.
+    pub cursor: Option<Cursor>,
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -75,6 +84,16 @@ pub trait Store: Send + Sync {
 
     /// This process's identity as a worker; runs it executes are leased to it.
     fn worker_id(&self) -> &str;
+
+    /// Accepts several events, in order; each is atomic with its runs and the cursor after it.
+    /// Implementations may commit them together. The default accepts them one by one.
+    async fn accept_batch(&self, batch: &[Incoming]) -> Result<Vec<Accepted>> {
+        let mut out = Vec::with_capacity(batch.len());
+        for i in batch {
+            out.push(self.accept_event(&i.event, &i.runs, i.cursor.as_ref()).await?);
+        }
+        Ok(out)
+    }
 
     /// Stores an event, the runs it starts and the source's new cursor in one transaction.
     /// An event whose id was accepted before is a [`Accepted::Duplicate`] and stores nothing

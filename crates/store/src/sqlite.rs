@@ -6,7 +6,7 @@
 //! thousands of durable runs per second with `synchronous=FULL`.
 
 use crate::codec::{from_text, parse, to_text};
-use crate::{Accepted, Counts, Cursor, Result, RunFilter, Store, StoreError};
+use crate::{Accepted, Counts, Cursor, Incoming, Result, RunFilter, Store, StoreError};
 use async_trait::async_trait;
 use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord, now_ms};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -119,6 +119,7 @@ CREATE TABLE cursors (
 
 enum Op {
     Accept { event: Event, runs: Vec<RunRecord>, cursor: Option<Cursor> },
+    AcceptBatch(Vec<Incoming>),
     InsertRun(RunRecord),
     SetStatus { run_id: String, status: RunStatus, error: Option<String> },
     PutStep(StepRecord),
@@ -130,6 +131,7 @@ enum Op {
 
 enum Reply {
     Accepted(Accepted),
+    AcceptedBatch(Vec<Accepted>),
     Run(RunRecord),
     Change(ChangeRecord),
     Runs(Vec<RunRecord>),
@@ -181,6 +183,33 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.execute_batch(&format!("PRAGMA user_version={}", i + 1)).map_err(db_err("migrating"))?;
     }
     tx.commit().map_err(db_err("committing migration"))
+}
+
+impl Op {
+    /// A copy, for retrying an operation on its own after its batch failed.
+    fn clone_op(&self) -> Op {
+        match self {
+            Op::Accept { event, runs, cursor } => {
+                Op::Accept { event: event.clone(), runs: runs.clone(), cursor: cursor.clone() }
+            }
+            Op::AcceptBatch(items) => Op::AcceptBatch(items.clone()),
+            Op::InsertRun(r) => Op::InsertRun(r.clone()),
+            Op::SetStatus { run_id, status, error } => {
+                Op::SetStatus { run_id: run_id.clone(), status: *status, error: error.clone() }
+            }
+            Op::PutStep(s) => Op::PutStep(s.clone()),
+            Op::BeginChange { step, change } => Op::BeginChange { step: step.clone(), change: change.clone() },
+            Op::FinishChange { step, change_id, status, after, error } => Op::FinishChange {
+                step: step.clone(),
+                change_id: change_id.clone(),
+                status: *status,
+                after: after.clone(),
+                error: error.clone(),
+            },
+            Op::Claim { dead, limit } => Op::Claim { dead: dead.clone(), limit: *limit },
+            Op::Renew => Op::Renew,
+        }
+    }
 }
 
 impl SqliteStore {
@@ -294,41 +323,69 @@ impl Writer {
         }
     }
 
+    /// Applies a batch in one transaction and answers every caller after the commit. If the
+    /// batch fails, each operation is retried in a transaction of its own, so one bad
+    /// operation cannot fail the others.
     fn commit_batch(&mut self, batch: Vec<Job>) {
-        let mut results = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        let outcome = (|| -> Result<()> {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err("beginning a write"))?;
-            for job in batch {
-                self.conn.execute_batch("SAVEPOINT op").map_err(db_err("savepoint"))?;
-                let r = self.apply(job.op);
-                let end = if r.is_ok() { "RELEASE op" } else { "ROLLBACK TO op; RELEASE op" };
-                self.conn.execute_batch(end).map_err(db_err("savepoint"))?;
-                results.push(r);
-                replies.push(job.reply);
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
+        if ops.len() == 1 {
+            let op = ops.into_iter().next().map(|op| self.transact(vec![op]));
+            if let (Some(r), Some(reply)) = (op, replies.into_iter().next()) {
+                let _ = reply.send(r.and_then(|mut v| v.pop().ok_or(StoreError::Closed)));
             }
-            self.conn.execute_batch("COMMIT").map_err(db_err("committing"))
-        })();
-        match outcome {
-            Ok(()) => {
+            return;
+        }
+        let copies: Vec<Op> = ops.iter().map(Op::clone_op).collect();
+        match self.transact(ops) {
+            Ok(results) => {
                 for (reply, r) in replies.into_iter().zip(results) {
-                    let _ = reply.send(r);
+                    let _ = reply.send(Ok(r));
                 }
             }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                let message = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Database { context: "committing a batch", message: message.clone() }));
+            Err(_) => {
+                for (reply, op) in replies.into_iter().zip(copies) {
+                    let r = self.transact(vec![op]).and_then(|mut v| v.pop().ok_or(StoreError::Closed));
+                    let _ = reply.send(r);
                 }
             }
         }
     }
 
+    fn transact(&mut self, ops: Vec<Op>) -> Result<Vec<Reply>> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err("beginning a write"))?;
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            match self.apply(op) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(db_err("committing")(e))
+            }
+        }
+    }
+
     fn apply(&mut self, op: Op) -> Result<Reply> {
-        let c = &self.conn;
         let now = now_ms();
+        let c = &self.conn;
         match op {
+            Op::AcceptBatch(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    match self.apply(Op::Accept { event: i.event, runs: i.runs, cursor: i.cursor })? {
+                        Reply::Accepted(a) => out.push(a),
+                        _ => return Err(unexpected("accepting events")),
+                    }
+                }
+                Ok(Reply::AcceptedBatch(out))
+            }
             Op::Accept { event, runs, cursor } => {
                 if let Some(cur) = &cursor {
                     c.prepare_cached("INSERT INTO cursors (source, offset) VALUES (?1, ?2) ON CONFLICT(source) DO UPDATE SET offset = excluded.offset")
@@ -631,6 +688,13 @@ impl Store for SqliteStore {
         match self.submit(Op::Accept { event: event.clone(), runs: runs.to_vec(), cursor: cursor.cloned() }).await? {
             Reply::Accepted(a) => Ok(a),
             _ => Err(unexpected("accepting an event")),
+        }
+    }
+
+    async fn accept_batch(&self, batch: &[Incoming]) -> Result<Vec<Accepted>> {
+        match self.submit(Op::AcceptBatch(batch.to_vec())).await? {
+            Reply::AcceptedBatch(a) => Ok(a),
+            _ => Err(unexpected("accepting events")),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Opens fresh stores of each backend for the conformance suite.
 
-use belay_store::{SqliteOptions, SqliteStore, Store};
+use belay_store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store};
 use std::sync::Arc;
 
 /// Lease used by the suite, short so expiry can be tested.
@@ -11,8 +11,49 @@ pub enum Backend {
     Postgres,
 }
 
-/// Keeps whatever backs a store alive for the test (a temporary directory).
-pub type Guard = Option<tempfile::TempDir>;
+/// Default PostgreSQL of the suite, overridden by `BELAY_TEST_DATABASE_URL`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Keeps whatever backs a store alive for the test, and cleans it up afterwards: a temporary
+/// directory, or a PostgreSQL schema that is dropped.
+pub struct Guard {
+    _dir: Option<tempfile::TempDir>,
+    _schema: Option<SchemaGuard>,
+}
+
+/// Drops a test's schema when the test ends (best effort: a failure only leaves it behind).
+pub struct SchemaGuard {
+    url: String,
+    schema: String,
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        // Drop is synchronous and may run on the test's runtime: use a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                let conn = tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .await;
+                drop(client);
+                let _ = conn.await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
 
 impl Backend {
     pub async fn open(&self) -> (Arc<dyn Store>, Guard) {
@@ -25,12 +66,54 @@ impl Backend {
         match self {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
-                let opts = SqliteOptions { lease_ms: LEASE_MS, ..Default::default() };
+                let opts = SqliteOptions {
+                    lease_ms: LEASE_MS,
+                    ..Default::default()
+                };
                 let a = SqliteStore::open(dir.path(), opts.clone()).unwrap();
                 let b = SqliteStore::open(dir.path(), opts).unwrap();
-                (Arc::new(a), Arc::new(b), Some(dir))
+                (
+                    Arc::new(a),
+                    Arc::new(b),
+                    Guard {
+                        _dir: Some(dir),
+                        _schema: None,
+                    },
+                )
             }
-            Backend::Postgres => unimplemented!("PostgreSQL store not written yet"),
+            Backend::Postgres => {
+                let url = std::env::var("BELAY_TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let opts = PgOptions {
+                    schema: Some(schema.clone()),
+                    lease_ms: LEASE_MS,
+                    pool_size: 4,
+                };
+                // Both at once: their migrations must serialize on the advisory lock.
+                let (a, b) = tokio::join!(
+                    PgStore::connect(&url, opts.clone()),
+                    PgStore::connect(&url, opts)
+                );
+                let guard = Guard {
+                    _dir: None,
+                    _schema: Some(SchemaGuard {
+                        url: url.clone(),
+                        schema,
+                    }),
+                };
+                let open = |r: belay_store::Result<PgStore>| {
+                    r.unwrap_or_else(|e| {
+                        panic!(
+                            "cannot open the PostgreSQL store at {url}: {e}\n\
+                             The PostgreSQL conformance tests need a server: start one, or point \
+                             BELAY_TEST_DATABASE_URL at a database this user may create schemas in."
+                        )
+                    })
+                };
+                let (a, b) = (open(a), open(b));
+                (Arc::new(a), Arc::new(b), guard)
+            }
         }
     }
 }

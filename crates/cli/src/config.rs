@@ -1,0 +1,56 @@
+//! `belay.toml`: every setting has a default, so no file is needed to start.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data directory of the embedded store and the list files.
+    pub data: Option<PathBuf>,
+    /// PostgreSQL URL; when set, PostgreSQL is the store.
+    pub database_url: Option<String>,
+    /// Playbook directory for `ingest` when `--playbooks` is not given.
+    pub playbooks: Option<PathBuf>,
+    #[serde(default)]
+    pub engine: EngineSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    /// Blocklist names mapped to files (default `<data>/lists/<name>.txt`).
+    #[serde(default)]
+    pub lists: HashMap<String, PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    pub max_concurrent_runs: Option<usize>,
+    /// Default timeout of one action attempt, e.g. `30s`.
+    pub action_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// `full` (default: survives power loss) or `normal` (survives a killed process).
+    pub sqlite_synchronous: Option<String>,
+    /// PostgreSQL schema (default `public`).
+    pub postgres_schema: Option<String>,
+}
+
+impl Config {
+    /// Reads `path`, or `belay.toml` in the working directory when present.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let (path, required) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (PathBuf::from("belay.toml"), false),
+        };
+        if !required && !path.exists() {
+            return Ok(Config::default());
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+}

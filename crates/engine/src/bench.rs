@@ -1,0 +1,184 @@
+//! `belay bench`: synthetic events through a three-step playbook (one read, two changes on a
+//! no-op connector) on a durable store, measuring runs per second, event-to-completion
+//! latency and peak memory.
+
+use crate::{Engine, EngineConfig, EngineError, Result};
+use async_trait::async_trait;
+use belay_connectors::{ActionError, Call, Connector, Registry};
+use belay_model::{Event, RunStatus};
+use belay_playbook::{ActionKind, ActionSpec, Catalog, InverseSpec, PlaybookSet, TargetSpec, TargetType};
+use belay_store::Store;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+const PLAYBOOK: &str = r#"name: bench
+description: Benchmark playbook - one read, two changes.
+on:
+  event: bench.event
+trust: log
+steps:
+  - id: lookup
+    action: bench.lookup
+    with: { value: "${{ event.observables.ips[0] }}" }
+  - id: block
+    action: bench.block
+    with: { target: "${{ event.observables.ips[0] }}", reason: "score ${{ steps.lookup.output.score }}" }
+  - id: tag
+    action: bench.block
+    with: { target: "${{ event.observables.ips[0] }}", reason: "tagged" }
+"#;
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub runs: usize,
+    /// Runs in flight at once.
+    pub concurrency: usize,
+}
+
+/// Benchmark figures (the JSON keys are a contract).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub runs: usize,
+    pub runs_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub peak_rss_mb: f64,
+    pub store: String,
+    pub seconds: f64,
+    pub concurrency: usize,
+}
+
+struct Noop;
+
+#[async_trait]
+impl Connector for Noop {
+    fn family(&self) -> &str {
+        "bench"
+    }
+
+    async fn call(&self, call: Call<'_>) -> std::result::Result<Value, ActionError> {
+        Ok(match call.action {
+            "bench.lookup" => json!({ "score": 2 }),
+            _ => json!({ "changed": true }),
+        })
+    }
+
+    async fn read_state(&self, _action: &str, _input: &Value) -> std::result::Result<Value, ActionError> {
+        Ok(json!({ "present": false }))
+    }
+}
+
+fn props(names: &[&str]) -> Map<String, Value> {
+    names.iter().map(|n| (n.to_string(), json!({ "type": "string", "required": true }))).collect()
+}
+
+fn bench_catalog() -> std::result::Result<Catalog, String> {
+    let mut c = Catalog::builtin();
+    c.insert(ActionSpec::new("bench.lookup", ActionKind::Read, "Benchmark read.", props(&["value"]), None, None)?);
+    let target = Some(TargetSpec { field: "target".into(), kind: TargetType::Ip });
+    let inverse = |a: &str| Some(InverseSpec { action: a.into(), with: vec!["target".into(), "reason".into()], set: Map::new() });
+    c.insert(ActionSpec::new("bench.block", ActionKind::Change, "Benchmark change.", props(&["target", "reason"]), target.clone(), inverse("bench.unblock"))?);
+    c.insert(ActionSpec::new("bench.unblock", ActionKind::Change, "Benchmark inverse.", props(&["target", "reason"]), target, inverse("bench.block"))?);
+    Ok(c)
+}
+
+/// Peak resident memory of this process, in MiB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs the benchmark on `store` and checks that every run succeeded.
+pub async fn run(store: Arc<dyn Store>, store_label: String, opts: BenchOptions) -> Result<BenchResult> {
+    let catalog = Arc::new(bench_catalog().map_err(EngineError::Other)?);
+    let dir = tempfile::tempdir().map_err(|e| EngineError::Other(e.to_string()))?;
+    let path = dir.path().join("bench.yaml");
+    std::fs::write(&path, PLAYBOOK).map_err(|e| EngineError::Other(e.to_string()))?;
+    let set = PlaybookSet::load(&[path], &catalog)
+        .map_err(|e| EngineError::Other(e.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")))?;
+    let mut registry = Registry::new();
+    registry.register(Arc::new(Noop));
+    let concurrency = opts.concurrency.max(1);
+    let engine = Engine::new(
+        store,
+        Arc::new(set),
+        catalog,
+        registry,
+        EngineConfig { max_concurrent_runs: concurrency, ..Default::default() },
+    );
+    let prefix = belay_model::new_id();
+    let mut latencies: Vec<Duration> = Vec::with_capacity(opts.runs);
+    let mut tasks: JoinSet<Result<(RunStatus, Duration)>> = JoinSet::new();
+    let started = Instant::now();
+    let mut next = 0usize;
+    let mut failed = 0usize;
+    while next < opts.runs || !tasks.is_empty() {
+        while next < opts.runs && tasks.len() < concurrency {
+            let k = (opts.runs - next).min(256).min(concurrency - tasks.len());
+            let mut batch = Vec::with_capacity(k);
+            for i in next..next + k {
+                let ip = format!("198.18.{}.{}", (i / 256) % 256, i % 256);
+                let ev = Event::from_json(json!({
+                    "id": format!("{prefix}-{i}"), "kind": "bench.event", "source": "bench",
+                    "severity": "high", "observables": { "ips": [ip] }
+                }))
+                .map_err(|e| EngineError::Other(e.to_string()))?;
+                batch.push((ev, None));
+            }
+            next += k;
+            let t0 = Instant::now();
+            for acc in engine.accept_batch(batch).await? {
+                for run in acc.runs {
+                    let engine = engine.clone();
+                    tasks.spawn(async move {
+                        let report = engine.execute(run).await?;
+                        Ok((report.status, t0.elapsed()))
+                    });
+                }
+            }
+        }
+        match tasks.join_next().await {
+            Some(Ok(Ok((status, lat)))) => {
+                if status != RunStatus::Succeeded {
+                    failed += 1;
+                }
+                latencies.push(lat);
+            }
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(e)) => return Err(EngineError::Other(e.to_string())),
+            None => {}
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if failed > 0 {
+        return Err(EngineError::Other(format!("{failed} benchmark runs did not succeed")));
+    }
+    latencies.sort();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[idx].as_secs_f64() * 1000.0
+    };
+    Ok(BenchResult {
+        runs: opts.runs,
+        runs_per_sec: opts.runs as f64 / seconds,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        peak_rss_mb: peak_rss_mb(),
+        store: store_label,
+        seconds,
+        concurrency,
+    })
+}

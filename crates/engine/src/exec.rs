@@ -1,0 +1,618 @@
+//! Executes one run: steps in order, `for_each` fan-out, sub-playbooks, retries, timeouts,
+//! and the change protocol (read before-state → journal → apply → read after-state → record).
+
+use crate::{Engine, EngineError, Result, new_run};
+use belay_connectors::{ActionError, Call as ConnectorCall, Connector, ErrorKind};
+use belay_model::{
+    ChangeRecord, ChangeStatus, Decision, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, now_ms,
+};
+use belay_playbook::{ActionKind, ActionSpec, Call, OnError, Playbook, Step, context_value};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use minijinja::Value as MjValue;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deepest chain of sub-playbooks (cycles are rejected by lint; this is the backstop).
+const MAX_DEPTH: usize = 8;
+/// Most items a `for_each` may expand to.
+const MAX_ITEMS: usize = 10_000;
+
+/// One executed or planned action, as `belay run --format json` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StepReport {
+    pub step: String,
+    pub key: String,
+    pub action: String,
+    pub with: Value,
+    pub decision: Decision,
+    pub trust: Option<TrustLevel>,
+    pub status: StepStatus,
+    pub output: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunReport {
+    pub run_id: String,
+    pub playbook: String,
+    pub event_id: String,
+    pub status: RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub steps: Vec<StepReport>,
+}
+
+impl RunReport {
+    pub fn from_records(run: &RunRecord, steps: &[StepRecord]) -> RunReport {
+        RunReport {
+            run_id: run.id.clone(),
+            playbook: run.playbook.clone(),
+            event_id: run.event_id.clone(),
+            status: run.status,
+            error: run.error.clone(),
+            steps: steps
+                .iter()
+                .map(|s| StepReport {
+                    step: s.step.clone(),
+                    key: s.key.clone(),
+                    action: s.action.clone(),
+                    with: s.with.clone(),
+                    decision: s.decision,
+                    trust: s.trust,
+                    status: s.status,
+                    output: s.output.clone(),
+                    error: s.error.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// How one step (or item) ended.
+enum Outcome {
+    Done { status: StepStatus, output: Value },
+    Failed(String),
+    /// Waiting for a person; the run pauses.
+    Waiting,
+}
+
+struct RunState {
+    engine: Arc<Engine>,
+    run: RunRecord,
+    pb: Arc<Playbook>,
+    base: MjValue,
+    /// `steps.<id>` as expressions see it.
+    outputs: Map<String, Value>,
+    /// Records found in the store when resuming, by key.
+    prior: HashMap<String, StepRecord>,
+    records: Vec<StepRecord>,
+    depth: usize,
+}
+
+/// Executes a run; `resumed` says whether records from an earlier attempt may exist.
+pub(crate) async fn execute(engine: Arc<Engine>, run: RunRecord, resumed: bool) -> Result<RunReport> {
+    execute_inner(engine, run, 0, resumed).await.map(|(r, _)| r)
+}
+
+async fn fail_run(engine: &Engine, run: &RunRecord, message: String) -> Result<(RunReport, Map<String, Value>)> {
+    engine.store.set_run_status(&run.id, RunStatus::Failed, Some(&message)).await?;
+    let mut r = run.clone();
+    r.status = RunStatus::Failed;
+    r.error = Some(message);
+    Ok((RunReport::from_records(&r, &[]), Map::new()))
+}
+
+fn execute_inner(
+    engine: Arc<Engine>,
+    run: RunRecord,
+    depth: usize,
+    resumed: bool,
+) -> BoxFuture<'static, Result<(RunReport, Map<String, Value>)>> {
+    Box::pin(execute_body(engine, run, depth, resumed))
+}
+
+async fn execute_body(
+    engine: Arc<Engine>,
+    run: RunRecord,
+    depth: usize,
+    resumed: bool,
+) -> Result<(RunReport, Map<String, Value>)> {
+    let Some(pb) = engine.playbooks.get(&run.playbook) else {
+        return fail_run(&engine, &run, format!("playbook `{}` is not loaded", run.playbook)).await;
+    };
+    if pb.hash != run.playbook_hash {
+        let msg = format!(
+            "playbook `{}` changed since this run was planned (hash {} is now {}); it was not continued",
+            pb.name,
+            short(&run.playbook_hash),
+            short(&pb.hash)
+        );
+        return fail_run(&engine, &run, msg).await;
+    }
+    let Some(event) = engine.store.get_event(&run.event_id).await? else {
+        return fail_run(&engine, &run, format!("event `{}` of the run is missing", run.event_id)).await;
+    };
+    let prior: HashMap<String, StepRecord> = if resumed {
+        engine.store.steps(&run.id).await?.into_iter().map(|s| (s.key.clone(), s)).collect()
+    } else {
+        HashMap::new()
+    };
+    let base = context_value(&json!({
+        "event": event.to_value(),
+        "vars": pb.vars,
+        "inputs": run.inputs,
+        "run": { "id": run.id, "playbook": run.playbook, "dry_run": run.dry_run },
+    }));
+    let mut st = RunState { engine: engine.clone(), run, pb: pb.clone(), base, outputs: Map::new(), prior, records: Vec::new(), depth };
+    let mut failure: Option<String> = None;
+    for (seq, step) in pb.steps.iter().enumerate() {
+        let outcome = st.run_step(step, seq as i64).await?;
+        match outcome {
+            Outcome::Done { status, output } => {
+                st.outputs.insert(step.id.clone(), json!({ "status": status, "output": output }));
+            }
+            Outcome::Waiting => {
+                engine.store.set_run_status(&st.run.id, RunStatus::WaitingApproval, None).await?;
+                st.run.status = RunStatus::WaitingApproval;
+                return Ok((RunReport::from_records(&st.run, &st.records), st.outputs));
+            }
+            Outcome::Failed(message) => match step.on_error {
+                OnError::Continue => {
+                    st.outputs.insert(step.id.clone(), json!({ "status": "failed", "output": null, "error": message }));
+                }
+                OnError::Fail | OnError::Rollback => {
+                    failure = Some(format!("step `{}` failed: {message}", step.id));
+                    break;
+                }
+            },
+        }
+    }
+    let status = if failure.is_some() { RunStatus::Failed } else { RunStatus::Succeeded };
+    engine.store.set_run_status(&st.run.id, status, failure.as_deref()).await?;
+    st.run.status = status;
+    st.run.error = failure;
+    Ok((RunReport::from_records(&st.run, &st.records), st.outputs))
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+impl RunState {
+    fn ctx(&self) -> MjValue {
+        let steps = context_value(&Value::Object(self.outputs.clone()));
+        minijinja::context! { steps => steps, ..self.base.clone() }
+    }
+
+    fn record(&self, step: &Step, seq: i64, key: &str, item: Option<i64>) -> StepRecord {
+        StepRecord {
+            run_id: self.run.id.clone(),
+            key: key.to_owned(),
+            step: step.id.clone(),
+            seq,
+            item,
+            action: match &step.call {
+                Call::Action(a) => a.clone(),
+                Call::Playbook(p) => format!("playbook:{p}"),
+            },
+            with: Value::Null,
+            decision: Decision::Read,
+            trust: None,
+            guardrails: step.guardrails.iter().map(|(g, _)| g.clone()).collect(),
+            status: StepStatus::Running,
+            output: Value::Null,
+            error: None,
+            attempts: 0,
+            started_at: now_ms(),
+            finished_at: None,
+        }
+    }
+
+    /// A final record from before a crash, reused instead of executing again.
+    fn reuse(&mut self, key: &str) -> Option<Outcome> {
+        let rec = self.prior.get(key)?;
+        if !rec.status.is_final() {
+            return None;
+        }
+        let outcome = match rec.status {
+            StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
+            s => Outcome::Done { status: s, output: rec.output.clone() },
+        };
+        self.records.push(rec.clone());
+        Some(outcome)
+    }
+
+    async fn run_step(&mut self, step: &Step, seq: i64) -> Result<Outcome> {
+        if step.for_each.is_none() {
+            if let Some(o) = self.reuse(&step.id) {
+                return Ok(o);
+            }
+        }
+        let ctx = self.ctx();
+        if let Some(cond) = &step.condition {
+            match cond.eval_bool(&ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut rec = self.record(step, seq, &step.id, None);
+                    rec.decision = Decision::Skip;
+                    rec.status = StepStatus::Skipped;
+                    rec.finished_at = Some(now_ms());
+                    self.engine.store.put_step(&rec).await?;
+                    self.records.push(rec);
+                    return Ok(Outcome::Done { status: StepStatus::Skipped, output: Value::Null });
+                }
+                Err(e) => return self.fail_early(step, seq, &step.id, None, format!("`if`: {}", e.message)).await,
+            }
+        }
+        let Some(for_each) = &step.for_each else {
+            return self.run_item(step, seq, step.id.clone(), None, ctx).await;
+        };
+        let items = match for_each.render(&ctx) {
+            Ok(Value::Array(items)) if items.len() <= MAX_ITEMS => items,
+            Ok(Value::Array(items)) => {
+                let msg = format!("`for_each` gave {} items, more than the limit of {MAX_ITEMS}", items.len());
+                return self.fail_early(step, seq, &step.id, None, msg).await;
+            }
+            Ok(other) => {
+                let msg = format!("`for_each` must give a list, it gave {}", kind_of(&other));
+                return self.fail_early(step, seq, &step.id, None, msg).await;
+            }
+            Err(e) => return self.fail_early(step, seq, &step.id, None, format!("`for_each`: {}", e.message)).await,
+        };
+        // Items run concurrently, at most `concurrency` at once; outputs keep item order.
+        let mut reused: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
+        for i in 0..items.len() {
+            reused.push(self.reuse(&format!("{}[{i}]", step.id)));
+        }
+        let this: &RunState = self;
+        let futs: Vec<BoxFuture<'_, (usize, Result<(Outcome, Vec<StepRecord>)>)>> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| reused[*i].is_none())
+            .map(|(i, item)| {
+                let ictx = minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
+                let key = format!("{}[{i}]", step.id);
+                let fut: BoxFuture<'_, _> =
+                    Box::pin(async move { (i, this.run_item_detached(step, seq, key, Some(i as i64), ictx).await) });
+                fut
+            })
+            .collect();
+        let results: Vec<(usize, Result<(Outcome, Vec<StepRecord>)>)> =
+            futures::stream::iter(futs).buffer_unordered(step.concurrency).collect().await;
+        let mut outcomes: Vec<Option<Outcome>> = reused;
+        for (i, r) in results {
+            let (o, recs) = r?;
+            self.records.extend(recs);
+            outcomes[i] = Some(o);
+        }
+        self.records.sort_by_key(|r| (r.seq, r.item));
+        let mut out = Vec::with_capacity(outcomes.len());
+        let mut errors = Vec::new();
+        let mut waiting = false;
+        let mut all_planned = !outcomes.is_empty();
+        for (i, o) in outcomes.into_iter().enumerate() {
+            match o {
+                Some(Outcome::Done { status, output }) => {
+                    all_planned &= status == StepStatus::Planned;
+                    out.push(output);
+                }
+                Some(Outcome::Failed(m)) => {
+                    errors.push(format!("item {i}: {m}"));
+                    out.push(Value::Null);
+                }
+                Some(Outcome::Waiting) => {
+                    waiting = true;
+                    out.push(Value::Null);
+                }
+                None => out.push(Value::Null),
+            }
+        }
+        if !errors.is_empty() {
+            return Ok(Outcome::Failed(errors.join("; ")));
+        }
+        if waiting {
+            return Ok(Outcome::Waiting);
+        }
+        let status = if all_planned { StepStatus::Planned } else { StepStatus::Succeeded };
+        Ok(Outcome::Done { status, output: Value::Array(out) })
+    }
+
+    async fn fail_early(&mut self, step: &Step, seq: i64, key: &str, item: Option<i64>, message: String) -> Result<Outcome> {
+        let mut rec = self.record(step, seq, key, item);
+        rec.status = StepStatus::Failed;
+        rec.error = Some(message.clone());
+        rec.finished_at = Some(now_ms());
+        self.engine.store.put_step(&rec).await?;
+        self.records.push(rec);
+        Ok(Outcome::Failed(message))
+    }
+
+    async fn run_item(&mut self, step: &Step, seq: i64, key: String, item: Option<i64>, ctx: MjValue) -> Result<Outcome> {
+        let (o, recs) = self.run_item_detached(step, seq, key, item, ctx).await?;
+        self.records.extend(recs);
+        Ok(o)
+    }
+
+    /// Executes one step or item; returns its outcome and the records it wrote.
+    async fn run_item_detached(
+        &self,
+        step: &Step,
+        seq: i64,
+        key: String,
+        item: Option<i64>,
+        ctx: MjValue,
+    ) -> Result<(Outcome, Vec<StepRecord>)> {
+        let mut rec = self.record(step, seq, &key, item);
+        let with = match step.with.render(&ctx) {
+            Ok(v) => v,
+            Err(e) => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(format!("input {}", e.message));
+                return self.finish(rec).await;
+            }
+        };
+        rec.with = with;
+        match &step.call {
+            Call::Playbook(name) => self.sub_playbook(name, rec).await,
+            Call::Action(name) => {
+                let Some(spec) = self.engine.catalog.get(name) else {
+                    rec.status = StepStatus::Failed;
+                    rec.error = Some(format!("unknown action `{name}`"));
+                    return self.finish(rec).await;
+                };
+                if let Err(errors) = spec.validate_input(&rec.with) {
+                    rec.status = StepStatus::Failed;
+                    rec.error = Some(format!("invalid inputs for `{name}`: {}", errors.join("; ")));
+                    return self.finish(rec).await;
+                }
+                match spec.kind {
+                    ActionKind::Read => self.read(step, spec, rec).await,
+                    ActionKind::Change => self.change(step, spec, rec).await,
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, mut rec: StepRecord) -> Result<(Outcome, Vec<StepRecord>)> {
+        rec.finished_at = Some(now_ms());
+        self.engine.store.put_step(&rec).await?;
+        let outcome = match rec.status {
+            StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
+            StepStatus::Held => Outcome::Waiting,
+            s => Outcome::Done { status: s, output: rec.output.clone() },
+        };
+        Ok((outcome, vec![rec]))
+    }
+
+    fn connector(&self, action: &str) -> std::result::Result<Arc<dyn Connector>, String> {
+        self.engine
+            .connectors
+            .resolve(action)
+            .ok_or_else(|| format!("no connector is configured for `{action}`"))
+    }
+
+    async fn read(&self, step: &Step, spec: &ActionSpec, mut rec: StepRecord) -> Result<(Outcome, Vec<StepRecord>)> {
+        rec.decision = Decision::Read;
+        let conn = match self.connector(&spec.name) {
+            Ok(c) => c,
+            Err(m) => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(m);
+                return self.finish(rec).await;
+            }
+        };
+        let call = ConnectorCall { action: &spec.name, input: &rec.with, idempotency_key: None };
+        let (result, attempts) = self.call_with_retry(&conn, call, step).await;
+        rec.attempts = attempts;
+        match result {
+            Ok(out) => {
+                rec.status = StepStatus::Succeeded;
+                rec.output = out;
+            }
+            Err(e) => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(e.message);
+            }
+        }
+        self.finish(rec).await
+    }
+
+    fn trust_of(&self, step: &Step) -> TrustLevel {
+        step.trust.unwrap_or(self.pb.trust)
+    }
+
+    async fn change(&self, step: &Step, spec: &ActionSpec, mut rec: StepRecord) -> Result<(Outcome, Vec<StepRecord>)> {
+        let trust = self.trust_of(step);
+        rec.trust = Some(trust);
+        if self.run.dry_run {
+            rec.decision = Decision::DryRun;
+            rec.status = StepStatus::Planned;
+            return self.finish(rec).await;
+        }
+        match trust {
+            TrustLevel::Shadow => {
+                rec.decision = Decision::Shadow;
+                rec.status = StepStatus::Planned;
+                return self.finish(rec).await;
+            }
+            TrustLevel::Approve => {
+                rec.decision = Decision::AwaitApproval;
+                rec.status = StepStatus::Held;
+                return self.finish(rec).await;
+            }
+            TrustLevel::Log | TrustLevel::Guarded => rec.decision = Decision::Apply,
+        }
+        let conn = match self.connector(&spec.name) {
+            Ok(c) => c,
+            Err(m) => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(m);
+                return self.finish(rec).await;
+            }
+        };
+        let key = format!("{}/{}", self.run.id, rec.key);
+        // After a crash, the journal may already hold this change.
+        let existing = match self.prior.get(&rec.key) {
+            Some(_) => self.engine.store.change_by_key(&key).await?,
+            None => None,
+        };
+        let journaled = match existing {
+            Some(c) if c.status == ChangeStatus::Pending => c,
+            Some(c) => {
+                // The outcome is known: never apply again.
+                rec.status = if c.status == ChangeStatus::Applied { StepStatus::Succeeded } else { StepStatus::Failed };
+                rec.error = c.error.clone();
+                rec.output = json!({ "change_id": c.id, "resumed": true });
+                return self.finish(rec).await;
+            }
+            None => {
+                let before = match conn.read_state(&spec.name, &rec.with).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        rec.status = StepStatus::Failed;
+                        rec.error = Some(format!("cannot read the target's state before the change: {}", e.message));
+                        return self.finish(rec).await;
+                    }
+                };
+                let now = now_ms();
+                let change = ChangeRecord {
+                    id: belay_model::new_id(),
+                    run_id: self.run.id.clone(),
+                    step_key: rec.key.clone(),
+                    idempotency_key: key.clone(),
+                    action: spec.name.clone(),
+                    target: spec.target_of(&rec.with),
+                    with: rec.with.clone(),
+                    before,
+                    after: Value::Null,
+                    inverse: spec.inverse.as_ref().map_or(Value::Null, |i| i.resolve(&rec.with)),
+                    trust,
+                    guardrails: rec.guardrails.clone(),
+                    allowed_by: format!("trust:{trust}"),
+                    status: ChangeStatus::Pending,
+                    error: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                self.engine.store.begin_change(&rec, &change).await?
+            }
+        };
+        let call = ConnectorCall { action: &spec.name, input: &rec.with, idempotency_key: Some(&key) };
+        let (result, attempts) = self.call_with_retry(&conn, call, step).await;
+        rec.attempts = attempts;
+        let after = conn.read_state(&spec.name, &rec.with).await.unwrap_or(Value::Null);
+        let (status, error) = match result {
+            Ok(out) => {
+                rec.status = StepStatus::Succeeded;
+                rec.output = out;
+                (ChangeStatus::Applied, None)
+            }
+            Err(e) => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(e.message.clone());
+                (ChangeStatus::Failed, Some(e.message))
+            }
+        };
+        rec.finished_at = Some(now_ms());
+        self.engine.store.finish_change(&rec, &journaled.id, status, &after, error.as_deref()).await?;
+        let outcome = match rec.status {
+            StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
+            s => Outcome::Done { status: s, output: rec.output.clone() },
+        };
+        Ok((outcome, vec![rec]))
+    }
+
+    async fn call_with_retry(
+        &self,
+        conn: &Arc<dyn Connector>,
+        call: ConnectorCall<'_>,
+        step: &Step,
+    ) -> (std::result::Result<Value, ActionError>, i64) {
+        let timeout = step.timeout.unwrap_or(self.engine.config.action_timeout);
+        let attempts = step.retry.attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = match tokio::time::timeout(timeout, conn.call(call)).await {
+                Ok(r) => r,
+                Err(_) => Err(ActionError::transient(format!("timed out after {}", humanize(timeout)))),
+            };
+            match r {
+                Err(e) if e.kind == ErrorKind::Transient && attempt < attempts => {
+                    let backoff = step.retry.backoff.saturating_mul(1 << (attempt - 1).min(10));
+                    tracing::warn!("{} attempt {attempt} failed ({}); retrying in {}", call.action, e.message, humanize(backoff));
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(mut e) if attempt > 1 => {
+                    e.message = format!("{} (after {attempt} attempts)", e.message);
+                    return (Err(e), attempt as i64);
+                }
+                other => return (other, attempt as i64),
+            }
+        }
+    }
+
+    async fn sub_playbook(&self, name: &str, mut rec: StepRecord) -> Result<(Outcome, Vec<StepRecord>)> {
+        rec.decision = Decision::SubPlaybook;
+        let Some(pb) = self.engine.playbooks.get(name) else {
+            rec.status = StepStatus::Failed;
+            rec.error = Some(format!("playbook `{name}` is not loaded"));
+            return self.finish(rec).await;
+        };
+        if self.depth + 1 >= MAX_DEPTH {
+            rec.status = StepStatus::Failed;
+            rec.error = Some(format!("sub-playbooks nested deeper than {MAX_DEPTH}"));
+            return self.finish(rec).await;
+        }
+        let child = new_run(&pb, &self.run.event_id, Some((&self.run.id, &rec.key)), rec.with.clone(), self.run.dry_run);
+        let stored = self.engine.store.insert_run(&child).await?;
+        let resumed = stored.created_at != child.created_at;
+        let (report, outputs) = if stored.status.is_final() {
+            let steps = self.engine.store.steps(&stored.id).await?;
+            (RunReport::from_records(&stored, &steps), Map::new())
+        } else {
+            execute_inner(self.engine.clone(), stored, self.depth + 1, resumed).await?
+        };
+        rec.output = json!({ "run_id": report.run_id, "status": report.status, "steps": outputs });
+        match report.status {
+            RunStatus::Succeeded => rec.status = StepStatus::Succeeded,
+            RunStatus::WaitingApproval => rec.status = StepStatus::Held,
+            _ => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(format!(
+                    "sub-playbook `{name}` (run {}) {}",
+                    report.run_id,
+                    report.error.unwrap_or_else(|| report.status.to_string())
+                ));
+            }
+        }
+        self.finish(rec).await
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}
+
+impl From<String> for EngineError {
+    fn from(s: String) -> Self {
+        EngineError::Other(s)
+    }
+}

@@ -1,0 +1,158 @@
+//! The long-running ingest loop: JSON-lines events from a file or stdin, stored durably in
+//! batches (each acknowledged only after its commit), matched and run.
+//!
+//! For a file, the byte offset after each accepted line is committed with it, so a restart
+//! continues exactly where the last commit stopped: nothing lost, nothing accepted twice.
+
+use crate::{Engine, Result};
+use belay_model::Event;
+use belay_store::{Accepted, Cursor};
+use serde::Serialize;
+use std::io::Write;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::task::JoinSet;
+
+/// Longest accepted line.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Most events committed together.
+const BATCH: usize = 256;
+
+/// What an ingest pass did.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct IngestStats {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub runs_started: u64,
+    pub runs_resumed: u64,
+    pub runs_succeeded: u64,
+    pub runs_failed: u64,
+    pub runs_waiting: u64,
+}
+
+/// Where lines come from, for cursors and messages.
+pub struct Source {
+    /// `file:/abs/path` for files (their cursor is stored), `stdin` otherwise.
+    pub name: String,
+    /// Byte offset of the first line to read.
+    pub start: u64,
+    pub durable_cursor: bool,
+}
+
+#[derive(Serialize)]
+struct Ack<'a> {
+    event: &'a str,
+    accepted: Accepted,
+    runs: Vec<&'a str>,
+}
+
+/// Reads events until EOF, runs what they trigger, and waits for those runs.
+/// Writes one acknowledgement line per event to `acks` and problems to `errors`.
+pub async fn ingest<R: AsyncRead + Unpin>(
+    engine: &Arc<Engine>,
+    mut reader: BufReader<R>,
+    source: Source,
+    acks: &mut (dyn Write + Send),
+    errors: &mut (dyn Write + Send),
+) -> Result<IngestStats> {
+    let mut stats = IngestStats::default();
+    let mut tasks: JoinSet<crate::Result<crate::RunReport>> = JoinSet::new();
+    let in_flight = engine.config.max_concurrent_runs.max(1) * 2;
+    let mut offset = source.start;
+    let mut line_no = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        let mut batch: Vec<(Event, Option<Cursor>)> = Vec::new();
+        let mut eof = false;
+        while batch.len() < BATCH {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).await.map_err(|e| crate::EngineError::Other(format!("reading {}: {e}", source.name)))?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            line_no += 1;
+            offset += n as u64;
+            let cursor = source.durable_cursor.then(|| Cursor { source: source.name.clone(), offset });
+            let text = String::from_utf8_lossy(&buf);
+            let text = text.trim();
+            if !text.is_empty() {
+                if n > MAX_LINE_BYTES {
+                    stats.rejected += 1;
+                    let _ = writeln!(errors, "{}:{line_no}: rejected: line longer than {MAX_LINE_BYTES} bytes", source.name);
+                } else {
+                    match Event::from_json_str(text) {
+                        Ok(ev) => batch.push((ev, cursor)),
+                        Err(e) => {
+                            stats.rejected += 1;
+                            let _ = writeln!(errors, "{}:{line_no}: rejected: {e}", source.name);
+                        }
+                    }
+                }
+            }
+            if reader.buffer().is_empty() && !batch.is_empty() {
+                break; // nothing more is waiting: acknowledge what we have now
+            }
+        }
+        if !batch.is_empty() {
+            for acc in engine.accept_batch(batch).await? {
+                match acc.accepted {
+                    Accepted::New => stats.accepted += 1,
+                    Accepted::Duplicate => stats.duplicates += 1,
+                }
+                for (pb, msg) in &acc.trigger_errors {
+                    let _ = writeln!(errors, "event {}: trigger of `{pb}` not evaluated: {msg}", acc.event_id);
+                }
+                let ack = Ack { event: &acc.event_id, accepted: acc.accepted, runs: acc.runs.iter().map(|r| r.id.as_str()).collect() };
+                let _ = writeln!(acks, "{}", serde_json::to_string(&ack).unwrap_or_default());
+                for run in acc.runs {
+                    stats.runs_started += 1;
+                    while tasks.len() >= in_flight {
+                        reap(tasks.join_next().await, &mut stats, errors);
+                    }
+                    let engine = engine.clone();
+                    tasks.spawn(async move { engine.execute(run).await });
+                }
+            }
+            let _ = acks.flush();
+        }
+        while let Some(r) = tasks.try_join_next() {
+            reap(Some(r), &mut stats, errors);
+        }
+        if eof {
+            break;
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        reap(Some(r), &mut stats, errors);
+    }
+    Ok(stats)
+}
+
+fn reap(
+    r: Option<std::result::Result<crate::Result<crate::RunReport>, tokio::task::JoinError>>,
+    stats: &mut IngestStats,
+    errors: &mut (dyn Write + Send),
+) {
+    use belay_model::RunStatus;
+    match r {
+        Some(Ok(Ok(report))) => match report.status {
+            RunStatus::Succeeded => stats.runs_succeeded += 1,
+            RunStatus::WaitingApproval => stats.runs_waiting += 1,
+            _ => {
+                stats.runs_failed += 1;
+                let _ = writeln!(errors, "run {} ({}) failed: {}", report.run_id, report.playbook, report.error.unwrap_or_default());
+            }
+        },
+        Some(Ok(Err(e))) => {
+            stats.runs_failed += 1;
+            let _ = writeln!(errors, "a run could not be executed: {e}");
+        }
+        Some(Err(e)) => {
+            stats.runs_failed += 1;
+            let _ = writeln!(errors, "a run task ended abnormally: {e}");
+        }
+        None => {}
+    }
+}
