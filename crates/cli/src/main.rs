@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// A general-purpose allocator that stays fast when many tasks allocate at once.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "belay", version, about = "Trustable security automation: playbooks that earn their autonomy.")]
 struct Cli {
@@ -98,7 +102,7 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         runs: usize,
         /// Runs in flight at once.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 1024)]
         concurrency: usize,
         /// SQLite synchronous mode for this measurement.
         #[arg(long, value_enum, default_value = "full")]

@@ -31,6 +31,9 @@ steps:
     with: { target: "${{ event.observables.ips[0] }}", reason: "tagged" }
 "#;
 
+/// Events accepted per commit.
+const BATCH: usize = 256;
+
 /// Benchmark settings.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -123,8 +126,10 @@ pub async fn run(store: Arc<dyn Store>, store_label: String, opts: BenchOptions)
     let mut next = 0usize;
     let mut failed = 0usize;
     while next < opts.runs || !tasks.is_empty() {
-        while next < opts.runs && tasks.len() < concurrency {
-            let k = (opts.runs - next).min(256).min(concurrency - tasks.len());
+        // Refill in whole batches, as ingest does: one commit acknowledges many events.
+        let batch_size = BATCH.min(concurrency);
+        while next < opts.runs && tasks.len() + batch_size.min(opts.runs - next) <= concurrency {
+            let k = (opts.runs - next).min(batch_size);
             let mut batch = Vec::with_capacity(k);
             for i in next..next + k {
                 let ip = format!("198.18.{}.{}", (i / 256) % 256, i % 256);
@@ -140,8 +145,9 @@ pub async fn run(store: Arc<dyn Store>, store_label: String, opts: BenchOptions)
             for acc in engine.accept_batch(batch).await? {
                 for run in acc.runs {
                     let engine = engine.clone();
+                    let event = acc.event.clone();
                     tasks.spawn(async move {
-                        let report = engine.execute(run).await?;
+                        let report = engine.execute_new(run, event).await?;
                         Ok((report.status, t0.elapsed()))
                     });
                 }

@@ -4,7 +4,7 @@
 use crate::{Engine, EngineError, Result, new_run};
 use belay_connectors::{ActionError, Call as ConnectorCall, Connector, ErrorKind};
 use belay_model::{
-    ChangeRecord, ChangeStatus, Decision, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, now_ms,
+    ChangeRecord, ChangeStatus, Decision, Event, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, now_ms,
 };
 use belay_playbook::{ActionKind, ActionSpec, Call, OnError, Playbook, Step, context_value};
 use futures::StreamExt;
@@ -86,6 +86,7 @@ struct RunState {
     engine: Arc<Engine>,
     run: RunRecord,
     pb: Arc<Playbook>,
+    event: Arc<Event>,
     base: MjValue,
     /// `steps.<id>` as expressions see it.
     outputs: Map<String, Value>,
@@ -96,8 +97,13 @@ struct RunState {
 }
 
 /// Executes a run; `resumed` says whether records from an earlier attempt may exist.
-pub(crate) async fn execute(engine: Arc<Engine>, run: RunRecord, resumed: bool) -> Result<RunReport> {
-    execute_inner(engine, run, 0, resumed).await.map(|(r, _)| r)
+pub(crate) async fn execute(
+    engine: Arc<Engine>,
+    run: RunRecord,
+    event: Option<Arc<Event>>,
+    resumed: bool,
+) -> Result<RunReport> {
+    execute_inner(engine, run, event, 0, resumed).await.map(|(r, _)| r)
 }
 
 async fn fail_run(engine: &Engine, run: &RunRecord, message: String) -> Result<(RunReport, Map<String, Value>)> {
@@ -111,15 +117,17 @@ async fn fail_run(engine: &Engine, run: &RunRecord, message: String) -> Result<(
 fn execute_inner(
     engine: Arc<Engine>,
     run: RunRecord,
+    event: Option<Arc<Event>>,
     depth: usize,
     resumed: bool,
 ) -> BoxFuture<'static, Result<(RunReport, Map<String, Value>)>> {
-    Box::pin(execute_body(engine, run, depth, resumed))
+    Box::pin(execute_body(engine, run, event, depth, resumed))
 }
 
 async fn execute_body(
     engine: Arc<Engine>,
     run: RunRecord,
+    event: Option<Arc<Event>>,
     depth: usize,
     resumed: bool,
 ) -> Result<(RunReport, Map<String, Value>)> {
@@ -135,8 +143,12 @@ async fn execute_body(
         );
         return fail_run(&engine, &run, msg).await;
     }
-    let Some(event) = engine.store.get_event(&run.event_id).await? else {
-        return fail_run(&engine, &run, format!("event `{}` of the run is missing", run.event_id)).await;
+    let event = match event {
+        Some(e) => e,
+        None => match engine.store.get_event(&run.event_id).await? {
+            Some(e) => Arc::new(e),
+            None => return fail_run(&engine, &run, format!("event `{}` of the run is missing", run.event_id)).await,
+        },
     };
     let prior: HashMap<String, StepRecord> = if resumed {
         engine.store.steps(&run.id).await?.into_iter().map(|s| (s.key.clone(), s)).collect()
@@ -149,7 +161,7 @@ async fn execute_body(
         "inputs": run.inputs,
         "run": { "id": run.id, "playbook": run.playbook, "dry_run": run.dry_run },
     }));
-    let mut st = RunState { engine: engine.clone(), run, pb: pb.clone(), base, outputs: Map::new(), prior, records: Vec::new(), depth };
+    let mut st = RunState { engine: engine.clone(), run, pb: pb.clone(), event: event.clone(), base, outputs: Map::new(), prior, records: Vec::new(), depth };
     let mut failure: Option<String> = None;
     for (seq, step) in pb.steps.iter().enumerate() {
         let outcome = st.run_step(step, seq as i64).await?;
@@ -577,7 +589,7 @@ impl RunState {
             let steps = self.engine.store.steps(&stored.id).await?;
             (RunReport::from_records(&stored, &steps), Map::new())
         } else {
-            execute_inner(self.engine.clone(), stored, self.depth + 1, resumed).await?
+            execute_inner(self.engine.clone(), stored, Some(self.event.clone()), self.depth + 1, resumed).await?
         };
         rec.output = json!({ "run_id": report.run_id, "status": report.status, "steps": outputs });
         match report.status {

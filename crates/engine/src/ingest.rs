@@ -112,7 +112,8 @@ pub async fn ingest<R: AsyncRead + Unpin>(
                         reap(tasks.join_next().await, &mut stats, errors);
                     }
                     let engine = engine.clone();
-                    tasks.spawn(async move { engine.execute(run).await });
+                    let event = acc.event.clone();
+                    tasks.spawn(async move { engine.execute_new(run, event).await });
                 }
             }
             let _ = acks.flush();

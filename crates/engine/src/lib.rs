@@ -51,6 +51,7 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 /// The result of offering an event.
 #[derive(Debug, Clone)]
 pub struct Acceptance {
+    pub event: Arc<Event>,
     pub event_id: String,
     pub accepted: Accepted,
     /// Runs started by the event (empty for a duplicate).
@@ -126,7 +127,8 @@ impl Engine {
             .zip(results)
             .zip(errors)
             .map(|((inc, accepted), trigger_errors)| Acceptance {
-                event_id: inc.event.id,
+                event_id: inc.event.id.clone(),
+                event: Arc::new(inc.event),
                 runs: if accepted == Accepted::New { inc.runs } else { Vec::new() },
                 accepted,
                 trigger_errors,
@@ -138,13 +140,19 @@ impl Engine {
     /// records stop. Waits for a free execution slot first.
     pub async fn execute(self: &Arc<Self>, run: RunRecord) -> Result<RunReport> {
         let _permit = self.permits.clone().acquire_owned().await.map_err(|e| EngineError::Other(e.to_string()))?;
-        exec::execute(self.clone(), run, false).await
+        exec::execute(self.clone(), run, None, false).await
+    }
+
+    /// Like [`Engine::execute`] for a run just accepted with `event`, saving a store read.
+    pub async fn execute_new(self: &Arc<Self>, run: RunRecord, event: Arc<Event>) -> Result<RunReport> {
+        let _permit = self.permits.clone().acquire_owned().await.map_err(|e| EngineError::Other(e.to_string()))?;
+        exec::execute(self.clone(), run, Some(event), false).await
     }
 
     /// Like [`Engine::execute`], for a run that may have records from an earlier attempt.
     pub async fn execute_resumed(self: &Arc<Self>, run: RunRecord) -> Result<RunReport> {
         let _permit = self.permits.clone().acquire_owned().await.map_err(|e| EngineError::Other(e.to_string()))?;
-        exec::execute(self.clone(), run, true).await
+        exec::execute(self.clone(), run, None, true).await
     }
 
     /// Claims unfinished runs (left by a crash, or by a worker that died) and executes them.
@@ -174,12 +182,13 @@ impl Engine {
     pub async fn run_once(self: &Arc<Self>, pb: &Playbook, event: Event, dry_run: bool) -> Result<RunReport> {
         let run = new_run(pb, &event.id, None, Value::Null, dry_run);
         let accepted = self.store.accept_event(&event, std::slice::from_ref(&run), None).await?;
+        let event = event;
         let run = match accepted {
             Accepted::New => run,
             // The event was seen before: start a run of its own for this explicit request.
             Accepted::Duplicate => self.store.insert_run(&run).await?,
         };
-        self.execute(run).await
+        self.execute_new(run, Arc::new(event)).await
     }
 
     /// The report of a stored run.

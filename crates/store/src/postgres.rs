@@ -155,21 +155,28 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        if let Some(db) = c.downcast_ref::<tokio_postgres::error::DbError>() {
-            message.push_str(&format!(
-                ": {}: {} (SQLSTATE {})",
-                db.severity(),
-                db.message(),
-                db.code().code()
-            ));
-            if let Some(detail) = db.detail() {
-                message.push_str(&format!("; detail: {detail}"));
+        let plain = c.to_string();
+        match c.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(db) => {
+                message.push_str(&format!(
+                    ": {}: {} (SQLSTATE {})",
+                    db.severity(),
+                    db.message(),
+                    db.code().code()
+                ));
+                if let Some(detail) = db.detail() {
+                    message.push_str(&format!("; detail: {detail}"));
+                }
+                if let Some(hint) = db.hint() {
+                    message.push_str(&format!("; hint: {hint}"));
+                }
             }
-            if let Some(hint) = db.hint() {
-                message.push_str(&format!("; hint: {hint}"));
+            // Wrappers often repeat their cause in their own message already.
+            None if message.ends_with(&plain) => {}
+            None => {
+                message.push_str(": ");
+                message.push_str(&plain);
             }
-        } else {
-            message.push_str(&format!(": {c}"));
         }
         cause = c.source();
     }

@@ -167,7 +167,7 @@ fn open_conn(path: &Path, sync: Synchronous) -> Result<Connection> {
         Synchronous::Full => "FULL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;"
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-4000;"
     ))
     .map_err(db_err("setting pragmas"))?;
     Ok(conn)
