@@ -7,6 +7,7 @@ use belay_model::{
     ChangeRecord, ChangeStatus, Decision, Event, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, now_ms,
 };
 use belay_playbook::{ActionKind, ActionSpec, Call, OnError, Playbook, Step, context_value};
+use belay_store::{Write, Written};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use minijinja::Value as MjValue;
@@ -90,10 +91,15 @@ struct RunState {
     base: MjValue,
     /// `steps.<id>` as expressions see it.
     outputs: Map<String, Value>,
+    /// The same, converted once for expressions.
+    outputs_mj: std::collections::BTreeMap<String, MjValue>,
     /// Records found in the store when resuming, by key.
     prior: HashMap<String, StepRecord>,
     records: Vec<StepRecord>,
     depth: usize,
+    resumed: bool,
+    /// Writes that need no immediate durability, flushed with the next one that does.
+    pending: std::sync::Mutex<Vec<Write>>,
 }
 
 /// Executes a run; `resumed` says whether records from an earlier attempt may exist.
@@ -155,28 +161,28 @@ async fn execute_body(
     } else {
         HashMap::new()
     };
-    let base = context_value(&json!({
-        "event": event.to_value(),
-        "vars": pb.vars,
-        "inputs": run.inputs,
-        "run": { "id": run.id, "playbook": run.playbook, "dry_run": run.dry_run },
-    }));
-    let mut st = RunState { engine: engine.clone(), run, pb: pb.clone(), event: event.clone(), base, outputs: Map::new(), prior, records: Vec::new(), depth };
+    let base = minijinja::context! {
+        event => MjValue::from(minijinja::value::Serde(&*event)),
+        vars => context_value(&pb.vars),
+        inputs => context_value(&run.inputs),
+        run => context_value(&json!({ "id": run.id, "playbook": run.playbook, "dry_run": run.dry_run })),
+    };
+    let mut st = RunState { engine: engine.clone(), run, pb: pb.clone(), event: event.clone(), base, outputs: Map::new(), outputs_mj: Default::default(), prior, records: Vec::new(), depth, resumed, pending: Default::default() };
     let mut failure: Option<String> = None;
     for (seq, step) in pb.steps.iter().enumerate() {
         let outcome = st.run_step(step, seq as i64).await?;
         match outcome {
             Outcome::Done { status, output } => {
-                st.outputs.insert(step.id.clone(), json!({ "status": status, "output": output }));
+                st.set_output(&step.id, json!({ "status": status, "output": output }));
             }
             Outcome::Waiting => {
-                engine.store.set_run_status(&st.run.id, RunStatus::WaitingApproval, None).await?;
+                st.flush(Some(Write::RunStatus { run_id: st.run.id.clone(), status: RunStatus::WaitingApproval, error: None })).await?;
                 st.run.status = RunStatus::WaitingApproval;
                 return Ok((RunReport::from_records(&st.run, &st.records), st.outputs));
             }
             Outcome::Failed(message) => match step.on_error {
                 OnError::Continue => {
-                    st.outputs.insert(step.id.clone(), json!({ "status": "failed", "output": null, "error": message }));
+                    st.set_output(&step.id, json!({ "status": "failed", "output": null, "error": message }));
                 }
                 OnError::Fail | OnError::Rollback => {
                     failure = Some(format!("step `{}` failed: {message}", step.id));
@@ -186,7 +192,7 @@ async fn execute_body(
         }
     }
     let status = if failure.is_some() { RunStatus::Failed } else { RunStatus::Succeeded };
-    engine.store.set_run_status(&st.run.id, status, failure.as_deref()).await?;
+    st.flush(Some(Write::RunStatus { run_id: st.run.id.clone(), status, error: failure.clone() })).await?;
     st.run.status = status;
     st.run.error = failure;
     Ok((RunReport::from_records(&st.run, &st.records), st.outputs))
@@ -197,9 +203,30 @@ fn short(hash: &str) -> &str {
 }
 
 impl RunState {
+    fn queue(&self, w: Write) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+    }
+
+    /// Writes everything queued, plus `last`, and waits until it is durable.
+    async fn flush(&self, last: Option<Write>) -> Result<Vec<Written>> {
+        let writes = {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            p.extend(last);
+            std::mem::take(&mut *p)
+        };
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.engine.store.write(writes).await?)
+    }
+
+    fn set_output(&mut self, step: &str, value: Value) {
+        self.outputs_mj.insert(step.to_owned(), context_value(&value));
+        self.outputs.insert(step.to_owned(), value);
+    }
+
     fn ctx(&self) -> MjValue {
-        let steps = context_value(&Value::Object(self.outputs.clone()));
-        minijinja::context! { steps => steps, ..self.base.clone() }
+        minijinja::context! { steps => MjValue::from(self.outputs_mj.clone()), ..self.base.clone() }
     }
 
     fn record(&self, step: &Step, seq: i64, key: &str, item: Option<i64>) -> StepRecord {
@@ -255,7 +282,7 @@ impl RunState {
                     rec.decision = Decision::Skip;
                     rec.status = StepStatus::Skipped;
                     rec.finished_at = Some(now_ms());
-                    self.engine.store.put_step(&rec).await?;
+                    self.queue(Write::Step(rec.clone()));
                     self.records.push(rec);
                     return Ok(Outcome::Done { status: StepStatus::Skipped, output: Value::Null });
                 }
@@ -340,7 +367,7 @@ impl RunState {
         rec.status = StepStatus::Failed;
         rec.error = Some(message.clone());
         rec.finished_at = Some(now_ms());
-        self.engine.store.put_step(&rec).await?;
+        self.queue(Write::Step(rec.clone()));
         self.records.push(rec);
         Ok(Outcome::Failed(message))
     }
@@ -393,7 +420,7 @@ impl RunState {
 
     async fn finish(&self, mut rec: StepRecord) -> Result<(Outcome, Vec<StepRecord>)> {
         rec.finished_at = Some(now_ms());
-        self.engine.store.put_step(&rec).await?;
+        self.queue(Write::Step(rec.clone()));
         let outcome = match rec.status {
             StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
             StepStatus::Held => Outcome::Waiting,
@@ -470,10 +497,7 @@ impl RunState {
         };
         let key = format!("{}/{}", self.run.id, rec.key);
         // After a crash, the journal may already hold this change.
-        let existing = match self.prior.get(&rec.key) {
-            Some(_) => self.engine.store.change_by_key(&key).await?,
-            None => None,
-        };
+        let existing = if self.resumed { self.engine.store.change_by_key(&key).await? } else { None };
         let journaled = match existing {
             Some(c) if c.status == ChangeStatus::Pending => c,
             Some(c) => {
@@ -512,9 +536,20 @@ impl RunState {
                     created_at: now,
                     updated_at: now,
                 };
-                self.engine.store.begin_change(&rec, &change).await?
+                // The journal entry is durable before the connector is called.
+                match self.flush(Some(Write::BeginChange(change))).await?.pop() {
+                    Some(Written::Change(c)) => c,
+                    _ => return Err(EngineError::Other("the store did not journal the change".into())),
+                }
             }
         };
+        if journaled.status != ChangeStatus::Pending {
+            // Journaled by an earlier attempt whose outcome is known: never apply again.
+            rec.status = if journaled.status == ChangeStatus::Applied { StepStatus::Succeeded } else { StepStatus::Failed };
+            rec.error = journaled.error.clone();
+            rec.output = json!({ "change_id": journaled.id, "resumed": true });
+            return self.finish(rec).await;
+        }
         let call = ConnectorCall { action: &spec.name, input: &rec.with, idempotency_key: Some(&key) };
         let (result, attempts) = self.call_with_retry(&conn, call, step).await;
         rec.attempts = attempts;
@@ -532,7 +567,7 @@ impl RunState {
             }
         };
         rec.finished_at = Some(now_ms());
-        self.engine.store.finish_change(&rec, &journaled.id, status, &after, error.as_deref()).await?;
+        self.queue(Write::FinishChange { step: rec.clone(), change_id: journaled.id.clone(), status, after, error });
         let outcome = match rec.status {
             StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
             s => Outcome::Done { status: s, output: rec.output.clone() },

@@ -47,6 +47,23 @@ pub struct Cursor {
     pub offset: u64,
 }
 
+/// One write of [`Store::write`].
+#[derive(Debug, Clone)]
+pub enum Write {
+    Step(StepRecord),
+    BeginChange(ChangeRecord),
+    FinishChange { step: StepRecord, change_id: String, status: ChangeStatus, after: Value, error: Option<String> },
+    RunStatus { run_id: String, status: RunStatus, error: Option<String> },
+}
+
+/// The result of one [`Write`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    Done,
+    /// The journaled change: the new one, or the one already stored under its key.
+    Change(ChangeRecord),
+}
+
 /// One event offered for acceptance, with the runs it starts.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -110,9 +127,31 @@ pub trait Store: Send + Sync {
     /// Inserts or replaces a step record.
     async fn put_step(&self, step: &StepRecord) -> Result<()>;
 
-    /// Journals a change before it is applied, with its step, in one transaction. If a change
-    /// with the same idempotency key exists, stores nothing and returns the existing one.
-    async fn begin_change(&self, step: &StepRecord, change: &ChangeRecord) -> Result<ChangeRecord>;
+    /// Journals a change before it is applied, with its step if given, in one transaction. If
+    /// a change with the same idempotency key exists, stores nothing and returns the existing one.
+    async fn begin_change(&self, step: Option<&StepRecord>, change: &ChangeRecord) -> Result<ChangeRecord>;
+
+    /// Applies writes in order and returns once all are durable. The engine queues what needs
+    /// no immediate durability (read results, change outcomes) and flushes it with the next
+    /// write that does (a change's journal entry, a run's end). Implementations may commit
+    /// the whole list together; the default applies the writes one by one.
+    async fn write(&self, writes: Vec<Write>) -> Result<Vec<Written>> {
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            out.push(match w {
+                Write::Step(s) => self.put_step(&s).await.map(|_| Written::Done)?,
+                Write::BeginChange(c) => Written::Change(self.begin_change(None, &c).await?),
+                Write::FinishChange { step, change_id, status, after, error } => self
+                    .finish_change(&step, &change_id, status, &after, error.as_deref())
+                    .await
+                    .map(|_| Written::Done)?,
+                Write::RunStatus { run_id, status, error } => {
+                    self.set_run_status(&run_id, status, error.as_deref()).await.map(|_| Written::Done)?
+                }
+            });
+        }
+        Ok(out)
+    }
 
     /// Records a change's outcome and its step's, in one transaction.
     async fn finish_change(

@@ -755,7 +755,7 @@ impl Store for PgStore {
         put_step(&client, step).await
     }
 
-    async fn begin_change(&self, step: &StepRecord, change: &ChangeRecord) -> Result<ChangeRecord> {
+    async fn begin_change(&self, step: Option<&StepRecord>, change: &ChangeRecord) -> Result<ChangeRecord> {
         const C: &str = "journaling a change";
         let mut client = self.conn().await?;
         let tx = client.transaction().await.map_err(db_err(C))?;
@@ -795,7 +795,9 @@ impl Store for PgStore {
         let stored =
             match row {
                 Some(row) => {
-                    put_step(&tx, step).await?;
+                    if let Some(step) = step {
+                        put_step(&tx, step).await?;
+                    }
                     change_from_row(&row)?
                 }
                 // A separate statement, so that it sees a conflicting change committed meanwhile.

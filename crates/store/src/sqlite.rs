@@ -6,7 +6,7 @@
 //! thousands of durable runs per second with `synchronous=FULL`.
 
 use crate::codec::{from_text, parse, to_text};
-use crate::{Accepted, Counts, Cursor, Incoming, Result, RunFilter, Store, StoreError};
+use crate::{Accepted, Counts, Cursor, Incoming, Result, RunFilter, Store, StoreError, Write, Written};
 use async_trait::async_trait;
 use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord, now_ms};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -123,13 +123,15 @@ enum Op {
     InsertRun(RunRecord),
     SetStatus { run_id: String, status: RunStatus, error: Option<String> },
     PutStep(StepRecord),
-    BeginChange { step: StepRecord, change: ChangeRecord },
+    BeginChange { step: Option<StepRecord>, change: ChangeRecord },
+    Write(Vec<Write>),
     FinishChange { step: StepRecord, change_id: String, status: ChangeStatus, after: Value, error: Option<String> },
     Claim { dead: Vec<String>, limit: usize },
     Renew,
 }
 
 enum Reply {
+    Written(Vec<Written>),
     Accepted(Accepted),
     AcceptedBatch(Vec<Accepted>),
     Run(RunRecord),
@@ -199,6 +201,7 @@ impl Op {
             }
             Op::PutStep(s) => Op::PutStep(s.clone()),
             Op::BeginChange { step, change } => Op::BeginChange { step: step.clone(), change: change.clone() },
+            Op::Write(w) => Op::Write(w.clone()),
             Op::FinishChange { step, change_id, status, after, error } => Op::FinishChange {
                 step: step.clone(),
                 change_id: change_id.clone(),
@@ -376,6 +379,24 @@ impl Writer {
         let now = now_ms();
         let c = &self.conn;
         match op {
+            Op::Write(writes) => {
+                let mut out = Vec::with_capacity(writes.len());
+                for w in writes {
+                    let op = match w {
+                        Write::Step(s) => Op::PutStep(s),
+                        Write::BeginChange(change) => Op::BeginChange { step: None, change },
+                        Write::FinishChange { step, change_id, status, after, error } => {
+                            Op::FinishChange { step, change_id, status, after, error }
+                        }
+                        Write::RunStatus { run_id, status, error } => Op::SetStatus { run_id, status, error },
+                    };
+                    out.push(match self.apply(op)? {
+                        Reply::Change(c) => Written::Change(c),
+                        _ => Written::Done,
+                    });
+                }
+                Ok(Reply::Written(out))
+            }
             Op::AcceptBatch(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for i in items {
@@ -472,7 +493,9 @@ impl Writer {
                     })?;
                     return Ok(Reply::Change(existing));
                 }
-                put_step(c, &step)?;
+                if let Some(step) = &step {
+                    put_step(c, step)?;
+                }
                 Ok(Reply::Change(change))
             }
             Op::FinishChange { step, change_id, status, after, error } => {
@@ -713,8 +736,15 @@ impl Store for SqliteStore {
         self.submit(Op::PutStep(step.clone())).await.map(|_| ())
     }
 
-    async fn begin_change(&self, step: &StepRecord, change: &ChangeRecord) -> Result<ChangeRecord> {
-        match self.submit(Op::BeginChange { step: step.clone(), change: change.clone() }).await? {
+    async fn write(&self, writes: Vec<Write>) -> Result<Vec<Written>> {
+        match self.submit(Op::Write(writes)).await? {
+            Reply::Written(w) => Ok(w),
+            _ => Err(unexpected("writing")),
+        }
+    }
+
+    async fn begin_change(&self, step: Option<&StepRecord>, change: &ChangeRecord) -> Result<ChangeRecord> {
+        match self.submit(Op::BeginChange { step: step.cloned(), change: change.clone() }).await? {
             Reply::Change(c) => Ok(c),
             _ => Err(unexpected("journaling a change")),
         }

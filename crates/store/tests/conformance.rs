@@ -6,7 +6,7 @@
 use belay_model::{
     ChangeRecord, ChangeStatus, Decision, Event, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, now_ms,
 };
-use belay_store::{Accepted, Cursor, RunFilter, SqliteOptions, SqliteStore, Store};
+use belay_store::{Accepted, Cursor, RunFilter, SqliteOptions, SqliteStore, Store, Write, Written};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,9 +136,9 @@ impl SameTimes for StepRecord {
 async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
     s.accept_event(&event("e1"), &[run("r1", "e1")], None).await.unwrap();
     let first = change("r1", "r1/s");
-    let stored = s.begin_change(&step("r1", "s", 1, StepStatus::Running), &first).await.unwrap();
+    let stored = s.begin_change(Some(&step("r1", "s", 1, StepStatus::Running)), &first).await.unwrap();
     assert_eq!(stored, first);
-    let second = s.begin_change(&step("r1", "s", 1, StepStatus::Running), &change("r1", "r1/s")).await.unwrap();
+    let second = s.begin_change(Some(&step("r1", "s", 1, StepStatus::Running)), &change("r1", "r1/s")).await.unwrap();
     assert_eq!(second.id, first.id, "the same idempotency key returns the first journal entry");
     s.finish_change(&step("r1", "s", 1, StepStatus::Succeeded), &first.id, ChangeStatus::Applied, &json!({"present": true}), None)
         .await
@@ -150,12 +150,35 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
     assert_eq!(got.inverse, first.inverse);
     assert_eq!(s.steps("r1").await.unwrap()[0].status, StepStatus::Succeeded);
     let c2 = change("r1", "r1/t");
-    s.begin_change(&step("r1", "t", 2, StepStatus::Running), &c2).await.unwrap();
+    s.begin_change(Some(&step("r1", "t", 2, StepStatus::Running)), &c2).await.unwrap();
     let all = s.changes(Some("r1")).await.unwrap();
     assert_eq!(all.iter().map(|c| c.idempotency_key.as_str()).collect::<Vec<_>>(), ["r1/s", "r1/t"]);
     assert!(s.changes(Some("r9")).await.unwrap().is_empty());
+    // The batched write path: a step, a new journal entry, a duplicate key, an outcome, a run end.
+    let c3 = change("r1", "r1/u");
+    let out = s
+        .write(vec![
+            Write::Step(step("r1", "v", 3, StepStatus::Succeeded)),
+            Write::BeginChange(c3.clone()),
+            Write::BeginChange(change("r1", "r1/s")),
+            Write::FinishChange {
+                step: step("r1", "u", 4, StepStatus::Succeeded),
+                change_id: c3.id.clone(),
+                status: ChangeStatus::Failed,
+                after: json!({"present": false}),
+                error: Some("refused".into()),
+            },
+            Write::RunStatus { run_id: "r1".into(), status: RunStatus::Failed, error: Some("step u failed".into()) },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out[1], Written::Change(c3.clone()));
+    assert_eq!(out[2], Written::Change(s.change_by_key("r1/s").await.unwrap().unwrap()), "duplicates return the stored entry");
+    assert_eq!(s.change_by_key("r1/u").await.unwrap().unwrap().error.as_deref(), Some("refused"));
+    assert_eq!(s.steps("r1").await.unwrap().len(), 4);
+    assert_eq!(s.get_run("r1").await.unwrap().unwrap().status, RunStatus::Failed);
     let c = s.counts().await.unwrap();
-    assert_eq!((c.changes, c.changes_applied), (2, 1));
+    assert_eq!((c.changes, c.changes_applied), (3, 1));
 }
 
 async fn claims_respect_live_leases(a: Arc<dyn Store>, b: Arc<dyn Store>) {
