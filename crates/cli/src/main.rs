@@ -313,7 +313,7 @@ fn read_event(path: &Path) -> Result<Event> {
 }
 
 async fn run(ctx: &Ctx, playbook: &Path, event: &Path, dry_run: bool, playbooks: Option<PathBuf>, format: Format) -> Result<ExitCode> {
-    let dir = playbooks.unwrap_or_else(|| playbook.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")));
+    let dir = playbooks.unwrap_or_else(|| parent_dir(playbook));
     let mut paths = vec![dir];
     if playbook.is_file() {
         paths.push(playbook.to_owned());
@@ -328,6 +328,14 @@ async fn run(ctx: &Ctx, playbook: &Path, event: &Path, dry_run: bool, playbooks:
     let report = engine.run_once(&pb, event, dry_run).await?;
     print_report(&report, format)?;
     Ok(if report.status == RunStatus::Failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The directory holding `file`: `.` for a bare file name.
+fn parent_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 fn dedup_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
@@ -383,7 +391,7 @@ async fn test(ctx: &Ctx, paths: &[PathBuf]) -> Result<ExitCode> {
     }
     let (mut passed, mut failed) = (0, 0);
     for f in files {
-        let dir = f.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = parent_dir(&f);
         let r = belay_engine::playtest::run_case(&f, &[dir], &ctx.catalog).await;
         if r.passed() {
             passed += 1;
@@ -406,10 +414,11 @@ async fn ingest(ctx: &Ctx, input: &str, playbooks: Option<PathBuf>, quiet: bool)
         .ok_or_else(|| anyhow!("give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)"))?;
     let set = ctx.load_playbooks(&[dir])?;
     let engine = ctx.engine(set).await?;
-    let resumed = engine.resume().await?;
-    if resumed > 0 {
-        eprintln!("resumed {resumed} unfinished run(s)");
-    }
+    // Unfinished runs resume alongside new events, sharing the engine's execution slots.
+    let resuming = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.resume(&mut |n| eprintln!("resuming {n} unfinished run(s)")).await })
+    };
     let mut acks: Box<dyn Write + Send> = if quiet { Box::new(std::io::sink()) } else { Box::new(std::io::stdout()) };
     let mut errors = std::io::stderr();
     let stats = if input == "-" {
@@ -426,6 +435,7 @@ async fn ingest(ctx: &Ctx, input: &str, playbooks: Option<PathBuf>, quiet: bool)
         let source = belay_engine::ingest::Source { name, start, durable_cursor: true };
         belay_engine::ingest::ingest(&engine, tokio::io::BufReader::new(file), source, &mut *acks, &mut errors).await?
     };
+    let resumed = resuming.await.context("the resume task ended abnormally")??;
     eprintln!(
         "ingest: {} accepted, {} duplicate, {} rejected; runs: {} started, {} resumed, {} succeeded, {} failed, {} waiting",
         stats.accepted, stats.duplicates, stats.rejected, stats.runs_started, resumed, stats.runs_succeeded, stats.runs_failed, stats.runs_waiting

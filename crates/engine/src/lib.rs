@@ -156,14 +156,15 @@ impl Engine {
     }
 
     /// Claims unfinished runs (left by a crash, or by a worker that died) and executes them.
-    /// Returns how many were resumed.
-    pub async fn resume(self: &Arc<Self>) -> Result<usize> {
+    /// `claimed` hears how many runs each claim took, before they execute. Returns the total.
+    pub async fn resume(self: &Arc<Self>, claimed: &mut (dyn FnMut(usize) + Send)) -> Result<usize> {
         let mut total = 0;
         loop {
             let runs = self.store.claim_runs(512).await?;
             if runs.is_empty() {
                 return Ok(total);
             }
+            claimed(runs.len());
             total += runs.len();
             let mut tasks = tokio::task::JoinSet::new();
             for run in runs {

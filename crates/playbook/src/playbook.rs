@@ -156,22 +156,27 @@ impl Playbook {
 
     /// Parses a playbook, collecting every structural and expression error.
     pub fn parse(path: &Path, text: &str) -> Result<Playbook, Vec<Diagnostic>> {
-        if text.len() > MAX_SOURCE_BYTES {
-            return Err(vec![Diagnostic::new(
-                Pos { line: 1, col: 1 },
-                format!("playbook is larger than {MAX_SOURCE_BYTES} bytes"),
-            )]);
+        match Playbook::parse_partial(path, text) {
+            (Some(pb), diags) if diags.is_empty() => Ok(pb),
+            (_, diags) => Err(diags),
         }
-        let root = yaml::parse(text).map_err(|d| vec![d])?;
+    }
+
+    /// Parses as much as can be understood: the playbook (with the faulty parts left out,
+    /// so lint can still check the rest) and every error found.
+    pub fn parse_partial(path: &Path, text: &str) -> (Option<Playbook>, Vec<Diagnostic>) {
+        if text.len() > MAX_SOURCE_BYTES {
+            let d = Diagnostic::new(Pos { line: 1, col: 1 }, format!("playbook is larger than {MAX_SOURCE_BYTES} bytes"));
+            return (None, vec![d]);
+        }
+        let root = match yaml::parse(text) {
+            Ok(r) => r,
+            Err(d) => return (None, vec![d]),
+        };
         let mut p = Parser { diags: Vec::new() };
         let pb = p.playbook(path, text, &root);
-        match pb {
-            Some(pb) if p.diags.is_empty() => Ok(pb),
-            _ => {
-                p.diags.sort_by_key(|d| d.pos);
-                Err(p.diags)
-            }
-        }
+        p.diags.sort_by_key(|d| d.pos);
+        (pb, p.diags)
     }
 
     pub fn step(&self, id: &str) -> Option<&Step> {

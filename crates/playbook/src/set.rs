@@ -22,7 +22,11 @@ impl std::fmt::Display for FileDiagnostics {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{d}", self.path.display())?;
+            if d.pos.line == 0 {
+                write!(f, "{}: error: {}", self.path.display(), d.message)?;
+            } else {
+                write!(f, "{}:{d}", self.path.display())?;
+            }
         }
         Ok(())
     }
@@ -62,10 +66,24 @@ impl PlaybookSet {
     pub fn load(paths: &[PathBuf], catalog: &Catalog) -> Result<PlaybookSet, Vec<FileDiagnostics>> {
         let mut parsed = Vec::new();
         let mut errors = Vec::new();
+        let mut parse_errors: HashMap<PathBuf, Vec<Diagnostic>> = HashMap::new();
         for path in paths {
-            match Playbook::load(path) {
-                Ok(pb) => parsed.push(pb),
-                Err(diagnostics) => errors.push(FileDiagnostics { path: path.clone(), diagnostics }),
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    let d = Diagnostic::new(Default::default(), format!("cannot read: {e}"));
+                    errors.push(FileDiagnostics { path: path.clone(), diagnostics: vec![d] });
+                    continue;
+                }
+            };
+            match Playbook::parse_partial(path, &text) {
+                (Some(pb), diags) => {
+                    if !diags.is_empty() {
+                        parse_errors.insert(path.clone(), diags);
+                    }
+                    parsed.push(pb);
+                }
+                (None, diagnostics) => errors.push(FileDiagnostics { path: path.clone(), diagnostics }),
             }
         }
         let mut calls: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -78,7 +96,10 @@ impl PlaybookSet {
         }
         let mut seen: HashMap<&str, &Path> = HashMap::new();
         for pb in &parsed {
-            let mut diagnostics = lint::check(pb, catalog, &calls);
+            let mut diagnostics = parse_errors.remove(&pb.path).unwrap_or_default();
+            diagnostics.extend(lint::check(pb, catalog, &calls));
+            diagnostics.sort_by_key(|d| d.pos);
+            diagnostics.dedup();
             if let Some(first) = seen.insert(&pb.name, &pb.path) {
                 diagnostics.insert(0, Diagnostic::new(
                     crate::yaml::Pos { line: 1, col: 1 },

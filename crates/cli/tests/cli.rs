@@ -1,0 +1,159 @@
+//! End-to-end tests of the `belay` binary: lint, run, test.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn belay(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_belay"))
+        .current_dir(dir)
+        .env("BELAY_DATA", dir.join("data"))
+        .env_remove("BELAY_DATABASE_URL")
+        .env_remove("BELAY_CONFIG")
+        .args(args)
+        .output()
+        .expect("belay runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+#[test]
+fn lint_reports_every_error_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "name: bad\non:\n  event: ids.alert\ntrust: log\nsteps:\n  - id: a\n    action: blocklist.add\n    colour: red\n    with: { list: egress, entry: x }\n  - id: b\n    action: firewall.block_ipp\n  - id: c\n    action: core.log\n    with:\n      message: \"${{ event.kind + }}\"\n  - id: d\n    action: core.log\n    with:\n      message: ${{ steps.zz.output }}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken.yaml"), "name: broken\nsteps: [\n  - id: a\n").unwrap();
+    let o = belay(dir.path(), &["lint", "bad.yaml", "broken.yaml"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for want in [
+        "bad.yaml:8:5: error: unknown key `colour` in a step",
+        "bad.yaml:11:13: error: unknown action `firewall.block_ipp`",
+        "hint: did you mean `firewall.block_ip`?",
+        "bad.yaml:15:17: error: expression `event.kind +` does not parse",
+        "bad.yaml:19:16: error: step `d` refers to step `zz`, which does not run before it",
+        "broken.yaml:3:3: error: YAML syntax error",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn lint_checks_inputs_and_sub_playbook_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "name: a\nsteps:\n  - id: x\n    action: blocklist.add\n    with: { list: '../etc', entry: y, extra: 1 }\n  - id: call_b\n    playbook: b\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("b.yaml"), "name: b\nsteps:\n  - id: call_a\n    playbook: a\n").unwrap();
+    let out = text(&belay(dir.path(), &["lint", "."]));
+    assert!(out.contains("./a.yaml:5:13: error: input `list` of `blocklist.add` is invalid"), "{out}");
+    assert!(out.contains("./a.yaml:5:39: error: action `blocklist.add` has no input `extra`"), "{out}");
+    assert!(out.contains("./a.yaml:7:15: error: sub-playbook cycle: a -> b -> a"), "{out}");
+}
+
+#[test]
+fn the_examples_lint_clean_and_their_tests_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let pbs = examples().join("playbooks");
+    let o = belay(dir.path(), &["lint", pbs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = belay(dir.path(), &["test", pbs.to_str().unwrap()]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.lines().any(|l| l == "4 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn a_test_with_a_wrong_expectation_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(examples().join("playbooks/block-malicious-ip.yaml"), dir.path().join("pb.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("wrong.test.yaml"),
+        "name: wrong\nplaybook: block-malicious-ip\nevent: { kind: ids.alert, severity: high, observables: { ips: [192.0.2.1] } }\nexpect:\n  actions:\n    - action: blocklist.add\n      with: { entry: 192.0.2.99 }\n  not:\n    - action: core.log\n",
+    )
+    .unwrap();
+    let o = belay(dir.path(), &["test", "."]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.lines().any(|l| l == "0 passed, 1 failed"), "{out}");
+    assert!(out.contains("expected `blocklist.add` with {\"entry\":\"192.0.2.99\"}"), "{out}");
+    assert!(out.contains("`core.log` must not happen, it happened 1 time(s)"), "{out}");
+}
+
+#[test]
+fn run_applies_changes_and_dry_run_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = examples().join("playbooks/block-malicious-ip.yaml");
+    let ev = examples().join("events/ids-alert.json");
+    let o = belay(dir.path(), &["run", pb.to_str().unwrap(), "--event", ev.to_str().unwrap(), "--dry-run", "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4, "{report}");
+    assert_eq!(steps[1]["step"], "block[0]");
+    assert_eq!(steps[1]["decision"], "dry_run");
+    assert_eq!(steps[1]["with"]["entry"], "203.0.113.66");
+    assert!(!dir.path().join("data/lists/egress.txt").exists(), "a dry run changes nothing");
+
+    let o = belay(dir.path(), &["run", pb.to_str().unwrap(), "--event", ev.to_str().unwrap(), "--format", "json"]);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["steps"][1]["decision"], "apply");
+    assert_eq!(report["steps"][3]["output"]["values"]["blocked"], 2);
+    let list = std::fs::read_to_string(dir.path().join("data/lists/egress.txt")).unwrap();
+    assert_eq!(list, "203.0.113.66\n198.51.100.23\n");
+
+    let run_id = report["run_id"].as_str().unwrap();
+    let o = belay(dir.path(), &["runs", "show", run_id, "--format", "json"]);
+    let shown: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown["steps"], report["steps"], "the stored run matches what was reported");
+}
+
+#[test]
+fn a_missing_field_fails_the_step_and_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pb.yaml"),
+        "name: strict\ntrust: log\nsteps:\n  - id: parse\n    action: core.log\n    with: { message: \"${{ event.data.message }}\" }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("ev.json"), r#"{"kind":"x","data":{"subject":"hi"}}"#).unwrap();
+    let o = belay(dir.path(), &["run", "pb.yaml", "--event", "ev.json", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["status"], "failed");
+    let err = report["error"].as_str().unwrap();
+    assert!(err.contains("step `parse` failed"), "{err}");
+    assert!(err.contains("`event.data.message` is not defined (`event.data` has no field `message`; it has: subject)"), "{err}");
+}
+
+#[test]
+fn bad_events_are_rejected_with_a_reason_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pbs")).unwrap();
+    std::fs::copy(examples().join("playbooks/block-malicious-ip.yaml"), dir.path().join("pbs/pb.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("events.jsonl"),
+        "{\"kind\":\"ids.alert\",\"severity\":\"urgent\"}\nnot json\n{\"id\":\"ok-1\",\"kind\":\"ids.alert\",\"severity\":\"high\",\"observables\":{\"ips\":[\"192.0.2.7\"]}}\n",
+    )
+    .unwrap();
+    let o = belay(dir.path(), &["ingest", "events.jsonl", "--playbooks", "pbs"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("events.jsonl:1: rejected: invalid event: unknown variant `urgent`"), "{out}");
+    assert!(out.contains("events.jsonl:2: rejected: event is not valid JSON"), "{out}");
+    assert!(out.contains("1 accepted, 0 duplicate, 2 rejected"), "{out}");
+    let o = belay(dir.path(), &["ingest", "events.jsonl", "--playbooks", "pbs"]);
+    assert!(text(&o).contains("0 accepted, 0 duplicate, 0 rejected"), "a second pass starts at the cursor: {}", text(&o));
+}
