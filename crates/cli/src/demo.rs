@@ -3,8 +3,159 @@
 
 use crate::Ctx;
 use anyhow::{Context, Result};
+use belay_connectors::{Blocklist, Core, Registry};
+use belay_engine::{Engine, EngineConfig};
+use belay_playbook::PlaybookSet;
+use belay_store::{RunFilter, SqliteOptions, SqliteStore, Store};
+use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
 
-pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
-    anyhow::bail!("demo: not yet")
+const PLAYBOOKS: &[(&str, &str)] = &[
+    (
+        "block-malicious-ip.yaml",
+        include_str!("../../../examples/playbooks/block-malicious-ip.yaml"),
+    ),
+    (
+        "quarantine-approval.yaml",
+        include_str!("../../../examples/playbooks/quarantine-approval.yaml"),
+    ),
+];
+const EVENTS: &str = include_str!("../../../examples/events/demo.jsonl");
+
+pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let data = tmp.path().join("data");
+    let pb_dir = tmp.path().join("playbooks");
+    std::fs::create_dir_all(&pb_dir)?;
+    for (name, text) in PLAYBOOKS {
+        std::fs::write(pb_dir.join(name), text)?;
+    }
+    println!(
+        "belay demo: embedded store in {} (SQLite, WAL, synchronous=FULL)\n",
+        data.display()
+    );
+    let set = PlaybookSet::load_paths(&[pb_dir], &ctx.catalog).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    for pb in set.iter() {
+        println!(
+            "playbook {:<26} on {:<16} trust {:<8} {} step(s)  sha256 {}",
+            pb.name,
+            pb.trigger.event.as_deref().unwrap_or("-"),
+            pb.trust.as_str(),
+            pb.steps.len(),
+            &pb.hash[..12]
+        );
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data, SqliteOptions::default())?);
+    let mut registry = Registry::new();
+    registry.register(Arc::new(Core));
+    let lists = data.join("lists");
+    registry.register(Arc::new(Blocklist::new(&lists, HashMap::new())));
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(set),
+        ctx.catalog.clone(),
+        registry,
+        EngineConfig::default(),
+    );
+
+    println!(
+        "\n── ingest: {} events (one of them re-sent) ──",
+        EVENTS.lines().count()
+    );
+    let mut acks = Vec::new();
+    let mut errors = Vec::new();
+    let source = belay_engine::ingest::Source {
+        name: "demo".into(),
+        start: 0,
+        durable_cursor: false,
+    };
+    let reader = tokio::io::BufReader::new(EVENTS.as_bytes());
+    let stats =
+        belay_engine::ingest::ingest(&engine, reader, source, &mut acks, &mut errors).await?;
+    for line in String::from_utf8_lossy(&acks).lines() {
+        println!("  ack {line}");
+    }
+    for line in String::from_utf8_lossy(&errors).lines() {
+        println!("  ! {line}");
+    }
+
+    println!("\n── runs ──");
+    let mut runs = store.list_runs(&RunFilter::default()).await?;
+    runs.reverse();
+    for run in &runs {
+        println!(
+            "run {} playbook {} event {} → {}",
+            &run.id[..13],
+            run.playbook,
+            run.event_id,
+            run.status
+        );
+        for s in store.steps(&run.id).await? {
+            let trust = s.trust.map(|t| format!(" (trust {t})")).unwrap_or_default();
+            println!(
+                "    {:<18} {:<16} {:<15} {:<10} {}{trust}",
+                s.key,
+                s.action,
+                s.decision.as_str(),
+                s.status.as_str(),
+                s.with
+            );
+        }
+    }
+
+    println!("\n── real state: the blocklist files ──");
+    let mut files: Vec<_> = std::fs::read_dir(&lists)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        println!(
+            "  {}: {}",
+            f.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+            text.lines().collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    let changes = store.changes(None).await?;
+    println!(
+        "\n── change journal: {} change(s), each with its before-state and inverse ──",
+        changes.len()
+    );
+    for c in &changes {
+        println!(
+            "  {} {} → {}  before {}  after {}  undo {}",
+            c.action, c.target, c.status, c.before, c.after, c.inverse["action"]
+        );
+    }
+
+    println!(
+        "\nsummary: {} events accepted, {} duplicate acknowledged without a second run, {} runs: {} succeeded, {} waiting for approval, {} failed; {:.2}s",
+        stats.accepted,
+        stats.duplicates,
+        stats.runs_started,
+        stats.runs_succeeded,
+        stats.runs_waiting,
+        stats.runs_failed,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "The low-severity alert matched no trigger condition; the containment change waits for a person (trust: approve)."
+    );
+    Ok(if stats.runs_failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -21,7 +21,11 @@ use std::sync::Arc;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "belay", version, about = "Trustable security automation: playbooks that earn their autonomy.")]
+#[command(
+    name = "belay",
+    version,
+    about = "Trustable security automation: playbooks that earn their autonomy."
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -161,11 +165,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BELAY_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("BELAY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -192,16 +200,30 @@ pub struct Ctx {
 impl Ctx {
     fn new(g: &Global) -> Result<Ctx> {
         let config = Config::load(g.config.as_deref())?;
-        let data = g.data.clone().or_else(|| config.data.clone()).unwrap_or_else(|| PathBuf::from("belay-data"));
-        let database_url = g.database_url.clone().or_else(|| config.database_url.clone());
-        Ok(Ctx { config, data, database_url, catalog: Arc::new(Catalog::builtin()) })
+        let data = g
+            .data
+            .clone()
+            .or_else(|| config.data.clone())
+            .unwrap_or_else(|| PathBuf::from("belay-data"));
+        let database_url = g
+            .database_url
+            .clone()
+            .or_else(|| config.database_url.clone());
+        Ok(Ctx {
+            config,
+            data,
+            database_url,
+            catalog: Arc::new(Catalog::builtin()),
+        })
     }
 
     fn synchronous(&self) -> Result<Synchronous> {
         match self.config.storage.sqlite_synchronous.as_deref() {
             None | Some("full") => Ok(Synchronous::Full),
             Some("normal") => Ok(Synchronous::Normal),
-            Some(other) => bail!("storage.sqlite_synchronous must be `full` or `normal`, not `{other}`"),
+            Some(other) => {
+                bail!("storage.sqlite_synchronous must be `full` or `normal`, not `{other}`")
+            }
         }
     }
 
@@ -212,14 +234,25 @@ impl Ctx {
     async fn store_with(&self, synchronous: Synchronous) -> Result<Arc<dyn Store>> {
         Ok(match &self.database_url {
             Some(url) => {
-                let opts = PgOptions { schema: self.config.storage.postgres_schema.clone(), ..Default::default() };
-                Arc::new(PgStore::connect(url, opts).await.context("cannot open the PostgreSQL store")?)
+                let opts = PgOptions {
+                    schema: self.config.storage.postgres_schema.clone(),
+                    ..Default::default()
+                };
+                Arc::new(
+                    PgStore::connect(url, opts)
+                        .await
+                        .context("cannot open the PostgreSQL store")?,
+                )
             }
             None => {
-                let opts = SqliteOptions { synchronous, ..Default::default() };
+                let opts = SqliteOptions {
+                    synchronous,
+                    ..Default::default()
+                };
                 Arc::new(
-                    SqliteStore::open(&self.data, opts)
-                        .with_context(|| format!("cannot open the store in {}", self.data.display()))?,
+                    SqliteStore::open(&self.data, opts).with_context(|| {
+                        format!("cannot open the store in {}", self.data.display())
+                    })?,
                 )
             }
         })
@@ -228,7 +261,10 @@ impl Ctx {
     fn connectors(&self) -> Registry {
         let mut r = Registry::new();
         r.register(Arc::new(Core));
-        r.register(Arc::new(Blocklist::new(self.data.join("lists"), self.config.lists.clone())));
+        r.register(Arc::new(Blocklist::new(
+            self.data.join("lists"),
+            self.config.lists.clone(),
+        )));
         r
     }
 
@@ -251,13 +287,24 @@ impl Ctx {
     }
 
     async fn engine(&self, playbooks: PlaybookSet) -> Result<Arc<Engine>> {
-        Ok(Engine::new(self.store().await?, Arc::new(playbooks), self.catalog.clone(), self.connectors(), self.engine_config()?))
+        Ok(Engine::new(
+            self.store().await?,
+            Arc::new(playbooks),
+            self.catalog.clone(),
+            self.connectors(),
+            self.engine_config()?,
+        ))
     }
 }
 
 fn humantime_parse(text: &str) -> Result<std::time::Duration> {
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = num.parse().with_context(|| format!("`{text}` is not a duration like 30s"))?;
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("`{text}` is not a duration like 30s"))?;
     Ok(match unit {
         "ms" => std::time::Duration::from_millis(n),
         "s" | "" => std::time::Duration::from_secs(n),
@@ -271,21 +318,37 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo => demo::run(&ctx).await,
         Command::Lint { paths } => lint(&ctx, &paths),
-        Command::Run { playbook, event, dry_run, playbooks, format } => {
-            run(&ctx, &playbook, &event, dry_run, playbooks, format).await
-        }
+        Command::Run {
+            playbook,
+            event,
+            dry_run,
+            playbooks,
+            format,
+        } => run(&ctx, &playbook, &event, dry_run, playbooks, format).await,
         Command::Test { paths } => test(&ctx, &paths).await,
-        Command::Ingest { input, playbooks, quiet } => ingest(&ctx, &input, playbooks, quiet).await,
+        Command::Ingest {
+            input,
+            playbooks,
+            quiet,
+        } => ingest(&ctx, &input, playbooks, quiet).await,
         Command::Runs { command } => runs(&ctx, command).await,
         Command::Actions { command } => actions(&ctx, command),
-        Command::Bench { runs, concurrency, synchronous, format } => bench(&ctx, runs, concurrency, synchronous, format).await,
+        Command::Bench {
+            runs,
+            concurrency,
+            synchronous,
+            format,
+        } => bench(&ctx, runs, concurrency, synchronous, format).await,
     }
 }
 
 fn lint(ctx: &Ctx, paths: &[PathBuf]) -> Result<ExitCode> {
     let mut files = Vec::new();
     for p in paths {
-        files.extend(belay_playbook::playbook_files(p).with_context(|| format!("cannot read {}", p.display()))?);
+        files.extend(
+            belay_playbook::playbook_files(p)
+                .with_context(|| format!("cannot read {}", p.display()))?,
+        );
     }
     if files.is_empty() {
         bail!("no playbook files (*.yaml) under the given paths");
@@ -308,26 +371,46 @@ fn lint(ctx: &Ctx, paths: &[PathBuf]) -> Result<ExitCode> {
 }
 
 fn read_event(path: &Path) -> Result<Event> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read event {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read event {}", path.display()))?;
     Event::from_json_str(&text).with_context(|| format!("{}", path.display()))
 }
 
-async fn run(ctx: &Ctx, playbook: &Path, event: &Path, dry_run: bool, playbooks: Option<PathBuf>, format: Format) -> Result<ExitCode> {
+async fn run(
+    ctx: &Ctx,
+    playbook: &Path,
+    event: &Path,
+    dry_run: bool,
+    playbooks: Option<PathBuf>,
+    format: Format,
+) -> Result<ExitCode> {
     let dir = playbooks.unwrap_or_else(|| parent_dir(playbook));
     let mut paths = vec![dir];
     if playbook.is_file() {
         paths.push(playbook.to_owned());
     }
     let parsed = Playbook::load(playbook).map_err(|d| {
-        anyhow!("{}", d.iter().map(|d| format!("{}:{d}", playbook.display())).collect::<Vec<_>>().join("\n"))
+        anyhow!(
+            "{}",
+            d.iter()
+                .map(|d| format!("{}:{d}", playbook.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     })?;
     let set = ctx.load_playbooks(&dedup_paths(paths))?;
-    let pb = set.get(&parsed.name).ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
+    let pb = set
+        .get(&parsed.name)
+        .ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
     let event = read_event(event)?;
     let engine = ctx.engine(set).await?;
     let report = engine.run_once(&pb, event, dry_run).await?;
     print_report(&report, format)?;
-    Ok(if report.status == RunStatus::Failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if report.status == RunStatus::Failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The directory holding `file`: `.` for a bare file name.
@@ -340,10 +423,20 @@ fn parent_dir(file: &Path) -> PathBuf {
 
 fn dedup_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
     // A directory already covers the files in it.
-    let dirs: Vec<PathBuf> = paths.iter().filter(|p| p.is_dir()).filter_map(|p| p.canonicalize().ok()).collect();
+    let dirs: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
     paths
         .into_iter()
-        .filter(|p| !(p.is_file() && p.canonicalize().ok().and_then(|c| c.parent().map(Path::to_path_buf)).is_some_and(|d| dirs.contains(&d))))
+        .filter(|p| {
+            !(p.is_file()
+                && p.canonicalize()
+                    .ok()
+                    .and_then(|c| c.parent().map(Path::to_path_buf))
+                    .is_some_and(|d| dirs.contains(&d)))
+        })
         .collect()
 }
 
@@ -366,13 +459,22 @@ fn print_report(report: &RunReport, format: Format) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("run {} ({}) {}", report.run_id, report.playbook, report.status);
+    println!(
+        "run {} ({}) {}",
+        report.run_id, report.playbook, report.status
+    );
     if let Some(e) = &report.error {
         println!("  error: {e}");
     }
     for s in &report.steps {
         let trust = s.trust.map(|t| format!(" trust={t}")).unwrap_or_default();
-        println!("  {:<24} {:<22} {:<14} {:<10}{trust}", s.key, s.action, s.decision.as_str(), s.status.as_str());
+        println!(
+            "  {:<24} {:<22} {:<14} {:<10}{trust}",
+            s.key,
+            s.action,
+            s.decision.as_str(),
+            s.status.as_str()
+        );
         println!("      with   {}", s.with);
         if !s.output.is_null() {
             println!("      output {}", s.output);
@@ -405,40 +507,89 @@ async fn test(ctx: &Ctx, paths: &[PathBuf]) -> Result<ExitCode> {
         }
     }
     println!("{passed} passed, {failed} failed");
-    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-async fn ingest(ctx: &Ctx, input: &str, playbooks: Option<PathBuf>, quiet: bool) -> Result<ExitCode> {
+async fn ingest(
+    ctx: &Ctx,
+    input: &str,
+    playbooks: Option<PathBuf>,
+    quiet: bool,
+) -> Result<ExitCode> {
     let dir = playbooks
         .or_else(|| ctx.config.playbooks.clone())
-        .ok_or_else(|| anyhow!("give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)"))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)"
+            )
+        })?;
     let set = ctx.load_playbooks(&[dir])?;
     let engine = ctx.engine(set).await?;
     // Unfinished runs resume alongside new events, sharing the engine's execution slots.
     let resuming = {
         let engine = engine.clone();
-        tokio::spawn(async move { engine.resume(&mut |n| eprintln!("resuming {n} unfinished run(s)")).await })
+        tokio::spawn(async move {
+            engine
+                .resume(&mut |n| eprintln!("resuming {n} unfinished run(s)"))
+                .await
+        })
     };
-    let mut acks: Box<dyn Write + Send> = if quiet { Box::new(std::io::sink()) } else { Box::new(std::io::stdout()) };
+    let mut acks: Box<dyn Write + Send> = if quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stdout())
+    };
     let mut errors = std::io::stderr();
     let stats = if input == "-" {
-        let source = belay_engine::ingest::Source { name: "stdin".into(), start: 0, durable_cursor: false };
+        let source = belay_engine::ingest::Source {
+            name: "stdin".into(),
+            start: 0,
+            durable_cursor: false,
+        };
         let reader = tokio::io::BufReader::new(tokio::io::stdin());
         belay_engine::ingest::ingest(&engine, reader, source, &mut *acks, &mut errors).await?
     } else {
         let path = std::fs::canonicalize(input).with_context(|| format!("cannot open {input}"))?;
         let name = format!("file:{}", path.display());
         let start = engine.store.cursor(&name).await?.unwrap_or(0);
-        let mut file = tokio::fs::File::open(&path).await.with_context(|| format!("cannot open {input}"))?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("cannot open {input}"))?;
         use tokio::io::AsyncSeekExt;
-        file.seek(std::io::SeekFrom::Start(start)).await.context("cannot seek to the stored cursor")?;
-        let source = belay_engine::ingest::Source { name, start, durable_cursor: true };
-        belay_engine::ingest::ingest(&engine, tokio::io::BufReader::new(file), source, &mut *acks, &mut errors).await?
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .context("cannot seek to the stored cursor")?;
+        let source = belay_engine::ingest::Source {
+            name,
+            start,
+            durable_cursor: true,
+        };
+        belay_engine::ingest::ingest(
+            &engine,
+            tokio::io::BufReader::new(file),
+            source,
+            &mut *acks,
+            &mut errors,
+        )
+        .await?
     };
-    let resumed = resuming.await.context("the resume task ended abnormally")??;
+    let resumed = resuming
+        .await
+        .context("the resume task ended abnormally")??;
     eprintln!(
         "ingest: {} accepted, {} duplicate, {} rejected; runs: {} started, {} resumed, {} succeeded, {} failed, {} waiting",
-        stats.accepted, stats.duplicates, stats.rejected, stats.runs_started, resumed, stats.runs_succeeded, stats.runs_failed, stats.runs_waiting
+        stats.accepted,
+        stats.duplicates,
+        stats.rejected,
+        stats.runs_started,
+        resumed,
+        stats.runs_succeeded,
+        stats.runs_failed,
+        stats.runs_waiting
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -446,21 +597,48 @@ async fn ingest(ctx: &Ctx, input: &str, playbooks: Option<PathBuf>, quiet: bool)
 async fn runs(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
     let store = ctx.store().await?;
     match command {
-        RunsCommand::List { status, playbook, limit, format } => {
-            let status = status.map(|s| s.parse::<RunStatus>().map_err(|e| anyhow!(e))).transpose()?;
-            let runs = store.list_runs(&RunFilter { status, playbook, event_id: None, limit: Some(limit) }).await?;
+        RunsCommand::List {
+            status,
+            playbook,
+            limit,
+            format,
+        } => {
+            let status = status
+                .map(|s| s.parse::<RunStatus>().map_err(|e| anyhow!(e)))
+                .transpose()?;
+            let runs = store
+                .list_runs(&RunFilter {
+                    status,
+                    playbook,
+                    event_id: None,
+                    limit: Some(limit),
+                })
+                .await?;
             if format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
-                println!("{:<38} {:<24} {:<17} {:<24} EVENT", "RUN", "PLAYBOOK", "STATUS", "CREATED");
+                println!(
+                    "{:<38} {:<24} {:<17} {:<24} EVENT",
+                    "RUN", "PLAYBOOK", "STATUS", "CREATED"
+                );
                 for r in runs {
-                    println!("{:<38} {:<24} {:<17} {:<24} {}", r.id, r.playbook, r.status.as_str(), belay_model::ms_to_rfc3339(r.created_at), r.event_id);
+                    println!(
+                        "{:<38} {:<24} {:<17} {:<24} {}",
+                        r.id,
+                        r.playbook,
+                        r.status.as_str(),
+                        belay_model::ms_to_rfc3339(r.created_at),
+                        r.event_id
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Show { id, format } => {
-            let run = store.get_run(&id).await?.ok_or_else(|| anyhow!("no run `{id}`"))?;
+            let run = store
+                .get_run(&id)
+                .await?
+                .ok_or_else(|| anyhow!("no run `{id}`"))?;
             let steps = store.steps(&id).await?;
             print_report(&RunReport::from_records(&run, &steps), format)?;
             Ok(ExitCode::SUCCESS)
@@ -476,16 +654,28 @@ fn actions(ctx: &Ctx, command: ActionsCommand) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 for a in all {
-                    let inverse = a.inverse.as_ref().map(|i| format!(" (inverse: {})", i.action)).unwrap_or_default();
-                    println!("{:<28} {:<7} {}{inverse}", a.name, a.kind.to_string(), a.description);
+                    let inverse = a
+                        .inverse
+                        .as_ref()
+                        .map(|i| format!(" (inverse: {})", i.action))
+                        .unwrap_or_default();
+                    println!(
+                        "{:<28} {:<7} {}{inverse}",
+                        a.name,
+                        a.kind.to_string(),
+                        a.description
+                    );
                 }
             }
         }
         ActionsCommand::Show { name, format } => {
-            let a = ctx.catalog.get(&name).ok_or_else(|| match ctx.catalog.suggest(&name) {
-                Some(s) => anyhow!("no action `{name}`; did you mean `{s}`?"),
-                None => anyhow!("no action `{name}`"),
-            })?;
+            let a = ctx
+                .catalog
+                .get(&name)
+                .ok_or_else(|| match ctx.catalog.suggest(&name) {
+                    Some(s) => anyhow!("no action `{name}`; did you mean `{s}`?"),
+                    None => anyhow!("no action `{name}`"),
+                })?;
             if format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(a)?);
             } else {
@@ -510,27 +700,58 @@ fn actions(ctx: &Ctx, command: ActionsCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bench(ctx: &Ctx, runs: usize, concurrency: usize, sync: SyncArg, format: Format) -> Result<ExitCode> {
+async fn bench(
+    ctx: &Ctx,
+    runs: usize,
+    concurrency: usize,
+    sync: SyncArg,
+    format: Format,
+) -> Result<ExitCode> {
     let synchronous = match sync {
         SyncArg::Full => Synchronous::Full,
         SyncArg::Normal => Synchronous::Normal,
     };
     // A fresh embedded store unless --data or a database is given explicitly.
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let explicit = std::env::args().any(|a| a == "--data" || a.starts_with("--data=")) || std::env::var_os("BELAY_DATA").is_some();
-    let data = if explicit { ctx.data.clone() } else { tmp.path().to_path_buf() };
-    let bench_ctx = Ctx { config: Config::default(), data, database_url: ctx.database_url.clone(), catalog: ctx.catalog.clone() };
+    let explicit = std::env::args().any(|a| a == "--data" || a.starts_with("--data="))
+        || std::env::var_os("BELAY_DATA").is_some();
+    let data = if explicit {
+        ctx.data.clone()
+    } else {
+        tmp.path().to_path_buf()
+    };
+    let bench_ctx = Ctx {
+        config: Config::default(),
+        data,
+        database_url: ctx.database_url.clone(),
+        catalog: ctx.catalog.clone(),
+    };
     let store = bench_ctx.store_with(synchronous).await?;
     let label = match store.kind() {
-        "sqlite" => format!("sqlite (WAL, synchronous={})", if synchronous == Synchronous::Full { "FULL" } else { "NORMAL" }),
+        "sqlite" => format!(
+            "sqlite (WAL, synchronous={})",
+            if synchronous == Synchronous::Full {
+                "FULL"
+            } else {
+                "NORMAL"
+            }
+        ),
         other => other.to_string(),
     };
-    let r = belay_engine::bench::run(store, label, belay_engine::bench::BenchOptions { runs, concurrency }).await?;
+    let r = belay_engine::bench::run(
+        store,
+        label,
+        belay_engine::bench::BenchOptions { runs, concurrency },
+    )
+    .await?;
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!("store:        {}", r.store);
-        println!("runs:         {} in {:.2}s ({} in flight)", r.runs, r.seconds, r.concurrency);
+        println!(
+            "runs:         {} in {:.2}s ({} in flight)",
+            r.runs, r.seconds, r.concurrency
+        );
         println!("runs/s:       {:.0}", r.runs_per_sec);
         println!("latency p50:  {:.2} ms", r.p50_ms);
         println!("latency p99:  {:.2} ms", r.p99_ms);

@@ -16,7 +16,11 @@ fn belay(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn examples() -> std::path::PathBuf {
@@ -31,7 +35,11 @@ fn lint_reports_every_error_with_its_line_and_column() {
         "name: bad\non:\n  event: ids.alert\ntrust: log\nsteps:\n  - id: a\n    action: blocklist.add\n    colour: red\n    with: { list: egress, entry: x }\n  - id: b\n    action: firewall.block_ipp\n  - id: c\n    action: core.log\n    with:\n      message: \"${{ event.kind + }}\"\n  - id: d\n    action: core.log\n    with:\n      message: ${{ steps.zz.output }}\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("broken.yaml"), "name: broken\nsteps: [\n  - id: a\n").unwrap();
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "name: broken\nsteps: [\n  - id: a\n",
+    )
+    .unwrap();
     let o = belay(dir.path(), &["lint", "bad.yaml", "broken.yaml"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -55,11 +63,24 @@ fn lint_checks_inputs_and_sub_playbook_cycles() {
         "name: a\nsteps:\n  - id: x\n    action: blocklist.add\n    with: { list: '../etc', entry: y, extra: 1 }\n  - id: call_b\n    playbook: b\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("b.yaml"), "name: b\nsteps:\n  - id: call_a\n    playbook: a\n").unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "name: b\nsteps:\n  - id: call_a\n    playbook: a\n",
+    )
+    .unwrap();
     let out = text(&belay(dir.path(), &["lint", "."]));
-    assert!(out.contains("./a.yaml:5:13: error: input `list` of `blocklist.add` is invalid"), "{out}");
-    assert!(out.contains("./a.yaml:5:39: error: action `blocklist.add` has no input `extra`"), "{out}");
-    assert!(out.contains("./a.yaml:7:15: error: sub-playbook cycle: a -> b -> a"), "{out}");
+    assert!(
+        out.contains("./a.yaml:5:13: error: input `list` of `blocklist.add` is invalid"),
+        "{out}"
+    );
+    assert!(
+        out.contains("./a.yaml:5:39: error: action `blocklist.add` has no input `extra`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("./a.yaml:7:15: error: sub-playbook cycle: a -> b -> a"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -77,7 +98,11 @@ fn the_examples_lint_clean_and_their_tests_pass() {
 #[test]
 fn a_test_with_a_wrong_expectation_fails() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(examples().join("playbooks/block-malicious-ip.yaml"), dir.path().join("pb.yaml")).unwrap();
+    std::fs::copy(
+        examples().join("playbooks/block-malicious-ip.yaml"),
+        dir.path().join("pb.yaml"),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("wrong.test.yaml"),
         "name: wrong\nplaybook: block-malicious-ip\nevent: { kind: ids.alert, severity: high, observables: { ips: [192.0.2.1] } }\nexpect:\n  actions:\n    - action: blocklist.add\n      with: { entry: 192.0.2.99 }\n  not:\n    - action: core.log\n",
@@ -87,8 +112,14 @@ fn a_test_with_a_wrong_expectation_fails() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.lines().any(|l| l == "0 passed, 1 failed"), "{out}");
-    assert!(out.contains("expected `blocklist.add` with {\"entry\":\"192.0.2.99\"}"), "{out}");
-    assert!(out.contains("`core.log` must not happen, it happened 1 time(s)"), "{out}");
+    assert!(
+        out.contains("expected `blocklist.add` with {\"entry\":\"192.0.2.99\"}"),
+        "{out}"
+    );
+    assert!(
+        out.contains("`core.log` must not happen, it happened 1 time(s)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -96,7 +127,18 @@ fn run_applies_changes_and_dry_run_applies_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let pb = examples().join("playbooks/block-malicious-ip.yaml");
     let ev = examples().join("events/ids-alert.json");
-    let o = belay(dir.path(), &["run", pb.to_str().unwrap(), "--event", ev.to_str().unwrap(), "--dry-run", "--format", "json"]);
+    let o = belay(
+        dir.path(),
+        &[
+            "run",
+            pb.to_str().unwrap(),
+            "--event",
+            ev.to_str().unwrap(),
+            "--dry-run",
+            "--format",
+            "json",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["status"], "succeeded");
@@ -105,9 +147,22 @@ fn run_applies_changes_and_dry_run_applies_nothing() {
     assert_eq!(steps[1]["step"], "block[0]");
     assert_eq!(steps[1]["decision"], "dry_run");
     assert_eq!(steps[1]["with"]["entry"], "203.0.113.66");
-    assert!(!dir.path().join("data/lists/egress.txt").exists(), "a dry run changes nothing");
+    assert!(
+        !dir.path().join("data/lists/egress.txt").exists(),
+        "a dry run changes nothing"
+    );
 
-    let o = belay(dir.path(), &["run", pb.to_str().unwrap(), "--event", ev.to_str().unwrap(), "--format", "json"]);
+    let o = belay(
+        dir.path(),
+        &[
+            "run",
+            pb.to_str().unwrap(),
+            "--event",
+            ev.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["steps"][1]["decision"], "apply");
     assert_eq!(report["steps"][3]["output"]["values"]["blocked"], 2);
@@ -117,7 +172,10 @@ fn run_applies_changes_and_dry_run_applies_nothing() {
     let run_id = report["run_id"].as_str().unwrap();
     let o = belay(dir.path(), &["runs", "show", run_id, "--format", "json"]);
     let shown: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(shown["steps"], report["steps"], "the stored run matches what was reported");
+    assert_eq!(
+        shown["steps"], report["steps"],
+        "the stored run matches what was reported"
+    );
 }
 
 #[test]
@@ -128,8 +186,15 @@ fn a_missing_field_fails_the_step_and_names_the_path() {
         "name: strict\ntrust: log\nsteps:\n  - id: parse\n    action: core.log\n    with: { message: \"${{ event.data.message }}\" }\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("ev.json"), r#"{"kind":"x","data":{"subject":"hi"}}"#).unwrap();
-    let o = belay(dir.path(), &["run", "pb.yaml", "--event", "ev.json", "--format", "json"]);
+    std::fs::write(
+        dir.path().join("ev.json"),
+        r#"{"kind":"x","data":{"subject":"hi"}}"#,
+    )
+    .unwrap();
+    let o = belay(
+        dir.path(),
+        &["run", "pb.yaml", "--event", "ev.json", "--format", "json"],
+    );
     assert_eq!(o.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["status"], "failed");
@@ -142,18 +207,38 @@ fn a_missing_field_fails_the_step_and_names_the_path() {
 fn bad_events_are_rejected_with_a_reason_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("pbs")).unwrap();
-    std::fs::copy(examples().join("playbooks/block-malicious-ip.yaml"), dir.path().join("pbs/pb.yaml")).unwrap();
+    std::fs::copy(
+        examples().join("playbooks/block-malicious-ip.yaml"),
+        dir.path().join("pbs/pb.yaml"),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("events.jsonl"),
         "{\"kind\":\"ids.alert\",\"severity\":\"urgent\"}\nnot json\n{\"id\":\"ok-1\",\"kind\":\"ids.alert\",\"severity\":\"high\",\"observables\":{\"ips\":[\"192.0.2.7\"]}}\n",
     )
     .unwrap();
-    let o = belay(dir.path(), &["ingest", "events.jsonl", "--playbooks", "pbs"]);
+    let o = belay(
+        dir.path(),
+        &["ingest", "events.jsonl", "--playbooks", "pbs"],
+    );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    assert!(out.contains("events.jsonl:1: rejected: invalid event: unknown variant `urgent`"), "{out}");
-    assert!(out.contains("events.jsonl:2: rejected: event is not valid JSON"), "{out}");
+    assert!(
+        out.contains("events.jsonl:1: rejected: invalid event: unknown variant `urgent`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("events.jsonl:2: rejected: event is not valid JSON"),
+        "{out}"
+    );
     assert!(out.contains("1 accepted, 0 duplicate, 2 rejected"), "{out}");
-    let o = belay(dir.path(), &["ingest", "events.jsonl", "--playbooks", "pbs"]);
-    assert!(text(&o).contains("0 accepted, 0 duplicate, 0 rejected"), "a second pass starts at the cursor: {}", text(&o));
+    let o = belay(
+        dir.path(),
+        &["ingest", "events.jsonl", "--playbooks", "pbs"],
+    );
+    assert!(
+        text(&o).contains("0 accepted, 0 duplicate, 0 rejected"),
+        "a second pass starts at the cursor: {}",
+        text(&o)
+    );
 }

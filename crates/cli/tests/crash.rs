@@ -13,14 +13,20 @@ const KILLS: usize = 8;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
 
 fn belay(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_belay"));
-    c.current_dir(dir).env("BELAY_DATA", dir.join("data")).env_remove("BELAY_DATABASE_URL").env_remove("BELAY_CONFIG");
+    c.current_dir(dir)
+        .env("BELAY_DATA", dir.join("data"))
+        .env_remove("BELAY_DATABASE_URL")
+        .env_remove("BELAY_CONFIG");
     c
 }
 
@@ -63,7 +69,10 @@ steps:
     // Few runs at once, so a kill lands while many are in flight.
     std::fs::write(d.join("belay.toml"), "[engine]\nmax_concurrent_runs = 24\n").unwrap();
 
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     println!("seed {seed}");
     let mut rng = Lcg(seed);
     let mut kills = 0;
@@ -85,31 +94,56 @@ steps:
         let log = std::fs::read_to_string(d.join(format!("ingest-{k}.log"))).unwrap();
         resumed += log
             .lines()
-            .filter_map(|l| l.strip_prefix("resuming ").and_then(|r| r.split(' ').next()?.parse::<usize>().ok()))
+            .filter_map(|l| {
+                l.strip_prefix("resuming ")
+                    .and_then(|r| r.split(' ').next()?.parse::<usize>().ok())
+            })
             .sum::<usize>();
     }
     // A last, uninterrupted pass finishes whatever is left.
     let start = Instant::now();
-    let o = belay(d).args(["ingest", "events.jsonl", "--playbooks", "pbs", "--quiet"]).output().unwrap();
+    let o = belay(d)
+        .args(["ingest", "events.jsonl", "--playbooks", "pbs", "--quiet"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(kills >= 3, "the test must interrupt ingest several times (killed {kills})");
+    assert!(
+        kills >= 3,
+        "the test must interrupt ingest several times (killed {kills})"
+    );
     assert!(resumed > 0, "restarts must have resumed interrupted runs");
-    println!("killed {kills} times, {resumed} runs resumed; final pass {:?}: {}", start.elapsed(), String::from_utf8_lossy(&o.stderr));
+    println!(
+        "killed {kills} times, {resumed} runs resumed; final pass {:?}: {}",
+        start.elapsed(),
+        String::from_utf8_lossy(&o.stderr)
+    );
 
-    let o = belay(d).args(["runs", "list", "--format", "json", "--limit", "100000"]).output().unwrap();
+    let o = belay(d)
+        .args(["runs", "list", "--format", "json", "--limit", "100000"])
+        .output()
+        .unwrap();
     let runs: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     let mut per_event: HashMap<String, usize> = HashMap::new();
     for r in &runs {
         assert_eq!(r["status"], "succeeded", "run {r}");
-        *per_event.entry(r["event_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        *per_event
+            .entry(r["event_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert_eq!(per_event.len(), EVENTS, "every event was accepted");
-    assert!(per_event.values().all(|n| *n == 1), "every event ran exactly once");
+    assert!(
+        per_event.values().all(|n| *n == 1),
+        "every event ran exactly once"
+    );
 
     let blocked = std::fs::read_to_string(d.join("data/lists/blocked.txt")).unwrap();
     let watched = std::fs::read_to_string(d.join("data/lists/watched.txt")).unwrap();
     assert_eq!(blocked.lines().count(), EVENTS, "each address blocked once");
-    assert_eq!(watched.lines().count(), EVENTS * 2, "each host watched once");
+    assert_eq!(
+        watched.lines().count(),
+        EVENTS * 2,
+        "each host watched once"
+    );
     let mut uniq: Vec<&str> = watched.lines().collect();
     uniq.sort();
     uniq.dedup();

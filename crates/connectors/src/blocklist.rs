@@ -21,7 +21,11 @@ pub struct Blocklist {
 impl Blocklist {
     /// Lists live in `dir/<name>.txt` unless `paths` maps a name to another file.
     pub fn new(dir: impl Into<PathBuf>, paths: HashMap<String, PathBuf>) -> Self {
-        Blocklist { dir: dir.into(), paths, locks: Mutex::new(HashMap::new()) }
+        Blocklist {
+            dir: dir.into(),
+            paths,
+            locks: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The file behind a list name.
@@ -31,10 +35,14 @@ impl Blocklist {
         }
         let ok = !list.is_empty()
             && list.len() <= 64
-            && list.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && list
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             && !list.starts_with('.');
         if !ok {
-            return Err(ActionError::permanent(format!("invalid list name `{list}`")));
+            return Err(ActionError::permanent(format!(
+                "invalid list name `{list}`"
+            )));
         }
         Ok(self.dir.join(format!("{list}.txt")))
     }
@@ -79,7 +87,11 @@ impl Blocklist {
 }
 
 fn validate_entry(entry: &str) -> Result<(), ActionError> {
-    if entry.is_empty() || entry.len() > 2048 || entry.starts_with('#') || entry.chars().any(char::is_whitespace) {
+    if entry.is_empty()
+        || entry.len() > 2048
+        || entry.starts_with('#')
+        || entry.chars().any(char::is_whitespace)
+    {
         return Err(ActionError::permanent(format!(
             "invalid list entry `{}`: one token, no whitespace, not a comment",
             entry.chars().take(80).collect::<String>()
@@ -92,7 +104,10 @@ fn read_list(path: &Path) -> Result<String, ActionError> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(ActionError::transient(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(ActionError::transient(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -103,7 +118,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ActionError> {
         ActionError::transient(format!("cannot {what} {}: {e}", path.display()))
     };
     std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail("create a temporary file for", e))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| fail("create a temporary file for", e))?;
     tmp.write_all(bytes).map_err(|e| fail("write", e))?;
     tmp.as_file().sync_all().map_err(|e| fail("sync", e))?;
     tmp.persist(path).map_err(|e| fail("replace", e.error))?;
@@ -129,7 +145,9 @@ impl Connector for Blocklist {
                 Ok(json!({ "list": list, "entry": entry, "changed": changed }))
             }
             "blocklist.contains" => Ok(json!({ "present": self.contains(list, entry)? })),
-            other => Err(ActionError::permanent(format!("`blocklist` has no action `{other}`"))),
+            other => Err(ActionError::permanent(format!(
+                "`blocklist` has no action `{other}`"
+            ))),
         }
     }
 
@@ -145,17 +163,28 @@ mod tests {
     use super::*;
 
     fn call<'a>(action: &'a str, input: &'a Value) -> Call<'a> {
-        Call { action, input, idempotency_key: Some("k") }
+        Call {
+            action,
+            input,
+            idempotency_key: Some("k"),
+        }
     }
 
     #[tokio::test]
     async fn add_and_remove_are_idempotent_and_reversible() {
         let dir = tempfile::tempdir().unwrap();
         let b = Blocklist::new(dir.path(), HashMap::new());
-        std::fs::write(dir.path().join("egress.txt"), "# managed by hand\n198.51.100.7\n").unwrap();
+        std::fs::write(
+            dir.path().join("egress.txt"),
+            "# managed by hand\n198.51.100.7\n",
+        )
+        .unwrap();
         let input = json!({"list": "egress", "entry": "192.0.2.1"});
         let before = std::fs::read(dir.path().join("egress.txt")).unwrap();
-        assert_eq!(b.read_state("blocklist.add", &input).await.unwrap(), json!({"present": false}));
+        assert_eq!(
+            b.read_state("blocklist.add", &input).await.unwrap(),
+            json!({"present": false})
+        );
         let out = b.call(call("blocklist.add", &input)).await.unwrap();
         assert_eq!(out["changed"], json!(true));
         let again = b.call(call("blocklist.add", &input)).await.unwrap();
@@ -163,14 +192,20 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("egress.txt")).unwrap();
         assert_eq!(text, "# managed by hand\n198.51.100.7\n192.0.2.1\n");
         b.call(call("blocklist.remove", &input)).await.unwrap();
-        assert_eq!(std::fs::read(dir.path().join("egress.txt")).unwrap(), before);
+        assert_eq!(
+            std::fs::read(dir.path().join("egress.txt")).unwrap(),
+            before
+        );
     }
 
     #[tokio::test]
     async fn bad_names_and_entries_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let b = Blocklist::new(dir.path(), HashMap::new());
-        for input in [json!({"list": "../x", "entry": "a"}), json!({"list": "l", "entry": "a b"})] {
+        for input in [
+            json!({"list": "../x", "entry": "a"}),
+            json!({"list": "l", "entry": "a b"}),
+        ] {
             assert!(b.call(call("blocklist.add", &input)).await.is_err());
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -180,8 +215,16 @@ mod tests {
     async fn mapped_lists_use_their_path() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("squid").join("blocked_domains.acl");
-        let b = Blocklist::new(dir.path(), HashMap::from([("squid".to_string(), target.clone())]));
-        b.call(call("blocklist.add", &json!({"list": "squid", "entry": ".evil.example"}))).await.unwrap();
+        let b = Blocklist::new(
+            dir.path(),
+            HashMap::from([("squid".to_string(), target.clone())]),
+        );
+        b.call(call(
+            "blocklist.add",
+            &json!({"list": "squid", "entry": ".evil.example"}),
+        ))
+        .await
+        .unwrap();
         assert_eq!(std::fs::read_to_string(target).unwrap(), ".evil.example\n");
     }
 }

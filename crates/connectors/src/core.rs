@@ -27,7 +27,9 @@ fn parse_sleep(text: &str) -> Result<Duration, ActionError> {
         _ => return Err(ActionError::permanent(format!("unknown unit in `{text}`"))),
     };
     if d > MAX_SLEEP {
-        return Err(ActionError::permanent(format!("`{text}` is longer than ten minutes")));
+        return Err(ActionError::permanent(format!(
+            "`{text}` is longer than ten minutes"
+        )));
     }
     Ok(d)
 }
@@ -40,7 +42,9 @@ impl Connector for Core {
 
     async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
         match call.action {
-            "core.set" => Ok(json!({ "values": call.input.get("values").cloned().unwrap_or(json!({})) })),
+            "core.set" => {
+                Ok(json!({ "values": call.input.get("values").cloned().unwrap_or(json!({})) }))
+            }
             "core.log" => {
                 let message = input_str(call.input, "message")?;
                 tracing::info!(target: "belay::playbook", "{message}");
@@ -52,7 +56,9 @@ impl Connector for Core {
                 tokio::time::sleep(d).await;
                 Ok(json!({ "slept_ms": d.as_millis() as u64 }))
             }
-            other => Err(ActionError::permanent(format!("`core` has no action `{other}`"))),
+            other => Err(ActionError::permanent(format!(
+                "`core` has no action `{other}`"
+            ))),
         }
     }
 }
@@ -64,11 +70,29 @@ mod tests {
     #[tokio::test]
     async fn core_actions_behave() {
         let c = Core;
-        let out = c.call(Call { action: "core.set", input: &json!({"values": {"a": 1}}), idempotency_key: None }).await;
+        let out = c
+            .call(Call {
+                action: "core.set",
+                input: &json!({"values": {"a": 1}}),
+                idempotency_key: None,
+            })
+            .await;
         assert_eq!(out.unwrap(), json!({"values": {"a": 1}}));
-        let err = c.call(Call { action: "core.fail", input: &json!({"message": "no"}), idempotency_key: None }).await;
+        let err = c
+            .call(Call {
+                action: "core.fail",
+                input: &json!({"message": "no"}),
+                idempotency_key: None,
+            })
+            .await;
         assert_eq!(err.unwrap_err().message, "no");
-        let out = c.call(Call { action: "core.sleep", input: &json!({"duration": "5ms"}), idempotency_key: None }).await;
+        let out = c
+            .call(Call {
+                action: "core.sleep",
+                input: &json!({"duration": "5ms"}),
+                idempotency_key: None,
+            })
+            .await;
         assert_eq!(out.unwrap(), json!({"slept_ms": 5}));
         assert!(parse_sleep("11m").is_err());
     }

@@ -45,11 +45,17 @@ pub struct ActionError {
 
 impl ActionError {
     pub fn permanent(message: impl Into<String>) -> Self {
-        ActionError { kind: ErrorKind::Permanent, message: message.into() }
+        ActionError {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
     }
 
     pub fn transient(message: impl Into<String>) -> Self {
-        ActionError { kind: ErrorKind::Transient, message: message.into() }
+        ActionError {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
     }
 }
 
@@ -82,7 +88,8 @@ impl Registry {
 
     /// Registers a connector for its family, replacing any earlier one.
     pub fn register(&mut self, connector: Arc<dyn Connector>) {
-        self.by_family.insert(connector.family().to_owned(), connector);
+        self.by_family
+            .insert(connector.family().to_owned(), connector);
     }
 
     /// The connector serving an action, by the action's family (the part before the dot).

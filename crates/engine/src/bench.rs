@@ -6,7 +6,9 @@ use crate::{Engine, EngineConfig, EngineError, Result};
 use async_trait::async_trait;
 use belay_connectors::{ActionError, Call, Connector, Registry};
 use belay_model::{Event, RunStatus};
-use belay_playbook::{ActionKind, ActionSpec, Catalog, InverseSpec, PlaybookSet, TargetSpec, TargetType};
+use belay_playbook::{
+    ActionKind, ActionSpec, Catalog, InverseSpec, PlaybookSet, TargetSpec, TargetType,
+};
 use belay_store::Store;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -70,22 +72,59 @@ impl Connector for Noop {
         })
     }
 
-    async fn read_state(&self, _action: &str, _input: &Value) -> std::result::Result<Value, ActionError> {
+    async fn read_state(
+        &self,
+        _action: &str,
+        _input: &Value,
+    ) -> std::result::Result<Value, ActionError> {
         Ok(json!({ "present": false }))
     }
 }
 
 fn props(names: &[&str]) -> Map<String, Value> {
-    names.iter().map(|n| (n.to_string(), json!({ "type": "string", "required": true }))).collect()
+    names
+        .iter()
+        .map(|n| (n.to_string(), json!({ "type": "string", "required": true })))
+        .collect()
 }
 
 fn bench_catalog() -> std::result::Result<Catalog, String> {
     let mut c = Catalog::builtin();
-    c.insert(ActionSpec::new("bench.lookup", ActionKind::Read, "Benchmark read.", props(&["value"]), None, None)?);
-    let target = Some(TargetSpec { field: "target".into(), kind: TargetType::Ip });
-    let inverse = |a: &str| Some(InverseSpec { action: a.into(), with: vec!["target".into(), "reason".into()], set: Map::new() });
-    c.insert(ActionSpec::new("bench.block", ActionKind::Change, "Benchmark change.", props(&["target", "reason"]), target.clone(), inverse("bench.unblock"))?);
-    c.insert(ActionSpec::new("bench.unblock", ActionKind::Change, "Benchmark inverse.", props(&["target", "reason"]), target, inverse("bench.block"))?);
+    c.insert(ActionSpec::new(
+        "bench.lookup",
+        ActionKind::Read,
+        "Benchmark read.",
+        props(&["value"]),
+        None,
+        None,
+    )?);
+    let target = Some(TargetSpec {
+        field: "target".into(),
+        kind: TargetType::Ip,
+    });
+    let inverse = |a: &str| {
+        Some(InverseSpec {
+            action: a.into(),
+            with: vec!["target".into(), "reason".into()],
+            set: Map::new(),
+        })
+    };
+    c.insert(ActionSpec::new(
+        "bench.block",
+        ActionKind::Change,
+        "Benchmark change.",
+        props(&["target", "reason"]),
+        target.clone(),
+        inverse("bench.unblock"),
+    )?);
+    c.insert(ActionSpec::new(
+        "bench.unblock",
+        ActionKind::Change,
+        "Benchmark inverse.",
+        props(&["target", "reason"]),
+        target,
+        inverse("bench.block"),
+    )?);
     Ok(c)
 }
 
@@ -94,21 +133,33 @@ pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Runs the benchmark on `store` and checks that every run succeeded.
-pub async fn run(store: Arc<dyn Store>, store_label: String, opts: BenchOptions) -> Result<BenchResult> {
+pub async fn run(
+    store: Arc<dyn Store>,
+    store_label: String,
+    opts: BenchOptions,
+) -> Result<BenchResult> {
     let catalog = Arc::new(bench_catalog().map_err(EngineError::Other)?);
     let dir = tempfile::tempdir().map_err(|e| EngineError::Other(e.to_string()))?;
     let path = dir.path().join("bench.yaml");
     std::fs::write(&path, PLAYBOOK).map_err(|e| EngineError::Other(e.to_string()))?;
-    let set = PlaybookSet::load(&[path], &catalog)
-        .map_err(|e| EngineError::Other(e.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")))?;
+    let set = PlaybookSet::load(&[path], &catalog).map_err(|e| {
+        EngineError::Other(
+            e.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
     let mut registry = Registry::new();
     registry.register(Arc::new(Noop));
     let concurrency = opts.concurrency.max(1);
@@ -117,7 +168,10 @@ pub async fn run(store: Arc<dyn Store>, store_label: String, opts: BenchOptions)
         Arc::new(set),
         catalog,
         registry,
-        EngineConfig { max_concurrent_runs: concurrency, ..Default::default() },
+        EngineConfig {
+            max_concurrent_runs: concurrency,
+            ..Default::default()
+        },
     );
     let prefix = belay_model::new_id();
     let mut latencies: Vec<Duration> = Vec::with_capacity(opts.runs);
@@ -167,7 +221,9 @@ pub async fn run(store: Arc<dyn Store>, store_label: String, opts: BenchOptions)
     }
     let seconds = started.elapsed().as_secs_f64();
     if failed > 0 {
-        return Err(EngineError::Other(format!("{failed} benchmark runs did not succeed")));
+        return Err(EngineError::Other(format!(
+            "{failed} benchmark runs did not succeed"
+        )));
     }
     latencies.sort();
     let pct = |p: f64| -> f64 {

@@ -4,7 +4,8 @@
 use crate::{Engine, EngineError, Result, new_run};
 use belay_connectors::{ActionError, Call as ConnectorCall, Connector, ErrorKind};
 use belay_model::{
-    ChangeRecord, ChangeStatus, Decision, Event, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, now_ms,
+    ChangeRecord, ChangeStatus, Decision, Event, RunRecord, RunStatus, StepRecord, StepStatus,
+    TrustLevel, now_ms,
 };
 use belay_playbook::{ActionKind, ActionSpec, Call, OnError, Playbook, Step, context_value};
 use belay_store::{Write, Written};
@@ -75,9 +76,15 @@ impl RunReport {
     }
 }
 
+/// An item's outcome with the records it wrote.
+type ItemResult = Result<(Outcome, Vec<StepRecord>)>;
+
 /// How one step (or item) ended.
 enum Outcome {
-    Done { status: StepStatus, output: Value },
+    Done {
+        status: StepStatus,
+        output: Value,
+    },
     Failed(String),
     /// Waiting for a person; the run pauses.
     Waiting,
@@ -109,11 +116,20 @@ pub(crate) async fn execute(
     event: Option<Arc<Event>>,
     resumed: bool,
 ) -> Result<RunReport> {
-    execute_inner(engine, run, event, 0, resumed).await.map(|(r, _)| r)
+    execute_inner(engine, run, event, 0, resumed)
+        .await
+        .map(|(r, _)| r)
 }
 
-async fn fail_run(engine: &Engine, run: &RunRecord, message: String) -> Result<(RunReport, Map<String, Value>)> {
-    engine.store.set_run_status(&run.id, RunStatus::Failed, Some(&message)).await?;
+async fn fail_run(
+    engine: &Engine,
+    run: &RunRecord,
+    message: String,
+) -> Result<(RunReport, Map<String, Value>)> {
+    engine
+        .store
+        .set_run_status(&run.id, RunStatus::Failed, Some(&message))
+        .await?;
     let mut r = run.clone();
     r.status = RunStatus::Failed;
     r.error = Some(message);
@@ -138,7 +154,12 @@ async fn execute_body(
     resumed: bool,
 ) -> Result<(RunReport, Map<String, Value>)> {
     let Some(pb) = engine.playbooks.get(&run.playbook) else {
-        return fail_run(&engine, &run, format!("playbook `{}` is not loaded", run.playbook)).await;
+        return fail_run(
+            &engine,
+            &run,
+            format!("playbook `{}` is not loaded", run.playbook),
+        )
+        .await;
     };
     if pb.hash != run.playbook_hash {
         let msg = format!(
@@ -153,11 +174,24 @@ async fn execute_body(
         Some(e) => e,
         None => match engine.store.get_event(&run.event_id).await? {
             Some(e) => Arc::new(e),
-            None => return fail_run(&engine, &run, format!("event `{}` of the run is missing", run.event_id)).await,
+            None => {
+                return fail_run(
+                    &engine,
+                    &run,
+                    format!("event `{}` of the run is missing", run.event_id),
+                )
+                .await;
+            }
         },
     };
     let prior: HashMap<String, StepRecord> = if resumed {
-        engine.store.steps(&run.id).await?.into_iter().map(|s| (s.key.clone(), s)).collect()
+        engine
+            .store
+            .steps(&run.id)
+            .await?
+            .into_iter()
+            .map(|s| (s.key.clone(), s))
+            .collect()
     } else {
         HashMap::new()
     };
@@ -167,7 +201,20 @@ async fn execute_body(
         inputs => context_value(&run.inputs),
         run => context_value(&json!({ "id": run.id, "playbook": run.playbook, "dry_run": run.dry_run })),
     };
-    let mut st = RunState { engine: engine.clone(), run, pb: pb.clone(), event: event.clone(), base, outputs: Map::new(), outputs_mj: Default::default(), prior, records: Vec::new(), depth, resumed, pending: Default::default() };
+    let mut st = RunState {
+        engine: engine.clone(),
+        run,
+        pb: pb.clone(),
+        event: event.clone(),
+        base,
+        outputs: Map::new(),
+        outputs_mj: Default::default(),
+        prior,
+        records: Vec::new(),
+        depth,
+        resumed,
+        pending: Default::default(),
+    };
     let mut failure: Option<String> = None;
     for (seq, step) in pb.steps.iter().enumerate() {
         let outcome = st.run_step(step, seq as i64).await?;
@@ -176,13 +223,21 @@ async fn execute_body(
                 st.set_output(&step.id, json!({ "status": status, "output": output }));
             }
             Outcome::Waiting => {
-                st.flush(Some(Write::RunStatus { run_id: st.run.id.clone(), status: RunStatus::WaitingApproval, error: None })).await?;
+                st.flush(Some(Write::RunStatus {
+                    run_id: st.run.id.clone(),
+                    status: RunStatus::WaitingApproval,
+                    error: None,
+                }))
+                .await?;
                 st.run.status = RunStatus::WaitingApproval;
                 return Ok((RunReport::from_records(&st.run, &st.records), st.outputs));
             }
             Outcome::Failed(message) => match step.on_error {
                 OnError::Continue => {
-                    st.set_output(&step.id, json!({ "status": "failed", "output": null, "error": message }));
+                    st.set_output(
+                        &step.id,
+                        json!({ "status": "failed", "output": null, "error": message }),
+                    );
                 }
                 OnError::Fail | OnError::Rollback => {
                     failure = Some(format!("step `{}` failed: {message}", step.id));
@@ -191,8 +246,17 @@ async fn execute_body(
             },
         }
     }
-    let status = if failure.is_some() { RunStatus::Failed } else { RunStatus::Succeeded };
-    st.flush(Some(Write::RunStatus { run_id: st.run.id.clone(), status, error: failure.clone() })).await?;
+    let status = if failure.is_some() {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    st.flush(Some(Write::RunStatus {
+        run_id: st.run.id.clone(),
+        status,
+        error: failure.clone(),
+    }))
+    .await?;
     st.run.status = status;
     st.run.error = failure;
     Ok((RunReport::from_records(&st.run, &st.records), st.outputs))
@@ -204,7 +268,10 @@ fn short(hash: &str) -> &str {
 
 impl RunState {
     fn queue(&self, w: Write) {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
     }
 
     /// Writes everything queued, plus `last`, and waits until it is durable.
@@ -221,7 +288,8 @@ impl RunState {
     }
 
     fn set_output(&mut self, step: &str, value: Value) {
-        self.outputs_mj.insert(step.to_owned(), context_value(&value));
+        self.outputs_mj
+            .insert(step.to_owned(), context_value(&value));
         self.outputs.insert(step.to_owned(), value);
     }
 
@@ -261,17 +329,20 @@ impl RunState {
         }
         let outcome = match rec.status {
             StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
-            s => Outcome::Done { status: s, output: rec.output.clone() },
+            s => Outcome::Done {
+                status: s,
+                output: rec.output.clone(),
+            },
         };
         self.records.push(rec.clone());
         Some(outcome)
     }
 
     async fn run_step(&mut self, step: &Step, seq: i64) -> Result<Outcome> {
-        if step.for_each.is_none() {
-            if let Some(o) = self.reuse(&step.id) {
-                return Ok(o);
-            }
+        if step.for_each.is_none()
+            && let Some(o) = self.reuse(&step.id)
+        {
+            return Ok(o);
         }
         let ctx = self.ctx();
         if let Some(cond) = &step.condition {
@@ -284,9 +355,16 @@ impl RunState {
                     rec.finished_at = Some(now_ms());
                     self.queue(Write::Step(rec.clone()));
                     self.records.push(rec);
-                    return Ok(Outcome::Done { status: StepStatus::Skipped, output: Value::Null });
+                    return Ok(Outcome::Done {
+                        status: StepStatus::Skipped,
+                        output: Value::Null,
+                    });
                 }
-                Err(e) => return self.fail_early(step, seq, &step.id, None, format!("`if`: {}", e.message)).await,
+                Err(e) => {
+                    return self
+                        .fail_early(step, seq, &step.id, None, format!("`if`: {}", e.message))
+                        .await;
+                }
             }
         }
         let Some(for_each) = &step.for_each else {
@@ -295,14 +373,27 @@ impl RunState {
         let items = match for_each.render(&ctx) {
             Ok(Value::Array(items)) if items.len() <= MAX_ITEMS => items,
             Ok(Value::Array(items)) => {
-                let msg = format!("`for_each` gave {} items, more than the limit of {MAX_ITEMS}", items.len());
+                let msg = format!(
+                    "`for_each` gave {} items, more than the limit of {MAX_ITEMS}",
+                    items.len()
+                );
                 return self.fail_early(step, seq, &step.id, None, msg).await;
             }
             Ok(other) => {
                 let msg = format!("`for_each` must give a list, it gave {}", kind_of(&other));
                 return self.fail_early(step, seq, &step.id, None, msg).await;
             }
-            Err(e) => return self.fail_early(step, seq, &step.id, None, format!("`for_each`: {}", e.message)).await,
+            Err(e) => {
+                return self
+                    .fail_early(
+                        step,
+                        seq,
+                        &step.id,
+                        None,
+                        format!("`for_each`: {}", e.message),
+                    )
+                    .await;
+            }
         };
         // Items run concurrently, at most `concurrency` at once; outputs keep item order.
         let mut reused: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
@@ -310,20 +401,28 @@ impl RunState {
             reused.push(self.reuse(&format!("{}[{i}]", step.id)));
         }
         let this: &RunState = self;
-        let futs: Vec<BoxFuture<'_, (usize, Result<(Outcome, Vec<StepRecord>)>)>> = items
+        let futs: Vec<BoxFuture<'_, (usize, ItemResult)>> = items
             .iter()
             .enumerate()
             .filter(|(i, _)| reused[*i].is_none())
             .map(|(i, item)| {
-                let ictx = minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
+                let ictx =
+                    minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
                 let key = format!("{}[{i}]", step.id);
-                let fut: BoxFuture<'_, _> =
-                    Box::pin(async move { (i, this.run_item_detached(step, seq, key, Some(i as i64), ictx).await) });
+                let fut: BoxFuture<'_, _> = Box::pin(async move {
+                    (
+                        i,
+                        this.run_item_detached(step, seq, key, Some(i as i64), ictx)
+                            .await,
+                    )
+                });
                 fut
             })
             .collect();
-        let results: Vec<(usize, Result<(Outcome, Vec<StepRecord>)>)> =
-            futures::stream::iter(futs).buffer_unordered(step.concurrency).collect().await;
+        let results: Vec<(usize, ItemResult)> = futures::stream::iter(futs)
+            .buffer_unordered(step.concurrency)
+            .collect()
+            .await;
         let mut outcomes: Vec<Option<Outcome>> = reused;
         for (i, r) in results {
             let (o, recs) = r?;
@@ -358,11 +457,25 @@ impl RunState {
         if waiting {
             return Ok(Outcome::Waiting);
         }
-        let status = if all_planned { StepStatus::Planned } else { StepStatus::Succeeded };
-        Ok(Outcome::Done { status, output: Value::Array(out) })
+        let status = if all_planned {
+            StepStatus::Planned
+        } else {
+            StepStatus::Succeeded
+        };
+        Ok(Outcome::Done {
+            status,
+            output: Value::Array(out),
+        })
     }
 
-    async fn fail_early(&mut self, step: &Step, seq: i64, key: &str, item: Option<i64>, message: String) -> Result<Outcome> {
+    async fn fail_early(
+        &mut self,
+        step: &Step,
+        seq: i64,
+        key: &str,
+        item: Option<i64>,
+        message: String,
+    ) -> Result<Outcome> {
         let mut rec = self.record(step, seq, key, item);
         rec.status = StepStatus::Failed;
         rec.error = Some(message.clone());
@@ -372,7 +485,14 @@ impl RunState {
         Ok(Outcome::Failed(message))
     }
 
-    async fn run_item(&mut self, step: &Step, seq: i64, key: String, item: Option<i64>, ctx: MjValue) -> Result<Outcome> {
+    async fn run_item(
+        &mut self,
+        step: &Step,
+        seq: i64,
+        key: String,
+        item: Option<i64>,
+        ctx: MjValue,
+    ) -> Result<Outcome> {
         let (o, recs) = self.run_item_detached(step, seq, key, item, ctx).await?;
         self.records.extend(recs);
         Ok(o)
@@ -386,7 +506,7 @@ impl RunState {
         key: String,
         item: Option<i64>,
         ctx: MjValue,
-    ) -> Result<(Outcome, Vec<StepRecord>)> {
+    ) -> ItemResult {
         let mut rec = self.record(step, seq, &key, item);
         let with = match step.with.render(&ctx) {
             Ok(v) => v,
@@ -407,7 +527,10 @@ impl RunState {
                 };
                 if let Err(errors) = spec.validate_input(&rec.with) {
                     rec.status = StepStatus::Failed;
-                    rec.error = Some(format!("invalid inputs for `{name}`: {}", errors.join("; ")));
+                    rec.error = Some(format!(
+                        "invalid inputs for `{name}`: {}",
+                        errors.join("; ")
+                    ));
                     return self.finish(rec).await;
                 }
                 match spec.kind {
@@ -418,13 +541,16 @@ impl RunState {
         }
     }
 
-    async fn finish(&self, mut rec: StepRecord) -> Result<(Outcome, Vec<StepRecord>)> {
+    async fn finish(&self, mut rec: StepRecord) -> ItemResult {
         rec.finished_at = Some(now_ms());
         self.queue(Write::Step(rec.clone()));
         let outcome = match rec.status {
             StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
             StepStatus::Held => Outcome::Waiting,
-            s => Outcome::Done { status: s, output: rec.output.clone() },
+            s => Outcome::Done {
+                status: s,
+                output: rec.output.clone(),
+            },
         };
         Ok((outcome, vec![rec]))
     }
@@ -436,7 +562,7 @@ impl RunState {
             .ok_or_else(|| format!("no connector is configured for `{action}`"))
     }
 
-    async fn read(&self, step: &Step, spec: &ActionSpec, mut rec: StepRecord) -> Result<(Outcome, Vec<StepRecord>)> {
+    async fn read(&self, step: &Step, spec: &ActionSpec, mut rec: StepRecord) -> ItemResult {
         rec.decision = Decision::Read;
         let conn = match self.connector(&spec.name) {
             Ok(c) => c,
@@ -446,7 +572,11 @@ impl RunState {
                 return self.finish(rec).await;
             }
         };
-        let call = ConnectorCall { action: &spec.name, input: &rec.with, idempotency_key: None };
+        let call = ConnectorCall {
+            action: &spec.name,
+            input: &rec.with,
+            idempotency_key: None,
+        };
         let (result, attempts) = self.call_with_retry(&conn, call, step).await;
         rec.attempts = attempts;
         match result {
@@ -466,7 +596,7 @@ impl RunState {
         step.trust.unwrap_or(self.pb.trust)
     }
 
-    async fn change(&self, step: &Step, spec: &ActionSpec, mut rec: StepRecord) -> Result<(Outcome, Vec<StepRecord>)> {
+    async fn change(&self, step: &Step, spec: &ActionSpec, mut rec: StepRecord) -> ItemResult {
         let trust = self.trust_of(step);
         rec.trust = Some(trust);
         if self.run.dry_run {
@@ -496,13 +626,30 @@ impl RunState {
             }
         };
         let key = format!("{}/{}", self.run.id, rec.key);
+        let family = spec
+            .name
+            .split_once('.')
+            .map_or(spec.name.as_str(), |(f, _)| f);
+        let _target = self
+            .engine
+            .target_lock(family, &spec.target_of(&rec.with))
+            .lock()
+            .await;
         // After a crash, the journal may already hold this change.
-        let existing = if self.resumed { self.engine.store.change_by_key(&key).await? } else { None };
+        let existing = if self.resumed {
+            self.engine.store.change_by_key(&key).await?
+        } else {
+            None
+        };
         let journaled = match existing {
             Some(c) if c.status == ChangeStatus::Pending => c,
             Some(c) => {
                 // The outcome is known: never apply again.
-                rec.status = if c.status == ChangeStatus::Applied { StepStatus::Succeeded } else { StepStatus::Failed };
+                rec.status = if c.status == ChangeStatus::Applied {
+                    StepStatus::Succeeded
+                } else {
+                    StepStatus::Failed
+                };
                 rec.error = c.error.clone();
                 rec.output = json!({ "change_id": c.id, "resumed": true });
                 return self.finish(rec).await;
@@ -512,7 +659,10 @@ impl RunState {
                     Ok(v) => v,
                     Err(e) => {
                         rec.status = StepStatus::Failed;
-                        rec.error = Some(format!("cannot read the target's state before the change: {}", e.message));
+                        rec.error = Some(format!(
+                            "cannot read the target's state before the change: {}",
+                            e.message
+                        ));
                         return self.finish(rec).await;
                     }
                 };
@@ -527,7 +677,10 @@ impl RunState {
                     with: rec.with.clone(),
                     before,
                     after: Value::Null,
-                    inverse: spec.inverse.as_ref().map_or(Value::Null, |i| i.resolve(&rec.with)),
+                    inverse: spec
+                        .inverse
+                        .as_ref()
+                        .map_or(Value::Null, |i| i.resolve(&rec.with)),
                     trust,
                     guardrails: rec.guardrails.clone(),
                     allowed_by: format!("trust:{trust}"),
@@ -538,22 +691,37 @@ impl RunState {
                 };
                 // The journal entry is durable before the connector is called.
                 match self.flush(Some(Write::BeginChange(change))).await?.pop() {
-                    Some(Written::Change(c)) => c,
-                    _ => return Err(EngineError::Other("the store did not journal the change".into())),
+                    Some(Written::Change(c)) => *c,
+                    _ => {
+                        return Err(EngineError::Other(
+                            "the store did not journal the change".into(),
+                        ));
+                    }
                 }
             }
         };
         if journaled.status != ChangeStatus::Pending {
             // Journaled by an earlier attempt whose outcome is known: never apply again.
-            rec.status = if journaled.status == ChangeStatus::Applied { StepStatus::Succeeded } else { StepStatus::Failed };
+            rec.status = if journaled.status == ChangeStatus::Applied {
+                StepStatus::Succeeded
+            } else {
+                StepStatus::Failed
+            };
             rec.error = journaled.error.clone();
             rec.output = json!({ "change_id": journaled.id, "resumed": true });
             return self.finish(rec).await;
         }
-        let call = ConnectorCall { action: &spec.name, input: &rec.with, idempotency_key: Some(&key) };
+        let call = ConnectorCall {
+            action: &spec.name,
+            input: &rec.with,
+            idempotency_key: Some(&key),
+        };
         let (result, attempts) = self.call_with_retry(&conn, call, step).await;
         rec.attempts = attempts;
-        let after = conn.read_state(&spec.name, &rec.with).await.unwrap_or(Value::Null);
+        let after = conn
+            .read_state(&spec.name, &rec.with)
+            .await
+            .unwrap_or(Value::Null);
         let (status, error) = match result {
             Ok(out) => {
                 rec.status = StepStatus::Succeeded;
@@ -567,10 +735,19 @@ impl RunState {
             }
         };
         rec.finished_at = Some(now_ms());
-        self.queue(Write::FinishChange { step: rec.clone(), change_id: journaled.id.clone(), status, after, error });
+        self.queue(Write::FinishChange {
+            step: rec.clone(),
+            change_id: journaled.id.clone(),
+            status,
+            after,
+            error,
+        });
         let outcome = match rec.status {
             StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
-            s => Outcome::Done { status: s, output: rec.output.clone() },
+            s => Outcome::Done {
+                status: s,
+                output: rec.output.clone(),
+            },
         };
         Ok((outcome, vec![rec]))
     }
@@ -588,12 +765,23 @@ impl RunState {
             attempt += 1;
             let r = match tokio::time::timeout(timeout, conn.call(call)).await {
                 Ok(r) => r,
-                Err(_) => Err(ActionError::transient(format!("timed out after {}", humanize(timeout)))),
+                Err(_) => Err(ActionError::transient(format!(
+                    "timed out after {}",
+                    humanize(timeout)
+                ))),
             };
             match r {
                 Err(e) if e.kind == ErrorKind::Transient && attempt < attempts => {
-                    let backoff = step.retry.backoff.saturating_mul(1 << (attempt - 1).min(10));
-                    tracing::warn!("{} attempt {attempt} failed ({}); retrying in {}", call.action, e.message, humanize(backoff));
+                    let backoff = step
+                        .retry
+                        .backoff
+                        .saturating_mul(1 << (attempt - 1).min(10));
+                    tracing::warn!(
+                        "{} attempt {attempt} failed ({}); retrying in {}",
+                        call.action,
+                        e.message,
+                        humanize(backoff)
+                    );
                     tokio::time::sleep(backoff).await;
                 }
                 Err(mut e) if attempt > 1 => {
@@ -605,7 +793,7 @@ impl RunState {
         }
     }
 
-    async fn sub_playbook(&self, name: &str, mut rec: StepRecord) -> Result<(Outcome, Vec<StepRecord>)> {
+    async fn sub_playbook(&self, name: &str, mut rec: StepRecord) -> ItemResult {
         rec.decision = Decision::SubPlaybook;
         let Some(pb) = self.engine.playbooks.get(name) else {
             rec.status = StepStatus::Failed;
@@ -617,14 +805,27 @@ impl RunState {
             rec.error = Some(format!("sub-playbooks nested deeper than {MAX_DEPTH}"));
             return self.finish(rec).await;
         }
-        let child = new_run(&pb, &self.run.event_id, Some((&self.run.id, &rec.key)), rec.with.clone(), self.run.dry_run);
+        let child = new_run(
+            &pb,
+            &self.run.event_id,
+            Some((&self.run.id, &rec.key)),
+            rec.with.clone(),
+            self.run.dry_run,
+        );
         let stored = self.engine.store.insert_run(&child).await?;
         let resumed = stored.created_at != child.created_at;
         let (report, outputs) = if stored.status.is_final() {
             let steps = self.engine.store.steps(&stored.id).await?;
             (RunReport::from_records(&stored, &steps), Map::new())
         } else {
-            execute_inner(self.engine.clone(), stored, Some(self.event.clone()), self.depth + 1, resumed).await?
+            execute_inner(
+                self.engine.clone(),
+                stored,
+                Some(self.event.clone()),
+                self.depth + 1,
+                resumed,
+            )
+            .await?
         };
         rec.output = json!({ "run_id": report.run_id, "status": report.status, "steps": outputs });
         match report.status {
@@ -655,7 +856,11 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 fn humanize(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 impl From<String> for EngineError {

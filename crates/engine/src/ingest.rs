@@ -67,20 +67,30 @@ pub async fn ingest<R: AsyncRead + Unpin>(
         let mut eof = false;
         while batch.len() < BATCH {
             buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).await.map_err(|e| crate::EngineError::Other(format!("reading {}: {e}", source.name)))?;
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .await
+                .map_err(|e| crate::EngineError::Other(format!("reading {}: {e}", source.name)))?;
             if n == 0 {
                 eof = true;
                 break;
             }
             line_no += 1;
             offset += n as u64;
-            let cursor = source.durable_cursor.then(|| Cursor { source: source.name.clone(), offset });
+            let cursor = source.durable_cursor.then(|| Cursor {
+                source: source.name.clone(),
+                offset,
+            });
             let text = String::from_utf8_lossy(&buf);
             let text = text.trim();
             if !text.is_empty() {
                 if n > MAX_LINE_BYTES {
                     stats.rejected += 1;
-                    let _ = writeln!(errors, "{}:{line_no}: rejected: line longer than {MAX_LINE_BYTES} bytes", source.name);
+                    let _ = writeln!(
+                        errors,
+                        "{}:{line_no}: rejected: line longer than {MAX_LINE_BYTES} bytes",
+                        source.name
+                    );
                 } else {
                     match Event::from_json_str(text) {
                         Ok(ev) => batch.push((ev, cursor)),
@@ -102,9 +112,17 @@ pub async fn ingest<R: AsyncRead + Unpin>(
                     Accepted::Duplicate => stats.duplicates += 1,
                 }
                 for (pb, msg) in &acc.trigger_errors {
-                    let _ = writeln!(errors, "event {}: trigger of `{pb}` not evaluated: {msg}", acc.event_id);
+                    let _ = writeln!(
+                        errors,
+                        "event {}: trigger of `{pb}` not evaluated: {msg}",
+                        acc.event_id
+                    );
                 }
-                let ack = Ack { event: &acc.event_id, accepted: acc.accepted, runs: acc.runs.iter().map(|r| r.id.as_str()).collect() };
+                let ack = Ack {
+                    event: &acc.event_id,
+                    accepted: acc.accepted,
+                    runs: acc.runs.iter().map(|r| r.id.as_str()).collect(),
+                };
                 let _ = writeln!(acks, "{}", serde_json::to_string(&ack).unwrap_or_default());
                 for run in acc.runs {
                     stats.runs_started += 1;
@@ -143,7 +161,13 @@ fn reap(
             RunStatus::WaitingApproval => stats.runs_waiting += 1,
             _ => {
                 stats.runs_failed += 1;
-                let _ = writeln!(errors, "run {} ({}) failed: {}", report.run_id, report.playbook, report.error.unwrap_or_default());
+                let _ = writeln!(
+                    errors,
+                    "run {} ({}) failed: {}",
+                    report.run_id,
+                    report.playbook,
+                    report.error.unwrap_or_default()
+                );
             }
         },
         Some(Ok(Err(e))) => {

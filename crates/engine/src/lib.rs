@@ -33,7 +33,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_concurrent_runs: 256, action_timeout: Duration::from_secs(30) }
+        EngineConfig {
+            max_concurrent_runs: 256,
+            action_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -68,7 +71,12 @@ pub struct Engine {
     pub connectors: Registry,
     pub config: EngineConfig,
     permits: Arc<Semaphore>,
+    /// Striped locks by change target: a change's before-state read, journal entry, apply and
+    /// after-state read happen without another change to the same target in between.
+    target_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+const TARGET_LOCK_STRIPES: usize = 1024;
 
 impl Engine {
     pub fn new(
@@ -79,7 +87,26 @@ impl Engine {
         config: EngineConfig,
     ) -> Arc<Engine> {
         let permits = Arc::new(Semaphore::new(config.max_concurrent_runs.max(1)));
-        Arc::new(Engine { store, playbooks, catalog, connectors, config, permits })
+        let target_locks = (0..TARGET_LOCK_STRIPES)
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect();
+        Arc::new(Engine {
+            store,
+            playbooks,
+            catalog,
+            connectors,
+            config,
+            permits,
+            target_locks,
+        })
+    }
+
+    /// The lock guarding changes to one target of one action family.
+    pub(crate) fn target_lock(&self, family: &str, target: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (family, target).hash(&mut h);
+        &self.target_locks[(h.finish() as usize) % self.target_locks.len()]
     }
 
     /// The runs an event starts: playbooks indexed under its kind whose `on.if` holds.
@@ -119,7 +146,11 @@ impl Engine {
         for (event, cursor) in events {
             let (runs, trigger_errors) = self.plan_runs(&event);
             errors.push(trigger_errors);
-            incoming.push(Incoming { event, runs, cursor });
+            incoming.push(Incoming {
+                event,
+                runs,
+                cursor,
+            });
         }
         let results = self.store.accept_batch(&incoming).await?;
         Ok(incoming
@@ -129,7 +160,11 @@ impl Engine {
             .map(|((inc, accepted), trigger_errors)| Acceptance {
                 event_id: inc.event.id.clone(),
                 event: Arc::new(inc.event),
-                runs: if accepted == Accepted::New { inc.runs } else { Vec::new() },
+                runs: if accepted == Accepted::New {
+                    inc.runs
+                } else {
+                    Vec::new()
+                },
                 accepted,
                 trigger_errors,
             })
@@ -139,25 +174,47 @@ impl Engine {
     /// Executes a stored run until it finishes or waits for a person; resumes where its
     /// records stop. Waits for a free execution slot first.
     pub async fn execute(self: &Arc<Self>, run: RunRecord) -> Result<RunReport> {
-        let _permit = self.permits.clone().acquire_owned().await.map_err(|e| EngineError::Other(e.to_string()))?;
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| EngineError::Other(e.to_string()))?;
         exec::execute(self.clone(), run, None, false).await
     }
 
     /// Like [`Engine::execute`] for a run just accepted with `event`, saving a store read.
-    pub async fn execute_new(self: &Arc<Self>, run: RunRecord, event: Arc<Event>) -> Result<RunReport> {
-        let _permit = self.permits.clone().acquire_owned().await.map_err(|e| EngineError::Other(e.to_string()))?;
+    pub async fn execute_new(
+        self: &Arc<Self>,
+        run: RunRecord,
+        event: Arc<Event>,
+    ) -> Result<RunReport> {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| EngineError::Other(e.to_string()))?;
         exec::execute(self.clone(), run, Some(event), false).await
     }
 
     /// Like [`Engine::execute`], for a run that may have records from an earlier attempt.
     pub async fn execute_resumed(self: &Arc<Self>, run: RunRecord) -> Result<RunReport> {
-        let _permit = self.permits.clone().acquire_owned().await.map_err(|e| EngineError::Other(e.to_string()))?;
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| EngineError::Other(e.to_string()))?;
         exec::execute(self.clone(), run, None, true).await
     }
 
     /// Claims unfinished runs (left by a crash, or by a worker that died) and executes them.
     /// `claimed` hears how many runs each claim took, before they execute. Returns the total.
-    pub async fn resume(self: &Arc<Self>, claimed: &mut (dyn FnMut(usize) + Send)) -> Result<usize> {
+    pub async fn resume(
+        self: &Arc<Self>,
+        claimed: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<usize> {
         let mut total = 0;
         loop {
             let runs = self.store.claim_runs(512).await?;
@@ -180,9 +237,17 @@ impl Engine {
     }
 
     /// Runs one playbook on one event, outside trigger matching (`belay run`).
-    pub async fn run_once(self: &Arc<Self>, pb: &Playbook, event: Event, dry_run: bool) -> Result<RunReport> {
+    pub async fn run_once(
+        self: &Arc<Self>,
+        pb: &Playbook,
+        event: Event,
+        dry_run: bool,
+    ) -> Result<RunReport> {
         let run = new_run(pb, &event.id, None, Value::Null, dry_run);
-        let accepted = self.store.accept_event(&event, std::slice::from_ref(&run), None).await?;
+        let accepted = self
+            .store
+            .accept_event(&event, std::slice::from_ref(&run), None)
+            .await?;
         let event = event;
         let run = match accepted {
             Accepted::New => run,
@@ -203,7 +268,13 @@ impl Engine {
 }
 
 /// A new run record, marked running and leased to this worker when stored.
-pub fn new_run(pb: &Playbook, event_id: &str, parent: Option<(&str, &str)>, inputs: Value, dry_run: bool) -> RunRecord {
+pub fn new_run(
+    pb: &Playbook,
+    event_id: &str,
+    parent: Option<(&str, &str)>,
+    inputs: Value,
+    dry_run: bool,
+) -> RunRecord {
     let now = now_ms();
     RunRecord {
         id: match parent {

@@ -86,7 +86,9 @@ struct Recorder {
 /// `true` when every key of `want` is in `have` with a matching value.
 pub fn subset(want: &Value, have: &Value) -> bool {
     match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| h.get(k).is_some_and(|hv| subset(v, hv))),
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| subset(v, hv))),
         _ => want == have,
     }
 }
@@ -98,7 +100,10 @@ impl Connector for Recorder {
     }
 
     async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push((call.action.to_owned(), call.input.clone()));
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((call.action.to_owned(), call.input.clone()));
         match self.mocks.get(call.action) {
             Some(Value::Array(cases)) => {
                 for c in cases {
@@ -110,7 +115,10 @@ impl Connector for Recorder {
                         return Ok(c.get("output").cloned().unwrap_or(Value::Null));
                     }
                 }
-                Err(ActionError::permanent(format!("no mock of `{}` matches inputs {}", call.action, call.input)))
+                Err(ActionError::permanent(format!(
+                    "no mock of `{}` matches inputs {}",
+                    call.action, call.input
+                )))
             }
             Some(v) => Ok(v.clone()),
             None if call.action.starts_with("core.") => Core.call(call).await,
@@ -159,21 +167,39 @@ pub fn load_case(path: &Path) -> Result<TestCase, String> {
 /// Runs one test file against the playbooks in `playbooks`.
 pub async fn run_case(path: &Path, playbooks: &[PathBuf], catalog: &Arc<Catalog>) -> TestResult {
     let name = path.display().to_string();
-    let fail = |name: String, msg: String| TestResult { file: path.to_owned(), name, failures: vec![msg] };
+    let fail = |name: String, msg: String| TestResult {
+        file: path.to_owned(),
+        name,
+        failures: vec![msg],
+    };
     let case = match load_case(path) {
         Ok(c) => c,
         Err(e) => return fail(name, e),
     };
     match run_loaded(&case, playbooks, catalog).await {
-        Ok(failures) => TestResult { file: path.to_owned(), name: case.name, failures },
+        Ok(failures) => TestResult {
+            file: path.to_owned(),
+            name: case.name,
+            failures,
+        },
         Err(e) => fail(case.name, e),
     }
 }
 
-async fn run_loaded(case: &TestCase, playbooks: &[PathBuf], catalog: &Arc<Catalog>) -> Result<Vec<String>, String> {
-    let set = PlaybookSet::load_paths(playbooks, catalog)
-        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
-    let pb = set.get(&case.playbook).ok_or_else(|| format!("no playbook named `{}`", case.playbook))?;
+async fn run_loaded(
+    case: &TestCase,
+    playbooks: &[PathBuf],
+    catalog: &Arc<Catalog>,
+) -> Result<Vec<String>, String> {
+    let set = PlaybookSet::load_paths(playbooks, catalog).map_err(|errs| {
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let pb = set
+        .get(&case.playbook)
+        .ok_or_else(|| format!("no playbook named `{}`", case.playbook))?;
     for action in case.mocks.keys() {
         if catalog.get(action).is_none() {
             return Err(format!("mock for unknown action `{action}`"));
@@ -181,17 +207,35 @@ async fn run_loaded(case: &TestCase, playbooks: &[PathBuf], catalog: &Arc<Catalo
     }
     let event = Event::from_json(case.event.clone()).map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary store: {e}"))?;
-    let store = SqliteStore::open(dir.path(), SqliteOptions { synchronous: Synchronous::Normal, ..Default::default() })
-        .map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(
+        dir.path(),
+        SqliteOptions {
+            synchronous: Synchronous::Normal,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let calls: Calls = Arc::default();
     let mocks = Arc::new(case.mocks.clone());
     let mut registry = Registry::new();
-    let families: BTreeSet<String> =
-        catalog.iter().filter_map(|a| a.name.split_once('.').map(|(f, _)| f.to_owned())).collect();
+    let families: BTreeSet<String> = catalog
+        .iter()
+        .filter_map(|a| a.name.split_once('.').map(|(f, _)| f.to_owned()))
+        .collect();
     for family in families {
-        registry.register(Arc::new(Recorder { family, mocks: mocks.clone(), calls: calls.clone() }));
+        registry.register(Arc::new(Recorder {
+            family,
+            mocks: mocks.clone(),
+            calls: calls.clone(),
+        }));
     }
-    let engine = Engine::new(Arc::new(store), Arc::new(set), catalog.clone(), registry, EngineConfig::default());
+    let engine = Engine::new(
+        Arc::new(store),
+        Arc::new(set),
+        catalog.clone(),
+        registry,
+        EngineConfig::default(),
+    );
     let (planned, trigger_errors) = engine.plan_runs(&event);
     if let Some((_, e)) = trigger_errors.iter().find(|(p, _)| p == &pb.name) {
         return Ok(vec![format!("the trigger condition failed: {e}")]);
@@ -207,7 +251,10 @@ async fn run_loaded(case: &TestCase, playbooks: &[PathBuf], catalog: &Arc<Catalo
     if !triggered {
         return Ok(Vec::new());
     }
-    let report = engine.run_once(&pb, event, false).await.map_err(|e| e.to_string())?;
+    let report = engine
+        .run_once(&pb, event, false)
+        .await
+        .map_err(|e| e.to_string())?;
     let calls = calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let held: Vec<(String, Value)> = report
         .steps
@@ -216,14 +263,20 @@ async fn run_loaded(case: &TestCase, playbooks: &[PathBuf], catalog: &Arc<Catalo
         .map(|s| (s.action.clone(), s.with.clone()))
         .collect();
     let mut failures = Vec::new();
-    if let Some(want) = case.expect.status {
-        if report.status != want {
-            let why = report.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
-            failures.push(format!("run ended {}, expected {want}{why}", report.status));
-        }
+    if let Some(want) = case.expect.status
+        && report.status != want
+    {
+        let why = report
+            .error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        failures.push(format!("run ended {}, expected {want}{why}", report.status));
     }
     let count = |m: &ActionMatch, pool: &[(String, Value)]| {
-        pool.iter().filter(|(a, w)| a == &m.action && m.with.as_ref().is_none_or(|x| subset(x, w))).count()
+        pool.iter()
+            .filter(|(a, w)| a == &m.action && m.with.as_ref().is_none_or(|x| subset(x, w)))
+            .count()
     };
     let describe = |m: &ActionMatch| match &m.with {
         Some(w) => format!("`{}` with {w}", m.action),
@@ -231,28 +284,47 @@ async fn run_loaded(case: &TestCase, playbooks: &[PathBuf], catalog: &Arc<Catalo
     };
     let summary = |pool: &[(String, Value)]| {
         let mut by: HashMap<&str, usize> = HashMap::new();
-        pool.iter().for_each(|(a, _)| *by.entry(a.as_str()).or_default() += 1);
+        pool.iter()
+            .for_each(|(a, _)| *by.entry(a.as_str()).or_default() += 1);
         let mut v: Vec<String> = by.into_iter().map(|(a, n)| format!("{a}×{n}")).collect();
         v.sort();
-        if v.is_empty() { "none".to_string() } else { v.join(", ") }
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
     };
     for m in &case.expect.actions {
         let n = count(m, &calls);
         match m.times {
-            Some(t) if n != t => failures.push(format!("expected {} {t} time(s), it happened {n} time(s)", describe(m))),
-            None if n == 0 => failures.push(format!("expected {}; calls made: {}", describe(m), summary(&calls))),
+            Some(t) if n != t => failures.push(format!(
+                "expected {} {t} time(s), it happened {n} time(s)",
+                describe(m)
+            )),
+            None if n == 0 => failures.push(format!(
+                "expected {}; calls made: {}",
+                describe(m),
+                summary(&calls)
+            )),
             _ => {}
         }
     }
     for m in &case.expect.not_actions {
         let n = count(m, &calls);
         if n > 0 {
-            failures.push(format!("{} must not happen, it happened {n} time(s)", describe(m)));
+            failures.push(format!(
+                "{} must not happen, it happened {n} time(s)",
+                describe(m)
+            ));
         }
     }
     for m in &case.expect.held {
         if count(m, &held) == 0 {
-            failures.push(format!("expected {} to be held for approval; held: {}", describe(m), summary(&held)));
+            failures.push(format!(
+                "expected {} to be held for approval; held: {}",
+                describe(m),
+                summary(&held)
+            ));
         }
     }
     Ok(failures)

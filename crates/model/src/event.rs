@@ -4,7 +4,9 @@ use serde_json::Value;
 use std::fmt;
 
 /// How bad an event is, as the source judged it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -114,9 +116,7 @@ impl Event {
         };
         let time = match raw.time {
             Some(t) => DateTime::parse_from_rfc3339(&t)
-                .map_err(|e| {
-                    EventError::Invalid(format!("`time` is not RFC 3339 (`{t}`): {e}"))
-                })?
+                .map_err(|e| EventError::Invalid(format!("`time` is not RFC 3339 (`{t}`): {e}")))?
                 .with_timezone(&Utc),
             None => Utc::now(),
         };
@@ -193,9 +193,15 @@ mod tests {
             ("[]", "expected a JSON object"),
             ("{}", "missing field `kind`"),
             (r#"{"kind":"a b"}"#, "`kind` must be"),
-            (r#"{"kind":"x","severity":"urgent"}"#, "unknown variant `urgent`"),
+            (
+                r#"{"kind":"x","severity":"urgent"}"#,
+                "unknown variant `urgent`",
+            ),
             (r#"{"kind":"x","time":"yesterday"}"#, "RFC 3339"),
-            (r#"{"kind":"x","observables":{"ipz":[]}}"#, "unknown field `ipz`"),
+            (
+                r#"{"kind":"x","observables":{"ipz":[]}}"#,
+                "unknown field `ipz`",
+            ),
             (r#"{"kind":"x","colour":"red"}"#, "unknown field `colour`"),
             ("{", "not valid JSON"),
         ];

@@ -11,7 +11,7 @@ pub use event::{Event, EventError, Observables, Severity};
 pub use run::{
     ChangeRecord, ChangeStatus, Decision, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel,
 };
-pub use time::{now_ms, ms_to_rfc3339};
+pub use time::{ms_to_rfc3339, now_ms};
 
 use sha2::{Digest, Sha256};
 

@@ -129,7 +129,10 @@ pub struct ActionSpec {
 impl ActionSpec {
     /// The input names the schema declares, in declaration order.
     pub fn input_names(&self) -> impl Iterator<Item = &str> {
-        self.inputs["properties"].as_object().into_iter().flat_map(|m| m.keys().map(String::as_str))
+        self.inputs["properties"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys().map(String::as_str))
     }
 
     /// The schema of one input, if declared.
@@ -139,7 +142,11 @@ impl ActionSpec {
 
     /// Required input names.
     pub fn required_inputs(&self) -> impl Iterator<Item = &str> {
-        self.inputs["required"].as_array().into_iter().flatten().filter_map(Value::as_str)
+        self.inputs["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
     }
 
     /// Checks resolved inputs against the schema; each error names the input.
@@ -152,11 +159,18 @@ impl ActionSpec {
                 if path.is_empty() {
                     e.to_string()
                 } else {
-                    format!("input `{}`: {e}", path.trim_start_matches('/').replace('/', "."))
+                    format!(
+                        "input `{}`: {e}",
+                        path.trim_start_matches('/').replace('/', ".")
+                    )
                 }
             })
             .collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// The target value of a change made with `input`, as text.
@@ -196,10 +210,10 @@ fn object_schema(props: &Map<String, Value>, closed: bool) -> Value {
     let mut required = Vec::new();
     for (name, schema) in props {
         let mut schema = schema.clone();
-        if let Some(obj) = schema.as_object_mut() {
-            if obj.remove("required") == Some(Value::Bool(true)) {
-                required.push(Value::String(name.clone()));
-            }
+        if let Some(obj) = schema.as_object_mut()
+            && obj.remove("required") == Some(Value::Bool(true))
+        {
+            required.push(Value::String(name.clone()));
         }
         properties.insert(name.clone(), schema);
     }
@@ -215,14 +229,20 @@ fn build(raw: RawAction) -> Result<ActionSpec, String> {
     let outputs = object_schema(&raw.outputs, false);
     let validator = jsonschema::validator_for(&inputs)
         .map_err(|e| format!("action `{}`: input schema is invalid: {e}", raw.name))?;
-    if let Some(t) = &raw.target {
-        if !raw.inputs.contains_key(&t.field) {
-            return Err(format!("action `{}`: target field `{}` is not an input", raw.name, t.field));
-        }
+    if let Some(t) = &raw.target
+        && !raw.inputs.contains_key(&t.field)
+    {
+        return Err(format!(
+            "action `{}`: target field `{}` is not an input",
+            raw.name, t.field
+        ));
     }
     if raw.kind == ActionKind::Change {
         if raw.target.is_none() {
-            return Err(format!("change action `{}` must declare its target", raw.name));
+            return Err(format!(
+                "change action `{}` must declare its target",
+                raw.name
+            ));
         }
         if raw.inverse.is_none() && raw.irreversible.is_none() {
             return Err(format!(
@@ -231,10 +251,13 @@ fn build(raw: RawAction) -> Result<ActionSpec, String> {
             ));
         }
     }
-    if let Some(inv) = &raw.inverse {
-        if let Some(f) = inv.with.iter().find(|f| !raw.inputs.contains_key(*f)) {
-            return Err(format!("action `{}`: inverse copies unknown input `{f}`", raw.name));
-        }
+    if let Some(inv) = &raw.inverse
+        && let Some(f) = inv.with.iter().find(|f| !raw.inputs.contains_key(*f))
+    {
+        return Err(format!(
+            "action `{}`: inverse copies unknown input `{f}`",
+            raw.name
+        ));
     }
     Ok(ActionSpec {
         name: raw.name,
@@ -268,7 +291,8 @@ impl Catalog {
         let mut c = Catalog::default();
         for (file, text) in BUILTIN {
             // The built-in files are checked by tests; failing here is a build defect.
-            c.load(file, text).unwrap_or_else(|e| panic!("built-in catalog {file}: {e}"));
+            c.load(file, text)
+                .unwrap_or_else(|e| panic!("built-in catalog {file}: {e}"));
         }
         c
     }
@@ -276,7 +300,8 @@ impl Catalog {
     /// Adds the actions declared in one catalog YAML text.
     pub fn load(&mut self, file: &str, text: &str) -> Result<(), String> {
         let node = yaml::parse(text).map_err(|d| format!("{file}:{d}"))?;
-        let raw: RawFile = serde_json::from_value(node.to_json()).map_err(|e| format!("{file}: {e}"))?;
+        let raw: RawFile =
+            serde_json::from_value(node.to_json()).map_err(|e| format!("{file}: {e}"))?;
         for a in raw.actions {
             if self.actions.contains_key(&a.name) {
                 return Err(format!("{file}: action `{}` is declared twice", a.name));
@@ -285,13 +310,13 @@ impl Catalog {
             self.actions.insert(spec.name.clone(), spec);
         }
         for spec in self.actions.values() {
-            if let Some(inv) = &spec.inverse {
-                if !self.actions.contains_key(&inv.action) {
-                    return Err(format!(
-                        "{file}: inverse `{}` of `{}` is not declared",
-                        inv.action, spec.name
-                    ));
-                }
+            if let Some(inv) = &spec.inverse
+                && !self.actions.contains_key(&inv.action)
+            {
+                return Err(format!(
+                    "{file}: inverse `{}` of `{}` is not declared",
+                    inv.action, spec.name
+                ));
             }
         }
         Ok(())
@@ -346,7 +371,11 @@ mod tests {
         for spec in c.iter() {
             if spec.kind == ActionKind::Change {
                 assert!(spec.target.is_some(), "{}", spec.name);
-                assert!(spec.state.is_some(), "{} says how its state is read", spec.name);
+                assert!(
+                    spec.state.is_some(),
+                    "{} says how its state is read",
+                    spec.name
+                );
                 if let Some(inv) = &spec.inverse {
                     assert_eq!(c.get(&inv.action).map(|a| a.kind), Some(ActionKind::Change));
                 }
@@ -358,11 +387,26 @@ mod tests {
     fn scenario_actions_are_declared() {
         let c = Catalog::builtin();
         for name in [
-            "firewall.block_ip", "dns.sinkhole_domain", "proxy.block", "proxy.status",
-            "ips.deploy_rule", "edr.isolate_host", "edr.set_monitoring", "edr.scan",
-            "siem.watch_user", "cmdb.lookup_device", "nac.quarantine", "directory.remove_member",
-            "training.enroll_user", "takedown.submit", "case.open", "notify.send", "email.parse",
-            "intel.lookup", "scan.endpoint", "pcap.start",
+            "firewall.block_ip",
+            "dns.sinkhole_domain",
+            "proxy.block",
+            "proxy.status",
+            "ips.deploy_rule",
+            "edr.isolate_host",
+            "edr.set_monitoring",
+            "edr.scan",
+            "siem.watch_user",
+            "cmdb.lookup_device",
+            "nac.quarantine",
+            "directory.remove_member",
+            "training.enroll_user",
+            "takedown.submit",
+            "case.open",
+            "notify.send",
+            "email.parse",
+            "intel.lookup",
+            "scan.endpoint",
+            "pcap.start",
         ] {
             assert!(c.get(name).is_some(), "missing action {name}");
         }
@@ -372,12 +416,24 @@ mod tests {
     fn inputs_are_validated_against_the_schema() {
         let c = Catalog::builtin();
         let add = c.get("blocklist.add").unwrap();
-        assert!(add.validate_input(&json!({"list": "egress", "entry": "192.0.2.1"})).is_ok());
-        let errs = add.validate_input(&json!({"list": "../etc", "entry": "x", "extra": 1})).unwrap_err();
+        assert!(
+            add.validate_input(&json!({"list": "egress", "entry": "192.0.2.1"}))
+                .is_ok()
+        );
+        let errs = add
+            .validate_input(&json!({"list": "../etc", "entry": "x", "extra": 1}))
+            .unwrap_err();
         assert!(errs.iter().any(|e| e.contains("input `list`")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("extra")), "{errs:?}");
-        let inv = add.inverse.as_ref().unwrap().resolve(&json!({"list": "egress", "entry": "192.0.2.1"}));
-        assert_eq!(inv, json!({"action": "blocklist.remove", "with": {"list": "egress", "entry": "192.0.2.1"}}));
+        let inv = add
+            .inverse
+            .as_ref()
+            .unwrap()
+            .resolve(&json!({"list": "egress", "entry": "192.0.2.1"}));
+        assert_eq!(
+            inv,
+            json!({"action": "blocklist.remove", "with": {"list": "egress", "entry": "192.0.2.1"}})
+        );
     }
 
     #[test]

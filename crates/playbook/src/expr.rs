@@ -110,13 +110,23 @@ impl Expr {
                 format!("expression is longer than {MAX_EXPR_BYTES} bytes"),
             ));
         }
-        let compiled = ENV.compile_expression_owned(trimmed.to_owned()).map_err(|e| {
-            Diagnostic::new(pos, format!("expression `{trimmed}` does not parse: {}", describe(&e)))
-        })?;
+        let compiled = ENV
+            .compile_expression_owned(trimmed.to_owned())
+            .map_err(|e| {
+                Diagnostic::new(
+                    pos,
+                    format!("expression `{trimmed}` does not parse: {}", describe(&e)),
+                )
+            })?;
         check_names(trimmed, pos)?;
         let mut paths: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
         paths.sort();
-        Ok(Expr { source: trimmed.to_owned(), pos, compiled, paths })
+        Ok(Expr {
+            source: trimmed.to_owned(),
+            pos,
+            compiled,
+            paths,
+        })
     }
 
     /// Evaluates against a context; undefined paths and exhausted fuel are errors.
@@ -155,11 +165,17 @@ impl Expr {
     fn undefined_error(&self, ctx: &MjValue, err: Option<&minijinja::Error>) -> EvalError {
         for path in &self.paths {
             if let Some(missing) = first_missing(ctx, path) {
-                return EvalError { message: format!("`{}` is not defined ({missing})", path) };
+                return EvalError {
+                    message: format!("`{}` is not defined ({missing})", path),
+                };
             }
         }
-        let detail = err.map(describe).unwrap_or_else(|| "undefined value".into());
-        EvalError { message: format!("expression `{}` is undefined: {detail}", self.source) }
+        let detail = err
+            .map(describe)
+            .unwrap_or_else(|| "undefined value".into());
+        EvalError {
+            message: format!("expression `{}` is undefined: {detail}", self.source),
+        }
     }
 }
 
@@ -173,15 +189,59 @@ fn known(kind: &str, name: &str) -> bool {
 
 /// The filters registered in [`ENV`] (kept in sync by a test).
 pub const FILTERS: &[&str] = &[
-    "length", "count", "lower", "upper", "trim", "replace", "split", "join", "first", "last",
-    "default", "d", "int", "float", "string", "bool", "abs", "round", "min", "max", "sum", "sort",
-    "unique", "reverse", "list", "items", "dictsort", "map", "select", "reject", "selectattr",
-    "rejectattr", "attr", "slice", "batch", "tojson",
+    "length",
+    "count",
+    "lower",
+    "upper",
+    "trim",
+    "replace",
+    "split",
+    "join",
+    "first",
+    "last",
+    "default",
+    "d",
+    "int",
+    "float",
+    "string",
+    "bool",
+    "abs",
+    "round",
+    "min",
+    "max",
+    "sum",
+    "sort",
+    "unique",
+    "reverse",
+    "list",
+    "items",
+    "dictsort",
+    "map",
+    "select",
+    "reject",
+    "selectattr",
+    "rejectattr",
+    "attr",
+    "slice",
+    "batch",
+    "tojson",
 ];
 /// The tests registered in [`ENV`].
 pub const TESTS: &[&str] = &[
-    "defined", "undefined", "none", "string", "number", "mapping", "sequence", "startingwith",
-    "endingwith", "in", "eq", "ne", "true", "false",
+    "defined",
+    "undefined",
+    "none",
+    "string",
+    "number",
+    "mapping",
+    "sequence",
+    "startingwith",
+    "endingwith",
+    "in",
+    "eq",
+    "ne",
+    "true",
+    "false",
 ];
 
 /// Rejects unknown filters (`| name`) and tests (`is name`) at compile time; minijinja
@@ -220,15 +280,20 @@ fn check_names(src: &str, pos: Pos) -> Result<(), Diagnostic> {
             Some(("filter", ident(i + 1)))
         } else if word_start && src[i..].starts_with("is ") {
             let (e, name) = ident(i + 2);
-            if name == "not" { Some(("test", ident(e))) } else { Some(("test", (e, name))) }
+            if name == "not" {
+                Some(("test", ident(e)))
+            } else {
+                Some(("test", (e, name)))
+            }
         } else {
             None
         };
-        if let Some((kind, (_, name))) = found {
-            if !name.is_empty() && !known(kind, name) {
-                return Err(Diagnostic::new(pos, format!("unknown {kind} `{name}` in `{src}`"))
+        if let Some((kind, (_, name))) = found
+            && !name.is_empty()
+            && !known(kind, name)
+        {
+            return Err(Diagnostic::new(pos, format!("unknown {kind} `{name}` in `{src}`"))
                     .with_hint(format!("belay expressions have no `{name}` {kind}; see the playbook reference for the ones they have")));
-            }
         }
         i += 1;
     }
@@ -253,7 +318,10 @@ fn first_missing(ctx: &MjValue, path: &str) -> Option<String> {
             } else if keys.is_empty() {
                 format!("`{walked}` has no field `{seg}`")
             } else {
-                format!("`{walked}` has no field `{seg}`; it has: {}", keys.join(", "))
+                format!(
+                    "`{walked}` has no field `{seg}`; it has: {}",
+                    keys.join(", ")
+                )
             });
         }
         if !walked.is_empty() {
@@ -275,10 +343,10 @@ fn describe(e: &minijinja::Error) -> String {
 /// Converts an expression result to JSON; undefined and non-JSON values are errors.
 pub fn to_json(v: &MjValue) -> Result<Value, String> {
     let json = serde_json::to_value(v).map_err(|e| format!("result is not JSON: {e}"))?;
-    if let Value::String(s) = &json {
-        if s.len() > MAX_RESULT_BYTES {
-            return Err(format!("result is larger than {MAX_RESULT_BYTES} bytes"));
-        }
+    if let Value::String(s) = &json
+        && s.len() > MAX_RESULT_BYTES
+    {
+        return Err(format!("result is larger than {MAX_RESULT_BYTES} bytes"));
     }
     Ok(json)
 }
@@ -302,7 +370,11 @@ pub fn split_template(text: &str, pos: Pos, inline: bool) -> Result<Vec<Part>, D
     let mut rest = text;
     let mut offset = 0usize; // characters consumed so far
     while let Some(start) = rest.find("${{") {
-        let at = if inline { pos.right(offset + rest[..start].chars().count()) } else { pos };
+        let at = if inline {
+            pos.right(offset + rest[..start].chars().count())
+        } else {
+            pos
+        };
         if start > 0 {
             parts.push(Part::Text(rest[..start].to_owned()));
         }
@@ -361,17 +433,34 @@ mod tests {
     #[test]
     fn keeps_json_types() {
         let c = ctx();
-        assert_eq!(e("steps.parse.output.urls").eval_json(&c).unwrap(), json!(["a", "b", "c"]));
-        assert_eq!(e("steps.parse.output.urls | length > 2").eval_json(&c).unwrap(), json!(true));
-        assert_eq!(e("event.observables.hosts[0]").eval_json(&c).unwrap(), json!("laptop-7"));
+        assert_eq!(
+            e("steps.parse.output.urls").eval_json(&c).unwrap(),
+            json!(["a", "b", "c"])
+        );
+        assert_eq!(
+            e("steps.parse.output.urls | length > 2")
+                .eval_json(&c)
+                .unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            e("event.observables.hosts[0]").eval_json(&c).unwrap(),
+            json!("laptop-7")
+        );
         assert!(e("event.severity != 'low'").eval_bool(&c).unwrap());
     }
 
     #[test]
     fn a_missing_field_names_the_path() {
         let err = e("event.data.message").eval(&ctx()).unwrap_err();
-        assert!(err.message.contains("`event.data.message` is not defined"), "{err}");
-        assert!(err.message.contains("`event.data` has no field `message`"), "{err}");
+        assert!(
+            err.message.contains("`event.data.message` is not defined"),
+            "{err}"
+        );
+        assert!(
+            err.message.contains("`event.data` has no field `message`"),
+            "{err}"
+        );
         let err = e("stepz.x").eval(&ctx()).unwrap_err();
         assert!(err.message.contains("no variable `stepz`"), "{err}");
     }
@@ -390,7 +479,13 @@ mod tests {
         assert!(d.message.contains("unknown filter `shell`"), "{d}");
         let d = Expr::compile("x is not odd", Pos::default()).unwrap_err();
         assert!(d.message.contains("unknown test `odd`"), "{d}");
-        assert!(Expr::compile("x | length > 1 and y is defined and 'a|b' in z", Pos::default()).is_ok());
+        assert!(
+            Expr::compile(
+                "x | length > 1 and y is defined and 'a|b' in z",
+                Pos::default()
+            )
+            .is_ok()
+        );
         let d = Expr::compile("a +", Pos { line: 3, col: 7 }).unwrap_err();
         assert_eq!(d.pos, Pos { line: 3, col: 7 });
         assert!(d.message.contains("does not parse"), "{d}");
@@ -400,19 +495,31 @@ mod tests {
     fn listed_filters_and_tests_exist() {
         let c = context_value(&json!({"x": [1]}));
         for f in FILTERS {
-            let err = e(&format!("x | {f}")).eval(&c).err().map(|e| e.message).unwrap_or_default();
+            let err = e(&format!("x | {f}"))
+                .eval(&c)
+                .err()
+                .map(|e| e.message)
+                .unwrap_or_default();
             assert!(!err.contains("unknown filter"), "{f}: {err}");
         }
         for t in TESTS {
-            let err = e(&format!("x is {t}")).eval(&c).err().map(|e| e.message).unwrap_or_default();
+            let err = e(&format!("x is {t}"))
+                .eval(&c)
+                .err()
+                .map(|e| e.message)
+                .unwrap_or_default();
             assert!(!err.contains("unknown test"), "{t}: {err}");
         }
     }
 
     #[test]
     fn splits_text_and_expressions_with_columns() {
-        let parts = split_template("host ${{ a }} and ${{ 'x}}' }}!", Pos { line: 2, col: 10 }, true)
-            .unwrap();
+        let parts = split_template(
+            "host ${{ a }} and ${{ 'x}}' }}!",
+            Pos { line: 2, col: 10 },
+            true,
+        )
+        .unwrap();
         assert_eq!(parts.len(), 5);
         match &parts[3] {
             Part::Expr(x) => {

@@ -8,12 +8,26 @@ use crate::yaml::Diagnostic;
 use std::collections::{BTreeMap, HashSet};
 
 const ROOTS: &[&str] = &["event", "vars", "steps", "inputs", "run", "item", "index"];
-const EVENT_FIELDS: &[&str] = &["id", "kind", "source", "time", "severity", "observables", "data"];
-const OBSERVABLES: &[&str] = &["ips", "cidrs", "domains", "urls", "hashes", "users", "hosts", "emails", "macs"];
+const EVENT_FIELDS: &[&str] = &[
+    "id",
+    "kind",
+    "source",
+    "time",
+    "severity",
+    "observables",
+    "data",
+];
+const OBSERVABLES: &[&str] = &[
+    "ips", "cidrs", "domains", "urls", "hashes", "users", "hosts", "emails", "macs",
+];
 const STEP_FIELDS: &[&str] = &["output", "status", "outputs"];
 
 /// Checks one playbook; `known` maps every playbook name to its sub-playbook calls.
-pub fn check(pb: &Playbook, catalog: &Catalog, known: &BTreeMap<String, Vec<String>>) -> Vec<Diagnostic> {
+pub fn check(
+    pb: &Playbook,
+    catalog: &Catalog,
+    known: &BTreeMap<String, Vec<String>>,
+) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     for (i, step) in pb.steps.iter().enumerate() {
         let earlier: HashSet<&str> = pb.steps[..i].iter().map(|s| s.id.as_str()).collect();
@@ -44,21 +58,35 @@ fn check_step(
         }
     }
     for e in step.with.exprs() {
-        check_refs(pb, e, earlier, has_items, &format!("step `{}`", step.id), diags);
+        check_refs(
+            pb,
+            e,
+            earlier,
+            has_items,
+            &format!("step `{}`", step.id),
+            diags,
+        );
     }
     match &step.call {
         Call::Action(name) => {
             let Some(spec) = catalog.get(name) else {
                 let mut d = Diagnostic::new(step.call_pos, format!("unknown action `{name}`"));
                 if let Some(s) = catalog.suggest(name) {
-                    d = d.with_hint(format!("did you mean `{s}`? (`belay actions list` shows them all)"));
+                    d = d.with_hint(format!(
+                        "did you mean `{s}`? (`belay actions list` shows them all)"
+                    ));
                 } else {
                     d = d.with_hint("`belay actions list` shows every action");
                 }
                 diags.push(d);
                 return;
             };
-            let given: Vec<&str> = step.with.entries().iter().map(|(k, _, _)| k.as_str()).collect();
+            let given: Vec<&str> = step
+                .with
+                .entries()
+                .iter()
+                .map(|(k, _, _)| k.as_str())
+                .collect();
             for (key, pos, t) in step.with.entries() {
                 match spec.input_schema(key) {
                     None => {
@@ -69,13 +97,13 @@ fn check_step(
                         );
                     }
                     Some(schema) => {
-                        if let Some(value) = t.literal() {
-                            if let Err(e) = jsonschema::validate(schema, &value) {
-                                diags.push(Diagnostic::new(
-                                    *pos,
-                                    format!("input `{key}` of `{name}` is invalid: {e}"),
-                                ));
-                            }
+                        if let Some(value) = t.literal()
+                            && let Err(e) = jsonschema::validate(schema, &value)
+                        {
+                            diags.push(Diagnostic::new(
+                                *pos,
+                                format!("input `{key}` of `{name}` is invalid: {e}"),
+                            ));
                         }
                     }
                 }
@@ -83,26 +111,39 @@ fn check_step(
             for req in spec.required_inputs() {
                 if !given.contains(&req) {
                     diags.push(
-                        Diagnostic::new(step.with_pos, format!("action `{name}` needs input `{req}`"))
-                            .with_hint(format!("add `{req}:` under `with:` of step `{}`", step.id)),
+                        Diagnostic::new(
+                            step.with_pos,
+                            format!("action `{name}` needs input `{req}`"),
+                        )
+                        .with_hint(format!("add `{req}:` under `with:` of step `{}`", step.id)),
                     );
                 }
             }
         }
         Call::Playbook(target) => {
             if !known.contains_key(target) {
-                diags.push(Diagnostic::new(step.call_pos, format!("unknown playbook `{target}`")));
+                diags.push(Diagnostic::new(
+                    step.call_pos,
+                    format!("unknown playbook `{target}`"),
+                ));
             } else if let Some(cycle) = find_cycle(&pb.name, target, known) {
                 diags.push(
-                    Diagnostic::new(step.call_pos, format!("sub-playbook cycle: {}", cycle.join(" -> ")))
-                        .with_hint("a playbook may not start itself, directly or through others"),
+                    Diagnostic::new(
+                        step.call_pos,
+                        format!("sub-playbook cycle: {}", cycle.join(" -> ")),
+                    )
+                    .with_hint("a playbook may not start itself, directly or through others"),
                 );
             }
         }
     }
 }
 
-fn find_cycle(start: &str, next: &str, known: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+fn find_cycle(
+    start: &str,
+    next: &str,
+    known: &BTreeMap<String, Vec<String>>,
+) -> Option<Vec<String>> {
     // Depth-first search from `next` back to `start`.
     let mut stack = vec![(next.to_owned(), vec![start.to_owned(), next.to_owned()])];
     let mut seen = HashSet::new();
@@ -149,7 +190,14 @@ fn check_refs(
                         "a step can only use outputs of steps listed above it".into()
                     } else {
                         let ids: Vec<&str> = earlier.iter().copied().collect();
-                        format!("earlier steps: {}", if ids.is_empty() { "none".into() } else { ids.join(", ") })
+                        format!(
+                            "earlier steps: {}",
+                            if ids.is_empty() {
+                                "none".into()
+                            } else {
+                                ids.join(", ")
+                            }
+                        )
                     },
                 )),
                 Some(_) => match segs.get(2) {
@@ -171,7 +219,10 @@ fn check_refs(
             "event" => match (segs.get(1), segs.get(2)) {
                 (Some(f), _) if !EVENT_FIELDS.contains(f) => Some((
                     format!("events have no field `{f}` ({what})"),
-                    format!("event fields: {}; the original payload is under `event.data`", EVENT_FIELDS.join(", ")),
+                    format!(
+                        "event fields: {}; the original payload is under `event.data`",
+                        EVENT_FIELDS.join(", ")
+                    ),
                 )),
                 (Some(&"observables"), Some(o)) if !OBSERVABLES.contains(o) => Some((
                     format!("unknown observable type `{o}` ({what})"),

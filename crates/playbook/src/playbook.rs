@@ -60,7 +60,10 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
-        Retry { attempts: 1, backoff: Duration::from_secs(1) }
+        Retry {
+            attempts: 1,
+            backoff: Duration::from_secs(1),
+        }
     }
 }
 
@@ -134,8 +137,22 @@ impl Step {
 const TOP_KEYS: &[&str] = &["name", "description", "on", "trust", "vars", "steps"];
 const ON_KEYS: &[&str] = &["event", "if"];
 const STEP_KEYS: &[&str] = &[
-    "id", "name", "description", "action", "playbook", "with", "if", "for_each", "concurrency",
-    "timeout", "retry", "trust", "guardrails", "on_error", "approval", "pinned",
+    "id",
+    "name",
+    "description",
+    "action",
+    "playbook",
+    "with",
+    "if",
+    "for_each",
+    "concurrency",
+    "timeout",
+    "retry",
+    "trust",
+    "guardrails",
+    "on_error",
+    "approval",
+    "pinned",
 ];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
 const APPROVAL_KEYS: &[&str] = &["approvers", "quorum", "timeout", "on_timeout", "separation"];
@@ -149,7 +166,10 @@ impl Playbook {
     /// Reads and parses a playbook file.
     pub fn load(path: &Path) -> Result<Playbook, Vec<Diagnostic>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![Diagnostic::new(Pos { line: 1, col: 1 }, format!("cannot read file: {e}"))]
+            vec![Diagnostic::new(
+                Pos { line: 1, col: 1 },
+                format!("cannot read file: {e}"),
+            )]
         })?;
         Playbook::parse(path, &text)
     }
@@ -166,7 +186,10 @@ impl Playbook {
     /// so lint can still check the rest) and every error found.
     pub fn parse_partial(path: &Path, text: &str) -> (Option<Playbook>, Vec<Diagnostic>) {
         if text.len() > MAX_SOURCE_BYTES {
-            let d = Diagnostic::new(Pos { line: 1, col: 1 }, format!("playbook is larger than {MAX_SOURCE_BYTES} bytes"));
+            let d = Diagnostic::new(
+                Pos { line: 1, col: 1 },
+                format!("playbook is larger than {MAX_SOURCE_BYTES} bytes"),
+            );
             return (None, vec![d]);
         }
         let root = match yaml::parse(text) {
@@ -195,7 +218,12 @@ fn field<'a>(entries: &'a [(Key, Node)], name: &str) -> Option<&'a Node> {
 fn parse_duration(node: &Node) -> Result<Duration, Diagnostic> {
     let text = match &node.kind {
         NodeKind::Scalar(s, _) => s.clone(),
-        _ => return Err(Diagnostic::new(node.pos, "a duration must be text like `30s` or `5m`")),
+        _ => {
+            return Err(Diagnostic::new(
+                node.pos,
+                "a duration must be text like `30s` or `5m`",
+            ));
+        }
     };
     humantime::parse_duration(&text).map_err(|e| {
         Diagnostic::new(node.pos, format!("`{text}` is not a duration: {e}"))
@@ -249,7 +277,10 @@ impl Parser {
     fn condition(&mut self, node: &Node) -> Option<Expr> {
         let text = self.text(node, "`if`")?;
         let trimmed = text.trim();
-        let (src, pos) = match trimmed.strip_prefix("${{").and_then(|r| r.strip_suffix("}}")) {
+        let (src, pos) = match trimmed
+            .strip_prefix("${{")
+            .and_then(|r| r.strip_suffix("}}"))
+        {
             Some(inner) => (inner.to_owned(), node.pos),
             None if trimmed.contains("${{") => {
                 self.err(
@@ -286,20 +317,30 @@ impl Parser {
             }
         };
         if !name.is_empty()
-            && !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
             let pos = field(entries, "name").map(|n| n.pos).unwrap_or(root.pos);
-            self.err(Diagnostic::new(pos, format!("playbook name `{name}` may only use letters, digits, `-`, `_` and `.`")));
+            self.err(Diagnostic::new(
+                pos,
+                format!("playbook name `{name}` may only use letters, digits, `-`, `_` and `.`"),
+            ));
         }
         let description = field(entries, "description")
             .and_then(|n| self.text(n, "`description`"))
             .unwrap_or_default();
         let trigger = self.trigger(field(entries, "on"), root.pos);
-        let trust = field(entries, "trust").and_then(|n| self.trust(n)).unwrap_or(TrustLevel::Approve);
+        let trust = field(entries, "trust")
+            .and_then(|n| self.trust(n))
+            .unwrap_or(TrustLevel::Approve);
         let vars = match field(entries, "vars") {
             Some(n) if matches!(n.kind, NodeKind::Map(_)) => n.to_json(),
             Some(n) => {
-                self.err(Diagnostic::new(n.pos, format!("`vars` must be a mapping, found {}", n.describe())));
+                self.err(Diagnostic::new(
+                    n.pos,
+                    format!("`vars` must be a mapping, found {}", n.describe()),
+                ));
                 Value::Null
             }
             None => Value::Object(Default::default()),
@@ -309,14 +350,17 @@ impl Parser {
             None => self.err(Diagnostic::new(root.pos, "missing `steps`")),
             Some(n) => match n.as_seq("`steps`") {
                 Err(d) => self.err(d),
-                Ok(items) if items.is_empty() => {
+                Ok([]) => {
                     self.err(Diagnostic::new(n.pos, "`steps` is empty"));
                 }
                 Ok(items) => {
                     for item in items {
                         if let Some(s) = self.step(item) {
                             if steps.iter().any(|o: &Step| o.id == s.id) {
-                                self.err(Diagnostic::new(s.pos, format!("duplicate step id `{}`", s.id)));
+                                self.err(Diagnostic::new(
+                                    s.pos,
+                                    format!("duplicate step id `{}`", s.id),
+                                ));
                             }
                             steps.push(s);
                         }
@@ -338,28 +382,46 @@ impl Parser {
 
     fn trigger(&mut self, node: Option<&Node>, root: Pos) -> Trigger {
         let Some(node) = node else {
-            return Trigger { event: None, pos: root, condition: None };
+            return Trigger {
+                event: None,
+                pos: root,
+                condition: None,
+            };
         };
         let entries = match node.as_map("`on`") {
             Ok(e) => e,
             Err(d) => {
                 self.err(d);
-                return Trigger { event: None, pos: node.pos, condition: None };
+                return Trigger {
+                    event: None,
+                    pos: node.pos,
+                    condition: None,
+                };
             }
         };
         self.check_keys(entries, ON_KEYS, "`on`");
         let event = field(entries, "event").and_then(|n| {
             let s = self.text(n, "`on.event`")?;
             if let Err(e) = globset::Glob::new(&s) {
-                self.err(Diagnostic::new(n.pos, format!("`{s}` is not a valid kind or glob: {e}")));
+                self.err(Diagnostic::new(
+                    n.pos,
+                    format!("`{s}` is not a valid kind or glob: {e}"),
+                ));
             }
             Some(s)
         });
         if event.is_none() && field(entries, "event").is_none() {
-            self.err(Diagnostic::new(node.pos, "`on` needs an `event` kind (e.g. `phishing.reported` or `dlp.*`)"));
+            self.err(Diagnostic::new(
+                node.pos,
+                "`on` needs an `event` kind (e.g. `phishing.reported` or `dlp.*`)",
+            ));
         }
         let condition = field(entries, "if").and_then(|n| self.condition(n));
-        Trigger { event, pos: node.pos, condition }
+        Trigger {
+            event,
+            pos: node.pos,
+            condition,
+        }
     }
 
     fn step(&mut self, node: &Node) -> Option<Step> {
@@ -374,7 +436,10 @@ impl Parser {
         let id = match field(entries, "id") {
             Some(n) => {
                 let id = self.text(n, "`id`")?;
-                let ok = id.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                let ok = id
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !ok {
                     self.err(
@@ -393,18 +458,29 @@ impl Parser {
             (Some(a), None) => (Call::Action(self.text(a, "`action`")?), a.pos),
             (None, Some(p)) => (Call::Playbook(self.text(p, "`playbook`")?), p.pos),
             (Some(a), Some(_)) => {
-                self.err(Diagnostic::new(a.pos, format!("step `{id}` has both `action` and `playbook`")));
+                self.err(Diagnostic::new(
+                    a.pos,
+                    format!("step `{id}` has both `action` and `playbook`"),
+                ));
                 return None;
             }
             (None, None) => {
-                self.err(Diagnostic::new(node.pos, format!("step `{id}` needs `action` or `playbook`")));
+                self.err(Diagnostic::new(
+                    node.pos,
+                    format!("step `{id}` needs `action` or `playbook`"),
+                ));
                 return None;
             }
         };
         let (with, with_pos) = match field(entries, "with") {
-            Some(n) if matches!(n.kind, NodeKind::Map(_)) => (Template::from_node(n, &mut self.diags), n.pos),
+            Some(n) if matches!(n.kind, NodeKind::Map(_)) => {
+                (Template::from_node(n, &mut self.diags), n.pos)
+            }
             Some(n) => {
-                self.err(Diagnostic::new(n.pos, format!("`with` must be a mapping, found {}", n.describe())));
+                self.err(Diagnostic::new(
+                    n.pos,
+                    format!("`with` must be a mapping, found {}", n.describe()),
+                ));
                 (Template::Object(Vec::new()), n.pos)
             }
             None => (Template::Object(Vec::new()), node.pos),
@@ -412,7 +488,10 @@ impl Parser {
         let condition = field(entries, "if").and_then(|n| self.condition(n));
         let for_each = field(entries, "for_each").map(|n| {
             if let NodeKind::Map(_) = n.kind {
-                self.err(Diagnostic::new(n.pos, "`for_each` must be a list or an expression"));
+                self.err(Diagnostic::new(
+                    n.pos,
+                    "`for_each` must be a list or an expression",
+                ));
             }
             Template::from_node(n, &mut self.diags)
         });
@@ -420,7 +499,10 @@ impl Parser {
             Some(n) => match n.to_json().as_u64() {
                 Some(c) if (1..=MAX_CONCURRENCY as u64).contains(&c) => c as usize,
                 _ => {
-                    self.err(Diagnostic::new(n.pos, format!("`concurrency` must be a number from 1 to {MAX_CONCURRENCY}")));
+                    self.err(Diagnostic::new(
+                        n.pos,
+                        format!("`concurrency` must be a number from 1 to {MAX_CONCURRENCY}"),
+                    ));
                     1
                 }
             },
@@ -433,7 +515,9 @@ impl Parser {
                 None
             }
         });
-        let retry = field(entries, "retry").map(|n| self.retry(n)).unwrap_or_default();
+        let retry = field(entries, "retry")
+            .map(|n| self.retry(n))
+            .unwrap_or_default();
         let trust = field(entries, "trust").and_then(|n| self.trust(n));
         let guardrails = match field(entries, "guardrails") {
             Some(n) => match n.as_seq("`guardrails`") {
@@ -504,7 +588,10 @@ impl Parser {
         if let Some(n) = field(entries, "attempts") {
             match n.to_json().as_u64() {
                 Some(a) if (1..=10).contains(&a) => r.attempts = a as u32,
-                _ => self.err(Diagnostic::new(n.pos, "`retry.attempts` must be a number from 1 to 10")),
+                _ => self.err(Diagnostic::new(
+                    n.pos,
+                    "`retry.attempts` must be a number from 1 to 10",
+                )),
             }
         }
         if let Some(n) = field(entries, "backoff") {
@@ -525,7 +612,10 @@ impl Parser {
         if let Some(n) = field(entries, "approvers") {
             match n.as_seq("`approval.approvers`") {
                 Ok(items) => {
-                    a.approvers = items.iter().filter_map(|i| self.text(i, "an approver")).collect()
+                    a.approvers = items
+                        .iter()
+                        .filter_map(|i| self.text(i, "an approver"))
+                        .collect()
                 }
                 Err(d) => self.err(d),
             }
@@ -533,7 +623,10 @@ impl Parser {
         if let Some(n) = field(entries, "quorum") {
             match n.to_json().as_u64() {
                 Some(q) if (1..=10).contains(&q) => a.quorum = q as u32,
-                _ => self.err(Diagnostic::new(n.pos, "`approval.quorum` must be a number from 1 to 10")),
+                _ => self.err(Diagnostic::new(
+                    n.pos,
+                    "`approval.quorum` must be a number from 1 to 10",
+                )),
             }
         }
         if let Some(n) = field(entries, "timeout") {
@@ -548,7 +641,10 @@ impl Parser {
                 Some("approve") => OnTimeout::Approve,
                 Some("skip") => OnTimeout::Skip,
                 _ => {
-                    self.err(Diagnostic::new(n.pos, "`approval.on_timeout` must be deny, approve or skip"));
+                    self.err(Diagnostic::new(
+                        n.pos,
+                        "`approval.on_timeout` must be deny, approve or skip",
+                    ));
                     OnTimeout::Deny
                 }
             };
@@ -556,7 +652,10 @@ impl Parser {
         if let Some(n) = field(entries, "separation") {
             match n.to_json() {
                 Value::Bool(b) => a.separation = b,
-                _ => self.err(Diagnostic::new(n.pos, "`approval.separation` must be true or false")),
+                _ => self.err(Diagnostic::new(
+                    n.pos,
+                    "`approval.separation` must be true or false",
+                )),
             }
         }
         a

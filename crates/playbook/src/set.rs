@@ -72,7 +72,10 @@ impl PlaybookSet {
                 Ok(t) => t,
                 Err(e) => {
                     let d = Diagnostic::new(Default::default(), format!("cannot read: {e}"));
-                    errors.push(FileDiagnostics { path: path.clone(), diagnostics: vec![d] });
+                    errors.push(FileDiagnostics {
+                        path: path.clone(),
+                        diagnostics: vec![d],
+                    });
                     continue;
                 }
             };
@@ -83,7 +86,10 @@ impl PlaybookSet {
                     }
                     parsed.push(pb);
                 }
-                (None, diagnostics) => errors.push(FileDiagnostics { path: path.clone(), diagnostics }),
+                (None, diagnostics) => errors.push(FileDiagnostics {
+                    path: path.clone(),
+                    diagnostics,
+                }),
             }
         }
         let mut calls: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -101,13 +107,23 @@ impl PlaybookSet {
             diagnostics.sort_by_key(|d| d.pos);
             diagnostics.dedup();
             if let Some(first) = seen.insert(&pb.name, &pb.path) {
-                diagnostics.insert(0, Diagnostic::new(
-                    crate::yaml::Pos { line: 1, col: 1 },
-                    format!("playbook name `{}` is also used by {}", pb.name, first.display()),
-                ));
+                diagnostics.insert(
+                    0,
+                    Diagnostic::new(
+                        crate::yaml::Pos { line: 1, col: 1 },
+                        format!(
+                            "playbook name `{}` is also used by {}",
+                            pb.name,
+                            first.display()
+                        ),
+                    ),
+                );
             }
             if !diagnostics.is_empty() {
-                errors.push(FileDiagnostics { path: pb.path.clone(), diagnostics });
+                errors.push(FileDiagnostics {
+                    path: pb.path.clone(),
+                    diagnostics,
+                });
             }
         }
         if !errors.is_empty() {
@@ -118,7 +134,10 @@ impl PlaybookSet {
     }
 
     /// Loads every playbook under the given files or directories.
-    pub fn load_paths(paths: &[PathBuf], catalog: &Catalog) -> Result<PlaybookSet, Vec<FileDiagnostics>> {
+    pub fn load_paths(
+        paths: &[PathBuf],
+        catalog: &Catalog,
+    ) -> Result<PlaybookSet, Vec<FileDiagnostics>> {
         let mut files = Vec::new();
         for p in paths {
             match playbook_files(p) {
@@ -126,7 +145,10 @@ impl PlaybookSet {
                 Err(e) => {
                     return Err(vec![FileDiagnostics {
                         path: p.clone(),
-                        diagnostics: vec![Diagnostic::new(Default::default(), format!("cannot read: {e}"))],
+                        diagnostics: vec![Diagnostic::new(
+                            Default::default(),
+                            format!("cannot read: {e}"),
+                        )],
                     }]);
                 }
             }
@@ -164,7 +186,12 @@ impl PlaybookSet {
     pub fn matching(&self, kind: &str) -> Vec<Arc<Playbook>> {
         let mut idx: Vec<usize> = self.exact.get(kind).cloned().unwrap_or_default();
         if !self.glob_owner.is_empty() {
-            idx.extend(self.globs.matches(kind).into_iter().map(|g| self.glob_owner[g]));
+            idx.extend(
+                self.globs
+                    .matches(kind)
+                    .into_iter()
+                    .map(|g| self.glob_owner[g]),
+            );
             idx.sort_unstable();
             idx.dedup();
         }

@@ -29,10 +29,11 @@ impl Template {
                 };
                 match split_template(text, start, inline) {
                     Ok(mut parts) => {
-                        let only_expr = parts.iter().all(|p| match p {
-                            Part::Expr(_) => true,
-                            Part::Text(t) => t.trim().is_empty(),
-                        }) && parts.iter().filter(|p| matches!(p, Part::Expr(_))).count() == 1;
+                        let only_expr =
+                            parts.iter().all(|p| match p {
+                                Part::Expr(_) => true,
+                                Part::Text(t) => t.trim().is_empty(),
+                            }) && parts.iter().filter(|p| matches!(p, Part::Expr(_))).count() == 1;
                         if only_expr {
                             parts.retain(|p| matches!(p, Part::Expr(_)));
                             match parts.pop() {
@@ -51,7 +52,10 @@ impl Template {
             }
             NodeKind::Scalar(..) => Template::Literal(node.to_json()),
             NodeKind::Seq(items) => {
-                let t: Vec<Template> = items.iter().map(|n| Template::from_node(n, diags)).collect();
+                let t: Vec<Template> = items
+                    .iter()
+                    .map(|n| Template::from_node(n, diags))
+                    .collect();
                 if t.iter().all(|t| matches!(t, Template::Literal(_))) {
                     Template::Literal(node.to_json())
                 } else {
@@ -95,15 +99,21 @@ impl Template {
                 }
                 Value::String(out)
             }
-            Template::Array(items) => {
-                Value::Array(items.iter().map(|t| t.render(ctx)).collect::<Result<_, _>>()?)
-            }
+            Template::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|t| t.render(ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
             Template::Object(entries) => {
                 let mut m = Map::new();
                 for (k, _, t) in entries {
-                    m.insert(k.clone(), t.render(ctx).map_err(|e| EvalError {
-                        message: format!("`{k}`: {}", e.message),
-                    })?);
+                    m.insert(
+                        k.clone(),
+                        t.render(ctx).map_err(|e| EvalError {
+                            message: format!("`{k}`: {}", e.message),
+                        })?,
+                    );
                 }
                 Value::Object(m)
             }

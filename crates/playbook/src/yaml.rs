@@ -17,7 +17,10 @@ pub struct Pos {
 impl Pos {
     /// The position `chars` characters to the right on the same line.
     pub fn right(self, chars: usize) -> Pos {
-        Pos { line: self.line, col: self.col + chars }
+        Pos {
+            line: self.line,
+            col: self.col + chars,
+        }
     }
 }
 
@@ -37,7 +40,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(pos: Pos, message: impl Into<String>) -> Self {
-        Diagnostic { pos, message: message.into(), hint: None }
+        Diagnostic {
+            pos,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -90,7 +97,10 @@ pub struct Key {
 pub const MAX_DEPTH: usize = 64;
 
 fn pos_of(span: &Span) -> Pos {
-    Pos { line: span.start.line(), col: span.start.col() + 1 }
+    Pos {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
 }
 
 enum Frame {
@@ -107,7 +117,10 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
         let (event, span) = item.map_err(|e| {
             let m = e.marker();
             Diagnostic::new(
-                Pos { line: m.line(), col: m.col() + 1 },
+                Pos {
+                    line: m.line(),
+                    col: m.col() + 1,
+                },
                 format!("YAML syntax error: {}", e.info()),
             )
         })?;
@@ -116,14 +129,18 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(Diagnostic::new(pos, "only one YAML document is allowed per file")
-                        .with_hint("remove the `---` separator or split the file"));
+                    return Err(
+                        Diagnostic::new(pos, "only one YAML document is allowed per file")
+                            .with_hint("remove the `---` separator or split the file"),
+                    );
                 }
                 continue;
             }
             Event::Alias(_) => {
-                return Err(Diagnostic::new(pos, "YAML aliases (`*name`) are not supported")
-                    .with_hint("write the value out in full"));
+                return Err(
+                    Diagnostic::new(pos, "YAML aliases (`*name`) are not supported")
+                        .with_hint("write the value out in full"),
+                );
             }
             Event::Scalar(value, style, _, tag) => {
                 let style = match style {
@@ -136,7 +153,10 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
                     Some(t) if t.suffix == "str" && style == Style::Plain => Style::Quoted,
                     _ => style,
                 };
-                Node { pos, kind: NodeKind::Scalar(value.into_owned(), style) }
+                Node {
+                    pos,
+                    kind: NodeKind::Scalar(value.into_owned(), style),
+                }
             }
             Event::SequenceStart(..) | Event::MappingStart(..) => {
                 if stack.len() >= MAX_DEPTH {
@@ -153,11 +173,17 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(p, items)) => Node { pos: p, kind: NodeKind::Seq(items) },
+                Some(Frame::Seq(p, items)) => Node {
+                    pos: p,
+                    kind: NodeKind::Seq(items),
+                },
                 _ => return Err(Diagnostic::new(pos, "unbalanced sequence")),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(p, entries, _)) => Node { pos: p, kind: NodeKind::Map(entries) },
+                Some(Frame::Map(p, entries, _)) => Node {
+                    pos: p,
+                    kind: NodeKind::Map(entries),
+                },
                 _ => return Err(Diagnostic::new(pos, "unbalanced mapping")),
             },
             _ => continue,
@@ -173,7 +199,10 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
                     if entries.iter().any(|(k, _)| k.name == name) {
                         return Err(Diagnostic::new(node.pos, format!("duplicate key `{name}`")));
                     }
-                    *pending = Some(Key { pos: node.pos, name });
+                    *pending = Some(Key {
+                        pos: node.pos,
+                        name,
+                    });
                 }
                 Some(key) => entries.push((key, node)),
             },
@@ -190,7 +219,10 @@ impl Node {
     pub fn as_map(&self, what: &str) -> Result<&[(Key, Node)], Diagnostic> {
         match &self.kind {
             NodeKind::Map(entries) => Ok(entries),
-            _ => Err(Diagnostic::new(self.pos, format!("{what} must be a mapping, found {}", self.describe()))),
+            _ => Err(Diagnostic::new(
+                self.pos,
+                format!("{what} must be a mapping, found {}", self.describe()),
+            )),
         }
     }
 
@@ -198,7 +230,10 @@ impl Node {
     pub fn as_seq(&self, what: &str) -> Result<&[Node], Diagnostic> {
         match &self.kind {
             NodeKind::Seq(items) => Ok(items),
-            _ => Err(Diagnostic::new(self.pos, format!("{what} must be a list, found {}", self.describe()))),
+            _ => Err(Diagnostic::new(
+                self.pos,
+                format!("{what} must be a list, found {}", self.describe()),
+            )),
         }
     }
 
@@ -206,7 +241,10 @@ impl Node {
     pub fn as_str(&self, what: &str) -> Result<&str, Diagnostic> {
         match &self.kind {
             NodeKind::Scalar(s, _) => Ok(s),
-            _ => Err(Diagnostic::new(self.pos, format!("{what} must be text, found {}", self.describe()))),
+            _ => Err(Diagnostic::new(
+                self.pos,
+                format!("{what} must be text, found {}", self.describe()),
+            )),
         }
     }
 
@@ -231,7 +269,10 @@ impl Node {
             NodeKind::Scalar(s, _) => Value::String(s.clone()),
             NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeKind::Map(entries) => Value::Object(
-                entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect::<Map<_, _>>(),
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect::<Map<_, _>>(),
             ),
         }
     }
@@ -245,27 +286,27 @@ fn resolve_plain(s: &str) -> Value {
         _ => {}
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = s.parse::<i64>() {
-            return Value::Number(i.into());
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = s.parse::<i64>()
+    {
+        return Value::Number(i.into());
     }
-    if let Some(hex) = s.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Value::Number(i.into());
-        }
+    if let Some(hex) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Number(i.into());
     }
-    if let Some(oct) = s.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Value::Number(i.into());
-        }
+    if let Some(oct) = s.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Number(i.into());
     }
     let looks_float = s.bytes().any(|b| b.is_ascii_digit())
-        && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
-    if looks_float {
-        if let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    if looks_float && let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
+        return Value::Number(n);
     }
     Value::String(s.to_owned())
 }
@@ -277,7 +318,8 @@ mod tests {
 
     #[test]
     fn resolves_scalars_like_yaml_1_2() {
-        let n = parse("a: 1\nb: true\nc: ~\nd: '1'\ne: 1.5\nf: text\ng: [x, 2]\nh: 0x1f\n").unwrap();
+        let n =
+            parse("a: 1\nb: true\nc: ~\nd: '1'\ne: 1.5\nf: text\ng: [x, 2]\nh: 0x1f\n").unwrap();
         assert_eq!(
             n.to_json(),
             json!({"a":1,"b":true,"c":null,"d":"1","e":1.5,"f":"text","g":["x",2],"h":31})

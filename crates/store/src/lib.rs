@@ -21,9 +21,15 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error while {context}: {message}")]
-    Database { context: &'static str, message: String },
+    Database {
+        context: &'static str,
+        message: String,
+    },
     #[error("stored data is invalid ({context}): {message}")]
-    Corrupt { context: &'static str, message: String },
+    Corrupt {
+        context: &'static str,
+        message: String,
+    },
     #[error("the store is closed")]
     Closed,
 }
@@ -52,8 +58,18 @@ pub struct Cursor {
 pub enum Write {
     Step(StepRecord),
     BeginChange(ChangeRecord),
-    FinishChange { step: StepRecord, change_id: String, status: ChangeStatus, after: Value, error: Option<String> },
-    RunStatus { run_id: String, status: RunStatus, error: Option<String> },
+    FinishChange {
+        step: StepRecord,
+        change_id: String,
+        status: ChangeStatus,
+        after: Value,
+        error: Option<String>,
+    },
+    RunStatus {
+        run_id: String,
+        status: RunStatus,
+        error: Option<String>,
+    },
 }
 
 /// The result of one [`Write`].
@@ -61,7 +77,7 @@ pub enum Write {
 pub enum Written {
     Done,
     /// The journaled change: the new one, or the one already stored under its key.
-    Change(ChangeRecord),
+    Change(Box<ChangeRecord>),
 }
 
 /// One event offered for acceptance, with the runs it starts.
@@ -107,7 +123,10 @@ pub trait Store: Send + Sync {
     async fn accept_batch(&self, batch: &[Incoming]) -> Result<Vec<Accepted>> {
         let mut out = Vec::with_capacity(batch.len());
         for i in batch {
-            out.push(self.accept_event(&i.event, &i.runs, i.cursor.as_ref()).await?);
+            out.push(
+                self.accept_event(&i.event, &i.runs, i.cursor.as_ref())
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -115,21 +134,35 @@ pub trait Store: Send + Sync {
     /// Stores an event, the runs it starts and the source's new cursor in one transaction.
     /// An event whose id was accepted before is a [`Accepted::Duplicate`] and stores nothing
     /// but the cursor. New runs are leased to this worker.
-    async fn accept_event(&self, event: &Event, runs: &[RunRecord], cursor: Option<&Cursor>) -> Result<Accepted>;
+    async fn accept_event(
+        &self,
+        event: &Event,
+        runs: &[RunRecord],
+        cursor: Option<&Cursor>,
+    ) -> Result<Accepted>;
 
     /// Stores a run (leased to this worker) unless one with its id exists; returns the stored
     /// run either way.
     async fn insert_run(&self, run: &RunRecord) -> Result<RunRecord>;
 
     /// Moves a run to a status; a final status releases its lease.
-    async fn set_run_status(&self, run_id: &str, status: RunStatus, error: Option<&str>) -> Result<()>;
+    async fn set_run_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<()>;
 
     /// Inserts or replaces a step record.
     async fn put_step(&self, step: &StepRecord) -> Result<()>;
 
     /// Journals a change before it is applied, with its step if given, in one transaction. If
     /// a change with the same idempotency key exists, stores nothing and returns the existing one.
-    async fn begin_change(&self, step: Option<&StepRecord>, change: &ChangeRecord) -> Result<ChangeRecord>;
+    async fn begin_change(
+        &self,
+        step: Option<&StepRecord>,
+        change: &ChangeRecord,
+    ) -> Result<ChangeRecord>;
 
     /// Applies writes in order and returns once all are durable. The engine queues what needs
     /// no immediate durability (read results, change outcomes) and flushes it with the next
@@ -140,14 +173,27 @@ pub trait Store: Send + Sync {
         for w in writes {
             out.push(match w {
                 Write::Step(s) => self.put_step(&s).await.map(|_| Written::Done)?,
-                Write::BeginChange(c) => Written::Change(self.begin_change(None, &c).await?),
-                Write::FinishChange { step, change_id, status, after, error } => self
+                Write::BeginChange(c) => {
+                    Written::Change(Box::new(self.begin_change(None, &c).await?))
+                }
+                Write::FinishChange {
+                    step,
+                    change_id,
+                    status,
+                    after,
+                    error,
+                } => self
                     .finish_change(&step, &change_id, status, &after, error.as_deref())
                     .await
                     .map(|_| Written::Done)?,
-                Write::RunStatus { run_id, status, error } => {
-                    self.set_run_status(&run_id, status, error.as_deref()).await.map(|_| Written::Done)?
-                }
+                Write::RunStatus {
+                    run_id,
+                    status,
+                    error,
+                } => self
+                    .set_run_status(&run_id, status, error.as_deref())
+                    .await
+                    .map(|_| Written::Done)?,
             });
         }
         Ok(out)
@@ -194,10 +240,17 @@ pub(crate) mod codec {
     }
 
     pub fn from_text<T: DeserializeOwned>(text: &str, context: &'static str) -> Result<T> {
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt { context, message: e.to_string() })
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+            context,
+            message: e.to_string(),
+        })
     }
 
-    pub fn parse<T: std::str::FromStr<Err = String>>(text: &str, context: &'static str) -> Result<T> {
-        text.parse().map_err(|message| StoreError::Corrupt { context, message })
+    pub fn parse<T: std::str::FromStr<Err = String>>(
+        text: &str,
+        context: &'static str,
+    ) -> Result<T> {
+        text.parse()
+            .map_err(|message| StoreError::Corrupt { context, message })
     }
 }

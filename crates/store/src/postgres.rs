@@ -755,7 +755,11 @@ impl Store for PgStore {
         put_step(&client, step).await
     }
 
-    async fn begin_change(&self, step: Option<&StepRecord>, change: &ChangeRecord) -> Result<ChangeRecord> {
+    async fn begin_change(
+        &self,
+        step: Option<&StepRecord>,
+        change: &ChangeRecord,
+    ) -> Result<ChangeRecord> {
         const C: &str = "journaling a change";
         let mut client = self.conn().await?;
         let tx = client.transaction().await.map_err(db_err(C))?;

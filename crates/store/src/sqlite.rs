@@ -6,7 +6,9 @@
 //! thousands of durable runs per second with `synchronous=FULL`.
 
 use crate::codec::{from_text, parse, to_text};
-use crate::{Accepted, Counts, Cursor, Incoming, Result, RunFilter, Store, StoreError, Write, Written};
+use crate::{
+    Accepted, Counts, Cursor, Incoming, Result, RunFilter, Store, StoreError, Write, Written,
+};
 use async_trait::async_trait;
 use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord, now_ms};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -37,7 +39,11 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { synchronous: Synchronous::Full, max_batch: 1024, lease_ms: 30_000 }
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            max_batch: 1024,
+            lease_ms: 30_000,
+        }
     }
 }
 
@@ -117,19 +123,42 @@ CREATE TABLE cursors (
 ) WITHOUT ROWID;
 "#];
 
+// Each operation is moved once through the writer's channel; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
 enum Op {
-    Accept { event: Event, runs: Vec<RunRecord>, cursor: Option<Cursor> },
+    Accept {
+        event: Event,
+        runs: Vec<RunRecord>,
+        cursor: Option<Cursor>,
+    },
     AcceptBatch(Vec<Incoming>),
     InsertRun(RunRecord),
-    SetStatus { run_id: String, status: RunStatus, error: Option<String> },
+    SetStatus {
+        run_id: String,
+        status: RunStatus,
+        error: Option<String>,
+    },
     PutStep(StepRecord),
-    BeginChange { step: Option<StepRecord>, change: ChangeRecord },
+    BeginChange {
+        step: Option<StepRecord>,
+        change: ChangeRecord,
+    },
     Write(Vec<Write>),
-    FinishChange { step: StepRecord, change_id: String, status: ChangeStatus, after: Value, error: Option<String> },
-    Claim { dead: Vec<String>, limit: usize },
+    FinishChange {
+        step: StepRecord,
+        change_id: String,
+        status: ChangeStatus,
+        after: Value,
+        error: Option<String>,
+    },
+    Claim {
+        dead: Vec<String>,
+        limit: usize,
+    },
     Renew,
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Reply {
     Written(Vec<Written>),
     Accepted(Accepted),
@@ -158,12 +187,16 @@ pub struct SqliteStore {
 }
 
 fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Database { context, message: e.to_string() }
+    move |e| StoreError::Database {
+        context,
+        message: e.to_string(),
+    }
 }
 
 fn open_conn(path: &Path, sync: Synchronous) -> Result<Connection> {
     let conn = Connection::open(path).map_err(db_err("opening the database"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err("setting busy timeout"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db_err("setting busy timeout"))?;
     let sync = match sync {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
@@ -179,10 +212,13 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(db_err("starting migration"))?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err("reading schema version"))?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err("reading schema version"))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(sql).map_err(db_err("migrating"))?;
-        tx.execute_batch(&format!("PRAGMA user_version={}", i + 1)).map_err(db_err("migrating"))?;
+        tx.execute_batch(&format!("PRAGMA user_version={}", i + 1))
+            .map_err(db_err("migrating"))?;
     }
     tx.commit().map_err(db_err("committing migration"))
 }
@@ -191,25 +227,49 @@ impl Op {
     /// A copy, for retrying an operation on its own after its batch failed.
     fn clone_op(&self) -> Op {
         match self {
-            Op::Accept { event, runs, cursor } => {
-                Op::Accept { event: event.clone(), runs: runs.clone(), cursor: cursor.clone() }
-            }
+            Op::Accept {
+                event,
+                runs,
+                cursor,
+            } => Op::Accept {
+                event: event.clone(),
+                runs: runs.clone(),
+                cursor: cursor.clone(),
+            },
             Op::AcceptBatch(items) => Op::AcceptBatch(items.clone()),
             Op::InsertRun(r) => Op::InsertRun(r.clone()),
-            Op::SetStatus { run_id, status, error } => {
-                Op::SetStatus { run_id: run_id.clone(), status: *status, error: error.clone() }
-            }
+            Op::SetStatus {
+                run_id,
+                status,
+                error,
+            } => Op::SetStatus {
+                run_id: run_id.clone(),
+                status: *status,
+                error: error.clone(),
+            },
             Op::PutStep(s) => Op::PutStep(s.clone()),
-            Op::BeginChange { step, change } => Op::BeginChange { step: step.clone(), change: change.clone() },
+            Op::BeginChange { step, change } => Op::BeginChange {
+                step: step.clone(),
+                change: change.clone(),
+            },
             Op::Write(w) => Op::Write(w.clone()),
-            Op::FinishChange { step, change_id, status, after, error } => Op::FinishChange {
+            Op::FinishChange {
+                step,
+                change_id,
+                status,
+                after,
+                error,
+            } => Op::FinishChange {
                 step: step.clone(),
                 change_id: change_id.clone(),
                 status: *status,
                 after: after.clone(),
                 error: error.clone(),
             },
-            Op::Claim { dead, limit } => Op::Claim { dead: dead.clone(), limit: *limit },
+            Op::Claim { dead, limit } => Op::Claim {
+                dead: dead.clone(),
+                limit: *limit,
+            },
             Op::Renew => Op::Renew,
         }
     }
@@ -218,19 +278,32 @@ impl Op {
 impl SqliteStore {
     /// Opens (creating and migrating) the store in a data directory.
     pub fn open(dir: &Path, options: SqliteOptions) -> Result<SqliteStore> {
-        let io = |context: &'static str| move |e: std::io::Error| StoreError::Database { context, message: e.to_string() };
+        let io = |context: &'static str| {
+            move |e: std::io::Error| StoreError::Database {
+                context,
+                message: e.to_string(),
+            }
+        };
         std::fs::create_dir_all(dir).map_err(io("creating the data directory"))?;
         let workers_dir = dir.join("workers");
         std::fs::create_dir_all(&workers_dir).map_err(io("creating the workers directory"))?;
         let worker = format!("w-{}-{}", std::process::id(), &belay_model::new_id()[24..]);
-        let lock = File::create(workers_dir.join(format!("{worker}.lock"))).map_err(io("creating the worker lock"))?;
-        lock.try_lock().map_err(|e| StoreError::Database { context: "locking the worker file", message: e.to_string() })?;
+        let lock = File::create(workers_dir.join(format!("{worker}.lock")))
+            .map_err(io("creating the worker lock"))?;
+        lock.try_lock().map_err(|e| StoreError::Database {
+            context: "locking the worker file",
+            message: e.to_string(),
+        })?;
         let path = dir.join("belay.db");
         let mut writer = open_conn(&path, options.synchronous)?;
         migrate(&mut writer)?;
         let reader = open_conn(&path, options.synchronous)?;
         let (tx, rx) = mpsc::channel::<Job>();
-        let w = Writer { conn: writer, worker: worker.clone(), lease_ms: options.lease_ms };
+        let w = Writer {
+            conn: writer,
+            worker: worker.clone(),
+            lease_ms: options.lease_ms,
+        };
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
             .name("belay-sqlite-writer".into())
@@ -266,7 +339,10 @@ impl SqliteStore {
             f(&conn)
         })
         .await
-        .map_err(|e| StoreError::Database { context: "reading", message: e.to_string() })?
+        .map_err(|e| StoreError::Database {
+            context: "reading",
+            message: e.to_string(),
+        })?
     }
 
     /// Owners of unfinished runs whose process is gone (their lock file is free).
@@ -347,7 +423,9 @@ impl Writer {
             }
             Err(_) => {
                 for (reply, op) in replies.into_iter().zip(copies) {
-                    let r = self.transact(vec![op]).and_then(|mut v| v.pop().ok_or(StoreError::Closed));
+                    let r = self
+                        .transact(vec![op])
+                        .and_then(|mut v| v.pop().ok_or(StoreError::Closed));
                     let _ = reply.send(r);
                 }
             }
@@ -355,7 +433,9 @@ impl Writer {
     }
 
     fn transact(&mut self, ops: Vec<Op>) -> Result<Vec<Reply>> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err("beginning a write"))?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(db_err("beginning a write"))?;
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             match self.apply(op) {
@@ -385,13 +465,31 @@ impl Writer {
                     let op = match w {
                         Write::Step(s) => Op::PutStep(s),
                         Write::BeginChange(change) => Op::BeginChange { step: None, change },
-                        Write::FinishChange { step, change_id, status, after, error } => {
-                            Op::FinishChange { step, change_id, status, after, error }
-                        }
-                        Write::RunStatus { run_id, status, error } => Op::SetStatus { run_id, status, error },
+                        Write::FinishChange {
+                            step,
+                            change_id,
+                            status,
+                            after,
+                            error,
+                        } => Op::FinishChange {
+                            step,
+                            change_id,
+                            status,
+                            after,
+                            error,
+                        },
+                        Write::RunStatus {
+                            run_id,
+                            status,
+                            error,
+                        } => Op::SetStatus {
+                            run_id,
+                            status,
+                            error,
+                        },
                     };
                     out.push(match self.apply(op)? {
-                        Reply::Change(c) => Written::Change(c),
+                        Reply::Change(c) => Written::Change(Box::new(c)),
                         _ => Written::Done,
                     });
                 }
@@ -400,14 +498,22 @@ impl Writer {
             Op::AcceptBatch(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for i in items {
-                    match self.apply(Op::Accept { event: i.event, runs: i.runs, cursor: i.cursor })? {
+                    match self.apply(Op::Accept {
+                        event: i.event,
+                        runs: i.runs,
+                        cursor: i.cursor,
+                    })? {
                         Reply::Accepted(a) => out.push(a),
                         _ => return Err(unexpected("accepting events")),
                     }
                 }
                 Ok(Reply::AcceptedBatch(out))
             }
-            Op::Accept { event, runs, cursor } => {
+            Op::Accept {
+                event,
+                runs,
+                cursor,
+            } => {
                 if let Some(cur) = &cursor {
                     c.prepare_cached("INSERT INTO cursors (source, offset) VALUES (?1, ?2) ON CONFLICT(source) DO UPDATE SET offset = excluded.offset")
                         .and_then(|mut s| s.execute(params![cur.source, cur.offset as i64]))
@@ -444,13 +550,25 @@ impl Writer {
                     .map_err(db_err("reading a run"))??;
                 Ok(Reply::Run(stored))
             }
-            Op::SetStatus { run_id, status, error } => {
+            Op::SetStatus {
+                run_id,
+                status,
+                error,
+            } => {
                 c.prepare_cached(
                     "UPDATE runs SET status = ?2, error = ?3, updated_at = ?4, \
                      owner = CASE WHEN ?5 THEN NULL ELSE owner END, \
                      lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute(params![run_id, status.as_str(), error, now, status.is_final()]))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        run_id,
+                        status.as_str(),
+                        error,
+                        now,
+                        status.is_final()
+                    ])
+                })
                 .map_err(db_err("updating a run"))?;
                 Ok(Reply::Unit)
             }
@@ -487,10 +605,11 @@ impl Writer {
                     })
                     .map_err(db_err("journaling a change"))?;
                 if inserted == 0 {
-                    let existing = change_by_key(c, &change.idempotency_key)?.ok_or(StoreError::Corrupt {
-                        context: "journaling a change",
-                        message: "conflicting key vanished".into(),
-                    })?;
+                    let existing =
+                        change_by_key(c, &change.idempotency_key)?.ok_or(StoreError::Corrupt {
+                            context: "journaling a change",
+                            message: "conflicting key vanished".into(),
+                        })?;
                     return Ok(Reply::Change(existing));
                 }
                 if let Some(step) = &step {
@@ -498,7 +617,13 @@ impl Writer {
                 }
                 Ok(Reply::Change(change))
             }
-            Op::FinishChange { step, change_id, status, after, error } => {
+            Op::FinishChange {
+                step,
+                change_id,
+                status,
+                after,
+                error,
+            } => {
                 c.prepare_cached("UPDATE changes SET status = ?2, after = ?3, error = ?4, updated_at = ?5 WHERE id = ?1")
                     .and_then(|mut s| s.execute(params![change_id, status.as_str(), to_text(&after), error, now]))
                     .map_err(db_err("recording a change outcome"))?;
@@ -519,7 +644,10 @@ impl Writer {
                     ))
                     .map_err(db_err("claiming runs"))?;
                 let rows = stmt
-                    .query_map(params![self.worker, now + self.lease_ms, now, limit as i64], run_from_row)
+                    .query_map(
+                        params![self.worker, now + self.lease_ms, now, limit as i64],
+                        run_from_row,
+                    )
                     .map_err(db_err("claiming runs"))?;
                 let mut runs = Vec::new();
                 for r in rows {
@@ -625,8 +753,14 @@ fn run_from_row(r: &Row) -> RowResult<RunRecord> {
 
 fn step_from_row(r: &Row) -> RowResult<StepRecord> {
     let get_s = |i: usize| r.get::<_, String>(i);
-    let (with, decision, trust, guardrails, status, output) =
-        (get_s(6)?, get_s(7)?, r.get::<_, Option<String>>(8)?, get_s(9)?, get_s(10)?, get_s(11)?);
+    let (with, decision, trust, guardrails, status, output) = (
+        get_s(6)?,
+        get_s(7)?,
+        r.get::<_, Option<String>>(8)?,
+        get_s(9)?,
+        get_s(10)?,
+        get_s(11)?,
+    );
     Ok((|| {
         let e = db_err("reading a step");
         Ok(StepRecord {
@@ -652,8 +786,15 @@ fn step_from_row(r: &Row) -> RowResult<StepRecord> {
 
 fn change_from_row(r: &Row) -> RowResult<ChangeRecord> {
     let get_s = |i: usize| r.get::<_, String>(i);
-    let (with, before, after, inverse, trust, guardrails, status) =
-        (get_s(6)?, get_s(7)?, get_s(8)?, get_s(9)?, get_s(10)?, get_s(11)?, get_s(13)?);
+    let (with, before, after, inverse, trust, guardrails, status) = (
+        get_s(6)?,
+        get_s(7)?,
+        get_s(8)?,
+        get_s(9)?,
+        get_s(10)?,
+        get_s(11)?,
+        get_s(13)?,
+    );
     Ok((|| {
         let e = db_err("reading a change");
         Ok(ChangeRecord {
@@ -678,7 +819,10 @@ fn change_from_row(r: &Row) -> RowResult<ChangeRecord> {
     })())
 }
 
-fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>, context: &'static str) -> Result<Vec<T>> {
+fn collect<T>(
+    rows: impl Iterator<Item = rusqlite::Result<Result<T>>>,
+    context: &'static str,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for r in rows {
         out.push(r.map_err(db_err(context))??);
@@ -687,14 +831,19 @@ fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>, context: 
 }
 
 fn change_by_key(c: &Connection, key: &str) -> Result<Option<ChangeRecord>> {
-    c.prepare_cached(&format!("SELECT {CHANGE_COLS} FROM changes WHERE idempotency_key = ?1"))
-        .and_then(|mut s| s.query_row([key], change_from_row).optional())
-        .map_err(db_err("reading a change"))?
-        .transpose()
+    c.prepare_cached(&format!(
+        "SELECT {CHANGE_COLS} FROM changes WHERE idempotency_key = ?1"
+    ))
+    .and_then(|mut s| s.query_row([key], change_from_row).optional())
+    .map_err(db_err("reading a change"))?
+    .transpose()
 }
 
 fn unexpected(context: &'static str) -> StoreError {
-    StoreError::Corrupt { context, message: "the writer answered with another kind of reply".into() }
+    StoreError::Corrupt {
+        context,
+        message: "the writer answered with another kind of reply".into(),
+    }
 }
 
 #[async_trait]
@@ -707,8 +856,20 @@ impl Store for SqliteStore {
         &self.worker
     }
 
-    async fn accept_event(&self, event: &Event, runs: &[RunRecord], cursor: Option<&Cursor>) -> Result<Accepted> {
-        match self.submit(Op::Accept { event: event.clone(), runs: runs.to_vec(), cursor: cursor.cloned() }).await? {
+    async fn accept_event(
+        &self,
+        event: &Event,
+        runs: &[RunRecord],
+        cursor: Option<&Cursor>,
+    ) -> Result<Accepted> {
+        match self
+            .submit(Op::Accept {
+                event: event.clone(),
+                runs: runs.to_vec(),
+                cursor: cursor.cloned(),
+            })
+            .await?
+        {
             Reply::Accepted(a) => Ok(a),
             _ => Err(unexpected("accepting an event")),
         }
@@ -728,8 +889,19 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn set_run_status(&self, run_id: &str, status: RunStatus, error: Option<&str>) -> Result<()> {
-        self.submit(Op::SetStatus { run_id: run_id.into(), status, error: error.map(Into::into) }).await.map(|_| ())
+    async fn set_run_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.submit(Op::SetStatus {
+            run_id: run_id.into(),
+            status,
+            error: error.map(Into::into),
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn put_step(&self, step: &StepRecord) -> Result<()> {
@@ -743,14 +915,31 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn begin_change(&self, step: Option<&StepRecord>, change: &ChangeRecord) -> Result<ChangeRecord> {
-        match self.submit(Op::BeginChange { step: step.cloned(), change: change.clone() }).await? {
+    async fn begin_change(
+        &self,
+        step: Option<&StepRecord>,
+        change: &ChangeRecord,
+    ) -> Result<ChangeRecord> {
+        match self
+            .submit(Op::BeginChange {
+                step: step.cloned(),
+                change: change.clone(),
+            })
+            .await?
+        {
             Reply::Change(c) => Ok(c),
             _ => Err(unexpected("journaling a change")),
         }
     }
 
-    async fn finish_change(&self, step: &StepRecord, change_id: &str, status: ChangeStatus, after: &Value, error: Option<&str>) -> Result<()> {
+    async fn finish_change(
+        &self,
+        step: &StepRecord,
+        change_id: &str,
+        status: ChangeStatus,
+        after: &Value,
+        error: Option<&str>,
+    ) -> Result<()> {
         self.submit(Op::FinishChange {
             step: step.clone(),
             change_id: change_id.into(),
@@ -807,9 +996,13 @@ impl Store for SqliteStore {
         let id = run_id.to_owned();
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(&format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 ORDER BY seq, item, key"))
+                .prepare_cached(&format!(
+                    "SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 ORDER BY seq, item, key"
+                ))
                 .map_err(db_err("reading steps"))?;
-            let rows = stmt.query_map([&id], step_from_row).map_err(db_err("reading steps"))?;
+            let rows = stmt
+                .query_map([&id], step_from_row)
+                .map_err(db_err("reading steps"))?;
             collect(rows, "reading steps")
         })
         .await
@@ -870,12 +1063,16 @@ impl Store for SqliteStore {
     async fn counts(&self) -> Result<Counts> {
         self.read(|c| {
             let one = |sql: &str| -> Result<u64> {
-                c.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|v| v as u64).map_err(db_err("counting"))
+                c.query_row(sql, [], |r| r.get::<_, i64>(0))
+                    .map(|v| v as u64)
+                    .map_err(db_err("counting"))
             };
             Ok(Counts {
                 events: one("SELECT COUNT(*) FROM events")?,
                 runs: one("SELECT COUNT(*) FROM runs")?,
-                runs_unfinished: one("SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'running')")?,
+                runs_unfinished: one(
+                    "SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'running')",
+                )?,
                 steps: one("SELECT COUNT(*) FROM steps")?,
                 changes: one("SELECT COUNT(*) FROM changes")?,
                 changes_applied: one("SELECT COUNT(*) FROM changes WHERE status = 'applied'")?,
