@@ -101,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         command: ActionsCommand,
     },
+    /// The append-only, hash-chained audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Measure durable runs per second on the store.
     Bench {
         #[arg(long, default_value_t = 20_000)]
@@ -141,6 +146,26 @@ enum RunsCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole chain; exit 1 naming the first broken entry.
+    Verify,
+    /// Write entries to standard output.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only entries at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Cef,
 }
 
 #[derive(Subcommand)]
@@ -333,6 +358,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => ingest(&ctx, &input, playbooks, quiet).await,
         Command::Runs { command } => runs(&ctx, command).await,
         Command::Actions { command } => actions(&ctx, command),
+        Command::Audit { command } => audit(&ctx, command).await,
         Command::Bench {
             runs,
             concurrency,
@@ -644,6 +670,76 @@ async fn runs(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn audit(ctx: &Ctx, command: AuditCommand) -> Result<ExitCode> {
+    let store = ctx.store().await?;
+    match command {
+        AuditCommand::Verify => match belay_store::verify_audit(store.as_ref()).await? {
+            Ok(n) => {
+                println!("audit chain intact: {n} entries");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(b) => {
+                println!("audit chain broken at entry {}: {}", b.seq, b.reason);
+                Ok(ExitCode::from(1))
+            }
+        },
+        AuditCommand::Export { format, since } => {
+            let since_ms = since
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map(|d| d.timestamp_millis())
+                        .with_context(|| format!("--since `{t}` is not an RFC 3339 time"))
+                })
+                .transpose()?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut after = 0;
+            loop {
+                let page = store.audit_entries(after, 5000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for e in page.iter().filter(|e| since_ms.is_none_or(|s| e.at >= s)) {
+                    match format {
+                        ExportFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(e)?)?,
+                        ExportFormat::Cef => writeln!(out, "{}", cef_line(e))?,
+                    }
+                }
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// One audit entry as an ArcSight CEF line.
+fn cef_line(e: &belay_model::AuditEntry) -> String {
+    fn header(s: &str) -> String {
+        s.replace('\\', "\\\\").replace('|', "\\|")
+    }
+    fn ext(s: &str) -> String {
+        s.replace('\\', "\\\\")
+            .replace('=', "\\=")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r")
+    }
+    let severity = if e.kind.contains("failed") || e.kind.contains("denied") {
+        7
+    } else {
+        3
+    };
+    format!(
+        "CEF:0|belay|belay|{}|{}|{}|{severity}|rt={} suser={} cs1Label=subject cs1={} cs2Label=hash cs2={} cn1Label=seq cn1={} msg={}",
+        env!("CARGO_PKG_VERSION"),
+        header(&e.kind),
+        header(&e.kind),
+        e.at,
+        ext(&e.actor),
+        ext(&e.subject),
+        e.hash,
+        e.seq,
+        ext(&belay_model::audit::canonical_json(&e.detail)),
+    )
 }
 
 fn actions(ctx: &Ctx, command: ActionsCommand) -> Result<ExitCode> {

@@ -3,10 +3,12 @@
 //! This crate owns the vocabulary (events, trust levels, runs, steps, changes) and their
 //! validation. It does no I/O: storage, connectors and the engine live at the edges.
 
+pub mod audit;
 mod event;
 mod run;
 mod time;
 
+pub use audit::{AuditDraft, AuditEntry};
 pub use event::{Event, EventError, Observables, Severity};
 pub use run::{
     ChangeRecord, ChangeStatus, Decision, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel,

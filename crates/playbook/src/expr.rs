@@ -15,6 +15,10 @@ pub const FUEL: u64 = 5_000;
 pub const MAX_EXPR_BYTES: usize = 16 * 1024;
 /// Largest string an expression may build (repeated strings, joins).
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
+/// Most values (list items, map entries, scalars) one expression result may hold.
+pub const MAX_RESULT_VALUES: usize = 100_000;
+/// Most text (strings and map keys, in bytes) one expression result may hold in all.
+pub const MAX_RESULT_TEXT_BYTES: usize = 16 << 20;
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     use minijinja::{filters as f, tests as t};
@@ -118,6 +122,17 @@ impl Expr {
                     format!("expression `{trimmed}` does not parse: {}", describe(&e)),
                 )
             })?;
+        // minijinja 3.1 turns a lexer error right after a string literal into the end of the
+        // input, silently dropping the rest: `'a' && b` compiles to `'a'`. Inside parentheses
+        // the dropped rest leaves the `(` unclosed, so the error surfaces there.
+        if ENV.compile_expression(&format!("({trimmed})")).is_err() {
+            return Err(Diagnostic::new(
+                pos,
+                format!(
+                    "expression `{trimmed}` does not parse: unexpected character after a string"
+                ),
+            ));
+        }
         check_names(trimmed, pos)?;
         let mut paths: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
         paths.sort();
@@ -278,7 +293,7 @@ fn check_names(src: &str, pos: Pos) -> Result<(), Diagnostic> {
             None
         } else if b == b'|' {
             Some(("filter", ident(i + 1)))
-        } else if word_start && src[i..].starts_with("is ") {
+        } else if word_start && bytes[i..].starts_with(b"is ") {
             let (e, name) = ident(i + 2);
             if name == "not" {
                 Some(("test", ident(e)))
@@ -342,6 +357,10 @@ fn describe(e: &minijinja::Error) -> String {
 
 /// Converts an expression result to JSON; undefined and non-JSON values are errors.
 pub fn to_json(v: &MjValue) -> Result<Value, String> {
+    // Repeating a list (`x * 10000000`) is lazy and costs no fuel, so a short expression can
+    // return a value of millions of items; measure before converting instead of hanging.
+    let mut budget = (MAX_RESULT_VALUES, MAX_RESULT_TEXT_BYTES);
+    check_size(v, &mut budget)?;
     let json = serde_json::to_value(v).map_err(|e| format!("result is not JSON: {e}"))?;
     if let Value::String(s) = &json
         && s.len() > MAX_RESULT_BYTES
@@ -349,6 +368,39 @@ pub fn to_json(v: &MjValue) -> Result<Value, String> {
         return Err(format!("result is larger than {MAX_RESULT_BYTES} bytes"));
     }
     Ok(json)
+}
+
+/// Charges `v` against `budget` (values left, text bytes left), stopping as soon as it runs out.
+fn check_size(v: &MjValue, budget: &mut (usize, usize)) -> Result<(), String> {
+    use minijinja::value::ValueKind;
+    budget.0 = budget
+        .0
+        .checked_sub(1)
+        .ok_or_else(|| format!("result has more than {MAX_RESULT_VALUES} values"))?;
+    let text = match v.kind() {
+        ValueKind::String => v.as_str().map_or(0, str::len),
+        ValueKind::Bytes => v.as_bytes().map_or(0, <[u8]>::len),
+        _ => 0,
+    };
+    budget.1 = budget
+        .1
+        .checked_sub(text)
+        .ok_or_else(|| format!("result holds more than {MAX_RESULT_TEXT_BYTES} bytes of text"))?;
+    match v.kind() {
+        ValueKind::Seq | ValueKind::Iterable => {
+            for item in v.try_iter().map_err(|e| describe(&e))? {
+                check_size(&item, budget)?;
+            }
+        }
+        ValueKind::Map => {
+            for key in v.try_iter().map_err(|e| describe(&e))? {
+                check_size(&key, budget)?;
+                check_size(&v.get_item(&key).unwrap_or_default(), budget)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Builds an expression context value from JSON.
@@ -529,5 +581,54 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(split_template("${{ a ", Pos::default(), true).is_err());
+    }
+
+    #[test]
+    fn text_after_a_string_is_not_dropped() {
+        // Found while fuzzing `expression_eval`: minijinja compiled these to just the string.
+        for src in [
+            "'a' && b",
+            "event.severity == 'high' && event.data.x",
+            "'' é is odd",
+            "\"\"\u{FFFD}",
+            "x == 'a' # c",
+            "'a' 'b",
+        ] {
+            let d = Expr::compile(src, Pos::default()).unwrap_err();
+            assert!(d.message.contains("does not parse"), "{src:?}: {d}");
+        }
+        for src in ["'a' 'b'", "'a' ~ 'b' == x", "('a', 'b')", "'é' is string"] {
+            assert!(Expr::compile(src, Pos::default()).is_ok(), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn huge_lazy_results_are_refused() {
+        // Found by fuzzing `expression_eval` (`x*7717738.`): list repetition is lazy and free of
+        // fuel, and converting its 23 million items to JSON ran for minutes.
+        let c = context_value(&json!({"x": ["a", "b", "c"], "s": "y".repeat(1000)}));
+        let err = e("[s] * 20000").eval_json(&c).unwrap_err();
+        assert!(err.message.contains("bytes of text"), "{err}");
+        let err = e("x * 7717738").eval_json(&c).unwrap_err();
+        assert!(err.message.contains("more than 100000 values"), "{err}");
+        let err = e("[[x * 50000] * 50000]").eval_json(&c).unwrap_err();
+        assert!(err.message.contains("more than 100000 values"), "{err}");
+        assert_eq!(
+            e("x * 2").eval_json(&c).unwrap(),
+            json!(["a", "b", "c", "a", "b", "c"])
+        );
+        assert_eq!(
+            e("(x * 30000) | length").eval_json(&c).unwrap(),
+            json!(90000)
+        );
+    }
+
+    #[test]
+    fn names_are_checked_past_non_ascii_text() {
+        // Found by fuzzing `expression_eval` (input `""\xED`): the scan sliced the source at
+        // every byte and panicked inside a multi-byte character.
+        let d = check_names("'' é is odd", Pos::default()).unwrap_err();
+        assert!(d.message.contains("unknown test `odd`"), "{d}");
+        assert!(check_names("'' é | upper", Pos::default()).is_ok());
     }
 }

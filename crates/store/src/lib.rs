@@ -6,6 +6,7 @@
 //! (`tests/conformance.rs`). Every method returns only once its writes are durable; the store
 //! never decides anything, it records.
 
+mod audit;
 mod postgres;
 mod sqlite;
 
@@ -13,7 +14,9 @@ pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use async_trait::async_trait;
-use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord};
+use belay_model::{
+    AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -225,9 +228,48 @@ pub trait Store: Send + Sync {
     /// Extends the leases of every unfinished run this worker owns.
     async fn renew_leases(&self) -> Result<u64>;
 
+    /// Appends entries to the audit trail (state writes append their own entries).
+    async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<()>;
+    /// Audit entries with `seq > after`, in order, at most `limit`.
+    async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// The last entry's sequence number and hash as recorded beside the trail.
+    async fn audit_head(&self) -> Result<Option<(i64, String)>>;
+
     /// The stored cursor of a file source.
     async fn cursor(&self, source: &str) -> Result<Option<u64>>;
     async fn counts(&self) -> Result<Counts>;
+}
+
+/// Walks the whole audit trail and checks its chain and recorded head.
+/// Returns the number of entries, or the first broken entry.
+pub async fn verify_audit(
+    store: &dyn Store,
+) -> Result<std::result::Result<u64, belay_model::audit::ChainBreak>> {
+    use belay_model::audit::{ChainBreak, GENESIS, verify_chain};
+    let (mut seq, mut hash) = (0i64, GENESIS.to_string());
+    loop {
+        let page = store.audit_entries(seq, 5000).await?;
+        if page.is_empty() {
+            break;
+        }
+        match verify_chain(&page, seq, hash) {
+            Ok((s, h)) => (seq, hash) = (s, h),
+            Err(b) => return Ok(Err(b)),
+        }
+    }
+    match store.audit_head().await? {
+        Some((hs, hh)) if hs != seq || hh != hash => Ok(Err(ChainBreak {
+            seq: seq + 1,
+            reason: format!(
+                "the trail ends at entry {seq} but its recorded head is entry {hs}: entries were deleted from the end"
+            ),
+        })),
+        None if seq > 0 => Ok(Err(ChainBreak {
+            seq,
+            reason: "the recorded head of the trail is missing".into(),
+        })),
+        _ => Ok(Ok(seq as u64)),
+    }
 }
 
 /// Columns shared by both implementations, in one place.

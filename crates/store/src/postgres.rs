@@ -10,10 +10,14 @@
 //! order, which the workspace preserves, and `\u0000` in strings, which `jsonb` rejects and an
 //! ingested event may well contain). Nothing queries inside them.
 
+use crate::audit;
 use crate::codec::parse;
 use crate::{Accepted, Counts, Cursor, Incoming, Result, RunFilter, Store, StoreError};
 use async_trait::async_trait;
-use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord, now_ms};
+use belay_model::{
+    AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord,
+    now_ms,
+};
 use deadpool_postgres::{
     GenericClient, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
     Transaction,
@@ -47,7 +51,8 @@ impl Default for PgOptions {
 }
 
 /// Each entry is one schema version, applied in order inside the migration transaction.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq BIGSERIAL PRIMARY KEY,
     id TEXT COLLATE "C" NOT NULL UNIQUE,
@@ -122,7 +127,27 @@ CREATE TABLE cursors (
     source TEXT COLLATE "C" PRIMARY KEY,
     "offset" BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE audit (
+    seq BIGINT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail JSON NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
+CREATE TABLE audit_head (
+    id INT PRIMARY KEY CHECK (id = 1),
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+"#,
+];
 
 /// First key of the advisory lock serializing migrations (the second is the schema's hash).
 const MIGRATION_LOCK: i32 = 0x6265_6c61; // "bela"
@@ -433,6 +458,56 @@ async fn insert_run(
     row.as_ref().map(run_from_row).transpose()
 }
 
+/// Chains `drafts` onto the audit trail inside `tx`. Called last in every write transaction:
+/// the head row's lock serializes appends across workers, and taking it last keeps the lock
+/// order the same everywhere (no deadlocks).
+async fn append_audit(tx: &Transaction<'_>, drafts: Vec<AuditDraft>) -> Result<()> {
+    const C: &str = "appending to the audit trail";
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    let head = tx
+        .query_one(
+            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await
+        .map_err(db_err(C))?;
+    let (mut seq, mut hash): (i64, String) = (get(&head, 0, C)?, get(&head, 1, C)?);
+    let stmt = tx
+        .prepare_cached("INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .await
+        .map_err(db_err(C))?;
+    let now = now_ms();
+    for d in drafts {
+        let e = AuditEntry::chain(d, seq, &hash, now);
+        tx.execute(
+            &stmt,
+            &[
+                &e.seq,
+                &e.at,
+                &e.kind,
+                &e.actor,
+                &e.subject,
+                &e.detail,
+                &e.prev_hash,
+                &e.hash,
+            ],
+        )
+        .await
+        .map_err(db_err(C))?;
+        seq = e.seq;
+        hash = e.hash;
+    }
+    tx.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+        &[&seq, &hash],
+    )
+    .await
+    .map_err(db_err(C))?;
+    Ok(())
+}
+
 async fn put_step(c: &impl GenericClient, s: &StepRecord) -> Result<()> {
     let stmt = c
         .prepare_cached(
@@ -592,6 +667,7 @@ impl PgStore {
         event: &Event,
         runs: &[RunRecord],
         cursor: Option<&Cursor>,
+        drafts: &mut Vec<AuditDraft>,
     ) -> Result<Accepted> {
         if let Some(cur) = cursor {
             let offset = i64::try_from(cur.offset).map_err(|_| StoreError::Database {
@@ -632,11 +708,13 @@ impl PgStore {
             .await
             .map_err(db_err("storing an event"))?;
         if inserted == 0 {
+            drafts.push(audit::event_duplicate(&self.worker, event));
             return Ok(Accepted::Duplicate);
         }
         for run in runs {
             insert_run(tx, run, self.owner_for(run), self.lease_ms).await?;
         }
+        drafts.push(audit::event_accepted(&self.worker, event, runs));
         Ok(Accepted::New)
     }
 
@@ -667,7 +745,11 @@ impl Store for PgStore {
             .transaction()
             .await
             .map_err(db_err("accepting an event"))?;
-        let accepted = self.accept_in(&tx, event, runs, cursor).await?;
+        let mut drafts = Vec::new();
+        let accepted = self
+            .accept_in(&tx, event, runs, cursor, &mut drafts)
+            .await?;
+        append_audit(&tx, drafts).await?;
         tx.commit().await.map_err(db_err("committing an event"))?;
         Ok(accepted)
     }
@@ -687,12 +769,14 @@ impl Store for PgStore {
                     .await
                     .map_err(db_err("accepting events"))?;
                 let mut out = Vec::with_capacity(batch.len());
+                let mut drafts = Vec::new();
                 for i in batch {
                     out.push(
-                        self.accept_in(&tx, &i.event, &i.runs, i.cursor.as_ref())
+                        self.accept_in(&tx, &i.event, &i.runs, i.cursor.as_ref(), &mut drafts)
                             .await?,
                     );
                 }
+                append_audit(&tx, drafts).await?;
                 tx.commit().await.map_err(db_err("committing events"))?;
                 Ok(out)
             }
@@ -705,9 +789,19 @@ impl Store for PgStore {
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<RunRecord> {
-        let client = self.conn().await?;
-        if let Some(stored) = insert_run(&client, run, self.owner_for(run), self.lease_ms).await? {
-            return Ok(stored);
+        let mut client = self.conn().await?;
+        {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(db_err("storing a run"))?;
+            let stored = insert_run(&tx, run, self.owner_for(run), self.lease_ms).await?;
+            if let Some(stored) = stored {
+                append_audit(&tx, vec![audit::run_started(&self.worker, run)]).await?;
+                tx.commit().await.map_err(db_err("committing a run"))?;
+                return Ok(stored);
+            }
+            tx.rollback().await.map_err(db_err("storing a run"))?;
         }
         // A separate statement, so that it sees a conflicting row committed meanwhile.
         let stmt = client
@@ -733,7 +827,10 @@ impl Store for PgStore {
         status: RunStatus,
         error: Option<&str>,
     ) -> Result<()> {
-        self.execute(
+        const C: &str = "updating a run";
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err(C))?;
+        tx.execute(
             "UPDATE runs SET status = $2, error = $3, updated_at = $4, \
              owner = CASE WHEN $5 THEN NULL ELSE owner END, \
              lease_until = CASE WHEN $5 THEN NULL ELSE lease_until END WHERE id = $1",
@@ -744,15 +841,72 @@ impl Store for PgStore {
                 &now_ms(),
                 &status.is_final(),
             ],
-            "updating a run",
         )
         .await
-        .map(|_| ())
+        .map_err(db_err(C))?;
+        append_audit(
+            &tx,
+            vec![audit::run_status(&self.worker, run_id, status, error)],
+        )
+        .await?;
+        tx.commit().await.map_err(db_err(C))
     }
 
     async fn put_step(&self, step: &StepRecord) -> Result<()> {
-        let client = self.conn().await?;
-        put_step(&client, step).await
+        let mut client = self.conn().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db_err("storing a step"))?;
+        put_step(&tx, step).await?;
+        append_audit(&tx, vec![audit::step_finished(&self.worker, step)]).await?;
+        tx.commit().await.map_err(db_err("storing a step"))
+    }
+
+    async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<()> {
+        let mut client = self.conn().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db_err("appending to the audit trail"))?;
+        append_audit(&tx, drafts).await?;
+        tx.commit()
+            .await
+            .map_err(db_err("appending to the audit trail"))
+    }
+
+    async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        const C: &str = "reading the audit trail";
+        let rows = self
+            .query(
+                "SELECT seq, at, kind, actor, subject, detail, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &(limit as i64)],
+                C,
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    seq: get(r, 0, C)?,
+                    at: get(r, 1, C)?,
+                    kind: get(r, 2, C)?,
+                    actor: get(r, 3, C)?,
+                    subject: get(r, 4, C)?,
+                    detail: get(r, 5, C)?,
+                    prev_hash: get(r, 6, C)?,
+                    hash: get(r, 7, C)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        const C: &str = "reading the audit head";
+        let row = self
+            .query_opt("SELECT seq, hash FROM audit_head WHERE id = 1", &[], C)
+            .await?;
+        row.map(|r| Ok((get(&r, 0, C)?, get(&r, 1, C)?)))
+            .transpose()
     }
 
     async fn begin_change(
@@ -802,6 +956,7 @@ impl Store for PgStore {
                     if let Some(step) = step {
                         put_step(&tx, step).await?;
                     }
+                    append_audit(&tx, vec![audit::change_journaled(&self.worker, change)]).await?;
                     change_from_row(&row)?
                 }
                 // A separate statement, so that it sees a conflicting change committed meanwhile.
@@ -838,6 +993,14 @@ impl Store for PgStore {
         .await
         .map_err(db_err(C))?;
         put_step(&tx, step).await?;
+        append_audit(
+            &tx,
+            vec![
+                audit::change_finished(&self.worker, change_id, status, after, error),
+                audit::step_finished(&self.worker, step),
+            ],
+        )
+        .await?;
         tx.commit()
             .await
             .map_err(db_err("committing a change outcome"))

@@ -5,12 +5,16 @@
 //! caller. Concurrent runs therefore share one fsync, which is how the embedded store sustains
 //! thousands of durable runs per second with `synchronous=FULL`.
 
+use crate::audit;
 use crate::codec::{from_text, parse, to_text};
 use crate::{
     Accepted, Counts, Cursor, Incoming, Result, RunFilter, Store, StoreError, Write, Written,
 };
 use async_trait::async_trait;
-use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord, now_ms};
+use belay_model::{
+    AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord,
+    now_ms,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use std::fs::File;
@@ -47,7 +51,8 @@ impl Default for SqliteOptions {
     }
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -121,7 +126,26 @@ CREATE TABLE cursors (
     source TEXT PRIMARY KEY,
     offset INTEGER NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit(at);
+CREATE TABLE audit_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+"#,
+];
 
 // Each operation is moved once through the writer's channel; boxing would only add allocations.
 #[allow(clippy::large_enum_variant)]
@@ -156,6 +180,7 @@ enum Op {
         limit: usize,
     },
     Renew,
+    Audit(Vec<AuditDraft>),
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -271,6 +296,7 @@ impl Op {
                 limit: *limit,
             },
             Op::Renew => Op::Renew,
+            Op::Audit(d) => Op::Audit(d.clone()),
         }
     }
 }
@@ -303,6 +329,9 @@ impl SqliteStore {
             conn: writer,
             worker: worker.clone(),
             lease_ms: options.lease_ms,
+            audit: Vec::new(),
+            head: None,
+            head_dirty: false,
         };
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
@@ -386,6 +415,11 @@ struct Writer {
     conn: Connection,
     worker: String,
     lease_ms: i64,
+    /// Audit entries the current operation implies, appended right after it.
+    audit: Vec<AuditDraft>,
+    /// The chain head inside the current transaction (loaded on first append).
+    head: Option<(i64, String)>,
+    head_dirty: bool,
 }
 
 impl Writer {
@@ -436,14 +470,30 @@ impl Writer {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(db_err("beginning a write"))?;
+        self.head = None;
+        self.head_dirty = false;
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
-            match self.apply(op) {
+            self.audit.clear();
+            match self.apply(op).and_then(|r| self.append_audit().map(|_| r)) {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(e);
                 }
+            }
+        }
+        if let (true, Some((seq, hash))) = (self.head_dirty, &self.head) {
+            let r = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) \
+                     ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                )
+                .and_then(|mut st| st.execute(params![seq, hash]));
+            if let Err(e) = r {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(db_err("recording the audit head")(e));
             }
         }
         match self.conn.execute_batch("COMMIT") {
@@ -453,6 +503,50 @@ impl Writer {
                 Err(db_err("committing")(e))
             }
         }
+    }
+
+    /// Chains and stores the audit entries the last operation queued.
+    fn append_audit(&mut self) -> Result<()> {
+        if self.audit.is_empty() {
+            return Ok(());
+        }
+        let (mut seq, mut hash) = match self.head.take() {
+            Some(h) => h,
+            None => self
+                .conn
+                .query_row(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db_err("reading the audit head"))?
+                .unwrap_or((0, belay_model::audit::GENESIS.to_string())),
+        };
+        let now = now_ms();
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .map_err(db_err("appending to the audit trail"))?;
+        for d in self.audit.drain(..) {
+            let e = AuditEntry::chain(d, seq, &hash, now);
+            stmt.execute(params![
+                e.seq,
+                e.at,
+                e.kind,
+                e.actor,
+                e.subject,
+                to_text(&e.detail),
+                e.prev_hash,
+                e.hash
+            ])
+            .map_err(db_err("appending to the audit trail"))?;
+            seq = e.seq;
+            hash = e.hash;
+        }
+        self.head = Some((seq, hash));
+        self.head_dirty = true;
+        Ok(())
     }
 
     fn apply(&mut self, op: Op) -> Result<Reply> {
@@ -534,15 +628,21 @@ impl Writer {
                     })
                     .map_err(db_err("storing an event"))?;
                 if inserted == 0 {
+                    self.audit
+                        .push(audit::event_duplicate(&self.worker, &event));
                     return Ok(Reply::Accepted(Accepted::Duplicate));
                 }
                 for run in &runs {
                     self.insert_run(run, now)?;
                 }
+                self.audit
+                    .push(audit::event_accepted(&self.worker, &event, &runs));
                 Ok(Reply::Accepted(Accepted::New))
             }
             Op::InsertRun(run) => {
-                self.insert_run(&run, now)?;
+                if self.insert_run(&run, now)? {
+                    self.audit.push(audit::run_started(&self.worker, &run));
+                }
                 let stored = self
                     .conn
                     .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"))
@@ -570,10 +670,17 @@ impl Writer {
                     ])
                 })
                 .map_err(db_err("updating a run"))?;
+                self.audit.push(audit::run_status(
+                    &self.worker,
+                    &run_id,
+                    status,
+                    error.as_deref(),
+                ));
                 Ok(Reply::Unit)
             }
             Op::PutStep(step) => {
                 put_step(c, &step)?;
+                self.audit.push(audit::step_finished(&self.worker, &step));
                 Ok(Reply::Unit)
             }
             Op::BeginChange { step, change } => {
@@ -615,6 +722,8 @@ impl Writer {
                 if let Some(step) = &step {
                     put_step(c, step)?;
                 }
+                self.audit
+                    .push(audit::change_journaled(&self.worker, &change));
                 Ok(Reply::Change(change))
             }
             Op::FinishChange {
@@ -628,6 +737,14 @@ impl Writer {
                     .and_then(|mut s| s.execute(params![change_id, status.as_str(), to_text(&after), error, now]))
                     .map_err(db_err("recording a change outcome"))?;
                 put_step(c, &step)?;
+                self.audit.push(audit::change_finished(
+                    &self.worker,
+                    &change_id,
+                    status,
+                    &after,
+                    error.as_deref(),
+                ));
+                self.audit.push(audit::step_finished(&self.worker, &step));
                 Ok(Reply::Unit)
             }
             Op::Claim { dead, limit } => {
@@ -656,6 +773,10 @@ impl Writer {
                 runs.sort_by_key(|r| r.created_at);
                 Ok(Reply::Runs(runs))
             }
+            Op::Audit(drafts) => {
+                self.audit.extend(drafts);
+                Ok(Reply::Unit)
+            }
             Op::Renew => {
                 let n = c
                     .prepare_cached("UPDATE runs SET lease_until = ?2 WHERE owner = ?1 AND status IN ('pending', 'running')")
@@ -666,7 +787,8 @@ impl Writer {
         }
     }
 
-    fn insert_run(&self, run: &RunRecord, now: i64) -> Result<()> {
+    /// Stores a run unless its id exists; true when it was stored now.
+    fn insert_run(&self, run: &RunRecord, now: i64) -> Result<bool> {
         let owner = (!run.status.is_final()).then_some(self.worker.as_str());
         let lease = owner.map(|_| now + self.lease_ms);
         self.conn
@@ -691,8 +813,8 @@ impl Writer {
                     run.updated_at
                 ])
             })
-            .map_err(db_err("storing a run"))?;
-        Ok(())
+            .map_err(db_err("storing a run"))
+            .map(|n| n > 0)
     }
 }
 
@@ -1047,6 +1169,46 @@ impl Store for SqliteStore {
             Reply::Count(n) => Ok(n),
             _ => Err(unexpected("renewing leases")),
         }
+    }
+
+    async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<()> {
+        self.submit(Op::Audit(drafts)).await.map(|_| ())
+    }
+
+    async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT seq, at, kind, actor, subject, detail, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                .map_err(db_err("reading the audit trail"))?;
+            let rows = stmt
+                .query_map(params![after, limit as i64], |r| {
+                    let detail: String = r.get(5)?;
+                    Ok(from_text(&detail, "audit detail").map(|detail| AuditEntry {
+                        seq: r.get(0).unwrap_or_default(),
+                        at: r.get(1).unwrap_or_default(),
+                        kind: r.get(2).unwrap_or_default(),
+                        actor: r.get(3).unwrap_or_default(),
+                        subject: r.get(4).unwrap_or_default(),
+                        detail,
+                        prev_hash: r.get(6).unwrap_or_default(),
+                        hash: r.get(7).unwrap_or_default(),
+                    }))
+                })
+                .map_err(db_err("reading the audit trail"))?;
+            collect(rows, "reading the audit trail")
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        self.read(|c| {
+            c.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(db_err("reading the audit head"))
+        })
+        .await
     }
 
     async fn cursor(&self, source: &str) -> Result<Option<u64>> {

@@ -55,6 +55,28 @@ impl Drop for SchemaGuard {
     }
 }
 
+impl Guard {
+    /// Runs SQL directly against the database behind the store, bypassing it (for tamper tests).
+    pub async fn raw_sql(&self, sql: &str) {
+        if let Some(dir) = &self._dir {
+            let c = rusqlite::Connection::open(dir.path().join("belay.db")).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            c.execute_batch(sql).unwrap();
+        } else if let Some(g) = &self._schema {
+            let (client, conn) = tokio_postgres::connect(&g.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let conn = tokio::spawn(conn);
+            client
+                .batch_execute(&format!("SET search_path TO \"{}\"; {sql}", g.schema))
+                .await
+                .unwrap();
+            drop(client);
+            let _ = conn.await;
+        }
+    }
+}
+
 impl Backend {
     pub async fn open(&self) -> (Arc<dyn Store>, Guard) {
         let (a, _b, g) = self.open_pair().await;
