@@ -101,6 +101,32 @@ enum Command {
         #[command(subcommand)]
         command: ActionsCommand,
     },
+    /// The change journal.
+    Changes {
+        #[command(subcommand)]
+        command: ChangesCommand,
+    },
+    /// Undo changes, newest first; each target is read again and verified.
+    Rollback {
+        #[command(flatten)]
+        select: RollbackSelect,
+        /// Report what would be undone; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Undo targets that changed since the change (drift) too.
+        #[arg(long)]
+        force: bool,
+        /// Who is rolling back (recorded in the journal and the audit trail).
+        #[arg(long = "as", value_name = "USER")]
+        actor: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Named points in the change journal ("known good").
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
     /// The append-only, hash-chained audit trail.
     Audit {
         #[command(subcommand)]
@@ -143,6 +169,46 @@ enum RunsCommand {
     /// One run with its steps.
     Show {
         id: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct RollbackSelect {
+    /// One change.
+    #[arg(long)]
+    change: Option<String>,
+    /// Every change of a run (and its sub-playbook runs).
+    #[arg(long)]
+    run: Option<String>,
+    /// Every change after a checkpoint.
+    #[arg(long = "to", value_name = "CHECKPOINT")]
+    to: Option<String>,
+    /// Every change at or after an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ChangesCommand {
+    List {
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    Create {
+        name: String,
+        #[arg(long = "as", value_name = "USER")]
+        actor: String,
+    },
+    List {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -359,6 +425,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Runs { command } => runs(&ctx, command).await,
         Command::Actions { command } => actions(&ctx, command),
         Command::Audit { command } => audit(&ctx, command).await,
+        Command::Changes {
+            command: ChangesCommand::List { run, format },
+        } => changes(&ctx, run, format).await,
+        Command::Rollback {
+            select,
+            dry_run,
+            force,
+            actor,
+            format,
+        } => rollback(&ctx, select, dry_run, force, actor, format).await,
+        Command::Checkpoint { command } => checkpoint(&ctx, command).await,
         Command::Bench {
             runs,
             concurrency,
@@ -670,6 +747,145 @@ async fn runs(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn changes(ctx: &Ctx, run: Option<String>, format: Format) -> Result<ExitCode> {
+    let store = ctx.store().await?;
+    let changes = store.changes(run.as_deref()).await?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&changes)?);
+    } else {
+        println!(
+            "{:<38} {:<18} {:<22} {:<20} {:<9} ALLOWED BY",
+            "CHANGE", "ACTION", "TARGET", "STEP", "STATUS"
+        );
+        for c in changes {
+            println!(
+                "{:<38} {:<18} {:<22} {:<20} {:<9} {}",
+                c.id,
+                c.action,
+                c.target,
+                c.step_key,
+                c.status.as_str(),
+                c.allowed_by
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn valid_actor(actor: &str) -> Result<()> {
+    if actor.trim().is_empty() || actor.len() > 128 || actor.chars().any(char::is_control) {
+        bail!("--as needs a user name (1 to 128 printable characters)");
+    }
+    Ok(())
+}
+
+async fn rollback(
+    ctx: &Ctx,
+    s: RollbackSelect,
+    dry_run: bool,
+    force: bool,
+    actor: String,
+    format: Format,
+) -> Result<ExitCode> {
+    use belay_engine::rollback::{Outcome, RollbackOptions, Selection};
+    valid_actor(&actor)?;
+    let selection = match (s.change, s.run, s.to, s.since) {
+        (Some(c), ..) => Selection::Change(c),
+        (_, Some(r), ..) => Selection::Run(r),
+        (_, _, Some(t), _) => Selection::Checkpoint(t),
+        (_, _, _, Some(t)) => Selection::Since(
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .with_context(|| format!("--since `{t}` is not an RFC 3339 time"))?
+                .timestamp_millis(),
+        ),
+        _ => bail!("choose what to roll back: --change, --run, --to or --since"),
+    };
+    let engine = ctx.engine(PlaybookSet::default()).await?;
+    let report = belay_engine::rollback::rollback(
+        &engine,
+        selection,
+        RollbackOptions {
+            dry_run,
+            force,
+            actor,
+        },
+    )
+    .await?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for i in &report.items {
+            let o = serde_json::to_value(i.outcome)?
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            println!(
+                "{o:<13} {} {} {}  ({})",
+                i.action, i.target, i.change_id, i.detail
+            );
+        }
+        println!(
+            "{} reverted, {} unchanged, {} drifted, {} failed{}",
+            report.count(Outcome::Reverted),
+            report.count(Outcome::Unchanged),
+            report.count(Outcome::Drifted),
+            report.count(Outcome::Failed),
+            if dry_run {
+                format!(
+                    ", {} would be reverted (dry run)",
+                    report.count(Outcome::WouldRevert)
+                )
+            } else {
+                String::new()
+            }
+        );
+        if let Some(r) = &report.rollback_run {
+            println!("rollback run {r} (roll it back to redo)");
+        }
+    }
+    let bad = report.count(Outcome::Failed) + report.count(Outcome::Drifted);
+    Ok(if bad > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn checkpoint(ctx: &Ctx, command: CheckpointCommand) -> Result<ExitCode> {
+    let store = ctx.store().await?;
+    match command {
+        CheckpointCommand::Create { name, actor } => {
+            valid_actor(&actor)?;
+            if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                bail!("a checkpoint name is 1 to 128 printable characters");
+            }
+            let cp = store.create_checkpoint(&name, &actor).await?;
+            println!(
+                "checkpoint {} after change {}",
+                cp.name,
+                cp.last_change_id.as_deref().unwrap_or("(none)")
+            );
+        }
+        CheckpointCommand::List { format } => {
+            let cps = store.checkpoints().await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&cps)?);
+            } else {
+                for c in cps {
+                    println!(
+                        "{:<24} {} by {} after change {}",
+                        c.name,
+                        belay_model::ms_to_rfc3339(c.created_at),
+                        c.actor,
+                        c.last_change_id.as_deref().unwrap_or("(none)")
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn audit(ctx: &Ctx, command: AuditCommand) -> Result<ExitCode> {

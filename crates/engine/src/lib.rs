@@ -10,6 +10,7 @@ pub mod bench;
 mod exec;
 pub mod ingest;
 pub mod playtest;
+pub mod rollback;
 
 pub use exec::{RunReport, StepReport};
 

@@ -97,3 +97,26 @@ pub fn change_finished(
         json!({ "status": status, "after_sha256": value_hash(after), "error": error }),
     )
 }
+
+pub fn change_status(
+    actor: &str,
+    change_id: &str,
+    status: ChangeStatus,
+    note: Option<&str>,
+) -> AuditDraft {
+    draft(
+        &format!("change.{status}"),
+        actor,
+        change_id,
+        json!({ "status": status, "note": note }),
+    )
+}
+
+pub fn checkpoint(actor: &str, name: &str, last_change_id: Option<&str>) -> AuditDraft {
+    draft(
+        "checkpoint.created",
+        actor,
+        name,
+        json!({ "last_change_id": last_change_id }),
+    )
+}

@@ -92,6 +92,16 @@ pub struct Incoming {
     pub cursor: Option<Cursor>,
 }
 
+/// A named point in the change journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    pub name: String,
+    /// The last change journaled before the checkpoint, if any.
+    pub last_change_id: Option<String>,
+    pub created_at: i64,
+    pub actor: String,
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -227,6 +237,20 @@ pub trait Store: Send + Sync {
     async fn claim_runs(&self, limit: usize) -> Result<Vec<RunRecord>>;
     /// Extends the leases of every unfinished run this worker owns.
     async fn renew_leases(&self) -> Result<u64>;
+
+    /// Marks a journaled change (e.g. `reverted` after a verified rollback), audited as `actor`.
+    async fn set_change_status(
+        &self,
+        change_id: &str,
+        status: ChangeStatus,
+        note: Option<&str>,
+        actor: &str,
+    ) -> Result<()>;
+
+    /// Names the current end of the change journal ("known good"). Fails if the name exists.
+    async fn create_checkpoint(&self, name: &str, actor: &str) -> Result<Checkpoint>;
+    /// Checkpoints, oldest first.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
 
     /// Appends entries to the audit trail (state writes append their own entries).
     async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<()>;

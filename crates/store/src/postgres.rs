@@ -140,6 +140,12 @@ CREATE TABLE audit (
     hash TEXT NOT NULL
 );
 CREATE INDEX audit_at ON audit (at);
+CREATE TABLE checkpoints (
+    name TEXT PRIMARY KEY,
+    last_change_id TEXT,
+    created_at BIGINT NOT NULL,
+    actor TEXT NOT NULL
+);
 CREATE TABLE audit_head (
     id INT PRIMARY KEY CHECK (id = 1),
     seq BIGINT NOT NULL,
@@ -861,6 +867,85 @@ impl Store for PgStore {
         put_step(&tx, step).await?;
         append_audit(&tx, vec![audit::step_finished(&self.worker, step)]).await?;
         tx.commit().await.map_err(db_err("storing a step"))
+    }
+
+    async fn set_change_status(
+        &self,
+        change_id: &str,
+        status: ChangeStatus,
+        note: Option<&str>,
+        actor: &str,
+    ) -> Result<()> {
+        const C: &str = "updating a change";
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err(C))?;
+        let n = tx
+            .execute(
+                "UPDATE changes SET status = $2, updated_at = $3 WHERE id = $1",
+                &[&change_id, &status.as_str(), &now_ms()],
+            )
+            .await
+            .map_err(db_err(C))?;
+        if n == 0 {
+            return Err(StoreError::Database {
+                context: C,
+                message: format!("no change `{change_id}`"),
+            });
+        }
+        append_audit(
+            &tx,
+            vec![audit::change_status(actor, change_id, status, note)],
+        )
+        .await?;
+        tx.commit().await.map_err(db_err(C))
+    }
+
+    async fn create_checkpoint(&self, name: &str, actor: &str) -> Result<crate::Checkpoint> {
+        const C: &str = "creating a checkpoint";
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err(C))?;
+        // Lock the journal's end so no change slips in between reading it and naming it.
+        tx.execute("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE", &[])
+            .await
+            .map_err(db_err(C))?;
+        let last: Option<String> = tx
+            .query_opt("SELECT id FROM changes ORDER BY seq DESC LIMIT 1", &[])
+            .await
+            .map_err(db_err(C))?
+            .map(|r| get(&r, 0, C))
+            .transpose()?;
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO checkpoints (name, last_change_id, created_at, actor) VALUES ($1, $2, $3, $4)",
+            &[&name, &last, &now, &actor],
+        )
+        .await
+        .map_err(|e| StoreError::Database { context: C, message: format!("checkpoint `{name}`: {e}") })?;
+        append_audit(&tx, vec![audit::checkpoint(actor, name, last.as_deref())]).await?;
+        tx.commit().await.map_err(db_err(C))?;
+        Ok(crate::Checkpoint {
+            name: name.into(),
+            last_change_id: last,
+            created_at: now,
+            actor: actor.into(),
+        })
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<crate::Checkpoint>> {
+        const C: &str = "listing checkpoints";
+        let rows = self
+            .query("SELECT name, last_change_id, created_at, actor FROM checkpoints ORDER BY created_at, name", &[], C)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::Checkpoint {
+                    name: get(r, 0, C)?,
+                    last_change_id: get(r, 1, C)?,
+                    created_at: get(r, 2, C)?,
+                    actor: get(r, 3, C)?,
+                })
+            })
+            .collect()
     }
 
     async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<()> {

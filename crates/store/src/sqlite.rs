@@ -139,6 +139,12 @@ CREATE TABLE audit (
     hash TEXT NOT NULL
 );
 CREATE INDEX audit_at ON audit(at);
+CREATE TABLE checkpoints (
+    name TEXT PRIMARY KEY,
+    last_change_id TEXT,
+    created_at INTEGER NOT NULL,
+    actor TEXT NOT NULL
+);
 CREATE TABLE audit_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -181,10 +187,21 @@ enum Op {
     },
     Renew,
     Audit(Vec<AuditDraft>),
+    ChangeStatus {
+        change_id: String,
+        status: ChangeStatus,
+        note: Option<String>,
+        actor: String,
+    },
+    Checkpoint {
+        name: String,
+        actor: String,
+    },
 }
 
 #[allow(clippy::large_enum_variant)]
 enum Reply {
+    Checkpoint(crate::Checkpoint),
     Written(Vec<Written>),
     Accepted(Accepted),
     AcceptedBatch(Vec<Accepted>),
@@ -297,6 +314,21 @@ impl Op {
             },
             Op::Renew => Op::Renew,
             Op::Audit(d) => Op::Audit(d.clone()),
+            Op::ChangeStatus {
+                change_id,
+                status,
+                note,
+                actor,
+            } => Op::ChangeStatus {
+                change_id: change_id.clone(),
+                status: *status,
+                note: note.clone(),
+                actor: actor.clone(),
+            },
+            Op::Checkpoint { name, actor } => Op::Checkpoint {
+                name: name.clone(),
+                actor: actor.clone(),
+            },
         }
     }
 }
@@ -777,6 +809,55 @@ impl Writer {
                 self.audit.extend(drafts);
                 Ok(Reply::Unit)
             }
+            Op::ChangeStatus {
+                change_id,
+                status,
+                note,
+                actor,
+            } => {
+                let n = c
+                    .execute(
+                        "UPDATE changes SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![change_id, status.as_str(), now],
+                    )
+                    .map_err(db_err("updating a change"))?;
+                if n == 0 {
+                    return Err(StoreError::Database {
+                        context: "updating a change",
+                        message: format!("no change `{change_id}`"),
+                    });
+                }
+                self.audit.push(audit::change_status(
+                    &actor,
+                    &change_id,
+                    status,
+                    note.as_deref(),
+                ));
+                Ok(Reply::Unit)
+            }
+            Op::Checkpoint { name, actor } => {
+                let last: Option<String> = c
+                    .query_row(
+                        "SELECT id FROM changes ORDER BY seq DESC LIMIT 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db_err("creating a checkpoint"))?;
+                c.execute(
+                    "INSERT INTO checkpoints (name, last_change_id, created_at, actor) VALUES (?1, ?2, ?3, ?4)",
+                    params![name, last, now, actor],
+                )
+                .map_err(|e| StoreError::Database { context: "creating a checkpoint", message: format!("checkpoint `{name}`: {e}") })?;
+                self.audit
+                    .push(audit::checkpoint(&actor, &name, last.as_deref()));
+                Ok(Reply::Checkpoint(crate::Checkpoint {
+                    name,
+                    last_change_id: last,
+                    created_at: now,
+                    actor,
+                }))
+            }
             Op::Renew => {
                 let n = c
                     .prepare_cached("UPDATE runs SET lease_until = ?2 WHERE owner = ?1 AND status IN ('pending', 'running')")
@@ -1173,6 +1254,51 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<()> {
         self.submit(Op::Audit(drafts)).await.map(|_| ())
+    }
+
+    async fn set_change_status(
+        &self,
+        change_id: &str,
+        status: ChangeStatus,
+        note: Option<&str>,
+        actor: &str,
+    ) -> Result<()> {
+        self.submit(Op::ChangeStatus {
+            change_id: change_id.into(),
+            status,
+            note: note.map(Into::into),
+            actor: actor.into(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn create_checkpoint(&self, name: &str, actor: &str) -> Result<crate::Checkpoint> {
+        match self
+            .submit(Op::Checkpoint {
+                name: name.into(),
+                actor: actor.into(),
+            })
+            .await?
+        {
+            Reply::Checkpoint(c) => Ok(c),
+            _ => Err(unexpected("creating a checkpoint")),
+        }
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<crate::Checkpoint>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT name, last_change_id, created_at, actor FROM checkpoints ORDER BY created_at, name")
+                .map_err(db_err("listing checkpoints"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(crate::Checkpoint { name: r.get(0)?, last_change_id: r.get(1)?, created_at: r.get(2)?, actor: r.get(3)? })
+                })
+                .map_err(db_err("listing checkpoints"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err("listing checkpoints"))
+        })
+        .await
     }
 
     async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>> {

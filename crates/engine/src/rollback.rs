@@ -1,0 +1,426 @@
+//! Rollback: undo journaled changes in reverse order, refuse targets that drifted, verify.
+//!
+//! Every undo is itself a journaled change (with its own before-state and inverse) made by a
+//! rollback run, so a rollback is audited and can be rolled back. A change is marked
+//! `reverted` only after the target was read again and equals the recorded before-state.
+
+use crate::{Engine, EngineError, Result};
+use belay_connectors::Call;
+use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, TrustLevel, now_ms};
+use belay_store::{Write, Written};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Which changes to undo.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Change(String),
+    Run(String),
+    /// Every change after a named checkpoint.
+    Checkpoint(String),
+    /// Every change journaled at or after this time (epoch ms).
+    Since(i64),
+}
+
+/// How to undo.
+#[derive(Debug, Clone)]
+pub struct RollbackOptions {
+    /// Report what would be undone; change nothing.
+    pub dry_run: bool,
+    /// Undo even targets that changed since (drift).
+    pub force: bool,
+    /// The person asking.
+    pub actor: String,
+}
+
+/// What happened to one change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Reverted,
+    /// The target is no longer in the state the change left; refused without `--force`.
+    Drifted,
+    Failed,
+    /// `--dry-run`: would be reverted.
+    WouldRevert,
+    /// The change left the target as it found it; nothing to undo.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub change_id: String,
+    pub run_id: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: Outcome,
+    pub detail: String,
+    /// The journaled undo, when one was made.
+    pub undo_change_id: Option<String>,
+}
+
+/// The result of a rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub rollback_run: Option<String>,
+    pub items: Vec<Item>,
+}
+
+impl Report {
+    pub fn count(&self, o: Outcome) -> usize {
+        self.items.iter().filter(|i| i.outcome == o).count()
+    }
+}
+
+/// Applied changes selected, newest first.
+async fn select(engine: &Engine, sel: &Selection) -> Result<Vec<ChangeRecord>> {
+    let all = engine.store.changes(None).await?;
+    let chosen: Vec<ChangeRecord> = match sel {
+        Selection::Change(id) => {
+            let c = all
+                .into_iter()
+                .find(|c| &c.id == id)
+                .ok_or_else(|| EngineError::Other(format!("no change `{id}`")))?;
+            vec![c]
+        }
+        Selection::Run(id) => {
+            if engine.store.get_run(id).await?.is_none() {
+                return Err(EngineError::Other(format!("no run `{id}`")));
+            }
+            all.into_iter()
+                .filter(|c| &c.run_id == id || c.run_id.starts_with(&format!("{id}.")))
+                .collect()
+        }
+        Selection::Checkpoint(name) => {
+            let cps = engine.store.checkpoints().await?;
+            let cp = cps
+                .iter()
+                .find(|c| &c.name == name)
+                .ok_or_else(|| EngineError::Other(format!("no checkpoint `{name}`")))?;
+            let start = match &cp.last_change_id {
+                Some(last) => all
+                    .iter()
+                    .position(|c| &c.id == last)
+                    .map_or(all.len(), |p| p + 1),
+                None => 0,
+            };
+            all.into_iter().skip(start).collect()
+        }
+        Selection::Since(ms) => all.into_iter().filter(|c| c.created_at >= *ms).collect(),
+    };
+    let mut applied: Vec<ChangeRecord> = chosen
+        .into_iter()
+        .filter(|c| c.status == ChangeStatus::Applied)
+        .collect();
+    applied.reverse();
+    Ok(applied)
+}
+
+/// Undoes the selected changes, newest first.
+pub async fn rollback(
+    engine: &Arc<Engine>,
+    sel: Selection,
+    opts: RollbackOptions,
+) -> Result<Report> {
+    let changes = select(engine, &sel).await?;
+    let mut items = Vec::new();
+    let mut run: Option<RunRecord> = None;
+    for c in changes {
+        let item = |outcome, detail: String, undo: Option<String>| Item {
+            change_id: c.id.clone(),
+            run_id: c.run_id.clone(),
+            action: c.action.clone(),
+            target: c.target.clone(),
+            outcome,
+            detail,
+            undo_change_id: undo,
+        };
+        let Some(conn) = engine.connectors.resolve(&c.action) else {
+            items.push(item(
+                Outcome::Failed,
+                format!("no connector is configured for `{}`", c.action),
+                None,
+            ));
+            continue;
+        };
+        if c.before == c.after && !c.before.is_null() {
+            if !opts.dry_run {
+                engine
+                    .store
+                    .set_change_status(
+                        &c.id,
+                        ChangeStatus::Reverted,
+                        Some("left the target unchanged"),
+                        &opts.actor,
+                    )
+                    .await?;
+            }
+            items.push(item(
+                Outcome::Unchanged,
+                "the change left the target as it found it".into(),
+                None,
+            ));
+            continue;
+        }
+        let (Some(inv_action), Some(inv_with)) =
+            (c.inverse["action"].as_str(), c.inverse.get("with"))
+        else {
+            items.push(item(
+                Outcome::Failed,
+                "the change has no inverse (irreversible)".into(),
+                None,
+            ));
+            continue;
+        };
+        let Some(spec) = engine.catalog.get(inv_action) else {
+            items.push(item(
+                Outcome::Failed,
+                format!("inverse action `{inv_action}` is unknown"),
+                None,
+            ));
+            continue;
+        };
+        let current = match conn.read_state(&c.action, &c.with).await {
+            Ok(v) => v,
+            Err(e) => {
+                items.push(item(
+                    Outcome::Failed,
+                    format!("cannot read the target: {}", e.message),
+                    None,
+                ));
+                continue;
+            }
+        };
+        let drifted = current != c.after;
+        if drifted && !opts.force {
+            items.push(item(
+                Outcome::Drifted,
+                format!(
+                    "target is {current}, the change left it {}; use --force to undo anyway",
+                    c.after
+                ),
+                None,
+            ));
+            continue;
+        }
+        if opts.dry_run {
+            let note = if drifted {
+                " (drifted; --force given)"
+            } else {
+                ""
+            };
+            items.push(item(
+                Outcome::WouldRevert,
+                format!("would call {inv_action} with {inv_with}{note}"),
+                None,
+            ));
+            continue;
+        }
+        let run = match &run {
+            Some(r) => r.clone(),
+            None => {
+                let r = start_rollback_run(engine, &sel, &opts).await?;
+                run = Some(r.clone());
+                r
+            }
+        };
+        let _target = engine
+            .target_lock(c.action.split('.').next().unwrap_or(""), &c.target)
+            .lock()
+            .await;
+        let now = now_ms();
+        let undo = ChangeRecord {
+            id: belay_model::new_id(),
+            run_id: run.id.clone(),
+            step_key: format!("undo[{}]", c.id),
+            idempotency_key: format!("{}/undo/{}", run.id, c.id),
+            action: inv_action.to_owned(),
+            target: spec.target_of(inv_with),
+            with: inv_with.clone(),
+            before: current.clone(),
+            after: Value::Null,
+            inverse: spec
+                .inverse
+                .as_ref()
+                .map_or(Value::Null, |i| i.resolve(inv_with)),
+            trust: TrustLevel::Log,
+            guardrails: Vec::new(),
+            allowed_by: format!(
+                "rollback:{}{}",
+                opts.actor,
+                if drifted { " (forced over drift)" } else { "" }
+            ),
+            status: ChangeStatus::Pending,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let undo = match engine
+            .store
+            .write(vec![Write::BeginChange(undo)])
+            .await?
+            .pop()
+        {
+            Some(Written::Change(u)) => *u,
+            _ => {
+                return Err(EngineError::Other(
+                    "the store did not journal the undo".into(),
+                ));
+            }
+        };
+        let call = Call {
+            action: inv_action,
+            input: inv_with,
+            idempotency_key: Some(&undo.idempotency_key),
+        };
+        let result = conn.call(call).await;
+        let after = conn
+            .read_state(&c.action, &c.with)
+            .await
+            .unwrap_or(Value::Null);
+        let (status, error) = match &result {
+            Ok(_) => (ChangeStatus::Applied, None),
+            Err(e) => (ChangeStatus::Failed, Some(e.message.clone())),
+        };
+        let step = undo_step(
+            &run,
+            &undo,
+            status,
+            result.as_ref().ok().cloned().unwrap_or(Value::Null),
+            error.clone(),
+        );
+        engine
+            .store
+            .write(vec![Write::FinishChange {
+                step,
+                change_id: undo.id.clone(),
+                status,
+                after: after.clone(),
+                error: error.clone(),
+            }])
+            .await?;
+        if let Some(e) = error {
+            items.push(item(
+                Outcome::Failed,
+                format!("{inv_action} failed: {e}"),
+                Some(undo.id),
+            ));
+        } else if after == c.before {
+            engine
+                .store
+                .set_change_status(
+                    &c.id,
+                    ChangeStatus::Reverted,
+                    Some(&format!("undone by {}", undo.id)),
+                    &opts.actor,
+                )
+                .await?;
+            items.push(item(
+                Outcome::Reverted,
+                format!("verified: target is back to {after}"),
+                Some(undo.id),
+            ));
+        } else {
+            items.push(item(
+                Outcome::Failed,
+                format!(
+                    "verification failed: target is {after}, expected {}",
+                    c.before
+                ),
+                Some(undo.id),
+            ));
+        }
+    }
+    if let Some(r) = &run {
+        let failed = items.iter().any(|i| i.outcome == Outcome::Failed);
+        let status = if failed {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        engine
+            .store
+            .set_run_status(
+                &r.id,
+                status,
+                failed.then_some("some changes could not be undone"),
+            )
+            .await?;
+    }
+    Ok(Report {
+        rollback_run: run.map(|r| r.id),
+        items,
+    })
+}
+
+fn undo_step(
+    run: &RunRecord,
+    undo: &ChangeRecord,
+    status: ChangeStatus,
+    output: Value,
+    error: Option<String>,
+) -> belay_model::StepRecord {
+    belay_model::StepRecord {
+        run_id: run.id.clone(),
+        key: undo.step_key.clone(),
+        step: "undo".into(),
+        seq: 0,
+        item: None,
+        action: undo.action.clone(),
+        with: undo.with.clone(),
+        decision: belay_model::Decision::Apply,
+        trust: Some(TrustLevel::Log),
+        guardrails: Vec::new(),
+        status: if status == ChangeStatus::Applied {
+            belay_model::StepStatus::Succeeded
+        } else {
+            belay_model::StepStatus::Failed
+        },
+        output,
+        error,
+        attempts: 1,
+        started_at: undo.created_at,
+        finished_at: Some(now_ms()),
+    }
+}
+
+/// A run (with an event of its own) that owns the undo changes of one rollback.
+async fn start_rollback_run(
+    engine: &Engine,
+    sel: &Selection,
+    opts: &RollbackOptions,
+) -> Result<RunRecord> {
+    let what = match sel {
+        Selection::Change(id) => json!({ "change": id }),
+        Selection::Run(id) => json!({ "run": id }),
+        Selection::Checkpoint(n) => json!({ "checkpoint": n }),
+        Selection::Since(ms) => json!({ "since": belay_model::ms_to_rfc3339(*ms) }),
+    };
+    let event = Event::from_json(json!({
+        "kind": "belay.rollback", "source": format!("user:{}", opts.actor), "severity": "medium",
+        "data": { "selection": what, "force": opts.force, "actor": opts.actor },
+    }))
+    .map_err(|e| EngineError::Other(e.to_string()))?;
+    let now = now_ms();
+    let run = RunRecord {
+        id: belay_model::new_id(),
+        event_id: event.id.clone(),
+        playbook: "belay:rollback".into(),
+        playbook_hash: String::new(),
+        parent_run: None,
+        // Final from the start: a crash mid-rollback leaves pending undo changes, never a run
+        // that another worker would try to resume as a playbook.
+        status: RunStatus::Succeeded,
+        dry_run: false,
+        inputs: what,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    engine
+        .store
+        .accept_event(&event, std::slice::from_ref(&run), None)
+        .await?;
+    Ok(run)
+}
