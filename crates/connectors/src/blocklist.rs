@@ -52,7 +52,13 @@ impl Blocklist {
         locks.entry(list.to_owned()).or_default().clone()
     }
 
-    fn apply(&self, list: &str, entry: &str, add: bool) -> Result<bool, ActionError> {
+    fn apply(
+        &self,
+        list: &str,
+        entry: &str,
+        add: bool,
+        line: Option<usize>,
+    ) -> Result<bool, ActionError> {
         validate_entry(entry)?;
         let path = self.path_of(list)?;
         let lock = self.lock_for(list);
@@ -64,12 +70,19 @@ impl Blocklist {
         }
         let mut out = String::with_capacity(text.len() + entry.len() + 1);
         if add {
-            out.push_str(&text);
-            if !out.is_empty() && !out.ends_with('\n') {
+            let lines: Vec<&str> = text.lines().collect();
+            // At the given 1-based line (an undo restoring a removed entry in place), else last.
+            let at = line.map_or(lines.len(), |l| l.saturating_sub(1).min(lines.len()));
+            for l in &lines[..at] {
+                out.push_str(l);
                 out.push('\n');
             }
             out.push_str(entry);
             out.push('\n');
+            for l in &lines[at..] {
+                out.push_str(l);
+                out.push('\n');
+            }
         } else {
             for line in text.lines().filter(|l| l.trim() != entry) {
                 out.push_str(line);
@@ -80,9 +93,13 @@ impl Blocklist {
         Ok(true)
     }
 
-    fn contains(&self, list: &str, entry: &str) -> Result<bool, ActionError> {
+    /// The 1-based line holding `entry`, if present.
+    fn line_of(&self, list: &str, entry: &str) -> Result<Option<usize>, ActionError> {
         let path = self.path_of(list)?;
-        Ok(read_list(&path)?.lines().any(|l| l.trim() == entry))
+        Ok(read_list(&path)?
+            .lines()
+            .position(|l| l.trim() == entry)
+            .map(|i| i + 1))
     }
 }
 
@@ -141,10 +158,15 @@ impl Connector for Blocklist {
         match call.action {
             "blocklist.add" | "blocklist.remove" => {
                 let add = call.action == "blocklist.add";
-                let changed = self.apply(list, entry, add)?;
+                let line = call
+                    .input
+                    .get("line")
+                    .and_then(Value::as_u64)
+                    .map(|l| l as usize);
+                let changed = self.apply(list, entry, add, line)?;
                 Ok(json!({ "list": list, "entry": entry, "changed": changed }))
             }
-            "blocklist.contains" => Ok(json!({ "present": self.contains(list, entry)? })),
+            "blocklist.contains" => Ok(json!({ "present": self.line_of(list, entry)?.is_some() })),
             other => Err(ActionError::permanent(format!(
                 "`blocklist` has no action `{other}`"
             ))),
@@ -154,7 +176,8 @@ impl Connector for Blocklist {
     async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
         let list = input_str(input, "list")?;
         let entry = input_str(input, "entry")?;
-        Ok(json!({ "present": self.contains(list, entry)? }))
+        let line = self.line_of(list, entry)?;
+        Ok(json!({ "present": line.is_some(), "line": line }))
     }
 }
 
@@ -183,7 +206,7 @@ mod tests {
         let before = std::fs::read(dir.path().join("egress.txt")).unwrap();
         assert_eq!(
             b.read_state("blocklist.add", &input).await.unwrap(),
-            json!({"present": false})
+            json!({"present": false, "line": null})
         );
         let out = b.call(call("blocklist.add", &input)).await.unwrap();
         assert_eq!(out["changed"], json!(true));

@@ -107,6 +107,7 @@ fn bench_catalog() -> std::result::Result<Catalog, String> {
             action: a.into(),
             with: vec!["target".into(), "reason".into()],
             set: Map::new(),
+            from_state: Default::default(),
         })
     };
     c.insert(ActionSpec::new(

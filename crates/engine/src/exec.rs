@@ -630,17 +630,21 @@ impl RunState {
             .name
             .split_once('.')
             .map_or(spec.name.as_str(), |(f, _)| f);
-        let _target = self
-            .engine
-            .target_lock(family, &spec.target_of(&rec.with))
-            .lock()
-            .await;
-        // After a crash, the journal may already hold this change.
+        // After a crash, the journal may already hold this change; its inputs are the ones
+        // that were approved and journaled, whatever a repeated read gives now.
         let existing = if self.resumed {
             self.engine.store.change_by_key(&key).await?
         } else {
             None
         };
+        if let Some(c) = &existing {
+            rec.with = c.with.clone();
+        }
+        let _target = self
+            .engine
+            .target_lock(family, &spec.target_of(&rec.with))
+            .lock()
+            .await;
         let journaled = match existing {
             Some(c) if c.status == ChangeStatus::Pending => c,
             Some(c) => {
@@ -667,6 +671,10 @@ impl RunState {
                     }
                 };
                 let now = now_ms();
+                let inverse = spec
+                    .inverse
+                    .as_ref()
+                    .map_or(Value::Null, |i| i.resolve(&rec.with, &before));
                 let change = ChangeRecord {
                     id: belay_model::new_id(),
                     run_id: self.run.id.clone(),
@@ -677,10 +685,7 @@ impl RunState {
                     with: rec.with.clone(),
                     before,
                     after: Value::Null,
-                    inverse: spec
-                        .inverse
-                        .as_ref()
-                        .map_or(Value::Null, |i| i.resolve(&rec.with)),
+                    inverse,
                     trust,
                     guardrails: rec.guardrails.clone(),
                     allowed_by: format!("trust:{trust}"),
@@ -816,7 +821,10 @@ impl RunState {
         let resumed = stored.created_at != child.created_at;
         let (report, outputs) = if stored.status.is_final() {
             let steps = self.engine.store.steps(&stored.id).await?;
-            (RunReport::from_records(&stored, &steps), Map::new())
+            (
+                RunReport::from_records(&stored, &steps),
+                outputs_from_records(&steps),
+            )
         } else {
             execute_inner(
                 self.engine.clone(),
@@ -842,6 +850,37 @@ impl RunState {
         }
         self.finish(rec).await
     }
+}
+
+/// `steps.<id>` of a finished run, rebuilt from its stored records (`for_each` items in order).
+fn outputs_from_records(records: &[StepRecord]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for r in records {
+        match r.item {
+            None => {
+                out.insert(
+                    r.step.clone(),
+                    json!({ "status": r.status, "output": r.output }),
+                );
+            }
+            Some(i) => {
+                let entry = out
+                    .entry(r.step.clone())
+                    .or_insert_with(|| json!({ "status": "succeeded", "output": [] }));
+                if let Some(items) = entry["output"].as_array_mut() {
+                    let i = i.max(0) as usize;
+                    if items.len() <= i {
+                        items.resize(i + 1, Value::Null);
+                    }
+                    items[i] = r.output.clone();
+                }
+                if r.status == StepStatus::Failed {
+                    entry["status"] = json!("failed");
+                }
+            }
+        }
+    }
+    out
 }
 
 fn kind_of(v: &Value) -> &'static str {

@@ -109,12 +109,24 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<Vec<ChangeRecord>> {
         }
         Selection::Since(ms) => all.into_iter().filter(|c| c.created_at >= *ms).collect(),
     };
+    let window: std::collections::HashSet<String> = chosen.iter().map(|c| c.id.clone()).collect();
+    let by_time = matches!(sel, Selection::Checkpoint(_) | Selection::Since(_));
     let mut applied: Vec<ChangeRecord> = chosen
         .into_iter()
         .filter(|c| c.status == ChangeStatus::Applied)
+        // An undo of a change inside the same window cancels it: together they changed nothing.
+        .filter(|c| !(by_time && undone_original(c).is_some_and(|o| window.contains(o))))
         .collect();
     applied.reverse();
     Ok(applied)
+}
+
+/// For an undo made by a rollback, the change it undid.
+fn undone_original(c: &ChangeRecord) -> Option<&str> {
+    if !c.allowed_by.starts_with("rollback:") {
+        return None;
+    }
+    c.step_key.strip_prefix("undo[")?.strip_suffix(']')
 }
 
 /// Undoes the selected changes, newest first.
@@ -144,7 +156,9 @@ pub async fn rollback(
             ));
             continue;
         };
-        if c.before == c.after && !c.before.is_null() {
+        let orig = engine.catalog.get(&c.action);
+        let sig = |v: &Value| orig.map_or(v.clone(), |o| o.significant_state(v));
+        if sig(&c.before) == sig(&c.after) && !c.before.is_null() {
             if !opts.dry_run {
                 engine
                     .store
@@ -192,7 +206,7 @@ pub async fn rollback(
                 continue;
             }
         };
-        let drifted = current != c.after;
+        let drifted = sig(&current) != sig(&c.after);
         if drifted && !opts.force {
             items.push(item(
                 Outcome::Drifted,
@@ -243,7 +257,7 @@ pub async fn rollback(
             inverse: spec
                 .inverse
                 .as_ref()
-                .map_or(Value::Null, |i| i.resolve(inv_with)),
+                .map_or(Value::Null, |i| i.resolve(inv_with, &current)),
             trust: TrustLevel::Log,
             guardrails: Vec::new(),
             allowed_by: format!(
@@ -306,7 +320,7 @@ pub async fn rollback(
                 format!("{inv_action} failed: {e}"),
                 Some(undo.id),
             ));
-        } else if after == c.before {
+        } else if sig(&after) == sig(&c.before) {
             engine
                 .store
                 .set_change_status(
@@ -316,6 +330,14 @@ pub async fn rollback(
                     &opts.actor,
                 )
                 .await?;
+            if let Some(original) = undone_original(&c) {
+                // Undoing an undo puts the original change back in effect.
+                let note = format!("re-applied by {}", undo.id);
+                engine
+                    .store
+                    .set_change_status(original, ChangeStatus::Applied, Some(&note), &opts.actor)
+                    .await?;
+            }
             items.push(item(
                 Outcome::Reverted,
                 format!("verified: target is back to {after}"),

@@ -21,7 +21,7 @@ use belay_store::{Accepted, SqliteOptions, SqliteStore, Store};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -48,6 +48,10 @@ struct Recorder {
     max_in_flight: AtomicUsize,
     /// Target → state, read by `read_state` and written by `t.change` / `t.undo`.
     state: Mutex<HashMap<String, Value>>,
+    /// The store, to look at the journal while a change action is being called.
+    store: OnceLock<Arc<dyn Store>>,
+    /// The journal status of each change call's idempotency key, as seen during the call.
+    journal_at_call: Mutex<Vec<Option<ChangeStatus>>>,
 }
 
 /// Decrements the in-flight counter even when the call is cancelled by a timeout.
@@ -103,6 +107,13 @@ impl Connector for Recorder {
             input: call.input.clone(),
             key: call.idempotency_key.map(str::to_owned),
         });
+        if let (Some(key), Some(store)) = (call.idempotency_key, self.store.get()) {
+            let journaled = store.change_by_key(key).await.unwrap();
+            self.journal_at_call
+                .lock()
+                .unwrap()
+                .push(journaled.map(|c| c.status));
+        }
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let guard = InFlight(&self.in_flight);
@@ -207,6 +218,7 @@ fn test_catalog() -> Catalog {
                 action: "t.undo".into(),
                 with: vec!["target".into()],
                 set: inputs(&[("reason", json!("rollback"))]),
+                from_state: Default::default(),
             }),
         )
         .unwrap(),
@@ -225,6 +237,7 @@ fn test_catalog() -> Catalog {
                 action: "t.change".into(),
                 with: vec!["target".into()],
                 set: Map::new(),
+                from_state: Default::default(),
             }),
         )
         .unwrap(),
@@ -255,6 +268,7 @@ fn harness(playbooks: &[&str]) -> Harness {
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("data"), SqliteOptions::default()).unwrap());
     let rec = Arc::new(Recorder::default());
+    let _ = rec.store.set(store.clone());
     let mut registry = Registry::new();
     registry.register(Arc::new(Core));
     registry.register(rec.clone());
@@ -799,6 +813,11 @@ async fn log_change_is_applied_and_journaled_with_before_after_and_inverse() {
         calls[0].input,
         json!({ "target": "h1", "value": "blocked" })
     );
+    assert_eq!(
+        *h.rec.journal_at_call.lock().unwrap(),
+        [Some(ChangeStatus::Pending)],
+        "the journal entry is durable before the change action is called"
+    );
 
     let changes = h.store.changes(Some(&report.run_id)).await.unwrap();
     assert_eq!(changes.len(), 1);
@@ -1150,7 +1169,6 @@ async fn accept_batch_of_the_same_event_twice_accepts_it_once() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: a re-issued pending change is called with re-rendered inputs, not the journaled ones"]
 async fn resume_reissues_a_pending_change_with_its_journaled_inputs() {
     // The crash happened after `apply` was journaled for target h9 but before its outcome was
     // recorded. On resume the (allowed) repeated read now answers differently, so the
@@ -1182,7 +1200,6 @@ steps:
 }
 
 #[tokio::test]
-#[ignore = "BUG: a resumed parent sees no `steps` of a sub-playbook run that had already finished"]
 async fn resumed_parent_sees_outputs_of_a_finished_sub_playbook() {
     // The crash happened after the child run finished but before the parent's `sub` step
     // record was committed (step records are queued until the next durable write).

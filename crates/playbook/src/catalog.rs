@@ -65,15 +65,27 @@ pub struct InverseSpec {
     /// Inputs set to constants.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub set: Map<String, Value>,
+    /// Inputs taken from the target's state before the change (input name → state field),
+    /// e.g. where a removed line stood, so the undo puts it back exactly there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub from_state: BTreeMap<String, String>,
 }
 
 impl InverseSpec {
-    /// The inverse call for a change made with `input`.
-    pub fn resolve(&self, input: &Value) -> Value {
+    /// The inverse call for a change made with `input` on a target that was `before`.
+    pub fn resolve(&self, input: &Value, before: &Value) -> Value {
         let mut with = self.set.clone();
         for f in &self.with {
             if let Some(v) = input.get(f) {
                 with.insert(f.clone(), v.clone());
+            }
+        }
+        for (input_name, field) in &self.from_state {
+            match before.get(field) {
+                Some(v) if !v.is_null() => {
+                    with.insert(input_name.clone(), v.clone());
+                }
+                _ => {}
             }
         }
         json!({ "action": self.action, "with": with })
@@ -92,6 +104,8 @@ struct RawAction {
     outputs: Map<String, Value>,
     target: Option<TargetSpec>,
     state: Option<String>,
+    #[serde(default)]
+    state_keys: Vec<String>,
     inverse: Option<InverseSpec>,
     irreversible: Option<String>,
 }
@@ -117,6 +131,10 @@ pub struct ActionSpec {
     /// How the target's current state is read (change actions).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// The state fields that say whether the target changed (drift, verification); all
+    /// fields when empty. Other fields (a line number) only help the undo.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state_keys: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inverse: Option<InverseSpec>,
     /// Why a change cannot be undone, when it cannot.
@@ -182,6 +200,19 @@ impl ActionSpec {
         }
     }
 
+    /// The part of a state that says whether the target changed.
+    pub fn significant_state(&self, state: &Value) -> Value {
+        match state {
+            Value::Object(m) if !self.state_keys.is_empty() => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| self.state_keys.contains(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
     /// Builds a spec from parts (used by tests and benchmarks that add their own actions).
     pub fn new(
         name: &str,
@@ -199,6 +230,7 @@ impl ActionSpec {
             outputs: Map::new(),
             target,
             state: None,
+            state_keys: Vec::new(),
             inverse,
             irreversible: None,
         })
@@ -267,6 +299,7 @@ fn build(raw: RawAction) -> Result<ActionSpec, String> {
         outputs,
         target: raw.target,
         state: raw.state,
+        state_keys: raw.state_keys,
         inverse: raw.inverse,
         irreversible: raw.irreversible,
         validator: std::sync::Arc::new(validator),
@@ -425,11 +458,10 @@ mod tests {
             .unwrap_err();
         assert!(errs.iter().any(|e| e.contains("input `list`")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("extra")), "{errs:?}");
-        let inv = add
-            .inverse
-            .as_ref()
-            .unwrap()
-            .resolve(&json!({"list": "egress", "entry": "192.0.2.1"}));
+        let inv = add.inverse.as_ref().unwrap().resolve(
+            &json!({"list": "egress", "entry": "192.0.2.1"}),
+            &json!({"present": false, "line": null}),
+        );
         assert_eq!(
             inv,
             json!({"action": "blocklist.remove", "with": {"list": "egress", "entry": "192.0.2.1"}})
