@@ -1,0 +1,224 @@
+//! Rollback through the real binary, against real list files.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn belay(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_belay"))
+        .current_dir(dir)
+        .env("BELAY_DATA", dir.join("data"))
+        .env_remove("BELAY_DATABASE_URL")
+        .env_remove("BELAY_CONFIG")
+        .args(args)
+        .output()
+        .expect("belay runs")
+}
+
+fn ok(o: Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    text
+}
+
+const PLAYBOOK: &str = r#"name: churn
+on: { event: churn }
+trust: log
+steps:
+  - id: add
+    action: blocklist.add
+    for_each: ${{ event.data.add }}
+    concurrency: 1
+    with: { list: egress, entry: "${{ item }}" }
+  - id: remove
+    action: blocklist.remove
+    for_each: ${{ event.data.remove }}
+    concurrency: 1
+    with: { list: egress, entry: "${{ item }}" }
+"#;
+
+const HAND_KEPT: &str =
+    "# egress blocklist, kept by hand\n192.0.2.1\n192.0.2.2\n# staging\n192.0.2.3\n";
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/lists")).unwrap();
+    std::fs::create_dir_all(dir.path().join("pbs")).unwrap();
+    std::fs::write(dir.path().join("data/lists/egress.txt"), HAND_KEPT).unwrap();
+    std::fs::write(dir.path().join("pbs/churn.yaml"), PLAYBOOK).unwrap();
+    dir
+}
+
+fn list(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("data/lists/egress.txt")).unwrap()
+}
+
+fn run_event(dir: &Path, add: &[&str], remove: &[&str]) -> String {
+    let ev = serde_json::json!({"kind": "churn", "data": {"add": add, "remove": remove}});
+    std::fs::write(dir.join("ev.json"), ev.to_string()).unwrap();
+    let o = belay(
+        dir,
+        &[
+            "run",
+            "pbs/churn.yaml",
+            "--event",
+            "ev.json",
+            "--format",
+            "json",
+        ],
+    );
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded", "{report}");
+    report["run_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn rollback_of_a_run_restores_every_byte_of_the_list() {
+    let dir = setup();
+    let d = dir.path();
+    let run = run_event(d, &["203.0.113.9", "198.51.100.4"], &["192.0.2.2"]);
+    assert_eq!(
+        list(d),
+        "# egress blocklist, kept by hand\n192.0.2.1\n# staging\n192.0.2.3\n203.0.113.9\n198.51.100.4\n"
+    );
+    let out = ok(belay(d, &["rollback", "--run", &run, "--as", "alice"]));
+    assert!(
+        out.contains("3 reverted, 0 unchanged, 0 drifted, 0 failed"),
+        "{out}"
+    );
+    assert_eq!(
+        list(d),
+        HAND_KEPT,
+        "byte for byte, the removed line back in its place"
+    );
+    let changes: Vec<Value> = serde_json::from_slice(
+        &belay(d, &["changes", "list", "--run", &run, "--format", "json"]).stdout,
+    )
+    .unwrap();
+    assert!(
+        changes.iter().all(|c| c["status"] == "reverted"),
+        "{changes:?}"
+    );
+    assert!(ok(belay(d, &["audit", "verify"])).starts_with("audit chain intact"));
+}
+
+#[test]
+fn rollback_to_a_checkpoint_after_many_runs_restores_the_list() {
+    let dir = setup();
+    let d = dir.path();
+    run_event(d, &["10.9.9.9"], &[]);
+    let before = list(d);
+    ok(belay(
+        d,
+        &["checkpoint", "create", "known-good", "--as", "alice"],
+    ));
+    let mut lines = String::new();
+    for i in 0..15 {
+        let remove: Vec<String> = if i % 5 == 0 {
+            vec!["192.0.2.1".into()]
+        } else {
+            vec![]
+        };
+        lines.push_str(&serde_json::json!({"id": format!("c{i}"), "kind": "churn", "data": {"add": [format!("203.0.113.{i}")], "remove": remove}}).to_string());
+        lines.push('\n');
+    }
+    std::fs::write(d.join("events.jsonl"), lines).unwrap();
+    ok(belay(
+        d,
+        &["ingest", "events.jsonl", "--playbooks", "pbs", "--quiet"],
+    ));
+    assert_ne!(list(d), before);
+    let dry = ok(belay(
+        d,
+        &[
+            "rollback",
+            "--to",
+            "known-good",
+            "--as",
+            "alice",
+            "--dry-run",
+        ],
+    ));
+    assert!(dry.contains("16 would be reverted"), "{dry}");
+    assert_ne!(list(d), before, "a dry run changes nothing");
+    let out = ok(belay(
+        d,
+        &["rollback", "--to", "known-good", "--as", "alice"],
+    ));
+    assert!(out.contains("16 reverted"), "{out}");
+    assert_eq!(list(d), before);
+    // Rolling back to the same checkpoint again finds nothing left to undo.
+    let again = ok(belay(
+        d,
+        &["rollback", "--to", "known-good", "--as", "alice"],
+    ));
+    assert!(
+        again.contains("0 reverted, 0 unchanged, 0 drifted, 0 failed"),
+        "{again}"
+    );
+    assert_eq!(list(d), before);
+}
+
+#[test]
+fn a_drifted_target_is_refused_unless_forced() {
+    let dir = setup();
+    let d = dir.path();
+    let run = run_event(d, &["203.0.113.77"], &[]);
+    // Someone removes the entry by hand: the target is no longer as the change left it.
+    let edited = list(d).replace("203.0.113.77\n", "");
+    std::fs::write(d.join("data/lists/egress.txt"), &edited).unwrap();
+    let o = belay(d, &["rollback", "--run", &run, "--as", "alice"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("drifted") && out.contains("use --force"),
+        "{out}"
+    );
+    assert_eq!(list(d), edited, "a refused rollback changes nothing");
+    let out = ok(belay(
+        d,
+        &["rollback", "--run", &run, "--as", "alice", "--force"],
+    ));
+    assert!(out.contains("1 reverted"), "{out}");
+    assert_eq!(list(d), HAND_KEPT);
+}
+
+#[test]
+fn a_rollback_can_itself_be_rolled_back() {
+    let dir = setup();
+    let d = dir.path();
+    let run = run_event(d, &["203.0.113.5"], &["192.0.2.3"]);
+    let applied = list(d);
+    let out = ok(belay(
+        d,
+        &[
+            "rollback", "--run", &run, "--as", "alice", "--format", "json",
+        ],
+    ));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let undo_run = report["rollback_run"].as_str().unwrap().to_owned();
+    assert_eq!(list(d), HAND_KEPT);
+    ok(belay(d, &["rollback", "--run", &undo_run, "--as", "bob"]));
+    assert_eq!(
+        list(d),
+        applied,
+        "undoing the rollback re-applies the run's changes"
+    );
+    let changes: Vec<Value> = serde_json::from_slice(
+        &belay(d, &["changes", "list", "--run", &run, "--format", "json"]).stdout,
+    )
+    .unwrap();
+    assert!(
+        changes.iter().all(|c| c["status"] == "applied"),
+        "the run's changes are in effect again: {changes:?}"
+    );
+    let export = ok(belay(d, &["audit", "export"]));
+    assert!(
+        export.contains("\"actor\":\"bob\""),
+        "the redo is audited under its author"
+    );
+}
