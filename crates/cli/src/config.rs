@@ -14,6 +14,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Playbook directory for `ingest` when `--playbooks` is not given.
     pub playbooks: Option<PathBuf>,
+    /// Guardrail file or directory of `*.yaml` (default `./guardrails` when present).
+    pub guardrails: Option<PathBuf>,
     #[serde(default)]
     pub engine: EngineSection,
     #[serde(default)]

@@ -44,6 +44,9 @@ struct Global {
     /// PostgreSQL URL; use PostgreSQL instead of the embedded store.
     #[arg(long, global = true, env = "BELAY_DATABASE_URL")]
     database_url: Option<String>,
+    /// Guardrail file or directory (default: ./guardrails when present).
+    #[arg(long, global = true, env = "BELAY_GUARDRAILS")]
+    guardrails: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -126,6 +129,11 @@ enum Command {
     Checkpoint {
         #[command(subcommand)]
         command: CheckpointCommand,
+    },
+    /// Guardrails: explain their verdicts on one planned change.
+    Guardrails {
+        #[command(subcommand)]
+        command: GuardrailsCommand,
     },
     /// The append-only, hash-chained audit trail.
     Audit {
@@ -215,6 +223,24 @@ enum CheckpointCommand {
 }
 
 #[derive(Subcommand)]
+enum GuardrailsCommand {
+    /// The verdict of every governing guardrail on one change, e.g.
+    /// `belay guardrails check blocklist.add --with '{"list":"egress","entry":"203.0.113.9"}'`.
+    Check {
+        action: String,
+        #[arg(long = "with", value_name = "JSON")]
+        with: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Measure `never` lookups on a generated list of N networks.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        cidrs: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Check the whole chain; exit 1 naming the first broken entry.
     Verify,
@@ -283,6 +309,7 @@ fn main() -> ExitCode {
 /// Resolved settings shared by the commands.
 pub struct Ctx {
     pub config: Config,
+    pub guardrails_path: PathBuf,
     pub data: PathBuf,
     pub database_url: Option<String>,
     pub catalog: Arc<Catalog>,
@@ -300,8 +327,14 @@ impl Ctx {
             .database_url
             .clone()
             .or_else(|| config.database_url.clone());
+        let guardrails_path = g
+            .guardrails
+            .clone()
+            .or_else(|| config.guardrails.clone())
+            .unwrap_or_else(|| PathBuf::from("guardrails"));
         Ok(Ctx {
             config,
+            guardrails_path,
             data,
             database_url,
             catalog: Arc::new(Catalog::builtin()),
@@ -377,13 +410,41 @@ impl Ctx {
         })
     }
 
+    fn guardrails(&self) -> Result<belay_engine::guard::Guardrails> {
+        belay_engine::guard::Guardrails::load(&self.guardrails_path)
+            .map_err(|e| anyhow!("guardrails: {e}"))
+    }
+
     async fn engine(&self, playbooks: PlaybookSet) -> Result<Arc<Engine>> {
-        Ok(Engine::new(
+        let guardrails = self.guardrails()?;
+        // A step may only name guardrails that exist: a typo must not silently drop a limit.
+        let mut unknown = Vec::new();
+        for pb in playbooks.iter() {
+            for step in &pb.steps {
+                for (g, pos) in &step.guardrails {
+                    if guardrails.get(g).is_none() {
+                        unknown.push(format!(
+                            "{}:{pos}: error: unknown guardrail `{g}`",
+                            pb.path.display()
+                        ));
+                    }
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            bail!(
+                "{}\n(guardrails are loaded from {})",
+                unknown.join("\n"),
+                self.guardrails_path.display()
+            );
+        }
+        Ok(Engine::with_guardrails(
             self.store().await?,
             Arc::new(playbooks),
             self.catalog.clone(),
             self.connectors(),
             self.engine_config()?,
+            Arc::new(guardrails),
         ))
     }
 }
@@ -436,6 +497,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             format,
         } => rollback(&ctx, select, dry_run, force, actor, format).await,
         Command::Checkpoint { command } => checkpoint(&ctx, command).await,
+        Command::Guardrails { command } => guardrails(&ctx, command).await,
         Command::Bench {
             runs,
             concurrency,
@@ -749,6 +811,83 @@ async fn runs(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
     }
 }
 
+async fn guardrails(ctx: &Ctx, command: GuardrailsCommand) -> Result<ExitCode> {
+    match command {
+        GuardrailsCommand::Check {
+            action,
+            with,
+            format,
+        } => {
+            let spec = ctx
+                .catalog
+                .get(&action)
+                .ok_or_else(|| anyhow!("no action `{action}`"))?;
+            let input: serde_json::Value =
+                serde_json::from_str(&with).context("--with is not JSON")?;
+            if let Err(errs) = spec.validate_input(&input) {
+                bail!("invalid inputs for `{action}`: {}", errs.join("; "));
+            }
+            let guardrails = ctx.guardrails()?;
+            let store = ctx.store().await?;
+            let mut recent = std::collections::HashMap::new();
+            for g in guardrails.governing(&action, &[]) {
+                if let Some((_, per)) = g.rate {
+                    let since = belay_model::now_ms() - per.as_millis() as i64;
+                    recent.insert(
+                        g.name.clone(),
+                        store
+                            .count_changes(&guardrails.actions_of(g, &ctx.catalog), since)
+                            .await?,
+                    );
+                }
+            }
+            let targets = vec![spec.target_of(&input)];
+            let verdicts = guardrails.check(
+                &[],
+                &belay_engine::guard::Context {
+                    action: spec,
+                    targets: &targets,
+                    recent: &recent,
+                },
+            );
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&verdicts)?);
+            } else if verdicts.is_empty() {
+                println!(
+                    "no guardrail governs `{action}` (loaded from {})",
+                    ctx.guardrails_path.display()
+                );
+            } else {
+                for v in &verdicts {
+                    let what = if v.pass {
+                        "pass".to_string()
+                    } else {
+                        format!("{:?}", v.on_violation).to_lowercase()
+                    };
+                    println!("{:<28} {:<5} {}", v.guardrail, what, v.reason);
+                }
+            }
+            Ok(if verdicts.iter().all(|v| v.pass) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        GuardrailsCommand::Bench { cidrs } => {
+            let r = belay_engine::guard::bench_never(cidrs);
+            println!(
+                "never list: {} networks loaded in {:.2}s ({} ranges after merging)",
+                cidrs, r.load_secs, r.ranges
+            );
+            println!(
+                "lookup: {:.0} ns per address ({} lookups, {} hits)",
+                r.ns_per_lookup, r.lookups, r.hits
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 async fn changes(ctx: &Ctx, run: Option<String>, format: Format) -> Result<ExitCode> {
     let store = ctx.store().await?;
     let changes = store.changes(run.as_deref()).await?;
@@ -1034,6 +1173,7 @@ async fn bench(
     };
     let bench_ctx = Ctx {
         config: Config::default(),
+        guardrails_path: ctx.guardrails_path.clone(),
         data,
         database_url: ctx.database_url.clone(),
         catalog: ctx.catalog.clone(),

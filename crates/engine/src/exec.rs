@@ -367,6 +367,28 @@ impl RunState {
                 }
             }
         }
+        // Steps under a rate limit run one at a time in this process, from the check until
+        // their changes are journaled, so concurrent runs cannot all slip under the limit.
+        let rated = match &step.call {
+            Call::Action(a) => {
+                let named: Vec<String> = step.guardrails.iter().map(|(g, _)| g.clone()).collect();
+                self.engine
+                    .guardrails
+                    .governing(a, &named)
+                    .iter()
+                    .any(|g| g.rate.is_some())
+            }
+            Call::Playbook(_) => false,
+        };
+        let engine = self.engine.clone();
+        let _gate = if rated {
+            Some(engine.rate_gate.lock().await)
+        } else {
+            None
+        };
+        if let Some(o) = self.guard(step, seq, &ctx).await? {
+            return Ok(o);
+        }
         let Some(for_each) = &step.for_each else {
             return self.run_item(step, seq, step.id.clone(), None, ctx).await;
         };
@@ -466,6 +488,124 @@ impl RunState {
             status,
             output: Value::Array(out),
         })
+    }
+
+    /// Checks a change step's planned changes (every item at once) against the guardrails;
+    /// on a violation the whole step is held (or denied) and nothing of it is applied.
+    async fn guard(&mut self, step: &Step, seq: i64, ctx: &MjValue) -> Result<Option<Outcome>> {
+        let Call::Action(name) = &step.call else {
+            return Ok(None);
+        };
+        let Some(spec) = self.engine.catalog.get(name) else {
+            return Ok(None);
+        };
+        let trust = self.trust_of(step);
+        if spec.kind != ActionKind::Change
+            || self.run.dry_run
+            || !matches!(trust, TrustLevel::Log | TrustLevel::Guarded)
+        {
+            return Ok(None);
+        }
+        let named: Vec<String> = step.guardrails.iter().map(|(g, _)| g.clone()).collect();
+        let governing = self.engine.guardrails.governing(name, &named);
+        if governing.is_empty() {
+            return Ok(None);
+        }
+        // The items this step would change, keyed as their records will be.
+        let mut planned: Vec<(String, Option<i64>, Value)> = Vec::new();
+        match &step.for_each {
+            None => {
+                if let Ok(w) = step.with.render(ctx) {
+                    planned.push((step.id.clone(), None, w));
+                }
+            }
+            Some(f) => {
+                if let Ok(Value::Array(items)) = f.render(ctx) {
+                    for (i, item) in items.iter().enumerate() {
+                        let ictx = minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
+                        if let Ok(w) = step.with.render(&ictx) {
+                            planned.push((format!("{}[{i}]", step.id), Some(i as i64), w));
+                        }
+                    }
+                }
+            }
+        }
+        // Items already decided before a crash are not planned again.
+        planned.retain(|(key, _, _)| {
+            !self
+                .prior
+                .get(key)
+                .is_some_and(|r| r.status.is_final() || r.status == StepStatus::Held)
+        });
+        if planned.is_empty() {
+            return Ok(None);
+        }
+        let mut recent = std::collections::HashMap::new();
+        for g in &governing {
+            if let Some((_, per)) = g.rate {
+                let since = now_ms() - per.as_millis() as i64;
+                let actions = self.engine.guardrails.actions_of(g, &self.engine.catalog);
+                recent.insert(
+                    g.name.clone(),
+                    self.engine.store.count_changes(&actions, since).await?,
+                );
+            }
+        }
+        let targets: Vec<String> = planned.iter().map(|(_, _, w)| spec.target_of(w)).collect();
+        let verdicts = self.engine.guardrails.check(
+            &named,
+            &crate::guard::Context {
+                action: spec,
+                targets: &targets,
+                recent: &recent,
+            },
+        );
+        let violations: Vec<&crate::guard::Verdict> = verdicts.iter().filter(|v| !v.pass).collect();
+        if violations.is_empty() {
+            return Ok(None);
+        }
+        let deny = violations
+            .iter()
+            .any(|v| v.on_violation == crate::guard::OnViolation::Deny);
+        let reason = violations
+            .iter()
+            .map(|v| format!("{}: {}", v.guardrail, v.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        for v in &violations {
+            self.queue(Write::Audit(belay_model::AuditDraft {
+                kind: "guardrail.violation".into(),
+                actor: format!("engine:{}", self.engine.store.worker_id()),
+                subject: self.run.id.clone(),
+                detail: json!({
+                    "step": step.id, "action": name, "guardrail": v.guardrail, "reason": v.reason,
+                    "on_violation": v.on_violation, "alert": v.alert, "targets": targets,
+                }),
+            }));
+        }
+        for (key, item, with) in planned {
+            let mut rec = self.record(step, seq, &key, item);
+            rec.with = with;
+            rec.trust = Some(trust);
+            rec.guardrails = verdicts.iter().map(|v| v.guardrail.clone()).collect();
+            rec.finished_at = Some(now_ms());
+            if deny {
+                rec.decision = Decision::GuardrailDeny;
+                rec.status = StepStatus::Failed;
+                rec.error = Some(format!("denied by guardrail — {reason}"));
+            } else {
+                rec.decision = Decision::GuardrailHold;
+                rec.status = StepStatus::Held;
+                rec.error = Some(format!("held for a person by guardrail — {reason}"));
+            }
+            self.queue(Write::Step(rec.clone()));
+            self.records.push(rec);
+        }
+        Ok(Some(if deny {
+            Outcome::Failed(format!("denied by guardrail — {reason}"))
+        } else {
+            Outcome::Waiting
+        }))
     }
 
     async fn fail_early(

@@ -8,6 +8,7 @@
 
 pub mod bench;
 mod exec;
+pub mod guard;
 pub mod ingest;
 pub mod playtest;
 pub mod rollback;
@@ -71,7 +72,10 @@ pub struct Engine {
     pub catalog: Arc<Catalog>,
     pub connectors: Registry,
     pub config: EngineConfig,
+    pub guardrails: Arc<guard::Guardrails>,
     permits: Arc<Semaphore>,
+    /// Serializes steps governed by a rate guardrail (see the executor).
+    pub(crate) rate_gate: tokio::sync::Mutex<()>,
     /// Striped locks by change target: a change's before-state read, journal entry, apply and
     /// after-state read happen without another change to the same target in between.
     target_locks: Vec<tokio::sync::Mutex<()>>,
@@ -87,6 +91,25 @@ impl Engine {
         connectors: Registry,
         config: EngineConfig,
     ) -> Arc<Engine> {
+        Engine::with_guardrails(
+            store,
+            playbooks,
+            catalog,
+            connectors,
+            config,
+            Arc::default(),
+        )
+    }
+
+    /// An engine whose changes are checked against `guardrails`.
+    pub fn with_guardrails(
+        store: Arc<dyn Store>,
+        playbooks: Arc<PlaybookSet>,
+        catalog: Arc<Catalog>,
+        connectors: Registry,
+        config: EngineConfig,
+        guardrails: Arc<guard::Guardrails>,
+    ) -> Arc<Engine> {
         let permits = Arc::new(Semaphore::new(config.max_concurrent_runs.max(1)));
         let target_locks = (0..TARGET_LOCK_STRIPES)
             .map(|_| tokio::sync::Mutex::new(()))
@@ -97,7 +120,9 @@ impl Engine {
             catalog,
             connectors,
             config,
+            guardrails,
             permits,
+            rate_gate: tokio::sync::Mutex::new(()),
             target_locks,
         })
     }

@@ -99,6 +99,8 @@ string_enum! {
         Shadow => "shadow",
         DryRun => "dry_run",
         AwaitApproval => "await_approval",
+        GuardrailHold => "guardrail_hold",
+        GuardrailDeny => "guardrail_deny",
         Skip => "skip",
         SubPlaybook => "sub_playbook",
     }

@@ -73,6 +73,8 @@ pub enum Write {
         status: RunStatus,
         error: Option<String>,
     },
+    /// An entry of the audit trail that no state write implies (a decision, a violation).
+    Audit(AuditDraft),
 }
 
 /// The result of one [`Write`].
@@ -207,6 +209,7 @@ pub trait Store: Send + Sync {
                     .set_run_status(&run_id, status, error.as_deref())
                     .await
                     .map(|_| Written::Done)?,
+                Write::Audit(d) => self.append_audit(vec![d]).await.map(|_| Written::Done)?,
             });
         }
         Ok(out)
@@ -231,6 +234,9 @@ pub trait Store: Send + Sync {
     /// Journaled changes in the order they were made, optionally of one run.
     async fn changes(&self, run_id: Option<&str>) -> Result<Vec<ChangeRecord>>;
     async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>>;
+    /// Changes of the given actions journaled at or after `since` that are applied or in
+    /// flight (for rate guardrails, across every worker).
+    async fn count_changes(&self, actions: &[String], since: i64) -> Result<u64>;
 
     /// Leases up to `limit` unfinished top-level runs to this worker: runs whose lease
     /// expired, whose owner is known to be gone, or that this worker already owns.

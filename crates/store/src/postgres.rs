@@ -140,6 +140,7 @@ CREATE TABLE audit (
     hash TEXT NOT NULL
 );
 CREATE INDEX audit_at ON audit (at);
+CREATE INDEX changes_recent ON changes (action, created_at);
 CREATE TABLE checkpoints (
     name TEXT PRIMARY KEY,
     last_change_id TEXT,
@@ -1177,6 +1178,22 @@ impl Store for PgStore {
             }
         };
         rows_to(&rows, change_from_row)
+    }
+
+    async fn count_changes(&self, actions: &[String], since: i64) -> Result<u64> {
+        const C: &str = "counting recent changes";
+        let row = self
+            .query_opt(
+                "SELECT COUNT(*) FROM changes WHERE created_at >= $1 AND status IN ('pending', 'applied') AND action = ANY($2)",
+                &[&since, &actions],
+                C,
+            )
+            .await?;
+        let n: i64 = match row {
+            Some(r) => get(&r, 0, C)?,
+            None => 0,
+        };
+        Ok(n as u64)
     }
 
     async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>> {

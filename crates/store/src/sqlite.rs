@@ -122,6 +122,7 @@ CREATE TABLE changes (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX changes_run ON changes(run_id, seq);
+CREATE INDEX changes_recent ON changes(action, created_at);
 CREATE TABLE cursors (
     source TEXT PRIMARY KEY,
     offset INTEGER NOT NULL
@@ -613,6 +614,7 @@ impl Writer {
                             status,
                             error,
                         },
+                        Write::Audit(d) => Op::Audit(vec![d]),
                     };
                     out.push(match self.apply(op)? {
                         Reply::Change(c) => Written::Change(Box::new(c)),
@@ -1219,6 +1221,20 @@ impl Store for SqliteStore {
                 .map_err(db_err("listing changes"))?;
             let rows = stmt.query_map([&id], change_from_row).map_err(db_err("listing changes"))?;
             collect(rows, "listing changes")
+        })
+        .await
+    }
+
+    async fn count_changes(&self, actions: &[String], since: i64) -> Result<u64> {
+        let actions = serde_json::to_string(actions).unwrap_or_else(|_| "[]".into());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT COUNT(*) FROM changes WHERE created_at >= ?1 AND status IN ('pending', 'applied') \
+                 AND action IN (SELECT value FROM json_each(?2))",
+            )
+            .and_then(|mut s| s.query_row(params![since, actions], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .map_err(db_err("counting recent changes"))
         })
         .await
     }

@@ -57,6 +57,7 @@ impl Drop for SchemaGuard {
 
 impl Guard {
     /// Runs SQL directly against the database behind the store, bypassing it (for tamper tests).
+    #[allow(dead_code)] // shared by several test binaries; not every one tampers
     pub async fn raw_sql(&self, sql: &str) {
         if let Some(dir) = &self._dir {
             let c = rusqlite::Connection::open(dir.path().join("belay.db")).unwrap();

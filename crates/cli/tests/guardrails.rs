@@ -1,0 +1,239 @@
+//! Guardrails through the real binary: protected targets from a million-entry list, rate and
+//! batch limits, hold versus deny, and batches held whole.
+
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn belay(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_belay"))
+        .current_dir(dir)
+        .env("BELAY_DATA", dir.join("data"))
+        .env_remove("BELAY_DATABASE_URL")
+        .env_remove("BELAY_CONFIG")
+        .env_remove("BELAY_GUARDRAILS")
+        .args(args)
+        .output()
+        .expect("belay runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const PLAYBOOK: &str = r#"name: block
+on: { event: block }
+trust: guarded
+steps:
+  - id: block
+    action: blocklist.add
+    for_each: ${{ event.observables.ips }}
+    with: { list: egress, entry: "${{ item }}" }
+    guardrails: [protected-networks]
+"#;
+
+fn setup(guardrails: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("pbs")).unwrap();
+    std::fs::create_dir_all(d.join("guardrails")).unwrap();
+    std::fs::write(d.join("pbs/block.yaml"), PLAYBOOK).unwrap();
+    std::fs::write(d.join("guardrails/policy.yaml"), guardrails).unwrap();
+    dir
+}
+
+fn run(d: &Path, ips: &[&str]) -> Value {
+    let ev = serde_json::json!({"kind": "block", "observables": {"ips": ips}});
+    std::fs::write(d.join("ev.json"), ev.to_string()).unwrap();
+    let o = belay(
+        d,
+        &[
+            "run",
+            "pbs/block.yaml",
+            "--event",
+            "ev.json",
+            "--format",
+            "json",
+        ],
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)))
+}
+
+fn listed(d: &Path) -> Vec<String> {
+    std::fs::read_to_string(d.join("data/lists/egress.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_protected_address_from_a_million_entry_list_holds_the_whole_batch() {
+    let dir = setup(
+        "guardrails:\n  - name: protected-networks\n    applies_to: [\"blocklist.*\", firewall.block_ip]\n    never:\n      cidrs: [198.51.100.0/24]\n      domains: [crm.example.com]\n      lists: [protected-cidrs.txt]\n    on_violation: hold\n    alert: soc-admins\n",
+    );
+    let d = dir.path();
+    // One million /30 networks across 10.0.0.0/8 and 100.64.0.0/10 (the customer's ranges).
+    let mut cidrs = String::with_capacity(20_000_000);
+    for i in 0..1_000_000u32 {
+        let base = if i < 500_000 {
+            0x0A00_0000u32 + i * 4
+        } else {
+            0x6440_0000u32 + (i - 500_000) * 4
+        };
+        let _ = writeln!(cidrs, "{}/30", std::net::Ipv4Addr::from(base));
+    }
+    std::fs::write(d.join("guardrails/protected-cidrs.txt"), cidrs).unwrap();
+
+    // 100.64.7.9 is in the list; the batch also has an address that is not protected.
+    let report = run(d, &["203.0.113.50", "100.64.7.9"]);
+    assert_eq!(report["status"], "waiting_approval", "{report}");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(
+        steps.len(),
+        2,
+        "every item of the batch is recorded: {report}"
+    );
+    for s in steps {
+        assert_eq!(s["status"], "held", "{s}");
+        assert_eq!(s["decision"], "guardrail_hold");
+        assert!(
+            s["error"]
+                .as_str()
+                .unwrap()
+                .contains("protected-networks: 100.64.7.9 is inside a protected network"),
+            "{s}"
+        );
+    }
+    assert!(
+        listed(d).is_empty(),
+        "a held batch is held whole: nothing applied"
+    );
+
+    let report = run(d, &["203.0.113.50"]);
+    assert_eq!(report["status"], "succeeded", "{report}");
+    assert_eq!(listed(d), ["203.0.113.50"]);
+
+    let o = belay(
+        d,
+        &[
+            "guardrails",
+            "check",
+            "blocklist.add",
+            "--with",
+            r#"{"list":"egress","entry":"crm.example.com"}"#,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("crm.example.com is protected"),
+        "{}",
+        text(&o)
+    );
+    let o = belay(
+        d,
+        &[
+            "guardrails",
+            "check",
+            "blocklist.add",
+            "--with",
+            r#"{"list":"egress","entry":"192.0.2.1"}"#,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let audit = text(&belay(d, &["audit", "export"]));
+    assert!(
+        audit.contains("\"kind\":\"guardrail.violation\"")
+            && audit.contains("\"alert\":\"soc-admins\""),
+        "{audit}"
+    );
+    assert!(text(&belay(d, &["audit", "verify"])).contains("audit chain intact"));
+}
+
+#[test]
+fn the_51st_change_within_the_hour_is_held() {
+    let dir = setup(
+        "guardrails:\n  - name: protected-networks\n    applies_to: [blocklist.add]\n    rate: { max: 50, per: 1h }\n",
+    );
+    let d = dir.path();
+    let mut lines = String::new();
+    for i in 0..51 {
+        let _ = writeln!(
+            lines,
+            "{}",
+            serde_json::json!({"id": format!("b{i}"), "kind": "block", "observables": {"ips": [format!("203.0.113.{i}")]}})
+        );
+    }
+    std::fs::write(d.join("events.jsonl"), lines).unwrap();
+    let o = belay(
+        d,
+        &["ingest", "events.jsonl", "--playbooks", "pbs", "--quiet"],
+    );
+    assert!(
+        text(&o).contains("50 succeeded, 0 failed, 1 waiting"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(listed(d).len(), 50);
+}
+
+#[test]
+fn a_batch_above_its_limit_is_held_whole_and_deny_fails_the_run() {
+    let dir = setup(
+        "guardrails:\n  - name: protected-networks\n    applies_to: [blocklist.add]\n    batch: { max: 3 }\n",
+    );
+    let d = dir.path();
+    let report = run(d, &["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]);
+    assert_eq!(report["status"], "waiting_approval", "{report}");
+    assert!(
+        report["steps"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("batch of 4 changes is above the limit of 3")
+    );
+    assert!(listed(d).is_empty());
+    assert_eq!(run(d, &["192.0.2.1", "192.0.2.2"])["status"], "succeeded");
+
+    std::fs::write(
+        d.join("guardrails/policy.yaml"),
+        "guardrails:\n  - name: protected-networks\n    applies_to: [blocklist.add]\n    never: { cidrs: [192.0.2.0/24] }\n    on_violation: deny\n",
+    )
+    .unwrap();
+    let report = run(d, &["192.0.2.9"]);
+    assert_eq!(report["status"], "failed", "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("denied by guardrail"),
+        "{report}"
+    );
+    assert_eq!(listed(d).len(), 2);
+}
+
+#[test]
+fn a_step_naming_an_unknown_guardrail_is_refused() {
+    let dir = setup(
+        "guardrails:\n  - name: other\n    applies_to: [firewall.block_ip]\n    batch: { max: 3 }\n",
+    );
+    let d = dir.path();
+    std::fs::write(
+        d.join("ev.json"),
+        r#"{"kind":"block","observables":{"ips":["192.0.2.1"]}}"#,
+    )
+    .unwrap();
+    let o = belay(d, &["run", "pbs/block.yaml", "--event", "ev.json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("unknown guardrail `protected-networks`"),
+        "{}",
+        text(&o)
+    );
+    assert!(listed(d).is_empty());
+}
