@@ -4,7 +4,9 @@
 //! deleting or reordering any stored entry breaks the chain at that entry.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 /// The `prev_hash` of the first entry.
@@ -38,6 +40,16 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// Chains a draft after `(prev_seq, prev_hash)`.
     pub fn chain(draft: AuditDraft, prev_seq: i64, prev_hash: &str, at: i64) -> AuditEntry {
+        Self::chain_canonical(draft, prev_seq, prev_hash, at).0
+    }
+
+    /// Like [`AuditEntry::chain`], also returning the detail's canonical JSON (for storage).
+    pub fn chain_canonical(
+        draft: AuditDraft,
+        prev_seq: i64,
+        prev_hash: &str,
+        at: i64,
+    ) -> (AuditEntry, String) {
         let mut e = AuditEntry {
             seq: prev_seq + 1,
             at,
@@ -48,19 +60,32 @@ impl AuditEntry {
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
         };
-        e.hash = e.compute_hash();
-        e
+        let detail = canonical_json(&e.detail);
+        e.hash = e.hash_with(&detail);
+        (e, detail)
     }
 
     /// SHA-256 over the previous hash and this entry's canonical JSON (without its own hash).
     pub fn compute_hash(&self) -> String {
-        let body = json!({
-            "seq": self.seq, "at": self.at, "kind": self.kind, "actor": self.actor,
-            "subject": self.subject, "detail": self.detail, "prev_hash": self.prev_hash,
-        });
+        self.hash_with(&canonical_json(&self.detail))
+    }
+
+    /// The hash, given the detail's canonical JSON. The body is the canonical JSON of
+    /// `{actor, at, detail, kind, prev_hash, seq, subject}` (keys sorted), written directly.
+    fn hash_with(&self, detail: &str) -> String {
+        let s = |v: &str| Value::String(v.to_owned()).to_string();
+        let body = format!(
+            "{{\"actor\":{},\"at\":{},\"detail\":{detail},\"kind\":{},\"prev_hash\":{},\"seq\":{},\"subject\":{}}}",
+            s(&self.actor),
+            self.at,
+            s(&self.kind),
+            s(&self.prev_hash),
+            self.seq,
+            s(&self.subject),
+        );
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
-        h.update(canonical_json(&body).as_bytes());
+        h.update(body.as_bytes());
         hex::encode(h.finalize())
     }
 }
@@ -102,9 +127,9 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// SHA-256 of a value's canonical JSON: how the trail commits to large payloads.
+/// SHA-256 of a value's JSON text (as stored): how the trail commits to large payloads.
 pub fn value_hash(v: &Value) -> String {
-    crate::sha256_hex(canonical_json(v).as_bytes())
+    crate::sha256_hex(&serde_json::to_vec(v).unwrap_or_default())
 }
 
 /// Why a chain does not verify.
@@ -178,6 +203,16 @@ mod tests {
             canonical_json(&json!({"b": {"d": 1, "c": [ {"y": 2, "x": 1} ]}, "a": "é"})),
             r#"{"a":"é","b":{"c":[{"x":1,"y":2}],"d":1}}"#
         );
+    }
+
+    #[test]
+    fn the_direct_hash_equals_the_hash_of_the_canonical_entry() {
+        let e = &chain(1)[0];
+        let body = json!({"seq": e.seq, "at": e.at, "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail, "prev_hash": e.prev_hash});
+        let mut h = Sha256::new();
+        h.update(e.prev_hash.as_bytes());
+        h.update(canonical_json(&body).as_bytes());
+        assert_eq!(e.hash, hex::encode(h.finalize()));
     }
 
     #[test]

@@ -83,18 +83,24 @@ pub fn change_journaled(actor: &str, c: &ChangeRecord) -> AuditDraft {
     )
 }
 
+/// A change's outcome together with its step's (one entry for both).
 pub fn change_finished(
     actor: &str,
     change_id: &str,
     status: ChangeStatus,
     after: &Value,
     error: Option<&str>,
+    step: &StepRecord,
 ) -> AuditDraft {
     draft(
         &format!("change.{status}"),
         actor,
         change_id,
-        json!({ "status": status, "after_sha256": value_hash(after), "error": error }),
+        json!({
+            "status": status, "after_sha256": value_hash(after), "error": error,
+            "run_id": step.run_id, "step": step.key, "step_status": step.status,
+            "attempts": step.attempts, "output_sha256": value_hash(&step.output),
+        }),
     )
 }
 

@@ -1081,10 +1081,14 @@ impl Store for PgStore {
         put_step(&tx, step).await?;
         append_audit(
             &tx,
-            vec![
-                audit::change_finished(&self.worker, change_id, status, after, error),
-                audit::step_finished(&self.worker, step),
-            ],
+            vec![audit::change_finished(
+                &self.worker,
+                change_id,
+                status,
+                after,
+                error,
+                step,
+            )],
         )
         .await?;
         tx.commit()

@@ -139,7 +139,6 @@ CREATE TABLE audit (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-CREATE INDEX audit_at ON audit(at);
 CREATE TABLE checkpoints (
     name TEXT PRIMARY KEY,
     last_change_id TEXT,
@@ -245,7 +244,7 @@ fn open_conn(path: &Path, sync: Synchronous) -> Result<Connection> {
         Synchronous::Full => "FULL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-4000;"
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-8000;"
     ))
     .map_err(db_err("setting pragmas"))?;
     Ok(conn)
@@ -562,14 +561,14 @@ impl Writer {
             .prepare_cached("INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
             .map_err(db_err("appending to the audit trail"))?;
         for d in self.audit.drain(..) {
-            let e = AuditEntry::chain(d, seq, &hash, now);
+            let (e, detail) = AuditEntry::chain_canonical(d, seq, &hash, now);
             stmt.execute(params![
                 e.seq,
                 e.at,
                 e.kind,
                 e.actor,
                 e.subject,
-                to_text(&e.detail),
+                detail,
                 e.prev_hash,
                 e.hash
             ])
@@ -777,8 +776,9 @@ impl Writer {
                     status,
                     &after,
                     error.as_deref(),
+                    &step,
                 ));
-                self.audit.push(audit::step_finished(&self.worker, &step));
+
                 Ok(Reply::Unit)
             }
             Op::Claim { dead, limit } => {
