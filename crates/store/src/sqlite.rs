@@ -173,7 +173,8 @@ enum Op {
         step: Option<StepRecord>,
         change: ChangeRecord,
     },
-    Write(Vec<Write>),
+    /// Writes with their audit entries, drafted by the caller (off the writer thread).
+    Write(Vec<(Write, Option<AuditDraft>)>),
     FinishChange {
         step: StepRecord,
         change_id: String,
@@ -364,6 +365,7 @@ impl SqliteStore {
             audit: Vec::new(),
             head: None,
             head_dirty: false,
+            presupplied: false,
         };
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
@@ -452,6 +454,8 @@ struct Writer {
     /// The chain head inside the current transaction (loaded on first append).
     head: Option<(i64, String)>,
     head_dirty: bool,
+    /// Set while applying writes whose audit entries the caller drafted.
+    presupplied: bool,
 }
 
 impl Writer {
@@ -586,41 +590,59 @@ impl Writer {
         let c = &self.conn;
         match op {
             Op::Write(writes) => {
-                let mut out = Vec::with_capacity(writes.len());
-                for w in writes {
-                    let op = match w {
-                        Write::Step(s) => Op::PutStep(s),
-                        Write::BeginChange(change) => Op::BeginChange { step: None, change },
-                        Write::FinishChange {
-                            step,
-                            change_id,
-                            status,
-                            after,
-                            error,
-                        } => Op::FinishChange {
-                            step,
-                            change_id,
-                            status,
-                            after,
-                            error,
-                        },
-                        Write::RunStatus {
-                            run_id,
-                            status,
-                            error,
-                        } => Op::SetStatus {
-                            run_id,
-                            status,
-                            error,
-                        },
-                        Write::Audit(d) => Op::Audit(vec![d]),
-                    };
-                    out.push(match self.apply(op)? {
-                        Reply::Change(c) => Written::Change(Box::new(c)),
-                        _ => Written::Done,
-                    });
-                }
-                Ok(Reply::Written(out))
+                self.presupplied = true;
+                let result = (|| {
+                    let mut out = Vec::with_capacity(writes.len());
+                    for (w, draft) in writes {
+                        let new_change = match &w {
+                            Write::BeginChange(c) => Some(c.id.clone()),
+                            _ => None,
+                        };
+                        let op = match w {
+                            Write::Step(s) => Op::PutStep(s),
+                            Write::BeginChange(change) => Op::BeginChange { step: None, change },
+                            Write::FinishChange {
+                                step,
+                                change_id,
+                                status,
+                                after,
+                                error,
+                            } => Op::FinishChange {
+                                step,
+                                change_id,
+                                status,
+                                after,
+                                error,
+                            },
+                            Write::RunStatus {
+                                run_id,
+                                status,
+                                error,
+                            } => Op::SetStatus {
+                                run_id,
+                                status,
+                                error,
+                            },
+                            Write::Audit(d) => Op::Audit(vec![d]),
+                        };
+                        let reply = self.apply(op)?;
+                        // A journal entry that already existed records nothing new.
+                        let recorded = match (&reply, &new_change) {
+                            (Reply::Change(c), Some(id)) => &c.id == id,
+                            _ => true,
+                        };
+                        if let (Some(d), true) = (draft, recorded) {
+                            self.audit.push(d);
+                        }
+                        out.push(match reply {
+                            Reply::Change(c) => Written::Change(Box::new(c)),
+                            _ => Written::Done,
+                        });
+                    }
+                    Ok(Reply::Written(out))
+                })();
+                self.presupplied = false;
+                result
             }
             Op::AcceptBatch(items) => {
                 let mut out = Vec::with_capacity(items.len());
@@ -703,17 +725,21 @@ impl Writer {
                     ])
                 })
                 .map_err(db_err("updating a run"))?;
-                self.audit.push(audit::run_status(
-                    &self.worker,
-                    &run_id,
-                    status,
-                    error.as_deref(),
-                ));
+                if !self.presupplied {
+                    self.audit.push(audit::run_status(
+                        &self.worker,
+                        &run_id,
+                        status,
+                        error.as_deref(),
+                    ));
+                }
                 Ok(Reply::Unit)
             }
             Op::PutStep(step) => {
                 put_step(c, &step)?;
-                self.audit.push(audit::step_finished(&self.worker, &step));
+                if !self.presupplied {
+                    self.audit.push(audit::step_finished(&self.worker, &step));
+                }
                 Ok(Reply::Unit)
             }
             Op::BeginChange { step, change } => {
@@ -755,8 +781,10 @@ impl Writer {
                 if let Some(step) = &step {
                     put_step(c, step)?;
                 }
-                self.audit
-                    .push(audit::change_journaled(&self.worker, &change));
+                if !self.presupplied {
+                    self.audit
+                        .push(audit::change_journaled(&self.worker, &change));
+                }
                 Ok(Reply::Change(change))
             }
             Op::FinishChange {
@@ -770,14 +798,16 @@ impl Writer {
                     .and_then(|mut s| s.execute(params![change_id, status.as_str(), to_text(&after), error, now]))
                     .map_err(db_err("recording a change outcome"))?;
                 put_step(c, &step)?;
-                self.audit.push(audit::change_finished(
-                    &self.worker,
-                    &change_id,
-                    status,
-                    &after,
-                    error.as_deref(),
-                    &step,
-                ));
+                if !self.presupplied {
+                    self.audit.push(audit::change_finished(
+                        &self.worker,
+                        &change_id,
+                        status,
+                        &after,
+                        error.as_deref(),
+                        &step,
+                    ));
+                }
 
                 Ok(Reply::Unit)
             }
@@ -1114,7 +1144,38 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, writes: Vec<Write>) -> Result<Vec<Written>> {
-        match self.submit(Op::Write(writes)).await? {
+        let w = &self.worker;
+        let drafted = writes
+            .into_iter()
+            .map(|x| {
+                let d = match &x {
+                    Write::Step(s) => Some(audit::step_finished(w, s)),
+                    Write::BeginChange(c) => Some(audit::change_journaled(w, c)),
+                    Write::FinishChange {
+                        step,
+                        change_id,
+                        status,
+                        after,
+                        error,
+                    } => Some(audit::change_finished(
+                        w,
+                        change_id,
+                        *status,
+                        after,
+                        error.as_deref(),
+                        step,
+                    )),
+                    Write::RunStatus {
+                        run_id,
+                        status,
+                        error,
+                    } => Some(audit::run_status(w, run_id, *status, error.as_deref())),
+                    Write::Audit(_) => None,
+                };
+                (x, d)
+            })
+            .collect();
+        match self.submit(Op::Write(drafted)).await? {
             Reply::Written(w) => Ok(w),
             _ => Err(unexpected("writing")),
         }
