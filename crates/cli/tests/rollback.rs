@@ -222,3 +222,40 @@ fn a_rollback_can_itself_be_rolled_back() {
         "the redo is audited under its author"
     );
 }
+
+#[test]
+fn on_error_rollback_undoes_the_runs_earlier_changes() {
+    let dir = setup();
+    let d = dir.path();
+    std::fs::write(
+        d.join("pbs/undo.yaml"),
+        "name: undo\ntrust: log\nsteps:\n  - id: add\n    action: blocklist.add\n    with: { list: egress, entry: 203.0.113.8 }\n  - id: remove\n    action: blocklist.remove\n    with: { list: egress, entry: 192.0.2.2 }\n  - id: boom\n    action: core.fail\n    with: { message: downstream refused }\n    on_error: rollback\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("ev.json"), r#"{"kind":"x"}"#).unwrap();
+    let o = belay(
+        d,
+        &[
+            "run",
+            "pbs/undo.yaml",
+            "--event",
+            "ev.json",
+            "--format",
+            "json",
+        ],
+    );
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["status"], "failed");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back 2 earlier change(s)"),
+        "{report}"
+    );
+    assert_eq!(
+        list(d),
+        HAND_KEPT,
+        "the list is back to its bytes before the run"
+    );
+}

@@ -239,8 +239,33 @@ async fn execute_body(
                         json!({ "status": "failed", "output": null, "error": message }),
                     );
                 }
-                OnError::Fail | OnError::Rollback => {
+                OnError::Fail => {
                     failure = Some(format!("step `{}` failed: {message}", step.id));
+                    break;
+                }
+                OnError::Rollback => {
+                    // Make the outcomes of the changes so far durable, then undo them.
+                    st.flush(None).await?;
+                    let opts = crate::rollback::RollbackOptions {
+                        dry_run: false,
+                        force: false,
+                        actor: format!("engine:on_error:{}", st.run.id),
+                    };
+                    let sel = crate::rollback::Selection::Run(st.run.id.clone());
+                    let report = crate::rollback::rollback(&engine, sel, opts).await?;
+                    let undone = report.count(crate::rollback::Outcome::Reverted);
+                    let left = report.items.len()
+                        - undone
+                        - report.count(crate::rollback::Outcome::Unchanged);
+                    failure = Some(format!(
+                        "step `{}` failed: {message}; rolled back {undone} earlier change(s){}",
+                        step.id,
+                        if left > 0 {
+                            format!(", {left} could not be undone")
+                        } else {
+                            String::new()
+                        }
+                    ));
                     break;
                 }
             },
