@@ -2,18 +2,10 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn belay(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_belay"))
-        .current_dir(dir)
-        .env("BELAY_DATA", dir.join("data"))
-        .env_remove("BELAY_DATABASE_URL")
-        .env_remove("BELAY_CONFIG")
-        .args(args)
-        .output()
-        .expect("belay runs")
-}
+mod common;
+use common::belay;
 
 fn ok(o: Output) -> String {
     let text = format!(

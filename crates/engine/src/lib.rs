@@ -200,13 +200,7 @@ impl Engine {
     /// Executes a stored run until it finishes or waits for a person; resumes where its
     /// records stop. Waits for a free execution slot first.
     pub async fn execute(self: &Arc<Self>, run: RunRecord) -> Result<RunReport> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| EngineError::Other(e.to_string()))?;
-        exec::execute(self.clone(), run, None, false).await
+        self.execute_in_slot(run, None, false).await
     }
 
     /// Like [`Engine::execute`] for a run just accepted with `event`, saving a store read.
@@ -215,24 +209,27 @@ impl Engine {
         run: RunRecord,
         event: Arc<Event>,
     ) -> Result<RunReport> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| EngineError::Other(e.to_string()))?;
-        exec::execute(self.clone(), run, Some(event), false).await
+        self.execute_in_slot(run, Some(event), false).await
     }
 
     /// Like [`Engine::execute`], for a run that may have records from an earlier attempt.
     pub async fn execute_resumed(self: &Arc<Self>, run: RunRecord) -> Result<RunReport> {
+        self.execute_in_slot(run, None, true).await
+    }
+
+    async fn execute_in_slot(
+        self: &Arc<Self>,
+        run: RunRecord,
+        event: Option<Arc<Event>>,
+        resumed: bool,
+    ) -> Result<RunReport> {
         let _permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| EngineError::Other(e.to_string()))?;
-        exec::execute(self.clone(), run, None, true).await
+        exec::execute(self.clone(), run, event, resumed).await
     }
 
     /// Claims unfinished runs (left by a crash, or by a worker that died) and executes them.
