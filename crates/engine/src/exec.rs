@@ -811,18 +811,7 @@ impl RunState {
             .lock()
             .await;
         let journaled = match existing {
-            Some(c) if c.status == ChangeStatus::Pending => c,
-            Some(c) => {
-                // The outcome is known: never apply again.
-                rec.status = if c.status == ChangeStatus::Applied {
-                    StepStatus::Succeeded
-                } else {
-                    StepStatus::Failed
-                };
-                rec.error = c.error.clone();
-                rec.output = json!({ "change_id": c.id, "resumed": true });
-                return self.finish(rec).await;
-            }
+            Some(c) => c,
             None => {
                 let before = match conn.read_state(&spec.name, &rec.with).await {
                     Ok(v) => v,
