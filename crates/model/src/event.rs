@@ -106,9 +106,11 @@ impl Event {
             .ok_or_else(|| EventError::Invalid("missing field `kind`".into()))?;
         validate_kind(&kind)?;
         let id = match raw.id {
-            Some(id) if id.is_empty() || id.len() > MAX_ID_LEN => {
+            Some(id)
+                if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) =>
+            {
                 return Err(EventError::Invalid(format!(
-                    "`id` must be 1 to {MAX_ID_LEN} characters"
+                    "`id` must be 1 to {MAX_ID_LEN} printable characters"
                 )));
             }
             Some(id) => id,
@@ -120,10 +122,16 @@ impl Event {
                 .with_timezone(&Utc),
             None => Utc::now(),
         };
+        let source = raw.source.unwrap_or_else(|| "unknown".into());
+        if source.len() > 256 || source.chars().any(char::is_control) {
+            return Err(EventError::Invalid(
+                "`source` must be at most 256 printable characters".into(),
+            ));
+        }
         Ok(Event {
             id,
             kind,
-            source: raw.source.unwrap_or_else(|| "unknown".into()),
+            source,
             time,
             severity: raw.severity.unwrap_or_default(),
             observables: raw.observables,
@@ -204,6 +212,8 @@ mod tests {
             ),
             (r#"{"kind":"x","colour":"red"}"#, "unknown field `colour`"),
             ("{", "not valid JSON"),
+            (r#"{"kind":"x","id":"a\u0000b"}"#, "printable"),
+            (r#"{"kind":"x","source":"s\nt"}"#, "printable"),
         ];
         for (text, want) in cases {
             let err = Event::from_json_str(text).unwrap_err().to_string();
