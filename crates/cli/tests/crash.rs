@@ -57,15 +57,19 @@ steps:
 "#,
     )
     .unwrap();
-    let mut lines = String::new();
-    for i in 0..EVENTS {
-        lines.push_str(&format!(
-            "{{\"id\":\"ev-{i}\",\"kind\":\"test.alert\",\"observables\":{{\"ips\":[\"10.{}.{}.1\"],\"hosts\":[\"host-{i}-a\",\"host-{i}-b\"]}}}}\n",
-            i / 256,
-            i % 256
-        ));
-    }
-    std::fs::write(d.join("events.jsonl"), lines).unwrap();
+    let batch = |from: usize, to: usize| {
+        let mut lines = String::new();
+        for i in from..to {
+            lines.push_str(&format!(
+                "{{\"id\":\"ev-{i}\",\"kind\":\"test.alert\",\"observables\":{{\"ips\":[\"10.{}.{}.1\"],\"hosts\":[\"host-{i}-a\",\"host-{i}-b\"]}}}}\n",
+                i / 256,
+                i % 256
+            ));
+        }
+        lines
+    };
+    let mut events = EVENTS;
+    std::fs::write(d.join("events.jsonl"), batch(0, events)).unwrap();
     // Few runs at once, so a kill lands while many are in flight.
     std::fs::write(d.join("belay.toml"), "[engine]\nmax_concurrent_runs = 24\n").unwrap();
 
@@ -77,7 +81,11 @@ steps:
     let mut rng = Lcg(seed);
     let mut kills = 0;
     let mut resumed = 0;
-    for k in 0..KILLS {
+    // Keep killing until KILLS kills landed; when a pass finishes before its kill, append more
+    // events so that every kill interrupts work (bounded, so a broken build cannot loop).
+    let mut k = 0;
+    while kills < KILLS && k < KILLS * 4 {
+        k += 1;
         let log = std::fs::File::create(d.join(format!("ingest-{k}.log"))).unwrap();
         let mut child = belay(d)
             .args(["ingest", "events.jsonl", "--playbooks", "pbs", "--quiet"])
@@ -85,10 +93,18 @@ steps:
             .stderr(log)
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(50 + rng.next(1200)));
+        std::thread::sleep(Duration::from_millis(30 + rng.next(400)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
+        } else {
+            let more = batch(events, events + 100);
+            events += 100;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(d.join("events.jsonl"))
+                .unwrap();
+            std::io::Write::write_all(&mut f, more.as_bytes()).unwrap();
         }
         child.wait().unwrap();
         let log = std::fs::read_to_string(d.join(format!("ingest-{k}.log"))).unwrap();
@@ -108,7 +124,7 @@ steps:
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
-        kills >= 3,
+        kills == KILLS,
         "the test must interrupt ingest several times (killed {kills})"
     );
     assert!(resumed > 0, "restarts must have resumed interrupted runs");
@@ -130,7 +146,7 @@ steps:
             .entry(r["event_id"].as_str().unwrap().to_owned())
             .or_default() += 1;
     }
-    assert_eq!(per_event.len(), EVENTS, "every event was accepted");
+    assert_eq!(per_event.len(), events, "every event was accepted");
     assert!(
         per_event.values().all(|n| *n == 1),
         "every event ran exactly once"
@@ -138,14 +154,14 @@ steps:
 
     let blocked = std::fs::read_to_string(d.join("data/lists/blocked.txt")).unwrap();
     let watched = std::fs::read_to_string(d.join("data/lists/watched.txt")).unwrap();
-    assert_eq!(blocked.lines().count(), EVENTS, "each address blocked once");
+    assert_eq!(blocked.lines().count(), events, "each address blocked once");
     assert_eq!(
         watched.lines().count(),
-        EVENTS * 2,
+        events * 2,
         "each host watched once"
     );
     let mut uniq: Vec<&str> = watched.lines().collect();
     uniq.sort();
     uniq.dedup();
-    assert_eq!(uniq.len(), EVENTS * 2);
+    assert_eq!(uniq.len(), events * 2);
 }
