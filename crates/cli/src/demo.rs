@@ -140,6 +140,34 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
         );
     }
 
+    // Roll the critical alert's run back, as a person would after a false positive, and verify.
+    if let Some(first) = runs.iter().find(|r| r.event_id == "demo-ids-3") {
+        println!("\n── rollback of run {} by user `demo` ──", &first.id[..13]);
+        let opts = belay_engine::rollback::RollbackOptions {
+            dry_run: false,
+            force: false,
+            actor: "demo".into(),
+        };
+        let report = belay_engine::rollback::rollback(
+            &engine,
+            belay_engine::rollback::Selection::Run(first.id.clone()),
+            opts,
+        )
+        .await?;
+        for i in &report.items {
+            println!("  {:?} {} {}: {}", i.outcome, i.action, i.target, i.detail);
+        }
+        let text = std::fs::read_to_string(lists.join("egress.txt")).unwrap_or_default();
+        println!(
+            "  egress.txt now: {}",
+            text.lines().collect::<Vec<_>>().join(", ")
+        );
+    }
+    match belay_store::verify_audit(store.as_ref()).await? {
+        Ok(n) => println!("\naudit chain intact: {n} entries"),
+        Err(b) => anyhow::bail!("audit chain broken at entry {}: {}", b.seq, b.reason),
+    }
+
     println!(
         "\nsummary: {} events accepted, {} duplicate acknowledged without a second run, {} runs: {} succeeded, {} waiting for approval, {} failed; {:.2}s",
         stats.accepted,
