@@ -23,6 +23,31 @@ pub struct Config {
     /// Blocklist names mapped to files (default `<data>/lists/<name>.txt`).
     #[serde(default)]
     pub lists: HashMap<String, PathBuf>,
+    /// People who may decide on approvals, with their roles.
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub trust: TrustSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// When the trust report suggests a promotion.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// How far back the record is read, e.g. `30d` (default).
+    pub window: Option<String>,
+    /// Approvals without a denial or rollback before `promote to log` (default 20).
+    pub promote_to_log_after: Option<u64>,
+    /// Changes without a rollback before `promote to guarded` (default 50).
+    pub promote_to_guarded_after: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,6 +2,7 @@
 
 mod config;
 mod demo;
+mod trust;
 
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::{Blocklist, Core, Registry};
@@ -75,6 +76,10 @@ enum Command {
         /// Other playbooks it may start (default: the playbook's directory).
         #[arg(long)]
         playbooks: Option<PathBuf>,
+        /// The person running it, recorded as the event's source `user:USER` (with
+        /// `approval.separation`, they may not approve its changes).
+        #[arg(long = "as", value_name = "USER")]
+        actor: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -122,6 +127,25 @@ enum Command {
         /// Who is rolling back (recorded in the journal and the audit trail).
         #[arg(long = "as", value_name = "USER")]
         actor: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Planned changes waiting for a person's decision.
+    Approvals {
+        #[command(subcommand)]
+        command: trust::ApprovalsCommand,
+    },
+    /// The trust each playbook step has earned; lifting demotions.
+    Trust {
+        #[command(subcommand)]
+        command: trust::TrustCommand,
+    },
+    /// Run a playbook in shadow over past events: the changes, approvals and guardrail holds
+    /// it would have produced.
+    Replay {
+        playbook: PathBuf,
+        #[arg(long)]
+        events: PathBuf,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -475,8 +499,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             event,
             dry_run,
             playbooks,
+            actor,
             format,
-        } => run(&ctx, &playbook, &event, dry_run, playbooks, format).await,
+        } => run(&ctx, &playbook, &event, dry_run, playbooks, actor, format).await,
+        Command::Approvals { command } => trust::approvals_cmd(&ctx, command).await,
+        Command::Trust { command } => trust::trust_cmd(&ctx, command).await,
+        Command::Replay {
+            playbook,
+            events,
+            format,
+        } => trust::replay(&ctx, &playbook, &events, format).await,
         Command::Test { paths } => test(&ctx, &paths).await,
         Command::Ingest {
             input,
@@ -547,8 +579,12 @@ async fn run(
     event: &Path,
     dry_run: bool,
     playbooks: Option<PathBuf>,
+    actor: Option<String>,
     format: Format,
 ) -> Result<ExitCode> {
+    if let Some(a) = &actor {
+        trust::known_user(ctx, a)?;
+    }
     let dir = playbooks.unwrap_or_else(|| parent_dir(playbook));
     let mut paths = vec![dir];
     if playbook.is_file() {
@@ -567,7 +603,10 @@ async fn run(
     let pb = set
         .get(&parsed.name)
         .ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
-    let event = read_event(event)?;
+    let mut event = read_event(event)?;
+    if let Some(a) = actor {
+        event.source = format!("user:{a}");
+    }
     let engine = ctx.engine(set).await?;
     let report = engine.run_once(&pb, event, dry_run).await?;
     print_report(&report, format)?;
@@ -703,6 +742,20 @@ async fn ingest(
                 .await
         })
     };
+    // Decisions made while ingesting (from `belay approvals`) and deadlines that pass are
+    // picked up every second.
+    let decisions = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.pick_up_decisions().await {
+                    tracing::error!("picking up approval decisions failed: {e}");
+                }
+            }
+        })
+    };
     let mut acks: Box<dyn Write + Send> = if quiet {
         Box::new(std::io::sink())
     } else {
@@ -745,6 +798,7 @@ async fn ingest(
     let resumed = resuming
         .await
         .context("the resume task ended abnormally")??;
+    decisions.abort();
     eprintln!(
         "ingest: {} accepted, {} duplicate, {} rejected; runs: {} started, {} resumed, {} succeeded, {} failed, {} waiting",
         stats.accepted,
@@ -830,15 +884,19 @@ async fn guardrails(ctx: &Ctx, command: GuardrailsCommand) -> Result<ExitCode> {
             let guardrails = ctx.guardrails()?;
             let store = ctx.store().await?;
             let mut recent = std::collections::HashMap::new();
+            let mut baselines = std::collections::HashMap::new();
+            let now = belay_model::now_ms();
             for g in guardrails.governing(&action, &[]) {
-                if let Some((_, per)) = g.rate {
-                    let since = belay_model::now_ms() - per.as_millis() as i64;
-                    recent.insert(
-                        g.name.clone(),
-                        store
-                            .count_changes(&guardrails.actions_of(g, &ctx.catalog), since)
-                            .await?,
-                    );
+                let actions = guardrails.actions_of(g, &ctx.catalog);
+                let window = g.rate.map(|(_, per)| per).or(g.baseline.map(|b| b.per));
+                if let Some(per) = window {
+                    let since = now - per.as_millis() as i64;
+                    recent.insert(g.name.clone(), store.count_changes(&actions, since).await?);
+                }
+                if let Some(b) = &g.baseline {
+                    let since = now - b.lookback().as_millis() as i64;
+                    let history = store.change_history(&actions, since).await?;
+                    baselines.insert(g.name.clone(), b.learn(&history, now));
                 }
             }
             let targets = vec![spec.target_of(&input)];
@@ -848,6 +906,7 @@ async fn guardrails(ctx: &Ctx, command: GuardrailsCommand) -> Result<ExitCode> {
                     action: spec,
                     targets: &targets,
                     recent: &recent,
+                    baselines: &baselines,
                 },
             );
             if format == Format::Json {

@@ -4,8 +4,8 @@
 use crate::{Engine, EngineError, Result, new_run};
 use belay_connectors::{ActionError, Call as ConnectorCall, Connector, ErrorKind};
 use belay_model::{
-    ChangeRecord, ChangeStatus, Decision, Event, RunRecord, RunStatus, StepRecord, StepStatus,
-    TrustLevel, now_ms,
+    ApprovalRecord, ApprovalStatus, ApprovalTerms, ChangeRecord, ChangeStatus, Decision, Event,
+    OnTimeout, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, change_hash, now_ms,
 };
 use belay_playbook::{ActionKind, ActionSpec, Call, OnError, Playbook, Step, context_value};
 use belay_store::{Write, Written};
@@ -107,6 +107,22 @@ struct RunState {
     resumed: bool,
     /// Writes that need no immediate durability, flushed with the next one that does.
     pending: std::sync::Mutex<Vec<Write>>,
+    /// Ceilings on steps' trust recorded by demotions, by step id.
+    demoted: HashMap<String, TrustLevel>,
+    /// This run's approvals found in the store (resumed runs only), oldest first.
+    approvals: Vec<ApprovalRecord>,
+    /// Steps whose held batch a person approved: who allowed it, by step id.
+    batch_allowed: HashMap<String, String>,
+    /// In a dry run: the guardrail decision a step's changes would meet, by step id.
+    dry_holds: HashMap<String, (Decision, String)>,
+}
+
+/// What an approval (or its absence) lets a change do.
+enum Gate {
+    Proceed(String),
+    Wait(String),
+    Deny(String),
+    Skip(String),
 }
 
 /// Executes a run; `resumed` says whether records from an earlier attempt may exist.
@@ -195,6 +211,24 @@ async fn execute_body(
     } else {
         HashMap::new()
     };
+    let demoted = if pb.steps.iter().any(|s| {
+        s.trust.unwrap_or(pb.trust) > TrustLevel::Approve && matches!(s.call, Call::Action(_))
+    }) {
+        engine.demotions_for(&pb.name).await?
+    } else {
+        HashMap::new()
+    };
+    let approvals = if resumed {
+        engine
+            .store
+            .approvals(&belay_store::ApprovalFilter {
+                run_id: Some(run.id.clone()),
+                ..Default::default()
+            })
+            .await?
+    } else {
+        Vec::new()
+    };
     let base = minijinja::context! {
         event => MjValue::from(minijinja::value::Serde(&*event)),
         vars => context_value(&pb.vars),
@@ -214,6 +248,10 @@ async fn execute_body(
         depth,
         resumed,
         pending: Default::default(),
+        demoted,
+        approvals,
+        batch_allowed: HashMap::new(),
+        dry_holds: HashMap::new(),
     };
     let mut failure: Option<String> = None;
     for (seq, step) in pb.steps.iter().enumerate() {
@@ -401,7 +439,7 @@ impl RunState {
                     .guardrails
                     .governing(a, &named)
                     .iter()
-                    .any(|g| g.rate.is_some())
+                    .any(|g| g.rate.is_some() || g.baseline.is_some())
             }
             Call::Playbook(_) => false,
         };
@@ -526,8 +564,10 @@ impl RunState {
         };
         let trust = self.trust_of(step);
         if spec.kind != ActionKind::Change
-            || self.run.dry_run
-            || !matches!(trust, TrustLevel::Log | TrustLevel::Guarded)
+            || !matches!(
+                trust,
+                TrustLevel::Approve | TrustLevel::Log | TrustLevel::Guarded
+            )
         {
             return Ok(None);
         }
@@ -555,37 +595,94 @@ impl RunState {
                 }
             }
         }
-        // Items already decided before a crash are not planned again.
-        planned.retain(|(key, _, _)| {
-            !self
-                .prior
-                .get(key)
-                .is_some_and(|r| r.status.is_final() || r.status == StepStatus::Held)
-        });
+        // Items decided before a crash are not planned again; held ones are, so that a
+        // resumed run is checked (or its approved batch recognized) again.
+        planned.retain(|(key, _, _)| !self.prior.get(key).is_some_and(|r| r.status.is_final()));
         if planned.is_empty() {
             return Ok(None);
         }
-        let mut recent = std::collections::HashMap::new();
-        for g in &governing {
-            if let Some((_, per)) = g.rate {
-                let since = now_ms() - per.as_millis() as i64;
-                let actions = self.engine.guardrails.actions_of(g, &self.engine.catalog);
-                recent.insert(
-                    g.name.clone(),
-                    self.engine.store.count_changes(&actions, since).await?,
-                );
+        // A person may have decided on this exact batch after a guardrail held it.
+        let batch_key = format!("{}#batch", step.id);
+        let batch: Value = planned
+            .iter()
+            .map(|(k, _, w)| json!({ "key": k, "with": w }))
+            .collect();
+        let batch_hash = change_hash(&self.run.id, &self.pb.hash, &batch_key, name, &batch);
+        let mut decided: Option<(String, String)> = None;
+        if trust != TrustLevel::Approve {
+            match self.decided(step, &batch_key, &batch_hash) {
+                Some(Gate::Proceed(by)) => {
+                    self.batch_allowed.insert(step.id.clone(), by);
+                    return Ok(None);
+                }
+                Some(Gate::Wait(id)) => {
+                    return Ok(Some(self.hold_batch(step, seq, trust, planned, &id, None)));
+                }
+                Some(Gate::Deny(m)) => decided = Some(("deny".into(), m)),
+                Some(Gate::Skip(m)) => decided = Some(("skip".into(), m)),
+                None => {}
             }
         }
+        if let Some((what, message)) = decided {
+            for (key, item, with) in planned {
+                let mut rec = self.record(step, seq, &key, item);
+                rec.with = with;
+                rec.trust = Some(trust);
+                rec.finished_at = Some(now_ms());
+                if what == "deny" {
+                    rec.decision = Decision::Denied;
+                    rec.status = StepStatus::Failed;
+                    rec.error = Some(message.clone());
+                } else {
+                    rec.decision = Decision::Skip;
+                    rec.status = StepStatus::Skipped;
+                    rec.output = json!({ "reason": message });
+                }
+                self.queue(Write::Step(rec.clone()));
+                self.records.push(rec);
+            }
+            return Ok(Some(if what == "deny" {
+                Outcome::Failed(message)
+            } else {
+                Outcome::Done {
+                    status: StepStatus::Skipped,
+                    output: Value::Null,
+                }
+            }));
+        }
         let targets: Vec<String> = planned.iter().map(|(_, _, w)| spec.target_of(w)).collect();
-        let verdicts = self.engine.guardrails.check(
-            &named,
-            &crate::guard::Context {
-                action: spec,
-                targets: &targets,
-                recent: &recent,
-            },
-        );
-        let violations: Vec<&crate::guard::Verdict> = verdicts.iter().filter(|v| !v.pass).collect();
+        let verdicts = self.verdicts(step, spec, &targets).await?;
+        if self.run.dry_run {
+            // Report what the guardrails would decide; hold nothing, record no approval.
+            let failed: Vec<&crate::guard::Verdict> = verdicts.iter().filter(|v| !v.pass).collect();
+            if !failed.is_empty() {
+                let deny = failed
+                    .iter()
+                    .any(|v| v.on_violation == crate::guard::OnViolation::Deny);
+                let reason = failed
+                    .iter()
+                    .map(|v| format!("{}: {}", v.guardrail, v.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let decision = if deny {
+                    Decision::GuardrailDeny
+                } else if trust == TrustLevel::Approve {
+                    Decision::AwaitApproval
+                } else {
+                    Decision::GuardrailHold
+                };
+                self.dry_holds.insert(step.id.clone(), (decision, reason));
+            }
+            return Ok(None);
+        }
+        let violations: Vec<&crate::guard::Verdict> = verdicts
+            .iter()
+            .filter(|v| {
+                !v.pass
+                    && (trust != TrustLevel::Approve
+                        || v.on_violation == crate::guard::OnViolation::Deny)
+            })
+            .collect();
         if violations.is_empty() {
             return Ok(None);
         }
@@ -608,29 +705,257 @@ impl RunState {
                 }),
             }));
         }
-        for (key, item, with) in planned {
-            let mut rec = self.record(step, seq, &key, item);
-            rec.with = with;
-            rec.trust = Some(trust);
-            rec.guardrails = verdicts.iter().map(|v| v.guardrail.clone()).collect();
-            rec.finished_at = Some(now_ms());
-            if deny {
+        if deny {
+            for (key, item, with) in planned {
+                let mut rec = self.record(step, seq, &key, item);
+                rec.with = with;
+                rec.trust = Some(trust);
+                rec.guardrails = verdicts.iter().map(|v| v.guardrail.clone()).collect();
+                rec.finished_at = Some(now_ms());
                 rec.decision = Decision::GuardrailDeny;
                 rec.status = StepStatus::Failed;
                 rec.error = Some(format!("denied by guardrail — {reason}"));
-            } else {
-                rec.decision = Decision::GuardrailHold;
-                rec.status = StepStatus::Held;
-                rec.error = Some(format!("held for a person by guardrail — {reason}"));
+                self.queue(Write::Step(rec.clone()));
+                self.records.push(rec);
             }
+            return Ok(Some(Outcome::Failed(format!(
+                "denied by guardrail — {reason}"
+            ))));
+        }
+        // Held whole: one approval decides the whole batch.
+        let now = now_ms();
+        let terms = terms_of(step);
+        let approval = ApprovalRecord {
+            id: belay_model::new_id(),
+            run_id: self.run.id.clone(),
+            playbook: self.pb.name.clone(),
+            step: step.id.clone(),
+            key: batch_key,
+            action: name.clone(),
+            with: batch,
+            target: summarize_targets(&targets),
+            change_hash: batch_hash,
+            current_state: Value::Null,
+            guardrails: serde_json::to_value(&verdicts).unwrap_or(Value::Null),
+            reason: format!("held by guardrail — {reason}"),
+            trust,
+            expires_at: now.saturating_add(terms.timeout_ms),
+            terms,
+            triggered_by: self.triggered_by(),
+            author: self.pb.author.clone(),
+            history: Value::Null,
+            status: ApprovalStatus::Pending,
+            votes: Vec::new(),
+            created_at: now,
+            decided_at: None,
+            version: 1,
+        };
+        let id = approval.id.clone();
+        self.queue(Write::Approval(Box::new(approval)));
+        let names = verdicts.iter().map(|v| v.guardrail.clone()).collect();
+        Ok(Some(self.hold_batch(
+            step,
+            seq,
+            trust,
+            planned,
+            &id,
+            Some((names, format!("held for a person by guardrail — {reason}"))),
+        )))
+    }
+
+    /// Records every item of a held batch as held, waiting for approval `id`.
+    fn hold_batch(
+        &mut self,
+        step: &Step,
+        seq: i64,
+        trust: TrustLevel,
+        planned: Vec<(String, Option<i64>, Value)>,
+        id: &str,
+        violation: Option<(Vec<String>, String)>,
+    ) -> Outcome {
+        for (key, item, with) in planned {
+            if let Some(prior) = self.prior.get(&key).filter(|_| violation.is_none()) {
+                self.records.push(prior.clone());
+                continue;
+            }
+            let mut rec = self.record(step, seq, &key, item);
+            rec.with = with;
+            rec.trust = Some(trust);
+            rec.decision = Decision::GuardrailHold;
+            rec.status = StepStatus::Held;
+            rec.output = json!({ "approval_id": id });
+            if let Some((names, message)) = &violation {
+                rec.guardrails = names.clone();
+                rec.error = Some(message.clone());
+            }
+            rec.finished_at = Some(now_ms());
             self.queue(Write::Step(rec.clone()));
             self.records.push(rec);
         }
-        Ok(Some(if deny {
-            Outcome::Failed(format!("denied by guardrail — {reason}"))
-        } else {
-            Outcome::Waiting
-        }))
+        Outcome::Waiting
+    }
+
+    /// The guardrail verdicts on a step's planned targets, with the counts they need.
+    async fn verdicts(
+        &self,
+        step: &Step,
+        spec: &ActionSpec,
+        targets: &[String],
+    ) -> Result<Vec<crate::guard::Verdict>> {
+        let named: Vec<String> = step.guardrails.iter().map(|(g, _)| g.clone()).collect();
+        let mut recent = HashMap::new();
+        let mut baselines = HashMap::new();
+        for g in self.engine.guardrails.governing(&spec.name, &named) {
+            let window = match (g.rate, &g.baseline) {
+                (Some((_, per)), _) => Some(per),
+                (None, Some(b)) => Some(b.per),
+                _ => None,
+            };
+            if let Some(per) = window {
+                let since = now_ms() - per.as_millis() as i64;
+                let actions = self.engine.guardrails.actions_of(g, &self.engine.catalog);
+                recent.insert(
+                    g.name.clone(),
+                    self.engine.store.count_changes(&actions, since).await?,
+                );
+            }
+            if g.baseline.is_some() {
+                baselines.insert(g.name.clone(), self.engine.baseline(g).await?);
+            }
+        }
+        Ok(self.engine.guardrails.check(
+            &named,
+            &crate::guard::Context {
+                action: spec,
+                targets,
+                recent: &recent,
+                baselines: &baselines,
+            },
+        ))
+    }
+
+    /// Who triggered the run, when a person did (`belay run --as USER` records `user:USER`).
+    fn triggered_by(&self) -> Option<String> {
+        self.event.source.strip_prefix("user:").map(str::to_owned)
+    }
+
+    /// What the latest live approval for `key` says about the change with `hash`. A decision
+    /// on a different change is superseded (and `None` returned, so a new one is requested).
+    fn decided(&self, step: &Step, key: &str, hash: &str) -> Option<Gate> {
+        let a = self
+            .approvals
+            .iter()
+            .rev()
+            .find(|a| a.key == key && a.status != ApprovalStatus::Superseded)?;
+        if a.change_hash != hash {
+            if matches!(a.status, ApprovalStatus::Pending | ApprovalStatus::Approved) {
+                let mut old = a.clone();
+                old.status = ApprovalStatus::Superseded;
+                old.decided_at = Some(now_ms());
+                old.version += 1;
+                self.queue(Write::Approval(Box::new(old)));
+            }
+            return None;
+        }
+        let now = now_ms();
+        Some(match a.status {
+            ApprovalStatus::Approved => {
+                let users: Vec<&str> = a
+                    .votes
+                    .iter()
+                    .filter(|v| v.approve)
+                    .map(|v| v.user.as_str())
+                    .collect();
+                Gate::Proceed(format!("approval:{} by {}", a.id, users.join(", ")))
+            }
+            ApprovalStatus::Denied => {
+                let why = a
+                    .votes
+                    .iter()
+                    .rev()
+                    .find(|v| !v.approve)
+                    .map(|v| match &v.comment {
+                        Some(c) => format!("denied by {}: {c}", v.user),
+                        None => format!("denied by {}", v.user),
+                    })
+                    .unwrap_or_else(|| "denied".into());
+                Gate::Deny(format!("{why} (approval {})", a.id))
+            }
+            ApprovalStatus::Expired => timed_out(a),
+            ApprovalStatus::Pending if now >= a.expires_at => {
+                let mut exp = a.clone();
+                exp.status = ApprovalStatus::Expired;
+                exp.decided_at = Some(now);
+                exp.version += 1;
+                self.queue(Write::Approval(Box::new(exp)));
+                timed_out(a)
+            }
+            ApprovalStatus::Pending | ApprovalStatus::Superseded => {
+                let _ = step;
+                Gate::Wait(a.id.clone())
+            }
+        })
+    }
+
+    /// Decides whether a change at `approve` may go ahead; requests an approval if none applies.
+    async fn approval_gate(
+        &self,
+        step: &Step,
+        spec: &ActionSpec,
+        conn: &Arc<dyn Connector>,
+        rec: &StepRecord,
+    ) -> Result<Gate> {
+        let hash = change_hash(&self.run.id, &self.pb.hash, &rec.key, &spec.name, &rec.with);
+        if let Some(g) = self.decided(step, &rec.key, &hash) {
+            return Ok(g);
+        }
+        let target = spec.target_of(&rec.with);
+        let current_state = conn
+            .read_state(&spec.name, &rec.with)
+            .await
+            .unwrap_or_else(|e| json!({ "unreadable": e.message }));
+        let verdicts = self
+            .verdicts(step, spec, std::slice::from_ref(&target))
+            .await?;
+        let held: Vec<String> = verdicts
+            .iter()
+            .filter(|v| !v.pass)
+            .map(|v| format!("{}: {}", v.guardrail, v.reason))
+            .collect();
+        let now = now_ms();
+        let terms = terms_of(step);
+        let approval = ApprovalRecord {
+            id: belay_model::new_id(),
+            run_id: self.run.id.clone(),
+            playbook: self.pb.name.clone(),
+            step: step.id.clone(),
+            key: rec.key.clone(),
+            action: spec.name.clone(),
+            with: rec.with.clone(),
+            target,
+            change_hash: hash,
+            current_state,
+            guardrails: serde_json::to_value(&verdicts).unwrap_or(Value::Null),
+            reason: if held.is_empty() {
+                "trust level `approve`".into()
+            } else {
+                format!("trust level `approve`; guardrails: {}", held.join("; "))
+            },
+            trust: TrustLevel::Approve,
+            expires_at: now.saturating_add(terms.timeout_ms),
+            terms,
+            triggered_by: self.triggered_by(),
+            author: self.pb.author.clone(),
+            history: Value::Null,
+            status: ApprovalStatus::Pending,
+            votes: Vec::new(),
+            created_at: now,
+            decided_at: None,
+            version: 1,
+        };
+        let id = approval.id.clone();
+        self.queue(Write::Approval(Box::new(approval)));
+        Ok(Gate::Wait(id))
     }
 
     async fn fail_early(
@@ -757,30 +1082,39 @@ impl RunState {
         self.finish(rec).await
     }
 
+    /// The step's effective level: its declared level, capped by any recorded demotion.
     fn trust_of(&self, step: &Step) -> TrustLevel {
-        step.trust.unwrap_or(self.pb.trust)
+        let declared = step.trust.unwrap_or(self.pb.trust);
+        match self.demoted.get(&step.id) {
+            Some(cap) => declared.min(*cap),
+            None => declared,
+        }
     }
 
     async fn change(&self, step: &Step, spec: &ActionSpec, mut rec: StepRecord) -> ItemResult {
         let trust = self.trust_of(step);
         rec.trust = Some(trust);
         if self.run.dry_run {
-            rec.decision = Decision::DryRun;
+            // What would happen: applied, asked of a person, or stopped by a guardrail.
+            rec.decision = match trust {
+                TrustLevel::Shadow => Decision::Shadow,
+                TrustLevel::Approve => Decision::AwaitApproval,
+                TrustLevel::Log | TrustLevel::Guarded => Decision::DryRun,
+            };
+            if let Some((decision, reason)) = self.dry_holds.get(&step.id) {
+                rec.decision = *decision;
+                rec.error = Some(format!(
+                    "would be {}: {reason}",
+                    decision.as_str().replace('_', " ")
+                ));
+            }
             rec.status = StepStatus::Planned;
             return self.finish(rec).await;
         }
-        match trust {
-            TrustLevel::Shadow => {
-                rec.decision = Decision::Shadow;
-                rec.status = StepStatus::Planned;
-                return self.finish(rec).await;
-            }
-            TrustLevel::Approve => {
-                rec.decision = Decision::AwaitApproval;
-                rec.status = StepStatus::Held;
-                return self.finish(rec).await;
-            }
-            TrustLevel::Log | TrustLevel::Guarded => rec.decision = Decision::Apply,
+        if trust == TrustLevel::Shadow {
+            rec.decision = Decision::Shadow;
+            rec.status = StepStatus::Planned;
+            return self.finish(rec).await;
         }
         let conn = match self.connector(&spec.name) {
             Ok(c) => c,
@@ -790,6 +1124,34 @@ impl RunState {
                 return self.finish(rec).await;
             }
         };
+        rec.decision = Decision::Apply;
+        let mut allowed_by = match self.batch_allowed.get(&step.id) {
+            Some(by) => by.clone(),
+            None => format!("trust:{trust}"),
+        };
+        if trust == TrustLevel::Approve {
+            match self.approval_gate(step, spec, &conn, &rec).await? {
+                Gate::Proceed(by) => allowed_by = by,
+                Gate::Wait(id) => {
+                    rec.decision = Decision::AwaitApproval;
+                    rec.status = StepStatus::Held;
+                    rec.output = json!({ "approval_id": id });
+                    return self.finish(rec).await;
+                }
+                Gate::Deny(message) => {
+                    rec.decision = Decision::Denied;
+                    rec.status = StepStatus::Failed;
+                    rec.error = Some(message);
+                    return self.finish(rec).await;
+                }
+                Gate::Skip(reason) => {
+                    rec.decision = Decision::Skip;
+                    rec.status = StepStatus::Skipped;
+                    rec.output = json!({ "reason": reason });
+                    return self.finish(rec).await;
+                }
+            }
+        }
         let key = format!("{}/{}", self.run.id, rec.key);
         let family = spec
             .name
@@ -842,7 +1204,7 @@ impl RunState {
                     inverse,
                     trust,
                     guardrails: rec.guardrails.clone(),
-                    allowed_by: format!("trust:{trust}"),
+                    allowed_by,
                     status: ChangeStatus::Pending,
                     error: None,
                     created_at: now,
@@ -1059,5 +1421,45 @@ fn humanize(d: Duration) -> String {
 impl From<String> for EngineError {
     fn from(s: String) -> Self {
         EngineError::Other(s)
+    }
+}
+
+/// The approval terms of a step (its `approval:` options, or the defaults).
+fn terms_of(step: &Step) -> ApprovalTerms {
+    let p = step.approval.clone().unwrap_or_default();
+    ApprovalTerms {
+        approvers: p.approvers,
+        quorum: p.quorum.max(1),
+        timeout_ms: i64::try_from(p.timeout.as_millis()).unwrap_or(i64::MAX),
+        on_timeout: p.on_timeout,
+        separation: p.separation,
+    }
+}
+
+/// What an approval nobody answered in time turns into.
+fn timed_out(a: &ApprovalRecord) -> Gate {
+    let when = belay_model::ms_to_rfc3339(a.expires_at);
+    match a.terms.on_timeout {
+        OnTimeout::Deny => Gate::Deny(format!(
+            "approval {} expired at {when} without a decision (on_timeout: deny)",
+            a.id
+        )),
+        OnTimeout::Approve => Gate::Proceed(format!(
+            "approval:{} expired at {when}; on_timeout: approve",
+            a.id
+        )),
+        OnTimeout::Skip => Gate::Skip(format!(
+            "approval {} expired at {when} without a decision (on_timeout: skip)",
+            a.id
+        )),
+    }
+}
+
+/// A short description of a batch's targets for people.
+fn summarize_targets(targets: &[String]) -> String {
+    match targets {
+        [] => String::new(),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first} and {} more", rest.len()),
     }
 }

@@ -36,6 +36,7 @@ struct RawGuardrail {
     never: Option<RawNever>,
     rate: Option<RawRate>,
     batch: Option<RawBatch>,
+    baseline: Option<RawBaseline>,
     #[serde(default)]
     on_violation: OnViolation,
     alert: Option<String>,
@@ -64,6 +65,14 @@ struct RawNever {
 struct RawRate {
     max: u64,
     per: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBaseline {
+    per: String,
+    factor: f64,
+    min_history: String,
 }
 
 #[derive(Deserialize)]
@@ -248,8 +257,76 @@ pub struct Guardrail {
     pub never: Option<Never>,
     pub rate: Option<(u64, Duration)>,
     pub batch: Option<u64>,
+    pub baseline: Option<Baseline>,
     pub on_violation: OnViolation,
     pub alert: Option<String>,
+}
+
+/// A limit learned from the changes recorded under `log` and `guarded`: a window or a run's
+/// batch above `factor` times the observed 99th percentile is a violation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Baseline {
+    pub per: Duration,
+    pub factor: f64,
+    pub min_history: Duration,
+}
+
+impl Baseline {
+    /// How far back the history is read: at least 30 days, and at least `min_history`.
+    pub fn lookback(&self) -> Duration {
+        self.min_history.max(Duration::from_secs(30 * 86_400))
+    }
+
+    /// The learned figures from the recorded history, as of `now` (ms).
+    pub fn learn(&self, history: &belay_store::ChangeHistory, now: i64) -> BaselineFigures {
+        let per = (self.per.as_millis() as i64).max(1);
+        let since = now - self.lookback().as_millis() as i64;
+        let history_ms = history.first_at.map_or(0, |f| (now - f).max(0));
+        // Windows from the first recorded change (or the lookback's start) up to the current one.
+        let start = history.first_at.unwrap_or(now).max(since);
+        let windows = ((now - start) / per).max(0) as usize;
+        let mut counts = vec![0u64; windows];
+        let mut sizes = Vec::with_capacity(history.batches.len());
+        for &(at, n) in &history.batches {
+            sizes.push(n);
+            let w = (at - start) / per;
+            if w >= 0 && (w as usize) < windows {
+                counts[w as usize] += n;
+            }
+        }
+        BaselineFigures {
+            history_ms,
+            runs: sizes.len() as u64,
+            p99_batch: p99(&mut sizes),
+            windows: windows as u64,
+            p99_window: p99(&mut counts),
+        }
+    }
+}
+
+/// The 99th percentile (nearest rank) of counts; 0 when empty.
+fn p99(v: &mut [u64]) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    let rank = ((v.len() as f64) * 0.99).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// What a baseline guardrail learned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BaselineFigures {
+    /// Age of the oldest recorded change, in ms.
+    pub history_ms: i64,
+    /// Runs that made changes within the lookback.
+    pub runs: u64,
+    /// 99th percentile of changes per run.
+    pub p99_batch: u64,
+    /// Complete windows observed within the lookback.
+    pub windows: u64,
+    /// 99th percentile of changes per window.
+    pub p99_window: u64,
 }
 
 impl Guardrail {
@@ -276,6 +353,8 @@ pub struct Context<'a> {
     /// Changes of the matching actions already made (or in flight) within each rate window,
     /// by guardrail name.
     pub recent: &'a std::collections::HashMap<String, u64>,
+    /// Learned figures of baseline guardrails, by guardrail name.
+    pub baselines: &'a std::collections::HashMap<String, BaselineFigures>,
 }
 
 /// Every guardrail, loaded from YAML files.
@@ -383,6 +462,42 @@ impl Guardrails {
                     ));
                 }
             }
+            if let Some(b) = &g.baseline {
+                let n = ctx.targets.len() as u64;
+                match ctx.baselines.get(&g.name) {
+                    None => problems.push("no recorded history was available".into()),
+                    Some(f) if f.history_ms < b.min_history.as_millis() as i64 => {
+                        problems.push(format!(
+                            "baseline is still learning: {} of recorded history, {} needed",
+                            humantime::format_duration(Duration::from_secs(
+                                (f.history_ms / 1000) as u64
+                            )),
+                            humantime::format_duration(b.min_history)
+                        ))
+                    }
+                    Some(f) => {
+                        let batch_limit = (b.factor * f.p99_batch.max(1) as f64).floor() as u64;
+                        if n > batch_limit {
+                            problems.push(format!(
+                                "batch of {n} changes is above {} × the learned p99 of {} per run ({} runs)",
+                                b.factor, f.p99_batch, f.runs
+                            ));
+                        }
+                        let recent = ctx.recent.get(&g.name).copied().unwrap_or(0);
+                        let window_limit = (b.factor * f.p99_window.max(1) as f64).floor() as u64;
+                        if recent + n > window_limit {
+                            problems.push(format!(
+                                "{} change(s) within {} would be above {} × the learned p99 of {} per window ({} windows)",
+                                recent + n,
+                                humantime::format_duration(b.per),
+                                b.factor,
+                                f.p99_window,
+                                f.windows
+                            ));
+                        }
+                    }
+                }
+            }
             out.push(if problems.is_empty() {
                 verdict(true, "ok".into())
             } else {
@@ -469,9 +584,36 @@ fn build(raw: RawGuardrail, base: &Path) -> Result<Guardrail, String> {
                 .map_err(|e| format!("guardrail `{}`: rate per `{}`: {e}", raw.name, r.per))?,
         )),
     };
-    if never.is_none() && rate.is_none() && raw.batch.is_none() {
+    let dur = |what: &str, text: &str| {
+        humantime::parse_duration(text)
+            .map_err(|e| format!("guardrail `{}`: {what} `{text}`: {e}", raw.name))
+    };
+    let baseline = match &raw.baseline {
+        None => None,
+        Some(b) => {
+            if !(b.factor.is_finite() && b.factor >= 1.0) {
+                return Err(format!(
+                    "guardrail `{}`: baseline factor must be a number of at least 1",
+                    raw.name
+                ));
+            }
+            let per = dur("baseline per", &b.per)?;
+            if per.is_zero() {
+                return Err(format!(
+                    "guardrail `{}`: baseline per must be above 0",
+                    raw.name
+                ));
+            }
+            Some(Baseline {
+                per,
+                factor: b.factor,
+                min_history: dur("baseline min_history", &b.min_history)?,
+            })
+        }
+    };
+    if never.is_none() && rate.is_none() && raw.batch.is_none() && baseline.is_none() {
         return Err(format!(
-            "guardrail `{}` sets no limit (never, rate or batch)",
+            "guardrail `{}` sets no limit (never, rate, batch or baseline)",
             raw.name
         ));
     }
@@ -488,6 +630,7 @@ fn build(raw: RawGuardrail, base: &Path) -> Result<Guardrail, String> {
         never,
         rate,
         batch: raw.batch.map(|b| b.max),
+        baseline,
         on_violation: raw.on_violation,
         alert: raw.alert,
     })

@@ -6,12 +6,14 @@
 //! without its journal entry durable first, and never calls one again for an idempotency key
 //! whose outcome is known.
 
+pub mod approvals;
 pub mod bench;
 mod exec;
 pub mod guard;
 pub mod ingest;
 pub mod playtest;
 pub mod rollback;
+pub mod trust;
 
 pub use exec::{RunReport, StepReport};
 
@@ -79,7 +81,14 @@ pub struct Engine {
     /// Striped locks by change target: a change's before-state read, journal entry, apply and
     /// after-state read happen without another change to the same target in between.
     target_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Learned baseline figures by guardrail, with when they were learned.
+    baselines: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, guard::BaselineFigures)>,
+    >,
 }
+
+/// How long learned baseline figures are reused before the history is read again.
+const BASELINE_TTL: Duration = Duration::from_secs(60);
 
 const TARGET_LOCK_STRIPES: usize = 1024;
 
@@ -124,6 +133,7 @@ impl Engine {
             permits,
             rate_gate: tokio::sync::Mutex::new(()),
             target_locks,
+            baselines: Default::default(),
         })
     }
 
@@ -133,6 +143,50 @@ impl Engine {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (family, target).hash(&mut h);
         &self.target_locks[(h.finish() as usize) % self.target_locks.len()]
+    }
+
+    /// Trust ceilings recorded for the steps of one playbook (read at each run's start, so a
+    /// demotion made by another process applies to the next run).
+    pub async fn demotions_for(
+        &self,
+        playbook: &str,
+    ) -> Result<std::collections::HashMap<String, belay_model::TrustLevel>> {
+        Ok(self
+            .store
+            .demotions()
+            .await?
+            .into_iter()
+            .filter(|d| d.playbook == playbook)
+            .map(|d| (d.step, d.level))
+            .collect())
+    }
+
+    /// What a baseline guardrail has learned from the recorded changes (cached for a minute).
+    pub async fn baseline(&self, g: &guard::Guardrail) -> Result<guard::BaselineFigures> {
+        let Some(b) = &g.baseline else {
+            return Ok(guard::BaselineFigures::default());
+        };
+        if let Some((at, f)) = self
+            .baselines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&g.name)
+            && at.elapsed() < BASELINE_TTL
+        {
+            return Ok(f.clone());
+        }
+        let now = now_ms();
+        let actions = self.guardrails.actions_of(g, &self.catalog);
+        let history = self
+            .store
+            .change_history(&actions, now - b.lookback().as_millis() as i64)
+            .await?;
+        let figures = b.learn(&history, now);
+        self.baselines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(g.name.clone(), (std::time::Instant::now(), figures.clone()));
+        Ok(figures)
     }
 
     /// The runs an event starts: playbooks indexed under its kind whose `on.if` holds.
@@ -254,6 +308,30 @@ impl Engine {
             while let Some(r) = tasks.join_next().await {
                 if let Ok(Err(e)) = r {
                     tracing::error!("resuming a run failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Settles approvals past their deadline and executes the runs that people's decisions
+    /// made resumable. Returns how many runs it executed.
+    pub async fn pick_up_decisions(self: &Arc<Self>) -> Result<usize> {
+        approvals::expire_due(&*self.store).await?;
+        let mut total = 0;
+        loop {
+            let runs = self.store.claim_released(64).await?;
+            if runs.is_empty() {
+                return Ok(total);
+            }
+            total += runs.len();
+            let mut tasks = tokio::task::JoinSet::new();
+            for run in runs {
+                let engine = self.clone();
+                tasks.spawn(async move { engine.execute_resumed(run).await });
+            }
+            while let Some(r) = tasks.join_next().await {
+                if let Ok(Err(e)) = r {
+                    tracing::error!("resuming a decided run failed: {e}");
                 }
             }
         }

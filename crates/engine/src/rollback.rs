@@ -343,6 +343,7 @@ pub async fn rollback(
                 format!("verified: target is back to {after}"),
                 Some(undo.id),
             ));
+            demote_after_rollback(engine, &c, &opts.actor).await?;
         } else {
             items.push(item(
                 Outcome::Failed,
@@ -445,4 +446,40 @@ async fn start_rollback_run(
         .accept_event(&event, std::slice::from_ref(&run), None)
         .await?;
     Ok(run)
+}
+
+/// A person rolling back a change that a step made on its own (`log` or `guarded`) demotes
+/// that step to `approve` until someone resets its trust.
+async fn demote_after_rollback(engine: &Engine, c: &ChangeRecord, actor: &str) -> Result<()> {
+    if actor.starts_with("engine:")
+        || !matches!(
+            c.trust,
+            belay_model::TrustLevel::Log | belay_model::TrustLevel::Guarded
+        )
+    {
+        return Ok(());
+    }
+    let Some(run) = engine.store.get_run(&c.run_id).await? else {
+        return Ok(());
+    };
+    if run.playbook.starts_with("belay:") {
+        return Ok(());
+    }
+    let step = c.step_key.split('[').next().unwrap_or(&c.step_key);
+    engine
+        .store
+        .demote(&belay_model::Demotion {
+            playbook: run.playbook.clone(),
+            step: step.to_owned(),
+            level: belay_model::TrustLevel::Approve,
+            reason: format!(
+                "{actor} rolled back change {} ({} {}) made at `{}`",
+                c.id, c.action, c.target, c.trust
+            ),
+            change_id: Some(c.id.clone()),
+            by: actor.to_owned(),
+            at: belay_model::now_ms(),
+        })
+        .await?;
+    Ok(())
 }

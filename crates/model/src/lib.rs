@@ -3,11 +3,56 @@
 //! This crate owns the vocabulary (events, trust levels, runs, steps, changes) and their
 //! validation. It does no I/O: storage, connectors and the engine live at the edges.
 
+/// A string-valued enum with `as_str`, `Display`, `FromStr` and snake_case serde.
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stable text form used in playbooks, JSON and the store.
+            pub fn as_str(&self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} `{}`; expected one of: {}",
+                        stringify!($name),
+                        other,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+pub mod approval;
 pub mod audit;
 mod event;
 mod run;
 mod time;
 
+pub use approval::{
+    ApprovalRecord, ApprovalStatus, ApprovalTerms, Demotion, OnTimeout, Vote, change_hash,
+};
 pub use audit::{AuditDraft, AuditEntry};
 pub use event::{Event, EventError, Observables, Severity};
 pub use run::{

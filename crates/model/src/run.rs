@@ -1,47 +1,5 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::fmt;
-use std::str::FromStr;
-
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The stable text form used in playbooks, JSON and the store.
-            pub fn as_str(&self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "unknown {} `{}`; expected one of: {}",
-                        stringify!($name),
-                        other,
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
 
 string_enum! {
     /// How much a change step may do on its own, from least to most autonomous.
@@ -99,6 +57,7 @@ string_enum! {
         Shadow => "shadow",
         DryRun => "dry_run",
         AwaitApproval => "await_approval",
+        Denied => "denied",
         GuardrailHold => "guardrail_hold",
         GuardrailDeny => "guardrail_deny",
         Skip => "skip",

@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct Playbook {
     pub name: String,
     pub description: String,
+    /// Who wrote it; with `approval.separation` they may not approve its changes.
+    pub author: Option<String>,
     pub path: PathBuf,
     /// SHA-256 of the source text; recorded on every run.
     pub hash: String,
@@ -67,13 +69,7 @@ impl Default for Retry {
     }
 }
 
-/// What the approver's decision defaults to when nobody answers in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnTimeout {
-    Deny,
-    Approve,
-    Skip,
-}
+pub use belay_model::OnTimeout;
 
 /// The approval policy of a step.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,7 +130,15 @@ impl Step {
     }
 }
 
-const TOP_KEYS: &[&str] = &["name", "description", "on", "trust", "vars", "steps"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "author",
+    "on",
+    "trust",
+    "vars",
+    "steps",
+];
 const ON_KEYS: &[&str] = &["event", "if"];
 const STEP_KEYS: &[&str] = &[
     "id",
@@ -327,6 +331,7 @@ impl Parser {
                 format!("playbook name `{name}` may only use letters, digits, `-`, `_` and `.`"),
             ));
         }
+        let author = field(entries, "author").and_then(|n| self.text(n, "`author`"));
         let description = field(entries, "description")
             .and_then(|n| self.text(n, "`description`"))
             .unwrap_or_default();
@@ -371,6 +376,7 @@ impl Parser {
         Some(Playbook {
             name,
             description,
+            author,
             path: path.to_owned(),
             hash: belay_model::sha256_hex(text.as_bytes()),
             trigger,

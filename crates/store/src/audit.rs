@@ -3,7 +3,8 @@
 
 use belay_model::audit::value_hash;
 use belay_model::{
-    AuditDraft, ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord,
+    ApprovalRecord, ApprovalStatus, AuditDraft, ChangeRecord, ChangeStatus, Demotion, Event,
+    RunRecord, RunStatus, StepRecord,
 };
 use serde_json::{Value, json};
 
@@ -124,5 +125,46 @@ pub fn checkpoint(actor: &str, name: &str, last_change_id: Option<&str>) -> Audi
         actor,
         name,
         json!({ "last_change_id": last_change_id }),
+    )
+}
+
+/// An approval as the trail records it: who decided what, when, with which comment.
+pub fn approval(actor: &str, a: &ApprovalRecord) -> AuditDraft {
+    let kind = match a.status {
+        ApprovalStatus::Pending if a.votes.is_empty() => "approval.requested",
+        ApprovalStatus::Pending => "approval.vote",
+        ApprovalStatus::Approved => "approval.granted",
+        ApprovalStatus::Denied => "approval.denied",
+        ApprovalStatus::Expired => "approval.expired",
+        ApprovalStatus::Superseded => "approval.superseded",
+    };
+    draft(
+        kind,
+        actor,
+        &a.id,
+        json!({
+            "run_id": a.run_id, "playbook": a.playbook, "step": a.key, "action": a.action,
+            "target": a.target, "change_hash": a.change_hash, "with_sha256": value_hash(&a.with),
+            "reason": a.reason, "status": a.status, "quorum": a.terms.quorum,
+            "votes": a.votes, "expires_at": a.expires_at,
+        }),
+    )
+}
+
+pub fn demoted(d: &Demotion) -> AuditDraft {
+    draft(
+        "trust.demoted",
+        &d.by,
+        &format!("{}/{}", d.playbook, d.step),
+        json!({ "playbook": d.playbook, "step": d.step, "level": d.level, "reason": d.reason, "change_id": d.change_id }),
+    )
+}
+
+pub fn trust_reset(actor: &str, playbook: &str, step: &str) -> AuditDraft {
+    draft(
+        "trust.reset",
+        actor,
+        &format!("{playbook}/{step}"),
+        json!({ "playbook": playbook, "step": step }),
     )
 }

@@ -15,7 +15,8 @@ pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use async_trait::async_trait;
 use belay_model::{
-    AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord,
+    ApprovalRecord, ApprovalStatus, AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Demotion,
+    Event, RunRecord, RunStatus, StepRecord,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -75,6 +76,8 @@ pub enum Write {
     },
     /// An entry of the audit trail that no state write implies (a decision, a violation).
     Audit(AuditDraft),
+    /// Stores (inserts or replaces) an approval request the engine made or closed.
+    Approval(Box<ApprovalRecord>),
 }
 
 /// The result of one [`Write`].
@@ -111,6 +114,39 @@ pub struct RunFilter {
     pub playbook: Option<String>,
     pub event_id: Option<String>,
     pub limit: Option<usize>,
+}
+
+/// Which approvals to list.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalFilter {
+    pub status: Option<ApprovalStatus>,
+    pub run_id: Option<String>,
+}
+
+/// One counted group of the trust report: records of one playbook step with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatRow {
+    pub playbook: String,
+    pub step: String,
+    /// `step` (step records), `change` (journaled changes) or `approval`.
+    pub kind: &'static str,
+    /// The step's decision (steps only).
+    pub decision: Option<String>,
+    /// The record's status.
+    pub status: String,
+    /// The trust level it ran at (steps and changes).
+    pub trust: Option<String>,
+    pub count: u64,
+}
+
+/// Applied changes of some actions made under `log` or `guarded`, grouped by run: what a
+/// baseline guardrail learns from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeHistory {
+    /// When the first such change (at any time) was made.
+    pub first_at: Option<i64>,
+    /// `(time of the run's first change, number of changes)` per run since the given time.
+    pub batches: Vec<(i64, u64)>,
 }
 
 /// Row counts, for summaries and tests.
@@ -210,6 +246,7 @@ pub trait Store: Send + Sync {
                     .await
                     .map(|_| Written::Done)?,
                 Write::Audit(d) => self.append_audit(vec![d]).await.map(|_| Written::Done)?,
+                Write::Approval(a) => self.put_approval(&a).await.map(|_| Written::Done)?,
             });
         }
         Ok(out)
@@ -241,6 +278,9 @@ pub trait Store: Send + Sync {
     /// Leases up to `limit` unfinished top-level runs to this worker: runs whose lease
     /// expired, whose owner is known to be gone, or that this worker already owns.
     async fn claim_runs(&self, limit: usize) -> Result<Vec<RunRecord>>;
+    /// Leases up to `limit` top-level runs nobody owns (runs a decision made resumable), without
+    /// touching runs any worker, this one included, is executing.
+    async fn claim_released(&self, limit: usize) -> Result<Vec<RunRecord>>;
     /// Extends the leases of every unfinished run this worker owns.
     async fn renew_leases(&self) -> Result<u64>;
 
@@ -265,9 +305,41 @@ pub trait Store: Send + Sync {
     /// The last entry's sequence number and hash as recorded beside the trail.
     async fn audit_head(&self) -> Result<Option<(i64, String)>>;
 
+    /// Inserts or replaces an approval, audited by its status.
+    async fn put_approval(&self, approval: &ApprovalRecord) -> Result<()>;
+    /// Records a person's decision: stores `approval` only if the stored one still has
+    /// `expected_version` (returns false if someone else decided first). In the same
+    /// transaction, each of `resume` that waits for approval becomes pending again (claimable).
+    async fn decide_approval(
+        &self,
+        approval: &ApprovalRecord,
+        expected_version: i64,
+        resume: &[String],
+        audit: AuditDraft,
+    ) -> Result<bool>;
+    async fn get_approval(&self, id: &str) -> Result<Option<ApprovalRecord>>;
+    /// Approvals, oldest first.
+    async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<ApprovalRecord>>;
+
+    /// Records (or replaces) a step's demotion, audited.
+    async fn demote(&self, demotion: &Demotion) -> Result<()>;
+    /// Lifts a step's demotion, audited as `actor`; false if it was not demoted.
+    async fn reset_trust(&self, playbook: &str, step: &str, actor: &str) -> Result<bool>;
+    async fn demotions(&self) -> Result<Vec<Demotion>>;
+
+    /// Counts of steps, changes and approvals per playbook step since `since`.
+    async fn trust_stats(&self, since: i64) -> Result<Vec<StatRow>>;
+    /// What a baseline guardrail learns from: see [`ChangeHistory`].
+    async fn change_history(&self, actions: &[String], since: i64) -> Result<ChangeHistory>;
+
     /// The stored cursor of a file source.
     async fn cursor(&self, source: &str) -> Result<Option<u64>>;
     async fn counts(&self) -> Result<Counts>;
+}
+
+/// The audit entry recording an approval's current state, as decided by `actor`.
+pub fn approval_audit(actor: &str, approval: &ApprovalRecord) -> AuditDraft {
+    audit::approval(actor, approval)
 }
 
 /// Walks the whole audit trail and checks its chain and recorded head.

@@ -12,11 +12,14 @@
 
 use crate::audit;
 use crate::codec::parse;
-use crate::{Accepted, Counts, Cursor, Incoming, Result, RunFilter, Store, StoreError};
+use crate::{
+    Accepted, ApprovalFilter, ChangeHistory, Counts, Cursor, Incoming, Result, RunFilter, StatRow,
+    Store, StoreError,
+};
 use async_trait::async_trait;
 use belay_model::{
-    AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord,
-    now_ms,
+    ApprovalRecord, AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Demotion, Event, RunRecord,
+    RunStatus, StepRecord, now_ms,
 };
 use deadpool_postgres::{
     GenericClient, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
@@ -153,6 +156,31 @@ CREATE TABLE audit_head (
     hash TEXT NOT NULL
 );
 INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+"#,
+    r#"
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    playbook TEXT NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    body JSON NOT NULL
+);
+CREATE INDEX approvals_run ON approvals (run_id, key);
+CREATE INDEX approvals_status ON approvals (status, created_at);
+CREATE INDEX approvals_created ON approvals (created_at);
+CREATE TABLE demotions (
+    playbook TEXT NOT NULL,
+    step TEXT NOT NULL,
+    body JSON NOT NULL,
+    PRIMARY KEY (playbook, step)
+);
+CREATE INDEX steps_started ON steps (started_at);
+CREATE INDEX changes_created ON changes (created_at);
 "#,
 ];
 
@@ -1230,6 +1258,29 @@ impl Store for PgStore {
         Ok(runs)
     }
 
+    async fn claim_released(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "UPDATE runs SET owner = $1, lease_until = {NOW_MS} + $2 WHERE id = ANY(ARRAY(\
+               SELECT id FROM runs WHERE status = 'pending' AND parent_run IS NULL AND owner IS NULL \
+               ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING {RUN_COLS}"
+        );
+        let rows = self
+            .query(
+                &sql,
+                &[&self.worker, &self.lease_ms, &limit],
+                "claiming released runs",
+            )
+            .await?;
+        let mut runs = rows_to(&rows, run_from_row)?;
+        runs.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(runs)
+    }
+
     async fn renew_leases(&self) -> Result<u64> {
         self.execute(
             &format!("UPDATE runs SET lease_until = {NOW_MS} + $2 WHERE owner = $1 AND status IN ('pending', 'running')"),
@@ -1237,6 +1288,203 @@ impl Store for PgStore {
             "renewing leases",
         )
         .await
+    }
+
+    async fn put_approval(&self, approval: &ApprovalRecord) -> Result<()> {
+        const C: &str = "storing an approval";
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err(C))?;
+        tx.execute(
+            "INSERT INTO approvals (id, run_id, key, playbook, step, status, version, created_at, expires_at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO UPDATE SET \
+             status = excluded.status, version = excluded.version, expires_at = excluded.expires_at, body = excluded.body",
+            &[
+                &approval.id,
+                &approval.run_id,
+                &approval.key,
+                &approval.playbook,
+                &approval.step,
+                &approval.status.as_str(),
+                &approval.version,
+                &approval.created_at,
+                &approval.expires_at,
+                &Json(approval),
+            ],
+        )
+        .await
+        .map_err(db_err(C))?;
+        append_audit(&tx, vec![audit::approval(&self.worker, approval)]).await?;
+        tx.commit().await.map_err(db_err(C))
+    }
+
+    async fn decide_approval(
+        &self,
+        approval: &ApprovalRecord,
+        expected_version: i64,
+        resume: &[String],
+        audit: AuditDraft,
+    ) -> Result<bool> {
+        const C: &str = "recording a decision";
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err(C))?;
+        let n = tx
+            .execute(
+                "UPDATE approvals SET status = $2, version = $3, body = $4 WHERE id = $1 AND version = $5",
+                &[
+                    &approval.id,
+                    &approval.status.as_str(),
+                    &approval.version,
+                    &Json(approval),
+                    &expected_version,
+                ],
+            )
+            .await
+            .map_err(db_err(C))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        for run in resume {
+            tx.execute(
+                "UPDATE runs SET status = 'pending', owner = NULL, lease_until = NULL, updated_at = $2 \
+                 WHERE id = $1 AND status = 'waiting_approval'",
+                &[run, &now_ms()],
+            )
+            .await
+            .map_err(db_err(C))?;
+        }
+        append_audit(&tx, vec![audit]).await?;
+        tx.commit().await.map_err(db_err(C))?;
+        Ok(true)
+    }
+
+    async fn get_approval(&self, id: &str) -> Result<Option<ApprovalRecord>> {
+        const C: &str = "reading an approval";
+        let row = self
+            .query_opt("SELECT body FROM approvals WHERE id = $1", &[&id], C)
+            .await?;
+        row.map(|r| get_json(&r, 0, C)).transpose()
+    }
+
+    async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<ApprovalRecord>> {
+        const C: &str = "listing approvals";
+        let status = filter.status.map(|s| s.as_str());
+        let rows = self
+            .query(
+                "SELECT body FROM approvals WHERE ($1::TEXT IS NULL OR status = $1) \
+                 AND ($2::TEXT IS NULL OR run_id = $2) ORDER BY created_at, id",
+                &[&status, &filter.run_id],
+                C,
+            )
+            .await?;
+        rows.iter().map(|r| get_json(r, 0, C)).collect()
+    }
+
+    async fn demote(&self, demotion: &Demotion) -> Result<()> {
+        const C: &str = "demoting a step";
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err(C))?;
+        tx.execute(
+            "INSERT INTO demotions (playbook, step, body) VALUES ($1, $2, $3) \
+             ON CONFLICT (playbook, step) DO UPDATE SET body = excluded.body",
+            &[&demotion.playbook, &demotion.step, &Json(demotion)],
+        )
+        .await
+        .map_err(db_err(C))?;
+        append_audit(&tx, vec![audit::demoted(demotion)]).await?;
+        tx.commit().await.map_err(db_err(C))
+    }
+
+    async fn reset_trust(&self, playbook: &str, step: &str, actor: &str) -> Result<bool> {
+        const C: &str = "resetting trust";
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err(C))?;
+        let n = tx
+            .execute(
+                "DELETE FROM demotions WHERE playbook = $1 AND step = $2",
+                &[&playbook, &step],
+            )
+            .await
+            .map_err(db_err(C))?;
+        if n > 0 {
+            append_audit(&tx, vec![audit::trust_reset(actor, playbook, step)]).await?;
+        }
+        tx.commit().await.map_err(db_err(C))?;
+        Ok(n > 0)
+    }
+
+    async fn demotions(&self) -> Result<Vec<Demotion>> {
+        const C: &str = "listing demotions";
+        let rows = self
+            .query("SELECT body FROM demotions ORDER BY playbook, step", &[], C)
+            .await?;
+        rows.iter().map(|r| get_json(r, 0, C)).collect()
+    }
+
+    async fn trust_stats(&self, since: i64) -> Result<Vec<StatRow>> {
+        const C: &str = "counting for the trust report";
+        let queries: [(&'static str, &str); 3] = [
+            (
+                "step",
+                "SELECT r.playbook, s.step, s.decision, s.status, s.trust, COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id \
+                      WHERE s.started_at >= $1 AND NOT r.dry_run GROUP BY 1, 2, 3, 4, 5",
+            ),
+            (
+                "change",
+                "SELECT r.playbook, split_part(c.step_key, '[', 1), NULL::TEXT, c.status, c.trust, COUNT(*) \
+                        FROM changes c JOIN runs r ON r.id = c.run_id WHERE c.created_at >= $1 AND NOT r.dry_run GROUP BY 1, 2, 3, 4, 5",
+            ),
+            (
+                "approval",
+                "SELECT playbook, step, NULL::TEXT, status, NULL::TEXT, COUNT(*) FROM approvals WHERE created_at >= $1 GROUP BY 1, 2, 3, 4, 5",
+            ),
+        ];
+        let mut out = Vec::new();
+        for (kind, sql) in queries {
+            for r in self.query(sql, &[&since], C).await? {
+                let count: i64 = get(&r, 5, C)?;
+                out.push(StatRow {
+                    playbook: get(&r, 0, C)?,
+                    step: get(&r, 1, C)?,
+                    kind,
+                    decision: get(&r, 2, C)?,
+                    status: get(&r, 3, C)?,
+                    trust: get(&r, 4, C)?,
+                    count: count as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn change_history(&self, actions: &[String], since: i64) -> Result<ChangeHistory> {
+        const C: &str = "reading the change history";
+        const FILTER: &str = "action = ANY($1) AND trust IN ('log', 'guarded') AND status IN ('applied', 'reverted', 'drifted')";
+        let first = self
+            .query_opt(
+                &format!("SELECT MIN(created_at) FROM changes WHERE {FILTER}"),
+                &[&actions],
+                C,
+            )
+            .await?;
+        let first_at: Option<i64> = match first {
+            Some(r) => get(&r, 0, C)?,
+            None => None,
+        };
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT MIN(created_at), COUNT(*) FROM changes WHERE {FILTER} AND created_at >= $2 GROUP BY run_id ORDER BY 1"
+                ),
+                &[&actions, &since],
+                C,
+            )
+            .await?;
+        let mut batches = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (at, n): (i64, i64) = (get(r, 0, C)?, get(r, 1, C)?);
+            batches.push((at, n as u64));
+        }
+        Ok(ChangeHistory { first_at, batches })
     }
 
     async fn cursor(&self, source: &str) -> Result<Option<u64>> {

@@ -8,12 +8,13 @@
 use crate::audit;
 use crate::codec::{from_text, parse, to_text};
 use crate::{
-    Accepted, Counts, Cursor, Incoming, Result, RunFilter, Store, StoreError, Write, Written,
+    Accepted, ApprovalFilter, ChangeHistory, Counts, Cursor, Incoming, Result, RunFilter, StatRow,
+    Store, StoreError, Write, Written,
 };
 use async_trait::async_trait;
 use belay_model::{
-    AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, StepRecord,
-    now_ms,
+    ApprovalRecord, AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Demotion, Event, RunRecord,
+    RunStatus, StepRecord, now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
@@ -151,6 +152,31 @@ CREATE TABLE audit_head (
     hash TEXT NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    playbook TEXT NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX approvals_run ON approvals(run_id, key);
+CREATE INDEX approvals_status ON approvals(status, created_at);
+CREATE INDEX approvals_created ON approvals(created_at);
+CREATE TABLE demotions (
+    playbook TEXT NOT NULL,
+    step TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (playbook, step)
+) WITHOUT ROWID;
+CREATE INDEX steps_started ON steps(started_at);
+CREATE INDEX changes_created ON changes(created_at);
+"#,
 ];
 
 // Each operation is moved once through the writer's channel; boxing would only add allocations.
@@ -187,6 +213,7 @@ enum Op {
         limit: usize,
     },
     Renew,
+    ClaimReleased(usize),
     Audit(Vec<AuditDraft>),
     ChangeStatus {
         change_id: String,
@@ -196,6 +223,19 @@ enum Op {
     },
     Checkpoint {
         name: String,
+        actor: String,
+    },
+    PutApproval(ApprovalRecord),
+    DecideApproval {
+        approval: ApprovalRecord,
+        expected_version: i64,
+        resume: Vec<String>,
+        audit: AuditDraft,
+    },
+    Demote(Demotion),
+    ResetTrust {
+        playbook: String,
+        step: String,
         actor: String,
     },
 }
@@ -210,6 +250,7 @@ enum Reply {
     Change(ChangeRecord),
     Runs(Vec<RunRecord>),
     Count(u64),
+    Flag(bool),
     Unit,
 }
 
@@ -314,6 +355,7 @@ impl Op {
                 limit: *limit,
             },
             Op::Renew => Op::Renew,
+            Op::ClaimReleased(n) => Op::ClaimReleased(*n),
             Op::Audit(d) => Op::Audit(d.clone()),
             Op::ChangeStatus {
                 change_id,
@@ -328,6 +370,28 @@ impl Op {
             },
             Op::Checkpoint { name, actor } => Op::Checkpoint {
                 name: name.clone(),
+                actor: actor.clone(),
+            },
+            Op::PutApproval(a) => Op::PutApproval(a.clone()),
+            Op::DecideApproval {
+                approval,
+                expected_version,
+                resume,
+                audit,
+            } => Op::DecideApproval {
+                approval: approval.clone(),
+                expected_version: *expected_version,
+                resume: resume.clone(),
+                audit: audit.clone(),
+            },
+            Op::Demote(d) => Op::Demote(d.clone()),
+            Op::ResetTrust {
+                playbook,
+                step,
+                actor,
+            } => Op::ResetTrust {
+                playbook: playbook.clone(),
+                step: step.clone(),
                 actor: actor.clone(),
             },
         }
@@ -624,6 +688,7 @@ impl Writer {
                                 error,
                             },
                             Write::Audit(d) => Op::Audit(vec![d]),
+                            Write::Approval(a) => Op::PutApproval(*a),
                         };
                         let reply = self.apply(op)?;
                         // A journal entry that already existed records nothing new.
@@ -890,6 +955,93 @@ impl Writer {
                     actor,
                 }))
             }
+            Op::PutApproval(a) => {
+                put_approval(c, &a)?;
+                if !self.presupplied {
+                    self.audit.push(audit::approval(&self.worker, &a));
+                }
+                Ok(Reply::Unit)
+            }
+            Op::DecideApproval {
+                approval,
+                expected_version,
+                resume,
+                audit,
+            } => {
+                let n = c
+                    .execute(
+                        "UPDATE approvals SET status = ?2, version = ?3, body = ?4 WHERE id = ?1 AND version = ?5",
+                        params![
+                            approval.id,
+                            approval.status.as_str(),
+                            approval.version,
+                            to_text(&approval),
+                            expected_version
+                        ],
+                    )
+                    .map_err(db_err("recording a decision"))?;
+                if n == 0 {
+                    return Ok(Reply::Flag(false));
+                }
+                for run in &resume {
+                    c.execute(
+                        "UPDATE runs SET status = 'pending', owner = NULL, lease_until = NULL, updated_at = ?2 \
+                         WHERE id = ?1 AND status = 'waiting_approval'",
+                        params![run, now],
+                    )
+                    .map_err(db_err("resuming a run"))?;
+                }
+                self.audit.push(audit);
+                Ok(Reply::Flag(true))
+            }
+            Op::Demote(d) => {
+                c.execute(
+                    "INSERT INTO demotions (playbook, step, body) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(playbook, step) DO UPDATE SET body = excluded.body",
+                    params![d.playbook, d.step, to_text(&d)],
+                )
+                .map_err(db_err("demoting a step"))?;
+                self.audit.push(audit::demoted(&d));
+                Ok(Reply::Unit)
+            }
+            Op::ResetTrust {
+                playbook,
+                step,
+                actor,
+            } => {
+                let n = c
+                    .execute(
+                        "DELETE FROM demotions WHERE playbook = ?1 AND step = ?2",
+                        params![playbook, step],
+                    )
+                    .map_err(db_err("resetting trust"))?;
+                if n > 0 {
+                    self.audit
+                        .push(audit::trust_reset(&actor, &playbook, &step));
+                }
+                Ok(Reply::Flag(n > 0))
+            }
+            Op::ClaimReleased(limit) => {
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "UPDATE runs SET owner = ?1, lease_until = ?2 WHERE id IN (\
+                           SELECT id FROM runs WHERE status = 'pending' AND parent_run IS NULL AND owner IS NULL \
+                           ORDER BY created_at LIMIT ?3) RETURNING {RUN_COLS}"
+                    ))
+                    .map_err(db_err("claiming released runs"))?;
+                let rows = stmt
+                    .query_map(
+                        params![self.worker, now + self.lease_ms, limit as i64],
+                        run_from_row,
+                    )
+                    .map_err(db_err("claiming released runs"))?;
+                let mut runs = Vec::new();
+                for r in rows {
+                    runs.push(r.map_err(db_err("claiming released runs"))??);
+                }
+                runs.sort_by_key(|r| r.created_at);
+                Ok(Reply::Runs(runs))
+            }
             Op::Renew => {
                 let n = c
                     .prepare_cached("UPDATE runs SET lease_until = ?2 WHERE owner = ?1 AND status IN ('pending', 'running')")
@@ -965,6 +1117,30 @@ const STEP_COLS: &str = "run_id, key, step, seq, item, action, with_json, decisi
 const CHANGE_COLS: &str = "id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at";
 
 type RowResult<T> = rusqlite::Result<Result<T>>;
+
+fn put_approval(c: &Connection, a: &ApprovalRecord) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO approvals (id, run_id, key, playbook, step, status, version, created_at, expires_at, body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(id) DO UPDATE SET \
+         status = excluded.status, version = excluded.version, expires_at = excluded.expires_at, body = excluded.body",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            a.id,
+            a.run_id,
+            a.key,
+            a.playbook,
+            a.step,
+            a.status.as_str(),
+            a.version,
+            a.created_at,
+            a.expires_at,
+            to_text(a)
+        ])
+    })
+    .map_err(db_err("storing an approval"))?;
+    Ok(())
+}
 
 fn run_from_row(r: &Row) -> RowResult<RunRecord> {
     let status: String = r.get(5)?;
@@ -1171,6 +1347,7 @@ impl Store for SqliteStore {
                         error,
                     } => Some(audit::run_status(w, run_id, *status, error.as_deref())),
                     Write::Audit(_) => None,
+                    Write::Approval(a) => Some(audit::approval(w, a)),
                 };
                 (x, d)
             })
@@ -1322,6 +1499,13 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn claim_released(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        match self.submit(Op::ClaimReleased(limit)).await? {
+            Reply::Runs(r) => Ok(r),
+            _ => Err(unexpected("claiming released runs")),
+        }
+    }
+
     async fn renew_leases(&self) -> Result<u64> {
         match self.submit(Op::Renew).await? {
             Reply::Count(n) => Ok(n),
@@ -1410,6 +1594,169 @@ impl Store for SqliteStore {
             })
             .optional()
             .map_err(db_err("reading the audit head"))
+        })
+        .await
+    }
+
+    async fn put_approval(&self, approval: &ApprovalRecord) -> Result<()> {
+        self.submit(Op::PutApproval(approval.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn decide_approval(
+        &self,
+        approval: &ApprovalRecord,
+        expected_version: i64,
+        resume: &[String],
+        audit: AuditDraft,
+    ) -> Result<bool> {
+        match self
+            .submit(Op::DecideApproval {
+                approval: approval.clone(),
+                expected_version,
+                resume: resume.to_vec(),
+                audit,
+            })
+            .await?
+        {
+            Reply::Flag(f) => Ok(f),
+            _ => Err(unexpected("recording a decision")),
+        }
+    }
+
+    async fn get_approval(&self, id: &str) -> Result<Option<ApprovalRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let body: Option<String> = c
+                .prepare_cached("SELECT body FROM approvals WHERE id = ?1")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+                .map_err(db_err("reading an approval"))?;
+            body.map(|b| from_text(&b, "approval")).transpose()
+        })
+        .await
+    }
+
+    async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<ApprovalRecord>> {
+        let status = filter.status.map(|s| s.as_str());
+        let run = filter.run_id.clone();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT body FROM approvals WHERE (?1 IS NULL OR status = ?1) \
+                     AND (?2 IS NULL OR run_id = ?2) ORDER BY created_at, id",
+                )
+                .map_err(db_err("listing approvals"))?;
+            let rows = stmt
+                .query_map(params![status, run], |r| r.get::<_, String>(0))
+                .map_err(db_err("listing approvals"))?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(from_text(
+                    &r.map_err(db_err("listing approvals"))?,
+                    "approval",
+                )?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn demote(&self, demotion: &Demotion) -> Result<()> {
+        self.submit(Op::Demote(demotion.clone())).await.map(|_| ())
+    }
+
+    async fn reset_trust(&self, playbook: &str, step: &str, actor: &str) -> Result<bool> {
+        match self
+            .submit(Op::ResetTrust {
+                playbook: playbook.into(),
+                step: step.into(),
+                actor: actor.into(),
+            })
+            .await?
+        {
+            Reply::Flag(f) => Ok(f),
+            _ => Err(unexpected("resetting trust")),
+        }
+    }
+
+    async fn demotions(&self) -> Result<Vec<Demotion>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT body FROM demotions ORDER BY playbook, step")
+                .map_err(db_err("listing demotions"))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(db_err("listing demotions"))?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(from_text(
+                    &r.map_err(db_err("listing demotions"))?,
+                    "demotion",
+                )?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn trust_stats(&self, since: i64) -> Result<Vec<StatRow>> {
+        self.read(move |c| {
+            let mut out = Vec::new();
+            let queries: [(&'static str, &str); 3] = [
+                ("step", "SELECT r.playbook, s.step, s.decision, s.status, s.trust, COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id \
+                          WHERE s.started_at >= ?1 AND r.dry_run = 0 GROUP BY 1, 2, 3, 4, 5"),
+                ("change", "SELECT r.playbook, CASE WHEN instr(c.step_key, '[') > 0 THEN substr(c.step_key, 1, instr(c.step_key, '[') - 1) ELSE c.step_key END, \
+                            NULL, c.status, c.trust, COUNT(*) FROM changes c JOIN runs r ON r.id = c.run_id WHERE c.created_at >= ?1 AND r.dry_run = 0 GROUP BY 1, 2, 3, 4, 5"),
+                ("approval", "SELECT playbook, step, NULL, status, NULL, COUNT(*) FROM approvals WHERE created_at >= ?1 GROUP BY 1, 2, 3, 4, 5"),
+            ];
+            for (kind, sql) in queries {
+                let mut stmt = c.prepare_cached(sql).map_err(db_err("counting for the trust report"))?;
+                let rows = stmt
+                    .query_map([since], |r| {
+                        Ok(StatRow {
+                            playbook: r.get(0)?,
+                            step: r.get(1)?,
+                            kind,
+                            decision: r.get(2)?,
+                            status: r.get(3)?,
+                            trust: r.get(4)?,
+                            count: r.get::<_, i64>(5)? as u64,
+                        })
+                    })
+                    .map_err(db_err("counting for the trust report"))?;
+                for r in rows {
+                    out.push(r.map_err(db_err("counting for the trust report"))?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn change_history(&self, actions: &[String], since: i64) -> Result<ChangeHistory> {
+        let actions = serde_json::to_string(actions).unwrap_or_else(|_| "[]".into());
+        self.read(move |c| {
+            const C: &str = "reading the change history";
+            let filter = "action IN (SELECT value FROM json_each(?1)) AND trust IN ('log', 'guarded') \
+                          AND status IN ('applied', 'reverted', 'drifted')";
+            let first_at: Option<i64> = c
+                .prepare_cached(&format!("SELECT MIN(created_at) FROM changes WHERE {filter}"))
+                .and_then(|mut s| s.query_row([&actions], |r| r.get(0)))
+                .map_err(db_err(C))?;
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT MIN(created_at), COUNT(*) FROM changes WHERE {filter} AND created_at >= ?2 \
+                     GROUP BY run_id ORDER BY 1"
+                ))
+                .map_err(db_err(C))?;
+            let rows = stmt
+                .query_map(params![actions, since], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .map_err(db_err(C))?;
+            let batches = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err(C))?;
+            Ok(ChangeHistory { first_at, batches })
         })
         .await
     }

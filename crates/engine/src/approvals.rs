@@ -1,0 +1,217 @@
+//! People's decisions on approvals: who may decide, quorum, separation of duties, expiry, and
+//! making the waiting run resumable. The executor requests approvals and honours them only for
+//! the exact change they were bound to (see `exec.rs`); this module records decisions.
+
+use belay_model::{ApprovalRecord, ApprovalStatus, Vote, ms_to_rfc3339, now_ms};
+use belay_store::{ApprovalFilter, Store, StoreError};
+use std::collections::HashMap;
+
+/// Roles allowed to decide when a step names no approvers.
+pub const DEFAULT_APPROVER_ROLES: &[&str] = &["responder", "admin"];
+
+/// Users and their roles (from `[[users]]` in the configuration).
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    users: HashMap<String, Vec<String>>,
+}
+
+impl Directory {
+    pub fn new(users: impl IntoIterator<Item = (String, Vec<String>)>) -> Directory {
+        Directory {
+            users: users.into_iter().collect(),
+        }
+    }
+
+    pub fn roles(&self, user: &str) -> Option<&[String]> {
+        self.users.get(user).map(Vec::as_slice)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error("no approval `{0}`")]
+    NotFound(String),
+    #[error("unknown user `{0}`; users and their roles come from [[users]] in belay.toml")]
+    UnknownUser(String),
+    #[error("approval {id} is {status}, not pending; nothing was recorded")]
+    NotPending { id: String, status: ApprovalStatus },
+    #[error("{0}")]
+    Refused(String),
+    #[error("approval {0} kept changing while recording the decision; try again")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records `user`'s decision on approval `id`. A denial decides at once; approvals decide once
+/// `quorum` different eligible people approved. A decided approval makes its run (and the runs
+/// above it) resumable in the same transaction.
+pub async fn decide(
+    store: &dyn Store,
+    directory: &Directory,
+    id: &str,
+    user: &str,
+    approve: bool,
+    comment: Option<String>,
+) -> Result<ApprovalRecord, DecisionError> {
+    let roles = directory
+        .roles(user)
+        .ok_or_else(|| DecisionError::UnknownUser(user.to_owned()))?;
+    for _ in 0..8 {
+        let mut a = store
+            .get_approval(id)
+            .await?
+            .ok_or_else(|| DecisionError::NotFound(id.to_owned()))?;
+        let now = now_ms();
+        if a.status == ApprovalStatus::Pending && now >= a.expires_at {
+            expire(store, &a).await?;
+            return Err(DecisionError::Refused(format!(
+                "approval {id} expired at {} (on_timeout: {}); nothing was recorded",
+                ms_to_rfc3339(a.expires_at),
+                a.terms.on_timeout
+            )));
+        }
+        if a.status != ApprovalStatus::Pending {
+            return Err(DecisionError::NotPending {
+                id: id.to_owned(),
+                status: a.status,
+            });
+        }
+        eligible(&a, user, roles)?;
+        let expected = a.version;
+        a.votes.push(Vote {
+            user: user.to_owned(),
+            approve,
+            comment: comment.clone(),
+            at: now,
+        });
+        if !approve {
+            a.status = ApprovalStatus::Denied;
+        } else if a.approvals() >= a.terms.quorum as usize {
+            a.status = ApprovalStatus::Approved;
+        }
+        let decided = a.status != ApprovalStatus::Pending;
+        if decided {
+            a.decided_at = Some(now);
+        }
+        a.version += 1;
+        let resume = if decided {
+            run_chain(store, &a.run_id).await?
+        } else {
+            Vec::new()
+        };
+        let draft = belay_store::approval_audit(user, &a);
+        if store.decide_approval(&a, expected, &resume, draft).await? {
+            return Ok(a);
+        }
+    }
+    Err(DecisionError::Conflict(id.to_owned()))
+}
+
+/// Checks that `user` may decide on `a`: an approver by name or role, not the one who
+/// triggered the run or wrote the playbook when separation applies, and only once.
+fn eligible(a: &ApprovalRecord, user: &str, roles: &[String]) -> Result<(), DecisionError> {
+    let allowed = if a.terms.approvers.is_empty() {
+        roles
+            .iter()
+            .any(|r| DEFAULT_APPROVER_ROLES.contains(&r.as_str()))
+    } else {
+        a.terms
+            .approvers
+            .iter()
+            .any(|x| x == user || roles.contains(x))
+    };
+    if !allowed {
+        let who = if a.terms.approvers.is_empty() {
+            DEFAULT_APPROVER_ROLES.join(" or ")
+        } else {
+            a.terms.approvers.join(", ")
+        };
+        return Err(DecisionError::Refused(format!(
+            "{user} may not decide on approval {}: it needs {who} (their roles: {})",
+            a.id,
+            if roles.is_empty() {
+                "none".to_owned()
+            } else {
+                roles.join(", ")
+            }
+        )));
+    }
+    if a.terms.separation {
+        if a.triggered_by.as_deref() == Some(user) {
+            return Err(DecisionError::Refused(format!(
+                "separation of duties: {user} triggered run {} and may not approve its changes",
+                a.run_id
+            )));
+        }
+        if a.author.as_deref() == Some(user) {
+            return Err(DecisionError::Refused(format!(
+                "separation of duties: {user} wrote playbook `{}` and may not approve its changes",
+                a.playbook
+            )));
+        }
+    }
+    if a.votes.iter().any(|v| v.user == user) {
+        return Err(DecisionError::Refused(format!(
+            "{user} already decided on approval {}; a quorum needs different people",
+            a.id
+        )));
+    }
+    Ok(())
+}
+
+/// Marks every pending approval past its deadline as expired (their runs become resumable and
+/// apply the step's `on_timeout`). Returns the expired approvals.
+pub async fn expire_due(store: &dyn Store) -> Result<Vec<ApprovalRecord>, StoreError> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    let pending = store
+        .approvals(&ApprovalFilter {
+            status: Some(ApprovalStatus::Pending),
+            ..Default::default()
+        })
+        .await?;
+    for a in pending.into_iter().filter(|a| now >= a.expires_at) {
+        if let Some(e) = expire(store, &a).await? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+async fn expire(
+    store: &dyn Store,
+    a: &ApprovalRecord,
+) -> Result<Option<ApprovalRecord>, StoreError> {
+    let mut e = a.clone();
+    e.status = ApprovalStatus::Expired;
+    e.decided_at = Some(now_ms());
+    e.version += 1;
+    let resume = run_chain(store, &a.run_id).await?;
+    let draft = belay_store::approval_audit(&format!("engine:{}", store.worker_id()), &e);
+    Ok(store
+        .decide_approval(&e, a.version, &resume, draft)
+        .await?
+        .then_some(e))
+}
+
+/// A run and the runs above it (a sub-playbook's parents wait with it).
+async fn run_chain(store: &dyn Store, run_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut out = vec![run_id.to_owned()];
+    let mut current = run_id.to_owned();
+    while out.len() < 16 {
+        match store.get_run(&current).await?.and_then(|r| r.parent_run) {
+            Some(parent) => {
+                out.push(parent.clone());
+                current = parent;
+            }
+            None => break,
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,128 @@
+//! Approvals: a person's decision on one exact planned change, and step demotions.
+
+use crate::TrustLevel;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+string_enum! {
+    /// Where an approval stands.
+    ApprovalStatus {
+        Pending => "pending",
+        Approved => "approved",
+        Denied => "denied",
+        Expired => "expired",
+        Superseded => "superseded",
+    }
+}
+
+string_enum! {
+    /// What an unanswered approval turns into.
+    OnTimeout {
+        Deny => "deny",
+        Approve => "approve",
+        Skip => "skip",
+    }
+}
+
+/// The step's approval options, as they were when the approval was requested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalTerms {
+    /// Roles or user names allowed to decide; empty means `responder` or `admin`.
+    pub approvers: Vec<String>,
+    pub quorum: u32,
+    pub timeout_ms: i64,
+    pub on_timeout: OnTimeout,
+    /// The person who triggered the run or authored the playbook may not approve.
+    pub separation: bool,
+}
+
+/// One person's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub user: String,
+    pub approve: bool,
+    pub comment: Option<String>,
+    pub at: i64,
+}
+
+/// A request for a person's decision on one planned change (or one held batch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub run_id: String,
+    pub playbook: String,
+    /// The step's id.
+    pub step: String,
+    /// The step record it decides: `step`, `step[i]`, or `step#batch` for a held batch.
+    pub key: String,
+    pub action: String,
+    /// Resolved inputs; for a batch, a list of `{key, with}`.
+    pub with: Value,
+    pub target: String,
+    /// SHA-256 of the canonical planned change; the approval applies to that change only.
+    pub change_hash: String,
+    /// The target's state when the approval was requested, where the connector can read it.
+    pub current_state: Value,
+    /// Guardrail verdicts at request time.
+    pub guardrails: Value,
+    /// Why a person is asked.
+    pub reason: String,
+    pub trust: TrustLevel,
+    pub terms: ApprovalTerms,
+    /// Who triggered the run, when a person did.
+    pub triggered_by: Option<String>,
+    /// The playbook's author, when it names one.
+    pub author: Option<String>,
+    /// The step's record so far: runs, approvals, denials, rollbacks.
+    pub history: Value,
+    pub status: ApprovalStatus,
+    pub votes: Vec<Vote>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    /// Incremented on every update; decisions compare and swap on it.
+    pub version: i64,
+}
+
+impl ApprovalRecord {
+    /// Distinct users who approved.
+    pub fn approvals(&self) -> usize {
+        let mut users: Vec<&str> = self
+            .votes
+            .iter()
+            .filter(|v| v.approve)
+            .map(|v| v.user.as_str())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users.len()
+    }
+}
+
+/// A step held below its declared trust level because a person rolled back one of its changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demotion {
+    pub playbook: String,
+    pub step: String,
+    /// The highest level the step may run at until reset.
+    pub level: TrustLevel,
+    pub reason: String,
+    /// The rolled-back change that caused it.
+    pub change_id: Option<String>,
+    pub by: String,
+    pub at: i64,
+}
+
+/// SHA-256 of a planned change's canonical JSON: what an approval is bound to.
+pub fn change_hash(
+    run_id: &str,
+    playbook_hash: &str,
+    key: &str,
+    action: &str,
+    with: &Value,
+) -> String {
+    let canonical = crate::audit::canonical_json(&serde_json::json!({
+        "run_id": run_id, "playbook_hash": playbook_hash, "key": key, "action": action, "with": with,
+    }));
+    crate::sha256_hex(canonical.as_bytes())
+}
