@@ -483,9 +483,10 @@ impl Guardrails {
                                 b.factor, f.p99_batch, f.runs
                             ));
                         }
+                        // Windows are compared only once whole windows were observed.
                         let recent = ctx.recent.get(&g.name).copied().unwrap_or(0);
                         let window_limit = (b.factor * f.p99_window.max(1) as f64).floor() as u64;
-                        if recent + n > window_limit {
+                        if f.windows > 0 && recent + n > window_limit {
                             problems.push(format!(
                                 "{} change(s) within {} would be above {} × the learned p99 of {} per window ({} windows)",
                                 recent + n,

@@ -1,0 +1,629 @@
+//! Approvals, trust and replay through the real binary, on the `blocklist` connector: a person's
+//! decision binds to one exact change, quorum and separation hold, deadlines deny, guardrail
+//! holds are decided by people, a rollback demotes a step, and the trust report says why.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+
+mod common;
+use common::text;
+
+const USERS: &str = r#"data = "data"
+playbooks = "pb"
+
+[[users]]
+name = "alice"
+roles = ["responder"]
+
+[[users]]
+name = "bob"
+roles = ["responder"]
+
+[[users]]
+name = "erin"
+roles = ["admin"]
+
+[[users]]
+name = "carol"
+roles = ["admin"]
+
+[[users]]
+name = "dave"
+roles = ["viewer"]
+"#;
+
+/// A playbook blocking the event's address with the given trust level and approval options.
+fn playbook(trust: &str, approval: &str) -> String {
+    format!(
+        r#"name: block-ip
+author: carol
+on:
+  event: ids.alert
+trust: {trust}
+steps:
+  - id: block
+    action: blocklist.add
+    with: {{ list: egress, entry: "${{{{ event.observables.ips[0] }}}}" }}
+{approval}"#
+    )
+}
+
+fn setup(pb: &str, extra_config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("pb")).unwrap();
+    std::fs::write(d.join("pb/block.yaml"), pb).unwrap();
+    std::fs::write(d.join("belay.toml"), format!("{USERS}{extra_config}")).unwrap();
+    dir
+}
+
+/// `belay ARGS` in `dir`, reading its belay.toml.
+fn belay(dir: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_belay"))
+        .current_dir(dir)
+        .env_remove("BELAY_DATA")
+        .env_remove("BELAY_DATABASE_URL")
+        .env_remove("BELAY_CONFIG")
+        .env_remove("BELAY_GUARDRAILS")
+        .args(args)
+        .output()
+        .expect("belay runs")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "belay failed: {}", text(o));
+    text(o)
+}
+
+fn refused(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "expected a refusal: {}", text(o));
+    text(o)
+}
+
+/// Runs the playbook on an alert for `ip`, as `user` when given; returns the run's JSON.
+fn alert(d: &Path, ip: &str, user: Option<&str>) -> Value {
+    let ev = serde_json::json!({"kind": "ids.alert", "observables": {"ips": [ip]}});
+    std::fs::write(d.join("ev.json"), ev.to_string()).unwrap();
+    let mut args = vec![
+        "run",
+        "pb/block.yaml",
+        "--event",
+        "ev.json",
+        "--format",
+        "json",
+    ];
+    if let Some(u) = user {
+        args.extend(["--as", u]);
+    }
+    let o = belay(d, &args);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)))
+}
+
+fn pending(d: &Path) -> Vec<Value> {
+    let o = belay(d, &["approvals", "list", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    v.as_array().unwrap().clone()
+}
+
+fn listed(d: &Path) -> Vec<String> {
+    std::fs::read_to_string(d.join("data/lists/egress.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn run_status(d: &Path, run_id: &str) -> Value {
+    let o = belay(d, &["runs", "show", run_id, "--format", "json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)))
+}
+
+fn id_of(a: &Value) -> String {
+    a["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn approve_applies_the_change_and_deny_does_not() {
+    let dir = setup(&playbook("approve", ""), "");
+    let d = dir.path();
+    let run = alert(d, "198.51.100.7", None);
+    assert_eq!(run["status"], "waiting_approval");
+    assert_eq!(run["steps"][0]["decision"], "await_approval");
+    assert!(listed(d).is_empty(), "nothing is applied before approval");
+
+    let list = pending(d);
+    assert_eq!(list.len(), 1);
+    let a = &list[0];
+    for key in [
+        "id",
+        "run_id",
+        "step",
+        "action",
+        "with",
+        "change_hash",
+        "guardrails",
+        "expires_at",
+    ] {
+        assert!(a.get(key).is_some(), "approvals list lacks `{key}`: {a}");
+    }
+    assert_eq!(a["action"], "blocklist.add");
+    assert_eq!(a["with"]["entry"], "198.51.100.7");
+    assert_eq!(a["change_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(a["current_state"]["present"], false, "{a}");
+
+    let out = ok(&belay(
+        d,
+        &[
+            "approvals",
+            "approve",
+            &id_of(a),
+            "--as",
+            "bob",
+            "--comment",
+            "confirmed C2",
+        ],
+    ));
+    assert!(out.contains("approved by bob"), "{out}");
+    assert!(out.contains("succeeded"), "the run resumes at once: {out}");
+    assert_eq!(listed(d), ["198.51.100.7"]);
+    assert_eq!(
+        run_status(d, run["run_id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    let changes = ok(&belay(d, &["changes", "list", "--format", "json"]));
+    let changes: Value = serde_json::from_str(changes.trim()).unwrap();
+    assert!(
+        changes[0]["allowed_by"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("approval:{} by bob", id_of(a))),
+        "{changes}"
+    );
+
+    // A second alert, denied: nothing changes, the run fails and says who denied it.
+    let run = alert(d, "198.51.100.8", None);
+    let a = &pending(d)[0];
+    ok(&belay(
+        d,
+        &[
+            "approvals",
+            "deny",
+            &id_of(a),
+            "--as",
+            "alice",
+            "--comment",
+            "that is our partner",
+        ],
+    ));
+    assert_eq!(listed(d), ["198.51.100.7"]);
+    let r = run_status(d, run["run_id"].as_str().unwrap());
+    assert_eq!(r["status"], "failed");
+    let err = r["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("denied by alice: that is our partner"),
+        "{err}"
+    );
+    // A decided approval takes no further decisions.
+    let o = refused(&belay(
+        d,
+        &["approvals", "approve", &id_of(a), "--as", "bob"],
+    ));
+    assert!(o.contains("is denied, not pending"), "{o}");
+
+    let audit = ok(&belay(d, &["audit", "export"]));
+    for kind in ["approval.requested", "approval.granted", "approval.denied"] {
+        assert!(audit.contains(kind), "audit lacks {kind}");
+    }
+    assert!(audit.contains("that is our partner"), "comments are audited");
+    assert!(ok(&belay(d, &["audit", "verify"])).contains("audit chain intact"));
+}
+
+#[test]
+fn an_unanswered_approval_is_denied_at_its_deadline_by_default() {
+    let dir = setup(&playbook("approve", "    approval: { timeout: 1s }\n"), "");
+    let d = dir.path();
+    let run = alert(d, "198.51.100.9", None);
+    let a = pending(d)[0].clone();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Too late to approve.
+    let o = refused(&belay(
+        d,
+        &["approvals", "approve", &id_of(&a), "--as", "bob"],
+    ));
+    assert!(o.contains("expired"), "{o}");
+    // The next engine start resumes the run, which applies `on_timeout: deny`.
+    std::fs::write(d.join("empty.jsonl"), "").unwrap();
+    ok(&belay(d, &["ingest", "empty.jsonl", "--quiet"]));
+    let r = run_status(d, run["run_id"].as_str().unwrap());
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(
+        r["steps"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("on_timeout: deny"),
+        "{r}"
+    );
+    assert!(listed(d).is_empty());
+    assert!(ok(&belay(d, &["audit", "export"])).contains("approval.expired"));
+}
+
+#[test]
+fn on_timeout_approve_applies_after_the_deadline() {
+    let dir = setup(
+        &playbook(
+            "approve",
+            "    approval: { timeout: 1s, on_timeout: approve }\n",
+        ),
+        "",
+    );
+    let d = dir.path();
+    let run = alert(d, "198.51.100.10", None);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::write(d.join("empty.jsonl"), "").unwrap();
+    ok(&belay(d, &["approvals", "list"]));
+    ok(&belay(d, &["ingest", "empty.jsonl", "--quiet"]));
+    assert_eq!(
+        run_status(d, run["run_id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    assert_eq!(listed(d), ["198.51.100.10"]);
+}
+
+#[test]
+fn quorum_two_needs_two_different_people_and_separation_refuses_self_approval() {
+    let dir = setup(
+        &playbook(
+            "approve",
+            "    approval: { quorum: 2, separation: true }\n",
+        ),
+        "",
+    );
+    let d = dir.path();
+    alert(d, "203.0.113.50", Some("alice"));
+    let id = id_of(&pending(d)[0]);
+
+    // alice triggered the run, carol wrote the playbook, dave is no responder.
+    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "alice"]));
+    assert!(o.contains("separation of duties: alice triggered"), "{o}");
+    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "carol"]));
+    assert!(o.contains("separation of duties: carol wrote"), "{o}");
+    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "dave"]));
+    assert!(o.contains("needs responder or admin"), "{o}");
+    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "mallory"]));
+    assert!(o.contains("unknown user `mallory`"), "{o}");
+
+    let o = ok(&belay(d, &["approvals", "approve", &id, "--as", "bob"]));
+    assert!(o.contains("1 of 2"), "{o}");
+    assert!(listed(d).is_empty(), "one approval of two applies nothing");
+    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "bob"]));
+    assert!(o.contains("already decided"), "{o}");
+    assert!(listed(d).is_empty());
+
+    ok(&belay(d, &["approvals", "approve", &id, "--as", "erin"]));
+    assert_eq!(listed(d), ["203.0.113.50"]);
+}
+
+#[test]
+fn an_approval_authorizes_only_the_change_it_was_bound_to() {
+    let dir = setup(&playbook("approve", ""), "");
+    let d = dir.path();
+    let first = alert(d, "192.0.2.1", None);
+    let second = alert(d, "192.0.2.2", None);
+    let list = pending(d);
+    assert_eq!(list.len(), 2);
+    let (a, b) = (&list[0], &list[1]);
+    assert_ne!(a["change_hash"], b["change_hash"]);
+
+    // Approving the first change applies it and nothing else.
+    ok(&belay(d, &["approvals", "approve", &id_of(a), "--as", "bob"]));
+    assert_eq!(listed(d), ["192.0.2.1"]);
+    assert_eq!(
+        run_status(d, second["run_id"].as_str().unwrap())["status"],
+        "waiting_approval"
+    );
+    assert_eq!(
+        run_status(d, first["run_id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+
+    // Bind the second approval to a different change (as if its inputs were re-planned), then
+    // approve it: the run does not apply the change; it asks again for the change it has.
+    let db = rusqlite::Connection::open(d.join("data/belay.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE approvals SET body = json_set(body, '$.change_hash', ?1) WHERE id = ?2",
+            rusqlite::params![a["change_hash"].as_str().unwrap(), id_of(b)],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    ok(&belay(d, &["approvals", "approve", &id_of(b), "--as", "bob"]));
+    assert_eq!(listed(d), ["192.0.2.1"], "a mismatched approval applies nothing");
+    let r = run_status(d, second["run_id"].as_str().unwrap());
+    assert_eq!(r["status"], "waiting_approval", "{r}");
+    let all: Value = serde_json::from_str(
+        ok(&belay(d, &["approvals", "list", "--all", "--format", "json"])).trim(),
+    )
+    .unwrap();
+    let statuses: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["approved", "superseded", "pending"], "{all}");
+    let fresh = &pending(d)[0];
+    assert_eq!(fresh["with"]["entry"], "192.0.2.2");
+    assert_eq!(fresh["change_hash"], b["change_hash"]);
+    ok(&belay(d, &["approvals", "approve", &id_of(fresh), "--as", "bob"]));
+    assert_eq!(listed(d), ["192.0.2.1", "192.0.2.2"]);
+}
+
+#[test]
+fn a_guardrail_hold_is_decided_by_a_person_for_the_whole_batch() {
+    let dir = setup(
+        r#"name: block-feed
+on: { event: intel.update }
+trust: guarded
+steps:
+  - id: block
+    action: blocklist.add
+    for_each: ${{ event.observables.ips }}
+    with: { list: egress, entry: "${{ item }}" }
+    guardrails: [feed-batch]
+"#,
+        "",
+    );
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("guardrails")).unwrap();
+    std::fs::write(
+        d.join("guardrails/g.yaml"),
+        "guardrails:\n  - name: feed-batch\n    applies_to: [blocklist.add]\n    batch: { max: 2 }\n    alert: soc-admins\n",
+    )
+    .unwrap();
+    let ev = serde_json::json!({"kind": "intel.update", "observables": {"ips": ["192.0.2.10", "192.0.2.11", "192.0.2.12"]}});
+    std::fs::write(d.join("ev.json"), ev.to_string()).unwrap();
+    let o = belay(
+        d,
+        &[
+            "run",
+            "pb/block.yaml",
+            "--event",
+            "ev.json",
+            "--format",
+            "json",
+        ],
+    );
+    let run: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(run["status"], "waiting_approval");
+    assert!(listed(d).is_empty(), "a held batch is held whole");
+    let list = pending(d);
+    assert_eq!(list.len(), 1, "one approval decides the batch: {list:?}");
+    assert!(
+        list[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("batch of 3 changes is above the limit of 2"),
+        "{}",
+        list[0]
+    );
+    ok(&belay(
+        d,
+        &["approvals", "approve", &id_of(&list[0]), "--as", "erin"],
+    ));
+    assert_eq!(listed(d), ["192.0.2.10", "192.0.2.11", "192.0.2.12"]);
+    let changes: Value =
+        serde_json::from_str(ok(&belay(d, &["changes", "list", "--format", "json"])).trim())
+            .unwrap();
+    for c in changes.as_array().unwrap() {
+        assert!(
+            c["allowed_by"].as_str().unwrap().starts_with("approval:"),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
+    let dir = setup(
+        &playbook("log", ""),
+        "\n[trust]\npromote_to_log_after = 2\n",
+    );
+    let d = dir.path();
+    let run = alert(d, "192.0.2.20", None);
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(listed(d), ["192.0.2.20"]);
+    let report = ok(&belay(d, &["trust", "report"]));
+    assert!(report.contains("declared log, effective log"), "{report}");
+
+    // A person undoes what the step did on its own: the step goes back to approval.
+    ok(&belay(
+        d,
+        &[
+            "rollback",
+            "--run",
+            run["run_id"].as_str().unwrap(),
+            "--as",
+            "alice",
+        ],
+    ));
+    assert!(listed(d).is_empty());
+    let report: Value = serde_json::from_str(
+        ok(&belay(d, &["trust", "report", "--format", "json"])).trim(),
+    )
+    .unwrap();
+    let step = &report[0];
+    assert_eq!(step["effective"], "approve", "{step}");
+    assert_eq!(step["declared"], "log");
+    assert_eq!(step["recommendation"], "demote");
+    assert!(
+        step["reason"].as_str().unwrap().contains("alice rolled back"),
+        "{step}"
+    );
+
+    let run = alert(d, "192.0.2.21", None);
+    assert_eq!(run["status"], "waiting_approval", "demoted: {run}");
+    assert!(listed(d).is_empty());
+    // Approvals earn it back: the report suggests promotion after the configured number.
+    ok(&belay(
+        d,
+        &["approvals", "approve", &id_of(&pending(d)[0]), "--as", "bob"],
+    ));
+    alert(d, "192.0.2.22", None);
+    ok(&belay(
+        d,
+        &["approvals", "approve", &id_of(&pending(d)[0]), "--as", "bob"],
+    ));
+
+    let o = refused(&belay(d, &["trust", "reset", "block-ip", "block", "--as", "nobody"]));
+    assert!(o.contains("unknown user"), "{o}");
+    ok(&belay(d, &["trust", "reset", "block-ip", "block", "--as", "erin"]));
+    let report: Value = serde_json::from_str(
+        ok(&belay(d, &["trust", "report", "--format", "json"])).trim(),
+    )
+    .unwrap();
+    assert_eq!(report[0]["effective"], "log");
+    let run = alert(d, "192.0.2.23", None);
+    assert_eq!(run["status"], "succeeded", "reset: runs alone again");
+    let audit = ok(&belay(d, &["audit", "export"]));
+    assert!(audit.contains("trust.demoted") && audit.contains("trust.reset"));
+}
+
+#[test]
+fn the_trust_report_recommends_promotion_after_enough_clean_approvals() {
+    let dir = setup(
+        &playbook("approve", ""),
+        "\n[trust]\npromote_to_log_after = 3\n",
+    );
+    let d = dir.path();
+    for i in 0..3 {
+        alert(d, &format!("192.0.2.{}", 30 + i), None);
+        ok(&belay(
+            d,
+            &["approvals", "approve", &id_of(&pending(d)[0]), "--as", "bob"],
+        ));
+    }
+    let report: Value = serde_json::from_str(
+        ok(&belay(d, &["trust", "report", "--format", "json"])).trim(),
+    )
+    .unwrap();
+    let step = &report[0];
+    assert_eq!(step["recommendation"], "promote to log", "{step}");
+    assert_eq!(
+        step["reason"],
+        "3 approvals, 0 denials, 0 rollbacks in 30 days"
+    );
+    assert_eq!(step["approvals_granted"], 3);
+    assert_eq!(step["changes"], 3);
+
+    // One denial keeps it at approve, with the reason.
+    alert(d, "192.0.2.40", None);
+    ok(&belay(
+        d,
+        &["approvals", "deny", &id_of(&pending(d)[0]), "--as", "bob"],
+    ));
+    let report: Value = serde_json::from_str(
+        ok(&belay(d, &["trust", "report", "--format", "json"])).trim(),
+    )
+    .unwrap();
+    assert_eq!(report[0]["recommendation"], "keep");
+    assert!(
+        report[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 approvals, 1 denials"),
+        "{}",
+        report[0]
+    );
+}
+
+#[test]
+fn a_feed_update_ten_times_the_learned_baseline_is_held_whole() {
+    let dir = setup(
+        r#"name: block-feed
+on: { event: intel.update }
+trust: guarded
+steps:
+  - id: block
+    action: blocklist.add
+    for_each: ${{ event.observables.ips }}
+    with: { list: egress, entry: "${{ item }}" }
+"#,
+        "",
+    );
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("guardrails")).unwrap();
+    std::fs::write(
+        d.join("guardrails/g.yaml"),
+        "guardrails:\n  - name: feed-baseline\n    applies_to: [blocklist.add]\n    baseline: { per: 1h, factor: 3, min_history: 0s }\n",
+    )
+    .unwrap();
+    // History: twelve feed updates of three addresses each.
+    let mut lines = String::new();
+    for u in 0..12 {
+        let ips: Vec<String> = (0..3).map(|i| format!("10.{u}.0.{i}")).collect();
+        lines.push_str(
+            &serde_json::json!({"id": format!("u{u}"), "kind": "intel.update", "observables": {"ips": ips}})
+                .to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(d.join("history.jsonl"), lines).unwrap();
+    ok(&belay(d, &["ingest", "history.jsonl", "--quiet"]));
+    assert_eq!(listed(d).len(), 36);
+
+    // An update ten times the usual size is held, and nothing of it is applied.
+    let ips: Vec<String> = (0..30).map(|i| format!("10.99.0.{i}")).collect();
+    let ev = serde_json::json!({"kind": "intel.update", "observables": {"ips": ips}});
+    std::fs::write(d.join("ev.json"), ev.to_string()).unwrap();
+    let o = belay(
+        d,
+        &[
+            "run",
+            "pb/block.yaml",
+            "--event",
+            "ev.json",
+            "--format",
+            "json",
+        ],
+    );
+    let run: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(run["status"], "waiting_approval", "{run}");
+    assert_eq!(listed(d).len(), 36, "held whole");
+    let reason = pending(d)[0]["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("batch of 30 changes is above 3 × the learned p99 of 3 per run"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn replay_reports_what_a_playbook_would_have_done_and_changes_nothing() {
+    let dir = setup(&playbook("approve", ""), "");
+    let d = dir.path();
+    let events = [
+        r#"{"id": "p1", "kind": "ids.alert", "observables": {"ips": ["192.0.2.50"]}}"#,
+        r#"{"id": "p2", "kind": "ids.alert", "observables": {"ips": ["192.0.2.51"]}}"#,
+        r#"{"id": "p3", "kind": "dns.query", "observables": {"domains": ["example.org"]}}"#,
+    ];
+    std::fs::write(d.join("past.jsonl"), events.join("\n")).unwrap();
+    let o = ok(&belay(
+        d,
+        &[
+            "replay",
+            "pb/block.yaml",
+            "--events",
+            "past.jsonl",
+            "--format",
+            "json",
+        ],
+    ));
+    let v: Value = serde_json::from_str(o.trim()).unwrap();
+    assert_eq!(v["total"]["events"], 3);
+    assert_eq!(v["total"]["approvals"], 2);
+    assert_eq!(v["total"]["not_triggered"], 1);
+    assert_eq!(v["events"][0]["changes"][0]["would"], "needs approval");
+    assert!(listed(d).is_empty(), "a replay applies nothing");
+    assert!(pending(d).is_empty(), "a replay requests no approval");
+}
