@@ -215,7 +215,10 @@ fn approve_applies_the_change_and_deny_does_not() {
     for kind in ["approval.requested", "approval.granted", "approval.denied"] {
         assert!(audit.contains(kind), "audit lacks {kind}");
     }
-    assert!(audit.contains("that is our partner"), "comments are audited");
+    assert!(
+        audit.contains("that is our partner"),
+        "comments are audited"
+    );
     assert!(ok(&belay(d, &["audit", "verify"])).contains("audit chain intact"));
 }
 
@@ -273,10 +276,7 @@ fn on_timeout_approve_applies_after_the_deadline() {
 #[test]
 fn quorum_two_needs_two_different_people_and_separation_refuses_self_approval() {
     let dir = setup(
-        &playbook(
-            "approve",
-            "    approval: { quorum: 2, separation: true }\n",
-        ),
+        &playbook("approve", "    approval: { quorum: 2, separation: true }\n"),
         "",
     );
     let d = dir.path();
@@ -316,7 +316,10 @@ fn an_approval_authorizes_only_the_change_it_was_bound_to() {
     assert_ne!(a["change_hash"], b["change_hash"]);
 
     // Approving the first change applies it and nothing else.
-    ok(&belay(d, &["approvals", "approve", &id_of(a), "--as", "bob"]));
+    ok(&belay(
+        d,
+        &["approvals", "approve", &id_of(a), "--as", "bob"],
+    ));
     assert_eq!(listed(d), ["192.0.2.1"]);
     assert_eq!(
         run_status(d, second["run_id"].as_str().unwrap())["status"],
@@ -338,12 +341,23 @@ fn an_approval_authorizes_only_the_change_it_was_bound_to() {
         .unwrap();
     assert_eq!(n, 1);
     drop(db);
-    ok(&belay(d, &["approvals", "approve", &id_of(b), "--as", "bob"]));
-    assert_eq!(listed(d), ["192.0.2.1"], "a mismatched approval applies nothing");
+    ok(&belay(
+        d,
+        &["approvals", "approve", &id_of(b), "--as", "bob"],
+    ));
+    assert_eq!(
+        listed(d),
+        ["192.0.2.1"],
+        "a mismatched approval applies nothing"
+    );
     let r = run_status(d, second["run_id"].as_str().unwrap());
     assert_eq!(r["status"], "waiting_approval", "{r}");
     let all: Value = serde_json::from_str(
-        ok(&belay(d, &["approvals", "list", "--all", "--format", "json"])).trim(),
+        ok(&belay(
+            d,
+            &["approvals", "list", "--all", "--format", "json"],
+        ))
+        .trim(),
     )
     .unwrap();
     let statuses: Vec<&str> = all
@@ -356,7 +370,10 @@ fn an_approval_authorizes_only_the_change_it_was_bound_to() {
     let fresh = &pending(d)[0];
     assert_eq!(fresh["with"]["entry"], "192.0.2.2");
     assert_eq!(fresh["change_hash"], b["change_hash"]);
-    ok(&belay(d, &["approvals", "approve", &id_of(fresh), "--as", "bob"]));
+    ok(&belay(
+        d,
+        &["approvals", "approve", &id_of(fresh), "--as", "bob"],
+    ));
     assert_eq!(listed(d), ["192.0.2.1", "192.0.2.2"]);
 }
 
@@ -449,16 +466,18 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
         ],
     ));
     assert!(listed(d).is_empty());
-    let report: Value = serde_json::from_str(
-        ok(&belay(d, &["trust", "report", "--format", "json"])).trim(),
-    )
-    .unwrap();
+    let report: Value =
+        serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
+            .unwrap();
     let step = &report[0];
     assert_eq!(step["effective"], "approve", "{step}");
     assert_eq!(step["declared"], "log");
     assert_eq!(step["recommendation"], "demote");
     assert!(
-        step["reason"].as_str().unwrap().contains("alice rolled back"),
+        step["reason"]
+            .as_str()
+            .unwrap()
+            .contains("alice rolled back"),
         "{step}"
     );
 
@@ -468,21 +487,38 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
     // Approvals earn it back: the report suggests promotion after the configured number.
     ok(&belay(
         d,
-        &["approvals", "approve", &id_of(&pending(d)[0]), "--as", "bob"],
+        &[
+            "approvals",
+            "approve",
+            &id_of(&pending(d)[0]),
+            "--as",
+            "bob",
+        ],
     ));
     alert(d, "192.0.2.22", None);
     ok(&belay(
         d,
-        &["approvals", "approve", &id_of(&pending(d)[0]), "--as", "bob"],
+        &[
+            "approvals",
+            "approve",
+            &id_of(&pending(d)[0]),
+            "--as",
+            "bob",
+        ],
     ));
 
-    let o = refused(&belay(d, &["trust", "reset", "block-ip", "block", "--as", "nobody"]));
+    let o = refused(&belay(
+        d,
+        &["trust", "reset", "block-ip", "block", "--as", "nobody"],
+    ));
     assert!(o.contains("unknown user"), "{o}");
-    ok(&belay(d, &["trust", "reset", "block-ip", "block", "--as", "erin"]));
-    let report: Value = serde_json::from_str(
-        ok(&belay(d, &["trust", "report", "--format", "json"])).trim(),
-    )
-    .unwrap();
+    ok(&belay(
+        d,
+        &["trust", "reset", "block-ip", "block", "--as", "erin"],
+    ));
+    let report: Value =
+        serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
+            .unwrap();
     assert_eq!(report[0]["effective"], "log");
     let run = alert(d, "192.0.2.23", None);
     assert_eq!(run["status"], "succeeded", "reset: runs alone again");
@@ -501,13 +537,18 @@ fn the_trust_report_recommends_promotion_after_enough_clean_approvals() {
         alert(d, &format!("192.0.2.{}", 30 + i), None);
         ok(&belay(
             d,
-            &["approvals", "approve", &id_of(&pending(d)[0]), "--as", "bob"],
+            &[
+                "approvals",
+                "approve",
+                &id_of(&pending(d)[0]),
+                "--as",
+                "bob",
+            ],
         ));
     }
-    let report: Value = serde_json::from_str(
-        ok(&belay(d, &["trust", "report", "--format", "json"])).trim(),
-    )
-    .unwrap();
+    let report: Value =
+        serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
+            .unwrap();
     let step = &report[0];
     assert_eq!(step["recommendation"], "promote to log", "{step}");
     assert_eq!(
@@ -523,10 +564,9 @@ fn the_trust_report_recommends_promotion_after_enough_clean_approvals() {
         d,
         &["approvals", "deny", &id_of(&pending(d)[0]), "--as", "bob"],
     ));
-    let report: Value = serde_json::from_str(
-        ok(&belay(d, &["trust", "report", "--format", "json"])).trim(),
-    )
-    .unwrap();
+    let report: Value =
+        serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
+            .unwrap();
     assert_eq!(report[0]["recommendation"], "keep");
     assert!(
         report[0]["reason"]

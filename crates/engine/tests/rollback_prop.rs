@@ -146,7 +146,11 @@ async fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 // A person's rollback demotes the step to `approve`; this test is about
                 // restored bytes, so lift the demotion as an operator would.
                 for step in ["add", "remove"] {
-                    engine.store.reset_trust("churn", step, "prop").await.unwrap();
+                    engine
+                        .store
+                        .reset_trust("churn", step, "prop")
+                        .await
+                        .unwrap();
                 }
                 // Later checkpoints describe states that no longer exist.
                 checkpoints.truncate(k + 1);

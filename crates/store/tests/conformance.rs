@@ -4,10 +4,12 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), each in a schema of its own.
 
 use belay_model::{
-    ChangeRecord, ChangeStatus, Decision, Event, RunRecord, RunStatus, StepRecord, StepStatus,
-    TrustLevel, now_ms,
+    ApprovalRecord, ApprovalStatus, ApprovalTerms, ChangeRecord, ChangeStatus, Decision, Demotion,
+    Event, OnTimeout, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, Vote, now_ms,
 };
-use belay_store::{Accepted, Cursor, RunFilter, SqliteOptions, SqliteStore, Store, Write, Written};
+use belay_store::{
+    Accepted, ApprovalFilter, Cursor, RunFilter, SqliteOptions, SqliteStore, Store, Write, Written,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -328,6 +330,165 @@ async fn claims_respect_live_leases(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     assert_eq!(b.renew_leases().await.unwrap(), 1);
 }
 
+fn approval(id: &str, run_id: &str) -> ApprovalRecord {
+    let now = now_ms();
+    ApprovalRecord {
+        id: id.into(),
+        run_id: run_id.into(),
+        playbook: "pb".into(),
+        step: "block".into(),
+        key: "block".into(),
+        action: "blocklist.add".into(),
+        with: json!({"list": "l", "entry": "192.0.2.1"}),
+        target: "192.0.2.1".into(),
+        change_hash: "ab".repeat(32),
+        current_state: json!({"present": false}),
+        guardrails: json!([]),
+        reason: "trust level `approve`".into(),
+        trust: TrustLevel::Approve,
+        terms: ApprovalTerms {
+            approvers: vec![],
+            quorum: 1,
+            timeout_ms: 60_000,
+            on_timeout: OnTimeout::Deny,
+            separation: true,
+        },
+        triggered_by: Some("alice".into()),
+        author: None,
+        history: json!(null),
+        status: ApprovalStatus::Pending,
+        votes: vec![],
+        created_at: now,
+        expires_at: now + 60_000,
+        decided_at: None,
+        version: 1,
+    }
+}
+
+async fn a_decision_is_recorded_once_and_resumes_the_run(s: Arc<dyn Store>) {
+    s.accept_event(&event("e1"), &[run("r1", "e1")], None)
+        .await
+        .unwrap();
+    s.set_run_status("r1", RunStatus::WaitingApproval, None)
+        .await
+        .unwrap();
+    let a = approval("a1", "r1");
+    s.write(vec![Write::Approval(Box::new(a.clone()))])
+        .await
+        .unwrap();
+    assert_eq!(s.get_approval("a1").await.unwrap().as_ref(), Some(&a));
+    let pending = s
+        .approvals(&ApprovalFilter {
+            status: Some(ApprovalStatus::Pending),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+
+    let mut decided = a.clone();
+    decided.status = ApprovalStatus::Approved;
+    decided.votes.push(Vote {
+        user: "bob".into(),
+        approve: true,
+        comment: Some("ok".into()),
+        at: now_ms(),
+    });
+    decided.version = 2;
+    let draft = belay_store::approval_audit("bob", &decided);
+    assert!(
+        s.decide_approval(&decided, 1, &["r1".to_string()], draft.clone())
+            .await
+            .unwrap()
+    );
+    // A second decision based on the old version loses: nobody decides twice.
+    assert!(
+        !s.decide_approval(&decided, 1, &["r1".to_string()], draft)
+            .await
+            .unwrap()
+    );
+    let stored = s.get_approval("a1").await.unwrap().unwrap();
+    assert_eq!(stored.status, ApprovalStatus::Approved);
+    assert_eq!(stored.votes.len(), 1);
+    let r = s.get_run("r1").await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Pending, "the decided run is resumable");
+    let claimed = s.claim_released(10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(s.claim_released(10).await.unwrap().is_empty());
+
+    let entries = s.audit_entries(0, 100).await.unwrap();
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"approval.requested"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "approval.granted").count(),
+        1
+    );
+    assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
+}
+
+async fn demotions_are_recorded_and_reset(s: Arc<dyn Store>) {
+    let d = Demotion {
+        playbook: "pb".into(),
+        step: "block".into(),
+        level: TrustLevel::Approve,
+        reason: "rolled back".into(),
+        change_id: Some("c1".into()),
+        by: "alice".into(),
+        at: now_ms(),
+    };
+    s.demote(&d).await.unwrap();
+    s.demote(&d).await.unwrap();
+    assert_eq!(s.demotions().await.unwrap(), vec![d]);
+    assert!(s.reset_trust("pb", "block", "erin").await.unwrap());
+    assert!(!s.reset_trust("pb", "block", "erin").await.unwrap());
+    assert!(s.demotions().await.unwrap().is_empty());
+    let kinds: Vec<String> = s
+        .audit_entries(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["trust.demoted", "trust.demoted", "trust.reset"]);
+}
+
+async fn history_counts_autonomous_changes_per_run(s: Arc<dyn Store>) {
+    let mut runs = Vec::new();
+    for r in ["r1", "r2"] {
+        runs.push(run(r, "e1"));
+    }
+    s.accept_event(&event("e1"), &runs, None).await.unwrap();
+    for (r, n) in [("r1", 3), ("r2", 1)] {
+        for i in 0..n {
+            let mut c = change(r, &format!("{r}/block[{i}]"));
+            c.step_key = format!("block[{i}]");
+            c.status = ChangeStatus::Applied;
+            s.begin_change(None, &c).await.unwrap();
+        }
+    }
+    // Changes at `approve` are not what autonomy learns from.
+    let mut c = change("r2", "r2/block[9]");
+    c.step_key = "block[9]".into();
+    c.trust = TrustLevel::Approve;
+    c.status = ChangeStatus::Applied;
+    s.begin_change(None, &c).await.unwrap();
+    let h = s
+        .change_history(&["blocklist.add".to_string()], 0)
+        .await
+        .unwrap();
+    let mut sizes: Vec<u64> = h.batches.iter().map(|b| b.1).collect();
+    sizes.sort();
+    assert_eq!(sizes, [1, 3]);
+    assert!(h.first_at.is_some());
+    let stats = s.trust_stats(0).await.unwrap();
+    let changes: u64 = stats
+        .iter()
+        .filter(|r| r.kind == "change" && r.step == "block" && r.status == "applied")
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(changes, 5, "{stats:?}");
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -354,6 +515,9 @@ conformance!(
     runs_are_listed_filtered_and_finished,
     steps_are_replaced_and_ordered,
     a_change_key_is_journaled_once,
+    a_decision_is_recorded_once_and_resumes_the_run,
+    demotions_are_recorded_and_reset,
+    history_counts_autonomous_changes_per_run,
 );
 
 #[tokio::test]
