@@ -988,7 +988,7 @@ async fn rollback(
     format: Format,
 ) -> Result<ExitCode> {
     use belay_engine::rollback::{Outcome, RollbackOptions, Selection};
-    valid_actor(&actor)?;
+    trust::known_user(ctx, &actor)?;
     let selection = match (s.change, s.run, s.to, s.since) {
         (Some(c), ..) => Selection::Change(c),
         (_, Some(r), ..) => Selection::Run(r),
@@ -1055,7 +1055,7 @@ async fn checkpoint(ctx: &Ctx, command: CheckpointCommand) -> Result<ExitCode> {
     let store = ctx.store().await?;
     match command {
         CheckpointCommand::Create { name, actor } => {
-            valid_actor(&actor)?;
+            trust::known_user(ctx, &actor)?;
             if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
                 bail!("a checkpoint name is 1 to 128 printable characters");
             }
