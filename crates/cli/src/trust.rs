@@ -214,7 +214,48 @@ pub async fn approvals_cmd(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitC
             if format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                let a = &one[0];
+                println!("approval {} ({})", a.id, a.status);
+                println!("  run       {} ({}/{})", a.run_id, a.playbook, a.key);
+                println!("  change    {} {}", a.action, a.with);
+                println!("  target    {} now {}", a.target, a.current_state);
+                println!("  hash      {}", a.change_hash);
+                println!("  why       {}", a.reason);
+                println!("  verdicts  {}", a.guardrails);
+                println!(
+                    "  needs     {} of {} ({}){}; expires {} (then {})",
+                    a.approvals(),
+                    a.terms.quorum,
+                    if a.terms.approvers.is_empty() {
+                        "responder or admin".to_owned()
+                    } else {
+                        a.terms.approvers.join(", ")
+                    },
+                    if a.terms.separation {
+                        ", separation of duties"
+                    } else {
+                        ""
+                    },
+                    ms_to_rfc3339(a.expires_at),
+                    a.terms.on_timeout
+                );
+                println!("  record    {}", a.history);
+                for vote in &a.votes {
+                    println!(
+                        "  {} {} at {}{}",
+                        if vote.approve {
+                            "approved by"
+                        } else {
+                            "denied by"
+                        },
+                        vote.user,
+                        ms_to_rfc3339(vote.at),
+                        vote.comment
+                            .as_deref()
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
