@@ -57,6 +57,7 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
         );
     }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data, SqliteOptions::default())?);
+    const DEMO_USER: &str = "demo-analyst";
     let mut registry = Registry::new();
     registry.register(Arc::new(Core));
     let lists = data.join("lists");
@@ -88,6 +89,48 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
     }
     for line in String::from_utf8_lossy(&errors).lines() {
         println!("  ! {line}");
+    }
+
+    // The containment change waits for a person: approve it visibly, as the demo's analyst.
+    let waiting = store
+        .approvals(&belay_store::ApprovalFilter {
+            status: Some(belay_model::ApprovalStatus::Pending),
+            ..Default::default()
+        })
+        .await?;
+    if !waiting.is_empty() {
+        println!(
+            "\n── approvals: {} change(s) wait for a person ──",
+            waiting.len()
+        );
+        let people = belay_engine::approvals::Directory::new([(
+            DEMO_USER.to_owned(),
+            vec!["responder".to_owned()],
+        )]);
+        for a in &waiting {
+            println!(
+                "  {} {}/{}: {} {} (change {}…, why: {})",
+                &a.id[..13],
+                a.playbook,
+                a.key,
+                a.action,
+                a.with,
+                &a.change_hash[..12],
+                a.reason
+            );
+            let decided = belay_engine::approvals::decide(
+                store.as_ref(),
+                &people,
+                &a.id,
+                DEMO_USER,
+                true,
+                Some("demo: confirmed with the EDR console".into()),
+            )
+            .await?;
+            println!("    approved by {DEMO_USER} → {}", decided.status);
+        }
+        let resumed = engine.pick_up_decisions().await?;
+        println!("  {resumed} run(s) resumed and applied the approved change(s)");
     }
 
     println!("\n── runs ──");
@@ -162,6 +205,12 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
             "  egress.txt now: {}",
             text.lines().collect::<Vec<_>>().join(", ")
         );
+        for d in store.demotions().await? {
+            println!(
+                "  {}/{} now needs approval again: {} (`belay trust reset` lifts it)",
+                d.playbook, d.step, d.reason
+            );
+        }
     }
     match belay_store::verify_audit(store.as_ref()).await? {
         Ok(n) => println!("\naudit chain intact: {n} entries"),
@@ -169,7 +218,7 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
     }
 
     println!(
-        "\nsummary: {} events accepted, {} duplicate acknowledged without a second run, {} runs: {} succeeded, {} waiting for approval, {} failed; {:.2}s",
+        "\nsummary: {} events accepted, {} duplicate acknowledged without a second run, {} runs: {} succeeded, {} waited for approval, {} failed; {:.2}s",
         stats.accepted,
         stats.duplicates,
         stats.runs_started,
@@ -179,7 +228,7 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "The low-severity alert matched no trigger condition; the containment change waits for a person (trust: approve)."
+        "The low-severity alert matched no trigger condition; the containment change waited for {DEMO_USER}'s approval (trust: approve) and was applied once approved."
     );
     Ok(if stats.runs_failed > 0 {
         ExitCode::FAILURE
