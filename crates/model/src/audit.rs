@@ -24,6 +24,24 @@ pub struct AuditDraft {
     pub detail: Value,
 }
 
+/// A draft whose detail is already in canonical form, so that the costly part of chaining can
+/// happen before the store's single writer takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedDraft {
+    pub draft: AuditDraft,
+    pub canonical: String,
+}
+
+impl AuditDraft {
+    pub fn prepare(self) -> PreparedDraft {
+        let canonical = canonical_json(&self.detail);
+        PreparedDraft {
+            draft: self,
+            canonical,
+        }
+    }
+}
+
 /// One stored, chained entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -50,19 +68,28 @@ impl AuditEntry {
         prev_hash: &str,
         at: i64,
     ) -> (AuditEntry, String) {
+        Self::chain_prepared(draft.prepare(), prev_seq, prev_hash, at)
+    }
+
+    /// Chains a prepared draft; returns the entry and the detail's canonical JSON.
+    pub fn chain_prepared(
+        p: PreparedDraft,
+        prev_seq: i64,
+        prev_hash: &str,
+        at: i64,
+    ) -> (AuditEntry, String) {
         let mut e = AuditEntry {
             seq: prev_seq + 1,
             at,
-            kind: draft.kind,
-            actor: draft.actor,
-            subject: draft.subject,
-            detail: draft.detail,
+            kind: p.draft.kind,
+            actor: p.draft.actor,
+            subject: p.draft.subject,
+            detail: p.draft.detail,
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
         };
-        let detail = canonical_json(&e.detail);
-        e.hash = e.hash_with(&detail);
-        (e, detail)
+        e.hash = e.hash_with(&p.canonical);
+        (e, p.canonical)
     }
 
     /// SHA-256 over the previous hash and this entry's canonical JSON (without its own hash).

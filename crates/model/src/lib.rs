@@ -53,7 +53,7 @@ mod time;
 pub use approval::{
     ApprovalRecord, ApprovalStatus, ApprovalTerms, Demotion, OnTimeout, Vote, change_hash,
 };
-pub use audit::{AuditDraft, AuditEntry};
+pub use audit::{AuditDraft, AuditEntry, PreparedDraft};
 pub use event::{Event, EventError, Observables, Severity};
 pub use run::{
     ChangeRecord, ChangeStatus, Decision, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel,

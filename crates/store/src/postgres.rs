@@ -179,8 +179,6 @@ CREATE TABLE demotions (
     body JSON NOT NULL,
     PRIMARY KEY (playbook, step)
 );
-CREATE INDEX steps_started ON steps (started_at);
-CREATE INDEX changes_created ON changes (created_at);
 "#,
 ];
 

@@ -13,8 +13,8 @@ use crate::{
 };
 use async_trait::async_trait;
 use belay_model::{
-    ApprovalRecord, AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Demotion, Event, RunRecord,
-    RunStatus, StepRecord, now_ms,
+    ApprovalRecord, AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Demotion, Event,
+    PreparedDraft, RunRecord, RunStatus, StepRecord, now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
@@ -174,8 +174,6 @@ CREATE TABLE demotions (
     body TEXT NOT NULL,
     PRIMARY KEY (playbook, step)
 ) WITHOUT ROWID;
-CREATE INDEX steps_started ON steps(started_at);
-CREATE INDEX changes_created ON changes(created_at);
 "#,
 ];
 
@@ -200,7 +198,7 @@ enum Op {
         change: ChangeRecord,
     },
     /// Writes with their audit entries, drafted by the caller (off the writer thread).
-    Write(Vec<(Write, Option<AuditDraft>)>),
+    Write(Vec<(Write, Option<PreparedDraft>)>),
     FinishChange {
         step: StepRecord,
         change_id: String,
@@ -268,6 +266,28 @@ pub struct SqliteStore {
     workers_dir: PathBuf,
     /// Held for the life of the store: other processes see this worker as alive.
     _worker_lock: File,
+}
+
+/// Audit entries an operation queued, in order, prepared for chaining.
+#[derive(Default)]
+struct Drafts(Vec<PreparedDraft>);
+
+impl Drafts {
+    fn push(&mut self, d: AuditDraft) {
+        self.0.push(d.prepare());
+    }
+
+    fn extend(&mut self, ds: Vec<AuditDraft>) {
+        self.0.extend(ds.into_iter().map(AuditDraft::prepare));
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -426,7 +446,7 @@ impl SqliteStore {
             conn: writer,
             worker: worker.clone(),
             lease_ms: options.lease_ms,
-            audit: Vec::new(),
+            audit: Drafts::default(),
             head: None,
             head_dirty: false,
             presupplied: false,
@@ -514,7 +534,7 @@ struct Writer {
     worker: String,
     lease_ms: i64,
     /// Audit entries the current operation implies, appended right after it.
-    audit: Vec<AuditDraft>,
+    audit: Drafts,
     /// The chain head inside the current transaction (loaded on first append).
     head: Option<(i64, String)>,
     head_dirty: bool,
@@ -628,8 +648,8 @@ impl Writer {
             .conn
             .prepare_cached("INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
             .map_err(db_err("appending to the audit trail"))?;
-        for d in self.audit.drain(..) {
-            let (e, detail) = AuditEntry::chain_canonical(d, seq, &hash, now);
+        for d in self.audit.0.drain(..) {
+            let (e, detail) = AuditEntry::chain_prepared(d, seq, &hash, now);
             stmt.execute(params![
                 e.seq,
                 e.at,
@@ -697,7 +717,7 @@ impl Writer {
                             _ => true,
                         };
                         if let (Some(d), true) = (draft, recorded) {
-                            self.audit.push(d);
+                            self.audit.0.push(d);
                         }
                         out.push(match reply {
                             Reply::Change(c) => Written::Change(Box::new(c)),
@@ -1349,7 +1369,7 @@ impl Store for SqliteStore {
                     Write::Audit(_) => None,
                     Write::Approval(a) => Some(audit::approval(w, a)),
                 };
-                (x, d)
+                (x, d.map(AuditDraft::prepare))
             })
             .collect();
         match self.submit(Op::Write(drafted)).await? {
