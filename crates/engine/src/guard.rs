@@ -744,4 +744,34 @@ mod tests {
         assert!(!r.overlaps(&parse_net("10.0.1.5").unwrap()));
         assert!(r.overlaps(&parse_net("10.0.1.0/23").unwrap()));
     }
+
+    #[test]
+    fn a_baseline_learns_the_p99_of_batches_and_windows() {
+        let b = Baseline {
+            per: Duration::from_secs(3600),
+            factor: 3.0,
+            min_history: Duration::from_secs(86_400),
+        };
+        let hour = 3_600_000i64;
+        let now = 100 * hour;
+        // 48 hourly feed updates of 4 changes each, and one of 9.
+        let mut batches: Vec<(i64, u64)> = (0..48).map(|h| (now - (48 - h) * hour, 4)).collect();
+        batches.push((now - 10 * hour + 5, 9));
+        let history = belay_store::ChangeHistory {
+            first_at: Some(now - 48 * hour),
+            batches,
+        };
+        let f = b.learn(&history, now);
+        assert_eq!(f.history_ms, 48 * hour);
+        assert_eq!(f.runs, 49);
+        assert_eq!(f.windows, 48);
+        assert_eq!(
+            f.p99_batch, 9,
+            "the 99th percentile of 49 batches is the largest"
+        );
+        assert_eq!(f.p99_window, 13, "one window held 4 + 9 changes");
+        // No history at all: nothing learned, and the guardrail says it is still learning.
+        let empty = b.learn(&belay_store::ChangeHistory::default(), now);
+        assert_eq!((empty.history_ms, empty.runs, empty.windows), (0, 0, 0));
+    }
 }

@@ -85,7 +85,12 @@ pub struct Engine {
     baselines: std::sync::Mutex<
         std::collections::HashMap<String, (std::time::Instant, guard::BaselineFigures)>,
     >,
+    /// Every recorded demotion, with when it was read.
+    demotions: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<belay_model::Demotion>>)>>,
 }
+
+/// How long the recorded demotions are reused before the store is read again.
+const DEMOTION_TTL: Duration = Duration::from_secs(1);
 
 /// How long learned baseline figures are reused before the history is read again.
 const BASELINE_TTL: Duration = Duration::from_secs(60);
@@ -134,6 +139,7 @@ impl Engine {
             rate_gate: tokio::sync::Mutex::new(()),
             target_locks,
             baselines: Default::default(),
+            demotions: Default::default(),
         })
     }
 
@@ -145,20 +151,47 @@ impl Engine {
         &self.target_locks[(h.finish() as usize) % self.target_locks.len()]
     }
 
-    /// Trust ceilings recorded for the steps of one playbook (read at each run's start, so a
-    /// demotion made by another process applies to the next run).
+    /// Trust ceilings recorded for the steps of one playbook. Read from the store at most once
+    /// per [`DEMOTION_TTL`], so a demotion recorded by another process applies to runs that
+    /// start at most that long after it (one made through this engine applies at once).
     pub async fn demotions_for(
         &self,
         playbook: &str,
     ) -> Result<std::collections::HashMap<String, belay_model::TrustLevel>> {
-        Ok(self
-            .store
-            .demotions()
-            .await?
-            .into_iter()
+        let cached = {
+            let c = self.demotions.lock().unwrap_or_else(|p| p.into_inner());
+            c.as_ref()
+                .filter(|(at, _)| at.elapsed() < DEMOTION_TTL)
+                .map(|(_, d)| d.clone())
+        };
+        let all = match cached {
+            Some(d) => d,
+            None => {
+                let d = Arc::new(self.store.demotions().await?);
+                *self.demotions.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), d.clone()));
+                d
+            }
+        };
+        Ok(all
+            .iter()
             .filter(|d| d.playbook == playbook)
-            .map(|d| (d.step, d.level))
+            .map(|d| (d.step.clone(), d.level))
             .collect())
+    }
+
+    /// Records a demotion and makes this engine see it at once.
+    pub async fn demote(&self, d: &belay_model::Demotion) -> Result<()> {
+        self.store.demote(d).await?;
+        *self.demotions.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    /// Lifts a step's demotion (audited as `actor`) and makes this engine see it at once.
+    pub async fn reset_trust(&self, playbook: &str, step: &str, actor: &str) -> Result<bool> {
+        let lifted = self.store.reset_trust(playbook, step, actor).await?;
+        *self.demotions.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(lifted)
     }
 
     /// What a baseline guardrail has learned from the recorded changes (cached for a minute).

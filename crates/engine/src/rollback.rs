@@ -467,7 +467,6 @@ async fn demote_after_rollback(engine: &Engine, c: &ChangeRecord, actor: &str) -
     }
     let step = c.step_key.split('[').next().unwrap_or(&c.step_key);
     engine
-        .store
         .demote(&belay_model::Demotion {
             playbook: run.playbook.clone(),
             step: step.to_owned(),
