@@ -38,7 +38,11 @@ impl ApiError {
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -203,9 +207,9 @@ impl World {
 
     /// The device with this id, hostname (any case) or IP address.
     pub fn device(&self, id: &str) -> Option<usize> {
-        self.fleet.iter().position(|d| {
-            d.device_id == id || d.hostname.eq_ignore_ascii_case(id) || d.ip == id
-        })
+        self.fleet
+            .iter()
+            .position(|d| d.device_id == id || d.hostname.eq_ignore_ascii_case(id) || d.ip == id)
     }
 
     pub fn snapshot(&self) -> Value {

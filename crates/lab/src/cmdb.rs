@@ -53,7 +53,8 @@ fn normalize_mac(mac: &str) -> Result<String, ApiError> {
     let m = mac.to_ascii_lowercase().replace('-', ":");
     let valid = m.len() == 17
         && m.split(':').count() == 6
-        && m.split(':').all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
+        && m.split(':')
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
     if valid {
         Ok(m)
     } else {
@@ -98,7 +99,12 @@ fn find(s: &Shared, q: DeviceQuery) -> ApiResult {
     )?;
     let next = next.map(|n| {
         let mut link = format!("{}/cmdb/v1/devices?cursor=o{n}", s.base_url);
-        for (k, v) in [("ip", &q.ip), ("mac", &mac), ("hostname", &q.hostname), ("limit", &q.limit)] {
+        for (k, v) in [
+            ("ip", &q.ip),
+            ("mac", &mac),
+            ("hostname", &q.hostname),
+            ("limit", &q.limit),
+        ] {
             if let Some(v) = v {
                 link.push_str(&format!("&{k}={v}"));
             }

@@ -70,10 +70,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         )
         .route("/devices/{id}/isolate", post(isolate))
         .route("/devices/{id}/release", post(release))
-        .route(
-            "/devices/{id}/captures",
-            post(capture).get(list_captures),
-        )
+        .route("/devices/{id}/captures", post(capture).get(list_captures))
         .route("/scans", post(start_scan))
         .route("/scans/{id}", get(scan_result))
         .route("/ioc/search", post(search_ioc))
@@ -421,9 +418,9 @@ async fn search_ioc(
             .collect();
         let w = s.world();
         let excluded = |d: &Device| {
-            body.exclude.iter().any(|x| {
-                x.eq_ignore_ascii_case(&d.hostname) || x == &d.device_id || x == &d.ip
-            })
+            body.exclude
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(&d.hostname) || x == &d.device_id || x == &d.ip)
         };
         let agents: Vec<&Device> = w.fleet.iter().filter(|d| d.edr_agent).collect();
         let mut hits = Vec::new();
@@ -440,7 +437,7 @@ async fn search_ioc(
                 .collect();
             if let Some(oldest) = matched.iter().map(|(_, h)| *h).max() {
                 hits.push(json!({
-                    "hostname": d.hostname,
+                    "host": d.hostname,
                     "device_id": d.device_id,
                     "indicators": matched.iter().map(|(i, _)| i).collect::<Vec<_>>(),
                     "first_seen": rfc3339(now() - chrono::Duration::hours(oldest as i64)),

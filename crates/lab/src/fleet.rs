@@ -58,7 +58,12 @@ fn device(
         device_id: format!("dev-{n:04}"),
         hostname: hostname.into(),
         ip: ip.into(),
-        mac: format!("3c:22:fb:{:02x}:{:02x}:{:02x}", n >> 16, (n >> 8) & 0xff, n & 0xff),
+        mac: format!(
+            "3c:22:fb:{:02x}:{:02x}:{:02x}",
+            n >> 16,
+            (n >> 8) & 0xff,
+            n & 0xff
+        ),
         class: class.into(),
         os: os.into(),
         owner: Owner {
@@ -72,7 +77,12 @@ fn device(
         high_profile,
         edr_agent: !matches!(class, "access_point" | "printer" | "switch"),
         online: true,
-        policy_level: if criticality == "high" { "normal" } else { "low" }.into(),
+        policy_level: if criticality == "high" {
+            "normal"
+        } else {
+            "low"
+        }
+        .into(),
         verdict: "clean".into(),
         observed: Vec::new(),
     }
@@ -87,7 +97,12 @@ pub fn seed() -> Vec<Device> {
             "10.20.1.15",
             "laptop",
             "Windows 11",
-            ("mdubois", "Marie Dubois", "Finance", "Chief Financial Officer"),
+            (
+                "mdubois",
+                "Marie Dubois",
+                "Finance",
+                "Chief Financial Officer",
+            ),
             "high",
             true,
         ),
@@ -177,7 +192,12 @@ pub fn seed() -> Vec<Device> {
             "10.20.0.10",
             "laptop",
             "macOS 15",
-            ("rchen", "Robert Chen", "Executive", "Chief Executive Officer"),
+            (
+                "rchen",
+                "Robert Chen",
+                "Executive",
+                "Chief Executive Officer",
+            ),
             "high",
             true,
         ),

@@ -302,7 +302,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .nest("/pcap/v1", pcap::routes())
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .route("/oauth/token", axum::routing::post(oauth_token))
-        .layer(middleware::from_fn_with_state(shared.clone(), inject_faults));
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            inject_faults,
+        ));
     let control = Router::new()
         .route("/_state", axum::routing::get(state))
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate))

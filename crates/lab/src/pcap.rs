@@ -111,7 +111,12 @@ async fn start(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
             check_name("case", c, 128, "_.:-")?;
         }
         let host = target(w, &body.host)?;
-        if let Some(c) = w.pcap.captures.iter().find(|c| c.host == host && c.running()) {
+        if let Some(c) = w
+            .pcap
+            .captures
+            .iter()
+            .find(|c| c.host == host && c.running())
+        {
             let mut out = c.json(&base);
             out["changed"] = json!(false);
             return ok(out);
@@ -174,5 +179,9 @@ async fn list(AxState(s): AxState<Arc<Shared>>, Query(q): Query<ListQuery>) -> R
         limit: q.limit,
         cursor: q.cursor,
     };
-    respond(cursor_page(&items, &page, json!({ "capturing": capturing })))
+    respond(cursor_page(
+        &items,
+        &page,
+        json!({ "capturing": capturing }),
+    ))
 }

@@ -82,7 +82,11 @@ fn host_of(address: &str) -> &str {
     let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
     if host.starts_with('[') {
-        return host.trim_start_matches('[').split(']').next().unwrap_or(host);
+        return host
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((h, port)) if !h.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => h,
@@ -126,9 +130,14 @@ fn covers(entry: &str, address: &str) -> bool {
     host == entry || host.ends_with(&format!(".{entry}"))
 }
 
-async fn status(AxState(s): AxState<Arc<Shared>>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+async fn status(
+    AxState(s): AxState<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
     let Some(address) = q.get("address") else {
-        return respond(Err(ApiError::bad_request("query parameter `address` is required")));
+        return respond(Err(ApiError::bad_request(
+            "query parameter `address` is required",
+        )));
     };
     let address = match normalize(address) {
         Ok(a) => a,
@@ -213,7 +222,9 @@ async fn unblock(
     req: Req,
 ) -> Response {
     let Some(address) = q.get("address").cloned() else {
-        return respond(Err(ApiError::bad_request("query parameter `address` is required")));
+        return respond(Err(ApiError::bad_request(
+            "query parameter `address` is required",
+        )));
     };
     s.mutate(&req, |w| {
         check_name("list", &list, 64, "_.-")?;
@@ -283,7 +294,9 @@ async fn relax(
     req: Req,
 ) -> Response {
     let Some(address) = q.get("address").cloned() else {
-        return respond(Err(ApiError::bad_request("query parameter `address` is required")));
+        return respond(Err(ApiError::bad_request(
+            "query parameter `address` is required",
+        )));
     };
     s.mutate(&req, |w| {
         let address = normalize(&address)?;

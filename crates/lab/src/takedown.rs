@@ -114,7 +114,9 @@ async fn submit(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
 async fn status(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let mut w = s.world();
     let Some(t) = w.takedown.tickets.iter_mut().find(|t| t.id == id) else {
-        return respond(Err(ApiError::not_found(format!("no takedown request `{id}`"))));
+        return respond(Err(ApiError::not_found(format!(
+            "no takedown request `{id}`"
+        ))));
     };
     let out = t.json();
     let next = match t.status {

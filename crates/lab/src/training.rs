@@ -162,7 +162,11 @@ async fn unenroll(
     s.mutate(&req, |w| {
         check_user(&user)?;
         check_module(&module)?;
-        let changed = w.training.enrollments.remove(&(user.clone(), module.clone())).is_some();
+        let changed = w
+            .training
+            .enrollments
+            .remove(&(user.clone(), module.clone()))
+            .is_some();
         ok(json!({ "user": user, "module": module, "changed": changed }))
     })
 }
