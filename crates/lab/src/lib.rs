@@ -300,23 +300,23 @@ fn router(shared: Arc<Shared>) -> Router {
         .nest("/takedown/v1", takedown::routes())
         .nest("/proxy/v1", proxy::routes())
         .nest("/pcap/v1", pcap::routes())
-        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .route("/oauth/token", axum::routing::post(oauth_token))
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            inject_faults,
-        ));
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(shared.clone(), inject_faults));
     let control = Router::new()
         .route("/_state", axum::routing::get(state))
-        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .route("/_health", axum::routing::get(|| async { "ok" }));
+    // Authentication comes first, as with a real API: an unknown path answers 401 before 404.
     api.merge(control)
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .with_state(shared)
 }
 
+/// Paths served without credentials.
+const PUBLIC: &[&str] = &["/oauth/token", "/_health"];
+
 async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if s.authorized(req.headers()) {
+    if PUBLIC.contains(&req.uri().path()) || s.authorized(req.headers()) {
         return next.run(req).await;
     }
     let mut r = ApiError::new(
