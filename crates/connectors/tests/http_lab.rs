@@ -496,7 +496,7 @@ async fn the_breaker_opens_after_consecutive_failures_and_closes_after_a_good_tr
     s.retries = 0;
     s.timeout = Duration::from_millis(300);
     s.breaker_failures = 3;
-    s.breaker_cooldown = Duration::from_millis(300);
+    s.breaker_cooldown = Duration::from_secs(2);
     let edr = connector("edr-lab", s);
     let host = json!({ "host": "fin-cfo-lt01" });
     for _ in 0..3 {
@@ -513,7 +513,7 @@ async fn the_breaker_opens_after_consecutive_failures_and_closes_after_a_good_tr
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Transient);
     assert!(e.message.contains("circuit open"), "{e}");
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let ok = call(&edr, "edr.status", host.clone(), None).await.unwrap();
     assert_eq!(ok["known"], json!(true));
     call(&edr, "edr.status", host, None)

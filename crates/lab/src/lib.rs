@@ -302,7 +302,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .nest("/pcap/v1", pcap::routes())
         .route("/oauth/token", axum::routing::post(oauth_token))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(middleware::from_fn_with_state(shared.clone(), inject_faults));
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            inject_faults,
+        ));
     let control = Router::new()
         .route("/_state", axum::routing::get(state))
         .route("/_health", axum::routing::get(|| async { "ok" }));
