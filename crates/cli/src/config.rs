@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Deserialize)]
@@ -23,6 +23,11 @@ pub struct Config {
     /// Blocklist names mapped to files (default `<data>/lists/<name>.txt`).
     #[serde(default)]
     pub lists: HashMap<String, PathBuf>,
+    /// Secrets file (TOML, mode 0600) for `${{ secrets.NAME }}` in connector settings.
+    pub secrets_file: Option<PathBuf>,
+    /// HTTP connectors by name (`[connectors.NAME]`), each serving one action family.
+    #[serde(default)]
+    pub connectors: BTreeMap<String, belay_connectors::HttpConnectorConfig>,
     /// People who may decide on approvals, with their roles.
     #[serde(default)]
     pub users: Vec<User>,

@@ -2,6 +2,7 @@
 
 mod config;
 mod demo;
+mod lab;
 mod trust;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -60,6 +61,11 @@ enum Format {
 enum Command {
     /// Run the example playbooks end to end on a throw-away embedded store.
     Demo,
+    /// The simulators of SaaS security products (EDR, SIEM, CMDB...), for trying playbooks.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
     /// Check playbooks; prints FILE:LINE:COL: error: MESSAGE for each problem.
     Lint {
         #[arg(required = true)]
@@ -337,6 +343,8 @@ pub struct Ctx {
     pub data: PathBuf,
     pub database_url: Option<String>,
     pub catalog: Arc<Catalog>,
+    /// HTTP connectors from `[connectors.NAME]`.
+    pub http: Vec<Arc<belay_connectors::Http>>,
 }
 
 impl Ctx {
@@ -356,12 +364,15 @@ impl Ctx {
             .clone()
             .or_else(|| config.guardrails.clone())
             .unwrap_or_else(|| PathBuf::from("guardrails"));
+        let catalog = Arc::new(Catalog::builtin());
+        let http = lab::http_connectors(&config, &catalog)?;
         Ok(Ctx {
             config,
             guardrails_path,
             data,
             database_url,
-            catalog: Arc::new(Catalog::builtin()),
+            catalog,
+            http,
         })
     }
 
@@ -413,6 +424,9 @@ impl Ctx {
             self.data.join("lists"),
             self.config.lists.clone(),
         )));
+        for h in &self.http {
+            r.register(h.clone());
+        }
         r
     }
 
@@ -493,6 +507,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let ctx = Ctx::new(&cli.global)?;
     match cli.command {
         Command::Demo => demo::run(&ctx).await,
+        Command::Lab { command } => lab::run(command).await,
         Command::Lint { paths } => lint(&ctx, &paths),
         Command::Run {
             playbook,
@@ -1236,6 +1251,7 @@ async fn bench(
         data,
         database_url: ctx.database_url.clone(),
         catalog: ctx.catalog.clone(),
+        http: Vec::new(),
     };
     let store = bench_ctx.store_with(synchronous).await?;
     let label = match store.kind() {

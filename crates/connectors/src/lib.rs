@@ -8,9 +8,13 @@
 
 mod blocklist;
 mod core;
+pub mod http;
+pub mod secret;
 
 pub use blocklist::Blocklist;
 pub use core::Core;
+pub use http::{Http, HttpConnectorConfig, HttpSettings};
+pub use secret::{Secret, SecretSource};
 
 use async_trait::async_trait;
 use serde_json::Value;

@@ -1,0 +1,109 @@
+//! `belay lab`: serves the simulators of the SaaS products belay drives (EDR, SIEM, CMDB,
+//! training platform, takedown service, SaaS web proxy, packet capture) for trying playbooks
+//! without those products; and builds the HTTP connectors configured in `belay.toml`, which is
+//! how belay reaches the simulators and real products alike.
+
+use crate::config::Config;
+use anyhow::{Context, Result, bail};
+use belay_connectors::{Http, SecretSource};
+use belay_lab::{Lab, LabConfig, SIMULATORS};
+use belay_playbook::Catalog;
+use clap::Subcommand;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Serve every simulator from one HTTP server until interrupted.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8450")]
+        addr: SocketAddr,
+        /// Delay added to every API request, e.g. 20ms.
+        #[arg(long, default_value = "0ms")]
+        latency: String,
+        /// Share of API requests that fail (503/429 before handling, 500 or a stall after), 0 to 1.
+        #[arg(long, default_value_t = 0.0)]
+        fault_rate: f64,
+        /// Seed of the injected faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// API token the simulators accept (default: a random one, printed once).
+        #[arg(long, env = "BELAY_LAB_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+pub async fn run(command: LabCommand) -> Result<ExitCode> {
+    match command {
+        LabCommand::Serve {
+            addr,
+            latency,
+            fault_rate,
+            seed,
+            token,
+        } => {
+            let latency = humantime::parse_duration(&latency)
+                .with_context(|| format!("--latency `{latency}` is not a duration like 20ms"))?;
+            if !(0.0..=1.0).contains(&fault_rate) {
+                bail!("--fault-rate must be between 0 and 1, found {fault_rate}");
+            }
+            let generated = token.is_none();
+            let token = token.unwrap_or_else(|| format!("lab-{}", uuid::Uuid::new_v4().simple()));
+            let handle = Lab::start(LabConfig {
+                addr,
+                token: token.clone(),
+                latency,
+                fault_rate,
+                seed,
+                ..LabConfig::default()
+            })
+            .await?;
+            println!("belay lab: simulators listening on {}", handle.base_url);
+            for (name, prefix) in SIMULATORS {
+                println!("  {name:<32} {}{prefix}", handle.base_url);
+            }
+            if generated {
+                println!("token: {token}  (export BELAY_SECRET_LAB_TOKEN=<token> for belay.toml)");
+            }
+            println!(
+                "faults: {:.0}% (seed {seed}), latency {}; state at {}/_state; Ctrl-C stops",
+                fault_rate * 100.0,
+                humantime::format_duration(latency),
+                handle.base_url
+            );
+            let base = handle.base_url.clone();
+            println!("belay.toml:");
+            for (spec, _) in belay_connectors::http::spec::BUILTIN {
+                let family = spec.trim_end_matches("-lab");
+                println!(
+                    "  [connectors.{family}]\n  spec = \"{spec}\"\n  base_url = \"{base}\"\n  auth = {{ type = \"bearer\", token = \"${{{{ secrets.LAB_TOKEN }}}}\" }}\n"
+                );
+            }
+            tokio::signal::ctrl_c()
+                .await
+                .context("cannot wait for Ctrl-C")?;
+            handle.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The HTTP connectors `[connectors.NAME]` in `belay.toml` describes, with their secrets
+/// resolved from the environment and the secrets file.
+pub fn http_connectors(config: &Config, catalog: &Catalog) -> Result<Vec<Arc<Http>>> {
+    if config.connectors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let secrets = match &config.secrets_file {
+        Some(p) => SecretSource::with_file(p)?,
+        None => SecretSource::env(),
+    };
+    Ok(
+        belay_connectors::http::build_all(&config.connectors, &secrets, catalog)?
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    )
+}
