@@ -421,16 +421,18 @@ fn host_named_by(text: &str) -> Option<String> {
     if t.is_empty() || t.len() > MAX_URL_LEN || t.contains(char::is_whitespace) {
         return None;
     }
-    let with_scheme: Cow<str> = if has_scheme(t) {
+    let explicit = has_scheme(t);
+    let with_scheme: Cow<str> = if explicit {
         Cow::Borrowed(t)
     } else {
         Cow::Owned(format!("http://{t}"))
     };
     let parts = parse_url(&with_scheme)?;
-    if parts.ip {
+    // A text with a scheme is a URL whatever its host; without one, a bare word ("Login") is
+    // not a host, and a dotted name needs a real public suffix to count ("invoice.pdf" no).
+    if parts.ip || explicit {
         return Some(parts.host);
     }
-    // A bare word is not a host; a name needs a real public suffix to count.
     if !parts.host.contains('.') {
         return None;
     }
@@ -466,6 +468,10 @@ mod tests {
     fn www_without_scheme_is_a_url_but_a_file_name_is_not() {
         let mut set = LinkSet::default();
         set.add_text("see www.example.org/page or open Statement.pdf");
+        assert_eq!(host_named_by("Statement.pdf"), None);
+        assert_eq!(host_named_by("Login"), None);
+        assert_eq!(host_named_by("https://intranet/"), Some("intranet".into()));
+        assert_eq!(host_named_by("www.Bank.com"), Some("www.bank.com".into()));
         let urls: Vec<_> = set.links.iter().map(|l| l.url.as_str()).collect();
         assert_eq!(urls, ["http://www.example.org/page"]);
     }

@@ -84,7 +84,7 @@ pub(crate) fn bracketed_ip(raw: &str) -> Option<IpAddr> {
         }
     };
     from_part
-        .split(|c: char| matches!(c, '[' | ']' | '(' | ')' | ' ' | '\t' | '\r' | '\n' | ','))
+        .split(['[', ']', '(', ')', ' ', '\t', '\r', '\n', ','])
         .filter(|t| !t.is_empty())
         .find_map(|t| {
             let t = t
