@@ -4,6 +4,7 @@ mod config;
 mod demo;
 mod lab;
 mod trust;
+mod email;
 
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::{Blocklist, Core, Registry};
@@ -104,6 +105,11 @@ enum Command {
         /// Do not print an acknowledgement line per event.
         #[arg(long)]
         quiet: bool,
+    },
+    /// E-mail: parse a message, or ingest reported messages as phishing.reported events.
+    Email {
+        #[command(subcommand)]
+        command: email::EmailCommand,
     },
     /// Runs and their steps.
     Runs {
@@ -427,6 +433,7 @@ impl Ctx {
         for h in &self.http {
             r.register(h.clone());
         }
+        r.register(email::connector());
         r
     }
 
@@ -530,6 +537,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             playbooks,
             quiet,
         } => ingest(&ctx, &input, playbooks, quiet).await,
+        Command::Email { command } => email::run(&ctx, command).await,
         Command::Runs { command } => runs(&ctx, command).await,
         Command::Actions { command } => actions(&ctx, command),
         Command::Audit { command } => audit(&ctx, command).await,

@@ -1,0 +1,506 @@
+//! End-to-end tests of `belay email`: a real Dovecot IMAP server on loopback, started by the
+//! test with its own configuration in a temporary directory, fed with corpus messages.
+
+use serde_json::Value;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{belay, text};
+
+fn corpus() -> PathBuf {
+    let dir = std::env::var_os("BELAY_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/corpus"
+            ))
+        });
+    assert!(
+        dir.join("phishing/INDEX.json").is_file(),
+        "the test corpus is missing: expected {}/phishing/INDEX.json (set BELAY_CORPUS)",
+        dir.display()
+    );
+    dir
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/playbooks")
+}
+
+/// A playbook directory holding only the phishing triage example.
+fn playbooks(dir: &Path) -> PathBuf {
+    let pb = dir.join("playbooks");
+    std::fs::create_dir_all(&pb).unwrap();
+    std::fs::copy(
+        examples().join("triage-reported-phish.yaml"),
+        pb.join("triage-reported-phish.yaml"),
+    )
+    .unwrap();
+    pb
+}
+
+/// Dovecot running as a child process; stopped (SIGTERM, then waited for) on drop.
+struct Dovecot {
+    child: Child,
+    port: u16,
+    /// alice's maildir.
+    maildir: PathBuf,
+    log: PathBuf,
+    mail_owner: Option<(u32, u32)>,
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dovecot_binary() -> PathBuf {
+    for p in ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"] {
+        if Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!(
+        "dovecot is not installed: `apt-get install -y --no-install-recommends dovecot-imapd` (.ci/run installs it)"
+    );
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn current_user() -> (String, String, u32, u32) {
+    // SAFETY: plain libc getters; the returned structs are copied out at once.
+    unsafe {
+        let uid = libc::geteuid();
+        let gid = libc::getegid();
+        let pw = libc::getpwuid(uid);
+        let gr = libc::getgrgid(gid);
+        assert!(
+            !pw.is_null() && !gr.is_null(),
+            "the current user has no name"
+        );
+        let user = std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned();
+        let group = std::ffi::CStr::from_ptr((*gr).gr_name)
+            .to_string_lossy()
+            .into_owned();
+        (user, group, uid, gid)
+    }
+}
+
+fn start_dovecot(dir: &Path) -> Dovecot {
+    let bin = dovecot_binary();
+    let port = free_port();
+    let (user, group, uid, gid) = current_user();
+    // Dovecot refuses to run its login processes, or to access mail, as root: as root, use
+    // `nobody` for both (and let it into the temporary directory); otherwise ourselves.
+    let (login_user, internal_user, internal_group, mail_uid, mail_gid) = if uid == 0 {
+        let (nuid, ngid) = unsafe {
+            let pw = libc::getpwnam(c"nobody".as_ptr());
+            assert!(!pw.is_null(), "running as root needs a `nobody` user");
+            ((*pw).pw_uid, (*pw).pw_gid)
+        };
+        let ngroup = unsafe {
+            let gr = libc::getgrgid(ngid);
+            assert!(!gr.is_null());
+            std::ffi::CStr::from_ptr((*gr).gr_name)
+                .to_string_lossy()
+                .into_owned()
+        };
+        ("nobody".to_owned(), "nobody".to_owned(), ngroup, nuid, ngid)
+    } else {
+        (user.clone(), user, group, uid, gid)
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for sub in ["run", "state", "mail", "home"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let passwd = dir.join("passwd");
+    std::fs::write(&passwd, "alice:{PLAIN}s3cret-pw\n").unwrap();
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let maildir = dir.join("mail/alice");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let mail_owner = (uid == 0).then_some((mail_uid, mail_gid));
+    chown_tree(&dir.join("mail"), mail_owner);
+    let d = dir.display();
+    let log = dir.join("dovecot.log");
+    let conf = format!(
+        r#"base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+listen = 127.0.0.1
+protocols = imap
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+default_login_user = {login_user}
+first_valid_uid = {mail_uid}
+first_valid_gid = {mail_gid}
+mail_uid = {mail_uid}
+mail_gid = {mail_gid}
+mail_location = maildir:{d}/mail/%u
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = home={d}/home/%u
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service stats {{
+  chroot =
+}}
+"#
+    );
+    let conf_path = dir.join("dovecot.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(bin)
+        .arg("-F")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dovecot starts");
+    let dovecot = Dovecot {
+        child,
+        port,
+        maildir,
+        log,
+        mail_owner,
+    };
+    // Ready when it greets.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Read;
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 64];
+            if (&s)
+                .read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"* OK"))
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dovecot did not start; its log:\n{}",
+            std::fs::read_to_string(&dovecot.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dovecot
+}
+
+fn chown_tree(path: &Path, owner: Option<(u32, u32)>) {
+    let Some((uid, gid)) = owner else { return };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), owner);
+        }
+    }
+}
+
+impl Dovecot {
+    /// Delivers a message into alice's INBOX the way an MDA does (tmp/, then new/).
+    fn deliver(&self, name: &str, raw: &[u8]) {
+        let tmp = self.maildir.join("tmp").join(name);
+        std::fs::write(&tmp, raw).unwrap();
+        chown_tree(&tmp, self.mail_owner);
+        std::fs::rename(&tmp, self.maildir.join("new").join(name)).unwrap();
+    }
+
+    fn count(&self, folder: &str) -> usize {
+        let base = if folder == "INBOX" {
+            self.maildir.clone()
+        } else {
+            self.maildir.join(format!(".{folder}"))
+        };
+        ["new", "cur"]
+            .iter()
+            .map(|s| std::fs::read_dir(base.join(s)).map_or(0, |d| d.count()))
+            .sum()
+    }
+
+    fn ingest(&self, dir: &Path, pb: &Path) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_belay"))
+            .current_dir(dir)
+            .env("BELAY_DATA", dir.join("data"))
+            .env_remove("BELAY_DATABASE_URL")
+            .env_remove("BELAY_CONFIG")
+            .env_remove("BELAY_GUARDRAILS")
+            .env("PHISH_PW", "s3cret-pw")
+            .args([
+                "email",
+                "ingest",
+                "--imap",
+                &format!("imap://127.0.0.1:{}", self.port),
+                "--folder",
+                "INBOX",
+                "--move-to",
+                "Handled Reports",
+                "--user",
+                "alice",
+                "--password-env",
+                "PHISH_PW",
+                "--once",
+                "--playbooks",
+                pb.to_str().unwrap(),
+            ])
+            .output()
+            .expect("belay runs")
+    }
+}
+
+fn acks(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad ack line {l:?}: {e}")))
+        .collect()
+}
+
+fn event_id(raw: &[u8]) -> String {
+    use sha2::Digest;
+    format!("email-{}", hex::encode(sha2::Sha256::digest(raw)))
+}
+
+const SAMPLES: [&str; 3] = ["sample-6229.eml", "sample-6532.eml", "sample-3277.eml"];
+
+#[test]
+fn imap_reports_become_stored_events_and_move_to_the_handled_folder() {
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("dovecot");
+    std::fs::create_dir_all(&server_dir).unwrap();
+    let dovecot = start_dovecot(&server_dir);
+    let pb = playbooks(dir.path());
+    let work = dir.path().join("belay");
+    std::fs::create_dir_all(&work).unwrap();
+
+    for (i, name) in SAMPLES.iter().enumerate() {
+        let raw = std::fs::read(corpus.join("phishing").join(name)).unwrap();
+        dovecot.deliver(&format!("17000000{i:02}.M1P1.test,S={}", raw.len()), &raw);
+    }
+    assert_eq!(dovecot.count("INBOX"), 3);
+
+    let o = dovecot.ingest(&work, &pb);
+    assert!(
+        o.status.success(),
+        "{}\ndovecot log:\n{}",
+        text(&o),
+        std::fs::read_to_string(&dovecot.log).unwrap_or_default()
+    );
+    let acks = acks(&o.stdout);
+    assert_eq!(acks.len(), 3, "{}", text(&o));
+    assert!(acks.iter().all(|a| a["accepted"] == "new"), "{acks:?}");
+    assert_eq!(
+        dovecot.count("INBOX"),
+        0,
+        "handled messages leave the INBOX"
+    );
+    assert_eq!(
+        dovecot.count("Handled Reports"),
+        3,
+        "and arrive in the move-to folder"
+    );
+
+    let ids: Vec<String> = SAMPLES
+        .iter()
+        .map(|n| event_id(&std::fs::read(corpus.join("phishing").join(n)).unwrap()))
+        .collect();
+    let mut got: Vec<String> = acks
+        .iter()
+        .map(|a| a["event"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "one event per message, named by the hash of its bytes"
+    );
+
+    // Each stored event started the triage playbook, which re-parsed the stored message.
+    let sample_6229 = acks.iter().find(|a| a["event"] == ids[0].as_str()).unwrap();
+    assert_eq!(sample_6229["severity"], "high", "{sample_6229}");
+    let run_id = sample_6229["runs"][0].as_str().expect("a run");
+    let o = belay(&work, &["runs", "show", run_id, "--format", "json"]);
+    let report: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(report["status"], "succeeded", "{report}");
+    let parse = &report["steps"][0]["output"];
+    let urls = parse["urls"].as_array().unwrap();
+    assert!(
+        urls.iter()
+            .any(|u| u.as_str().unwrap().starts_with("http://45.90.99.64/t/")),
+        "the IP-literal link of sample-6229 is extracted: {urls:?}"
+    );
+    assert!(
+        parse["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["text_mismatch"] == true && l["text"] == "https://bitcoinsuisse.com/"),
+        "{parse}"
+    );
+
+    // Delivered again (a user reports the same message twice): acknowledged as a duplicate,
+    // starts nothing, and is moved all the same.
+    let raw = std::fs::read(corpus.join("phishing").join(SAMPLES[1])).unwrap();
+    dovecot.deliver("1700000099.M2P1.test", &raw);
+    let o = dovecot.ingest(&work, &pb);
+    assert!(o.status.success(), "{}", text(&o));
+    let again = self::acks(&o.stdout);
+    assert_eq!(again.len(), 1, "{}", text(&o));
+    assert_eq!(again[0]["accepted"], "duplicate");
+    assert_eq!(again[0]["event"], ids[1].as_str());
+    assert_eq!(again[0]["runs"].as_array().unwrap().len(), 0);
+    assert_eq!(dovecot.count("INBOX"), 0);
+    assert_eq!(dovecot.count("Handled Reports"), 4);
+}
+
+#[test]
+fn a_wrong_imap_password_is_a_clear_error_and_moves_nothing() {
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("dovecot");
+    std::fs::create_dir_all(&server_dir).unwrap();
+    let dovecot = start_dovecot(&server_dir);
+    let pb = playbooks(dir.path());
+    let raw = std::fs::read(corpus.join("phishing").join(SAMPLES[0])).unwrap();
+    dovecot.deliver("1700000000.M1P1.test", &raw);
+    let o = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .current_dir(dir.path())
+        .env("BELAY_DATA", dir.path().join("data"))
+        .env("PHISH_PW", "wrong")
+        .args([
+            "email",
+            "ingest",
+            "--imap",
+            &format!("imap://127.0.0.1:{}", dovecot.port),
+            "--user",
+            "alice",
+            "--password-env",
+            "PHISH_PW",
+            "--once",
+            "--playbooks",
+            pb.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("login as alice"), "{}", text(&o));
+    assert_eq!(dovecot.count("INBOX"), 1);
+}
+
+#[test]
+fn eml_files_and_a_maildir_are_ingested_too() {
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let pb = playbooks(dir.path());
+    let eml = corpus.join("phishing").join(SAMPLES[2]);
+    let o = belay(
+        dir.path(),
+        &[
+            "email",
+            "ingest",
+            "--eml",
+            eml.to_str().unwrap(),
+            "--playbooks",
+            pb.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let a = acks(&o.stdout);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["accepted"], "new");
+
+    let md = dir.path().join("reports");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    std::fs::copy(&eml, md.join("new/1700000000.1.host")).unwrap();
+    std::fs::write(md.join("new/1700000001.2.host"), b"\r\n\r\n").unwrap();
+    let o = belay(
+        dir.path(),
+        &[
+            "email",
+            "ingest",
+            "--maildir",
+            md.to_str().unwrap(),
+            "--once",
+            "--playbooks",
+            pb.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let a2 = acks(&o.stdout);
+    assert_eq!(a2.len(), 1);
+    assert_eq!(a2[0]["accepted"], "duplicate", "same bytes, same event");
+    assert!(md.join(".Handled/cur/1700000000.1.host:2,S").is_file());
+    assert!(
+        md.join("new/1700000001.2.host").is_file(),
+        "what is not a message stays where it was"
+    );
+    assert!(text(&o).contains("the message is empty"), "{}", text(&o));
+}
+
+#[test]
+fn email_parse_prints_the_action_output() {
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let eml = corpus.join("phishing/sample-803.eml");
+    let o = belay(dir.path(), &["email", "parse", eml.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let links = out["links"].as_array().unwrap();
+    assert!(links.iter().any(|l| l["punycode"] == true), "{out}");
+    let o = belay(
+        dir.path(),
+        &[
+            "email",
+            "parse",
+            dir.path().join("nope.eml").to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("cannot read"), "{}", text(&o));
+}

@@ -1,0 +1,426 @@
+//! One raw RFC 5322 message → [`ParsedMessage`]: headers, addresses, bodies, links, attachments.
+//!
+//! MIME decoding (base64, quoted-printable, charsets, RFC 2047 words) is mail-parser's; this
+//! module decides what is a body and what is an attachment, and never fails on odd content:
+//! only input that is not a message at all is an error.
+
+use crate::links::{Link, LinkSet};
+use crate::received::{self, Hop};
+use ipnet::IpNet;
+use mail_parser::{
+    Address, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+
+/// Why a message could not be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("the message is empty")]
+    Empty,
+    #[error("the message is {0} bytes, more than the {MAX_MESSAGE_BYTES} accepted")]
+    TooLarge(usize),
+    #[error("not an RFC 5322 message: no header could be read")]
+    NotAMessage,
+    #[error("the MIME parser failed on this message (a bug: please report it with the message)")]
+    Internal,
+}
+
+/// Largest message accepted (the catalog's limit for `email.parse`'s input).
+pub const MAX_MESSAGE_BYTES: usize = 25 << 20;
+/// Longest text or HTML body kept in the output (the links come from the whole body).
+const MAX_BODY_CHARS: usize = 1 << 20;
+
+/// How to parse.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions {
+    /// When the message is a user's report with the suspect message attached (message/rfc822),
+    /// parse the attached one and record the reporter.
+    pub unwrap: bool,
+    /// Networks of our own mail relays, skipped when looking for the originating IP.
+    pub own_relays: Vec<IpNet>,
+}
+
+/// An attachment (or inline non-body part, e.g. an embedded image).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    /// The file name given (Content-Disposition `filename`, or Content-Type `name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// The declared content type, lower-case (`application/pdf`).
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size: usize,
+    /// SHA-256 of the decoded content, lower-case hex.
+    pub sha256: String,
+    /// Shown inline (Content-Disposition `inline`, or an embedded image without one).
+    pub inline: bool,
+}
+
+/// spf, dkim and dmarc results from the topmost Authentication-Results header (the one our
+/// own receiving server added).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Authentication {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spf: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dmarc: Option<String>,
+}
+
+/// What `email.parse` extracts from a message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ParsedMessage {
+    /// The From address (lower-case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The From display name, decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_name: Option<String>,
+    /// The domain of the From address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_path: Option<String>,
+    /// To and Cc addresses.
+    pub recipients: Vec<String>,
+    /// Who reported the message, when it was unwrapped from a report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The Date header, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    /// Every header in order, values decoded (RFC 2047) and unfolded.
+    pub headers: Vec<(String, String)>,
+    /// Received headers, newest first.
+    pub received: Vec<Hop>,
+    /// See [`crate::received`] for the rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub originating_ip: Option<String>,
+    /// Text bodies, decoded and joined (first megabyte).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// HTML bodies, decoded and joined (first megabyte).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// Distinct normalized URLs of the message, in order of appearance.
+    pub urls: Vec<String>,
+    /// One entry per distinct (URL, link text), with its flags.
+    pub links: Vec<Link>,
+    /// Hosts of the URLs and their registrable domains, distinct.
+    pub domains: Vec<String>,
+    /// IP-literal URL hosts and the originating IP.
+    pub ips: Vec<String>,
+    pub attachments: Vec<Attachment>,
+    /// SHA-256 of the attachments, distinct.
+    pub hashes: Vec<String>,
+    pub authentication: Authentication,
+    /// Whether a reported message was unwrapped from its report.
+    pub unwrapped: bool,
+}
+
+/// Parses a raw message without unwrapping reports. See [`parse_with`].
+pub fn parse(raw: &[u8]) -> Result<ParsedMessage, ParseError> {
+    parse_with(raw, &ParseOptions::default())
+}
+
+/// Parses a raw RFC 5322 message.
+pub fn parse_with(raw: &[u8], options: &ParseOptions) -> Result<ParsedMessage, ParseError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ParseError::Empty);
+    }
+    if raw.len() > MAX_MESSAGE_BYTES {
+        return Err(ParseError::TooLarge(raw.len()));
+    }
+    // A panic in the MIME parser on hostile input must cost one message, not the ingest loop.
+    // (The fuzz target still sees panics: libFuzzer aborts on them before any unwinding.)
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_checked(raw, options)))
+        .unwrap_or(Err(ParseError::Internal))
+}
+
+fn parse_checked(raw: &[u8], options: &ParseOptions) -> Result<ParsedMessage, ParseError> {
+    let message = MessageParser::default()
+        .parse(raw)
+        .ok_or(ParseError::NotAMessage)?;
+    if message.headers().is_empty() {
+        return Err(ParseError::NotAMessage);
+    }
+    if options.unwrap
+        && let Some(inner) = attached_message(&message)
+    {
+        let reporter = first_address(message.from());
+        let mut parsed = extract(inner, options);
+        parsed.reporter = reporter;
+        parsed.unwrapped = true;
+        return Ok(parsed);
+    }
+    Ok(extract(&message, options))
+}
+
+/// The first message/rfc822 part attached to a report (one level: a report of a report is
+/// not searched further).
+fn attached_message<'a>(message: &'a Message<'a>) -> Option<&'a Message<'a>> {
+    message.attachments.iter().find_map(|id| {
+        let part = message.parts.get(*id as usize)?;
+        match &part.body {
+            PartType::Message(m) if !m.headers().is_empty() => Some(m),
+            _ => None,
+        }
+    })
+}
+
+fn extract(message: &Message<'_>, options: &ParseOptions) -> ParsedMessage {
+    let mut out = ParsedMessage {
+        subject: message.subject().map(str::to_owned),
+        message_id: message.message_id().map(str::to_owned),
+        date: message.date().map(|d| d.to_rfc3339()),
+        reply_to: first_address(message.reply_to()),
+        return_path: message.return_address().map(str::to_ascii_lowercase),
+        ..Default::default()
+    };
+    if let Some(from) = message.from().and_then(Address::first) {
+        out.sender = from.address().map(str::to_ascii_lowercase);
+        out.sender_name = from
+            .name()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
+        out.sender_domain = out
+            .sender
+            .as_deref()
+            .and_then(|a| a.rsplit_once('@'))
+            .map(|(_, d)| d.trim_end_matches('>').to_owned())
+            .filter(|d| !d.is_empty());
+    }
+    for addr in message.to().into_iter().chain(message.cc()) {
+        for a in addr.iter() {
+            if let Some(a) = a.address() {
+                let a = a.to_ascii_lowercase();
+                if !out.recipients.contains(&a) {
+                    out.recipients.push(a);
+                }
+            }
+        }
+    }
+    headers_and_hops(message, &mut out);
+    out.originating_ip =
+        received::originating_ip(&out.received, &options.own_relays).map(received::canonical);
+
+    // Bodies and attachments, also of messages nested in this one (an inline forward): what
+    // the recipient was shown. A part is an attachment when mail-parser filed it as one (a
+    // disposition of attachment, a file name, or not text); the rest is the readable body.
+    let mut links = LinkSet::default();
+    let mut text = String::new();
+    let mut html = String::new();
+    walk(
+        message,
+        0,
+        &mut links,
+        &mut text,
+        &mut html,
+        &mut out.attachments,
+    );
+    out.text = (!text.is_empty()).then_some(text);
+    out.html = (!html.is_empty()).then_some(html);
+    for l in &links.links {
+        if !out.urls.contains(&l.url) {
+            out.urls.push(l.url.clone());
+        }
+        if l.ip_literal {
+            push_unique(&mut out.ips, l.host.clone());
+        } else {
+            push_unique(&mut out.domains, l.host.clone());
+            if let Some(d) = &l.registrable_domain {
+                push_unique(&mut out.domains, d.clone());
+            }
+        }
+    }
+    out.links = links.links;
+    if let Some(ip) = &out.originating_ip {
+        push_unique(&mut out.ips, ip.clone());
+    }
+    for a in &out.attachments {
+        push_unique(&mut out.hashes, a.sha256.clone());
+    }
+    out
+}
+
+/// Nested messages deeper than this are kept as attachments but not opened.
+const MAX_NESTING: usize = 8;
+
+fn walk(
+    message: &Message<'_>,
+    depth: usize,
+    links: &mut LinkSet,
+    text: &mut String,
+    html: &mut String,
+    attachments: &mut Vec<Attachment>,
+) {
+    let attachment_ids: HashSet<u32> = message.attachments.iter().copied().collect();
+    for (i, part) in message.parts.iter().enumerate() {
+        let is_attachment = u32::try_from(i).is_ok_and(|i| attachment_ids.contains(&i));
+        match &part.body {
+            PartType::Message(nested) => {
+                attachments.push(attachment(part));
+                if depth < MAX_NESTING {
+                    walk(nested, depth + 1, links, text, html, attachments);
+                }
+            }
+            _ if is_attachment => attachments.push(attachment(part)),
+            PartType::Text(t) => {
+                links.add_text(t);
+                push_capped(text, t);
+            }
+            PartType::Html(h) => {
+                links.add_html(h);
+                push_capped(html, h);
+            }
+            PartType::Binary(_) | PartType::InlineBinary(_) => attachments.push(attachment(part)),
+            PartType::Multipart(_) => {}
+        }
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, value: String) {
+    if !list.contains(&value) {
+        list.push(value);
+    }
+}
+
+fn push_capped(buf: &mut String, s: &str) {
+    if buf.len() >= MAX_BODY_CHARS {
+        return;
+    }
+    if !buf.is_empty() {
+        buf.push('\n');
+    }
+    let room = MAX_BODY_CHARS - buf.len();
+    let mut end = s.len().min(room);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    buf.push_str(&s[..end]);
+}
+
+fn first_address(addr: Option<&Address<'_>>) -> Option<String> {
+    addr.and_then(Address::first)
+        .and_then(|a| a.address())
+        .map(str::to_ascii_lowercase)
+}
+
+fn attachment(part: &mail_parser::MessagePart<'_>) -> Attachment {
+    let bytes: &[u8] = match &part.body {
+        PartType::Text(t) | PartType::Html(t) => t.as_bytes(),
+        PartType::Binary(b) | PartType::InlineBinary(b) => b,
+        PartType::Message(m) => m.raw_message(),
+        PartType::Multipart(_) => &[],
+    };
+    let content_type = part
+        .content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_owned(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+        .to_ascii_lowercase();
+    let inline = match part.content_disposition() {
+        Some(cd) => cd.ctype().eq_ignore_ascii_case("inline"),
+        None => matches!(part.body, PartType::InlineBinary(_)),
+    };
+    Attachment {
+        filename: part.attachment_name().map(|n| n.trim().to_owned()),
+        content_type,
+        size: bytes.len(),
+        sha256: hex::encode(Sha256::digest(bytes)),
+        inline,
+    }
+}
+
+fn headers_and_hops(message: &Message<'_>, out: &mut ParsedMessage) {
+    let raw = message.raw_message();
+    let mut auth_seen = false;
+    for h in message.headers() {
+        let name = h.name().to_owned();
+        let raw_value = raw
+            .get(h.offset_start() as usize..h.offset_end() as usize)
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let value = match h.value() {
+            HeaderValue::Text(t) => t.to_string(),
+            HeaderValue::TextList(l) => l.join(", "),
+            HeaderValue::Address(a) => address_text(a, &raw_value),
+            HeaderValue::DateTime(d) => d.to_rfc3339(),
+            _ => unfold(&raw_value),
+        };
+        if matches!(h.name, HeaderName::Received) {
+            let parsed = h.value().as_received();
+            let from_ip = parsed
+                .and_then(|r| r.from_ip())
+                .or_else(|| received::bracketed_ip(&raw_value));
+            out.received.push(Hop {
+                from_host: parsed
+                    .and_then(|r| r.from().or(r.helo()))
+                    .map(|h| h.to_string()),
+                from_ip,
+                by: parsed.and_then(|r| r.by()).map(|h| h.to_string()),
+            });
+        } else if !auth_seen && name.eq_ignore_ascii_case("Authentication-Results") {
+            auth_seen = true;
+            out.authentication = authentication(&value);
+        }
+        out.headers.push((name, value));
+    }
+}
+
+/// Decoded addresses as `Name <addr>`, comma-separated; the raw text when none parsed.
+fn address_text(a: &Address<'_>, raw_value: &str) -> String {
+    let items: Vec<String> = a
+        .iter()
+        .map(|x| match (x.name(), x.address()) {
+            (Some(n), Some(ad)) => format!("{n} <{ad}>"),
+            (None, Some(ad)) => ad.to_owned(),
+            (Some(n), None) => n.to_owned(),
+            (None, None) => String::new(),
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.is_empty() {
+        unfold(raw_value)
+    } else {
+        items.join(", ")
+    }
+}
+
+fn unfold(raw: &str) -> String {
+    raw.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `spf=pass`, `dkim=fail`, `dmarc=none`… from an Authentication-Results value.
+fn authentication(value: &str) -> Authentication {
+    let mut auth = Authentication::default();
+    for token in value.split(|c: char| c == ';' || c.is_whitespace()) {
+        let Some((method, result)) = token.split_once('=') else {
+            continue;
+        };
+        let result = result
+            .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_ascii_lowercase();
+        let slot = match method.to_ascii_lowercase().as_str() {
+            "spf" => &mut auth.spf,
+            "dkim" => &mut auth.dkim,
+            "dmarc" => &mut auth.dmarc,
+            _ => continue,
+        };
+        if slot.is_none() && !result.is_empty() {
+            *slot = Some(result);
+        }
+    }
+    auth
+}

@@ -1,0 +1,24 @@
+//! Fuzzes the e-mail parser: a raw message, parsed plainly and with report unwrapping, then
+//! scored, turned into an event and serialized (what `belay email ingest` does with it).
+
+#![no_main]
+
+use belay_mail::{ParseOptions, parse, parse_with, to_event};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let plain = parse(data);
+    let unwrapped = parse_with(
+        data,
+        &ParseOptions {
+            unwrap: true,
+            own_relays: vec!["10.0.0.0/8".parse().unwrap()],
+        },
+    );
+    for parsed in [plain, unwrapped].into_iter().flatten() {
+        let event = to_event(data, &parsed, "fuzz");
+        let _ = serde_json::to_string(&event);
+    }
+    let text = String::from_utf8_lossy(data);
+    let _ = belay_mail::links::refang(&text);
+});
