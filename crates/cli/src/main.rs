@@ -2,6 +2,7 @@
 
 mod config;
 mod demo;
+mod intel;
 
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::{Blocklist, Core, Registry};
@@ -139,6 +140,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Threat intel: import feeds, look values up, statistics.
+    Intel {
+        #[command(subcommand)]
+        command: intel::IntelCommand,
     },
     /// Measure durable runs per second on the store.
     Bench {
@@ -389,6 +395,7 @@ impl Ctx {
             self.data.join("lists"),
             self.config.lists.clone(),
         )));
+        r.register(Arc::new(belay_intel::Intel::new(self.data.clone())));
         r
     }
 
@@ -498,6 +505,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => rollback(&ctx, select, dry_run, force, actor, format).await,
         Command::Checkpoint { command } => checkpoint(&ctx, command).await,
         Command::Guardrails { command } => guardrails(&ctx, command).await,
+        Command::Intel { command } => intel::run(&ctx, command).await,
         Command::Bench {
             runs,
             concurrency,

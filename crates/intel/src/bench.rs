@@ -107,6 +107,7 @@ pub fn run(work: &Path, n: usize, lookups: usize) -> Result<BenchReport> {
         "the import kept {} of {n} generated indicators",
         report.total
     );
+    drop(report);
     let started = Instant::now();
     let index = Index::load(&IntelStore::open(&data)?)?;
     let index_seconds = started.elapsed().as_secs_f64();

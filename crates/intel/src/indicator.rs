@@ -212,7 +212,7 @@ fn refang(text: &str) -> String {
     }
     let lower = s.get(..5).map(str::to_ascii_lowercase);
     if let Some(prefix) = lower {
-        if prefix.starts_with("hxxp") || prefix.starts_with("hxxps") {
+        if prefix.starts_with("hxxp") {
             s.replace_range(..4, "http");
         } else if prefix.starts_with("fxp:") {
             s.replace_range(..3, "ftp");
