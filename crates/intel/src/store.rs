@@ -278,7 +278,7 @@ impl IntelStore {
                 del.execute(params![feed_id, value])
                     .map_err(err("cannot remove a sighting"))?;
                 done += 1;
-                if done % 65536 == 0 {
+                if done.is_multiple_of(65536) {
                     progress(done, total);
                 }
             }
@@ -307,7 +307,7 @@ impl IntelStore {
             order.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (value, l) in order {
                 done += 1;
-                if done % 65536 == 0 {
+                if done.is_multiple_of(65536) {
                     progress(done, total);
                 }
                 if existing.contains(value) {
