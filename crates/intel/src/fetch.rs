@@ -66,7 +66,11 @@ impl Source {
 /// A source as it may be shown and stored: without user-info secrets.
 pub fn display_source(source: &Source) -> String {
     match source {
-        Source::File(p) => p.display().to_string(),
+        // Absolute when the file exists, so `intel stats` says where a feed came from.
+        Source::File(p) => std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string(),
         Source::Http(u) => strip_credentials(u).to_string(),
         Source::Taxii(u) => format!("taxii+{}", strip_credentials(u)),
     }
