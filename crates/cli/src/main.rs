@@ -5,6 +5,7 @@ mod demo;
 mod lab;
 mod trust;
 mod email;
+mod intel;
 
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::{Blocklist, Core, Registry};
@@ -175,6 +176,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Threat intel: import feeds, look values up, statistics.
+    Intel {
+        #[command(subcommand)]
+        command: intel::IntelCommand,
     },
     /// Measure durable runs per second on the store.
     Bench {
@@ -434,6 +440,7 @@ impl Ctx {
             r.register(h.clone());
         }
         r.register(email::connector());
+        r.register(Arc::new(belay_intel::Intel::new(self.data.clone())));
         r
     }
 
@@ -553,6 +560,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => rollback(&ctx, select, dry_run, force, actor, format).await,
         Command::Checkpoint { command } => checkpoint(&ctx, command).await,
         Command::Guardrails { command } => guardrails(&ctx, command).await,
+        Command::Intel { command } => intel::run(&ctx, command).await,
         Command::Bench {
             runs,
             concurrency,

@@ -1,0 +1,116 @@
+//! Feeds over HTTP: a FireHOL list and a MISP feed (manifest, then each event beside it),
+//! served from the corpus by Python's `http.server` on loopback.
+
+use belay_intel::import::{ImportOptions, NoProgress, import};
+use belay_intel::{Format, Index, IntelStore};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn corpus() -> PathBuf {
+    let dir = std::env::var_os("BELAY_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/corpus"
+            ))
+        });
+    assert!(
+        dir.join("threat-intel").is_dir(),
+        "the test corpus is missing: set BELAY_CORPUS to the corpus directory (looked in {})",
+        dir.display()
+    );
+    dir
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: PathBuf) -> (Server, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .arg("--directory")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let server = Server(child);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "http.server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
+
+#[test]
+fn feeds_import_over_http_and_misp_events_are_fetched_beside_the_manifest() {
+    let (_server, port) = serve(corpus().join("threat-intel"));
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |feed: &str| ImportOptions {
+        feed: feed.into(),
+        ..Default::default()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let r = import(
+        dir.path(),
+        &format!("{base}/firehol/feodo.ipset"),
+        &opts("feodo"),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(r.format, Format::Ipset);
+    assert!(r.total > 1000, "{}", r.total);
+
+    let r = import(
+        dir.path(),
+        &format!("{base}/misp-feed-digitalside/manifest.json"),
+        &opts("digitalside"),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!((r.format, r.total), (Format::Misp, 15));
+    let ix = Index::load(&IntelStore::open(dir.path()).unwrap()).unwrap();
+    let hit = ix
+        .lookup("107.158.154.68", None, belay_model::now_ms())
+        .unwrap();
+    assert_eq!(hit.sources, ["digitalside"]);
+
+    // A missing file is an HTTP error naming the status, and the feed keeps its set.
+    let err = import(
+        dir.path(),
+        &format!("{base}/firehol/nope.ipset"),
+        &opts("feodo"),
+        &mut NoProgress,
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("404"), "{err:#}");
+    let ix = Index::load(&IntelStore::open(dir.path()).unwrap()).unwrap();
+    assert!(
+        ix.feeds()
+            .iter()
+            .any(|f| f.name == "feodo" && f.indicators > 1000)
+    );
+}
