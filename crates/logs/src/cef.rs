@@ -109,7 +109,9 @@ pub fn parse(text: &str) -> Result<CefEvent, CefError> {
             fields.push(cur);
             return Ok(build(fields, Vec::new()));
         }
-        return Err(CefError::ShortHeader(fields.len() + usize::from(!cur.is_empty())));
+        return Err(CefError::ShortHeader(
+            fields.len() + usize::from(!cur.is_empty()),
+        ));
     };
     let extensions = parse_extensions(rest.get(ext_start..).unwrap_or(""));
     Ok(build(fields, extensions))
@@ -215,19 +217,26 @@ mod tests {
         assert_eq!(e.severity, "7");
         assert_eq!(e.get("src"), Some("10.0.0.1"));
         assert_eq!(e.get("msg"), Some("a b=c d"));
-        assert_eq!(e.get("requestClientApplication"), Some("Mozilla/5.0 (X11; Linux)"));
+        assert_eq!(
+            e.get("requestClientApplication"),
+            Some("Mozilla/5.0 (X11; Linux)")
+        );
         assert_eq!(e.get("cs1"), Some(r"x\y"));
     }
 
     #[test]
     fn non_standard_space_empty_fields_and_unescaped_equals() {
-        let e = parse("CEF: 0|BarracudaNetworks|WAAS|BNWAS-1.0|WAF|WAF|4| cat=TR msg=lang=en a= b=2").unwrap();
+        let e =
+            parse("CEF: 0|BarracudaNetworks|WAAS|BNWAS-1.0|WAF|WAF|4| cat=TR msg=lang=en a= b=2")
+                .unwrap();
         assert_eq!(e.version, "0");
         assert_eq!(e.get("cat"), Some("TR"));
         assert_eq!(e.get("msg"), Some("lang=en"));
         assert_eq!(e.get("a"), Some(""));
         assert_eq!(e.get("b"), Some("2"));
-        let e = parse("CEF:0||||N/A|URL Access Violation|Substantial|cs1=My App 1 cs1Label=appName").unwrap();
+        let e =
+            parse("CEF:0||||N/A|URL Access Violation|Substantial|cs1=My App 1 cs1Label=appName")
+                .unwrap();
         assert_eq!((e.vendor.as_str(), e.product.as_str()), ("", ""));
         assert_eq!(e.signature_id, "N/A");
         assert_eq!(e.labeled("appName"), Some("My App 1"));

@@ -100,7 +100,9 @@ impl Framer {
                 };
             }
             let used = match (self.mode, self.state) {
-                (_, State::Counted { remaining, keep }) => self.take_counted(data, remaining, keep, out),
+                (_, State::Counted { remaining, keep }) => {
+                    self.take_counted(data, remaining, keep, out)
+                }
                 (_, State::SkipLine) => match data.iter().position(|&b| b == b'\n') {
                     Some(p) => {
                         self.state = State::Idle;
@@ -122,7 +124,10 @@ impl Framer {
             State::Counted { .. } => {
                 let bytes = std::mem::take(&mut self.frame);
                 if !bytes.is_empty() {
-                    out.push(Frame { bytes, truncated: true });
+                    out.push(Frame {
+                        bytes,
+                        truncated: true,
+                    });
                 }
             }
             State::Idle if self.mode == Mode::Lines => {

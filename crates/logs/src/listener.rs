@@ -164,18 +164,20 @@ const UDP_MAX: usize = 65_535;
 impl Listener {
     /// Binds the configured sockets.
     pub async fn bind(config: ListenerConfig, normalizer: Normalizer) -> std::io::Result<Listener> {
-        let udp = match config.udp {
-            Some(a) => Some(UdpSocket::bind(a).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}"))
-            })?),
-            None => None,
-        };
-        let tcp = match config.tcp {
-            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot bind TCP {a}: {e}"))
-            })?),
-            None => None,
-        };
+        let udp =
+            match config.udp {
+                Some(a) => Some(UdpSocket::bind(a).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}"))
+                })?),
+                None => None,
+            };
+        let tcp =
+            match config.tcp {
+                Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot bind TCP {a}: {e}"))
+                })?),
+                None => None,
+            };
         Ok(Listener {
             config,
             udp,
@@ -207,10 +209,20 @@ impl Listener {
         });
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(udp) = self.udp {
-            tasks.spawn(udp_loop(udp, shared.clone(), sink.clone(), shutdown.clone()));
+            tasks.spawn(udp_loop(
+                udp,
+                shared.clone(),
+                sink.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some(tcp) = self.tcp {
-            tasks.spawn(tcp_loop(tcp, shared.clone(), sink.clone(), shutdown.clone()));
+            tasks.spawn(tcp_loop(
+                tcp,
+                shared.clone(),
+                sink.clone(),
+                shutdown.clone(),
+            ));
         }
         drop(sink);
         while tasks.join_next().await.is_some() {}
@@ -370,7 +382,10 @@ async fn connection(
             framer.finish(&mut frames);
         }
         let errors = framer.framing_errors();
-        shared.stats.framing_errors.fetch_add(errors - errors_seen, Relaxed);
+        shared
+            .stats
+            .framing_errors
+            .fetch_add(errors - errors_seen, Relaxed);
         errors_seen = errors;
         if !frames.is_empty() && !hand_over(&mut frames, shared, &peer, &sink).await {
             return;
@@ -384,7 +399,12 @@ async fn connection(
 }
 
 /// Sends the frames as one batch and waits for its commit. `false` if it was not committed.
-async fn hand_over(frames: &mut Vec<Frame>, shared: &Shared, peer: &str, sink: &mpsc::Sender<Batch>) -> bool {
+async fn hand_over(
+    frames: &mut Vec<Frame>,
+    shared: &Shared,
+    peer: &str,
+    sink: &mpsc::Sender<Batch>,
+) -> bool {
     let mut events = Vec::with_capacity(frames.len());
     for f in frames.drain(..) {
         shared.stats.tcp_messages.fetch_add(1, Relaxed);

@@ -142,11 +142,12 @@ impl Normalizer {
         let file: RulesFile = toml::from_str(text).map_err(|e| RulesError::Toml(e.to_string()))?;
         let mut rules = Vec::with_capacity(file.rule.len());
         for r in file.rule {
-            let program = Regex::new(&format!("^(?:{})$", r.program)).map_err(|e| RulesError::Regex {
-                id: r.id.clone(),
-                field: "program",
-                message: e.to_string(),
-            })?;
+            let program =
+                Regex::new(&format!("^(?:{})$", r.program)).map_err(|e| RulesError::Regex {
+                    id: r.id.clone(),
+                    field: "program",
+                    message: e.to_string(),
+                })?;
             let pattern = Regex::new(&r.pattern).map_err(|e| RulesError::Regex {
                 id: r.id.clone(),
                 field: "match",
@@ -187,7 +188,8 @@ impl Normalizer {
     /// Normalizes one received line or datagram. `None` only for an empty one.
     pub fn line(&self, bytes: &[u8], ctx: &Context) -> Option<Normalized> {
         let (text, latin1) = syslog::decode(bytes);
-        let trimmed = text.trim_matches(|c: char| c.is_whitespace() || c == '\0' || c == '\u{feff}');
+        let trimmed =
+            text.trim_matches(|c: char| c.is_whitespace() || c == '\0' || c == '\u{feff}');
         if trimmed.is_empty() {
             return None;
         }
@@ -225,10 +227,12 @@ impl Normalizer {
             return self.cef(&c, base, time, msg.hostname.as_deref(), ctx);
         }
         let program = msg.appname.as_deref().map(strip_pid).unwrap_or("");
-        if let Some(e) = self.apply_rules(program, &msg.msg, &base, time, msg.hostname.as_deref(), ctx) {
+        if let Some(e) =
+            self.apply_rules(program, &msg.msg, &base, time, msg.hostname.as_deref(), ctx)
+        {
             return e;
         }
-        if let Some(e) = snare(&msg.msg, &base, time, ctx) {
+        if let Some(e) = snare(&msg.raw, &base, time, ctx) {
             return e;
         }
         let severity = msg.severity.map_or(Severity::Low, syslog_severity);
@@ -268,7 +272,15 @@ impl Normalizer {
         }
         let mut data = base;
         data.insert("message".into(), Value::from(text));
-        make("syslog.message", ctx.received, Severity::Low, Observables::default(), data, None, ctx)
+        make(
+            "syslog.message",
+            ctx.received,
+            Severity::Low,
+            Observables::default(),
+            data,
+            None,
+            ctx,
+        )
     }
 
     fn apply_rules(
@@ -311,7 +323,15 @@ impl Normalizer {
                 if let Some(h) = host {
                     push(&mut obs.hosts, h);
                 }
-                Some(make(&rule.kind, time, Severity::Medium, obs, data, None, ctx))
+                Some(make(
+                    &rule.kind,
+                    time,
+                    Severity::Medium,
+                    obs,
+                    data,
+                    None,
+                    ctx,
+                ))
             }
         }
     }
@@ -359,7 +379,15 @@ impl Normalizer {
             push(&mut obs.hosts, h);
         }
         let severity = privilege_severity(&action, privileged);
-        make("auth.privilege_change", time, severity, obs, data, None, ctx)
+        make(
+            "auth.privilege_change",
+            time,
+            severity,
+            obs,
+            data,
+            None,
+            ctx,
+        )
     }
 
     fn new_device(
@@ -449,7 +477,13 @@ impl Normalizer {
             return self.dlp(rec, base, time, ctx);
         }
         let mut obs = Observables::default();
-        for k in ["src", "dst", "dvc", "sourceTranslatedAddress", "destinationTranslatedAddress"] {
+        for k in [
+            "src",
+            "dst",
+            "dvc",
+            "sourceTranslatedAddress",
+            "destinationTranslatedAddress",
+        ] {
             if let Some(v) = c.get(k).filter(|v| v.parse::<IpAddr>().is_ok()) {
                 push(&mut obs.ips, v);
             }
@@ -482,7 +516,15 @@ impl Normalizer {
         }
         base.insert("cef".into(), cef_header(c));
         base.insert("extensions".into(), Value::Object(ext));
-        make("cef.event", time, cef_severity(&c.severity), obs, base, None, ctx)
+        make(
+            "cef.event",
+            time,
+            cef_severity(&c.severity),
+            obs,
+            base,
+            None,
+            ctx,
+        )
     }
 
     /// Normalizes one JSON document: Windows Security events, Suricata EVE, Sentinel
@@ -505,10 +547,24 @@ impl Normalizer {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        make("log.json", ctx.received, Severity::Low, Observables::default(), data, None, ctx)
+        make(
+            "log.json",
+            ctx.received,
+            Severity::Low,
+            Observables::default(),
+            data,
+            None,
+            ctx,
+        )
     }
 
-    fn dlp(&self, rec: DlpRecord, mut data: Map<String, Value>, time: DateTime<Utc>, ctx: &Context) -> Event {
+    fn dlp(
+        &self,
+        rec: DlpRecord,
+        mut data: Map<String, Value>,
+        time: DateTime<Utc>,
+        ctx: &Context,
+    ) -> Event {
         let get = |keys: &[&str]| -> Option<String> {
             keys.iter().find_map(|k| {
                 rec.fields
@@ -519,20 +575,28 @@ impl Normalizer {
             })
         };
         let policy = get(&["POLICY", "POLICY_NAME", "cs2"]).unwrap_or_else(|| rec.policy.clone());
-        let user = get(&["USER", "USER_NAME", "ENDPOINT_USER_NAME", "suser", "duser", "ENDPOINT_DEVICE_ID"]);
+        let user = get(&[
+            "USER",
+            "USER_NAME",
+            "ENDPOINT_USER_NAME",
+            "suser",
+            "duser",
+            "ENDPOINT_DEVICE_ID",
+        ]);
         let channel = get(&["PROTOCOL", "CHANNEL", "app"]);
         let file = get(&["ATTACHMENT_FILENAME", "FILE_NAME", "fname", "filePath"]);
         let incident_id = get(&["INCIDENT_ID", "externalId"]);
         let match_count = get(&["MATCH_COUNT", "cnt"]).and_then(|v| v.parse::<u64>().ok());
         let endpoint = get(&["ENDPOINT_MACHINE", "shost", "dvchost"]);
         let machine_ip = get(&["MACHINE_IP", "src"]).filter(|v| v.parse::<IpAddr>().is_ok());
-        let destination_ip = get(&["DESTINATION_IP", "dst"]).filter(|v| v.parse::<IpAddr>().is_ok());
+        let destination_ip =
+            get(&["DESTINATION_IP", "dst"]).filter(|v| v.parse::<IpAddr>().is_ok());
         let blocked = get(&["BLOCKED", "act"]);
         let vendor_severity = get(&["SEVERITY"]);
-        let explicit_encrypted = get(&["ENCRYPTED", "IS_ENCRYPTED"]).map(|v| {
-            matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1")
-        });
-        let encrypted = explicit_encrypted.or_else(|| channel.as_deref().and_then(channel_encrypted));
+        let explicit_encrypted = get(&["ENCRYPTED", "IS_ENCRYPTED"])
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
+        let encrypted =
+            explicit_encrypted.or_else(|| channel.as_deref().and_then(channel_encrypted));
         let mut data_types: Vec<String> = Vec::new();
         for (name, re) in &self.rules.data_types {
             if re.is_match(&policy) || re.is_match(&rec.policy) {
@@ -550,8 +614,14 @@ impl Normalizer {
         data.insert("channel".into(), opt(channel));
         data.insert("data_types".into(), json!(data_types));
         data.insert("file".into(), opt(file));
-        data.insert("encrypted".into(), encrypted.map_or(Value::Null, Value::Bool));
-        data.insert("match_count".into(), match_count.map_or(Value::Null, Value::from));
+        data.insert(
+            "encrypted".into(),
+            encrypted.map_or(Value::Null, Value::Bool),
+        );
+        data.insert(
+            "match_count".into(),
+            match_count.map_or(Value::Null, Value::from),
+        );
         data.insert("incident_id".into(), opt(incident_id.clone()));
         data.insert("endpoint".into(), opt(endpoint.clone()));
         data.insert("action".into(), opt(blocked));
@@ -576,6 +646,27 @@ impl Normalizer {
     }
 }
 
+/// Splits a file into records: the elements of a top-level JSON array (as compact JSON), or
+/// else its lines (with their 1-based line numbers; blank lines skipped).
+pub fn split_records(bytes: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[')
+        && let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(bytes)
+    {
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i + 1, v.to_string().into_bytes()))
+            .collect();
+    }
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.iter().all(|b| b.is_ascii_whitespace()))
+        .map(|(i, l)| (i + 1, l.to_vec()))
+        .collect()
+}
+
 /// A DLP incident from any transport: the vendor's key/value fields and its policy name.
 struct DlpRecord {
     vendor: String,
@@ -591,7 +682,11 @@ fn dlp_from_common_security_log(v: &Value) -> Option<DlpRecord> {
         return None;
     }
     let mut fields = split_semicolon_pairs(&s("AdditionalExtensions"));
-    for (k, name) in [("SourceUserName", "suser"), ("DestinationUserName", "duser"), ("FileName", "fname")] {
+    for (k, name) in [
+        ("SourceUserName", "suser"),
+        ("DestinationUserName", "duser"),
+        ("FileName", "fname"),
+    ] {
         let val = s(k);
         if !val.is_empty() {
             fields.push((name.into(), val));
@@ -638,7 +733,12 @@ fn dlp_time(v: &Value, rec: &DlpRecord) -> Option<DateTime<Utc>> {
         return Some(t.with_timezone(&Utc));
     }
     // Symantec writes OCCURRED_ON in UTC, e.g. `November 20, 2020 3:52:00 PM`.
-    let occurred = rec.fields.iter().find(|(k, _)| k == "OCCURRED_ON")?.1.trim();
+    let occurred = rec
+        .fields
+        .iter()
+        .find(|(k, _)| k == "OCCURRED_ON")?
+        .1
+        .trim();
     NaiveDateTime::parse_from_str(occurred, "%B %d, %Y %I:%M:%S %p")
         .ok()
         .map(|t| Utc.from_utc_datetime(&t))
@@ -649,9 +749,17 @@ fn channel_encrypted(channel: &str) -> Option<bool> {
     let c = channel.to_ascii_uppercase();
     let words: Vec<&str> = c.split(|ch: char| !ch.is_ascii_alphanumeric()).collect();
     let has = |w: &str| words.contains(&w);
-    if ["HTTPS", "TLS", "SSL", "SFTP", "FTPS", "SMTPS", "IMAPS", "SSH", "SCP"].iter().any(|w| has(w)) {
+    if [
+        "HTTPS", "TLS", "SSL", "SFTP", "FTPS", "SMTPS", "IMAPS", "SSH", "SCP",
+    ]
+    .iter()
+    .any(|w| has(w))
+    {
         Some(true)
-    } else if ["HTTP", "FTP", "SMTP", "IMAP", "POP3", "TELNET"].iter().any(|w| has(w)) {
+    } else if ["HTTP", "FTP", "SMTP", "IMAP", "POP3", "TELNET"]
+        .iter()
+        .any(|w| has(w))
+    {
         Some(false)
     } else {
         None
@@ -660,7 +768,12 @@ fn channel_encrypted(channel: &str) -> Option<bool> {
 
 /// Symantec `SEVERITY=4:Info` (1 High, 2 Medium, 3 Low, 4 Info) or a plain word.
 fn dlp_severity(s: &str) -> Severity {
-    let word = s.rsplit(':').next().unwrap_or(s).trim().to_ascii_lowercase();
+    let word = s
+        .rsplit(':')
+        .next()
+        .unwrap_or(s)
+        .trim()
+        .to_ascii_lowercase();
     match word.as_str() {
         "critical" => Severity::Critical,
         "high" => Severity::High,
@@ -682,7 +795,9 @@ fn windows(n: &Normalizer, v: &Value, raw: &str, ctx: &Context) -> Option<Event>
             .and_then(parse_loose_time);
         (
             id,
-            sys.get("Computer").and_then(Value::as_str).map(str::to_owned),
+            sys.get("Computer")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             sys.get("EventRecordID").and_then(text_or_number),
             time,
             ev.get("EventData").cloned().unwrap_or(Value::Null),
@@ -695,7 +810,9 @@ fn windows(n: &Normalizer, v: &Value, raw: &str, ctx: &Context) -> Option<Event>
             .and_then(parse_loose_time);
         (
             id,
-            w.get("computer_name").and_then(Value::as_str).map(str::to_owned),
+            w.get("computer_name")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             w.get("record_id").and_then(text_or_number),
             time,
             w.get("event_data").cloned().unwrap_or(Value::Null),
@@ -734,7 +851,15 @@ fn windows(n: &Normalizer, v: &Value, raw: &str, ctx: &Context) -> Option<Event>
         if let Some(u) = ed("TargetUserName") {
             push(&mut obs.users, &u);
         }
-        return Some(make("windows.event", time, Severity::Low, obs, data, id, ctx));
+        return Some(make(
+            "windows.event",
+            time,
+            Severity::Low,
+            obs,
+            data,
+            id,
+            ctx,
+        ));
     };
     let member_dn = ed("MemberName");
     let member_sid = ed("MemberSid");
@@ -821,7 +946,15 @@ fn suricata(v: &Value, raw: &str, ctx: &Context) -> Option<Event> {
     }
     if event_type != "alert" {
         data.insert("eve".into(), v.clone());
-        return Some(make("suricata.event", time, Severity::Low, obs, data, None, ctx));
+        return Some(make(
+            "suricata.event",
+            time,
+            Severity::Low,
+            obs,
+            data,
+            None,
+            ctx,
+        ));
     }
     let alert = v.get("alert")?;
     let a = |k: &str| alert.get(k).cloned().unwrap_or(Value::Null);
@@ -848,7 +981,12 @@ fn suricata(v: &Value, raw: &str, ctx: &Context) -> Option<Event> {
 
 /// Snare's Windows-over-syslog lines: `MSWinEventLog<TAB>criticality<TAB>log<TAB>…` (tabs may
 /// arrive escaped as `\011`). Becomes a `windows.event` with the fields named.
-fn snare(msg: &str, base: &Map<String, Value>, time: DateTime<Utc>, ctx: &Context) -> Option<Event> {
+fn snare(
+    msg: &str,
+    base: &Map<String, Value>,
+    time: DateTime<Utc>,
+    ctx: &Context,
+) -> Option<Event> {
     let start = msg.find("MSWinEventLog")?;
     let body = &msg[start..];
     let parts: Vec<&str> = if body.contains('\t') {
@@ -860,8 +998,21 @@ fn snare(msg: &str, base: &Map<String, Value>, time: DateTime<Utc>, ctx: &Contex
         return None;
     }
     let names = [
-        "marker", "criticality", "log", "counter", "time", "event_id", "source", "user",
-        "sid_type", "event_type", "computer", "category", "data", "description", "checksum",
+        "marker",
+        "criticality",
+        "log",
+        "counter",
+        "time",
+        "event_id",
+        "source",
+        "user",
+        "sid_type",
+        "event_type",
+        "computer",
+        "category",
+        "data",
+        "description",
+        "checksum",
     ];
     let mut snare = Map::new();
     for (name, value) in names.iter().zip(parts.iter()).skip(1) {
@@ -877,7 +1028,15 @@ fn snare(msg: &str, base: &Map<String, Value>, time: DateTime<Utc>, ctx: &Contex
     let mut data = base.clone();
     data.insert("event_id".into(), Value::from(parts[5].trim()));
     data.insert("snare".into(), Value::Object(snare));
-    Some(make("windows.event", time, Severity::Low, obs, data, None, ctx))
+    Some(make(
+        "windows.event",
+        time,
+        Severity::Low,
+        obs,
+        data,
+        None,
+        ctx,
+    ))
 }
 
 fn privilege_severity(action: &str, privileged: bool) -> Severity {
@@ -940,7 +1099,11 @@ fn parse_loose_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(s, f) {
             return Some(t.with_timezone(&Utc));
         }
@@ -1099,11 +1262,20 @@ mod tests {
 
     #[test]
     fn macs_are_normalized_and_vendors_looked_up() {
-        assert_eq!(normalize_mac("0:e:3b:a:cb:67").as_deref(), Some("00:0e:3b:0a:cb:67"));
+        assert_eq!(
+            normalize_mac("0:e:3b:a:cb:67").as_deref(),
+            Some("00:0e:3b:0a:cb:67")
+        );
         assert_eq!(normalize_mac("0:e:3b:a:cb"), None);
         let n = Normalizer::builtin();
-        assert_eq!(n.vendor("b4:b5:2f:15:4c:ec").as_deref(), Some("Hewlett Packard"));
-        assert_eq!(n.vendor("52:54:00:12:34:56").as_deref(), Some("locally administered address"));
+        assert_eq!(
+            n.vendor("b4:b5:2f:15:4c:ec").as_deref(),
+            Some("Hewlett Packard")
+        );
+        assert_eq!(
+            n.vendor("52:54:00:12:34:56").as_deref(),
+            Some("locally administered address")
+        );
     }
 
     #[test]

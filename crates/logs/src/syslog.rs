@@ -84,7 +84,11 @@ pub fn parse_at(bytes: &[u8], now: DateTime<Utc>) -> Result<SyslogMessage, Parse
     let year = now.year();
     let this_month = now.month();
     let get_year = move |(month, _day, _h, _m, _s): syslog_loose::IncompleteDate| {
-        if month > this_month + 1 { year - 1 } else { year }
+        if month > this_month + 1 {
+            year - 1
+        } else {
+            year
+        }
     };
     let m = syslog_loose::parse_message_with_year_exact_tz(
         body,
@@ -131,7 +135,10 @@ impl SyslogMessage {
     /// The header fields as a JSON object (for an event's `data`), without `raw`.
     pub fn header_json(&self) -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert("protocol".into(), serde_json::to_value(self.protocol).unwrap_or(Value::Null));
+        m.insert(
+            "protocol".into(),
+            serde_json::to_value(self.protocol).unwrap_or(Value::Null),
+        );
         let mut put = |k: &str, v: Option<Value>| {
             if let Some(v) = v {
                 m.insert(k.into(), v);
@@ -140,7 +147,10 @@ impl SyslogMessage {
         put("pri", self.pri.map(Value::from));
         put("facility", self.facility.map(Value::from));
         put("syslog_severity", self.severity.map(Value::from));
-        put("timestamp", self.timestamp.map(|t| Value::from(t.to_rfc3339())));
+        put(
+            "timestamp",
+            self.timestamp.map(|t| Value::from(t.to_rfc3339())),
+        );
         put("hostname", self.hostname.clone().map(Value::from));
         put("appname", self.appname.clone().map(Value::from));
         put("procid", self.procid.clone().map(Value::from));
@@ -186,7 +196,10 @@ mod tests {
         assert_eq!(m.procid, None);
         assert_eq!(m.msgid.as_deref(), Some("ID47"));
         assert_eq!(m.structured_data[0].id, "exampleSDID@32473");
-        assert_eq!(m.structured_data[0].params[2], ("eventID".into(), "1011".into()));
+        assert_eq!(
+            m.structured_data[0].params[2],
+            ("eventID".into(), "1011".into())
+        );
         assert_eq!(m.msg, "An application event log entry...");
         assert_eq!(
             m.timestamp.unwrap().to_rfc3339(),
@@ -196,19 +209,31 @@ mod tests {
 
     #[test]
     fn rfc3164_year_is_resolved_against_now() {
-        let m = parse_at(b"<38>Mar 27 19:06:53 source_server sshd(pam_unix)[12750]: session opened", now()).unwrap();
+        let m = parse_at(
+            b"<38>Mar 27 19:06:53 source_server sshd(pam_unix)[12750]: session opened",
+            now(),
+        )
+        .unwrap();
         assert_eq!(m.protocol, Protocol::Rfc3164);
         assert_eq!(m.appname.as_deref(), Some("sshd(pam_unix)"));
         assert_eq!(m.procid.as_deref(), Some("12750"));
         assert_eq!(m.timestamp.unwrap().year(), 2026);
         let january = Utc.with_ymd_and_hms(2027, 1, 2, 0, 0, 0).unwrap();
         let m = parse_at(b"<38>Dec 31 23:59:59 h prog: late", january).unwrap();
-        assert_eq!(m.timestamp.unwrap().year(), 2026, "December read in January is last year");
+        assert_eq!(
+            m.timestamp.unwrap().year(),
+            2026,
+            "December read in January is last year"
+        );
     }
 
     #[test]
     fn missing_pri_and_latin1_are_tolerated() {
-        let m = parse_at(b"Dec  1 16:22:16 ip-10-0-0-220 gpasswd[3246]: user bart added", now()).unwrap();
+        let m = parse_at(
+            b"Dec  1 16:22:16 ip-10-0-0-220 gpasswd[3246]: user bart added",
+            now(),
+        )
+        .unwrap();
         assert_eq!(m.pri, None);
         assert_eq!(m.hostname.as_deref(), Some("ip-10-0-0-220"));
         let m = parse_at(b"<6>Aug 10 22:18:24 host tag: caf\xe9", now()).unwrap();
@@ -221,7 +246,10 @@ mod tests {
         assert_eq!(parse_at(b"", now()), Err(ParseError::Empty));
         assert_eq!(parse_at(b" \r\n", now()), Err(ParseError::Empty));
         assert_eq!(
-            parse_at(b"arpwatch: new station 192.168.1.103 0:11:43:5e:5d:80 eth0", now()),
+            parse_at(
+                b"arpwatch: new station 192.168.1.103 0:11:43:5e:5d:80 eth0",
+                now()
+            ),
             Err(ParseError::NoHeader)
         );
     }
