@@ -2,6 +2,7 @@
 
 mod config;
 mod demo;
+mod logs;
 
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::{Blocklist, Core, Registry};
@@ -139,6 +140,12 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Syslog/CEF listener, log-file normalizer, stored events (alias: `belay syslog`).
+    #[command(alias = "syslog")]
+    Logs {
+        #[command(subcommand)]
+        command: logs::LogsCommand,
     },
     /// Measure durable runs per second on the store.
     Bench {
@@ -498,6 +505,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => rollback(&ctx, select, dry_run, force, actor, format).await,
         Command::Checkpoint { command } => checkpoint(&ctx, command).await,
         Command::Guardrails { command } => guardrails(&ctx, command).await,
+        Command::Logs { command } => logs::run(&ctx, command).await,
         Command::Bench {
             runs,
             concurrency,

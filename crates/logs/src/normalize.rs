@@ -226,6 +226,16 @@ impl Normalizer {
         {
             return self.cef(&c, base, time, msg.hostname.as_deref(), ctx);
         }
+        // JSON after a syslog header (Suricata's `eve-log` to syslog, Windows event forwarders).
+        let body = msg.msg.trim();
+        if body.starts_with('{')
+            && let Ok(v) = serde_json::from_str::<Value>(body)
+        {
+            let e = self.json(&v, &msg.raw, ctx);
+            if e.kind != "log.json" {
+                return e;
+            }
+        }
         let program = msg.appname.as_deref().map(strip_pid).unwrap_or("");
         if let Some(e) =
             self.apply_rules(program, &msg.msg, &base, time, msg.hostname.as_deref(), ctx)
@@ -1258,6 +1268,17 @@ mod tests {
         assert_eq!(n.event.kind, "syslog.message");
         assert!(n.parse_error.is_some());
         assert!(Normalizer::builtin().line(b" \n", &ctx()).is_none());
+    }
+
+    #[test]
+    fn eve_json_inside_syslog_is_an_ids_alert() {
+        let e = one(
+            r#"<134>Nov 28 06:00:01 sensor suricata[1]: {"timestamp":"2026-11-28T06:00:00.000000+0000","event_type":"alert","src_ip":"203.0.113.5","dest_ip":"10.0.0.2","alert":{"signature":"ET SCAN x","signature_id":2000001,"severity":1}}"#,
+        );
+        assert_eq!(e.kind, "ids.alert");
+        assert_eq!(e.severity, Severity::High);
+        assert_eq!(e.observables.ips, ["203.0.113.5", "10.0.0.2"]);
+        assert!(e.data["raw"].as_str().unwrap().starts_with("<134>"));
     }
 
     #[test]
