@@ -295,6 +295,51 @@ mod tests {
         assert!(out[0].truncated);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn frames_do_not_depend_on_how_the_stream_is_split(
+            msgs in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..40), 1..8),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+            counted in proptest::bool::ANY,
+        ) {
+            // Newline framing cannot carry newlines, and a line starting with a digit would
+            // select octet counting.
+            let msgs: Vec<Vec<u8>> = if counted {
+                msgs
+            } else {
+                msgs.into_iter()
+                    .map(|m| {
+                        let mut m: Vec<u8> = m.into_iter().map(|b| if b == b'\n' || b == b'\r' || b == 0 { b'x' } else { b }).collect();
+                        m.insert(0, b'<');
+                        m
+                    })
+                    .collect()
+            };
+            let mut stream = Vec::new();
+            for m in &msgs {
+                if counted {
+                    stream.extend_from_slice(format!("{} ", m.len()).as_bytes());
+                    stream.extend_from_slice(m);
+                } else {
+                    stream.extend_from_slice(m);
+                    stream.push(b'\n');
+                }
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort();
+            let mut f = Framer::new(1024);
+            let mut out = Vec::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([stream.len()]) {
+                f.push(&stream[at..c], &mut out);
+                at = c;
+            }
+            f.finish(&mut out);
+            let got: Vec<Vec<u8>> = out.into_iter().map(|f| f.bytes).collect();
+            proptest::prop_assert_eq!(got, msgs);
+        }
+    }
+
     #[test]
     fn a_bad_length_falls_back_to_lines() {
         let (out, f) = feed(1024, &[b"2014-02-21T10:22:55 host prog: hi\nnext\n"]);
