@@ -394,3 +394,92 @@ fn logs_parse_prints_one_event_per_record() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("cannot read missing.log"));
 }
+
+/// rsyslog as a relay: `logger` → rsyslog (UDP, RFC 3164) → belay (TCP, octet-counted
+/// RFC 5424, as rsyslog's `omfwd` writes it).
+#[test]
+fn rsyslog_forwarding_over_octet_counted_tcp_reaches_the_store() {
+    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("rsyslogd is not installed (apt-get install rsyslog; .ci/run does it)");
+    let dir = tempfile::tempdir().unwrap();
+    let l = listen(dir.path(), &["--tcp", "127.0.0.1:0"]);
+    let belay_port = port(l.tcp.as_deref().unwrap()).to_owned();
+    // A free UDP port for rsyslog's input (rsyslog cannot bind port 0 and report it).
+    let relay_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let work = dir.path().join("rsyslog");
+    std::fs::create_dir_all(&work).unwrap();
+    let conf = work.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{w}\")\n\
+             module(load=\"imudp\")\n\
+             input(type=\"imudp\" address=\"127.0.0.1\" port=\"{relay_port}\")\n\
+             action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{belay_port}\" protocol=\"tcp\" \
+             TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\")\n",
+            w = work.display()
+        ),
+    )
+    .unwrap();
+    let mut relay = Command::new(rsyslogd)
+        .args(["-n", "-f"])
+        .arg(&conf)
+        .arg("-i")
+        .arg(work.join("rsyslogd.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rsyslogd starts");
+    // Ready when its UDP port is taken.
+    let deadline = std::time::Instant::now() + HANG;
+    while std::net::UdpSocket::bind(("127.0.0.1", relay_port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rsyslogd never bound its port"
+        );
+        if let Ok(Some(status)) = relay.try_wait() {
+            let mut err = String::new();
+            relay
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("rsyslogd exited with {status}: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let relay_port = relay_port.to_string();
+    logger(&[
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &relay_port,
+        "--udp",
+        "--rfc3164",
+        "-t",
+        "gpasswd",
+        "user eve added by root to group docker",
+    ]);
+    let ack = l.ack();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let stats = l.stop();
+    assert_eq!(ack["kind"], "auth.privilege_change", "{ack}");
+    assert_eq!(counter(&stats, "framing_errors"), 0, "{stats}");
+    let e = stored_event(dir.path(), ack["event"].as_str().unwrap());
+    assert_eq!(e["data"]["user"], "eve");
+    assert_eq!(e["data"]["group"], "docker");
+    assert_eq!(e["data"]["actor"], "root");
+    assert_eq!(
+        e["data"]["protocol"], "rfc5424",
+        "rsyslog re-wrote it as RFC 5424"
+    );
+    assert_eq!(e["severity"], "high");
+}
