@@ -605,8 +605,9 @@ impl Normalizer {
         let vendor_severity = get(&["SEVERITY"]);
         let explicit_encrypted = get(&["ENCRYPTED", "IS_ENCRYPTED"])
             .map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
-        let encrypted =
-            explicit_encrypted.or_else(|| channel.as_deref().and_then(channel_encrypted));
+        let encrypted = explicit_encrypted
+            .or_else(|| content_encrypted(&policy, &rec.policy, file.as_deref(), match_count));
+        let transport_encrypted = channel.as_deref().and_then(channel_encrypted);
         let mut data_types: Vec<String> = Vec::new();
         for (name, re) in &self.rules.data_types {
             if re.is_match(&policy) || re.is_match(&rec.policy) {
@@ -627,6 +628,10 @@ impl Normalizer {
         data.insert(
             "encrypted".into(),
             encrypted.map_or(Value::Null, Value::Bool),
+        );
+        data.insert(
+            "channel_encrypted".into(),
+            transport_encrypted.map_or(Value::Null, Value::Bool),
         );
         data.insert(
             "match_count".into(),
@@ -752,6 +757,34 @@ fn dlp_time(v: &Value, rec: &DlpRecord) -> Option<DateTime<Utc>> {
     NaiveDateTime::parse_from_str(occurred, "%B %d, %Y %I:%M:%S %p")
         .ok()
         .map(|t| Utc.from_utc_datetime(&t))
+}
+
+/// Whether the leaked content itself was encrypted (an encrypted archive or file), when the
+/// product does not say: a policy about encrypted content or an encrypted file type says yes;
+/// content matches (the DLP could read it) say no; otherwise unknown.
+fn content_encrypted(
+    policy: &str,
+    activity: &str,
+    file: Option<&str>,
+    match_count: Option<u64>,
+) -> Option<bool> {
+    let mentions = |s: &str| s.to_ascii_lowercase().contains("encrypt");
+    let encrypted_ext = file.is_some_and(|f| {
+        let ext = f
+            .trim()
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        ["gpg", "pgp", "asc", "aes", "enc", "p7m", "axx", "kdbx"].contains(&ext.as_str())
+    });
+    if mentions(policy) || mentions(activity) || encrypted_ext {
+        Some(true)
+    } else if match_count.is_some_and(|n| n > 0) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Whether a DLP channel name implies an encrypted transfer; `None` when it says nothing.
@@ -1310,6 +1343,23 @@ mod tests {
                 ("MATCH_COUNT".to_owned(), "4".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn content_encryption_comes_from_the_policy_the_file_type_or_readable_matches() {
+        assert_eq!(
+            content_encrypted("Encrypted Archives - Gateway", "", None, None),
+            Some(true)
+        );
+        assert_eq!(
+            content_encrypted("PCI", "", Some("q3.zip.gpg"), None),
+            Some(true)
+        );
+        assert_eq!(
+            content_encrypted("PCI", "", Some("q3.xlsx"), Some(4)),
+            Some(false)
+        );
+        assert_eq!(content_encrypted("PCI", "", Some("q3.zip"), None), None);
     }
 
     #[test]

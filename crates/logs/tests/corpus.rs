@@ -299,7 +299,11 @@ fn symantec_dlp_incidents_become_dlp_alerts() {
         assert_eq!(e.kind, "dlp.alert");
         assert_eq!(e.data["user"], "ABC\\sampleuser01");
         assert_eq!(e.data["channel"], "Endpoint HTTPS");
-        assert_eq!(e.data["encrypted"], true);
+        assert_eq!(
+            e.data["encrypted"], false,
+            "the DLP read matches in the file"
+        );
+        assert_eq!(e.data["channel_encrypted"], true, "Endpoint HTTPS");
         assert_eq!(e.observables.hosts, ["L1020088"]);
         assert_eq!(e.observables.ips, ["10.221.237.2"]);
         assert_eq!(
