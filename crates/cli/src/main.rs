@@ -6,6 +6,7 @@ mod lab;
 mod trust;
 mod email;
 mod intel;
+mod logs;
 
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::{Blocklist, Core, Registry};
@@ -181,6 +182,11 @@ enum Command {
     Intel {
         #[command(subcommand)]
         command: intel::IntelCommand,
+    /// Syslog/CEF listener, log-file normalizer, stored events (alias: `belay syslog`).
+    #[command(alias = "syslog")]
+    Logs {
+        #[command(subcommand)]
+        command: logs::LogsCommand,
     },
     /// Measure durable runs per second on the store.
     Bench {
@@ -561,6 +567,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Checkpoint { command } => checkpoint(&ctx, command).await,
         Command::Guardrails { command } => guardrails(&ctx, command).await,
         Command::Intel { command } => intel::run(&ctx, command).await,
+        Command::Logs { command } => logs::run(&ctx, command).await,
         Command::Bench {
             runs,
             concurrency,
