@@ -2,11 +2,11 @@
 
 mod config;
 mod demo;
-mod lab;
-mod trust;
 mod email;
 mod intel;
+mod lab;
 mod logs;
+mod trust;
 
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::{Blocklist, Core, Registry};
@@ -182,6 +182,7 @@ enum Command {
     Intel {
         #[command(subcommand)]
         command: intel::IntelCommand,
+    },
     /// Syslog/CEF listener, log-file normalizer, stored events (alias: `belay syslog`).
     #[command(alias = "syslog")]
     Logs {
