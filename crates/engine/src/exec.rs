@@ -117,6 +117,20 @@ struct RunState {
     dry_holds: HashMap<String, (Decision, String)>,
 }
 
+/// A planned change (or held batch) to ask a person about.
+struct Request<'a> {
+    step: &'a Step,
+    key: String,
+    action: &'a str,
+    with: Value,
+    target: String,
+    change_hash: String,
+    current_state: Value,
+    verdicts: &'a [crate::guard::Verdict],
+    reason: String,
+    trust: TrustLevel,
+}
+
 /// What an approval (or its absence) lets a change do.
 enum Gate {
     Proceed(String),
@@ -723,35 +737,18 @@ impl RunState {
             ))));
         }
         // Held whole: one approval decides the whole batch.
-        let now = now_ms();
-        let terms = terms_of(step);
-        let approval = ApprovalRecord {
-            id: belay_model::new_id(),
-            run_id: self.run.id.clone(),
-            playbook: self.pb.name.clone(),
-            step: step.id.clone(),
+        let id = self.request_approval(Request {
+            step,
             key: batch_key,
-            action: name.clone(),
+            action: name,
             with: batch,
             target: summarize_targets(&targets),
             change_hash: batch_hash,
             current_state: Value::Null,
-            guardrails: serde_json::to_value(&verdicts).unwrap_or(Value::Null),
+            verdicts: &verdicts,
             reason: format!("held by guardrail — {reason}"),
             trust,
-            expires_at: now.saturating_add(terms.timeout_ms),
-            terms,
-            triggered_by: self.triggered_by(),
-            author: self.pb.author.clone(),
-            history: Value::Null,
-            status: ApprovalStatus::Pending,
-            votes: Vec::new(),
-            created_at: now,
-            decided_at: None,
-            version: 1,
-        };
-        let id = approval.id.clone();
-        self.queue(Write::Approval(Box::new(approval)));
+        });
         let names = verdicts.iter().map(|v| v.guardrail.clone()).collect();
         Ok(Some(self.hold_batch(
             step,
@@ -922,26 +919,43 @@ impl RunState {
             .filter(|v| !v.pass)
             .map(|v| format!("{}: {}", v.guardrail, v.reason))
             .collect();
-        let now = now_ms();
-        let terms = terms_of(step);
-        let approval = ApprovalRecord {
-            id: belay_model::new_id(),
-            run_id: self.run.id.clone(),
-            playbook: self.pb.name.clone(),
-            step: step.id.clone(),
+        let id = self.request_approval(Request {
+            step,
             key: rec.key.clone(),
-            action: spec.name.clone(),
+            action: &spec.name,
             with: rec.with.clone(),
             target,
             change_hash: hash,
             current_state,
-            guardrails: serde_json::to_value(&verdicts).unwrap_or(Value::Null),
+            verdicts: &verdicts,
             reason: if held.is_empty() {
                 "trust level `approve`".into()
             } else {
                 format!("trust level `approve`; guardrails: {}", held.join("; "))
             },
             trust: TrustLevel::Approve,
+        });
+        Ok(Gate::Wait(id))
+    }
+
+    /// Records a pending approval for a planned change (or batch); returns its id.
+    fn request_approval(&self, r: Request<'_>) -> String {
+        let now = now_ms();
+        let terms = terms_of(r.step);
+        let approval = ApprovalRecord {
+            id: belay_model::new_id(),
+            run_id: self.run.id.clone(),
+            playbook: self.pb.name.clone(),
+            step: r.step.id.clone(),
+            key: r.key,
+            action: r.action.to_owned(),
+            with: r.with,
+            target: r.target,
+            change_hash: r.change_hash,
+            current_state: r.current_state,
+            guardrails: serde_json::to_value(r.verdicts).unwrap_or(Value::Null),
+            reason: r.reason,
+            trust: r.trust,
             expires_at: now.saturating_add(terms.timeout_ms),
             terms,
             triggered_by: self.triggered_by(),
@@ -955,7 +969,7 @@ impl RunState {
         };
         let id = approval.id.clone();
         self.queue(Write::Approval(Box::new(approval)));
-        Ok(Gate::Wait(id))
+        id
     }
 
     async fn fail_early(
