@@ -1138,6 +1138,20 @@ const CHANGE_COLS: &str = "id, run_id, step_key, idempotency_key, action, target
 
 type RowResult<T> = rusqlite::Result<Result<T>>;
 
+/// The JSON document in the `body` column of the row `sql` selects by id, decoded.
+fn one_body<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    sql: &str,
+    id: &str,
+    context: &'static str,
+) -> Result<Option<T>> {
+    let body: Option<String> = c
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(db_err(context))?;
+    body.map(|b| from_text(&b, context)).transpose()
+}
+
 fn put_approval(c: &Connection, a: &ApprovalRecord) -> Result<()> {
     c.prepare_cached(
         "INSERT INTO approvals (id, run_id, key, playbook, step, status, version, created_at, expires_at, body) \
@@ -1417,11 +1431,12 @@ impl Store for SqliteStore {
     async fn get_event(&self, id: &str) -> Result<Option<Event>> {
         let id = id.to_owned();
         self.read(move |c| {
-            let body: Option<String> = c
-                .prepare_cached("SELECT body FROM events WHERE id = ?1")
-                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
-                .map_err(db_err("reading an event"))?;
-            body.map(|b| from_text(&b, "event body")).transpose()
+            one_body(
+                c,
+                "SELECT body FROM events WHERE id = ?1",
+                &id,
+                "reading an event",
+            )
         })
         .await
     }
@@ -1648,11 +1663,12 @@ impl Store for SqliteStore {
     async fn get_approval(&self, id: &str) -> Result<Option<ApprovalRecord>> {
         let id = id.to_owned();
         self.read(move |c| {
-            let body: Option<String> = c
-                .prepare_cached("SELECT body FROM approvals WHERE id = ?1")
-                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
-                .map_err(db_err("reading an approval"))?;
-            body.map(|b| from_text(&b, "approval")).transpose()
+            one_body(
+                c,
+                "SELECT body FROM approvals WHERE id = ?1",
+                &id,
+                "reading an approval",
+            )
         })
         .await
     }
