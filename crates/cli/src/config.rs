@@ -25,9 +25,10 @@ pub struct Config {
     pub lists: HashMap<String, PathBuf>,
     /// Secrets file (TOML, mode 0600) for `${{ secrets.NAME }}` in connector settings.
     pub secrets_file: Option<PathBuf>,
-    /// HTTP connectors by name (`[connectors.NAME]`), each serving one action family.
+    /// Connectors by name (`[connectors.NAME]`), each serving one action family; `type` says
+    /// which kind (`http`, the default, or a native one such as `nftables`).
     #[serde(default)]
-    pub connectors: BTreeMap<String, belay_connectors::HttpConnectorConfig>,
+    pub connectors: BTreeMap<String, toml::Table>,
     /// People who may decide on approvals, with their roles.
     #[serde(default)]
     pub users: Vec<User>,

@@ -1,11 +1,11 @@
 //! `belay lab`: serves the simulators of the SaaS products belay drives (EDR, SIEM, CMDB,
 //! training platform, takedown service, SaaS web proxy, packet capture) for trying playbooks
-//! without those products; and builds the HTTP connectors configured in `belay.toml`, which is
-//! how belay reaches the simulators and real products alike.
+//! without those products; and builds the connectors configured in `belay.toml`, through which
+//! belay reaches the simulators, real products and system components alike.
 
 use crate::config::Config;
 use anyhow::{Context, Result, bail};
-use belay_connectors::{Http, SecretSource};
+use belay_connectors::{Connector, SecretSource};
 use belay_lab::{Lab, LabConfig, SIMULATORS};
 use belay_playbook::Catalog;
 use clap::Subcommand;
@@ -90,9 +90,12 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
     }
 }
 
-/// The HTTP connectors `[connectors.NAME]` in `belay.toml` describes, with their secrets
-/// resolved from the environment and the secrets file.
-pub fn http_connectors(config: &Config, catalog: &Catalog) -> Result<Vec<Arc<Http>>> {
+/// The connectors `[connectors.NAME]` in `belay.toml` describes, with their secrets resolved
+/// from the environment and the secrets file.
+pub fn configured_connectors(
+    config: &Config,
+    catalog: &Catalog,
+) -> Result<Vec<Arc<dyn Connector>>> {
     if config.connectors.is_empty() {
         return Ok(Vec::new());
     }
@@ -100,10 +103,9 @@ pub fn http_connectors(config: &Config, catalog: &Catalog) -> Result<Vec<Arc<Htt
         Some(p) => SecretSource::with_file(p)?,
         None => SecretSource::env(),
     };
-    Ok(
-        belay_connectors::http::build_all(&config.connectors, &secrets, catalog)?
-            .into_iter()
-            .map(Arc::new)
-            .collect(),
-    )
+    Ok(belay_connectors::build_configured(
+        &config.connectors,
+        &secrets,
+        catalog,
+    )?)
 }

@@ -362,8 +362,8 @@ pub struct Ctx {
     pub data: PathBuf,
     pub database_url: Option<String>,
     pub catalog: Arc<Catalog>,
-    /// HTTP connectors from `[connectors.NAME]`.
-    pub http: Vec<Arc<belay_connectors::Http>>,
+    /// Connectors from `[connectors.NAME]`, replacing the built-in ones of their family.
+    pub connectors: Vec<Arc<dyn belay_connectors::Connector>>,
 }
 
 impl Ctx {
@@ -384,14 +384,14 @@ impl Ctx {
             .or_else(|| config.guardrails.clone())
             .unwrap_or_else(|| PathBuf::from("guardrails"));
         let catalog = Arc::new(Catalog::builtin());
-        let http = lab::http_connectors(&config, &catalog)?;
+        let connectors = lab::configured_connectors(&config, &catalog)?;
         Ok(Ctx {
             config,
             guardrails_path,
             data,
             database_url,
             catalog,
-            http,
+            connectors,
         })
     }
 
@@ -443,11 +443,11 @@ impl Ctx {
             self.data.join("lists"),
             self.config.lists.clone(),
         )));
-        for h in &self.http {
-            r.register(h.clone());
-        }
         r.register(email::connector());
         r.register(Arc::new(belay_intel::Intel::new(self.data.clone())));
+        for c in &self.connectors {
+            r.register(c.clone());
+        }
         r
     }
 
@@ -1275,7 +1275,7 @@ async fn bench(
         data,
         database_url: ctx.database_url.clone(),
         catalog: ctx.catalog.clone(),
-        http: Vec::new(),
+        connectors: Vec::new(),
     };
     let store = bench_ctx.store_with(synchronous).await?;
     let label = match store.kind() {

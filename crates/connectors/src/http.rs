@@ -24,7 +24,6 @@ use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use spec::{ActionMap, Exchange, Next, RequestSpec, Spec};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -1242,28 +1241,4 @@ impl Drop for Permit<'_> {
             self.breaker.record(false);
         }
     }
-}
-
-/// Builds every configured HTTP connector; two serving the same family are an error.
-pub fn build_all(
-    configs: &BTreeMap<String, HttpConnectorConfig>,
-    secrets: &SecretSource,
-    catalog: &Catalog,
-) -> Result<Vec<Http>, ConfigError> {
-    let mut out: Vec<Http> = Vec::new();
-    for (name, c) in configs {
-        let h = Http::from_config(name, c, secrets, catalog)?;
-        if let Some(other) = out.iter().find(|o| o.family() == h.family()) {
-            return Err(ConfigError {
-                connector: name.clone(),
-                message: format!(
-                    "serves the family `{}` already served by connector `{}`",
-                    h.family(),
-                    other.name
-                ),
-            });
-        }
-        out.push(h);
-    }
-    Ok(out)
 }

@@ -9,6 +9,7 @@
 mod blocklist;
 mod core;
 pub mod http;
+pub mod native;
 pub mod secret;
 
 pub use blocklist::Blocklist;
@@ -18,7 +19,7 @@ pub use secret::{Secret, SecretSource};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// One action call.
@@ -113,4 +114,45 @@ pub(crate) fn input_str<'a>(input: &'a Value, name: &str) -> Result<&'a str, Act
         .get(name)
         .and_then(Value::as_str)
         .ok_or_else(|| ActionError::permanent(format!("missing text input `{name}`")))
+}
+
+/// Builds the connectors `[connectors.NAME]` describes. `type` names the kind: `http` (the
+/// default: a YAML spec over a REST API) or a native one (`nftables`, `unbound`...). Two
+/// connectors may not serve the same action family.
+pub fn build_configured(
+    configs: &BTreeMap<String, toml::Table>,
+    secrets: &SecretSource,
+    catalog: &belay_playbook::Catalog,
+) -> Result<Vec<Arc<dyn Connector>>, http::ConfigError> {
+    let mut out: Vec<(String, Arc<dyn Connector>)> = Vec::new();
+    for (name, table) in configs {
+        let mut table = table.clone();
+        let kind = match table.remove("type") {
+            None => "http".to_owned(),
+            Some(toml::Value::String(k)) => k,
+            Some(other) => {
+                return Err(http::ConfigError {
+                    connector: name.clone(),
+                    message: format!("`type` must be a string, found {other}"),
+                });
+            }
+        };
+        let connector: Arc<dyn Connector> = if kind == "http" {
+            let config: HttpConnectorConfig = native::settings(name, table)?;
+            Arc::new(Http::from_config(name, &config, secrets, catalog)?)
+        } else {
+            native::build(name, &kind, table)?
+        };
+        if let Some((other, _)) = out.iter().find(|(_, c)| c.family() == connector.family()) {
+            return Err(http::ConfigError {
+                connector: name.clone(),
+                message: format!(
+                    "serves the family `{}` already served by connector `{other}`",
+                    connector.family()
+                ),
+            });
+        }
+        out.push((name.clone(), connector));
+    }
+    Ok(out.into_iter().map(|(_, c)| c).collect())
 }

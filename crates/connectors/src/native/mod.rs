@@ -1,0 +1,38 @@
+//! Connectors that drive system components through their own tools: nftables, Unbound, Squid,
+//! Suricata, ClamAV and local group membership. Each serves one action family, reads the target's
+//! state before and after a change, and is idempotent by construction (adding what is present, or
+//! removing what is absent, reports `changed: false`).
+
+#[allow(dead_code)] // until the first native connector lands
+pub(crate) mod cmd;
+
+use crate::Connector;
+use crate::http::ConfigError;
+use std::sync::Arc;
+
+/// Builds the native connector `kind` (`[connectors.NAME] type = "KIND"`) from its settings.
+pub fn build(
+    name: &str,
+    kind: &str,
+    settings: toml::Table,
+) -> Result<Arc<dyn Connector>, ConfigError> {
+    let err = |message: String| ConfigError {
+        connector: name.into(),
+        message,
+    };
+    let _ = settings;
+    Err(err(format!(
+        "unknown connector type `{kind}` (known: http)"
+    )))
+}
+
+/// Deserializes a connector's settings table into its typed configuration.
+pub(crate) fn settings<T: serde::de::DeserializeOwned>(
+    name: &str,
+    settings: toml::Table,
+) -> Result<T, ConfigError> {
+    T::deserialize(settings).map_err(|e| ConfigError {
+        connector: name.into(),
+        message: e.to_string(),
+    })
+}
