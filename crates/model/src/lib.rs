@@ -46,6 +46,7 @@ macro_rules! string_enum {
 
 pub mod approval;
 pub mod audit;
+mod case;
 mod event;
 mod run;
 mod time;
@@ -54,6 +55,7 @@ pub use approval::{
     ApprovalRecord, ApprovalStatus, ApprovalTerms, Demotion, OnTimeout, Vote, change_hash,
 };
 pub use audit::{AuditDraft, AuditEntry, PreparedDraft};
+pub use case::{CaseEntry, CaseEntryKind, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus};
 pub use event::{Event, EventError, Observables, Severity};
 pub use run::{
     ChangeRecord, ChangeStatus, Decision, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel,

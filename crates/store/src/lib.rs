@@ -7,6 +7,7 @@
 //! never decides anything, it records.
 
 mod audit;
+mod cases;
 mod postgres;
 mod sqlite;
 
@@ -15,8 +16,9 @@ pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use async_trait::async_trait;
 use belay_model::{
-    ApprovalRecord, ApprovalStatus, AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Demotion,
-    Event, RunRecord, RunStatus, StepRecord,
+    ApprovalRecord, ApprovalStatus, AuditDraft, AuditEntry, CaseFile, CaseOp, CaseOutcome,
+    CaseRecord, CaseStatus, ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus,
+    StepRecord,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -36,6 +38,8 @@ pub enum StoreError {
     },
     #[error("the store is closed")]
     Closed,
+    #[error("{0} does not exist")]
+    NotFound(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -333,6 +337,14 @@ pub trait Store: Send + Sync {
     async fn change_history(&self, actions: &[String], since: i64) -> Result<ChangeHistory>;
 
     /// The stored cursor of a file source.
+    /// Applies one change to a case file atomically; an unknown case is `NotFound` (except
+    /// for `Open`).
+    async fn apply_case(&self, op: CaseOp) -> Result<CaseOutcome>;
+    /// A case with its whole file, or None.
+    async fn case_file(&self, id: &str) -> Result<Option<CaseFile>>;
+    /// Cases, the most recently updated first.
+    async fn cases(&self, status: Option<CaseStatus>) -> Result<Vec<CaseRecord>>;
+
     async fn cursor(&self, source: &str) -> Result<Option<u64>>;
     async fn counts(&self) -> Result<Counts>;
 }

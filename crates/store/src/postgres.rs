@@ -18,8 +18,8 @@ use crate::{
 };
 use async_trait::async_trait;
 use belay_model::{
-    ApprovalRecord, AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Demotion, Event, RunRecord,
-    RunStatus, StepRecord, now_ms,
+    ApprovalRecord, AuditDraft, AuditEntry, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus,
+    ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord, now_ms,
 };
 use deadpool_postgres::{
     GenericClient, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
@@ -180,6 +180,7 @@ CREATE TABLE demotions (
     PRIMARY KEY (playbook, step)
 );
 "#,
+    crate::cases::PG_MIGRATION,
 ];
 
 /// First key of the advisory lock serializing migrations (the second is the schema's hash).
@@ -297,7 +298,11 @@ fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize, context: &'static str) -> R
     })
 }
 
-fn get_json<T: DeserializeOwned>(row: &Row, idx: usize, context: &'static str) -> Result<T> {
+pub(crate) fn get_json<T: DeserializeOwned>(
+    row: &Row,
+    idx: usize,
+    context: &'static str,
+) -> Result<T> {
     let value: Value = get(row, idx, context)?;
     serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
         context,
@@ -1483,6 +1488,23 @@ impl Store for PgStore {
             batches.push((at, n as u64));
         }
         Ok(ChangeHistory { first_at, batches })
+    }
+
+    async fn apply_case(&self, op: CaseOp) -> Result<CaseOutcome> {
+        const C: &str = "updating a case";
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err(C))?;
+        let outcome = crate::cases::pg::apply(&tx, &op).await?;
+        tx.commit().await.map_err(db_err(C))?;
+        Ok(outcome)
+    }
+
+    async fn case_file(&self, id: &str) -> Result<Option<CaseFile>> {
+        crate::cases::pg::file(&self.conn().await?, id).await
+    }
+
+    async fn cases(&self, status: Option<CaseStatus>) -> Result<Vec<CaseRecord>> {
+        crate::cases::pg::list(&self.conn().await?, status).await
     }
 
     async fn cursor(&self, source: &str) -> Result<Option<u64>> {

@@ -13,8 +13,9 @@ use crate::{
 };
 use async_trait::async_trait;
 use belay_model::{
-    ApprovalRecord, AuditDraft, AuditEntry, ChangeRecord, ChangeStatus, Demotion, Event,
-    PreparedDraft, RunRecord, RunStatus, StepRecord, now_ms,
+    ApprovalRecord, AuditDraft, AuditEntry, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus,
+    ChangeRecord, ChangeStatus, Demotion, Event, PreparedDraft, RunRecord, RunStatus, StepRecord,
+    now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
@@ -175,6 +176,7 @@ CREATE TABLE demotions (
     PRIMARY KEY (playbook, step)
 ) WITHOUT ROWID;
 "#,
+    crate::cases::SQLITE_MIGRATION,
 ];
 
 // Each operation is moved once through the writer's channel; boxing would only add allocations.
@@ -236,6 +238,7 @@ enum Op {
         step: String,
         actor: String,
     },
+    Case(CaseOp),
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -249,6 +252,7 @@ enum Reply {
     Runs(Vec<RunRecord>),
     Count(u64),
     Flag(bool),
+    Case(CaseOutcome),
     Unit,
 }
 
@@ -414,6 +418,7 @@ impl Op {
                 step: step.clone(),
                 actor: actor.clone(),
             },
+            Op::Case(op) => Op::Case(op.clone()),
         }
     }
 }
@@ -1041,6 +1046,7 @@ impl Writer {
                 }
                 Ok(Reply::Flag(n > 0))
             }
+            Op::Case(op) => crate::cases::sqlite_apply(c, &op).map(Reply::Case),
             Op::ClaimReleased(limit) => {
                 let mut stmt = c
                     .prepare_cached(&format!(
@@ -1795,6 +1801,23 @@ impl Store for SqliteStore {
             Ok(ChangeHistory { first_at, batches })
         })
         .await
+    }
+
+    async fn apply_case(&self, op: CaseOp) -> Result<CaseOutcome> {
+        match self.submit(Op::Case(op)).await? {
+            Reply::Case(o) => Ok(o),
+            _ => Err(unexpected("updating a case")),
+        }
+    }
+
+    async fn case_file(&self, id: &str) -> Result<Option<CaseFile>> {
+        let id = id.to_owned();
+        self.read(move |c| crate::cases::sqlite_file(c, &id)).await
+    }
+
+    async fn cases(&self, status: Option<CaseStatus>) -> Result<Vec<CaseRecord>> {
+        self.read(move |c| crate::cases::sqlite_list(c, status))
+            .await
     }
 
     async fn cursor(&self, source: &str) -> Result<Option<u64>> {

@@ -4,8 +4,9 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), each in a schema of its own.
 
 use belay_model::{
-    ApprovalRecord, ApprovalStatus, ApprovalTerms, ChangeRecord, ChangeStatus, Decision, Demotion,
-    Event, OnTimeout, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, Vote, now_ms,
+    ApprovalRecord, ApprovalStatus, ApprovalTerms, CaseEntry, CaseEntryKind, CaseOp, CaseRecord,
+    CaseStatus, ChangeRecord, ChangeStatus, Decision, Demotion, Event, OnTimeout, RunRecord,
+    RunStatus, StepRecord, StepStatus, TrustLevel, Vote, now_ms,
 };
 use belay_store::{
     Accepted, ApprovalFilter, Cursor, RunFilter, SqliteOptions, SqliteStore, Store, Write, Written,
@@ -510,6 +511,142 @@ macro_rules! conformance {
     };
 }
 
+fn case_entry(
+    case: &str,
+    kind: CaseEntryKind,
+    key: &str,
+    run: Option<&str>,
+    body: serde_json::Value,
+) -> CaseEntry {
+    CaseEntry {
+        id: belay_model::new_id(),
+        case_id: case.into(),
+        kind,
+        at: now_ms(),
+        run_id: run.map(Into::into),
+        key: Some(key.into()),
+        body,
+    }
+}
+
+fn open_case(case: &str, run: &str, key: &str) -> CaseOp {
+    let now = now_ms();
+    CaseOp::Open {
+        case: CaseRecord {
+            id: case.into(),
+            title: "Reported phish".into(),
+            severity: "high".into(),
+            status: CaseStatus::Open,
+            resolution: None,
+            description: None,
+            observables: vec!["evil.example".into()],
+            assignee: None,
+            opened_at: now,
+            updated_at: now,
+        },
+        entry: case_entry(
+            case,
+            CaseEntryKind::Status,
+            key,
+            Some(run),
+            json!({"status": "open"}),
+        ),
+    }
+}
+
+async fn case_files_are_idempotent_and_append_only(s: Arc<dyn Store>) {
+    let first = s
+        .apply_case(open_case("c1", "r1", "r1/open"))
+        .await
+        .unwrap();
+    assert!(first.changed);
+    // The same change re-issued after a crash: same entry, nothing doubled.
+    let again = s
+        .apply_case(open_case("c1", "r1", "r1/open"))
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.entry_id, first.entry_id);
+    // Another run opening the open case changes nothing but is linked to it.
+    assert!(
+        !s.apply_case(open_case("c1", "r2", "r2/open"))
+            .await
+            .unwrap()
+            .changed
+    );
+    let note = |key: &str| {
+        CaseOp::Append(case_entry(
+            "c1",
+            CaseEntryKind::Note,
+            key,
+            Some("r2"),
+            json!({"note": "seen on laptop-7"}),
+        ))
+    };
+    assert!(s.apply_case(note("r2/note")).await.unwrap().changed);
+    assert!(!s.apply_case(note("r2/note")).await.unwrap().changed);
+    let close = |key: &str| CaseOp::SetStatus {
+        case_id: "c1".into(),
+        status: CaseStatus::Closed,
+        resolution: Some("resolved".into()),
+        entry: case_entry(
+            "c1",
+            CaseEntryKind::Status,
+            key,
+            None,
+            json!({"status": "closed"}),
+        ),
+    };
+    assert!(s.apply_case(close("x/close")).await.unwrap().changed);
+    assert!(
+        !s.apply_case(close("y/close")).await.unwrap().changed,
+        "already closed"
+    );
+    assert!(
+        s.apply_case(open_case("c1", "r3", "r3/open"))
+            .await
+            .unwrap()
+            .changed,
+        "reopened"
+    );
+
+    let file = s.case_file("c1").await.unwrap().expect("case c1");
+    assert_eq!(file.case.status, CaseStatus::Open);
+    assert_eq!(file.case.resolution, None);
+    let kinds: Vec<&str> = file.entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["status", "run", "run", "note", "status", "status", "run"],
+        "entries in order, each once"
+    );
+    let unknown = s
+        .apply_case(CaseOp::Append(case_entry(
+            "nope",
+            CaseEntryKind::Note,
+            "k",
+            None,
+            json!({}),
+        )))
+        .await;
+    assert!(
+        matches!(unknown, Err(belay_store::StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
+    assert!(s.case_file("nope").await.unwrap().is_none());
+    s.apply_case(open_case("c2", "r4", "r4/open"))
+        .await
+        .unwrap();
+    let open: Vec<String> = s
+        .cases(Some(CaseStatus::Open))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(open.len(), 2);
+    assert!(s.cases(Some(CaseStatus::Closed)).await.unwrap().is_empty());
+}
+
 conformance!(
     accepting_stores_event_and_runs_once,
     runs_are_listed_filtered_and_finished,
@@ -518,6 +655,7 @@ conformance!(
     a_decision_is_recorded_once_and_resumes_the_run,
     demotions_are_recorded_and_reset,
     history_counts_autonomous_changes_per_run,
+    case_files_are_idempotent_and_append_only,
 );
 
 #[tokio::test]
