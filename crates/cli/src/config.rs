@@ -29,6 +29,10 @@ pub struct Config {
     /// which kind (`http`, the default, or a native one such as `nftables`).
     #[serde(default)]
     pub connectors: BTreeMap<String, toml::Table>,
+    /// Notification targets by name (`[notify.NAME]`: `webhook` and/or `file`), for
+    /// `notify.send` and guardrail alerts.
+    #[serde(default)]
+    pub notify: BTreeMap<String, belay_connectors::notify::TargetConfig>,
     /// People who may decide on approvals, with their roles.
     #[serde(default)]
     pub users: Vec<User>,

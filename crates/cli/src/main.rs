@@ -1,5 +1,6 @@
 //! The `belay` binary: thin glue from command-line flags to the engine, store and language.
 
+mod cases;
 mod config;
 mod demo;
 mod email;
@@ -148,6 +149,11 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         command: trust::ApprovalsCommand,
+    },
+    /// Incident case files kept by playbooks (`case.*`).
+    Cases {
+        #[command(subcommand)]
+        command: cases::CasesCommand,
     },
     /// The trust each playbook step has earned; lifting demotions.
     Trust {
@@ -443,6 +449,10 @@ impl Ctx {
             self.data.join("lists"),
             self.config.lists.clone(),
         )));
+        r.register(Arc::new(belay_connectors::Notify::new(
+            self.config.notify.clone(),
+            self.data.join("notify"),
+        )));
         r.register(email::connector());
         r.register(Arc::new(belay_intel::Intel::new(self.data.clone())));
         for c in &self.connectors {
@@ -540,6 +550,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => run(&ctx, &playbook, &event, dry_run, playbooks, actor, format).await,
         Command::Approvals { command } => trust::approvals_cmd(&ctx, command).await,
         Command::Trust { command } => trust::trust_cmd(&ctx, command).await,
+        Command::Cases { command } => cases::cases_cmd(&ctx, command).await,
         Command::Replay {
             playbook,
             events,

@@ -10,11 +10,13 @@ mod blocklist;
 mod core;
 pub mod http;
 pub mod native;
+pub mod notify;
 pub mod secret;
 
 pub use blocklist::Blocklist;
 pub use core::Core;
 pub use http::{Http, HttpConnectorConfig, HttpSettings};
+pub use notify::Notify;
 pub use secret::{Secret, SecretSource};
 
 use async_trait::async_trait;

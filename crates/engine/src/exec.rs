@@ -352,6 +352,61 @@ impl RunState {
     }
 
     /// Writes everything queued, plus `last`, and waits until it is durable.
+    /// Tells each violated guardrail's `alert` target, through the `notify` connector, once the
+    /// violation is on record. Delivery is best effort: its outcome is audited, and a failed
+    /// delivery never changes what happens to the change itself.
+    async fn send_alerts(
+        &self,
+        step: &Step,
+        action: &str,
+        violations: &[&crate::guard::Verdict],
+    ) -> Result<()> {
+        let alerts: Vec<_> = violations
+            .iter()
+            .filter_map(|v| v.alert.as_ref().map(|a| (a, v)))
+            .collect();
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        self.flush(None).await?;
+        let notify = self.engine.connectors.resolve("notify.send");
+        for (target, v) in alerts {
+            let input = json!({
+                "target": target,
+                "subject": format!("belay: guardrail {} {} {action}", v.guardrail,
+                    if v.on_violation == crate::guard::OnViolation::Deny { "denied" } else { "held" }),
+                "message": format!(
+                    "Playbook {} (run {}), step {}: {}",
+                    self.run.playbook, self.run.id, step.id, v.reason
+                ),
+                "severity": "high",
+            });
+            let key = format!("{}/alert/{}/{}", self.run.id, step.id, v.guardrail);
+            let outcome = match &notify {
+                Some(c) => c
+                    .call(ConnectorCall {
+                        action: "notify.send",
+                        input: &input,
+                        idempotency_key: Some(&key),
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message),
+                None => Err("no notify connector is configured".to_owned()),
+            };
+            self.queue(Write::Audit(belay_model::AuditDraft {
+                kind: "guardrail.alert".into(),
+                actor: format!("engine:{}", self.engine.store.worker_id()),
+                subject: self.run.id.clone(),
+                detail: json!({
+                    "step": step.id, "guardrail": v.guardrail, "target": target,
+                    "delivered": outcome.is_ok(), "error": outcome.err(),
+                }),
+            }));
+        }
+        Ok(())
+    }
+
     async fn flush(&self, last: Option<Write>) -> Result<Vec<Written>> {
         let writes = {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -719,6 +774,7 @@ impl RunState {
                 }),
             }));
         }
+        self.send_alerts(step, name, &violations).await?;
         if deny {
             for (key, item, with) in planned {
                 let mut rec = self.record(step, seq, &key, item);

@@ -8,6 +8,7 @@
 
 pub mod approvals;
 pub mod bench;
+pub mod cases;
 mod exec;
 pub mod guard;
 pub mod ingest;
@@ -120,10 +121,14 @@ impl Engine {
         store: Arc<dyn Store>,
         playbooks: Arc<PlaybookSet>,
         catalog: Arc<Catalog>,
-        connectors: Registry,
+        mut connectors: Registry,
         config: EngineConfig,
         guardrails: Arc<guard::Guardrails>,
     ) -> Arc<Engine> {
+        // Case files live in the engine's own store unless a case-management product serves them.
+        if connectors.resolve("case.open").is_none() {
+            connectors.register(Arc::new(cases::Cases::new(store.clone())));
+        }
         let permits = Arc::new(Semaphore::new(config.max_concurrent_runs.max(1)));
         let target_locks = (0..TARGET_LOCK_STRIPES)
             .map(|_| tokio::sync::Mutex::new(()))

@@ -1,0 +1,205 @@
+//! `notify.send`: messages to the people named by notification targets in the config
+//! (`[notify.NAME]`): a webhook (JSON POST, e.g. a chat or pager integration) or a JSON-lines
+//! file (a mail spool or a log shipper picks it up). Every attempt is kept in the target's
+//! delivery log (`<dir>/<target>.jsonl`); a message sent again under the same idempotency key
+//! is not delivered twice.
+
+use crate::{ActionError, Call, Connector, input_str};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// One notification target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// URL a JSON message is POSTed to.
+    pub webhook: Option<String>,
+    /// File a JSON line is appended to.
+    pub file: Option<PathBuf>,
+    /// Timeout of a webhook call (default 10s).
+    pub timeout: Option<String>,
+}
+
+/// The `notify` connector.
+pub struct Notify {
+    targets: BTreeMap<String, TargetConfig>,
+    log_dir: PathBuf,
+    client: reqwest::Client,
+    /// Idempotency keys delivered, per target, loaded from the delivery log on first use.
+    sent: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Notify {
+    /// Targets by name; delivery logs in `log_dir`.
+    pub fn new(targets: BTreeMap<String, TargetConfig>, log_dir: impl Into<PathBuf>) -> Notify {
+        Notify {
+            targets,
+            log_dir: log_dir.into(),
+            client: reqwest::Client::new(),
+            sent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn log_path(&self, target: &str) -> PathBuf {
+        self.log_dir.join(format!("{target}.jsonl"))
+    }
+
+    fn read_log(&self, target: &str) -> Result<Vec<Value>, ActionError> {
+        let path = self.log_path(target);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ActionError::transient(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        Ok(std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect())
+    }
+
+    fn append_log(&self, target: &str, entry: &Value) -> Result<(), ActionError> {
+        std::fs::create_dir_all(&self.log_dir)
+            .and_then(|()| {
+                let mut f = std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(self.log_path(target))?;
+                writeln!(f, "{entry}")?;
+                f.sync_data()
+            })
+            .map_err(|e| ActionError::transient(format!("cannot write the delivery log: {e}")))
+    }
+
+    async fn deliver(&self, config: &TargetConfig, message: &Value) -> Result<(), ActionError> {
+        if let Some(url) = &config.webhook {
+            let timeout = match &config.timeout {
+                Some(t) => humantime::parse_duration(t)
+                    .map_err(|e| ActionError::permanent(format!("bad timeout `{t}`: {e}")))?,
+                None => Duration::from_secs(10),
+            };
+            let resp = self
+                .client
+                .post(url)
+                .timeout(timeout)
+                .json(message)
+                .send()
+                .await
+                // Never echo the URL: webhook URLs often carry their token.
+                .map_err(|e| {
+                    ActionError::transient(format!("webhook unreachable: {}", e.without_url()))
+                })?;
+            let status = resp.status();
+            if status.is_server_error() || status.as_u16() == 429 {
+                return Err(ActionError::transient(format!("webhook answered {status}")));
+            }
+            if !status.is_success() {
+                return Err(ActionError::permanent(format!("webhook answered {status}")));
+            }
+        }
+        if let Some(path) = &config.file {
+            let line = format!("{message}\n");
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut f = std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                f.write_all(line.as_bytes())?;
+                f.sync_data()
+            })
+            .await
+            .map_err(|e| ActionError::transient(e.to_string()))?
+            .map_err(|e| ActionError::transient(format!("cannot append the message: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        let target = input_str(call.input, "target")?;
+        let config = self.targets.get(target).ok_or_else(|| {
+            ActionError::permanent(format!(
+                "unknown notification target `{target}` (configured: {})",
+                self.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let key = call.idempotency_key.map(str::to_owned);
+        let mut sent = self.sent.lock().await;
+        if !sent.contains_key(target) {
+            let keys = self
+                .read_log(target)?
+                .iter()
+                .filter(|e| e["delivered"] == true)
+                .filter_map(|e| e["key"].as_str().map(str::to_owned))
+                .collect();
+            sent.insert(target.to_owned(), keys);
+        }
+        let message_id = belay_model::new_id();
+        if let Some(k) = &key
+            && sent.get(target).is_some_and(|s| s.contains(k))
+        {
+            return Ok(json!({ "target": target, "delivered": true, "message_id": message_id }));
+        }
+        let message = json!({
+            "id": message_id,
+            "target": target,
+            "subject": call.input["subject"],
+            "message": call.input["message"],
+            "severity": call.input.get("severity").cloned().unwrap_or(json!("medium")),
+            "at": belay_model::ms_to_rfc3339(belay_model::now_ms()),
+        });
+        let result = self.deliver(config, &message).await;
+        let mut entry = message.clone();
+        entry["key"] = json!(key);
+        entry["delivered"] = json!(result.is_ok());
+        if let Err(e) = &result {
+            entry["error"] = json!(e.message);
+        }
+        self.append_log(target, &entry)?;
+        result?;
+        if let (Some(k), Some(s)) = (key, sent.get_mut(target)) {
+            s.insert(k);
+        }
+        Ok(json!({ "target": target, "delivered": true, "message_id": message_id }))
+    }
+}
+
+#[async_trait]
+impl Connector for Notify {
+    fn family(&self) -> &str {
+        "notify"
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        match call.action {
+            "notify.send" => self.send(call).await,
+            other => Err(ActionError::permanent(format!(
+                "the notify connector has no action `{other}`"
+            ))),
+        }
+    }
+
+    async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
+        let target = input_str(input, "target")?;
+        let log = self.read_log(target)?;
+        let delivered = log.iter().filter(|e| e["delivered"] == true).count();
+        let last = log.last().map(
+            |e| json!({ "subject": e["subject"], "delivered": e["delivered"], "at": e["at"] }),
+        );
+        Ok(json!({ "messages": log.len(), "delivered": delivered, "last": last }))
+    }
+}

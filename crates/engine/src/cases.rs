@@ -1,0 +1,228 @@
+//! `case.*`: incident case files kept in belay's store. A case links the runs that opened or
+//! wrote to it (through them, their events and changes), and keeps notes and evidence
+//! append-only. The run is read from the change's idempotency key (`RUN/STEP`).
+
+use belay_connectors::{ActionError, Call, Connector};
+use belay_model::{
+    CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus, new_id, now_ms, sha256_hex,
+};
+use belay_store::{Store, StoreError};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The `case` connector.
+pub struct Cases {
+    store: Arc<dyn Store>,
+}
+
+impl Cases {
+    pub fn new(store: Arc<dyn Store>) -> Cases {
+        Cases { store }
+    }
+}
+
+fn text<'a>(input: &'a Value, name: &str) -> Result<&'a str, ActionError> {
+    input[name]
+        .as_str()
+        .ok_or_else(|| ActionError::permanent(format!("missing text input `{name}`")))
+}
+
+fn opt(input: &Value, name: &str) -> Option<String> {
+    input[name].as_str().map(str::to_owned)
+}
+
+fn store_err(e: StoreError) -> ActionError {
+    match e {
+        StoreError::NotFound(what) => ActionError::permanent(format!("{what} does not exist")),
+        e => ActionError::transient(e.to_string()),
+    }
+}
+
+fn entry(case: &str, kind: CaseEntryKind, call: &Call<'_>, body: Value) -> CaseEntry {
+    CaseEntry {
+        id: new_id(),
+        case_id: case.into(),
+        kind,
+        at: now_ms(),
+        run_id: call
+            .idempotency_key
+            .and_then(|k| k.split_once('/'))
+            .map(|(run, _)| run.to_owned()),
+        key: call.idempotency_key.map(str::to_owned),
+        body,
+    }
+}
+
+impl Cases {
+    async fn apply(&self, op: CaseOp) -> Result<belay_model::CaseOutcome, ActionError> {
+        self.store.apply_case(op).await.map_err(store_err)
+    }
+
+    async fn set_status(
+        &self,
+        call: &Call<'_>,
+        status: CaseStatus,
+        resolution: Option<String>,
+    ) -> Result<Value, ActionError> {
+        let case = text(call.input, "case")?;
+        let body = json!({ "status": status, "resolution": resolution });
+        let out = self
+            .apply(CaseOp::SetStatus {
+                case_id: case.into(),
+                status,
+                resolution,
+                entry: entry(case, CaseEntryKind::Status, call, body),
+            })
+            .await?;
+        Ok(json!({ "case": case, "changed": out.changed }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for Cases {
+    fn family(&self) -> &str {
+        "case"
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        let input = call.input;
+        match call.action {
+            "case.open" => {
+                let case = text(input, "case")?;
+                let now = now_ms();
+                let record = CaseRecord {
+                    id: case.into(),
+                    title: text(input, "title")?.into(),
+                    severity: opt(input, "severity").unwrap_or_else(|| "medium".into()),
+                    status: CaseStatus::Open,
+                    resolution: None,
+                    description: opt(input, "description"),
+                    observables: input["observables"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    assignee: opt(input, "assignee"),
+                    opened_at: now,
+                    updated_at: now,
+                };
+                let body = json!({ "status": "open", "title": record.title });
+                let out = self
+                    .apply(CaseOp::Open {
+                        case: record,
+                        entry: entry(case, CaseEntryKind::Status, &call, body),
+                    })
+                    .await?;
+                Ok(json!({ "case": case, "url": format!("/cases/{case}"), "changed": out.changed }))
+            }
+            "case.close" => {
+                let resolution = opt(input, "resolution").unwrap_or_else(|| "resolved".into());
+                self.set_status(&call, CaseStatus::Closed, Some(resolution))
+                    .await
+            }
+            "case.reopen" => self.set_status(&call, CaseStatus::Open, None).await,
+            "case.add_note" => {
+                let case = text(input, "case")?;
+                let body = json!({ "note": text(input, "note")? });
+                let out = self
+                    .apply(CaseOp::Append(entry(
+                        case,
+                        CaseEntryKind::Note,
+                        &call,
+                        body,
+                    )))
+                    .await?;
+                Ok(json!({ "note_id": out.entry_id }))
+            }
+            "case.add_evidence" => {
+                let case = text(input, "case")?;
+                let content = opt(input, "content");
+                let given = opt(input, "sha256").map(|h| h.to_ascii_lowercase());
+                let computed = content.as_deref().map(|c| sha256_hex(c.as_bytes()));
+                let sha256 = match (given, computed) {
+                    (Some(g), Some(c)) if g != c => {
+                        return Err(ActionError::permanent(format!(
+                            "the evidence's content has SHA-256 {c}, not the {g} given"
+                        )));
+                    }
+                    (g, c) => c.or(g),
+                };
+                let body = json!({
+                    "name": text(input, "name")?,
+                    "kind": opt(input, "kind").unwrap_or_else(|| "other".into()),
+                    "location": input["location"],
+                    "content": content,
+                    "sha256": sha256,
+                    "description": input["description"],
+                });
+                let out = self
+                    .apply(CaseOp::Append(entry(
+                        case,
+                        CaseEntryKind::Evidence,
+                        &call,
+                        body,
+                    )))
+                    .await?;
+                Ok(json!({ "evidence_id": out.entry_id, "sha256": sha256 }))
+            }
+            "case.get" => {
+                let case = text(input, "case")?;
+                let file = self
+                    .store
+                    .case_file(case)
+                    .await
+                    .map_err(store_err)?
+                    .ok_or_else(|| {
+                        ActionError::permanent(format!("case `{case}` does not exist"))
+                    })?;
+                let of = |kind: CaseEntryKind| -> Vec<Value> {
+                    file.entries
+                        .iter()
+                        .filter(|e| e.kind == kind)
+                        .map(|e| {
+                            let mut b = e.body.clone();
+                            b["id"] = json!(e.id);
+                            b["at"] = json!(belay_model::ms_to_rfc3339(e.at));
+                            b
+                        })
+                        .collect()
+                };
+                let runs: Vec<&str> = file
+                    .entries
+                    .iter()
+                    .filter(|e| e.kind == CaseEntryKind::Run)
+                    .filter_map(|e| e.run_id.as_deref())
+                    .collect();
+                Ok(json!({
+                    "case": case,
+                    "status": file.case.status,
+                    "title": file.case.title,
+                    "severity": file.case.severity,
+                    "notes": of(CaseEntryKind::Note),
+                    "evidence": of(CaseEntryKind::Evidence),
+                    "runs": runs,
+                }))
+            }
+            other => Err(ActionError::permanent(format!(
+                "the case connector has no action `{other}`"
+            ))),
+        }
+    }
+
+    async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
+        let case = text(input, "case")?;
+        let file = self.store.case_file(case).await.map_err(store_err)?;
+        Ok(match file {
+            None => json!({ "exists": false }),
+            Some(f) => json!({
+                "exists": true,
+                "status": f.case.status,
+                "notes": f.entries.iter().filter(|e| e.kind == CaseEntryKind::Note).count(),
+                "evidence": f.entries.iter().filter(|e| e.kind == CaseEntryKind::Evidence).count(),
+            }),
+        })
+    }
+}
