@@ -10,6 +10,7 @@ use belay_lab::{Lab, LabConfig, SIMULATORS};
 use belay_playbook::Catalog;
 use clap::Subcommand;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -33,10 +34,55 @@ pub enum LabCommand {
         #[arg(long, env = "BELAY_LAB_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Start the whole scenario environment in DIR (simulators, the real components this
+    /// machine can run, stand-ins for the others, the shipped playbooks and guardrails) and
+    /// write DIR/belay.toml for it; runs until interrupted or until standard input closes.
+    Up {
+        dir: PathBuf,
+        /// Share of simulator API requests that fail, 0 to 1.
+        #[arg(long, default_value_t = 0.0)]
+        fault_rate: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 pub async fn run(command: LabCommand) -> Result<ExitCode> {
     match command {
+        LabCommand::Up {
+            dir,
+            fault_rate,
+            seed,
+        } => {
+            if !(0.0..=1.0).contains(&fault_rate) {
+                bail!("--fault-rate must be between 0 and 1, found {fault_rate}");
+            }
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let env =
+                crate::labenv::LabEnv::start(&dir, &crate::labenv::Options { fault_rate, seed })
+                    .await?;
+            for c in &env.components {
+                println!(
+                    "  {:<10} {} {}",
+                    c.family,
+                    if c.real { "real     " } else { "simulated" },
+                    c.served_by
+                );
+            }
+            println!("ready: {}", env.config.display());
+            // Until Ctrl-C, or until whoever started us closes our standard input.
+            let stdin_closed = tokio::task::spawn_blocking(|| {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            });
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = stdin_closed => {}
+            }
+            env.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::Serve {
             addr,
             latency,

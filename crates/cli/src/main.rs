@@ -6,6 +6,7 @@ mod demo;
 mod email;
 mod intel;
 mod lab;
+mod labenv;
 mod logs;
 mod trust;
 
@@ -453,6 +454,7 @@ impl Ctx {
             self.config.notify.clone(),
             self.data.join("notify"),
         )));
+        r.register(Arc::new(belay_connectors::Dlp));
         r.register(email::connector());
         r.register(Arc::new(belay_intel::Intel::new(self.data.clone())));
         for c in &self.connectors {
@@ -1075,9 +1077,10 @@ async fn rollback(
             );
         }
         println!(
-            "{} reverted, {} unchanged, {} drifted, {} failed{}",
+            "{} reverted, {} unchanged, {} kept (irreversible), {} drifted, {} failed{}",
             report.count(Outcome::Reverted),
             report.count(Outcome::Unchanged),
+            report.count(Outcome::Irreversible),
             report.count(Outcome::Drifted),
             report.count(Outcome::Failed),
             if dry_run {

@@ -117,7 +117,7 @@ fn validate_entry(entry: &str) -> Result<(), ActionError> {
     Ok(())
 }
 
-fn read_list(path: &Path) -> Result<String, ActionError> {
+pub(crate) fn read_list(path: &Path) -> Result<String, ActionError> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
@@ -129,7 +129,7 @@ fn read_list(path: &Path) -> Result<String, ActionError> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ActionError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ActionError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let fail = |what: &str, e: std::io::Error| {
         ActionError::transient(format!("cannot {what} {}: {e}", path.display()))

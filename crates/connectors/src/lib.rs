@@ -8,16 +8,20 @@
 
 mod blocklist;
 mod core;
+pub mod dlp;
 pub mod http;
 pub mod native;
 pub mod notify;
 pub mod secret;
+pub mod standin;
 
 pub use blocklist::Blocklist;
 pub use core::Core;
+pub use dlp::Dlp;
 pub use http::{Http, HttpConnectorConfig, HttpSettings};
 pub use notify::Notify;
 pub use secret::{Secret, SecretSource};
+pub use standin::Standin;
 
 use async_trait::async_trait;
 use serde_json::Value;

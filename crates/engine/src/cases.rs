@@ -212,17 +212,19 @@ impl Connector for Cases {
         }
     }
 
-    async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
+    /// The part of the case an action changes: its status, or its notes or evidence.
+    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
         let case = text(input, "case")?;
-        let file = self.store.case_file(case).await.map_err(store_err)?;
-        Ok(match file {
-            None => json!({ "exists": false }),
-            Some(f) => json!({
-                "exists": true,
-                "status": f.case.status,
-                "notes": f.entries.iter().filter(|e| e.kind == CaseEntryKind::Note).count(),
-                "evidence": f.entries.iter().filter(|e| e.kind == CaseEntryKind::Evidence).count(),
-            }),
+        let Some(f) = self.store.case_file(case).await.map_err(store_err)? else {
+            return Ok(json!({ "exists": false }));
+        };
+        let count = |kind: CaseEntryKind| f.entries.iter().filter(|e| e.kind == kind).count();
+        Ok(match action {
+            "case.add_note" => json!({ "exists": true, "notes": count(CaseEntryKind::Note) }),
+            "case.add_evidence" => {
+                json!({ "exists": true, "evidence": count(CaseEntryKind::Evidence) })
+            }
+            _ => json!({ "exists": true, "status": f.case.status }),
         })
     }
 }

@@ -46,6 +46,8 @@ pub enum Outcome {
     WouldRevert,
     /// The change left the target as it found it; nothing to undo.
     Unchanged,
+    /// The action cannot be undone by its nature (a message sent, evidence recorded); kept.
+    Irreversible,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,6 +177,10 @@ pub async fn rollback(
                 "the change left the target as it found it".into(),
                 None,
             ));
+            continue;
+        }
+        if let Some(why) = orig.and_then(|o| o.irreversible.as_deref()) {
+            items.push(item(Outcome::Irreversible, format!("kept: {why}"), None));
             continue;
         }
         let (Some(inv_action), Some(inv_with)) =

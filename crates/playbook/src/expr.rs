@@ -74,6 +74,10 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.add_test("in", t::is_in);
     env.add_test("eq", t::is_eq);
     env.add_test("ne", t::is_ne);
+    env.add_test("lt", t::is_lt);
+    env.add_test("le", t::is_le);
+    env.add_test("gt", t::is_gt);
+    env.add_test("ge", t::is_ge);
     env.add_test("true", t::is_true);
     env.add_test("false", t::is_false);
     env
@@ -255,6 +259,10 @@ pub const TESTS: &[&str] = &[
     "in",
     "eq",
     "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
     "true",
     "false",
 ];

@@ -20,10 +20,27 @@ pub fn build(
         connector: name.into(),
         message,
     };
-    let _ = settings;
-    Err(err(format!(
-        "unknown connector type `{kind}` (known: http)"
-    )))
+    match kind {
+        "standin" => {
+            let c: StandinConfig = self::settings(name, settings)?;
+            if !crate::Standin::families().any(|f| f == c.family) {
+                return Err(err(format!("a stand-in cannot serve `{}`", c.family)));
+            }
+            Ok(Arc::new(crate::Standin::new(&c.family, c.state_dir)))
+        }
+        _ => Err(err(format!(
+            "unknown connector type `{kind}` (known: http, standin)"
+        ))),
+    }
+}
+
+/// `type = "standin"`: a simulated firewall, DNS sinkhole, NAC, IPS or directory keeping its
+/// state in a file, for machines where the real component cannot run.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StandinConfig {
+    family: String,
+    state_dir: std::path::PathBuf,
 }
 
 /// Deserializes a connector's settings table into its typed configuration.

@@ -1,0 +1,673 @@
+//! The six shipped scenarios (and alert enrichment) end to end, through the real binary: `belay
+//! lab up` starts the simulators and the system components (real where this machine can run
+//! them), each test sends the triggering event (from the corpus where it has one), checks the
+//! systems' state, the approvals and guardrail holds, rolls the run back to the prior state, and
+//! verifies the audit chain.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+struct Env {
+    child: Child,
+    dir: tempfile::TempDir,
+    base: String,
+    token: String,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn corpus() -> Option<PathBuf> {
+    std::env::var_os("BELAY_CORPUS").map(PathBuf::from)
+}
+
+impl Env {
+    fn up(fault_rate: f64) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_belay"))
+            .args(["lab", "up"])
+            .arg(dir.path())
+            .args(["--fault-rate", &fault_rate.to_string(), "--seed", "7"])
+            .env_remove("BELAY_CONFIG")
+            .env_remove("BELAY_DATABASE_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("belay lab up starts");
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        loop {
+            let line = lines.next().expect("lab up says ready").unwrap();
+            if line.starts_with("ready: ") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let toml = std::fs::read_to_string(dir.path().join("belay.toml")).unwrap();
+        let base = toml
+            .lines()
+            .find_map(|l| l.strip_prefix("base_url = \""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned();
+        let secrets = std::fs::read_to_string(dir.path().join("secrets.toml")).unwrap();
+        let token = secrets.split('"').nth(1).unwrap().to_owned();
+        Env {
+            child,
+            dir,
+            base,
+            token,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn belay(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_belay"))
+            .current_dir(self.path())
+            .env("BELAY_CONFIG", self.path().join("belay.toml"))
+            .env_remove("BELAY_DATA")
+            .env_remove("BELAY_DATABASE_URL")
+            .env_remove("BELAY_GUARDRAILS")
+            .args(args)
+            .output()
+            .expect("belay runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.belay(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "belay {args:?} failed:\n{text}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("belay {args:?}: not JSON ({e}):\n{out}"))
+    }
+
+    /// Runs a shipped playbook on an event; the run's JSON report.
+    fn run(&self, playbook: &str, event: &Value) -> Value {
+        let file = self.path().join(format!("event-{}.json", uuid()));
+        std::fs::write(&file, event.to_string()).unwrap();
+        let pb = format!("playbooks/{playbook}.yaml");
+        self.json(&[
+            "run",
+            &pb,
+            "--event",
+            file.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+    }
+
+    /// The simulators' state (`GET /_state`).
+    fn lab(&self) -> Value {
+        let addr = self.base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET /_state HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.token
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").unwrap().1;
+        serde_json::from_str(body).unwrap()
+    }
+
+    /// State a stand-in keeps for a family (empty when the real component served it).
+    fn standin(&self, family: &str) -> Value {
+        std::fs::read_to_string(self.path().join(format!("standin/{family}.json")))
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or(json!({}))
+    }
+
+    fn inbox(&self, target: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.path().join(format!("notify/{target}-inbox.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Rolls a run back as a person and checks the audit chain.
+    fn rollback_and_verify(&self, run: &str) {
+        self.ok(&["rollback", "--run", run, "--as", "soc-lead"]);
+        self.ok(&["audit", "verify"]);
+    }
+
+    fn pending_approvals(&self) -> Vec<Value> {
+        self.json(&["approvals", "list", "--format", "json"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every idempotency key the simulators saw was applied at most once.
+    fn nothing_doubled(&self) {
+        let lab = self.lab();
+        for (key, v) in lab["idempotency"].as_object().unwrap() {
+            assert!(
+                v["applied"].as_u64().unwrap() <= 1,
+                "{key} applied twice: {v}"
+            );
+        }
+    }
+}
+
+fn uuid() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn step<'a>(report: &'a Value, key: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == key)
+        .unwrap_or_else(|| panic!("no step {key} in {report:#}"))
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Normalizes lines with `belay logs parse`; the events, in order.
+fn parse_lines(env: &Env, name: &str, text: &str) -> Vec<Value> {
+    let file = env.path().join(name);
+    std::fs::write(&file, text).unwrap();
+    env.ok(&["logs", "parse", file.to_str().unwrap()])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn scenario_0_alert_enrichment_adds_intel_owner_edr_and_watch_status() {
+    let env = Env::up(0.0);
+    let feed = env.path().join("c2.txt");
+    std::fs::create_dir_all(env.path().join("none")).unwrap();
+    std::fs::write(&feed, "203.0.113.77\n").unwrap();
+    env.ok(&[
+        "intel",
+        "import",
+        feed.to_str().unwrap(),
+        "--feed",
+        "c2-list",
+        "--format",
+        "plain",
+        "--playbooks",
+        env.path().join("none").to_str().unwrap(),
+    ]);
+    let event = json!({"kind": "ids.alert", "severity": "high",
+        "observables": {"ips": ["203.0.113.77", "192.0.2.1"], "hosts": ["fin-cfo-lt01", "no-such-host"], "users": ["mdubois"]},
+        "data": {"signature": "ET MALWARE beacon"}});
+    let r = env.run("enrich-alert", &event);
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    let ctx = &step(&r, "context")["output"];
+    assert_eq!(ctx["listed"], json!(["203.0.113.77"]));
+    assert!(ctx["max_intel_score"].as_f64().unwrap() > 0.0);
+    assert_eq!(ctx["devices"][0]["high_profile"], true, "{ctx:#}");
+    assert_eq!(ctx["devices"][0]["department"], "Finance");
+    assert_eq!(ctx["edr"][0]["known"], true);
+    assert!(ctx["watched_users"][0]["watched"].is_boolean());
+    env.rollback_and_verify(r["run_id"].as_str().unwrap());
+}
+
+#[test]
+fn scenario_1_privilege_escalation_on_the_cfo_laptop_is_reverted_and_can_be_reapplied() {
+    let env = Env::up(0.0);
+    // A real gpasswd line from the corpus, on the CFO's laptop (its host name substituted).
+    let line = corpus()
+        .and_then(|c| {
+            std::fs::read_to_string(c.join("logs/linux/wazuh-ruleset_decoder-comment-samples.log"))
+                .ok()
+        })
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.contains("gpasswd") && l.contains("added by"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| {
+            "Dec  1 16:22:16 ip-10-0-0-220 gpasswd[3246]: user bart added by root to group sudo"
+                .into()
+        });
+    let events = parse_lines(
+        &env,
+        "auth.log",
+        &format!(
+            "{}\n{line}\n",
+            line.replace("ip-10-0-0-220", "fin-cfo-lt01")
+        ),
+    );
+    assert_eq!(events.len(), 2);
+    let r = env.run("privilege-escalation", &events[0]);
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    assert_eq!(step(&r, "revert")["status"], "succeeded", "{r:#}");
+    let dir = env.standin("directory");
+    assert!(
+        dir.is_null() || keys(&dir["absent"]).contains(&"sudo|bart".to_owned()) || dir == json!({}),
+        "{dir}"
+    );
+    let lab = env.lab();
+    assert_eq!(
+        lab["siem"]["alerts"].as_array().unwrap().len(),
+        1,
+        "{lab:#}"
+    );
+    let soc = env.inbox("soc");
+    assert!(
+        soc.iter()
+            .any(|m| m["subject"].as_str().unwrap().contains("fin-cfo-lt01")),
+        "{soc:?}"
+    );
+    // Not high-profile: alerted, not reverted.
+    let r2 = env.run("privilege-escalation", &events[1]);
+    assert_eq!(step(&r2, "revert")["status"], "skipped", "{r2:#}");
+    // Legitimate after all: an approver rolls the revert back, which re-adds the user.
+    env.rollback_and_verify(r["run_id"].as_str().unwrap());
+    let dir = env.standin("directory");
+    assert!(
+        !keys(&dir["absent"]).contains(&"sudo|bart".to_owned()),
+        "{dir}"
+    );
+}
+
+#[test]
+fn scenario_2_a_rogue_device_is_quarantined_until_explained() {
+    let env = Env::up(0.0);
+    let lines = corpus()
+        .and_then(|c| std::fs::read_to_string(c.join("logs/network/ossec_openbsd-dhcpd-samples.log")).ok())
+        .unwrap_or_else(|| "Aug 10 09:45:28 junction dhcpd[2042]: DHCPACK on 192.168.17.154 to b4:b5:2f:15:4c:ec via sk0\n".into());
+    let events = parse_lines(&env, "dhcpd.log", &lines);
+    let unknown = events
+        .iter()
+        .find(|e| e["kind"] == "network.new_device")
+        .expect("a device event");
+    let mac = unknown["data"]["mac"].as_str().unwrap().to_owned();
+    let r = env.run("rogue-device", unknown);
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    assert_eq!(step(&r, "quarantine")["status"], "succeeded", "{r:#}");
+    assert!(
+        keys(&env.standin("nac")["quarantined"]).contains(&mac) || env.standin("nac") == json!({})
+    );
+    assert!(
+        env.inbox("network-team")
+            .iter()
+            .any(|m| m["subject"].as_str().unwrap().contains(&mac))
+    );
+    // A device the CMDB knows (the CFO's laptop) is left alone.
+    let known = json!({"kind": "network.new_device", "observables": {"macs": ["3c:22:fb:00:00:01"]},
+        "data": {"mac": "3c:22:fb:00:00:01", "ip": "10.20.1.15", "vendor": "Dell"}});
+    let r2 = env.run("rogue-device", &known);
+    assert_eq!(step(&r2, "quarantine")["status"], "skipped", "{r2:#}");
+    env.rollback_and_verify(r["run_id"].as_str().unwrap());
+    assert!(!keys(&env.standin("nac")["quarantined"]).contains(&mac));
+}
+
+#[test]
+fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updates_are_held() {
+    let env = Env::up(0.0);
+    let import = |name: &str, text: &str| {
+        let f = env.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        env.ok(&[
+            "intel",
+            "import",
+            f.to_str().unwrap(),
+            "--feed",
+            name,
+            "--format",
+            "plain",
+        ])
+    };
+    // A small update: blocked at once, at `guarded`.
+    import("small-feed", "198.51.100.7\n192.0.2.0/28\n");
+    let fw = env.standin("firewall");
+    assert!(
+        keys(&fw["blocked"]).contains(&"egress|198.51.100.7".to_owned()),
+        "{fw}"
+    );
+    // The CRM's network in an update: the whole update waits for a person, and the SOC admins hear of it.
+    import("poisoned-feed", "203.0.113.9\n198.51.100.8\n");
+    let held = env.pending_approvals();
+    assert!(
+        held.iter().any(|a| a["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("protected-networks")
+            || a.to_string().contains("protected-networks")),
+        "{held:#?}"
+    );
+    assert!(!keys(&env.standin("firewall")["blocked"]).contains(&"egress|203.0.113.9".to_owned()));
+    assert!(env.inbox("soc-admins").iter().any(|m| {
+        m["subject"]
+            .as_str()
+            .unwrap()
+            .contains("protected-networks")
+    }));
+    // A real feed far larger than allowed in one update (FireHOL's feodo list): held too.
+    if let Some(c) = corpus() {
+        let feodo = std::fs::read_to_string(c.join("threat-intel/firehol/feodo.ipset")).unwrap();
+        import("feodo", &feodo);
+        let held = env.pending_approvals();
+        assert!(
+            held.iter().any(|a| a.to_string().contains("feed-batch")),
+            "{held:#?}"
+        );
+    }
+    // Deny the poisoned one; nothing of it is applied.
+    for a in env.pending_approvals() {
+        env.ok(&[
+            "approvals",
+            "deny",
+            a["id"].as_str().unwrap(),
+            "--as",
+            "demo-analyst",
+            "--comment",
+            "CRM network",
+        ]);
+    }
+    assert!(!keys(&env.standin("firewall")["blocked"]).contains(&"egress|203.0.113.9".to_owned()));
+    let runs = env.json(&["runs", "list", "--format", "json"]);
+    let first = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["playbook"] == "intel-blocklist")
+        .last()
+        .unwrap()
+        .clone();
+    env.rollback_and_verify(first["id"].as_str().unwrap());
+    assert!(!keys(&env.standin("firewall")["blocked"]).contains(&"egress|198.51.100.7".to_owned()));
+}
+
+fn phish_event(env: &Env) -> Value {
+    let message = corpus()
+        .and_then(|c| std::fs::read(c.join("phishing/sample-432.eml")).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| {
+            "From: \"IT Desk\" <it@corp-helpdesk.example>\r\nTo: akhan@corp.example\r\nSubject: Password expiry\r\n\r\nReset it at https://login.corp-helpdesk.example/reset?u=akhan today.\r\n".into()
+        });
+    let _ = env;
+    // Reported from Aisha Khan's workstation, which the lab's EDR knows as compromised.
+    json!({"kind": "phishing.reported", "severity": "high",
+           "observables": {"hosts": ["eng-ws-101"], "users": ["akhan"], "emails": ["akhan@corp.example"]},
+           "data": {"message": message}})
+}
+
+#[test]
+fn scenario_4_phishing_is_sinkholed_watched_taken_down_and_a_compromise_opens_a_case() {
+    let env = Env::up(0.0);
+    let r = env.run("phishing-response", &phish_event(&env));
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    let domains: Vec<String> = step(&r, "parse")["output"]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["registrable_domain"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!domains.is_empty(), "{r:#}");
+    let dns = env.standin("dns");
+    for d in &domains {
+        assert!(
+            dns == json!({}) || keys(&dns["sinkholed"]).contains(d),
+            "{d} not sinkholed: {dns}"
+        );
+    }
+    let lab = env.lab();
+    assert_eq!(
+        lab["edr"]["monitoring_overrides"]["dev-0003"], "high",
+        "{lab:#}"
+    );
+    assert_eq!(
+        lab["siem"]["watchlists"]["phishing-recipients"],
+        json!(["akhan"])
+    );
+    assert!(!lab["takedown"]["tickets"].as_array().unwrap().is_empty());
+    // The EDR reports the workstation compromised: capture and case.
+    assert_eq!(lab["pcap"]["captures"][0]["host"], "eng-ws-101");
+    let case_id = step(&r, "case")["output"]["case"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let case = env.json(&["cases", "show", &case_id, "--format", "json"]);
+    assert_eq!(case["case"]["status"], "open");
+    assert_eq!(case["evidence"][0]["kind"], "email");
+    assert_eq!(case["runs"][0]["id"], r["run_id"]);
+    env.rollback_and_verify(r["run_id"].as_str().unwrap());
+    let lab = env.lab();
+    assert!(
+        lab["edr"]["monitoring_overrides"].get("dev-0003").is_none(),
+        "{lab:#}"
+    );
+    assert_eq!(lab["siem"]["watchlists"]["phishing-recipients"], json!([]));
+    assert_eq!(lab["pcap"]["captures"][0]["running"], false);
+    assert_eq!(
+        env.json(&["cases", "show", &case_id, "--format", "json"])["case"]["status"],
+        "closed"
+    );
+    let dns = env.standin("dns");
+    assert!(keys(&dns["sinkholed"]).is_empty(), "{dns}");
+    env.nothing_doubled();
+}
+
+fn dlp_events(env: &Env) -> (Value, Value) {
+    let file = corpus().map(|c| c.join("dlp/azure-sentinel_SymantecDLP_selected.json"));
+    let inadvertent = match file.filter(|f| f.exists()) {
+        Some(f) => {
+            let out = env.ok(&["logs", "parse", f.to_str().unwrap()]);
+            serde_json::from_str(out.lines().next().unwrap()).unwrap()
+        }
+        None => json!({"kind": "dlp.alert", "observables": {"users": ["jsmith"]},
+            "data": {"user": "jsmith", "channel": "SMTP", "encrypted": false, "file": "accounts.xlsx",
+                     "data_types": ["bank_account_number"], "endpoint": "fin-ws-014"}}),
+    };
+    let mut malicious = inadvertent.clone();
+    malicious["data"]["channel"] = json!("Network Gateway");
+    malicious["data"]["encrypted"] = json!(true);
+    malicious["data"]["file"] = json!("q3-export.7z");
+    malicious["data"]["endpoint"] = json!("eng-ws-101");
+    malicious["data"]["user"] = json!("akhan");
+    malicious["observables"] = json!({"users": ["akhan"], "hosts": ["eng-ws-101"]});
+    (inadvertent, malicious)
+}
+
+#[test]
+fn scenario_5_exfiltration_inadvertent_trains_malicious_waits_for_approval_then_contains() {
+    let env = Env::up(0.0);
+    let (inadvertent, malicious) = dlp_events(&env);
+    let r = env.run("exfiltration-response", &inadvertent);
+    assert_eq!(r["status"], "succeeded", "{r:#}");
+    assert_eq!(step(&r, "training")["status"], "succeeded");
+    assert_eq!(step(&r, "scan")["status"], "skipped");
+    assert_eq!(
+        env.lab()["training"]["enrollments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    env.rollback_and_verify(r["run_id"].as_str().unwrap());
+
+    let r = env.run("exfiltration-response", &malicious);
+    assert_eq!(r["status"], "waiting_approval", "{r:#}");
+    assert_eq!(step(&r, "training")["status"], "skipped");
+    let pending = env.pending_approvals();
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(pending[0]["action"], "nac.quarantine");
+    assert!(
+        env.standin("nac")["quarantined"]
+            .as_object()
+            .is_none_or(|o| o.is_empty()),
+        "nothing before approval"
+    );
+    let id = pending[0]["id"].as_str().unwrap();
+    env.ok(&[
+        "approvals",
+        "approve",
+        id,
+        "--as",
+        "demo-analyst",
+        "--comment",
+        "confirmed",
+    ]);
+    let run_id = r["run_id"].as_str().unwrap();
+    let shown = env.ok(&["runs", "show", run_id]);
+    assert!(shown.contains("succeeded"), "{shown}");
+    let lab = env.lab();
+    assert_eq!(
+        lab["edr"]["captures"].as_array().unwrap().len(),
+        2,
+        "memory and disk: {lab:#}"
+    );
+    let case = env.json(&[
+        "cases",
+        "show",
+        &format!("dlp-{}", r["event_id"].as_str().unwrap()),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        case["notes"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("other endpoint"),
+        "{case:#}"
+    );
+    assert!(
+        env.inbox("soc")
+            .iter()
+            .any(|m| m["subject"].as_str().unwrap().starts_with("URGENT"))
+    );
+    env.rollback_and_verify(run_id);
+    assert!(
+        env.standin("nac")["quarantined"]
+            .as_object()
+            .is_none_or(|o| o.is_empty())
+    );
+    env.nothing_doubled();
+}
+
+#[test]
+fn scenario_6_proxy_blocks_multi_feed_addresses_and_tightens_single_feed_ones() {
+    let env = Env::up(0.0);
+    let import = |name: &str, text: &str| {
+        let f = env.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        env.ok(&[
+            "intel",
+            "import",
+            f.to_str().unwrap(),
+            "--feed",
+            name,
+            "--format",
+            "plain",
+        ])
+    };
+    import("feed-a", "198.51.100.21\n198.51.100.22\n");
+    import("feed-b", "198.51.100.21\n");
+    let lab = env.lab();
+    let proxy = lab["proxy"].to_string();
+    assert!(
+        proxy.contains("198.51.100.22"),
+        "single-feed address tightened: {proxy}"
+    );
+    let blocked = &lab["proxy"]["lists"];
+    assert!(
+        blocked.to_string().contains("198.51.100.21"),
+        "two feeds: blocked: {proxy}"
+    );
+    assert!(
+        !blocked.to_string().contains("198.51.100.22"),
+        "one feed: not blocked: {proxy}"
+    );
+    assert!(
+        env.inbox("soc")
+            .iter()
+            .any(|m| m["subject"].as_str().unwrap().starts_with("Investigate"))
+    );
+    let runs = env.json(&["runs", "list", "--format", "json"]);
+    for r in runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["playbook"] == "proxy-multi-feed")
+    {
+        env.rollback_and_verify(r["id"].as_str().unwrap());
+    }
+    let lab = env.lab();
+    assert!(
+        !lab["proxy"]["lists"].to_string().contains("198.51.100.21"),
+        "{lab:#}"
+    );
+    env.nothing_doubled();
+}
+
+#[test]
+fn scenarios_under_injected_faults_complete_or_hold_and_never_double_a_change() {
+    let env = Env::up(0.2);
+    let r = env.run("phishing-response", &phish_event(&env));
+    let status = r["status"].as_str().unwrap();
+    assert!(
+        matches!(status, "succeeded" | "waiting_approval")
+            || r["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a run ends clearly: {r:#}"
+    );
+    let (_, malicious) = dlp_events(&env);
+    let r2 = env.run("exfiltration-response", &malicious);
+    assert!(
+        matches!(
+            r2["status"].as_str().unwrap(),
+            "succeeded" | "waiting_approval" | "failed"
+        ),
+        "{r2:#}"
+    );
+    if r2["status"] == "failed" {
+        assert!(
+            !r2["error"].as_str().unwrap_or("").is_empty(),
+            "a failure says why: {r2:#}"
+        );
+    }
+    env.nothing_doubled();
+    // Every change journaled as applied is in the simulators' state exactly once.
+    let changes = env.json(&["changes", "list", "--format", "json"]);
+    let lab = env.lab();
+    for c in changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "applied")
+    {
+        if let Some(key) = c["idempotency_key"].as_str()
+            && let Some(seen) = lab["idempotency"].get(key)
+        {
+            assert_eq!(seen["applied"], 1, "{key}: {seen}");
+        }
+    }
+    env.ok(&["audit", "verify"]);
+}

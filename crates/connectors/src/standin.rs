@@ -1,0 +1,267 @@
+//! Stand-ins for system components that are not usable on this machine (no root, not
+//! installed): they keep the state a firewall, DNS sinkhole, NAC, IPS or directory would keep,
+//! in one JSON file per family, with the same actions, outputs, idempotency and inverses as the
+//! native connectors, and say `simulated: true` in every output. `belay demo` uses them only for
+//! what it cannot run for real, and says so.
+
+use crate::blocklist::{read_list, write_atomically};
+use crate::{ActionError, Call, Connector, input_str};
+use async_trait::async_trait;
+use serde_json::{Map, Value, json};
+use std::path::PathBuf;
+use tokio::sync::Mutex;
+
+/// What one action does to the family's state: which collection, keyed by which inputs.
+struct Rule {
+    action: &'static str,
+    collection: &'static str,
+    key: &'static [&'static str],
+    op: Op,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Add,
+    Remove,
+    Read,
+}
+
+const RULES: &[Rule] = &[
+    Rule {
+        action: "firewall.block_ip",
+        collection: "blocked",
+        key: &["set", "address"],
+        op: Op::Add,
+    },
+    Rule {
+        action: "firewall.unblock_ip",
+        collection: "blocked",
+        key: &["set", "address"],
+        op: Op::Remove,
+    },
+    Rule {
+        action: "firewall.status",
+        collection: "blocked",
+        key: &["set", "address"],
+        op: Op::Read,
+    },
+    Rule {
+        action: "dns.sinkhole_domain",
+        collection: "sinkholed",
+        key: &["domain"],
+        op: Op::Add,
+    },
+    Rule {
+        action: "dns.unsinkhole_domain",
+        collection: "sinkholed",
+        key: &["domain"],
+        op: Op::Remove,
+    },
+    Rule {
+        action: "dns.status",
+        collection: "sinkholed",
+        key: &["domain"],
+        op: Op::Read,
+    },
+    Rule {
+        action: "nac.quarantine",
+        collection: "quarantined",
+        key: &["device"],
+        op: Op::Add,
+    },
+    Rule {
+        action: "nac.release",
+        collection: "quarantined",
+        key: &["device"],
+        op: Op::Remove,
+    },
+    Rule {
+        action: "nac.status",
+        collection: "quarantined",
+        key: &["device"],
+        op: Op::Read,
+    },
+    Rule {
+        action: "ips.dataset_add",
+        collection: "datasets",
+        key: &["dataset", "value"],
+        op: Op::Add,
+    },
+    Rule {
+        action: "ips.dataset_remove",
+        collection: "datasets",
+        key: &["dataset", "value"],
+        op: Op::Remove,
+    },
+    Rule {
+        action: "ips.dataset_contains",
+        collection: "datasets",
+        key: &["dataset", "value"],
+        op: Op::Read,
+    },
+    Rule {
+        action: "ips.deploy_rule",
+        collection: "rules",
+        key: &["ruleset", "sid"],
+        op: Op::Add,
+    },
+    Rule {
+        action: "ips.remove_rule",
+        collection: "rules",
+        key: &["ruleset", "sid"],
+        op: Op::Remove,
+    },
+    Rule {
+        action: "ips.status",
+        collection: "rules",
+        key: &["ruleset", "sid"],
+        op: Op::Read,
+    },
+    Rule {
+        action: "directory.add_member",
+        collection: "members",
+        key: &["group", "user"],
+        op: Op::Add,
+    },
+    Rule {
+        action: "directory.remove_member",
+        collection: "absent",
+        key: &["group", "user"],
+        op: Op::Add,
+    },
+    Rule {
+        action: "directory.members",
+        collection: "members",
+        key: &["group", "user"],
+        op: Op::Read,
+    },
+];
+
+/// Defaults the catalog gives optional key inputs.
+fn key_part(input: &Value, name: &str) -> Result<String, ActionError> {
+    match (&input[name], name) {
+        (Value::String(s), "domain") => Ok(s.trim_end_matches('.').to_ascii_lowercase()),
+        (Value::String(s), "device") => Ok(s.to_ascii_lowercase()),
+        (Value::String(s), _) => Ok(s.clone()),
+        (Value::Number(n), _) => Ok(n.to_string()),
+        (Value::Null, "set") => Ok("egress".into()),
+        (Value::Null, "ruleset") => Ok("belay".into()),
+        (Value::Null, "sid") => Ok(String::new()),
+        (Value::Null, "user") => Ok(String::new()),
+        _ => input_str(input, name).map(str::to_owned),
+    }
+}
+
+/// A stand-in for one action family.
+pub struct Standin {
+    family: String,
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl Standin {
+    /// Keeps the family's state in `dir/<family>.json`.
+    pub fn new(family: &str, dir: impl Into<PathBuf>) -> Standin {
+        let dir = dir.into();
+        Standin {
+            path: dir.join(format!("{family}.json")),
+            family: family.into(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The families a stand-in can serve.
+    pub fn families() -> impl Iterator<Item = &'static str> {
+        ["firewall", "dns", "nac", "ips", "directory"].into_iter()
+    }
+
+    fn load(&self) -> Result<Map<String, Value>, ActionError> {
+        let text = read_list(&self.path)?;
+        if text.trim().is_empty() {
+            return Ok(Map::new());
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| ActionError::permanent(format!("{}: {e}", self.path.display())))
+    }
+
+    fn rule(action: &str) -> Result<&'static Rule, ActionError> {
+        RULES
+            .iter()
+            .find(|r| r.action == action)
+            .ok_or_else(|| ActionError::permanent(format!("the stand-in has no action `{action}`")))
+    }
+
+    fn key(rule: &Rule, input: &Value) -> Result<String, ActionError> {
+        Ok(rule
+            .key
+            .iter()
+            .map(|k| key_part(input, k))
+            .collect::<Result<Vec<_>, _>>()?
+            .join("|"))
+    }
+}
+
+#[async_trait]
+impl Connector for Standin {
+    fn family(&self) -> &str {
+        &self.family
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        let rule = Self::rule(call.action)?;
+        let key = Self::key(rule, call.input)?;
+        let _guard = self.lock.lock().await;
+        let mut state = self.load()?;
+        let mut out = call.input.clone();
+        out["simulated"] = json!(true);
+        // Group membership: removal records the user as absent; adding clears that.
+        let (collection, op) = match (call.action, rule.op) {
+            ("directory.add_member", _) => ("absent", Op::Remove),
+            (_, op) => (rule.collection, op),
+        };
+        let entries = state
+            .entry(collection)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .ok_or_else(|| ActionError::permanent("corrupt stand-in state"))?;
+        let present = entries.contains_key(&key);
+        match op {
+            Op::Read => {
+                out["present"] = json!(present);
+                out["blocked"] = json!(present);
+                out["quarantined"] = json!(present);
+                out["sinkholed"] = json!(present);
+                out["member"] = json!(collection != "absent" && !present);
+                return Ok(out);
+            }
+            Op::Add if !present => {
+                entries.insert(key, call.input.clone());
+            }
+            Op::Remove if present => {
+                entries.remove(&key);
+            }
+            _ => {
+                out["changed"] = json!(false);
+                return Ok(out);
+            }
+        }
+        let bytes =
+            serde_json::to_vec_pretty(&state).map_err(|e| ActionError::permanent(e.to_string()))?;
+        write_atomically(&self.path, &bytes)?;
+        out["changed"] = json!(true);
+        Ok(out)
+    }
+
+    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+        let rule = Self::rule(action)?;
+        let key = Self::key(rule, input)?;
+        let state = self.load()?;
+        let collection = if action.starts_with("directory.") {
+            "absent"
+        } else {
+            rule.collection
+        };
+        let present = state.get(collection).and_then(|c| c.get(&key)).is_some();
+        Ok(json!({ "present": present, "simulated": true }))
+    }
+}
