@@ -228,7 +228,7 @@ fn scenario_0_alert_enrichment_adds_intel_owner_edr_and_watch_status() {
         "data": {"signature": "ET MALWARE beacon"}});
     let r = env.run("enrich-alert", &event);
     assert_eq!(r["status"], "succeeded", "{r:#}");
-    let ctx = &step(&r, "context")["output"];
+    let ctx = &step(&r, "context")["output"]["values"];
     assert_eq!(ctx["listed"], json!(["203.0.113.77"]));
     assert!(ctx["max_intel_score"].as_f64().unwrap() > 0.0);
     assert_eq!(ctx["devices"][0]["high_profile"], true, "{ctx:#}");

@@ -216,7 +216,11 @@ impl Connector for Cases {
     async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
         let case = text(input, "case")?;
         let Some(f) = self.store.case_file(case).await.map_err(store_err)? else {
-            return Ok(json!({ "exists": false }));
+            return Ok(match action {
+                "case.add_note" => json!({ "exists": false, "notes": 0 }),
+                "case.add_evidence" => json!({ "exists": false, "evidence": 0 }),
+                _ => json!({ "open": false }),
+            });
         };
         let count = |kind: CaseEntryKind| f.entries.iter().filter(|e| e.kind == kind).count();
         Ok(match action {
@@ -224,7 +228,8 @@ impl Connector for Cases {
             "case.add_evidence" => {
                 json!({ "exists": true, "evidence": count(CaseEntryKind::Evidence) })
             }
-            _ => json!({ "exists": true, "status": f.case.status }),
+            // Not existing and closed are the same for opening and closing.
+            _ => json!({ "open": f.case.status == CaseStatus::Open }),
         })
     }
 }
