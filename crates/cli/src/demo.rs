@@ -1,54 +1,220 @@
-//! `belay demo`: the example playbooks end to end on a throw-away embedded store.
-//! Needs nothing but the binary: the examples are compiled in.
+//! `belay demo`: the shipped scenarios end to end, with nothing but the binary. An embedded
+//! store in a temporary directory, the lab's simulators in-process, the real components this
+//! machine can run (stand-ins, labelled as such, for the others); approvals given visibly by a
+//! named demo user, guardrail holds, a rollback verified against the systems' state, and the
+//! audit chain verified.
 
-use crate::Ctx;
-use anyhow::{Context, Result};
-use belay_connectors::{Blocklist, Core, Registry};
-use belay_engine::{Engine, EngineConfig};
-use belay_playbook::PlaybookSet;
-use belay_store::{RunFilter, SqliteOptions, SqliteStore, Store};
-use std::collections::HashMap;
+use crate::labenv::{LabEnv, Options};
+use crate::{Ctx, Global};
+use anyhow::{Context, Result, bail};
+use belay_engine::Engine;
+use belay_engine::approvals::Directory;
+use belay_engine::rollback::{Outcome, RollbackOptions, Selection, rollback};
+use belay_model::{ApprovalStatus, Event, RunStatus};
+use belay_store::ApprovalFilter;
+use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-const PLAYBOOKS: &[(&str, &str)] = &[
-    (
-        "block-malicious-ip.yaml",
-        include_str!("../../../examples/playbooks/block-malicious-ip.yaml"),
-    ),
-    (
-        "quarantine-approval.yaml",
-        include_str!("../../../examples/playbooks/quarantine-approval.yaml"),
-    ),
-];
-const EVENTS: &str = include_str!("../../../examples/events/demo.jsonl");
+const DEMO_USER: &str = "demo-analyst";
 
-pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
+/// A reported phishing message (written for the demo: two lookalike links, one shortener).
+const PHISH: &str = "From: \"Payroll Team\" <payroll@corp-payroll.example>\r\n\
+To: Aisha Khan <akhan@corp.example>\r\n\
+Subject: =?UTF-8?Q?Action_required:_confirm_your_salary_account?=\r\n\
+Message-ID: <demo-1@corp-payroll.example>\r\n\
+Date: Sat, 28 Nov 2026 08:12:00 +0000\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: text/html; charset=utf-8\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+<p>Your salary account must be re-confirmed before Monday.</p>\r\n\
+<p><a href=3D\"https://login.corp-payroll.example/confirm?u=3Dakhan\">https://corp.example/payroll</a></p>\r\n\
+<p>Or use hxxps://secure-pay-check[.]example/akhan</p>\r\n";
+
+fn event(kind: &str, observables: Value, data: Value) -> Result<Event> {
+    Event::from_json(json!({ "kind": kind, "severity": "high", "source": "demo",
+                             "observables": observables, "data": data }))
+    .map_err(|e| anyhow::anyhow!("demo event: {e}"))
+}
+
+struct Demo {
+    engine: Arc<Engine>,
+    ctx: Ctx,
+    runs: Vec<(String, String, RunStatus)>,
+}
+
+impl Demo {
+    async fn send(&mut self, title: &str, event: Event) -> Result<Vec<String>> {
+        println!("\n── {title} ──");
+        let accepted = self.engine.accept_batch(vec![(event, None)]).await?;
+        let mut ids = Vec::new();
+        for acc in accepted {
+            for run in acc.runs {
+                let r = self.engine.execute_new(run, acc.event.clone()).await?;
+                self.show(&r.run_id).await?;
+                self.runs
+                    .push((r.run_id.clone(), r.playbook.clone(), r.status));
+                ids.push(r.run_id);
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn import(&mut self, title: &str, feed: &str, text: &str) -> Result<Vec<String>> {
+        let file = self.ctx.data.join(format!("{feed}.txt"));
+        std::fs::write(&file, text)?;
+        let opts = belay_intel::ImportOptions {
+            feed: feed.into(),
+            format: Some(belay_intel::Format::Plain),
+            ..Default::default()
+        };
+        let data = self.ctx.data.clone();
+        let source = file.display().to_string();
+        let report = tokio::task::spawn_blocking(move || {
+            belay_intel::import(&data, &source, &opts, &mut belay_intel::NoProgress)
+        })
+        .await
+        .context("the import task ended abnormally")??;
+        println!("\n  intel: {}", report.summary());
+        self.send(title, report.event()).await
+    }
+
+    async fn show(&self, run_id: &str) -> Result<()> {
+        let store = &self.engine.store;
+        let Some(run) = store.get_run(run_id).await? else {
+            return Ok(());
+        };
+        println!(
+            "  run {} {:<22} → {}",
+            &run.id[..13],
+            run.playbook,
+            run.status
+        );
+        let steps = store.steps(run_id).await?;
+        for (i, s) in steps.iter().enumerate() {
+            if s.status.as_str() == "skipped" {
+                continue;
+            }
+            // A long fan-out shows its first items and a count of the rest alike.
+            let same = |o: &belay_model::StepRecord| {
+                o.step == s.step && o.status == s.status && o.decision == s.decision
+            };
+            let before = steps[..i].iter().rev().take_while(|o| same(o)).count();
+            if before == 2 {
+                let rest = steps[i..].iter().take_while(|o| same(o)).count();
+                println!(
+                    "      {:<16} … and {rest} more {} like it",
+                    "",
+                    s.status.as_str()
+                );
+            }
+            if before >= 2 {
+                continue;
+            }
+            let target = s
+                .with
+                .as_object()
+                .and_then(|o| o.values().find_map(|v| v.as_str()))
+                .unwrap_or("")
+                .chars()
+                .take(48)
+                .collect::<String>();
+            let trust = s.trust.map(|t| format!(" trust={t}")).unwrap_or_default();
+            println!(
+                "      {:<16} {:<24} {:<12} {:<16} {target}{trust}",
+                s.key,
+                s.action,
+                s.status.as_str(),
+                s.decision.as_str()
+            );
+            if let Some(e) = &s.error {
+                println!("          ↳ {e}");
+            }
+        }
+        if let Some(e) = &run.error {
+            println!("      error: {e}");
+        }
+        Ok(())
+    }
+
+    /// Decides every pending approval as the demo user, printing what was asked.
+    async fn decide(
+        &mut self,
+        approve: impl Fn(&belay_model::ApprovalRecord) -> bool,
+    ) -> Result<()> {
+        let store = self.engine.store.clone();
+        let pending = store
+            .approvals(&ApprovalFilter {
+                status: Some(ApprovalStatus::Pending),
+                ..Default::default()
+            })
+            .await?;
+        let people = Directory::new([(DEMO_USER.to_owned(), vec!["responder".to_owned()])]);
+        for a in &pending {
+            let yes = approve(a);
+            println!(
+                "  approval {} {}/{}: {} {}\n      why: {}\n      change sha256 {}…  → {} by {DEMO_USER}",
+                &a.id[..13],
+                a.playbook,
+                a.key,
+                a.action,
+                a.target,
+                a.reason,
+                &a.change_hash[..16],
+                if yes { "APPROVED" } else { "DENIED" }
+            );
+            let comment = if yes {
+                "demo: confirmed"
+            } else {
+                "demo: protected network, never block"
+            };
+            belay_engine::approvals::decide(
+                &*store,
+                &people,
+                &a.id,
+                DEMO_USER,
+                yes,
+                Some(comment.into()),
+            )
+            .await?;
+        }
+        let resumed = self.engine.pick_up_decisions().await?;
+        if resumed > 0 {
+            println!("  {resumed} run(s) resumed with the decision");
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
     let started = Instant::now();
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let data = tmp.path().join("data");
-    let pb_dir = tmp.path().join("playbooks");
-    std::fs::create_dir_all(&pb_dir)?;
-    for (name, text) in PLAYBOOKS {
-        std::fs::write(pb_dir.join(name), text)?;
-    }
+    let env = LabEnv::start(tmp.path(), &Options::default()).await?;
     println!(
-        "belay demo: embedded store in {} (SQLite, WAL, synchronous=FULL)\n",
-        data.display()
+        "belay demo: embedded store in {} (SQLite, WAL, synchronous=FULL)",
+        tmp.path().join("data").display()
     );
-    let set = PlaybookSet::load_paths(&[pb_dir], &ctx.catalog).map_err(|e| {
-        anyhow::anyhow!(
-            "{}",
-            e.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
+    println!("systems:");
+    for c in &env.components {
+        println!(
+            "  {:<10} {:<10} {}",
+            c.family,
+            if c.real { "REAL" } else { "simulated" },
+            c.served_by
+        );
+    }
+    let ctx = Ctx::new(&Global {
+        config: Some(env.config.clone()),
+        data: None,
+        database_url: None,
+        guardrails: None,
     })?;
+    let set = ctx.load_playbooks(&[tmp.path().join("playbooks")])?;
+    println!("playbooks:");
     for pb in set.iter() {
         println!(
-            "playbook {:<26} on {:<16} trust {:<8} {} step(s)  sha256 {}",
+            "  {:<24} on {:<24} trust {:<8} {:>2} steps  sha256 {}",
             pb.name,
             pb.trigger.event.as_deref().unwrap_or("-"),
             pb.trust.as_str(),
@@ -56,181 +222,199 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
             &pb.hash[..12]
         );
     }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data, SqliteOptions::default())?);
-    const DEMO_USER: &str = "demo-analyst";
-    let mut registry = Registry::new();
-    registry.register(Arc::new(Core));
-    let lists = data.join("lists");
-    registry.register(Arc::new(Blocklist::new(&lists, HashMap::new())));
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(set),
-        ctx.catalog.clone(),
-        registry,
-        EngineConfig::default(),
-    );
-
-    println!(
-        "\n── ingest: {} events (one of them re-sent) ──",
-        EVENTS.lines().count()
-    );
-    let mut acks = Vec::new();
-    let mut errors = Vec::new();
-    let source = belay_engine::ingest::Source {
-        name: "demo".into(),
-        start: 0,
-        durable_cursor: false,
+    let engine = ctx.engine(set).await?;
+    let mut demo = Demo {
+        engine: engine.clone(),
+        ctx,
+        runs: Vec::new(),
     };
-    let reader = tokio::io::BufReader::new(EVENTS.as_bytes());
-    let stats =
-        belay_engine::ingest::ingest(&engine, reader, source, &mut acks, &mut errors).await?;
-    for line in String::from_utf8_lossy(&acks).lines() {
-        println!("  ack {line}");
-    }
-    for line in String::from_utf8_lossy(&errors).lines() {
-        println!("  ! {line}");
-    }
 
-    // The containment change waits for a person: approve it visibly, as the demo's analyst.
-    let waiting = store
-        .approvals(&belay_store::ApprovalFilter {
-            status: Some(belay_model::ApprovalStatus::Pending),
-            ..Default::default()
-        })
+    demo.import(
+        "0+3+6 · a threat-intel feed update (two addresses)",
+        "abuse-feed",
+        "198.51.100.21\n198.51.100.22\n",
+    )
+    .await?;
+    demo.import(
+        "3+6 · a second feed lists one of them: now in two feeds",
+        "c2-tracker",
+        "198.51.100.21\n",
+    )
+    .await?;
+    demo.send(
+        "0 · an IDS alert is enriched before anyone triages it",
+        event(
+            "ids.alert",
+            json!({"ips": ["198.51.100.21"], "hosts": ["fin-cfo-lt01"], "users": ["mdubois"]}),
+            json!({"signature": "ET MALWARE beacon to known C2"}),
+        )?,
+    )
+    .await?;
+    demo.import(
+        "3 · a feed update lists the SaaS CRM's network: held",
+        "poisoned-feed",
+        "198.51.100.70\n203.0.113.50\n",
+    )
+    .await?;
+    let big: String = (1..=40).map(|i| format!("192.0.2.{i}\n")).collect();
+    demo.import(
+        "3 · an oversized feed update (40 addresses): held",
+        "noisy-feed",
+        &big,
+    )
+    .await?;
+    println!("\n── approvals: the held updates are decided by a person ──");
+    demo.decide(|_| false).await?;
+
+    demo.send(
+        "1 · a user is added to sudo on the CFO's laptop",
+        event("auth.privilege_change", json!({"users": ["bart"], "hosts": ["fin-cfo-lt01"]}),
+              json!({"action": "added", "user": "bart", "group": "sudo", "actor": "root", "host": "fin-cfo-lt01",
+                     "privileged": true, "program": "gpasswd",
+                     "raw": "Nov 28 08:02:11 fin-cfo-lt01 gpasswd[3311]: user bart added by root to group sudo"}))?,
+    ).await?;
+    demo.send(
+        "2 · DHCP sees a device the CMDB does not know",
+        event("network.new_device", json!({"macs": ["b8:27:eb:4f:10:aa"], "ips": ["10.20.9.77"]}),
+              json!({"mac": "b8:27:eb:4f:10:aa", "ip": "10.20.9.77", "vendor": "Raspberry Pi Foundation", "observer": "dhcp01"}))?,
+    ).await?;
+    let phish_runs = demo
+        .send(
+            "4 · a phishing message is reported from an engineering workstation",
+            event("phishing.reported", json!({"hosts": ["eng-ws-101"], "users": ["akhan"], "emails": ["akhan@corp.example"]}),
+                  json!({"message": PHISH}))?,
+        )
         .await?;
-    if !waiting.is_empty() {
-        println!(
-            "\n── approvals: {} change(s) wait for a person ──",
-            waiting.len()
-        );
-        let people = belay_engine::approvals::Directory::new([(
-            DEMO_USER.to_owned(),
-            vec!["responder".to_owned()],
-        )]);
-        for a in &waiting {
-            println!(
-                "  {} {}/{}: {} {} (change {}…, why: {})",
-                &a.id[..13],
-                a.playbook,
-                a.key,
-                a.action,
-                a.with,
-                &a.change_hash[..12],
-                a.reason
-            );
-            let decided = belay_engine::approvals::decide(
-                store.as_ref(),
-                &people,
-                &a.id,
-                DEMO_USER,
-                true,
-                Some("demo: confirmed with the EDR console".into()),
-            )
-            .await?;
-            println!("    approved by {DEMO_USER} → {}", decided.status);
-        }
-        let resumed = engine.pick_up_decisions().await?;
-        println!("  {resumed} run(s) resumed and applied the approved change(s)");
-    }
-
-    println!("\n── runs ──");
-    let mut runs = store.list_runs(&RunFilter::default()).await?;
-    runs.reverse();
-    for run in &runs {
-        println!(
-            "run {} playbook {} event {} → {}",
-            &run.id[..13],
-            run.playbook,
-            run.event_id,
-            run.status
-        );
-        for s in store.steps(&run.id).await? {
-            let trust = s.trust.map(|t| format!(" (trust {t})")).unwrap_or_default();
-            println!(
-                "    {:<18} {:<16} {:<15} {:<10} {}{trust}",
-                s.key,
-                s.action,
-                s.decision.as_str(),
-                s.status.as_str(),
-                s.with
-            );
+    demo.send(
+        "5a · DLP: account numbers in an e-mail (inadvertent)",
+        event("dlp.alert", json!({"users": ["jsmith"], "hosts": ["fin-ws-014"]}),
+              json!({"user": "jsmith", "channel": "SMTP", "encrypted": false, "file": "accounts-q3.xlsx",
+                     "data_types": ["bank_account_number"], "endpoint": "fin-ws-014"}))?,
+    ).await?;
+    demo.send(
+        "5b · DLP: an encrypted archive through the gateway (possibly malicious)",
+        event("dlp.alert", json!({"users": ["akhan"], "hosts": ["eng-ws-101"]}),
+              json!({"user": "akhan", "channel": "Network Gateway", "encrypted": true, "file": "design-export.7z",
+                     "data_types": [], "endpoint": "eng-ws-101"}))?,
+    ).await?;
+    println!("\n── approvals: quarantine of the compromised workstation ──");
+    demo.decide(|_| true).await?;
+    for (id, _, _) in demo
+        .runs
+        .iter_mut()
+        .filter(|(_, pb, _)| pb == "exfiltration-response")
+    {
+        if let Some(r) = engine.store.get_run(id).await? {
+            println!("  run {} exfiltration-response → {}", &id[..13], r.status);
         }
     }
 
-    println!("\n── real state: the blocklist files ──");
-    let mut files: Vec<_> = std::fs::read_dir(&lists)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        println!(
-            "  {}: {}",
-            f.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
-            text.lines().collect::<Vec<_>>().join(", ")
-        );
+    let store = engine.store.clone();
+    for c in store.cases(None).await? {
+        println!("  case {} [{}] {}", c.id, c.status, c.title);
     }
 
-    let changes = store.changes(None).await?;
-    println!(
-        "\n── change journal: {} change(s), each with its before-state and inverse ──",
-        changes.len()
-    );
-    for c in &changes {
+    if let Some(run) = phish_runs.first() {
         println!(
-            "  {} {} → {}  before {}  after {}  undo {}",
-            c.action, c.target, c.status, c.before, c.after, c.inverse["action"]
+            "\n── rollback of the phishing run {} by {DEMO_USER} ──",
+            &run[..13]
         );
-    }
-
-    // Roll the critical alert's run back, as a person would after a false positive, and verify.
-    if let Some(first) = runs.iter().find(|r| r.event_id == "demo-ids-3") {
-        println!("\n── rollback of run {} by user `demo` ──", &first.id[..13]);
-        let opts = belay_engine::rollback::RollbackOptions {
-            dry_run: false,
-            force: false,
-            actor: "demo".into(),
-        };
-        let report = belay_engine::rollback::rollback(
+        let report = rollback(
             &engine,
-            belay_engine::rollback::Selection::Run(first.id.clone()),
-            opts,
+            Selection::Run(run.clone()),
+            RollbackOptions {
+                dry_run: false,
+                force: false,
+                actor: DEMO_USER.into(),
+            },
         )
         .await?;
         for i in &report.items {
-            println!("  {:?} {} {}: {}", i.outcome, i.action, i.target, i.detail);
+            println!(
+                "  {:<12} {:<24} {}  {}",
+                format!("{:?}", i.outcome).to_lowercase(),
+                i.action,
+                i.target,
+                i.detail
+            );
         }
-        let text = std::fs::read_to_string(lists.join("egress.txt")).unwrap_or_default();
+        let bad = report.count(Outcome::Failed) + report.count(Outcome::Drifted);
         println!(
-            "  egress.txt now: {}",
-            text.lines().collect::<Vec<_>>().join(", ")
+            "  {} reverted and verified against the systems' state, {} kept (irreversible), {} failed",
+            report.count(Outcome::Reverted),
+            report.count(Outcome::Irreversible),
+            bad
         );
+        if bad > 0 {
+            bail!("the rollback did not restore every system");
+        }
         for d in store.demotions().await? {
             println!(
-                "  {}/{} now needs approval again: {} (`belay trust reset` lifts it)",
+                "  {}/{} needs approval again: {}",
                 d.playbook, d.step, d.reason
             );
         }
     }
-    match belay_store::verify_audit(store.as_ref()).await? {
-        Ok(n) => println!("\naudit chain intact: {n} entries"),
-        Err(b) => anyhow::bail!("audit chain broken at entry {}: {}", b.seq, b.reason),
-    }
+    let entries = match belay_store::verify_audit(store.as_ref()).await? {
+        Ok(n) => n,
+        Err(b) => bail!("audit chain broken at entry {}: {}", b.seq, b.reason),
+    };
+    let inbox: usize = crate::labenv::NOTIFY_TARGETS
+        .iter()
+        .map(|t| {
+            std::fs::read_to_string(tmp.path().join(format!("notify/{t}-inbox.jsonl")))
+                .map(|s| s.lines().count())
+                .unwrap_or(0)
+        })
+        .sum();
 
+    let mut by_status = std::collections::BTreeMap::<String, usize>::new();
+    for (id, _, _) in &demo.runs {
+        if let Some(r) = store.get_run(id).await? {
+            // A run a person stopped by denying its change is not a failure of the demo.
+            let denied = r.error.as_deref().is_some_and(|e| e.contains("denied"));
+            let status = if denied && r.status == RunStatus::Failed {
+                "stopped by a denial".to_owned()
+            } else {
+                r.status.to_string()
+            };
+            *by_status.entry(status).or_default() += 1;
+        }
+    }
+    let counts = store.counts().await?;
+    println!("\n── summary ──");
     println!(
-        "\nsummary: {} events accepted, {} duplicate acknowledged without a second run, {} runs: {} succeeded, {} waited for approval, {} failed; {:.2}s",
-        stats.accepted,
-        stats.duplicates,
-        stats.runs_started,
-        stats.runs_succeeded,
-        stats.runs_waiting,
-        stats.runs_failed,
-        started.elapsed().as_secs_f64()
+        "  {} runs ({}), {} changes journaled ({} applied), {} notifications sent, {} cases",
+        demo.runs.len(),
+        by_status
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        counts.changes,
+        counts.changes_applied,
+        inbox,
+        store.cases(None).await?.len()
     );
+    println!("  audit chain intact: {entries} entries, each committing to the one before");
+    let real: Vec<&str> = env
+        .components
+        .iter()
+        .filter(|c| c.real)
+        .map(|c| c.family)
+        .collect();
     println!(
-        "The low-severity alert matched no trigger condition; the containment change waited for {DEMO_USER}'s approval (trust: approve) and was applied once approved."
+        "  real components: {}",
+        if real.is_empty() {
+            "none usable here (SaaS simulators and stand-ins only)".to_owned()
+        } else {
+            real.join(", ")
+        }
     );
-    Ok(if stats.runs_failed > 0 {
+    println!("  finished in {:.1}s", started.elapsed().as_secs_f64());
+    env.stop().await;
+    let failed = by_status.get("failed").copied().unwrap_or(0);
+    Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

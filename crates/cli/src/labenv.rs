@@ -79,11 +79,9 @@ pub struct Component {
 
 /// A running environment; dropping it stops the lab (and the real components it started).
 pub struct LabEnv {
-    pub dir: PathBuf,
     pub config: PathBuf,
     pub lab: Option<LabHandle>,
     pub components: Vec<Component>,
-    pub token: String,
 }
 
 impl LabEnv {
@@ -162,11 +160,9 @@ impl LabEnv {
         let config = dir.join("belay.toml");
         std::fs::write(&config, toml)?;
         Ok(LabEnv {
-            dir: dir.to_path_buf(),
             config,
             lab: Some(lab),
             components,
-            token,
         })
     }
 
