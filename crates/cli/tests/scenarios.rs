@@ -671,3 +671,84 @@ fn scenarios_under_injected_faults_complete_or_hold_and_never_double_a_change() 
     }
     env.ok(&["audit", "verify"]);
 }
+
+#[test]
+fn the_demo_runs_every_scenario_holds_approves_rolls_back_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .arg("demo")
+        .current_dir(dir.path())
+        .env_remove("BELAY_CONFIG")
+        .env_remove("BELAY_DATA")
+        .env_remove("BELAY_DATABASE_URL")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for playbook in [
+        "enrich-alert",
+        "privilege-escalation",
+        "rogue-device",
+        "intel-blocklist",
+        "phishing-response",
+        "exfiltration-response",
+        "proxy-multi-feed",
+    ] {
+        assert!(
+            out.contains(&format!("{playbook:<22} → succeeded")),
+            "{playbook} did not succeed:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("protected-networks: 198.51.100.70 is inside a protected network"),
+        "CRM hold:\n{out}"
+    );
+    assert!(
+        out.contains("feed-batch: batch of 40 changes"),
+        "oversized feed hold:\n{out}"
+    );
+    assert!(
+        out.contains("→ DENIED by demo-analyst") && out.contains("→ APPROVED by demo-analyst"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 failed") && out.contains("verified: target is back to"),
+        "{out}"
+    );
+    assert!(out.contains("audit chain intact"), "{out}");
+    assert!(
+        out.contains("simulated") && out.contains("real components:"),
+        "says what is real:\n{out}"
+    );
+}
+
+#[test]
+fn the_lab_token_appears_nowhere_belay_writes() {
+    let env = Env::up(0.1);
+    let r = env.run("phishing-response", &phish_event(&env));
+    assert!(r["run_id"].is_string());
+    let export = env.ok(&["audit", "export"]);
+    assert!(
+        !export.contains(&env.token),
+        "the audit export holds the token"
+    );
+    let mut stack = vec![env.path().join("data"), env.path().join("notify")];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                let hit = bytes
+                    .windows(env.token.len())
+                    .any(|w| w == env.token.as_bytes());
+                assert!(!hit, "{} holds the token", path.display());
+            }
+        }
+    }
+}
