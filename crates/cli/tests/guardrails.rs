@@ -71,9 +71,57 @@ fn a_protected_address_from_a_million_entry_list_holds_the_whole_batch() {
         let _ = writeln!(cidrs, "{}/30", std::net::Ipv4Addr::from(base));
     }
     std::fs::write(d.join("guardrails/protected-cidrs.txt"), cidrs).unwrap();
+    // The guardrail's alert target is a webhook: a listener stands in for the chat integration.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::write(
+        d.join("belay.toml"),
+        format!(
+            "[notify.soc-admins]\nwebhook = \"http://{}/hooks/soc\"\n",
+            hook.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let delivered = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = hook.accept().unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf) {
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&req).into_owned()
+    });
 
     // 100.64.7.9 is in the list; the batch also has an address that is not protected.
     let report = run(d, &["203.0.113.50", "100.64.7.9"]);
+    let request = delivered.join().unwrap();
+    assert!(request.starts_with("POST /hooks/soc "), "{request}");
+    assert!(
+        request.contains("guardrail protected-networks held blocklist.add")
+            && request.contains("100.64.7.9 is inside a protected network"),
+        "the SOC admins are told: {request}"
+    );
     assert_eq!(report["status"], "waiting_approval", "{report}");
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(
@@ -132,7 +180,9 @@ fn a_protected_address_from_a_million_entry_list_holds_the_whole_batch() {
     let audit = text(&belay(d, &["audit", "export"]));
     assert!(
         audit.contains("\"kind\":\"guardrail.violation\"")
-            && audit.contains("\"alert\":\"soc-admins\""),
+            && audit.contains("\"alert\":\"soc-admins\"")
+            && audit.contains("\"kind\":\"guardrail.alert\"")
+            && audit.contains("\"delivered\":true"),
         "{audit}"
     );
     assert!(text(&belay(d, &["audit", "verify"])).contains("audit chain intact"));

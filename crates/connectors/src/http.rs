@@ -299,12 +299,8 @@ impl Http {
                 }
             }
         }
-        // One process-wide crypto provider (ring); a second install is a harmless no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let client = crate::http_client()
             .connect_timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("belay/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| err(format!("cannot build the HTTP client: {e}")))?;
         Ok(Http {

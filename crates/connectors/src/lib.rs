@@ -162,3 +162,13 @@ pub fn build_configured(
     }
     Ok(out.into_iter().map(|(_, c)| c).collect())
 }
+
+/// An HTTP client builder for connectors: rustls with the process's one crypto provider (ring),
+/// no redirects followed, belay's user agent.
+pub(crate) fn http_client() -> reqwest::ClientBuilder {
+    // A second install is a harmless no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("belay/", env!("CARGO_PKG_VERSION")))
+}

@@ -30,7 +30,7 @@ pub struct TargetConfig {
 pub struct Notify {
     targets: BTreeMap<String, TargetConfig>,
     log_dir: PathBuf,
-    client: reqwest::Client,
+    client: Option<reqwest::Client>,
     /// Idempotency keys delivered, per target, loaded from the delivery log on first use.
     sent: Mutex<HashMap<String, HashSet<String>>>,
 }
@@ -41,7 +41,8 @@ impl Notify {
         Notify {
             targets,
             log_dir: log_dir.into(),
-            client: reqwest::Client::new(),
+            // Without a client no webhook can be reached; `send` says so.
+            client: crate::http_client().build().ok(),
             sent: Mutex::new(HashMap::new()),
         }
     }
@@ -89,8 +90,11 @@ impl Notify {
                     .map_err(|e| ActionError::permanent(format!("bad timeout `{t}`: {e}")))?,
                 None => Duration::from_secs(10),
             };
-            let resp = self
+            let client = self
                 .client
+                .as_ref()
+                .ok_or_else(|| ActionError::permanent("the HTTP client could not be built"))?;
+            let resp = client
                 .post(url)
                 .timeout(timeout)
                 .json(message)
