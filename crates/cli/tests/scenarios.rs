@@ -399,7 +399,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
         .unwrap()
         .iter()
         .filter(|r| r["playbook"] == "intel-blocklist")
-        .last()
+        .next_back()
         .unwrap()
         .clone();
     env.rollback_and_verify(first["id"].as_str().unwrap());
