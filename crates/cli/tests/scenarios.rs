@@ -398,8 +398,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["playbook"] == "intel-blocklist")
-        .next_back()
+        .rfind(|r| r["playbook"] == "intel-blocklist")
         .unwrap()
         .clone();
     env.rollback_and_verify(first["id"].as_str().unwrap());
