@@ -130,6 +130,15 @@ enum Command {
         #[command(subcommand)]
         command: ChangesCommand,
     },
+    /// Put a system that lost its state (e.g. Unbound after a restart) back into the state the
+    /// journal says: every applied change of the family is issued again, in order.
+    Reapply {
+        /// The action family, e.g. `dns`.
+        family: String,
+        /// Who asks (recorded in the audit trail).
+        #[arg(long = "as", value_name = "USER")]
+        actor: String,
+    },
     /// Undo changes, newest first; each target is read again and verified.
     Rollback {
         #[command(flatten)]
@@ -571,6 +580,32 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Changes {
             command: ChangesCommand::List { run, format },
         } => changes(&ctx, run, format).await,
+        Command::Reapply { family, actor } => {
+            valid_actor(&actor)?;
+            trust::known_user(&ctx, &actor)?;
+            let engine = ctx.engine(PlaybookSet::default()).await?;
+            let done = belay_engine::reapply::reapply(&engine, &family, &actor).await?;
+            let restored = done.iter().filter(|r| r.restored).count();
+            let failed = done.iter().filter(|r| r.error.is_some()).count();
+            for r in &done {
+                let what = match (&r.error, r.restored) {
+                    (Some(e), _) => format!("failed: {e}"),
+                    (None, true) => "restored".into(),
+                    (None, false) => "already in place".into(),
+                };
+                println!("{:<24} {:<40} {what}", r.action, r.target);
+            }
+            println!(
+                "{} change(s) re-issued: {restored} restored, {} already in place, {failed} failed",
+                done.len(),
+                done.len() - restored - failed
+            );
+            Ok(if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Rollback {
             select,
             dry_run,

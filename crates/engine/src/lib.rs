@@ -13,6 +13,7 @@ mod exec;
 pub mod guard;
 pub mod ingest;
 pub mod playtest;
+pub mod reapply;
 pub mod rollback;
 pub mod trust;
 
