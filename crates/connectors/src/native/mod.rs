@@ -5,6 +5,10 @@
 
 #[allow(dead_code)] // until the first native connector lands
 pub(crate) mod cmd;
+pub mod clamav;
+pub(crate) mod files;
+pub mod squid;
+pub mod suricata;
 
 use crate::Connector;
 use crate::http::ConfigError;
@@ -20,10 +24,16 @@ pub fn build(
         connector: name.into(),
         message,
     };
-    let _ = settings;
-    Err(err(format!(
-        "unknown connector type `{kind}` (known: http)"
-    )))
+    Ok(match kind {
+        "squid" => Arc::new(squid::Squid::new(name, self::settings(name, settings)?)?),
+        "suricata" => Arc::new(suricata::Suricata::new(name, self::settings(name, settings)?)?),
+        "clamav" => Arc::new(clamav::Clamav::new(name, self::settings(name, settings)?)?),
+        _ => {
+            return Err(err(format!(
+                "unknown connector type `{kind}` (known: http, squid, suricata, clamav)"
+            )));
+        }
+    })
 }
 
 /// Deserializes a connector's settings table into its typed configuration.
