@@ -45,7 +45,9 @@ async fn infected_and_clean_files() {
     config.hosts.insert("laptop-7".into(), laptop.clone());
     let clam = Clamav::new("scan", config).expect("connector");
 
-    let out = scan(&clam, json!({"host": "laptop-7"})).await.expect("scan");
+    let out = scan(&clam, json!({"host": "laptop-7"}))
+        .await
+        .expect("scan");
     let sha = hex::encode(Sha256::digest(SAMPLE));
     assert_eq!(out["verdict"], json!("infected"), "{out}");
     assert_eq!(out["infected"], json!(true));
@@ -54,13 +56,20 @@ async fn infected_and_clean_files() {
     let d = &out["detections"][0];
     assert_eq!(
         d["path"],
-        json!(laptop.join("Downloads/invoice.exe").canonicalize().expect("path"))
+        json!(
+            laptop
+                .join("Downloads/invoice.exe")
+                .canonicalize()
+                .expect("path")
+        )
     );
     assert_eq!(d["signature"], json!("Belay.Test.Malware.UNOFFICIAL"));
     assert_eq!(d["sha256"], json!(sha));
 
     // A clean file, by path under the default root.
-    let out = scan(&clam, json!({"path": laptop.join("notes.txt")})).await.expect("scan");
+    let out = scan(&clam, json!({"path": laptop.join("notes.txt")}))
+        .await
+        .expect("scan");
     assert_eq!(out["verdict"], json!("clean"), "{out}");
     assert_eq!(out["infected"], json!(false));
     assert_eq!(out["scanned"], json!(1));

@@ -20,7 +20,11 @@ async fn sandbox() -> Option<(Sandbox, Squid)> {
     Some((sb, squid))
 }
 
-async fn call(c: &Squid, action: &str, input: Value) -> Result<Value, belay_connectors::ActionError> {
+async fn call(
+    c: &Squid,
+    action: &str,
+    input: Value,
+) -> Result<Value, belay_connectors::ActionError> {
     c.call(Call {
         action,
         input: &input,
@@ -64,32 +68,60 @@ async fn block_domain_then_roll_back() {
     expect_status(&sb, &http, &url, 200).await;
 
     let input = json!({"address": "origin.belay.test", "list": "belay"});
-    let before = squid.read_state("proxy.block", &input).await.expect("state");
+    let before = squid
+        .read_state("proxy.block", &input)
+        .await
+        .expect("state");
     assert_eq!(before, json!({"list": "belay", "blocked": false}));
-    let out = call(&squid, "proxy.block", input.clone()).await.expect("block");
+    let out = call(&squid, "proxy.block", input.clone())
+        .await
+        .expect("block");
     assert_eq!(out["changed"], json!(true));
     assert_eq!(
-        squid.read_state("proxy.block", &input).await.expect("state"),
+        squid
+            .read_state("proxy.block", &input)
+            .await
+            .expect("state"),
         json!({"list": "belay", "blocked": true})
     );
     expect_status(&sb, &http, &url, 403).await;
     // A subdomain of a blocked domain is blocked; another domain is not.
-    let status = call(&squid, "proxy.status", json!({"address": "www.origin.belay.test"}))
-        .await
-        .expect("status");
+    let status = call(
+        &squid,
+        "proxy.status",
+        json!({"address": "www.origin.belay.test"}),
+    )
+    .await
+    .expect("status");
     assert_eq!(status["blocked"], json!(true));
     assert_eq!(status["matched"], json!(".origin.belay.test"));
     expect_status(&sb, &http, &sb.url("other.belay.test"), 200).await;
 
-    let again = call(&squid, "proxy.block", input.clone()).await.expect("block again");
-    assert_eq!(again["changed"], json!(false), "a repeated block is a no-op");
+    let again = call(&squid, "proxy.block", input.clone())
+        .await
+        .expect("block again");
+    assert_eq!(
+        again["changed"],
+        json!(false),
+        "a repeated block is a no-op"
+    );
 
     // Roll back with the catalog's inverse.
-    let out = call(&squid, "proxy.unblock", input.clone()).await.expect("unblock");
+    let out = call(&squid, "proxy.unblock", input.clone())
+        .await
+        .expect("unblock");
     assert_eq!(out["changed"], json!(true));
-    assert_eq!(squid.read_state("proxy.unblock", &input).await.expect("state"), before);
+    assert_eq!(
+        squid
+            .read_state("proxy.unblock", &input)
+            .await
+            .expect("state"),
+        before
+    );
     expect_status(&sb, &http, &url, 200).await;
-    let again = call(&squid, "proxy.unblock", input).await.expect("unblock again");
+    let again = call(&squid, "proxy.unblock", input)
+        .await
+        .expect("unblock again");
     assert_eq!(again["changed"], json!(false));
 }
 
@@ -102,7 +134,9 @@ async fn block_ip_address() {
     expect_status(&sb, &http, &sb.ip_url(), 200).await;
     let input = json!({"address": "127.0.0.2"});
     assert_eq!(
-        call(&squid, "proxy.block", input.clone()).await.expect("block")["changed"],
+        call(&squid, "proxy.block", input.clone())
+            .await
+            .expect("block")["changed"],
         json!(true)
     );
     expect_status(&sb, &http, &sb.ip_url(), 403).await;
@@ -122,13 +156,19 @@ async fn tightened_destination_is_logged_separately() {
         .read_state("proxy.tighten_policy", &input)
         .await
         .expect("state");
-    assert_eq!(before, json!({"policy": "default", "logging": "standard", "pcap": false}));
+    assert_eq!(
+        before,
+        json!({"policy": "default", "logging": "standard", "pcap": false})
+    );
     let out = call(&squid, "proxy.tighten_policy", input.clone())
         .await
         .expect("tighten");
     assert_eq!(out["changed"], json!(true));
     assert_eq!(
-        squid.read_state("proxy.tighten_policy", &input).await.expect("state"),
+        squid
+            .read_state("proxy.tighten_policy", &input)
+            .await
+            .expect("state"),
         json!({"policy": "tightened", "logging": "full", "pcap": true})
     );
     let again = call(&squid, "proxy.tighten_policy", input.clone())
@@ -144,8 +184,14 @@ async fn tightened_destination_is_logged_separately() {
         let _ = http.get(sb.url("origin.belay.test")).send().await;
         let log = std::fs::read_to_string(sb.monitor_log()).unwrap_or_default();
         if log.contains("http://other.belay.test") {
-            assert!(log.to_ascii_lowercase().contains("x-belay-probe"), "full logging has headers: {log}");
-            assert!(!log.contains("origin.belay.test"), "only monitored names: {log}");
+            assert!(
+                log.to_ascii_lowercase().contains("x-belay-probe"),
+                "full logging has headers: {log}"
+            );
+            assert!(
+                !log.contains("origin.belay.test"),
+                "only monitored names: {log}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no monitor log entry: {log:?}");
@@ -153,26 +199,41 @@ async fn tightened_destination_is_logged_separately() {
     }
 
     // Roll back with the catalog's inverse (it carries logging and pcap along).
-    let out = call(&squid, "proxy.relax_policy", input.clone()).await.expect("relax");
+    let out = call(&squid, "proxy.relax_policy", input.clone())
+        .await
+        .expect("relax");
     assert_eq!(out["changed"], json!(true));
     assert_eq!(
-        squid.read_state("proxy.relax_policy", &input).await.expect("state"),
+        squid
+            .read_state("proxy.relax_policy", &input)
+            .await
+            .expect("state"),
         before
     );
-    let status = call(&squid, "proxy.status", json!({"address": "other.belay.test"}))
-        .await
-        .expect("status");
+    let status = call(
+        &squid,
+        "proxy.status",
+        json!({"address": "other.belay.test"}),
+    )
+    .await
+    .expect("status");
     assert_eq!(status["policy"], json!("default"));
     assert_eq!(status["blocked"], json!(false));
     // After the reconfigure, new requests are no longer monitored.
     tokio::time::sleep(Duration::from_millis(500)).await;
     expect_status(&sb, &http, &url, 200).await;
-    let lines = std::fs::read_to_string(sb.monitor_log()).unwrap_or_default().lines().count();
+    let lines = std::fs::read_to_string(sb.monitor_log())
+        .unwrap_or_default()
+        .lines()
+        .count();
     for _ in 0..3 {
         expect_status(&sb, &http, &url, 200).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = std::fs::read_to_string(sb.monitor_log()).unwrap_or_default().lines().count();
+    let after = std::fs::read_to_string(sb.monitor_log())
+        .unwrap_or_default()
+        .lines()
+        .count();
     assert_eq!(lines, after, "relaxed destination still logged");
 }
 
@@ -203,13 +264,23 @@ async fn bad_input_changes_nothing() {
         ("proxy.block", json!({"address": "1.2.3.999"})),
         ("proxy.block", json!({"address": "10.0.0.0/40"})),
         ("proxy.block", json!({"address": "http://evil.example/x"})),
-        ("proxy.block", json!({"address": "evil.example", "list": "nope"})),
-        ("proxy.tighten_policy", json!({"address": "evil.example", "duration": "1h"})),
+        (
+            "proxy.block",
+            json!({"address": "evil.example", "list": "nope"}),
+        ),
+        (
+            "proxy.tighten_policy",
+            json!({"address": "evil.example", "duration": "1h"}),
+        ),
     ] {
         let err = call(&squid, action, input.clone())
             .await
             .expect_err("bad input must fail");
-        assert_eq!(err.kind, belay_connectors::ErrorKind::Permanent, "{input}: {err}");
+        assert_eq!(
+            err.kind,
+            belay_connectors::ErrorKind::Permanent,
+            "{input}: {err}"
+        );
     }
     assert_eq!(snapshot(), before, "a refused change touches no file");
     // Squid still serves.

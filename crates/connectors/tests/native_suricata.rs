@@ -37,40 +37,76 @@ async fn deploy_rule_alerts_until_removed() {
     let Some((sb, ips)) = sandbox().await else {
         return;
     };
-    assert!(sb.probe(9999, "belay-probe-1").await.expect("probe").is_empty());
+    assert!(
+        sb.probe(9999, "belay-probe-1")
+            .await
+            .expect("probe")
+            .is_empty()
+    );
 
     let input = json!({"sid": 1000001, "rule": RULE, "ruleset": "belay"});
-    let before = ips.read_state("ips.deploy_rule", &input).await.expect("state");
+    let before = ips
+        .read_state("ips.deploy_rule", &input)
+        .await
+        .expect("state");
     assert_eq!(before, json!({"rule": null, "loaded": false}));
-    let out = call(&ips, "ips.deploy_rule", input.clone()).await.expect("deploy");
+    let out = call(&ips, "ips.deploy_rule", input.clone())
+        .await
+        .expect("deploy");
     assert_eq!(out["changed"], json!(true));
-    assert_eq!(out["rules_loaded"], json!(2), "the rule and the sandbox's sentinel");
     assert_eq!(
-        ips.read_state("ips.deploy_rule", &input).await.expect("state"),
+        out["rules_loaded"],
+        json!(2),
+        "the rule and the sandbox's sentinel"
+    );
+    assert_eq!(
+        ips.read_state("ips.deploy_rule", &input)
+            .await
+            .expect("state"),
         json!({"rule": RULE, "loaded": true})
     );
     assert_eq!(
         sb.probe(9999, "belay-probe-1").await.expect("probe"),
         vec![1000001]
     );
-    let status = call(&ips, "ips.status", json!({"sid": 1000001})).await.expect("status");
+    let status = call(&ips, "ips.status", json!({"sid": 1000001}))
+        .await
+        .expect("status");
     assert_eq!(status["loaded"], json!(true));
     assert_eq!(status["rule"], json!(RULE));
     assert_eq!(status["rules_failed"], json!(0));
 
-    let again = call(&ips, "ips.deploy_rule", input.clone()).await.expect("deploy again");
-    assert_eq!(again["changed"], json!(false), "the same rule again is a no-op");
+    let again = call(&ips, "ips.deploy_rule", input.clone())
+        .await
+        .expect("deploy again");
+    assert_eq!(
+        again["changed"],
+        json!(false),
+        "the same rule again is a no-op"
+    );
 
     // Roll back with the catalog's inverse.
-    let out = call(&ips, "ips.remove_rule", input.clone()).await.expect("remove");
+    let out = call(&ips, "ips.remove_rule", input.clone())
+        .await
+        .expect("remove");
     assert_eq!(out["changed"], json!(true));
     assert_eq!(out["rule"], json!(RULE));
-    assert_eq!(ips.read_state("ips.remove_rule", &input).await.expect("state"), before);
+    assert_eq!(
+        ips.read_state("ips.remove_rule", &input)
+            .await
+            .expect("state"),
+        before
+    );
     assert!(
-        sb.probe(9999, "belay-probe-1").await.expect("probe").is_empty(),
+        sb.probe(9999, "belay-probe-1")
+            .await
+            .expect("probe")
+            .is_empty(),
         "no alert after removal"
     );
-    let again = call(&ips, "ips.remove_rule", input).await.expect("remove again");
+    let again = call(&ips, "ips.remove_rule", input)
+        .await
+        .expect("remove again");
     assert_eq!(again["changed"], json!(false));
 }
 
@@ -79,25 +115,43 @@ async fn rejected_rule_changes_nothing() {
     let Some((sb, ips)) = sandbox().await else {
         return;
     };
-    call(&ips, "ips.deploy_rule", json!({"sid": 1000001, "rule": RULE}))
-        .await
-        .expect("deploy");
+    call(
+        &ips,
+        "ips.deploy_rule",
+        json!({"sid": 1000001, "rule": RULE}),
+    )
+    .await
+    .expect("deploy");
     let rules = sb.config().rule_dir.join("belay.rules");
     let file_before = std::fs::read_to_string(&rules).expect("rule file");
 
     // Suricata parses this and answers "done" to the reload, but fails the rule.
     let bad = r#"alert udp any any -> any 9999 (msg:"bad"; contentx:"x"; sid:1000002; rev:1;)"#;
-    let err = call(&ips, "ips.deploy_rule", json!({"sid": 1000002, "rule": bad}))
-        .await
-        .expect_err("a rule Suricata rejects must fail");
+    let err = call(
+        &ips,
+        "ips.deploy_rule",
+        json!({"sid": 1000002, "rule": bad}),
+    )
+    .await
+    .expect_err("a rule Suricata rejects must fail");
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(err.message.contains("rejected"), "{err}");
-    assert_eq!(std::fs::read_to_string(&rules).expect("rule file"), file_before);
+    assert_eq!(
+        std::fs::read_to_string(&rules).expect("rule file"),
+        file_before
+    );
     let status = call(&ips, "ips.status", json!({})).await.expect("status");
-    assert_eq!(status["rules_failed"], json!(0), "the previous rules were reloaded: {status}");
+    assert_eq!(
+        status["rules_failed"],
+        json!(0),
+        "the previous rules were reloaded: {status}"
+    );
     assert_eq!(status["rules_loaded"], json!(2));
     // The earlier rule still works.
-    assert_eq!(sb.probe(9999, "belay-probe-1").await.expect("probe"), vec![1000001]);
+    assert_eq!(
+        sb.probe(9999, "belay-probe-1").await.expect("probe"),
+        vec![1000001]
+    );
 
     // Refused before Suricata sees them.
     for input in [
@@ -111,7 +165,10 @@ async fn rejected_rule_changes_nothing() {
             .expect_err("bad input must fail");
         assert_eq!(err.kind, ErrorKind::Permanent, "{input}: {err}");
     }
-    assert_eq!(std::fs::read_to_string(&rules).expect("rule file"), file_before);
+    assert_eq!(
+        std::fs::read_to_string(&rules).expect("rule file"),
+        file_before
+    );
 }
 
 #[tokio::test]
@@ -130,20 +187,38 @@ async fn datasets_add_and_remove() {
         ),
     ] {
         let input = json!({"dataset": dataset, "value": value, "type": kind});
-        let before = ips.read_state("ips.dataset_add", &input).await.expect("state");
+        let before = ips
+            .read_state("ips.dataset_add", &input)
+            .await
+            .expect("state");
         assert_eq!(before, json!({"present": false}), "{input}");
-        let out = call(&ips, "ips.dataset_add", input.clone()).await.expect("add");
+        let out = call(&ips, "ips.dataset_add", input.clone())
+            .await
+            .expect("add");
         assert_eq!(out["changed"], json!(true), "{input}");
         assert_eq!(
-            call(&ips, "ips.dataset_contains", input.clone()).await.expect("contains"),
+            call(&ips, "ips.dataset_contains", input.clone())
+                .await
+                .expect("contains"),
             json!({"present": true})
         );
-        let again = call(&ips, "ips.dataset_add", input.clone()).await.expect("add again");
+        let again = call(&ips, "ips.dataset_add", input.clone())
+            .await
+            .expect("add again");
         assert_eq!(again["changed"], json!(false));
-        let out = call(&ips, "ips.dataset_remove", input.clone()).await.expect("remove");
+        let out = call(&ips, "ips.dataset_remove", input.clone())
+            .await
+            .expect("remove");
         assert_eq!(out["changed"], json!(true));
-        assert_eq!(ips.read_state("ips.dataset_remove", &input).await.expect("state"), before);
-        let again = call(&ips, "ips.dataset_remove", input).await.expect("remove again");
+        assert_eq!(
+            ips.read_state("ips.dataset_remove", &input)
+                .await
+                .expect("state"),
+            before
+        );
+        let again = call(&ips, "ips.dataset_remove", input)
+            .await
+            .expect("remove again");
         assert_eq!(again["changed"], json!(false));
     }
     for input in [

@@ -69,7 +69,12 @@ impl Clamav {
                 .config
                 .root
                 .iter()
-                .chain(path.is_some().then(|| self.config.hosts.values()).into_iter().flatten())
+                .chain(
+                    path.is_some()
+                        .then(|| self.config.hosts.values())
+                        .into_iter()
+                        .flatten(),
+                )
                 .collect(),
         };
         let wanted = match (path, roots.first()) {
@@ -93,10 +98,9 @@ impl Clamav {
         let real = wanted.canonicalize().map_err(|e| {
             ActionError::permanent(format!("cannot scan {}: {e}", wanted.display()))
         })?;
-        let allowed = roots.iter().any(|r| {
-            r.canonicalize()
-                .is_ok_and(|root| real.starts_with(&root))
-        });
+        let allowed = roots
+            .iter()
+            .any(|r| r.canonicalize().is_ok_and(|root| real.starts_with(&root)));
         if !allowed {
             return Err(ActionError::permanent(format!(
                 "{} is outside the allowed scan roots",
@@ -280,14 +284,15 @@ impl Sandbox {
         let err = out
             .try_clone()
             .map_err(|e| format!("cannot clone a file handle: {e}"))?;
-        let child = std::process::Command::new(files::which("clamd").unwrap_or_else(|| "clamd".into()))
-            .arg("-c")
-            .arg(root.join("clamd.conf"))
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("cannot start clamd: {e}"))?;
+        let child =
+            std::process::Command::new(files::which("clamd").unwrap_or_else(|| "clamd".into()))
+                .arg("-c")
+                .arg(root.join("clamd.conf"))
+                .stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| format!("cannot start clamd: {e}"))?;
         let mut daemon = Daemon {
             child,
             name: "clamd",

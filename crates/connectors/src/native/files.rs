@@ -106,7 +106,11 @@ pub(crate) fn unique_name(prefix: &str) -> String {
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `limit` with `what`.
-pub(crate) async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T, String>
+pub(crate) async fn wait_for<T, F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

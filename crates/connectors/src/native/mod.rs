@@ -3,9 +3,9 @@
 //! state before and after a change, and is idempotent by construction (adding what is present, or
 //! removing what is absent, reports `changed: false`).
 
+pub mod clamav;
 #[allow(dead_code)] // until the first native connector lands
 pub(crate) mod cmd;
-pub mod clamav;
 pub(crate) mod files;
 pub mod squid;
 pub mod suricata;
@@ -26,7 +26,10 @@ pub fn build(
     };
     Ok(match kind {
         "squid" => Arc::new(squid::Squid::new(name, self::settings(name, settings)?)?),
-        "suricata" => Arc::new(suricata::Suricata::new(name, self::settings(name, settings)?)?),
+        "suricata" => Arc::new(suricata::Suricata::new(
+            name,
+            self::settings(name, settings)?,
+        )?),
         "clamav" => Arc::new(clamav::Clamav::new(name, self::settings(name, settings)?)?),
         _ => {
             return Err(err(format!(

@@ -138,7 +138,10 @@ impl Target {
                 .map(|n| Target::Net(n.trunc()))
                 .map_err(|_| bad("neither an IP address, a CIDR network nor a domain"));
         }
-        let d = address.strip_suffix('.').unwrap_or(address).to_ascii_lowercase();
+        let d = address
+            .strip_suffix('.')
+            .unwrap_or(address)
+            .to_ascii_lowercase();
         let label_ok = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
@@ -175,9 +178,14 @@ impl Target {
     /// Whether an ACL file line matches this target (equal, a parent domain, a containing network).
     fn covered_by(&self, line: &str) -> bool {
         match self {
-            Target::Domain(d) => line.strip_prefix('.').is_some_and(|e| {
-                d == e || (d.len() > e.len() && d.ends_with(e) && d[..d.len() - e.len()].ends_with('.'))
-            }) || line == d,
+            Target::Domain(d) => {
+                line.strip_prefix('.').is_some_and(|e| {
+                    d == e
+                        || (d.len() > e.len()
+                            && d.ends_with(e)
+                            && d[..d.len() - e.len()].ends_with('.'))
+                }) || line == d
+            }
             Target::Net(n) => line
                 .parse::<IpAddr>()
                 .map(IpNet::from)
@@ -262,7 +270,12 @@ impl Squid {
     }
 
     /// The edit that adds or removes `t`'s line in `path`, or None when it is already so.
-    fn edit(path: PathBuf, t: &Target, present: bool, checked: bool) -> Result<Option<Edit>, ActionError> {
+    fn edit(
+        path: PathBuf,
+        t: &Target,
+        present: bool,
+        checked: bool,
+    ) -> Result<Option<Edit>, ActionError> {
         let text = files::read_text(&path)?;
         let line = t.line();
         let has = text.lines().any(|l| l.trim() == line);
@@ -400,7 +413,9 @@ fn check_list_name(list: &str) -> Result<(), ActionError> {
     if ok {
         Ok(())
     } else {
-        Err(ActionError::permanent(format!("invalid list name `{list}`")))
+        Err(ActionError::permanent(format!(
+            "invalid list name `{list}`"
+        )))
     }
 }
 
@@ -439,7 +454,11 @@ impl Connector for Squid {
                         "invalid logging level `{level}` (detailed or full)"
                     )));
                 }
-                let pcap = call.input.get("pcap").and_then(Value::as_bool).unwrap_or(true);
+                let pcap = call
+                    .input
+                    .get("pcap")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
                 let t = Target::parse(address)?;
                 let _guard = self.lock.lock().await;
                 let mut edits = Vec::new();
@@ -552,10 +571,7 @@ impl Sandbox {
             files::write_atomically(&root.join(name), text.as_bytes()).map_err(|e| e.message)
         };
         write("squid.conf", &conf)?;
-        write(
-            "hosts",
-            "127.0.0.1 origin.belay.test other.belay.test\n",
-        )?;
+        write("hosts", "127.0.0.1 origin.belay.test other.belay.test\n")?;
         for list in &config.lists {
             write(&format!("acl/block-{list}.domains"), "")?;
             write(&format!("acl/block-{list}.ips"), "")?;
@@ -595,7 +611,10 @@ impl Sandbox {
                 if exited.is_some() {
                     return Some(false);
                 }
-                tokio::net::TcpStream::connect(addr).await.ok().map(|_| true)
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .ok()
+                    .map(|_| true)
             }
         })
         .await;
@@ -664,13 +683,8 @@ fn proxy_user() -> Option<(String, u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && f[0] == "proxy").then(|| {
-            Some((
-                f[0].to_owned(),
-                f[2].parse().ok()?,
-                f[3].parse().ok()?,
-            ))
-        })?
+        (f.len() > 3 && f[0] == "proxy")
+            .then(|| Some((f[0].to_owned(), f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
 }
 
@@ -734,7 +748,10 @@ mod tests {
             Target::parse("198.51.100.9/24").unwrap().line(),
             "198.51.100.0/24"
         );
-        assert_eq!(Target::parse("2001:db8::/32").unwrap().line(), "2001:db8::/32");
+        assert_eq!(
+            Target::parse("2001:db8::/32").unwrap().line(),
+            "2001:db8::/32"
+        );
         for bad in [
             "http://evil.example/x",
             "evil..example",

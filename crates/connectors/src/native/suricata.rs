@@ -107,12 +107,17 @@ impl Suricata {
             Ok(msg)
         } else {
             let verb = command.split(' ').next().unwrap_or(command);
-            Err(ActionError::transient(format!("suricata refused `{verb}`: {msg}")))
+            Err(ActionError::transient(format!(
+                "suricata refused `{verb}`: {msg}"
+            )))
         }
     }
 
     fn ruleset_path(&self, input: &Value) -> Result<PathBuf, ActionError> {
-        let r = input.get("ruleset").and_then(Value::as_str).unwrap_or("belay");
+        let r = input
+            .get("ruleset")
+            .and_then(Value::as_str)
+            .unwrap_or("belay");
         check_name("ruleset", r)?;
         if !self.config.rulesets.iter().any(|x| x == r) {
             return Err(ActionError::permanent(format!(
@@ -173,9 +178,8 @@ impl Suricata {
                         .filter(|f| same_file(&f.file, path))
                         .map(|f| format!("line {}: {}", f.line, f.rule))
                         .collect();
-                    (!failed.is_empty()).then(|| {
-                        format!("suricata rejected the rule: {}", failed.join(" | "))
-                    })
+                    (!failed.is_empty())
+                        .then(|| format!("suricata rejected the rule: {}", failed.join(" | ")))
                 }
             }
         };
@@ -185,7 +189,10 @@ impl Suricata {
         files::write_atomically(path, old.as_bytes())?;
         let restored = match self.sc_ok("reload-rules").await {
             Ok(_) => "previous rules restored".to_owned(),
-            Err(e) => format!("previous file restored, but its reload failed: {}", e.message),
+            Err(e) => format!(
+                "previous file restored, but its reload failed: {}",
+                e.message
+            ),
         };
         Err(ActionError::permanent(format!("{problem} ({restored})")))
     }
@@ -312,7 +319,9 @@ impl Suricata {
             let verb = if add { "dataset-add" } else { "dataset-remove" };
             let (ok, msg) = self.sc(&format!("{verb} {args}")).await?;
             if !ok {
-                return Err(ActionError::permanent(format!("suricata refused `{verb}`: {msg}")));
+                return Err(ActionError::permanent(format!(
+                    "suricata refused `{verb}`: {msg}"
+                )));
             }
         }
         Ok(json!({
@@ -341,7 +350,9 @@ fn check_name(what: &str, name: &str) -> Result<(), ActionError> {
     if ok {
         Ok(())
     } else {
-        Err(ActionError::permanent(format!("invalid {what} name `{name}`")))
+        Err(ActionError::permanent(format!(
+            "invalid {what} name `{name}`"
+        )))
     }
 }
 
@@ -694,6 +705,16 @@ max-pending-packets: 128
                 tail.join(" | ")
             ));
         }
+        // The socket answers before capture starts: wait until a probe is seen.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(e) = sandbox
+            .probe_within(9, "belay-warmup", Duration::from_millis(500))
+            .await
+        {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("suricata does not see traffic: {e}"));
+            }
+        }
         Ok(sandbox)
     }
 
@@ -707,10 +728,20 @@ max-pending-packets: 128
         self.dir.path().join("log").join("eve.json")
     }
 
-    /// Sends `payload` in a UDP datagram to 127.0.0.1:`port` inside the namespace, followed in
-    /// the same flow by the sentinel; waits until Suricata has alerted on the sentinel (so it has
-    /// seen the payload too) and returns the sids of the other alerts raised meanwhile.
+    /// Sends `payload` in a UDP datagram to 127.0.0.1:`port` inside the namespace, then the
+    /// sentinel in another; waits until Suricata has alerted on the sentinel (its single capture
+    /// thread has then seen the payload too) and returns the sids of the other alerts raised.
     pub async fn probe(&self, port: u16, payload: &str) -> Result<Vec<u64>, String> {
+        self.probe_within(port, payload, Duration::from_secs(10))
+            .await
+    }
+
+    async fn probe_within(
+        &self,
+        port: u16,
+        payload: &str,
+        limit: Duration,
+    ) -> Result<Vec<u64>, String> {
         if payload.contains('\0') {
             return Err("the payload cannot hold NUL".into());
         }
@@ -719,14 +750,14 @@ max-pending-packets: 128
         Cmd::new("ip")
             .args(["netns", "exec", &self.netns, "bash", "-c"])
             .arg(format!(
-                "exec 3>/dev/udp/127.0.0.1/{port} && printf %s \"$1\" >&3 && sleep 0.05 && printf %s \"$2\" >&3"
+                "printf %s \"$1\" >/dev/udp/127.0.0.1/{port} && sleep 0.05 && printf %s \"$2\" >/dev/udp/127.0.0.1/{port}"
             ))
             .args(["belay-probe", payload, sentinel.as_str()])
             .run()
             .await
             .map_err(|e| e.message)?;
         let eve = self.eve_log();
-        files::wait_for(Duration::from_secs(10), "no sentinel alert", || {
+        files::wait_for(limit, "no sentinel alert", || {
             let text = std::fs::read_to_string(&eve).unwrap_or_default();
             async move {
                 let alerts: Vec<u64> = text
@@ -773,7 +804,10 @@ mod tests {
 
     #[test]
     fn dataset_values() {
-        assert_eq!(dataset_value("string", "evil.example").unwrap(), "ZXZpbC5leGFtcGxl");
+        assert_eq!(
+            dataset_value("string", "evil.example").unwrap(),
+            "ZXZpbC5leGFtcGxl"
+        );
         assert_eq!(dataset_value("ip", "2001:DB8::1").unwrap(), "2001:db8::1");
         assert!(dataset_value("ipv4", "2001:db8::1").is_err());
         assert!(dataset_value("sha256", "abc").is_err());
