@@ -286,3 +286,45 @@ async fn bad_input_changes_nothing() {
     // Squid still serves.
     expect_status(&sb, &client(&sb), &sb.url("origin.belay.test"), 200).await;
 }
+
+#[tokio::test]
+async fn squid_rejects_a_bad_file_before_it_reaches_the_proxy() {
+    let Some((sb, squid)) = sandbox().await else {
+        return;
+    };
+    let http = client(&sb);
+    // Someone left a line Squid cannot parse in the list: the next change must not apply it.
+    let ips = sb.config().acl_dir.join("block-belay.ips");
+    std::fs::write(&ips, "not-an-address..[\n").expect("write");
+    let err = call(&squid, "proxy.block", json!({"address": "127.0.0.2"}))
+        .await
+        .expect_err("squid -k parse must refuse the candidate");
+    assert!(err.message.contains("squid rejects"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&ips).expect("read"),
+        "not-an-address..[\n",
+        "the list is untouched"
+    );
+    // The running proxy never saw it and still serves.
+    expect_status(&sb, &http, &sb.ip_url(), 200).await;
+}
+
+#[test]
+fn built_from_configuration() {
+    let table: toml::Table = toml::from_str(
+        r#"
+        config = "/etc/squid/squid.conf"
+        acl_dir = "/etc/squid/belay"
+        lists = ["belay", "intel"]
+        "#,
+    )
+    .expect("toml");
+    let c = belay_connectors::native::build("proxy", "squid", table).expect("squid connector");
+    assert_eq!(c.family(), "proxy");
+    let bad: toml::Table =
+        toml::from_str("config = \"/x\"\nacl_dir = \"/y\"\nport = 3").expect("toml");
+    let err = belay_connectors::native::build("proxy", "squid", bad)
+        .err()
+        .expect("unknown keys are refused");
+    assert!(err.message.contains("port"), "{}", err.message);
+}
