@@ -89,7 +89,7 @@ async fn block_domain_then_roll_back() {
     let status = call(
         &squid,
         "proxy.status",
-        json!({"address": "www.origin.belay.test"}),
+        json!({"address": "http://www.origin.belay.test/login?x=1"}),
     )
     .await
     .expect("status");

@@ -126,7 +126,7 @@ impl Target {
         };
         if address.contains("://") {
             return Err(bad(
-                "Squid blocks by domain or IP address; give the URL's domain instead",
+                "Squid blocks by domain or IP address (it sees no HTTPS paths); give the URL's domain",
             ));
         }
         if let Ok(ip) = address.parse::<IpAddr>() {
@@ -388,7 +388,7 @@ impl Squid {
     }
 
     fn status(&self, address: &str) -> Result<Value, ActionError> {
-        let t = Target::parse(address)?;
+        let t = Target::parse(url_host(address).unwrap_or(address))?;
         let mut out = self.policy(&t, false)?;
         out["blocked"] = json!(false);
         for list in &self.config.lists {
@@ -401,6 +401,17 @@ impl Squid {
         }
         Ok(out)
     }
+}
+
+/// The host of an `http(s)://` URL (what Squid matches without SSL bumping), for status reads.
+fn url_host(address: &str) -> Option<&str> {
+    let (_, rest) = address.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h);
+    }
+    Some(host.split_once(':').map_or(host, |(h, _)| h))
 }
 
 fn check_list_name(list: &str) -> Result<(), ActionError> {
@@ -763,6 +774,16 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(
+            url_host("http://u@Evil.example:8080/x?y"),
+            Some("Evil.example")
+        );
+        assert_eq!(url_host("https://[2001:db8::1]:443/"), Some("2001:db8::1"));
+        assert_eq!(url_host("evil.example"), None);
     }
 
     #[test]
