@@ -76,6 +76,8 @@ async fn deploy_rule_alerts_until_removed() {
     assert_eq!(status["loaded"], json!(true));
     assert_eq!(status["rule"], json!(RULE));
     assert_eq!(status["rules_failed"], json!(0));
+    let reload = status["last_reload"].as_str().expect("last_reload");
+    assert!(reload.ends_with("+00:00"), "{reload}");
 
     let again = call(&ips, "ips.deploy_rule", input.clone())
         .await

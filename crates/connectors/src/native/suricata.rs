@@ -281,7 +281,7 @@ impl Suricata {
         if let Ok(Value::Array(a)) = self.sc_ok("ruleset-reload-time").await
             && let Some(t) = a.first().and_then(|t| t["last_reload"].as_str())
         {
-            out["last_reload"] = json!(t);
+            out["last_reload"] = json!(rfc3339(t));
         }
         if let Some(sid) = input.get("sid").and_then(Value::as_u64) {
             let state = self.rule_state(sid, input).await?;
@@ -329,6 +329,17 @@ impl Suricata {
             "value": input_str(input, "value")?,
             "changed": changed,
         }))
+    }
+}
+
+/// Suricata's `2026-01-02T03:04:05.123456+0000` as RFC 3339 (`+00:00`).
+fn rfc3339(t: &str) -> String {
+    let b = t.as_bytes();
+    let n = b.len();
+    if n > 5 && matches!(b[n - 5], b'+' | b'-') && b[n - 4..].iter().all(u8::is_ascii_digit) {
+        format!("{}:{}", &t[..n - 2], &t[n - 2..])
+    } else {
+        t.to_owned()
     }
 }
 
@@ -800,6 +811,15 @@ mod tests {
         assert!(check_rule(1, "alert ip any any -> any any (sid:1; sid:1;)").is_err());
         assert!(check_rule(1, "bogus ip any any -> any any (sid:1;)").is_err());
         assert_eq!(rule_sid("# alert ip any any -> any any (sid:1;)"), None);
+    }
+
+    #[test]
+    fn reload_time_as_rfc3339() {
+        assert_eq!(
+            rfc3339("2026-11-28T10:20:14.311126+0000"),
+            "2026-11-28T10:20:14.311126+00:00"
+        );
+        assert_eq!(rfc3339("2026-11-28T10:20:14Z"), "2026-11-28T10:20:14Z");
     }
 
     #[test]
