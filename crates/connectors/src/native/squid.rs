@@ -218,8 +218,13 @@ impl Squid {
         if config.lists.is_empty() {
             return Err(err("`lists` names no block list".into()));
         }
-        for l in &config.lists {
+        for (i, l) in config.lists.iter().enumerate() {
             check_list_name(l).map_err(|e| err(e.message))?;
+            if config.lists[..i].iter().any(|o| acl_id(o) == acl_id(l)) {
+                return Err(err(format!(
+                    "list `{l}` would share its Squid ACL name with another list"
+                )));
+            }
         }
         Ok(Squid {
             config,
