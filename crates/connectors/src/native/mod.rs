@@ -3,8 +3,12 @@
 //! state before and after a change, and is idempotent by construction (adding what is present, or
 //! removing what is absent, reports `changed: false`).
 
+pub mod clamav;
 #[allow(dead_code)] // until the first native connector lands
 pub(crate) mod cmd;
+pub(crate) mod files;
+pub mod squid;
+pub mod suricata;
 
 use crate::Connector;
 use crate::http::ConfigError;
@@ -20,18 +24,26 @@ pub fn build(
         connector: name.into(),
         message,
     };
-    match kind {
+    Ok(match kind {
+        "squid" => Arc::new(squid::Squid::new(name, self::settings(name, settings)?)?),
+        "suricata" => Arc::new(suricata::Suricata::new(
+            name,
+            self::settings(name, settings)?,
+        )?),
+        "clamav" => Arc::new(clamav::Clamav::new(name, self::settings(name, settings)?)?),
         "standin" => {
             let c: StandinConfig = self::settings(name, settings)?;
             if !crate::Standin::families().any(|f| f == c.family) {
                 return Err(err(format!("a stand-in cannot serve `{}`", c.family)));
             }
-            Ok(Arc::new(crate::Standin::new(&c.family, c.state_dir)))
+            Arc::new(crate::Standin::new(&c.family, c.state_dir))
         }
-        _ => Err(err(format!(
-            "unknown connector type `{kind}` (known: http, standin)"
-        ))),
-    }
+        _ => {
+            return Err(err(format!(
+                "unknown connector type `{kind}` (known: http, squid, suricata, clamav, standin)"
+            )));
+        }
+    })
 }
 
 /// `type = "standin"`: a simulated firewall, DNS sinkhole, NAC, IPS or directory keeping its

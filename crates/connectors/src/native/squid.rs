@@ -1,0 +1,806 @@
+//! `proxy.*` on Squid: block lists and the "monitor" policy are ACL files that squid.conf
+//! includes (see [`SquidConfig::acl_directives`]). Every change writes candidate files, has
+//! `squid -k parse` check a copy of squid.conf that points at them (a bad file never reaches
+//! the running proxy), renames them into place and runs `squid -k reconfigure`. State is read
+//! from the files.
+//!
+//! Files in `acl_dir`: `block-<list>.domains` (`dstdomain`, one `.domain` per line: the domain
+//! and its subdomains) and `block-<list>.ips` (`dst`, addresses and networks) for each block
+//! list; `monitor-detailed.*` and `monitor-full.*` for tightened addresses, whose requests are
+//! logged to a separate access log (with request headers for `full`); `pcap.txt` lists the
+//! addresses whose capture was asked for (Squid captures nothing itself: a capture tool reads it).
+
+use super::cmd::Cmd;
+use super::files::{self, Daemon};
+use crate::{ActionError, Call, Connector, input_str};
+use async_trait::async_trait;
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[connectors.NAME] type = "squid"`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SquidConfig {
+    /// The running proxy's squid.conf, which holds [`SquidConfig::acl_directives`] itself
+    /// (not through an `include`: the candidate check rewrites the ACL file paths in it).
+    pub config: PathBuf,
+    /// Directory of belay's ACL files (writable by belay, readable by Squid).
+    pub acl_dir: PathBuf,
+    /// Block list names squid.conf denies; `proxy.block` to another list is refused.
+    #[serde(default = "default_lists")]
+    pub lists: Vec<String>,
+    /// Where the monitor policy logs requests (used by `acl_directives`).
+    #[serde(default)]
+    pub monitor_log: Option<PathBuf>,
+    /// The squid program.
+    #[serde(default = "default_squid")]
+    pub squid: String,
+    /// Seconds a squid command may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_lists() -> Vec<String> {
+    vec!["belay".into()]
+}
+
+fn default_squid() -> String {
+    "squid".into()
+}
+
+fn default_timeout() -> u64 {
+    20
+}
+
+const MONITOR_LEVELS: [&str; 2] = ["detailed", "full"];
+
+impl SquidConfig {
+    /// The squid.conf lines that enforce belay's files: one deny per block list and the monitor
+    /// access log. Put them before the `http_access allow` rules.
+    pub fn acl_directives(&self) -> String {
+        let d = |name: &str| self.acl_dir.join(name).display().to_string();
+        let mut s = String::from("# belay: block lists and monitor policy (managed files)\n");
+        for list in &self.lists {
+            let id = acl_id(list);
+            s += &format!(
+                "acl belay_block_{id}_dom dstdomain -n \"{}\"\n",
+                d(&format!("block-{list}.domains"))
+            );
+            s += &format!(
+                "acl belay_block_{id}_ip dst \"{}\"\n",
+                d(&format!("block-{list}.ips"))
+            );
+            s += &format!("http_access deny belay_block_{id}_dom\n");
+            s += &format!("http_access deny belay_block_{id}_ip\n");
+        }
+        s += "logformat belay_detailed %ts.%03tu %>a %Ss/%03>Hs %rm %ru %<A %mt\n";
+        s += "logformat belay_full %ts.%03tu %>a %Ss/%03>Hs %rm %ru %<A %mt [%>h]\n";
+        let log = self
+            .monitor_log
+            .clone()
+            .unwrap_or_else(|| self.acl_dir.join("monitor.log"));
+        for level in MONITOR_LEVELS {
+            s += &format!(
+                "acl belay_mon_{level}_dom dstdomain -n \"{}\"\n",
+                d(&format!("monitor-{level}.domains"))
+            );
+            s += &format!(
+                "acl belay_mon_{level}_ip dst \"{}\"\n",
+                d(&format!("monitor-{level}.ips"))
+            );
+            s += &format!(
+                "acl belay_mon_{level} any-of belay_mon_{level}_dom belay_mon_{level}_ip\n"
+            );
+            s += &format!(
+                "access_log stdio:{} belay_{level} belay_mon_{level}\n",
+                log.display()
+            );
+        }
+        s
+    }
+}
+
+/// An ACL name part for a list name (Squid ACL names take letters, digits, `_`, `-`, `.`).
+fn acl_id(list: &str) -> String {
+    list.replace(['.', '-'], "_")
+}
+
+/// What a proxy entry names: a domain with its subdomains, or an address or network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Domain(String),
+    Net(IpNet),
+}
+
+impl Target {
+    fn parse(address: &str) -> Result<Target, ActionError> {
+        let bad = |why: &str| {
+            ActionError::permanent(format!(
+                "invalid proxy address `{}`: {why}",
+                address.chars().take(80).collect::<String>()
+            ))
+        };
+        if address.contains("://") {
+            return Err(bad(
+                "Squid blocks by domain or IP address (it sees no HTTPS paths); give the URL's domain",
+            ));
+        }
+        if let Ok(ip) = address.parse::<IpAddr>() {
+            return Ok(Target::Net(IpNet::from(ip)));
+        }
+        if address.contains('/') {
+            return address
+                .parse::<IpNet>()
+                .map(|n| Target::Net(n.trunc()))
+                .map_err(|_| bad("neither an IP address, a CIDR network nor a domain"));
+        }
+        let d = address
+            .strip_suffix('.')
+            .unwrap_or(address)
+            .to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if d.is_empty() || d.len() > 253 || !d.split('.').all(label_ok) {
+            return Err(bad("not a valid domain name"));
+        }
+        if d.split('.').all(|l| l.chars().all(|c| c.is_ascii_digit())) {
+            return Err(bad("not a valid IP address"));
+        }
+        Ok(Target::Domain(d))
+    }
+
+    /// The ACL file line: `.domain` (the domain and its subdomains), an address, or a network.
+    fn line(&self) -> String {
+        match self {
+            Target::Domain(d) => format!(".{d}"),
+            Target::Net(n) if n.prefix_len() == n.max_prefix_len() => n.addr().to_string(),
+            Target::Net(n) => n.to_string(),
+        }
+    }
+
+    fn ext(&self) -> &'static str {
+        match self {
+            Target::Domain(_) => "domains",
+            Target::Net(_) => "ips",
+        }
+    }
+
+    /// Whether an ACL file line matches this target (equal, a parent domain, a containing network).
+    fn covered_by(&self, line: &str) -> bool {
+        match self {
+            Target::Domain(d) => {
+                line.strip_prefix('.').is_some_and(|e| {
+                    d == e
+                        || (d.len() > e.len()
+                            && d.ends_with(e)
+                            && d[..d.len() - e.len()].ends_with('.'))
+                }) || line == d
+            }
+            Target::Net(n) => line
+                .parse::<IpAddr>()
+                .map(IpNet::from)
+                .or_else(|_| line.parse::<IpNet>())
+                .is_ok_and(|e| e.contains(n)),
+        }
+    }
+}
+
+/// The `proxy` connector for Squid.
+pub struct Squid {
+    config: SquidConfig,
+    /// Serializes changes: each one re-reads, checks and replaces files.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// A file to replace, and whether squid.conf reads it (then `squid -k parse` checks it).
+struct Edit {
+    path: PathBuf,
+    text: String,
+    checked: bool,
+}
+
+impl Squid {
+    pub fn new(name: &str, config: SquidConfig) -> Result<Squid, crate::http::ConfigError> {
+        let err = |message: String| crate::http::ConfigError {
+            connector: name.into(),
+            message,
+        };
+        if config.lists.is_empty() {
+            return Err(err("`lists` names no block list".into()));
+        }
+        for (i, l) in config.lists.iter().enumerate() {
+            check_list_name(l).map_err(|e| err(e.message))?;
+            if config.lists[..i].iter().any(|o| acl_id(o) == acl_id(l)) {
+                return Err(err(format!(
+                    "list `{l}` would share its Squid ACL name with another list"
+                )));
+            }
+        }
+        Ok(Squid {
+            config,
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn list(&self, input: &Value) -> Result<String, ActionError> {
+        let list = input.get("list").and_then(Value::as_str).unwrap_or("belay");
+        check_list_name(list)?;
+        if !self.config.lists.iter().any(|l| l == list) {
+            return Err(ActionError::permanent(format!(
+                "unknown block list `{list}` (configured: {})",
+                self.config.lists.join(", ")
+            )));
+        }
+        Ok(list.to_owned())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.config.acl_dir.join(name)
+    }
+
+    fn block_file(&self, list: &str, t: &Target) -> PathBuf {
+        self.path(&format!("block-{list}.{}", t.ext()))
+    }
+
+    fn monitor_file(&self, level: &str, t: &Target) -> PathBuf {
+        self.path(&format!("monitor-{level}.{}", t.ext()))
+    }
+
+    fn pcap_file(&self) -> PathBuf {
+        self.path("pcap.txt")
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.config.timeout_secs.max(1))
+    }
+
+    /// The first line of `path` matching `t` (exactly, or covering it).
+    fn find(path: &Path, t: &Target, exact: bool) -> Result<Option<String>, ActionError> {
+        let line = t.line();
+        Ok(files::read_text(path)?
+            .lines()
+            .map(str::trim)
+            .find(|l| if exact { *l == line } else { t.covered_by(l) })
+            .map(str::to_owned))
+    }
+
+    /// The edit that adds or removes `t`'s line in `path`, or None when it is already so.
+    fn edit(
+        path: PathBuf,
+        t: &Target,
+        present: bool,
+        checked: bool,
+    ) -> Result<Option<Edit>, ActionError> {
+        let text = files::read_text(&path)?;
+        let line = t.line();
+        let has = text.lines().any(|l| l.trim() == line);
+        if has == present {
+            return Ok(None);
+        }
+        let mut out: String = text
+            .lines()
+            .filter(|l| l.trim() != line)
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        if present {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        Ok(Some(Edit {
+            path,
+            text: out,
+            checked,
+        }))
+    }
+
+    /// Checks the candidate files with `squid -k parse`, puts them in place and reconfigures.
+    async fn apply(&self, edits: Vec<Edit>) -> Result<bool, ActionError> {
+        if edits.is_empty() {
+            return Ok(false);
+        }
+        std::fs::create_dir_all(&self.config.acl_dir).map_err(|e| {
+            ActionError::transient(format!(
+                "cannot create {}: {e}",
+                self.config.acl_dir.display()
+            ))
+        })?;
+        let conf_path = &self.config.config;
+        let mut conf = std::fs::read_to_string(conf_path).map_err(|e| {
+            ActionError::transient(format!("cannot read {}: {e}", conf_path.display()))
+        })?;
+        let mut staged = Vec::new();
+        for e in &edits {
+            let tmp = files::candidate(&e.path, e.text.as_bytes())?;
+            if e.checked {
+                let quoted = format!("\"{}\"", e.path.display());
+                if !conf.contains(&quoted) {
+                    return Err(ActionError::permanent(format!(
+                        "{} does not include {quoted}: add SquidConfig::acl_directives to it",
+                        conf_path.display()
+                    )));
+                }
+                conf = conf.replace(&quoted, &format!("\"{}\"", tmp.path().display()));
+            }
+            let old = files::read_text(&e.path)?;
+            staged.push((tmp, old));
+        }
+        let conf_tmp = files::candidate(&self.path("squid.conf"), conf.as_bytes())?;
+        let out = Cmd::new(&self.config.squid)
+            .args(["-k", "parse", "-f"])
+            .arg(conf_tmp.path().display().to_string())
+            .timeout(self.timeout())
+            .output()
+            .await?;
+        if !out.success() {
+            let complaint: Vec<&str> = out
+                .stderr
+                .lines()
+                .filter(|l| l.contains("FATAL") || l.contains("ERROR") || l.contains("Bungled"))
+                .take(4)
+                .collect();
+            return Err(ActionError::permanent(format!(
+                "squid rejects the change (nothing applied): {}",
+                complaint.join(" | ")
+            )));
+        }
+        let mut olds = Vec::new();
+        for ((tmp, old), e) in staged.into_iter().zip(&edits) {
+            files::persist(tmp, &e.path)?;
+            olds.push(old);
+        }
+        let reconf = Cmd::new(&self.config.squid)
+            .args(["-k", "reconfigure", "-f"])
+            .arg(conf_path.display().to_string())
+            .timeout(self.timeout())
+            .run()
+            .await;
+        if let Err(err) = reconf {
+            // The proxy did not take the change: put the files back as they were.
+            for (old, e) in olds.iter().zip(&edits) {
+                let _ = files::write_atomically(&e.path, old.as_bytes());
+            }
+            return Err(ActionError::transient(format!(
+                "squid did not reconfigure (files restored): {}",
+                err.message
+            )));
+        }
+        Ok(true)
+    }
+
+    fn policy(&self, t: &Target, exact: bool) -> Result<Value, ActionError> {
+        let mut logging = "standard";
+        for level in MONITOR_LEVELS {
+            if Self::find(&self.monitor_file(level, t), t, exact)?.is_some() {
+                logging = level;
+            }
+        }
+        let pcap = Self::find(&self.pcap_file(), t, exact)?.is_some();
+        Ok(json!({
+            "policy": if logging == "standard" { "default" } else { "tightened" },
+            "logging": logging,
+            "pcap": pcap,
+        }))
+    }
+
+    fn status(&self, address: &str) -> Result<Value, ActionError> {
+        let t = Target::parse(url_host(address).unwrap_or(address))?;
+        let mut out = self.policy(&t, false)?;
+        out["address"] = json!(address);
+        out["blocked"] = json!(false);
+        for list in &self.config.lists {
+            if let Some(m) = Self::find(&self.block_file(list, &t), &t, false)? {
+                out["blocked"] = json!(true);
+                out["matched"] = json!(m);
+                out["list"] = json!(list);
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The host of an `http(s)://` URL (what Squid matches without SSL bumping), for status reads.
+fn url_host(address: &str) -> Option<&str> {
+    let (_, rest) = address.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h);
+    }
+    Some(host.split_once(':').map_or(host, |(h, _)| h))
+}
+
+fn check_list_name(list: &str) -> Result<(), ActionError> {
+    let ok = !list.is_empty()
+        && list.len() <= 64
+        && !list.starts_with('.')
+        && list
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ActionError::permanent(format!(
+            "invalid list name `{list}`"
+        )))
+    }
+}
+
+#[async_trait]
+impl Connector for Squid {
+    fn family(&self) -> &str {
+        "proxy"
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        let address = input_str(call.input, "address")?;
+        match call.action {
+            "proxy.status" => self.status(address),
+            "proxy.block" | "proxy.unblock" => {
+                let list = self.list(call.input)?;
+                let t = Target::parse(address)?;
+                let _guard = self.lock.lock().await;
+                let add = call.action == "proxy.block";
+                let edits = Self::edit(self.block_file(&list, &t), &t, add, true)?;
+                let changed = self.apply(edits.into_iter().collect()).await?;
+                Ok(json!({ "address": address, "list": list, "changed": changed }))
+            }
+            "proxy.tighten_policy" => {
+                if call.input.get("duration").is_some_and(|d| !d.is_null()) {
+                    return Err(ActionError::permanent(
+                        "Squid cannot expire a policy by itself: tighten without `duration` and relax it later",
+                    ));
+                }
+                let level = call
+                    .input
+                    .get("logging")
+                    .and_then(Value::as_str)
+                    .unwrap_or("detailed");
+                if !MONITOR_LEVELS.contains(&level) {
+                    return Err(ActionError::permanent(format!(
+                        "invalid logging level `{level}` (detailed or full)"
+                    )));
+                }
+                let pcap = call
+                    .input
+                    .get("pcap")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                let t = Target::parse(address)?;
+                let _guard = self.lock.lock().await;
+                let mut edits = Vec::new();
+                for l in MONITOR_LEVELS {
+                    edits.extend(Self::edit(self.monitor_file(l, &t), &t, l == level, true)?);
+                }
+                edits.extend(Self::edit(self.pcap_file(), &t, pcap, false)?);
+                let changed = self.apply(edits).await?;
+                Ok(json!({ "address": address, "changed": changed }))
+            }
+            "proxy.relax_policy" => {
+                let t = Target::parse(address)?;
+                let _guard = self.lock.lock().await;
+                let mut edits = Vec::new();
+                for l in MONITOR_LEVELS {
+                    edits.extend(Self::edit(self.monitor_file(l, &t), &t, false, true)?);
+                }
+                edits.extend(Self::edit(self.pcap_file(), &t, false, false)?);
+                let changed = self.apply(edits).await?;
+                Ok(json!({ "address": address, "changed": changed }))
+            }
+            other => Err(ActionError::permanent(format!(
+                "`proxy` (squid) has no action `{other}`"
+            ))),
+        }
+    }
+
+    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+        let address = input_str(input, "address")?;
+        let t = Target::parse(address)?;
+        match action {
+            "proxy.block" | "proxy.unblock" => {
+                let list = self.list(input)?;
+                let present = Self::find(&self.block_file(&list, &t), &t, true)?.is_some();
+                Ok(json!({ "list": list, "blocked": present }))
+            }
+            "proxy.tighten_policy" | "proxy.relax_policy" => self.policy(&t, true),
+            _ => self.status(address),
+        }
+    }
+}
+
+/// A real Squid on a free loopback port, in a temporary directory, with belay's ACL files and
+/// a small HTTP origin server (`origin.belay.test` and `other.belay.test` name 127.0.0.1 in
+/// Squid's hosts file; a second origin listens on 127.0.0.2). Everything stops on drop.
+pub struct Sandbox {
+    config: SquidConfig,
+    port: u16,
+    origin_port: u16,
+    alt_port: u16,
+    origin: Vec<tokio::task::AbortHandle>,
+    _daemon: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Whether Squid is installed here.
+    pub fn available() -> Result<(), String> {
+        files::require_programs(&["squid"])
+    }
+
+    /// Starts Squid (about half a second) and the origin servers; needs a tokio runtime.
+    pub async fn start() -> Result<Sandbox, String> {
+        Self::available()?;
+        let dir = tempfile::Builder::new()
+            .prefix("belay-squid-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let root = dir.path().to_path_buf();
+        let acl_dir = root.join("acl");
+        std::fs::create_dir_all(&acl_dir).map_err(|e| format!("cannot create {acl_dir:?}: {e}"))?;
+        let (origin, origin_port, alt_port) = start_origins().await?;
+        let port = files::free_port().map_err(|e| format!("no free port: {e}"))?;
+        let config = SquidConfig {
+            config: root.join("squid.conf"),
+            acl_dir: acl_dir.clone(),
+            lists: default_lists(),
+            monitor_log: Some(root.join("monitor.log")),
+            squid: "squid".into(),
+            timeout_secs: default_timeout(),
+        };
+        let proxy_user = if files::is_root() { proxy_user() } else { None };
+        let p = |n: &str| root.join(n).display().to_string();
+        let mut conf = format!(
+            "http_port 127.0.0.1:{port}\n\
+             pid_filename {pid}\n\
+             cache deny all\n\
+             cache_mem 4 MB\n\
+             memory_pools off\n\
+             pinger_enable off\n\
+             shutdown_lifetime 0 seconds\n\
+             access_log stdio:{access}\n\
+             cache_log {cache_log}\n\
+             cache_store_log none\n\
+             coredump_dir {root}\n\
+             hosts_file {hosts}\n\
+             dns_nameservers 127.0.0.1\n",
+            pid = p("squid.pid"),
+            access = p("access.log"),
+            cache_log = p("cache.log"),
+            root = root.display(),
+            hosts = p("hosts"),
+        );
+        if let Some((name, _, _)) = &proxy_user {
+            conf += &format!("cache_effective_user {name}\n");
+        }
+        conf += &config.acl_directives();
+        conf += "http_access allow localhost\nhttp_access deny all\n";
+        let write = |name: &str, text: &str| {
+            files::write_atomically(&root.join(name), text.as_bytes()).map_err(|e| e.message)
+        };
+        write("squid.conf", &conf)?;
+        write("hosts", "127.0.0.1 origin.belay.test other.belay.test\n")?;
+        for list in &config.lists {
+            write(&format!("acl/block-{list}.domains"), "")?;
+            write(&format!("acl/block-{list}.ips"), "")?;
+        }
+        for level in MONITOR_LEVELS {
+            write(&format!("acl/monitor-{level}.domains"), "")?;
+            write(&format!("acl/monitor-{level}.ips"), "")?;
+        }
+        if let Some((_, uid, gid)) = proxy_user {
+            for p in [root.clone(), acl_dir] {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot chown {p:?}: {e}"))?;
+            }
+        }
+        let log = std::fs::File::create(root.join("squid.out"))
+            .map_err(|e| format!("cannot create squid.out: {e}"))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| format!("cannot clone a file handle: {e}"))?;
+        let child = std::process::Command::new("squid")
+            .arg("-N")
+            .arg("-f")
+            .arg(&config.config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("cannot start squid: {e}"))?;
+        let mut daemon = Daemon {
+            child,
+            name: "squid",
+        };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let started = files::wait_for(Duration::from_secs(15), "squid did not listen", || {
+            let exited = daemon.exited();
+            async move {
+                if exited.is_some() {
+                    return Some(false);
+                }
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .ok()
+                    .map(|_| true)
+            }
+        })
+        .await;
+        if started != Ok(true) {
+            let out = std::fs::read_to_string(root.join("squid.out")).unwrap_or_default();
+            let tail: Vec<&str> = out.lines().rev().take(5).collect();
+            return Err(format!(
+                "squid did not start: {} ({})",
+                started.err().unwrap_or_else(|| "it exited".into()),
+                tail.join(" | ")
+            ));
+        }
+        Ok(Sandbox {
+            config,
+            port,
+            origin_port,
+            alt_port,
+            origin,
+            _daemon: daemon,
+            dir,
+        })
+    }
+
+    /// The configuration of a connector that drives this Squid.
+    pub fn config(&self) -> SquidConfig {
+        self.config.clone()
+    }
+
+    /// The proxy's URL, for an HTTP client's proxy setting.
+    pub fn proxy_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A URL on the origin server under a name Squid's hosts file maps to 127.0.0.1
+    /// (`origin.belay.test` or `other.belay.test`).
+    pub fn url(&self, host: &str) -> String {
+        format!("http://{host}:{}/", self.origin_port)
+    }
+
+    /// A URL on the second origin server, by address (127.0.0.2).
+    pub fn ip_url(&self) -> String {
+        format!("http://127.0.0.2:{}/", self.alt_port)
+    }
+
+    /// The access log of monitored (tightened) destinations.
+    pub fn monitor_log(&self) -> PathBuf {
+        self.dir.path().join("monitor.log")
+    }
+
+    /// The proxy's general access log.
+    pub fn access_log(&self) -> PathBuf {
+        self.dir.path().join("access.log")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for h in &self.origin {
+            h.abort();
+        }
+    }
+}
+
+/// The `proxy` user's name, uid and gid, when it exists.
+fn proxy_user() -> Option<(String, u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == "proxy")
+            .then(|| Some((f[0].to_owned(), f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// Two tiny HTTP servers (127.0.0.1 and 127.0.0.2) answering 200 "belay origin" to anything.
+async fn start_origins() -> Result<(Vec<tokio::task::AbortHandle>, u16, u16), String> {
+    let mut handles = Vec::new();
+    let mut ports = Vec::new();
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let listener = tokio::net::TcpListener::bind((ip, 0))
+            .await
+            .map_err(|e| format!("cannot listen on {ip}: {e}"))?;
+        ports.push(
+            listener
+                .local_addr()
+                .map_err(|e| format!("no local address: {e}"))?
+                .port(),
+        );
+        handles.push(tokio::spawn(serve_origin(listener)).abort_handle());
+    }
+    Ok((handles, ports[0], ports[1]))
+}
+
+async fn serve_origin(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut sock, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut seen = 0;
+            while seen < buf.len() {
+                match sock.read(&mut buf[seen..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen += n,
+                }
+                if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let body = "belay origin\n";
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_strictly() {
+        assert_eq!(
+            Target::parse("Evil.Example.").unwrap().line(),
+            ".evil.example"
+        );
+        assert_eq!(Target::parse("203.0.113.7").unwrap().line(), "203.0.113.7");
+        assert_eq!(
+            Target::parse("198.51.100.9/24").unwrap().line(),
+            "198.51.100.0/24"
+        );
+        assert_eq!(
+            Target::parse("2001:db8::/32").unwrap().line(),
+            "2001:db8::/32"
+        );
+        for bad in [
+            "http://evil.example/x",
+            "evil..example",
+            "-evil.example",
+            "1.2.3.400",
+            "10.0.0.0/33",
+            "a b",
+            "evil.example/path",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(
+            url_host("http://u@Evil.example:8080/x?y"),
+            Some("Evil.example")
+        );
+        assert_eq!(url_host("https://[2001:db8::1]:443/"), Some("2001:db8::1"));
+        assert_eq!(url_host("evil.example"), None);
+    }
+
+    #[test]
+    fn coverage() {
+        let t = Target::parse("a.evil.example").unwrap();
+        assert!(t.covered_by(".evil.example"));
+        assert!(t.covered_by(".a.evil.example"));
+        assert!(!t.covered_by(".vil.example"));
+        let ip = Target::parse("198.51.100.7").unwrap();
+        assert!(ip.covered_by("198.51.100.0/24"));
+        assert!(ip.covered_by("198.51.100.7"));
+        assert!(!ip.covered_by("198.51.101.0/24"));
+    }
+}

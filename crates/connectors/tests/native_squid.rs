@@ -1,0 +1,330 @@
+//! `proxy.*` against a real Squid (`squid::Sandbox`): requests through the proxy show each change.
+
+use belay_connectors::native::squid::{Sandbox, Squid};
+use belay_connectors::{Call, Connector};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Starts a sandbox, or says why not and returns None (fails under BELAY_REQUIRE_NATIVE=1).
+async fn sandbox() -> Option<(Sandbox, Squid)> {
+    if let Err(why) = Sandbox::available() {
+        assert!(
+            std::env::var("BELAY_REQUIRE_NATIVE").as_deref() != Ok("1"),
+            "Squid is required (BELAY_REQUIRE_NATIVE=1): {why}"
+        );
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let sb = Sandbox::start().await.expect("squid sandbox");
+    let squid = Squid::new("proxy", sb.config()).expect("connector");
+    Some((sb, squid))
+}
+
+async fn call(
+    c: &Squid,
+    action: &str,
+    input: Value,
+) -> Result<Value, belay_connectors::ActionError> {
+    c.call(Call {
+        action,
+        input: &input,
+        idempotency_key: Some("run/step"),
+    })
+    .await
+}
+
+fn client(sb: &Sandbox) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(sb.proxy_url()).expect("proxy url"))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+/// Polls a URL through the proxy until it answers `want` (Squid reconfigures asynchronously).
+async fn expect_status(sb: &Sandbox, client: &reqwest::Client, url: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match client.get(url).send().await {
+            Ok(r) if r.status().as_u16() == want => return,
+            Ok(r) => last = format!("status {}", r.status()),
+            Err(e) => last = format!("error {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(sb.access_log()).unwrap_or_default();
+    panic!("{url} did not answer {want} through the proxy (last: {last}); access log:\n{log}");
+}
+
+#[tokio::test]
+async fn block_domain_then_roll_back() {
+    let Some((sb, squid)) = sandbox().await else {
+        return;
+    };
+    let http = client(&sb);
+    let url = sb.url("origin.belay.test");
+    expect_status(&sb, &http, &url, 200).await;
+
+    let input = json!({"address": "origin.belay.test", "list": "belay"});
+    let before = squid
+        .read_state("proxy.block", &input)
+        .await
+        .expect("state");
+    assert_eq!(before, json!({"list": "belay", "blocked": false}));
+    let out = call(&squid, "proxy.block", input.clone())
+        .await
+        .expect("block");
+    assert_eq!(out["changed"], json!(true));
+    assert_eq!(
+        squid
+            .read_state("proxy.block", &input)
+            .await
+            .expect("state"),
+        json!({"list": "belay", "blocked": true})
+    );
+    expect_status(&sb, &http, &url, 403).await;
+    // A subdomain of a blocked domain is blocked; another domain is not.
+    let status = call(
+        &squid,
+        "proxy.status",
+        json!({"address": "http://www.origin.belay.test/login?x=1"}),
+    )
+    .await
+    .expect("status");
+    assert_eq!(status["blocked"], json!(true));
+    assert_eq!(status["matched"], json!(".origin.belay.test"));
+    expect_status(&sb, &http, &sb.url("other.belay.test"), 200).await;
+
+    let again = call(&squid, "proxy.block", input.clone())
+        .await
+        .expect("block again");
+    assert_eq!(
+        again["changed"],
+        json!(false),
+        "a repeated block is a no-op"
+    );
+
+    // Roll back with the catalog's inverse.
+    let out = call(&squid, "proxy.unblock", input.clone())
+        .await
+        .expect("unblock");
+    assert_eq!(out["changed"], json!(true));
+    assert_eq!(
+        squid
+            .read_state("proxy.unblock", &input)
+            .await
+            .expect("state"),
+        before
+    );
+    expect_status(&sb, &http, &url, 200).await;
+    let again = call(&squid, "proxy.unblock", input)
+        .await
+        .expect("unblock again");
+    assert_eq!(again["changed"], json!(false));
+}
+
+#[tokio::test]
+async fn block_ip_address() {
+    let Some((sb, squid)) = sandbox().await else {
+        return;
+    };
+    let http = client(&sb);
+    expect_status(&sb, &http, &sb.ip_url(), 200).await;
+    let input = json!({"address": "127.0.0.2"});
+    assert_eq!(
+        call(&squid, "proxy.block", input.clone())
+            .await
+            .expect("block")["changed"],
+        json!(true)
+    );
+    expect_status(&sb, &http, &sb.ip_url(), 403).await;
+    expect_status(&sb, &http, &sb.url("origin.belay.test"), 200).await;
+    call(&squid, "proxy.unblock", input).await.expect("unblock");
+    expect_status(&sb, &http, &sb.ip_url(), 200).await;
+}
+
+#[tokio::test]
+async fn tightened_destination_is_logged_separately() {
+    let Some((sb, squid)) = sandbox().await else {
+        return;
+    };
+    let http = client(&sb);
+    let input = json!({"address": "other.belay.test", "logging": "full", "pcap": true});
+    let before = squid
+        .read_state("proxy.tighten_policy", &input)
+        .await
+        .expect("state");
+    assert_eq!(
+        before,
+        json!({"policy": "default", "logging": "standard", "pcap": false})
+    );
+    let out = call(&squid, "proxy.tighten_policy", input.clone())
+        .await
+        .expect("tighten");
+    assert_eq!(out["changed"], json!(true));
+    assert_eq!(
+        squid
+            .read_state("proxy.tighten_policy", &input)
+            .await
+            .expect("state"),
+        json!({"policy": "tightened", "logging": "full", "pcap": true})
+    );
+    let again = call(&squid, "proxy.tighten_policy", input.clone())
+        .await
+        .expect("tighten again");
+    assert_eq!(again["changed"], json!(false));
+
+    // Requests to the monitored name reach the monitor log (with headers); others do not.
+    let url = sb.url("other.belay.test");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = http.get(&url).header("X-Belay-Probe", "1").send().await;
+        let _ = http.get(sb.url("origin.belay.test")).send().await;
+        let log = std::fs::read_to_string(sb.monitor_log()).unwrap_or_default();
+        if log.contains("http://other.belay.test") {
+            assert!(
+                log.to_ascii_lowercase().contains("x-belay-probe"),
+                "full logging has headers: {log}"
+            );
+            assert!(
+                !log.contains("origin.belay.test"),
+                "only monitored names: {log}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no monitor log entry: {log:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Roll back with the catalog's inverse (it carries logging and pcap along).
+    let out = call(&squid, "proxy.relax_policy", input.clone())
+        .await
+        .expect("relax");
+    assert_eq!(out["changed"], json!(true));
+    assert_eq!(
+        squid
+            .read_state("proxy.relax_policy", &input)
+            .await
+            .expect("state"),
+        before
+    );
+    let status = call(
+        &squid,
+        "proxy.status",
+        json!({"address": "other.belay.test"}),
+    )
+    .await
+    .expect("status");
+    assert_eq!(status["policy"], json!("default"));
+    assert_eq!(status["blocked"], json!(false));
+    // After the reconfigure, new requests are no longer monitored.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    expect_status(&sb, &http, &url, 200).await;
+    let lines = std::fs::read_to_string(sb.monitor_log())
+        .unwrap_or_default()
+        .lines()
+        .count();
+    for _ in 0..3 {
+        expect_status(&sb, &http, &url, 200).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = std::fs::read_to_string(sb.monitor_log())
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert_eq!(lines, after, "relaxed destination still logged");
+}
+
+#[tokio::test]
+async fn bad_input_changes_nothing() {
+    let Some((sb, squid)) = sandbox().await else {
+        return;
+    };
+    let acl = sb.config().acl_dir;
+    let snapshot = || {
+        let mut v: Vec<(String, String)> = std::fs::read_dir(&acl)
+            .expect("acl dir")
+            .map(|e| {
+                let e = e.expect("entry");
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(e.path()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot();
+    for (action, input) in [
+        ("proxy.block", json!({"address": "evil..example"})),
+        ("proxy.block", json!({"address": "bad_domain$.example"})),
+        ("proxy.block", json!({"address": "1.2.3.999"})),
+        ("proxy.block", json!({"address": "10.0.0.0/40"})),
+        ("proxy.block", json!({"address": "http://evil.example/x"})),
+        (
+            "proxy.block",
+            json!({"address": "evil.example", "list": "nope"}),
+        ),
+        (
+            "proxy.tighten_policy",
+            json!({"address": "evil.example", "duration": "1h"}),
+        ),
+    ] {
+        let err = call(&squid, action, input.clone())
+            .await
+            .expect_err("bad input must fail");
+        assert_eq!(
+            err.kind,
+            belay_connectors::ErrorKind::Permanent,
+            "{input}: {err}"
+        );
+    }
+    assert_eq!(snapshot(), before, "a refused change touches no file");
+    // Squid still serves.
+    expect_status(&sb, &client(&sb), &sb.url("origin.belay.test"), 200).await;
+}
+
+#[tokio::test]
+async fn squid_rejects_a_bad_file_before_it_reaches_the_proxy() {
+    let Some((sb, squid)) = sandbox().await else {
+        return;
+    };
+    let http = client(&sb);
+    // Someone left a line Squid cannot parse in the list: the next change must not apply it.
+    let ips = sb.config().acl_dir.join("block-belay.ips");
+    std::fs::write(&ips, "not-an-address..[\n").expect("write");
+    let err = call(&squid, "proxy.block", json!({"address": "127.0.0.2"}))
+        .await
+        .expect_err("squid -k parse must refuse the candidate");
+    assert!(err.message.contains("squid rejects"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&ips).expect("read"),
+        "not-an-address..[\n",
+        "the list is untouched"
+    );
+    // The running proxy never saw it and still serves.
+    expect_status(&sb, &http, &sb.ip_url(), 200).await;
+}
+
+#[test]
+fn built_from_configuration() {
+    let table: toml::Table = toml::from_str(
+        r#"
+        config = "/etc/squid/squid.conf"
+        acl_dir = "/etc/squid/belay"
+        lists = ["belay", "intel"]
+        "#,
+    )
+    .expect("toml");
+    let c = belay_connectors::native::build("proxy", "squid", table).expect("squid connector");
+    assert_eq!(c.family(), "proxy");
+    let bad: toml::Table =
+        toml::from_str("config = \"/x\"\nacl_dir = \"/y\"\nport = 3").expect("toml");
+    let err = belay_connectors::native::build("proxy", "squid", bad)
+        .err()
+        .expect("unknown keys are refused");
+    assert!(err.message.contains("port"), "{}", err.message);
+}
