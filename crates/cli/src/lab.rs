@@ -44,6 +44,9 @@ pub enum LabCommand {
         fault_rate: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Use stand-ins even for the components this machine could run for real.
+        #[arg(long)]
+        no_real: bool,
     },
 }
 
@@ -53,15 +56,22 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
             dir,
             fault_rate,
             seed,
+            no_real,
         } => {
             if !(0.0..=1.0).contains(&fault_rate) {
                 bail!("--fault-rate must be between 0 and 1, found {fault_rate}");
             }
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            let env =
-                crate::labenv::LabEnv::start(&dir, &crate::labenv::Options { fault_rate, seed })
-                    .await?;
+            let env = crate::labenv::LabEnv::start(
+                &dir,
+                &crate::labenv::Options {
+                    fault_rate,
+                    seed,
+                    real: !no_real,
+                },
+            )
+            .await?;
             for c in &env.components {
                 println!(
                     "  {:<10} {} {}",

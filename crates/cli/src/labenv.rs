@@ -58,6 +58,8 @@ pub struct Options {
     /// Share of lab API requests that get an injected fault.
     pub fault_rate: f64,
     pub seed: u64,
+    /// Start the system components this machine can run (else stand-ins for all).
+    pub real: bool,
 }
 
 impl Default for Options {
@@ -65,6 +67,54 @@ impl Default for Options {
         Options {
             fault_rate: 0.0,
             seed: 1,
+            real: true,
+        }
+    }
+}
+
+/// The real components started for an environment, by family: connector type, settings, label.
+#[derive(Default)]
+struct Real {
+    configs: std::collections::HashMap<&'static str, (&'static str, toml::Table, String)>,
+    unusable: std::collections::HashMap<&'static str, String>,
+    sandboxes: Vec<Box<dyn Send + Sync>>,
+}
+
+impl Real {
+    fn add<C: serde::Serialize>(
+        &mut self,
+        family: &'static str,
+        kind: &'static str,
+        config: &C,
+        what: &str,
+    ) {
+        match toml::Table::try_from(config) {
+            Ok(t) => {
+                self.configs.insert(family, (kind, t, what.to_owned()));
+            }
+            Err(e) => {
+                self.unusable
+                    .insert(family, format!("{kind} settings: {e}"));
+            }
+        }
+    }
+
+    /// Starts every component that is installed and usable; says why for the others.
+    async fn start_all(&mut self) {
+        use belay_connectors::native::suricata;
+        match suricata::Sandbox::start().await {
+            Ok(sb) => {
+                self.add(
+                    "ips",
+                    "suricata",
+                    &sb.config(),
+                    "Suricata (real, IDS in its own network namespace)",
+                );
+                self.sandboxes.push(Box::new(sb));
+            }
+            Err(e) => {
+                self.unusable.insert("ips", e);
+            }
         }
     }
 }
@@ -82,6 +132,8 @@ pub struct LabEnv {
     pub config: PathBuf,
     pub lab: Option<LabHandle>,
     pub components: Vec<Component>,
+    /// The real components started for it; dropping them stops them.
+    _sandboxes: Vec<Box<dyn Send + Sync>>,
 }
 
 impl LabEnv {
@@ -145,15 +197,38 @@ impl LabEnv {
                 real: false,
             });
         }
+        let mut real = Real::default();
+        if options.real {
+            real.start_all().await;
+        }
         for family in belay_connectors::Standin::families() {
+            if let Some((kind, settings, what)) = real.configs.remove(family) {
+                let mut table = settings;
+                table.insert("type".into(), toml::Value::String(kind.into()));
+                let mut connectors = toml::Table::new();
+                connectors.insert(family.into(), toml::Value::Table(table));
+                let mut root = toml::Table::new();
+                root.insert("connectors".into(), toml::Value::Table(connectors));
+                writeln!(toml, "{}", toml::to_string(&root)?)?;
+                components.push(Component {
+                    family,
+                    served_by: what,
+                    real: true,
+                });
+                continue;
+            }
             writeln!(
                 toml,
                 "[connectors.{family}]\ntype = \"standin\"\nfamily = \"{family}\"\nstate_dir = \"{}\"\n",
                 p(dir.join("standin"))
             )?;
+            let why = real
+                .unusable
+                .remove(family)
+                .unwrap_or_else(|| "the real component is not usable here".into());
             components.push(Component {
                 family,
-                served_by: "stand-in (simulated; the real component is not usable here)".into(),
+                served_by: format!("stand-in, simulated ({why})"),
                 real: false,
             });
         }
@@ -163,6 +238,7 @@ impl LabEnv {
             config,
             lab: Some(lab),
             components,
+            _sandboxes: real.sandboxes,
         })
     }
 
