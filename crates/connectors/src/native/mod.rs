@@ -3,8 +3,9 @@
 //! state before and after a change, and is idempotent by construction (adding what is present, or
 //! removing what is absent, reports `changed: false`).
 
-#[allow(dead_code)] // until the first native connector lands
 pub(crate) mod cmd;
+pub mod nftables;
+pub mod unbound;
 
 use crate::Connector;
 use crate::http::ConfigError;
@@ -20,10 +21,19 @@ pub fn build(
         connector: name.into(),
         message,
     };
-    let _ = settings;
-    Err(err(format!(
-        "unknown connector type `{kind}` (known: http)"
-    )))
+    Ok(match kind {
+        "nftables" => {
+            Arc::new(nftables::Nftables::new(name, self::settings(name, settings)?).map_err(err)?)
+        }
+        "unbound" => {
+            Arc::new(unbound::Unbound::new(name, self::settings(name, settings)?).map_err(err)?)
+        }
+        _ => {
+            return Err(err(format!(
+                "unknown connector type `{kind}` (known: http, nftables, unbound, gpasswd)"
+            )));
+        }
+    })
 }
 
 /// Deserializes a connector's settings table into its typed configuration.
