@@ -4,8 +4,8 @@
 //! (every name under D gets that answer); an NXDOMAIN one is `local_zone D always_nxdomain`.
 //! Removing one is `local_zone_remove D` (which drops its data too). Runtime zones vanish when
 //! Unbound restarts: re-applying the change restores them (and reports `changed: true`).
-//! A zone D that the configuration declares with another type is replaced by the sinkhole and
-//! is gone after unsinkholing until Unbound reloads its configuration.
+//! A domain that already has a local zone of another type (from Unbound's configuration) is
+//! refused: the sinkhole would replace that zone, and removing it would not bring it back.
 
 use super::cmd::Cmd;
 use crate::{ActionError, Call, Connector, input_str};
@@ -211,6 +211,12 @@ impl Unbound {
         if now == wanted {
             out["changed"] = json!(false);
             return Ok(out);
+        }
+        if let Some(other) = now.kind.as_deref().filter(|_| now.mode().is_none()) {
+            return Err(ActionError::permanent(format!(
+                "`{domain}` already has a local zone of type {other} (from Unbound's \
+                 configuration?); a sinkhole would replace it for good"
+            )));
         }
         if now.kind.is_some() {
             self.ctl(&["local_zone_remove", &domain]).await?;
