@@ -4,6 +4,7 @@
 //! removing what is absent, reports `changed: false`).
 
 pub(crate) mod cmd;
+pub mod directory;
 pub mod nftables;
 pub mod unbound;
 
@@ -27,6 +28,9 @@ pub fn build(
         }
         "unbound" => {
             Arc::new(unbound::Unbound::new(name, self::settings(name, settings)?).map_err(err)?)
+        }
+        "gpasswd" => {
+            Arc::new(directory::Gpasswd::new(name, self::settings(name, settings)?).map_err(err)?)
         }
         _ => {
             return Err(err(format!(
