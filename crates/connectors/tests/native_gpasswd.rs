@@ -24,6 +24,43 @@ async fn call(c: &Gpasswd, action: &str, input: Value) -> Result<Value, ActionEr
         idempotency_key: Some("test/key"),
     })
     .await
+    .inspect(|out| check_outputs(action, out))
+}
+
+fn catalog() -> &'static belay_playbook::Catalog {
+    static CATALOG: std::sync::OnceLock<belay_playbook::Catalog> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(belay_playbook::Catalog::builtin)
+}
+
+/// The output carries only fields the catalog declares for the action.
+fn check_outputs(action: &str, out: &Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    for key in out.as_object().expect("an object").keys() {
+        assert!(
+            spec.outputs["properties"].get(key).is_some(),
+            "{action} returns undeclared `{key}`: {out}"
+        );
+    }
+}
+
+/// The catalog's undo of a change made with `input` on a target that was `before`, checked
+/// against the undo action's input schema.
+fn inverse(action: &str, input: &Value, before: &Value) -> (String, Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    spec.validate_input(input).expect("valid input");
+    let undo = spec
+        .inverse
+        .as_ref()
+        .expect("an inverse")
+        .resolve(input, before);
+    let name = undo["action"].as_str().expect("action").to_owned();
+    let with = undo["with"].clone();
+    catalog()
+        .get(&name)
+        .expect("inverse in the catalog")
+        .validate_input(&with)
+        .expect("valid undo input");
+    (name, with)
 }
 
 fn host_files() -> Vec<Vec<u8>> {
@@ -80,14 +117,12 @@ async fn reverts_an_escalation_and_puts_it_back() {
     );
 
     // The catalog's inverse: directory.add_member with [user, group, host].
-    let out = call(&dir, "directory.add_member", input.clone())
-        .await
-        .expect("adds back");
+    let (undo, with) = inverse("directory.remove_member", &input, &before);
+    assert_eq!(undo, "directory.add_member");
+    let out = call(&dir, &undo, with.clone()).await.expect("adds back");
     assert_eq!(out["changed"], true);
     assert_eq!(
-        call(&dir, "directory.add_member", input.clone())
-            .await
-            .expect("repeat")["changed"],
+        call(&dir, &undo, with).await.expect("repeat")["changed"],
         false
     );
     let line = sb.run(&["getent", "group", "cfo-admins"]).expect("getent");

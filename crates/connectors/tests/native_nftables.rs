@@ -26,6 +26,43 @@ async fn call(c: &Nftables, action: &str, input: Value) -> Result<Value, ActionE
         idempotency_key: Some("test/key"),
     })
     .await
+    .inspect(|out| check_outputs(action, out))
+}
+
+fn catalog() -> &'static belay_playbook::Catalog {
+    static CATALOG: std::sync::OnceLock<belay_playbook::Catalog> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(belay_playbook::Catalog::builtin)
+}
+
+/// The output carries only fields the catalog declares for the action.
+fn check_outputs(action: &str, out: &Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    for key in out.as_object().expect("an object").keys() {
+        assert!(
+            spec.outputs["properties"].get(key).is_some(),
+            "{action} returns undeclared `{key}`: {out}"
+        );
+    }
+}
+
+/// The catalog's undo of a change made with `input` on a target that was `before`, checked
+/// against the undo action's input schema.
+fn inverse(action: &str, input: &Value, before: &Value) -> (String, Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    spec.validate_input(input).expect("valid input");
+    let undo = spec
+        .inverse
+        .as_ref()
+        .expect("an inverse")
+        .resolve(input, before);
+    let name = undo["action"].as_str().expect("action").to_owned();
+    let with = undo["with"].clone();
+    catalog()
+        .get(&name)
+        .expect("inverse in the catalog")
+        .validate_input(&with)
+        .expect("valid undo input");
+    (name, with)
 }
 
 async fn state(c: &Nftables, action: &str, input: Value) -> Value {
@@ -56,10 +93,8 @@ async fn blocks_ipv4_and_ipv6_egress_and_unblocks_them() {
     );
 
     let input = json!({ "address": v4.to_string(), "set": "egress", "reason": "intel feed X" });
-    assert_eq!(
-        state(&fw, "firewall.block_ip", input.clone()).await["present"],
-        false
-    );
+    let before4 = state(&fw, "firewall.block_ip", input.clone()).await;
+    assert_eq!(before4["present"], false);
     let out = call(&fw, "firewall.block_ip", input.clone())
         .await
         .expect("blocks");
@@ -78,6 +113,7 @@ async fn blocks_ipv4_and_ipv6_egress_and_unblocks_them() {
     assert_eq!(again["changed"], false);
 
     let input6 = json!({ "address": v6.to_string(), "set": "egress" });
+    let before6 = state(&fw, "firewall.block_ip", input6.clone()).await;
     assert_eq!(
         call(&fw, "firewall.block_ip", input6.clone())
             .await
@@ -91,16 +127,13 @@ async fn blocks_ipv4_and_ipv6_egress_and_unblocks_them() {
     assert_eq!(status["blocked"], true);
     assert_eq!(status["matched"], v6.to_string());
 
-    // The catalog's inverse: firewall.unblock_ip with [address, set].
-    for i in [&input, &input6] {
-        let undo = json!({ "address": i["address"], "set": "egress" });
-        let out = call(&fw, "firewall.unblock_ip", undo.clone())
-            .await
-            .expect("unblocks");
+    // Rolled back with the catalog's inverse: firewall.unblock_ip with [address, set].
+    for (i, before) in [(&input, &before4), (&input6, &before6)] {
+        let (undo, with) = inverse("firewall.block_ip", i, before);
+        assert_eq!(undo, "firewall.unblock_ip");
+        let out = call(&fw, &undo, with.clone()).await.expect("unblocks");
         assert_eq!(out["changed"], true);
-        let again = call(&fw, "firewall.unblock_ip", undo)
-            .await
-            .expect("repeat");
+        let again = call(&fw, &undo, with).await.expect("repeat");
         assert_eq!(again["changed"], false);
     }
     assert!(reachable(&sb, v4) && reachable(&sb, v6), "reachable again");
@@ -181,6 +214,35 @@ async fn a_timed_block_lapses_by_itself() {
 }
 
 #[tokio::test]
+async fn undoing_an_unblock_restores_the_remaining_timeout_and_reason() {
+    let Some(sb) = sandbox() else { return };
+    let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
+    let v4 = sb.server_v4().to_string();
+    let block = json!({ "address": v4, "timeout": "1h", "reason": "C2 server" });
+    call(&fw, "firewall.block_ip", block).await.expect("blocks");
+    let unblock = json!({ "address": v4 });
+    let before = state(&fw, "firewall.unblock_ip", unblock.clone()).await;
+    let out = call(&fw, "firewall.unblock_ip", unblock.clone())
+        .await
+        .expect("unblocks");
+    assert_eq!(out["changed"], true);
+    assert!(reachable(&sb, sb.server_v4()));
+    // The catalog's inverse takes the remaining timeout and the comment from the before-state.
+    let (undo, with) = inverse("firewall.unblock_ip", &unblock, &before);
+    assert_eq!(undo, "firewall.block_ip");
+    assert_eq!(with["reason"], "C2 server");
+    assert_eq!(
+        call(&fw, &undo, with).await.expect("re-blocks")["changed"],
+        true
+    );
+    let after = state(&fw, "firewall.block_ip", unblock).await;
+    let timeout = after["timeout"].as_u64().expect("timed");
+    assert!((3590..=3600).contains(&timeout), "{after}");
+    assert_eq!(after["comment"], "C2 server");
+    assert!(!reachable(&sb, sb.server_v4()), "blocked again");
+}
+
+#[tokio::test]
 async fn quarantine_by_mac_and_by_ip_cuts_the_device_off() {
     let Some(sb) = sandbox() else { return };
     let nac = Nftables::new("nac", sb.nac_config()).expect("config");
@@ -220,7 +282,8 @@ async fn quarantine_by_mac_and_by_ip_cuts_the_device_off() {
         false
     );
     // The catalog's inverse: nac.release with [device].
-    let release = json!({ "device": input["device"] });
+    let (undo, release) = inverse("nac.quarantine", &input, &json!({ "quarantined": false }));
+    assert_eq!(undo, "nac.release");
     assert_eq!(
         call(&nac, "nac.release", release.clone())
             .await

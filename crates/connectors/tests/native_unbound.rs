@@ -24,6 +24,43 @@ async fn call(c: &Unbound, action: &str, input: Value) -> Result<Value, ActionEr
         idempotency_key: Some("test/key"),
     })
     .await
+    .inspect(|out| check_outputs(action, out))
+}
+
+fn catalog() -> &'static belay_playbook::Catalog {
+    static CATALOG: std::sync::OnceLock<belay_playbook::Catalog> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(belay_playbook::Catalog::builtin)
+}
+
+/// The output carries only fields the catalog declares for the action.
+fn check_outputs(action: &str, out: &Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    for key in out.as_object().expect("an object").keys() {
+        assert!(
+            spec.outputs["properties"].get(key).is_some(),
+            "{action} returns undeclared `{key}`: {out}"
+        );
+    }
+}
+
+/// The catalog's undo of a change made with `input` on a target that was `before`, checked
+/// against the undo action's input schema.
+fn inverse(action: &str, input: &Value, before: &Value) -> (String, Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    spec.validate_input(input).expect("valid input");
+    let undo = spec
+        .inverse
+        .as_ref()
+        .expect("an inverse")
+        .resolve(input, before);
+    let name = undo["action"].as_str().expect("action").to_owned();
+    let with = undo["with"].clone();
+    catalog()
+        .get(&name)
+        .expect("inverse in the catalog")
+        .validate_input(&with)
+        .expect("valid undo input");
+    (name, with)
 }
 
 async fn state(c: &Unbound, input: Value) -> Value {
@@ -53,7 +90,8 @@ async fn sinkholes_a_domain_and_its_subdomains_then_restores_them() {
     );
 
     let input = json!({ "domain": "Phish.Example.com.", "answer": "10.1.2.3", "ttl": 60 });
-    assert_eq!(state(&dns, input.clone()).await["sinkholed"], false);
+    let before = state(&dns, input.clone()).await;
+    assert_eq!(before["sinkholed"], false);
     let out = call(&dns, "dns.sinkhole_domain", input.clone())
         .await
         .expect("sinkholes");
@@ -94,7 +132,8 @@ async fn sinkholes_a_domain_and_its_subdomains_then_restores_them() {
     assert_eq!(again["changed"], false);
 
     // The catalog's inverse: dns.unsinkhole_domain with [domain, mode, answer].
-    let undo = json!({ "domain": input["domain"], "mode": "redirect", "answer": "10.1.2.3" });
+    let (action, undo) = inverse("dns.sinkhole_domain", &input, &before);
+    assert_eq!(action, "dns.unsinkhole_domain");
     let out = call(&dns, "dns.unsinkhole_domain", undo.clone())
         .await
         .expect("unsinkholes");
@@ -143,6 +182,24 @@ async fn nxdomain_mode_ipv6_answers_and_the_default_answer() {
         [ip("192.0.2.10")],
         "the parent is untouched"
     );
+    // Unsinkholed by hand (domain only), then that undone: the mode comes from the state.
+    let by_hand = json!({ "domain": nx["domain"] });
+    let before = state(&dns, by_hand.clone()).await;
+    let out = call(&dns, "dns.unsinkhole_domain", by_hand.clone())
+        .await
+        .expect("undo");
+    assert_eq!(out["changed"], true);
+    assert_eq!(a(&sb, "www.example.com"), [ip("192.0.2.10")]);
+    let (action, redo) = inverse("dns.unsinkhole_domain", &by_hand, &before);
+    assert_eq!(
+        (action.as_str(), redo["mode"].as_str()),
+        ("dns.sinkhole_domain", Some("nxdomain"))
+    );
+    assert_eq!(
+        call(&dns, &action, redo).await.expect("redo")["changed"],
+        true
+    );
+    assert_eq!(sb.query("www.example.com", false).expect("query").rcode, 3);
     assert_eq!(
         call(&dns, "dns.unsinkhole_domain", nx).await.expect("undo")["changed"],
         true

@@ -79,6 +79,9 @@ impl Default for NftablesConfig {
     }
 }
 
+/// `PROTOCOL FIELD @SET drop`, e.g. `ip daddr @egress_v4 drop`.
+type DropRule = (&'static str, &'static str, String);
+
 /// The `nftables` connector.
 pub struct Nftables {
     config: NftablesConfig,
@@ -201,8 +204,7 @@ impl Nftables {
                 comment: None,
             }))
         };
-        // (chain, hook, rules as (protocol, field, set))
-        let mut chains: Vec<(&str, NfHook, Vec<(&str, &str, String)>)> = Vec::new();
+        let mut chains: Vec<(&str, NfHook, Vec<DropRule>)> = Vec::new();
         match self.config.family {
             Role::Firewall => {
                 let flags = [SetFlag::Interval, SetFlag::Timeout];
