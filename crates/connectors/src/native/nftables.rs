@@ -8,6 +8,9 @@
 //! Interval sets refuse overlapping elements, so blocking an address already covered by a
 //! blocked network changes nothing (`changed: false`; `firewall.status` names the network),
 //! and blocking a network that contains blocked elements is refused with the elements named.
+//! Blocking an element already present keeps it as it is (its timeout and comment).
+//! The chains (`firewall_output`, `firewall_forward`; `nac_input`, `nac_forward`, `nac_output`)
+//! belong to the connector: their rules are rewritten with every change.
 
 use super::cmd::Cmd;
 use crate::{ActionError, Call, Connector, input_str};
@@ -98,7 +101,7 @@ fn valid_name(s: &str) -> bool {
 }
 
 impl Nftables {
-    /// Checks the configuration's names.
+    /// Checks the configuration's names; touches nothing until the first change.
     pub fn new(name: &str, config: NftablesConfig) -> Result<Self, String> {
         let _ = name;
         let mut names: Vec<&str> = vec![config.table.as_str(), config.quarantine.as_str()];
