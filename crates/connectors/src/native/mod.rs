@@ -4,11 +4,13 @@
 //! removing what is absent, reports `changed: false`).
 
 pub mod clamav;
-#[allow(dead_code)] // until the first native connector lands
 pub(crate) mod cmd;
+pub mod directory;
 pub(crate) mod files;
+pub mod nftables;
 pub mod squid;
 pub mod suricata;
+pub mod unbound;
 
 use crate::Connector;
 use crate::http::ConfigError;
@@ -31,6 +33,15 @@ pub fn build(
             self::settings(name, settings)?,
         )?),
         "clamav" => Arc::new(clamav::Clamav::new(name, self::settings(name, settings)?)?),
+        "nftables" => {
+            Arc::new(nftables::Nftables::new(name, self::settings(name, settings)?).map_err(err)?)
+        }
+        "unbound" => {
+            Arc::new(unbound::Unbound::new(name, self::settings(name, settings)?).map_err(err)?)
+        }
+        "gpasswd" => {
+            Arc::new(directory::Gpasswd::new(name, self::settings(name, settings)?).map_err(err)?)
+        }
         "standin" => {
             let c: StandinConfig = self::settings(name, settings)?;
             if !crate::Standin::families().any(|f| f == c.family) {
@@ -40,7 +51,8 @@ pub fn build(
         }
         _ => {
             return Err(err(format!(
-                "unknown connector type `{kind}` (known: http, squid, suricata, clamav, standin)"
+                "unknown connector type `{kind}` (known: http, nftables, unbound, gpasswd, \
+                 squid, suricata, clamav, standin)"
             )));
         }
     })

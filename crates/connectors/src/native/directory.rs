@@ -1,0 +1,405 @@
+//! `directory.*` on one host's local groups: `gpasswd -a|-d USER GROUP` and `getent group`.
+//!
+//! Membership means being listed in the group's member list (`/etc/group`); a user whose
+//! primary group it is does not count (gpasswd cannot remove that). `command_prefix` runs every
+//! command elsewhere, e.g. through `nsenter` in another mount namespace, or `ssh HOST`.
+
+use super::cmd::Cmd;
+use crate::{ActionError, Call, Connector, input_str};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `[connectors.NAME] type = "gpasswd"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpasswdConfig {
+    /// Prepended to every command, e.g. `["nsenter", "-t", "PID", "-m", "--"]`.
+    pub command_prefix: Vec<String>,
+    /// The host names whose groups this connector manages (the `host` input must be one of
+    /// them); this machine's host name when empty.
+    pub hosts: Vec<String>,
+    /// The `gpasswd` program.
+    pub gpasswd: String,
+    /// The `getent` program.
+    pub getent: String,
+    /// How long one command may take, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for GpasswdConfig {
+    fn default() -> Self {
+        GpasswdConfig {
+            command_prefix: Vec::new(),
+            hosts: Vec::new(),
+            gpasswd: "gpasswd".into(),
+            getent: "getent".into(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// The `gpasswd` connector.
+pub struct Gpasswd {
+    config: GpasswdConfig,
+    hosts: Vec<String>,
+    /// Serializes read-then-change sequences.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Gpasswd {
+    pub fn new(name: &str, config: GpasswdConfig) -> Result<Self, String> {
+        let _ = name;
+        let hosts = if config.hosts.is_empty() {
+            let own = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map_err(|e| format!("cannot read this host's name: {e}"))?;
+            vec![own.trim().to_ascii_lowercase()]
+        } else {
+            config
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect()
+        };
+        Ok(Gpasswd {
+            config,
+            hosts,
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn cmd(&self, program: &str) -> Cmd {
+        let timeout = Duration::from_secs(self.config.timeout_secs.max(1));
+        match self.config.command_prefix.split_first() {
+            Some((first, rest)) => Cmd::new(first)
+                .args(rest.iter().cloned())
+                .arg(program)
+                .timeout(timeout),
+            None => Cmd::new(program).timeout(timeout),
+        }
+    }
+
+    /// Refuses a `host` this connector does not manage.
+    fn check_host(&self, input: &Value) -> Result<(), ActionError> {
+        let Some(host) = input.get("host").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        if self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            Ok(())
+        } else {
+            Err(ActionError::permanent(format!(
+                "host `{host}` is not managed by this connector (it manages: {})",
+                self.hosts.join(", ")
+            )))
+        }
+    }
+
+    /// A group's member list; an unknown group is a permanent error.
+    async fn members(&self, group: &str) -> Result<Vec<String>, ActionError> {
+        let out = self
+            .cmd(&self.config.getent)
+            .args(["group", "--", group])
+            .output()
+            .await?;
+        match out.status {
+            0 => {}
+            2 => return Err(ActionError::permanent(format!("unknown group `{group}`"))),
+            s => {
+                return Err(ActionError::transient(format!(
+                    "`getent group {group}` exited with status {s}: {}",
+                    out.stderr.trim()
+                )));
+            }
+        }
+        // name:password:gid:member,member
+        let line = out.stdout.lines().next().unwrap_or("");
+        let list = line.splitn(4, ':').nth(3).unwrap_or("");
+        Ok(list
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    async fn check_user(&self, user: &str) -> Result<(), ActionError> {
+        let out = self
+            .cmd(&self.config.getent)
+            .args(["passwd", "--", user])
+            .output()
+            .await?;
+        match out.status {
+            0 => Ok(()),
+            2 => Err(ActionError::permanent(format!("unknown user `{user}`"))),
+            s => Err(ActionError::transient(format!(
+                "`getent passwd {user}` exited with status {s}: {}",
+                out.stderr.trim()
+            ))),
+        }
+    }
+
+    async fn change(&self, input: &Value, add: bool) -> Result<Value, ActionError> {
+        self.check_host(input)?;
+        let user = check_name(input_str(input, "user")?, "user")?;
+        let group = check_name(input_str(input, "group")?, "group")?;
+        let _guard = self.lock.lock().await;
+        let members = self.members(group).await?;
+        self.check_user(user).await?;
+        let changed = members.iter().any(|m| m == user) != add;
+        if changed {
+            let flag = if add { "-a" } else { "-d" };
+            self.cmd(&self.config.gpasswd)
+                .args([flag, user, group])
+                .run()
+                .await?;
+        }
+        Ok(json!({ "user": user, "group": group, "changed": changed }))
+    }
+
+    async fn list(&self, input: &Value) -> Result<Value, ActionError> {
+        self.check_host(input)?;
+        let group = check_name(input_str(input, "group")?, "group")?;
+        let members = self.members(group).await?;
+        let mut out = json!({ "members": members });
+        if let Some(user) = input.get("user").and_then(Value::as_str) {
+            let user = check_name(user, "user")?;
+            out["member"] = json!(members.iter().any(|m| m == user));
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Connector for Gpasswd {
+    fn family(&self) -> &str {
+        "directory"
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        match call.action {
+            "directory.add_member" => self.change(call.input, true).await,
+            "directory.remove_member" => self.change(call.input, false).await,
+            "directory.members" => self.list(call.input).await,
+            other => Err(ActionError::permanent(format!(
+                "the gpasswd connector has no action `{other}`"
+            ))),
+        }
+    }
+
+    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+        match action {
+            "directory.add_member" | "directory.remove_member" => {
+                self.check_host(input)?;
+                let user = check_name(input_str(input, "user")?, "user")?;
+                let group = check_name(input_str(input, "group")?, "group")?;
+                let members = self.members(group).await?;
+                Ok(json!({ "member": members.iter().any(|m| m == user) }))
+            }
+            _ => Ok(Value::Null),
+        }
+    }
+}
+
+/// A user or group name safe to pass as an argument: no leading `-`, no `:`, `,`, control
+/// characters or (for users) spaces.
+fn check_name<'a>(name: &'a str, what: &str) -> Result<&'a str, ActionError> {
+    let ok = !name.is_empty()
+        && name.len() <= 256
+        && !name.starts_with(['-', ' '])
+        && !name.ends_with(' ')
+        && !name.chars().any(|c| {
+            c.is_control() || matches!(c, ':' | ',' | '/') || (what == "user" && c == ' ')
+        });
+    if ok {
+        Ok(name)
+    } else {
+        Err(ActionError::permanent(format!(
+            "invalid {what} name `{}`",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------- sandbox
+
+/// A private mount namespace whose `/etc` is an overlay (upper and work directories in a
+/// temporary directory), kept alive by a `sleep` process: users and groups made in it never
+/// reach the host's account files. Killed and removed on drop.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Sandbox {
+    /// Whether root, `unshare`, `nsenter`, `gpasswd`, `useradd` and `groupadd` are available.
+    pub fn available() -> Result<(), String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("needs root for mount namespaces and overlay mounts".into());
+        }
+        for program in [
+            "unshare", "nsenter", "gpasswd", "useradd", "groupadd", "getent",
+        ] {
+            if std::process::Command::new(program)
+                .arg("--help")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_err()
+            {
+                return Err(format!("{program} not installed"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the namespace and waits until its `/etc` overlay is mounted.
+    pub fn start() -> Result<Sandbox, String> {
+        Self::available()?;
+        let dir = tempfile::Builder::new()
+            .prefix("belay-etc-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+        for d in [&upper, &work] {
+            std::fs::create_dir(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
+        let options = format!(
+            "lowerdir=/etc,upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        );
+        let child = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount -t overlay overlay -o \"$1\" /etc && exec sleep infinity")
+            .args(["sh", &options])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run unshare: {e}"))?;
+        let mut sandbox = Sandbox {
+            dir,
+            child: Some(child),
+        };
+        let pid = sandbox.pid();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = sandbox.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!("the namespace exited ({status}): {}", err.trim()));
+            }
+            let mounted =
+                std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).is_ok_and(|m| {
+                    m.lines()
+                        .any(|l| l.contains(" /etc ") && l.contains("overlay"))
+                });
+            if mounted {
+                return Ok(sandbox);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err("the /etc overlay was not mounted within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The process holding the namespace.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// The prefix that runs a command inside the namespace.
+    pub fn command_prefix(&self) -> Vec<String> {
+        ["nsenter", "-t", &self.pid().to_string(), "-m", "--"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// A connector configuration that manages the namespace's groups, as host `host`.
+    pub fn config(&self, host: &str) -> GpasswdConfig {
+        GpasswdConfig {
+            command_prefix: self.command_prefix(),
+            hosts: vec![host.to_owned()],
+            ..GpasswdConfig::default()
+        }
+    }
+
+    /// Runs a command inside the namespace (e.g. `useradd`), requiring success.
+    pub fn run(&self, args: &[&str]) -> Result<String, String> {
+        let prefix = self.command_prefix();
+        let out = std::process::Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run nsenter: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "`{}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Creates a group inside the namespace.
+    pub fn add_group(&self, group: &str) -> Result<(), String> {
+        self.run(&["groupadd", "--", group]).map(drop)
+    }
+
+    /// Creates a user (no home, no login, not in lastlog) inside the namespace, optionally
+    /// listed in `groups`.
+    pub fn add_user(&self, user: &str, groups: &[&str]) -> Result<(), String> {
+        let mut args = vec!["useradd", "-l", "-M", "-N", "-s", "/usr/sbin/nologin"];
+        let list = groups.join(",");
+        if !groups.is_empty() {
+            args.extend(["-G", &list]);
+        }
+        args.extend(["--", user]);
+        self.run(&args).map(drop)
+    }
+
+    /// The namespace's `/etc/group` overlay directory.
+    pub fn upper_dir(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // The namespace (and its mount) goes with its last process.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("alice", "user").is_ok());
+        assert!(check_name("Domain Admins", "group").is_ok());
+        for (bad, what) in [
+            ("-a", "user"),
+            ("al ice", "user"),
+            ("a:b", "group"),
+            ("a,b", "group"),
+            ("a\nb", "group"),
+            ("", "user"),
+        ] {
+            assert!(check_name(bad, what).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,1016 @@
+//! `firewall.*` (egress block sets) and `nac.*` (device quarantine) on nftables.
+//!
+//! One `inet` table holds the sets and the chains that consult them. Every change is one
+//! atomic `nft -j -f -` batch that also (re)declares the table, the sets and the connector's own
+//! chains, so the first change creates them and a later one repairs them; state is read with
+//! `nft -j list set`. A set that does not exist yet is read as empty.
+//!
+//! Interval sets refuse overlapping elements, so blocking an address already covered by a
+//! blocked network changes nothing (`changed: false`; `firewall.status` names the network),
+//! and blocking a network that contains blocked elements is refused with the elements named.
+//! Blocking an element already present keeps it as it is (its timeout and comment).
+//! The chains (`firewall_output`, `firewall_forward`; `nac_input`, `nac_forward`, `nac_output`)
+//! belong to the connector: their rules are rewritten with every change.
+
+use super::cmd::Cmd;
+use crate::{ActionError, Call, Connector, input_str};
+use async_trait::async_trait;
+use ipnet::IpNet;
+use nftables::batch::Batch;
+use nftables::expr::{Elem, Expression, NamedExpression, Payload, PayloadField, Prefix, Range};
+use nftables::schema::{
+    Chain, Element, FlushObject, NfCmd, NfListObject, NfObject, Nftables as NftDoc, Rule, Set,
+    SetFlag, SetType, SetTypeValue, Table,
+};
+use nftables::stmt::{Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// The action family an nftables connector serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `firewall.block_ip|unblock_ip|status`: egress block sets (output and forward hooks).
+    Firewall,
+    /// `nac.quarantine|release|status`: drops a device's traffic by MAC or IP address.
+    Nac,
+}
+
+/// `[connectors.NAME] type = "nftables"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NftablesConfig {
+    /// The family served; configure the kind twice to serve both.
+    pub family: Role,
+    /// The `inet` table holding the sets and chains (created on first change).
+    pub table: String,
+    /// Block set names the `set` input accepts, each mapped to the base name of its two nft
+    /// sets `<base>_v4` and `<base>_v6`. Default: `egress = "egress"`.
+    pub sets: BTreeMap<String, String>,
+    /// Base name of the quarantine sets `<base>_v4`, `<base>_v6` and `<base>_mac`.
+    pub quarantine: String,
+    /// Network namespace to run `nft` in (`ip netns exec NS nft ...`).
+    pub netns: Option<String>,
+    /// The `nft` program.
+    pub nft: String,
+    /// Priority of the connector's base chains.
+    pub priority: i32,
+    /// How long one `nft` run may take, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for NftablesConfig {
+    fn default() -> Self {
+        NftablesConfig {
+            family: Role::Firewall,
+            table: "belay".into(),
+            sets: BTreeMap::from([("egress".to_owned(), "egress".to_owned())]),
+            quarantine: "quarantine".into(),
+            netns: None,
+            nft: "nft".into(),
+            priority: 0,
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// `PROTOCOL FIELD @SET drop`, e.g. `ip daddr @egress_v4 drop`.
+type DropRule = (&'static str, &'static str, String);
+
+/// The `nftables` connector.
+pub struct Nftables {
+    config: NftablesConfig,
+    /// Serializes check-then-change sequences.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// An nft object name: a letter, then letters, digits or `_` (room left for a `_v4` suffix).
+fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && s.len() <= 28
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Nftables {
+    /// Checks the configuration's names; touches nothing until the first change.
+    pub fn new(name: &str, config: NftablesConfig) -> Result<Self, String> {
+        let _ = name;
+        let mut names: Vec<&str> = vec![config.table.as_str(), config.quarantine.as_str()];
+        names.extend(config.sets.values().map(String::as_str));
+        if let Some(bad) = names.iter().find(|n| !valid_name(n)) {
+            return Err(format!(
+                "invalid nft name `{bad}`: a letter, then up to 27 letters, digits or `_`"
+            ));
+        }
+        if config.family == Role::Firewall && config.sets.is_empty() {
+            return Err("`sets` must name at least one block set".into());
+        }
+        if let Some(ns) = &config.netns
+            && (ns.is_empty() || ns.contains(['/', '\0']) || ns.starts_with('.'))
+        {
+            return Err(format!("invalid network namespace name `{ns}`"));
+        }
+        Ok(Nftables {
+            config,
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn nft(&self) -> Cmd {
+        Cmd::in_netns(&self.config.nft, self.config.netns.as_deref())
+            .timeout(Duration::from_secs(self.config.timeout_secs.max(1)))
+    }
+
+    /// The base name of the nft sets behind a block set name.
+    fn block_base(&self, set: &str) -> Result<&str, ActionError> {
+        self.config
+            .sets
+            .get(set)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                ActionError::permanent(format!(
+                    "unknown block set `{set}` (configured: {})",
+                    self.config
+                        .sets
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
+    /// The elements of one nft set; empty when the table or set does not exist yet.
+    async fn list(&self, set: &str) -> Result<Vec<Entry>, ActionError> {
+        let out = self
+            .nft()
+            .args(["-j", "list", "set", "inet", &self.config.table, set])
+            .output()
+            .await?;
+        if !out.success() {
+            if out.stderr.contains("No such file or directory") {
+                return Ok(Vec::new());
+            }
+            return Err(ActionError::transient(format!(
+                "`nft list set inet {} {set}` failed: {}",
+                self.config.table,
+                out.stderr.trim()
+            )));
+        }
+        parse_set_listing(&out.stdout)
+            .map_err(|e| ActionError::transient(format!("cannot read nft set `{set}`: {e}")))
+    }
+
+    /// Runs a batch made of the table, sets and chains declarations followed by `changes`.
+    async fn apply(&self, changes: Vec<NfCmd<'static>>) -> Result<(), ActionError> {
+        let mut batch = self.declarations();
+        for c in changes {
+            batch.add_cmd(c);
+        }
+        let doc = serde_json::to_string(&batch.to_nftables())
+            .map_err(|e| ActionError::permanent(format!("cannot encode the nft batch: {e}")))?;
+        self.nft().args(["-j", "-f", "-"]).stdin(doc).run().await?;
+        Ok(())
+    }
+
+    /// Idempotent declarations of the table, the sets and this role's chains and rules.
+    fn declarations(&self) -> Batch<'static> {
+        let table: Cow<'static, str> = self.config.table.clone().into();
+        let mut batch = Batch::new();
+        batch.add(NfListObject::Table(Table {
+            family: NfFamily::INet,
+            name: table.clone(),
+            handle: None,
+        }));
+        let set = |name: String, ty: SetType, flags: &[SetFlag]| {
+            NfListObject::Set(Box::new(Set {
+                family: NfFamily::INet,
+                table: table.clone(),
+                name: name.into(),
+                handle: None,
+                set_type: SetTypeValue::Single(ty),
+                policy: None,
+                flags: (!flags.is_empty()).then(|| flags.iter().copied().collect::<HashSet<_>>()),
+                elem: None,
+                timeout: None,
+                gc_interval: None,
+                size: None,
+                comment: None,
+            }))
+        };
+        let mut chains: Vec<(&str, NfHook, Vec<DropRule>)> = Vec::new();
+        match self.config.family {
+            Role::Firewall => {
+                let flags = [SetFlag::Interval, SetFlag::Timeout];
+                let mut rules = Vec::new();
+                for base in self.config.sets.values() {
+                    batch.add(set(format!("{base}_v4"), SetType::Ipv4Addr, &flags));
+                    batch.add(set(format!("{base}_v6"), SetType::Ipv6Addr, &flags));
+                    rules.push(("ip", "daddr", format!("{base}_v4")));
+                    rules.push(("ip6", "daddr", format!("{base}_v6")));
+                }
+                chains.push(("firewall_output", NfHook::Output, rules.clone()));
+                chains.push(("firewall_forward", NfHook::Forward, rules));
+            }
+            Role::Nac => {
+                let q = &self.config.quarantine;
+                batch.add(set(format!("{q}_v4"), SetType::Ipv4Addr, &[]));
+                batch.add(set(format!("{q}_v6"), SetType::Ipv6Addr, &[]));
+                batch.add(set(format!("{q}_mac"), SetType::EtherAddr, &[]));
+                let from = vec![
+                    ("ether", "saddr", format!("{q}_mac")),
+                    ("ip", "saddr", format!("{q}_v4")),
+                    ("ip6", "saddr", format!("{q}_v6")),
+                ];
+                let to = vec![
+                    ("ip", "daddr", format!("{q}_v4")),
+                    ("ip6", "daddr", format!("{q}_v6")),
+                ];
+                let both: Vec<_> = from.iter().chain(&to).cloned().collect();
+                chains.push(("nac_input", NfHook::Input, from));
+                chains.push(("nac_forward", NfHook::Forward, both));
+                chains.push(("nac_output", NfHook::Output, to));
+            }
+        }
+        for (name, hook, rules) in chains {
+            let chain = Chain {
+                family: NfFamily::INet,
+                table: table.clone(),
+                name: name.into(),
+                newname: None,
+                handle: None,
+                _type: Some(NfChainType::Filter),
+                hook: Some(hook),
+                prio: Some(self.config.priority),
+                dev: None,
+                policy: Some(NfChainPolicy::Accept),
+            };
+            batch.add(NfListObject::Chain(chain.clone()));
+            batch.add_cmd(NfCmd::Flush(FlushObject::Chain(chain)));
+            for (protocol, field, set) in rules {
+                batch.add(NfListObject::Rule(Rule {
+                    family: NfFamily::INet,
+                    table: table.clone(),
+                    chain: name.into(),
+                    expr: vec![
+                        Statement::Match(Match {
+                            left: Expression::Named(NamedExpression::Payload(
+                                Payload::PayloadField(PayloadField {
+                                    protocol: protocol.into(),
+                                    field: field.into(),
+                                }),
+                            )),
+                            right: Expression::String(format!("@{set}").into()),
+                            op: Operator::EQ,
+                        }),
+                        Statement::Drop(None),
+                    ]
+                    .into(),
+                    handle: None,
+                    index: None,
+                    comment: None,
+                }));
+            }
+        }
+        batch
+    }
+
+    fn element_cmd(
+        &self,
+        add: bool,
+        set: &str,
+        value: Expression<'static>,
+        timeout: Option<u32>,
+        comment: Option<String>,
+    ) -> NfCmd<'static> {
+        let elem = if add && (timeout.is_some() || comment.is_some()) {
+            Expression::Named(NamedExpression::Elem(Elem {
+                val: Box::new(value),
+                timeout,
+                expires: None,
+                comment: comment.map(Into::into),
+                counter: None,
+            }))
+        } else {
+            value
+        };
+        let obj = NfListObject::Element(Element {
+            family: NfFamily::INet,
+            table: self.config.table.clone().into(),
+            name: set.to_owned().into(),
+            elem: vec![elem].into(),
+        });
+        if add {
+            NfCmd::Add(obj)
+        } else {
+            NfCmd::Delete(obj)
+        }
+    }
+
+    // ------------------------------------------------------------------ firewall
+
+    /// The nft set for an address and the state of the address in it.
+    async fn block_state(&self, input: &Value) -> Result<(BlockTarget, BlockState), ActionError> {
+        let target = BlockTarget::parse(self, input)?;
+        let entries = self.list(&target.nft_set).await?;
+        let exact = entries
+            .iter()
+            .find(|e| e.net() == Some(target.net))
+            .cloned();
+        let covering = entries
+            .iter()
+            .filter(|e| e.net().is_some_and(|n| n.contains(&target.net)))
+            .min_by_key(|e| std::cmp::Reverse(e.net().map_or(0, |n| n.prefix_len())))
+            .cloned();
+        let covered = entries
+            .iter()
+            .filter_map(Entry::net)
+            .filter(|n| target.net.contains(n) && *n != target.net)
+            .collect();
+        Ok((
+            target,
+            BlockState {
+                exact,
+                covering,
+                covered,
+            },
+        ))
+    }
+
+    async fn block(&self, input: &Value) -> Result<Value, ActionError> {
+        let timeout = match input.get("timeout").and_then(Value::as_str) {
+            Some(t) => Some(parse_timeout(t)?),
+            None => None,
+        };
+        let comment = input.get("reason").and_then(Value::as_str).map(comment_of);
+        let _guard = self.lock.lock().await;
+        let (target, state) = self.block_state(input).await?;
+        let mut out = json!({ "address": net_str(target.net), "set": target.set });
+        if let Some(e) = state.exact.as_ref().or(state.covering.as_ref()) {
+            if let Some(exp) = e.expires_at() {
+                out["expires"] = json!(exp);
+            }
+            out["changed"] = json!(false);
+            return Ok(out);
+        }
+        if !state.covered.is_empty() {
+            return Err(ActionError::permanent(format!(
+                "{} contains elements already in set `{}` ({}); unblock them first",
+                net_str(target.net),
+                target.set,
+                state
+                    .covered
+                    .iter()
+                    .map(|n| net_str(*n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let cmd = self.element_cmd(
+            true,
+            &target.nft_set,
+            net_expr(target.net),
+            timeout,
+            comment,
+        );
+        self.apply(vec![cmd]).await?;
+        if let Some(secs) = timeout {
+            out["expires"] = json!(rfc3339_in(secs));
+        }
+        out["changed"] = json!(true);
+        Ok(out)
+    }
+
+    async fn unblock(&self, input: &Value) -> Result<Value, ActionError> {
+        let _guard = self.lock.lock().await;
+        let (target, state) = self.block_state(input).await?;
+        let changed = state.exact.is_some();
+        if changed {
+            let cmd = self.element_cmd(false, &target.nft_set, net_expr(target.net), None, None);
+            self.apply(vec![cmd]).await?;
+        }
+        Ok(json!({ "address": net_str(target.net), "set": target.set, "changed": changed }))
+    }
+
+    async fn block_status(&self, input: &Value) -> Result<Value, ActionError> {
+        let (_, state) = self.block_state(input).await?;
+        let mut out = json!({ "blocked": false });
+        if let Some(e) = state.exact.as_ref().or(state.covering.as_ref()) {
+            out["blocked"] = json!(true);
+            out["matched"] = json!(e.value);
+            if let Some(exp) = e.expires_at() {
+                out["expires"] = json!(exp);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn block_read_state(&self, input: &Value) -> Result<Value, ActionError> {
+        let (target, state) = self.block_state(input).await?;
+        let mut out = Map::new();
+        out.insert("present".into(), json!(state.exact.is_some()));
+        out.insert("element".into(), json!(net_str(target.net)));
+        out.insert("nft_set".into(), json!(target.nft_set));
+        if let Some(e) = &state.exact {
+            if let Some(t) = e.timeout {
+                out.insert("timeout".into(), json!(t));
+            }
+            if let Some(r) = e.expires {
+                // In the `timeout` input's form, so an undo can restore what was left of it.
+                out.insert("remaining".into(), json!(duration_input(r)));
+            }
+            if let Some(c) = &e.comment {
+                out.insert("comment".into(), json!(c));
+            }
+        }
+        if let Some(c) = state.covering.filter(|c| Some(c) != state.exact.as_ref()) {
+            out.insert("covered_by".into(), json!(c.value));
+        }
+        Ok(Value::Object(out))
+    }
+
+    // ------------------------------------------------------------------ nac
+
+    async fn device_state(&self, input: &Value) -> Result<(Device, Option<Entry>), ActionError> {
+        let device = Device::parse(input_str(input, "device")?, &self.config.quarantine)?;
+        let entry = self
+            .list(&device.nft_set)
+            .await?
+            .into_iter()
+            .find(|e| e.value.eq_ignore_ascii_case(&device.value));
+        Ok((device, entry))
+    }
+
+    async fn quarantine(&self, input: &Value, on: bool) -> Result<Value, ActionError> {
+        let reason = input.get("reason").and_then(Value::as_str);
+        let _guard = self.lock.lock().await;
+        let (device, entry) = self.device_state(input).await?;
+        let changed = entry.is_some() != on;
+        if changed {
+            let value = Expression::String(device.value.clone().into());
+            let cmd = if on {
+                // The comment records when, then why: `since` is read back from it.
+                let since = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+                let comment = comment_of(&match reason {
+                    Some(r) => format!("{since} {r}"),
+                    None => since,
+                });
+                self.element_cmd(true, &device.nft_set, value, None, Some(comment))
+            } else {
+                self.element_cmd(false, &device.nft_set, value, None, None)
+            };
+            self.apply(vec![cmd]).await?;
+        }
+        Ok(json!({ "device": device.value, "changed": changed }))
+    }
+
+    async fn device_read_state(&self, input: &Value) -> Result<Value, ActionError> {
+        let (device, entry) = self.device_state(input).await?;
+        let mut out = json!({
+            "quarantined": entry.is_some(),
+            "element": device.value,
+            "nft_set": device.nft_set,
+        });
+        if let Some(e) = entry {
+            let (since, reason) = split_since(e.comment.as_deref());
+            if let Some(s) = since {
+                out["since"] = json!(s);
+            }
+            if let Some(r) = reason {
+                out["reason"] = json!(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Connector for Nftables {
+    fn family(&self) -> &str {
+        match self.config.family {
+            Role::Firewall => "firewall",
+            Role::Nac => "nac",
+        }
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        match (self.config.family, call.action) {
+            (Role::Firewall, "firewall.block_ip") => self.block(call.input).await,
+            (Role::Firewall, "firewall.unblock_ip") => self.unblock(call.input).await,
+            (Role::Firewall, "firewall.status") => self.block_status(call.input).await,
+            (Role::Nac, "nac.quarantine") => self.quarantine(call.input, true).await,
+            (Role::Nac, "nac.release") => self.quarantine(call.input, false).await,
+            (Role::Nac, "nac.status") => {
+                let state = self.device_read_state(call.input).await?;
+                let mut out = json!({ "quarantined": state["quarantined"] });
+                if let Some(s) = state.get("since") {
+                    out["since"] = s.clone();
+                }
+                Ok(out)
+            }
+            (_, other) => Err(ActionError::permanent(format!(
+                "the nftables connector for `{}` has no action `{other}`",
+                self.family()
+            ))),
+        }
+    }
+
+    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+        match self.config.family {
+            Role::Firewall if action.starts_with("firewall.") => self.block_read_state(input).await,
+            Role::Nac if action.starts_with("nac.") => self.device_read_state(input).await,
+            _ => Ok(Value::Null),
+        }
+    }
+}
+
+/// An address or network to block, and where it goes.
+struct BlockTarget {
+    net: IpNet,
+    set: String,
+    nft_set: String,
+}
+
+impl BlockTarget {
+    fn parse(conn: &Nftables, input: &Value) -> Result<BlockTarget, ActionError> {
+        let address = input_str(input, "address")?;
+        let set = input.get("set").and_then(Value::as_str).unwrap_or("egress");
+        let net = parse_net(address)?;
+        let base = conn.block_base(set)?;
+        let suffix = if net.addr().is_ipv4() { "v4" } else { "v6" };
+        Ok(BlockTarget {
+            net,
+            set: set.to_owned(),
+            nft_set: format!("{base}_{suffix}"),
+        })
+    }
+}
+
+struct BlockState {
+    exact: Option<Entry>,
+    /// The most specific element containing the target (possibly the exact one).
+    covering: Option<Entry>,
+    /// Elements strictly inside the target network.
+    covered: Vec<IpNet>,
+}
+
+/// An address or CIDR network; host bits of a network are cleared (`10.1.2.3/8` is `10.0.0.0/8`).
+fn parse_net(s: &str) -> Result<IpNet, ActionError> {
+    let bad = |why: String| ActionError::permanent(format!("invalid address `{s}`: {why}"));
+    let net = if s.contains('/') {
+        s.parse::<IpNet>().map_err(|e| bad(e.to_string()))?.trunc()
+    } else {
+        IpNet::from(s.parse::<IpAddr>().map_err(|e| bad(e.to_string()))?)
+    };
+    Ok(net)
+}
+
+/// `192.0.2.1` for a single address, `10.0.0.0/8` for a network.
+fn net_str(net: IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+fn net_expr(net: IpNet) -> Expression<'static> {
+    let addr = Expression::String(net.addr().to_string().into());
+    if net.prefix_len() == net.max_prefix_len() {
+        addr
+    } else {
+        Expression::Named(NamedExpression::Prefix(Prefix {
+            addr: Box::new(addr),
+            len: u32::from(net.prefix_len()),
+        }))
+    }
+}
+
+/// A device to quarantine: a MAC address (normalized to `aa:bb:cc:dd:ee:ff`) or an IP address.
+struct Device {
+    value: String,
+    nft_set: String,
+}
+
+impl Device {
+    fn parse(s: &str, base: &str) -> Result<Device, ActionError> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            let suffix = if ip.is_ipv4() { "v4" } else { "v6" };
+            return Ok(Device {
+                value: ip.to_string(),
+                nft_set: format!("{base}_{suffix}"),
+            });
+        }
+        let octets: Vec<&str> = s.split([':', '-']).collect();
+        let sep_ok = !(s.contains(':') && s.contains('-'));
+        if sep_ok
+            && octets.len() == 6
+            && octets
+                .iter()
+                .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Ok(Device {
+                value: octets.join(":").to_ascii_lowercase(),
+                nft_set: format!("{base}_mac"),
+            });
+        }
+        Err(ActionError::permanent(format!(
+            "invalid device `{s}`: expected a MAC address (aa:bb:cc:dd:ee:ff) or an IP address"
+        )))
+    }
+}
+
+/// One set element as listed.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    /// `10.0.0.0/8`, `192.0.2.1`, `02:00:00:00:00:01`, or `a-b` for a range.
+    value: String,
+    timeout: Option<u32>,
+    expires: Option<u32>,
+    comment: Option<String>,
+}
+
+impl Entry {
+    fn net(&self) -> Option<IpNet> {
+        parse_net(&self.value).ok()
+    }
+
+    fn expires_at(&self) -> Option<String> {
+        self.expires.map(rfc3339_in)
+    }
+}
+
+fn parse_set_listing(json: &str) -> Result<Vec<Entry>, String> {
+    let doc: NftDoc = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for obj in doc.objects.iter() {
+        if let NfObject::ListObject(NfListObject::Set(set)) = obj {
+            for e in set.elem.iter().flat_map(|e| e.iter()) {
+                out.push(entry_of(e)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn entry_of(e: &Expression) -> Result<Entry, String> {
+    let plain = |value: String| Entry {
+        value,
+        timeout: None,
+        expires: None,
+        comment: None,
+    };
+    match e {
+        Expression::Named(NamedExpression::Elem(elem)) => {
+            let inner = entry_of(&elem.val)?;
+            Ok(Entry {
+                timeout: elem.timeout,
+                expires: elem.expires,
+                comment: elem.comment.as_ref().map(|c| c.to_string()),
+                ..inner
+            })
+        }
+        other => Ok(plain(value_of(other)?)),
+    }
+}
+
+fn value_of(e: &Expression) -> Result<String, String> {
+    match e {
+        Expression::String(s) => Ok(s.to_string()),
+        Expression::Named(NamedExpression::Prefix(Prefix { addr, len })) => {
+            Ok(format!("{}/{len}", value_of(addr)?))
+        }
+        Expression::Range(r) => {
+            let Range { range } = r.as_ref();
+            Ok(format!("{}-{}", value_of(&range[0])?, value_of(&range[1])?))
+        }
+        other => Err(format!("unexpected set element {other:?}")),
+    }
+}
+
+/// `30s`, `15m`, `24h`, `7d` → seconds.
+fn parse_timeout(s: &str) -> Result<u32, ActionError> {
+    let bad = || {
+        ActionError::permanent(format!(
+            "invalid timeout `{s}`: a number followed by s, m, h or d, at most 49710d"
+        ))
+    };
+    let unit = match s.chars().last() {
+        Some('s') => 1u64,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
+    let secs = n.checked_mul(unit).ok_or_else(bad)?;
+    if secs == 0 {
+        return Err(bad());
+    }
+    u32::try_from(secs).map_err(|_| bad())
+}
+
+/// Seconds in the `timeout` input's form (`^[1-9][0-9]{0,5}(s|m|h|d)$`), rounded up.
+fn duration_input(secs: u32) -> String {
+    let secs = u64::from(secs.max(1));
+    for (unit, size) in [("s", 1u64), ("m", 60), ("h", 3600), ("d", 86_400)] {
+        let n = secs.div_ceil(size);
+        if n <= 999_999 {
+            return format!("{n}{unit}");
+        }
+    }
+    format!("{}d", secs.div_ceil(86_400))
+}
+
+fn rfc3339_in(secs: u32) -> String {
+    let at = SystemTime::now() + Duration::from_secs(u64::from(secs));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// nft keeps at most 128 bytes of an element comment.
+fn comment_of(text: &str) -> String {
+    let mut s: String = text.chars().filter(|c| !c.is_control()).collect();
+    if s.len() > 128 {
+        s.truncate(s.floor_char_boundary(128));
+    }
+    s
+}
+
+/// Splits a quarantine comment into its timestamp and reason.
+fn split_since(comment: Option<&str>) -> (Option<&str>, Option<&str>) {
+    let Some(c) = comment else {
+        return (None, None);
+    };
+    let (first, rest) = c.split_once(' ').unwrap_or((c, ""));
+    if humantime::parse_rfc3339(first).is_ok() {
+        (Some(first), Some(rest).filter(|r| !r.is_empty()))
+    } else {
+        (None, Some(c))
+    }
+}
+
+// ---------------------------------------------------------------------- sandbox
+
+/// Two network namespaces joined by a veth pair, for tests and the demo: a *client* (the host
+/// whose egress is filtered, or the device to quarantine) and a *server* (the network side,
+/// with a TCP listener). Everything, including the nft tables inside, is removed on drop.
+pub struct Sandbox {
+    client_ns: String,
+    server_ns: String,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+const CLIENT_V4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 0, 1));
+const SERVER_V4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 0, 2));
+const CLIENT_V6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xbe1a, 0, 0, 0, 0, 0, 1));
+const SERVER_V6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xbe1a, 0, 0, 0, 0, 0, 2));
+const CLIENT_MAC: &str = "02:be:1a:00:00:01";
+
+impl Sandbox {
+    /// Whether `nft` and `ip` are installed and we may create network namespaces.
+    pub fn available() -> Result<(), String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("needs root for network namespaces and nftables".into());
+        }
+        for (program, arg) in [("nft", "--version"), ("ip", "-V")] {
+            match std::process::Command::new(program).arg(arg).output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    return Err(format!(
+                        "`{program} {arg}` failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                Err(e) => return Err(format!("{program} not installed ({e})")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the namespaces, the link (10.77.0.1 and fd00:be1a::1 on the client,
+    /// .2 and ::2 on the server) and the server's listener.
+    pub fn start() -> Result<Sandbox, String> {
+        Self::available()?;
+        let id = format!("{:08x}", fastrand::u32(..));
+        let mut sandbox = Sandbox {
+            client_ns: format!("belay-{id}-c"),
+            server_ns: format!("belay-{id}-s"),
+            port: 0,
+            stop: Arc::new(AtomicBool::new(false)),
+            acceptor: None,
+        };
+        let (c, s) = (sandbox.client_ns.clone(), sandbox.server_ns.clone());
+        let (cv, sv) = (format!("blc{id}"), format!("bls{id}"));
+        ip(&["netns", "add", &c])?;
+        ip(&["netns", "add", &s])?;
+        #[rustfmt::skip]
+        ip(&["-n", &c, "link", "add", &cv, "address", CLIENT_MAC, "type", "veth",
+             "peer", "name", &sv, "netns", &s])?;
+        for (ns, dev, v4, v6) in [
+            (&c, &cv, CLIENT_V4, CLIENT_V6),
+            (&s, &sv, SERVER_V4, SERVER_V6),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let listener = in_netns(&s, || std::net::TcpListener::bind("[::]:0"))?
+            .map_err(|e| format!("cannot listen in {s}: {e}"))?;
+        sandbox.port = listener
+            .local_addr()
+            .map_err(|e| format!("listener address: {e}"))?
+            .port();
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("listener: {e}"))?;
+        let stop = sandbox.stop.clone();
+        sandbox.acceptor = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }));
+        // The link takes a moment to come up: ready when both addresses answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for to in [SERVER_V4, SERVER_V6] {
+            while !sandbox.can_connect(to, Duration::from_millis(200)) {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("{to} unreachable from {c} after 10 s"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(sandbox)
+    }
+
+    /// A `firewall` connector's configuration: its table lives in the client namespace
+    /// (output and forward hooks).
+    pub fn firewall_config(&self) -> NftablesConfig {
+        NftablesConfig {
+            netns: Some(self.client_ns.clone()),
+            ..NftablesConfig::default()
+        }
+    }
+
+    /// A `nac` connector's configuration: its table lives in the server namespace, the
+    /// network the device reaches (input and forward hooks drop the device's traffic).
+    pub fn nac_config(&self) -> NftablesConfig {
+        NftablesConfig {
+            family: Role::Nac,
+            netns: Some(self.server_ns.clone()),
+            ..NftablesConfig::default()
+        }
+    }
+
+    pub fn client_netns(&self) -> &str {
+        &self.client_ns
+    }
+
+    pub fn server_netns(&self) -> &str {
+        &self.server_ns
+    }
+
+    pub fn client_v4(&self) -> IpAddr {
+        CLIENT_V4
+    }
+
+    pub fn client_v6(&self) -> IpAddr {
+        CLIENT_V6
+    }
+
+    /// The client's MAC address (`02:be:1a:00:00:01`).
+    pub fn client_mac(&self) -> &str {
+        CLIENT_MAC
+    }
+
+    pub fn server_v4(&self) -> IpAddr {
+        SERVER_V4
+    }
+
+    pub fn server_v6(&self) -> IpAddr {
+        SERVER_V6
+    }
+
+    /// Whether a TCP connection from the client namespace to the server's listener at `to`
+    /// succeeds within `timeout`.
+    pub fn can_connect(&self, to: IpAddr, timeout: Duration) -> bool {
+        let addr = std::net::SocketAddr::new(to, self.port);
+        in_netns(&self.client_ns, move || {
+            std::net::TcpStream::connect_timeout(&addr, timeout).is_ok()
+        })
+        .unwrap_or(false)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        // Deleting a namespace removes its veth end (and so the pair) and its nft tables.
+        for ns in [&self.client_ns, &self.server_ns] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `f` on a thread that has entered the named network namespace (sockets it opens stay
+/// in that namespace).
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+    std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            file.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| format!("cannot enter {path}: {e}"))?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| "the namespace thread panicked".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_listing_with_prefixes_timeouts_and_comments() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "egress_v4", "table": "belay", "type": "ipv4_addr", "handle": 1, "flags": ["interval", "timeout"], "elem": [{"elem": {"val": {"prefix": {"addr": "10.0.0.0", "len": 8}}, "comment": "x"}}, {"elem": {"val": "192.0.2.1", "timeout": 3600, "expires": 3599, "comment": "y"}}, "198.51.100.7"]}}]}"#;
+        let entries = parse_set_listing(json).expect("parses");
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0].value, "10.0.0.0/8");
+        assert_eq!(entries[0].comment.as_deref(), Some("x"));
+        assert_eq!(entries[1].value, "192.0.2.1");
+        assert_eq!(entries[1].expires, Some(3599));
+        assert_eq!(entries[2].value, "198.51.100.7");
+    }
+
+    #[test]
+    fn timeouts_and_devices_are_checked() {
+        assert_eq!(parse_timeout("24h").ok(), Some(86_400));
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("999999d").is_err());
+        assert_eq!(duration_input(3599), "3599s");
+        assert_eq!(duration_input(2_000_000), "33334m");
+        let d = Device::parse("02-AB-cd-00-00-01", "q").expect("mac");
+        assert_eq!(
+            (d.value.as_str(), d.nft_set.as_str()),
+            ("02:ab:cd:00:00:01", "q_mac")
+        );
+        assert!(Device::parse("02:ab-cd:00:00:01", "q").is_err());
+        assert!(Device::parse("not a device", "q").is_err());
+        assert_eq!(
+            parse_net("10.1.2.3/8").expect("net").to_string(),
+            "10.0.0.0/8"
+        );
+        assert!(parse_net("10.0.0.256").is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! The gpasswd connector against real shadow-utils in a private mount namespace with an
+//! overlay on /etc: the host's accounts are never touched (checked byte for byte). Skipped
+//! (with the reason) when root or the tools are missing, unless BELAY_REQUIRE_NATIVE=1.
+
+use belay_connectors::native::directory::{Gpasswd, Sandbox};
+use belay_connectors::{ActionError, Call, Connector, ErrorKind};
+use serde_json::{Value, json};
+
+fn sandbox() -> Option<Sandbox> {
+    if let Err(why) = Sandbox::available() {
+        if std::env::var("BELAY_REQUIRE_NATIVE").as_deref() == Ok("1") {
+            panic!("gpasswd sandbox unavailable: {why}");
+        }
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(Sandbox::start().expect("namespace starts"))
+}
+
+async fn call(c: &Gpasswd, action: &str, input: Value) -> Result<Value, ActionError> {
+    c.call(Call {
+        action,
+        input: &input,
+        idempotency_key: Some("test/key"),
+    })
+    .await
+    .inspect(|out| check_outputs(action, out))
+}
+
+fn catalog() -> &'static belay_playbook::Catalog {
+    static CATALOG: std::sync::OnceLock<belay_playbook::Catalog> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(belay_playbook::Catalog::builtin)
+}
+
+/// The output carries only fields the catalog declares for the action.
+fn check_outputs(action: &str, out: &Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    for key in out.as_object().expect("an object").keys() {
+        assert!(
+            spec.outputs["properties"].get(key).is_some(),
+            "{action} returns undeclared `{key}`: {out}"
+        );
+    }
+}
+
+/// The catalog's undo of a change made with `input` on a target that was `before`, checked
+/// against the undo action's input schema.
+fn inverse(action: &str, input: &Value, before: &Value) -> (String, Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    spec.validate_input(input).expect("valid input");
+    let undo = spec
+        .inverse
+        .as_ref()
+        .expect("an inverse")
+        .resolve(input, before);
+    let name = undo["action"].as_str().expect("action").to_owned();
+    let with = undo["with"].clone();
+    catalog()
+        .get(&name)
+        .expect("inverse in the catalog")
+        .validate_input(&with)
+        .expect("valid undo input");
+    (name, with)
+}
+
+fn host_files() -> Vec<Vec<u8>> {
+    ["/etc/group", "/etc/gshadow", "/etc/passwd"]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn reverts_an_escalation_and_puts_it_back() {
+    let host_before = host_files();
+    let Some(sb) = sandbox() else { return };
+    sb.add_group("cfo-admins").expect("groupadd");
+    sb.add_user("mallory", &["cfo-admins"]).expect("useradd");
+    sb.add_user("carol", &["cfo-admins"]).expect("useradd");
+    let dir = Gpasswd::new("dir", sb.config("cfo-laptop")).expect("config");
+
+    let input = json!({ "user": "mallory", "group": "cfo-admins", "host": "CFO-laptop" });
+    let before = dir
+        .read_state("directory.remove_member", &input)
+        .await
+        .expect("state");
+    assert_eq!(before, json!({ "member": true }));
+    let out = call(&dir, "directory.remove_member", input.clone())
+        .await
+        .expect("removes");
+    assert_eq!(
+        out,
+        json!({ "user": "mallory", "group": "cfo-admins", "changed": true })
+    );
+    assert_eq!(
+        dir.read_state("directory.remove_member", &input)
+            .await
+            .expect("state"),
+        json!({ "member": false })
+    );
+    // Checked with the system's own view of the group, inside the namespace.
+    let line = sb.run(&["getent", "group", "cfo-admins"]).expect("getent");
+    assert!(line.trim().ends_with(":carol"), "{line}");
+    let members = call(
+        &dir,
+        "directory.members",
+        json!({ "group": "cfo-admins", "user": "mallory" }),
+    )
+    .await
+    .expect("members");
+    assert_eq!(members, json!({ "members": ["carol"], "member": false }));
+    assert_eq!(
+        call(&dir, "directory.remove_member", input.clone())
+            .await
+            .expect("repeat")["changed"],
+        false
+    );
+
+    // The catalog's inverse: directory.add_member with [user, group, host].
+    let (undo, with) = inverse("directory.remove_member", &input, &before);
+    assert_eq!(undo, "directory.add_member");
+    let out = call(&dir, &undo, with.clone()).await.expect("adds back");
+    assert_eq!(out["changed"], true);
+    assert_eq!(
+        call(&dir, &undo, with).await.expect("repeat")["changed"],
+        false
+    );
+    let line = sb.run(&["getent", "group", "cfo-admins"]).expect("getent");
+    assert!(line.contains("mallory") && line.contains("carol"), "{line}");
+    drop(sb);
+    assert!(
+        host_files() == host_before,
+        "the host's account files are unchanged"
+    );
+}
+
+#[tokio::test]
+async fn unknown_users_groups_and_hosts_fail_cleanly() {
+    let host_before = host_files();
+    let Some(sb) = sandbox() else { return };
+    sb.add_group("wheel2").expect("groupadd");
+    sb.add_user("bob", &["wheel2"]).expect("useradd");
+    let dir = Gpasswd::new("dir", sb.config("cfo-laptop")).expect("config");
+    let group_before = sb.run(&["getent", "group", "wheel2"]).expect("getent");
+    for (action, input, needle) in [
+        (
+            "directory.remove_member",
+            json!({ "user": "nobody-here", "group": "wheel2" }),
+            "unknown user `nobody-here`",
+        ),
+        (
+            "directory.add_member",
+            json!({ "user": "bob", "group": "no-such-group" }),
+            "unknown group `no-such-group`",
+        ),
+        (
+            "directory.add_member",
+            json!({ "user": "bob", "group": "wheel2", "host": "dc01" }),
+            "host `dc01` is not managed",
+        ),
+        (
+            "directory.remove_member",
+            json!({ "user": "-d", "group": "wheel2" }),
+            "invalid user name",
+        ),
+        (
+            "directory.members",
+            json!({ "group": "no-such-group" }),
+            "unknown group",
+        ),
+    ] {
+        let err = call(&dir, action, input.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind, ErrorKind::Permanent, "{input}");
+        assert!(err.message.contains(needle), "{input}: {}", err.message);
+    }
+    assert_eq!(
+        sb.run(&["getent", "group", "wheel2"]).expect("getent"),
+        group_before
+    );
+    drop(sb);
+    assert!(
+        host_files() == host_before,
+        "the host's account files are unchanged"
+    );
+}
+
+#[test]
+fn configuration_is_checked() {
+    let table: toml::Table =
+        toml::from_str("command_prefix = [\"ssh\", \"h1\"]\nhosts = [\"h1\"]").expect("toml");
+    let c = belay_connectors::native::build("dir", "gpasswd", table).expect("builds");
+    assert_eq!(c.family(), "directory");
+    let bad: toml::Table = toml::from_str("prefix = []").expect("toml");
+    assert!(belay_connectors::native::build("dir", "gpasswd", bad).is_err());
+}

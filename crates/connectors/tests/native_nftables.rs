@@ -1,0 +1,388 @@
+//! The nftables connector against real nftables in two network namespaces joined by a veth
+//! pair, checked with real TCP connections. Skipped (with the reason) when nftables or root is
+//! missing, unless BELAY_REQUIRE_NATIVE=1.
+
+use belay_connectors::native::nftables::{Nftables, Sandbox};
+use belay_connectors::{ActionError, Call, Connector, ErrorKind};
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::time::Duration;
+
+fn sandbox() -> Option<Sandbox> {
+    if let Err(why) = Sandbox::available() {
+        if std::env::var("BELAY_REQUIRE_NATIVE").as_deref() == Ok("1") {
+            panic!("nftables sandbox unavailable: {why}");
+        }
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(Sandbox::start().expect("sandbox starts"))
+}
+
+async fn call(c: &Nftables, action: &str, input: Value) -> Result<Value, ActionError> {
+    c.call(Call {
+        action,
+        input: &input,
+        idempotency_key: Some("test/key"),
+    })
+    .await
+    .inspect(|out| check_outputs(action, out))
+}
+
+fn catalog() -> &'static belay_playbook::Catalog {
+    static CATALOG: std::sync::OnceLock<belay_playbook::Catalog> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(belay_playbook::Catalog::builtin)
+}
+
+/// The output carries only fields the catalog declares for the action.
+fn check_outputs(action: &str, out: &Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    for key in out.as_object().expect("an object").keys() {
+        assert!(
+            spec.outputs["properties"].get(key).is_some(),
+            "{action} returns undeclared `{key}`: {out}"
+        );
+    }
+}
+
+/// The catalog's undo of a change made with `input` on a target that was `before`, checked
+/// against the undo action's input schema.
+fn inverse(action: &str, input: &Value, before: &Value) -> (String, Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    spec.validate_input(input).expect("valid input");
+    let undo = spec
+        .inverse
+        .as_ref()
+        .expect("an inverse")
+        .resolve(input, before);
+    let name = undo["action"].as_str().expect("action").to_owned();
+    let with = undo["with"].clone();
+    catalog()
+        .get(&name)
+        .expect("inverse in the catalog")
+        .validate_input(&with)
+        .expect("valid undo input");
+    (name, with)
+}
+
+async fn state(c: &Nftables, action: &str, input: Value) -> Value {
+    c.read_state(action, &input).await.expect("state reads")
+}
+
+fn reachable(sb: &Sandbox, to: IpAddr) -> bool {
+    sb.can_connect(to, Duration::from_millis(700))
+}
+
+/// The whole ruleset of a namespace, to compare before and after a refused change.
+fn ruleset(ns: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "ruleset"])
+        .output()
+        .expect("nft runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn blocks_ipv4_and_ipv6_egress_and_unblocks_them() {
+    let Some(sb) = sandbox() else { return };
+    let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
+    let (v4, v6) = (sb.server_v4(), sb.server_v6());
+    assert!(
+        reachable(&sb, v4) && reachable(&sb, v6),
+        "reachable at first"
+    );
+
+    let input = json!({ "address": v4.to_string(), "set": "egress", "reason": "intel feed X" });
+    let before4 = state(&fw, "firewall.block_ip", input.clone()).await;
+    assert_eq!(before4["present"], false);
+    let out = call(&fw, "firewall.block_ip", input.clone())
+        .await
+        .expect("blocks");
+    assert_eq!(out["changed"], true);
+    assert_eq!(out["address"], v4.to_string());
+    assert!(out.get("expires").is_none(), "permanent block: {out}");
+    let after = state(&fw, "firewall.block_ip", input.clone()).await;
+    assert_eq!(after["present"], true);
+    assert_eq!(after["comment"], "intel feed X");
+    assert!(!reachable(&sb, v4), "IPv4 blocked");
+    assert!(reachable(&sb, v6), "IPv6 untouched");
+
+    let again = call(&fw, "firewall.block_ip", input.clone())
+        .await
+        .expect("repeat");
+    assert_eq!(again["changed"], false);
+
+    let input6 = json!({ "address": v6.to_string(), "set": "egress" });
+    let before6 = state(&fw, "firewall.block_ip", input6.clone()).await;
+    assert_eq!(
+        call(&fw, "firewall.block_ip", input6.clone())
+            .await
+            .expect("blocks v6")["changed"],
+        true
+    );
+    assert!(!reachable(&sb, v6), "IPv6 blocked");
+    let status = call(&fw, "firewall.status", json!({ "address": v6.to_string() }))
+        .await
+        .expect("status");
+    assert_eq!(status["blocked"], true);
+    assert_eq!(status["matched"], v6.to_string());
+
+    // Rolled back with the catalog's inverse: firewall.unblock_ip with [address, set].
+    for (i, before) in [(&input, &before4), (&input6, &before6)] {
+        let (undo, with) = inverse("firewall.block_ip", i, before);
+        assert_eq!(undo, "firewall.unblock_ip");
+        let out = call(&fw, &undo, with.clone()).await.expect("unblocks");
+        assert_eq!(out["changed"], true);
+        let again = call(&fw, &undo, with).await.expect("repeat");
+        assert_eq!(again["changed"], false);
+    }
+    assert!(reachable(&sb, v4) && reachable(&sb, v6), "reachable again");
+    assert_eq!(
+        state(&fw, "firewall.block_ip", input).await["present"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn a_network_block_covers_its_addresses() {
+    let Some(sb) = sandbox() else { return };
+    let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
+    let net = json!({ "address": "10.77.0.0/24" });
+    assert_eq!(
+        call(&fw, "firewall.block_ip", net.clone())
+            .await
+            .expect("blocks")["changed"],
+        true
+    );
+    assert!(!reachable(&sb, sb.server_v4()), "the network is blocked");
+    let status = call(&fw, "firewall.status", json!({ "address": "10.77.0.2" }))
+        .await
+        .expect("status");
+    assert_eq!(status["blocked"], true);
+    assert_eq!(status["matched"], "10.77.0.0/24");
+    // An address inside is already blocked: nothing to do, and nothing to undo.
+    let inside = json!({ "address": "10.77.0.2" });
+    assert_eq!(
+        call(&fw, "firewall.block_ip", inside.clone())
+            .await
+            .expect("covered")["changed"],
+        false
+    );
+    let st = state(&fw, "firewall.block_ip", inside).await;
+    assert_eq!(
+        (st["present"].clone(), st["covered_by"].clone()),
+        (json!(false), json!("10.77.0.0/24"))
+    );
+    // A wider network would overlap the element: refused, nothing changed.
+    let before = ruleset(sb.client_netns());
+    let err = call(&fw, "firewall.block_ip", json!({ "address": "10.0.0.0/8" }))
+        .await
+        .expect_err("overlap refused");
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(err.message.contains("10.77.0.0/24"), "{}", err.message);
+    assert_eq!(ruleset(sb.client_netns()), before);
+
+    assert_eq!(
+        call(&fw, "firewall.unblock_ip", net)
+            .await
+            .expect("unblocks")["changed"],
+        true
+    );
+    assert!(reachable(&sb, sb.server_v4()), "reachable again");
+}
+
+#[tokio::test]
+async fn a_timed_block_lapses_by_itself() {
+    let Some(sb) = sandbox() else { return };
+    let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
+    let input = json!({ "address": sb.server_v6().to_string(), "timeout": "2s" });
+    let out = call(&fw, "firewall.block_ip", input.clone())
+        .await
+        .expect("blocks");
+    assert_eq!(out["changed"], true);
+    assert!(out["expires"].is_string(), "{out}");
+    let st = state(&fw, "firewall.block_ip", input.clone()).await;
+    assert_eq!(st["present"], true);
+    assert_eq!(st["timeout"], 2);
+    assert!(!reachable(&sb, sb.server_v6()), "blocked for now");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert!(reachable(&sb, sb.server_v6()), "the block lapsed");
+    assert_eq!(
+        state(&fw, "firewall.block_ip", input).await["present"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn undoing_an_unblock_restores_the_remaining_timeout_and_reason() {
+    let Some(sb) = sandbox() else { return };
+    let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
+    let v4 = sb.server_v4().to_string();
+    let block = json!({ "address": v4, "timeout": "1h", "reason": "C2 server" });
+    call(&fw, "firewall.block_ip", block).await.expect("blocks");
+    let unblock = json!({ "address": v4 });
+    let before = state(&fw, "firewall.unblock_ip", unblock.clone()).await;
+    let out = call(&fw, "firewall.unblock_ip", unblock.clone())
+        .await
+        .expect("unblocks");
+    assert_eq!(out["changed"], true);
+    assert!(reachable(&sb, sb.server_v4()));
+    // The catalog's inverse takes the remaining timeout and the comment from the before-state.
+    let (undo, with) = inverse("firewall.unblock_ip", &unblock, &before);
+    assert_eq!(undo, "firewall.block_ip");
+    assert_eq!(with["reason"], "C2 server");
+    assert_eq!(
+        call(&fw, &undo, with).await.expect("re-blocks")["changed"],
+        true
+    );
+    let after = state(&fw, "firewall.block_ip", unblock).await;
+    let timeout = after["timeout"].as_u64().expect("timed");
+    assert!((3590..=3600).contains(&timeout), "{after}");
+    assert_eq!(after["comment"], "C2 server");
+    assert!(!reachable(&sb, sb.server_v4()), "blocked again");
+}
+
+#[tokio::test]
+async fn quarantine_by_mac_and_by_ip_cuts_the_device_off() {
+    let Some(sb) = sandbox() else { return };
+    let nac = Nftables::new("nac", sb.nac_config()).expect("config");
+    assert_eq!(nac.family(), "nac");
+    let (v4, v6) = (sb.server_v4(), sb.server_v6());
+    // Upper-case and dashes: the connector normalizes the MAC address.
+    let mac = sb.client_mac().to_uppercase().replace(':', "-");
+    let input = json!({ "device": mac, "reason": "rogue access point" });
+    assert_eq!(
+        state(&nac, "nac.quarantine", input.clone()).await["quarantined"],
+        false
+    );
+    let out = call(&nac, "nac.quarantine", input.clone())
+        .await
+        .expect("quarantines");
+    assert_eq!(
+        (out["changed"].clone(), out["device"].clone()),
+        (json!(true), json!(sb.client_mac()))
+    );
+    assert!(
+        !reachable(&sb, v4) && !reachable(&sb, v6),
+        "the device is cut off"
+    );
+    let status = call(&nac, "nac.status", json!({ "device": sb.client_mac() }))
+        .await
+        .expect("status");
+    assert_eq!(status["quarantined"], true);
+    assert!(status["since"].is_string(), "{status}");
+    assert_eq!(
+        state(&nac, "nac.quarantine", input.clone()).await["reason"],
+        "rogue access point"
+    );
+    assert_eq!(
+        call(&nac, "nac.quarantine", input.clone())
+            .await
+            .expect("repeat")["changed"],
+        false
+    );
+    // The catalog's inverse: nac.release with [device].
+    let (undo, release) = inverse("nac.quarantine", &input, &json!({ "quarantined": false }));
+    assert_eq!(undo, "nac.release");
+    assert_eq!(
+        call(&nac, "nac.release", release.clone())
+            .await
+            .expect("releases")["changed"],
+        true
+    );
+    assert_eq!(
+        call(&nac, "nac.release", release).await.expect("repeat")["changed"],
+        false
+    );
+    assert!(
+        reachable(&sb, v4) && reachable(&sb, v6),
+        "back on the network"
+    );
+
+    let by_ip = json!({ "device": sb.client_v4().to_string() });
+    assert_eq!(
+        call(&nac, "nac.quarantine", by_ip.clone())
+            .await
+            .expect("by IP")["changed"],
+        true
+    );
+    assert!(!reachable(&sb, v4), "IPv4 cut off");
+    assert_eq!(
+        call(&nac, "nac.release", by_ip).await.expect("release")["changed"],
+        true
+    );
+    assert!(reachable(&sb, v4), "IPv4 back");
+}
+
+#[tokio::test]
+async fn bad_input_fails_cleanly_and_changes_nothing() {
+    let Some(sb) = sandbox() else { return };
+    let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
+    let ok = json!({ "address": "192.0.2.1" });
+    call(&fw, "firewall.block_ip", ok.clone())
+        .await
+        .expect("blocks");
+    let before = ruleset(sb.client_netns());
+    for (input, needle) in [
+        (
+            json!({ "address": "192.0.2.9", "set": "nosuch" }),
+            "unknown block set `nosuch`",
+        ),
+        (json!({ "address": "192.0.2.300" }), "invalid address"),
+        (json!({ "address": "2001:db8:::1" }), "invalid address"),
+        (
+            json!({ "address": "192.0.2.9", "timeout": "999999d" }),
+            "invalid timeout",
+        ),
+    ] {
+        let err = call(&fw, "firewall.block_ip", input.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind, ErrorKind::Permanent, "{input}");
+        assert!(err.message.contains(needle), "{input}: {}", err.message);
+    }
+    let err = call(
+        &fw,
+        "firewall.unblock_ip",
+        json!({ "address": "192.0.2.1", "set": "nosuch" }),
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.message.contains("nosuch"), "{}", err.message);
+    assert_eq!(ruleset(sb.client_netns()), before, "nothing changed");
+    assert_eq!(state(&fw, "firewall.block_ip", ok).await["present"], true);
+
+    let nac = Nftables::new("nac", sb.nac_config()).expect("config");
+    let err = call(
+        &nac,
+        "nac.quarantine",
+        json!({ "device": "02:be:1a:00:00" }),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(err.message.contains("invalid device"), "{}", err.message);
+}
+
+#[test]
+fn configuration_is_checked() {
+    let table = |s: &str| -> toml::Table { toml::from_str(s).expect("toml") };
+    let ok = belay_connectors::native::build(
+        "nac",
+        "nftables",
+        table("family = \"nac\"\ntable = \"edge\"\nnetns = \"ns1\""),
+    )
+    .expect("builds");
+    assert_eq!(ok.family(), "nac");
+    for bad in [
+        "colour = \"red\"",
+        "table = \"no spaces\"",
+        "sets = { egress = \"bad-name\" }",
+        "family = \"dns\"",
+    ] {
+        assert!(
+            belay_connectors::native::build("fw", "nftables", table(bad)).is_err(),
+            "{bad}"
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! The Unbound connector against a real Unbound on loopback, checked with real DNS queries.
+//! Skipped (with the reason) when Unbound is missing, unless BELAY_REQUIRE_NATIVE=1.
+
+use belay_connectors::native::unbound::{Sandbox, Unbound};
+use belay_connectors::{ActionError, Call, Connector, ErrorKind};
+use serde_json::{Value, json};
+use std::net::IpAddr;
+
+fn sandbox() -> Option<Sandbox> {
+    if let Err(why) = Sandbox::available() {
+        if std::env::var("BELAY_REQUIRE_NATIVE").as_deref() == Ok("1") {
+            panic!("unbound sandbox unavailable: {why}");
+        }
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(Sandbox::start().expect("unbound starts"))
+}
+
+async fn call(c: &Unbound, action: &str, input: Value) -> Result<Value, ActionError> {
+    c.call(Call {
+        action,
+        input: &input,
+        idempotency_key: Some("test/key"),
+    })
+    .await
+    .inspect(|out| check_outputs(action, out))
+}
+
+fn catalog() -> &'static belay_playbook::Catalog {
+    static CATALOG: std::sync::OnceLock<belay_playbook::Catalog> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(belay_playbook::Catalog::builtin)
+}
+
+/// The output carries only fields the catalog declares for the action.
+fn check_outputs(action: &str, out: &Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    for key in out.as_object().expect("an object").keys() {
+        assert!(
+            spec.outputs["properties"].get(key).is_some(),
+            "{action} returns undeclared `{key}`: {out}"
+        );
+    }
+}
+
+/// The catalog's undo of a change made with `input` on a target that was `before`, checked
+/// against the undo action's input schema.
+fn inverse(action: &str, input: &Value, before: &Value) -> (String, Value) {
+    let spec = catalog().get(action).expect("action in the catalog");
+    spec.validate_input(input).expect("valid input");
+    let undo = spec
+        .inverse
+        .as_ref()
+        .expect("an inverse")
+        .resolve(input, before);
+    let name = undo["action"].as_str().expect("action").to_owned();
+    let with = undo["with"].clone();
+    catalog()
+        .get(&name)
+        .expect("inverse in the catalog")
+        .validate_input(&with)
+        .expect("valid undo input");
+    (name, with)
+}
+
+async fn state(c: &Unbound, input: Value) -> Value {
+    c.read_state("dns.sinkhole_domain", &input)
+        .await
+        .expect("state reads")
+}
+
+fn a(sb: &Sandbox, name: &str) -> Vec<IpAddr> {
+    let reply = sb.query(name, false).expect("query");
+    assert_eq!(reply.rcode, 0, "{name}: {reply:?}");
+    reply.addrs
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+#[tokio::test]
+async fn sinkholes_a_domain_and_its_subdomains_then_restores_them() {
+    let Some(sb) = sandbox() else { return };
+    let dns = Unbound::new("dns", sb.config()).expect("config");
+    assert_eq!(
+        a(&sb, "phish.example.com"),
+        [ip("192.0.2.66")],
+        "resolves normally first"
+    );
+
+    let input = json!({ "domain": "Phish.Example.com.", "answer": "10.1.2.3", "ttl": 60 });
+    let before = state(&dns, input.clone()).await;
+    assert_eq!(before["sinkholed"], false);
+    let out = call(&dns, "dns.sinkhole_domain", input.clone())
+        .await
+        .expect("sinkholes");
+    assert_eq!(out["changed"], true);
+    assert_eq!(out["domain"], "phish.example.com");
+    assert_eq!(out["answer"], "10.1.2.3");
+    let after = state(&dns, input.clone()).await;
+    assert_eq!(
+        (after["mode"].clone(), after["answer"].clone()),
+        (json!("redirect"), json!("10.1.2.3"))
+    );
+    for name in [
+        "phish.example.com",
+        "www.phish.example.com",
+        "a.b.c.phish.example.com",
+    ] {
+        assert_eq!(a(&sb, name), [ip("10.1.2.3")], "{name} is sinkholed");
+    }
+    assert_eq!(
+        a(&sb, "www.example.com"),
+        [ip("192.0.2.10")],
+        "siblings untouched"
+    );
+    let status = call(
+        &dns,
+        "dns.status",
+        json!({ "domain": "x.www.phish.example.com" }),
+    )
+    .await
+    .expect("status");
+    assert_eq!(
+        status,
+        json!({ "sinkholed": true, "zone": "phish.example.com", "mode": "redirect", "answer": "10.1.2.3" })
+    );
+    let again = call(&dns, "dns.sinkhole_domain", input.clone())
+        .await
+        .expect("repeat");
+    assert_eq!(again["changed"], false);
+
+    // The catalog's inverse: dns.unsinkhole_domain with [domain, mode, answer].
+    let (action, undo) = inverse("dns.sinkhole_domain", &input, &before);
+    assert_eq!(action, "dns.unsinkhole_domain");
+    let out = call(&dns, "dns.unsinkhole_domain", undo.clone())
+        .await
+        .expect("unsinkholes");
+    assert_eq!(out["changed"], true);
+    assert_eq!(
+        a(&sb, "phish.example.com"),
+        [ip("192.0.2.66")],
+        "resolves normally again"
+    );
+    assert_eq!(a(&sb, "www.phish.example.com"), [ip("192.0.2.67")]);
+    assert_eq!(
+        call(&dns, "dns.unsinkhole_domain", undo)
+            .await
+            .expect("repeat")["changed"],
+        false
+    );
+    assert_eq!(state(&dns, input).await["sinkholed"], false);
+    assert_eq!(
+        call(&dns, "dns.status", json!({ "domain": "phish.example.com" }))
+            .await
+            .expect("status"),
+        json!({ "sinkholed": false })
+    );
+}
+
+#[tokio::test]
+async fn nxdomain_mode_ipv6_answers_and_the_default_answer() {
+    let Some(sb) = sandbox() else { return };
+    let dns = Unbound::new("dns", sb.config()).expect("config");
+    let nx = json!({ "domain": "www.example.com", "mode": "nxdomain" });
+    assert_eq!(
+        call(&dns, "dns.sinkhole_domain", nx.clone())
+            .await
+            .expect("nx")["changed"],
+        true
+    );
+    for name in ["www.example.com", "a.www.example.com"] {
+        assert_eq!(
+            sb.query(name, false).expect("query").rcode,
+            3,
+            "{name} NXDOMAIN"
+        );
+    }
+    assert_eq!(
+        a(&sb, "example.com"),
+        [ip("192.0.2.10")],
+        "the parent is untouched"
+    );
+    // Unsinkholed by hand (domain only), then that undone: the mode comes from the state.
+    let by_hand = json!({ "domain": nx["domain"] });
+    let before = state(&dns, by_hand.clone()).await;
+    let out = call(&dns, "dns.unsinkhole_domain", by_hand.clone())
+        .await
+        .expect("undo");
+    assert_eq!(out["changed"], true);
+    assert_eq!(a(&sb, "www.example.com"), [ip("192.0.2.10")]);
+    let (action, redo) = inverse("dns.unsinkhole_domain", &by_hand, &before);
+    assert_eq!(
+        (action.as_str(), redo["mode"].as_str()),
+        ("dns.sinkhole_domain", Some("nxdomain"))
+    );
+    assert_eq!(
+        call(&dns, &action, redo).await.expect("redo")["changed"],
+        true
+    );
+    assert_eq!(sb.query("www.example.com", false).expect("query").rcode, 3);
+    assert_eq!(
+        call(&dns, "dns.unsinkhole_domain", nx).await.expect("undo")["changed"],
+        true
+    );
+    assert_eq!(a(&sb, "www.example.com"), [ip("192.0.2.10")]);
+
+    // example.com has a zone in Unbound's configuration: replacing it is refused.
+    let err = call(
+        &dns,
+        "dns.sinkhole_domain",
+        json!({ "domain": "example.com" }),
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.message.contains("transparent"), "{}", err.message);
+    assert_eq!(a(&sb, "www.example.com"), [ip("192.0.2.10")]);
+
+    // An IPv6 answer is an AAAA record; no answer at all means the configured default.
+    let v6 = json!({ "domain": "phish.example.com", "answer": "2001:db8::80" });
+    call(&dns, "dns.sinkhole_domain", v6).await.expect("v6");
+    let reply = sb.query("www.phish.example.com", true).expect("AAAA query");
+    assert_eq!(reply.addrs, [ip("2001:db8::80")]);
+    // Changing the answer is a change, applied in place.
+    let def = json!({ "domain": "phish.example.com" });
+    let out = call(&dns, "dns.sinkhole_domain", def)
+        .await
+        .expect("default");
+    assert_eq!(
+        (out["changed"].clone(), out["answer"].clone()),
+        (json!(true), json!(Sandbox::DEFAULT_ANSWER))
+    );
+    assert_eq!(
+        a(&sb, "www.phish.example.com"),
+        [ip(Sandbox::DEFAULT_ANSWER)]
+    );
+    assert!(
+        sb.query("www.phish.example.com", true)
+            .expect("AAAA")
+            .addrs
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn re_applying_after_a_restart_restores_the_sinkhole() {
+    let Some(mut sb) = sandbox() else { return };
+    let dns = Unbound::new("dns", sb.config()).expect("config");
+    let input = json!({ "domain": "phish.example.com", "answer": "10.9.9.9" });
+    call(&dns, "dns.sinkhole_domain", input.clone())
+        .await
+        .expect("sinkholes");
+    assert_eq!(a(&sb, "phish.example.com"), [ip("10.9.9.9")]);
+
+    sb.restart().expect("restarts");
+    assert_eq!(
+        a(&sb, "phish.example.com"),
+        [ip("192.0.2.66")],
+        "runtime zones are gone"
+    );
+    assert_eq!(state(&dns, input.clone()).await["sinkholed"], false);
+    // What the engine does when it re-applies the journal: the same change, again.
+    let out = call(&dns, "dns.sinkhole_domain", input)
+        .await
+        .expect("re-applies");
+    assert_eq!(out["changed"], true);
+    assert_eq!(a(&sb, "www.phish.example.com"), [ip("10.9.9.9")]);
+}
+
+#[tokio::test]
+async fn bad_input_fails_cleanly_and_changes_nothing() {
+    let Some(sb) = sandbox() else { return };
+    let dns = Unbound::new("dns", sb.config()).expect("config");
+    let zones = || async {
+        let out = std::process::Command::new("unbound-control")
+            .arg("-c")
+            .arg(sb.config().config_file.expect("config file"))
+            .args(["list_local_zones"])
+            .output()
+            .expect("unbound-control runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = zones().await;
+    let long = format!("{}.example.com", "a".repeat(64));
+    for (input, needle) in [
+        (json!({ "domain": "exa mple..com" }), "invalid domain"),
+        (json!({ "domain": long }), "1 to 63"),
+        (
+            json!({ "domain": "example.com;local_zone_remove ." }),
+            "invalid domain",
+        ),
+        (
+            json!({ "domain": "phish.example.com", "answer": "10.0.0.256" }),
+            "invalid answer",
+        ),
+        (
+            json!({ "domain": "phish.example.com", "mode": "refuse" }),
+            "unknown sinkhole mode",
+        ),
+    ] {
+        let err = call(&dns, "dns.sinkhole_domain", input.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind, ErrorKind::Permanent, "{input}");
+        assert!(err.message.contains(needle), "{input}: {}", err.message);
+    }
+    let err = call(
+        &dns,
+        "dns.unsinkhole_domain",
+        json!({ "domain": "exa mple..com" }),
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.message.contains("invalid domain"), "{}", err.message);
+    // No default answer configured and none given.
+    let bare = Unbound::new(
+        "dns",
+        belay_connectors::native::unbound::UnboundConfig {
+            default_answer: None,
+            ..sb.config()
+        },
+    )
+    .expect("config");
+    let err = call(
+        &bare,
+        "dns.sinkhole_domain",
+        json!({ "domain": "phish.example.com" }),
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.message.contains("default_answer"), "{}", err.message);
+    assert_eq!(zones().await, before, "nothing changed");
+    assert_eq!(a(&sb, "phish.example.com"), [ip("192.0.2.66")]);
+}
