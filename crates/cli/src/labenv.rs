@@ -80,6 +80,11 @@ struct Real {
     sandboxes: Vec<Box<dyn Send + Sync>>,
 }
 
+/// A sandbox started on a blocking thread, or why it could not start.
+fn joined<T>(r: Result<Result<T, String>, tokio::task::JoinError>) -> Result<T, String> {
+    r.map_err(|e| e.to_string()).and_then(|r| r)
+}
+
 impl Real {
     fn add<C: serde::Serialize>(
         &mut self,
@@ -101,7 +106,57 @@ impl Real {
 
     /// Starts every component that is installed and usable; says why for the others.
     async fn start_all(&mut self) {
-        use belay_connectors::native::suricata;
+        use belay_connectors::native::{directory, nftables, suricata, unbound};
+        // The synchronous sandboxes start on a blocking thread each.
+        let nft = tokio::task::spawn_blocking(nftables::Sandbox::start);
+        let dns = tokio::task::spawn_blocking(unbound::Sandbox::start);
+        let dir = tokio::task::spawn_blocking(|| {
+            let sb = directory::Sandbox::start()?;
+            // The account the privilege-escalation scenario sees added to sudo, and its group.
+            let _ = sb.add_group("sudo");
+            sb.add_user("bart", &["sudo"])?;
+            Ok::<_, String>(sb)
+        });
+        match joined(nft.await) {
+            Ok(sb) => {
+                let what = "nftables (real, in network namespaces of its own)";
+                self.add("firewall", "nftables", &sb.firewall_config(), what);
+                self.add("nac", "nftables", &sb.nac_config(), what);
+                self.sandboxes.push(Box::new(sb));
+            }
+            Err(e) => {
+                self.unusable.insert("firewall", e.clone());
+                self.unusable.insert("nac", e);
+            }
+        }
+        match joined(dns.await) {
+            Ok(sb) => {
+                self.add(
+                    "dns",
+                    "unbound",
+                    &sb.config(),
+                    "Unbound (real, on loopback)",
+                );
+                self.sandboxes.push(Box::new(sb));
+            }
+            Err(e) => {
+                self.unusable.insert("dns", e);
+            }
+        }
+        match joined(dir.await) {
+            Ok(sb) => {
+                self.add(
+                    "directory",
+                    "gpasswd",
+                    &sb.config("fin-cfo-lt01"),
+                    "gpasswd (real, in a mount namespace with its own /etc)",
+                );
+                self.sandboxes.push(Box::new(sb));
+            }
+            Err(e) => {
+                self.unusable.insert("directory", e);
+            }
+        }
         match suricata::Sandbox::start().await {
             Ok(sb) => {
                 self.add(

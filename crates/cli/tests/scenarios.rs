@@ -131,11 +131,22 @@ impl Env {
         serde_json::from_str(body).unwrap()
     }
 
-    /// State a stand-in keeps for a family (empty when the real component served it).
-    fn standin(&self, family: &str) -> Value {
-        std::fs::read_to_string(self.path().join(format!("standin/{family}.json")))
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .unwrap_or(json!({}))
+    /// Whether a change of `action` on `target` is in effect: journaled as applied (not rolled
+    /// back), with the state the connector read from the system after applying it. Real
+    /// components and stand-ins alike are read through their connector.
+    fn in_effect(&self, action: &str, target: &str) -> bool {
+        self.json(&["changes", "list", "--format", "json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| {
+                c["action"] == action
+                    && c["target"]
+                        .as_str()
+                        .is_some_and(|t| t.eq_ignore_ascii_case(target))
+                    && c["status"] == "applied"
+                    && !c["after"].is_null()
+            })
     }
 
     fn inbox(&self, target: &str) -> Vec<Value> {
@@ -188,12 +199,6 @@ fn step<'a>(report: &'a Value, key: &str) -> &'a Value {
         .iter()
         .find(|s| s["step"] == key)
         .unwrap_or_else(|| panic!("no step {key} in {report:#}"))
-}
-
-fn keys(v: &Value) -> Vec<String> {
-    v.as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default()
 }
 
 /// Normalizes lines with `belay logs parse`; the events, in order.
@@ -268,11 +273,7 @@ fn scenario_1_privilege_escalation_on_the_cfo_laptop_is_reverted_and_can_be_reap
     let r = env.run("privilege-escalation", &events[0]);
     assert_eq!(r["status"], "succeeded", "{r:#}");
     assert_eq!(step(&r, "revert")["status"], "succeeded", "{r:#}");
-    let dir = env.standin("directory");
-    assert!(
-        dir.is_null() || keys(&dir["absent"]).contains(&"sudo|bart".to_owned()) || dir == json!({}),
-        "{dir}"
-    );
+    assert!(env.in_effect("directory.remove_member", "bart"));
     let lab = env.lab();
     assert_eq!(
         lab["siem"]["alerts"].as_array().unwrap().len(),
@@ -290,11 +291,7 @@ fn scenario_1_privilege_escalation_on_the_cfo_laptop_is_reverted_and_can_be_reap
     assert_eq!(step(&r2, "revert")["status"], "skipped", "{r2:#}");
     // Legitimate after all: an approver rolls the revert back, which re-adds the user.
     env.rollback_and_verify(r["run_id"].as_str().unwrap());
-    let dir = env.standin("directory");
-    assert!(
-        !keys(&dir["absent"]).contains(&"sudo|bart".to_owned()),
-        "{dir}"
-    );
+    assert!(!env.in_effect("directory.remove_member", "bart"));
 }
 
 #[test]
@@ -312,9 +309,7 @@ fn scenario_2_a_rogue_device_is_quarantined_until_explained() {
     let r = env.run("rogue-device", unknown);
     assert_eq!(r["status"], "succeeded", "{r:#}");
     assert_eq!(step(&r, "quarantine")["status"], "succeeded", "{r:#}");
-    assert!(
-        keys(&env.standin("nac")["quarantined"]).contains(&mac) || env.standin("nac") == json!({})
-    );
+    assert!(env.in_effect("nac.quarantine", &mac));
     assert!(
         env.inbox("network-team")
             .iter()
@@ -326,7 +321,7 @@ fn scenario_2_a_rogue_device_is_quarantined_until_explained() {
     let r2 = env.run("rogue-device", &known);
     assert_eq!(step(&r2, "quarantine")["status"], "skipped", "{r2:#}");
     env.rollback_and_verify(r["run_id"].as_str().unwrap());
-    assert!(!keys(&env.standin("nac")["quarantined"]).contains(&mac));
+    assert!(!env.in_effect("nac.quarantine", &mac));
 }
 
 #[test]
@@ -347,11 +342,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
     };
     // A small update: blocked at once, at `guarded`.
     import("small-feed", "198.51.100.7\n192.0.2.0/28\n");
-    let fw = env.standin("firewall");
-    assert!(
-        keys(&fw["blocked"]).contains(&"egress|198.51.100.7".to_owned()),
-        "{fw}"
-    );
+    assert!(env.in_effect("firewall.block_ip", "198.51.100.7"));
     // The CRM's network in an update: the whole update waits for a person, and the SOC admins hear of it.
     import("poisoned-feed", "203.0.113.9\n198.51.100.8\n");
     let held = env.pending_approvals();
@@ -363,7 +354,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
             || a.to_string().contains("protected-networks")),
         "{held:#?}"
     );
-    assert!(!keys(&env.standin("firewall")["blocked"]).contains(&"egress|203.0.113.9".to_owned()));
+    assert!(!env.in_effect("firewall.block_ip", "203.0.113.9"));
     assert!(env.inbox("soc-admins").iter().any(|m| {
         m["subject"]
             .as_str()
@@ -392,7 +383,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
             "CRM network",
         ]);
     }
-    assert!(!keys(&env.standin("firewall")["blocked"]).contains(&"egress|203.0.113.9".to_owned()));
+    assert!(!env.in_effect("firewall.block_ip", "203.0.113.9"));
     let runs = env.json(&["runs", "list", "--format", "json"]);
     let first = runs
         .as_array()
@@ -402,7 +393,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
         .unwrap()
         .clone();
     env.rollback_and_verify(first["id"].as_str().unwrap());
-    assert!(!keys(&env.standin("firewall")["blocked"]).contains(&"egress|198.51.100.7".to_owned()));
+    assert!(!env.in_effect("firewall.block_ip", "198.51.100.7"));
 }
 
 fn phish_event(env: &Env) -> Value {
@@ -431,12 +422,8 @@ fn scenario_4_phishing_is_sinkholed_watched_taken_down_and_a_compromise_opens_a_
         .filter_map(|l| l["registrable_domain"].as_str().map(str::to_owned))
         .collect();
     assert!(!domains.is_empty(), "{r:#}");
-    let dns = env.standin("dns");
     for d in &domains {
-        assert!(
-            dns == json!({}) || keys(&dns["sinkholed"]).contains(d),
-            "{d} not sinkholed: {dns}"
-        );
+        assert!(env.in_effect("dns.sinkhole_domain", d), "{d} not sinkholed");
     }
     let lab = env.lab();
     assert_eq!(
@@ -470,8 +457,12 @@ fn scenario_4_phishing_is_sinkholed_watched_taken_down_and_a_compromise_opens_a_
         env.json(&["cases", "show", &case_id, "--format", "json"])["case"]["status"],
         "closed"
     );
-    let dns = env.standin("dns");
-    assert!(keys(&dns["sinkholed"]).is_empty(), "{dns}");
+    for d in &domains {
+        assert!(
+            !env.in_effect("dns.sinkhole_domain", d),
+            "{d} still sinkholed"
+        );
+    }
     env.nothing_doubled();
 }
 
@@ -519,10 +510,9 @@ fn scenario_5_exfiltration_inadvertent_trains_malicious_waits_for_approval_then_
     let pending = env.pending_approvals();
     assert_eq!(pending.len(), 1, "{pending:#?}");
     assert_eq!(pending[0]["action"], "nac.quarantine");
+    let mac = pending[0]["target"].as_str().unwrap().to_owned();
     assert!(
-        env.standin("nac")["quarantined"]
-            .as_object()
-            .is_none_or(|o| o.is_empty()),
+        !env.in_effect("nac.quarantine", &mac),
         "nothing before approval"
     );
     let id = pending[0]["id"].as_str().unwrap();
@@ -563,12 +553,9 @@ fn scenario_5_exfiltration_inadvertent_trains_malicious_waits_for_approval_then_
             .iter()
             .any(|m| m["subject"].as_str().unwrap().starts_with("URGENT"))
     );
+    assert!(env.in_effect("nac.quarantine", &mac));
     env.rollback_and_verify(run_id);
-    assert!(
-        env.standin("nac")["quarantined"]
-            .as_object()
-            .is_none_or(|o| o.is_empty())
-    );
+    assert!(!env.in_effect("nac.quarantine", &mac));
     env.nothing_doubled();
 }
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// `[connectors.NAME] type = "gpasswd"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GpasswdConfig {
     /// Prepended to every command, e.g. `["nsenter", "-t", "PID", "-m", "--"]`.

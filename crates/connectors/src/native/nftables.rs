@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// The action family an nftables connector serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// `firewall.block_ip|unblock_ip|status`: egress block sets (output and forward hooks).
@@ -45,7 +45,7 @@ pub enum Role {
 }
 
 /// `[connectors.NAME] type = "nftables"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NftablesConfig {
     /// The family served; configure the kind twice to serve both.
