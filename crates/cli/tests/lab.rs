@@ -80,7 +80,9 @@ fn a_playbook_reaches_the_lab_through_the_http_connector_and_no_secret_is_stored
         .filter(|u| u.starts_with("http://"))
         .unwrap_or_else(|| panic!("first line names the URL: {first}"))
         .to_owned();
-    let banner: Vec<String> = lines.take(8).map(|l| l.unwrap()).collect();
+    let banner: Vec<String> = lines.by_ref().take(8).map(|l| l.unwrap()).collect();
+    // Keep reading: a closed pipe would stop the server at its next line of output.
+    std::thread::spawn(move || for _ in lines {});
     assert!(
         banner
             .iter()

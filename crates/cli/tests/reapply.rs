@@ -67,7 +67,10 @@ fn after_a_restart_the_journal_restores_the_sinkholes_in_effect() {
     assert!(!sinkholed(&sb, "evil-c.example.com"));
 
     sb.restart().expect("unbound restarts");
-    assert!(!sinkholed(&sb, "evil-a.example.com"), "runtime zones are gone");
+    assert!(
+        !sinkholed(&sb, "evil-a.example.com"),
+        "runtime zones are gone"
+    );
 
     let o = belay(d, &["reapply", "dns", "--as", "soc-lead"]);
     assert!(o.status.success(), "{}", text(&o));

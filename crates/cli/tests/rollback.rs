@@ -79,7 +79,7 @@ fn rollback_of_a_run_restores_every_byte_of_the_list() {
     );
     let out = ok(belay(d, &["rollback", "--run", &run, "--as", "alice"]));
     assert!(
-        out.contains("3 reverted, 0 unchanged, 0 drifted, 0 failed"),
+        out.contains("3 reverted, 0 unchanged, 0 kept (irreversible), 0 drifted, 0 failed"),
         "{out}"
     );
     assert_eq!(
@@ -149,7 +149,7 @@ fn rollback_to_a_checkpoint_after_many_runs_restores_the_list() {
         &["rollback", "--to", "known-good", "--as", "alice"],
     ));
     assert!(
-        again.contains("0 reverted, 0 unchanged, 0 drifted, 0 failed"),
+        again.contains("0 reverted, 0 unchanged, 0 kept (irreversible), 0 drifted, 0 failed"),
         "{again}"
     );
     assert_eq!(list(d), before);

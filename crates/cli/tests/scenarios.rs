@@ -616,45 +616,80 @@ fn scenario_6_proxy_blocks_multi_feed_addresses_and_tightens_single_feed_ones() 
 
 #[test]
 fn scenarios_under_injected_faults_complete_or_hold_and_never_double_a_change() {
+    // One request in five to the simulators fails: 503 or 429 with Retry-After before the
+    // request is handled, a 500 or a stall after the change was made.
     let env = Env::up(0.2);
-    let r = env.run("phishing-response", &phish_event(&env));
-    let status = r["status"].as_str().unwrap();
-    assert!(
-        matches!(status, "succeeded" | "waiting_approval")
-            || r["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "a run ends clearly: {r:#}"
-    );
-    let (_, malicious) = dlp_events(&env);
-    let r2 = env.run("exfiltration-response", &malicious);
-    assert!(
-        matches!(
-            r2["status"].as_str().unwrap(),
-            "succeeded" | "waiting_approval" | "failed"
+    let (inadvertent, malicious) = dlp_events(&env);
+    let events = [
+        (
+            "enrich-alert",
+            json!({"kind": "ids.alert", "observables": {"hosts": ["fin-cfo-lt01", "eng-ws-101"], "users": ["mdubois"]}}),
         ),
-        "{r2:#}"
-    );
-    if r2["status"] == "failed" {
-        assert!(
-            !r2["error"].as_str().unwrap_or("").is_empty(),
-            "a failure says why: {r2:#}"
-        );
-    }
-    env.nothing_doubled();
-    // Every change journaled as applied is in the simulators' state exactly once.
-    let changes = env.json(&["changes", "list", "--format", "json"]);
-    let lab = env.lab();
-    for c in changes
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["status"] == "applied")
-    {
-        if let Some(key) = c["idempotency_key"].as_str()
-            && let Some(seen) = lab["idempotency"].get(key)
-        {
-            assert_eq!(seen["applied"], 1, "{key}: {seen}");
+        (
+            "privilege-escalation",
+            json!({"kind": "auth.privilege_change", "data": {"action": "added", "privileged": true,
+            "user": "bart", "group": "sudo", "host": "fin-cfo-lt01", "raw": "gpasswd: user bart added by root to group sudo"}}),
+        ),
+        (
+            "rogue-device",
+            json!({"kind": "network.new_device", "data": {"mac": "b4:b5:2f:15:4c:ec", "ip": "192.168.17.154", "vendor": "Hewlett Packard"}}),
+        ),
+        ("phishing-response", phish_event(&env)),
+        ("exfiltration-response", inadvertent),
+        ("exfiltration-response", malicious),
+    ];
+    for (playbook, event) in &events {
+        let r = env.run(playbook, event);
+        let status = r["status"].as_str().unwrap();
+        match status {
+            "succeeded" | "waiting_approval" => {}
+            "failed" => assert!(
+                !r["error"].as_str().unwrap_or("").is_empty(),
+                "{playbook}: a failure says why: {r:#}"
+            ),
+            other => panic!("{playbook}: a run ends clearly, not {other}: {r:#}"),
+        }
+        if status == "waiting_approval" {
+            let held: Vec<_> = r["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["status"] == "held")
+                .collect();
+            assert!(!held.is_empty(), "{playbook}: waiting on something: {r:#}");
         }
     }
+    for a in env.pending_approvals() {
+        env.ok(&[
+            "approvals",
+            "approve",
+            a["id"].as_str().unwrap(),
+            "--as",
+            "demo-analyst",
+        ]);
+    }
+    env.nothing_doubled();
+    // Nothing lost: every change the journal says a simulator applied is in its state, once.
+    let lab_families = ["edr.", "siem.", "training.", "takedown.", "proxy.", "pcap."];
+    let changes = env.json(&["changes", "list", "--format", "json"]);
+    let lab = env.lab();
+    let mut checked = 0;
+    for c in changes.as_array().unwrap().iter().filter(|c| {
+        c["status"] == "applied"
+            && lab_families
+                .iter()
+                .any(|f| c["action"].as_str().unwrap().starts_with(f))
+            && c["after"] != c["before"]
+    }) {
+        let key = c["idempotency_key"].as_str().unwrap();
+        let seen = &lab["idempotency"][key];
+        assert_eq!(seen["applied"], 1, "{key} ({}): {seen}", c["action"]);
+        checked += 1;
+    }
+    assert!(
+        checked >= 5,
+        "the runs made changes in the simulators: {checked}"
+    );
     env.ok(&["audit", "verify"]);
 }
 
@@ -717,6 +752,27 @@ fn the_lab_token_appears_nowhere_belay_writes() {
     let env = Env::up(0.1);
     let r = env.run("phishing-response", &phish_event(&env));
     assert!(r["run_id"].is_string());
+    // The logs at their most verbose, with faults making the connector log its retries.
+    let file = env.path().join("event-debug.json");
+    std::fs::write(&file, phish_event(&env).to_string()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .current_dir(env.path())
+        .env("BELAY_CONFIG", env.path().join("belay.toml"))
+        .env("BELAY_LOG", "debug")
+        .args(["run", "playbooks/phishing-response.yaml", "--event"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        logs.contains("DEBUG") || logs.contains("WARN") || o.status.success(),
+        "{logs}"
+    );
+    assert!(!logs.contains(&env.token), "the logs hold the token");
     let export = env.ok(&["audit", "export"]);
     assert!(
         !export.contains(&env.token),
