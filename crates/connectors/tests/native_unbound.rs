@@ -2,65 +2,16 @@
 //! Skipped (with the reason) when Unbound is missing, unless BELAY_REQUIRE_NATIVE=1.
 
 use belay_connectors::native::unbound::{Sandbox, Unbound};
-use belay_connectors::{ActionError, Call, Connector, ErrorKind};
+use belay_connectors::{Connector, ErrorKind};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 
+mod common;
+use common::{call, inverse};
+
 fn sandbox() -> Option<Sandbox> {
-    if let Err(why) = Sandbox::available() {
-        if std::env::var("BELAY_REQUIRE_NATIVE").as_deref() == Ok("1") {
-            panic!("unbound sandbox unavailable: {why}");
-        }
-        eprintln!("skipped: {why}");
-        return None;
-    }
-    Some(Sandbox::start().expect("unbound starts"))
-}
-
-async fn call(c: &Unbound, action: &str, input: Value) -> Result<Value, ActionError> {
-    c.call(Call {
-        action,
-        input: &input,
-        idempotency_key: Some("test/key"),
-    })
-    .await
-    .inspect(|out| check_outputs(action, out))
-}
-
-fn catalog() -> &'static belay_playbook::Catalog {
-    static CATALOG: std::sync::OnceLock<belay_playbook::Catalog> = std::sync::OnceLock::new();
-    CATALOG.get_or_init(belay_playbook::Catalog::builtin)
-}
-
-/// The output carries only fields the catalog declares for the action.
-fn check_outputs(action: &str, out: &Value) {
-    let spec = catalog().get(action).expect("action in the catalog");
-    for key in out.as_object().expect("an object").keys() {
-        assert!(
-            spec.outputs["properties"].get(key).is_some(),
-            "{action} returns undeclared `{key}`: {out}"
-        );
-    }
-}
-
-/// The catalog's undo of a change made with `input` on a target that was `before`, checked
-/// against the undo action's input schema.
-fn inverse(action: &str, input: &Value, before: &Value) -> (String, Value) {
-    let spec = catalog().get(action).expect("action in the catalog");
-    spec.validate_input(input).expect("valid input");
-    let undo = spec
-        .inverse
-        .as_ref()
-        .expect("an inverse")
-        .resolve(input, before);
-    let name = undo["action"].as_str().expect("action").to_owned();
-    let with = undo["with"].clone();
-    catalog()
-        .get(&name)
-        .expect("inverse in the catalog")
-        .validate_input(&with)
-        .expect("valid undo input");
-    (name, with)
+    common::usable("unbound", Sandbox::available())
+        .then(|| Sandbox::start().expect("unbound starts"))
 }
 
 async fn state(c: &Unbound, input: Value) -> Value {
