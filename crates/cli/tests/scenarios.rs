@@ -794,3 +794,27 @@ fn the_lab_token_appears_nowhere_belay_writes() {
         }
     }
 }
+
+#[test]
+fn the_shipped_playbooks_lint_clean_and_their_tests_pass() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_belay"))
+            .current_dir(&root)
+            .env_remove("BELAY_CONFIG")
+            .env_remove("BELAY_GUARDRAILS")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "belay {args:?}:\n{text}");
+        text
+    };
+    assert!(run(&["lint", "playbooks"]).contains("7 playbook(s) OK"));
+    let tests = run(&["test", "playbooks"]);
+    assert!(tests.contains("11 passed, 0 failed"), "{tests}");
+}
