@@ -394,7 +394,9 @@ mod tests {
             prepared::run_status("w", "r1", RunStatus::Failed, Some("bad")),
             run_status("w", "r1", RunStatus::Failed, Some("bad")).prepare()
         );
-        let e = Event::from_json(json!({"id": "e1", "kind": "k.x", "source": "s", "severity": "high"})).unwrap();
+        let e =
+            Event::from_json(json!({"id": "e1", "kind": "k.x", "source": "s", "severity": "high"}))
+                .unwrap();
         let run = RunRecord {
             id: "r1".into(),
             event_id: "e1".into(),
@@ -417,7 +419,12 @@ mod tests {
                 &e.source,
                 &e.severity.to_string(),
                 &text_hash(&text(&e.to_value())),
-                runs.iter().map(|r| (r.id.as_str(), r.playbook.as_str(), r.playbook_hash.as_str(), r.dry_run)),
+                runs.iter().map(|r| (
+                    r.id.as_str(),
+                    r.playbook.as_str(),
+                    r.playbook_hash.as_str(),
+                    r.dry_run
+                )),
             ),
             event_accepted("w", &e, &runs).prepare()
         );

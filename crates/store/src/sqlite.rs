@@ -19,8 +19,8 @@ use belay_model::{
     PreparedDraft, RunRecord, RunStatus, StepRecord, now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use std::borrow::Cow;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -183,6 +183,8 @@ CREATE TABLE demotions (
 /// One operation for the writer. Rows come encoded by the caller (JSON serialized, audit entries
 /// prepared), so the single writer only binds and chains. The writer borrows operations, so a
 /// failed batch can be replayed one operation at a time without copies.
+// Each operation is moved once through the writer's channel; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
 enum Op {
     Accept(Vec<EventRow>),
     InsertRun(RunRow, PreparedDraft),
@@ -220,6 +222,7 @@ enum Op {
 }
 
 /// One state write, encoded for its rows.
+#[allow(clippy::large_enum_variant)]
 enum WriteRow {
     Step(StepRow),
     /// A change's journal entry (with its step's record, if given); stores nothing if a
@@ -1397,7 +1400,10 @@ impl Store for SqliteStore {
         let (row, draft) = change_row(&self.worker, change.clone());
         let step = step.cloned().map(StepRow::new);
         match self
-            .submit(Op::Write(vec![(WriteRow::BeginChange(row, step), Some(draft))]))
+            .submit(Op::Write(vec![(
+                WriteRow::BeginChange(row, step),
+                Some(draft),
+            )]))
             .await?
         {
             Reply::Written(mut v) => Ok(v.pop().flatten().unwrap_or_else(|| change.clone())),
