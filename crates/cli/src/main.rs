@@ -209,8 +209,9 @@ enum Command {
     Bench {
         #[arg(long, default_value_t = 20_000)]
         runs: usize,
-        /// Runs in flight at once.
-        #[arg(long, default_value_t = 1024)]
+        /// Runs in flight at once (512 keep the single writer's batches full; more only add
+        /// queueing latency and memory).
+        #[arg(long, default_value_t = 512)]
         concurrency: usize,
         /// SQLite synchronous mode for this measurement.
         #[arg(long, value_enum, default_value = "full")]

@@ -24,21 +24,40 @@ pub struct AuditDraft {
     pub detail: Value,
 }
 
-/// A draft whose detail is already in canonical form, so that the costly part of chaining can
-/// happen before the store's single writer takes it.
+/// A draft reduced to what the chain needs: its detail in canonical form. Preparing is the
+/// costly part of chaining, so callers do it before the store's single writer takes the draft.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedDraft {
-    pub draft: AuditDraft,
+    pub kind: String,
+    pub actor: String,
+    pub subject: String,
+    /// The detail's canonical JSON (as stored).
     pub canonical: String,
 }
 
 impl AuditDraft {
     pub fn prepare(self) -> PreparedDraft {
-        let canonical = canonical_json(&self.detail);
         PreparedDraft {
-            draft: self,
-            canonical,
+            canonical: canonical_json(&self.detail),
+            kind: self.kind,
+            actor: self.actor,
+            subject: self.subject,
         }
+    }
+}
+
+impl PreparedDraft {
+    /// The hash of this draft chained as entry `seq` at time `at` after `prev_hash`.
+    pub fn hash(&self, seq: i64, at: i64, prev_hash: &str) -> String {
+        entry_hash(
+            prev_hash,
+            seq,
+            at,
+            &self.kind,
+            &self.actor,
+            &self.subject,
+            &self.canonical,
+        )
     }
 }
 
@@ -68,28 +87,19 @@ impl AuditEntry {
         prev_hash: &str,
         at: i64,
     ) -> (AuditEntry, String) {
-        Self::chain_prepared(draft.prepare(), prev_seq, prev_hash, at)
-    }
-
-    /// Chains a prepared draft; returns the entry and the detail's canonical JSON.
-    pub fn chain_prepared(
-        p: PreparedDraft,
-        prev_seq: i64,
-        prev_hash: &str,
-        at: i64,
-    ) -> (AuditEntry, String) {
+        let canonical = canonical_json(&draft.detail);
         let mut e = AuditEntry {
             seq: prev_seq + 1,
             at,
-            kind: p.draft.kind,
-            actor: p.draft.actor,
-            subject: p.draft.subject,
-            detail: p.draft.detail,
+            kind: draft.kind,
+            actor: draft.actor,
+            subject: draft.subject,
+            detail: draft.detail,
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
         };
-        e.hash = e.hash_with(&p.canonical);
-        (e, p.canonical)
+        e.hash = e.hash_with(&canonical);
+        (e, canonical)
     }
 
     /// SHA-256 over the previous hash and this entry's canonical JSON (without its own hash).
@@ -97,66 +107,182 @@ impl AuditEntry {
         self.hash_with(&canonical_json(&self.detail))
     }
 
-    /// The hash, given the detail's canonical JSON. The body is the canonical JSON of
-    /// `{actor, at, detail, kind, prev_hash, seq, subject}` (keys sorted), written directly.
+    /// The hash, given the detail's canonical JSON.
     fn hash_with(&self, detail: &str) -> String {
-        let s = |v: &str| Value::String(v.to_owned()).to_string();
-        let body = format!(
-            "{{\"actor\":{},\"at\":{},\"detail\":{detail},\"kind\":{},\"prev_hash\":{},\"seq\":{},\"subject\":{}}}",
-            s(&self.actor),
-            self.at,
-            s(&self.kind),
-            s(&self.prev_hash),
+        entry_hash(
+            &self.prev_hash,
             self.seq,
-            s(&self.subject),
-        );
-        let mut h = Sha256::new();
-        h.update(self.prev_hash.as_bytes());
-        h.update(body.as_bytes());
-        hex::encode(h.finalize())
+            self.at,
+            &self.kind,
+            &self.actor,
+            &self.subject,
+            detail,
+        )
     }
+}
+
+/// SHA-256 over `prev_hash` and the canonical JSON of
+/// `{actor, at, detail, kind, prev_hash, seq, subject}` (keys sorted), fed to the hasher
+/// piece by piece rather than built as one string.
+pub fn entry_hash(
+    prev_hash: &str,
+    seq: i64,
+    at: i64,
+    kind: &str,
+    actor: &str,
+    subject: &str,
+    canonical_detail: &str,
+) -> String {
+    let mut h = Sha256::new();
+    let mut scratch = Vec::new();
+    let mut string = |h: &mut Sha256, s: &str| {
+        if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            scratch.clear();
+            let _ = serde_json::to_writer(&mut scratch, s);
+            h.update(&scratch);
+        } else {
+            h.update(b"\"");
+            h.update(s.as_bytes());
+            h.update(b"\"");
+        }
+    };
+    h.update(prev_hash.as_bytes());
+    h.update(b"{\"actor\":");
+    string(&mut h, actor);
+    h.update(b",\"at\":");
+    h.update(at.to_string().as_bytes());
+    h.update(b",\"detail\":");
+    h.update(canonical_detail.as_bytes());
+    h.update(b",\"kind\":");
+    string(&mut h, kind);
+    h.update(b",\"prev_hash\":");
+    string(&mut h, prev_hash);
+    h.update(b",\"seq\":");
+    h.update(seq.to_string().as_bytes());
+    h.update(b",\"subject\":");
+    string(&mut h, subject);
+    h.update(b"}");
+    hex::encode(h.finalize())
 }
 
 /// JSON with object keys sorted at every level and no insignificant whitespace.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(256);
     write_canonical(v, &mut out);
-    out
+    // Only serde_json's output and ASCII punctuation were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Appends `v`'s canonical JSON to `out`.
+pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, x)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&m[k], out);
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                write_canonical(x, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+/// Writes a JSON object in canonical form directly, without building a [`Value`]: fields must
+/// be added in sorted key order; nested [`Value`]s are written canonically.
+pub struct CanonicalObject {
+    out: Vec<u8>,
+    #[cfg(debug_assertions)]
+    last: String,
+}
+
+impl Default for CanonicalObject {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CanonicalObject {
+    pub fn new() -> Self {
+        let mut out = Vec::with_capacity(384);
+        out.push(b'{');
+        CanonicalObject {
+            out,
+            #[cfg(debug_assertions)]
+            last: String::new(),
+        }
+    }
+
+    fn key(&mut self, key: &str) {
+        #[cfg(debug_assertions)]
+        {
+            debug_assert!(
+                self.out.len() == 1 || self.last.as_str() < key,
+                "canonical keys out of order: {} then {key}",
+                self.last
+            );
+            self.last = key.to_owned();
+        }
+        if self.out.len() > 1 {
+            self.out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut self.out, key);
+        self.out.push(b':');
+    }
+
+    /// A field whose JSON has no objects (strings, numbers, options, lists of strings...).
+    pub fn field(mut self, key: &str, v: impl Serialize) -> Self {
+        self.key(key);
+        let _ = serde_json::to_writer(&mut self.out, &v);
+        self
+    }
+
+    /// A field holding any JSON value, written canonically.
+    pub fn value(mut self, key: &str, v: &Value) -> Self {
+        self.key(key);
+        write_canonical(v, &mut self.out);
+        self
+    }
+
+    /// A field whose JSON the caller already wrote canonically.
+    pub fn raw(mut self, key: &str, json: &str) -> Self {
+        self.key(key);
+        self.out.extend_from_slice(json.as_bytes());
+        self
+    }
+
+    pub fn finish(mut self) -> String {
+        self.out.push(b'}');
+        String::from_utf8(self.out).unwrap_or_default()
     }
 }
 
 /// SHA-256 of a value's JSON text (as stored): how the trail commits to large payloads.
 pub fn value_hash(v: &Value) -> String {
     crate::sha256_hex(&serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// [`value_hash`] of a value whose JSON text is already at hand.
+pub fn text_hash(json: &str) -> String {
+    crate::sha256_hex(json.as_bytes())
 }
 
 /// Why a chain does not verify.
@@ -230,6 +356,34 @@ mod tests {
             canonical_json(&json!({"b": {"d": 1, "c": [ {"y": 2, "x": 1} ]}, "a": "é"})),
             r#"{"a":"é","b":{"c":[{"x":1,"y":2}],"d":1}}"#
         );
+    }
+
+    #[test]
+    fn canonical_objects_equal_canonical_values() {
+        let v = json!({"b": {"d": 1, "c": "x\"y"}, "a": null, "a_b": [1, 2], "ab": "é\n"});
+        let direct = CanonicalObject::new()
+            .field("a", Option::<String>::None)
+            .field("a_b", [1, 2])
+            .field("ab", "é\n")
+            .value("b", &v["b"])
+            .finish();
+        assert_eq!(direct, canonical_json(&v));
+    }
+
+    #[test]
+    fn hashes_escape_strings_like_canonical_json() {
+        let d = AuditDraft {
+            kind: "k\"q".into(),
+            actor: "a\\b\u{1}".into(),
+            subject: "s\n".into(),
+            detail: json!({"x": 1}),
+        };
+        let e = AuditEntry::chain(d, 0, GENESIS, 7);
+        let body = json!({"seq": e.seq, "at": e.at, "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail, "prev_hash": e.prev_hash});
+        let mut h = Sha256::new();
+        h.update(e.prev_hash.as_bytes());
+        h.update(canonical_json(&body).as_bytes());
+        assert_eq!(e.hash, hex::encode(h.finalize()));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! SQLite store: WAL, one batching writer thread, acknowledged only after commit.
 //!
 //! Every write goes through one thread that takes whatever is queued (up to a batch), applies
-//! it in one transaction with a savepoint per operation, commits, and only then answers each
-//! caller. Concurrent runs therefore share one fsync, which is how the embedded store sustains
+//! it in one transaction, commits, and only then answers each caller (a failed batch is replayed
+//! one operation per transaction). Callers encode their rows first (JSON serialized, audit
+//! entries in canonical form), so the writer only binds, chains and commits. Concurrent runs therefore share one fsync, which is how the embedded store sustains
 //! thousands of durable runs per second with `synchronous=FULL`.
 
 use crate::audit;
@@ -12,6 +13,7 @@ use crate::{
     Store, StoreError, Write, Written,
 };
 use async_trait::async_trait;
+use belay_model::audit::text_hash;
 use belay_model::{
     ApprovalRecord, AuditDraft, AuditEntry, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus,
     ChangeRecord, ChangeStatus, Demotion, Event, PreparedDraft, RunRecord, RunStatus, StepRecord,
@@ -19,6 +21,7 @@ use belay_model::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -179,42 +182,23 @@ CREATE TABLE demotions (
     crate::cases::SQLITE_MIGRATION,
 ];
 
+/// One operation for the writer. Rows come encoded by the caller (JSON serialized, audit entries
+/// prepared), so the single writer only binds and chains. The writer borrows operations, so a
+/// failed batch can be replayed one operation at a time without copies.
 // Each operation is moved once through the writer's channel; boxing would only add allocations.
 #[allow(clippy::large_enum_variant)]
 enum Op {
-    Accept {
-        event: Event,
-        runs: Vec<RunRecord>,
-        cursor: Option<Cursor>,
-    },
-    AcceptBatch(Vec<Incoming>),
-    InsertRun(RunRecord),
-    SetStatus {
-        run_id: String,
-        status: RunStatus,
-        error: Option<String>,
-    },
-    PutStep(StepRecord),
-    BeginChange {
-        step: Option<StepRecord>,
-        change: ChangeRecord,
-    },
-    /// Writes with their audit entries, drafted by the caller (off the writer thread).
-    Write(Vec<(Write, Option<PreparedDraft>)>),
-    FinishChange {
-        step: StepRecord,
-        change_id: String,
-        status: ChangeStatus,
-        after: Value,
-        error: Option<String>,
-    },
+    Accept(Vec<EventRow>),
+    InsertRun(RunRow, PreparedDraft),
+    /// Writes, each with the audit entry it records.
+    Write(Vec<(WriteRow, Option<PreparedDraft>)>),
     Claim {
         dead: Vec<String>,
         limit: usize,
     },
     Renew,
     ClaimReleased(usize),
-    Audit(Vec<AuditDraft>),
+    Audit(Vec<PreparedDraft>),
     ChangeStatus {
         change_id: String,
         status: ChangeStatus,
@@ -225,12 +209,11 @@ enum Op {
         name: String,
         actor: String,
     },
-    PutApproval(ApprovalRecord),
     DecideApproval {
         approval: ApprovalRecord,
         expected_version: i64,
         resume: Vec<String>,
-        audit: AuditDraft,
+        audit: PreparedDraft,
     },
     Demote(Demotion),
     ResetTrust {
@@ -241,14 +224,228 @@ enum Op {
     Case(CaseOp),
 }
 
+/// One state write, encoded for its rows.
+#[allow(clippy::large_enum_variant)]
+enum WriteRow {
+    Step(StepRow),
+    /// A change's journal entry (with its step's record, if given); stores nothing if a
+    /// change with its idempotency key exists.
+    BeginChange(ChangeRow, Option<StepRow>),
+    FinishChange {
+        step: StepRow,
+        change_id: String,
+        status: ChangeStatus,
+        after: String,
+        error: Option<String>,
+    },
+    RunStatus {
+        run_id: String,
+        status: RunStatus,
+        error: Option<String>,
+    },
+    Approval(Box<ApprovalRecord>),
+    /// Only the audit entry beside it.
+    Audit,
+}
+
+/// A step record's row, its JSON columns serialized.
+struct StepRow {
+    rec: StepRecord,
+    with: String,
+    guardrails: String,
+    output: String,
+}
+
+impl StepRow {
+    /// Serializes the record's JSON columns; the JSON values are dropped here, on the
+    /// caller's thread.
+    fn new(mut rec: StepRecord) -> StepRow {
+        let with = to_text(&rec.with);
+        let output = to_text(&rec.output);
+        let guardrails = to_text(&rec.guardrails);
+        rec.with = Value::Null;
+        rec.output = Value::Null;
+        StepRow {
+            rec,
+            with,
+            guardrails,
+            output,
+        }
+    }
+}
+
+/// A change record's row, its JSON columns serialized.
+struct ChangeRow {
+    rec: ChangeRecord,
+    with: String,
+    before: String,
+    after: String,
+    inverse: String,
+    guardrails: String,
+}
+
+/// A run record's row, its inputs serialized.
+struct RunRow {
+    rec: RunRecord,
+    inputs: String,
+}
+
+impl RunRow {
+    fn new(rec: RunRecord) -> RunRow {
+        RunRow {
+            inputs: to_text(&rec.inputs),
+            rec: RunRecord {
+                inputs: Value::Null,
+                ..rec
+            },
+        }
+    }
+}
+
+/// An event offered for acceptance, with its runs, encoded.
+struct EventRow {
+    id: String,
+    kind: String,
+    source: String,
+    time_ms: i64,
+    severity: String,
+    body: String,
+    runs: Vec<RunRow>,
+    cursor: Option<Cursor>,
+    /// The `event.accepted` entry recorded if the event is new.
+    accepted: PreparedDraft,
+}
+
+impl EventRow {
+    fn new(actor: &str, event: &Event, runs: Vec<RunRecord>, cursor: Option<Cursor>) -> EventRow {
+        let body = to_text(event);
+        let severity = event.severity.to_string();
+        let accepted = audit::prepared::event_accepted(
+            actor,
+            &event.id,
+            &event.kind,
+            &event.source,
+            &severity,
+            &text_hash(&body),
+            runs.iter().map(|r| {
+                (
+                    r.id.as_str(),
+                    r.playbook.as_str(),
+                    r.playbook_hash.as_str(),
+                    r.dry_run,
+                )
+            }),
+        );
+        EventRow {
+            id: event.id.clone(),
+            kind: event.kind.clone(),
+            source: event.source.clone(),
+            time_ms: event.time.timestamp_millis(),
+            severity,
+            body,
+            runs: runs.into_iter().map(RunRow::new).collect(),
+            cursor,
+            accepted,
+        }
+    }
+}
+
+/// Encodes a write on the caller's thread: its rows and the audit entry it records.
+fn encode(actor: &str, w: Write) -> (WriteRow, Option<PreparedDraft>) {
+    match w {
+        Write::Step(s) => {
+            let row = StepRow::new(s);
+            let d = audit::prepared::step_finished(
+                actor,
+                &row.rec,
+                &text_hash(&row.with),
+                &text_hash(&row.output),
+            );
+            (WriteRow::Step(row), Some(d))
+        }
+        Write::BeginChange(c) => {
+            let (row, d) = change_row(actor, c);
+            (WriteRow::BeginChange(row, None), Some(d))
+        }
+        Write::FinishChange {
+            step,
+            change_id,
+            status,
+            after,
+            error,
+        } => {
+            let step = StepRow::new(step);
+            let after = to_text(&after);
+            let d = audit::prepared::change_finished(
+                actor,
+                &change_id,
+                status,
+                &text_hash(&after),
+                error.as_deref(),
+                &step.rec,
+                &text_hash(&step.output),
+            );
+            let row = WriteRow::FinishChange {
+                step,
+                change_id,
+                status,
+                after,
+                error,
+            };
+            (row, Some(d))
+        }
+        Write::RunStatus {
+            run_id,
+            status,
+            error,
+        } => {
+            let d = audit::prepared::run_status(actor, &run_id, status, error.as_deref());
+            (
+                WriteRow::RunStatus {
+                    run_id,
+                    status,
+                    error,
+                },
+                Some(d),
+            )
+        }
+        Write::Audit(d) => (WriteRow::Audit, Some(d.prepare())),
+        Write::Approval(a) => {
+            let d = audit::approval(actor, &a).prepare();
+            (WriteRow::Approval(a), Some(d))
+        }
+    }
+}
+
+/// A change's row and its `change.journaled` entry.
+fn change_row(actor: &str, c: ChangeRecord) -> (ChangeRow, PreparedDraft) {
+    let with = to_text(&c.with);
+    let before = to_text(&c.before);
+    let d = audit::prepared::change_journaled(actor, &c, &text_hash(&with), &text_hash(&before));
+    let row = ChangeRow {
+        with,
+        before,
+        after: to_text(&c.after),
+        inverse: to_text(&c.inverse),
+        guardrails: to_text(&c.guardrails),
+        rec: ChangeRecord {
+            with: Value::Null,
+            before: Value::Null,
+            after: Value::Null,
+            inverse: Value::Null,
+            ..c
+        },
+    };
+    (row, d)
+}
+
 #[allow(clippy::large_enum_variant)]
 enum Reply {
     Checkpoint(crate::Checkpoint),
-    Written(Vec<Written>),
-    Accepted(Accepted),
+    /// Per write: the change already journaled under a new change's key, if any.
+    Written(Vec<Option<ChangeRecord>>),
     AcceptedBatch(Vec<Accepted>),
     Run(RunRecord),
-    Change(ChangeRecord),
     Runs(Vec<RunRecord>),
     Count(u64),
     Flag(bool),
@@ -272,28 +469,6 @@ pub struct SqliteStore {
     _worker_lock: File,
 }
 
-/// Audit entries an operation queued, in order, prepared for chaining.
-#[derive(Default)]
-struct Drafts(Vec<PreparedDraft>);
-
-impl Drafts {
-    fn push(&mut self, d: AuditDraft) {
-        self.0.push(d.prepare());
-    }
-
-    fn extend(&mut self, ds: Vec<AuditDraft>) {
-        self.0.extend(ds.into_iter().map(AuditDraft::prepare));
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::Database {
         context,
@@ -310,7 +485,10 @@ fn open_conn(path: &Path, sync: Synchronous) -> Result<Connection> {
         Synchronous::Full => "FULL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-8000;"
+        // Checkpoints every ~16 MB of WAL rather than ~4 MB: pages the writer rewrites often
+        // (index interiors, the audit trail's tail) are copied back once per checkpoint.
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-8000; \
+         PRAGMA wal_autocheckpoint=4000;"
     ))
     .map_err(db_err("setting pragmas"))?;
     Ok(conn)
@@ -329,98 +507,6 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             .map_err(db_err("migrating"))?;
     }
     tx.commit().map_err(db_err("committing migration"))
-}
-
-impl Op {
-    /// A copy, for retrying an operation on its own after its batch failed.
-    fn clone_op(&self) -> Op {
-        match self {
-            Op::Accept {
-                event,
-                runs,
-                cursor,
-            } => Op::Accept {
-                event: event.clone(),
-                runs: runs.clone(),
-                cursor: cursor.clone(),
-            },
-            Op::AcceptBatch(items) => Op::AcceptBatch(items.clone()),
-            Op::InsertRun(r) => Op::InsertRun(r.clone()),
-            Op::SetStatus {
-                run_id,
-                status,
-                error,
-            } => Op::SetStatus {
-                run_id: run_id.clone(),
-                status: *status,
-                error: error.clone(),
-            },
-            Op::PutStep(s) => Op::PutStep(s.clone()),
-            Op::BeginChange { step, change } => Op::BeginChange {
-                step: step.clone(),
-                change: change.clone(),
-            },
-            Op::Write(w) => Op::Write(w.clone()),
-            Op::FinishChange {
-                step,
-                change_id,
-                status,
-                after,
-                error,
-            } => Op::FinishChange {
-                step: step.clone(),
-                change_id: change_id.clone(),
-                status: *status,
-                after: after.clone(),
-                error: error.clone(),
-            },
-            Op::Claim { dead, limit } => Op::Claim {
-                dead: dead.clone(),
-                limit: *limit,
-            },
-            Op::Renew => Op::Renew,
-            Op::ClaimReleased(n) => Op::ClaimReleased(*n),
-            Op::Audit(d) => Op::Audit(d.clone()),
-            Op::ChangeStatus {
-                change_id,
-                status,
-                note,
-                actor,
-            } => Op::ChangeStatus {
-                change_id: change_id.clone(),
-                status: *status,
-                note: note.clone(),
-                actor: actor.clone(),
-            },
-            Op::Checkpoint { name, actor } => Op::Checkpoint {
-                name: name.clone(),
-                actor: actor.clone(),
-            },
-            Op::PutApproval(a) => Op::PutApproval(a.clone()),
-            Op::DecideApproval {
-                approval,
-                expected_version,
-                resume,
-                audit,
-            } => Op::DecideApproval {
-                approval: approval.clone(),
-                expected_version: *expected_version,
-                resume: resume.clone(),
-                audit: audit.clone(),
-            },
-            Op::Demote(d) => Op::Demote(d.clone()),
-            Op::ResetTrust {
-                playbook,
-                step,
-                actor,
-            } => Op::ResetTrust {
-                playbook: playbook.clone(),
-                step: step.clone(),
-                actor: actor.clone(),
-            },
-            Op::Case(op) => Op::Case(op.clone()),
-        }
-    }
 }
 
 impl SqliteStore {
@@ -451,10 +537,8 @@ impl SqliteStore {
             conn: writer,
             worker: worker.clone(),
             lease_ms: options.lease_ms,
-            audit: Drafts::default(),
             head: None,
             head_dirty: false,
-            presupplied: false,
         };
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
@@ -538,14 +622,14 @@ struct Writer {
     conn: Connection,
     worker: String,
     lease_ms: i64,
-    /// Audit entries the current operation implies, appended right after it.
-    audit: Drafts,
     /// The chain head inside the current transaction (loaded on first append).
     head: Option<(i64, String)>,
     head_dirty: bool,
-    /// Set while applying writes whose audit entries the caller drafted.
-    presupplied: bool,
 }
+
+/// Audit entries one operation records, in order: prepared by the caller (borrowed from the
+/// operation) or drafted by the writer.
+type Entries<'a> = Vec<Cow<'a, PreparedDraft>>;
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Job>, max_batch: usize) {
@@ -562,28 +646,25 @@ impl Writer {
     }
 
     /// Applies a batch in one transaction and answers every caller after the commit. If the
-    /// batch fails, each operation is retried in a transaction of its own, so one bad
+    /// batch fails, each operation is replayed in a transaction of its own, so one bad
     /// operation cannot fail the others.
     fn commit_batch(&mut self, batch: Vec<Job>) {
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
-        if ops.len() == 1 {
-            let op = ops.into_iter().next().map(|op| self.transact(vec![op]));
-            if let (Some(r), Some(reply)) = (op, replies.into_iter().next()) {
-                let _ = reply.send(r.and_then(|mut v| v.pop().ok_or(StoreError::Closed)));
-            }
-            return;
-        }
-        let copies: Vec<Op> = ops.iter().map(Op::clone_op).collect();
-        match self.transact(ops) {
+        match self.transact(&ops) {
             Ok(results) => {
                 for (reply, r) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(r));
                 }
             }
+            Err(e) if ops.len() == 1 => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                }
+            }
             Err(_) => {
-                for (reply, op) in replies.into_iter().zip(copies) {
+                for (reply, op) in replies.into_iter().zip(&ops) {
                     let r = self
-                        .transact(vec![op])
+                        .transact(std::slice::from_ref(op))
                         .and_then(|mut v| v.pop().ok_or(StoreError::Closed));
                     let _ = reply.send(r);
                 }
@@ -591,16 +672,19 @@ impl Writer {
         }
     }
 
-    fn transact(&mut self, ops: Vec<Op>) -> Result<Vec<Reply>> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
+    fn transact(&mut self, ops: &[Op]) -> Result<Vec<Reply>> {
+        self.exec_cached("BEGIN IMMEDIATE")
             .map_err(db_err("beginning a write"))?;
         self.head = None;
         self.head_dirty = false;
         let mut out = Vec::with_capacity(ops.len());
+        let mut entries = Entries::new();
         for op in ops {
-            self.audit.clear();
-            match self.apply(op).and_then(|r| self.append_audit().map(|_| r)) {
+            entries.clear();
+            match self
+                .apply(op, &mut entries)
+                .and_then(|r| self.append_audit(&entries).map(|_| r))
+            {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
@@ -621,7 +705,7 @@ impl Writer {
                 return Err(db_err("recording the audit head")(e));
             }
         }
-        match self.conn.execute_batch("COMMIT") {
+        match self.exec_cached("COMMIT") {
             Ok(()) => Ok(out),
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
@@ -630,9 +714,14 @@ impl Writer {
         }
     }
 
-    /// Chains and stores the audit entries the last operation queued.
-    fn append_audit(&mut self) -> Result<()> {
-        if self.audit.is_empty() {
+    /// Runs a parameterless statement through the statement cache.
+    fn exec_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
+    }
+
+    /// Chains and stores the audit entries of the last operation.
+    fn append_audit(&mut self, entries: &[Cow<'_, PreparedDraft>]) -> Result<()> {
+        if entries.is_empty() {
             return Ok(());
         }
         let (mut seq, mut hash) = match self.head.take() {
@@ -653,149 +742,53 @@ impl Writer {
             .conn
             .prepare_cached("INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
             .map_err(db_err("appending to the audit trail"))?;
-        for d in self.audit.0.drain(..) {
-            let (e, detail) = AuditEntry::chain_prepared(d, seq, &hash, now);
+        for d in entries {
+            let next = d.hash(seq + 1, now, &hash);
             stmt.execute(params![
-                e.seq,
-                e.at,
-                e.kind,
-                e.actor,
-                e.subject,
-                detail,
-                e.prev_hash,
-                e.hash
+                seq + 1,
+                now,
+                d.kind,
+                d.actor,
+                d.subject,
+                d.canonical,
+                hash,
+                next
             ])
             .map_err(db_err("appending to the audit trail"))?;
-            seq = e.seq;
-            hash = e.hash;
+            seq += 1;
+            hash = next;
         }
         self.head = Some((seq, hash));
         self.head_dirty = true;
         Ok(())
     }
 
-    fn apply(&mut self, op: Op) -> Result<Reply> {
-        let now = now_ms();
+    /// Applies one state write; returns the change already journaled under a new change's key.
+    fn apply_row(&self, row: &WriteRow, now: i64) -> Result<Option<ChangeRecord>> {
         let c = &self.conn;
-        match op {
-            Op::Write(writes) => {
-                self.presupplied = true;
-                let result = (|| {
-                    let mut out = Vec::with_capacity(writes.len());
-                    for (w, draft) in writes {
-                        let new_change = match &w {
-                            Write::BeginChange(c) => Some(c.id.clone()),
-                            _ => None,
-                        };
-                        let op = match w {
-                            Write::Step(s) => Op::PutStep(s),
-                            Write::BeginChange(change) => Op::BeginChange { step: None, change },
-                            Write::FinishChange {
-                                step,
-                                change_id,
-                                status,
-                                after,
-                                error,
-                            } => Op::FinishChange {
-                                step,
-                                change_id,
-                                status,
-                                after,
-                                error,
-                            },
-                            Write::RunStatus {
-                                run_id,
-                                status,
-                                error,
-                            } => Op::SetStatus {
-                                run_id,
-                                status,
-                                error,
-                            },
-                            Write::Audit(d) => Op::Audit(vec![d]),
-                            Write::Approval(a) => Op::PutApproval(*a),
-                        };
-                        let reply = self.apply(op)?;
-                        // A journal entry that already existed records nothing new.
-                        let recorded = match (&reply, &new_change) {
-                            (Reply::Change(c), Some(id)) => &c.id == id,
-                            _ => true,
-                        };
-                        if let (Some(d), true) = (draft, recorded) {
-                            self.audit.0.push(d);
-                        }
-                        out.push(match reply {
-                            Reply::Change(c) => Written::Change(Box::new(c)),
-                            _ => Written::Done,
-                        });
-                    }
-                    Ok(Reply::Written(out))
-                })();
-                self.presupplied = false;
-                result
-            }
-            Op::AcceptBatch(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for i in items {
-                    match self.apply(Op::Accept {
-                        event: i.event,
-                        runs: i.runs,
-                        cursor: i.cursor,
-                    })? {
-                        Reply::Accepted(a) => out.push(a),
-                        _ => return Err(unexpected("accepting events")),
-                    }
+        match row {
+            WriteRow::Step(s) => put_step(c, s)?,
+            WriteRow::BeginChange(change, step) => {
+                if let Some(existing) = journal_change(c, change)? {
+                    return Ok(Some(existing));
                 }
-                Ok(Reply::AcceptedBatch(out))
+                if let Some(step) = step {
+                    put_step(c, step)?;
+                }
             }
-            Op::Accept {
-                event,
-                runs,
-                cursor,
+            WriteRow::FinishChange {
+                step,
+                change_id,
+                status,
+                after,
+                error,
             } => {
-                if let Some(cur) = &cursor {
-                    c.prepare_cached("INSERT INTO cursors (source, offset) VALUES (?1, ?2) ON CONFLICT(source) DO UPDATE SET offset = excluded.offset")
-                        .and_then(|mut s| s.execute(params![cur.source, cur.offset as i64]))
-                        .map_err(db_err("storing the cursor"))?;
-                }
-                let inserted = c
-                    .prepare_cached("INSERT INTO events (id, kind, source, time_ms, severity, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO NOTHING")
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            event.id,
-                            event.kind,
-                            event.source,
-                            event.time.timestamp_millis(),
-                            event.severity.to_string(),
-                            to_text(&event),
-                            now
-                        ])
-                    })
-                    .map_err(db_err("storing an event"))?;
-                if inserted == 0 {
-                    self.audit
-                        .push(audit::event_duplicate(&self.worker, &event));
-                    return Ok(Reply::Accepted(Accepted::Duplicate));
-                }
-                for run in &runs {
-                    self.insert_run(run, now)?;
-                }
-                self.audit
-                    .push(audit::event_accepted(&self.worker, &event, &runs));
-                Ok(Reply::Accepted(Accepted::New))
+                c.prepare_cached("UPDATE changes SET status = ?2, after = ?3, error = ?4, updated_at = ?5 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![change_id, status.as_str(), after, error, now]))
+                    .map_err(db_err("recording a change outcome"))?;
+                put_step(c, step)?;
             }
-            Op::InsertRun(run) => {
-                if self.insert_run(&run, now)? {
-                    self.audit.push(audit::run_started(&self.worker, &run));
-                }
-                let stored = self
-                    .conn
-                    .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"))
-                    .and_then(|mut s| s.query_row([&run.id], run_from_row))
-                    .map_err(db_err("reading a run"))??;
-                Ok(Reply::Run(stored))
-            }
-            Op::SetStatus {
+            WriteRow::RunStatus {
                 run_id,
                 status,
                 error,
@@ -815,94 +808,74 @@ impl Writer {
                     ])
                 })
                 .map_err(db_err("updating a run"))?;
-                if !self.presupplied {
-                    self.audit.push(audit::run_status(
-                        &self.worker,
-                        &run_id,
-                        status,
-                        error.as_deref(),
-                    ));
-                }
-                Ok(Reply::Unit)
             }
-            Op::PutStep(step) => {
-                put_step(c, &step)?;
-                if !self.presupplied {
-                    self.audit.push(audit::step_finished(&self.worker, &step));
-                }
-                Ok(Reply::Unit)
-            }
-            Op::BeginChange { step, change } => {
-                let inserted = c
-                    .prepare_cached(
-                        "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ON CONFLICT(idempotency_key) DO NOTHING",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            change.id,
-                            change.run_id,
-                            change.step_key,
-                            change.idempotency_key,
-                            change.action,
-                            change.target,
-                            to_text(&change.with),
-                            to_text(&change.before),
-                            to_text(&change.after),
-                            to_text(&change.inverse),
-                            change.trust.as_str(),
-                            to_text(&change.guardrails),
-                            change.allowed_by,
-                            change.status.as_str(),
-                            change.error,
-                            change.created_at,
-                            change.updated_at
-                        ])
-                    })
-                    .map_err(db_err("journaling a change"))?;
-                if inserted == 0 {
-                    let existing =
-                        change_by_key(c, &change.idempotency_key)?.ok_or(StoreError::Corrupt {
-                            context: "journaling a change",
-                            message: "conflicting key vanished".into(),
-                        })?;
-                    return Ok(Reply::Change(existing));
-                }
-                if let Some(step) = &step {
-                    put_step(c, step)?;
-                }
-                if !self.presupplied {
-                    self.audit
-                        .push(audit::change_journaled(&self.worker, &change));
-                }
-                Ok(Reply::Change(change))
-            }
-            Op::FinishChange {
-                step,
-                change_id,
-                status,
-                after,
-                error,
-            } => {
-                c.prepare_cached("UPDATE changes SET status = ?2, after = ?3, error = ?4, updated_at = ?5 WHERE id = ?1")
-                    .and_then(|mut s| s.execute(params![change_id, status.as_str(), to_text(&after), error, now]))
-                    .map_err(db_err("recording a change outcome"))?;
-                put_step(c, &step)?;
-                if !self.presupplied {
-                    self.audit.push(audit::change_finished(
-                        &self.worker,
-                        &change_id,
-                        status,
-                        &after,
-                        error.as_deref(),
-                        &step,
-                    ));
-                }
+            WriteRow::Approval(a) => put_approval(c, a)?,
+            WriteRow::Audit => {}
+        }
+        Ok(None)
+    }
 
-                Ok(Reply::Unit)
+    fn apply<'a>(&mut self, op: &'a Op, entries: &mut Entries<'a>) -> Result<Reply> {
+        let now = now_ms();
+        let c = &self.conn;
+        match op {
+            Op::Write(writes) => {
+                let mut out = Vec::with_capacity(writes.len());
+                for (row, draft) in writes {
+                    let existing = self.apply_row(row, now)?;
+                    // A journal entry that already existed records nothing new.
+                    if let (Some(d), None) = (draft, &existing) {
+                        entries.push(Cow::Borrowed(d));
+                    }
+                    out.push(existing);
+                }
+                Ok(Reply::Written(out))
+            }
+            Op::Accept(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for e in items {
+                    if let Some(cur) = &e.cursor {
+                        c.prepare_cached("INSERT INTO cursors (source, offset) VALUES (?1, ?2) ON CONFLICT(source) DO UPDATE SET offset = excluded.offset")
+                            .and_then(|mut s| s.execute(params![cur.source, cur.offset as i64]))
+                            .map_err(db_err("storing the cursor"))?;
+                    }
+                    let inserted = c
+                        .prepare_cached("INSERT INTO events (id, kind, source, time_ms, severity, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO NOTHING")
+                        .and_then(|mut s| {
+                            s.execute(params![e.id, e.kind, e.source, e.time_ms, e.severity, e.body, now])
+                        })
+                        .map_err(db_err("storing an event"))?;
+                    if inserted == 0 {
+                        entries.push(Cow::Owned(audit::prepared::event_duplicate(
+                            &self.worker,
+                            &e.id,
+                            &e.kind,
+                            &e.source,
+                        )));
+                        out.push(Accepted::Duplicate);
+                        continue;
+                    }
+                    for run in &e.runs {
+                        self.insert_run(run, now)?;
+                    }
+                    entries.push(Cow::Borrowed(&e.accepted));
+                    out.push(Accepted::New);
+                }
+                Ok(Reply::AcceptedBatch(out))
+            }
+            Op::InsertRun(run, started) => {
+                if self.insert_run(run, now)? {
+                    entries.push(Cow::Borrowed(started));
+                }
+                let stored = self
+                    .conn
+                    .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"))
+                    .and_then(|mut s| s.query_row([&run.rec.id], run_from_row))
+                    .map_err(db_err("reading a run"))??;
+                Ok(Reply::Run(stored))
             }
             Op::Claim { dead, limit } => {
-                for owner in &dead {
+                for owner in dead {
                     c.execute("UPDATE runs SET lease_until = 0 WHERE owner = ?1 AND status IN ('pending', 'running')", [owner])
                         .map_err(db_err("releasing a dead worker's runs"))?;
                 }
@@ -916,7 +889,7 @@ impl Writer {
                     .map_err(db_err("claiming runs"))?;
                 let rows = stmt
                     .query_map(
-                        params![self.worker, now + self.lease_ms, now, limit as i64],
+                        params![self.worker, now + self.lease_ms, now, *limit as i64],
                         run_from_row,
                     )
                     .map_err(db_err("claiming runs"))?;
@@ -928,7 +901,7 @@ impl Writer {
                 Ok(Reply::Runs(runs))
             }
             Op::Audit(drafts) => {
-                self.audit.extend(drafts);
+                entries.extend(drafts.iter().map(Cow::Borrowed));
                 Ok(Reply::Unit)
             }
             Op::ChangeStatus {
@@ -949,11 +922,8 @@ impl Writer {
                         message: format!("no change `{change_id}`"),
                     });
                 }
-                self.audit.push(audit::change_status(
-                    &actor,
-                    &change_id,
-                    status,
-                    note.as_deref(),
+                entries.push(Cow::Owned(
+                    audit::change_status(actor, change_id, *status, note.as_deref()).prepare(),
                 ));
                 Ok(Reply::Unit)
             }
@@ -971,21 +941,15 @@ impl Writer {
                     params![name, last, now, actor],
                 )
                 .map_err(|e| StoreError::Database { context: "creating a checkpoint", message: format!("checkpoint `{name}`: {e}") })?;
-                self.audit
-                    .push(audit::checkpoint(&actor, &name, last.as_deref()));
+                entries.push(Cow::Owned(
+                    audit::checkpoint(actor, name, last.as_deref()).prepare(),
+                ));
                 Ok(Reply::Checkpoint(crate::Checkpoint {
-                    name,
+                    name: name.clone(),
                     last_change_id: last,
                     created_at: now,
-                    actor,
+                    actor: actor.clone(),
                 }))
-            }
-            Op::PutApproval(a) => {
-                put_approval(c, &a)?;
-                if !self.presupplied {
-                    self.audit.push(audit::approval(&self.worker, &a));
-                }
-                Ok(Reply::Unit)
             }
             Op::DecideApproval {
                 approval,
@@ -1000,7 +964,7 @@ impl Writer {
                             approval.id,
                             approval.status.as_str(),
                             approval.version,
-                            to_text(&approval),
+                            to_text(approval),
                             expected_version
                         ],
                     )
@@ -1008,7 +972,7 @@ impl Writer {
                 if n == 0 {
                     return Ok(Reply::Flag(false));
                 }
-                for run in &resume {
+                for run in resume {
                     c.execute(
                         "UPDATE runs SET status = 'pending', owner = NULL, lease_until = NULL, updated_at = ?2 \
                          WHERE id = ?1 AND status = 'waiting_approval'",
@@ -1016,17 +980,17 @@ impl Writer {
                     )
                     .map_err(db_err("resuming a run"))?;
                 }
-                self.audit.push(audit);
+                entries.push(Cow::Borrowed(audit));
                 Ok(Reply::Flag(true))
             }
             Op::Demote(d) => {
                 c.execute(
                     "INSERT INTO demotions (playbook, step, body) VALUES (?1, ?2, ?3) \
                      ON CONFLICT(playbook, step) DO UPDATE SET body = excluded.body",
-                    params![d.playbook, d.step, to_text(&d)],
+                    params![d.playbook, d.step, to_text(d)],
                 )
                 .map_err(db_err("demoting a step"))?;
-                self.audit.push(audit::demoted(&d));
+                entries.push(Cow::Owned(audit::demoted(d).prepare()));
                 Ok(Reply::Unit)
             }
             Op::ResetTrust {
@@ -1041,12 +1005,13 @@ impl Writer {
                     )
                     .map_err(db_err("resetting trust"))?;
                 if n > 0 {
-                    self.audit
-                        .push(audit::trust_reset(&actor, &playbook, &step));
+                    entries.push(Cow::Owned(
+                        audit::trust_reset(actor, playbook, step).prepare(),
+                    ));
                 }
                 Ok(Reply::Flag(n > 0))
             }
-            Op::Case(op) => crate::cases::sqlite_apply(c, &op).map(Reply::Case),
+            Op::Case(op) => crate::cases::sqlite_apply(c, op).map(Reply::Case),
             Op::ClaimReleased(limit) => {
                 let mut stmt = c
                     .prepare_cached(&format!(
@@ -1057,7 +1022,7 @@ impl Writer {
                     .map_err(db_err("claiming released runs"))?;
                 let rows = stmt
                     .query_map(
-                        params![self.worker, now + self.lease_ms, limit as i64],
+                        params![self.worker, now + self.lease_ms, *limit as i64],
                         run_from_row,
                     )
                     .map_err(db_err("claiming released runs"))?;
@@ -1079,7 +1044,8 @@ impl Writer {
     }
 
     /// Stores a run unless its id exists; true when it was stored now.
-    fn insert_run(&self, run: &RunRecord, now: i64) -> Result<bool> {
+    fn insert_run(&self, row: &RunRow, now: i64) -> Result<bool> {
+        let run = &row.rec;
         let owner = (!run.status.is_final()).then_some(self.worker.as_str());
         let lease = owner.map(|_| now + self.lease_ms);
         self.conn
@@ -1096,7 +1062,7 @@ impl Writer {
                     run.parent_run,
                     run.status.as_str(),
                     run.dry_run,
-                    to_text(&run.inputs),
+                    row.inputs,
                     run.error,
                     owner,
                     lease,
@@ -1109,7 +1075,8 @@ impl Writer {
     }
 }
 
-fn put_step(c: &Connection, s: &StepRecord) -> Result<()> {
+fn put_step(c: &Connection, row: &StepRow) -> Result<()> {
+    let s = &row.rec;
     c.prepare_cached(
         "INSERT OR REPLACE INTO steps (run_id, key, step, seq, item, action, with_json, decision, trust, guardrails, status, output, error, attempts, started_at, finished_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
@@ -1122,12 +1089,12 @@ fn put_step(c: &Connection, s: &StepRecord) -> Result<()> {
             s.seq,
             s.item,
             s.action,
-            to_text(&s.with),
+            row.with,
             s.decision.as_str(),
             s.trust.map(|t| t.as_str()),
-            to_text(&s.guardrails),
+            row.guardrails,
             s.status.as_str(),
-            to_text(&s.output),
+            row.output,
             s.error,
             s.attempts,
             s.started_at,
@@ -1136,6 +1103,47 @@ fn put_step(c: &Connection, s: &StepRecord) -> Result<()> {
     })
     .map_err(db_err("storing a step"))?;
     Ok(())
+}
+
+/// Journals a change unless its idempotency key exists; returns the existing change if so.
+fn journal_change(c: &Connection, row: &ChangeRow) -> Result<Option<ChangeRecord>> {
+    let change = &row.rec;
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ON CONFLICT(idempotency_key) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                change.id,
+                change.run_id,
+                change.step_key,
+                change.idempotency_key,
+                change.action,
+                change.target,
+                row.with,
+                row.before,
+                row.after,
+                row.inverse,
+                change.trust.as_str(),
+                row.guardrails,
+                change.allowed_by,
+                change.status.as_str(),
+                change.error,
+                change.created_at,
+                change.updated_at
+            ])
+        })
+        .map_err(db_err("journaling a change"))?;
+    if inserted > 0 {
+        return Ok(None);
+    }
+    change_by_key(c, &change.idempotency_key)?
+        .ok_or(StoreError::Corrupt {
+            context: "journaling a change",
+            message: "conflicting key vanished".into(),
+        })
+        .map(Some)
 }
 
 const RUN_COLS: &str = "id, event_id, playbook, playbook_hash, parent_run, status, dry_run, inputs, error, created_at, updated_at";
@@ -1313,28 +1321,30 @@ impl Store for SqliteStore {
         runs: &[RunRecord],
         cursor: Option<&Cursor>,
     ) -> Result<Accepted> {
-        match self
-            .submit(Op::Accept {
-                event: event.clone(),
-                runs: runs.to_vec(),
-                cursor: cursor.cloned(),
-            })
-            .await?
-        {
-            Reply::Accepted(a) => Ok(a),
+        let row = EventRow::new(&self.worker, event, runs.to_vec(), cursor.cloned());
+        match self.submit(Op::Accept(vec![row])).await? {
+            Reply::AcceptedBatch(a) => a.into_iter().next().ok_or(unexpected("accepting an event")),
             _ => Err(unexpected("accepting an event")),
         }
     }
 
     async fn accept_batch(&self, batch: &[Incoming]) -> Result<Vec<Accepted>> {
-        match self.submit(Op::AcceptBatch(batch.to_vec())).await? {
+        let rows = batch
+            .iter()
+            .map(|i| EventRow::new(&self.worker, &i.event, i.runs.clone(), i.cursor.clone()))
+            .collect();
+        match self.submit(Op::Accept(rows)).await? {
             Reply::AcceptedBatch(a) => Ok(a),
             _ => Err(unexpected("accepting events")),
         }
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<RunRecord> {
-        match self.submit(Op::InsertRun(run.clone())).await? {
+        let started = audit::run_started(&self.worker, run).prepare();
+        match self
+            .submit(Op::InsertRun(RunRow::new(run.clone()), started))
+            .await?
+        {
             Reply::Run(r) => Ok(r),
             _ => Err(unexpected("storing a run")),
         }
@@ -1346,56 +1356,45 @@ impl Store for SqliteStore {
         status: RunStatus,
         error: Option<&str>,
     ) -> Result<()> {
-        self.submit(Op::SetStatus {
+        self.write(vec![Write::RunStatus {
             run_id: run_id.into(),
             status,
             error: error.map(Into::into),
-        })
+        }])
         .await
         .map(|_| ())
     }
 
     async fn put_step(&self, step: &StepRecord) -> Result<()> {
-        self.submit(Op::PutStep(step.clone())).await.map(|_| ())
+        self.write(vec![Write::Step(step.clone())])
+            .await
+            .map(|_| ())
     }
 
     async fn write(&self, writes: Vec<Write>) -> Result<Vec<Written>> {
-        let w = &self.worker;
-        let drafted = writes
+        // Encode on the caller's thread; keep each new change to answer with.
+        let mut new_changes = Vec::with_capacity(writes.len());
+        let rows = writes
             .into_iter()
-            .map(|x| {
-                let d = match &x {
-                    Write::Step(s) => Some(audit::step_finished(w, s)),
-                    Write::BeginChange(c) => Some(audit::change_journaled(w, c)),
-                    Write::FinishChange {
-                        step,
-                        change_id,
-                        status,
-                        after,
-                        error,
-                    } => Some(audit::change_finished(
-                        w,
-                        change_id,
-                        *status,
-                        after,
-                        error.as_deref(),
-                        step,
-                    )),
-                    Write::RunStatus {
-                        run_id,
-                        status,
-                        error,
-                    } => Some(audit::run_status(w, run_id, *status, error.as_deref())),
-                    Write::Audit(_) => None,
-                    Write::Approval(a) => Some(audit::approval(w, a)),
-                };
-                (x, d.map(AuditDraft::prepare))
+            .map(|w| {
+                new_changes.push(match &w {
+                    Write::BeginChange(c) => Some(c.clone()),
+                    _ => None,
+                });
+                encode(&self.worker, w)
             })
             .collect();
-        match self.submit(Op::Write(drafted)).await? {
-            Reply::Written(w) => Ok(w),
-            _ => Err(unexpected("writing")),
-        }
+        let Reply::Written(existing) = self.submit(Op::Write(rows)).await? else {
+            return Err(unexpected("writing"));
+        };
+        Ok(new_changes
+            .into_iter()
+            .zip(existing)
+            .map(|(new, existing)| match existing.or(new) {
+                Some(c) => Written::Change(Box::new(c)),
+                None => Written::Done,
+            })
+            .collect())
     }
 
     async fn begin_change(
@@ -1403,14 +1402,16 @@ impl Store for SqliteStore {
         step: Option<&StepRecord>,
         change: &ChangeRecord,
     ) -> Result<ChangeRecord> {
+        let (row, draft) = change_row(&self.worker, change.clone());
+        let step = step.cloned().map(StepRow::new);
         match self
-            .submit(Op::BeginChange {
-                step: step.cloned(),
-                change: change.clone(),
-            })
+            .submit(Op::Write(vec![(
+                WriteRow::BeginChange(row, step),
+                Some(draft),
+            )]))
             .await?
         {
-            Reply::Change(c) => Ok(c),
+            Reply::Written(mut v) => Ok(v.pop().flatten().unwrap_or_else(|| change.clone())),
             _ => Err(unexpected("journaling a change")),
         }
     }
@@ -1423,13 +1424,13 @@ impl Store for SqliteStore {
         after: &Value,
         error: Option<&str>,
     ) -> Result<()> {
-        self.submit(Op::FinishChange {
+        self.write(vec![Write::FinishChange {
             step: step.clone(),
             change_id: change_id.into(),
             status,
             after: after.clone(),
             error: error.map(Into::into),
-        })
+        }])
         .await
         .map(|_| ())
     }
@@ -1555,6 +1556,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, drafts: Vec<AuditDraft>) -> Result<()> {
+        let drafts = drafts.into_iter().map(AuditDraft::prepare).collect();
         self.submit(Op::Audit(drafts)).await.map(|_| ())
     }
 
@@ -1640,7 +1642,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_approval(&self, approval: &ApprovalRecord) -> Result<()> {
-        self.submit(Op::PutApproval(approval.clone()))
+        self.write(vec![Write::Approval(Box::new(approval.clone()))])
             .await
             .map(|_| ())
     }
@@ -1657,7 +1659,7 @@ impl Store for SqliteStore {
                 approval: approval.clone(),
                 expected_version,
                 resume: resume.to_vec(),
-                audit,
+                audit: audit.prepare(),
             })
             .await?
         {
