@@ -670,3 +670,49 @@ fn replay_reports_what_a_playbook_would_have_done_and_changes_nothing() {
     assert!(listed(d).is_empty(), "a replay applies nothing");
     assert!(pending(d).is_empty(), "a replay requests no approval");
 }
+
+#[test]
+fn the_trust_report_recommends_guarded_once_a_baseline_has_enough_history() {
+    let dir = setup(
+        &playbook("log", ""),
+        "\n[trust]\npromote_to_guarded_after = 3\n",
+    );
+    let d = dir.path();
+    for i in 0..3 {
+        let run = alert(d, &format!("192.0.2.{}", 50 + i), None);
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    let recommend = |d: &Path| -> Value {
+        let report: Value =
+            serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
+                .unwrap();
+        report[0].clone()
+    };
+    // Enough clean changes, but nothing would catch an unusual run at `guarded` yet.
+    let step = recommend(d);
+    assert_eq!(step["recommendation"], "keep", "{step}");
+    assert!(
+        step["reason"]
+            .as_str()
+            .unwrap()
+            .contains("add a baseline guardrail"),
+        "{step}"
+    );
+    // A baseline guardrail over the action, whose history is long enough: promote.
+    std::fs::create_dir_all(d.join("guardrails")).unwrap();
+    std::fs::write(
+        d.join("guardrails/baseline.yaml"),
+        "guardrails:\n  - name: block-baseline\n    applies_to: [blocklist.add]\n    baseline: { per: 1h, factor: 3, min_history: 1s }\n",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let step = recommend(d);
+    assert_eq!(step["recommendation"], "promote to guarded", "{step}");
+    assert!(
+        step["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 changes, 0 rollbacks, 0 failures"),
+        "{step}"
+    );
+}
