@@ -659,6 +659,39 @@ fn scenarios_under_injected_faults_complete_or_hold_and_never_double_a_change() 
             assert!(!held.is_empty(), "{playbook}: waiting on something: {r:#}");
         }
     }
+    // The feed scenarios (the web proxy is a simulator too).
+    for (feed, text) in [
+        ("feed-a", "198.51.100.31\n198.51.100.32\n"),
+        ("feed-b", "198.51.100.31\n"),
+    ] {
+        let f = env.path().join(feed);
+        std::fs::write(&f, text).unwrap();
+        env.ok(&[
+            "intel",
+            "import",
+            f.to_str().unwrap(),
+            "--feed",
+            feed,
+            "--format",
+            "plain",
+        ]);
+    }
+    let runs = env.json(&["runs", "list", "--format", "json"]);
+    let proxy_runs: Vec<&Value> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["playbook"] == "proxy-multi-feed")
+        .collect();
+    assert_eq!(proxy_runs.len(), 2);
+    for r in proxy_runs {
+        let status = r["status"].as_str().unwrap();
+        assert!(
+            matches!(status, "succeeded" | "waiting_approval")
+                || (status == "failed" && !r["error"].as_str().unwrap_or("").is_empty()),
+            "{r:#}"
+        );
+    }
     for a in env.pending_approvals() {
         env.ok(&[
             "approvals",
