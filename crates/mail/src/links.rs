@@ -176,7 +176,7 @@ impl LinkSet {
             let s = found.as_str();
             let candidate: Cow<str> = if has_scheme(s) {
                 Cow::Borrowed(s)
-            } else if s.len() > 4 && s[..4].eq_ignore_ascii_case("www.") {
+            } else if s.len() > 4 && s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("www.")) {
                 Cow::Owned(format!("http://{s}"))
             } else {
                 continue;
@@ -542,5 +542,14 @@ mod tests {
         assert!(is_shortener("bit.ly"));
         assert!(is_shortener("www.bit.ly"));
         assert!(!is_shortener("notbit.ly"));
+    }
+
+    #[test]
+    fn text_with_a_multibyte_character_near_its_start_is_scanned_without_panicking() {
+        // Found by the email_parse fuzzer: a link candidate "inv\u{FFFD}…" was sliced at byte 4.
+        let mut set = LinkSet::default();
+        set.add_text("name=\"inv\u{FFFD}\u{FFFD}.pdf\" www.\u{e9}x.example and www.example.com/a");
+        let urls: Vec<&str> = set.links.iter().map(|l| l.url.as_str()).collect();
+        assert!(urls.contains(&"http://www.example.com/a"), "{urls:?}");
     }
 }
