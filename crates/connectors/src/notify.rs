@@ -31,8 +31,33 @@ pub struct Notify {
     targets: BTreeMap<String, TargetConfig>,
     log_dir: PathBuf,
     client: Option<reqwest::Client>,
-    /// Idempotency keys delivered, per target, loaded from the delivery log on first use.
-    sent: Mutex<HashMap<String, HashSet<String>>>,
+    /// Each target's delivery record, read from its log once and kept up to date after.
+    logs: Mutex<HashMap<String, Record>>,
+}
+
+/// What a target's delivery log holds, in the form sends and state reads need.
+#[derive(Default)]
+struct Record {
+    /// Idempotency keys of delivered messages.
+    keys: HashSet<String>,
+    messages: usize,
+    delivered: usize,
+    last: Option<Value>,
+}
+
+impl Record {
+    fn add(&mut self, entry: &Value) {
+        self.messages += 1;
+        if entry["delivered"] == true {
+            self.delivered += 1;
+            if let Some(k) = entry["key"].as_str() {
+                self.keys.insert(k.to_owned());
+            }
+        }
+        self.last = Some(
+            json!({ "subject": entry["subject"], "delivered": entry["delivered"], "at": entry["at"] }),
+        );
+    }
 }
 
 impl Notify {
@@ -43,7 +68,7 @@ impl Notify {
             log_dir: log_dir.into(),
             // Without a client no webhook can be reached; `send` says so.
             client: crate::http_client().build().ok(),
-            sent: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -51,11 +76,11 @@ impl Notify {
         self.log_dir.join(format!("{target}.jsonl"))
     }
 
-    fn read_log(&self, target: &str) -> Result<Vec<Value>, ActionError> {
+    fn read_log(&self, target: &str) -> Result<Record, ActionError> {
         let path = self.log_path(target);
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Record::default()),
             Err(e) => {
                 return Err(ActionError::transient(format!(
                     "cannot read {}: {e}",
@@ -63,11 +88,28 @@ impl Notify {
                 )));
             }
         };
-        Ok(std::io::BufReader::new(file)
+        let mut record = Record::default();
+        for entry in std::io::BufReader::new(file)
             .lines()
             .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str(&l).ok())
-            .collect())
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        {
+            record.add(&entry);
+        }
+        Ok(record)
+    }
+
+    /// The target's record, reading its log on first use.
+    fn record<'a>(
+        &self,
+        logs: &'a mut HashMap<String, Record>,
+        target: &str,
+    ) -> Result<&'a mut Record, ActionError> {
+        if !logs.contains_key(target) {
+            logs.insert(target.to_owned(), self.read_log(target)?);
+        }
+        logs.get_mut(target)
+            .ok_or_else(|| ActionError::permanent("delivery record missing"))
     }
 
     fn append_log(&self, target: &str, entry: &Value) -> Result<(), ActionError> {
@@ -142,19 +184,12 @@ impl Notify {
             ))
         })?;
         let key = call.idempotency_key.map(str::to_owned);
-        let mut sent = self.sent.lock().await;
-        if !sent.contains_key(target) {
-            let keys = self
-                .read_log(target)?
-                .iter()
-                .filter(|e| e["delivered"] == true)
-                .filter_map(|e| e["key"].as_str().map(str::to_owned))
-                .collect();
-            sent.insert(target.to_owned(), keys);
-        }
+        // Held across the delivery: a second send under the same key waits and finds it done.
+        let mut logs = self.logs.lock().await;
+        let record = self.record(&mut logs, target)?;
         let message_id = belay_model::new_id();
         if let Some(k) = &key
-            && sent.get(target).is_some_and(|s| s.contains(k))
+            && record.keys.contains(k)
         {
             return Ok(json!({ "target": target, "delivered": true, "message_id": message_id }));
         }
@@ -174,10 +209,8 @@ impl Notify {
             entry["error"] = json!(e.message);
         }
         self.append_log(target, &entry)?;
+        record.add(&entry);
         result?;
-        if let (Some(k), Some(s)) = (key, sent.get_mut(target)) {
-            s.insert(k);
-        }
         Ok(json!({ "target": target, "delivered": true, "message_id": message_id }))
     }
 }
@@ -199,11 +232,8 @@ impl Connector for Notify {
 
     async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
         let target = input_str(input, "target")?;
-        let log = self.read_log(target)?;
-        let delivered = log.iter().filter(|e| e["delivered"] == true).count();
-        let last = log.last().map(
-            |e| json!({ "subject": e["subject"], "delivered": e["delivered"], "at": e["at"] }),
-        );
-        Ok(json!({ "messages": log.len(), "delivered": delivered, "last": last }))
+        let mut logs = self.logs.lock().await;
+        let r = self.record(&mut logs, target)?;
+        Ok(json!({ "messages": r.messages, "delivered": r.delivered, "last": r.last }))
     }
 }
