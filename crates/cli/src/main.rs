@@ -1357,6 +1357,7 @@ async fn bench(
         println!("latency p50:  {:.2} ms", r.p50_ms);
         println!("latency p99:  {:.2} ms", r.p99_ms);
         println!("peak RSS:     {:.1} MB", r.peak_rss_mb);
+        println!("CPU per run:  {:.0} µs", r.cpu_us_per_run);
     }
     Ok(ExitCode::SUCCESS)
 }

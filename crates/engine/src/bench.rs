@@ -55,6 +55,9 @@ pub struct BenchResult {
     pub store: String,
     pub seconds: f64,
     pub concurrency: usize,
+    /// Processor time (user and system, all threads) per run: steadier than runs/s on a
+    /// machine shared with other work.
+    pub cpu_us_per_run: f64,
 }
 
 struct Noop;
@@ -129,6 +132,17 @@ fn bench_catalog() -> std::result::Result<Catalog, String> {
     Ok(c)
 }
 
+/// Processor time this process has used so far (user and system, all threads), in seconds.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -178,6 +192,7 @@ pub async fn run(
     let mut latencies: Vec<Duration> = Vec::with_capacity(opts.runs);
     let mut tasks: JoinSet<Result<(RunStatus, Duration)>> = JoinSet::new();
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let mut next = 0usize;
     let mut failed = 0usize;
     while next < opts.runs || !tasks.is_empty() {
@@ -221,6 +236,7 @@ pub async fn run(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_started;
     if failed > 0 {
         return Err(EngineError::Other(format!(
             "{failed} benchmark runs did not succeed"
@@ -243,5 +259,6 @@ pub async fn run(
         store: store_label,
         seconds,
         concurrency,
+        cpu_us_per_run: cpu / opts.runs.max(1) as f64 * 1e6,
     })
 }

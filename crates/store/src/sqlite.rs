@@ -364,7 +364,7 @@ fn encode(actor: &str, w: Write) -> (WriteRow, Option<PreparedDraft>) {
             (WriteRow::Step(row), Some(d))
         }
         Write::BeginChange(c) => {
-            let (row, d) = change_row(actor, c);
+            let (row, d) = change_row(actor, &c);
             (WriteRow::BeginChange(row, None), Some(d))
         }
         Write::FinishChange {
@@ -417,11 +417,11 @@ fn encode(actor: &str, w: Write) -> (WriteRow, Option<PreparedDraft>) {
     }
 }
 
-/// A change's row and its `change.journaled` entry.
-fn change_row(actor: &str, c: ChangeRecord) -> (ChangeRow, PreparedDraft) {
+/// A change's row and its `change.journaled` entry; the record's JSON stays with the caller.
+fn change_row(actor: &str, c: &ChangeRecord) -> (ChangeRow, PreparedDraft) {
     let with = to_text(&c.with);
     let before = to_text(&c.before);
-    let d = audit::prepared::change_journaled(actor, &c, &text_hash(&with), &text_hash(&before));
+    let d = audit::prepared::change_journaled(actor, c, &text_hash(&with), &text_hash(&before));
     let row = ChangeRow {
         with,
         before,
@@ -429,11 +429,23 @@ fn change_row(actor: &str, c: ChangeRecord) -> (ChangeRow, PreparedDraft) {
         inverse: to_text(&c.inverse),
         guardrails: to_text(&c.guardrails),
         rec: ChangeRecord {
+            id: c.id.clone(),
+            run_id: c.run_id.clone(),
+            step_key: c.step_key.clone(),
+            idempotency_key: c.idempotency_key.clone(),
+            action: c.action.clone(),
+            target: c.target.clone(),
             with: Value::Null,
             before: Value::Null,
             after: Value::Null,
             inverse: Value::Null,
-            ..c
+            trust: c.trust,
+            guardrails: Vec::new(),
+            allowed_by: c.allowed_by.clone(),
+            status: c.status,
+            error: c.error.clone(),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
         },
     };
     (row, d)
@@ -453,9 +465,13 @@ enum Reply {
     Unit,
 }
 
+/// The answer to a job, with its operation handed back so the caller's thread frees what it
+/// allocated (the writer then never frees another thread's memory).
+type Answer = (Result<Reply>, Op);
+
 struct Job {
     op: Op,
-    reply: oneshot::Sender<Result<Reply>>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// The embedded store.
@@ -562,7 +578,9 @@ impl SqliteStore {
             let tx = jobs.as_ref().ok_or(StoreError::Closed)?;
             tx.send(Job { op, reply }).map_err(|_| StoreError::Closed)?;
         }
-        rx.await.map_err(|_| StoreError::Closed)?
+        let (result, op) = rx.await.map_err(|_| StoreError::Closed)?;
+        drop(op);
+        result
     }
 
     async fn read<T: Send + 'static>(
@@ -652,21 +670,23 @@ impl Writer {
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
         match self.transact(&ops) {
             Ok(results) => {
-                for (reply, r) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(r));
+                for ((reply, op), r) in replies.into_iter().zip(ops).zip(results) {
+                    let _ = reply.send((Ok(r), op));
                 }
             }
             Err(e) if ops.len() == 1 => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(e));
+                if let (Some(reply), Some(op)) =
+                    (replies.into_iter().next(), ops.into_iter().next())
+                {
+                    let _ = reply.send((Err(e), op));
                 }
             }
             Err(_) => {
-                for (reply, op) in replies.into_iter().zip(&ops) {
+                for (reply, op) in replies.into_iter().zip(ops) {
                     let r = self
-                        .transact(std::slice::from_ref(op))
+                        .transact(std::slice::from_ref(&op))
                         .and_then(|mut v| v.pop().ok_or(StoreError::Closed));
-                    let _ = reply.send(r);
+                    let _ = reply.send((r, op));
                 }
             }
         }
@@ -1376,12 +1396,16 @@ impl Store for SqliteStore {
         let mut new_changes = Vec::with_capacity(writes.len());
         let rows = writes
             .into_iter()
-            .map(|w| {
-                new_changes.push(match &w {
-                    Write::BeginChange(c) => Some(c.clone()),
-                    _ => None,
-                });
-                encode(&self.worker, w)
+            .map(|w| match w {
+                Write::BeginChange(c) => {
+                    let (row, d) = change_row(&self.worker, &c);
+                    new_changes.push(Some(c));
+                    (WriteRow::BeginChange(row, None), Some(d))
+                }
+                w => {
+                    new_changes.push(None);
+                    encode(&self.worker, w)
+                }
             })
             .collect();
         let Reply::Written(existing) = self.submit(Op::Write(rows)).await? else {
@@ -1402,7 +1426,7 @@ impl Store for SqliteStore {
         step: Option<&StepRecord>,
         change: &ChangeRecord,
     ) -> Result<ChangeRecord> {
-        let (row, draft) = change_row(&self.worker, change.clone());
+        let (row, draft) = change_row(&self.worker, change);
         let step = step.cloned().map(StepRow::new);
         match self
             .submit(Op::Write(vec![(
