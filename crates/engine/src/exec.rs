@@ -76,6 +76,33 @@ impl RunReport {
     }
 }
 
+impl RunReport {
+    /// Like [`RunReport::from_records`], taking the records instead of copying them.
+    fn from_owned(run: &RunRecord, steps: Vec<StepRecord>) -> RunReport {
+        RunReport {
+            run_id: run.id.clone(),
+            playbook: run.playbook.clone(),
+            event_id: run.event_id.clone(),
+            status: run.status,
+            error: run.error.clone(),
+            steps: steps
+                .into_iter()
+                .map(|s| StepReport {
+                    step: s.step,
+                    key: s.key,
+                    action: s.action,
+                    with: s.with,
+                    decision: s.decision,
+                    trust: s.trust,
+                    status: s.status,
+                    output: s.output,
+                    error: s.error,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// An item's outcome with the records it wrote.
 type ItemResult = Result<(Outcome, Vec<StepRecord>)>;
 
@@ -282,7 +309,7 @@ async fn execute_body(
                 }))
                 .await?;
                 st.run.status = RunStatus::WaitingApproval;
-                return Ok((RunReport::from_records(&st.run, &st.records), st.outputs));
+                return Ok((RunReport::from_owned(&st.run, st.records), st.outputs));
             }
             Outcome::Failed(message) => match step.on_error {
                 OnError::Continue => {
@@ -336,7 +363,7 @@ async fn execute_body(
     .await?;
     st.run.status = status;
     st.run.error = failure;
-    Ok((RunReport::from_records(&st.run, &st.records), st.outputs))
+    Ok((RunReport::from_owned(&st.run, st.records), st.outputs))
 }
 
 fn short(hash: &str) -> &str {

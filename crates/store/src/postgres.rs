@@ -181,6 +181,8 @@ CREATE TABLE demotions (
 );
 "#,
     crate::cases::PG_MIGRATION,
+    // No query reads events by kind; the index only cost an insert per event.
+    "DROP INDEX IF EXISTS events_kind;",
 ];
 
 /// First key of the advisory lock serializing migrations (the second is the schema's hash).

@@ -180,6 +180,8 @@ CREATE TABLE demotions (
 ) WITHOUT ROWID;
 "#,
     crate::cases::SQLITE_MIGRATION,
+    // No query reads events by kind; the index only cost a B-tree insert per event.
+    "DROP INDEX IF EXISTS events_kind;",
 ];
 
 /// One operation for the writer. Rows come encoded by the caller (JSON serialized, audit entries
@@ -636,6 +638,16 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Audit entries inserted by one statement when a transaction appends that many or more.
+const AUDIT_ROWS: usize = 8;
+const AUDIT_INSERT_ONE: &str = "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+static AUDIT_INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; AUDIT_ROWS].join(", ");
+    format!(
+        "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES {rows}"
+    )
+});
+
 struct Writer {
     conn: Connection,
     worker: String,
@@ -698,19 +710,21 @@ impl Writer {
         self.head = None;
         self.head_dirty = false;
         let mut out = Vec::with_capacity(ops.len());
+        // Every operation's entries, chained and stored together before the commit (the
+        // transaction is all or nothing, so their order is all that matters).
         let mut entries = Entries::new();
         for op in ops {
-            entries.clear();
-            match self
-                .apply(op, &mut entries)
-                .and_then(|r| self.append_audit(&entries).map(|_| r))
-            {
+            match self.apply(op, &mut entries) {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(e);
                 }
             }
+        }
+        if let Err(e) = self.append_audit(&entries) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
         }
         if let (true, Some((seq, hash))) = (self.head_dirty, &self.head) {
             let r = self
@@ -739,12 +753,12 @@ impl Writer {
         self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
     }
 
-    /// Chains and stores the audit entries of the last operation.
+    /// Chains and stores the audit entries of a transaction's operations, in their order.
     fn append_audit(&mut self, entries: &[Cow<'_, PreparedDraft>]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        let (mut seq, mut hash) = match self.head.take() {
+        let (seq, hash) = match self.head.take() {
             Some(h) => h,
             None => self
                 .conn
@@ -758,27 +772,17 @@ impl Writer {
                 .unwrap_or((0, belay_model::audit::GENESIS.to_string())),
         };
         let now = now_ms();
-        let mut stmt = self
-            .conn
-            .prepare_cached("INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
-            .map_err(db_err("appending to the audit trail"))?;
-        for d in entries {
-            let next = d.hash(seq + 1, now, &hash);
-            stmt.execute(params![
-                seq + 1,
-                now,
-                d.kind,
-                d.actor,
-                d.subject,
-                d.canonical,
-                hash,
-                next
-            ])
-            .map_err(db_err("appending to the audit trail"))?;
-            seq += 1;
-            hash = next;
+        // Chain first, then insert up to AUDIT_ROWS entries per statement.
+        let mut hashes = Vec::with_capacity(entries.len() + 1);
+        hashes.push(hash);
+        for (i, d) in entries.iter().enumerate() {
+            let next = d.hash(seq + 1 + i as i64, now, &hashes[i]);
+            hashes.push(next);
         }
-        self.head = Some((seq, hash));
+        insert_audit(&self.conn, entries, seq + 1, now, &hashes)
+            .map_err(db_err("appending to the audit trail"))?;
+        let hash = hashes.pop().unwrap_or_default();
+        self.head = Some((seq + entries.len() as i64, hash));
         self.head_dirty = true;
         Ok(())
     }
@@ -1093,6 +1097,46 @@ impl Writer {
             .map_err(db_err("storing a run"))
             .map(|n| n > 0)
     }
+}
+
+/// Inserts chained entries (`hashes[i]` is entry i's previous hash, `hashes[i + 1]` its own),
+/// [`AUDIT_ROWS`] per statement while that many remain.
+fn insert_audit(
+    conn: &Connection,
+    entries: &[Cow<'_, PreparedDraft>],
+    first_seq: i64,
+    now: i64,
+    hashes: &[String],
+) -> rusqlite::Result<()> {
+    let mut first = 0;
+    for chunk in entries.chunks(AUDIT_ROWS) {
+        let many = chunk.len() == AUDIT_ROWS;
+        let mut stmt = conn.prepare_cached(if many {
+            AUDIT_INSERT_MANY.as_str()
+        } else {
+            AUDIT_INSERT_ONE
+        })?;
+        for (j, d) in chunk.iter().enumerate() {
+            let i = first + j;
+            let col = if many { j * 8 } else { 0 };
+            stmt.raw_bind_parameter(col + 1, first_seq + i as i64)?;
+            stmt.raw_bind_parameter(col + 2, now)?;
+            stmt.raw_bind_parameter(col + 3, &d.kind)?;
+            stmt.raw_bind_parameter(col + 4, &d.actor)?;
+            stmt.raw_bind_parameter(col + 5, &d.subject)?;
+            stmt.raw_bind_parameter(col + 6, &d.canonical)?;
+            stmt.raw_bind_parameter(col + 7, &hashes[i])?;
+            stmt.raw_bind_parameter(col + 8, &hashes[i + 1])?;
+            if !many {
+                stmt.raw_execute()?;
+            }
+        }
+        if many {
+            stmt.raw_execute()?;
+        }
+        first += chunk.len();
+    }
+    Ok(())
 }
 
 fn put_step(c: &Connection, row: &StepRow) -> Result<()> {
