@@ -642,7 +642,7 @@ impl Drop for SqliteStore {
 const AUDIT_ROWS: usize = 8;
 const AUDIT_INSERT_ONE: &str = "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 static AUDIT_INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; AUDIT_ROWS].join(", ");
+    let rows = ["(?, ?, ?, ?, ?, ?, ?, ?)"; AUDIT_ROWS].join(", ");
     format!(
         "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES {rows}"
     )
