@@ -638,13 +638,39 @@ impl Drop for SqliteStore {
     }
 }
 
-/// Audit entries inserted by one statement when a transaction appends that many or more.
-const AUDIT_ROWS: usize = 8;
-const AUDIT_INSERT_ONE: &str = "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-static AUDIT_INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let rows = ["(?, ?, ?, ?, ?, ?, ?, ?)"; AUDIT_ROWS].join(", ");
-    format!(
-        "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash) VALUES {rows}"
+/// Rows inserted by one statement when a transaction writes that many or more into a table.
+const ROWS_PER_INSERT: usize = 8;
+
+/// A multi-row INSERT: one row's form and [`ROWS_PER_INSERT`] rows' form.
+struct InsertSql {
+    one: String,
+    many: String,
+    columns: usize,
+}
+
+impl InsertSql {
+    fn new(head: &str, columns: usize) -> InsertSql {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        InsertSql {
+            one: format!("{head} VALUES {row}"),
+            many: format!("{head} VALUES {}", vec![row; ROWS_PER_INSERT].join(", ")),
+            columns,
+        }
+    }
+}
+
+static AUDIT_INSERT: std::sync::LazyLock<InsertSql> = std::sync::LazyLock::new(|| {
+    InsertSql::new(
+        "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash)",
+        8,
+    )
+});
+
+static STEP_INSERT: std::sync::LazyLock<InsertSql> = std::sync::LazyLock::new(|| {
+    InsertSql::new(
+        "INSERT OR REPLACE INTO steps (run_id, key, step, seq, item, action, with_json, decision, \
+         trust, guardrails, status, output, error, attempts, started_at, finished_at)",
+        16,
     )
 });
 
@@ -710,11 +736,12 @@ impl Writer {
         self.head = None;
         self.head_dirty = false;
         let mut out = Vec::with_capacity(ops.len());
-        // Every operation's entries, chained and stored together before the commit (the
-        // transaction is all or nothing, so their order is all that matters).
+        // Every operation's step records and audit entries, stored together before the commit
+        // (the transaction is all or nothing, so their order is all that matters).
         let mut entries = Entries::new();
+        let mut steps = Vec::new();
         for op in ops {
-            match self.apply(op, &mut entries) {
+            match self.apply(op, &mut entries, &mut steps) {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
@@ -722,7 +749,7 @@ impl Writer {
                 }
             }
         }
-        if let Err(e) = self.append_audit(&entries) {
+        if let Err(e) = put_steps(&self.conn, &steps).and_then(|_| self.append_audit(&entries)) {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e);
         }
@@ -772,7 +799,7 @@ impl Writer {
                 .unwrap_or((0, belay_model::audit::GENESIS.to_string())),
         };
         let now = now_ms();
-        // Chain first, then insert up to AUDIT_ROWS entries per statement.
+        // Chain first, then insert ROWS_PER_INSERT entries per statement.
         let mut hashes = Vec::with_capacity(entries.len() + 1);
         hashes.push(hash);
         for (i, d) in entries.iter().enumerate() {
@@ -788,16 +815,21 @@ impl Writer {
     }
 
     /// Applies one state write; returns the change already journaled under a new change's key.
-    fn apply_row(&self, row: &WriteRow, now: i64) -> Result<Option<ChangeRecord>> {
+    fn apply_row<'a>(
+        &self,
+        row: &'a WriteRow,
+        now: i64,
+        steps: &mut Vec<&'a StepRow>,
+    ) -> Result<Option<ChangeRecord>> {
         let c = &self.conn;
         match row {
-            WriteRow::Step(s) => put_step(c, s)?,
+            WriteRow::Step(s) => steps.push(s),
             WriteRow::BeginChange(change, step) => {
                 if let Some(existing) = journal_change(c, change)? {
                     return Ok(Some(existing));
                 }
                 if let Some(step) = step {
-                    put_step(c, step)?;
+                    steps.push(step);
                 }
             }
             WriteRow::FinishChange {
@@ -810,7 +842,7 @@ impl Writer {
                 c.prepare_cached("UPDATE changes SET status = ?2, after = ?3, error = ?4, updated_at = ?5 WHERE id = ?1")
                     .and_then(|mut s| s.execute(params![change_id, status.as_str(), after, error, now]))
                     .map_err(db_err("recording a change outcome"))?;
-                put_step(c, step)?;
+                steps.push(step);
             }
             WriteRow::RunStatus {
                 run_id,
@@ -839,14 +871,19 @@ impl Writer {
         Ok(None)
     }
 
-    fn apply<'a>(&mut self, op: &'a Op, entries: &mut Entries<'a>) -> Result<Reply> {
+    fn apply<'a>(
+        &mut self,
+        op: &'a Op,
+        entries: &mut Entries<'a>,
+        steps: &mut Vec<&'a StepRow>,
+    ) -> Result<Reply> {
         let now = now_ms();
         let c = &self.conn;
         match op {
             Op::Write(writes) => {
                 let mut out = Vec::with_capacity(writes.len());
                 for (row, draft) in writes {
-                    let existing = self.apply_row(row, now)?;
+                    let existing = self.apply_row(row, now, steps)?;
                     // A journal entry that already existed records nothing new.
                     if let (Some(d), None) = (draft, &existing) {
                         entries.push(Cow::Borrowed(d));
@@ -1099,34 +1136,25 @@ impl Writer {
     }
 }
 
-/// Inserts chained entries (`hashes[i]` is entry i's previous hash, `hashes[i + 1]` its own),
-/// [`AUDIT_ROWS`] per statement while that many remain.
-fn insert_audit(
+/// Inserts `rows` with `sql` (one row's placeholders after `VALUES`), [`ROWS_PER_INSERT`] rows
+/// per statement while that many remain. `bind` binds row `i` from parameter `first + 1` on.
+fn insert_rows<T>(
     conn: &Connection,
-    entries: &[Cow<'_, PreparedDraft>],
-    first_seq: i64,
-    now: i64,
-    hashes: &[String],
+    sql: &InsertSql,
+    rows: &[T],
+    bind: impl Fn(&mut rusqlite::CachedStatement<'_>, usize, usize, &T) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
     let mut first = 0;
-    for chunk in entries.chunks(AUDIT_ROWS) {
-        let many = chunk.len() == AUDIT_ROWS;
-        let mut stmt = conn.prepare_cached(if many {
-            AUDIT_INSERT_MANY.as_str()
-        } else {
-            AUDIT_INSERT_ONE
-        })?;
-        for (j, d) in chunk.iter().enumerate() {
-            let i = first + j;
-            let col = if many { j * 8 } else { 0 };
-            stmt.raw_bind_parameter(col + 1, first_seq + i as i64)?;
-            stmt.raw_bind_parameter(col + 2, now)?;
-            stmt.raw_bind_parameter(col + 3, &d.kind)?;
-            stmt.raw_bind_parameter(col + 4, &d.actor)?;
-            stmt.raw_bind_parameter(col + 5, &d.subject)?;
-            stmt.raw_bind_parameter(col + 6, &d.canonical)?;
-            stmt.raw_bind_parameter(col + 7, &hashes[i])?;
-            stmt.raw_bind_parameter(col + 8, &hashes[i + 1])?;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let many = chunk.len() == ROWS_PER_INSERT;
+        let mut stmt = conn.prepare_cached(if many { &sql.many } else { &sql.one })?;
+        for (j, row) in chunk.iter().enumerate() {
+            bind(
+                &mut stmt,
+                if many { j * sql.columns } else { 0 },
+                first + j,
+                row,
+            )?;
             if !many {
                 stmt.raw_execute()?;
             }
@@ -1139,34 +1167,48 @@ fn insert_audit(
     Ok(())
 }
 
-fn put_step(c: &Connection, row: &StepRow) -> Result<()> {
-    let s = &row.rec;
-    c.prepare_cached(
-        "INSERT OR REPLACE INTO steps (run_id, key, step, seq, item, action, with_json, decision, trust, guardrails, status, output, error, attempts, started_at, finished_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            s.run_id,
-            s.key,
-            s.step,
-            s.seq,
-            s.item,
-            s.action,
-            row.with,
-            s.decision.as_str(),
-            s.trust.map(|t| t.as_str()),
-            row.guardrails,
-            s.status.as_str(),
-            row.output,
-            s.error,
-            s.attempts,
-            s.started_at,
-            s.finished_at
-        ])
+/// Inserts chained entries (`hashes[i]` is entry i's previous hash, `hashes[i + 1]` its own).
+fn insert_audit(
+    conn: &Connection,
+    entries: &[Cow<'_, PreparedDraft>],
+    first_seq: i64,
+    now: i64,
+    hashes: &[String],
+) -> rusqlite::Result<()> {
+    insert_rows(conn, &AUDIT_INSERT, entries, |stmt, col, i, d| {
+        stmt.raw_bind_parameter(col + 1, first_seq + i as i64)?;
+        stmt.raw_bind_parameter(col + 2, now)?;
+        stmt.raw_bind_parameter(col + 3, &d.kind)?;
+        stmt.raw_bind_parameter(col + 4, &d.actor)?;
+        stmt.raw_bind_parameter(col + 5, &d.subject)?;
+        stmt.raw_bind_parameter(col + 6, &d.canonical)?;
+        stmt.raw_bind_parameter(col + 7, &hashes[i])?;
+        stmt.raw_bind_parameter(col + 8, &hashes[i + 1])
     })
-    .map_err(db_err("storing a step"))?;
-    Ok(())
+}
+
+/// Stores step records (a later record of the same step replaces an earlier one).
+fn put_steps(c: &Connection, rows: &[&StepRow]) -> Result<()> {
+    insert_rows(c, &STEP_INSERT, rows, |st, col, _, row| {
+        let s = &row.rec;
+        st.raw_bind_parameter(col + 1, &s.run_id)?;
+        st.raw_bind_parameter(col + 2, &s.key)?;
+        st.raw_bind_parameter(col + 3, &s.step)?;
+        st.raw_bind_parameter(col + 4, s.seq)?;
+        st.raw_bind_parameter(col + 5, s.item)?;
+        st.raw_bind_parameter(col + 6, &s.action)?;
+        st.raw_bind_parameter(col + 7, &row.with)?;
+        st.raw_bind_parameter(col + 8, s.decision.as_str())?;
+        st.raw_bind_parameter(col + 9, s.trust.map(|t| t.as_str()))?;
+        st.raw_bind_parameter(col + 10, &row.guardrails)?;
+        st.raw_bind_parameter(col + 11, s.status.as_str())?;
+        st.raw_bind_parameter(col + 12, &row.output)?;
+        st.raw_bind_parameter(col + 13, &s.error)?;
+        st.raw_bind_parameter(col + 14, s.attempts)?;
+        st.raw_bind_parameter(col + 15, s.started_at)?;
+        st.raw_bind_parameter(col + 16, s.finished_at)
+    })
+    .map_err(db_err("storing a step"))
 }
 
 /// Journals a change unless its idempotency key exists; returns the existing change if so.
