@@ -52,33 +52,11 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn from_records(run: &RunRecord, steps: &[StepRecord]) -> RunReport {
-        RunReport {
-            run_id: run.id.clone(),
-            playbook: run.playbook.clone(),
-            event_id: run.event_id.clone(),
-            status: run.status,
-            error: run.error.clone(),
-            steps: steps
-                .iter()
-                .map(|s| StepReport {
-                    step: s.step.clone(),
-                    key: s.key.clone(),
-                    action: s.action.clone(),
-                    with: s.with.clone(),
-                    decision: s.decision,
-                    trust: s.trust,
-                    status: s.status,
-                    output: s.output.clone(),
-                    error: s.error.clone(),
-                })
-                .collect(),
-        }
+        RunReport::from_owned(run, steps.to_vec())
     }
-}
 
-impl RunReport {
     /// Like [`RunReport::from_records`], taking the records instead of copying them.
-    fn from_owned(run: &RunRecord, steps: Vec<StepRecord>) -> RunReport {
+    pub(crate) fn from_owned(run: &RunRecord, steps: Vec<StepRecord>) -> RunReport {
         RunReport {
             run_id: run.id.clone(),
             playbook: run.playbook.clone(),
