@@ -540,6 +540,19 @@ impl Sandbox {
     /// Starts Squid (about half a second) and the origin servers; needs a tokio runtime.
     pub async fn start() -> Result<Sandbox, String> {
         Self::available()?;
+        // A free port can be taken by another process between our probe and Squid's bind;
+        // such a start is retried on a new port.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::start_once().await {
+                Ok(sb) => return Ok(sb),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn start_once() -> Result<Sandbox, String> {
         let dir = tempfile::Builder::new()
             .prefix("belay-squid-")
             .tempdir()
@@ -636,8 +649,18 @@ impl Sandbox {
         })
         .await;
         if started != Ok(true) {
-            let out = std::fs::read_to_string(root.join("squid.out")).unwrap_or_default();
-            let tail: Vec<&str> = out.lines().rev().take(5).collect();
+            // Fatal errors after the configuration is read go to cache.log, earlier ones to
+            // standard error.
+            let mut tail = Vec::new();
+            for name in ["squid.out", "cache.log"] {
+                let out = std::fs::read_to_string(root.join(name)).unwrap_or_default();
+                let lines: Vec<&str> = out.lines().collect();
+                tail.extend(
+                    lines[lines.len().saturating_sub(5)..]
+                        .iter()
+                        .map(|l| l.to_string()),
+                );
+            }
             return Err(format!(
                 "squid did not start: {} ({})",
                 started.err().unwrap_or_else(|| "it exited".into()),
