@@ -91,9 +91,7 @@ pub async fn case_json(store: &dyn Store, file: &CaseFile) -> Result<Value> {
             .iter()
             .filter(|e| e.kind == kind)
             .map(|e| {
-                let mut b = e.body.clone();
-                b["id"] = json!(e.id);
-                b["at"] = json!(ms_to_rfc3339(e.at));
+                let mut b = e.to_json();
                 b["run"] = json!(e.run_id);
                 b
             })

@@ -83,6 +83,21 @@ impl Env {
             .expect("belay runs")
     }
 
+    /// Imports a plain-text feed named `name` (which starts the feed playbooks).
+    fn import_feed(&self, name: &str, text: &str) -> String {
+        let f = self.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        self.ok(&[
+            "intel",
+            "import",
+            f.to_str().unwrap(),
+            "--feed",
+            name,
+            "--format",
+            "plain",
+        ])
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let o = self.belay(args);
         let text = format!(
@@ -327,19 +342,7 @@ fn scenario_2_a_rogue_device_is_quarantined_until_explained() {
 #[test]
 fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updates_are_held() {
     let env = Env::up(0.0);
-    let import = |name: &str, text: &str| {
-        let f = env.path().join(name);
-        std::fs::write(&f, text).unwrap();
-        env.ok(&[
-            "intel",
-            "import",
-            f.to_str().unwrap(),
-            "--feed",
-            name,
-            "--format",
-            "plain",
-        ])
-    };
+    let import = |name: &str, text: &str| env.import_feed(name, text);
     // A small update: blocked at once, at `guarded`.
     import("small-feed", "198.51.100.7\n192.0.2.0/28\n");
     assert!(env.in_effect("firewall.block_ip", "198.51.100.7"));
@@ -562,19 +565,7 @@ fn scenario_5_exfiltration_inadvertent_trains_malicious_waits_for_approval_then_
 #[test]
 fn scenario_6_proxy_blocks_multi_feed_addresses_and_tightens_single_feed_ones() {
     let env = Env::up(0.0);
-    let import = |name: &str, text: &str| {
-        let f = env.path().join(name);
-        std::fs::write(&f, text).unwrap();
-        env.ok(&[
-            "intel",
-            "import",
-            f.to_str().unwrap(),
-            "--feed",
-            name,
-            "--format",
-            "plain",
-        ])
-    };
+    let import = |name: &str, text: &str| env.import_feed(name, text);
     import("feed-a", "198.51.100.21\n198.51.100.22\n");
     import("feed-b", "198.51.100.21\n");
     let lab = env.lab();

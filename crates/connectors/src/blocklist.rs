@@ -2,6 +2,7 @@
 //! tools consume. Every write replaces the file atomically (temporary file, fsync, rename),
 //! so a reader or a crash never sees half a list.
 
+use crate::native::files::read_text;
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -63,7 +64,7 @@ impl Blocklist {
         let path = self.path_of(list)?;
         let lock = self.lock_for(list);
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let text = read_list(&path)?;
+        let text = read_text(&path)?;
         let present = text.lines().any(|l| l.trim() == entry);
         if present == add {
             return Ok(false);
@@ -96,7 +97,7 @@ impl Blocklist {
     /// The 1-based line holding `entry`, if present.
     fn line_of(&self, list: &str, entry: &str) -> Result<Option<usize>, ActionError> {
         let path = self.path_of(list)?;
-        Ok(read_list(&path)?
+        Ok(read_text(&path)?
             .lines()
             .position(|l| l.trim() == entry)
             .map(|i| i + 1))
@@ -115,17 +116,6 @@ fn validate_entry(entry: &str) -> Result<(), ActionError> {
         )));
     }
     Ok(())
-}
-
-pub(crate) fn read_list(path: &Path) -> Result<String, ActionError> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(ActionError::transient(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
-    }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.

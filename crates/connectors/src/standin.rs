@@ -4,7 +4,8 @@
 //! native connectors, and say `simulated: true` in every output. `belay demo` uses them only for
 //! what it cannot run for real, and says so.
 
-use crate::blocklist::{read_list, write_atomically};
+use crate::blocklist::write_atomically;
+use crate::native::files::read_text;
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -176,7 +177,7 @@ impl Standin {
     }
 
     fn load(&self) -> Result<Map<String, Value>, ActionError> {
-        let text = read_list(&self.path)?;
+        let text = read_text(&self.path)?;
         if text.trim().is_empty() {
             return Ok(Map::new());
         }

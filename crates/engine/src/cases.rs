@@ -182,12 +182,7 @@ impl Connector for Cases {
                     file.entries
                         .iter()
                         .filter(|e| e.kind == kind)
-                        .map(|e| {
-                            let mut b = e.body.clone();
-                            b["id"] = json!(e.id);
-                            b["at"] = json!(belay_model::ms_to_rfc3339(e.at));
-                            b
-                        })
+                        .map(|e| e.to_json())
                         .collect()
                 };
                 let runs: Vec<&str> = file

@@ -54,6 +54,16 @@ pub struct CaseEntry {
     pub body: Value,
 }
 
+impl CaseEntry {
+    /// The entry as shown to people and playbooks: its body with its `id` and `at` (RFC 3339).
+    pub fn to_json(&self) -> Value {
+        let mut b = self.body.clone();
+        b["id"] = Value::from(self.id.as_str());
+        b["at"] = Value::from(crate::ms_to_rfc3339(self.at));
+        b
+    }
+}
+
 /// A change to a case, applied atomically by the store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CaseOp {

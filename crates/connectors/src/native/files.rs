@@ -1,4 +1,4 @@
-//! Small helpers the Squid, Suricata and ClamAV connectors share: component files written
+//! Small helpers the native connectors (and the blocklist and stand-ins) share: component files written
 //! atomically and readable by the daemon, and the checks their sandboxes make.
 
 use crate::ActionError;
@@ -54,6 +54,23 @@ pub(crate) fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), A
 /// Writes `path` atomically (temporary file and rename), world-readable.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ActionError> {
     persist(candidate(path, bytes)?, path)
+}
+
+/// Runs `ip ARGS` (network namespaces and links for the sandboxes).
+pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// Whether this process runs as root (owner of `/proc/self`).

@@ -13,6 +13,7 @@
 //! belong to the connector: their rules are rewritten with every change.
 
 use super::cmd::Cmd;
+use super::files::ip;
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use ipnet::IpNet;
@@ -938,22 +939,6 @@ impl Drop for Sandbox {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
     }
 }
 

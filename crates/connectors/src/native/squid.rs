@@ -518,6 +518,19 @@ impl Connector for Squid {
     }
 }
 
+/// Why one start of the sandbox failed: only a Squid that exited (its port taken, say) is
+/// worth another attempt.
+enum Start {
+    Exited(String),
+    Failed(String),
+}
+
+impl From<String> for Start {
+    fn from(e: String) -> Start {
+        Start::Failed(e)
+    }
+}
+
 /// A real Squid on a free loopback port, in a temporary directory, with belay's ACL files and
 /// a small HTTP origin server (`origin.belay.test` and `other.belay.test` name 127.0.0.1 in
 /// Squid's hosts file; a second origin listens on 127.0.0.2). Everything stops on drop.
@@ -542,17 +555,18 @@ impl Sandbox {
         Self::available()?;
         // A free port can be taken by another process between our probe and Squid's bind;
         // such a start is retried on a new port.
-        let mut last = String::new();
-        for _ in 0..3 {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
             match Self::start_once().await {
                 Ok(sb) => return Ok(sb),
-                Err(e) => last = e,
+                Err(Start::Exited(e)) if attempts < 3 => tracing::debug!("retrying: {e}"),
+                Err(Start::Exited(e) | Start::Failed(e)) => return Err(e),
             }
         }
-        Err(last)
     }
 
-    async fn start_once() -> Result<Sandbox, String> {
+    async fn start_once() -> Result<Sandbox, Start> {
         let dir = tempfile::Builder::new()
             .prefix("belay-squid-")
             .tempdir()
@@ -661,11 +675,17 @@ impl Sandbox {
                         .map(|l| l.to_string()),
                 );
             }
-            return Err(format!(
+            let exited = started.is_ok();
+            let message = format!(
                 "squid did not start: {} ({})",
                 started.err().unwrap_or_else(|| "it exited".into()),
                 tail.join(" | ")
-            ));
+            );
+            return Err(if exited {
+                Start::Exited(message)
+            } else {
+                Start::Failed(message)
+            });
         }
         Ok(Sandbox {
             config,

@@ -8,6 +8,7 @@
 //! and reloaded, so a bad rule changes nothing.
 
 use super::cmd::Cmd;
+use super::files::ip;
 use super::files::{self, Daemon};
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
@@ -654,21 +655,6 @@ max-pending-packets: 128
             netns: String::new(),
             daemon: None,
             dir,
-        };
-        let ip = |args: &[&str]| {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| format!("cannot run ip: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "`ip {}` failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
         };
         ip(&["netns", "add", &netns])?;
         sandbox.netns = netns.clone();
