@@ -58,6 +58,9 @@ pub struct BenchResult {
     /// Processor time (user and system, all threads) per run: steadier than runs/s on a
     /// machine shared with other work.
     pub cpu_us_per_run: f64,
+    /// Bytes this process wrote per run (the store's log, database and checkpoints): the
+    /// store's write amplification, independent of the machine's speed.
+    pub written_kb_per_run: f64,
 }
 
 struct Noop;
@@ -143,6 +146,18 @@ pub fn cpu_seconds() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// Bytes this process has written so far (Linux `wchar`: every write call, cached or not).
+pub fn written_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -193,6 +208,7 @@ pub async fn run(
     let mut tasks: JoinSet<Result<(RunStatus, Duration)>> = JoinSet::new();
     let started = Instant::now();
     let cpu_started = cpu_seconds();
+    let written_started = written_bytes();
     let mut next = 0usize;
     let mut failed = 0usize;
     while next < opts.runs || !tasks.is_empty() {
@@ -237,6 +253,7 @@ pub async fn run(
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_started;
+    let written = written_bytes() - written_started;
     if failed > 0 {
         return Err(EngineError::Other(format!(
             "{failed} benchmark runs did not succeed"
@@ -260,5 +277,6 @@ pub async fn run(
         seconds,
         concurrency,
         cpu_us_per_run: cpu / opts.runs.max(1) as f64 * 1e6,
+        written_kb_per_run: written / opts.runs.max(1) as f64 / 1024.0,
     })
 }
