@@ -9,7 +9,7 @@ use belay_model::{Event, RunStatus};
 use belay_playbook::{
     ActionKind, ActionSpec, Catalog, InverseSpec, PlaybookSet, TargetSpec, TargetType,
 };
-use belay_store::Store;
+use belay_store::{Store, WRITER_THREAD};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -61,6 +61,9 @@ pub struct BenchResult {
     /// Bytes this process wrote per run (the store's log, database and checkpoints): the
     /// store's write amplification, independent of the machine's speed.
     pub written_kb_per_run: f64,
+    /// Of `cpu_us_per_run`, the part spent on the embedded store's writer thread (0 for a
+    /// store without one): the one serial stage, so it bounds runs per second.
+    pub writer_cpu_us_per_run: f64,
 }
 
 struct Noop;
@@ -158,6 +161,30 @@ pub fn written_bytes() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Processor time used so far by this process's threads named `name` (Linux), in seconds.
+pub fn thread_cpu_seconds(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the parenthesized name: state is field 3, utime 14, stime 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .sum()
+}
+
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -209,6 +236,7 @@ pub async fn run(
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let written_started = written_bytes();
+    let writer_started = thread_cpu_seconds(WRITER_THREAD);
     let mut next = 0usize;
     let mut failed = 0usize;
     while next < opts.runs || !tasks.is_empty() {
@@ -254,6 +282,7 @@ pub async fn run(
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_started;
     let written = written_bytes() - written_started;
+    let writer = thread_cpu_seconds(WRITER_THREAD) - writer_started;
     if failed > 0 {
         return Err(EngineError::Other(format!(
             "{failed} benchmark runs did not succeed"
@@ -278,5 +307,6 @@ pub async fn run(
         concurrency,
         cpu_us_per_run: cpu / opts.runs.max(1) as f64 * 1e6,
         written_kb_per_run: written / opts.runs.max(1) as f64 / 1024.0,
+        writer_cpu_us_per_run: writer / opts.runs.max(1) as f64 * 1e6,
     })
 }

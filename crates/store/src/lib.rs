@@ -12,7 +12,7 @@ mod postgres;
 mod sqlite;
 
 pub use postgres::{PgOptions, PgStore};
-pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD};
 
 use async_trait::async_trait;
 use belay_model::{

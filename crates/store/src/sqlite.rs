@@ -36,6 +36,9 @@ pub enum Synchronous {
     Full,
 }
 
+/// The name of the store's writer thread (Linux keeps 15 bytes of a thread's name).
+pub const WRITER_THREAD: &str = "belay-writer";
+
 /// How to open the SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -507,6 +510,8 @@ struct Job {
 pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Ends after the writer (which holds its wake-up channel).
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
     worker: String,
     workers_dir: PathBuf,
@@ -521,6 +526,13 @@ fn db_err(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     }
 }
 
+/// WAL pages after which the writer checkpoints by itself, finishing what the checkpointer
+/// thread has mostly done; the WAL then restarts from its beginning (~32 MB at most).
+const WRITER_CHECKPOINT_PAGES: u32 = 8_000;
+
+/// The checkpointer's pause after each checkpoint, so it runs once per many commits.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn open_conn(path: &Path, sync: Synchronous) -> Result<Connection> {
     let conn = Connection::open(path).map_err(db_err("opening the database"))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -530,10 +542,8 @@ fn open_conn(path: &Path, sync: Synchronous) -> Result<Connection> {
         Synchronous::Full => "FULL",
     };
     conn.execute_batch(&format!(
-        // Checkpoints every ~16 MB of WAL rather than ~4 MB: pages the writer rewrites often
-        // (index interiors, the audit trail's tail) are copied back once per checkpoint.
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-8000; \
-         PRAGMA wal_autocheckpoint=4000;"
+         PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES};"
     ))
     .map_err(db_err("setting pragmas"))?;
     Ok(conn)
@@ -577,8 +587,15 @@ impl SqliteStore {
         let mut writer = open_conn(&path, options.synchronous)?;
         migrate(&mut writer)?;
         let reader = open_conn(&path, options.synchronous)?;
+        let checkpointer = open_conn(&path, options.synchronous)?;
+        let (committed, commits) = mpsc::sync_channel::<()>(1);
+        let checkpoint_handle = std::thread::Builder::new()
+            .name("belay-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpointer, &commits))
+            .map_err(io("starting the checkpoint thread"))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let w = Writer {
+            committed,
             conn: writer,
             worker: worker.clone(),
             lease_ms: options.lease_ms,
@@ -587,12 +604,13 @@ impl SqliteStore {
         };
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
-            .name("belay-sqlite-writer".into())
+            .name(WRITER_THREAD.into())
             .spawn(move || w.run(rx, max_batch))
             .map_err(io("starting the writer thread"))?;
         Ok(SqliteStore {
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some(checkpoint_handle)),
             reader: Arc::new(Mutex::new(reader)),
             worker,
             workers_dir,
@@ -652,9 +670,23 @@ impl SqliteStore {
     /// Stops the writer after it drains what is queued.
     pub fn close(&self) {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = h.join();
+        for thread in [&self.writer, &self.checkpointer] {
+            if let Some(h) = thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = h.join();
+            }
         }
+    }
+}
+
+/// Copies committed WAL pages back into the database on its own thread, so the writer's
+/// commits rarely wait for a checkpoint. Passive: it never blocks the writer or readers (a page
+/// a reader still needs is copied next time). Ends when the writer is gone.
+fn checkpoint_loop(conn: &Connection, commits: &mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!("background checkpoint failed: {e}");
+        }
+        std::thread::sleep(CHECKPOINT_PAUSE);
     }
 }
 
@@ -702,6 +734,8 @@ static STEP_INSERT: std::sync::LazyLock<InsertSql> = std::sync::LazyLock::new(||
 });
 
 struct Writer {
+    /// Wakes the checkpointer (a full channel means it is already due to run).
+    committed: mpsc::SyncSender<()>,
     conn: Connection,
     worker: String,
     lease_ms: i64,
@@ -794,7 +828,10 @@ impl Writer {
             }
         }
         match self.exec_cached("COMMIT") {
-            Ok(()) => Ok(out),
+            Ok(()) => {
+                let _ = self.committed.try_send(());
+                Ok(out)
+            }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 Err(db_err("committing")(e))
