@@ -44,6 +44,21 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A change's idempotency key starts with its run's id and a slash: the stores find a run's
+/// changes by that prefix, so a change filed under another run's key is refused.
+pub(crate) fn check_change_key(c: &ChangeRecord) -> Result<()> {
+    match c.idempotency_key.strip_prefix(c.run_id.as_str()) {
+        Some(rest) if rest.starts_with('/') => Ok(()),
+        _ => Err(StoreError::Database {
+            context: "journaling a change",
+            message: format!(
+                "idempotency key `{}` does not start with its run id `{}/`",
+                c.idempotency_key, c.run_id
+            ),
+        }),
+    }
+}
+
 /// What happened to an event offered to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -213,6 +228,7 @@ pub trait Store: Send + Sync {
 
     /// Journals a change before it is applied, with its step if given, in one transaction. If
     /// a change with the same idempotency key exists, stores nothing and returns the existing one.
+    /// The key must start with the change's run id and a slash.
     async fn begin_change(
         &self,
         step: Option<&StepRecord>,

@@ -1034,6 +1034,7 @@ impl Store for PgStore {
         change: &ChangeRecord,
     ) -> Result<ChangeRecord> {
         const C: &str = "journaling a change";
+        crate::check_change_key(change)?;
         let mut client = self.conn().await?;
         let tx = client.transaction().await.map_err(db_err(C))?;
         let stmt = tx

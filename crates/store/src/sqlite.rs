@@ -212,6 +212,9 @@ INSERT INTO steps_by_write SELECT * FROM steps;
 DROP TABLE steps;
 ALTER TABLE steps_by_write RENAME TO steps;
 "#,
+    // A run's changes are found by their idempotency keys, which start with the run's id and
+    // a slash (checked when a change is journaled); one index fewer to update per change.
+    "DROP INDEX IF EXISTS changes_run;",
 ];
 
 /// One operation for the writer. Rows come encoded by the caller (JSON serialized, audit entries
@@ -1278,6 +1281,7 @@ fn put_steps(c: &Connection, rows: &[&StepRow]) -> Result<()> {
 /// Journals a change unless its idempotency key exists; returns the existing change if so.
 fn journal_change(c: &Connection, row: &ChangeRow) -> Result<Option<ChangeRecord>> {
     let change = &row.rec;
+    crate::check_change_key(change)?;
     let inserted = c
         .prepare_cached(
             "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at) \
@@ -1671,9 +1675,18 @@ impl Store for SqliteStore {
         let id = run_id.map(str::to_owned);
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(&format!("SELECT {CHANGE_COLS} FROM changes WHERE (?1 IS NULL OR run_id = ?1) ORDER BY seq"))
+                .prepare_cached(&match id {
+                    // Keys of a run's changes are `RUN/...` ('0' follows '/'), so the key index
+                    // finds them.
+                    Some(_) => format!("SELECT {CHANGE_COLS} FROM changes WHERE idempotency_key >= ?1 || '/' AND idempotency_key < ?1 || '0' ORDER BY seq"),
+                    None => format!("SELECT {CHANGE_COLS} FROM changes ORDER BY seq"),
+                })
                 .map_err(db_err("listing changes"))?;
-            let rows = stmt.query_map([&id], change_from_row).map_err(db_err("listing changes"))?;
+            let rows = match &id {
+                Some(id) => stmt.query_map([id], change_from_row),
+                None => stmt.query_map([], change_from_row),
+            }
+            .map_err(db_err("listing changes"))?;
             collect(rows, "listing changes")
         })
         .await

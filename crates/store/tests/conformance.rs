@@ -248,6 +248,18 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
         ["r1/s", "r1/t"]
     );
     assert!(s.changes(Some("r9")).await.unwrap().is_empty());
+    // Run ids that are prefixes of each other keep their changes apart.
+    s.accept_event(&event("e10"), &[run("r10", "e10")], None)
+        .await
+        .unwrap();
+    s.begin_change(None, &change("r10", "r10/s")).await.unwrap();
+    assert_eq!(s.changes(Some("r1")).await.unwrap().len(), 2);
+    assert_eq!(s.changes(Some("r10")).await.unwrap().len(), 1);
+    let misfiled = s.begin_change(None, &change("r1", "r10/x")).await;
+    assert!(
+        misfiled.is_err_and(|e| e.to_string().contains("does not start with its run id")),
+        "a key outside its run's prefix is refused"
+    );
     // The batched write path: a step, a new journal entry, a duplicate key, an outcome, a run end.
     let c3 = change("r1", "r1/u");
     let out = s
@@ -291,7 +303,7 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
         RunStatus::Failed
     );
     let c = s.counts().await.unwrap();
-    assert_eq!((c.changes, c.changes_applied), (3, 1));
+    assert_eq!((c.changes, c.changes_applied), (4, 1));
 }
 
 async fn claims_respect_live_leases(a: Arc<dyn Store>, b: Arc<dyn Store>) {
