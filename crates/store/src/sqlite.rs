@@ -215,6 +215,22 @@ ALTER TABLE steps_by_write RENAME TO steps;
     // A run's changes are found by their idempotency keys, which start with the run's id and
     // a slash (checked when a change is journaled); one index fewer to update per change.
     "DROP INDEX IF EXISTS changes_run;",
+    // Entries without a copy of the previous entry's hash (verification reads it from the
+    // previous row) and with their own hash as 32 bytes: a sixth of each entry.
+    r#"
+CREATE TABLE audit_chained (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    hash BLOB NOT NULL
+);
+INSERT INTO audit_chained SELECT seq, at, kind, actor, subject, detail, unhex(hash) FROM audit;
+DROP TABLE audit;
+ALTER TABLE audit_chained RENAME TO audit;
+"#,
 ];
 
 /// One operation for the writer. Rows come encoded by the caller (JSON serialized, audit entries
@@ -723,8 +739,8 @@ impl InsertSql {
 
 static AUDIT_INSERT: std::sync::LazyLock<InsertSql> = std::sync::LazyLock::new(|| {
     InsertSql::new(
-        "INSERT INTO audit (seq, at, kind, actor, subject, detail, prev_hash, hash)",
-        8,
+        "INSERT INTO audit (seq, at, kind, actor, subject, detail, hash)",
+        7,
     )
 });
 
@@ -859,7 +875,7 @@ impl Writer {
                 .query_row(
                     "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                     [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, hex::encode(r.get::<_, Vec<u8>>(1)?))),
                 )
                 .optional()
                 .map_err(db_err("reading the audit head"))?
@@ -1234,7 +1250,7 @@ fn insert_rows<T>(
     Ok(())
 }
 
-/// Inserts chained entries (`hashes[i]` is entry i's previous hash, `hashes[i + 1]` its own).
+/// Inserts chained entries (`hashes[i + 1]` is entry i's hash, stored as its 32 bytes).
 fn insert_audit(
     conn: &Connection,
     entries: &[Cow<'_, PreparedDraft>],
@@ -1243,14 +1259,16 @@ fn insert_audit(
     hashes: &[String],
 ) -> rusqlite::Result<()> {
     insert_rows(conn, &AUDIT_INSERT, entries, |stmt, col, i, d| {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&hashes[i + 1], &mut hash)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         stmt.raw_bind_parameter(col + 1, first_seq + i as i64)?;
         stmt.raw_bind_parameter(col + 2, now)?;
         stmt.raw_bind_parameter(col + 3, &d.kind)?;
         stmt.raw_bind_parameter(col + 4, &d.actor)?;
         stmt.raw_bind_parameter(col + 5, &d.subject)?;
         stmt.raw_bind_parameter(col + 6, &d.canonical)?;
-        stmt.raw_bind_parameter(col + 7, &hashes[i])?;
-        stmt.raw_bind_parameter(col + 8, &hashes[i + 1])
+        stmt.raw_bind_parameter(col + 7, &hash[..])
     })
 }
 
@@ -1795,11 +1813,27 @@ impl Store for SqliteStore {
     async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT seq, at, kind, actor, subject, detail, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                // Each entry with the hash of the row stored before it (from entry `after`
+                // itself, which the window includes and the outer query drops).
+                .prepare_cached(
+                    "SELECT seq, at, kind, actor, subject, detail, prev, hash FROM (\
+                       SELECT seq, at, kind, actor, subject, detail, hash, \
+                         LAG(hash) OVER (ORDER BY seq) AS prev FROM audit \
+                       WHERE seq >= ?1 ORDER BY seq LIMIT ?2 + 1) \
+                     WHERE seq > ?1 ORDER BY seq",
+                )
                 .map_err(db_err("reading the audit trail"))?;
             let rows = stmt
                 .query_map(params![after, limit as i64], |r| {
                     let detail: String = r.get(5)?;
+                    // No row before: the chain's start, or (after a deletion) nothing to
+                    // commit to, which verification reports.
+                    let prev = match r.get::<_, Option<Vec<u8>>>(6)? {
+                        Some(h) => hex::encode(h),
+                        None if after == 0 => belay_model::audit::GENESIS.to_string(),
+                        None => String::new(),
+                    };
+                    let hash = hex::encode(r.get::<_, Vec<u8>>(7)?);
                     Ok(from_text(&detail, "audit detail").map(|detail| AuditEntry {
                         seq: r.get(0).unwrap_or_default(),
                         at: r.get(1).unwrap_or_default(),
@@ -1807,8 +1841,8 @@ impl Store for SqliteStore {
                         actor: r.get(3).unwrap_or_default(),
                         subject: r.get(4).unwrap_or_default(),
                         detail,
-                        prev_hash: r.get(6).unwrap_or_default(),
-                        hash: r.get(7).unwrap_or_default(),
+                        prev_hash: prev,
+                        hash,
                     }))
                 })
                 .map_err(db_err("reading the audit trail"))?;
