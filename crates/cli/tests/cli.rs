@@ -225,3 +225,33 @@ fn bad_events_are_rejected_with_a_reason_and_change_nothing() {
         text(&o)
     );
 }
+
+/// `belay bench` on a store of its own: every run succeeds and every figure is measured (no
+/// speed is asserted: that is for the benchmark, not a test).
+#[test]
+fn bench_reports_its_figures_on_a_durable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, mode) in [
+        (&[][..], "synchronous=FULL"),
+        (&["--synchronous", "normal"][..], "synchronous=NORMAL"),
+    ] {
+        let mut argv = vec!["bench", "--runs", "3000", "--format", "json"];
+        argv.extend_from_slice(args);
+        let o = belay(dir.path(), &argv);
+        assert!(o.status.success(), "{}", text(&o));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["runs"], 3000, "{r}");
+        assert!(r["store"].as_str().unwrap().contains(mode), "{r}");
+        let figure = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("no {k}: {r}"));
+        for k in ["runs_per_sec", "p99_ms", "peak_rss_mb", "cpu_us_per_run"] {
+            assert!(figure(k) > 0.0, "{k}: {r}");
+        }
+        assert!(figure("p50_ms") <= figure("p99_ms"), "{r}");
+        // The store's log and checkpoints: each run writes at least its rows.
+        assert!(figure("written_kb_per_run") > 1.0, "{r}");
+        let writer = figure("writer_cpu_us_per_run");
+        assert!(writer > 0.0 && writer < figure("cpu_us_per_run"), "{r}");
+    }
+    // The benchmark's store is a temporary one unless --data is given.
+    assert!(!dir.path().join("belay-data").exists());
+}

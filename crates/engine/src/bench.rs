@@ -149,16 +149,16 @@ pub fn cpu_seconds() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// The number after `key` in one of this process's `/proc/self` files (Linux).
+fn proc_figure(file: &str, key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/self/{file}")).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix(key))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
 /// Bytes this process has written so far (Linux `wchar`: every write call, cached or not).
 pub fn written_bytes() -> f64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("wchar:"))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
+    proc_figure("io", "wchar:").unwrap_or(0.0)
 }
 
 /// Processor time used so far by this process's threads named `name` (Linux), in seconds.
@@ -187,16 +187,7 @@ pub fn thread_cpu_seconds(name: &str) -> f64 {
 
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    proc_figure("status", "VmHWM:").map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Runs the benchmark on `store` and checks that every run succeeded.
