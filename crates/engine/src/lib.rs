@@ -236,9 +236,11 @@ impl Engine {
         if candidates.is_empty() {
             return (runs, errors);
         }
-        let event_json = event.to_value();
+        // The event as JSON only if some trigger has a condition to evaluate.
+        let mut event_json = None;
         for pb in candidates {
             if let Some(cond) = &pb.trigger.condition {
+                let event_json = event_json.get_or_insert_with(|| event.to_value());
                 let ctx = context_value(&json!({ "event": event_json, "vars": pb.vars }));
                 match cond.eval_bool(&ctx) {
                     Ok(true) => {}
