@@ -216,7 +216,8 @@ ALTER TABLE steps_by_write RENAME TO steps;
     // a slash (checked when a change is journaled); one index fewer to update per change.
     "DROP INDEX IF EXISTS changes_run;",
     // Entries without a copy of the previous entry's hash (verification reads it from the
-    // previous row) and with their own hash as 32 bytes: a sixth of each entry.
+    // previous row) and with their own hash as 32 bytes: a sixth of each entry. A hash that is
+    // not hex (an edited row) is kept as it was, for verification to report.
     r#"
 CREATE TABLE audit_chained (
     seq INTEGER PRIMARY KEY,
@@ -227,7 +228,8 @@ CREATE TABLE audit_chained (
     detail TEXT NOT NULL,
     hash BLOB NOT NULL
 );
-INSERT INTO audit_chained SELECT seq, at, kind, actor, subject, detail, unhex(hash) FROM audit;
+INSERT INTO audit_chained
+    SELECT seq, at, kind, actor, subject, detail, coalesce(unhex(hash), CAST(hash AS BLOB)) FROM audit;
 DROP TABLE audit;
 ALTER TABLE audit_chained RENAME TO audit;
 "#,
