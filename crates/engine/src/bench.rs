@@ -196,6 +196,18 @@ pub async fn run(
     store_label: String,
     opts: BenchOptions,
 ) -> Result<BenchResult> {
+    // The driver runs on the runtime's workers like any ingest source, not on the caller's
+    // thread: completions then wake a task, not a parked thread.
+    tokio::spawn(drive(store, store_label, opts))
+        .await
+        .map_err(|e| EngineError::Other(e.to_string()))?
+}
+
+async fn drive(
+    store: Arc<dyn Store>,
+    store_label: String,
+    opts: BenchOptions,
+) -> Result<BenchResult> {
     let catalog = Arc::new(bench_catalog().map_err(EngineError::Other)?);
     let dir = tempfile::tempdir().map_err(|e| EngineError::Other(e.to_string()))?;
     let path = dir.path().join("bench.yaml");
