@@ -655,17 +655,7 @@ fn scenarios_under_injected_faults_complete_or_hold_and_never_double_a_change() 
         ("feed-a", "198.51.100.31\n198.51.100.32\n"),
         ("feed-b", "198.51.100.31\n"),
     ] {
-        let f = env.path().join(feed);
-        std::fs::write(&f, text).unwrap();
-        env.ok(&[
-            "intel",
-            "import",
-            f.to_str().unwrap(),
-            "--feed",
-            feed,
-            "--format",
-            "plain",
-        ]);
+        env.import_feed(feed, text);
     }
     let runs = env.json(&["runs", "list", "--format", "json"]);
     let proxy_runs: Vec<&Value> = runs

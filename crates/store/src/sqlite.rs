@@ -19,6 +19,7 @@ use belay_model::{
     ChangeRecord, ChangeStatus, Demotion, Event, PreparedDraft, RunRecord, RunStatus, StepRecord,
     now_ms,
 };
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -403,9 +404,13 @@ impl EventRow {
     }
 }
 
-/// Encodes a write on the caller's thread: its rows and the audit entry it records.
-fn encode(actor: &str, w: Write) -> (WriteRow, Option<PreparedDraft>) {
-    match w {
+/// A write encoded on the caller's thread: its rows, the audit entry it records and, for a
+/// new journal entry, the change itself (the answer unless its key was journaled before).
+type Encoded = (WriteRow, Option<PreparedDraft>, Option<ChangeRecord>);
+
+/// Encodes a write on the caller's thread.
+fn encode(actor: &str, w: Write) -> Result<Encoded> {
+    Ok(match w {
         Write::Step(s) => {
             let row = StepRow::new(s);
             let d = audit::prepared::step_finished(
@@ -414,11 +419,11 @@ fn encode(actor: &str, w: Write) -> (WriteRow, Option<PreparedDraft>) {
                 &text_hash(&row.with),
                 &text_hash(&row.output),
             );
-            (WriteRow::Step(row), Some(d))
+            (WriteRow::Step(row), Some(d), None)
         }
         Write::BeginChange(c) => {
-            let (row, d) = change_row(actor, &c);
-            (WriteRow::BeginChange(row, None), Some(d))
+            let (row, d) = change_row(actor, &c)?;
+            (WriteRow::BeginChange(row, None), Some(d), Some(c))
         }
         Write::FinishChange {
             step,
@@ -445,7 +450,7 @@ fn encode(actor: &str, w: Write) -> (WriteRow, Option<PreparedDraft>) {
                 after,
                 error,
             };
-            (row, Some(d))
+            (row, Some(d), None)
         }
         Write::RunStatus {
             run_id,
@@ -460,18 +465,20 @@ fn encode(actor: &str, w: Write) -> (WriteRow, Option<PreparedDraft>) {
                     error,
                 },
                 Some(d),
+                None,
             )
         }
-        Write::Audit(d) => (WriteRow::Audit, Some(d.prepare())),
+        Write::Audit(d) => (WriteRow::Audit, Some(d.prepare()), None),
         Write::Approval(a) => {
             let d = audit::approval(actor, &a).prepare();
-            (WriteRow::Approval(a), Some(d))
+            (WriteRow::Approval(a), Some(d), None)
         }
-    }
+    })
 }
 
 /// A change's row and its `change.journaled` entry; the record's JSON stays with the caller.
-fn change_row(actor: &str, c: &ChangeRecord) -> (ChangeRow, PreparedDraft) {
+fn change_row(actor: &str, c: &ChangeRecord) -> Result<(ChangeRow, PreparedDraft)> {
+    crate::check_change_key(c)?;
     let with = to_text(&c.with);
     let before = to_text(&c.before);
     let d = audit::prepared::change_journaled(actor, c, &text_hash(&with), &text_hash(&before));
@@ -501,7 +508,7 @@ fn change_row(actor: &str, c: &ChangeRecord) -> (ChangeRow, PreparedDraft) {
             updated_at: c.updated_at,
         },
     };
-    (row, d)
+    Ok((row, d))
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -880,7 +887,7 @@ impl Writer {
                 .query_row(
                     "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                     [],
-                    |r| Ok((r.get(0)?, hex::encode(r.get::<_, Vec<u8>>(1)?))),
+                    |r| Ok((r.get(0)?, hash_text(r.get_ref(1)?))),
                 )
                 .optional()
                 .map_err(db_err("reading the audit head"))?
@@ -1255,6 +1262,19 @@ fn insert_rows<T>(
     Ok(())
 }
 
+/// A stored entry hash as the chain spells it: its 32 bytes in hex. A value of another type
+/// (a row edited by hand) is returned as it reads, for verification to report, never as an
+/// error that would stop the trail from being read or appended to.
+fn hash_text(v: ValueRef<'_>) -> String {
+    match v {
+        ValueRef::Blob(b) => hex::encode(b),
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Null => String::new(),
+    }
+}
+
 /// Inserts chained entries (`hashes[i + 1]` is entry i's hash, stored as its 32 bytes).
 fn insert_audit(
     conn: &Connection,
@@ -1304,7 +1324,6 @@ fn put_steps(c: &Connection, rows: &[&StepRow]) -> Result<()> {
 /// Journals a change unless its idempotency key exists; returns the existing change if so.
 fn journal_change(c: &Connection, row: &ChangeRow) -> Result<Option<ChangeRecord>> {
     let change = &row.rec;
-    crate::check_change_key(change)?;
     let inserted = c
         .prepare_cached(
             "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at) \
@@ -1571,20 +1590,12 @@ impl Store for SqliteStore {
     async fn write(&self, writes: Vec<Write>) -> Result<Vec<Written>> {
         // Encode on the caller's thread; keep each new change to answer with.
         let mut new_changes = Vec::with_capacity(writes.len());
-        let rows = writes
-            .into_iter()
-            .map(|w| match w {
-                Write::BeginChange(c) => {
-                    let (row, d) = change_row(&self.worker, &c);
-                    new_changes.push(Some(c));
-                    (WriteRow::BeginChange(row, None), Some(d))
-                }
-                w => {
-                    new_changes.push(None);
-                    encode(&self.worker, w)
-                }
-            })
-            .collect();
+        let mut rows = Vec::with_capacity(writes.len());
+        for w in writes {
+            let (row, draft, new) = encode(&self.worker, w)?;
+            rows.push((row, draft));
+            new_changes.push(new);
+        }
         let Reply::Written(existing) = self.submit(Op::Write(rows)).await? else {
             return Err(unexpected("writing"));
         };
@@ -1603,7 +1614,7 @@ impl Store for SqliteStore {
         step: Option<&StepRecord>,
         change: &ChangeRecord,
     ) -> Result<ChangeRecord> {
-        let (row, draft) = change_row(&self.worker, change);
+        let (row, draft) = change_row(&self.worker, change)?;
         let step = step.cloned().map(StepRow::new);
         match self
             .submit(Op::Write(vec![(
@@ -1833,12 +1844,11 @@ impl Store for SqliteStore {
                     let detail: String = r.get(5)?;
                     // No row before: the chain's start, or (after a deletion) nothing to
                     // commit to, which verification reports.
-                    let prev = match r.get::<_, Option<Vec<u8>>>(6)? {
-                        Some(h) => hex::encode(h),
-                        None if after == 0 => belay_model::audit::GENESIS.to_string(),
-                        None => String::new(),
+                    let prev = match r.get_ref(6)? {
+                        ValueRef::Null if after == 0 => belay_model::audit::GENESIS.to_string(),
+                        v => hash_text(v),
                     };
-                    let hash = hex::encode(r.get::<_, Vec<u8>>(7)?);
+                    let hash = hash_text(r.get_ref(7)?);
                     Ok(from_text(&detail, "audit detail").map(|detail| AuditEntry {
                         seq: r.get(0).unwrap_or_default(),
                         at: r.get(1).unwrap_or_default(),

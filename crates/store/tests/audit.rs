@@ -52,6 +52,8 @@ async fn tampering_is_detected(backend: Backend) {
             4,
         ),
         ("DELETE FROM audit WHERE seq > 6", 7),
+        // A hash replaced by text of another shape is reported, not a read error.
+        ("UPDATE audit SET hash = 'forged' WHERE seq = 2", 2),
     ];
     for (sql, broken) in cases {
         let (s, guard) = backend.open().await;
