@@ -8,7 +8,9 @@
 
 mod audit;
 mod cases;
+mod codec;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::{PgOptions, PgStore};
@@ -399,30 +401,5 @@ pub async fn verify_audit(
             reason: "the recorded head of the trail is missing".into(),
         })),
         _ => Ok(Ok(seq as u64)),
-    }
-}
-
-/// Columns shared by both implementations, in one place.
-pub(crate) mod codec {
-    use super::{Result, StoreError};
-    use serde::de::DeserializeOwned;
-
-    pub fn to_text<T: serde::Serialize>(v: &T) -> String {
-        serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-    }
-
-    pub fn from_text<T: DeserializeOwned>(text: &str, context: &'static str) -> Result<T> {
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-            context,
-            message: e.to_string(),
-        })
-    }
-
-    pub fn parse<T: std::str::FromStr<Err = String>>(
-        text: &str,
-        context: &'static str,
-    ) -> Result<T> {
-        text.parse()
-            .map_err(|message| StoreError::Corrupt { context, message })
     }
 }
