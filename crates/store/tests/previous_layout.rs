@@ -337,3 +337,65 @@ async fn store_written_by_the_previous_layout_opens_reads_verifies_and_appends()
     let s = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("opening again");
     assert_eq!(verify_audit(&s).await.unwrap(), Ok(15));
 }
+
+/// A PostgreSQL schema keeps its versions in `belay_schema`, one row per migration: a schema
+/// migrated before (here by a first worker) opens without migrating again and keeps its data.
+#[tokio::test]
+async fn postgres_schema_already_migrated_opens_with_the_same_version_rows() {
+    use belay_store::{PgOptions, PgStore};
+    let url = std::env::var("BELAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let opts = PgOptions {
+        schema: Some(schema.clone()),
+        ..Default::default()
+    };
+    let versions = || async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connecting");
+        let conn = tokio::spawn(conn);
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT version, applied_at FROM \"{schema}\".belay_schema ORDER BY version"
+                ),
+                &[],
+            )
+            .await
+            .expect("reading belay_schema");
+        drop(client);
+        let _ = conn.await;
+        rows.iter()
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+            .collect::<Vec<_>>()
+    };
+    let first = PgStore::connect(&url, opts.clone())
+        .await
+        .expect("first open");
+    first
+        .accept_event(&event(0), &[run(0)], None)
+        .await
+        .expect("accepting");
+    first.close();
+    let before = versions().await;
+    assert_eq!(
+        before.iter().map(|v| v.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5],
+        "one row per migration file"
+    );
+    let again = PgStore::connect(&url, opts).await.expect("second open");
+    assert_eq!(versions().await, before, "nothing migrated twice");
+    assert_eq!(again.get_run("fx-r0").await.unwrap(), Some(run(0)));
+    assert_eq!(verify_audit(&again).await.unwrap(), Ok(1));
+    again.close();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connecting");
+    let conn = tokio::spawn(conn);
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await;
+    drop(client);
+    let _ = conn.await;
+}
