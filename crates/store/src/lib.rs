@@ -5,6 +5,10 @@
 //! claim runs with `FOR UPDATE SKIP LOCKED` and leases). Both pass the same conformance suite
 //! (`tests/conformance.rs`). Every method returns only once its writes are durable; the store
 //! never decides anything, it records.
+//!
+//! Layout: each backend is a folder (`sqlite/`, `postgres/`) of one-job files; their schemas
+//! are the numbered SQL files of `migrations/<backend>/`, embedded at build time; the column
+//! lists and row decoders both share are in `rows.rs`.
 
 mod audit;
 mod cases;

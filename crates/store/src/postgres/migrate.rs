@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_cases.sql"),
     include_str!("../../migrations/postgres/0005_drop_events_kind.sql"),
 ];
+
 /// First key of the advisory lock serializing migrations (the second is the schema's hash).
 const MIGRATION_LOCK: i32 = 0x6265_6c61; // "bela"
 /// Brings the schema up to date in one transaction, serialized across processes by an
