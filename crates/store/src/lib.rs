@@ -5,10 +5,16 @@
 //! claim runs with `FOR UPDATE SKIP LOCKED` and leases). Both pass the same conformance suite
 //! (`tests/conformance.rs`). Every method returns only once its writes are durable; the store
 //! never decides anything, it records.
+//!
+//! Layout: each backend is a folder (`sqlite/`, `postgres/`) of one-job files; their schemas
+//! are the numbered SQL files of `migrations/<backend>/`, embedded at build time; the column
+//! lists and row decoders both share are in `rows.rs`.
 
 mod audit;
 mod cases;
+mod codec;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::{PgOptions, PgStore};
@@ -399,30 +405,5 @@ pub async fn verify_audit(
             reason: "the recorded head of the trail is missing".into(),
         })),
         _ => Ok(Ok(seq as u64)),
-    }
-}
-
-/// Columns shared by both implementations, in one place.
-pub(crate) mod codec {
-    use super::{Result, StoreError};
-    use serde::de::DeserializeOwned;
-
-    pub fn to_text<T: serde::Serialize>(v: &T) -> String {
-        serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-    }
-
-    pub fn from_text<T: DeserializeOwned>(text: &str, context: &'static str) -> Result<T> {
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-            context,
-            message: e.to_string(),
-        })
-    }
-
-    pub fn parse<T: std::str::FromStr<Err = String>>(
-        text: &str,
-        context: &'static str,
-    ) -> Result<T> {
-        text.parse()
-            .map_err(|message| StoreError::Corrupt { context, message })
     }
 }

@@ -1,0 +1,16 @@
+CREATE TABLE cases (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    body JSONB NOT NULL
+);
+CREATE INDEX cases_updated ON cases(updated_at);
+CREATE TABLE case_entries (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    case_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT UNIQUE,
+    body JSONB NOT NULL
+);
+CREATE INDEX case_entries_case ON case_entries(case_id, seq);
