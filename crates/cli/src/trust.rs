@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
 use belay_engine::replay::ReplayReport;
 use belay_engine::trust::Thresholds;
-use belay_model::{ApprovalRecord, ApprovalStatus, Decision, Event, ms_to_rfc3339};
+use belay_model::{ApprovalRecord, ApprovalStatus, Event, ms_to_rfc3339};
 use belay_store::{ApprovalFilter, Store};
 use clap::Subcommand;
 use serde_json::{Value, json};
