@@ -4,7 +4,7 @@
 //! whole. They apply to every change their `applies_to` matches, whether or not a step names
 //! them, so no playbook can opt out.//!
 //! Each kind of limit has its module: [`never`] (protected targets), [`baseline`] (learned
-//! limits); `batch` and `rate` are plain counts checked here. [`load`] reads the files.
+//! limits); `batch` and `rate` are plain counts checked here. `load` reads the files.
 //! Guardrails decide verdicts only: they never apply, hold or record a change themselves.
 
 mod baseline;
