@@ -2,8 +2,9 @@
 //! change would be journaled and applied. They hold (ask a person) or deny a change that
 //! touches a protected target, or a batch or a rate above its limit; a held batch is held
 //! whole. They apply to every change their `applies_to` matches, whether or not a step names
-//! them, so no playbook can opt out.//!
-//! Each kind of limit has its module: [`never`] (protected targets), [`baseline`] (learned
+//! them, so no playbook can opt out.
+//!
+//! Each kind of limit has its module: `never` (protected targets), `baseline` (learned
 //! limits); `batch` and `rate` are plain counts checked here. `load` reads the files.
 //! Guardrails decide verdicts only: they never apply, hold or record a change themselves.
 
