@@ -1346,10 +1346,10 @@ async fn bench(
         ),
         other => other.to_string(),
     };
-    let r = belay_engine::bench::run(
+    let r = belay_bench::run(
         store,
         label,
-        belay_engine::bench::BenchOptions { runs, concurrency },
+        belay_bench::BenchOptions { runs, concurrency },
     )
     .await?;
     if format == Format::Json {

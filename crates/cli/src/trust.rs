@@ -4,8 +4,9 @@
 use crate::{Ctx, Format};
 use anyhow::{Context, Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
+use belay_engine::replay::ReplayReport;
 use belay_engine::trust::Thresholds;
-use belay_model::{ApprovalRecord, ApprovalStatus, Decision, Event, ms_to_rfc3339};
+use belay_model::{ApprovalRecord, ApprovalStatus, Event, ms_to_rfc3339};
 use belay_store::{ApprovalFilter, Store};
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -388,8 +389,7 @@ pub async fn replay(ctx: &Ctx, playbook: &Path, events: &Path, format: Format) -
     let text = std::fs::read_to_string(events)
         .with_context(|| format!("cannot read {}", events.display()))?;
     let engine = ctx.engine(set).await?;
-    let mut per_event = Vec::new();
-    let (mut changes, mut approvals, mut holds, mut denials, mut skipped) = (0, 0, 0, 0, 0);
+    let mut report = ReplayReport::new(&pb.name);
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -398,73 +398,41 @@ pub async fn replay(ctx: &Ctx, playbook: &Path, events: &Path, format: Format) -
             .with_context(|| format!("{}:{}: not JSON", events.display(), n + 1))?;
         let event =
             Event::from_json(value).map_err(|e| anyhow!("{}:{}: {e}", events.display(), n + 1))?;
-        let (runs, _) = engine.plan_runs(&event);
-        if !runs.iter().any(|r| r.playbook == pb.name) {
-            skipped += 1;
-            per_event.push(json!({ "event_id": event.id, "triggered": false }));
-            continue;
-        }
-        let report = engine.run_once(&pb, event.clone(), true).await?;
-        let mut would = Vec::new();
-        for s in &report.steps {
-            let what = match s.decision {
-                Decision::DryRun => {
-                    changes += 1;
-                    "apply"
-                }
-                Decision::AwaitApproval => {
-                    approvals += 1;
-                    "needs approval"
-                }
-                Decision::GuardrailHold => {
-                    holds += 1;
-                    "held by guardrail"
-                }
-                Decision::GuardrailDeny => {
-                    denials += 1;
-                    "denied by guardrail"
-                }
-                Decision::Shadow => "shadow",
-                _ => continue,
-            };
-            would.push(json!({ "step": s.key, "action": s.action, "with": s.with, "would": what, "reason": s.error }));
-        }
-        per_event.push(json!({ "event_id": event.id, "triggered": true, "run_id": report.run_id, "status": report.status, "changes": would }));
+        report.push(engine.replay(&pb, event).await?);
     }
-    let total = json!({ "events": per_event.len(), "not_triggered": skipped, "changes": changes,
-        "approvals": approvals, "guardrail_holds": holds, "guardrail_denials": denials });
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({ "playbook": pb.name, "events": per_event, "total": total })
-            )?
-        );
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        for e in &per_event {
-            if e["triggered"] == json!(false) {
-                println!("{}: not triggered", e["event_id"].as_str().unwrap_or(""));
+        for e in &report.events {
+            let Some(run) = &e.run else {
+                println!("{}: not triggered", e.event_id);
                 continue;
-            }
-            println!("{}:", e["event_id"].as_str().unwrap_or(""));
-            for c in e["changes"].as_array().into_iter().flatten() {
+            };
+            println!("{}:", e.event_id);
+            for c in &run.changes {
                 println!(
                     "  {} {} {} — would {}{}",
-                    c["step"].as_str().unwrap_or(""),
-                    c["action"].as_str().unwrap_or(""),
-                    c["with"],
-                    c["would"].as_str().unwrap_or(""),
-                    c["reason"]
-                        .as_str()
+                    c.step,
+                    c.action,
+                    c.with,
+                    c.would.as_str(),
+                    c.reason
+                        .as_deref()
                         .map(|r| format!(" ({r})"))
                         .unwrap_or_default()
                 );
             }
         }
+        let t = &report.total;
         println!(
-            "replay of {} over {} event(s): {changes} change(s) would apply, {approvals} would need approval, {holds} would be held and {denials} denied by guardrails; {skipped} event(s) did not trigger it",
-            pb.name,
-            per_event.len()
+            "replay of {} over {} event(s): {} change(s) would apply, {} would need approval, {} would be held and {} denied by guardrails; {} event(s) did not trigger it",
+            report.playbook,
+            t.events,
+            t.changes,
+            t.approvals,
+            t.guardrail_holds,
+            t.guardrail_denials,
+            t.not_triggered
         );
     }
     Ok(ExitCode::SUCCESS)

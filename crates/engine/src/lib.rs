@@ -7,13 +7,13 @@
 //! whose outcome is known.
 
 pub mod approvals;
-pub mod bench;
 pub mod cases;
 mod exec;
 pub mod guard;
 pub mod ingest;
 pub mod playtest;
 pub mod reapply;
+pub mod replay;
 pub mod rollback;
 pub mod trust;
 

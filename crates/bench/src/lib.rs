@@ -1,37 +1,26 @@
 //! `belay bench`: synthetic events through a three-step playbook (one read, two changes on a
 //! no-op connector) on a durable store, measuring runs per second, event-to-completion
 //! latency and peak memory.
+//!
+//! It owns the benchmark harness and nothing the engine needs: it drives the public engine API
+//! as an ingest source would and never changes how a run executes.
 
-use crate::{Engine, EngineConfig, EngineError, Result};
-use async_trait::async_trait;
-use belay_connectors::{ActionError, Call, Connector, Registry};
+mod process;
+mod workload;
+
+pub use process::{cpu_seconds, peak_rss_mb, thread_cpu_seconds, written_bytes};
+
+use belay_connectors::Registry;
+use belay_engine::{Engine, EngineConfig, EngineError, Result};
 use belay_model::{Event, RunStatus};
-use belay_playbook::{
-    ActionKind, ActionSpec, Catalog, InverseSpec, PlaybookSet, TargetSpec, TargetType,
-};
+use belay_playbook::PlaybookSet;
 use belay_store::{Store, WRITER_THREAD};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
-
-const PLAYBOOK: &str = r#"name: bench
-description: Benchmark playbook - one read, two changes.
-on:
-  event: bench.event
-trust: log
-steps:
-  - id: lookup
-    action: bench.lookup
-    with: { value: "${{ event.observables.ips[0] }}" }
-  - id: block
-    action: bench.block
-    with: { target: "${{ event.observables.ips[0] }}", reason: "score ${{ steps.lookup.output.score }}" }
-  - id: tag
-    action: bench.block
-    with: { target: "${{ event.observables.ips[0] }}", reason: "tagged" }
-"#;
+use workload::{Noop, PLAYBOOK, bench_catalog};
 
 /// Events accepted per commit.
 const BATCH: usize = 256;
@@ -64,130 +53,6 @@ pub struct BenchResult {
     /// Of `cpu_us_per_run`, the part spent on the embedded store's writer thread (0 for a
     /// store without one): the one serial stage, so it bounds runs per second.
     pub writer_cpu_us_per_run: f64,
-}
-
-struct Noop;
-
-#[async_trait]
-impl Connector for Noop {
-    fn family(&self) -> &str {
-        "bench"
-    }
-
-    async fn call(&self, call: Call<'_>) -> std::result::Result<Value, ActionError> {
-        Ok(match call.action {
-            "bench.lookup" => json!({ "score": 2 }),
-            _ => json!({ "changed": true }),
-        })
-    }
-
-    async fn read_state(
-        &self,
-        _action: &str,
-        _input: &Value,
-    ) -> std::result::Result<Value, ActionError> {
-        Ok(json!({ "present": false }))
-    }
-}
-
-fn props(names: &[&str]) -> Map<String, Value> {
-    names
-        .iter()
-        .map(|n| (n.to_string(), json!({ "type": "string", "required": true })))
-        .collect()
-}
-
-fn bench_catalog() -> std::result::Result<Catalog, String> {
-    let mut c = Catalog::builtin();
-    c.insert(ActionSpec::new(
-        "bench.lookup",
-        ActionKind::Read,
-        "Benchmark read.",
-        props(&["value"]),
-        None,
-        None,
-    )?);
-    let target = Some(TargetSpec {
-        field: "target".into(),
-        kind: TargetType::Ip,
-    });
-    let inverse = |a: &str| {
-        Some(InverseSpec {
-            action: a.into(),
-            with: vec!["target".into(), "reason".into()],
-            set: Map::new(),
-            from_state: Default::default(),
-        })
-    };
-    c.insert(ActionSpec::new(
-        "bench.block",
-        ActionKind::Change,
-        "Benchmark change.",
-        props(&["target", "reason"]),
-        target.clone(),
-        inverse("bench.unblock"),
-    )?);
-    c.insert(ActionSpec::new(
-        "bench.unblock",
-        ActionKind::Change,
-        "Benchmark inverse.",
-        props(&["target", "reason"]),
-        target,
-        inverse("bench.block"),
-    )?);
-    Ok(c)
-}
-
-/// Processor time this process has used so far (user and system, all threads), in seconds.
-pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
-/// The number after `key` in one of this process's `/proc/self` files (Linux).
-fn proc_figure(file: &str, key: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/self/{file}")).ok()?;
-    let line = text.lines().find_map(|l| l.strip_prefix(key))?;
-    line.split_whitespace().next()?.parse().ok()
-}
-
-/// Bytes this process has written so far (Linux `wchar`: every write call, cached or not).
-pub fn written_bytes() -> f64 {
-    proc_figure("io", "wchar:").unwrap_or(0.0)
-}
-
-/// Processor time used so far by this process's threads named `name` (Linux), in seconds.
-pub fn thread_cpu_seconds(name: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the parenthesized name: state is field 3, utime 14, stime 15.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = f.get(11)?.parse().ok()?;
-            let stime: f64 = f.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks)
-        })
-        .sum()
-}
-
-/// Peak resident memory of this process, in MiB (Linux `VmHWM`).
-pub fn peak_rss_mb() -> f64 {
-    proc_figure("status", "VmHWM:").map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Runs the benchmark on `store` and checks that every run succeeded.

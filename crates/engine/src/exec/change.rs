@@ -1,0 +1,205 @@
+//! A change item: its trust decides (dry run, shadow, approval gate), then the change protocol
+//! under the target's lock: read before-state → journal → apply → read after-state → record.
+//! A change action is never called without its journal entry durable first, and never called
+//! again for an idempotency key whose outcome is journaled.
+
+use super::approval_gate::Gate;
+use super::{ItemResult, Outcome, RunState};
+use crate::EngineError;
+use belay_connectors::Call as ConnectorCall;
+use belay_model::{
+    ChangeRecord, ChangeStatus, Decision, StepRecord, StepStatus, TrustLevel, now_ms,
+};
+use belay_playbook::{ActionSpec, Step};
+use belay_store::{Write, Written};
+use serde_json::{Value, json};
+
+impl RunState {
+    /// Decides, journals and applies one planned change, and records its outcome.
+    pub(super) async fn change(
+        &self,
+        step: &Step,
+        spec: &ActionSpec,
+        mut rec: StepRecord,
+    ) -> ItemResult {
+        let trust = self.trust_of(step);
+        rec.trust = Some(trust);
+        if self.run.dry_run {
+            // What would happen: applied, asked of a person, or stopped by a guardrail.
+            rec.decision = match trust {
+                TrustLevel::Shadow => Decision::Shadow,
+                TrustLevel::Approve => Decision::AwaitApproval,
+                TrustLevel::Log | TrustLevel::Guarded => Decision::DryRun,
+            };
+            if let Some((decision, reason)) = self.dry_holds.get(&step.id) {
+                rec.decision = *decision;
+                rec.error = Some(format!(
+                    "would be {}: {reason}",
+                    decision.as_str().replace('_', " ")
+                ));
+            }
+            rec.status = StepStatus::Planned;
+            return self.finish(rec).await;
+        }
+        if trust == TrustLevel::Shadow {
+            rec.decision = Decision::Shadow;
+            rec.status = StepStatus::Planned;
+            return self.finish(rec).await;
+        }
+        let conn = match self.connector(&spec.name) {
+            Ok(c) => c,
+            Err(m) => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(m);
+                return self.finish(rec).await;
+            }
+        };
+        rec.decision = Decision::Apply;
+        let mut allowed_by = match self.batch_allowed.get(&step.id) {
+            Some(by) => by.clone(),
+            None => format!("trust:{trust}"),
+        };
+        if trust == TrustLevel::Approve {
+            match self.approval_gate(step, spec, &conn, &rec).await? {
+                Gate::Proceed(by) => allowed_by = by,
+                Gate::Wait(id) => {
+                    rec.decision = Decision::AwaitApproval;
+                    rec.status = StepStatus::Held;
+                    rec.output = json!({ "approval_id": id });
+                    return self.finish(rec).await;
+                }
+                Gate::Deny(message) => {
+                    rec.decision = Decision::Denied;
+                    rec.status = StepStatus::Failed;
+                    rec.error = Some(message);
+                    return self.finish(rec).await;
+                }
+                Gate::Skip(reason) => {
+                    rec.decision = Decision::Skip;
+                    rec.status = StepStatus::Skipped;
+                    rec.output = json!({ "reason": reason });
+                    return self.finish(rec).await;
+                }
+            }
+        }
+        let key = format!("{}/{}", self.run.id, rec.key);
+        let family = spec
+            .name
+            .split_once('.')
+            .map_or(spec.name.as_str(), |(f, _)| f);
+        // After a crash, the journal may already hold this change; its inputs are the ones
+        // that were approved and journaled, whatever a repeated read gives now.
+        let existing = if self.resumed {
+            self.engine.store.change_by_key(&key).await?
+        } else {
+            None
+        };
+        if let Some(c) = &existing {
+            rec.with = c.with.clone();
+        }
+        let _target = self
+            .engine
+            .target_lock(family, &spec.target_of(&rec.with))
+            .lock()
+            .await;
+        let journaled = match existing {
+            Some(c) => c,
+            None => {
+                let before = match conn.read_state(&spec.name, &rec.with).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        rec.status = StepStatus::Failed;
+                        rec.error = Some(format!(
+                            "cannot read the target's state before the change: {}",
+                            e.message
+                        ));
+                        return self.finish(rec).await;
+                    }
+                };
+                let now = now_ms();
+                let inverse = spec
+                    .inverse
+                    .as_ref()
+                    .map_or(Value::Null, |i| i.resolve(&rec.with, &before));
+                let change = ChangeRecord {
+                    id: belay_model::new_id(),
+                    run_id: self.run.id.clone(),
+                    step_key: rec.key.clone(),
+                    idempotency_key: key.clone(),
+                    action: spec.name.clone(),
+                    target: spec.target_of(&rec.with),
+                    with: rec.with.clone(),
+                    before,
+                    after: Value::Null,
+                    inverse,
+                    trust,
+                    guardrails: rec.guardrails.clone(),
+                    allowed_by,
+                    status: ChangeStatus::Pending,
+                    error: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                // The journal entry is durable before the connector is called.
+                match self.flush(Some(Write::BeginChange(change))).await?.pop() {
+                    Some(Written::Change(c)) => *c,
+                    _ => {
+                        return Err(EngineError::Other(
+                            "the store did not journal the change".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        if journaled.status != ChangeStatus::Pending {
+            // Journaled by an earlier attempt whose outcome is known: never apply again.
+            rec.status = if journaled.status == ChangeStatus::Applied {
+                StepStatus::Succeeded
+            } else {
+                StepStatus::Failed
+            };
+            rec.error = journaled.error.clone();
+            rec.output = json!({ "change_id": journaled.id, "resumed": true });
+            return self.finish(rec).await;
+        }
+        let call = ConnectorCall {
+            action: &spec.name,
+            input: &rec.with,
+            idempotency_key: Some(&key),
+        };
+        let (result, attempts) = self.call_with_retry(&conn, call, step).await;
+        rec.attempts = attempts;
+        let after = conn
+            .read_state(&spec.name, &rec.with)
+            .await
+            .unwrap_or(Value::Null);
+        let (status, error) = match result {
+            Ok(out) => {
+                rec.status = StepStatus::Succeeded;
+                rec.output = out;
+                (ChangeStatus::Applied, None)
+            }
+            Err(e) => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(e.message.clone());
+                (ChangeStatus::Failed, Some(e.message))
+            }
+        };
+        rec.finished_at = Some(now_ms());
+        self.queue(Write::FinishChange {
+            step: rec.clone(),
+            change_id: journaled.id.clone(),
+            status,
+            after,
+            error,
+        });
+        let outcome = match rec.status {
+            StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
+            s => Outcome::Done {
+                status: s,
+                output: rec.output.clone(),
+            },
+        };
+        Ok((outcome, vec![rec]))
+    }
+}

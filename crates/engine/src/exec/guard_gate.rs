@@ -1,0 +1,351 @@
+//! The guard gate: a change step's planned changes, every item at once, checked against the
+//! guardrails before any of them is journaled. A violation holds the whole step for a person
+//! (one approval decides the batch) or denies it; it is audited and alerted. Nothing held or
+//! denied here is ever applied.
+
+use super::approval_gate::{Gate, Request};
+use super::{Outcome, RunState};
+use crate::Result;
+use belay_connectors::Call as ConnectorCall;
+use belay_model::{Decision, StepStatus, TrustLevel, change_hash, now_ms};
+use belay_playbook::{ActionKind, ActionSpec, Call, Step, context_value};
+use belay_store::Write;
+use minijinja::Value as MjValue;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+impl RunState {
+    /// Checks a change step's planned changes (every item at once) against the guardrails;
+    /// on a violation the whole step is held (or denied) and nothing of it is applied.
+    pub(super) async fn guard(
+        &mut self,
+        step: &Step,
+        seq: i64,
+        ctx: &MjValue,
+    ) -> Result<Option<Outcome>> {
+        let Call::Action(name) = &step.call else {
+            return Ok(None);
+        };
+        let Some(spec) = self.engine.catalog.get(name) else {
+            return Ok(None);
+        };
+        let trust = self.trust_of(step);
+        if spec.kind != ActionKind::Change
+            || !matches!(
+                trust,
+                TrustLevel::Approve | TrustLevel::Log | TrustLevel::Guarded
+            )
+        {
+            return Ok(None);
+        }
+        let named: Vec<String> = step.guardrails.iter().map(|(g, _)| g.clone()).collect();
+        let governing = self.engine.guardrails.governing(name, &named);
+        if governing.is_empty() {
+            return Ok(None);
+        }
+        // The items this step would change, keyed as their records will be.
+        let mut planned: Vec<(String, Option<i64>, Value)> = Vec::new();
+        match &step.for_each {
+            None => {
+                if let Ok(w) = step.with.render(ctx) {
+                    planned.push((step.id.clone(), None, w));
+                }
+            }
+            Some(f) => {
+                if let Ok(Value::Array(items)) = f.render(ctx) {
+                    for (i, item) in items.iter().enumerate() {
+                        let ictx = minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
+                        if let Ok(w) = step.with.render(&ictx) {
+                            planned.push((format!("{}[{i}]", step.id), Some(i as i64), w));
+                        }
+                    }
+                }
+            }
+        }
+        // Items decided before a crash are not planned again; held ones are, so that a
+        // resumed run is checked (or its approved batch recognized) again.
+        planned.retain(|(key, _, _)| !self.prior.get(key).is_some_and(|r| r.status.is_final()));
+        if planned.is_empty() {
+            return Ok(None);
+        }
+        // A person may have decided on this exact batch after a guardrail held it.
+        let batch_key = format!("{}#batch", step.id);
+        let batch: Value = planned
+            .iter()
+            .map(|(k, _, w)| json!({ "key": k, "with": w }))
+            .collect();
+        let batch_hash = change_hash(&self.run.id, &self.pb.hash, &batch_key, name, &batch);
+        let mut decided: Option<(String, String)> = None;
+        if trust != TrustLevel::Approve {
+            match self.decided(step, &batch_key, &batch_hash) {
+                Some(Gate::Proceed(by)) => {
+                    self.batch_allowed.insert(step.id.clone(), by);
+                    return Ok(None);
+                }
+                Some(Gate::Wait(id)) => {
+                    return Ok(Some(self.hold_batch(step, seq, trust, planned, &id, None)));
+                }
+                Some(Gate::Deny(m)) => decided = Some(("deny".into(), m)),
+                Some(Gate::Skip(m)) => decided = Some(("skip".into(), m)),
+                None => {}
+            }
+        }
+        if let Some((what, message)) = decided {
+            for (key, item, with) in planned {
+                let mut rec = self.record(step, seq, &key, item);
+                rec.with = with;
+                rec.trust = Some(trust);
+                rec.finished_at = Some(now_ms());
+                if what == "deny" {
+                    rec.decision = Decision::Denied;
+                    rec.status = StepStatus::Failed;
+                    rec.error = Some(message.clone());
+                } else {
+                    rec.decision = Decision::Skip;
+                    rec.status = StepStatus::Skipped;
+                    rec.output = json!({ "reason": message });
+                }
+                self.queue(Write::Step(rec.clone()));
+                self.records.push(rec);
+            }
+            return Ok(Some(if what == "deny" {
+                Outcome::Failed(message)
+            } else {
+                Outcome::Done {
+                    status: StepStatus::Skipped,
+                    output: Value::Null,
+                }
+            }));
+        }
+        let targets: Vec<String> = planned.iter().map(|(_, _, w)| spec.target_of(w)).collect();
+        let verdicts = self.verdicts(step, spec, &targets).await?;
+        if self.run.dry_run {
+            // Report what the guardrails would decide; hold nothing, record no approval.
+            let failed: Vec<&crate::guard::Verdict> = verdicts.iter().filter(|v| !v.pass).collect();
+            if !failed.is_empty() {
+                let deny = failed
+                    .iter()
+                    .any(|v| v.on_violation == crate::guard::OnViolation::Deny);
+                let reason = failed
+                    .iter()
+                    .map(|v| format!("{}: {}", v.guardrail, v.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let decision = if deny {
+                    Decision::GuardrailDeny
+                } else if trust == TrustLevel::Approve {
+                    Decision::AwaitApproval
+                } else {
+                    Decision::GuardrailHold
+                };
+                self.dry_holds.insert(step.id.clone(), (decision, reason));
+            }
+            return Ok(None);
+        }
+        let violations: Vec<&crate::guard::Verdict> = verdicts
+            .iter()
+            .filter(|v| {
+                !v.pass
+                    && (trust != TrustLevel::Approve
+                        || v.on_violation == crate::guard::OnViolation::Deny)
+            })
+            .collect();
+        if violations.is_empty() {
+            return Ok(None);
+        }
+        let deny = violations
+            .iter()
+            .any(|v| v.on_violation == crate::guard::OnViolation::Deny);
+        let reason = violations
+            .iter()
+            .map(|v| format!("{}: {}", v.guardrail, v.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        for v in &violations {
+            self.queue(Write::Audit(belay_model::AuditDraft {
+                kind: "guardrail.violation".into(),
+                actor: format!("engine:{}", self.engine.store.worker_id()),
+                subject: self.run.id.clone(),
+                detail: json!({
+                    "step": step.id, "action": name, "guardrail": v.guardrail, "reason": v.reason,
+                    "on_violation": v.on_violation, "alert": v.alert, "targets": targets,
+                }),
+            }));
+        }
+        self.send_alerts(step, name, &violations).await?;
+        if deny {
+            for (key, item, with) in planned {
+                let mut rec = self.record(step, seq, &key, item);
+                rec.with = with;
+                rec.trust = Some(trust);
+                rec.guardrails = verdicts.iter().map(|v| v.guardrail.clone()).collect();
+                rec.finished_at = Some(now_ms());
+                rec.decision = Decision::GuardrailDeny;
+                rec.status = StepStatus::Failed;
+                rec.error = Some(format!("denied by guardrail — {reason}"));
+                self.queue(Write::Step(rec.clone()));
+                self.records.push(rec);
+            }
+            return Ok(Some(Outcome::Failed(format!(
+                "denied by guardrail — {reason}"
+            ))));
+        }
+        // Held whole: one approval decides the whole batch.
+        let id = self.request_approval(Request {
+            step,
+            key: batch_key,
+            action: name,
+            with: batch,
+            target: summarize_targets(&targets),
+            change_hash: batch_hash,
+            current_state: Value::Null,
+            verdicts: &verdicts,
+            reason: format!("held by guardrail — {reason}"),
+            trust,
+        });
+        let names = verdicts.iter().map(|v| v.guardrail.clone()).collect();
+        Ok(Some(self.hold_batch(
+            step,
+            seq,
+            trust,
+            planned,
+            &id,
+            Some((names, format!("held for a person by guardrail — {reason}"))),
+        )))
+    }
+
+    /// Records every item of a held batch as held, waiting for approval `id`.
+    pub(super) fn hold_batch(
+        &mut self,
+        step: &Step,
+        seq: i64,
+        trust: TrustLevel,
+        planned: Vec<(String, Option<i64>, Value)>,
+        id: &str,
+        violation: Option<(Vec<String>, String)>,
+    ) -> Outcome {
+        for (key, item, with) in planned {
+            if let Some(prior) = self.prior.get(&key).filter(|_| violation.is_none()) {
+                self.records.push(prior.clone());
+                continue;
+            }
+            let mut rec = self.record(step, seq, &key, item);
+            rec.with = with;
+            rec.trust = Some(trust);
+            rec.decision = Decision::GuardrailHold;
+            rec.status = StepStatus::Held;
+            rec.output = json!({ "approval_id": id });
+            if let Some((names, message)) = &violation {
+                rec.guardrails = names.clone();
+                rec.error = Some(message.clone());
+            }
+            rec.finished_at = Some(now_ms());
+            self.queue(Write::Step(rec.clone()));
+            self.records.push(rec);
+        }
+        Outcome::Waiting
+    }
+
+    /// The guardrail verdicts on a step's planned targets, with the counts they need.
+    pub(super) async fn verdicts(
+        &self,
+        step: &Step,
+        spec: &ActionSpec,
+        targets: &[String],
+    ) -> Result<Vec<crate::guard::Verdict>> {
+        let named: Vec<String> = step.guardrails.iter().map(|(g, _)| g.clone()).collect();
+        let mut recent = HashMap::new();
+        let mut baselines = HashMap::new();
+        for g in self.engine.guardrails.governing(&spec.name, &named) {
+            let window = match (g.rate, &g.baseline) {
+                (Some((_, per)), _) => Some(per),
+                (None, Some(b)) => Some(b.per),
+                _ => None,
+            };
+            if let Some(per) = window {
+                let since = now_ms() - per.as_millis() as i64;
+                let actions = self.engine.guardrails.actions_of(g, &self.engine.catalog);
+                recent.insert(
+                    g.name.clone(),
+                    self.engine.store.count_changes(&actions, since).await?,
+                );
+            }
+            if g.baseline.is_some() {
+                baselines.insert(g.name.clone(), self.engine.baseline(g).await?);
+            }
+        }
+        Ok(self.engine.guardrails.check(
+            &named,
+            &crate::guard::Context {
+                action: spec,
+                targets,
+                recent: &recent,
+                baselines: &baselines,
+            },
+        ))
+    }
+
+    /// Tells each violated guardrail's `alert` target, through the `notify` connector, once the
+    /// violation is on record. Delivery is best effort: its outcome is audited, and a failed
+    /// delivery never changes what happens to the change itself.
+    pub(super) async fn send_alerts(
+        &self,
+        step: &Step,
+        action: &str,
+        violations: &[&crate::guard::Verdict],
+    ) -> Result<()> {
+        let alerts: Vec<_> = violations
+            .iter()
+            .filter_map(|v| v.alert.as_ref().map(|a| (a, v)))
+            .collect();
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        self.flush(None).await?;
+        let notify = self.engine.connectors.resolve("notify.send");
+        for (target, v) in alerts {
+            let input = json!({
+                "target": target,
+                "subject": format!("belay: guardrail {} {} {action}", v.guardrail,
+                    if v.on_violation == crate::guard::OnViolation::Deny { "denied" } else { "held" }),
+                "message": format!(
+                    "Playbook {} (run {}), step {}: {}",
+                    self.run.playbook, self.run.id, step.id, v.reason
+                ),
+                "severity": "high",
+            });
+            let key = format!("{}/alert/{}/{}", self.run.id, step.id, v.guardrail);
+            let outcome = match &notify {
+                Some(c) => c
+                    .call(ConnectorCall {
+                        action: "notify.send",
+                        input: &input,
+                        idempotency_key: Some(&key),
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message),
+                None => Err("no notify connector is configured".to_owned()),
+            };
+            self.queue(Write::Audit(belay_model::AuditDraft {
+                kind: "guardrail.alert".into(),
+                actor: format!("engine:{}", self.engine.store.worker_id()),
+                subject: self.run.id.clone(),
+                detail: json!({
+                    "step": step.id, "guardrail": v.guardrail, "target": target,
+                    "delivered": outcome.is_ok(), "error": outcome.err(),
+                }),
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// A short description of a batch's targets for people.
+fn summarize_targets(targets: &[String]) -> String {
+    match targets {
+        [] => String::new(),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first} and {} more", rest.len()),
+    }
+}

@@ -1,0 +1,290 @@
+//! Executes one run: the run lifecycle (start, resume where its records stop, finish) and the
+//! state every stage of a step shares. A step goes through the stages below, in order:
+//!
+//! - [`step`]: its `if`, the rate gate, then one item or a `for_each` fan-out;
+//! - [`guard_gate`]: its planned changes against the guardrails, the whole batch at once;
+//! - [`plan`]: an item's inputs rendered and validated, then read, change or sub-playbook;
+//! - [`read`]: a read action; [`subplaybook`]: a child run;
+//! - [`change`]: trust, the [`approval_gate`], then journal → apply → after-state → record;
+//! - [`retry`]: each connector call's timeout and retries.
+//!
+//! [`state`] keeps the records and the write queue; [`report`] is what a run did.
+//! The executor never calls a connector's change action without its journal entry written
+//! first, and a run's final status is written only after every record of it.
+
+mod approval_gate;
+mod change;
+mod guard_gate;
+mod plan;
+mod read;
+mod report;
+mod retry;
+mod state;
+mod step;
+mod subplaybook;
+
+pub use report::{RunReport, StepReport};
+
+use crate::{Engine, EngineError, Result};
+use belay_model::{
+    ApprovalRecord, Decision, Event, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel,
+};
+use belay_playbook::{Call, OnError, Playbook, context_value};
+use belay_store::Write;
+use futures::future::BoxFuture;
+use minijinja::Value as MjValue;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// An item's outcome with the records it wrote.
+type ItemResult = Result<(Outcome, Vec<StepRecord>)>;
+
+/// How one step (or item) ended.
+enum Outcome {
+    Done {
+        status: StepStatus,
+        output: Value,
+    },
+    Failed(String),
+    /// Waiting for a person; the run pauses.
+    Waiting,
+}
+
+/// One run being executed: what its stages read and the records they write.
+struct RunState {
+    engine: Arc<Engine>,
+    run: RunRecord,
+    pb: Arc<Playbook>,
+    event: Arc<Event>,
+    base: MjValue,
+    /// `steps.<id>` as expressions see it.
+    outputs: Map<String, Value>,
+    /// The same, converted once for expressions.
+    outputs_mj: std::collections::BTreeMap<String, MjValue>,
+    /// Records found in the store when resuming, by key.
+    prior: HashMap<String, StepRecord>,
+    records: Vec<StepRecord>,
+    depth: usize,
+    resumed: bool,
+    /// Writes that need no immediate durability, flushed with the next one that does.
+    pending: std::sync::Mutex<Vec<Write>>,
+    /// Ceilings on steps' trust recorded by demotions, by step id.
+    demoted: HashMap<String, TrustLevel>,
+    /// This run's approvals found in the store (resumed runs only), oldest first.
+    approvals: Vec<ApprovalRecord>,
+    /// Steps whose held batch a person approved: who allowed it, by step id.
+    batch_allowed: HashMap<String, String>,
+    /// In a dry run: the guardrail decision a step's changes would meet, by step id.
+    dry_holds: HashMap<String, (Decision, String)>,
+}
+
+/// Executes a run; `resumed` says whether records from an earlier attempt may exist.
+pub(crate) async fn execute(
+    engine: Arc<Engine>,
+    run: RunRecord,
+    event: Option<Arc<Event>>,
+    resumed: bool,
+) -> Result<RunReport> {
+    execute_inner(engine, run, event, 0, resumed)
+        .await
+        .map(|(r, _)| r)
+}
+
+async fn fail_run(
+    engine: &Engine,
+    run: &RunRecord,
+    message: String,
+) -> Result<(RunReport, Map<String, Value>)> {
+    engine
+        .store
+        .set_run_status(&run.id, RunStatus::Failed, Some(&message))
+        .await?;
+    let mut r = run.clone();
+    r.status = RunStatus::Failed;
+    r.error = Some(message);
+    Ok((RunReport::from_records(&r, &[]), Map::new()))
+}
+
+pub(super) fn execute_inner(
+    engine: Arc<Engine>,
+    run: RunRecord,
+    event: Option<Arc<Event>>,
+    depth: usize,
+    resumed: bool,
+) -> BoxFuture<'static, Result<(RunReport, Map<String, Value>)>> {
+    Box::pin(execute_body(engine, run, event, depth, resumed))
+}
+
+async fn execute_body(
+    engine: Arc<Engine>,
+    run: RunRecord,
+    event: Option<Arc<Event>>,
+    depth: usize,
+    resumed: bool,
+) -> Result<(RunReport, Map<String, Value>)> {
+    let Some(pb) = engine.playbooks.get(&run.playbook) else {
+        return fail_run(
+            &engine,
+            &run,
+            format!("playbook `{}` is not loaded", run.playbook),
+        )
+        .await;
+    };
+    if pb.hash != run.playbook_hash {
+        let msg = format!(
+            "playbook `{}` changed since this run was planned (hash {} is now {}); it was not continued",
+            pb.name,
+            short(&run.playbook_hash),
+            short(&pb.hash)
+        );
+        return fail_run(&engine, &run, msg).await;
+    }
+    let event = match event {
+        Some(e) => e,
+        None => match engine.store.get_event(&run.event_id).await? {
+            Some(e) => Arc::new(e),
+            None => {
+                return fail_run(
+                    &engine,
+                    &run,
+                    format!("event `{}` of the run is missing", run.event_id),
+                )
+                .await;
+            }
+        },
+    };
+    let prior: HashMap<String, StepRecord> = if resumed {
+        engine
+            .store
+            .steps(&run.id)
+            .await?
+            .into_iter()
+            .map(|s| (s.key.clone(), s))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let demoted = if pb.steps.iter().any(|s| {
+        s.trust.unwrap_or(pb.trust) > TrustLevel::Approve && matches!(s.call, Call::Action(_))
+    }) {
+        engine.demotions_for(&pb.name).await?
+    } else {
+        HashMap::new()
+    };
+    let approvals = if resumed {
+        engine
+            .store
+            .approvals(&belay_store::ApprovalFilter {
+                run_id: Some(run.id.clone()),
+                ..Default::default()
+            })
+            .await?
+    } else {
+        Vec::new()
+    };
+    let base = minijinja::context! {
+        event => MjValue::from(minijinja::value::Serde(&*event)),
+        vars => context_value(&pb.vars),
+        inputs => context_value(&run.inputs),
+        run => context_value(&json!({ "id": run.id, "playbook": run.playbook, "dry_run": run.dry_run })),
+    };
+    let mut st = RunState {
+        engine: engine.clone(),
+        run,
+        pb: pb.clone(),
+        event: event.clone(),
+        base,
+        outputs: Map::new(),
+        outputs_mj: Default::default(),
+        prior,
+        records: Vec::new(),
+        depth,
+        resumed,
+        pending: Default::default(),
+        demoted,
+        approvals,
+        batch_allowed: HashMap::new(),
+        dry_holds: HashMap::new(),
+    };
+    let mut failure: Option<String> = None;
+    for (seq, step) in pb.steps.iter().enumerate() {
+        let outcome = st.run_step(step, seq as i64).await?;
+        match outcome {
+            Outcome::Done { status, output } => {
+                st.set_output(&step.id, json!({ "status": status, "output": output }));
+            }
+            Outcome::Waiting => {
+                st.flush(Some(Write::RunStatus {
+                    run_id: st.run.id.clone(),
+                    status: RunStatus::WaitingApproval,
+                    error: None,
+                }))
+                .await?;
+                st.run.status = RunStatus::WaitingApproval;
+                return Ok((RunReport::from_owned(&st.run, st.records), st.outputs));
+            }
+            Outcome::Failed(message) => match step.on_error {
+                OnError::Continue => {
+                    st.set_output(
+                        &step.id,
+                        json!({ "status": "failed", "output": null, "error": message }),
+                    );
+                }
+                OnError::Fail => {
+                    failure = Some(format!("step `{}` failed: {message}", step.id));
+                    break;
+                }
+                OnError::Rollback => {
+                    // Make the outcomes of the changes so far durable, then undo them.
+                    st.flush(None).await?;
+                    let opts = crate::rollback::RollbackOptions {
+                        dry_run: false,
+                        force: false,
+                        actor: format!("engine:on_error:{}", st.run.id),
+                    };
+                    let sel = crate::rollback::Selection::Run(st.run.id.clone());
+                    let report = crate::rollback::rollback(&engine, sel, opts).await?;
+                    let undone = report.count(crate::rollback::Outcome::Reverted);
+                    let left = report.items.len()
+                        - undone
+                        - report.count(crate::rollback::Outcome::Unchanged);
+                    failure = Some(format!(
+                        "step `{}` failed: {message}; rolled back {undone} earlier change(s){}",
+                        step.id,
+                        if left > 0 {
+                            format!(", {left} could not be undone")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                    break;
+                }
+            },
+        }
+    }
+    let status = if failure.is_some() {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    st.flush(Some(Write::RunStatus {
+        run_id: st.run.id.clone(),
+        status,
+        error: failure.clone(),
+    }))
+    .await?;
+    st.run.status = status;
+    st.run.error = failure;
+    Ok((RunReport::from_owned(&st.run, st.records), st.outputs))
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+impl From<String> for EngineError {
+    fn from(s: String) -> Self {
+        EngineError::Other(s)
+    }
+}

@@ -1,0 +1,64 @@
+//! The reports of a run and its steps, as `belay run` prints them: built from the records the
+//! executor wrote, never from anything it did not record.
+
+use belay_model::{Decision, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel};
+use serde::Serialize;
+use serde_json::Value;
+
+/// One executed or planned action, as `belay run --format json` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StepReport {
+    pub step: String,
+    pub key: String,
+    pub action: String,
+    pub with: Value,
+    pub decision: Decision,
+    pub trust: Option<TrustLevel>,
+    pub status: StepStatus,
+    pub output: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunReport {
+    pub run_id: String,
+    pub playbook: String,
+    pub event_id: String,
+    pub status: RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub steps: Vec<StepReport>,
+}
+
+impl RunReport {
+    pub fn from_records(run: &RunRecord, steps: &[StepRecord]) -> RunReport {
+        RunReport::from_owned(run, steps.to_vec())
+    }
+
+    /// Like [`RunReport::from_records`], taking the records instead of copying them.
+    pub(crate) fn from_owned(run: &RunRecord, steps: Vec<StepRecord>) -> RunReport {
+        RunReport {
+            run_id: run.id.clone(),
+            playbook: run.playbook.clone(),
+            event_id: run.event_id.clone(),
+            status: run.status,
+            error: run.error.clone(),
+            steps: steps
+                .into_iter()
+                .map(|s| StepReport {
+                    step: s.step,
+                    key: s.key,
+                    action: s.action,
+                    with: s.with,
+                    decision: s.decision,
+                    trust: s.trust,
+                    status: s.status,
+                    output: s.output,
+                    error: s.error,
+                })
+                .collect(),
+        }
+    }
+}

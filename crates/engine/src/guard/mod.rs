@@ -1,0 +1,195 @@
+//! Guardrails: policies over change actions, checked at execution time, right before a
+//! change would be journaled and applied. They hold (ask a person) or deny a change that
+//! touches a protected target, or a batch or a rate above its limit; a held batch is held
+//! whole. They apply to every change their `applies_to` matches, whether or not a step names
+//! them, so no playbook can opt out.
+//!
+//! Each kind of limit has its module: `never` (protected targets), `baseline` (learned
+//! limits); `batch` and `rate` are plain counts checked here. `load` reads the files.
+//! Guardrails decide verdicts only: they never apply, hold or record a change themselves.
+
+mod baseline;
+mod load;
+mod never;
+
+pub use baseline::{Baseline, BaselineFigures};
+pub use never::{Never, NeverBench, RangeSet, bench_never, parse_net};
+
+use belay_playbook::{ActionSpec, Catalog, TargetType};
+use globset::GlobSet;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a violation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnViolation {
+    #[default]
+    Hold,
+    Deny,
+}
+
+/// One guardrail.
+#[derive(Debug)]
+pub struct Guardrail {
+    pub name: String,
+    pub applies_to: Vec<String>,
+    matcher: GlobSet,
+    pub never: Option<Never>,
+    pub rate: Option<(u64, Duration)>,
+    pub batch: Option<u64>,
+    pub baseline: Option<Baseline>,
+    pub on_violation: OnViolation,
+    pub alert: Option<String>,
+}
+
+impl Guardrail {
+    pub fn applies(&self, action: &str) -> bool {
+        self.matcher.is_match(action)
+    }
+}
+
+/// The outcome of one guardrail for one planned change (or batch).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Verdict {
+    pub guardrail: String,
+    pub pass: bool,
+    pub reason: String,
+    pub on_violation: OnViolation,
+    pub alert: Option<String>,
+}
+
+/// What the executor knows when it asks.
+pub struct Context<'a> {
+    pub action: &'a ActionSpec,
+    /// Targets of every item of the step, checked together.
+    pub targets: &'a [String],
+    /// Changes of the matching actions already made (or in flight) within each rate window,
+    /// by guardrail name.
+    pub recent: &'a std::collections::HashMap<String, u64>,
+    /// Learned figures of baseline guardrails, by guardrail name.
+    pub baselines: &'a std::collections::HashMap<String, BaselineFigures>,
+}
+
+/// Every guardrail, loaded from YAML files.
+#[derive(Debug, Default)]
+pub struct Guardrails {
+    pub list: Vec<Guardrail>,
+}
+
+impl Guardrails {
+    pub fn get(&self, name: &str) -> Option<&Guardrail> {
+        self.list.iter().find(|g| g.name == name)
+    }
+
+    /// Names a step lists that no guardrail has.
+    pub fn unknown<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        names
+            .into_iter()
+            .filter(|n| self.get(n).is_none())
+            .collect()
+    }
+
+    /// The guardrails that govern a change: those whose `applies_to` matches the action, and
+    /// those the step names.
+    pub fn governing<'a>(&'a self, action: &str, named: &[String]) -> Vec<&'a Guardrail> {
+        self.list
+            .iter()
+            .filter(|g| g.applies(action) || named.contains(&g.name))
+            .collect()
+    }
+
+    /// Verdicts of the governing guardrails on a step's planned changes (all items at once).
+    pub fn check(&self, named: &[String], ctx: &Context<'_>) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        let kind = ctx
+            .action
+            .target
+            .as_ref()
+            .map_or(TargetType::Generic, |t| t.kind);
+        for g in self.governing(&ctx.action.name, named) {
+            let verdict = |pass: bool, reason: String| Verdict {
+                guardrail: g.name.clone(),
+                pass,
+                reason,
+                on_violation: g.on_violation,
+                alert: g.alert.clone(),
+            };
+            let mut problems = Vec::new();
+            if let Some(never) = &g.never {
+                problems.extend(ctx.targets.iter().filter_map(|t| never.violation(kind, t)));
+            }
+            if let Some(max) = g.batch {
+                let n = ctx.targets.len() as u64;
+                if n > max {
+                    problems.push(format!(
+                        "batch of {n} changes is above the limit of {max} per run"
+                    ));
+                }
+            }
+            if let Some((max, per)) = g.rate {
+                let recent = ctx.recent.get(&g.name).copied().unwrap_or(0);
+                let n = ctx.targets.len() as u64;
+                if recent + n > max {
+                    problems.push(format!(
+                        "{} change(s) within {} would exceed the limit of {max} ({recent} already made)",
+                        recent + n,
+                        humantime::format_duration(per)
+                    ));
+                }
+            }
+            if let Some(b) = &g.baseline {
+                let n = ctx.targets.len() as u64;
+                match ctx.baselines.get(&g.name) {
+                    None => problems.push("no recorded history was available".into()),
+                    Some(f) if f.history_ms < b.min_history.as_millis() as i64 => {
+                        problems.push(format!(
+                            "baseline is still learning: {} of recorded history, {} needed",
+                            humantime::format_duration(Duration::from_secs(
+                                (f.history_ms / 1000) as u64
+                            )),
+                            humantime::format_duration(b.min_history)
+                        ))
+                    }
+                    Some(f) => {
+                        let batch_limit = (b.factor * f.p99_batch.max(1) as f64).floor() as u64;
+                        if n > batch_limit {
+                            problems.push(format!(
+                                "batch of {n} changes is above {} × the learned p99 of {} per run ({} runs)",
+                                b.factor, f.p99_batch, f.runs
+                            ));
+                        }
+                        // Windows are compared only once whole windows were observed.
+                        let recent = ctx.recent.get(&g.name).copied().unwrap_or(0);
+                        let window_limit = (b.factor * f.p99_window.max(1) as f64).floor() as u64;
+                        if f.windows > 0 && recent + n > window_limit {
+                            problems.push(format!(
+                                "{} change(s) within {} would be above {} × the learned p99 of {} per window ({} windows)",
+                                recent + n,
+                                humantime::format_duration(b.per),
+                                b.factor,
+                                f.p99_window,
+                                f.windows
+                            ));
+                        }
+                    }
+                }
+            }
+            out.push(if problems.is_empty() {
+                verdict(true, "ok".into())
+            } else {
+                verdict(false, problems.join("; "))
+            });
+        }
+        out
+    }
+
+    /// The actions of the catalog a guardrail applies to (for counting recent changes).
+    pub fn actions_of(&self, g: &Guardrail, catalog: &Catalog) -> Vec<String> {
+        catalog
+            .iter()
+            .filter(|a| g.applies(&a.name))
+            .map(|a| a.name.clone())
+            .collect()
+    }
+}

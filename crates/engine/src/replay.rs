@@ -1,0 +1,247 @@
+//! Replay: one playbook run as a dry run over past events, and the count of what it would
+//! have done: changes applied, approvals needed, guardrail holds and denials. It owns the
+//! classification and the counting; printing is the caller's. A replay never applies a change
+//! and never requests an approval: every run it starts is a dry run.
+
+use crate::{Engine, Result};
+use belay_model::{Decision, Event, RunStatus};
+use belay_playbook::Playbook;
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What a planned change would have met.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum Would {
+    #[serde(rename = "apply")]
+    Apply,
+    #[serde(rename = "needs approval")]
+    NeedApproval,
+    #[serde(rename = "held by guardrail")]
+    BeHeld,
+    #[serde(rename = "denied by guardrail")]
+    BeDenied,
+    #[serde(rename = "shadow")]
+    Shadow,
+}
+
+impl Would {
+    /// The words `belay replay` prints after "would".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Would::Apply => "apply",
+            Would::NeedApproval => "needs approval",
+            Would::BeHeld => "held by guardrail",
+            Would::BeDenied => "denied by guardrail",
+            Would::Shadow => "shadow",
+        }
+    }
+
+    /// The outcome a dry run's decision stands for; `None` for steps that change nothing.
+    fn of(decision: Decision) -> Option<Would> {
+        match decision {
+            Decision::DryRun => Some(Would::Apply),
+            Decision::AwaitApproval => Some(Would::NeedApproval),
+            Decision::GuardrailHold => Some(Would::BeHeld),
+            Decision::GuardrailDeny => Some(Would::BeDenied),
+            Decision::Shadow => Some(Would::Shadow),
+            _ => None,
+        }
+    }
+}
+
+/// One change a replayed run planned (a step, or one item of a `for_each`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WouldChange {
+    /// The step's record key (`block`, `block[2]`).
+    pub step: String,
+    pub action: String,
+    pub with: Value,
+    pub would: Would,
+    /// Why, when a guardrail would have held or denied it.
+    pub reason: Option<String>,
+}
+
+/// The dry run one event triggered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayedRun {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub changes: Vec<WouldChange>,
+}
+
+/// One past event and what the playbook would have done with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayedEvent {
+    pub event_id: String,
+    /// `None` when the event did not trigger the playbook.
+    pub run: Option<ReplayedRun>,
+}
+
+impl Serialize for ReplayedEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("event_id", &self.event_id)?;
+        m.serialize_entry("triggered", &self.run.is_some())?;
+        if let Some(run) = &self.run {
+            m.serialize_entry("run_id", &run.run_id)?;
+            m.serialize_entry("status", &run.status)?;
+            m.serialize_entry("changes", &run.changes)?;
+        }
+        m.end()
+    }
+}
+
+/// The counts over every replayed event (the JSON keys are a contract).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ReplayTotals {
+    pub events: usize,
+    pub not_triggered: usize,
+    pub changes: usize,
+    pub approvals: usize,
+    pub guardrail_holds: usize,
+    pub guardrail_denials: usize,
+}
+
+/// What `belay replay` reports: every event in order, and the totals.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReplayReport {
+    pub playbook: String,
+    pub events: Vec<ReplayedEvent>,
+    pub total: ReplayTotals,
+}
+
+impl ReplayReport {
+    /// An empty report for `playbook`.
+    pub fn new(playbook: &str) -> ReplayReport {
+        ReplayReport {
+            playbook: playbook.to_owned(),
+            events: Vec::new(),
+            total: ReplayTotals::default(),
+        }
+    }
+
+    /// Adds one replayed event and counts what it would have done.
+    pub fn push(&mut self, e: ReplayedEvent) {
+        let t = &mut self.total;
+        t.events += 1;
+        match &e.run {
+            None => t.not_triggered += 1,
+            Some(run) => {
+                for c in &run.changes {
+                    match c.would {
+                        Would::Apply => t.changes += 1,
+                        Would::NeedApproval => t.approvals += 1,
+                        Would::BeHeld => t.guardrail_holds += 1,
+                        Would::BeDenied => t.guardrail_denials += 1,
+                        Would::Shadow => {}
+                    }
+                }
+            }
+        }
+        self.events.push(e);
+    }
+}
+
+impl Engine {
+    /// Runs `pb` as a dry run on `event` if its trigger matches; the run and the event are
+    /// stored like any `belay run --dry-run`.
+    pub async fn replay(self: &Arc<Self>, pb: &Playbook, event: Event) -> Result<ReplayedEvent> {
+        let (runs, _) = self.plan_runs(&event);
+        if !runs.iter().any(|r| r.playbook == pb.name) {
+            return Ok(ReplayedEvent {
+                event_id: event.id,
+                run: None,
+            });
+        }
+        let event_id = event.id.clone();
+        let report = self.run_once(pb, event, true).await?;
+        let changes = report
+            .steps
+            .into_iter()
+            .filter_map(|s| {
+                Some(WouldChange {
+                    would: Would::of(s.decision)?,
+                    step: s.key,
+                    action: s.action,
+                    with: s.with,
+                    reason: s.error,
+                })
+            })
+            .collect();
+        Ok(ReplayedEvent {
+            event_id,
+            run: Some(ReplayedRun {
+                run_id: report.run_id,
+                status: report.status,
+                changes,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(would: Would) -> WouldChange {
+        WouldChange {
+            step: "block".into(),
+            action: "blocklist.add".into(),
+            with: Value::Null,
+            would,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn totals_count_each_outcome_and_untriggered_events_but_not_shadow_steps() {
+        let mut r = ReplayReport::new("block-ip");
+        r.push(ReplayedEvent {
+            event_id: "e1".into(),
+            run: Some(ReplayedRun {
+                run_id: "r1".into(),
+                status: RunStatus::Succeeded,
+                changes: [
+                    Would::Apply,
+                    Would::Apply,
+                    Would::NeedApproval,
+                    Would::BeHeld,
+                    Would::BeDenied,
+                    Would::Shadow,
+                ]
+                .into_iter()
+                .map(change)
+                .collect(),
+            }),
+        });
+        r.push(ReplayedEvent {
+            event_id: "e2".into(),
+            run: None,
+        });
+        assert_eq!(
+            r.total,
+            ReplayTotals {
+                events: 2,
+                not_triggered: 1,
+                changes: 2,
+                approvals: 1,
+                guardrail_holds: 1,
+                guardrail_denials: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn an_untriggered_event_serializes_without_a_run() {
+        let e = ReplayedEvent {
+            event_id: "e2".into(),
+            run: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event_id":"e2","triggered":false}"#
+        );
+    }
+}
