@@ -1,15 +1,20 @@
-//! `belay approvals`, `belay trust` and `belay replay`: the commands people use to hand work
-//! to the machine one step at a time.
+//! `belay approvals list|show|approve|deny`: the planned changes waiting for a person, and
+//! their decisions.
+//!
+//! Glue only: quorum, roles and separation of duties are decided in `belay_engine::approvals`,
+//! never here.
 
-use crate::{Ctx, Format};
-use anyhow::{Context, Result, anyhow, bail};
+use crate::actor::valid_actor;
+use crate::context::Ctx;
+use crate::output::Format;
+use crate::paths::playbook_dir;
+use anyhow::{Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
-use belay_engine::trust::Thresholds;
-use belay_model::{ApprovalRecord, ApprovalStatus, Decision, Event, ms_to_rfc3339};
+use belay_model::{ApprovalRecord, ApprovalStatus, ms_to_rfc3339};
 use belay_store::{ApprovalFilter, Store};
 use clap::Subcommand;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -46,25 +51,6 @@ pub struct DecideArgs {
     playbooks: Option<PathBuf>,
 }
 
-#[derive(Subcommand)]
-pub enum TrustCommand {
-    /// Per playbook step: levels, record, and a recommendation with its reason.
-    Report {
-        /// Playbook directory (default: `playbooks` in belay.toml).
-        #[arg(long)]
-        playbooks: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
-    /// Lift a step's demotion.
-    Reset {
-        playbook: String,
-        step: String,
-        #[arg(long = "as", value_name = "USER")]
-        user: String,
-    },
-}
-
 fn directory(ctx: &Ctx) -> Directory {
     Directory::new(
         ctx.config
@@ -72,19 +58,6 @@ fn directory(ctx: &Ctx) -> Directory {
             .iter()
             .map(|u| (u.name.clone(), u.roles.clone())),
     )
-}
-
-/// Checks a person named with `--as`: when users are configured, it must be one of them.
-pub fn known_user(ctx: &Ctx, user: &str) -> Result<()> {
-    crate::valid_actor(user)?;
-    if !ctx.config.users.is_empty() && !ctx.config.users.iter().any(|u| u.name == user) {
-        bail!("unknown user `{user}`; users come from [[users]] in belay.toml");
-    }
-    Ok(())
-}
-
-fn playbook_dir(ctx: &Ctx, given: Option<PathBuf>) -> Option<PathBuf> {
-    given.or_else(|| ctx.config.playbooks.clone())
 }
 
 /// The approval as `approvals list --format json` shows it.
@@ -160,7 +133,8 @@ async fn resume(ctx: &Ctx, playbooks: Option<PathBuf>) -> Result<Option<Vec<Stri
     Ok(Some(resumed))
 }
 
-pub async fn approvals_cmd(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
+/// Runs `belay approvals …`.
+pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
     let store = ctx.store().await?;
     // Deadlines pass whether or not anyone is looking: settle them first.
     let expired = approvals::expire_due(&*store).await?;
@@ -265,7 +239,7 @@ pub async fn approvals_cmd(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitC
 }
 
 async fn decide(ctx: &Ctx, store: &dyn Store, args: DecideArgs, approve: bool) -> Result<ExitCode> {
-    crate::valid_actor(&args.user)?;
+    valid_actor(&args.user)?;
     let dir = directory(ctx);
     if dir.is_empty() {
         bail!(
@@ -303,169 +277,6 @@ async fn decide(ctx: &Ctx, store: &dyn Store, args: DecideArgs, approve: bool) -
             "run {} resumes with the next `belay ingest` (give --playbooks DIR to resume it now)",
             a.run_id
         ),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn trust_cmd(ctx: &Ctx, command: TrustCommand) -> Result<ExitCode> {
-    match command {
-        TrustCommand::Report { playbooks, format } => {
-            let dir = playbook_dir(ctx, playbooks).ok_or_else(|| {
-                anyhow!("give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)")
-            })?;
-            let set = ctx.load_playbooks(&[dir])?;
-            let engine = ctx.engine(set).await?;
-            let mut t = Thresholds::default();
-            if let Some(w) = &ctx.config.trust.window {
-                t.window = humantime::parse_duration(w)
-                    .with_context(|| format!("[trust] window `{w}`"))?;
-            }
-            if let Some(n) = ctx.config.trust.promote_to_log_after {
-                t.promote_to_log = n;
-            }
-            if let Some(n) = ctx.config.trust.promote_to_guarded_after {
-                t.promote_to_guarded = n;
-            }
-            let report = belay_engine::trust::report(&engine, &t).await?;
-            if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                for r in &report {
-                    println!(
-                        "{}/{} ({}): declared {}, effective {} — {}: {}",
-                        r.playbook,
-                        r.step,
-                        r.action,
-                        r.declared,
-                        r.effective,
-                        r.recommendation,
-                        r.reason
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        TrustCommand::Reset {
-            playbook,
-            step,
-            user,
-        } => {
-            known_user(ctx, &user)?;
-            let store = ctx.store().await?;
-            if store.reset_trust(&playbook, &step, &user).await? {
-                println!(
-                    "{playbook}/{step}: demotion lifted by {user}; it runs at its declared level again"
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("error: {playbook}/{step} is not demoted");
-                Ok(ExitCode::from(1))
-            }
-        }
-    }
-}
-
-/// Runs one playbook in shadow over past events and reports what it would have done.
-pub async fn replay(ctx: &Ctx, playbook: &Path, events: &Path, format: Format) -> Result<ExitCode> {
-    let dir = crate::parent_dir(playbook);
-    let mut paths = vec![dir];
-    if playbook.is_file() {
-        paths.push(playbook.to_owned());
-    }
-    let parsed = belay_playbook::Playbook::load(playbook).map_err(|d| {
-        anyhow!(
-            "{}",
-            d.iter()
-                .map(|d| format!("{}:{d}", playbook.display()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    let set = ctx.load_playbooks(&crate::dedup_paths(paths))?;
-    let pb = set
-        .get(&parsed.name)
-        .ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
-    let text = std::fs::read_to_string(events)
-        .with_context(|| format!("cannot read {}", events.display()))?;
-    let engine = ctx.engine(set).await?;
-    let mut per_event = Vec::new();
-    let (mut changes, mut approvals, mut holds, mut denials, mut skipped) = (0, 0, 0, 0, 0);
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", events.display(), n + 1))?;
-        let event =
-            Event::from_json(value).map_err(|e| anyhow!("{}:{}: {e}", events.display(), n + 1))?;
-        let (runs, _) = engine.plan_runs(&event);
-        if !runs.iter().any(|r| r.playbook == pb.name) {
-            skipped += 1;
-            per_event.push(json!({ "event_id": event.id, "triggered": false }));
-            continue;
-        }
-        let report = engine.run_once(&pb, event.clone(), true).await?;
-        let mut would = Vec::new();
-        for s in &report.steps {
-            let what = match s.decision {
-                Decision::DryRun => {
-                    changes += 1;
-                    "apply"
-                }
-                Decision::AwaitApproval => {
-                    approvals += 1;
-                    "needs approval"
-                }
-                Decision::GuardrailHold => {
-                    holds += 1;
-                    "held by guardrail"
-                }
-                Decision::GuardrailDeny => {
-                    denials += 1;
-                    "denied by guardrail"
-                }
-                Decision::Shadow => "shadow",
-                _ => continue,
-            };
-            would.push(json!({ "step": s.key, "action": s.action, "with": s.with, "would": what, "reason": s.error }));
-        }
-        per_event.push(json!({ "event_id": event.id, "triggered": true, "run_id": report.run_id, "status": report.status, "changes": would }));
-    }
-    let total = json!({ "events": per_event.len(), "not_triggered": skipped, "changes": changes,
-        "approvals": approvals, "guardrail_holds": holds, "guardrail_denials": denials });
-    if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({ "playbook": pb.name, "events": per_event, "total": total })
-            )?
-        );
-    } else {
-        for e in &per_event {
-            if e["triggered"] == json!(false) {
-                println!("{}: not triggered", e["event_id"].as_str().unwrap_or(""));
-                continue;
-            }
-            println!("{}:", e["event_id"].as_str().unwrap_or(""));
-            for c in e["changes"].as_array().into_iter().flatten() {
-                println!(
-                    "  {} {} {} — would {}{}",
-                    c["step"].as_str().unwrap_or(""),
-                    c["action"].as_str().unwrap_or(""),
-                    c["with"],
-                    c["would"].as_str().unwrap_or(""),
-                    c["reason"]
-                        .as_str()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                );
-            }
-        }
-        println!(
-            "replay of {} over {} event(s): {changes} change(s) would apply, {approvals} would need approval, {holds} would be held and {denials} denied by guardrails; {skipped} event(s) did not trigger it",
-            pb.name,
-            per_event.len()
-        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,8 +4,8 @@
 //! named demo user, guardrail holds, a rollback verified against the systems' state, and the
 //! audit chain verified.
 
+use crate::context::{Ctx, Global};
 use crate::labenv::{LabEnv, Options};
-use crate::{Ctx, Global};
 use anyhow::{Context, Result, bail};
 use belay_engine::Engine;
 use belay_engine::approvals::Directory;

@@ -1,6 +1,7 @@
 //! `belay cases list|show`: the incident case files playbooks keep with `case.*`.
 
-use crate::{Ctx, Format};
+use crate::context::Ctx;
+use crate::output::Format;
 use anyhow::{Result, bail};
 use belay_model::{CaseEntryKind, CaseFile, CaseStatus, ms_to_rfc3339};
 use belay_store::Store;
@@ -25,7 +26,8 @@ pub enum CasesCommand {
     },
 }
 
-pub async fn cases_cmd(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
+/// Runs `belay cases …`.
+pub async fn run(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
     let store = ctx.store().await?;
     match command {
         CasesCommand::List { all, format } => {
