@@ -54,7 +54,7 @@ mod tests {
         };
         assert_eq!(
             cef_line(&e, "9.9.9"),
-            r#"CEF:0|belay|belay|9.9.9|change\|failed|change\|failed|7|rt=1700000000000 suser=eve suser\=admin cs1Label=subject cs1=run\\1 cs2Label=hash cs2=ab12 cn1Label=seq cn1=4 msg={"note":"a\=b\nc"}"#
+            r#"CEF:0|belay|belay|9.9.9|change\|failed|change\|failed|7|rt=1700000000000 suser=eve suser\=admin cs1Label=subject cs1=run\\1 cs2Label=hash cs2=ab12 cn1Label=seq cn1=4 msg={"note":"a\=b\\nc"}"#
         );
     }
 }
