@@ -9,6 +9,7 @@ use anyhow::{Result, anyhow};
 use clap::Subcommand;
 use std::process::ExitCode;
 
+/// `belay actions …`.
 #[derive(Subcommand)]
 pub enum ActionsCommand {
     List {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `belay approvals …`.
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
     /// Approvals waiting for a decision (all of them with --all).
@@ -38,6 +39,7 @@ pub enum ApprovalsCommand {
     Deny(DecideArgs),
 }
 
+/// `approvals approve|deny ID --as USER`.
 #[derive(clap::Args)]
 pub struct DecideArgs {
     id: String,

@@ -11,6 +11,7 @@ use clap::{Subcommand, ValueEnum};
 use std::io::Write;
 use std::process::ExitCode;
 
+/// `belay audit …`.
 #[derive(Subcommand)]
 pub enum AuditCommand {
     /// Check the whole chain; exit 1 naming the first broken entry.
@@ -25,6 +26,7 @@ pub enum AuditCommand {
     },
 }
 
+/// `audit export --format`.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ExportFormat {
     Jsonl,

@@ -27,6 +27,7 @@ pub struct Args {
     format: Format,
 }
 
+/// `bench --synchronous`: the SQLite synchronous mode measured.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SyncArg {
     Full,

@@ -1,4 +1,6 @@
 //! `belay cases list|show`: the incident case files playbooks keep with `case.*`.
+//!
+//! Read-only: it never opens, edits or closes a case (playbooks do, through `case.*`).
 
 use crate::context::Ctx;
 use crate::output::Format;
@@ -9,6 +11,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
+/// `belay cases …`.
 #[derive(Subcommand)]
 pub enum CasesCommand {
     /// Cases, the most recently updated first (open ones only unless --all).

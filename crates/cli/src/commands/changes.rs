@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use std::process::ExitCode;
 
+/// `belay changes …`.
 #[derive(Subcommand)]
 pub enum ChangesCommand {
     List {

@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use std::process::ExitCode;
 
+/// `belay checkpoint …`.
 #[derive(Subcommand)]
 pub enum CheckpointCommand {
     Create {

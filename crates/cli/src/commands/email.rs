@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 /// Messages read and committed together.
 const BATCH: usize = 64;
 
+/// `belay email …`.
 #[derive(Subcommand)]
 pub enum EmailCommand {
     /// Parse one message (a file, or `-` for standard input) and print what `email.parse` returns.
@@ -88,6 +89,7 @@ pub struct IngestArgs {
     quiet: bool,
 }
 
+/// Runs `belay email …`.
 pub async fn run(ctx: &Ctx, command: EmailCommand) -> Result<ExitCode> {
     match command {
         EmailCommand::Parse {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use std::process::ExitCode;
 
+/// `belay guardrails …`.
 #[derive(Subcommand)]
 pub enum GuardrailsCommand {
     /// The verdict of every governing guardrail on one change, e.g.

@@ -15,6 +15,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `belay intel …`.
 #[derive(Subcommand)]
 pub enum IntelCommand {
     /// Import a feed (file, http(s) URL, or taxii+http(s)://HOST/API-ROOT/collections/ID/),
@@ -165,6 +166,7 @@ impl Progress for Bar {
     }
 }
 
+/// Runs `belay intel …`.
 pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
     match command {
         IntelCommand::Import {

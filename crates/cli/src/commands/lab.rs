@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `belay lab …`.
 #[derive(Subcommand)]
 pub enum LabCommand {
     /// Serve every simulator from one HTTP server until interrupted.

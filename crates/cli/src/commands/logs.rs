@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+/// `belay logs …`.
 #[derive(Subcommand)]
 pub enum LogsCommand {
     /// Receive syslog (RFC 5424/3164, CEF) over UDP and TCP, store each message as an event and
@@ -61,6 +62,7 @@ pub enum LogsCommand {
     Event { id: String },
 }
 
+/// Runs `belay logs …`.
 pub async fn run(ctx: &Ctx, command: LogsCommand) -> Result<ExitCode> {
     match command {
         LogsCommand::Listen {

@@ -11,6 +11,7 @@ use belay_store::RunFilter;
 use clap::Subcommand;
 use std::process::ExitCode;
 
+/// `belay runs …`.
 #[derive(Subcommand)]
 pub enum RunsCommand {
     /// Recent runs, newest first.

@@ -13,6 +13,7 @@ use clap::Subcommand;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `belay trust …`.
 #[derive(Subcommand)]
 pub enum TrustCommand {
     /// Per playbook step: levels, record, and a recommendation with its reason.
