@@ -1,4 +1,7 @@
 //! `belay.toml`: every setting has a default, so no file is needed to start.
+//!
+//! It only reads and checks the file's shape; it never opens the store or builds connectors
+//! (`context.rs` does).
 
 use anyhow::{Context, Result};
 use serde::Deserialize;

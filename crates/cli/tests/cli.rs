@@ -162,6 +162,45 @@ fn run_applies_changes_and_dry_run_applies_nothing() {
 }
 
 #[test]
+fn config_durations_take_hours_and_days_like_every_other_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = examples().join("playbooks/block-malicious-ip.yaml");
+    let ev = examples().join("events/ids-alert.json");
+    let run = |dir: &Path| {
+        belay(
+            dir,
+            &[
+                "run",
+                pb.to_str().unwrap(),
+                "--event",
+                ev.to_str().unwrap(),
+                "--dry-run",
+            ],
+        )
+    };
+    std::fs::write(
+        dir.path().join("belay.toml"),
+        "[engine]\naction_timeout = \"1h\"\n\n[trust]\nwindow = \"30d\"\n",
+    )
+    .unwrap();
+    let o = run(dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+
+    std::fs::write(
+        dir.path().join("belay.toml"),
+        "[engine]\naction_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let o = run(dir.path());
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("[engine] action_timeout `soon` is not a duration"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_missing_field_fails_the_step_and_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -13,19 +13,8 @@ pub struct Core;
 const MAX_SLEEP: Duration = Duration::from_secs(600);
 
 fn parse_sleep(text: &str) -> Result<Duration, ActionError> {
-    let (num, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| text.split_at(i))
-        .ok_or_else(|| ActionError::permanent(format!("duration `{text}` has no unit")))?;
-    let n: u64 = num
-        .parse()
-        .map_err(|_| ActionError::permanent(format!("duration `{text}` is not a number")))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(ActionError::permanent(format!("unknown unit in `{text}`"))),
-    };
+    let d = belay_model::parse_duration(text)
+        .map_err(|e| ActionError::permanent(format!("duration `{text}`: {e}")))?;
     if d > MAX_SLEEP {
         return Err(ActionError::permanent(format!(
             "`{text}` is longer than ten minutes"

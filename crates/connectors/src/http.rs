@@ -202,7 +202,7 @@ fn parse_duration(
 ) -> Result<Duration, ConfigError> {
     match text {
         None => Ok(default),
-        Some(t) => humantime::parse_duration(t).map_err(|e| ConfigError {
+        Some(t) => belay_model::parse_duration(t).map_err(|e| ConfigError {
             connector: connector.into(),
             message: format!("`{what}` must be a duration like 10s or 500ms, found `{t}`: {e}"),
         }),

@@ -128,7 +128,7 @@ impl Notify {
     async fn deliver(&self, config: &TargetConfig, message: &Value) -> Result<(), ActionError> {
         if let Some(url) = &config.webhook {
             let timeout = match &config.timeout {
-                Some(t) => humantime::parse_duration(t)
+                Some(t) => belay_model::parse_duration(t)
                     .map_err(|e| ActionError::permanent(format!("bad timeout `{t}`: {e}")))?,
                 None => Duration::from_secs(10),
             };

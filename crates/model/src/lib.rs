@@ -46,7 +46,9 @@ macro_rules! string_enum {
 
 pub mod approval;
 pub mod audit;
+pub mod audit_cef;
 mod case;
+mod duration;
 mod event;
 mod run;
 mod time;
@@ -56,6 +58,7 @@ pub use approval::{
 };
 pub use audit::{AuditDraft, AuditEntry, PreparedDraft};
 pub use case::{CaseEntry, CaseEntryKind, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus};
+pub use duration::{DurationError, parse_duration};
 pub use event::{Event, EventError, Observables, Severity};
 pub use run::{
     ChangeRecord, ChangeStatus, Decision, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel,

@@ -229,7 +229,7 @@ fn parse_duration(node: &Node) -> Result<Duration, Diagnostic> {
             ));
         }
     };
-    humantime::parse_duration(&text).map_err(|e| {
+    belay_model::parse_duration(&text).map_err(|e| {
         Diagnostic::new(node.pos, format!("`{text}` is not a duration: {e}"))
             .with_hint("write durations like `500ms`, `30s`, `5m` or `1h`")
     })

@@ -524,7 +524,7 @@ fn parse_poll(node: &Node, inputs: &[String]) -> Result<Poll, Diagnostic> {
     let when = expr_of("when", false)?;
     let request = parse_request(required(&f, "request", "`poll`", node.pos)?, inputs, true)?;
     let interval = match f.get("interval") {
-        Some(n) => humantime::parse_duration(&text(n, "`interval`")?)
+        Some(n) => belay_model::parse_duration(&text(n, "`interval`")?)
             .map_err(|e| Diagnostic::new(n.pos, format!("`interval`: {e}")))?,
         None => Duration::from_millis(500),
     };

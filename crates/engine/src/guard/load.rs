@@ -173,12 +173,12 @@ fn build(raw: RawGuardrail, base: &Path) -> Result<Guardrail, String> {
         None => None,
         Some(r) => Some((
             r.max,
-            humantime::parse_duration(&r.per)
+            belay_model::parse_duration(&r.per)
                 .map_err(|e| format!("guardrail `{}`: rate per `{}`: {e}", raw.name, r.per))?,
         )),
     };
     let dur = |what: &str, text: &str| {
-        humantime::parse_duration(text)
+        belay_model::parse_duration(text)
             .map_err(|e| format!("guardrail `{}`: {what} `{text}`: {e}", raw.name))
     };
     let baseline = match &raw.baseline {

@@ -1,19 +1,17 @@
-//! `belay lab`: serves the simulators of the SaaS products belay drives (EDR, SIEM, CMDB,
-//! training platform, takedown service, SaaS web proxy, packet capture) for trying playbooks
-//! without those products; and builds the connectors configured in `belay.toml`, through which
-//! belay reaches the simulators, real products and system components alike.
+//! `belay lab serve|up`: serves the simulators of the SaaS products belay drives (EDR, SIEM,
+//! CMDB, training platform, takedown service, SaaS web proxy, packet capture) for trying
+//! playbooks without those products, or a whole scenario environment around them.
+//!
+//! It never builds belay's own connectors: those come from `belay.toml` through `Ctx`.
 
-use crate::config::Config;
 use anyhow::{Context, Result, bail};
-use belay_connectors::{Connector, SecretSource};
 use belay_lab::{Lab, LabConfig, SIMULATORS};
-use belay_playbook::Catalog;
 use clap::Subcommand;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
+/// `belay lab …`.
 #[derive(Subcommand)]
 pub enum LabCommand {
     /// Serve every simulator from one HTTP server until interrupted.
@@ -50,6 +48,7 @@ pub enum LabCommand {
     },
 }
 
+/// Runs `belay lab …`.
 pub async fn run(command: LabCommand) -> Result<ExitCode> {
     match command {
         LabCommand::Up {
@@ -100,7 +99,7 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
             seed,
             token,
         } => {
-            let latency = humantime::parse_duration(&latency)
+            let latency = belay_model::parse_duration(&latency)
                 .with_context(|| format!("--latency `{latency}` is not a duration like 20ms"))?;
             if !(0.0..=1.0).contains(&fault_rate) {
                 bail!("--fault-rate must be between 0 and 1, found {fault_rate}");
@@ -144,24 +143,4 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The connectors `[connectors.NAME]` in `belay.toml` describes, with their secrets resolved
-/// from the environment and the secrets file.
-pub fn configured_connectors(
-    config: &Config,
-    catalog: &Catalog,
-) -> Result<Vec<Arc<dyn Connector>>> {
-    if config.connectors.is_empty() {
-        return Ok(Vec::new());
-    }
-    let secrets = match &config.secrets_file {
-        Some(p) => SecretSource::with_file(p)?,
-        None => SecretSource::env(),
-    };
-    Ok(belay_connectors::build_configured(
-        &config.connectors,
-        &secrets,
-        catalog,
-    )?)
 }

@@ -3,7 +3,8 @@
 //! Glue only: parsing, storage and scoring live in `belay-intel`. After an import, the
 //! `intel.update` event goes to the engine exactly like an ingested event.
 
-use crate::{Ctx, Format};
+use crate::context::Ctx;
+use crate::output::Format;
 use anyhow::{Context, Result, anyhow, bail};
 use belay_intel::import::{ImportOptions, Phase, Progress};
 use belay_intel::parse::csv::CsvOptions;
@@ -14,6 +15,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `belay intel …`.
 #[derive(Subcommand)]
 pub enum IntelCommand {
     /// Import a feed (file, http(s) URL, or taxii+http(s)://HOST/API-ROOT/collections/ID/),
@@ -104,7 +106,7 @@ fn duration_ms(flag: &str, text: &str) -> Result<i64> {
     if text.trim() == "0" {
         return Ok(0);
     }
-    let d = humantime::parse_duration(text)
+    let d = belay_model::parse_duration(text)
         .with_context(|| format!("--{flag} `{text}` is not a duration like 12h or 30d"))?;
     i64::try_from(d.as_millis()).map_err(|_| anyhow!("--{flag} `{text}` is too long"))
 }
@@ -164,6 +166,7 @@ impl Progress for Bar {
     }
 }
 
+/// Runs `belay intel …`.
 pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
     match command {
         IntelCommand::Import {

@@ -3,9 +3,12 @@
 //! machine can run (stand-ins, labelled as such, for the others); approvals given visibly by a
 //! named demo user, guardrail holds, a rollback verified against the systems' state, and the
 //! audit chain verified.
+//!
+//! It never touches the configured store or data directory: everything lives in a temporary
+//! directory that is removed at the end.
 
+use crate::context::{Ctx, Global};
 use crate::labenv::{LabEnv, Options};
-use crate::{Ctx, Global};
 use anyhow::{Context, Result, bail};
 use belay_engine::Engine;
 use belay_engine::approvals::Directory;
@@ -187,6 +190,7 @@ impl Demo {
     }
 }
 
+/// Runs `belay demo`.
 pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
     let started = Instant::now();
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;

@@ -1,18 +1,23 @@
-//! `belay approvals`, `belay trust` and `belay replay`: the commands people use to hand work
-//! to the machine one step at a time.
+//! `belay approvals list|show|approve|deny`: the planned changes waiting for a person, and
+//! their decisions.
+//!
+//! Glue only: quorum, roles and separation of duties are decided in `belay_engine::approvals`,
+//! never here.
 
-use crate::{Ctx, Format};
-use anyhow::{Context, Result, anyhow, bail};
+use crate::actor::valid_actor;
+use crate::context::Ctx;
+use crate::output::Format;
+use crate::paths::playbook_dir;
+use anyhow::{Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
-use belay_engine::replay::ReplayReport;
-use belay_engine::trust::Thresholds;
-use belay_model::{ApprovalRecord, ApprovalStatus, Event, ms_to_rfc3339};
+use belay_model::{ApprovalRecord, ApprovalStatus, ms_to_rfc3339};
 use belay_store::{ApprovalFilter, Store};
 use clap::Subcommand;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `belay approvals …`.
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
     /// Approvals waiting for a decision (all of them with --all).
@@ -34,6 +39,7 @@ pub enum ApprovalsCommand {
     Deny(DecideArgs),
 }
 
+/// `approvals approve|deny ID --as USER`.
 #[derive(clap::Args)]
 pub struct DecideArgs {
     id: String,
@@ -47,25 +53,6 @@ pub struct DecideArgs {
     playbooks: Option<PathBuf>,
 }
 
-#[derive(Subcommand)]
-pub enum TrustCommand {
-    /// Per playbook step: levels, record, and a recommendation with its reason.
-    Report {
-        /// Playbook directory (default: `playbooks` in belay.toml).
-        #[arg(long)]
-        playbooks: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
-    /// Lift a step's demotion.
-    Reset {
-        playbook: String,
-        step: String,
-        #[arg(long = "as", value_name = "USER")]
-        user: String,
-    },
-}
-
 fn directory(ctx: &Ctx) -> Directory {
     Directory::new(
         ctx.config
@@ -73,19 +60,6 @@ fn directory(ctx: &Ctx) -> Directory {
             .iter()
             .map(|u| (u.name.clone(), u.roles.clone())),
     )
-}
-
-/// Checks a person named with `--as`: when users are configured, it must be one of them.
-pub fn known_user(ctx: &Ctx, user: &str) -> Result<()> {
-    crate::valid_actor(user)?;
-    if !ctx.config.users.is_empty() && !ctx.config.users.iter().any(|u| u.name == user) {
-        bail!("unknown user `{user}`; users come from [[users]] in belay.toml");
-    }
-    Ok(())
-}
-
-fn playbook_dir(ctx: &Ctx, given: Option<PathBuf>) -> Option<PathBuf> {
-    given.or_else(|| ctx.config.playbooks.clone())
 }
 
 /// The approval as `approvals list --format json` shows it.
@@ -161,7 +135,8 @@ async fn resume(ctx: &Ctx, playbooks: Option<PathBuf>) -> Result<Option<Vec<Stri
     Ok(Some(resumed))
 }
 
-pub async fn approvals_cmd(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
+/// Runs `belay approvals …`.
+pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
     let store = ctx.store().await?;
     // Deadlines pass whether or not anyone is looking: settle them first.
     let expired = approvals::expire_due(&*store).await?;
@@ -266,7 +241,7 @@ pub async fn approvals_cmd(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitC
 }
 
 async fn decide(ctx: &Ctx, store: &dyn Store, args: DecideArgs, approve: bool) -> Result<ExitCode> {
-    crate::valid_actor(&args.user)?;
+    valid_actor(&args.user)?;
     let dir = directory(ctx);
     if dir.is_empty() {
         bail!(
@@ -304,136 +279,6 @@ async fn decide(ctx: &Ctx, store: &dyn Store, args: DecideArgs, approve: bool) -
             "run {} resumes with the next `belay ingest` (give --playbooks DIR to resume it now)",
             a.run_id
         ),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn trust_cmd(ctx: &Ctx, command: TrustCommand) -> Result<ExitCode> {
-    match command {
-        TrustCommand::Report { playbooks, format } => {
-            let dir = playbook_dir(ctx, playbooks).ok_or_else(|| {
-                anyhow!("give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)")
-            })?;
-            let set = ctx.load_playbooks(&[dir])?;
-            let engine = ctx.engine(set).await?;
-            let mut t = Thresholds::default();
-            if let Some(w) = &ctx.config.trust.window {
-                t.window = humantime::parse_duration(w)
-                    .with_context(|| format!("[trust] window `{w}`"))?;
-            }
-            if let Some(n) = ctx.config.trust.promote_to_log_after {
-                t.promote_to_log = n;
-            }
-            if let Some(n) = ctx.config.trust.promote_to_guarded_after {
-                t.promote_to_guarded = n;
-            }
-            let report = belay_engine::trust::report(&engine, &t).await?;
-            if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                for r in &report {
-                    println!(
-                        "{}/{} ({}): declared {}, effective {} — {}: {}",
-                        r.playbook,
-                        r.step,
-                        r.action,
-                        r.declared,
-                        r.effective,
-                        r.recommendation,
-                        r.reason
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        TrustCommand::Reset {
-            playbook,
-            step,
-            user,
-        } => {
-            known_user(ctx, &user)?;
-            let store = ctx.store().await?;
-            if store.reset_trust(&playbook, &step, &user).await? {
-                println!(
-                    "{playbook}/{step}: demotion lifted by {user}; it runs at its declared level again"
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("error: {playbook}/{step} is not demoted");
-                Ok(ExitCode::from(1))
-            }
-        }
-    }
-}
-
-/// Runs one playbook in shadow over past events and reports what it would have done.
-pub async fn replay(ctx: &Ctx, playbook: &Path, events: &Path, format: Format) -> Result<ExitCode> {
-    let dir = crate::parent_dir(playbook);
-    let mut paths = vec![dir];
-    if playbook.is_file() {
-        paths.push(playbook.to_owned());
-    }
-    let parsed = belay_playbook::Playbook::load(playbook).map_err(|d| {
-        anyhow!(
-            "{}",
-            d.iter()
-                .map(|d| format!("{}:{d}", playbook.display()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    let set = ctx.load_playbooks(&crate::dedup_paths(paths))?;
-    let pb = set
-        .get(&parsed.name)
-        .ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
-    let text = std::fs::read_to_string(events)
-        .with_context(|| format!("cannot read {}", events.display()))?;
-    let engine = ctx.engine(set).await?;
-    let mut report = ReplayReport::new(&pb.name);
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", events.display(), n + 1))?;
-        let event =
-            Event::from_json(value).map_err(|e| anyhow!("{}:{}: {e}", events.display(), n + 1))?;
-        report.push(engine.replay(&pb, event).await?);
-    }
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        for e in &report.events {
-            let Some(run) = &e.run else {
-                println!("{}: not triggered", e.event_id);
-                continue;
-            };
-            println!("{}:", e.event_id);
-            for c in &run.changes {
-                println!(
-                    "  {} {} {} — would {}{}",
-                    c.step,
-                    c.action,
-                    c.with,
-                    c.would.as_str(),
-                    c.reason
-                        .as_deref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                );
-            }
-        }
-        let t = &report.total;
-        println!(
-            "replay of {} over {} event(s): {} change(s) would apply, {} would need approval, {} would be held and {} denied by guardrails; {} event(s) did not trigger it",
-            report.playbook,
-            t.events,
-            t.changes,
-            t.approvals,
-            t.guardrail_holds,
-            t.guardrail_denials,
-            t.not_triggered
-        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 //! (after `accept_batch` returned); a crash in between leaves it in place, and reading it again
 //! gives the same event id, acknowledged as a duplicate.
 
-use crate::{Ctx, humantime_parse};
+use crate::context::Ctx;
 use anyhow::{Context, Result, anyhow, bail};
 use belay_mail::source::{Files, Imap, ImapConfig, Maildir, Source};
 use belay_mail::{ParseOptions, parse_with, to_event};
@@ -16,12 +16,12 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use tokio::task::JoinSet;
 
 /// Messages read and committed together.
 const BATCH: usize = 64;
 
+/// `belay email …`.
 #[derive(Subcommand)]
 pub enum EmailCommand {
     /// Parse one message (a file, or `-` for standard input) and print what `email.parse` returns.
@@ -89,6 +89,7 @@ pub struct IngestArgs {
     quiet: bool,
 }
 
+/// Runs `belay email …`.
 pub async fn run(ctx: &Ctx, command: EmailCommand) -> Result<ExitCode> {
     match command {
         EmailCommand::Parse {
@@ -168,7 +169,8 @@ async fn ingest(ctx: &Ctx, args: IngestArgs) -> Result<ExitCode> {
         bail!("give --eml FILE..., --maildir DIR or --imap URL");
     };
     let poll = match &args.poll {
-        Some(p) => humantime_parse(p)?,
+        Some(p) => belay_model::parse_duration(p)
+            .with_context(|| format!("--poll `{p}` is not a duration like 30s"))?,
         None => std::time::Duration::from_secs(30),
     };
     if poll.is_zero() {
@@ -345,9 +347,4 @@ async fn wait_or_stop(poll: std::time::Duration) -> bool {
         _ = tokio::time::sleep(poll) => false,
         _ = tokio::signal::ctrl_c() => true,
     }
-}
-
-/// The connector, for the registry.
-pub fn connector() -> Arc<belay_mail::Email> {
-    Arc::new(belay_mail::Email::default())
 }

@@ -1,7 +1,8 @@
 //! `belay logs …` (alias `belay syslog …`): the syslog/CEF listener, a file normalizer, and a
 //! look-up of one stored event. Flags → `belay_logs` and the engine; no parsing logic here.
 
-use crate::{Ctx, Format};
+use crate::context::Ctx;
+use crate::output::Format;
 use anyhow::{Context, Result, bail};
 use belay_engine::Engine;
 use belay_logs::{Batch, Listener, ListenerConfig, Normalizer, Stats};
@@ -18,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+/// `belay logs …`.
 #[derive(Subcommand)]
 pub enum LogsCommand {
     /// Receive syslog (RFC 5424/3164, CEF) over UDP and TCP, store each message as an event and
@@ -60,6 +62,7 @@ pub enum LogsCommand {
     Event { id: String },
 }
 
+/// Runs `belay logs …`.
 pub async fn run(ctx: &Ctx, command: LogsCommand) -> Result<ExitCode> {
     match command {
         LogsCommand::Listen {
@@ -80,11 +83,16 @@ pub async fn run(ctx: &Ctx, command: LogsCommand) -> Result<ExitCode> {
                 tcp,
                 max_message,
                 max_connections,
-                idle_timeout: crate::humantime_parse(&idle_timeout)?,
+                idle_timeout: belay_model::parse_duration(&idle_timeout).with_context(|| {
+                    format!("--idle-timeout `{idle_timeout}` is not a duration like 10m")
+                })?,
                 source: "syslog".into(),
             };
             let stats_every = stats_every
-                .map(|s| crate::humantime_parse(&s))
+                .map(|s| {
+                    belay_model::parse_duration(&s)
+                        .with_context(|| format!("--stats-every `{s}` is not a duration like 10s"))
+                })
                 .transpose()?;
             listen(ctx, config, playbooks, stats_every, quiet).await
         }

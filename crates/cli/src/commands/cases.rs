@@ -1,6 +1,9 @@
 //! `belay cases list|show`: the incident case files playbooks keep with `case.*`.
+//!
+//! Read-only: it never opens, edits or closes a case (playbooks do, through `case.*`).
 
-use crate::{Ctx, Format};
+use crate::context::Ctx;
+use crate::output::Format;
 use anyhow::{Result, bail};
 use belay_model::{CaseEntryKind, CaseFile, CaseStatus, ms_to_rfc3339};
 use belay_store::Store;
@@ -8,6 +11,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
+/// `belay cases …`.
 #[derive(Subcommand)]
 pub enum CasesCommand {
     /// Cases, the most recently updated first (open ones only unless --all).
@@ -25,7 +29,8 @@ pub enum CasesCommand {
     },
 }
 
-pub async fn cases_cmd(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
+/// Runs `belay cases …`.
+pub async fn run(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
     let store = ctx.store().await?;
     match command {
         CasesCommand::List { all, format } => {

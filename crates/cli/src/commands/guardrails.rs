@@ -1,0 +1,112 @@
+//! `belay guardrails check|bench`: every governing guardrail's verdict on one planned change,
+//! and a measurement of `never` look-ups.
+//!
+//! It only asks: it never plans, holds or applies a change.
+
+use crate::context::Ctx;
+use crate::output::Format;
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Subcommand;
+use std::process::ExitCode;
+
+/// `belay guardrails …`.
+#[derive(Subcommand)]
+pub enum GuardrailsCommand {
+    /// The verdict of every governing guardrail on one change, e.g.
+    /// `belay guardrails check blocklist.add --with '{"list":"egress","entry":"203.0.113.9"}'`.
+    Check {
+        action: String,
+        #[arg(long = "with", value_name = "JSON")]
+        with: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Measure `never` lookups on a generated list of N networks.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        cidrs: usize,
+    },
+}
+
+/// Runs `belay guardrails …`.
+pub async fn run(ctx: &Ctx, command: GuardrailsCommand) -> Result<ExitCode> {
+    match command {
+        GuardrailsCommand::Check {
+            action,
+            with,
+            format,
+        } => {
+            let spec = ctx
+                .catalog
+                .get(&action)
+                .ok_or_else(|| anyhow!("no action `{action}`"))?;
+            let input: serde_json::Value =
+                serde_json::from_str(&with).context("--with is not JSON")?;
+            if let Err(errs) = spec.validate_input(&input) {
+                bail!("invalid inputs for `{action}`: {}", errs.join("; "));
+            }
+            let guardrails = ctx.guardrails()?;
+            let store = ctx.store().await?;
+            let mut recent = std::collections::HashMap::new();
+            let mut baselines = std::collections::HashMap::new();
+            let now = belay_model::now_ms();
+            for g in guardrails.governing(&action, &[]) {
+                let actions = guardrails.actions_of(g, &ctx.catalog);
+                let window = g.rate.map(|(_, per)| per).or(g.baseline.map(|b| b.per));
+                if let Some(per) = window {
+                    let since = now - per.as_millis() as i64;
+                    recent.insert(g.name.clone(), store.count_changes(&actions, since).await?);
+                }
+                if let Some(b) = &g.baseline {
+                    let since = now - b.lookback().as_millis() as i64;
+                    let history = store.change_history(&actions, since).await?;
+                    baselines.insert(g.name.clone(), b.learn(&history, now));
+                }
+            }
+            let targets = vec![spec.target_of(&input)];
+            let verdicts = guardrails.check(
+                &[],
+                &belay_engine::guard::Context {
+                    action: spec,
+                    targets: &targets,
+                    recent: &recent,
+                    baselines: &baselines,
+                },
+            );
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&verdicts)?);
+            } else if verdicts.is_empty() {
+                println!(
+                    "no guardrail governs `{action}` (loaded from {})",
+                    ctx.guardrails_path.display()
+                );
+            } else {
+                for v in &verdicts {
+                    let what = if v.pass {
+                        "pass".to_string()
+                    } else {
+                        format!("{:?}", v.on_violation).to_lowercase()
+                    };
+                    println!("{:<28} {:<5} {}", v.guardrail, what, v.reason);
+                }
+            }
+            Ok(if verdicts.iter().all(|v| v.pass) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        GuardrailsCommand::Bench { cidrs } => {
+            let r = belay_engine::guard::bench_never(cidrs);
+            println!(
+                "never list: {} networks loaded in {:.2}s ({} ranges after merging)",
+                cidrs, r.load_secs, r.ranges
+            );
+            println!(
+                "lookup: {:.0} ns per address ({} lookups, {} hits)",
+                r.ns_per_lookup, r.lookups, r.hits
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

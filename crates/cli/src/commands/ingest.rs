@@ -1,0 +1,120 @@
+//! `belay ingest`: JSON-lines events from a file or standard input, stored durably and run,
+//! while unfinished runs resume and approval decisions are picked up.
+//!
+//! Glue only: validation, de-duplication and the file cursor live in `belay_engine::ingest`.
+
+use crate::context::Ctx;
+use anyhow::{Context, Result, anyhow};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `belay ingest [FILE|-]`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A file of JSON lines, or `-` for standard input.
+    #[arg(default_value = "-")]
+    input: String,
+    #[arg(long)]
+    playbooks: Option<PathBuf>,
+    /// Do not print an acknowledgement line per event.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs `belay ingest`.
+pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
+    let Args {
+        input,
+        playbooks,
+        quiet,
+    } = args;
+    let input = input.as_str();
+    let dir = playbooks
+        .or_else(|| ctx.config.playbooks.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)"
+            )
+        })?;
+    let set = ctx.load_playbooks(&[dir])?;
+    let engine = ctx.engine(set).await?;
+    // Unfinished runs resume alongside new events, sharing the engine's execution slots.
+    let resuming = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .resume(&mut |n| eprintln!("resuming {n} unfinished run(s)"))
+                .await
+        })
+    };
+    // Decisions made while ingesting (from `belay approvals`) and deadlines that pass are
+    // picked up every second.
+    let decisions = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.pick_up_decisions().await {
+                    tracing::error!("picking up approval decisions failed: {e}");
+                }
+            }
+        })
+    };
+    let mut acks: Box<dyn Write + Send> = if quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let mut errors = std::io::stderr();
+    let stats = if input == "-" {
+        let source = belay_engine::ingest::Source {
+            name: "stdin".into(),
+            start: 0,
+            durable_cursor: false,
+        };
+        let reader = tokio::io::BufReader::new(tokio::io::stdin());
+        belay_engine::ingest::ingest(&engine, reader, source, &mut *acks, &mut errors).await?
+    } else {
+        let path = std::fs::canonicalize(input).with_context(|| format!("cannot open {input}"))?;
+        let name = format!("file:{}", path.display());
+        let start = engine.store.cursor(&name).await?.unwrap_or(0);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("cannot open {input}"))?;
+        use tokio::io::AsyncSeekExt;
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .context("cannot seek to the stored cursor")?;
+        let source = belay_engine::ingest::Source {
+            name,
+            start,
+            durable_cursor: true,
+        };
+        belay_engine::ingest::ingest(
+            &engine,
+            tokio::io::BufReader::new(file),
+            source,
+            &mut *acks,
+            &mut errors,
+        )
+        .await?
+    };
+    let resumed = resuming
+        .await
+        .context("the resume task ended abnormally")??;
+    decisions.abort();
+    eprintln!(
+        "ingest: {} accepted, {} duplicate, {} rejected; runs: {} started, {} resumed, {} succeeded, {} failed, {} waiting",
+        stats.accepted,
+        stats.duplicates,
+        stats.rejected,
+        stats.runs_started,
+        resumed,
+        stats.runs_succeeded,
+        stats.runs_failed,
+        stats.runs_waiting
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,87 @@
+//! `belay runs list|show`: recent runs, and one run with its steps.
+//!
+//! Read-only: it never starts, resumes or changes a run.
+
+use crate::context::Ctx;
+use crate::output::{Format, print_report};
+use anyhow::{Result, anyhow};
+use belay_engine::RunReport;
+use belay_model::RunStatus;
+use belay_store::RunFilter;
+use clap::Subcommand;
+use std::process::ExitCode;
+
+/// `belay runs …`.
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// Recent runs, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        playbook: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// One run with its steps.
+    Show {
+        id: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+/// Runs `belay runs …`.
+pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
+    let store = ctx.store().await?;
+    match command {
+        RunsCommand::List {
+            status,
+            playbook,
+            limit,
+            format,
+        } => {
+            let status = status
+                .map(|s| s.parse::<RunStatus>().map_err(|e| anyhow!(e)))
+                .transpose()?;
+            let runs = store
+                .list_runs(&RunFilter {
+                    status,
+                    playbook,
+                    event_id: None,
+                    limit: Some(limit),
+                })
+                .await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                println!(
+                    "{:<38} {:<24} {:<17} {:<24} EVENT",
+                    "RUN", "PLAYBOOK", "STATUS", "CREATED"
+                );
+                for r in runs {
+                    println!(
+                        "{:<38} {:<24} {:<17} {:<24} {}",
+                        r.id,
+                        r.playbook,
+                        r.status.as_str(),
+                        belay_model::ms_to_rfc3339(r.created_at),
+                        r.event_id
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Show { id, format } => {
+            let run = store
+                .get_run(&id)
+                .await?
+                .ok_or_else(|| anyhow!("no run `{id}`"))?;
+            let steps = store.steps(&id).await?;
+            print_report(&RunReport::from_records(&run, &steps), format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The settings every command shares: the global flags and `belay.toml`, resolved once into a
+//! `Ctx` that opens the store, builds the connectors and starts an engine on demand.
+//!
+//! It never prints and never decides a command's exit code: commands do.
+
+use crate::config::Config;
+use anyhow::{Context, Result, anyhow, bail};
+use belay_connectors::{Blocklist, Connector, Core, Registry, SecretSource};
+use belay_engine::{Engine, EngineConfig};
+use belay_playbook::{Catalog, PlaybookSet};
+use belay_store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store, Synchronous};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The flags every command accepts.
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Configuration file (default: ./belay.toml when present).
+    #[arg(long, global = true, env = "BELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the embedded store.
+    #[arg(long, global = true, env = "BELAY_DATA")]
+    pub data: Option<PathBuf>,
+    /// PostgreSQL URL; use PostgreSQL instead of the embedded store.
+    #[arg(long, global = true, env = "BELAY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Guardrail file or directory (default: ./guardrails when present).
+    #[arg(long, global = true, env = "BELAY_GUARDRAILS")]
+    pub guardrails: Option<PathBuf>,
+}
+
+/// Resolved settings shared by the commands.
+pub struct Ctx {
+    pub config: Config,
+    pub guardrails_path: PathBuf,
+    pub data: PathBuf,
+    pub database_url: Option<String>,
+    pub catalog: Arc<Catalog>,
+    /// Connectors from `[connectors.NAME]`, replacing the built-in ones of their family.
+    pub connectors: Vec<Arc<dyn belay_connectors::Connector>>,
+}
+
+impl Ctx {
+    /// Resolves the global flags and `belay.toml`; builds the configured connectors.
+    pub fn new(g: &Global) -> Result<Ctx> {
+        let config = Config::load(g.config.as_deref())?;
+        let data = g
+            .data
+            .clone()
+            .or_else(|| config.data.clone())
+            .unwrap_or_else(|| PathBuf::from("belay-data"));
+        let database_url = g
+            .database_url
+            .clone()
+            .or_else(|| config.database_url.clone());
+        let guardrails_path = g
+            .guardrails
+            .clone()
+            .or_else(|| config.guardrails.clone())
+            .unwrap_or_else(|| PathBuf::from("guardrails"));
+        let catalog = Arc::new(Catalog::builtin());
+        let connectors = configured_connectors(&config, &catalog)?;
+        Ok(Ctx {
+            config,
+            guardrails_path,
+            data,
+            database_url,
+            catalog,
+            connectors,
+        })
+    }
+
+    /// The SQLite synchronous mode `storage.sqlite_synchronous` asks for.
+    fn synchronous(&self) -> Result<Synchronous> {
+        match self.config.storage.sqlite_synchronous.as_deref() {
+            None | Some("full") => Ok(Synchronous::Full),
+            Some("normal") => Ok(Synchronous::Normal),
+            Some(other) => {
+                bail!("storage.sqlite_synchronous must be `full` or `normal`, not `{other}`")
+            }
+        }
+    }
+
+    /// Opens the configured store.
+    pub async fn store(&self) -> Result<Arc<dyn Store>> {
+        self.store_with(self.synchronous()?).await
+    }
+
+    /// Opens the configured store, with this SQLite synchronous mode.
+    pub async fn store_with(&self, synchronous: Synchronous) -> Result<Arc<dyn Store>> {
+        Ok(match &self.database_url {
+            Some(url) => {
+                let opts = PgOptions {
+                    schema: self.config.storage.postgres_schema.clone(),
+                    ..Default::default()
+                };
+                Arc::new(
+                    PgStore::connect(url, opts)
+                        .await
+                        .context("cannot open the PostgreSQL store")?,
+                )
+            }
+            None => {
+                let opts = SqliteOptions {
+                    synchronous,
+                    ..Default::default()
+                };
+                Arc::new(
+                    SqliteStore::open(&self.data, opts).with_context(|| {
+                        format!("cannot open the store in {}", self.data.display())
+                    })?,
+                )
+            }
+        })
+    }
+
+    /// Every connector: the built-in ones, then the configured ones replacing theirs.
+    pub fn connectors(&self) -> Registry {
+        let mut r = Registry::new();
+        r.register(Arc::new(Core));
+        r.register(Arc::new(Blocklist::new(
+            self.data.join("lists"),
+            self.config.lists.clone(),
+        )));
+        r.register(Arc::new(belay_connectors::Notify::new(
+            self.config.notify.clone(),
+            self.data.join("notify"),
+        )));
+        r.register(Arc::new(belay_connectors::Dlp));
+        r.register(Arc::new(belay_mail::Email::default()));
+        r.register(Arc::new(belay_intel::Intel::new(self.data.clone())));
+        for c in &self.connectors {
+            r.register(c.clone());
+        }
+        r
+    }
+
+    /// The engine settings of `[engine]`.
+    fn engine_config(&self) -> Result<EngineConfig> {
+        let mut c = EngineConfig::default();
+        if let Some(n) = self.config.engine.max_concurrent_runs {
+            c.max_concurrent_runs = n.max(1);
+        }
+        if let Some(t) = &self.config.engine.action_timeout {
+            c.action_timeout = belay_model::parse_duration(t).with_context(|| {
+                format!("[engine] action_timeout `{t}` is not a duration like 30s or 1h")
+            })?;
+        }
+        Ok(c)
+    }
+
+    /// Loads the playbooks under `paths`; every error, one per line, when any has one.
+    pub fn load_playbooks(&self, paths: &[PathBuf]) -> Result<PlaybookSet> {
+        PlaybookSet::load_paths(paths, &self.catalog).map_err(|errs| {
+            let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            anyhow!("playbooks have errors:\n{}", text.join("\n"))
+        })
+    }
+
+    /// Loads the guardrails from the configured path.
+    pub fn guardrails(&self) -> Result<belay_engine::guard::Guardrails> {
+        belay_engine::guard::Guardrails::load(&self.guardrails_path)
+            .map_err(|e| anyhow!("guardrails: {e}"))
+    }
+
+    /// An engine over the store, the connectors and the guardrails, running `playbooks`;
+    /// refuses playbooks naming a guardrail that does not exist.
+    pub async fn engine(&self, playbooks: PlaybookSet) -> Result<Arc<Engine>> {
+        let guardrails = self.guardrails()?;
+        // A step may only name guardrails that exist: a typo must not silently drop a limit.
+        let mut unknown = Vec::new();
+        for pb in playbooks.iter() {
+            for step in &pb.steps {
+                for (g, pos) in &step.guardrails {
+                    if guardrails.get(g).is_none() {
+                        unknown.push(format!(
+                            "{}:{pos}: error: unknown guardrail `{g}`",
+                            pb.path.display()
+                        ));
+                    }
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            bail!(
+                "{}\n(guardrails are loaded from {})",
+                unknown.join("\n"),
+                self.guardrails_path.display()
+            );
+        }
+        Ok(Engine::with_guardrails(
+            self.store().await?,
+            Arc::new(playbooks),
+            self.catalog.clone(),
+            self.connectors(),
+            self.engine_config()?,
+            Arc::new(guardrails),
+        ))
+    }
+}
+
+/// The connectors `[connectors.NAME]` in `belay.toml` describes, with their secrets resolved
+/// from the environment and the secrets file.
+fn configured_connectors(config: &Config, catalog: &Catalog) -> Result<Vec<Arc<dyn Connector>>> {
+    if config.connectors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let secrets = match &config.secrets_file {
+        Some(p) => SecretSource::with_file(p)?,
+        None => SecretSource::env(),
+    };
+    Ok(belay_connectors::build_configured(
+        &config.connectors,
+        &secrets,
+        catalog,
+    )?)
+}

@@ -1,0 +1,61 @@
+//! How commands print: the `--format` choice and a run's report in either form.
+//!
+//! Printing only: nothing here reads the store or decides an exit code.
+
+use anyhow::Result;
+use belay_engine::RunReport;
+use clap::ValueEnum;
+
+/// `--format`: a table or text for people, or JSON for programs.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// A run and its steps, as `belay run` and `belay runs show` print them.
+pub fn print_report(report: &RunReport, format: Format) -> Result<()> {
+    if format == Format::Json {
+        let steps: Vec<serde_json::Value> = report
+            .steps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "step": s.key, "action": s.action, "with": s.with, "decision": s.decision,
+                    "trust": s.trust, "status": s.status, "output": s.output, "error": s.error,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "run_id": report.run_id, "playbook": report.playbook, "event_id": report.event_id,
+            "status": report.status, "error": report.error, "steps": steps,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "run {} ({}) {}",
+        report.run_id, report.playbook, report.status
+    );
+    if let Some(e) = &report.error {
+        println!("  error: {e}");
+    }
+    for s in &report.steps {
+        let trust = s.trust.map(|t| format!(" trust={t}")).unwrap_or_default();
+        println!(
+            "  {:<24} {:<22} {:<14} {:<10}{trust}",
+            s.key,
+            s.action,
+            s.decision.as_str(),
+            s.status.as_str()
+        );
+        println!("      with   {}", s.with);
+        if !s.output.is_null() {
+            println!("      output {}", s.output);
+        }
+        if let Some(e) = &s.error {
+            println!("      error  {e}");
+        }
+    }
+    Ok(())
+}
