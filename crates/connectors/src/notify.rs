@@ -67,7 +67,7 @@ impl Notify {
             targets,
             log_dir: log_dir.into(),
             // Without a client no webhook can be reached; `send` says so.
-            client: crate::http_client().build().ok(),
+            client: crate::http::client_builder().build().ok(),
             logs: Mutex::new(HashMap::new()),
         }
     }

@@ -4,7 +4,7 @@
 
 use crate::{Engine, EngineConfig, EngineError, Result};
 use async_trait::async_trait;
-use belay_connectors::{ActionError, Call, Connector, Registry};
+use belay_connector_api::{ActionError, Call, Connector, Registry};
 use belay_model::{Event, RunStatus};
 use belay_playbook::{
     ActionKind, ActionSpec, Catalog, InverseSpec, PlaybookSet, TargetSpec, TargetType,

@@ -2,7 +2,7 @@
 //! and the change protocol (read before-state → journal → apply → read after-state → record).
 
 use crate::{Engine, EngineError, Result, new_run};
-use belay_connectors::{ActionError, Call as ConnectorCall, Connector, ErrorKind};
+use belay_connector_api::{ActionError, Call as ConnectorCall, Connector, ErrorKind};
 use belay_model::{
     ApprovalRecord, ApprovalStatus, ApprovalTerms, ChangeRecord, ChangeStatus, Decision, Event,
     OnTimeout, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel, change_hash, now_ms,
