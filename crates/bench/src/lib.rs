@@ -10,7 +10,7 @@ mod workload;
 
 pub use process::{cpu_seconds, peak_rss_mb, thread_cpu_seconds, written_bytes};
 
-use belay_connectors::Registry;
+use belay_connector_api::Registry;
 use belay_engine::{Engine, EngineConfig, EngineError, Result};
 use belay_model::{Event, RunStatus};
 use belay_playbook::PlaybookSet;

@@ -2,7 +2,7 @@
 //! connector of its `bench` action family. Nothing here touches a real system.
 
 use async_trait::async_trait;
-use belay_connectors::{ActionError, Call, Connector};
+use belay_connector_api::{ActionError, Call, Connector};
 use belay_playbook::{ActionKind, ActionSpec, Catalog, InverseSpec, TargetSpec, TargetType};
 use serde_json::{Map, Value, json};
 

@@ -1,13 +1,13 @@
 //! `blocklist.*`: plain-text list files, one entry per line, the kind Squid, nginx and DNS
 //! tools consume. Every write replaces the file atomically (temporary file, fsync, rename),
-//! so a reader or a crash never sees half a list.
+//! so a reader or a crash never sees half a list. File work runs on the blocking pool, under the
+//! list's lock, never on a runtime thread.
 
-use crate::native::files::read_text;
+use crate::files::{self, read_text, write_atomically};
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -53,7 +53,9 @@ impl Blocklist {
         locks.entry(list.to_owned()).or_default().clone()
     }
 
-    fn apply(
+    /// Adds `entry` to the list (at 1-based `line`, else last) or removes it; false when it
+    /// already was so.
+    async fn apply(
         &self,
         list: &str,
         entry: &str,
@@ -63,45 +65,65 @@ impl Blocklist {
         validate_entry(entry)?;
         let path = self.path_of(list)?;
         let lock = self.lock_for(list);
-        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let text = read_text(&path)?;
-        let present = text.lines().any(|l| l.trim() == entry);
-        if present == add {
-            return Ok(false);
-        }
-        let mut out = String::with_capacity(text.len() + entry.len() + 1);
-        if add {
-            let lines: Vec<&str> = text.lines().collect();
-            // At the given 1-based line (an undo restoring a removed entry in place), else last.
-            let at = line.map_or(lines.len(), |l| l.saturating_sub(1).min(lines.len()));
-            for l in &lines[..at] {
-                out.push_str(l);
-                out.push('\n');
-            }
-            out.push_str(entry);
-            out.push('\n');
-            for l in &lines[at..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        } else {
-            for line in text.lines().filter(|l| l.trim() != entry) {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        write_atomically(&path, out.as_bytes())?;
-        Ok(true)
+        let entry = entry.to_owned();
+        files::blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            edit_list(&path, &entry, add, line)
+        })
+        .await
     }
 
     /// The 1-based line holding `entry`, if present.
-    fn line_of(&self, list: &str, entry: &str) -> Result<Option<usize>, ActionError> {
+    async fn line_of(&self, list: &str, entry: &str) -> Result<Option<usize>, ActionError> {
         let path = self.path_of(list)?;
-        Ok(read_text(&path)?
-            .lines()
-            .position(|l| l.trim() == entry)
-            .map(|i| i + 1))
+        let entry = entry.to_owned();
+        files::blocking(move || {
+            Ok(read_text(&path)?
+                .lines()
+                .position(|l| l.trim() == entry)
+                .map(|i| i + 1))
+        })
+        .await
     }
+}
+
+/// Rewrites the list at `path` with `entry` added or removed (blocking; the caller holds the
+/// list's lock). False when the list already was so.
+fn edit_list(
+    path: &Path,
+    entry: &str,
+    add: bool,
+    line: Option<usize>,
+) -> Result<bool, ActionError> {
+    let text = read_text(path)?;
+    let present = text.lines().any(|l| l.trim() == entry);
+    if present == add {
+        return Ok(false);
+    }
+    let mut out = String::with_capacity(text.len() + entry.len() + 1);
+    if add {
+        let lines: Vec<&str> = text.lines().collect();
+        // At the given 1-based line (an undo restoring a removed entry in place), else last.
+        let at = line.map_or(lines.len(), |l| l.saturating_sub(1).min(lines.len()));
+        for l in &lines[..at] {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out.push_str(entry);
+        out.push('\n');
+        for l in &lines[at..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    } else {
+        for line in text.lines().filter(|l| l.trim() != entry) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    files::create_parent_dir(path)?;
+    write_atomically(path, out.as_bytes())?;
+    Ok(true)
 }
 
 fn validate_entry(entry: &str) -> Result<(), ActionError> {
@@ -114,24 +136,6 @@ fn validate_entry(entry: &str) -> Result<(), ActionError> {
             "invalid list entry `{}`: one token, no whitespace, not a comment",
             entry.chars().take(80).collect::<String>()
         )));
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ActionError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let fail = |what: &str, e: std::io::Error| {
-        ActionError::transient(format!("cannot {what} {}: {e}", path.display()))
-    };
-    std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| fail("create a temporary file for", e))?;
-    tmp.write_all(bytes).map_err(|e| fail("write", e))?;
-    tmp.as_file().sync_all().map_err(|e| fail("sync", e))?;
-    tmp.persist(path).map_err(|e| fail("replace", e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
     }
     Ok(())
 }
@@ -153,10 +157,12 @@ impl Connector for Blocklist {
                     .get("line")
                     .and_then(Value::as_u64)
                     .map(|l| l as usize);
-                let changed = self.apply(list, entry, add, line)?;
+                let changed = self.apply(list, entry, add, line).await?;
                 Ok(json!({ "list": list, "entry": entry, "changed": changed }))
             }
-            "blocklist.contains" => Ok(json!({ "present": self.line_of(list, entry)?.is_some() })),
+            "blocklist.contains" => {
+                Ok(json!({ "present": self.line_of(list, entry).await?.is_some() }))
+            }
             other => Err(ActionError::permanent(format!(
                 "`blocklist` has no action `{other}`"
             ))),
@@ -166,7 +172,7 @@ impl Connector for Blocklist {
     async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
         let list = input_str(input, "list")?;
         let entry = input_str(input, "entry")?;
-        let line = self.line_of(list, entry)?;
+        let line = self.line_of(list, entry).await?;
         Ok(json!({ "present": line.is_some(), "line": line }))
     }
 }

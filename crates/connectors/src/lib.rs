@@ -1,126 +1,33 @@
-//! Connectors: the code that performs actions against real systems.
+//! Connectors: the code that performs actions against real systems (HTTP APIs described by
+//! specs, native components such as nftables or Squid, files, notifications), and the building
+//! of the configured ones from `belay.toml`.
 //!
-//! A [`Connector`] implements the actions of one family (`blocklist.*`, `core.*`...). The engine
+//! The interface they implement ([`Connector`], [`Call`], [`ActionError`], [`Registry`], and
+//! the built-in [`Core`]) lives in `belay-connector-api` and is re-exported here. The engine
 //! calls a change action only after its journal entry is durable, and passes the change's
-//! idempotency key: a connector must treat a repeated key as already done (re-issuing a change
-//! whose outcome was lost in a crash must not apply it twice). Connectors never write the
-//! journal, never decide trust, and never log secrets.
+//! idempotency key: a connector must treat a repeated key as already done. Connectors never
+//! write the journal, never decide trust, and never log secrets.
 
 mod blocklist;
-mod core;
 pub mod dlp;
+pub(crate) mod files;
 pub mod http;
 pub mod native;
 pub mod notify;
 pub mod secret;
 pub mod standin;
 
+pub use belay_connector_api::{ActionError, Call, Connector, Core, ErrorKind, Registry};
 pub use blocklist::Blocklist;
-pub use core::Core;
 pub use dlp::Dlp;
 pub use http::{Http, HttpConnectorConfig, HttpSettings};
 pub use notify::Notify;
 pub use secret::{Secret, SecretSource};
 pub use standin::Standin;
 
-use async_trait::async_trait;
-use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+pub(crate) use belay_connector_api::input_str;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// One action call.
-#[derive(Debug, Clone, Copy)]
-pub struct Call<'a> {
-    pub action: &'a str,
-    pub input: &'a Value,
-    /// Present for change actions: `run/step-key`, stable across retries and resumes.
-    pub idempotency_key: Option<&'a str>,
-}
-
-/// Whether retrying may help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Worth retrying (timeouts, 5xx, 429, a busy resource).
-    Transient,
-    /// Retrying will not help (bad input, refused, not found).
-    Permanent,
-}
-
-/// A failed action, with a message safe to store and show (no secrets).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ActionError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl ActionError {
-    pub fn permanent(message: impl Into<String>) -> Self {
-        ActionError {
-            kind: ErrorKind::Permanent,
-            message: message.into(),
-        }
-    }
-
-    pub fn transient(message: impl Into<String>) -> Self {
-        ActionError {
-            kind: ErrorKind::Transient,
-            message: message.into(),
-        }
-    }
-}
-
-/// The implementation of one family of actions.
-#[async_trait]
-pub trait Connector: Send + Sync {
-    /// The action family it serves, e.g. `blocklist` for `blocklist.add`.
-    fn family(&self) -> &str;
-
-    /// Performs an action with validated inputs and returns its outputs.
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError>;
-
-    /// Reads the current state of a change action's target (before and after applying,
-    /// and to detect drift at rollback). Null when the connector cannot read it.
-    async fn read_state(&self, _action: &str, _input: &Value) -> Result<Value, ActionError> {
-        Ok(Value::Null)
-    }
-}
-
-/// Connectors by action family.
-#[derive(Clone, Default)]
-pub struct Registry {
-    by_family: HashMap<String, Arc<dyn Connector>>,
-}
-
-impl Registry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers a connector for its family, replacing any earlier one.
-    pub fn register(&mut self, connector: Arc<dyn Connector>) {
-        self.by_family
-            .insert(connector.family().to_owned(), connector);
-    }
-
-    /// The connector serving an action, by the action's family (the part before the dot).
-    pub fn resolve(&self, action: &str) -> Option<Arc<dyn Connector>> {
-        let family = action.split_once('.').map_or(action, |(f, _)| f);
-        self.by_family.get(family).cloned()
-    }
-
-    pub fn families(&self) -> impl Iterator<Item = &str> {
-        self.by_family.keys().map(String::as_str)
-    }
-}
-
-/// A required string input (inputs were validated against the schema before the call).
-pub(crate) fn input_str<'a>(input: &'a Value, name: &str) -> Result<&'a str, ActionError> {
-    input
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ActionError::permanent(format!("missing text input `{name}`")))
-}
 
 /// Builds the connectors `[connectors.NAME]` describes. `type` names the kind: `http` (the
 /// default: a YAML spec over a REST API) or a native one (`nftables`, `unbound`...). Two
@@ -161,14 +68,4 @@ pub fn build_configured(
         out.push((name.clone(), connector));
     }
     Ok(out.into_iter().map(|(_, c)| c).collect())
-}
-
-/// An HTTP client builder for connectors: rustls with the process's one crypto provider (ring),
-/// no redirects followed, belay's user agent.
-pub(crate) fn http_client() -> reqwest::ClientBuilder {
-    // A second install is a harmless no-op.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("belay/", env!("CARGO_PKG_VERSION")))
 }

@@ -67,7 +67,7 @@ impl Notify {
             targets,
             log_dir: log_dir.into(),
             // Without a client no webhook can be reached; `send` says so.
-            client: crate::http_client().build().ok(),
+            client: crate::http::client_builder().build().ok(),
             logs: Mutex::new(HashMap::new()),
         }
     }
@@ -112,17 +112,22 @@ impl Notify {
             .ok_or_else(|| ActionError::permanent("delivery record missing"))
     }
 
-    fn append_log(&self, target: &str, entry: &Value) -> Result<(), ActionError> {
-        std::fs::create_dir_all(&self.log_dir)
-            .and_then(|()| {
-                let mut f = std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(self.log_path(target))?;
-                writeln!(f, "{entry}")?;
-                f.sync_data()
-            })
-            .map_err(|e| ActionError::transient(format!("cannot write the delivery log: {e}")))
+    /// Appends one line to the target's delivery log and syncs it, on the blocking pool.
+    async fn append_log(&self, target: &str, entry: &Value) -> Result<(), ActionError> {
+        let (dir, path, entry) = (self.log_dir.clone(), self.log_path(target), entry.clone());
+        crate::files::blocking(move || {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| {
+                    let mut f = std::fs::File::options()
+                        .create(true)
+                        .append(true)
+                        .open(&path)?;
+                    writeln!(f, "{entry}")?;
+                    f.sync_data()
+                })
+                .map_err(|e| ActionError::transient(format!("cannot write the delivery log: {e}")))
+        })
+        .await
     }
 
     async fn deliver(&self, config: &TargetConfig, message: &Value) -> Result<(), ActionError> {
@@ -208,7 +213,7 @@ impl Notify {
         if let Err(e) = &result {
             entry["error"] = json!(e.message);
         }
-        self.append_log(target, &entry)?;
+        self.append_log(target, &entry).await?;
         record.add(&entry);
         result?;
         Ok(json!({ "target": target, "delivered": true, "message_id": message_id }))

@@ -2,14 +2,14 @@
 //! installed): they keep the state a firewall, DNS sinkhole, NAC, IPS or directory would keep,
 //! in one JSON file per family, with the same actions, outputs, idempotency and inverses as the
 //! native connectors, and say `simulated: true` in every output. `belay demo` uses them only for
-//! what it cannot run for real, and says so.
+//! what it cannot run for real, and says so. File work runs on the blocking pool (changes under
+//! the family's lock), never on a runtime thread.
 
-use crate::blocklist::write_atomically;
-use crate::native::files::read_text;
+use crate::files::{self, read_text, write_atomically};
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tokio::sync::Mutex;
 
 /// What one action does to the family's state: which collection, keyed by which inputs.
@@ -176,13 +176,14 @@ impl Standin {
         ["firewall", "dns", "nac", "ips", "directory"].into_iter()
     }
 
-    fn load(&self) -> Result<Map<String, Value>, ActionError> {
-        let text = read_text(&self.path)?;
+    /// The family's state in `path` (blocking).
+    fn load(path: &Path) -> Result<Map<String, Value>, ActionError> {
+        let text = read_text(path)?;
         if text.trim().is_empty() {
             return Ok(Map::new());
         }
         serde_json::from_str(&text)
-            .map_err(|e| ActionError::permanent(format!("{}: {e}", self.path.display())))
+            .map_err(|e| ActionError::permanent(format!("{}: {e}", path.display())))
     }
 
     fn rule(action: &str) -> Result<&'static Rule, ActionError> {
@@ -200,23 +201,20 @@ impl Standin {
             .collect::<Result<Vec<_>, _>>()?
             .join("|"))
     }
-}
 
-#[async_trait]
-impl Connector for Standin {
-    fn family(&self) -> &str {
-        &self.family
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        let rule = Self::rule(call.action)?;
-        let key = Self::key(rule, call.input)?;
-        let _guard = self.lock.lock().await;
-        let mut state = self.load()?;
-        let mut out = call.input.clone();
+    /// Applies one action to the state in `path` (blocking; the caller holds the lock).
+    fn change(
+        path: &Path,
+        rule: &Rule,
+        action: &str,
+        key: String,
+        input: &Value,
+    ) -> Result<Value, ActionError> {
+        let mut state = Self::load(path)?;
+        let mut out = input.clone();
         out["simulated"] = json!(true);
         // Group membership: removal records the user as absent; adding clears that.
-        let (collection, op) = match (call.action, rule.op) {
+        let (collection, op) = match (action, rule.op) {
             ("directory.add_member", _) => ("absent", Op::Remove),
             (_, op) => (rule.collection, op),
         };
@@ -236,7 +234,7 @@ impl Connector for Standin {
                 return Ok(out);
             }
             Op::Add if !present => {
-                entries.insert(key, call.input.clone());
+                entries.insert(key, input.clone());
             }
             Op::Remove if present => {
                 entries.remove(&key);
@@ -248,15 +246,34 @@ impl Connector for Standin {
         }
         let bytes =
             serde_json::to_vec_pretty(&state).map_err(|e| ActionError::permanent(e.to_string()))?;
-        write_atomically(&self.path, &bytes)?;
+        files::create_parent_dir(path)?;
+        write_atomically(path, &bytes)?;
         out["changed"] = json!(true);
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl Connector for Standin {
+    fn family(&self) -> &str {
+        &self.family
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        let rule = Self::rule(call.action)?;
+        let key = Self::key(rule, call.input)?;
+        let _guard = self.lock.lock().await;
+        let path = self.path.clone();
+        let action = call.action.to_owned();
+        let input = call.input.clone();
+        files::blocking(move || Self::change(&path, rule, &action, key, &input)).await
     }
 
     async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
         let rule = Self::rule(action)?;
         let key = Self::key(rule, input)?;
-        let state = self.load()?;
+        let path = self.path.clone();
+        let state = files::blocking(move || Self::load(&path)).await?;
         let collection = if action.starts_with("directory.") {
             "absent"
         } else {

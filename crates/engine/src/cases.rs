@@ -2,7 +2,7 @@
 //! wrote to it (through them, their events and changes), and keeps notes and evidence
 //! append-only. The run is read from the change's idempotency key (`RUN/STEP`).
 
-use belay_connectors::{ActionError, Call, Connector};
+use belay_connector_api::{ActionError, Call, Connector};
 use belay_model::{
     CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus, new_id, now_ms, sha256_hex,
 };

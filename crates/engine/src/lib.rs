@@ -19,7 +19,7 @@ pub mod trust;
 
 pub use exec::{RunReport, StepReport};
 
-use belay_connectors::Registry;
+use belay_connector_api::Registry;
 use belay_model::{Event, RunRecord, RunStatus, now_ms};
 use belay_playbook::{Catalog, Playbook, PlaybookSet, context_value};
 use belay_store::{Accepted, Incoming, Store};

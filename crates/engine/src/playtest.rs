@@ -6,7 +6,7 @@
 
 use crate::{Engine, EngineConfig};
 use async_trait::async_trait;
-use belay_connectors::{ActionError, Call, Connector, Core, Registry};
+use belay_connector_api::{ActionError, Call, Connector, Core, Registry};
 use belay_model::{Event, RunStatus};
 use belay_playbook::{Catalog, PlaybookSet, yaml};
 use belay_store::{SqliteOptions, SqliteStore, Synchronous};

@@ -6,7 +6,7 @@
 //! Each re-issue is audited.
 
 use crate::{Engine, EngineError, Result};
-use belay_connectors::Call;
+use belay_connector_api::Call;
 use belay_model::{AuditDraft, ChangeStatus, now_ms};
 use serde::Serialize;
 use serde_json::json;

@@ -5,7 +5,7 @@
 //! `reverted` only after the target was read again and equals the recorded before-state.
 
 use crate::{Engine, EngineError, Result};
-use belay_connectors::Call;
+use belay_connector_api::Call;
 use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, TrustLevel, now_ms};
 use belay_store::{Write, Written};
 use serde::Serialize;

@@ -8,7 +8,7 @@
 //! calls with the same inputs (transiently, or permanently with `permanent: true`).
 
 use async_trait::async_trait;
-use belay_connectors::{ActionError, Call, Connector, Core, Registry};
+use belay_connector_api::{ActionError, Call, Connector, Core, Registry};
 use belay_engine::{Engine, EngineConfig, RunReport, new_run};
 use belay_model::{
     ChangeRecord, ChangeStatus, Decision, Event, RunStatus, StepRecord, StepStatus, TrustLevel,

@@ -8,7 +8,7 @@ use crate::index::Index;
 use crate::indicator::{Kind, NormalizeError};
 use crate::store::IntelStore;
 use async_trait::async_trait;
-use belay_connectors::{ActionError, Call, Connector};
+use belay_connector_api::{ActionError, Call, Connector};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -9,7 +9,7 @@ use crate::message::{ParseOptions, parse_with};
 use crate::report::suspicion;
 use async_trait::async_trait;
 use base64::Engine as _;
-use belay_connectors::{ActionError, Call, Connector};
+use belay_connector_api::{ActionError, Call, Connector};
 use ipnet::IpNet;
 use serde_json::Value;
 

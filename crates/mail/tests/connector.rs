@@ -1,7 +1,7 @@
 //! The `email.parse` action through the connector, checked against the action catalog.
 
 use base64::Engine as _;
-use belay_connectors::{Call, Connector, ErrorKind};
+use belay_connector_api::{Call, Connector, ErrorKind};
 use belay_mail::Email;
 use belay_playbook::Catalog;
 use serde_json::{Value, json};
@@ -32,7 +32,7 @@ Content-Transfer-Encoding: quoted-printable\r\n\
 <p>Keep your password: <a href=3D\"https://login.c0rp-example.net/reset?u=3Dalice\">https://sso.corp.example/</a></p>\r\n\
 --R--\r\n";
 
-async fn call(input: Value) -> Result<Value, belay_connectors::ActionError> {
+async fn call(input: Value) -> Result<Value, belay_connector_api::ActionError> {
     Email::default()
         .call(Call {
             action: "email.parse",

@@ -6,7 +6,7 @@
 pub mod clamav;
 pub(crate) mod cmd;
 pub mod directory;
-pub(crate) mod files;
+pub(crate) mod host;
 pub mod nftables;
 pub mod squid;
 pub mod suricata;

@@ -4,7 +4,7 @@
 
 use super::RunState;
 use crate::Result;
-use belay_connectors::Connector;
+use belay_connector_api::Connector;
 use belay_model::{
     ApprovalRecord, ApprovalStatus, ApprovalTerms, OnTimeout, StepRecord, TrustLevel, change_hash,
     now_ms,

@@ -6,7 +6,7 @@
 use super::approval_gate::Gate;
 use super::{ItemResult, Outcome, RunState};
 use crate::EngineError;
-use belay_connectors::Call as ConnectorCall;
+use belay_connector_api::Call as ConnectorCall;
 use belay_model::{
     ChangeRecord, ChangeStatus, Decision, StepRecord, StepStatus, TrustLevel, now_ms,
 };

@@ -6,7 +6,7 @@
 use super::approval_gate::{Gate, Request};
 use super::{Outcome, RunState};
 use crate::Result;
-use belay_connectors::Call as ConnectorCall;
+use belay_connector_api::Call as ConnectorCall;
 use belay_model::{Decision, StepStatus, TrustLevel, change_hash, now_ms};
 use belay_playbook::{ActionKind, ActionSpec, Call, Step, context_value};
 use belay_store::Write;

@@ -2,7 +2,7 @@
 //! nothing, and a change action never goes this way.
 
 use super::{ItemResult, RunState};
-use belay_connectors::Call as ConnectorCall;
+use belay_connector_api::Call as ConnectorCall;
 use belay_model::{Decision, StepRecord, StepStatus};
 use belay_playbook::{ActionSpec, Step};
 

@@ -3,7 +3,7 @@
 //! may be made; its caller has journaled a change before calling.
 
 use super::RunState;
-use belay_connectors::{ActionError, Call as ConnectorCall, Connector, ErrorKind};
+use belay_connector_api::{ActionError, Call as ConnectorCall, Connector, ErrorKind};
 use belay_playbook::Step;
 use serde_json::Value;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 
 use super::{ItemResult, Outcome, RunState};
 use crate::Result;
-use belay_connectors::Connector;
+use belay_connector_api::Connector;
 use belay_model::{Decision, StepRecord, StepStatus, TrustLevel, now_ms};
 use belay_playbook::{Call, Step, context_value};
 use belay_store::{Write, Written};

@@ -1,60 +1,10 @@
-//! Small helpers the native connectors (and the blocklist and stand-ins) share: component files written
-//! atomically and readable by the daemon, and the checks their sandboxes make.
+//! What the sandboxes need from the host: installed programs, root, network namespaces (`ip`),
+//! free loopback ports, unique names, waiting for a daemon to answer, and daemons killed on
+//! drop. Only sandboxes use it; a connector never starts a process through it.
 
-use crate::ActionError;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Reads a text file; a missing file reads as empty.
-pub(crate) fn read_text(path: &Path) -> Result<String, ActionError> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(ActionError::transient(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
-/// Writes `bytes` to a new world-readable temporary file beside `path` (a daemon that dropped
-/// its privileges must be able to read it), synced; `persist` it to replace `path`.
-pub(crate) fn candidate(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, ActionError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let fail = |what: &str, e: std::io::Error| {
-        ActionError::transient(format!("cannot {what} {}: {e}", path.display()))
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".belay-candidate-")
-        .tempfile_in(dir)
-        .map_err(|e| fail("create a temporary file for", e))?;
-    tmp.write_all(bytes).map_err(|e| fail("write", e))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| fail("set permissions of", e))?;
-    tmp.as_file().sync_all().map_err(|e| fail("sync", e))?;
-    Ok(tmp)
-}
-
-/// Replaces `path` by a candidate from [`candidate`], then syncs the directory.
-pub(crate) fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ActionError> {
-    tmp.persist(path).map_err(|e| {
-        ActionError::transient(format!("cannot replace {}: {}", path.display(), e.error))
-    })?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Writes `path` atomically (temporary file and rename), world-readable.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ActionError> {
-    persist(candidate(path, bytes)?, path)
-}
 
 /// Runs `ip ARGS` (network namespaces and links for the sandboxes).
 pub(crate) fn ip(args: &[&str]) -> Result<(), String> {

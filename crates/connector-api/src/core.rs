@@ -1,4 +1,5 @@
-//! `core.*`: actions with no effect outside belay.
+//! `core.*`: actions with no effect outside belay. It must never touch a file, the network or
+//! another process.
 
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;

@@ -1,0 +1,237 @@
+//! Set elements: the inputs (an address or network to block, a device to quarantine) parsed
+//! into what nft stores, the elements of a `nft -j list set` answer, and the timeouts and
+//! comments they carry. Pure functions: nothing here runs nft.
+
+use super::Nftables;
+use crate::{ActionError, input_str};
+use ipnet::IpNet;
+use nftables::expr::{Expression, NamedExpression, Prefix, Range};
+use nftables::schema::{NfListObject, NfObject, Nftables as NftDoc};
+use serde_json::Value;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+/// An address or network to block, and where it goes.
+pub(super) struct BlockTarget {
+    pub(super) net: IpNet,
+    pub(super) set: String,
+    pub(super) nft_set: String,
+}
+
+impl BlockTarget {
+    pub(super) fn parse(conn: &Nftables, input: &Value) -> Result<BlockTarget, ActionError> {
+        let address = input_str(input, "address")?;
+        let set = input.get("set").and_then(Value::as_str).unwrap_or("egress");
+        let net = parse_net(address)?;
+        let base = conn.block_base(set)?;
+        let suffix = if net.addr().is_ipv4() { "v4" } else { "v6" };
+        Ok(BlockTarget {
+            net,
+            set: set.to_owned(),
+            nft_set: format!("{base}_{suffix}"),
+        })
+    }
+}
+
+pub(super) struct BlockState {
+    pub(super) exact: Option<Entry>,
+    /// The most specific element containing the target (possibly the exact one).
+    pub(super) covering: Option<Entry>,
+    /// Elements strictly inside the target network.
+    pub(super) covered: Vec<IpNet>,
+}
+
+/// An address or CIDR network; host bits of a network are cleared (`10.1.2.3/8` is `10.0.0.0/8`).
+pub(super) fn parse_net(s: &str) -> Result<IpNet, ActionError> {
+    let bad = |why: String| ActionError::permanent(format!("invalid address `{s}`: {why}"));
+    let net = if s.contains('/') {
+        s.parse::<IpNet>().map_err(|e| bad(e.to_string()))?.trunc()
+    } else {
+        IpNet::from(s.parse::<IpAddr>().map_err(|e| bad(e.to_string()))?)
+    };
+    Ok(net)
+}
+
+/// `192.0.2.1` for a single address, `10.0.0.0/8` for a network.
+pub(super) fn net_str(net: IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+pub(super) fn net_expr(net: IpNet) -> Expression<'static> {
+    let addr = Expression::String(net.addr().to_string().into());
+    if net.prefix_len() == net.max_prefix_len() {
+        addr
+    } else {
+        Expression::Named(NamedExpression::Prefix(Prefix {
+            addr: Box::new(addr),
+            len: u32::from(net.prefix_len()),
+        }))
+    }
+}
+
+/// A device to quarantine: a MAC address (normalized to `aa:bb:cc:dd:ee:ff`) or an IP address.
+pub(super) struct Device {
+    pub(super) value: String,
+    pub(super) nft_set: String,
+}
+
+impl Device {
+    pub(super) fn parse(s: &str, base: &str) -> Result<Device, ActionError> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            let suffix = if ip.is_ipv4() { "v4" } else { "v6" };
+            return Ok(Device {
+                value: ip.to_string(),
+                nft_set: format!("{base}_{suffix}"),
+            });
+        }
+        let octets: Vec<&str> = s.split([':', '-']).collect();
+        let sep_ok = !(s.contains(':') && s.contains('-'));
+        if sep_ok
+            && octets.len() == 6
+            && octets
+                .iter()
+                .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Ok(Device {
+                value: octets.join(":").to_ascii_lowercase(),
+                nft_set: format!("{base}_mac"),
+            });
+        }
+        Err(ActionError::permanent(format!(
+            "invalid device `{s}`: expected a MAC address (aa:bb:cc:dd:ee:ff) or an IP address"
+        )))
+    }
+}
+
+/// One set element as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Entry {
+    /// `10.0.0.0/8`, `192.0.2.1`, `02:00:00:00:00:01`, or `a-b` for a range.
+    pub(super) value: String,
+    pub(super) timeout: Option<u32>,
+    pub(super) expires: Option<u32>,
+    pub(super) comment: Option<String>,
+}
+
+impl Entry {
+    pub(super) fn net(&self) -> Option<IpNet> {
+        parse_net(&self.value).ok()
+    }
+
+    pub(super) fn expires_at(&self) -> Option<String> {
+        self.expires.map(rfc3339_in)
+    }
+}
+
+pub(super) fn parse_set_listing(json: &str) -> Result<Vec<Entry>, String> {
+    let doc: NftDoc = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for obj in doc.objects.iter() {
+        if let NfObject::ListObject(NfListObject::Set(set)) = obj {
+            for e in set.elem.iter().flat_map(|e| e.iter()) {
+                out.push(entry_of(e)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn entry_of(e: &Expression) -> Result<Entry, String> {
+    let plain = |value: String| Entry {
+        value,
+        timeout: None,
+        expires: None,
+        comment: None,
+    };
+    match e {
+        Expression::Named(NamedExpression::Elem(elem)) => {
+            let inner = entry_of(&elem.val)?;
+            Ok(Entry {
+                timeout: elem.timeout,
+                expires: elem.expires,
+                comment: elem.comment.as_ref().map(|c| c.to_string()),
+                ..inner
+            })
+        }
+        other => Ok(plain(value_of(other)?)),
+    }
+}
+
+pub(super) fn value_of(e: &Expression) -> Result<String, String> {
+    match e {
+        Expression::String(s) => Ok(s.to_string()),
+        Expression::Named(NamedExpression::Prefix(Prefix { addr, len })) => {
+            Ok(format!("{}/{len}", value_of(addr)?))
+        }
+        Expression::Range(r) => {
+            let Range { range } = r.as_ref();
+            Ok(format!("{}-{}", value_of(&range[0])?, value_of(&range[1])?))
+        }
+        other => Err(format!("unexpected set element {other:?}")),
+    }
+}
+
+/// `30s`, `15m`, `24h`, `7d` → seconds.
+pub(super) fn parse_timeout(s: &str) -> Result<u32, ActionError> {
+    let bad = || {
+        ActionError::permanent(format!(
+            "invalid timeout `{s}`: a number followed by s, m, h or d, at most 49710d"
+        ))
+    };
+    let unit = match s.chars().last() {
+        Some('s') => 1u64,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
+    let secs = n.checked_mul(unit).ok_or_else(bad)?;
+    if secs == 0 {
+        return Err(bad());
+    }
+    u32::try_from(secs).map_err(|_| bad())
+}
+
+/// Seconds in the `timeout` input's form (`^[1-9][0-9]{0,5}(s|m|h|d)$`), rounded up.
+pub(super) fn duration_input(secs: u32) -> String {
+    let secs = u64::from(secs.max(1));
+    for (unit, size) in [("s", 1u64), ("m", 60), ("h", 3600), ("d", 86_400)] {
+        let n = secs.div_ceil(size);
+        if n <= 999_999 {
+            return format!("{n}{unit}");
+        }
+    }
+    format!("{}d", secs.div_ceil(86_400))
+}
+
+pub(super) fn rfc3339_in(secs: u32) -> String {
+    let at = SystemTime::now() + Duration::from_secs(u64::from(secs));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// nft keeps at most 128 bytes of an element comment.
+pub(super) fn comment_of(text: &str) -> String {
+    let mut s: String = text.chars().filter(|c| !c.is_control()).collect();
+    if s.len() > 128 {
+        s.truncate(s.floor_char_boundary(128));
+    }
+    s
+}
+
+/// Splits a quarantine comment into its timestamp and reason.
+pub(super) fn split_since(comment: Option<&str>) -> (Option<&str>, Option<&str>) {
+    let Some(c) = comment else {
+        return (None, None);
+    };
+    let (first, rest) = c.split_once(' ').unwrap_or((c, ""));
+    if humantime::parse_rfc3339(first).is_ok() {
+        (Some(first), Some(rest).filter(|r| !r.is_empty()))
+    } else {
+        (None, Some(c))
+    }
+}

@@ -1,0 +1,274 @@
+//! A real Suricata for tests, `belay lab up` and `belay demo`, in a network namespace of its
+//! own. It only starts, probes (the sentinel rule) and stops; the connector never uses it.
+
+use super::{Suricata, SuricataConfig, default_rulesets, default_suricatasc};
+use crate::files;
+use crate::native::cmd::Cmd;
+use crate::native::host::ip;
+use crate::native::host::{self, Daemon};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The sid of the sandbox's sentinel rule, which alerts on UDP payloads containing
+/// `belay-sentinel`.
+pub const SENTINEL_SID: u64 = 9_999_999;
+
+/// A real Suricata 7 in IDS mode (af-packet) on the loopback interface of a network namespace
+/// of its own, with a minimal suricata.yaml in a temporary directory (no app-layer parsers, no
+/// default rules: it answers on its socket about half a second after start), the rule file
+/// `belay.rules`, a sentinel rule, and the datasets `belay-ips` (ip), `belay-strings` (string)
+/// and `belay-sha256` (sha256). Stopped, and the namespace deleted, on drop.
+pub struct Sandbox {
+    config: SuricataConfig,
+    netns: String,
+    daemon: Option<Daemon>,
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Whether Suricata can run here (installed, and root for network namespaces).
+    pub fn available() -> Result<(), String> {
+        host::require_programs(&["suricata", "suricatasc", "ip", "bash"])?;
+        if !host::is_root() {
+            return Err("the Suricata sandbox needs root for network namespaces".into());
+        }
+        Ok(())
+    }
+
+    /// Creates the namespace and starts Suricata; returns once it answers on its socket.
+    pub async fn start() -> Result<Sandbox, String> {
+        Self::available()?;
+        let dir = tempfile::Builder::new()
+            .prefix("belay-suricata-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let root = dir.path().to_path_buf();
+        let rules = root.join("rules");
+        let logs = root.join("log");
+        for d in [&rules, &logs] {
+            std::fs::create_dir_all(d).map_err(|e| format!("cannot create {d:?}: {e}"))?;
+        }
+        let config = SuricataConfig {
+            socket: root.join("suricata.sock"),
+            rule_dir: rules.clone(),
+            rulesets: default_rulesets(),
+            suricatasc: default_suricatasc(),
+            timeout_secs: 30,
+        };
+        let write = |p: PathBuf, text: &str| {
+            files::write_atomically(&p, text.as_bytes()).map_err(|e| e.message)
+        };
+        write(rules.join("belay.rules"), "")?;
+        write(
+            rules.join("sandbox.rules"),
+            &format!(
+                "alert udp any any -> any any (msg:\"belay sandbox sentinel\"; content:\"belay-sentinel\"; sid:{SENTINEL_SID}; rev:1;)\n"
+            ),
+        )?;
+        let yaml = format!(
+            r#"%YAML 1.1
+---
+vars:
+  address-groups:
+    HOME_NET: "any"
+    EXTERNAL_NET: "any"
+  port-groups:
+    HTTP_PORTS: "80"
+default-log-dir: {logs}
+default-rule-path: {rules}
+rule-files:
+  - belay.rules
+  - sandbox.rules
+classification-file: /etc/suricata/classification.config
+reference-config-file: /etc/suricata/reference.config
+outputs:
+  - eve-log:
+      enabled: yes
+      filetype: regular
+      filename: eve.json
+      types:
+        - alert
+  - stats:
+      enabled: no
+logging:
+  default-log-level: notice
+  outputs:
+    - console:
+        enabled: no
+    - file:
+        enabled: yes
+        filename: {logs}/suricata.log
+af-packet:
+  - interface: lo
+    threads: 1
+    cluster-id: 99
+    cluster-type: cluster_flow
+    defrag: no
+    checksum-checks: no
+unix-command:
+  enabled: yes
+  filename: {socket}
+app-layer:
+  protocols:
+    http: {{ enabled: no }}
+    tls: {{ enabled: no }}
+    dns: {{ enabled: no }}
+    smb: {{ enabled: no }}
+    ftp: {{ enabled: no }}
+    ssh: {{ enabled: no }}
+stream:
+  checksum-validation: no
+datasets:
+  belay-ips:
+    type: ip
+  belay-strings:
+    type: string
+  belay-sha256:
+    type: sha256
+detect:
+  profile: low
+threading:
+  set-cpu-affinity: no
+max-pending-packets: 128
+"#,
+            logs = logs.display(),
+            rules = rules.display(),
+            socket = config.socket.display(),
+        );
+        let yaml_path = root.join("suricata.yaml");
+        write(yaml_path.clone(), &yaml)?;
+        let netns = host::unique_name("belay-sc");
+        let mut sandbox = Sandbox {
+            config,
+            netns: String::new(),
+            daemon: None,
+            dir,
+        };
+        ip(&["netns", "add", &netns])?;
+        sandbox.netns = netns.clone();
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        let out = std::fs::File::create(root.join("suricata.out"))
+            .map_err(|e| format!("cannot create suricata.out: {e}"))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("cannot clone a file handle: {e}"))?;
+        // `ip netns exec` enters the namespace and execs suricata: the child is suricata itself.
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "suricata", "-c"])
+            .arg(&yaml_path)
+            .arg("--af-packet=lo")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start suricata: {e}"))?;
+        sandbox.daemon = Some(Daemon {
+            child,
+            name: "suricata",
+        });
+        let connector = Suricata::new("sandbox", sandbox.config.clone()).map_err(|e| e.message)?;
+        let ready = host::wait_for(Duration::from_secs(30), "suricata did not answer", || {
+            let exited = sandbox.daemon.as_mut().and_then(Daemon::exited);
+            let c = &connector;
+            async move {
+                if exited.is_some() {
+                    return Some(false);
+                }
+                match c.sc("uptime").await {
+                    Ok((true, _)) => Some(true),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        if ready != Ok(true) {
+            let log = std::fs::read_to_string(logs.join("suricata.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            return Err(format!(
+                "suricata did not start: {} ({})",
+                ready.err().unwrap_or_else(|| "it exited".into()),
+                tail.join(" | ")
+            ));
+        }
+        // The socket answers before capture starts: wait until a probe is seen.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(e) = sandbox
+            .probe_within(9, "belay-warmup", Duration::from_millis(500))
+            .await
+        {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("suricata does not see traffic: {e}"));
+            }
+        }
+        Ok(sandbox)
+    }
+
+    /// The configuration of a connector that drives this Suricata.
+    pub fn config(&self) -> SuricataConfig {
+        self.config.clone()
+    }
+
+    /// Suricata's alert log.
+    pub fn eve_log(&self) -> PathBuf {
+        self.dir.path().join("log").join("eve.json")
+    }
+
+    /// Sends `payload` in a UDP datagram to 127.0.0.1:`port` inside the namespace, then the
+    /// sentinel in another; waits until Suricata has alerted on the sentinel (its single capture
+    /// thread has then seen the payload too) and returns the sids of the other alerts raised.
+    pub async fn probe(&self, port: u16, payload: &str) -> Result<Vec<u64>, String> {
+        self.probe_within(port, payload, Duration::from_secs(10))
+            .await
+    }
+
+    async fn probe_within(
+        &self,
+        port: u16,
+        payload: &str,
+        limit: Duration,
+    ) -> Result<Vec<u64>, String> {
+        if payload.contains('\0') {
+            return Err("the payload cannot hold NUL".into());
+        }
+        let start = std::fs::read_to_string(self.eve_log()).map_or(0, |t| t.len());
+        let sentinel = host::unique_name("belay-sentinel-");
+        Cmd::new("ip")
+            .args(["netns", "exec", &self.netns, "bash", "-c"])
+            .arg(format!(
+                "printf %s \"$1\" >/dev/udp/127.0.0.1/{port} && sleep 0.05 && printf %s \"$2\" >/dev/udp/127.0.0.1/{port}"
+            ))
+            .args(["belay-probe", payload, sentinel.as_str()])
+            .run()
+            .await
+            .map_err(|e| e.message)?;
+        let eve = self.eve_log();
+        host::wait_for(limit, "no sentinel alert", || {
+            let text = std::fs::read_to_string(&eve).unwrap_or_default();
+            async move {
+                let alerts: Vec<u64> = text
+                    .get(start..)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter_map(|v| v["alert"]["signature_id"].as_u64())
+                    .collect();
+                alerts
+                    .contains(&SENTINEL_SID)
+                    .then(|| alerts.into_iter().filter(|s| *s != SENTINEL_SID).collect())
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.daemon.take();
+        if !self.netns.is_empty() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.netns])
+                .output();
+        }
+    }
+}
