@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         &ParseOptions {
             unwrap: true,
             own_relays: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Default::default()
         },
     );
     for parsed in [plain, unwrapped].into_iter().flatten() {

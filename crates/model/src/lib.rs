@@ -48,6 +48,7 @@ pub mod approval;
 pub mod audit;
 mod case;
 mod event;
+pub mod observable;
 mod run;
 mod time;
 
