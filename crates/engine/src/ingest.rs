@@ -281,3 +281,71 @@ fn reap(
         None => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use belay_connectors::Registry;
+    use belay_playbook::{Catalog, PlaybookSet};
+    use belay_store::{SqliteOptions, SqliteStore, Store};
+
+    async fn run(engine: &Arc<Engine>, lines: &str) -> (IngestStats, String, String) {
+        let (mut acks, mut errors) = (Vec::new(), Vec::new());
+        let source = Source {
+            name: "stdin".into(),
+            start: 0,
+            durable_cursor: false,
+        };
+        let reader = BufReader::new(lines.as_bytes());
+        let stats = ingest(engine, reader, source, &mut acks, &mut errors)
+            .await
+            .unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (stats, text(acks), text(errors))
+    }
+
+    #[tokio::test]
+    async fn a_repeated_id_with_another_body_is_a_conflict_kept_for_a_person() {
+        let dir = std::env::temp_dir().join(format!("belay-ingest-{}", belay_model::new_id()));
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir, SqliteOptions::default()).unwrap());
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(PlaybookSet::default()),
+            Arc::new(Catalog::builtin()),
+            Registry::new(),
+            crate::EngineConfig::default(),
+        );
+        let first = r#"{"id":"e1","kind":"ids.alert","observables":{"ips":["192.0.2.1"]}}"#;
+        let (stats, _, _) = run(&engine, &format!("{first}\n")).await;
+        assert_eq!(stats.accepted, 1);
+
+        // The same event again is a plain duplicate.
+        let (stats, acks, errors) = run(&engine, &format!("{first}\n")).await;
+        assert_eq!((stats.duplicates, stats.conflicts), (1, 0), "{errors}");
+        assert!(acks.contains(r#""accepted":"duplicate""#), "{acks}");
+
+        // Another body under the same id is reported and kept, not dropped.
+        let other = r#"{"id":"e1","kind":"ids.alert","observables":{"ips":["198.51.100.9"]}}"#;
+        let (stats, acks, errors) = run(&engine, &format!("{other}\n")).await;
+        assert_eq!((stats.duplicates, stats.conflicts), (0, 1), "{errors}");
+        assert!(acks.contains(r#""accepted":"conflict""#), "{acks}");
+        assert!(errors.contains("event e1: conflict") && errors.contains("observables"));
+        let id = errors
+            .split("event conflict-")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .map(|hex| format!("conflict-{hex}"))
+            .expect("the conflict event is named");
+        let kept = store.get_event(&id).await.unwrap().expect("stored");
+        assert_eq!(kept.kind, CONFLICT_KIND);
+        assert_eq!(kept.data["conflicting"]["observables"]["ips"][0], "198.51.100.9");
+        assert_eq!(kept.data["accepted"]["observables"]["ips"][0], "192.0.2.1");
+        assert!(kept.observables.ips.is_empty(), "nothing to act on");
+        // The original is untouched.
+        let stored = store.get_event("e1").await.unwrap().unwrap();
+        assert_eq!(stored.observables.ips, ["192.0.2.1"]);
+        drop(engine);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -163,18 +163,23 @@ impl Collector {
 
 impl Sink for Collector {
     fn record(&mut self, value: &str, hint: Option<Kind>, valid_until: Option<i64>) {
-        match normalize(value, hint) {
-            Ok(ind)
-                if let Some(why) = (ind.kind == Kind::Cidr)
-                    .then(|| ind.value.parse::<ipnet::IpNet>().ok())
-                    .flatten()
-                    .and_then(|net| self.wide.refuses(&net)) =>
-            {
-                self.too_wide += 1;
-                if self.too_wide_examples.len() < SAMPLES {
-                    self.too_wide_examples.push(why);
-                }
+        let found = normalize(value, hint);
+        let too_wide = match &found {
+            Ok(ind) if ind.kind == Kind::Cidr => ind
+                .value
+                .parse::<ipnet::IpNet>()
+                .ok()
+                .and_then(|net| self.wide.refuses(&net)),
+            _ => None,
+        };
+        if let Some(why) = too_wide {
+            self.too_wide += 1;
+            if self.too_wide_examples.len() < SAMPLES {
+                self.too_wide_examples.push(why);
             }
+            return;
+        }
+        match found {
             Ok(ind) => match self.listed.entry(ind.value) {
                 Entry::Vacant(v) => {
                     v.insert(Listed {

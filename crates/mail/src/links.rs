@@ -342,7 +342,8 @@ pub fn text_urls(text: &str) -> Vec<Cow<'_, str>> {
         if url.len() <= scheme_len + usize::from(!explicit) * 4 {
             continue;
         }
-        if in_authority && end < bytes.len() && host_continues_after_space(text, end, url) {
+        let cut_by_space = text[end..].starts_with(char::is_whitespace);
+        if in_authority && cut_by_space && host_continues_after_space(text, end, url) {
             continue;
         }
         out.push(if explicit {
@@ -356,7 +357,7 @@ pub fn text_urls(text: &str) -> Vec<Cow<'_, str>> {
 
 /// Bytes that join a URL start to the word before it (`xhttp://` or `a.www.` start no URL).
 fn is_url_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b'@' | b':')
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b'@')
 }
 
 fn starts_with_ignore_case(hay: &[u8], prefix: &[u8]) -> bool {
@@ -399,7 +400,7 @@ fn host_continues_after_space(text: &str, end: usize, url: &str) -> bool {
     let word_end = next
         .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#'))
         .unwrap_or(next.len());
-    let word = &next[..word_end.min(256)];
+    let word = &next[..word_end];
     if word.starts_with(['.', '-']) {
         return true;
     }
