@@ -10,12 +10,18 @@
 //! differs from the href's (the classic "the text says bank.com, the link goes elsewhere").
 //! Only `http`, `https` and `ftp` URLs are kept; `mailto:`, `tel:`, `cid:` and scripts are not.
 //!
-//! Both scanners are linear in their input and keep no tree: HTML goes through a WHATWG
-//! tokenizer (html5gum) and a walker that only remembers the link it is in, so hostile
-//! nesting (`<div>` opened 100,000 times) costs one step per tag; plain text is scanned once,
+//! Both scanners are linear in their input and keep no tree: HTML goes through html5ever's
+//! WHATWG tokenizer (a loop, no recursion) and a walker that only remembers the link it is
+//! in, so hostile nesting (`<div>` opened 100,000 times) costs one step per tag, and a tag
+//! with a million attributes costs no stack; plain text is scanned once,
 //! each URL from its scheme (or `www.`) to its end. Neither may ever re-scan what it read.
 
-use html5gum::{DefaultEmitter, Token, Tokenizer};
+use html5ever::tendril::StrTendril;
+use html5ever::tokenizer::states::RawKind;
+use html5ever::tokenizer::{
+    BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
+};
+use std::cell::RefCell;
 use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -186,9 +192,9 @@ impl LinkSet {
     ///
     /// Stops early, saying why in [`HtmlScan::stopped`], when `deadline` passes.
     pub fn add_html(&mut self, html: &str, deadline: Option<Instant>) -> HtmlScan {
-        let mut scan = HtmlScan::default();
+        let mut stopped = None;
         let html = if html.len() > MAX_HTML_BYTES {
-            scan.stopped = Some(format!(
+            stopped = Some(format!(
                 "HTML body of {} bytes: only the first {MAX_HTML_BYTES} were searched for links",
                 html.len()
             ));
@@ -196,82 +202,36 @@ impl LinkSet {
         } else {
             html
         };
-        // Script and style contents are raw text, as a browser reads them.
-        let mut emitter = DefaultEmitter::default();
-        emitter.naively_switch_states(true);
-        let tokens = Tokenizer::new_with_emitter(html, emitter);
-        // The walker keeps no element stack: only the link being read (HTML has no nested
-        // links: an `<a>` closes the one before) and whether it is inside a script or style.
-        let mut outside = String::new();
-        let mut open_link: Option<(Option<String>, String)> = None;
-        let mut raw_text: Option<Vec<u8>> = None;
-        for token in tokens {
-            scan.steps += 1;
-            if scan.steps % DEADLINE_EVERY == 0 && deadline.is_some_and(|d| Instant::now() > d) {
-                scan.stopped = Some(format!(
-                    "the time budget ran out after {} HTML tokens",
-                    scan.steps
+        let tokenizer = Tokenizer::new(Walker::default(), TokenizerOpts::default());
+        let input = BufferQueue::default();
+        // Fed in chunks, so the clock is looked at while a long body is read.
+        let mut rest = html;
+        while !rest.is_empty() {
+            let cut = floor_char_boundary(rest, HTML_CHUNK.min(rest.len()));
+            let cut = if cut == 0 { rest.len() } else { cut };
+            let (chunk, tail) = rest.split_at(cut);
+            input.push_back(StrTendril::from_slice(chunk));
+            let _ = tokenizer.feed(&input);
+            rest = tail;
+            if !rest.is_empty() && deadline.is_some_and(|d| Instant::now() > d) {
+                stopped = Some(format!(
+                    "the time budget ran out after {} of {} HTML bytes",
+                    html.len() - rest.len(),
+                    html.len()
                 ));
                 break;
             }
-            let Ok(token) = token;
-            match token {
-                Token::StartTag(tag) => {
-                    let name: &[u8] = &tag.name;
-                    if raw_text.is_some() {
-                        continue;
-                    }
-                    match name {
-                        b"script" | b"style" if !tag.self_closing => {
-                            raw_text = Some(name.to_vec());
-                        }
-                        b"a" => {
-                            self.close_link(open_link.take());
-                            let href = tag
-                                .attributes
-                                .get(b"href".as_slice())
-                                .map(|v| String::from_utf8_lossy(v).into_owned());
-                            open_link = (!tag.self_closing).then_some((href, String::new()));
-                        }
-                        b"area" => {
-                            if let Some(href) = tag.attributes.get(b"href".as_slice()) {
-                                let href = String::from_utf8_lossy(href);
-                                self.close_link(Some((Some(href.into_owned()), String::new())));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Token::EndTag(tag) => {
-                    let name: &[u8] = &tag.name;
-                    if raw_text.as_deref() == Some(name) {
-                        raw_text = None;
-                    } else if raw_text.is_none() && name == b"a" {
-                        self.close_link(open_link.take());
-                    }
-                }
-                Token::String(t) if raw_text.is_none() => {
-                    let t = String::from_utf8_lossy(&t);
-                    match &mut open_link {
-                        Some((_, text)) => {
-                            if text.len() < MAX_LINK_TEXT {
-                                text.push_str(&t);
-                            }
-                        }
-                        None => {
-                            if outside.len() < MAX_HTML_BYTES {
-                                outside.push_str(&t);
-                                outside.push(' ');
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
         }
-        self.close_link(open_link.take());
-        self.add_text(&outside);
-        scan
+        tokenizer.end();
+        let walker = tokenizer.sink.state.into_inner();
+        for (href, text) in walker.links {
+            self.close_link(Some((Some(href), text)));
+        }
+        self.add_text(&walker.outside);
+        HtmlScan {
+            steps: walker.steps,
+            stopped,
+        }
     }
 
     fn close_link(&mut self, link: Option<(Option<String>, String)>) {
@@ -286,6 +246,105 @@ impl LinkSet {
     }
 }
 
+/// HTML is fed to the tokenizer this many bytes at a time.
+const HTML_CHUNK: usize = 64 << 10;
+
+/// Receives html5ever's tokens (its tokenizer, not its tree builder: the tree builder re-scans
+/// its open elements on hostile nesting). Keeps no element stack: only the link being read
+/// (HTML has no nested links: an `<a>` closes the one before) and whether it is inside a
+/// script or style, whose contents it has the tokenizer read as raw text, as a browser does.
+#[derive(Default)]
+struct Walker {
+    state: RefCell<WalkState>,
+}
+
+#[derive(Default)]
+struct WalkState {
+    steps: u64,
+    /// Hrefs with their link text, in order.
+    links: Vec<(String, String)>,
+    /// The link being read: its href (none for an `<a>` without one) and text so far.
+    open: Option<(Option<String>, String)>,
+    /// Inside a script, style or other raw-text element whose text is not shown.
+    hidden: bool,
+    outside: String,
+}
+
+impl WalkState {
+    fn close(&mut self) {
+        if let Some((Some(href), text)) = self.open.take()
+            && self.links.len() < MAX_LINKS
+        {
+            self.links.push((href, text));
+        }
+    }
+}
+
+impl TokenSink for Walker {
+    type Handle = ();
+
+    fn process_token(&self, token: Token, _line: u64) -> TokenSinkResult<()> {
+        let mut st = self.state.borrow_mut();
+        st.steps += 1;
+        match token {
+            Token::TagToken(tag) if tag.kind == TagKind::StartTag => {
+                let href = || {
+                    tag.attrs
+                        .iter()
+                        .find(|a| &*a.name.local == "href")
+                        .map(|a| a.value.to_string())
+                };
+                match &*tag.name {
+                    "script" if !tag.self_closing => {
+                        st.hidden = true;
+                        return TokenSinkResult::RawData(RawKind::ScriptData);
+                    }
+                    "style" | "xmp" | "iframe" | "noembed" | "noframes" if !tag.self_closing => {
+                        st.hidden = true;
+                        return TokenSinkResult::RawData(RawKind::Rawtext);
+                    }
+                    "title" | "textarea" if !tag.self_closing => {
+                        return TokenSinkResult::RawData(RawKind::Rcdata);
+                    }
+                    "plaintext" => return TokenSinkResult::Plaintext,
+                    "a" => {
+                        st.close();
+                        st.open = (!tag.self_closing).then(|| (href(), String::new()));
+                    }
+                    "area" => {
+                        if let Some(h) = href() {
+                            st.close();
+                            st.open = Some((Some(h), String::new()));
+                            st.close();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Token::TagToken(tag) => match &*tag.name {
+                "script" | "style" | "xmp" | "iframe" | "noembed" | "noframes" => {
+                    st.hidden = false;
+                }
+                "a" => st.close(),
+                _ => {}
+            },
+            Token::CharacterTokens(t) if !st.hidden => {
+                if let Some((_, text)) = &mut st.open {
+                    if text.len() < MAX_LINK_TEXT {
+                        text.push_str(&t);
+                    }
+                } else if st.outside.len() < MAX_HTML_BYTES {
+                    st.outside.push_str(&t);
+                    st.outside.push(' ');
+                }
+            }
+            Token::EOFToken => st.close(),
+            _ => {}
+        }
+        TokenSinkResult::Continue
+    }
+}
+
 /// What one HTML body cost, and whether it was read to its end.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HtmlScan {
@@ -295,9 +354,6 @@ pub struct HtmlScan {
     /// Why the body was not read to its end (size or time budget), when it was not.
     pub stopped: Option<String>,
 }
-
-/// How often (in tokens) the HTML walker looks at the clock.
-const DEADLINE_EVERY: u64 = 1024;
 
 /// The URLs written in plain text, in order: each `http://`, `https://` or `ftp://` URL, and
 /// each `www.` name (given `http://`), from its start to the first whitespace, `<`, `>`, `"`
@@ -401,7 +457,7 @@ fn host_continues_after_space(text: &str, end: usize, url: &str) -> bool {
         .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#'))
         .unwrap_or(next.len());
     let word = &next[..word_end];
-    if word.starts_with(['.', '-']) {
+    if word.starts_with('.') {
         return true;
     }
     let host = url

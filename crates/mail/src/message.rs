@@ -372,7 +372,13 @@ fn redecoded<'a>(
     message: &Message<'_>,
     part: &mail_parser::MessagePart<'_>,
 ) -> Option<std::borrow::Cow<'a, str>> {
-    if part.encoding != Encoding::QuotedPrintable {
+    // By the header: mail-parser gives up on some bodies it cannot decode (`=2=` before a soft
+    // break) and keeps them raw, without their encoding.
+    let qp = part.encoding == Encoding::QuotedPrintable
+        || part
+            .content_transfer_encoding()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("quoted-printable"));
+    if !qp {
         return None;
     }
     let raw = message

@@ -44,6 +44,19 @@ fn unclosed_nesting_costs_one_step_per_tag() {
 }
 
 #[test]
+fn a_tag_with_very_many_attributes_does_not_exhaust_the_stack() {
+    // A tokenizer that recursed once per attribute aborted the process here (a stack
+    // overflow cannot be caught), in a test thread's 2 MiB stack as in release builds.
+    let html = format!(
+        "<a{} href=\"https://evil.example/\">x</a>",
+        " x=\"1\"".repeat(200_000)
+    );
+    let mut set = LinkSet::default();
+    set.add_html(&html, None);
+    assert_eq!(set.links.len(), 1);
+}
+
+#[test]
 fn deeply_nested_reported_message_is_parsed_with_its_link() {
     let raw = message("text/html; charset=utf-8", "8bit", &nested_divs(80_000));
     let parsed = parse(&raw).expect("parsed");
