@@ -139,6 +139,17 @@ pub fn parse_at(bytes: &[u8], now: DateTime<Utc>) -> Result<SyslogMessage, Parse
             return Err(ParseError::DroppedText(eaten.chars().take(64).collect()));
         }
     }
+    // After an RFC 3164 header the same `-` is taken as an (RFC 5424) nil field: put it back.
+    let mut msg = m.msg;
+    if protocol == Protocol::Rfc3164 && body.ends_with(m.msg) {
+        let before = body[..body.len() - m.msg.len()].trim_end_matches(' ');
+        let standalone = before
+            .strip_suffix('-')
+            .is_some_and(|b| b.is_empty() || b.ends_with([' ', ':', ']']));
+        if standalone {
+            msg = &body[before.len() - 1..];
+        }
+    }
     let nil = |s: Option<&str>| s.filter(|s| !s.is_empty() && *s != "-").map(str::to_owned);
     Ok(SyslogMessage {
         protocol,
@@ -151,7 +162,7 @@ pub fn parse_at(bytes: &[u8], now: DateTime<Utc>) -> Result<SyslogMessage, Parse
         procid: m.procid.as_ref().map(|p| p.to_string()),
         msgid: nil(m.msgid),
         structured_data,
-        msg: m.msg.trim_start_matches('\u{feff}').to_owned(),
+        msg: msg.trim_start_matches('\u{feff}').to_owned(),
         raw: body.to_owned(),
         latin1,
     })
@@ -287,6 +298,8 @@ mod tests {
         // With a header, a message starting with `-` keeps it.
         let m = parse(b"<13>Oct 11 22:14:15 host app: -1 failed").unwrap();
         assert_eq!(m.msg, "-1 failed");
+        let m = parse(b"<13>Oct 11 22:14:15 host app: - done").unwrap();
+        assert_eq!(m.msg, "- done");
     }
 
     #[test]
