@@ -138,9 +138,7 @@ pub async fn ingest<R: AsyncRead + Unpin>(
                         errors,
                         "event {}: conflict: an event with this id and another body was accepted \
                          before ({}); kept as `{CONFLICT_KIND}` event {}, not run",
-                        acc.event_id,
-                        record.data["differs"],
-                        record.id
+                        acc.event_id, record.data["differs"], record.id
                     );
                     records.push((record, None));
                 }
@@ -230,7 +228,10 @@ async fn conflict(engine: &Arc<Engine>, event: &Event) -> Result<Option<Event>> 
     }
     let body = serde_json::to_string(event).unwrap_or_default();
     let digest = belay_model::sha256_hex(body.as_bytes());
-    let source: String = format!("conflict:{}", event.source).chars().take(256).collect();
+    let source: String = format!("conflict:{}", event.source)
+        .chars()
+        .take(256)
+        .collect();
     Ok(Some(Event {
         id: format!("conflict-{}", &digest[..32]),
         kind: CONFLICT_KIND.into(),
@@ -339,7 +340,10 @@ mod tests {
             .expect("the conflict event is named");
         let kept = store.get_event(&id).await.unwrap().expect("stored");
         assert_eq!(kept.kind, CONFLICT_KIND);
-        assert_eq!(kept.data["conflicting"]["observables"]["ips"][0], "198.51.100.9");
+        assert_eq!(
+            kept.data["conflicting"]["observables"]["ips"][0],
+            "198.51.100.9"
+        );
         assert_eq!(kept.data["accepted"]["observables"]["ips"][0], "192.0.2.1");
         assert!(kept.observables.ips.is_empty(), "nothing to act on");
         // The original is untouched.

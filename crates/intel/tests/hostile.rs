@@ -25,7 +25,11 @@ fn networks_wider_than_the_limit_are_refused_and_counted() {
     let r = import(tmp.path(), &source, &opts, &mut NoProgress).unwrap();
     // 0.0.0.0/0, ::/0, the whole-range range (one /0) and the /7.
     assert_eq!(r.too_wide, 4, "{:?}", r.too_wide_examples);
-    assert!(r.too_wide_examples[0].contains("--allow-wide"), "{:?}", r.too_wide_examples);
+    assert!(
+        r.too_wide_examples[0].contains("--allow-wide"),
+        "{:?}",
+        r.too_wide_examples
+    );
     let added: Vec<&str> = r.added.iter().map(|(v, _)| v.as_str()).collect();
     assert_eq!(added, ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"]);
     let event = r.event();
@@ -35,7 +39,9 @@ fn networks_wider_than_the_limit_are_refused_and_counted() {
 
     // Not every address scores as listed.
     let index = Index::load(&IntelStore::open(tmp.path()).unwrap()).unwrap();
-    let hit = index.lookup("198.51.100.7", None, belay_model::now_ms()).unwrap();
+    let hit = index
+        .lookup("198.51.100.7", None, belay_model::now_ms())
+        .unwrap();
     assert!(!hit.found, "{hit:?}");
 
     // With --allow-wide the feed is taken as it is.
@@ -49,7 +55,11 @@ fn networks_wider_than_the_limit_are_refused_and_counted() {
     };
     let r = import(tmp.path(), &source, &opts, &mut NoProgress).unwrap();
     assert_eq!(r.too_wide, 0);
-    assert!(r.added.contains(&("0.0.0.0/0".into(), Kind::Cidr)), "{:?}", r.added);
+    assert!(
+        r.added.contains(&("0.0.0.0/0".into(), Kind::Cidr)),
+        "{:?}",
+        r.added
+    );
 }
 
 #[test]
@@ -101,7 +111,8 @@ fn a_huge_weight_is_refused() {
         };
         let err = import(tmp.path(), &source, &opts, &mut NoProgress).unwrap_err();
         assert!(
-            err.to_string().contains("--weight must be a number from 0 to 1000"),
+            err.to_string()
+                .contains("--weight must be a number from 0 to 1000"),
             "{w}: {err}"
         );
     }

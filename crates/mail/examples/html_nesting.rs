@@ -33,7 +33,9 @@ fn main() {
             "{count:>9} nested <div> ({:>8} bytes): {:>8.1} ms{}",
             raw.len(),
             best.as_secs_f64() * 1e3,
-            ratio.map_or(String::new(), |r| format!("  ({r:.2}x the time for 4x the input)"))
+            ratio.map_or(String::new(), |r| format!(
+                "  ({r:.2}x the time for 4x the input)"
+            ))
         );
         last = Some(best);
     }

@@ -21,12 +21,12 @@ use html5ever::tokenizer::states::RawKind;
 use html5ever::tokenizer::{
     BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
 };
-use std::cell::RefCell;
 use serde::Serialize;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashSet;
-use std::time::Instant;
 use std::net::IpAddr;
+use std::time::Instant;
 
 /// Longest URL kept (browsers accept about 2 MB, but nothing useful is that long).
 const MAX_URL_LEN: usize = 8192;

@@ -358,8 +358,12 @@ fn walk(
                 }
             }
             _ if is_attachment => attachments.push(attachment(part)),
-            PartType::Text(t) => bodies.add_text(&redecoded(message, part).unwrap_or_else(|| t.clone())),
-            PartType::Html(h) => bodies.add_html(&redecoded(message, part).unwrap_or_else(|| h.clone())),
+            PartType::Text(t) => {
+                bodies.add_text(&redecoded(message, part).unwrap_or_else(|| t.clone()))
+            }
+            PartType::Html(h) => {
+                bodies.add_html(&redecoded(message, part).unwrap_or_else(|| h.clone()))
+            }
             PartType::Binary(_) | PartType::InlineBinary(_) => attachments.push(attachment(part)),
             PartType::Multipart(_) => {}
         }

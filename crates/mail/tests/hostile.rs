@@ -66,11 +66,7 @@ fn deeply_nested_reported_message_is_parsed_with_its_link() {
 
 #[test]
 fn a_spent_budget_keeps_the_message_and_marks_it_incomplete() {
-    let raw = message(
-        "text/plain",
-        "8bit",
-        "go to https://evil.example/a\r\n",
-    );
+    let raw = message("text/plain", "8bit", "go to https://evil.example/a\r\n");
     let options = ParseOptions {
         budget: Budget {
             time: Duration::ZERO,
@@ -148,7 +144,10 @@ fn a_url_cut_by_a_space_in_its_host_gives_no_bogus_host() {
         "http://evil example.com/login\r\n",
     ] {
         let (urls, _, domains, _) = plain(body);
-        assert!(urls.is_empty() && domains.is_empty(), "{body}: {urls:?} {domains:?}");
+        assert!(
+            urls.is_empty() && domains.is_empty(),
+            "{body}: {urls:?} {domains:?}"
+        );
     }
     // A URL ending where a sentence goes on is still a URL.
     let (urls, _, _, _) = plain("see http://bank.example and call us\r\n");

@@ -311,7 +311,10 @@ mod tests {
     fn observables_must_be_of_their_lists_type() {
         let bad = [
             (r#"{"ips":["0"]}"#, "observables.ips[0]"),
-            (r#"{"ips":["192.0.2.1","evil.example"]}"#, "observables.ips[1]"),
+            (
+                r#"{"ips":["192.0.2.1","evil.example"]}"#,
+                "observables.ips[1]",
+            ),
             (r#"{"cidrs":["10.0.0.0/33"]}"#, "observables.cidrs[0]"),
             (r#"{"domains":["evil example"]}"#, "observables.domains[0]"),
             (r#"{"domains":["300.1.1.1"]}"#, "observables.domains[0]"),

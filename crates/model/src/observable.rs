@@ -11,18 +11,51 @@ use std::net::IpAddr;
 /// Longest observable value (URLs included).
 pub const MAX_OBSERVABLE_CHARS: usize = 8192;
 
+/// One observable list: its name, its values, the check of one value, and what it holds.
+type List<'a> = (&'static str, &'a [String], fn(&str) -> bool, &'static str);
+
 /// The first value of `obs` that is not of its list's type, as a message naming it.
 pub fn check(obs: &Observables) -> Result<(), String> {
-    let lists: [(&str, &[String], fn(&str) -> bool, &str); 9] = [
+    let lists: [List; 9] = [
         ("ips", &obs.ips, is_ip, "an IPv4 or IPv6 address"),
-        ("cidrs", &obs.cidrs, is_cidr, "a network (`ADDRESS/PREFIX`) or an address"),
-        ("domains", &obs.domains, is_domain, "a host name (labels of letters, digits, `-`, `_`)"),
-        ("urls", &obs.urls, is_url, "a URL with a scheme (`https://…`) and no spaces"),
-        ("hashes", &obs.hashes, is_hash, "32, 40, 64 or 128 hexadecimal digits"),
+        (
+            "cidrs",
+            &obs.cidrs,
+            is_cidr,
+            "a network (`ADDRESS/PREFIX`) or an address",
+        ),
+        (
+            "domains",
+            &obs.domains,
+            is_domain,
+            "a host name (labels of letters, digits, `-`, `_`)",
+        ),
+        (
+            "urls",
+            &obs.urls,
+            is_url,
+            "a URL with a scheme (`https://…`) and no spaces",
+        ),
+        (
+            "hashes",
+            &obs.hashes,
+            is_hash,
+            "32, 40, 64 or 128 hexadecimal digits",
+        ),
         ("users", &obs.users, is_printable, "printable text"),
         ("hosts", &obs.hosts, is_printable, "printable text"),
-        ("emails", &obs.emails, is_email, "an address `LOCAL@DOMAIN` without spaces"),
-        ("macs", &obs.macs, is_mac, "six hexadecimal octets (`3c:22:fb:00:00:01`)"),
+        (
+            "emails",
+            &obs.emails,
+            is_email,
+            "an address `LOCAL@DOMAIN` without spaces",
+        ),
+        (
+            "macs",
+            &obs.macs,
+            is_mac,
+            "six hexadecimal octets (`3c:22:fb:00:00:01`)",
+        ),
     ];
     for (name, values, ok, what) in lists {
         for (i, v) in values.iter().enumerate() {
