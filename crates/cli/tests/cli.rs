@@ -253,13 +253,16 @@ fn bad_events_are_rejected_with_a_reason_and_change_nothing() {
         out.contains("events.jsonl:2: rejected: event is not valid JSON"),
         "{out}"
     );
-    assert!(out.contains("1 accepted, 0 duplicate, 2 rejected"), "{out}");
+    assert!(
+        out.contains("1 accepted, 0 duplicate, 0 conflict, 2 rejected"),
+        "{out}"
+    );
     let o = belay(
         dir.path(),
         &["ingest", "events.jsonl", "--playbooks", "pbs"],
     );
     assert!(
-        text(&o).contains("0 accepted, 0 duplicate, 0 rejected"),
+        text(&o).contains("0 accepted, 0 duplicate, 0 conflict, 0 rejected"),
         "a second pass starts at the cursor: {}",
         text(&o)
     );

@@ -193,3 +193,51 @@ fn the_benchmark_runs_end_to_end() {
         "{r}"
     );
 }
+
+/// A feed listing the whole Internet imports without it, and says so; `--allow-wide` takes it.
+#[test]
+fn import_refuses_networks_wider_than_the_limit_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("all.txt");
+    std::fs::write(&feed, "0.0.0.0/0\n::/0\n192.0.2.1\n").unwrap();
+    let f = feed.to_str().unwrap();
+    let o = belay(dir.path(), &["intel", "import", f, "--feed", "all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("too wide: `0.0.0.0/0` is wider than the /8"),
+        "{err}"
+    );
+    assert!(
+        text(&o).contains("1 added") && text(&o).contains("2 too wide"),
+        "{}",
+        text(&o)
+    );
+    let o = belay(
+        dir.path(),
+        &["intel", "lookup", "198.51.100.7", "--format", "json"],
+    );
+    let hit: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(hit["found"], false, "{}", text(&o));
+
+    let o = belay(
+        dir.path(),
+        &["intel", "import", f, "--feed", "all", "--allow-wide"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("2 added") && text(&o).contains("0 too wide"),
+        "{}",
+        text(&o)
+    );
+    let o = belay(
+        dir.path(),
+        &["intel", "import", f, "--feed", "all", "--weight", "1e308"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--weight must be a number from 0 to 1000"),
+        "{}",
+        text(&o)
+    );
+}

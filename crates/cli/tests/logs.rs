@@ -483,3 +483,31 @@ fn rsyslog_forwarding_over_octet_counted_tcp_reaches_the_store() {
     );
     assert_eq!(e["severity"], "high");
 }
+
+/// A line of NUL bytes, and one starting with `-`, are parse errors that `belay logs parse`
+/// counts and names, not lines dropped or shortened in silence.
+#[test]
+fn parse_reports_nul_lines_and_a_leading_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("odd.log");
+    std::fs::write(&log, b"\0\0\0\0\n-1 failed logins for root\n").unwrap();
+    let o = belay(dir.path(), &["logs", "parse", log.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("odd.log:1: the message is 4 NUL byte(s) and no text"),
+        "{err}"
+    );
+    assert!(
+        err.contains("odd.log:2: no header field found, and `-`"),
+        "{err}"
+    );
+    assert!(err.contains("2 line(s) with a parse error"), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{out}");
+    assert_eq!(events[0]["data"]["message"], "-1 failed logins for root");
+}

@@ -3,11 +3,17 @@
 //!
 //! For a file, the byte offset after each accepted line is committed with it, so a restart
 //! continues exactly where the last commit stopped: nothing lost, nothing accepted twice.
+//!
+//! An event whose id was accepted before is a duplicate only when it says the same thing. One
+//! that differs (same id, another body) is a conflict: it is never dropped in silence, but
+//! acknowledged as `conflict`, reported, and stored as an [`CONFLICT_KIND`] event holding
+//! both versions, for a person (or a playbook) to look at.
 
 use crate::{Engine, Result};
-use belay_model::Event;
+use belay_model::{Event, Observables, Severity};
 use belay_store::{Accepted, Cursor};
 use serde::Serialize;
+use serde_json::json;
 use std::io::Write;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -17,12 +23,16 @@ use tokio::task::JoinSet;
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// Most events committed together.
 const BATCH: usize = 256;
+/// The kind of the event that keeps a conflicting duplicate (same id, another body).
+pub const CONFLICT_KIND: &str = "ingest.conflict";
 
 /// What an ingest pass did.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct IngestStats {
     pub accepted: u64,
     pub duplicates: u64,
+    /// Events re-sent with an accepted id but another body (kept as [`CONFLICT_KIND`] events).
+    pub conflicts: u64,
     pub rejected: u64,
     pub runs_started: u64,
     pub runs_resumed: u64,
@@ -43,8 +53,18 @@ pub struct Source {
 #[derive(Serialize)]
 struct Ack<'a> {
     event: &'a str,
-    accepted: Accepted,
+    accepted: AckStatus,
     runs: Vec<&'a str>,
+}
+
+/// What an acknowledgement says about an event.
+#[derive(Serialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum AckStatus {
+    New,
+    Duplicate,
+    /// Same id as an accepted event, another body: kept for a person, not run.
+    Conflict,
 }
 
 /// Reads events until EOF, runs what they trigger, and waits for those runs.
@@ -106,11 +126,42 @@ pub async fn ingest<R: AsyncRead + Unpin>(
             }
         }
         if !batch.is_empty() {
-            for acc in engine.accept_batch(batch).await? {
-                match acc.accepted {
-                    Accepted::New => stats.accepted += 1,
-                    Accepted::Duplicate => stats.duplicates += 1,
+            let mut accepted = engine.accept_batch(batch).await?;
+            let mut conflicts = Vec::new();
+            let mut records = Vec::new();
+            for acc in &accepted {
+                if acc.accepted == Accepted::Duplicate
+                    && let Some(record) = conflict(engine, &acc.event).await?
+                {
+                    conflicts.push(acc.event_id.clone());
+                    let _ = writeln!(
+                        errors,
+                        "event {}: conflict: an event with this id and another body was accepted \
+                         before ({}); kept as `{CONFLICT_KIND}` event {}, not run",
+                        acc.event_id, record.data["differs"], record.id
+                    );
+                    records.push((record, None));
                 }
+            }
+            if !records.is_empty() {
+                // Kept for a person: stored (and matched against playbooks) as its own event.
+                accepted.extend(engine.accept_batch(records).await?);
+            }
+            for acc in accepted {
+                let status = match acc.accepted {
+                    Accepted::New => {
+                        stats.accepted += 1;
+                        AckStatus::New
+                    }
+                    Accepted::Duplicate if conflicts.contains(&acc.event_id) => {
+                        stats.conflicts += 1;
+                        AckStatus::Conflict
+                    }
+                    Accepted::Duplicate => {
+                        stats.duplicates += 1;
+                        AckStatus::Duplicate
+                    }
+                };
                 for (pb, msg) in &acc.trigger_errors {
                     let _ = writeln!(
                         errors,
@@ -120,7 +171,7 @@ pub async fn ingest<R: AsyncRead + Unpin>(
                 }
                 let ack = Ack {
                     event: &acc.event_id,
-                    accepted: acc.accepted,
+                    accepted: status,
                     runs: acc.runs.iter().map(|r| r.id.as_str()).collect(),
                 };
                 let _ = writeln!(acks, "{}", serde_json::to_string(&ack).unwrap_or_default());
@@ -147,6 +198,56 @@ pub async fn ingest<R: AsyncRead + Unpin>(
         reap(Some(r), &mut stats, errors);
     }
     Ok(stats)
+}
+
+/// When `event` repeats an accepted id with another body, the event that keeps it: its id is
+/// derived from both, so re-sending the same conflicting line is a plain duplicate of it.
+/// The time is not compared (a sender that leaves it out gets "now" each time).
+async fn conflict(engine: &Arc<Engine>, event: &Event) -> Result<Option<Event>> {
+    let Some(stored) = engine.store.get_event(&event.id).await? else {
+        return Ok(None);
+    };
+    let mut differs = Vec::new();
+    if stored.kind != event.kind {
+        differs.push("kind");
+    }
+    if stored.source != event.source {
+        differs.push("source");
+    }
+    if stored.severity != event.severity {
+        differs.push("severity");
+    }
+    if stored.observables != event.observables {
+        differs.push("observables");
+    }
+    if stored.data != event.data {
+        differs.push("data");
+    }
+    if differs.is_empty() {
+        return Ok(None);
+    }
+    let body = serde_json::to_string(event).unwrap_or_default();
+    let digest = belay_model::sha256_hex(body.as_bytes());
+    let source: String = format!("conflict:{}", event.source)
+        .chars()
+        .take(256)
+        .collect();
+    Ok(Some(Event {
+        id: format!("conflict-{}", &digest[..32]),
+        kind: CONFLICT_KIND.into(),
+        source,
+        time: chrono::Utc::now(),
+        severity: Severity::Medium,
+        // The conflicting observables stay in `data`: nothing in them may be acted on as if
+        // the event had been accepted.
+        observables: Observables::default(),
+        data: json!({
+            "id": event.id,
+            "differs": differs,
+            "accepted": stored.to_value(),
+            "conflicting": event.to_value(),
+        }),
+    }))
 }
 
 fn reap(
@@ -179,5 +280,76 @@ fn reap(
             let _ = writeln!(errors, "a run task ended abnormally: {e}");
         }
         None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use belay_connectors::Registry;
+    use belay_playbook::{Catalog, PlaybookSet};
+    use belay_store::{SqliteOptions, SqliteStore, Store};
+
+    async fn run(engine: &Arc<Engine>, lines: &str) -> (IngestStats, String, String) {
+        let (mut acks, mut errors) = (Vec::new(), Vec::new());
+        let source = Source {
+            name: "stdin".into(),
+            start: 0,
+            durable_cursor: false,
+        };
+        let reader = BufReader::new(lines.as_bytes());
+        let stats = ingest(engine, reader, source, &mut acks, &mut errors)
+            .await
+            .unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (stats, text(acks), text(errors))
+    }
+
+    #[tokio::test]
+    async fn a_repeated_id_with_another_body_is_a_conflict_kept_for_a_person() {
+        let dir = std::env::temp_dir().join(format!("belay-ingest-{}", belay_model::new_id()));
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir, SqliteOptions::default()).unwrap());
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(PlaybookSet::default()),
+            Arc::new(Catalog::builtin()),
+            Registry::new(),
+            crate::EngineConfig::default(),
+        );
+        let first = r#"{"id":"e1","kind":"ids.alert","observables":{"ips":["192.0.2.1"]}}"#;
+        let (stats, _, _) = run(&engine, &format!("{first}\n")).await;
+        assert_eq!(stats.accepted, 1);
+
+        // The same event again is a plain duplicate.
+        let (stats, acks, errors) = run(&engine, &format!("{first}\n")).await;
+        assert_eq!((stats.duplicates, stats.conflicts), (1, 0), "{errors}");
+        assert!(acks.contains(r#""accepted":"duplicate""#), "{acks}");
+
+        // Another body under the same id is reported and kept, not dropped.
+        let other = r#"{"id":"e1","kind":"ids.alert","observables":{"ips":["198.51.100.9"]}}"#;
+        let (stats, acks, errors) = run(&engine, &format!("{other}\n")).await;
+        assert_eq!((stats.duplicates, stats.conflicts), (0, 1), "{errors}");
+        assert!(acks.contains(r#""accepted":"conflict""#), "{acks}");
+        assert!(errors.contains("event e1: conflict") && errors.contains("observables"));
+        let id = errors
+            .split("event conflict-")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .map(|hex| format!("conflict-{hex}"))
+            .expect("the conflict event is named");
+        let kept = store.get_event(&id).await.unwrap().expect("stored");
+        assert_eq!(kept.kind, CONFLICT_KIND);
+        assert_eq!(
+            kept.data["conflicting"]["observables"]["ips"][0],
+            "198.51.100.9"
+        );
+        assert_eq!(kept.data["accepted"]["observables"]["ips"][0], "192.0.2.1");
+        assert!(kept.observables.ips.is_empty(), "nothing to act on");
+        // The original is untouched.
+        let stored = store.get_event("e1").await.unwrap().unwrap();
+        assert_eq!(stored.observables.ips, ["192.0.2.1"]);
+        drop(engine);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -21,6 +21,45 @@ use std::time::Instant;
 pub const EVENT_LIST_CAP: usize = 10_000;
 /// How many examples of unsupported or invalid entries a report keeps.
 pub const SAMPLES: usize = 10;
+/// Largest score weight a feed may have (a finite but huge one would make scores infinite).
+pub const MAX_WEIGHT: f64 = 1000.0;
+
+/// The widest networks a feed may list: a feed listing `0.0.0.0/0` would make every address
+/// score as listed and hand the whole Internet to blocklist playbooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WideLimit {
+    /// Shortest IPv4 prefix accepted (default 8: nothing wider than a /8).
+    pub min_prefix_v4: u8,
+    /// Shortest IPv6 prefix accepted (default 16).
+    pub min_prefix_v6: u8,
+    /// Accept any width (`--allow-wide`).
+    pub allow_wide: bool,
+}
+
+impl Default for WideLimit {
+    fn default() -> WideLimit {
+        WideLimit {
+            min_prefix_v4: 8,
+            min_prefix_v6: 16,
+            allow_wide: false,
+        }
+    }
+}
+
+impl WideLimit {
+    /// Why `net` is too wide to import, if it is.
+    fn refuses(&self, net: &ipnet::IpNet) -> Option<String> {
+        let (min, family) = match net {
+            ipnet::IpNet::V4(_) => (self.min_prefix_v4, "IPv4"),
+            ipnet::IpNet::V6(_) => (self.min_prefix_v6, "IPv6"),
+        };
+        (!self.allow_wide && net.prefix_len() < min).then(|| {
+            format!(
+                "`{net}` is wider than the /{min} allowed for {family} networks (--allow-wide to import it)"
+            )
+        })
+    }
+}
 
 /// What to import and how to count it.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +76,8 @@ pub struct ImportOptions {
     /// Score half-life; `None` keeps the current one (30 days for a new feed).
     pub half_life_ms: Option<i64>,
     pub csv: CsvOptions,
+    /// Networks wider than this are refused and counted in [`ImportReport::too_wide`].
+    pub wide: WideLimit,
 }
 
 /// The stages an import goes through, for progress display.
@@ -81,6 +122,9 @@ pub struct ImportReport {
     /// Entries that are not valid values of their kind, with a few examples.
     pub invalid: u64,
     pub invalid_examples: Vec<String>,
+    /// Networks refused as wider than the limit (see [`WideLimit`]), with a few examples.
+    pub too_wide: u64,
+    pub too_wide_examples: Vec<String>,
     /// Entries listed more than once in the feed.
     pub duplicates: u64,
     /// Distinct values the feed lists now.
@@ -95,13 +139,19 @@ struct Collector {
     unsupported_examples: Vec<String>,
     invalid: u64,
     invalid_examples: Vec<String>,
+    too_wide: u64,
+    too_wide_examples: Vec<String>,
+    wide: WideLimit,
     duplicates: u64,
 }
 
 impl Collector {
-    fn new() -> Collector {
+    fn new(wide: WideLimit) -> Collector {
         Collector {
             listed: HashMap::new(),
+            too_wide: 0,
+            too_wide_examples: Vec::new(),
+            wide,
             unsupported: 0,
             unsupported_examples: Vec::new(),
             invalid: 0,
@@ -113,7 +163,23 @@ impl Collector {
 
 impl Sink for Collector {
     fn record(&mut self, value: &str, hint: Option<Kind>, valid_until: Option<i64>) {
-        match normalize(value, hint) {
+        let found = normalize(value, hint);
+        let too_wide = match &found {
+            Ok(ind) if ind.kind == Kind::Cidr => ind
+                .value
+                .parse::<ipnet::IpNet>()
+                .ok()
+                .and_then(|net| self.wide.refuses(&net)),
+            _ => None,
+        };
+        if let Some(why) = too_wide {
+            self.too_wide += 1;
+            if self.too_wide_examples.len() < SAMPLES {
+                self.too_wide_examples.push(why);
+            }
+            return;
+        }
+        match found {
             Ok(ind) => match self.listed.entry(ind.value) {
                 Entry::Vacant(v) => {
                     v.insert(Listed {
@@ -172,15 +238,15 @@ pub fn import(
     let started = Instant::now();
     valid_feed_name(&opts.feed)?;
     if let Some(w) = opts.weight
-        && !(w.is_finite() && w >= 0.0)
+        && !(0.0..=MAX_WEIGHT).contains(&w)
     {
-        bail!("--weight must be a number >= 0 (got {w})");
+        bail!("--weight must be a number from 0 to {MAX_WEIGHT} (got {w})");
     }
     let src = Source::parse(&resolve_source(source))?;
     let shown = fetch::display_source(&src);
     let mut store = IntelStore::open(data_dir)?;
     let previous = store.feed(&opts.feed)?;
-    let mut sink = Collector::new();
+    let mut sink = Collector::new(opts.wide);
     let format = match &src {
         Source::Taxii(u) => {
             if opts.format.is_some_and(|f| f != Format::Stix) {
@@ -259,6 +325,8 @@ pub fn import(
         unsupported_examples: sink.unsupported_examples,
         invalid: sink.invalid,
         invalid_examples: sink.invalid_examples,
+        too_wide: sink.too_wide,
+        too_wide_examples: sink.too_wide_examples,
         duplicates: sink.duplicates,
         total: total_rows,
         seconds: started.elapsed().as_secs_f64(),
@@ -388,6 +456,7 @@ impl ImportReport {
                 "unchanged_count": self.unchanged,
                 "unsupported_count": self.unsupported,
                 "invalid_count": self.invalid,
+                "too_wide_count": self.too_wide,
                 "total": self.total,
                 "list_cap": cap,
                 "truncated": self.added.len() > cap || self.removed.len() > cap,
@@ -398,13 +467,14 @@ impl ImportReport {
     /// The one-line summary the CLI prints.
     pub fn summary(&self) -> String {
         format!(
-            "intel import {}: {} added, {} removed, {} unchanged, {} unsupported, {} invalid, {} total ({}, {:.2}s)",
+            "intel import {}: {} added, {} removed, {} unchanged, {} unsupported, {} invalid, {} too wide, {} total ({}, {:.2}s)",
             self.feed,
             self.added.len(),
             self.removed.len(),
             self.unchanged,
             self.unsupported,
             self.invalid,
+            self.too_wide,
             self.total,
             self.format,
             self.seconds

@@ -290,10 +290,26 @@ fn domain(text: &str) -> Result<Indicator, String> {
     if !ascii.contains('.') {
         return Err("a single label is not a domain".into());
     }
+    // A name ending in a number is read as an IPv4 address by every URL parser (WHATWG), so
+    // `300.1.1.1` is an invalid address, not a domain.
+    if ascii.rsplit('.').next().is_some_and(numeric_label) {
+        return Err("ends in a number, so it is an IPv4 address, and not a valid one".into());
+    }
     Ok(Indicator {
         kind: Kind::Domain,
         value: ascii,
     })
+}
+
+/// A decimal, or `0x` hexadecimal, label (the forms WHATWG's IPv4 parser takes).
+fn numeric_label(label: &str) -> bool {
+    let hex = label
+        .strip_prefix("0x")
+        .or_else(|| label.strip_prefix("0X"));
+    match hex {
+        Some(h) => h.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+    }
 }
 
 fn url(text: &str) -> Result<Indicator, String> {

@@ -17,7 +17,9 @@ pub mod parse;
 pub mod store;
 
 pub use connector::Intel;
-pub use import::{ImportOptions, ImportReport, NoProgress, Phase, Progress, import};
+pub use import::{
+    ImportOptions, ImportReport, MAX_WEIGHT, NoProgress, Phase, Progress, WideLimit, import,
+};
 pub use index::{Index, Lookup};
 pub use indicator::{Indicator, Kind, normalize};
 pub use parse::Format;

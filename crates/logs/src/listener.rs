@@ -65,7 +65,8 @@ pub struct Stats {
     pub tcp_messages: AtomicU64,
     pub bytes: AtomicU64,
     pub truncated: AtomicU64,
-    /// Lines without a syslog header (kept as generic events) and empty messages (dropped).
+    /// Lines without a syslog header (kept as generic events), messages of NUL bytes (dropped,
+    /// and logged) and empty messages (dropped).
     pub parse_errors: AtomicU64,
     pub empty: AtomicU64,
     pub framing_errors: AtomicU64,
@@ -257,7 +258,16 @@ impl Shared {
             }
             None => {
                 self.stats.parse_errors.fetch_add(1, Relaxed);
-                self.stats.empty.fetch_add(1, Relaxed);
+                // A message of NUL bytes is not "empty": it is counted as a parse error only,
+                // and said in the log, so a sender filling frames with zeros is seen.
+                match crate::syslog::parse(bytes) {
+                    Err(e @ crate::syslog::ParseError::OnlyNul(_)) => {
+                        tracing::warn!("{peer}: message dropped: {e}");
+                    }
+                    _ => {
+                        self.stats.empty.fetch_add(1, Relaxed);
+                    }
+                }
                 None
             }
         }

@@ -1,8 +1,10 @@
 //! Syslog messages: RFC 5424 and RFC 3164 headers, as real senders write them.
 //!
 //! Parsing is tolerant (missing PRI, odd date forms, no hostname, 8-bit text, a UTF-8 BOM) and
-//! never panics. It fails only when no header can be found at all; the caller then keeps the line
-//! as plain text (see [`crate::normalize`]), so nothing is dropped.
+//! never panics. It fails when no header can be found at all, or when the header parser would
+//! swallow text without finding a header field in it (a frame starting with `-`); the caller
+//! then keeps the line as plain text (see [`crate::normalize`]), so nothing is dropped. A
+//! message of NUL bytes is an error of its own ([`ParseError::OnlyNul`]), never "empty".
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
@@ -55,6 +57,10 @@ pub enum ParseError {
     Empty,
     #[error("no RFC 5424 or RFC 3164 header found")]
     NoHeader,
+    #[error("no header field found, and `{0}` before the message would be lost")]
+    DroppedText(String),
+    #[error("the message is {0} NUL byte(s) and no text")]
+    OnlyNul(usize),
 }
 
 /// Decodes bytes as UTF-8, or byte for byte as Latin-1 when they are not valid UTF-8
@@ -79,7 +85,12 @@ pub fn parse_at(bytes: &[u8], now: DateTime<Utc>) -> Result<SyslogMessage, Parse
         .trim_start_matches('\u{feff}')
         .trim_end_matches(['\r', '\n', '\0']);
     if body.trim().is_empty() {
-        return Err(ParseError::Empty);
+        let nuls = text.bytes().filter(|&b| b == 0).count();
+        return Err(if nuls > 0 {
+            ParseError::OnlyNul(nuls)
+        } else {
+            ParseError::Empty
+        });
     }
     let year = now.year();
     let this_month = now.month();
@@ -113,6 +124,32 @@ pub fn parse_at(bytes: &[u8], now: DateTime<Utc>) -> Result<SyslogMessage, Parse
             params: e.params().map(|(k, v)| (k.to_string(), v)).collect(),
         })
         .collect();
+    // A header parser that found no field at all must not have eaten text: syslog_loose reads
+    // a leading `-` as a nil timestamp, which would turn `-1 failed logins` into `1 failed…`.
+    let no_field = m.facility.is_none()
+        && m.timestamp.is_none()
+        && m.hostname.is_none()
+        && m.appname.is_none()
+        && m.procid.is_none()
+        && m.msgid.is_none()
+        && m.structured_data.is_empty();
+    if no_field && body.ends_with(m.msg) {
+        let eaten = body[..body.len() - m.msg.len()].trim();
+        if !eaten.is_empty() {
+            return Err(ParseError::DroppedText(eaten.chars().take(64).collect()));
+        }
+    }
+    // After an RFC 3164 header the same `-` is taken as an (RFC 5424) nil field: put it back.
+    let mut msg = m.msg;
+    if protocol == Protocol::Rfc3164 && body.ends_with(m.msg) {
+        let before = body[..body.len() - m.msg.len()].trim_end_matches(' ');
+        let standalone = before
+            .strip_suffix('-')
+            .is_some_and(|b| b.is_empty() || b.ends_with([' ', ':', ']']));
+        if standalone {
+            msg = &body[before.len() - 1..];
+        }
+    }
     let nil = |s: Option<&str>| s.filter(|s| !s.is_empty() && *s != "-").map(str::to_owned);
     Ok(SyslogMessage {
         protocol,
@@ -125,7 +162,7 @@ pub fn parse_at(bytes: &[u8], now: DateTime<Utc>) -> Result<SyslogMessage, Parse
         procid: m.procid.as_ref().map(|p| p.to_string()),
         msgid: nil(m.msgid),
         structured_data,
-        msg: m.msg.trim_start_matches('\u{feff}').to_owned(),
+        msg: msg.trim_start_matches('\u{feff}').to_owned(),
         raw: body.to_owned(),
         latin1,
     })
@@ -252,5 +289,23 @@ mod tests {
             ),
             Err(ParseError::NoHeader)
         );
+    }
+
+    #[test]
+    fn a_leading_dash_is_a_parse_error_not_a_lost_character() {
+        let err = parse(b"-1 failed logins for root").unwrap_err();
+        assert_eq!(err, ParseError::DroppedText("-".into()));
+        // With a header, a message starting with `-` keeps it.
+        let m = parse(b"<13>Oct 11 22:14:15 host app: -1 failed").unwrap();
+        assert_eq!(m.msg, "-1 failed");
+        let m = parse(b"<13>Oct 11 22:14:15 host app: - done").unwrap();
+        assert_eq!(m.msg, "- done");
+    }
+
+    #[test]
+    fn a_message_of_nul_bytes_is_an_error_of_its_own() {
+        assert_eq!(parse(b"\0\0\0\0"), Err(ParseError::OnlyNul(4)));
+        assert_eq!(parse(b"\0\0\r\n"), Err(ParseError::OnlyNul(2)));
+        assert_eq!(parse(b" \r\n"), Err(ParseError::Empty));
     }
 }

@@ -53,6 +53,7 @@ impl Email {
         let options = ParseOptions {
             unwrap: input.get("unwrap").and_then(Value::as_bool).unwrap_or(true),
             own_relays: self.own_relays.clone(),
+            ..Default::default()
         };
         let parsed = parse_with(&raw, &options)
             .map_err(|e| ActionError::permanent(format!("email.parse: {e}")))?;

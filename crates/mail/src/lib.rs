@@ -12,6 +12,7 @@
 mod connector;
 pub mod links;
 mod message;
+pub mod qp;
 pub mod received;
 mod report;
 pub mod source;
@@ -19,7 +20,7 @@ pub mod source;
 pub use connector::Email;
 pub use links::{Link, LinkSource};
 pub use message::{
-    Attachment, Authentication, MAX_MESSAGE_BYTES, ParseError, ParseOptions, ParsedMessage, parse,
-    parse_with,
+    Attachment, Authentication, Budget, MAX_MESSAGE_BYTES, ParseError, ParseOptions, ParsedMessage,
+    parse, parse_with,
 };
 pub use report::{EVENT_KIND, Suspicion, event_id, message_field, severity, suspicion, to_event};

@@ -9,14 +9,24 @@
 //! link (`text_host`), and the link is flagged `text_mismatch` when that host's registrable domain
 //! differs from the href's (the classic "the text says bank.com, the link goes elsewhere").
 //! Only `http`, `https` and `ftp` URLs are kept; `mailto:`, `tel:`, `cid:` and scripts are not.
+//!
+//! Both scanners are linear in their input and keep no tree: HTML goes through html5ever's
+//! WHATWG tokenizer (a loop, no recursion) and a walker that only remembers the link it is
+//! in, so hostile nesting (`<div>` opened 100,000 times) costs one step per tag, and a tag
+//! with a million attributes costs no stack; plain text is scanned once,
+//! each URL from its scheme (or `www.`) to its end. Neither may ever re-scan what it read.
 
-use ego_tree::iter::Edge;
-use linkify::{LinkFinder, LinkKind};
-use scraper::{Html, Node};
+use html5ever::tendril::StrTendril;
+use html5ever::tokenizer::states::RawKind;
+use html5ever::tokenizer::{
+    BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
+};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::time::Instant;
 
 /// Longest URL kept (browsers accept about 2 MB, but nothing useful is that long).
 const MAX_URL_LEN: usize = 8192;
@@ -152,7 +162,8 @@ fn replace_hxxp(text: &str) -> String {
 
 /// Collects the links of one message, keeping each (url, text) pair once, in order.
 #[derive(Default)]
-pub(crate) struct LinkSet {
+pub struct LinkSet {
+    /// The links found so far (at most [`MAX_LINKS`]).
     pub links: Vec<Link>,
     seen: HashSet<(String, Option<String>)>,
 }
@@ -167,20 +178,10 @@ impl LinkSet {
         }
     }
 
-    /// URLs written in text.
+    /// URLs written in text. See [`text_urls`] for what counts as one.
     pub fn add_text(&mut self, text: &str) {
         let text = refang(text);
-        let mut finder = LinkFinder::new();
-        finder.kinds(&[LinkKind::Url]).url_must_have_scheme(false);
-        for found in finder.links(&text) {
-            let s = found.as_str();
-            let candidate: Cow<str> = if has_scheme(s) {
-                Cow::Borrowed(s)
-            } else if s.len() > 4 && s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("www.")) {
-                Cow::Owned(format!("http://{s}"))
-            } else {
-                continue;
-            };
+        for candidate in text_urls(&text) {
             if let Some(link) = classify(&candidate, LinkSource::Text, None) {
                 self.push(link);
             }
@@ -188,66 +189,285 @@ impl LinkSet {
     }
 
     /// Hrefs of links (with their text) and URLs in the visible text outside links.
-    pub fn add_html(&mut self, html: &str) {
+    ///
+    /// Stops early, saying why in [`HtmlScan::stopped`], when `deadline` passes.
+    pub fn add_html(&mut self, html: &str, deadline: Option<Instant>) -> HtmlScan {
+        let mut stopped = None;
         let html = if html.len() > MAX_HTML_BYTES {
+            stopped = Some(format!(
+                "HTML body of {} bytes: only the first {MAX_HTML_BYTES} were searched for links",
+                html.len()
+            ));
             &html[..floor_char_boundary(html, MAX_HTML_BYTES)]
         } else {
             html
         };
-        let doc = Html::parse_document(html);
-        // One pass over the tree (deeply nested hostile HTML must stay linear): links open
-        // and close around their text; text inside links, scripts and styles is not "outside".
-        let mut outside = String::new();
-        let mut open_links: Vec<(ego_tree::NodeId, String, String)> = Vec::new();
-        let mut hidden = 0usize;
-        for edge in doc.tree.root().traverse() {
-            match edge {
-                Edge::Open(node) => match node.value() {
-                    Node::Element(el) => {
-                        let name = el.name();
-                        if matches!(name, "a" | "area" | "script" | "style") {
-                            hidden += 1;
-                        }
-                        if matches!(name, "a" | "area")
-                            && let Some(href) = el.attr("href")
-                        {
-                            open_links.push((node.id(), href.to_owned(), String::new()));
-                        }
+        let tokenizer = Tokenizer::new(Walker::default(), TokenizerOpts::default());
+        let input = BufferQueue::default();
+        // Fed in chunks, so the clock is looked at while a long body is read.
+        let mut rest = html;
+        while !rest.is_empty() {
+            let cut = floor_char_boundary(rest, HTML_CHUNK.min(rest.len()));
+            let cut = if cut == 0 { rest.len() } else { cut };
+            let (chunk, tail) = rest.split_at(cut);
+            input.push_back(StrTendril::from_slice(chunk));
+            let _ = tokenizer.feed(&input);
+            rest = tail;
+            if !rest.is_empty() && deadline.is_some_and(|d| Instant::now() > d) {
+                stopped = Some(format!(
+                    "the time budget ran out after {} of {} HTML bytes",
+                    html.len() - rest.len(),
+                    html.len()
+                ));
+                break;
+            }
+        }
+        tokenizer.end();
+        let walker = tokenizer.sink.state.into_inner();
+        for (href, text) in walker.links {
+            self.close_link(Some((Some(href), text)));
+        }
+        self.add_text(&walker.outside);
+        HtmlScan {
+            steps: walker.steps,
+            stopped,
+        }
+    }
+
+    fn close_link(&mut self, link: Option<(Option<String>, String)>) {
+        let Some((Some(href), text)) = link else {
+            return;
+        };
+        let text = collapse_whitespace(&text);
+        let text = (!text.is_empty()).then_some(text);
+        if let Some(link) = classify(&refang(href.trim()), LinkSource::Html, text) {
+            self.push(link);
+        }
+    }
+}
+
+/// HTML is fed to the tokenizer this many bytes at a time.
+const HTML_CHUNK: usize = 64 << 10;
+
+/// Receives html5ever's tokens (its tokenizer, not its tree builder: the tree builder re-scans
+/// its open elements on hostile nesting). Keeps no element stack: only the link being read
+/// (HTML has no nested links: an `<a>` closes the one before) and whether it is inside a
+/// script or style, whose contents it has the tokenizer read as raw text, as a browser does.
+#[derive(Default)]
+struct Walker {
+    state: RefCell<WalkState>,
+}
+
+#[derive(Default)]
+struct WalkState {
+    steps: u64,
+    /// Hrefs with their link text, in order.
+    links: Vec<(String, String)>,
+    /// The link being read: its href (none for an `<a>` without one) and text so far.
+    open: Option<(Option<String>, String)>,
+    /// Inside a script, style or other raw-text element whose text is not shown.
+    hidden: bool,
+    outside: String,
+}
+
+impl WalkState {
+    fn close(&mut self) {
+        if let Some((Some(href), text)) = self.open.take()
+            && self.links.len() < MAX_LINKS
+        {
+            self.links.push((href, text));
+        }
+    }
+}
+
+impl TokenSink for Walker {
+    type Handle = ();
+
+    fn process_token(&self, token: Token, _line: u64) -> TokenSinkResult<()> {
+        let mut st = self.state.borrow_mut();
+        st.steps += 1;
+        match token {
+            Token::TagToken(tag) if tag.kind == TagKind::StartTag => {
+                let href = || {
+                    tag.attrs
+                        .iter()
+                        .find(|a| &*a.name.local == "href")
+                        .map(|a| a.value.to_string())
+                };
+                match &*tag.name {
+                    "script" if !tag.self_closing => {
+                        st.hidden = true;
+                        return TokenSinkResult::RawData(RawKind::ScriptData);
                     }
-                    Node::Text(t) => {
-                        if let Some((_, _, text)) = open_links.last_mut() {
-                            if text.len() < MAX_LINK_TEXT {
-                                text.push_str(t);
-                            }
-                        } else if hidden == 0 && outside.len() < MAX_HTML_BYTES {
-                            outside.push_str(t);
-                            outside.push(' ');
+                    "style" | "xmp" | "iframe" | "noembed" | "noframes" if !tag.self_closing => {
+                        st.hidden = true;
+                        return TokenSinkResult::RawData(RawKind::Rawtext);
+                    }
+                    "title" | "textarea" if !tag.self_closing => {
+                        return TokenSinkResult::RawData(RawKind::Rcdata);
+                    }
+                    "plaintext" => return TokenSinkResult::Plaintext,
+                    "a" => {
+                        st.close();
+                        st.open = (!tag.self_closing).then(|| (href(), String::new()));
+                    }
+                    "area" => {
+                        if let Some(h) = href() {
+                            st.close();
+                            st.open = Some((Some(h), String::new()));
+                            st.close();
                         }
                     }
                     _ => {}
-                },
-                Edge::Close(node) => {
-                    if let Node::Element(el) = node.value()
-                        && matches!(el.name(), "a" | "area" | "script" | "style")
-                    {
-                        hidden = hidden.saturating_sub(1);
-                        if open_links.last().is_some_and(|(id, _, _)| *id == node.id())
-                            && let Some((_, href, text)) = open_links.pop()
-                        {
-                            let text = collapse_whitespace(&text);
-                            let text = (!text.is_empty()).then_some(text);
-                            if let Some(link) =
-                                classify(&refang(href.trim()), LinkSource::Html, text)
-                            {
-                                self.push(link);
-                            }
-                        }
-                    }
                 }
             }
+            Token::TagToken(tag) => match &*tag.name {
+                "script" | "style" | "xmp" | "iframe" | "noembed" | "noframes" => {
+                    st.hidden = false;
+                }
+                "a" => st.close(),
+                _ => {}
+            },
+            Token::CharacterTokens(t) if !st.hidden => {
+                if let Some((_, text)) = &mut st.open {
+                    if text.len() < MAX_LINK_TEXT {
+                        text.push_str(&t);
+                    }
+                } else if st.outside.len() < MAX_HTML_BYTES {
+                    st.outside.push_str(&t);
+                    st.outside.push(' ');
+                }
+            }
+            Token::EOFToken => st.close(),
+            _ => {}
         }
-        self.add_text(&outside);
+        TokenSinkResult::Continue
     }
+}
+
+/// What one HTML body cost, and whether it was read to its end.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HtmlScan {
+    /// Tokens the walker handled: one per tag, text run, comment or doctype, so a number
+    /// linear in the input whatever its nesting.
+    pub steps: u64,
+    /// Why the body was not read to its end (size or time budget), when it was not.
+    pub stopped: Option<String>,
+}
+
+/// The URLs written in plain text, in order: each `http://`, `https://` or `ftp://` URL, and
+/// each `www.` name (given `http://`), from its start to the first whitespace, `<`, `>`, `"`
+/// or backtick, less trailing punctuation and unbalanced closing brackets.
+///
+/// Whatever the URL's host: an IPv6 literal (`[2001:db8::1]`), an IPv4-mapped one, an
+/// integer IPv4 (`http://3232235777/`), an internationalized name, or a user part hiding the
+/// real host (`http://user:pw@bank.example@evil.example/`). A URL whose host is cut by a
+/// space (`http://evil .example/`, `http://bank.example .evil.example/`) is not a URL: taking
+/// the part before the space would report a host the sender never meant.
+///
+/// One pass: each byte is looked at a bounded number of times.
+pub fn text_urls(text: &str) -> Vec<Cow<'_, str>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let at_word_start = i == 0 || !is_url_word_byte(bytes[i - 1]);
+        let start = if !at_word_start || !matches!(b | 0x20, b'h' | b'f' | b'w') {
+            None
+        } else if let Some(n) = ["https://", "http://", "ftp://"]
+            .iter()
+            .find(|p| starts_with_ignore_case(&bytes[i..], p.as_bytes()))
+            .map(|p| p.len())
+        {
+            Some((n, true))
+        } else if starts_with_ignore_case(&bytes[i..], b"www.") {
+            Some((0, false))
+        } else {
+            None
+        };
+        let Some((scheme_len, explicit)) = start else {
+            i += 1;
+            continue;
+        };
+        let end = url_end(bytes, i);
+        let url = trim_url_end(&text[i..end]);
+        let authority_start = i + scheme_len;
+        let in_authority = !text[authority_start..end].contains(['/', '?', '#']);
+        i = end.max(i + 1);
+        if url.len() <= scheme_len + usize::from(!explicit) * 4 {
+            continue;
+        }
+        let cut_by_space = text[end..].starts_with(char::is_whitespace);
+        if in_authority && cut_by_space && host_continues_after_space(text, end, url) {
+            continue;
+        }
+        out.push(if explicit {
+            Cow::Borrowed(url)
+        } else {
+            Cow::Owned(format!("http://{url}"))
+        });
+    }
+    out
+}
+
+/// Bytes that join a URL start to the word before it (`xhttp://` or `a.www.` start no URL).
+fn is_url_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b'@')
+}
+
+fn starts_with_ignore_case(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.len() >= prefix.len() && hay[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// Where a URL starting at `start` ends: the first whitespace (Unicode too), control
+/// character, `<`, `>`, `"` or backtick.
+fn url_end(bytes: &[u8], start: usize) -> usize {
+    let text = std::str::from_utf8(&bytes[start..]).unwrap_or("");
+    text.char_indices()
+        .find(|&(_, c)| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '`'))
+        .map_or(bytes.len(), |(n, _)| start + n)
+}
+
+/// Drops trailing sentence punctuation and closing brackets that open nowhere in the URL.
+fn trim_url_end(mut url: &str) -> &str {
+    loop {
+        let Some(last) = url.chars().last() else {
+            return url;
+        };
+        let trim = match last {
+            '.' | ',' | ';' | ':' | '!' | '?' | '\'' | '*' => true,
+            ')' => url.matches('(').count() < url.matches(')').count(),
+            ']' => url.matches('[').count() < url.matches(']').count(),
+            '}' => url.matches('{').count() < url.matches('}').count(),
+            _ => false,
+        };
+        if !trim {
+            return url;
+        }
+        url = &url[..url.len() - last.len_utf8()];
+    }
+}
+
+/// Whether the text after the space that ended a URL's host goes on with that host: the
+/// next word starts with `.`, or the host is one label and the next word is a dotted name.
+fn host_continues_after_space(text: &str, end: usize, url: &str) -> bool {
+    let next = text[end..].trim_start();
+    let word_end = next
+        .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#'))
+        .unwrap_or(next.len());
+    let word = &next[..word_end];
+    if word.starts_with('.') {
+        return true;
+    }
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .rsplit('@')
+        .next()
+        .unwrap_or("");
+    let one_label = !host.contains(['.', '[', ':']) && !host.bytes().all(|b| b.is_ascii_digit());
+    (one_label && word.contains('.')) || host.ends_with('.')
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -336,7 +556,11 @@ fn parse_url(raw: &str) -> Option<UrlParts> {
             let (host, ip) = match url.host()? {
                 url::Host::Domain(d) => (d.trim_end_matches('.').to_owned(), false),
                 url::Host::Ipv4(ip) => (ip.to_string(), true),
-                url::Host::Ipv6(ip) => (ip.to_string(), true),
+                // An IPv4-mapped address is the IPv4 one (as the intel store keeps it).
+                url::Host::Ipv6(ip) => match ip.to_ipv4_mapped() {
+                    Some(v4) => (v4.to_string(), true),
+                    None => (ip.to_string(), true),
+                },
             };
             Some(UrlParts {
                 text: url.to_string(),
@@ -482,6 +706,7 @@ mod tests {
         set.add_html(
             r#"<p>Go to <a href="https://evil.example.net/x?a=1&amp;b=2">https://www.bank.com/login</a>
                <a href="https://www.bank.com/help">bank.com</a> <a href="https://t.co/abc">Click here</a></p>"#,
+            None,
         );
         assert_eq!(set.links.len(), 3);
         let evil = &set.links[0];
@@ -533,6 +758,7 @@ mod tests {
         set.add_html(
             r#"<a href="mailto:a@b.c">x</a><a href="javascript:alert(1)">y</a><a href="/rel">z</a>
                <script>var u = "https://in-script.example/";</script>"#,
+            None,
         );
         assert!(set.links.is_empty(), "{:?}", set.links);
     }

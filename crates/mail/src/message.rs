@@ -1,18 +1,23 @@
 //! One raw RFC 5322 message → [`ParsedMessage`]: headers, addresses, bodies, links, attachments.
 //!
-//! MIME decoding (base64, quoted-printable, charsets, RFC 2047 words) is mail-parser's; this
+//! MIME decoding (base64, charsets, RFC 2047 words) is mail-parser's, except quoted-printable
+//! text bodies, which are decoded again by [`crate::qp`] (RFC 2045, soft breaks first). This
 //! module decides what is a body and what is an attachment, and never fails on odd content:
-//! only input that is not a message at all is an error.
+//! only input that is not a message at all is an error. It works within a [`Budget`] of time
+//! and of body bytes searched: past it, the message is still returned, marked
+//! `parse_incomplete` with the reason, never stalled.
 
 use crate::links::{Link, LinkSet};
 use crate::received::{self, Hop};
 use ipnet::IpNet;
+use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::{
-    Address, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
+    Address, Encoding, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 /// Why a message could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,6 +45,27 @@ pub struct ParseOptions {
     pub unwrap: bool,
     /// Networks of our own mail relays, skipped when looking for the originating IP.
     pub own_relays: Vec<IpNet>,
+    /// What one message may cost.
+    pub budget: Budget,
+}
+
+/// What parsing one message may cost. Past either limit the bodies left are not searched for
+/// links, and the result says so in [`ParsedMessage::parse_incomplete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Wall-clock time for searching the bodies (after MIME decoding).
+    pub time: Duration,
+    /// Decoded text and HTML body bytes searched for links, all parts together.
+    pub body_bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget {
+            time: Duration::from_secs(10),
+            body_bytes: 64 << 20,
+        }
+    }
 }
 
 /// An attachment (or inline non-body part, e.g. an embedded image).
@@ -125,6 +151,9 @@ pub struct ParsedMessage {
     pub authentication: Authentication,
     /// Whether a reported message was unwrapped from its report.
     pub unwrapped: bool,
+    /// Why the message was not searched to its end (a budget ran out), when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parse_incomplete: Option<String>,
 }
 
 /// Parses a raw message without unwrapping reports. See [`parse_with`].
@@ -216,17 +245,24 @@ fn extract(message: &Message<'_>, options: &ParseOptions) -> ParsedMessage {
     // Bodies and attachments, also of messages nested in this one (an inline forward): what
     // the recipient was shown. A part is an attachment when mail-parser filed it as one (a
     // disposition of attachment, a file name, or not text); the rest is the readable body.
-    let mut links = LinkSet::default();
-    let mut text = String::new();
-    let mut html = String::new();
-    walk(
-        message,
-        0,
-        &mut links,
-        &mut text,
-        &mut html,
-        &mut out.attachments,
-    );
+    let mut bodies = Bodies {
+        links: LinkSet::default(),
+        text: String::new(),
+        html: String::new(),
+        deadline: Instant::now().checked_add(options.budget.time),
+        bytes_left: options.budget.body_bytes,
+        budget_bytes: options.budget.body_bytes,
+        incomplete: None,
+    };
+    walk(message, 0, &mut bodies, &mut out.attachments);
+    let Bodies {
+        links,
+        text,
+        html,
+        incomplete,
+        ..
+    } = bodies;
+    out.parse_incomplete = incomplete;
     out.text = (!text.is_empty()).then_some(text);
     out.html = (!html.is_empty()).then_some(html);
     for l in &links.links {
@@ -255,12 +291,60 @@ fn extract(message: &Message<'_>, options: &ParseOptions) -> ParsedMessage {
 /// Nested messages deeper than this are kept as attachments but not opened.
 const MAX_NESTING: usize = 8;
 
+/// The readable bodies of a message, gathered part by part within the budget.
+struct Bodies {
+    links: LinkSet,
+    text: String,
+    html: String,
+    deadline: Option<Instant>,
+    bytes_left: usize,
+    budget_bytes: usize,
+    incomplete: Option<String>,
+}
+
+impl Bodies {
+    /// Whether the body may be searched; records why not when a budget has run out.
+    fn afford(&mut self, len: usize) -> bool {
+        if self.incomplete.is_some() {
+            return false;
+        }
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            self.incomplete = Some("the time budget ran out before every body was read".into());
+            return false;
+        }
+        if len > self.bytes_left {
+            self.incomplete = Some(format!(
+                "the bodies hold more than the {} bytes searched for links (the budget)",
+                self.budget_bytes
+            ));
+            return false;
+        }
+        self.bytes_left -= len;
+        true
+    }
+
+    fn add_text(&mut self, t: &str) {
+        push_capped(&mut self.text, t);
+        if self.afford(t.len()) {
+            self.links.add_text(t);
+        }
+    }
+
+    fn add_html(&mut self, h: &str) {
+        push_capped(&mut self.html, h);
+        if self.afford(h.len()) {
+            let scan = self.links.add_html(h, self.deadline);
+            if scan.stopped.is_some() {
+                self.incomplete = scan.stopped;
+            }
+        }
+    }
+}
+
 fn walk(
     message: &Message<'_>,
     depth: usize,
-    links: &mut LinkSet,
-    text: &mut String,
-    html: &mut String,
+    bodies: &mut Bodies,
     attachments: &mut Vec<Attachment>,
 ) {
     let attachment_ids: HashSet<u32> = message.attachments.iter().copied().collect();
@@ -270,22 +354,49 @@ fn walk(
             PartType::Message(nested) => {
                 attachments.push(attachment(part));
                 if depth < MAX_NESTING {
-                    walk(nested, depth + 1, links, text, html, attachments);
+                    walk(nested, depth + 1, bodies, attachments);
                 }
             }
             _ if is_attachment => attachments.push(attachment(part)),
             PartType::Text(t) => {
-                links.add_text(t);
-                push_capped(text, t);
+                bodies.add_text(&redecoded(message, part).unwrap_or_else(|| t.clone()))
             }
             PartType::Html(h) => {
-                links.add_html(h);
-                push_capped(html, h);
+                bodies.add_html(&redecoded(message, part).unwrap_or_else(|| h.clone()))
             }
             PartType::Binary(_) | PartType::InlineBinary(_) => attachments.push(attachment(part)),
             PartType::Multipart(_) => {}
         }
     }
+}
+
+/// A quoted-printable text part decoded again from its raw bytes by [`crate::qp`], in its
+/// declared charset (UTF-8 when none or unknown); `None` for other encodings.
+fn redecoded<'a>(
+    message: &Message<'_>,
+    part: &mail_parser::MessagePart<'_>,
+) -> Option<std::borrow::Cow<'a, str>> {
+    // By the header: mail-parser gives up on some bodies it cannot decode (`=2=` before a soft
+    // break) and keeps them raw, without their encoding.
+    let qp = part.encoding == Encoding::QuotedPrintable
+        || part
+            .content_transfer_encoding()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("quoted-printable"));
+    if !qp {
+        return None;
+    }
+    let raw = message
+        .raw_message()
+        .get(part.offset_body as usize..part.offset_end as usize)?;
+    let bytes = crate::qp::decode(raw);
+    let decoder = part
+        .content_type()
+        .and_then(|ct| ct.attribute("charset"))
+        .and_then(|cs| charset_decoder(cs.as_bytes()));
+    Some(std::borrow::Cow::Owned(match decoder {
+        Some(decode) => decode(&bytes),
+        None => String::from_utf8_lossy(&bytes).into_owned(),
+    }))
 }
 
 fn push_unique(list: &mut Vec<String>, value: String) {

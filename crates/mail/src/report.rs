@@ -253,6 +253,8 @@ pub fn to_event(raw: &[u8], parsed: &ParsedMessage, source: &str) -> Event {
             "message_encoding": encoding,
             "summary": summary,
             "suspicion": suspicion,
+            // Why the message was not searched to its end; null when it was.
+            "parse_incomplete": parsed.parse_incomplete,
         }),
     }
 }

@@ -144,6 +144,7 @@ fn an_event_carries_the_observables_and_the_raw_message() {
         &belay_mail::ParseOptions {
             unwrap: true,
             own_relays: vec![],
+            ..Default::default()
         },
     )
     .unwrap();

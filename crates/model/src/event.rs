@@ -80,11 +80,15 @@ struct RawEvent {
     data: Value,
 }
 
+/// Longest `id`, in characters.
 const MAX_ID_LEN: usize = 256;
 
 impl Event {
-    /// Parses and validates one event from JSON text.
+    /// Parses and validates one event from JSON text. An object with the same key twice is
+    /// refused (a JSON value would keep the last, so a second `kind` could hide behind the
+    /// first one a reader sees).
     pub fn from_json_str(text: &str) -> Result<Event, EventError> {
+        unique_keys(text)?;
         let value: Value =
             serde_json::from_str(text).map_err(|e| EventError::Json(e.to_string()))?;
         Event::from_json(value)
@@ -107,7 +111,9 @@ impl Event {
         validate_kind(&kind)?;
         let id = match raw.id {
             Some(id)
-                if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) =>
+                if id.is_empty()
+                    || id.chars().count() > MAX_ID_LEN
+                    || id.chars().any(char::is_control) =>
             {
                 return Err(EventError::Invalid(format!(
                     "`id` must be 1 to {MAX_ID_LEN} printable characters"
@@ -122,8 +128,9 @@ impl Event {
                 .with_timezone(&Utc),
             None => Utc::now(),
         };
+        crate::observable::check(&raw.observables).map_err(EventError::Invalid)?;
         let source = raw.source.unwrap_or_else(|| "unknown".into());
-        if source.len() > 256 || source.chars().any(char::is_control) {
+        if source.chars().count() > 256 || source.chars().any(char::is_control) {
             return Err(EventError::Invalid(
                 "`source` must be at most 256 printable characters".into(),
             ));
@@ -157,6 +164,73 @@ fn validate_kind(kind: &str) -> Result<(), EventError> {
         Err(EventError::Invalid(format!(
             "`kind` must be 1 to 128 characters of letters, digits, `.`, `_` or `-`, found `{kind}`"
         )))
+    }
+}
+
+/// Refuses JSON text in which an object has a key twice, naming the key and where.
+fn unique_keys(text: &str) -> Result<(), EventError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    UniqueKeys
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| {
+            if e.is_data() {
+                EventError::Invalid(e.to_string())
+            } else {
+                EventError::Json(e.to_string())
+            }
+        })
+}
+
+/// Walks a JSON document, keeping nothing, and fails at the first repeated key of an object.
+struct UniqueKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(UniqueKeys)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value_seed(UniqueKeys)?;
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key `{key}`: each key of an object may appear once"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -219,5 +293,57 @@ mod tests {
             let err = Event::from_json_str(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_not_silently_replaced() {
+        let text = r#"{"kind":"benign.test","data":{"a":1},"kind":"phishing.reported"}"#;
+        let err = Event::from_json_str(text).unwrap_err().to_string();
+        assert!(err.contains("duplicate key `kind`"), "{err}");
+        let nested = r#"{"kind":"x","observables":{"ips":["192.0.2.1"],"ips":["192.0.2.2"]}}"#;
+        let err = Event::from_json_str(nested).unwrap_err().to_string();
+        assert!(err.contains("duplicate key `ips`"), "{err}");
+        // The same key in two different objects is fine.
+        assert!(Event::from_json_str(r#"{"kind":"x","data":{"kind":"y"}}"#).is_ok());
+    }
+
+    #[test]
+    fn observables_must_be_of_their_lists_type() {
+        let bad = [
+            (r#"{"ips":["0"]}"#, "observables.ips[0]"),
+            (
+                r#"{"ips":["192.0.2.1","evil.example"]}"#,
+                "observables.ips[1]",
+            ),
+            (r#"{"cidrs":["10.0.0.0/33"]}"#, "observables.cidrs[0]"),
+            (r#"{"domains":["evil example"]}"#, "observables.domains[0]"),
+            (r#"{"domains":["300.1.1.1"]}"#, "observables.domains[0]"),
+            (r#"{"urls":["not a url"]}"#, "observables.urls[0]"),
+            (r#"{"hashes":["abc"]}"#, "observables.hashes[0]"),
+            (r#"{"emails":["nobody"]}"#, "observables.emails[0]"),
+            (r#"{"macs":["3c:22:fb"]}"#, "observables.macs[0]"),
+            (r#"{"users":[""]}"#, "observables.users[0]"),
+        ];
+        for (obs, want) in bad {
+            let text = format!(r#"{{"kind":"x","observables":{obs}}}"#);
+            let err = Event::from_json_str(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{obs}: {err}");
+        }
+        let good = r#"{"kind":"x","observables":{"ips":["192.0.2.1","2001:db8::1"],
+            "cidrs":["10.0.0.0/8","192.0.2.1"],"domains":["xn--bcher-kva.example","bücher.example"],
+            "urls":["https://evil.example/a?b=c"],"hashes":["d41d8cd98f00b204e9800998ecf8427e"],
+            "users":["CORP\\alice"],"hosts":["laptop-7"],"emails":["a@b.example"],
+            "macs":["3c:22:fb:00:00:01","3C-22-FB-00-00-01"]}}"#;
+        Event::from_json_str(good).unwrap();
+    }
+
+    #[test]
+    fn the_id_limit_counts_characters() {
+        let id = "é".repeat(256); // 512 bytes, 256 characters
+        let text = format!(r#"{{"kind":"x","id":"{id}"}}"#);
+        assert_eq!(Event::from_json_str(&text).unwrap().id, id);
+        let text = format!(r#"{{"kind":"x","id":"{id}é"}}"#);
+        let err = Event::from_json_str(&text).unwrap_err().to_string();
+        assert!(err.contains("1 to 256 printable characters"), "{err}");
     }
 }

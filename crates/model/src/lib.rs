@@ -50,6 +50,7 @@ pub mod audit_cef;
 mod case;
 mod duration;
 mod event;
+pub mod observable;
 mod run;
 mod time;
 

@@ -180,6 +180,7 @@ async fn ingest(ctx: &Ctx, args: IngestArgs) -> Result<ExitCode> {
     let options = ParseOptions {
         unwrap: !args.no_unwrap,
         own_relays: args.own_relays.clone(),
+        ..Default::default()
     };
 
     let set = ctx.load_playbooks(&[dir])?;

@@ -106,9 +106,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         .context("the resume task ended abnormally")??;
     decisions.abort();
     eprintln!(
-        "ingest: {} accepted, {} duplicate, {} rejected; runs: {} started, {} resumed, {} succeeded, {} failed, {} waiting",
+        "ingest: {} accepted, {} duplicate, {} conflict, {} rejected; runs: {} started, {} resumed, {} succeeded, {} failed, {} waiting",
         stats.accepted,
         stats.duplicates,
+        stats.conflicts,
         stats.rejected,
         stats.runs_started,
         resumed,

@@ -44,6 +44,16 @@ pub enum IntelCommand {
         /// CSV: the column giving each value's type (`ip-dst`, `domain`, `url`, `md5`...).
         #[arg(long)]
         csv_type_column: Option<String>,
+        /// Import networks of any width (without it, IPv4 networks wider than
+        /// --min-prefix-v4 and IPv6 ones wider than --min-prefix-v6 are refused and counted).
+        #[arg(long)]
+        allow_wide: bool,
+        /// Shortest IPv4 prefix imported without --allow-wide.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=32))]
+        min_prefix_v4: u8,
+        /// Shortest IPv6 prefix imported without --allow-wide.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(0..=128))]
+        min_prefix_v6: u8,
         /// Playbooks that may react to the `intel.update` event (default: `playbooks` in
         /// belay.toml; without either the event is only recorded).
         #[arg(long)]
@@ -178,6 +188,9 @@ pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
             half_life,
             csv_column,
             csv_type_column,
+            allow_wide,
+            min_prefix_v4,
+            min_prefix_v6,
             playbooks,
         } => {
             let opts = ImportOptions {
@@ -195,6 +208,11 @@ pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
                 csv: CsvOptions {
                     value_column: csv_column,
                     type_column: csv_type_column,
+                },
+                wide: belay_intel::WideLimit {
+                    min_prefix_v4,
+                    min_prefix_v6,
+                    allow_wide,
                 },
             };
             // The engine (and its playbooks and guardrails) is checked before the import, so a
@@ -215,6 +233,9 @@ pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
             }
             for e in &report.invalid_examples {
                 eprintln!("invalid: {e}");
+            }
+            for e in &report.too_wide_examples {
+                eprintln!("too wide: {e}");
             }
             let event = report.event();
             let accepted = engine.accept_batch(vec![(event, None)]).await?;

@@ -149,6 +149,12 @@ fn parse(files: &[PathBuf], format: Format) -> Result<ExitCode> {
         for (line, record) in belay_logs::normalize::split_records(&bytes) {
             let ctx = belay_logs::Context::new(source.clone());
             let Some(n) = normalizer.line(&record, &ctx) else {
+                if let Err(e @ belay_logs::syslog::ParseError::OnlyNul(_)) =
+                    belay_logs::syslog::parse(&record)
+                {
+                    parse_errors += 1;
+                    eprintln!("{}:{line}: {e} (dropped)", f.display());
+                }
                 continue;
             };
             if let Some(e) = &n.parse_error {
@@ -173,7 +179,7 @@ fn parse(files: &[PathBuf], format: Format) -> Result<ExitCode> {
     let total: u64 = kinds.values().sum();
     let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
     eprintln!(
-        "{total} event(s): {}; {parse_errors} line(s) without a syslog header",
+        "{total} event(s): {}; {parse_errors} line(s) with a parse error",
         if by_kind.is_empty() {
             "none".into()
         } else {
