@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::text;
+use common::{json, text};
 
 const USERS: &str = r#"data = "data"
 playbooks = "pb"
@@ -60,7 +60,7 @@ fn setup(pb: &str, extra_config: &str) -> tempfile::TempDir {
 
 /// `belay ARGS` in `dir`, reading its belay.toml.
 fn belay(dir: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_belay"))
+    std::process::Command::new(common::BIN)
         .current_dir(dir)
         .env_remove("BELAY_DATA")
         .env_remove("BELAY_DATABASE_URL")
@@ -97,12 +97,12 @@ fn alert(d: &Path, ip: &str, user: Option<&str>) -> Value {
         args.extend(["--as", u]);
     }
     let o = belay(d, &args);
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)))
+    json(&o)
 }
 
 fn pending(d: &Path) -> Vec<Value> {
     let o = belay(d, &["approvals", "list", "--format", "json"]);
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    let v = json(&o);
     v.as_array().unwrap().clone()
 }
 
@@ -116,7 +116,7 @@ fn listed(d: &Path) -> Vec<String> {
 
 fn run_status(d: &Path, run_id: &str) -> Value {
     let o = belay(d, &["runs", "show", run_id, "--format", "json"]);
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)))
+    json(&o)
 }
 
 fn id_of(a: &Value) -> String {
@@ -412,7 +412,7 @@ steps:
             "json",
         ],
     );
-    let run: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    let run = json(&o);
     assert_eq!(run["status"], "waiting_approval");
     assert!(listed(d).is_empty(), "a held batch is held whole");
     let list = pending(d);
@@ -631,7 +631,7 @@ steps:
             "json",
         ],
     );
-    let run: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    let run = json(&o);
     assert_eq!(run["status"], "waiting_approval", "{run}");
     assert_eq!(listed(d).len(), 36, "held whole");
     let reason = pending(d)[0]["reason"].as_str().unwrap().to_owned();

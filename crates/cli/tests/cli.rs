@@ -1,10 +1,9 @@
 //! End-to-end tests of the `belay` binary: lint, run, test.
 
-use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{belay, text};
+use common::{belay, json, text};
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -123,7 +122,7 @@ fn run_applies_changes_and_dry_run_applies_nothing() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = json(&o);
     assert_eq!(report["status"], "succeeded");
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 4, "{report}");
@@ -146,7 +145,7 @@ fn run_applies_changes_and_dry_run_applies_nothing() {
             "json",
         ],
     );
-    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = json(&o);
     assert_eq!(report["steps"][1]["decision"], "apply");
     assert_eq!(report["steps"][3]["output"]["values"]["blocked"], 2);
     let list = std::fs::read_to_string(dir.path().join("data/lists/egress.txt")).unwrap();
@@ -154,7 +153,7 @@ fn run_applies_changes_and_dry_run_applies_nothing() {
 
     let run_id = report["run_id"].as_str().unwrap();
     let o = belay(dir.path(), &["runs", "show", run_id, "--format", "json"]);
-    let shown: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let shown = json(&o);
     assert_eq!(
         shown["steps"], report["steps"],
         "the stored run matches what was reported"
@@ -218,7 +217,7 @@ fn a_missing_field_fails_the_step_and_names_the_path() {
         &["run", "pb.yaml", "--event", "ev.json", "--format", "json"],
     );
     assert_eq!(o.status.code(), Some(1));
-    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = json(&o);
     assert_eq!(report["status"], "failed");
     let err = report["error"].as_str().unwrap();
     assert!(err.contains("step `parse` failed"), "{err}");
@@ -281,7 +280,7 @@ fn bench_reports_its_figures_on_a_durable_store() {
         argv.extend_from_slice(args);
         let o = belay(dir.path(), &argv);
         assert!(o.status.success(), "{}", text(&o));
-        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let r = json(&o);
         assert_eq!(r["runs"], 3000, "{r}");
         assert!(r["store"].as_str().unwrap().contains(mode), "{r}");
         let figure = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("no {k}: {r}"));

@@ -8,24 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{belay, text};
-
-fn corpus() -> PathBuf {
-    let dir = std::env::var_os("BELAY_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        });
-    assert!(
-        dir.join("phishing/INDEX.json").is_file(),
-        "the test corpus is missing: expected {}/phishing/INDEX.json (set BELAY_CORPUS)",
-        dir.display()
-    );
-    dir
-}
+use belay_testkit::corpus;
+use common::{belay, json, json_lines, text};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/playbooks")
@@ -261,12 +245,7 @@ impl Dovecot {
     }
 
     fn ingest(&self, dir: &Path, pb: &Path) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_belay"))
-            .current_dir(dir)
-            .env("BELAY_DATA", dir.join("data"))
-            .env_remove("BELAY_DATABASE_URL")
-            .env_remove("BELAY_CONFIG")
-            .env_remove("BELAY_GUARDRAILS")
+        common::command(dir)
             .env("PHISH_PW", "s3cret-pw")
             .args([
                 "email",
@@ -291,10 +270,7 @@ impl Dovecot {
 }
 
 fn acks(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad ack line {l:?}: {e}")))
-        .collect()
+    json_lines(&String::from_utf8_lossy(stdout))
 }
 
 fn event_id(raw: &[u8]) -> String {
@@ -363,8 +339,7 @@ fn imap_reports_become_stored_events_and_move_to_the_handled_folder() {
     assert_eq!(sample_6229["severity"], "high", "{sample_6229}");
     let run_id = sample_6229["runs"][0].as_str().expect("a run");
     let o = belay(&work, &["runs", "show", run_id, "--format", "json"]);
-    let report: Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    let report: Value = json(&o);
     assert_eq!(report["status"], "succeeded", "{report}");
     let parse = &report["steps"][0]["output"];
     let urls = parse["urls"].as_array().unwrap();
@@ -490,7 +465,7 @@ fn email_parse_prints_the_action_output() {
     let eml = corpus.join("phishing/sample-803.eml");
     let o = belay(dir.path(), &["email", "parse", eml.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = json(&o);
     let links = out["links"].as_array().unwrap();
     assert!(links.iter().any(|l| l["punycode"] == true), "{out}");
     let o = belay(

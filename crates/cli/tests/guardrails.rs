@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 mod common;
-use common::{belay, text};
+use common::{belay, json, text};
 
 const PLAYBOOK: &str = r#"name: block
 on: { event: block }
@@ -43,7 +43,7 @@ fn run(d: &Path, ips: &[&str]) -> Value {
             "json",
         ],
     );
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)))
+    json(&o)
 }
 
 fn listed(d: &Path) -> Vec<String> {

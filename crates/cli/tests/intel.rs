@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 mod common;
-use common::{belay, text};
+use common::{belay, json, text};
 
 const PLAYBOOK: &str = r#"name: intel-watch
 description: Looks the first added IP up again when a feed changes.
@@ -24,10 +24,6 @@ steps:
         added: ${{ event.data.added_count }}
         score: ${{ steps.check.output.score }}
 "#;
-
-fn json(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
-}
 
 #[test]
 fn import_emits_one_update_event_that_playbooks_react_to() {

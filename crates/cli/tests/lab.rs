@@ -6,6 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+mod common;
+use common::{json, text};
+
 struct Served(Child);
 
 impl Drop for Served {
@@ -15,26 +18,14 @@ impl Drop for Served {
     }
 }
 
+/// `belay ARGS` in `dir` (see `common::command`), with the lab token as a secret and debug logs.
 fn belay(dir: &Path, secret: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_belay"))
-        .current_dir(dir)
-        .env("BELAY_DATA", dir.join("data"))
+    common::command(dir)
         .env("BELAY_SECRET_LAB_TOKEN", secret)
         .env("BELAY_LOG", "debug")
-        .env_remove("BELAY_DATABASE_URL")
-        .env_remove("BELAY_CONFIG")
-        .env_remove("BELAY_GUARDRAILS")
         .args(args)
         .output()
         .expect("belay runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 const PLAYBOOK: &str = r#"name: contain
@@ -54,7 +45,7 @@ fn a_playbook_reaches_the_lab_through_the_http_connector_and_no_secret_is_stored
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let secret = format!("lab-secret-{}", std::process::id());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_belay"))
+    let mut child = Command::new(common::BIN)
         .args([
             "lab",
             "serve",
@@ -122,8 +113,7 @@ fn a_playbook_reaches_the_lab_through_the_http_connector_and_no_secret_is_stored
         ],
     );
     produced.push_str(&text(&o));
-    let report: serde_json::Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("a JSON report: {}", text(&o)));
+    let report = json(&o);
     assert_eq!(report["status"], "succeeded", "{report}");
     let run = report["run_id"].as_str().unwrap().to_owned();
     let o = belay(d, &secret, &["rollback", "--run", &run, "--as", "alice"]);
@@ -135,7 +125,7 @@ fn a_playbook_reaches_the_lab_through_the_http_connector_and_no_secret_is_stored
     assert!(o.status.success(), "{}", text(&o));
 
     // A missing secret is a clear error naming it.
-    let o = Command::new(env!("CARGO_BIN_EXE_belay"))
+    let o = Command::new(common::BIN)
         .current_dir(d)
         .env_remove("BELAY_SECRET_LAB_TOKEN")
         .env_remove("LAB_TOKEN")

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
-use common::{belay, text};
+use common::{belay, json, json_lines, text};
 
 /// Generous bound that only turns a hang into a failure; nothing here measures speed.
 const HANG: Duration = Duration::from_secs(120);
@@ -24,12 +24,7 @@ struct Listening {
 }
 
 fn listen(dir: &Path, args: &[&str]) -> Listening {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_belay"))
-        .current_dir(dir)
-        .env("BELAY_DATA", dir.join("data"))
-        .env_remove("BELAY_DATABASE_URL")
-        .env_remove("BELAY_CONFIG")
-        .env_remove("BELAY_GUARDRAILS")
+    let mut child = common::command(dir)
         .args(["logs", "listen"])
         .args(args)
         .stdout(Stdio::piped())
@@ -110,7 +105,7 @@ fn logger(args: &[&str]) {
 fn stored_event(dir: &Path, id: &str) -> Value {
     let o = belay(dir, &["logs", "event", id]);
     assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
+    json(&o)
 }
 
 /// A counter from the listener's final `counters: {JSON}` line.
@@ -256,7 +251,7 @@ fn logger_over_udp_and_tcp_in_both_formats_reaches_the_store_and_the_playbooks()
 
     // The two privileged group additions each ran the playbook.
     let o = belay(dir.path(), &["runs", "list", "--format", "json"]);
-    let runs: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = json(&o);
     let mut events: Vec<&str> = runs
         .as_array()
         .unwrap()
@@ -356,19 +351,7 @@ fn malformed_lines_over_tcp_are_kept_and_counted() {
 
 #[test]
 fn logs_parse_prints_one_event_per_record() {
-    let corpus = std::env::var_os("BELAY_CORPUS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        });
-    assert!(
-        corpus.join("README.md").is_file(),
-        "the test corpus is missing at {}: set BELAY_CORPUS",
-        corpus.display()
-    );
+    let corpus = belay_testkit::corpus();
     let dir = tempfile::tempdir().unwrap();
     let dlp = corpus.join("dlp/azure-sentinel_SymantecDLP_selected.json");
     let eve = corpus.join("ids/suricata/eve-alerts.jsonl");
@@ -382,10 +365,7 @@ fn logs_parse_prints_one_event_per_record() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let events: Vec<Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = json_lines(&String::from_utf8_lossy(&o.stdout));
     assert_eq!(events.len(), 4 + 13);
     assert!(events[..4].iter().all(|e| e["kind"] == "dlp.alert"));
     assert!(events[4..].iter().all(|e| e["kind"] == "ids.alert"));

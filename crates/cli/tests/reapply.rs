@@ -4,7 +4,7 @@
 use belay_connectors::native::unbound::Sandbox;
 
 mod common;
-use common::{belay, text};
+use common::{belay, json, text};
 
 const PLAYBOOK: &str = r#"name: sinkhole
 on: { event: sinkhole }
@@ -56,7 +56,7 @@ fn after_a_restart_the_journal_restores_the_sinkholes_in_effect() {
     let run = |file: &str| {
         let o = belay(d, &["run", "pb.yaml", "--event", file, "--format", "json"]);
         assert!(o.status.success(), "{}", text(&o));
-        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let r = json(&o);
         r["run_id"].as_str().unwrap().to_owned()
     };
     run("a.json");

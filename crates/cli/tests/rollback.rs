@@ -5,14 +5,10 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::belay;
+use common::{belay, json, text};
 
 fn ok(o: Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = text(&o);
     assert!(o.status.success(), "{text}");
     text
 }
@@ -63,7 +59,7 @@ fn run_event(dir: &Path, add: &[&str], remove: &[&str]) -> String {
             "json",
         ],
     );
-    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = json(&o);
     assert_eq!(report["status"], "succeeded", "{report}");
     report["run_id"].as_str().unwrap().to_owned()
 }
@@ -236,7 +232,7 @@ fn on_error_rollback_undoes_the_runs_earlier_changes() {
             "json",
         ],
     );
-    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = json(&o);
     assert_eq!(report["status"], "failed");
     assert!(
         report["error"]

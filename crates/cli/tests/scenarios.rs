@@ -6,8 +6,13 @@
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+
+use belay_testkit::corpus_if_set;
+
+mod common;
+use common::{json_lines, text};
 
 struct Env {
     child: Child,
@@ -23,14 +28,10 @@ impl Drop for Env {
     }
 }
 
-fn corpus() -> Option<PathBuf> {
-    std::env::var_os("BELAY_CORPUS").map(PathBuf::from)
-}
-
 impl Env {
     fn up(fault_rate: f64) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_belay"))
+        let mut child = Command::new(common::BIN)
             .args(["lab", "up"])
             .arg(dir.path())
             .args(["--fault-rate", &fault_rate.to_string(), "--seed", "7"])
@@ -72,7 +73,7 @@ impl Env {
     }
 
     fn belay(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_belay"))
+        Command::new(common::BIN)
             .current_dir(self.path())
             .env("BELAY_CONFIG", self.path().join("belay.toml"))
             .env_remove("BELAY_DATA")
@@ -100,12 +101,7 @@ impl Env {
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.belay(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(o.status.success(), "belay {args:?} failed:\n{text}");
+        assert!(o.status.success(), "belay {args:?} failed:\n{}", text(&o));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -165,11 +161,10 @@ impl Env {
     }
 
     fn inbox(&self, target: &str) -> Vec<Value> {
-        std::fs::read_to_string(self.path().join(format!("notify/{target}-inbox.jsonl")))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        json_lines(
+            &std::fs::read_to_string(self.path().join(format!("notify/{target}-inbox.jsonl")))
+                .unwrap_or_default(),
+        )
     }
 
     /// Rolls a run back as a person and checks the audit chain.
@@ -220,10 +215,7 @@ fn step<'a>(report: &'a Value, key: &str) -> &'a Value {
 fn parse_lines(env: &Env, name: &str, text: &str) -> Vec<Value> {
     let file = env.path().join(name);
     std::fs::write(&file, text).unwrap();
-    env.ok(&["logs", "parse", file.to_str().unwrap()])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_lines(&env.ok(&["logs", "parse", file.to_str().unwrap()]))
 }
 
 #[test]
@@ -262,7 +254,7 @@ fn scenario_0_alert_enrichment_adds_intel_owner_edr_and_watch_status() {
 fn scenario_1_privilege_escalation_on_the_cfo_laptop_is_reverted_and_can_be_reapplied() {
     let env = Env::up(0.0);
     // A real gpasswd line from the corpus, on the CFO's laptop (its host name substituted).
-    let line = corpus()
+    let line = corpus_if_set()
         .and_then(|c| {
             std::fs::read_to_string(c.join("logs/linux/wazuh-ruleset_decoder-comment-samples.log"))
                 .ok()
@@ -312,7 +304,7 @@ fn scenario_1_privilege_escalation_on_the_cfo_laptop_is_reverted_and_can_be_reap
 #[test]
 fn scenario_2_a_rogue_device_is_quarantined_until_explained() {
     let env = Env::up(0.0);
-    let lines = corpus()
+    let lines = corpus_if_set()
         .and_then(|c| std::fs::read_to_string(c.join("logs/network/ossec_openbsd-dhcpd-samples.log")).ok())
         .unwrap_or_else(|| "Aug 10 09:45:28 junction dhcpd[2042]: DHCPACK on 192.168.17.154 to b4:b5:2f:15:4c:ec via sk0\n".into());
     let events = parse_lines(&env, "dhcpd.log", &lines);
@@ -365,7 +357,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
             .contains("protected-networks")
     }));
     // A real feed far larger than allowed in one update (FireHOL's feodo list): held too.
-    if let Some(c) = corpus() {
+    if let Some(c) = corpus_if_set() {
         let feodo = std::fs::read_to_string(c.join("threat-intel/firehol/feodo.ipset")).unwrap();
         import("feodo", &feodo);
         let held = env.pending_approvals();
@@ -400,7 +392,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
 }
 
 fn phish_event(env: &Env) -> Value {
-    let message = corpus()
+    let message = corpus_if_set()
         .and_then(|c| std::fs::read(c.join("phishing/sample-432.eml")).ok())
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(|| {
@@ -470,7 +462,7 @@ fn scenario_4_phishing_is_sinkholed_watched_taken_down_and_a_compromise_opens_a_
 }
 
 fn dlp_events(env: &Env) -> (Value, Value) {
-    let file = corpus().map(|c| c.join("dlp/azure-sentinel_SymantecDLP_selected.json"));
+    let file = corpus_if_set().map(|c| c.join("dlp/azure-sentinel_SymantecDLP_selected.json"));
     let inadvertent = match file.filter(|f| f.exists()) {
         Some(f) => {
             let out = env.ok(&["logs", "parse", f.to_str().unwrap()]);
@@ -710,7 +702,7 @@ fn scenarios_under_injected_faults_complete_or_hold_and_never_double_a_change() 
 #[test]
 fn the_demo_runs_every_scenario_holds_approves_rolls_back_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_belay"))
+    let o = Command::new(common::BIN)
         .arg("demo")
         .current_dir(dir.path())
         .env_remove("BELAY_CONFIG")
@@ -769,7 +761,7 @@ fn the_lab_token_appears_nowhere_belay_writes() {
     // The logs at their most verbose, with faults making the connector log its retries.
     let file = env.path().join("event-debug.json");
     std::fs::write(&file, phish_event(&env).to_string()).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_belay"))
+    let o = Command::new(common::BIN)
         .current_dir(env.path())
         .env("BELAY_CONFIG", env.path().join("belay.toml"))
         .env("BELAY_LOG", "debug")
@@ -777,11 +769,7 @@ fn the_lab_token_appears_nowhere_belay_writes() {
         .arg(&file)
         .output()
         .unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let logs = text(&o);
     assert!(
         logs.contains("DEBUG") || logs.contains("WARN") || o.status.success(),
         "{logs}"
@@ -813,18 +801,14 @@ fn the_lab_token_appears_nowhere_belay_writes() {
 fn the_shipped_playbooks_lint_clean_and_their_tests_pass() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let run = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_belay"))
+        let o = Command::new(common::BIN)
             .current_dir(&root)
             .env_remove("BELAY_CONFIG")
             .env_remove("BELAY_GUARDRAILS")
             .args(args)
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let text = text(&o);
         assert!(o.status.success(), "belay {args:?}:\n{text}");
         text
     };

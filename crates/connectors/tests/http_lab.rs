@@ -4,7 +4,7 @@
 
 use belay_connectors::http::spec::Spec;
 use belay_connectors::http::{Auth, HttpSettings};
-use belay_connectors::{Call, Connector, ErrorKind, Http, Secret};
+use belay_connectors::{ActionError, Call, Connector, ErrorKind, Http, Secret};
 use belay_lab::{Lab, LabConfig, LabHandle};
 use belay_playbook::Catalog;
 use serde_json::{Value, json};
@@ -36,7 +36,7 @@ async fn call(
     action: &str,
     input: Value,
     key: Option<&str>,
-) -> Result<Value, belay_connectors::ActionError> {
+) -> Result<Value, ActionError> {
     c.call(Call {
         action,
         input: &input,
@@ -45,17 +45,23 @@ async fn call(
     .await
 }
 
+/// A call without an idempotency key that must succeed: its output.
+async fn read(c: &Http, action: &str, input: Value) -> Value {
+    call(c, action, input, None)
+        .await
+        .unwrap_or_else(|e| panic!("{action}: {e}"))
+}
+
+/// A call without an idempotency key that must fail: its error.
+async fn fails(c: &Http, action: &str, input: Value) -> ActionError {
+    match call(c, action, input, None).await {
+        Ok(out) => panic!("{action} succeeded: {out}"),
+        Err(e) => e,
+    }
+}
+
 async fn lab_state(lab: &LabHandle) -> Value {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-        .get(format!("{}/_state", lab.base_url))
-        .bearer_auth(&lab.token)
-        .send()
-        .await
-        .expect("state answers")
-        .json()
-        .await
-        .expect("state is JSON")
+    belay_testkit::lab::state(&lab.base_url, &lab.token).await
 }
 
 /// Applies a change, checks the state moved, applies the catalog's inverse, checks it is back.
@@ -133,15 +139,11 @@ fn spec_errors_name_the_line_and_the_problem() {
 async fn edr_actions_round_trip_through_the_lab() {
     let lab = lab(LabConfig::default()).await;
     let edr = connector("edr-lab", settings(&lab));
-    let st = call(&edr, "edr.status", json!({ "host": "fin-cfo-lt01" }), None)
-        .await
-        .unwrap();
+    let st = read(&edr, "edr.status", json!({ "host": "fin-cfo-lt01" })).await;
     assert_eq!(st["known"], json!(true));
     assert_eq!(st["monitoring"], json!("normal"));
     assert_eq!(st["monitoring_override"], json!(false));
-    let unknown = call(&edr, "edr.status", json!({ "host": "no-such-host" }), None)
-        .await
-        .unwrap();
+    let unknown = read(&edr, "edr.status", json!({ "host": "no-such-host" })).await;
     assert_eq!(unknown, json!({ "host": "no-such-host", "known": false }));
 
     let out = round_trip(
@@ -153,41 +155,33 @@ async fn edr_actions_round_trip_through_the_lab() {
     assert_eq!(out["previous"], json!("normal"));
     round_trip(&edr, "edr.isolate_host", json!({ "host": "eng-ws-101" })).await;
 
-    let scan = call(&edr, "edr.scan", json!({ "host": "eng-ws-101" }), None)
-        .await
-        .unwrap();
+    let scan = read(&edr, "edr.scan", json!({ "host": "eng-ws-101" })).await;
     assert_eq!(scan["status"], json!("completed"));
     assert_eq!(scan["compromised"], json!(true));
     assert!(scan["detections"].as_array().is_some_and(|d| !d.is_empty()));
-    let queued = call(
+    let queued = read(
         &edr,
         "edr.scan",
         json!({ "host": "eng-ws-101", "wait": false }),
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(queued["status"], json!("running"));
     assert!(queued.get("verdict").is_none(), "no verdict yet: {queued}");
-    let result = call(
+    let result = read(
         &edr,
         "edr.scan_result",
         json!({ "scan_id": queued["scan_id"] }),
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(result["scan_id"], queued["scan_id"]);
 
     let ind = scan["indicators"].clone();
-    let hits = call(
+    let hits = read(
         &edr,
         "edr.search_ioc",
         json!({ "indicators": ind, "exclude": ["eng-ws-101"], "since": "7d" }),
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(hits["count"], json!(1), "{hits}");
     assert_eq!(hits["hosts"][0]["host"], json!("eng-ws-102"));
     assert_eq!(hits["searched"], json!(28));
@@ -212,14 +206,7 @@ async fn edr_actions_round_trip_through_the_lab() {
     assert_eq!(before["captures"], json!([]));
     assert_eq!(after["captures"], json!([mem["evidence_id"]]));
 
-    let e = call(
-        &edr,
-        "edr.isolate_host",
-        json!({ "host": "prn-floor2" }),
-        None,
-    )
-    .await
-    .unwrap_err();
+    let e = fails(&edr, "edr.isolate_host", json!({ "host": "prn-floor2" })).await;
     assert_eq!(e.kind, ErrorKind::Permanent);
     assert!(e.message.contains("no EDR agent"), "{e}");
 }
@@ -234,14 +221,7 @@ async fn siem_training_proxy_and_pcap_actions_round_trip() {
         json!({ "user": "jsmith", "reason": "phish click", "duration": "30d" }),
     )
     .await;
-    let st = call(
-        &siem,
-        "siem.watch_status",
-        json!({ "user": "jsmith" }),
-        None,
-    )
-    .await
-    .unwrap();
+    let st = read(&siem, "siem.watch_status", json!({ "user": "jsmith" })).await;
     assert_eq!(st["watched"], json!(false));
     let alert = call(
         &siem,
@@ -261,49 +241,43 @@ async fn siem_training_proxy_and_pcap_actions_round_trip() {
     )
     .await;
     assert_eq!(out["changed"], json!(true));
-    let st = call(
+    let st = read(
         &training,
         "training.status",
         json!({ "user": "jsmith", "module": "data-handling-101" }),
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(st["enrolled"], json!(false));
-    let e = call(
+    let e = fails(
         &training,
         "training.enroll_user",
         json!({ "user": "jsmith", "module": "nope" }),
-        None,
     )
-    .await
-    .unwrap_err();
+    .await;
     assert!(
         e.message.contains("422") && e.message.contains("unknown module"),
         "{e}"
     );
 
     let proxy = connector("proxy-lab", settings(&lab));
-    round_trip(
-        &proxy,
-        "proxy.block",
-        json!({ "address": "badcdn.example", "reason": "C2" }),
-    )
-    .await;
-    round_trip(
-        &proxy,
-        "proxy.tighten_policy",
-        json!({ "address": "10.20.1.15", "logging": "full", "pcap": true }),
-    )
-    .await;
-    let st = call(
+    for (action, input) in [
+        (
+            "proxy.block",
+            json!({ "address": "badcdn.example", "reason": "C2" }),
+        ),
+        (
+            "proxy.tighten_policy",
+            json!({ "address": "10.20.1.15", "logging": "full", "pcap": true }),
+        ),
+    ] {
+        round_trip(&proxy, action, input).await;
+    }
+    let st = read(
         &proxy,
         "proxy.status",
         json!({ "address": "https://login-microsoftonline.example/x" }),
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(st["category"], json!("phishing"));
     assert_eq!(st["blocked"], json!(false));
 
@@ -314,14 +288,7 @@ async fn siem_training_proxy_and_pcap_actions_round_trip() {
         json!({ "host": "fin-cfo-lt01", "duration": "15m", "case": "IR-1" }),
     )
     .await;
-    let st = call(
-        &pcap,
-        "pcap.status",
-        json!({ "host": "fin-cfo-lt01" }),
-        None,
-    )
-    .await
-    .unwrap();
+    let st = read(&pcap, "pcap.status", json!({ "host": "fin-cfo-lt01" })).await;
     assert_eq!(st["capturing"], json!(false));
     assert_eq!(st["captures"][0]["capture_id"], out["capture_id"]);
 }
@@ -330,25 +297,16 @@ async fn siem_training_proxy_and_pcap_actions_round_trip() {
 async fn cmdb_lookup_and_takedown_submission() {
     let lab = lab(LabConfig::default()).await;
     let cmdb = connector("cmdb-lab", settings(&lab));
-    let cfo = call(
-        &cmdb,
-        "cmdb.lookup_device",
-        json!({ "ip": "10.20.1.15" }),
-        None,
-    )
-    .await
-    .unwrap();
+    let cfo = read(&cmdb, "cmdb.lookup_device", json!({ "ip": "10.20.1.15" })).await;
     assert_eq!(cfo["high_profile"], json!(true));
     assert_eq!(cfo["owner"], json!("mdubois"));
     assert_eq!(cfo["class"], json!("laptop"));
-    let none = call(
+    let none = read(
         &cmdb,
         "cmdb.lookup_device",
         json!({ "mac": "00:00:5e:00:53:01" }),
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(none, json!({ "known": false }));
 
     let td = connector("takedown-lab", settings(&lab));
@@ -365,14 +323,12 @@ async fn cmdb_lookup_and_takedown_submission() {
     let after = td.read_state("takedown.submit", &input).await.unwrap();
     assert_eq!(before["tickets"], json!([]));
     assert_eq!(after["tickets"], json!([t["ticket_id"]]));
-    let st = call(
+    let st = read(
         &td,
         "takedown.status",
         json!({ "ticket_id": t["ticket_id"] }),
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(st["status"], json!("submitted"));
 }
 
@@ -395,9 +351,7 @@ actions:
 "#;
     let spec = Spec::parse("cmdb-all.yaml", text, &Catalog::builtin()).unwrap();
     let c = Http::new("cmdb-all", spec, settings(&lab)).unwrap();
-    let out = call(&c, "cmdb.lookup_device", json!({}), None)
-        .await
-        .unwrap();
+    let out = read(&c, "cmdb.lookup_device", json!({})).await;
     let hosts: Vec<&str> = out["hostname"].as_str().unwrap().split(',').collect();
     assert_eq!(hosts.len(), 30, "all 5 pages of 7");
     assert!(
@@ -422,9 +376,7 @@ actions:
     let mut s = settings(&lab);
     s.base_url = format!("http://localhost:{}", lab.addr.port());
     let c = Http::new("cmdb-all", spec, s).unwrap();
-    let e = call(&c, "cmdb.lookup_device", json!({}), None)
-        .await
-        .unwrap_err();
+    let e = fails(&c, "cmdb.lookup_device", json!({})).await;
     assert_eq!(e.kind, ErrorKind::Permanent);
     assert!(
         e.message.contains("refused to call `http://127.0.0.1`"),
@@ -471,14 +423,12 @@ async fn transient_faults_are_retried_and_permanent_ones_are_not() {
         "each alert raised once: {state}"
     );
     lab.set_fault_rate(0.0);
-    let e = call(
+    let e = fails(
         &siem,
         "siem.alert",
         json!({ "entity": "x", "title": "t", "severity": "apocalyptic" }),
-        None,
     )
-    .await
-    .unwrap_err();
+    .await;
     assert_eq!(e.kind, ErrorKind::Permanent);
     assert!(!e.message.contains("attempts"), "a 422 is not retried: {e}");
 }
@@ -500,21 +450,17 @@ async fn the_breaker_opens_after_consecutive_failures_and_closes_after_a_good_tr
     let edr = connector("edr-lab", s);
     let host = json!({ "host": "fin-cfo-lt01" });
     for _ in 0..3 {
-        let e = call(&edr, "edr.status", host.clone(), None)
-            .await
-            .unwrap_err();
+        let e = fails(&edr, "edr.status", host.clone()).await;
         assert_eq!(e.kind, ErrorKind::Transient);
         assert!(!e.message.contains("circuit open"), "{e}");
     }
     // Healthy again, but the circuit is open: no request goes out until the cool-down ends.
     lab.set_fault_rate(0.0);
-    let e = call(&edr, "edr.status", host.clone(), None)
-        .await
-        .unwrap_err();
+    let e = fails(&edr, "edr.status", host.clone()).await;
     assert_eq!(e.kind, ErrorKind::Transient);
     assert!(e.message.contains("circuit open"), "{e}");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let ok = call(&edr, "edr.status", host.clone(), None).await.unwrap();
+    let ok = read(&edr, "edr.status", host.clone()).await;
     assert_eq!(ok["known"], json!(true));
     call(&edr, "edr.status", host, None)
         .await
@@ -545,28 +491,14 @@ async fn oauth2_basic_and_api_key_auth_work_and_a_wrong_secret_is_a_permanent_er
         s.auth = auth;
         let c = connector("cmdb-lab", s);
         for _ in 0..2 {
-            let out = call(
-                &c,
-                "cmdb.lookup_device",
-                json!({ "hostname": "srv-db-01" }),
-                None,
-            )
-            .await
-            .unwrap();
+            let out = read(&c, "cmdb.lookup_device", json!({ "hostname": "srv-db-01" })).await;
             assert_eq!(out["criticality"], json!("high"));
         }
     }
     let mut s = settings(&lab);
     s.auth = Auth::Bearer(Secret::new("wrong"));
     let c = connector("cmdb-lab", s);
-    let e = call(
-        &c,
-        "cmdb.lookup_device",
-        json!({ "hostname": "srv-db-01" }),
-        None,
-    )
-    .await
-    .unwrap_err();
+    let e = fails(&c, "cmdb.lookup_device", json!({ "hostname": "srv-db-01" })).await;
     assert_eq!(e.kind, ErrorKind::Permanent);
     assert!(e.message.contains("401"), "{e}");
 }
@@ -661,25 +593,21 @@ async fn with_20_percent_faults_every_change_is_applied_exactly_once() {
         json!({}),
         "no change went without its key"
     );
-    assert_eq!(state["edr"]["isolated"].as_array().unwrap().len(), 10);
-    assert_eq!(state["siem"]["alerts"].as_array().unwrap().len(), 10);
-    assert_eq!(
-        state["siem"]["watchlists"]["belay"]
-            .as_array()
-            .unwrap()
-            .len(),
-        10
-    );
-    assert_eq!(
-        state["training"]["enrollments"].as_array().unwrap().len(),
-        10
-    );
-    assert_eq!(state["takedown"]["tickets"].as_array().unwrap().len(), 10);
-    assert_eq!(
-        state["proxy"]["lists"]["belay"].as_array().unwrap().len(),
-        10
-    );
-    assert_eq!(state["pcap"]["captures"].as_array().unwrap().len(), 10);
+    for applied in [
+        "/edr/isolated",
+        "/siem/alerts",
+        "/siem/watchlists/belay",
+        "/training/enrollments",
+        "/takedown/tickets",
+        "/proxy/lists/belay",
+        "/pcap/captures",
+    ] {
+        let n = state
+            .pointer(applied)
+            .and_then(Value::as_array)
+            .map(Vec::len);
+        assert_eq!(n, Some(10), "{applied}");
+    }
     let replays: u64 = keys
         .iter()
         .map(|k| state["idempotency"][k]["replayed"].as_u64().unwrap_or(0))

@@ -4,24 +4,8 @@
 use belay_intel::import::{ImportOptions, NoProgress, import};
 use belay_intel::parse::{VecSink, stix};
 use belay_intel::{Index, IntelStore, Kind, normalize};
-use std::path::{Path, PathBuf};
-
-fn corpus() -> PathBuf {
-    let dir = std::env::var_os("BELAY_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        });
-    assert!(
-        dir.join("threat-intel").is_dir(),
-        "the test corpus is missing: set BELAY_CORPUS to the corpus directory (looked in {})",
-        dir.display()
-    );
-    dir
-}
+use belay_testkit::corpus;
+use std::path::Path;
 
 fn import_as(data: &Path, source: &Path, feed: &str) -> belay_intel::ImportReport {
     let opts = ImportOptions {

@@ -3,27 +3,11 @@
 
 use belay_intel::import::{ImportOptions, NoProgress, import};
 use belay_intel::{Format, Index, IntelStore};
+use belay_testkit::corpus_file;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn corpus() -> PathBuf {
-    let dir = std::env::var_os("BELAY_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        });
-    assert!(
-        dir.join("threat-intel").is_dir(),
-        "the test corpus is missing: set BELAY_CORPUS to the corpus directory (looked in {})",
-        dir.display()
-    );
-    dir
-}
 
 struct Server(Child);
 
@@ -67,7 +51,7 @@ fn serve(dir: PathBuf) -> (Server, u16) {
 
 #[test]
 fn feeds_import_over_http_and_misp_events_are_fetched_beside_the_manifest() {
-    let (_server, port) = serve(corpus().join("threat-intel"));
+    let (_server, port) = serve(corpus_file("threat-intel"));
     let dir = tempfile::tempdir().unwrap();
     let opts = |feed: &str| ImportOptions {
         feed: feed.into(),

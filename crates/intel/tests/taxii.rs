@@ -3,27 +3,10 @@
 
 use belay_intel::import::{ImportOptions, NoProgress, import};
 use belay_intel::{Index, IntelStore, Kind};
+use belay_testkit::corpus_file;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn corpus() -> PathBuf {
-    let dir = std::env::var_os("BELAY_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        });
-    assert!(
-        dir.join("stix/taxii").is_dir(),
-        "the test corpus is missing: set BELAY_CORPUS to the corpus directory (looked in {})",
-        dir.display()
-    );
-    dir
-}
 
 /// Kills the server when the test ends, however it ends.
 struct Server(Child);
@@ -37,7 +20,7 @@ impl Drop for Server {
 
 /// Starts medallion on a free loopback port with pages of `page_size` objects.
 fn medallion(dir: &std::path::Path, page_size: usize) -> (Server, u16) {
-    let data = corpus().join("stix/taxii/medallion-default_data.json");
+    let data = corpus_file("stix/taxii/medallion-default_data.json");
     let copy = dir.join("data.json");
     std::fs::copy(&data, &copy).expect("copy the TAXII data file");
     let config = serde_json::json!({

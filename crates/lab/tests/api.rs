@@ -2,13 +2,14 @@
 //! pagination, idempotency keys and injected faults.
 
 use belay_lab::{Lab, LabConfig, LabHandle};
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 async fn lab(config: LabConfig) -> (LabHandle, reqwest::Client) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = belay_testkit::lab::client();
     let h = Lab::start(config).await.expect("the lab starts");
-    (h, reqwest::Client::new())
+    (h, c)
 }
 
 async fn default_lab() -> (LabHandle, reqwest::Client) {
@@ -23,23 +24,27 @@ async fn send(
     body: Option<Value>,
     key: Option<&str>,
 ) -> (u16, Value) {
-    let mut rb = c
-        .request(method, format!("{}{path}", h.base_url))
-        .bearer_auth(&h.token);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    if let Some(k) = key {
-        rb = rb.header("Idempotency-Key", k);
-    }
-    let r = rb.send().await.expect("request sent");
-    let status = r.status().as_u16();
-    let body = r.json::<Value>().await.unwrap_or(Value::Null);
-    (status, body)
+    belay_testkit::lab::send(c, &h.base_url, &h.token, method, path, body, key).await
 }
 
 async fn get(c: &reqwest::Client, h: &LabHandle, path: &str) -> (u16, Value) {
-    send(c, h, reqwest::Method::GET, path, None, None).await
+    send(c, h, Method::GET, path, None, None).await
+}
+
+async fn post(c: &reqwest::Client, h: &LabHandle, path: &str, body: Value) -> (u16, Value) {
+    send(c, h, Method::POST, path, Some(body), None).await
+}
+
+/// Sends each request (without an idempotency key) and checks the status it gets.
+async fn expect_statuses(
+    c: &reqwest::Client,
+    h: &LabHandle,
+    cases: &[(Method, &str, Option<Value>, u16)],
+) {
+    for (method, path, body, status) in cases {
+        let (s, b) = send(c, h, method.clone(), path, body.clone(), None).await;
+        assert_eq!(s, *status, "{method} {path}: {b}");
+    }
 }
 
 #[tokio::test]
@@ -73,46 +78,24 @@ async fn requests_without_valid_credentials_get_401_on_every_simulator() {
 async fn api_key_basic_and_oauth2_credentials_are_accepted() {
     let (h, c) = default_lab().await;
     let url = format!("{}/cmdb/v1/classes", h.base_url);
-    let r = c
-        .get(&url)
-        .header("X-Api-Key", &h.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let r = c
-        .get(&url)
-        .basic_auth("belay", Some(&h.token))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let tok: Value = c
-        .post(format!("{}/oauth/token", h.base_url))
-        .form(&[
+    let token = |secret: &str| {
+        c.post(format!("{}/oauth/token", h.base_url)).form(&[
             ("grant_type", "client_credentials"),
             ("client_id", "belay"),
-            ("client_secret", h.token.as_str()),
+            ("client_secret", secret),
         ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    };
+    let tok: Value = token(&h.token).send().await.unwrap().json().await.unwrap();
     let access = tok["access_token"].as_str().expect("an access token");
-    let r = c.get(&url).bearer_auth(access).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let r = c
-        .post(format!("{}/oauth/token", h.base_url))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "belay"),
-            ("client_secret", "nope"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    for (how, request) in [
+        ("api key", c.get(&url).header("X-Api-Key", &h.token)),
+        ("basic", c.get(&url).basic_auth("belay", Some(&h.token))),
+        ("oauth2", c.get(&url).bearer_auth(access)),
+    ] {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{how}");
+    }
+    let r = token("nope").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }
 
@@ -156,39 +139,43 @@ async fn the_cmdb_knows_the_cfo_laptop_as_high_profile_and_pages_with_next_links
     let (s, b) = get(&c, &h, "/cmdb/v1/devices?ip=not-an-ip").await;
     assert_eq!(s, 400, "{b}");
     assert!(b["message"].as_str().unwrap().contains("ip"));
-    let (s, _) = get(&c, &h, "/cmdb/v1/devices?limit=0").await;
-    assert_eq!(s, 400);
-    let (s, _) = get(&c, &h, "/cmdb/v1/devices?cursor=bogus").await;
-    assert_eq!(s, 400);
-    let (s, _) = get(&c, &h, "/cmdb/v1/devices/dev-9999").await;
-    assert_eq!(s, 404);
+    expect_statuses(
+        &c,
+        &h,
+        &[
+            (Method::GET, "/cmdb/v1/devices?limit=0", None, 400),
+            (Method::GET, "/cmdb/v1/devices?cursor=bogus", None, 400),
+            (Method::GET, "/cmdb/v1/devices/dev-9999", None, 404),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn edr_isolation_is_idempotent_by_key_and_by_state() {
     let (h, c) = default_lab().await;
-    let post = reqwest::Method::POST;
     let path = "/edr/v1/devices/eng-ws-101/isolate";
-    let body = json!({ "reason": "test" });
-    let (s, first) = send(&c, &h, post.clone(), path, Some(body.clone()), Some("k-1")).await;
+    let isolate = |path, key| {
+        send(
+            &c,
+            &h,
+            Method::POST,
+            path,
+            Some(json!({ "reason": "test" })),
+            Some(key),
+        )
+    };
+    let (s, first) = isolate(path, "k-1").await;
     assert_eq!(s, 200);
     assert_eq!(first["changed"], json!(true));
     // The same key again: the first answer, not a second application.
-    let (_, again) = send(&c, &h, post.clone(), path, Some(body.clone()), Some("k-1")).await;
+    let (_, again) = isolate(path, "k-1").await;
     assert_eq!(again, first);
     // The same key for another request is refused.
-    let (s, e) = send(
-        &c,
-        &h,
-        post.clone(),
-        "/edr/v1/devices/eng-ws-102/isolate",
-        Some(body.clone()),
-        Some("k-1"),
-    )
-    .await;
+    let (s, e) = isolate("/edr/v1/devices/eng-ws-102/isolate", "k-1").await;
     assert_eq!(s, 422, "{e}");
     // A new key on an isolated host: applied, but nothing changes.
-    let (_, third) = send(&c, &h, post, path, Some(body), Some("k-2")).await;
+    let (_, third) = isolate(path, "k-2").await;
     assert_eq!(third["changed"], json!(false));
     let (_, state) = get(&c, &h, "/_state").await;
     assert_eq!(state["idempotency"]["k-1"]["applied"], json!(1));
@@ -202,16 +189,9 @@ async fn edr_isolation_is_idempotent_by_key_and_by_state() {
 #[tokio::test]
 async fn edr_validates_bodies_and_knows_only_agents() {
     let (h, c) = default_lab().await;
-    let put = reqwest::Method::PUT;
-    let (s, b) = send(
-        &c,
-        &h,
-        put.clone(),
-        "/edr/v1/devices/fin-cfo-lt01/monitoring",
-        Some(json!({ "level": "extreme" })),
-        None,
-    )
-    .await;
+    let monitoring = "/edr/v1/devices/fin-cfo-lt01/monitoring";
+    let set = |body| send(&c, &h, Method::PUT, monitoring, Some(body), None);
+    let (s, b) = set(json!({ "level": "extreme" })).await;
     assert_eq!(s, 422);
     assert!(
         b["message"]
@@ -220,15 +200,7 @@ async fn edr_validates_bodies_and_knows_only_agents() {
             .contains("level must be one of"),
         "{b}"
     );
-    let (s, _) = send(
-        &c,
-        &h,
-        put.clone(),
-        "/edr/v1/devices/fin-cfo-lt01/monitoring",
-        Some(json!({ "lvl": "high" })),
-        None,
-    )
-    .await;
+    let (s, _) = set(json!({ "lvl": "high" })).await;
     assert_eq!(s, 422);
     let r = c
         .put(format!(
@@ -244,15 +216,7 @@ async fn edr_validates_bodies_and_knows_only_agents() {
     // The printer has no EDR agent.
     let (s, _) = get(&c, &h, "/edr/v1/devices/prn-floor2").await;
     assert_eq!(s, 404);
-    let (s, b) = send(
-        &c,
-        &h,
-        put,
-        "/edr/v1/devices/fin-cfo-lt01/monitoring",
-        Some(json!({ "level": "high" })),
-        None,
-    )
-    .await;
+    let (s, b) = set(json!({ "level": "high" })).await;
     assert_eq!(s, 200);
     assert_eq!(b["previous"], json!("normal"));
     let (_, d) = get(&c, &h, "/edr/v1/devices/fin-cfo-lt01").await;
@@ -263,15 +227,7 @@ async fn edr_validates_bodies_and_knows_only_agents() {
 #[tokio::test]
 async fn edr_scans_run_until_polled_and_ioc_search_spans_the_fleet() {
     let (h, c) = default_lab().await;
-    let (s, scan) = send(
-        &c,
-        &h,
-        reqwest::Method::POST,
-        "/edr/v1/scans",
-        Some(json!({ "device": "eng-ws-101" })),
-        None,
-    )
-    .await;
+    let (s, scan) = post(&c, &h, "/edr/v1/scans", json!({ "device": "eng-ws-101" })).await;
     assert_eq!(s, 201);
     let id = scan["scan_id"].as_str().unwrap();
     let (_, first) = get(&c, &h, &format!("/edr/v1/scans/{id}")).await;
@@ -280,13 +236,11 @@ async fn edr_scans_run_until_polled_and_ioc_search_spans_the_fleet() {
     assert_eq!(done["status"], json!("completed"));
     assert_eq!(done["verdict"], json!("compromised"));
     let ioc = belay_lab_sha();
-    let (s, hits) = send(
+    let (s, hits) = post(
         &c,
         &h,
-        reqwest::Method::POST,
         "/edr/v1/ioc/search",
-        Some(json!({ "indicators": [ioc], "exclude": ["eng-ws-101"] })),
-        None,
+        json!({ "indicators": [ioc], "exclude": ["eng-ws-101"] }),
     )
     .await;
     assert_eq!(s, 200, "{hits}");
@@ -297,15 +251,7 @@ async fn edr_scans_run_until_polled_and_ioc_search_spans_the_fleet() {
         .map(|h| h["host"].as_str().unwrap())
         .collect();
     assert_eq!(hosts, ["eng-ws-102"]);
-    let (s, _) = send(
-        &c,
-        &h,
-        reqwest::Method::POST,
-        "/edr/v1/ioc/search",
-        Some(json!({ "indicators": [] })),
-        None,
-    )
-    .await;
+    let (s, _) = post(&c, &h, "/edr/v1/ioc/search", json!({ "indicators": [] })).await;
     assert_eq!(s, 422);
 }
 
@@ -316,13 +262,13 @@ fn belay_lab_sha() -> &'static str {
 #[tokio::test]
 async fn siem_training_takedown_proxy_and_pcap_round_trip() {
     let (h, c) = default_lab().await;
-    use reqwest::Method as M;
     // SIEM watch list.
+    let entry = "/siem/v1/watchlists/belay/entries/jsmith";
     let (s, b) = send(
         &c,
         &h,
-        M::PUT,
-        "/siem/v1/watchlists/belay/entries/jsmith",
+        Method::PUT,
+        entry,
         Some(json!({ "duration": "7d" })),
         None,
     )
@@ -330,62 +276,23 @@ async fn siem_training_takedown_proxy_and_pcap_round_trip() {
     assert_eq!((s, b["changed"].clone()), (200, json!(true)));
     let (_, w) = get(&c, &h, "/siem/v1/users/jsmith/watchlists").await;
     assert_eq!(w["lists"], json!(["belay"]));
-    let (_, b) = send(
-        &c,
-        &h,
-        M::DELETE,
-        "/siem/v1/watchlists/belay/entries/jsmith",
-        None,
-        None,
-    )
-    .await;
+    let (_, b) = send(&c, &h, Method::DELETE, entry, None, None).await;
     assert_eq!(b["changed"], json!(true));
-    let (s, _) = send(
-        &c,
-        &h,
-        M::PUT,
-        "/siem/v1/watchlists/belay/entries/bad%20user",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, 422);
     // Training.
-    let (s, e) = send(
+    let (s, e) = post(
         &c,
         &h,
-        M::POST,
         "/training/v1/enrollments",
-        Some(json!({ "user": "jsmith", "module": "data-handling-101" })),
-        None,
+        json!({ "user": "jsmith", "module": "data-handling-101" }),
     )
     .await;
     assert_eq!(s, 201, "{e}");
-    let (s, _) = send(
-        &c,
-        &h,
-        M::POST,
-        "/training/v1/enrollments",
-        Some(json!({ "user": "jsmith", "module": "no-such-module" })),
-        None,
-    )
-    .await;
-    assert_eq!(s, 422);
-    let (s, _) = get(
-        &c,
-        &h,
-        "/training/v1/users/jsmith/enrollments/phishing-awareness-201",
-    )
-    .await;
-    assert_eq!(s, 404);
     // Takedown: status advances as it is read.
-    let (s, t) = send(
+    let (s, t) = post(
         &c,
         &h,
-        M::POST,
         "/takedown/v1/requests",
-        Some(json!({ "url": "https://login-microsoftonline.example/x", "evidence": "From: a@b" })),
-        None,
+        json!({ "url": "https://login-microsoftonline.example/x", "evidence": "From: a@b" }),
     )
     .await;
     assert_eq!(s, 201);
@@ -401,54 +308,38 @@ async fn siem_training_takedown_proxy_and_pcap_round_trip() {
             &json!("taken_down")
         ]
     );
-    let (s, _) = send(
+    // Proxy: a domain entry covers its subdomains and URLs under them; a network its addresses.
+    for (address, status, matched) in [
+        (
+            "badcdn.example",
+            "/proxy/v1/status?address=https://update-check.badcdn.example/a.exe",
+            Some("badcdn.example"),
+        ),
+        (
+            "198.51.100.0/24",
+            "/proxy/v1/status?address=198.51.100.23",
+            None,
+        ),
+    ] {
+        let (_, b) = post(
+            &c,
+            &h,
+            "/proxy/v1/lists/belay/entries",
+            json!({ "address": address }),
+        )
+        .await;
+        assert_eq!(b["changed"], json!(true), "{address}");
+        let (_, st) = get(&c, &h, status).await;
+        assert_eq!(st["blocked"], json!(true), "{address}");
+        if let Some(m) = matched {
+            assert_eq!(st["matched"], json!(m));
+        }
+    }
+    let (_, p) = post(
         &c,
         &h,
-        M::POST,
-        "/takedown/v1/requests",
-        Some(json!({ "url": "javascript:alert(1)", "evidence": "x" })),
-        None,
-    )
-    .await;
-    assert_eq!(s, 422);
-    // Proxy: a domain entry covers its subdomains and URLs under them.
-    let (_, b) = send(
-        &c,
-        &h,
-        M::POST,
-        "/proxy/v1/lists/belay/entries",
-        Some(json!({ "address": "badcdn.example" })),
-        None,
-    )
-    .await;
-    assert_eq!(b["changed"], json!(true));
-    let (_, st) = get(
-        &c,
-        &h,
-        "/proxy/v1/status?address=https://update-check.badcdn.example/a.exe",
-    )
-    .await;
-    assert_eq!(st["blocked"], json!(true));
-    assert_eq!(st["matched"], json!("badcdn.example"));
-    let (_, b) = send(
-        &c,
-        &h,
-        M::POST,
-        "/proxy/v1/lists/belay/entries",
-        Some(json!({ "address": "198.51.100.0/24" })),
-        None,
-    )
-    .await;
-    assert_eq!(b["changed"], json!(true));
-    let (_, st) = get(&c, &h, "/proxy/v1/status?address=198.51.100.23").await;
-    assert_eq!(st["blocked"], json!(true));
-    let (_, p) = send(
-        &c,
-        &h,
-        M::POST,
         "/proxy/v1/policies",
-        Some(json!({ "address": "10.20.1.15", "logging": "full" })),
-        None,
+        json!({ "address": "10.20.1.15", "logging": "full" }),
     )
     .await;
     assert_eq!(p["changed"], json!(true));
@@ -462,48 +353,67 @@ async fn siem_training_takedown_proxy_and_pcap_round_trip() {
         (json!("tightened"), json!("full"), json!(true))
     );
     // Packet capture: one running capture per host.
-    let (s, cap) = send(
+    let captures = "/pcap/v1/captures";
+    let (s, cap) = post(
         &c,
         &h,
-        M::POST,
-        "/pcap/v1/captures",
-        Some(json!({ "host": "fin-cfo-lt01", "duration": "15m" })),
-        None,
+        captures,
+        json!({ "host": "fin-cfo-lt01", "duration": "15m" }),
     )
     .await;
     assert_eq!((s, cap["changed"].clone()), (201, json!(true)));
-    let (s, again) = send(
-        &c,
-        &h,
-        M::POST,
-        "/pcap/v1/captures",
-        Some(json!({ "host": "fin-cfo-lt01" })),
-        None,
-    )
-    .await;
+    let (s, again) = post(&c, &h, captures, json!({ "host": "fin-cfo-lt01" })).await;
     assert_eq!((s, again["changed"].clone()), (200, json!(false)));
     let (_, st) = get(&c, &h, "/pcap/v1/captures?host=fin-cfo-lt01").await;
     assert_eq!(st["capturing"], json!(true));
     let (_, stop) = send(
         &c,
         &h,
-        M::POST,
+        Method::POST,
         "/pcap/v1/hosts/fin-cfo-lt01/stop",
         None,
         None,
     )
     .await;
     assert_eq!(stop["stopped"], json!([cap["capture_id"].clone()]));
-    let (s, _) = send(
+    // What each simulator refuses.
+    expect_statuses(
         &c,
         &h,
-        M::POST,
-        "/pcap/v1/captures",
-        Some(json!({ "host": "unknown-host" })),
-        None,
+        &[
+            (
+                Method::PUT,
+                "/siem/v1/watchlists/belay/entries/bad%20user",
+                None,
+                422,
+            ),
+            (
+                Method::POST,
+                "/training/v1/enrollments",
+                Some(json!({ "user": "jsmith", "module": "no-such-module" })),
+                422,
+            ),
+            (
+                Method::GET,
+                "/training/v1/users/jsmith/enrollments/phishing-awareness-201",
+                None,
+                404,
+            ),
+            (
+                Method::POST,
+                "/takedown/v1/requests",
+                Some(json!({ "url": "javascript:alert(1)", "evidence": "x" })),
+                422,
+            ),
+            (
+                Method::POST,
+                captures,
+                Some(json!({ "host": "unknown-host" })),
+                404,
+            ),
+        ],
     )
     .await;
-    assert_eq!(s, 404);
 }
 
 #[tokio::test]

@@ -3,24 +3,8 @@
 
 use belay_logs::normalize::{Context, Normalizer, split_records};
 use belay_model::{Event, Severity};
+use belay_testkit::corpus;
 use std::path::PathBuf;
-
-fn corpus() -> PathBuf {
-    let dir = std::env::var_os("BELAY_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        });
-    assert!(
-        dir.join("README.md").is_file(),
-        "the test corpus is missing at {}: set BELAY_CORPUS to its directory",
-        dir.display()
-    );
-    dir
-}
 
 /// Every record of every file under `sub` (sorted), as (file name, line, text, normalized).
 struct Record {

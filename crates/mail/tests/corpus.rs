@@ -6,26 +6,10 @@
 //! so does an allow-list entry that no longer disagrees (so the list cannot go stale).
 
 use belay_mail::{ParsedMessage, parse, suspicion};
+use belay_testkit::corpus_file;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-
-fn corpus() -> PathBuf {
-    let dir = std::env::var_os("BELAY_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/corpus"
-            ))
-        });
-    assert!(
-        dir.join("phishing/INDEX.json").is_file(),
-        "the test corpus is missing: expected {}/phishing/INDEX.json (set BELAY_CORPUS to the corpus directory)",
-        dir.display()
-    );
-    dir
-}
 
 /// (file, field, why INDEX.json is wrong there).
 ///
@@ -148,7 +132,7 @@ fn eml_files(dir: &std::path::Path) -> Vec<PathBuf> {
 
 #[test]
 fn every_corpus_message_parses_without_panicking() {
-    let root = corpus().join("phishing");
+    let root = corpus_file("phishing");
     let mut files = eml_files(&root);
     files.extend(eml_files(&root.join("ham")));
     assert!(
@@ -265,7 +249,7 @@ fn compare(file: &str, rec: &Value, m: &ParsedMessage, out: &mut Vec<Disagreemen
 
 #[test]
 fn parse_agrees_with_the_corpus_index() {
-    let root = corpus().join("phishing");
+    let root = corpus_file("phishing");
     let index: Vec<Value> =
         serde_json::from_slice(&std::fs::read(root.join("INDEX.json")).unwrap()).unwrap();
     assert_eq!(index.len(), 43);

@@ -1,28 +1,24 @@
-//! Shared by the end-to-end tests: run the real binary in a directory of its own.
+//! Shared by the end-to-end tests: run the real binary in a directory of its own. The binary's
+//! path is known only here (`CARGO_BIN_EXE_belay`); the rest is `belay_testkit::cli`.
 
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// `belay ARGS` in `dir`, with the data directory `dir/data` and no inherited settings.
-pub fn belay(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_belay"))
-        .current_dir(dir)
-        .env("BELAY_DATA", dir.join("data"))
-        .env_remove("BELAY_DATABASE_URL")
-        .env_remove("BELAY_CONFIG")
-        .env_remove("BELAY_GUARDRAILS")
-        .args(args)
-        .output()
-        .expect("belay runs")
+#[allow(unused_imports)] // each test binary uses a different part
+pub use belay_testkit::cli::{json, json_lines, text};
+
+/// The `belay` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_belay");
+
+/// `belay` in `dir`, with the data directory `dir/data` and no inherited settings; add the
+/// arguments and run it.
+pub fn command(dir: &Path) -> Command {
+    belay_testkit::cli::isolated(BIN, dir)
 }
 
-/// Standard output and error together.
-pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// `belay ARGS` in `dir`, with the data directory `dir/data` and no inherited settings.
+pub fn belay(dir: &Path, args: &[&str]) -> Output {
+    command(dir).args(args).output().expect("belay runs")
 }

@@ -1,0 +1,44 @@
+//! Running the `belay` binary from a test and reading what it printed.
+//!
+//! The binary's path is `env!("CARGO_BIN_EXE_belay")`, known only to the tests of the crate
+//! that builds it, so callers pass it in. This module never starts anything but the given
+//! binary and never reads the caller's settings: every command is isolated from the
+//! environment's belay configuration.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `bin` run in `dir`, with the data directory `dir/data` and no inherited belay settings
+/// (`BELAY_DATABASE_URL`, `BELAY_CONFIG`, `BELAY_GUARDRAILS`).
+pub fn isolated(bin: &str, dir: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.current_dir(dir)
+        .env("BELAY_DATA", dir.join("data"))
+        .env_remove("BELAY_DATABASE_URL")
+        .env_remove("BELAY_CONFIG")
+        .env_remove("BELAY_GUARDRAILS");
+    c
+}
+
+/// Standard output and error together.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Standard output as one JSON document. Panics with everything printed when it is not.
+pub fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
+}
+
+/// One JSON document per line (acks, `logs parse`, inboxes). Panics naming the line that is
+/// not JSON.
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect()
+}
