@@ -28,6 +28,7 @@ const BATCH: usize = 256;
 /// Benchmark settings.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// Runs to execute in total (one synthetic event each).
     pub runs: usize,
     /// Runs in flight at once.
     pub concurrency: usize,
@@ -36,13 +37,22 @@ pub struct BenchOptions {
 /// Benchmark figures (the JSON keys are a contract).
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
+    /// Runs executed (all succeeded, or the benchmark errors instead).
     pub runs: usize,
+    /// `runs` over the wall-clock `seconds`.
     pub runs_per_sec: f64,
+    /// Median latency in milliseconds, from the event's batch being accepted to its run
+    /// completing.
     pub p50_ms: f64,
+    /// 99th-percentile latency in milliseconds, measured as `p50_ms`.
     pub p99_ms: f64,
+    /// Peak resident memory of the whole process in MiB (Linux `VmHWM`; 0 elsewhere).
     pub peak_rss_mb: f64,
+    /// The caller's label for the store benchmarked (e.g. its kind), echoed as given.
     pub store: String,
+    /// Wall-clock duration of the whole workload, in seconds.
     pub seconds: f64,
+    /// Runs in flight at once as applied (`BenchOptions::concurrency`, at least 1).
     pub concurrency: usize,
     /// Processor time (user and system, all threads) per run: steadier than runs/s on a
     /// machine shared with other work.

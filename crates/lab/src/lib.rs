@@ -88,7 +88,9 @@ impl Default for LabConfig {
 pub struct LabHandle {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub base_url: String,
+    /// The address actually bound (the chosen port when the config asked for port 0).
     pub addr: SocketAddr,
+    /// The API token the lab accepts, as configured.
     pub token: String,
     shared: Arc<Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -130,11 +132,15 @@ impl Drop for LabHandle {
 /// Why the lab could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    /// The listening socket could not be bound (or its address read).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The configured address.
         addr: SocketAddr,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// A setting is out of range: a fault rate outside 0.0 to 1.0, or an empty token.
     #[error("invalid lab setting: {0}")]
     Config(String),
 }

@@ -7,10 +7,16 @@ use serde_json::Value;
 string_enum! {
     /// Where an approval stands.
     ApprovalStatus {
+        /// Waiting for votes until `expires_at`.
         Pending => "pending",
+        /// Reached its quorum of distinct eligible approvers.
         Approved => "approved",
+        /// An eligible person voted no.
         Denied => "denied",
+        /// Unanswered at `expires_at`; the terms' `on_timeout` decides what follows.
         Expired => "expired",
+        /// Replaced: the planned change no longer matches `change_hash`, so a new approval
+        /// is requested.
         Superseded => "superseded",
     }
 }
@@ -18,8 +24,11 @@ string_enum! {
 string_enum! {
     /// What an unanswered approval turns into.
     OnTimeout {
+        /// The change is denied and its step fails.
         Deny => "deny",
+        /// The change is applied as if approved.
         Approve => "approve",
+        /// The step is skipped and the run goes on.
         Skip => "skip",
     }
 }
@@ -29,8 +38,11 @@ string_enum! {
 pub struct ApprovalTerms {
     /// Roles or user names allowed to decide; empty means `responder` or `admin`.
     pub approvers: Vec<String>,
+    /// Distinct eligible people who must approve (at least 1).
     pub quorum: u32,
+    /// How long the approval waits, in milliseconds, before `on_timeout` applies.
     pub timeout_ms: i64,
+    /// What happens when nobody decided in time.
     pub on_timeout: OnTimeout,
     /// The person who triggered the run or authored the playbook may not approve.
     pub separation: bool,
@@ -39,25 +51,34 @@ pub struct ApprovalTerms {
 /// One person's decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vote {
+    /// Who voted (the authenticated user name).
     pub user: String,
+    /// True to approve, false to deny.
     pub approve: bool,
+    /// Free text given with the vote.
     pub comment: Option<String>,
+    /// When, in Unix milliseconds.
     pub at: i64,
 }
 
 /// A request for a person's decision on one planned change (or one held batch).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
+    /// Unique id (UUIDv7), used to decide it (`belay approvals approve ID`).
     pub id: String,
+    /// The run waiting on it.
     pub run_id: String,
+    /// Name of the run's playbook.
     pub playbook: String,
     /// The step's id.
     pub step: String,
     /// The step record it decides: `step`, `step[i]`, or `step#batch` for a held batch.
     pub key: String,
+    /// The change action to be called (`connector.action`).
     pub action: String,
     /// Resolved inputs; for a batch, a list of `{key, with}`.
     pub with: Value,
+    /// What the change acts on (an address, a domain, a host...).
     pub target: String,
     /// SHA-256 of the canonical planned change; the approval applies to that change only.
     pub change_hash: String,
@@ -67,7 +88,9 @@ pub struct ApprovalRecord {
     pub guardrails: Value,
     /// Why a person is asked.
     pub reason: String,
+    /// The step's effective trust level when the approval was requested.
     pub trust: TrustLevel,
+    /// Who may decide and what happens on timeout, frozen at request time.
     pub terms: ApprovalTerms,
     /// Who triggered the run, when a person did.
     pub triggered_by: Option<String>,
@@ -75,10 +98,15 @@ pub struct ApprovalRecord {
     pub author: Option<String>,
     /// The step's record so far: runs, approvals, denials, rollbacks.
     pub history: Value,
+    /// Where it stands.
     pub status: ApprovalStatus,
+    /// Votes in the order cast; one user's repeated approvals count once.
     pub votes: Vec<Vote>,
+    /// When requested, in Unix milliseconds.
     pub created_at: i64,
+    /// `created_at` plus the terms' timeout, in Unix milliseconds.
     pub expires_at: i64,
+    /// When it left `pending`, in Unix milliseconds.
     pub decided_at: Option<i64>,
     /// Incremented on every update; decisions compare and swap on it.
     pub version: i64,
@@ -102,14 +130,19 @@ impl ApprovalRecord {
 /// A step held below its declared trust level because a person rolled back one of its changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Demotion {
+    /// Name of the playbook.
     pub playbook: String,
+    /// The step's id within it.
     pub step: String,
     /// The highest level the step may run at until reset.
     pub level: TrustLevel,
+    /// Why, as shown to people (e.g. who rolled back which change).
     pub reason: String,
     /// The rolled-back change that caused it.
     pub change_id: Option<String>,
+    /// Who demoted the step (the user who rolled back, or set the demotion).
     pub by: String,
+    /// When, in Unix milliseconds.
     pub at: i64,
 }
 

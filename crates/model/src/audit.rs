@@ -21,6 +21,7 @@ pub struct AuditDraft {
     pub actor: String,
     /// What it is about: a run, change or event id.
     pub subject: String,
+    /// Kind-specific facts (any JSON); hashed in canonical form.
     pub detail: Value,
 }
 
@@ -28,14 +29,18 @@ pub struct AuditDraft {
 /// costly part of chaining, so callers do it before the store's single writer takes the draft.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedDraft {
+    /// As [`AuditDraft::kind`].
     pub kind: String,
+    /// As [`AuditDraft::actor`].
     pub actor: String,
+    /// As [`AuditDraft::subject`].
     pub subject: String,
     /// The detail's canonical JSON (as stored).
     pub canonical: String,
 }
 
 impl AuditDraft {
+    /// Serializes the detail canonically (sorted keys), ready to be chained.
     pub fn prepare(self) -> PreparedDraft {
         PreparedDraft {
             canonical: canonical_json(&self.detail),
@@ -64,13 +69,21 @@ impl PreparedDraft {
 /// One stored, chained entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
+    /// Position in the chain: the previous entry's `seq` plus one, without gaps.
     pub seq: i64,
+    /// When it was recorded, in Unix milliseconds.
     pub at: i64,
+    /// As [`AuditDraft::kind`].
     pub kind: String,
+    /// As [`AuditDraft::actor`].
     pub actor: String,
+    /// As [`AuditDraft::subject`].
     pub subject: String,
+    /// As [`AuditDraft::detail`].
     pub detail: Value,
+    /// The previous entry's `hash` ([`GENESIS`] for the first), lower-case hex.
     pub prev_hash: String,
+    /// SHA-256 of `prev_hash` and this entry's canonical JSON, lower-case hex.
     pub hash: String,
 }
 
@@ -221,6 +234,7 @@ impl Default for CanonicalObject {
 }
 
 impl CanonicalObject {
+    /// An empty object, ready for its first field.
     pub fn new() -> Self {
         let mut out = Vec::with_capacity(384);
         out.push(b'{');
@@ -269,6 +283,7 @@ impl CanonicalObject {
         self
     }
 
+    /// Closes the object and returns its JSON text.
     pub fn finish(mut self) -> String {
         self.out.push(b'}');
         String::from_utf8(self.out).unwrap_or_default()
@@ -289,7 +304,9 @@ pub fn text_hash(json: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("audit entry {seq}: {reason}")]
 pub struct ChainBreak {
+    /// The first entry that does not verify.
     pub seq: i64,
+    /// What is wrong with it (sequence gap, wrong `prev_hash`, hash mismatch...).
     pub reason: String,
 }
 

@@ -9,10 +9,14 @@ use std::fmt;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// `low`.
     Low,
+    /// `medium`, the default when an event gives none.
     #[default]
     Medium,
+    /// `high`.
     High,
+    /// `critical`.
     Critical,
 }
 
@@ -31,14 +35,23 @@ impl fmt::Display for Severity {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Observables {
+    /// IPv4 or IPv6 addresses.
     pub ips: Vec<String>,
+    /// Networks in CIDR notation.
     pub cidrs: Vec<String>,
+    /// Domain names.
     pub domains: Vec<String>,
+    /// URLs.
     pub urls: Vec<String>,
+    /// File hashes (MD5, SHA-1, SHA-256...), hex.
     pub hashes: Vec<String>,
+    /// User names or account ids.
     pub users: Vec<String>,
+    /// Host names or device ids.
     pub hosts: Vec<String>,
+    /// Email addresses.
     pub emails: Vec<String>,
+    /// MAC addresses.
     pub macs: Vec<String>,
 }
 
@@ -49,9 +62,13 @@ pub struct Event {
     pub id: String,
     /// Dotted kind, e.g. `phishing.reported`; playbook triggers match on it.
     pub kind: String,
+    /// Who sent it (a product or feed name); `unknown` when not given.
     pub source: String,
+    /// When it happened, as the source says (RFC 3339 on the wire); ingest time when not given.
     pub time: DateTime<Utc>,
+    /// How bad it is; `medium` when not given.
     pub severity: Severity,
+    /// What it is about; not validated beyond being lists of strings.
     pub observables: Observables,
     /// The original payload, any JSON.
     pub data: Value,
@@ -60,8 +77,11 @@ pub struct Event {
 /// Why a JSON document is not a valid event.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EventError {
+    /// The text is not JSON (the parser's message).
     #[error("event is not valid JSON: {0}")]
     Json(String),
+    /// The JSON is not a valid event: not an object, an unknown field, or a bad `id`, `kind`,
+    /// `time` or `source`.
     #[error("invalid event: {0}")]
     Invalid(String),
 }

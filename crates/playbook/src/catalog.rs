@@ -14,7 +14,10 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionKind {
+    /// Reads only; called without trust levels or guardrails.
     Read,
+    /// Changes something: journaled, gated by trust level and guardrails, undoable if it
+    /// declares an inverse.
     Change,
 }
 
@@ -33,13 +36,21 @@ impl fmt::Display for ActionKind {
 pub enum TargetType {
     /// An IP address or CIDR network.
     Ip,
+    /// A domain name.
     Domain,
+    /// A URL.
     Url,
+    /// A host name or device id.
     Host,
+    /// A user name or account id.
     User,
+    /// An email address.
     Email,
+    /// A MAC address.
     Mac,
+    /// A file hash.
     Hash,
+    /// A class of devices (e.g. a CMDB category), matched against guardrails' device classes.
     DeviceClass,
     /// Anything; classified by its form (an address, a domain...) when guarded.
     Generic,
@@ -49,7 +60,9 @@ pub enum TargetType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
+    /// The input whose value is the target.
     pub field: String,
+    /// The target's type (`type:` in YAML).
     #[serde(rename = "type")]
     pub kind: TargetType,
 }
@@ -58,6 +71,7 @@ pub struct TargetSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InverseSpec {
+    /// The undoing action; must be declared in the same catalog.
     pub action: String,
     /// Inputs copied unchanged from the original change.
     #[serde(default)]
@@ -119,13 +133,17 @@ struct RawFile {
 /// One action as the catalog declares it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionSpec {
+    /// Dotted name playbooks call, `connector.action` (e.g. `blocklist.add`).
     pub name: String,
+    /// Read or change.
     pub kind: ActionKind,
+    /// One or two sentences for people (lint messages, `belay actions`).
     pub description: String,
     /// JSON Schema of the inputs (an object schema; unknown inputs are rejected).
     pub inputs: Value,
     /// JSON Schema of the outputs.
     pub outputs: Value,
+    /// Which input is the change's target (change actions).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetSpec>,
     /// How the target's current state is read (change actions).
@@ -135,6 +153,7 @@ pub struct ActionSpec {
     /// fields when empty. Other fields (a line number) only help the undo.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub state_keys: Vec<String>,
+    /// How to undo a change; none if irreversible.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inverse: Option<InverseSpec>,
     /// Why a change cannot be undone, when it cannot.
@@ -360,10 +379,12 @@ impl Catalog {
         self.actions.insert(spec.name.clone(), spec);
     }
 
+    /// The action named `name` (dotted, exact).
     pub fn get(&self, name: &str) -> Option<&ActionSpec> {
         self.actions.get(name)
     }
 
+    /// Every action, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &ActionSpec> {
         self.actions.values()
     }

@@ -85,7 +85,9 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
 
 /// A compiled expression and the variable paths it reads.
 pub struct Expr {
+    /// The expression text, trimmed, without `${{ }}`.
     pub source: String,
+    /// Where it stands in the playbook file; diagnostics point there.
     pub pos: Pos,
     compiled: Expression<'static, 'static>,
     /// Dotted paths read from the context (`event.data.message`), longest form.
@@ -102,6 +104,7 @@ impl std::fmt::Debug for Expr {
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 #[error("{message}")]
 pub struct EvalError {
+    /// What went wrong, for people (an undefined variable, a type error, a size limit...).
     pub message: String,
 }
 
@@ -419,7 +422,9 @@ pub fn context_value(json: &Value) -> MjValue {
 /// One piece of a string with embedded expressions.
 #[derive(Debug)]
 pub enum Part {
+    /// Literal text, copied as is.
     Text(String),
+    /// An embedded `${{ … }}` expression.
     Expr(Expr),
 }
 

@@ -14,17 +14,23 @@ use std::time::Duration;
 /// A loaded playbook.
 #[derive(Debug)]
 pub struct Playbook {
+    /// Unique within a playbook set; runs and `playbook:` steps refer to it.
     pub name: String,
+    /// Free text for people; empty when not given.
     pub description: String,
     /// Who wrote it; with `approval.separation` they may not approve its changes.
     pub author: Option<String>,
+    /// The file it was loaded from.
     pub path: PathBuf,
     /// SHA-256 of the source text; recorded on every run.
     pub hash: String,
+    /// Which events start it (`on:`).
     pub trigger: Trigger,
     /// Default trust level of change steps.
     pub trust: TrustLevel,
+    /// Constants the playbook declares (`vars:`, a mapping), null when none or invalid.
     pub vars: Value,
+    /// In execution order.
     pub steps: Vec<Step>,
 }
 
@@ -33,21 +39,27 @@ pub struct Playbook {
 pub struct Trigger {
     /// Exact kind or glob (`dlp.*`); `None` for playbooks only started by other playbooks.
     pub event: Option<String>,
+    /// Where `on:` stands (the playbook's start when missing).
     pub pos: Pos,
+    /// Extra condition on the event; the playbook starts only when it is true.
     pub condition: Option<Expr>,
 }
 
 /// What a step calls.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
+    /// A catalog action by name (`action:`).
     Action(String),
+    /// Another playbook by name (`playbook:`), run as a child run.
     Playbook(String),
 }
 
 /// What happens to the run when a step fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {
+    /// Stop the run as failed (the default).
     Fail,
+    /// Record the failure and go on with the next step.
     Continue,
     /// Undo the run's earlier changes, then fail.
     Rollback,
@@ -56,7 +68,9 @@ pub enum OnError {
 /// Retry policy for transient failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
+    /// Calls in total, the first included (1: no retry).
     pub attempts: u32,
+    /// Wait before the first retry; doubled for each later one.
     pub backoff: Duration,
 }
 
@@ -76,8 +90,11 @@ pub use belay_model::OnTimeout;
 pub struct ApprovalPolicy {
     /// Roles or user names allowed to approve; empty means responder or admin.
     pub approvers: Vec<String>,
+    /// Distinct people who must approve (default 1).
     pub quorum: u32,
+    /// How long the approval waits (default one hour).
     pub timeout: Duration,
+    /// What an unanswered approval turns into (default deny).
     pub on_timeout: OnTimeout,
     /// Forbids the author or trigger of a change from approving it.
     pub separation: bool,
@@ -98,21 +115,35 @@ impl Default for ApprovalPolicy {
 /// One step.
 #[derive(Debug)]
 pub struct Step {
+    /// Unique within the playbook; step records and later expressions refer to it.
     pub id: String,
+    /// Where the step starts in the file.
     pub pos: Pos,
+    /// The action or playbook it calls.
     pub call: Call,
+    /// Where `action:` or `playbook:` stands.
     pub call_pos: Pos,
+    /// Inputs, with expressions resolved at run time.
     pub with: Template,
+    /// Where `with:` stands (the step's position when missing).
     pub with_pos: Pos,
+    /// `when:`: the step is skipped unless it is true.
     pub condition: Option<Expr>,
+    /// Items to run the step once for each (a list or an expression giving one).
     pub for_each: Option<Template>,
     /// Items of a `for_each` run at once, at most.
     pub concurrency: usize,
+    /// Limit of each action call; the engine's default when none.
     pub timeout: Option<Duration>,
+    /// Retries of transient failures.
     pub retry: Retry,
+    /// The step's declared trust level; the playbook's when none.
     pub trust: Option<TrustLevel>,
+    /// Guardrails the step names, beyond those that apply to its action, with positions.
     pub guardrails: Vec<(String, Pos)>,
+    /// What a failure does to the run.
     pub on_error: OnError,
+    /// Approval options, for a step at `approve`; the defaults when none.
     pub approval: Option<ApprovalPolicy>,
     /// Keeps the step at `approve` forever; the trust report will not suggest promoting it.
     pub pinned: bool,
@@ -206,6 +237,7 @@ impl Playbook {
         (pb, p.diags)
     }
 
+    /// The step with id `id`.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
     }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 /// Errors found in one file.
 #[derive(Debug)]
 pub struct FileDiagnostics {
+    /// The file (empty when the problem is not in one file).
     pub path: PathBuf,
+    /// Its problems, sorted by position; line 0 means the file as a whole.
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -198,18 +200,22 @@ impl PlaybookSet {
         idx.into_iter().map(|i| self.playbooks[i].clone()).collect()
     }
 
+    /// The playbook named `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Playbook>> {
         self.by_name.get(name).map(|i| self.playbooks[*i].clone())
     }
 
+    /// Every playbook, in load order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Playbook>> {
         self.playbooks.iter()
     }
 
+    /// Number of playbooks.
     pub fn len(&self) -> usize {
         self.playbooks.len()
     }
 
+    /// True when the set has no playbook.
     pub fn is_empty(&self) -> bool {
         self.playbooks.is_empty()
     }

@@ -8,12 +8,18 @@ use crate::yaml::{Diagnostic, Node, NodeKind, Pos, Style};
 use minijinja::Value as MjValue;
 use serde_json::{Map, Value};
 
+/// A YAML value compiled for rendering against a run's context.
 #[derive(Debug)]
 pub enum Template {
+    /// No expression inside: rendered as is.
     Literal(Value),
+    /// Exactly one `${{ … }}`: renders to its result with its JSON type.
     Whole(Expr),
+    /// Text with embedded expressions: renders to a string.
     Text(Vec<Part>),
+    /// A list with at least one expression inside.
     Array(Vec<Template>),
+    /// A mapping: key, the key's position, value; in source order.
     Object(Vec<(String, Pos, Template)>),
 }
 

@@ -10,7 +10,9 @@ use std::fmt;
 /// A 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
 pub struct Pos {
+    /// From 1; 0 means no position (the file as a whole).
     pub line: usize,
+    /// From 1, in characters.
     pub col: usize,
 }
 
@@ -33,12 +35,16 @@ impl fmt::Display for Pos {
 /// One problem in a source file, at a position, with an optional hint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Where the problem is.
     pub pos: Pos,
+    /// What is wrong, one sentence.
     pub message: String,
+    /// How to fix it (e.g. "did you mean ..."), shown on its own line.
     pub hint: Option<String>,
 }
 
 impl Diagnostic {
+    /// A diagnostic without a hint.
     pub fn new(pos: Pos, message: impl Into<String>) -> Self {
         Diagnostic {
             pos,
@@ -47,6 +53,7 @@ impl Diagnostic {
         }
     }
 
+    /// Adds a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
@@ -66,21 +73,29 @@ impl fmt::Display for Diagnostic {
 /// How a scalar was written; quoted scalars are always strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
+    /// Unquoted: may be a number, boolean or null.
     Plain,
+    /// Single- or double-quoted, or tagged `!!str`: always a string.
     Quoted,
+    /// A literal (`|`) or folded (`>`) block.
     Block,
 }
 
 /// A YAML node with its position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
+    /// Where the node starts.
     pub pos: Pos,
+    /// Its content.
     pub kind: NodeKind,
 }
 
+/// The content of a [`Node`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
+    /// A scalar's text and how it was written.
     Scalar(String, Style),
+    /// A sequence, in source order.
     Seq(Vec<Node>),
     /// Entries in source order; keys are unique.
     Map(Vec<(Key, Node)>),
@@ -89,7 +104,9 @@ pub enum NodeKind {
 /// A mapping key and where it stands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {
+    /// Where the key stands.
     pub pos: Pos,
+    /// The key's text.
     pub name: String,
 }
 

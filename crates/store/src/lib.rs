@@ -32,22 +32,31 @@ use serde_json::Value;
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database refused or failed an operation (or a write broke a store invariant).
     #[error("database error while {context}: {message}")]
     Database {
+        /// What was being done, e.g. `journaling a change`.
         context: &'static str,
+        /// The database's or the check's message.
         message: String,
     },
+    /// Stored data is not what it must be (a row that does not decode, an expected row missing).
     #[error("stored data is invalid ({context}): {message}")]
     Corrupt {
+        /// What was being read or checked.
         context: &'static str,
+        /// Why it does not decode.
         message: String,
     },
+    /// The store was closed (or its writer stopped); no further operation succeeds.
     #[error("the store is closed")]
     Closed,
+    /// The named record (e.g. `case X`) is not stored.
     #[error("{0} does not exist")]
     NotFound(String),
 }
 
+/// A store operation's result; the error defaults to [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A change's idempotency key starts with its run's id and a slash: the stores find a run's
@@ -78,25 +87,40 @@ pub enum Accepted {
 /// How far a file source has been ingested: its next unread byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
+    /// The ingest source's configured name.
     pub source: String,
+    /// Bytes from the start of the file.
     pub offset: u64,
 }
 
 /// One write of [`Store::write`].
 #[derive(Debug, Clone)]
 pub enum Write {
+    /// Inserts or replaces a step record ([`Store::put_step`]).
     Step(StepRecord),
+    /// Journals a change before it is applied ([`Store::begin_change`]); answers
+    /// [`Written::Change`].
     BeginChange(ChangeRecord),
+    /// Records a change's outcome with its step's ([`Store::finish_change`]).
     FinishChange {
+        /// The step record, stored with the outcome.
         step: StepRecord,
+        /// The journaled change.
         change_id: String,
+        /// Its new status.
         status: ChangeStatus,
+        /// The target's state after the change.
         after: Value,
+        /// Why it failed.
         error: Option<String>,
     },
+    /// Moves a run to a status ([`Store::set_run_status`]).
     RunStatus {
+        /// The run.
         run_id: String,
+        /// Its new status; a final one releases its lease.
         status: RunStatus,
+        /// Why it failed.
         error: Option<String>,
     },
     /// An entry of the audit trail that no state write implies (a decision, a violation).
@@ -108,6 +132,7 @@ pub enum Write {
 /// The result of one [`Write`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Written {
+    /// Stored; nothing to return.
     Done,
     /// The journaled change: the new one, or the one already stored under its key.
     Change(Box<ChangeRecord>),
@@ -116,7 +141,9 @@ pub enum Written {
 /// One event offered for acceptance, with the runs it starts.
 #[derive(Debug, Clone)]
 pub struct Incoming {
+    /// The validated event.
     pub event: Event,
+    /// The runs it starts (leased to this worker); none stored if it is a duplicate.
     pub runs: Vec<RunRecord>,
     /// The source's cursor just past this event.
     pub cursor: Option<Cursor>,
@@ -125,33 +152,44 @@ pub struct Incoming {
 /// A named point in the change journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Checkpoint {
+    /// Unique name chosen by the person who set it.
     pub name: String,
     /// The last change journaled before the checkpoint, if any.
     pub last_change_id: Option<String>,
+    /// In Unix milliseconds.
     pub created_at: i64,
+    /// Who set it.
     pub actor: String,
 }
 
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
+    /// Only runs in this status.
     pub status: Option<RunStatus>,
+    /// Only runs of this playbook (exact name).
     pub playbook: Option<String>,
+    /// Only runs of this event.
     pub event_id: Option<String>,
+    /// At most this many (the newest); all when none.
     pub limit: Option<usize>,
 }
 
 /// Which approvals to list.
 #[derive(Debug, Clone, Default)]
 pub struct ApprovalFilter {
+    /// Only approvals in this status.
     pub status: Option<ApprovalStatus>,
+    /// Only approvals of this run.
     pub run_id: Option<String>,
 }
 
 /// One counted group of the trust report: records of one playbook step with one outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatRow {
+    /// Playbook name.
     pub playbook: String,
+    /// Step id (without a `for_each` index).
     pub step: String,
     /// `step` (step records), `change` (journaled changes) or `approval`.
     pub kind: &'static str,
@@ -161,6 +199,7 @@ pub struct StatRow {
     pub status: String,
     /// The trust level it ran at (steps and changes).
     pub trust: Option<String>,
+    /// Records in the group.
     pub count: u64,
 }
 
@@ -177,11 +216,17 @@ pub struct ChangeHistory {
 /// Row counts, for summaries and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
+    /// Accepted events.
     pub events: u64,
+    /// Runs, child runs included.
     pub runs: u64,
+    /// Runs `pending` or `running` (not those waiting for approval).
     pub runs_unfinished: u64,
+    /// Step records (one per `for_each` item).
     pub steps: u64,
+    /// Journaled changes, whatever their status.
     pub changes: u64,
+    /// Changes in status `applied`.
     pub changes_applied: u64,
 }
 
@@ -288,7 +333,9 @@ pub trait Store: Send + Sync {
         error: Option<&str>,
     ) -> Result<()>;
 
+    /// The event with this id, if accepted.
     async fn get_event(&self, id: &str) -> Result<Option<Event>>;
+    /// The run with this id.
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>>;
     /// Runs, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
@@ -296,6 +343,7 @@ pub trait Store: Send + Sync {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
     /// Journaled changes in the order they were made, optionally of one run.
     async fn changes(&self, run_id: Option<&str>) -> Result<Vec<ChangeRecord>>;
+    /// The change journaled under this idempotency key (`run/step-key`).
     async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>>;
     /// Changes of the given actions journaled at or after `since` that are applied or in
     /// flight (for rate guardrails, across every worker).
@@ -343,6 +391,7 @@ pub trait Store: Send + Sync {
         resume: &[String],
         audit: AuditDraft,
     ) -> Result<bool>;
+    /// The approval with this id.
     async fn get_approval(&self, id: &str) -> Result<Option<ApprovalRecord>>;
     /// Approvals, oldest first.
     async fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<ApprovalRecord>>;
@@ -351,6 +400,7 @@ pub trait Store: Send + Sync {
     async fn demote(&self, demotion: &Demotion) -> Result<()>;
     /// Lifts a step's demotion, audited as `actor`; false if it was not demoted.
     async fn reset_trust(&self, playbook: &str, step: &str, actor: &str) -> Result<bool>;
+    /// Every step demotion in force.
     async fn demotions(&self) -> Result<Vec<Demotion>>;
 
     /// Counts of steps, changes and approvals per playbook step since `since`.
@@ -358,7 +408,6 @@ pub trait Store: Send + Sync {
     /// What a baseline guardrail learns from: see [`ChangeHistory`].
     async fn change_history(&self, actions: &[String], since: i64) -> Result<ChangeHistory>;
 
-    /// The stored cursor of a file source.
     /// Applies one change to a case file atomically; an unknown case is `NotFound` (except
     /// for `Open`).
     async fn apply_case(&self, op: CaseOp) -> Result<CaseOutcome>;
@@ -367,7 +416,9 @@ pub trait Store: Send + Sync {
     /// Cases, the most recently updated first.
     async fn cases(&self, status: Option<CaseStatus>) -> Result<Vec<CaseRecord>>;
 
+    /// The stored cursor (next unread byte) of a file source, by its name.
     async fn cursor(&self, source: &str) -> Result<Option<u64>>;
+    /// Row counts of the main tables.
     async fn counts(&self) -> Result<Counts>;
 }
 

@@ -39,7 +39,9 @@ use writer::{Job, Op, Reply};
 /// the last commits on power loss; `Full` survives both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synchronous {
+    /// `synchronous = NORMAL`: fewer fsyncs, faster commits.
     Normal,
+    /// `synchronous = FULL`: an fsync per commit; the default.
     Full,
 }
 
@@ -49,6 +51,7 @@ pub const WRITER_THREAD: &str = "belay-writer";
 /// How to open the SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
+    /// SQLite's durability setting.
     pub synchronous: Synchronous,
     /// Most operations committed together.
     pub max_batch: usize,
