@@ -321,7 +321,7 @@ mod tests {
             Some(Ipv4Addr::new(203, 0, 113, 1))
         );
         assert_eq!(inet_aton("203.113.1"), Some(Ipv4Addr::new(203, 113, 0, 1)));
-        assert_eq!(net("203.0.113.1/024").unwrap_err().contains("prefix"), true);
+        assert!(net("203.0.113.1/024").unwrap_err().contains("prefix"));
         assert_eq!(net("crm.example.com").unwrap(), None);
     }
 

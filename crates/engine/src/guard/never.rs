@@ -273,13 +273,12 @@ impl Never {
             if let Some(v) = self.by_host_text(t) {
                 return Some(v);
             }
-        } else if let Ok((full, short)) = canon::host_name(t.trim_start_matches('.')) {
-            if let Some(v) = self
+        } else if let Ok((full, short)) = canon::host_name(t.trim_start_matches('.'))
+            && let Some(v) = self
                 .by_domain(t, &full)
                 .or_else(|| self.by_host_name(t, &full, &short))
-            {
-                return Some(v);
-            }
+        {
+            return Some(v);
         }
         if let Some(v) = self.by_user(t) {
             return Some(v);
