@@ -5,7 +5,8 @@
 //! them, so no playbook can opt out.
 //!
 //! Each kind of limit has its module: `never` (protected targets), `baseline` (learned
-//! limits); `batch` and `rate` are plain counts checked here. `load` reads the files.
+//! limits); `batch` and `rate` are plain counts checked here. `load` reads and validates the
+//! files; `canon` puts every target and entry in the one form downstream systems act on.
 //! Guardrails decide verdicts only: they never apply, hold or record a change themselves.
 
 mod baseline;

@@ -1,6 +1,10 @@
-//! The `never` guardrail kind: targets that must never be changed (networks, domains, hosts,
-//! users, device classes), and the address ranges behind it with O(log n) lookups. It only
-//! says why a target is protected; what happens then is the guardrail's `on_violation`.
+//! The `never` guardrail kind: targets that must never be changed (networks, domains, hosts
+//! with the addresses known for them, users, MACs, device classes), and the address ranges
+//! behind it with O(log n) lookups. Targets and entries are compared in canonical form
+//! (`canon`); a target is checked as every identity it can be read as (a host's address
+//! against the networks and the hosts' addresses, a URL's host as a domain and a host name),
+//! and one that cannot be read unambiguously is refused. It only says why a target is
+//! protected or cannot be resolved; what happens then is the guardrail's `on_violation`.
 
 use super::canon;
 use belay_playbook::TargetType;
