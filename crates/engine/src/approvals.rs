@@ -2,6 +2,7 @@
 //! making the waiting run resumable. The executor requests approvals and honours them only for
 //! the exact change they were bound to (see `exec.rs`); this module records decisions.
 
+use crate::guard::canon;
 use belay_model::{ApprovalRecord, ApprovalStatus, Vote, ms_to_rfc3339, now_ms};
 use belay_store::{ApprovalFilter, Store, StoreError};
 use std::collections::HashMap;
@@ -9,7 +10,8 @@ use std::collections::HashMap;
 /// Roles allowed to decide when a step names no approvers.
 pub const DEFAULT_APPROVER_ROLES: &[&str] = &["responder", "admin"];
 
-/// Users and their roles (from `[[users]]` in the configuration).
+/// Users and their roles (from `[[users]]` in the configuration). Names are compared in
+/// canonical form ([`same_user`]): trimmed, case-insensitive, without `DOMAIN\` or `@domain`.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     users: HashMap<String, Vec<String>>,
@@ -18,17 +20,25 @@ pub struct Directory {
 impl Directory {
     pub fn new(users: impl IntoIterator<Item = (String, Vec<String>)>) -> Directory {
         Directory {
-            users: users.into_iter().collect(),
+            users: users
+                .into_iter()
+                .map(|(u, r)| (canon::user(&u), r))
+                .collect(),
         }
     }
 
     pub fn roles(&self, user: &str) -> Option<&[String]> {
-        self.users.get(user).map(Vec::as_slice)
+        self.users.get(&canon::user(user)).map(Vec::as_slice)
     }
 
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
     }
+}
+
+/// Whether two user names name the same person, as the directory compares them.
+pub fn same_user(a: &str, b: &str) -> bool {
+    canon::user(a) == canon::user(b)
 }
 
 /// Why a decision was refused.
@@ -124,7 +134,7 @@ fn eligible(a: &ApprovalRecord, user: &str, roles: &[String]) -> Result<(), Deci
         a.terms
             .approvers
             .iter()
-            .any(|x| x == user || roles.contains(x))
+            .any(|x| same_user(x, user) || roles.contains(x))
     };
     if !allowed {
         let who = if a.terms.approvers.is_empty() {
@@ -143,20 +153,23 @@ fn eligible(a: &ApprovalRecord, user: &str, roles: &[String]) -> Result<(), Deci
         )));
     }
     if a.terms.separation {
-        if a.triggered_by.as_deref() == Some(user) {
+        if a.triggered_by
+            .as_deref()
+            .is_some_and(|t| same_user(t, user))
+        {
             return Err(DecisionError::Refused(format!(
                 "separation of duties: {user} triggered run {} and may not approve its changes",
                 a.run_id
             )));
         }
-        if a.author.as_deref() == Some(user) {
+        if a.author.as_deref().is_some_and(|t| same_user(t, user)) {
             return Err(DecisionError::Refused(format!(
                 "separation of duties: {user} wrote playbook `{}` and may not approve its changes",
                 a.playbook
             )));
         }
     }
-    if a.votes.iter().any(|v| v.user == user) {
+    if a.votes.iter().any(|v| same_user(&v.user, user)) {
         return Err(DecisionError::Refused(format!(
             "{user} already decided on approval {}; a quorum needs different people",
             a.id
@@ -214,4 +227,72 @@ async fn run_chain(store: &dyn Store, run_id: &str) -> Result<Vec<String>, Store
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use belay_model::{ApprovalTerms, OnTimeout, TrustLevel};
+    use serde_json::Value;
+
+    fn approval(approvers: &[&str]) -> ApprovalRecord {
+        ApprovalRecord {
+            id: "a1".into(),
+            run_id: "r1".into(),
+            playbook: "pb".into(),
+            step: "s".into(),
+            key: "s".into(),
+            action: "blocklist.add".into(),
+            with: Value::Null,
+            target: String::new(),
+            change_hash: String::new(),
+            current_state: Value::Null,
+            guardrails: Value::Null,
+            reason: String::new(),
+            trust: TrustLevel::Approve,
+            terms: ApprovalTerms {
+                approvers: approvers.iter().map(|s| s.to_string()).collect(),
+                quorum: 2,
+                timeout_ms: 1,
+                on_timeout: OnTimeout::Deny,
+                separation: true,
+            },
+            triggered_by: Some("Bob".into()),
+            author: Some("Alice ".into()),
+            history: Value::Null,
+            status: ApprovalStatus::Pending,
+            votes: vec![Vote {
+                user: "carol".into(),
+                approve: true,
+                comment: None,
+                at: 0,
+            }],
+            created_at: 0,
+            expires_at: 1,
+            decided_at: None,
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn separation_and_approver_lists_compare_names_as_the_directory_does() {
+        let a = approval(&["alice", "bob", "carol", "Dave"]);
+        let refused = |user: &str| eligible(&a, user, &[]).is_err();
+        // The author wrote "Alice "; she may not approve under any spelling.
+        for alice in [
+            "alice",
+            "ALICE",
+            " Alice",
+            "CORP\\alice",
+            "alice@corp.example",
+        ] {
+            assert!(refused(alice), "{alice} approved her own playbook");
+        }
+        assert!(refused("bob"), "the one who triggered the run approved");
+        assert!(refused("Carol"), "a second vote by the same person counted");
+        assert!(!refused("dave"), "an approver listed as `Dave` was refused");
+        assert!(!refused("CORP\\Dave"));
+        let dir = Directory::new([("Dave".to_owned(), vec!["responder".to_owned()])]);
+        assert!(dir.roles(" dave ").is_some());
+    }
 }

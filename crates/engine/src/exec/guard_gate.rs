@@ -274,7 +274,7 @@ impl RunState {
                 baselines.insert(g.name.clone(), self.engine.baseline(g).await?);
             }
         }
-        Ok(self.engine.guardrails.check(
+        Ok(self.engine.guardrails.check_at(
             &named,
             &crate::guard::Context {
                 action: spec,
@@ -282,6 +282,7 @@ impl RunState {
                 recent: &recent,
                 baselines: &baselines,
             },
+            self.trust_of(step) == TrustLevel::Guarded,
         ))
     }
 

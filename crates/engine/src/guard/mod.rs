@@ -5,15 +5,17 @@
 //! them, so no playbook can opt out.
 //!
 //! Each kind of limit has its module: `never` (protected targets), `baseline` (learned
-//! limits); `batch` and `rate` are plain counts checked here. `load` reads the files.
+//! limits); `batch` and `rate` are plain counts checked here. `load` reads and validates the
+//! files; `canon` puts every target and entry in the one form downstream systems act on.
 //! Guardrails decide verdicts only: they never apply, hold or record a change themselves.
 
 mod baseline;
+pub mod canon;
 mod load;
 mod never;
 
 pub use baseline::{Baseline, BaselineFigures};
-pub use never::{Never, NeverBench, RangeSet, bench_never, parse_net};
+pub use never::{Never, NeverBench, Overlap, RangeSet, bench_never, parse_net};
 
 use belay_playbook::{ActionSpec, Catalog, TargetType};
 use globset::GlobSet;
@@ -101,6 +103,12 @@ impl Guardrails {
 
     /// Verdicts of the governing guardrails on a step's planned changes (all items at once).
     pub fn check(&self, named: &[String], ctx: &Context<'_>) -> Vec<Verdict> {
+        self.check_at(named, ctx, false)
+    }
+
+    /// As [`Guardrails::check`]; when `guarded` (the step runs at trust `guarded`), a target
+    /// that cannot be resolved to every identity a never-list protects is a violation too.
+    pub fn check_at(&self, named: &[String], ctx: &Context<'_>, guarded: bool) -> Vec<Verdict> {
         let mut out = Vec::new();
         let kind = ctx
             .action
@@ -117,7 +125,14 @@ impl Guardrails {
             };
             let mut problems = Vec::new();
             if let Some(never) = &g.never {
-                problems.extend(ctx.targets.iter().filter_map(|t| never.violation(kind, t)));
+                problems.extend(ctx.targets.iter().filter_map(|t| {
+                    never.violation(kind, t).or_else(|| {
+                        guarded
+                            .then(|| never.unresolved(kind, t))
+                            .flatten()
+                            .map(|u| format!("{u}; at guarded an unresolved target is held"))
+                    })
+                }));
             }
             if let Some(max) = g.batch {
                 let n = ctx.targets.len() as u64;

@@ -1,7 +1,12 @@
-//! The `never` guardrail kind: targets that must never be changed (networks, domains, hosts,
-//! users, device classes), and the address ranges behind it with O(log n) lookups. It only
-//! says why a target is protected; what happens then is the guardrail's `on_violation`.
+//! The `never` guardrail kind: targets that must never be changed (networks, domains, hosts
+//! with the addresses known for them, users, MACs, device classes), and the address ranges
+//! behind it with O(log n) lookups. Targets and entries are compared in canonical form
+//! (`canon`); a target is checked as every identity it can be read as (a host's address
+//! against the networks and the hosts' addresses, a URL's host as a domain and a host name),
+//! and one that cannot be read unambiguously is refused. It only says why a target is
+//! protected or cannot be resolved; what happens then is the guardrail's `on_violation`.
 
+use super::canon;
 use belay_playbook::TargetType;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -24,13 +29,19 @@ fn bounds(net: &ipnet::IpNet) -> (bool, u128, u128) {
     }
 }
 
-/// Parses an address or a network.
+/// Parses an address or a network (canonical form; `None` for anything else, including the
+/// ambiguous notations [`canon::net`] refuses).
 pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
-    let s = s.trim();
-    s.parse::<ipnet::IpNet>()
-        .ok()
-        .map(|n| n.trunc())
-        .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+    canon::net(s).ok().flatten()
+}
+
+/// How a target network stands to the protected ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Every address of the target is protected.
+    Inside,
+    /// The target is wider than, or straddles, protected addresses.
+    Contains,
 }
 
 impl RangeSet {
@@ -60,11 +71,37 @@ impl RangeSet {
 
     /// Whether any protected address lies in `net` (an address is a one-address network).
     pub fn overlaps(&self, net: &ipnet::IpNet) -> bool {
+        self.relation(net).is_some()
+    }
+
+    /// How `net` overlaps the protected addresses, if it does; an IPv6 network is also
+    /// compared through the IPv4 addresses it embeds (mapped, compatible, NAT64, 6to4).
+    pub fn relation(&self, net: &ipnet::IpNet) -> Option<Overlap> {
+        let direct = self.interval(net);
+        if direct.is_some() {
+            return direct;
+        }
+        match net {
+            ipnet::IpNet::V6(n) => canon::embedded_v4(n)
+                .into_iter()
+                .find_map(|n4| self.interval(&ipnet::IpNet::V4(n4))),
+            ipnet::IpNet::V4(_) => None,
+        }
+    }
+
+    fn interval(&self, net: &ipnet::IpNet) -> Option<Overlap> {
         let (is4, a, b) = bounds(net);
         let v = if is4 { &self.v4 } else { &self.v6 };
         // The first interval ending at or after `a` is the only candidate.
         let i = v.partition_point(|(_, end)| *end < a);
-        v.get(i).is_some_and(|(start, _)| *start <= b)
+        let (start, end) = *v.get(i)?;
+        if start > b {
+            None
+        } else if start <= a && b <= end {
+            Some(Overlap::Inside)
+        } else {
+            Some(Overlap::Contains)
+        }
     }
 }
 
@@ -80,28 +117,36 @@ fn merge(mut v: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
     out
 }
 
-pub(super) fn normalize_domain(d: &str) -> String {
-    d.trim()
-        .trim_end_matches('.')
-        .trim_start_matches("*.")
-        .to_ascii_lowercase()
+/// A protected host: its canonical full name, short name and the addresses known for it.
+#[derive(Debug, Clone)]
+pub(super) struct ProtectedHost {
+    pub full: String,
+    pub short: String,
+    pub addresses: Vec<ipnet::IpNet>,
 }
 
-/// Targets that must never be changed.
+/// Targets that must never be changed, every entry in canonical form ([`canon`]).
 #[derive(Debug, Default)]
 pub struct Never {
+    /// Protected networks and the addresses of protected hosts.
     pub nets: RangeSet,
+    /// Whether `cidrs` or lists named networks besides the hosts' own addresses.
+    pub(super) has_cidrs: bool,
     pub(super) domains: HashSet<String>,
-    pub(super) hosts: HashSet<String>,
+    pub(super) hosts: Vec<ProtectedHost>,
     pub(super) users: HashSet<String>,
+    pub(super) macs: HashSet<String>,
     pub(super) device_classes: HashSet<String>,
 }
 
+fn refused(t: &str, why: &str) -> String {
+    format!("cannot check `{t}` against the protected targets: {why}")
+}
+
 impl Never {
-    /// The protected domain that `domain` is, or is under (label suffix match).
-    fn domain_match(&self, domain: &str) -> Option<String> {
-        let d = normalize_domain(domain);
-        let mut rest = d.as_str();
+    /// The protected domain that `d` (canonical) is, or is under (label suffix match).
+    fn domain_match(&self, d: &str) -> Option<String> {
+        let mut rest = d;
         loop {
             if self.domains.contains(rest) {
                 return Some(rest.to_owned());
@@ -110,65 +155,172 @@ impl Never {
         }
     }
 
-    /// Why `target` (of type `kind`) is protected, if it is.
+    fn by_net(&self, t: &str, n: ipnet::IpNet) -> Option<String> {
+        if let Some(h) = self.hosts.iter().find(|h| {
+            h.addresses
+                .iter()
+                .any(|a| RangeSet::build([*a]).relation(&n).is_some())
+        }) {
+            return Some(format!("{t} is an address of protected host {}", h.full));
+        }
+        match self.nets.relation(&n)? {
+            Overlap::Inside => Some(format!("{t} is inside a protected network")),
+            Overlap::Contains => Some(format!("{t} contains protected addresses")),
+        }
+    }
+
+    fn by_domain(&self, t: &str, d: &str) -> Option<String> {
+        self.domain_match(d)
+            .map(|p| format!("{t} is protected (under {p})"))
+    }
+
+    fn by_host_name(&self, t: &str, full: &str, short: &str) -> Option<String> {
+        self.hosts
+            .iter()
+            .find(|h| h.full == full || h.short == short)
+            .map(|h| format!("host {t} is protected ({})", h.full))
+    }
+
+    fn by_user(&self, t: &str) -> Option<String> {
+        let u = canon::user(t);
+        self.users
+            .contains(&u)
+            .then(|| format!("user {t} is protected ({u})"))
+    }
+
+    /// A domain, URL or `user@host:port/path`: the host it points at.
+    fn by_host_text(&self, t: &str) -> Option<String> {
+        match canon::net(t) {
+            Ok(Some(n)) => return self.by_net(t, n),
+            Err(e) if !canon::is_url_like(t) => return Some(refused(t, &e)),
+            _ => {}
+        }
+        let host = if canon::is_url_like(t) {
+            canon::url_host(t)
+        } else {
+            canon::domain(t.trim_start_matches('.')).map(canon::Host::Name)
+        };
+        match host {
+            Err(e) => Some(refused(t, &e)),
+            Ok(canon::Host::Net(n)) => self.by_net(t, n),
+            Ok(canon::Host::Name(d)) => self.by_domain(t, &d).or_else(|| {
+                let short = d.split('.').next().unwrap_or(&d);
+                self.by_host_name(t, &d, short)
+            }),
+        }
+    }
+
+    /// A host given by address or by short or fully qualified name.
+    fn by_host(&self, t: &str) -> Option<String> {
+        match canon::net(t) {
+            Ok(Some(n)) => self.by_net(t, n),
+            Err(e) => Some(refused(t, &e)),
+            Ok(None) if canon::is_url_like(t) => self.by_host_text(t),
+            Ok(None) => match canon::host_name(t) {
+                Ok((full, short)) => self
+                    .by_host_name(t, &full, &short)
+                    .or_else(|| self.by_domain(t, &full)),
+                Err(e) => Some(refused(t, &e)),
+            },
+        }
+    }
+
+    /// Why `target` (of type `kind`) is protected, if it is. A target in a notation that
+    /// cannot be read unambiguously is refused (reported as a violation).
     pub fn violation(&self, kind: TargetType, target: &str) -> Option<String> {
         let t = target.trim();
-        let lower = t.to_ascii_lowercase();
-        let as_net = || parse_net(t);
-        let host_of_url = || {
-            t.split_once("://").map(|(_, r)| {
-                r.split(['/', ':', '?', '#'])
-                    .next()
-                    .unwrap_or("")
-                    .to_owned()
-            })
-        };
-        let by_net = |n: ipnet::IpNet| {
-            self.nets
-                .overlaps(&n)
-                .then(|| format!("{t} is inside a protected network"))
-        };
-        let by_domain = |d: &str| {
-            self.domain_match(d)
-                .map(|p| format!("{d} is protected (under {p})"))
-        };
         match kind {
-            TargetType::Ip => as_net().and_then(by_net),
-            TargetType::Domain => by_domain(&lower),
-            TargetType::Url => host_of_url().and_then(|h| match parse_net(&h) {
-                Some(n) => by_net(n),
-                None => by_domain(&h.to_ascii_lowercase()),
-            }),
-            TargetType::Host => self
-                .hosts
-                .contains(&lower)
-                .then(|| format!("host {t} is protected")),
-            TargetType::User | TargetType::Email => {
-                let user = lower.split('@').next().unwrap_or(&lower).to_owned();
-                (self.users.contains(&lower) || self.users.contains(&user))
-                    .then(|| format!("user {t} is protected"))
-            }
+            TargetType::Ip => match canon::net(t) {
+                Ok(Some(n)) => self.by_net(t, n),
+                Ok(None) => Some(refused(t, "not an address or network")),
+                Err(e) => Some(refused(t, &e)),
+            },
+            TargetType::Domain | TargetType::Url => self.by_host_text(t),
+            TargetType::Host => self.by_host(t),
+            TargetType::User | TargetType::Email => self.by_user(t),
             TargetType::DeviceClass => self
                 .device_classes
-                .contains(&lower)
+                .contains(&t.to_lowercase())
                 .then(|| format!("device class {t} is protected")),
-            TargetType::Mac | TargetType::Hash => None,
-            // Classified by form: an address or network, a URL, a domain, a host or user name.
-            TargetType::Generic => {
-                if let Some(n) = as_net() {
-                    by_net(n)
-                } else if t.contains("://") {
-                    self.violation(TargetType::Url, t)
-                } else if lower.trim_start_matches('.').contains('.') {
-                    by_domain(lower.trim_start_matches('.'))
-                } else if self.hosts.contains(&lower) {
-                    Some(format!("host {t} is protected"))
-                } else if self.users.contains(&lower) {
-                    Some(format!("user {t} is protected"))
-                } else {
-                    None
-                }
+            TargetType::Mac => match canon::mac(t) {
+                Some(m) => self
+                    .macs
+                    .contains(&m)
+                    .then(|| format!("MAC {t} is protected ({m})")),
+                None if self.macs.is_empty() => None,
+                None => Some(refused(t, "not a MAC address")),
+            },
+            TargetType::Hash => None,
+            TargetType::Generic => self.generic(t),
+        }
+    }
+
+    /// A target of no declared type: checked as every kind of thing its form can be read as.
+    fn generic(&self, t: &str) -> Option<String> {
+        if let Some(m) = canon::mac(t)
+            && self.macs.contains(&m)
+        {
+            return Some(format!("MAC {t} is protected ({m})"));
+        }
+        match canon::net(t) {
+            Ok(Some(n)) => return self.by_net(t, n),
+            // A bare integer is also a rule id, a case number...: checked as the address
+            // it would be read as, otherwise passed.
+            Err(_) if t.bytes().all(|b| b.is_ascii_digit()) => {
+                return canon::inet_aton(t)
+                    .and_then(|a| self.by_net(t, ipnet::IpNet::from(std::net::IpAddr::V4(a))));
             }
+            Err(e) => return Some(refused(t, &e)),
+            Ok(None) => {}
+        }
+        if canon::is_url_like(t) {
+            if let Some(v) = self.by_host_text(t) {
+                return Some(v);
+            }
+        } else if let Ok((full, short)) = canon::host_name(t.trim_start_matches('.'))
+            && let Some(v) = self
+                .by_domain(t, &full)
+                .or_else(|| self.by_host_name(t, &full, &short))
+        {
+            return Some(v);
+        }
+        if let Some(v) = self.by_user(t) {
+            return Some(v);
+        }
+        self.device_classes
+            .contains(&t.to_lowercase())
+            .then(|| format!("device class {t} is protected"))
+    }
+
+    /// Why a host target cannot be matched to every identity this guardrail protects, if it
+    /// cannot: an address when some protected host has no known address, a name that is not
+    /// a protected host when protected networks exist (its addresses are unknown). At
+    /// `guarded` such a target is held rather than passed.
+    pub fn unresolved(&self, kind: TargetType, target: &str) -> Option<String> {
+        if kind != TargetType::Host {
+            return None;
+        }
+        let t = target.trim();
+        match canon::net(t) {
+            Ok(Some(_)) => {
+                let unknown: Vec<&str> = self
+                    .hosts
+                    .iter()
+                    .filter(|h| h.addresses.is_empty())
+                    .map(|h| h.full.as_str())
+                    .collect();
+                (!unknown.is_empty()).then(|| {
+                    format!(
+                        "{t} cannot be matched to the protected hosts {} (their addresses are \
+                         unknown: list them under `addresses`)",
+                        unknown.join(", ")
+                    )
+                })
+            }
+            Ok(None) if self.has_cidrs => Some(format!(
+                "host {t} has no known address to check against the protected networks"
+            )),
+            _ => None,
         }
     }
 }
@@ -224,7 +376,7 @@ mod tests {
     fn never(cidrs: &[&str], domains: &[&str]) -> Never {
         Never {
             nets: RangeSet::build(cidrs.iter().map(|c| parse_net(c).unwrap())),
-            domains: domains.iter().map(|d| normalize_domain(d)).collect(),
+            domains: domains.iter().map(|d| canon::domain(d).unwrap()).collect(),
             ..Default::default()
         }
     }
