@@ -1265,3 +1265,129 @@ steps:
     );
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. trust flows down to sub-playbooks
+// ---------------------------------------------------------------------------------------------
+
+/// A child declared at `log` that changes `h1`.
+const LOG_CHILD: &str = r#"
+name: log_child
+trust: log
+steps:
+  - id: block
+    action: t.change
+    with: { target: h1, value: blocked }
+"#;
+
+fn calling_parent(trust: &str) -> String {
+    format!(
+        r#"
+name: parent
+trust: {trust}
+on:
+  event: t.event
+steps:
+  - id: sub
+    playbook: log_child
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_shadow_parent_gets_no_change_applied_through_a_child_at_log() {
+    let h = harness(&[LOG_CHILD, &calling_parent("shadow")]);
+    let report = h.run("parent", json!({})).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert!(h.rec.calls_of("t.change").is_empty(), "nothing is applied");
+    let child = h.step(&format!("{}.sub", report.run_id), "block").await;
+    assert_eq!(child.decision, Decision::Shadow);
+    assert_eq!(child.trust, Some(TrustLevel::Shadow));
+    assert!(h.store.changes(None).await.unwrap().is_empty());
+    let shown = report
+        .steps
+        .iter()
+        .find(|s| s.key == "sub/block")
+        .expect("the run's report shows the child's step");
+    assert_eq!(shown.decision, Decision::Shadow);
+}
+
+#[tokio::test]
+async fn an_approve_parent_holds_a_child_change_at_log_for_approval() {
+    let h = harness(&[LOG_CHILD, &calling_parent("approve")]);
+    let report = h.run("parent", json!({})).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert!(h.rec.calls_of("t.change").is_empty(), "nothing is applied");
+    let child_id = format!("{}.sub", report.run_id);
+    let block = h.step(&child_id, "block").await;
+    assert_eq!(block.decision, Decision::AwaitApproval);
+    assert_eq!(block.status, StepStatus::Held);
+    assert_eq!(block.trust, Some(TrustLevel::Approve));
+    let pending = h
+        .store
+        .approvals(&belay_store::ApprovalFilter {
+            run_id: Some(child_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.len(),
+        1,
+        "one approval is asked for the child's change"
+    );
+    // Resuming the parent (as a worker would) still applies nothing without a decision.
+    let again = h
+        .engine
+        .execute_resumed(h.store.get_run(&report.run_id).await.unwrap().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(again.status, RunStatus::WaitingApproval, "{again:?}");
+    assert!(h.rec.calls_of("t.change").is_empty());
+}
+
+#[tokio::test]
+async fn a_child_run_executed_on_its_own_keeps_its_callers_level() {
+    let h = harness(&[LOG_CHILD, &calling_parent("shadow")]);
+    let report = h.run("parent", json!({})).await;
+    let child = h
+        .store
+        .get_run(&format!("{}.sub", report.run_id))
+        .await
+        .unwrap()
+        .unwrap();
+    // Executing the child directly (not through its parent) still finds the parent's level.
+    h.store
+        .set_run_status(&child.id, RunStatus::Running, None)
+        .await
+        .unwrap();
+    let _ = h.engine.execute_resumed(child).await.unwrap();
+    assert!(h.rec.calls_of("t.change").is_empty(), "nothing is applied");
+}
+
+#[tokio::test]
+async fn a_dry_run_and_replay_report_what_a_sub_playbook_would_change() {
+    let h = harness(&[LOG_CHILD, &calling_parent("log")]);
+    let report = h
+        .run_with("parent", event("t.event", json!({})), true)
+        .await;
+    let shown = report
+        .steps
+        .iter()
+        .find(|s| s.key == "sub/block")
+        .expect("the dry run's report shows the child's change");
+    assert_eq!(shown.decision, Decision::DryRun);
+    assert_eq!(shown.with, json!({ "target": "h1", "value": "blocked" }));
+    assert!(h.rec.calls_of("t.change").is_empty());
+
+    let pb = h.engine.playbooks.get("parent").unwrap();
+    let replayed = h
+        .engine
+        .replay(&pb, event("t.event", json!({})))
+        .await
+        .unwrap();
+    let run = replayed.run.expect("the parent has no trigger filter");
+    assert_eq!(run.changes.len(), 1, "{run:?}");
+    assert_eq!(run.changes[0].step, "sub/block");
+    assert_eq!(run.changes[0].would, belay_engine::replay::Would::Apply);
+}

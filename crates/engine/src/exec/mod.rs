@@ -77,6 +77,11 @@ struct RunState {
     batch_allowed: HashMap<String, String>,
     /// In a dry run: the guardrail decision a step's changes would meet, by step id.
     dry_holds: HashMap<String, (Decision, String)>,
+    /// The highest level any step of this run may act at: the caller's effective level for
+    /// a sub-playbook's run, `guarded` for a run no playbook called.
+    ceiling: TrustLevel,
+    /// What the sub-playbooks this run called did, by the calling record's key.
+    sub_reports: std::sync::Mutex<HashMap<String, Vec<StepReport>>>,
 }
 
 /// Executes a run; `resumed` says whether records from an earlier attempt may exist.
@@ -86,7 +91,7 @@ pub(crate) async fn execute(
     event: Option<Arc<Event>>,
     resumed: bool,
 ) -> Result<RunReport> {
-    execute_inner(engine, run, event, 0, resumed)
+    execute_inner(engine, run, event, 0, None, resumed)
         .await
         .map(|(r, _)| r)
 }
@@ -111,9 +116,10 @@ pub(super) fn execute_inner(
     run: RunRecord,
     event: Option<Arc<Event>>,
     depth: usize,
+    ceiling: Option<TrustLevel>,
     resumed: bool,
 ) -> BoxFuture<'static, Result<(RunReport, Map<String, Value>)>> {
-    Box::pin(execute_body(engine, run, event, depth, resumed))
+    Box::pin(execute_body(engine, run, event, depth, ceiling, resumed))
 }
 
 async fn execute_body(
@@ -121,6 +127,7 @@ async fn execute_body(
     run: RunRecord,
     event: Option<Arc<Event>>,
     depth: usize,
+    ceiling: Option<TrustLevel>,
     resumed: bool,
 ) -> Result<(RunReport, Map<String, Value>)> {
     let Some(pb) = engine.playbooks.get(&run.playbook) else {
@@ -154,6 +161,13 @@ async fn execute_body(
             }
         },
     };
+    let ceiling = match ceiling {
+        Some(c) => c,
+        None => match subplaybook::caller_ceiling(&engine, &run).await? {
+            Ok(c) => c,
+            Err(message) => return fail_run(&engine, &run, message).await,
+        },
+    };
     let prior: HashMap<String, StepRecord> = if resumed {
         engine
             .store
@@ -166,7 +180,8 @@ async fn execute_body(
         HashMap::new()
     };
     let demoted = if pb.steps.iter().any(|s| {
-        s.trust.unwrap_or(pb.trust) > TrustLevel::Approve && matches!(s.call, Call::Action(_))
+        s.trust.unwrap_or(pb.trust).min(ceiling) > TrustLevel::Approve
+            && matches!(s.call, Call::Action(_))
     }) {
         engine.demotions_for(&pb.name).await?
     } else {
@@ -206,6 +221,8 @@ async fn execute_body(
         approvals,
         batch_allowed: HashMap::new(),
         dry_holds: HashMap::new(),
+        ceiling,
+        sub_reports: Default::default(),
     };
     let mut failure: Option<String> = None;
     for (seq, step) in pb.steps.iter().enumerate() {
@@ -222,7 +239,7 @@ async fn execute_body(
                 }))
                 .await?;
                 st.run.status = RunStatus::WaitingApproval;
-                return Ok((RunReport::from_owned(&st.run, st.records), st.outputs));
+                return Ok((st.report(), st.outputs));
             }
             Outcome::Failed(message) => match step.on_error {
                 OnError::Continue => {
@@ -276,7 +293,7 @@ async fn execute_body(
     .await?;
     st.run.status = status;
     st.run.error = failure;
-    Ok((RunReport::from_owned(&st.run, st.records), st.outputs))
+    Ok((st.report(), st.outputs))
 }
 
 fn short(hash: &str) -> &str {
