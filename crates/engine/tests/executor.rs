@@ -254,6 +254,11 @@ struct Harness {
 
 /// An engine with the given playbooks (YAML texts), a fresh store and a fresh recorder.
 fn harness(playbooks: &[&str]) -> Harness {
+    harness_guarded(playbooks, None)
+}
+
+/// Like [`harness`], with the guardrails of one YAML file.
+fn harness_guarded(playbooks: &[&str], guardrails: Option<&str>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let pb_dir = dir.path().join("playbooks");
     std::fs::create_dir_all(&pb_dir).unwrap();
@@ -272,12 +277,21 @@ fn harness(playbooks: &[&str]) -> Harness {
     let mut registry = Registry::new();
     registry.register(Arc::new(Core));
     registry.register(rec.clone());
-    let engine = Engine::new(
+    let guardrails = match guardrails {
+        Some(text) => {
+            let path = dir.path().join("guardrails.yaml");
+            std::fs::write(&path, text).unwrap();
+            belay_engine::guard::Guardrails::load(&path).unwrap()
+        }
+        None => Default::default(),
+    };
+    let engine = Engine::with_guardrails(
         store.clone(),
         Arc::new(set),
         catalog,
         registry,
         EngineConfig::default(),
+        Arc::new(guardrails),
     );
     Harness {
         engine,
@@ -1390,4 +1404,77 @@ async fn a_dry_run_and_replay_report_what_a_sub_playbook_would_change() {
     assert_eq!(run.changes.len(), 1, "{run:?}");
     assert_eq!(run.changes[0].step, "sub/block");
     assert_eq!(run.changes[0].would, belay_engine::replay::Would::Apply);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. limits hold across sub-playbook calls
+// ---------------------------------------------------------------------------------------------
+
+const BATCH_OF_TWO: &str = r#"
+guardrails:
+  - name: two-at-most
+    applies_to: ["t.change"]
+    batch: { max: 2 }
+    on_violation: deny
+"#;
+
+const ONE_CHANGE_CHILD: &str = r#"
+name: one_change
+trust: log
+steps:
+  - id: block
+    action: t.change
+    with: { target: "${{ inputs.host }}", value: blocked }
+"#;
+
+#[tokio::test]
+async fn a_batch_guardrail_denies_a_fan_out_through_sub_playbooks_like_the_direct_batch() {
+    let direct = harness_guarded(
+        &[r#"
+name: direct
+trust: log
+steps:
+  - id: block
+    action: t.change
+    for_each: ${{ event.data.hosts }}
+    with: { target: "${{ item }}", value: blocked }
+"#],
+        Some(BATCH_OF_TWO),
+    );
+    let hosts = json!({ "hosts": ["a", "b", "c", "d"] });
+    let report = direct.run("direct", hosts.clone()).await;
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    assert!(direct.rec.calls_of("t.change").is_empty());
+
+    let fanned = harness_guarded(
+        &[
+            ONE_CHANGE_CHILD,
+            r#"
+name: fanned
+trust: log
+steps:
+  - id: each
+    playbook: one_change
+    for_each: ${{ event.data.hosts }}
+    concurrency: 1
+    with: { host: "${{ item }}" }
+"#,
+        ],
+        Some(BATCH_OF_TWO),
+    );
+    let report = fanned.run("fanned", hosts).await;
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    let applied = fanned.rec.calls_of("t.change").len();
+    assert!(
+        applied <= 2,
+        "the run tree applied {applied} changes under a batch limit of 2"
+    );
+    let denied: Vec<_> = report
+        .steps
+        .iter()
+        .filter(|s| s.decision == Decision::GuardrailDeny)
+        .collect();
+    assert!(!denied.is_empty(), "{report:?}");
+    let why = denied[0].error.clone().unwrap_or_default();
+    assert!(why.contains("run tree"), "{why}");
 }

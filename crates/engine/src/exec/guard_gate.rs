@@ -68,6 +68,11 @@ impl RunState {
         if planned.is_empty() {
             return Ok(None);
         }
+        // `batch` limits count the whole run tree: what this step plans goes on top of what
+        // the tree planned before it (its own earlier steps, its callers', its siblings').
+        let limits = super::tree::batch_limits(&self.engine.guardrails, name, &named);
+        let n = planned.len() as u64;
+        let before = self.counts.reserve(&limits, n);
         // A person may have decided on this exact batch after a guardrail held it.
         let batch_key = format!("{}#batch", step.id);
         let batch: Value = planned
@@ -118,7 +123,8 @@ impl RunState {
             }));
         }
         let targets: Vec<String> = planned.iter().map(|(_, _, w)| spec.target_of(w)).collect();
-        let verdicts = self.verdicts(step, spec, &targets).await?;
+        let mut verdicts = self.verdicts(step, spec, &targets).await?;
+        super::tree::check_tree(&mut verdicts, &limits, &before, n);
         if self.run.dry_run {
             // Report what the guardrails would decide; hold nothing, record no approval.
             let failed: Vec<&crate::guard::Verdict> = verdicts.iter().filter(|v| !v.pass).collect();

@@ -8,7 +8,8 @@
 //! - [`change`]: trust, the [`approval_gate`], then journal → apply → after-state → record;
 //! - [`retry`]: each connector call's timeout and retries.
 //!
-//! [`state`] keeps the records and the write queue; [`report`] is what a run did.
+//! [`state`] keeps the records and the write queue; [`report`] is what a run did; [`tree`] is
+//! what the runs of one run tree share (their caller's level, their `batch` counts).
 //! The executor never calls a connector's change action without its journal entry written
 //! first, and a run's final status is written only after every record of it.
 
@@ -22,6 +23,7 @@ mod retry;
 mod state;
 mod step;
 mod subplaybook;
+mod tree;
 
 pub use report::{RunReport, StepReport};
 
@@ -80,6 +82,8 @@ struct RunState {
     /// The highest level any step of this run may act at: the caller's effective level for
     /// a sub-playbook's run, `guarded` for a run no playbook called.
     ceiling: TrustLevel,
+    /// Changes planned so far by the whole run tree, by `batch` guardrail.
+    counts: Arc<tree::TreeCounts>,
     /// What the sub-playbooks this run called did, by the calling record's key.
     sub_reports: std::sync::Mutex<HashMap<String, Vec<StepReport>>>,
 }
@@ -111,15 +115,15 @@ async fn fail_run(
     Ok((RunReport::from_records(&r, &[]), Map::new()))
 }
 
-pub(super) fn execute_inner(
+fn execute_inner(
     engine: Arc<Engine>,
     run: RunRecord,
     event: Option<Arc<Event>>,
     depth: usize,
-    ceiling: Option<TrustLevel>,
+    caller: Option<tree::Caller>,
     resumed: bool,
 ) -> BoxFuture<'static, Result<(RunReport, Map<String, Value>)>> {
-    Box::pin(execute_body(engine, run, event, depth, ceiling, resumed))
+    Box::pin(execute_body(engine, run, event, depth, caller, resumed))
 }
 
 async fn execute_body(
@@ -127,7 +131,7 @@ async fn execute_body(
     run: RunRecord,
     event: Option<Arc<Event>>,
     depth: usize,
-    ceiling: Option<TrustLevel>,
+    caller: Option<tree::Caller>,
     resumed: bool,
 ) -> Result<(RunReport, Map<String, Value>)> {
     let Some(pb) = engine.playbooks.get(&run.playbook) else {
@@ -161,10 +165,10 @@ async fn execute_body(
             }
         },
     };
-    let ceiling = match ceiling {
-        Some(c) => c,
+    let (ceiling, counts) = match caller {
+        Some(c) => (c.ceiling, c.counts),
         None => match subplaybook::caller_ceiling(&engine, &run).await? {
-            Ok(c) => c,
+            Ok(c) => (c, Default::default()),
             Err(message) => return fail_run(&engine, &run, message).await,
         },
     };
@@ -179,6 +183,11 @@ async fn execute_body(
     } else {
         HashMap::new()
     };
+    counts.seed(
+        prior.values().filter(|r| r.status.is_final()),
+        &engine.guardrails,
+        &engine.catalog,
+    );
     let demoted = if pb.steps.iter().any(|s| {
         s.trust.unwrap_or(pb.trust).min(ceiling) > TrustLevel::Approve
             && matches!(s.call, Call::Action(_))
@@ -222,6 +231,7 @@ async fn execute_body(
         batch_allowed: HashMap::new(),
         dry_holds: HashMap::new(),
         ceiling,
+        counts,
         sub_reports: Default::default(),
     };
     let mut failure: Option<String> = None;

@@ -44,6 +44,8 @@ impl RunState {
         let resumed = stored.created_at != child.created_at;
         let (report, outputs) = if stored.status.is_final() {
             let steps = self.engine.store.steps(&stored.id).await?;
+            self.counts
+                .seed(&steps, &self.engine.guardrails, &self.engine.catalog);
             (
                 RunReport::from_records(&stored, &steps),
                 outputs_from_records(&steps),
@@ -54,7 +56,10 @@ impl RunState {
                 stored,
                 Some(self.event.clone()),
                 self.depth + 1,
-                Some(ceiling),
+                Some(super::tree::Caller {
+                    ceiling,
+                    counts: self.counts.clone(),
+                }),
                 resumed,
             )
             .await?
