@@ -157,12 +157,14 @@ impl Engine {
         &self.target_locks[(h.finish() as usize) % self.target_locks.len()]
     }
 
-    /// Trust ceilings recorded for the steps of one playbook. Read from the store at most once
+    /// Trust ceilings recorded for the steps of one playbook, by step id: demotions of the
+    /// same step definition (whatever the step or playbook is called now) or, for rows from
+    /// before definitions were recorded, of the same names. Read from the store at most once
     /// per [`DEMOTION_TTL`], so a demotion recorded by another process applies to runs that
     /// start at most that long after it (one made through this engine applies at once).
     pub async fn demotions_for(
         &self,
-        playbook: &str,
+        pb: &Playbook,
     ) -> Result<std::collections::HashMap<String, belay_model::TrustLevel>> {
         let cached = {
             let c = self.demotions.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,10 +181,16 @@ impl Engine {
                 d
             }
         };
-        Ok(all
+        if all.is_empty() {
+            return Ok(Default::default());
+        }
+        Ok(pb
+            .steps
             .iter()
-            .filter(|d| d.playbook == playbook)
-            .map(|d| (d.step.clone(), d.level))
+            .filter_map(|s| {
+                let definition = trust::step_definition(pb, s);
+                trust::demotion_of(&all, pb, s, &definition).map(|d| (s.id.clone(), d.level))
+            })
             .collect())
     }
 

@@ -505,6 +505,18 @@ async fn demote_after_rollback(engine: &Engine, c: &ChangeRecord, actor: &str) -
         return Ok(());
     }
     let step = c.step_key.split('[').next().unwrap_or(&c.step_key);
+    // The step as loaded now, if it is still the one that ran: the demotion follows its
+    // definition through later renames.
+    let definition = engine
+        .playbooks
+        .get(&run.playbook)
+        .filter(|pb| pb.hash == run.playbook_hash)
+        .and_then(|pb| {
+            pb.steps
+                .iter()
+                .find(|s| s.id == step)
+                .map(|s| crate::trust::step_definition(&pb, s))
+        });
     engine
         .demote(&belay_model::Demotion {
             playbook: run.playbook.clone(),
@@ -517,6 +529,7 @@ async fn demote_after_rollback(engine: &Engine, c: &ChangeRecord, actor: &str) -
             change_id: Some(c.id.clone()),
             by: actor.to_owned(),
             at: belay_model::now_ms(),
+            definition,
         })
         .await?;
     Ok(())

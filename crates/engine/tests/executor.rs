@@ -1478,3 +1478,97 @@ steps:
     let why = denied[0].error.clone().unwrap_or_default();
     assert!(why.contains("run tree"), "{why}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 12. demotions follow the step's definition
+// ---------------------------------------------------------------------------------------------
+
+fn blocking_pb(name: &str, step: &str) -> String {
+    format!(
+        r#"
+name: {name}
+trust: log
+steps:
+  - id: {step}
+    action: t.change
+    with: {{ target: h1, value: blocked }}
+"#
+    )
+}
+
+/// Runs `chg` once and has a person roll its change back, which demotes its step.
+async fn demote_by_rollback(h: &Harness) {
+    let report = h.run("chg", json!({})).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    let rb = belay_engine::rollback::rollback(
+        &h.engine,
+        belay_engine::rollback::Selection::Run(report.run_id.clone()),
+        belay_engine::rollback::RollbackOptions {
+            dry_run: false,
+            force: false,
+            actor: "alice".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rb.count(belay_engine::rollback::Outcome::Reverted), 1);
+}
+
+#[tokio::test]
+async fn a_demoted_step_renamed_with_its_playbook_is_still_held() {
+    let h = harness(&[
+        &blocking_pb("chg", "apply"),
+        &blocking_pb("renamed", "block_host"),
+    ]);
+    demote_by_rollback(&h).await;
+    let calls = h.rec.calls_of("t.change").len();
+    let report = h.run("renamed", json!({})).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    let step = h.step(&report.run_id, "block_host").await;
+    assert_eq!(step.decision, Decision::AwaitApproval);
+    assert_eq!(step.trust, Some(TrustLevel::Approve));
+    assert_eq!(
+        h.rec.calls_of("t.change").len(),
+        calls,
+        "nothing is applied"
+    );
+}
+
+#[tokio::test]
+async fn a_demotion_recorded_by_name_only_still_holds_the_step() {
+    let h = harness(&[&blocking_pb("chg", "apply")]);
+    h.engine
+        .demote(&belay_model::Demotion {
+            playbook: "chg".into(),
+            step: "apply".into(),
+            level: TrustLevel::Approve,
+            reason: "recorded before definitions".into(),
+            change_id: None,
+            by: "alice".into(),
+            at: now_ms(),
+            definition: None,
+        })
+        .await
+        .unwrap();
+    let report = h.run("chg", json!({})).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert!(h.rec.calls_of("t.change").is_empty());
+}
+
+#[tokio::test]
+async fn a_different_step_is_not_held_by_another_steps_demotion() {
+    let h = harness(&[
+        &blocking_pb("chg", "apply"),
+        r#"
+name: other
+trust: log
+steps:
+  - id: block_host
+    action: t.change
+    with: { target: h2, value: blocked }
+"#,
+    ]);
+    demote_by_rollback(&h).await;
+    let report = h.run("other", json!({})).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+}

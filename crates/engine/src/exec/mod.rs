@@ -192,7 +192,7 @@ async fn execute_body(
         s.trust.unwrap_or(pb.trust).min(ceiling) > TrustLevel::Approve
             && matches!(s.call, Call::Action(_))
     }) {
-        engine.demotions_for(&pb.name).await?
+        engine.demotions_for(&pb).await?
     } else {
         HashMap::new()
     };

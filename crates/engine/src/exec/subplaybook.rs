@@ -119,7 +119,7 @@ pub(super) async fn caller_ceiling(
             return unknown(format!("`{}` has no step `{step_id}`", pb.name));
         };
         let mut level = step.trust.unwrap_or(pb.trust);
-        if let Some(cap) = engine.demotions_for(&pb.name).await?.get(&step.id) {
+        if let Some(cap) = engine.demotions_for(&pb).await?.get(&step.id) {
             level = level.min(*cap);
         }
         ceiling = ceiling.min(level);
