@@ -1281,7 +1281,7 @@ steps:
 }
 
 // ---------------------------------------------------------------------------------------------
-// 10. trust flows down to sub-playbooks
+// 13. trust flows down to sub-playbooks
 // ---------------------------------------------------------------------------------------------
 
 /// A child declared at `log` that changes `h1`.
@@ -1407,7 +1407,7 @@ async fn a_dry_run_and_replay_report_what_a_sub_playbook_would_change() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 11. limits hold across sub-playbook calls
+// 14. limits hold across sub-playbook calls
 // ---------------------------------------------------------------------------------------------
 
 const BATCH_OF_TWO: &str = r#"
@@ -1462,9 +1462,53 @@ steps:
         ],
         Some(BATCH_OF_TWO),
     );
-    let report = fanned.run("fanned", hosts).await;
+    let report = fanned.run("fanned", hosts.clone()).await;
     assert_eq!(report.status, RunStatus::Failed, "{report:?}");
-    let applied = fanned.rec.calls_of("t.change").len();
+    assert!(
+        fanned.rec.calls_of("t.change").is_empty(),
+        "the fan-out is denied whole, before any child applies a change"
+    );
+    let each = fanned.step(&report.run_id, "each[0]").await;
+    assert_eq!(each.decision, Decision::GuardrailDeny);
+    let why = each.error.unwrap_or_default();
+    assert!(
+        why.contains("two-at-most") && why.contains("run tree"),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn the_run_tree_count_stops_a_fan_out_it_cannot_count_up_front() {
+    // The child's change is conditional, so it cannot be counted before the children run.
+    let h = harness_guarded(
+        &[
+            r#"
+name: one_change
+trust: log
+steps:
+  - id: block
+    action: t.change
+    if: ${{ inputs.host != "" }}
+    with: { target: "${{ inputs.host }}", value: blocked }
+"#,
+            r#"
+name: fanned
+trust: log
+steps:
+  - id: each
+    playbook: one_change
+    for_each: ${{ event.data.hosts }}
+    concurrency: 1
+    with: { host: "${{ item }}" }
+"#,
+        ],
+        Some(BATCH_OF_TWO),
+    );
+    let report = h
+        .run("fanned", json!({ "hosts": ["a", "b", "c", "d"] }))
+        .await;
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    let applied = h.rec.calls_of("t.change").len();
     assert!(
         applied <= 2,
         "the run tree applied {applied} changes under a batch limit of 2"
@@ -1480,7 +1524,7 @@ steps:
 }
 
 // ---------------------------------------------------------------------------------------------
-// 12. demotions follow the step's definition
+// 15. demotions follow the step's definition
 // ---------------------------------------------------------------------------------------------
 
 fn blocking_pb(name: &str, step: &str) -> String {

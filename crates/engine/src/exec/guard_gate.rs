@@ -23,8 +23,9 @@ impl RunState {
         seq: i64,
         ctx: &MjValue,
     ) -> Result<Option<Outcome>> {
-        let Call::Action(name) = &step.call else {
-            return Ok(None);
+        let name = match &step.call {
+            Call::Action(name) => name,
+            Call::Playbook(child) => return self.guard_fan_out(step, seq, ctx, child).await,
         };
         let Some(spec) = self.engine.catalog.get(name) else {
             return Ok(None);
@@ -124,7 +125,9 @@ impl RunState {
         }
         let targets: Vec<String> = planned.iter().map(|(_, _, w)| spec.target_of(w)).collect();
         let mut verdicts = self.verdicts(step, spec, &targets).await?;
-        super::tree::check_tree(&mut verdicts, &limits, &before, n);
+        if self.tree_allowed.is_none() {
+            super::tree::check_tree(&mut verdicts, &limits, &before, n);
+        }
         if self.run.dry_run {
             // Report what the guardrails would decide; hold nothing, record no approval.
             let failed: Vec<&crate::guard::Verdict> = verdicts.iter().filter(|v| !v.pass).collect();

@@ -2,7 +2,8 @@
 //! state every stage of a step shares. A step goes through the stages below, in order:
 //!
 //! - [`step`]: its `if`, the rate gate, then one item or a `for_each` fan-out;
-//! - [`guard_gate`]: its planned changes against the guardrails, the whole batch at once;
+//! - [`guard_gate`]: its planned changes against the guardrails, the whole batch at once
+//!   ([`fan_out`]: a sub-playbook step's calls against the run tree's `batch` limits);
 //! - [`plan`]: an item's inputs rendered and validated, then read, change or sub-playbook;
 //! - [`read`]: a read action; [`subplaybook`]: a child run;
 //! - [`change`]: trust, the [`approval_gate`], then journal → apply → after-state → record;
@@ -15,6 +16,7 @@
 
 mod approval_gate;
 mod change;
+mod fan_out;
 mod guard_gate;
 mod plan;
 mod read;
@@ -84,6 +86,8 @@ struct RunState {
     ceiling: TrustLevel,
     /// Changes planned so far by the whole run tree, by `batch` guardrail.
     counts: Arc<tree::TreeCounts>,
+    /// Who approved a held fan-out of sub-playbook calls that includes this run.
+    tree_allowed: Option<String>,
     /// What the sub-playbooks this run called did, by the calling record's key.
     sub_reports: std::sync::Mutex<HashMap<String, Vec<StepReport>>>,
 }
@@ -165,10 +169,10 @@ async fn execute_body(
             }
         },
     };
-    let (ceiling, counts) = match caller {
-        Some(c) => (c.ceiling, c.counts),
+    let (ceiling, counts, tree_allowed) = match caller {
+        Some(c) => (c.ceiling, c.counts, c.allowed),
         None => match subplaybook::caller_ceiling(&engine, &run).await? {
-            Ok(c) => (c, Default::default()),
+            Ok(c) => (c, Default::default(), None),
             Err(message) => return fail_run(&engine, &run, message).await,
         },
     };
@@ -232,6 +236,7 @@ async fn execute_body(
         dry_holds: HashMap::new(),
         ceiling,
         counts,
+        tree_allowed,
         sub_reports: Default::default(),
     };
     let mut failure: Option<String> = None;

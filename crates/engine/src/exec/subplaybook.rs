@@ -59,6 +59,11 @@ impl RunState {
                 Some(super::tree::Caller {
                     ceiling,
                     counts: self.counts.clone(),
+                    allowed: self
+                        .batch_allowed
+                        .get(&step.id)
+                        .or(self.tree_allowed.as_ref())
+                        .cloned(),
                 }),
                 resumed,
             )

@@ -29,6 +29,12 @@ impl TreeCounts {
             .collect()
     }
 
+    /// The changes planned so far under one guardrail.
+    pub(super) fn peek(&self, guardrail: &str) -> u64 {
+        let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(guardrail).copied().unwrap_or(0)
+    }
+
     /// Counts the changes that finished records (from before a crash, or of a finished child)
     /// made or would make, under the `batch` guardrails that govern them.
     pub(super) fn seed<'a>(
@@ -59,6 +65,8 @@ pub(super) struct Caller {
     /// The caller's effective level at the calling step: the most the child may act at.
     pub(super) ceiling: TrustLevel,
     pub(super) counts: Arc<TreeCounts>,
+    /// Who approved a held fan-out that includes this run: its `batch` counts are covered.
+    pub(super) allowed: Option<String>,
 }
 
 /// The `batch` limits among a step's governing guardrails, by name.
