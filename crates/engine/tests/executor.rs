@@ -1523,6 +1523,51 @@ steps:
     assert!(why.contains("run tree"), "{why}");
 }
 
+#[tokio::test]
+async fn a_held_fan_out_through_sub_playbooks_applies_once_a_person_approves_it() {
+    let h = harness_guarded(
+        &[
+            ONE_CHANGE_CHILD,
+            r#"
+name: fanned
+trust: log
+steps:
+  - id: each
+    playbook: one_change
+    for_each: ${{ event.data.hosts }}
+    with: { host: "${{ item }}" }
+"#,
+        ],
+        Some(&BATCH_OF_TWO.replace("deny", "hold")),
+    );
+    let report = h.run("fanned", json!({ "hosts": ["a", "b", "c"] })).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert!(h.rec.calls_of("t.change").is_empty(), "held whole");
+    let approvals = h
+        .store
+        .approvals(&belay_store::ApprovalFilter {
+            run_id: Some(report.run_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(approvals.len(), 1, "one approval decides the fan-out");
+    let directory = belay_engine::approvals::Directory::new([(
+        "alice".to_string(),
+        vec!["responder".to_string()],
+    )]);
+    belay_engine::approvals::decide(&*h.store, &directory, &approvals[0].id, "alice", true, None)
+        .await
+        .unwrap();
+    h.engine.pick_up_decisions().await.unwrap();
+    assert_eq!(h.stored_status(&report.run_id).await, RunStatus::Succeeded);
+    assert_eq!(
+        h.rec.calls_of("t.change").len(),
+        3,
+        "the approved fan-out's children are not held again by the tree count"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 15. demotions follow the step's definition
 // ---------------------------------------------------------------------------------------------
