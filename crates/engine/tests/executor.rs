@@ -1568,6 +1568,92 @@ steps:
     );
 }
 
+#[tokio::test]
+async fn a_resumed_run_counts_the_changes_its_finished_sub_playbooks_made() {
+    let h = harness_guarded(
+        &[
+            ONE_CHANGE_CHILD,
+            r#"
+name: parent
+trust: log
+steps:
+  - id: sub
+    playbook: one_change
+    with: { host: a }
+  - id: more
+    action: t.change
+    for_each: ${{ event.data.hosts }}
+    with: { target: "${{ item }}", value: blocked }
+"#,
+        ],
+        Some(BATCH_OF_TWO),
+    );
+    // A crash after the child applied its change and the parent recorded its `sub` step.
+    let ev = event("t.event", json!({ "data": { "hosts": ["b", "c"] } }));
+    let parent_pb = h.engine.playbooks.get("parent").unwrap();
+    let child_pb = h.engine.playbooks.get("one_change").unwrap();
+    let parent = new_run(&parent_pb, &ev.id, None, Value::Null, false);
+    h.store
+        .accept_event(&ev, std::slice::from_ref(&parent), None)
+        .await
+        .unwrap();
+    let mut child = new_run(
+        &child_pb,
+        &ev.id,
+        Some((&parent.id, "sub")),
+        json!({ "host": "a" }),
+        false,
+    );
+    child.status = RunStatus::Succeeded;
+    h.store.insert_run(&child).await.unwrap();
+    let now = now_ms();
+    let record = |run_id: &str, key: &str, action: &str, decision, output| StepRecord {
+        run_id: run_id.into(),
+        key: key.into(),
+        step: key.into(),
+        seq: 0,
+        item: None,
+        action: action.into(),
+        with: Value::Null,
+        decision,
+        trust: Some(TrustLevel::Log),
+        guardrails: Vec::new(),
+        status: StepStatus::Succeeded,
+        output,
+        error: None,
+        attempts: 1,
+        started_at: now,
+        finished_at: Some(now),
+    };
+    h.store
+        .put_step(&record(
+            &child.id,
+            "block",
+            "t.change",
+            Decision::Apply,
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    h.store
+        .put_step(&record(
+            &parent.id,
+            "sub",
+            "playbook:one_change",
+            Decision::SubPlaybook,
+            json!({ "run_id": child.id, "status": "succeeded", "steps": {} }),
+        ))
+        .await
+        .unwrap();
+
+    let report = h.engine.execute_resumed(parent).await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    assert!(
+        h.rec.calls_of("t.change").is_empty(),
+        "1 change by the child + 2 now is above the limit of 2 per run tree"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 15. demotions follow the step's definition
 // ---------------------------------------------------------------------------------------------

@@ -187,11 +187,10 @@ async fn execute_body(
     } else {
         HashMap::new()
     };
-    counts.seed(
-        prior.values().filter(|r| r.status.is_final()),
-        &engine.guardrails,
-        &engine.catalog,
-    );
+    if resumed {
+        let records: Vec<StepRecord> = prior.values().cloned().collect();
+        subplaybook::seed_tree(&engine, &counts, &records).await?;
+    }
     let demoted = if pb.steps.iter().any(|s| {
         s.trust.unwrap_or(pb.trust).min(ceiling) > TrustLevel::Approve
             && matches!(s.call, Call::Action(_))

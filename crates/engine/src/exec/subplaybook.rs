@@ -44,8 +44,7 @@ impl RunState {
         let resumed = stored.created_at != child.created_at;
         let (report, outputs) = if stored.status.is_final() {
             let steps = self.engine.store.steps(&stored.id).await?;
-            self.counts
-                .seed(&steps, &self.engine.guardrails, &self.engine.catalog);
+            seed_tree(&self.engine, &self.counts, &steps).await?;
             (
                 RunReport::from_records(&stored, &steps),
                 outputs_from_records(&steps),
@@ -88,6 +87,33 @@ impl RunState {
         }
         self.finish(rec).await
     }
+}
+
+/// Counts, in the run tree's `batch` counts, the changes of finished records and of every
+/// sub-playbook run below them (read from the store).
+pub(super) async fn seed_tree(
+    engine: &Engine,
+    counts: &super::tree::TreeCounts,
+    records: &[StepRecord],
+) -> Result<()> {
+    let finished = |rs: &[StepRecord]| -> Vec<StepRecord> {
+        rs.iter().filter(|r| r.status.is_final()).cloned().collect()
+    };
+    let mut pending = vec![finished(records)];
+    let mut seen = 0;
+    while let Some(rs) = pending.pop() {
+        counts.seed(&rs, &engine.guardrails, &engine.catalog);
+        for r in rs.iter().filter(|r| r.decision == Decision::SubPlaybook) {
+            seen += 1;
+            if seen > 10_000 {
+                break;
+            }
+            if let Some(child) = r.output.get("run_id").and_then(Value::as_str) {
+                pending.push(finished(&engine.store.steps(child).await?));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The level a sub-playbook's run may act at, found from its callers' records when the run is
