@@ -407,13 +407,34 @@ impl Engine {
         self.execute_new(run, Arc::new(event)).await
     }
 
-    /// The report of a stored run.
+    /// The report of a stored run, with the steps of the sub-playbook runs it called.
     pub async fn report(&self, run_id: &str) -> Result<Option<RunReport>> {
-        let Some(run) = self.store.get_run(run_id).await? else {
-            return Ok(None);
-        };
-        let steps = self.store.steps(run_id).await?;
-        Ok(Some(RunReport::from_records(&run, &steps)))
+        self.report_at(run_id.to_owned(), 0).await
+    }
+
+    fn report_at(
+        &self,
+        run_id: String,
+        depth: usize,
+    ) -> futures::future::BoxFuture<'_, Result<Option<RunReport>>> {
+        Box::pin(async move {
+            let Some(run) = self.store.get_run(&run_id).await? else {
+                return Ok(None);
+            };
+            let steps = self.store.steps(&run_id).await?;
+            let mut subs = std::collections::HashMap::new();
+            for s in steps
+                .iter()
+                .filter(|s| s.decision == belay_model::Decision::SubPlaybook && depth < 8)
+            {
+                if let Some(child) = s.output.get("run_id").and_then(Value::as_str)
+                    && let Some(r) = self.report_at(child.to_owned(), depth + 1).await?
+                {
+                    subs.insert(s.key.clone(), r.steps);
+                }
+            }
+            Ok(Some(RunReport::with_subs(&run, steps, subs)))
+        })
     }
 }
 

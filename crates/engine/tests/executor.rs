@@ -1324,6 +1324,11 @@ async fn a_shadow_parent_gets_no_change_applied_through_a_child_at_log() {
         .find(|s| s.key == "sub/block")
         .expect("the run's report shows the child's step");
     assert_eq!(shown.decision, Decision::Shadow);
+    let stored = h.engine.report(&report.run_id).await.unwrap().unwrap();
+    assert_eq!(
+        stored, report,
+        "the stored run's report shows the same steps"
+    );
 }
 
 #[tokio::test]
