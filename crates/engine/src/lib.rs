@@ -157,12 +157,14 @@ impl Engine {
         &self.target_locks[(h.finish() as usize) % self.target_locks.len()]
     }
 
-    /// Trust ceilings recorded for the steps of one playbook. Read from the store at most once
+    /// Trust ceilings recorded for the steps of one playbook, by step id: demotions of the
+    /// same step definition (whatever the step or playbook is called now) or, for rows from
+    /// before definitions were recorded, of the same names. Read from the store at most once
     /// per [`DEMOTION_TTL`], so a demotion recorded by another process applies to runs that
     /// start at most that long after it (one made through this engine applies at once).
     pub async fn demotions_for(
         &self,
-        playbook: &str,
+        pb: &Playbook,
     ) -> Result<std::collections::HashMap<String, belay_model::TrustLevel>> {
         let cached = {
             let c = self.demotions.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,10 +181,16 @@ impl Engine {
                 d
             }
         };
-        Ok(all
+        if all.is_empty() {
+            return Ok(Default::default());
+        }
+        Ok(pb
+            .steps
             .iter()
-            .filter(|d| d.playbook == playbook)
-            .map(|d| (d.step.clone(), d.level))
+            .filter_map(|s| {
+                let definition = trust::step_definition(pb, s);
+                trust::demotion_of(&all, pb, s, &definition).map(|d| (s.id.clone(), d.level))
+            })
             .collect())
     }
 
@@ -399,13 +407,34 @@ impl Engine {
         self.execute_new(run, Arc::new(event)).await
     }
 
-    /// The report of a stored run.
+    /// The report of a stored run, with the steps of the sub-playbook runs it called.
     pub async fn report(&self, run_id: &str) -> Result<Option<RunReport>> {
-        let Some(run) = self.store.get_run(run_id).await? else {
-            return Ok(None);
-        };
-        let steps = self.store.steps(run_id).await?;
-        Ok(Some(RunReport::from_records(&run, &steps)))
+        self.report_at(run_id.to_owned(), 0).await
+    }
+
+    fn report_at(
+        &self,
+        run_id: String,
+        depth: usize,
+    ) -> futures::future::BoxFuture<'_, Result<Option<RunReport>>> {
+        Box::pin(async move {
+            let Some(run) = self.store.get_run(&run_id).await? else {
+                return Ok(None);
+            };
+            let steps = self.store.steps(&run_id).await?;
+            let mut subs = std::collections::HashMap::new();
+            for s in steps
+                .iter()
+                .filter(|s| s.decision == belay_model::Decision::SubPlaybook && depth < 8)
+            {
+                if let Some(child) = s.output.get("run_id").and_then(Value::as_str)
+                    && let Some(r) = self.report_at(child.to_owned(), depth + 1).await?
+                {
+                    subs.insert(s.key.clone(), r.steps);
+                }
+            }
+            Ok(Some(RunReport::with_subs(&run, steps, subs)))
+        })
     }
 }
 

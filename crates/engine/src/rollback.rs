@@ -3,6 +3,11 @@
 //! Every undo is itself a journaled change (with its own before-state and inverse) made by a
 //! rollback run, so a rollback is audited and can be rolled back. A change is marked
 //! `reverted` only after the target was read again and equals the recorded before-state.
+//!
+//! A dry run walks the same changes in the same order and simulates each undo: a change whose
+//! object an earlier undo of the same rollback restored is compared with the state that undo
+//! leaves (its change's before-state), not with what the object holds now, so the preview
+//! predicts the rollback change by change. It never calls a change action.
 
 use crate::{Engine, EngineError, Result};
 use belay_connector_api::Call;
@@ -10,6 +15,7 @@ use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, Trust
 use belay_store::{Write, Written};
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Which changes to undo.
@@ -123,6 +129,24 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<Vec<ChangeRecord>> {
     Ok(applied)
 }
 
+/// The object a change acted on, as its undo sees it: the action's family and the inputs its
+/// inverse copies (`list` and `entry` of a list change), so an add, a remove and their undos of
+/// one entry are one object. Without an inverse spec, the change's target.
+fn object_of(c: &ChangeRecord, spec: Option<&belay_playbook::ActionSpec>) -> String {
+    let family = c.action.split('.').next().unwrap_or(&c.action);
+    match spec.and_then(|s| s.inverse.as_ref()) {
+        Some(inv) if !inv.with.is_empty() => {
+            let fields: Vec<String> = inv
+                .with
+                .iter()
+                .map(|f| c.with.get(f).map_or(String::new(), Value::to_string))
+                .collect();
+            format!("{family}\u{0}{}", fields.join("\u{0}"))
+        }
+        _ => format!("{family}\u{0}{}", c.target),
+    }
+}
+
 /// For an undo made by a rollback, the change it undid.
 fn undone_original(c: &ChangeRecord) -> Option<&str> {
     if !c.allowed_by.starts_with("rollback:") {
@@ -140,6 +164,8 @@ pub async fn rollback(
     let changes = select(engine, &sel).await?;
     let mut items = Vec::new();
     let mut run: Option<RunRecord> = None;
+    // Dry run: the significant state each simulated undo leaves, by object.
+    let mut simulated: HashMap<String, Value> = HashMap::new();
     for c in changes {
         let item = |outcome, detail: String, undo: Option<String>| Item {
             change_id: c.id.clone(),
@@ -201,7 +227,12 @@ pub async fn rollback(
             ));
             continue;
         };
-        let current = match conn.read_state(&c.action, &c.with).await {
+        let object = object_of(&c, orig);
+        let current = match simulated.get(&object) {
+            Some(v) if opts.dry_run => Ok(v.clone()),
+            _ => conn.read_state(&c.action, &c.with).await,
+        };
+        let current = match current {
             Ok(v) => v,
             Err(e) => {
                 items.push(item(
@@ -235,6 +266,8 @@ pub async fn rollback(
                 format!("would call {inv_action} with {inv_with}{note}"),
                 None,
             ));
+            // The undo is verified against the before-state: that is what it leaves.
+            simulated.insert(object, sig(&c.before));
             continue;
         }
         let run = match &run {
@@ -472,6 +505,18 @@ async fn demote_after_rollback(engine: &Engine, c: &ChangeRecord, actor: &str) -
         return Ok(());
     }
     let step = c.step_key.split('[').next().unwrap_or(&c.step_key);
+    // The step as loaded now, if it is still the one that ran: the demotion follows its
+    // definition through later renames.
+    let definition = engine
+        .playbooks
+        .get(&run.playbook)
+        .filter(|pb| pb.hash == run.playbook_hash)
+        .and_then(|pb| {
+            pb.steps
+                .iter()
+                .find(|s| s.id == step)
+                .map(|s| crate::trust::step_definition(&pb, s))
+        });
     engine
         .demote(&belay_model::Demotion {
             playbook: run.playbook.clone(),
@@ -484,6 +529,7 @@ async fn demote_after_rollback(engine: &Engine, c: &ChangeRecord, actor: &str) -
             change_id: Some(c.id.clone()),
             by: actor.to_owned(),
             at: belay_model::now_ms(),
+            definition,
         })
         .await?;
     Ok(())

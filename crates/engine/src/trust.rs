@@ -1,11 +1,106 @@
-//! The trust report: per playbook step, what its record says about the autonomy it has earned.
+//! The trust report: per playbook step, what its record says about the autonomy it has earned;
+//! and a step's definition hash, which demotions follow through renames of the step or its
+//! playbook. It reads records and suggests; it never changes a step's level itself.
 
 use crate::{Engine, Result};
 use belay_model::{Demotion, TrustLevel, now_ms};
-use belay_playbook::{ActionKind, Call};
+use belay_playbook::expr::Part;
+use belay_playbook::template::Template;
+use belay_playbook::{ActionKind, Call, Playbook, Step};
 use serde::Serialize;
-use std::collections::HashMap;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+
+/// SHA-256 of a step's canonical definition: what it calls, its input templates, its trust
+/// level, the guardrails it names and the values of the `vars` it reads. Its id, its place in
+/// the file and its playbook's name are left out, so renaming either keeps the hash.
+pub fn step_definition(pb: &Playbook, step: &Step) -> String {
+    let call = match &step.call {
+        Call::Action(a) => json!({ "action": a }),
+        Call::Playbook(p) => json!({ "playbook": p }),
+    };
+    let mut guardrails: Vec<&str> = step.guardrails.iter().map(|(g, _)| g.as_str()).collect();
+    guardrails.sort_unstable();
+    guardrails.dedup();
+    let vars: BTreeMap<&str, Value> = step
+        .with
+        .exprs()
+        .iter()
+        .flat_map(|e| vars_read(&e.source))
+        .map(|v| (v, pb.vars.get(v).cloned().unwrap_or(Value::Null)))
+        .collect();
+    let definition = json!({
+        "call": call,
+        "with": template_json(&step.with),
+        "trust": step.trust.unwrap_or(pb.trust),
+        "guardrails": guardrails,
+        "vars": vars,
+    });
+    belay_model::sha256_hex(belay_model::audit::canonical_json(&definition).as_bytes())
+}
+
+/// A template as data, without positions: literals, expression sources and their structure.
+fn template_json(t: &Template) -> Value {
+    match t {
+        Template::Literal(v) => json!({ "literal": v }),
+        Template::Whole(e) => json!({ "expr": e.source }),
+        Template::Text(parts) => Value::Array(
+            parts
+                .iter()
+                .map(|p| match p {
+                    Part::Text(s) => json!({ "text": s }),
+                    Part::Expr(e) => json!({ "expr": e.source }),
+                })
+                .collect(),
+        ),
+        Template::Array(items) => {
+            json!({ "array": items.iter().map(template_json).collect::<Vec<_>>() })
+        }
+        Template::Object(entries) => {
+            let m: BTreeMap<&str, Value> = entries
+                .iter()
+                .map(|(k, _, t)| (k.as_str(), template_json(t)))
+                .collect();
+            json!({ "object": m })
+        }
+    }
+}
+
+/// The names `vars.NAME` an expression reads.
+fn vars_read(source: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(i) = rest.find("vars.") {
+        let before = rest[..i].chars().next_back();
+        let after = &rest[i + 5..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') && end > 0 {
+            out.push(&after[..end]);
+        }
+        rest = after;
+    }
+    out
+}
+
+/// The demotion that holds `step` of `pb`: one recorded for the same definition, else (rows
+/// from before definitions were recorded) one recorded under the same playbook and step names.
+pub fn demotion_of<'a>(
+    demotions: &'a [Demotion],
+    pb: &Playbook,
+    step: &Step,
+    definition: &str,
+) -> Option<&'a Demotion> {
+    demotions
+        .iter()
+        .filter(|d| {
+            d.definition.as_deref() == Some(definition)
+                || (d.playbook == pb.name && d.step == step.id)
+        })
+        .min_by_key(|d| d.level)
+}
 
 /// When a step has earned a promotion.
 #[derive(Debug, Clone)]
@@ -58,13 +153,7 @@ pub struct StepTrust {
 pub async fn report(engine: &Engine, t: &Thresholds) -> Result<Vec<StepTrust>> {
     let since = now_ms() - t.window.as_millis() as i64;
     let stats = engine.store.trust_stats(since).await?;
-    let demotions: HashMap<(String, String), Demotion> = engine
-        .store
-        .demotions()
-        .await?
-        .into_iter()
-        .map(|d| ((d.playbook.clone(), d.step.clone()), d))
-        .collect();
+    let demotions = engine.store.demotions().await?;
     let days = t.window.as_secs() / 86_400;
     let mut out = Vec::new();
     let mut playbooks: Vec<_> = engine.playbooks.iter().collect();
@@ -78,7 +167,8 @@ pub async fn report(engine: &Engine, t: &Thresholds) -> Result<Vec<StepTrust>> {
                 continue;
             }
             let declared = step.trust.unwrap_or(pb.trust);
-            let demotion = demotions.get(&(pb.name.clone(), step.id.clone())).cloned();
+            let definition = step_definition(pb, step);
+            let demotion = demotion_of(&demotions, pb, step, &definition).cloned();
             let effective = demotion
                 .as_ref()
                 .map_or(declared, |d| declared.min(d.level));
@@ -165,8 +255,8 @@ fn recommend(r: &StepTrust, t: &Thresholds, days: u64, ready_baseline: bool) -> 
                 d.level,
                 belay_model::ms_to_rfc3339(d.at),
                 d.reason,
-                r.playbook,
-                r.step
+                d.playbook,
+                d.step
             ),
         );
     }
@@ -234,5 +324,19 @@ fn recommend(r: &StepTrust, t: &Thresholds, days: u64, ready_baseline: bool) -> 
                 say("keep", format!("{record}; at the highest level"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_read_finds_whole_names_only() {
+        assert_eq!(
+            vars_read("vars.list ~ myvars.x ~ event.vars.y ~ vars.ttl_s"),
+            ["list", "ttl_s"]
+        );
+        assert!(vars_read("vars.").is_empty());
     }
 }

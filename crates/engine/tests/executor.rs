@@ -254,6 +254,11 @@ struct Harness {
 
 /// An engine with the given playbooks (YAML texts), a fresh store and a fresh recorder.
 fn harness(playbooks: &[&str]) -> Harness {
+    harness_guarded(playbooks, None)
+}
+
+/// Like [`harness`], with the guardrails of one YAML file.
+fn harness_guarded(playbooks: &[&str], guardrails: Option<&str>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let pb_dir = dir.path().join("playbooks");
     std::fs::create_dir_all(&pb_dir).unwrap();
@@ -272,12 +277,21 @@ fn harness(playbooks: &[&str]) -> Harness {
     let mut registry = Registry::new();
     registry.register(Arc::new(Core));
     registry.register(rec.clone());
-    let engine = Engine::new(
+    let guardrails = match guardrails {
+        Some(text) => {
+            let path = dir.path().join("guardrails.yaml");
+            std::fs::write(&path, text).unwrap();
+            belay_engine::guard::Guardrails::load(&path).unwrap()
+        }
+        None => Default::default(),
+    };
+    let engine = Engine::with_guardrails(
         store.clone(),
         Arc::new(set),
         catalog,
         registry,
         EngineConfig::default(),
+        Arc::new(guardrails),
     );
     Harness {
         engine,
@@ -1263,5 +1277,478 @@ steps:
         [json!("hello alice")],
         "the finished child is not run again; `after` sees its output"
     );
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. trust flows down to sub-playbooks
+// ---------------------------------------------------------------------------------------------
+
+/// A child declared at `log` that changes `h1`.
+const LOG_CHILD: &str = r#"
+name: log_child
+trust: log
+steps:
+  - id: block
+    action: t.change
+    with: { target: h1, value: blocked }
+"#;
+
+fn calling_parent(trust: &str) -> String {
+    format!(
+        r#"
+name: parent
+trust: {trust}
+on:
+  event: t.event
+steps:
+  - id: sub
+    playbook: log_child
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_shadow_parent_gets_no_change_applied_through_a_child_at_log() {
+    let h = harness(&[LOG_CHILD, &calling_parent("shadow")]);
+    let report = h.run("parent", json!({})).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert!(h.rec.calls_of("t.change").is_empty(), "nothing is applied");
+    let child = h.step(&format!("{}.sub", report.run_id), "block").await;
+    assert_eq!(child.decision, Decision::Shadow);
+    assert_eq!(child.trust, Some(TrustLevel::Shadow));
+    assert!(h.store.changes(None).await.unwrap().is_empty());
+    let shown = report
+        .steps
+        .iter()
+        .find(|s| s.key == "sub/block")
+        .expect("the run's report shows the child's step");
+    assert_eq!(shown.decision, Decision::Shadow);
+    let stored = h.engine.report(&report.run_id).await.unwrap().unwrap();
+    assert_eq!(
+        stored, report,
+        "the stored run's report shows the same steps"
+    );
+}
+
+#[tokio::test]
+async fn an_approve_parent_holds_a_child_change_at_log_for_approval() {
+    let h = harness(&[LOG_CHILD, &calling_parent("approve")]);
+    let report = h.run("parent", json!({})).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert!(h.rec.calls_of("t.change").is_empty(), "nothing is applied");
+    let child_id = format!("{}.sub", report.run_id);
+    let block = h.step(&child_id, "block").await;
+    assert_eq!(block.decision, Decision::AwaitApproval);
+    assert_eq!(block.status, StepStatus::Held);
+    assert_eq!(block.trust, Some(TrustLevel::Approve));
+    let pending = h
+        .store
+        .approvals(&belay_store::ApprovalFilter {
+            run_id: Some(child_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.len(),
+        1,
+        "one approval is asked for the child's change"
+    );
+    // Resuming the parent (as a worker would) still applies nothing without a decision.
+    let again = h
+        .engine
+        .execute_resumed(h.store.get_run(&report.run_id).await.unwrap().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(again.status, RunStatus::WaitingApproval, "{again:?}");
+    assert!(h.rec.calls_of("t.change").is_empty());
+}
+
+#[tokio::test]
+async fn a_child_run_executed_on_its_own_keeps_its_callers_level() {
+    let h = harness(&[LOG_CHILD, &calling_parent("shadow")]);
+    let report = h.run("parent", json!({})).await;
+    let child = h
+        .store
+        .get_run(&format!("{}.sub", report.run_id))
+        .await
+        .unwrap()
+        .unwrap();
+    // Executing the child directly (not through its parent) still finds the parent's level.
+    h.store
+        .set_run_status(&child.id, RunStatus::Running, None)
+        .await
+        .unwrap();
+    let _ = h.engine.execute_resumed(child).await.unwrap();
+    assert!(h.rec.calls_of("t.change").is_empty(), "nothing is applied");
+}
+
+#[tokio::test]
+async fn a_dry_run_and_replay_report_what_a_sub_playbook_would_change() {
+    let h = harness(&[LOG_CHILD, &calling_parent("log")]);
+    let report = h
+        .run_with("parent", event("t.event", json!({})), true)
+        .await;
+    let shown = report
+        .steps
+        .iter()
+        .find(|s| s.key == "sub/block")
+        .expect("the dry run's report shows the child's change");
+    assert_eq!(shown.decision, Decision::DryRun);
+    assert_eq!(shown.with, json!({ "target": "h1", "value": "blocked" }));
+    assert!(h.rec.calls_of("t.change").is_empty());
+
+    let pb = h.engine.playbooks.get("parent").unwrap();
+    let replayed = h
+        .engine
+        .replay(&pb, event("t.event", json!({})))
+        .await
+        .unwrap();
+    let run = replayed.run.expect("the parent has no trigger filter");
+    assert_eq!(run.changes.len(), 1, "{run:?}");
+    assert_eq!(run.changes[0].step, "sub/block");
+    assert_eq!(run.changes[0].would, belay_engine::replay::Would::Apply);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. limits hold across sub-playbook calls
+// ---------------------------------------------------------------------------------------------
+
+const BATCH_OF_TWO: &str = r#"
+guardrails:
+  - name: two-at-most
+    applies_to: ["t.change"]
+    batch: { max: 2 }
+    on_violation: deny
+"#;
+
+const ONE_CHANGE_CHILD: &str = r#"
+name: one_change
+trust: log
+steps:
+  - id: block
+    action: t.change
+    with: { target: "${{ inputs.host }}", value: blocked }
+"#;
+
+#[tokio::test]
+async fn a_batch_guardrail_denies_a_fan_out_through_sub_playbooks_like_the_direct_batch() {
+    let direct = harness_guarded(
+        &[r#"
+name: direct
+trust: log
+steps:
+  - id: block
+    action: t.change
+    for_each: ${{ event.data.hosts }}
+    with: { target: "${{ item }}", value: blocked }
+"#],
+        Some(BATCH_OF_TWO),
+    );
+    let hosts = json!({ "hosts": ["a", "b", "c", "d"] });
+    let report = direct.run("direct", hosts.clone()).await;
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    assert!(direct.rec.calls_of("t.change").is_empty());
+
+    let fanned = harness_guarded(
+        &[
+            ONE_CHANGE_CHILD,
+            r#"
+name: fanned
+trust: log
+steps:
+  - id: each
+    playbook: one_change
+    for_each: ${{ event.data.hosts }}
+    concurrency: 1
+    with: { host: "${{ item }}" }
+"#,
+        ],
+        Some(BATCH_OF_TWO),
+    );
+    let report = fanned.run("fanned", hosts.clone()).await;
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    assert!(
+        fanned.rec.calls_of("t.change").is_empty(),
+        "the fan-out is denied whole, before any child applies a change"
+    );
+    let each = fanned.step(&report.run_id, "each[0]").await;
+    assert_eq!(each.decision, Decision::GuardrailDeny);
+    let why = each.error.unwrap_or_default();
+    assert!(
+        why.contains("two-at-most") && why.contains("run tree"),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn the_run_tree_count_stops_a_fan_out_it_cannot_count_up_front() {
+    // The child's change is conditional, so it cannot be counted before the children run.
+    let h = harness_guarded(
+        &[
+            r#"
+name: one_change
+trust: log
+steps:
+  - id: block
+    action: t.change
+    if: ${{ inputs.host != "" }}
+    with: { target: "${{ inputs.host }}", value: blocked }
+"#,
+            r#"
+name: fanned
+trust: log
+steps:
+  - id: each
+    playbook: one_change
+    for_each: ${{ event.data.hosts }}
+    concurrency: 1
+    with: { host: "${{ item }}" }
+"#,
+        ],
+        Some(BATCH_OF_TWO),
+    );
+    let report = h
+        .run("fanned", json!({ "hosts": ["a", "b", "c", "d"] }))
+        .await;
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    let applied = h.rec.calls_of("t.change").len();
+    assert!(
+        applied <= 2,
+        "the run tree applied {applied} changes under a batch limit of 2"
+    );
+    let denied: Vec<_> = report
+        .steps
+        .iter()
+        .filter(|s| s.decision == Decision::GuardrailDeny)
+        .collect();
+    assert!(!denied.is_empty(), "{report:?}");
+    let why = denied[0].error.clone().unwrap_or_default();
+    assert!(why.contains("run tree"), "{why}");
+}
+
+#[tokio::test]
+async fn a_held_fan_out_through_sub_playbooks_applies_once_a_person_approves_it() {
+    let h = harness_guarded(
+        &[
+            ONE_CHANGE_CHILD,
+            r#"
+name: fanned
+trust: log
+steps:
+  - id: each
+    playbook: one_change
+    for_each: ${{ event.data.hosts }}
+    with: { host: "${{ item }}" }
+"#,
+        ],
+        Some(&BATCH_OF_TWO.replace("deny", "hold")),
+    );
+    let report = h.run("fanned", json!({ "hosts": ["a", "b", "c"] })).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert!(h.rec.calls_of("t.change").is_empty(), "held whole");
+    let approvals = h
+        .store
+        .approvals(&belay_store::ApprovalFilter {
+            run_id: Some(report.run_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(approvals.len(), 1, "one approval decides the fan-out");
+    let directory = belay_engine::approvals::Directory::new([(
+        "alice".to_string(),
+        vec!["responder".to_string()],
+    )]);
+    belay_engine::approvals::decide(&*h.store, &directory, &approvals[0].id, "alice", true, None)
+        .await
+        .unwrap();
+    h.engine.pick_up_decisions().await.unwrap();
+    assert_eq!(h.stored_status(&report.run_id).await, RunStatus::Succeeded);
+    assert_eq!(
+        h.rec.calls_of("t.change").len(),
+        3,
+        "the approved fan-out's children are not held again by the tree count"
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_run_counts_the_changes_its_finished_sub_playbooks_made() {
+    let h = harness_guarded(
+        &[
+            ONE_CHANGE_CHILD,
+            r#"
+name: parent
+trust: log
+steps:
+  - id: sub
+    playbook: one_change
+    with: { host: a }
+  - id: more
+    action: t.change
+    for_each: ${{ event.data.hosts }}
+    with: { target: "${{ item }}", value: blocked }
+"#,
+        ],
+        Some(BATCH_OF_TWO),
+    );
+    // A crash after the child applied its change and the parent recorded its `sub` step.
+    let ev = event("t.event", json!({ "data": { "hosts": ["b", "c"] } }));
+    let parent_pb = h.engine.playbooks.get("parent").unwrap();
+    let child_pb = h.engine.playbooks.get("one_change").unwrap();
+    let parent = new_run(&parent_pb, &ev.id, None, Value::Null, false);
+    h.store
+        .accept_event(&ev, std::slice::from_ref(&parent), None)
+        .await
+        .unwrap();
+    let mut child = new_run(
+        &child_pb,
+        &ev.id,
+        Some((&parent.id, "sub")),
+        json!({ "host": "a" }),
+        false,
+    );
+    child.status = RunStatus::Succeeded;
+    h.store.insert_run(&child).await.unwrap();
+    let now = now_ms();
+    let record = |run_id: &str, key: &str, action: &str, decision, output| StepRecord {
+        run_id: run_id.into(),
+        key: key.into(),
+        step: key.into(),
+        seq: 0,
+        item: None,
+        action: action.into(),
+        with: Value::Null,
+        decision,
+        trust: Some(TrustLevel::Log),
+        guardrails: Vec::new(),
+        status: StepStatus::Succeeded,
+        output,
+        error: None,
+        attempts: 1,
+        started_at: now,
+        finished_at: Some(now),
+    };
+    h.store
+        .put_step(&record(
+            &child.id,
+            "block",
+            "t.change",
+            Decision::Apply,
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    h.store
+        .put_step(&record(
+            &parent.id,
+            "sub",
+            "playbook:one_change",
+            Decision::SubPlaybook,
+            json!({ "run_id": child.id, "status": "succeeded", "steps": {} }),
+        ))
+        .await
+        .unwrap();
+
+    let report = h.engine.execute_resumed(parent).await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    assert!(
+        h.rec.calls_of("t.change").is_empty(),
+        "1 change by the child + 2 now is above the limit of 2 per run tree"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 15. demotions follow the step's definition
+// ---------------------------------------------------------------------------------------------
+
+fn blocking_pb(name: &str, step: &str) -> String {
+    format!(
+        r#"
+name: {name}
+trust: log
+steps:
+  - id: {step}
+    action: t.change
+    with: {{ target: h1, value: blocked }}
+"#
+    )
+}
+
+/// Runs `chg` once and has a person roll its change back, which demotes its step.
+async fn demote_by_rollback(h: &Harness) {
+    let report = h.run("chg", json!({})).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    let rb = belay_engine::rollback::rollback(
+        &h.engine,
+        belay_engine::rollback::Selection::Run(report.run_id.clone()),
+        belay_engine::rollback::RollbackOptions {
+            dry_run: false,
+            force: false,
+            actor: "alice".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rb.count(belay_engine::rollback::Outcome::Reverted), 1);
+}
+
+#[tokio::test]
+async fn a_demoted_step_renamed_with_its_playbook_is_still_held() {
+    let h = harness(&[
+        &blocking_pb("chg", "apply"),
+        &blocking_pb("renamed", "block_host"),
+    ]);
+    demote_by_rollback(&h).await;
+    let calls = h.rec.calls_of("t.change").len();
+    let report = h.run("renamed", json!({})).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    let step = h.step(&report.run_id, "block_host").await;
+    assert_eq!(step.decision, Decision::AwaitApproval);
+    assert_eq!(step.trust, Some(TrustLevel::Approve));
+    assert_eq!(
+        h.rec.calls_of("t.change").len(),
+        calls,
+        "nothing is applied"
+    );
+}
+
+#[tokio::test]
+async fn a_demotion_recorded_by_name_only_still_holds_the_step() {
+    let h = harness(&[&blocking_pb("chg", "apply")]);
+    h.engine
+        .demote(&belay_model::Demotion {
+            playbook: "chg".into(),
+            step: "apply".into(),
+            level: TrustLevel::Approve,
+            reason: "recorded before definitions".into(),
+            change_id: None,
+            by: "alice".into(),
+            at: now_ms(),
+            definition: None,
+        })
+        .await
+        .unwrap();
+    let report = h.run("chg", json!({})).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert!(h.rec.calls_of("t.change").is_empty());
+}
+
+#[tokio::test]
+async fn a_different_step_is_not_held_by_another_steps_demotion() {
+    let h = harness(&[
+        &blocking_pb("chg", "apply"),
+        r#"
+name: other
+trust: log
+steps:
+  - id: block_host
+    action: t.change
+    with: { target: h2, value: blocked }
+"#,
+    ]);
+    demote_by_rollback(&h).await;
+    let report = h.run("other", json!({})).await;
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
 }

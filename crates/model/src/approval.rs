@@ -144,6 +144,11 @@ pub struct Demotion {
     pub by: String,
     /// When, in Unix milliseconds.
     pub at: i64,
+    /// SHA-256 of the step's definition when it was demoted (see the engine's
+    /// `trust::step_definition`): the demotion follows the step through renames. Rows written
+    /// before it existed have none and match by playbook and step name only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
 }
 
 /// SHA-256 of a planned change's canonical JSON: what an approval is bound to.

@@ -448,6 +448,7 @@ async fn demotions_are_recorded_and_reset(s: Arc<dyn Store>) {
         change_id: Some("c1".into()),
         by: "alice".into(),
         at: now_ms(),
+        definition: Some("d1".into()),
     };
     s.demote(&d).await.unwrap();
     s.demote(&d).await.unwrap();

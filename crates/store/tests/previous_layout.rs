@@ -141,6 +141,7 @@ fn demotion() -> Demotion {
         change_id: Some("fx-c0".into()),
         by: "analyst".into(),
         at: T0 + 40,
+        definition: None,
     }
 }
 

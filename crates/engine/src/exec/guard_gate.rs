@@ -23,8 +23,9 @@ impl RunState {
         seq: i64,
         ctx: &MjValue,
     ) -> Result<Option<Outcome>> {
-        let Call::Action(name) = &step.call else {
-            return Ok(None);
+        let name = match &step.call {
+            Call::Action(name) => name,
+            Call::Playbook(child) => return self.guard_fan_out(step, seq, ctx, child).await,
         };
         let Some(spec) = self.engine.catalog.get(name) else {
             return Ok(None);
@@ -68,6 +69,11 @@ impl RunState {
         if planned.is_empty() {
             return Ok(None);
         }
+        // `batch` limits count the whole run tree: what this step plans goes on top of what
+        // the tree planned before it (its own earlier steps, its callers', its siblings').
+        let limits = super::tree::batch_limits(&self.engine.guardrails, name, &named);
+        let n = planned.len() as u64;
+        let before = self.counts.reserve(&limits, n);
         // A person may have decided on this exact batch after a guardrail held it.
         let batch_key = format!("{}#batch", step.id);
         let batch: Value = planned
@@ -118,7 +124,10 @@ impl RunState {
             }));
         }
         let targets: Vec<String> = planned.iter().map(|(_, _, w)| spec.target_of(w)).collect();
-        let verdicts = self.verdicts(step, spec, &targets).await?;
+        let mut verdicts = self.verdicts(step, spec, &targets).await?;
+        if self.tree_allowed.is_none() {
+            super::tree::check_tree(&mut verdicts, &limits, &before, n);
+        }
         if self.run.dry_run {
             // Report what the guardrails would decide; hold nothing, record no approval.
             let failed: Vec<&crate::guard::Verdict> = verdicts.iter().filter(|v| !v.pass).collect();

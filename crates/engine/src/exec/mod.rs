@@ -2,18 +2,21 @@
 //! state every stage of a step shares. A step goes through the stages below, in order:
 //!
 //! - [`step`]: its `if`, the rate gate, then one item or a `for_each` fan-out;
-//! - [`guard_gate`]: its planned changes against the guardrails, the whole batch at once;
+//! - [`guard_gate`]: its planned changes against the guardrails, the whole batch at once
+//!   ([`fan_out`]: a sub-playbook step's calls against the run tree's `batch` limits);
 //! - [`plan`]: an item's inputs rendered and validated, then read, change or sub-playbook;
 //! - [`read`]: a read action; [`subplaybook`]: a child run;
 //! - [`change`]: trust, the [`approval_gate`], then journal → apply → after-state → record;
 //! - [`retry`]: each connector call's timeout and retries.
 //!
-//! [`state`] keeps the records and the write queue; [`report`] is what a run did.
+//! [`state`] keeps the records and the write queue; [`report`] is what a run did; [`tree`] is
+//! what the runs of one run tree share (their caller's level, their `batch` counts).
 //! The executor never calls a connector's change action without its journal entry written
 //! first, and a run's final status is written only after every record of it.
 
 mod approval_gate;
 mod change;
+mod fan_out;
 mod guard_gate;
 mod plan;
 mod read;
@@ -22,6 +25,7 @@ mod retry;
 mod state;
 mod step;
 mod subplaybook;
+mod tree;
 
 pub use report::{RunReport, StepReport};
 
@@ -77,6 +81,15 @@ struct RunState {
     batch_allowed: HashMap<String, String>,
     /// In a dry run: the guardrail decision a step's changes would meet, by step id.
     dry_holds: HashMap<String, (Decision, String)>,
+    /// The highest level any step of this run may act at: the caller's effective level for
+    /// a sub-playbook's run, `guarded` for a run no playbook called.
+    ceiling: TrustLevel,
+    /// Changes planned so far by the whole run tree, by `batch` guardrail.
+    counts: Arc<tree::TreeCounts>,
+    /// Who approved a held fan-out of sub-playbook calls that includes this run.
+    tree_allowed: Option<String>,
+    /// What the sub-playbooks this run called did, by the calling record's key.
+    sub_reports: std::sync::Mutex<HashMap<String, Vec<StepReport>>>,
 }
 
 /// Executes a run; `resumed` says whether records from an earlier attempt may exist.
@@ -86,7 +99,7 @@ pub(crate) async fn execute(
     event: Option<Arc<Event>>,
     resumed: bool,
 ) -> Result<RunReport> {
-    execute_inner(engine, run, event, 0, resumed)
+    execute_inner(engine, run, event, 0, None, resumed)
         .await
         .map(|(r, _)| r)
 }
@@ -106,14 +119,15 @@ async fn fail_run(
     Ok((RunReport::from_records(&r, &[]), Map::new()))
 }
 
-pub(super) fn execute_inner(
+fn execute_inner(
     engine: Arc<Engine>,
     run: RunRecord,
     event: Option<Arc<Event>>,
     depth: usize,
+    caller: Option<tree::Caller>,
     resumed: bool,
 ) -> BoxFuture<'static, Result<(RunReport, Map<String, Value>)>> {
-    Box::pin(execute_body(engine, run, event, depth, resumed))
+    Box::pin(execute_body(engine, run, event, depth, caller, resumed))
 }
 
 async fn execute_body(
@@ -121,6 +135,7 @@ async fn execute_body(
     run: RunRecord,
     event: Option<Arc<Event>>,
     depth: usize,
+    caller: Option<tree::Caller>,
     resumed: bool,
 ) -> Result<(RunReport, Map<String, Value>)> {
     let Some(pb) = engine.playbooks.get(&run.playbook) else {
@@ -154,6 +169,13 @@ async fn execute_body(
             }
         },
     };
+    let (ceiling, counts, tree_allowed) = match caller {
+        Some(c) => (c.ceiling, c.counts, c.allowed),
+        None => match subplaybook::caller_ceiling(&engine, &run).await? {
+            Ok(c) => (c, Default::default(), None),
+            Err(message) => return fail_run(&engine, &run, message).await,
+        },
+    };
     let prior: HashMap<String, StepRecord> = if resumed {
         engine
             .store
@@ -165,10 +187,15 @@ async fn execute_body(
     } else {
         HashMap::new()
     };
+    if resumed {
+        let records: Vec<StepRecord> = prior.values().cloned().collect();
+        subplaybook::seed_tree(&engine, &counts, &records).await?;
+    }
     let demoted = if pb.steps.iter().any(|s| {
-        s.trust.unwrap_or(pb.trust) > TrustLevel::Approve && matches!(s.call, Call::Action(_))
+        s.trust.unwrap_or(pb.trust).min(ceiling) > TrustLevel::Approve
+            && matches!(s.call, Call::Action(_))
     }) {
-        engine.demotions_for(&pb.name).await?
+        engine.demotions_for(&pb).await?
     } else {
         HashMap::new()
     };
@@ -206,6 +233,10 @@ async fn execute_body(
         approvals,
         batch_allowed: HashMap::new(),
         dry_holds: HashMap::new(),
+        ceiling,
+        counts,
+        tree_allowed,
+        sub_reports: Default::default(),
     };
     let mut failure: Option<String> = None;
     for (seq, step) in pb.steps.iter().enumerate() {
@@ -222,7 +253,7 @@ async fn execute_body(
                 }))
                 .await?;
                 st.run.status = RunStatus::WaitingApproval;
-                return Ok((RunReport::from_owned(&st.run, st.records), st.outputs));
+                return Ok((st.report(), st.outputs));
             }
             Outcome::Failed(message) => match step.on_error {
                 OnError::Continue => {
@@ -276,7 +307,7 @@ async fn execute_body(
     .await?;
     st.run.status = status;
     st.run.error = failure;
-    Ok((RunReport::from_owned(&st.run, st.records), st.outputs))
+    Ok((st.report(), st.outputs))
 }
 
 fn short(hash: &str) -> &str {

@@ -43,7 +43,7 @@ impl RunState {
         };
         rec.with = with;
         match &step.call {
-            Call::Playbook(name) => self.sub_playbook(name, rec).await,
+            Call::Playbook(name) => self.sub_playbook(step, name, rec).await,
             Call::Action(name) => {
                 let Some(spec) = self.engine.catalog.get(name) else {
                     rec.status = StepStatus::Failed;

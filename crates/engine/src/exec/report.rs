@@ -1,9 +1,11 @@
 //! The reports of a run and its steps, as `belay run` prints them: built from the records the
-//! executor wrote, never from anything it did not record.
+//! executor wrote, never from anything it did not record. The steps of the sub-playbooks a run
+//! called follow the step that called them, their keys prefixed with its key (`sub/block[0]`).
 
 use belay_model::{Decision, RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// One executed or planned action, as `belay run --format json` prints it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -39,7 +41,17 @@ impl RunReport {
 
     /// Like [`RunReport::from_records`], taking the records instead of copying them.
     pub(crate) fn from_owned(run: &RunRecord, steps: Vec<StepRecord>) -> RunReport {
-        RunReport {
+        RunReport::with_subs(run, steps, HashMap::new())
+    }
+
+    /// A run's report with, after each step that called a sub-playbook, the steps of that
+    /// child run (`subs`, by the calling record's key) under keys prefixed with its key.
+    pub(crate) fn with_subs(
+        run: &RunRecord,
+        steps: Vec<StepRecord>,
+        mut subs: HashMap<String, Vec<StepReport>>,
+    ) -> RunReport {
+        let mut report = RunReport {
             run_id: run.id.clone(),
             playbook: run.playbook.clone(),
             event_id: run.event_id.clone(),
@@ -59,6 +71,20 @@ impl RunReport {
                     error: s.error,
                 })
                 .collect(),
+        };
+        if !subs.is_empty() {
+            let own = std::mem::take(&mut report.steps);
+            for s in own {
+                let children = subs.remove(&s.key).unwrap_or_default();
+                let prefix = s.key.clone();
+                report.steps.push(s);
+                report.steps.extend(children.into_iter().map(|mut c| {
+                    c.key = format!("{prefix}/{}", c.key);
+                    c.step = format!("{prefix}/{}", c.step);
+                    c
+                }));
+            }
         }
+        report
     }
 }

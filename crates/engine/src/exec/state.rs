@@ -1,8 +1,9 @@
 //! A run's bookkeeping while it executes: the queue of writes and when it is flushed, the
 //! step records, the outputs expressions see, reuse of records from before a crash, and each
-//! step's effective trust. It decides nothing about a step and never calls a connector.
+//! step's effective trust (its declared level under its caller's and any demotion). It decides
+//! nothing about a step and never calls a connector.
 
-use super::{ItemResult, Outcome, RunState};
+use super::{ItemResult, Outcome, RunReport, RunState};
 use crate::Result;
 use belay_connector_api::Connector;
 use belay_model::{Decision, StepRecord, StepStatus, TrustLevel, now_ms};
@@ -130,9 +131,16 @@ impl RunState {
             .resolve(action)
             .ok_or_else(|| format!("no connector is configured for `{action}`"))
     }
-    /// The step's effective level: its declared level, capped by any recorded demotion.
+    /// The report of what the run did so far, with the steps of the sub-playbooks it called.
+    pub(super) fn report(&mut self) -> RunReport {
+        let subs = std::mem::take(&mut *self.sub_reports.lock().unwrap_or_else(|p| p.into_inner()));
+        RunReport::with_subs(&self.run, std::mem::take(&mut self.records), subs)
+    }
+
+    /// The step's effective level: its declared level, capped by the caller's level (for a
+    /// sub-playbook's run) and by any recorded demotion.
     pub(super) fn trust_of(&self, step: &Step) -> TrustLevel {
-        let declared = step.trust.unwrap_or(self.pb.trust);
+        let declared = step.trust.unwrap_or(self.pb.trust).min(self.ceiling);
         match self.demoted.get(&step.id) {
             Some(cap) => declared.min(*cap),
             None => declared,

@@ -1,0 +1,204 @@
+//! The guard gate of a sub-playbook step: before any child run starts, the changes its calls
+//! will plan (at least one per unconditional change step of the child, per item) are counted
+//! against the `batch` guardrails of the run tree, so a fan-out through sub-playbooks is held
+//! or denied whole, as the same items given to the action directly are. A person's approval of
+//! the held fan-out covers the children's batch counts. It never applies anything.
+
+use super::approval_gate::{Gate, Request};
+use super::{Outcome, RunState};
+use crate::Result;
+use crate::guard::{Guardrail, OnViolation, Verdict};
+use belay_model::{Decision, StepStatus, TrustLevel, change_hash, now_ms};
+use belay_playbook::{ActionKind, Call, Playbook, Step, context_value};
+use belay_store::Write;
+use minijinja::Value as MjValue;
+use serde_json::{Value, json};
+
+/// Deepest chain of sub-playbooks followed when counting (lint rejects cycles).
+const MAX_DEPTH: usize = 8;
+
+impl RunState {
+    /// Checks a sub-playbook step's fan-out against the run tree's `batch` limits; on a
+    /// violation the whole step is held (or denied) and no child run starts.
+    pub(super) async fn guard_fan_out(
+        &mut self,
+        step: &Step,
+        seq: i64,
+        ctx: &MjValue,
+        child: &str,
+    ) -> Result<Option<Outcome>> {
+        let trust = self.trust_of(step);
+        let Some(pb) = self.engine.playbooks.get(child) else {
+            return Ok(None);
+        };
+        if trust == TrustLevel::Shadow || self.tree_allowed.is_some() {
+            return Ok(None);
+        }
+        let mut planned: Vec<(String, Option<i64>, Value)> = Vec::new();
+        match &step.for_each {
+            None => {
+                if let Ok(w) = step.with.render(ctx) {
+                    planned.push((step.id.clone(), None, w));
+                }
+            }
+            Some(f) => {
+                if let Ok(Value::Array(items)) = f.render(ctx) {
+                    for (i, item) in items.iter().enumerate() {
+                        let ictx = minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
+                        if let Ok(w) = step.with.render(&ictx) {
+                            planned.push((format!("{}[{i}]", step.id), Some(i as i64), w));
+                        }
+                    }
+                }
+            }
+        }
+        planned.retain(|(key, _, _)| !self.prior.get(key).is_some_and(|r| r.status.is_final()));
+        if planned.is_empty() {
+            return Ok(None);
+        }
+        let calls = planned.len() as u64;
+        let mut verdicts = Vec::new();
+        for g in self.engine.guardrails.list.iter() {
+            let Some(max) = g.batch else { continue };
+            let per_call = self.least_changes(&pb, g, 0);
+            let before = self.counts.peek(&g.name);
+            let total = before + per_call * calls;
+            if per_call == 0 || total <= max {
+                continue;
+            }
+            if trust == TrustLevel::Approve && g.on_violation != OnViolation::Deny {
+                continue;
+            }
+            verdicts.push(Verdict {
+                guardrail: g.name.clone(),
+                pass: false,
+                reason: format!(
+                    "{calls} call(s) of sub-playbook `{child}` would make at least {} change(s), {total} across the run tree ({before} planned before), above the limit of {max} per run",
+                    per_call * calls
+                ),
+                on_violation: g.on_violation,
+                alert: g.alert.clone(),
+            });
+        }
+        let action = format!("playbook:{child}");
+        let batch_key = format!("{}#batch", step.id);
+        let batch: Value = planned
+            .iter()
+            .map(|(k, _, w)| json!({ "key": k, "with": w }))
+            .collect();
+        let batch_hash = change_hash(&self.run.id, &self.pb.hash, &batch_key, &action, &batch);
+        match self.decided(step, &batch_key, &batch_hash) {
+            Some(Gate::Proceed(by)) => {
+                self.batch_allowed.insert(step.id.clone(), by);
+                return Ok(None);
+            }
+            Some(Gate::Wait(id)) => {
+                return Ok(Some(self.hold_batch(step, seq, trust, planned, &id, None)));
+            }
+            Some(Gate::Deny(m)) | Some(Gate::Skip(m)) => {
+                return Ok(Some(self.deny_fan_out(step, seq, trust, planned, m)));
+            }
+            None => {}
+        }
+        if verdicts.is_empty() {
+            return Ok(None);
+        }
+        let reason = verdicts
+            .iter()
+            .map(|v| format!("{}: {}", v.guardrail, v.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let deny = verdicts.iter().any(|v| v.on_violation == OnViolation::Deny);
+        if self.run.dry_run {
+            // Nothing is held in a dry run: the children report what they would meet.
+            return Ok(None);
+        }
+        let violations: Vec<&Verdict> = verdicts.iter().collect();
+        for v in &violations {
+            self.queue(Write::Audit(belay_model::AuditDraft {
+                kind: "guardrail.violation".into(),
+                actor: format!("engine:{}", self.engine.store.worker_id()),
+                subject: self.run.id.clone(),
+                detail: json!({
+                    "step": step.id, "action": action, "guardrail": v.guardrail, "reason": v.reason,
+                    "on_violation": v.on_violation, "alert": v.alert,
+                }),
+            }));
+        }
+        self.send_alerts(step, &action, &violations).await?;
+        if deny {
+            let message = format!("denied by guardrail — {reason}");
+            return Ok(Some(self.deny_fan_out(step, seq, trust, planned, message)));
+        }
+        let id = self.request_approval(Request {
+            step,
+            key: batch_key,
+            action: &action,
+            with: batch,
+            target: format!("{calls} call(s) of `{child}`"),
+            change_hash: batch_hash,
+            current_state: Value::Null,
+            verdicts: &verdicts,
+            reason: format!("held by guardrail — {reason}"),
+            trust,
+        });
+        let names = verdicts.iter().map(|v| v.guardrail.clone()).collect();
+        Ok(Some(self.hold_batch(
+            step,
+            seq,
+            trust,
+            planned,
+            &id,
+            Some((names, format!("held for a person by guardrail — {reason}"))),
+        )))
+    }
+
+    /// Records every call of a denied fan-out as denied; no child run starts.
+    fn deny_fan_out(
+        &mut self,
+        step: &Step,
+        seq: i64,
+        trust: TrustLevel,
+        planned: Vec<(String, Option<i64>, Value)>,
+        message: String,
+    ) -> Outcome {
+        for (key, item, with) in planned {
+            let mut rec = self.record(step, seq, &key, item);
+            rec.with = with;
+            rec.trust = Some(trust);
+            rec.finished_at = Some(now_ms());
+            rec.decision = Decision::GuardrailDeny;
+            rec.status = StepStatus::Failed;
+            rec.error = Some(message.clone());
+            self.queue(Write::Step(rec.clone()));
+            self.records.push(rec);
+        }
+        Outcome::Failed(message)
+    }
+
+    /// The fewest changes under `g` one run of `pb` makes when it runs to the end: one per
+    /// change step without `if` or `for_each` that `g` governs, and those of the sub-playbooks
+    /// it calls the same way.
+    fn least_changes(&self, pb: &Playbook, g: &Guardrail, depth: usize) -> u64 {
+        if depth >= MAX_DEPTH {
+            return 0;
+        }
+        pb.steps
+            .iter()
+            .filter(|s| s.condition.is_none() && s.for_each.is_none())
+            .map(|s| match &s.call {
+                Call::Action(a) => {
+                    let change =
+                        self.engine.catalog.get(a).map(|x| x.kind) == Some(ActionKind::Change);
+                    let named: Vec<String> = s.guardrails.iter().map(|(n, _)| n.clone()).collect();
+                    u64::from(change && (g.applies(a) || named.contains(&g.name)))
+                }
+                Call::Playbook(p) => self
+                    .engine
+                    .playbooks
+                    .get(p)
+                    .map_or(0, |child| self.least_changes(&child, g, depth + 1)),
+            })
+            .sum()
+    }
+}
