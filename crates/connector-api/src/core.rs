@@ -46,9 +46,7 @@ impl Connector for Core {
                 tokio::time::sleep(d).await;
                 Ok(json!({ "slept_ms": d.as_millis() as u64 }))
             }
-            other => Err(ActionError::permanent(format!(
-                "`core` has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("`core`", other)),
         }
     }
 }
