@@ -4,13 +4,14 @@
 //! It never prints and never decides a command's exit code: commands do.
 
 use crate::config::Config;
+use crate::paths::dedup_paths;
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::{Blocklist, Connector, Core, Registry, SecretSource};
 use belay_engine::{Engine, EngineConfig};
-use belay_playbook::{Catalog, PlaybookSet};
+use belay_playbook::{Catalog, Playbook, PlaybookSet};
 use belay_store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store, Synchronous};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The flags every command accepts.
@@ -156,6 +157,33 @@ impl Ctx {
             let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
             anyhow!("playbooks have errors:\n{}", text.join("\n"))
         })
+    }
+
+    /// Loads `playbook` with the playbooks in `dir` (the ones it may start), and returns the
+    /// set and `playbook` as loaded in it; a parse error names the file.
+    pub fn load_playbook_in(
+        &self,
+        playbook: &Path,
+        dir: PathBuf,
+    ) -> Result<(PlaybookSet, Arc<Playbook>)> {
+        let mut paths = vec![dir];
+        if playbook.is_file() {
+            paths.push(playbook.to_owned());
+        }
+        let parsed = Playbook::load(playbook).map_err(|d| {
+            anyhow!(
+                "{}",
+                d.iter()
+                    .map(|d| format!("{}:{d}", playbook.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
+        let set = self.load_playbooks(&dedup_paths(paths))?;
+        let pb = set
+            .get(&parsed.name)
+            .ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
+        Ok((set, pb))
     }
 
     /// Loads the guardrails from the configured path.
