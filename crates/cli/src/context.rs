@@ -244,3 +244,16 @@ fn configured_connectors(config: &Config, catalog: &Catalog) -> Result<Vec<Arc<d
         catalog,
     )?)
 }
+
+/// Starts resuming the unfinished runs in the background, saying on stderr how many each claim
+/// takes; they share the engine's execution slots with new work. The task yields how many ran.
+pub fn resume_in_background(
+    engine: &Arc<Engine>,
+) -> tokio::task::JoinHandle<belay_engine::Result<usize>> {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        engine
+            .resume(&mut |n| eprintln!("resuming {n} unfinished run(s)"))
+            .await
+    })
+}

@@ -130,14 +130,22 @@ fn covers(entry: &str, address: &str) -> bool {
     host == entry || host.ends_with(&format!(".{entry}"))
 }
 
+/// The `address` query parameter, or the response refusing a request without it.
+fn address_param(q: &BTreeMap<String, String>) -> Result<&String, Response> {
+    q.get("address").ok_or_else(|| {
+        respond(Err(ApiError::bad_request(
+            "query parameter `address` is required",
+        )))
+    })
+}
+
 async fn status(
     AxState(s): AxState<Arc<Shared>>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    let Some(address) = q.get("address") else {
-        return respond(Err(ApiError::bad_request(
-            "query parameter `address` is required",
-        )));
+    let address = match address_param(&q) {
+        Ok(a) => a,
+        Err(e) => return e,
     };
     let address = match normalize(address) {
         Ok(a) => a,
@@ -221,10 +229,9 @@ async fn unblock(
     Query(q): Query<BTreeMap<String, String>>,
     req: Req,
 ) -> Response {
-    let Some(address) = q.get("address").cloned() else {
-        return respond(Err(ApiError::bad_request(
-            "query parameter `address` is required",
-        )));
+    let address = match address_param(&q) {
+        Ok(a) => a.clone(),
+        Err(e) => return e,
     };
     s.mutate(&req, |w| {
         check_name("list", &list, 64, "_.-")?;
@@ -293,10 +300,9 @@ async fn relax(
     Query(q): Query<BTreeMap<String, String>>,
     req: Req,
 ) -> Response {
-    let Some(address) = q.get("address").cloned() else {
-        return respond(Err(ApiError::bad_request(
-            "query parameter `address` is required",
-        )));
+    let address = match address_param(&q) {
+        Ok(a) => a.clone(),
+        Err(e) => return e,
     };
     s.mutate(&req, |w| {
         let address = normalize(&address)?;

@@ -479,23 +479,26 @@ fn parse_paginate(node: &Node) -> Result<Paginate, Diagnostic> {
             ));
         }
     };
-    let max_pages = match f.get("max_pages") {
-        Some(n) => match n.to_json().as_u64() {
-            Some(m) if (1..=10_000).contains(&m) => m as u32,
-            _ => {
-                return Err(Diagnostic::new(
-                    n.pos,
-                    "`max_pages` must be a whole number from 1 to 10000",
-                ));
-            }
-        },
-        None => 100,
-    };
+    let max_pages = count(&f, "max_pages", 100)?;
     Ok(Paginate {
         items,
         next,
         max_pages,
     })
+}
+
+/// The field `key`, a whole number from 1 to 10000; `default` when absent.
+fn count(f: &BTreeMap<&str, &Node>, key: &str, default: u32) -> Result<u32, Diagnostic> {
+    let Some(n) = f.get(key) else {
+        return Ok(default);
+    };
+    match n.to_json().as_u64() {
+        Some(m) if (1..=10_000).contains(&m) => Ok(m as u32),
+        _ => Err(Diagnostic::new(
+            n.pos,
+            format!("`{key}` must be a whole number from 1 to 10000"),
+        )),
+    }
 }
 
 fn parse_poll(node: &Node, inputs: &[String]) -> Result<Poll, Diagnostic> {
@@ -528,18 +531,7 @@ fn parse_poll(node: &Node, inputs: &[String]) -> Result<Poll, Diagnostic> {
             .map_err(|e| Diagnostic::new(n.pos, format!("`interval`: {e}")))?,
         None => Duration::from_millis(500),
     };
-    let max_attempts = match f.get("max_attempts") {
-        Some(n) => match n.to_json().as_u64() {
-            Some(m) if (1..=10_000).contains(&m) => m as u32,
-            _ => {
-                return Err(Diagnostic::new(
-                    n.pos,
-                    "`max_attempts` must be a whole number from 1 to 10000",
-                ));
-            }
-        },
-        None => 60,
-    };
+    let max_attempts = count(&f, "max_attempts", 60)?;
     Ok(Poll {
         when,
         request,
