@@ -136,6 +136,17 @@ impl Spec {
     }
 }
 
+/// The keys an action of a spec may have.
+const ACTION_FIELDS: &[&str] = &[
+    "request",
+    "outputs",
+    "not_found",
+    "paginate",
+    "select",
+    "poll",
+    "state",
+];
+
 /// The entries of a mapping, checked against the allowed keys.
 fn fields<'a>(
     node: &'a Node,
@@ -208,19 +219,7 @@ fn parse_root(root: &Node, catalog: &Catalog) -> Result<Spec, Diagnostic> {
             ));
         }
         let inputs: Vec<String> = spec.input_names().map(str::to_owned).collect();
-        let af = fields(
-            v,
-            &format!("action `{}`", k.name),
-            &[
-                "request",
-                "outputs",
-                "not_found",
-                "paginate",
-                "select",
-                "poll",
-                "state",
-            ],
-        )?;
+        let af = fields(v, &format!("action `{}`", k.name), ACTION_FIELDS)?;
         let what = format!("action `{}`", k.name);
         let exchange = parse_exchange(&af, v.pos, &what, &inputs, false)?;
         let poll = af.get("poll").map(|n| parse_poll(n, &inputs)).transpose()?;
@@ -249,19 +248,7 @@ fn parse_root(root: &Node, catalog: &Catalog) -> Result<Spec, Diagnostic> {
                                 format!("`from: {from_name}` names no action of this spec"),
                             ));
                         };
-                        let src_f = fields(
-                            src,
-                            &format!("action `{from_name}`"),
-                            &[
-                                "request",
-                                "outputs",
-                                "not_found",
-                                "paginate",
-                                "select",
-                                "poll",
-                                "state",
-                            ],
-                        )?;
+                        let src_f = fields(src, &format!("action `{from_name}`"), ACTION_FIELDS)?;
                         let mut merged = src_f.clone();
                         for (k, v) in &sf {
                             if *k != "from" {
