@@ -4,13 +4,14 @@
 //! It never prints and never decides a command's exit code: commands do.
 
 use crate::config::Config;
+use crate::paths::dedup_paths;
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::{Blocklist, Connector, Core, Registry, SecretSource};
 use belay_engine::{Engine, EngineConfig};
-use belay_playbook::{Catalog, PlaybookSet};
+use belay_playbook::{Catalog, Playbook, PlaybookSet};
 use belay_store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store, Synchronous};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The flags every command accepts.
@@ -158,6 +159,33 @@ impl Ctx {
         })
     }
 
+    /// Loads `playbook` with the playbooks in `dir` (the ones it may start), and returns the
+    /// set and `playbook` as loaded in it; a parse error names the file.
+    pub fn load_playbook_in(
+        &self,
+        playbook: &Path,
+        dir: PathBuf,
+    ) -> Result<(PlaybookSet, Arc<Playbook>)> {
+        let mut paths = vec![dir];
+        if playbook.is_file() {
+            paths.push(playbook.to_owned());
+        }
+        let parsed = Playbook::load(playbook).map_err(|d| {
+            anyhow!(
+                "{}",
+                d.iter()
+                    .map(|d| format!("{}:{d}", playbook.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
+        let set = self.load_playbooks(&dedup_paths(paths))?;
+        let pb = set
+            .get(&parsed.name)
+            .ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
+        Ok((set, pb))
+    }
+
     /// Loads the guardrails from the configured path.
     pub fn guardrails(&self) -> Result<belay_engine::guard::Guardrails> {
         belay_engine::guard::Guardrails::load(&self.guardrails_path)
@@ -215,4 +243,17 @@ fn configured_connectors(config: &Config, catalog: &Catalog) -> Result<Vec<Arc<d
         &secrets,
         catalog,
     )?)
+}
+
+/// Starts resuming the unfinished runs in the background, saying on stderr how many each claim
+/// takes; they share the engine's execution slots with new work. The task yields how many ran.
+pub fn resume_in_background(
+    engine: &Arc<Engine>,
+) -> tokio::task::JoinHandle<belay_engine::Result<usize>> {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        engine
+            .resume(&mut |n| eprintln!("resuming {n} unfinished run(s)"))
+            .await
+    })
 }

@@ -6,6 +6,24 @@ use anyhow::Result;
 use belay_engine::RunReport;
 use clap::ValueEnum;
 
+/// `ID [--format F]`: the arguments of a `show` subcommand.
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    pub id: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+/// `[--all] [--format F]`: the arguments of a `list` subcommand that lists open items unless
+/// `--all`.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
 /// `--format`: a table or text for people, or JSON for programs.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Format {

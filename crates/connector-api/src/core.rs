@@ -46,9 +46,7 @@ impl Connector for Core {
                 tokio::time::sleep(d).await;
                 Ok(json!({ "slept_ms": d.as_millis() as u64 }))
             }
-            other => Err(ActionError::permanent(format!(
-                "`core` has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("`core`", other)),
         }
     }
 }
@@ -57,32 +55,23 @@ impl Connector for Core {
 mod tests {
     use super::*;
 
+    /// Calls `action` of the core connector with `input`.
+    async fn call(action: &str, input: Value) -> Result<Value, ActionError> {
+        Core.call(Call {
+            action,
+            input: &input,
+            idempotency_key: None,
+        })
+        .await
+    }
+
     #[tokio::test]
     async fn core_actions_behave() {
-        let c = Core;
-        let out = c
-            .call(Call {
-                action: "core.set",
-                input: &json!({"values": {"a": 1}}),
-                idempotency_key: None,
-            })
-            .await;
+        let out = call("core.set", json!({"values": {"a": 1}})).await;
         assert_eq!(out.unwrap(), json!({"values": {"a": 1}}));
-        let err = c
-            .call(Call {
-                action: "core.fail",
-                input: &json!({"message": "no"}),
-                idempotency_key: None,
-            })
-            .await;
+        let err = call("core.fail", json!({"message": "no"})).await;
         assert_eq!(err.unwrap_err().message, "no");
-        let out = c
-            .call(Call {
-                action: "core.sleep",
-                input: &json!({"duration": "5ms"}),
-                idempotency_key: None,
-            })
-            .await;
+        let out = call("core.sleep", json!({"duration": "5ms"})).await;
         assert_eq!(out.unwrap(), json!({"slept_ms": 5}));
         assert!(parse_sleep("11m").is_err());
     }

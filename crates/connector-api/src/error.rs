@@ -34,4 +34,11 @@ impl ActionError {
             message: message.into(),
         }
     }
+
+    /// The permanent error a connector returns for an action it does not implement:
+    /// "`{connector}` has no action `{action}`", `connector` naming it as users know it
+    /// (e.g. "the dlp connector" or "`scan` (clamav)").
+    pub fn no_action(connector: &str, action: &str) -> Self {
+        Self::permanent(format!("{connector} has no action `{action}`"))
+    }
 }

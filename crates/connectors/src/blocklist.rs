@@ -163,9 +163,7 @@ impl Connector for Blocklist {
             "blocklist.contains" => {
                 Ok(json!({ "present": self.line_of(list, entry).await?.is_some() }))
             }
-            other => Err(ActionError::permanent(format!(
-                "`blocklist` has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("`blocklist`", other)),
         }
     }
 

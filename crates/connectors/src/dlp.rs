@@ -86,9 +86,7 @@ impl Connector for Dlp {
     async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
         match call.action {
             "dlp.classify" => Ok(classify(&call.input["alert"])),
-            other => Err(ActionError::permanent(format!(
-                "the dlp connector has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("the dlp connector", other)),
         }
     }
 }

@@ -229,9 +229,7 @@ impl Connector for Notify {
     async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
         match call.action {
             "notify.send" => self.send(call).await,
-            other => Err(ActionError::permanent(format!(
-                "the notify connector has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("the notify connector", other)),
         }
     }
 

@@ -264,19 +264,35 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_secrets_file_readable_by_others_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+    /// `secrets.toml` in `dir` holding `text`, with permission bits `mode` (Unix only).
+    fn secrets_file(dir: &tempfile::TempDir, text: &str, mode: u32) -> std::path::PathBuf {
         let p = dir.path().join("secrets.toml");
-        std::fs::write(&p, "EDR_TOKEN = \"from-file-abc\"\n").unwrap();
+        std::fs::write(&p, text).unwrap();
+        chmod(&p, mode);
+        p
+    }
+
+    /// Sets `p`'s permission bits (nothing to do off Unix).
+    fn chmod(p: &std::path::Path, mode: u32) {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        #[cfg(not(unix))]
+        let _ = (p, mode);
+    }
+
+    #[test]
+    fn a_secrets_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = secrets_file(&dir, "EDR_TOKEN = \"from-file-abc\"\n", 0o644);
+        #[cfg(unix)]
+        {
             let e = SecretSource::with_file(&p).unwrap_err().to_string();
             assert!(e.contains("chmod 600"), "{e}");
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
+        chmod(&p, 0o600);
         let src = SecretSource::with_file(&p).unwrap();
         assert_eq!(
             src.resolve("${{ secrets.EDR_TOKEN }}").unwrap().expose(),
@@ -287,13 +303,7 @@ mod tests {
     #[test]
     fn a_malformed_secrets_file_error_does_not_quote_it() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("secrets.toml");
-        std::fs::write(&p, "A = \"ok\"\nB = supersecretvalue-unquoted\n").unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        let p = secrets_file(&dir, "A = \"ok\"\nB = supersecretvalue-unquoted\n", 0o600);
         let e = SecretSource::with_file(&p).unwrap_err().to_string();
         assert!(!e.contains("supersecretvalue"), "{e}");
         assert!(e.contains("line 2"), "{e}");

@@ -117,9 +117,7 @@ impl Connector for Intel {
                     .await
                     .map_err(|e| ActionError::transient(format!("intel lookup task failed: {e}")))?
             }
-            other => Err(ActionError::permanent(format!(
-                "`intel` has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("`intel`", other)),
         }
     }
 }

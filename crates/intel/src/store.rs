@@ -102,6 +102,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0);
 ";
 
+/// The error of `what` failing on the store at `path`, for `map_err`.
+fn error_at<'a>(
+    path: &'a str,
+    what: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError {
+        path: path.to_owned(),
+        what,
+        source,
+    }
+}
+
 impl IntelStore {
     /// Opens (creating when absent) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<IntelStore, StoreError> {
@@ -144,6 +156,19 @@ impl IntelStore {
             what,
             source,
         }
+    }
+
+    /// Begins a write-locking transaction; returns it with the store's path as errors name it.
+    fn begin(
+        &mut self,
+        what: &'static str,
+    ) -> Result<(rusqlite::Transaction<'_>, String), StoreError> {
+        let path = self.path.display().to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(error_at(&path, what))?;
+        Ok((tx, path))
     }
 
     /// Bumped by every import: an index built at an older generation is stale.
@@ -204,15 +229,8 @@ impl IntelStore {
         now: i64,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Diff, StoreError> {
-        let path = self.path.display().to_string();
-        let err = |what: &'static str| {
-            let path = path.clone();
-            move |source| StoreError { path, what, source }
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err("cannot begin the import"))?;
+        let (tx, path) = self.begin("cannot begin the import")?;
+        let err = |what| error_at(&path, what);
         tx.execute(
             "INSERT INTO feed (name, weight, half_life_ms, expires_ms, source, format, last_import,
                                indicators, unsupported)
@@ -332,15 +350,8 @@ impl IntelStore {
 
     /// Removes a feed and all its sightings; false when there was no such feed.
     pub fn remove_feed(&mut self, name: &str) -> Result<bool, StoreError> {
-        let path = self.path.display().to_string();
-        let err = |what: &'static str| {
-            let path = path.clone();
-            move |source| StoreError { path, what, source }
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err("cannot begin the removal"))?;
+        let (tx, path) = self.begin("cannot begin the removal")?;
+        let err = |what| error_at(&path, what);
         let id: Option<i64> = tx
             .query_row("SELECT id FROM feed WHERE name = ?1", [name], |r| r.get(0))
             .optional()

@@ -151,12 +151,9 @@ async fn set_monitoring(
     AxState(s): AxState<Arc<Shared>>,
     Path(id): Path<String>,
     req: Req,
-) -> Response {
-    let body: MonitoringBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
-    s.mutate(&req, |w| {
+) -> Result<Response, ApiError> {
+    let body: MonitoringBody = req.json()?;
+    Ok(s.mutate(&req, |w| {
         check_enum("level", &body.level, &["low", "normal", "high"])?;
         check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
         let i = agent(w, &id)?;
@@ -173,7 +170,7 @@ async fn set_monitoring(
             "previous": previous,
             "changed": old.as_deref() != Some(body.level.as_str()),
         }))
-    })
+    }))
 }
 
 async fn clear_monitoring(
@@ -201,20 +198,25 @@ struct ReasonBody {
     reason: Option<String>,
 }
 
-async fn isolate(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>, req: Req) -> Response {
+async fn isolate(
+    AxState(s): AxState<Arc<Shared>>,
+    Path(id): Path<String>,
+    req: Req,
+) -> Result<Response, ApiError> {
     set_isolation(&s, &id, req, true)
 }
 
-async fn release(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>, req: Req) -> Response {
+async fn release(
+    AxState(s): AxState<Arc<Shared>>,
+    Path(id): Path<String>,
+    req: Req,
+) -> Result<Response, ApiError> {
     set_isolation(&s, &id, req, false)
 }
 
-fn set_isolation(s: &Shared, id: &str, req: Req, isolate: bool) -> Response {
-    let body: ReasonBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
-    s.mutate(&req, |w| {
+fn set_isolation(s: &Shared, id: &str, req: Req, isolate: bool) -> Result<Response, ApiError> {
+    let body: ReasonBody = req.json()?;
+    Ok(s.mutate(&req, |w| {
         check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
         let i = agent(w, id)?;
         let d = w.fleet[i].clone();
@@ -229,7 +231,7 @@ fn set_isolation(s: &Shared, id: &str, req: Req, isolate: bool) -> Response {
             "isolated": isolate,
             "changed": changed,
         }))
-    })
+    }))
 }
 
 #[derive(Deserialize)]
@@ -241,13 +243,14 @@ struct CaptureBody {
     reason: Option<String>,
 }
 
-async fn capture(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>, req: Req) -> Response {
-    let body: CaptureBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
+async fn capture(
+    AxState(s): AxState<Arc<Shared>>,
+    Path(id): Path<String>,
+    req: Req,
+) -> Result<Response, ApiError> {
+    let body: CaptureBody = req.json()?;
     let base = s.base_url.clone();
-    s.mutate(&req, |w| {
+    Ok(s.mutate(&req, |w| {
         check_enum("kind", &body.kind, &["memory", "disk"])?;
         if let Some(c) = &body.case {
             check_name("case", c, 128, "_.:-")?;
@@ -286,7 +289,7 @@ async fn capture(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>, req: 
         let out = c.json(&base);
         w.edr.captures.push(c);
         created(out)
-    })
+    }))
 }
 
 async fn list_captures(
@@ -321,12 +324,9 @@ fn quick() -> String {
     "quick".into()
 }
 
-async fn start_scan(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
-    let body: ScanBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
-    s.mutate(&req, |w| {
+async fn start_scan(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+    let body: ScanBody = req.json()?;
+    Ok(s.mutate(&req, |w| {
         check_enum("scope", &body.scope, &["quick", "full"])?;
         let i = agent(w, &body.device)?;
         let scan_id = w.next_id("scan");
@@ -340,7 +340,7 @@ async fn start_scan(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
             },
         );
         created(json!({ "scan_id": scan_id, "device_id": device_id, "status": "running" }))
-    })
+    }))
 }
 
 /// A scan runs until it is first polled, then reports the device's verdict.
@@ -394,11 +394,8 @@ async fn search_ioc(
     AxState(s): AxState<Arc<Shared>>,
     Query(q): Query<PageQuery>,
     req: Req,
-) -> Response {
-    let body: SearchBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
+) -> Result<Response, ApiError> {
+    let body: SearchBody = req.json()?;
     let r = (|| -> ApiResult {
         if body.indicators.is_empty() || body.indicators.len() > 1000 {
             return Err(ApiError::invalid("indicators must hold 1 to 1000 values"));
@@ -450,5 +447,5 @@ async fn search_ioc(
             json!({ "searched": agents.len(), "total": hits.len() }),
         )
     })();
-    respond(r)
+    Ok(respond(r))
 }

@@ -341,36 +341,43 @@ async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) ->
     r
 }
 
+/// `error`'s response with `Retry-After: {seconds}`.
+fn retry_later(error: ApiError, seconds: u64) -> Response {
+    let mut r = error.into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    r
+}
+
 async fn inject_faults(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     if !s.latency.is_zero() {
         tokio::time::sleep(s.latency).await;
     }
     let fault = s.draw_fault();
     let route = format!("{} {}", req.method(), req.uri().path());
-    let retry_after = || HeaderValue::from(s.retry_after);
     match fault {
         None => next.run(req).await,
         Some(Fault::Unavailable) => {
             tracing::debug!(target: "belay::lab", "injected 503 before {route}");
-            let mut r = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "service temporarily unavailable (injected fault)",
+            retry_later(
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "service temporarily unavailable (injected fault)",
+                ),
+                s.retry_after,
             )
-            .into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, retry_after());
-            r
         }
         Some(Fault::TooManyRequests) => {
             tracing::debug!(target: "belay::lab", "injected 429 before {route}");
-            let mut r = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests (injected fault)",
+            retry_later(
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests (injected fault)",
+                ),
+                s.retry_after,
             )
-            .into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, retry_after());
-            r
         }
         Some(Fault::LostResponse) => {
             let _applied = next.run(req).await;

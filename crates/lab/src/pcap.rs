@@ -95,13 +95,10 @@ fn fifteen_minutes() -> String {
     "15m".into()
 }
 
-async fn start(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
-    let body: StartBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
+async fn start(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+    let body: StartBody = req.json()?;
     let base = s.base_url.clone();
-    s.mutate(&req, |w| {
+    Ok(s.mutate(&req, |w| {
         let d = parse_duration("duration", &body.duration)?;
         if d.as_secs() > 24 * 3600 {
             return Err(ApiError::invalid("duration must be at most 24h"));
@@ -136,7 +133,7 @@ async fn start(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
         out["changed"] = json!(true);
         w.pcap.captures.push(c);
         created(out)
-    })
+    }))
 }
 
 async fn stop(AxState(s): AxState<Arc<Shared>>, Path(host): Path<String>, req: Req) -> Response {

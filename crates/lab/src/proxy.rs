@@ -130,19 +130,18 @@ fn covers(entry: &str, address: &str) -> bool {
     host == entry || host.ends_with(&format!(".{entry}"))
 }
 
+/// The `address` query parameter, required.
+fn address_param(q: &BTreeMap<String, String>) -> Result<&String, ApiError> {
+    q.get("address")
+        .ok_or_else(|| ApiError::bad_request("query parameter `address` is required"))
+}
+
 async fn status(
     AxState(s): AxState<Arc<Shared>>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
-    let Some(address) = q.get("address") else {
-        return respond(Err(ApiError::bad_request(
-            "query parameter `address` is required",
-        )));
-    };
-    let address = match normalize(address) {
-        Ok(a) => a,
-        Err(e) => return respond(Err(e)),
-    };
+) -> Result<Response, ApiError> {
+    let address = address_param(&q)?;
+    let address = normalize(address)?;
     let w = s.world();
     let p = &w.proxy;
     let matched = p.lists.iter().find_map(|(list, entries)| {
@@ -158,7 +157,7 @@ async fn status(
         .iter()
         .find(|(d, _)| covers(d, &host))
         .map(|(_, c)| c.clone());
-    respond(ok(json!({
+    Ok(respond(ok(json!({
         "address": address,
         "blocked": matched.is_some(),
         "list": matched.as_ref().map(|(l, _)| l),
@@ -168,7 +167,7 @@ async fn status(
         "pcap": policy.is_some_and(|p| p.pcap),
         "expires": policy.and_then(|p| p.expires.clone()),
         "category": category,
-    })))
+    }))))
 }
 
 async fn list_entries(
@@ -197,12 +196,13 @@ struct BlockBody {
     reason: Option<String>,
 }
 
-async fn block(AxState(s): AxState<Arc<Shared>>, Path(list): Path<String>, req: Req) -> Response {
-    let body: BlockBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
-    s.mutate(&req, |w| {
+async fn block(
+    AxState(s): AxState<Arc<Shared>>,
+    Path(list): Path<String>,
+    req: Req,
+) -> Result<Response, ApiError> {
+    let body: BlockBody = req.json()?;
+    Ok(s.mutate(&req, |w| {
         check_name("list", &list, 64, "_.-")?;
         check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
         let address = normalize(&body.address)?;
@@ -212,7 +212,7 @@ async fn block(AxState(s): AxState<Arc<Shared>>, Path(list): Path<String>, req: 
             entries.insert(address.clone(), body.reason.clone());
         }
         ok(json!({ "address": address, "list": list, "changed": changed }))
-    })
+    }))
 }
 
 async fn unblock(
@@ -220,13 +220,9 @@ async fn unblock(
     Path(list): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
     req: Req,
-) -> Response {
-    let Some(address) = q.get("address").cloned() else {
-        return respond(Err(ApiError::bad_request(
-            "query parameter `address` is required",
-        )));
-    };
-    s.mutate(&req, |w| {
+) -> Result<Response, ApiError> {
+    let address = address_param(&q)?.clone();
+    Ok(s.mutate(&req, |w| {
         check_name("list", &list, 64, "_.-")?;
         let address = normalize(&address)?;
         let changed = w
@@ -236,7 +232,7 @@ async fn unblock(
             .and_then(|e| e.remove(&address))
             .is_some();
         ok(json!({ "address": address, "list": list, "changed": changed }))
-    })
+    }))
 }
 
 #[derive(Deserialize)]
@@ -258,12 +254,9 @@ fn yes() -> bool {
     true
 }
 
-async fn tighten(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
-    let body: PolicyBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
-    s.mutate(&req, |w| {
+async fn tighten(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+    let body: PolicyBody = req.json()?;
+    Ok(s.mutate(&req, |w| {
         let address = normalize(&body.address)?;
         check_enum("logging", &body.logging, &["detailed", "full"])?;
         let expires = match &body.duration {
@@ -285,25 +278,21 @@ async fn tighten(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
             "address": address, "policy": "tightened", "logging": body.logging,
             "pcap": body.pcap, "expires": expires, "changed": changed,
         }))
-    })
+    }))
 }
 
 async fn relax(
     AxState(s): AxState<Arc<Shared>>,
     Query(q): Query<BTreeMap<String, String>>,
     req: Req,
-) -> Response {
-    let Some(address) = q.get("address").cloned() else {
-        return respond(Err(ApiError::bad_request(
-            "query parameter `address` is required",
-        )));
-    };
-    s.mutate(&req, |w| {
+) -> Result<Response, ApiError> {
+    let address = address_param(&q)?.clone();
+    Ok(s.mutate(&req, |w| {
         let address = normalize(&address)?;
         let old = w.proxy.policies.remove(&address);
         ok(json!({
             "address": address, "policy": "default", "changed": old.is_some(),
             "previous": old.map(|p| json!({ "logging": p.logging, "pcap": p.pcap })),
         }))
-    })
+    }))
 }

@@ -86,12 +86,9 @@ async fn watch(
     AxState(s): AxState<Arc<Shared>>,
     Path((list, user)): Path<(String, String)>,
     req: Req,
-) -> Response {
-    let body: WatchBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
-    s.mutate(&req, |w| {
+) -> Result<Response, ApiError> {
+    let body: WatchBody = req.json()?;
+    Ok(s.mutate(&req, |w| {
         check_list(&list)?;
         check_user(&user)?;
         check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
@@ -114,7 +111,7 @@ async fn watch(
             "user": user, "list": list, "changed": changed,
             "since": entry.since, "expires": entry.expires,
         }))
-    })
+    }))
 }
 
 async fn unwatch(
@@ -175,13 +172,10 @@ fn high() -> String {
     "high".into()
 }
 
-async fn raise(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
-    let body: AlertBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
+async fn raise(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+    let body: AlertBody = req.json()?;
     let base = s.base_url.clone();
-    s.mutate(&req, |w| {
+    Ok(s.mutate(&req, |w| {
         check_len("entity", &body.entity, 1, 2048)?;
         check_len("title", &body.title, 1, 256)?;
         check_enum(
@@ -215,7 +209,7 @@ async fn raise(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
         });
         w.siem.alerts.push(alert.clone());
         created(alert)
-    })
+    }))
 }
 
 #[derive(Deserialize)]

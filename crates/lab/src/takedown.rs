@@ -69,12 +69,9 @@ fn phishing() -> String {
     "phishing".into()
 }
 
-async fn submit(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
-    let body: SubmitBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
-    s.mutate(&req, |w| {
+async fn submit(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+    let body: SubmitBody = req.json()?;
+    Ok(s.mutate(&req, |w| {
         check_len("url", &body.url, 1, 2048)?;
         let scheme_ok = ["http://", "https://", "ftp://"]
             .iter()
@@ -108,7 +105,7 @@ async fn submit(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
         let out = t.json();
         w.takedown.tickets.push(t);
         created(out)
-    })
+    }))
 }
 
 async fn status(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> Response {

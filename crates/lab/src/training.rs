@@ -90,12 +90,9 @@ struct EnrollBody {
     due: Option<String>,
 }
 
-async fn enroll(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
-    let body: EnrollBody = match req.json() {
-        Ok(b) => b,
-        Err(e) => return respond(Err(e)),
-    };
-    s.mutate(&req, |w| {
+async fn enroll(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+    let body: EnrollBody = req.json()?;
+    Ok(s.mutate(&req, |w| {
         check_user(&body.user)?;
         check_module(&body.module)?;
         if let Some(due) = &body.due
@@ -132,7 +129,7 @@ async fn enroll(AxState(s): AxState<Arc<Shared>>, req: Req) -> Response {
             "enrollment_id": id, "user": body.user, "module": body.module,
             "due": body.due, "changed": true,
         }))
-    })
+    }))
 }
 
 async fn status(

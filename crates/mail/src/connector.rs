@@ -88,9 +88,7 @@ impl Connector for Email {
                         ActionError::transient(format!("email.parse did not finish: {e}"))
                     })?
             }
-            other => Err(ActionError::permanent(format!(
-                "the email connector has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("the email connector", other)),
         }
     }
 }

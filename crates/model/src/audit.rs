@@ -387,6 +387,16 @@ mod tests {
         assert_eq!(direct, canonical_json(&v));
     }
 
+    /// `e`'s hash computed the slow way: SHA-256 of the previous hash, then of the entry's
+    /// fields as canonical JSON.
+    fn hash_of_canonical_entry(e: &AuditEntry) -> String {
+        let body = json!({"seq": e.seq, "at": e.at, "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail, "prev_hash": e.prev_hash});
+        let mut h = Sha256::new();
+        h.update(e.prev_hash.as_bytes());
+        h.update(canonical_json(&body).as_bytes());
+        hex::encode(h.finalize())
+    }
+
     #[test]
     fn hashes_escape_strings_like_canonical_json() {
         let d = AuditDraft {
@@ -396,21 +406,13 @@ mod tests {
             detail: json!({"x": 1}),
         };
         let e = AuditEntry::chain(d, 0, GENESIS, 7);
-        let body = json!({"seq": e.seq, "at": e.at, "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail, "prev_hash": e.prev_hash});
-        let mut h = Sha256::new();
-        h.update(e.prev_hash.as_bytes());
-        h.update(canonical_json(&body).as_bytes());
-        assert_eq!(e.hash, hex::encode(h.finalize()));
+        assert_eq!(e.hash, hash_of_canonical_entry(&e));
     }
 
     #[test]
     fn the_direct_hash_equals_the_hash_of_the_canonical_entry() {
         let e = &chain(1)[0];
-        let body = json!({"seq": e.seq, "at": e.at, "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail, "prev_hash": e.prev_hash});
-        let mut h = Sha256::new();
-        h.update(e.prev_hash.as_bytes());
-        h.update(canonical_json(&body).as_bytes());
-        assert_eq!(e.hash, hex::encode(h.finalize()));
+        assert_eq!(e.hash, hash_of_canonical_entry(e));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use crate::actor::valid_actor;
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, ListArgs, ShowArgs};
 use crate::paths::playbook_dir;
 use anyhow::{Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
@@ -21,18 +21,9 @@ use std::process::ExitCode;
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
     /// Approvals waiting for a decision (all of them with --all).
-    List {
-        #[arg(long)]
-        all: bool,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    List(ListArgs),
     /// One approval: the planned change, the target's state, guardrail verdicts, the record.
-    Show {
-        id: String,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    Show(ShowArgs),
     /// Approve a planned change; the run resumes at once once the quorum is reached.
     Approve(DecideArgs),
     /// Deny a planned change; the run resumes and the step fails.
@@ -141,7 +132,7 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
     // Deadlines pass whether or not anyone is looking: settle them first.
     let expired = approvals::expire_due(&*store).await?;
     match command {
-        ApprovalsCommand::List { all, format } => {
+        ApprovalsCommand::List(ListArgs { all, format }) => {
             let mut list = store
                 .approvals(&ApprovalFilter {
                     status: (!all).then_some(ApprovalStatus::Pending),
@@ -179,7 +170,7 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ApprovalsCommand::Show { id, format } => {
+        ApprovalsCommand::Show(ShowArgs { id, format }) => {
             let a = store
                 .get_approval(&id)
                 .await?

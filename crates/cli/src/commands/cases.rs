@@ -3,7 +3,7 @@
 //! Read-only: it never opens, edits or closes a case (playbooks do, through `case.*`).
 
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, ListArgs, ShowArgs};
 use anyhow::{Result, bail};
 use belay_model::{CaseEntryKind, CaseFile, CaseStatus, ms_to_rfc3339};
 use belay_store::Store;
@@ -15,25 +15,16 @@ use std::process::ExitCode;
 #[derive(Subcommand)]
 pub enum CasesCommand {
     /// Cases, the most recently updated first (open ones only unless --all).
-    List {
-        #[arg(long)]
-        all: bool,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    List(ListArgs),
     /// One case file: its events, runs, changes, evidence and notes.
-    Show {
-        id: String,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    Show(ShowArgs),
 }
 
 /// Runs `belay cases …`.
 pub async fn run(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
     let store = ctx.store().await?;
     match command {
-        CasesCommand::List { all, format } => {
+        CasesCommand::List(ListArgs { all, format }) => {
             let list = store.cases((!all).then_some(CaseStatus::Open)).await?;
             if format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -52,7 +43,7 @@ pub async fn run(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
                 }
             }
         }
-        CasesCommand::Show { id, format } => {
+        CasesCommand::Show(ShowArgs { id, format }) => {
             let Some(file) = store.case_file(&id).await? else {
                 bail!("no case `{id}` (see `belay cases list --all`)");
             };

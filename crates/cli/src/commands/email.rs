@@ -4,7 +4,7 @@
 //! (after `accept_batch` returned); a crash in between leaves it in place, and reading it again
 //! gives the same event id, acknowledged as a duplicate.
 
-use crate::context::Ctx;
+use crate::context::{Ctx, resume_in_background};
 use anyhow::{Context, Result, anyhow, bail};
 use belay_mail::source::{Files, Imap, ImapConfig, Maildir, Source};
 use belay_mail::{ParseOptions, parse_with, to_event};
@@ -185,14 +185,7 @@ async fn ingest(ctx: &Ctx, args: IngestArgs) -> Result<ExitCode> {
 
     let set = ctx.load_playbooks(&[dir])?;
     let engine = ctx.engine(set).await?;
-    let resumed = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .resume(&mut |n| eprintln!("resuming {n} unfinished run(s)"))
-                .await
-        })
-    };
+    let resumed = resume_in_background(&engine);
     let mut stats = Stats::default();
     let mut tasks: JoinSet<belay_engine::Result<belay_engine::RunReport>> = JoinSet::new();
     // Messages that are not messages stay where they are; say so once, not at every poll.

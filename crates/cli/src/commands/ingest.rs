@@ -3,7 +3,7 @@
 //!
 //! Glue only: validation, de-duplication and the file cursor live in `belay_engine::ingest`.
 
-use crate::context::Ctx;
+use crate::context::{Ctx, resume_in_background};
 use anyhow::{Context, Result, anyhow};
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,14 +40,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let set = ctx.load_playbooks(&[dir])?;
     let engine = ctx.engine(set).await?;
     // Unfinished runs resume alongside new events, sharing the engine's execution slots.
-    let resuming = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .resume(&mut |n| eprintln!("resuming {n} unfinished run(s)"))
-                .await
-        })
-    };
+    let resuming = resume_in_background(&engine);
     // Decisions made while ingesting (from `belay approvals`) and deadlines that pass are
     // picked up every second.
     let decisions = {

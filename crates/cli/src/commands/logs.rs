@@ -1,7 +1,7 @@
 //! `belay logs …` (alias `belay syslog …`): the syslog/CEF listener, a file normalizer, and a
 //! look-up of one stored event. Flags → `belay_logs` and the engine; no parsing logic here.
 
-use crate::context::Ctx;
+use crate::context::{Ctx, resume_in_background};
 use crate::output::Format;
 use anyhow::{Context, Result, bail};
 use belay_engine::Engine;
@@ -230,14 +230,7 @@ async fn listen(
         eprintln!("listening on tcp {a}");
     }
     let stats = listener.stats();
-    let resuming = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .resume(&mut |n| eprintln!("resuming {n} unfinished run(s)"))
-                .await
-        })
-    };
+    let resuming = resume_in_background(&engine);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel::<Batch>(64);
     let storing = tokio::spawn(store_batches(engine.clone(), rx, stats.clone(), quiet));

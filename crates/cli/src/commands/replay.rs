@@ -5,7 +5,7 @@
 
 use crate::context::Ctx;
 use crate::output::Format;
-use crate::paths::{dedup_paths, parent_dir};
+use crate::paths::parent_dir;
 use anyhow::{Context, Result, anyhow};
 use belay_engine::replay::ReplayReport;
 use belay_model::Event;
@@ -27,23 +27,7 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let (playbook, events, format) = (args.playbook.as_path(), args.events.as_path(), args.format);
     let dir = parent_dir(playbook);
-    let mut paths = vec![dir];
-    if playbook.is_file() {
-        paths.push(playbook.to_owned());
-    }
-    let parsed = belay_playbook::Playbook::load(playbook).map_err(|d| {
-        anyhow!(
-            "{}",
-            d.iter()
-                .map(|d| format!("{}:{d}", playbook.display()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    let set = ctx.load_playbooks(&dedup_paths(paths))?;
-    let pb = set
-        .get(&parsed.name)
-        .ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
+    let (set, pb) = ctx.load_playbook_in(playbook, dir)?;
     let text = std::fs::read_to_string(events)
         .with_context(|| format!("cannot read {}", events.display()))?;
     let engine = ctx.engine(set).await?;

@@ -5,10 +5,9 @@
 use crate::actor::known_user;
 use crate::context::Ctx;
 use crate::output::{Format, print_report};
-use crate::paths::{dedup_paths, parent_dir};
-use anyhow::{Context, Result, anyhow};
+use crate::paths::parent_dir;
+use anyhow::{Context, Result};
 use belay_model::{Event, RunStatus};
-use belay_playbook::Playbook;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -53,23 +52,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         known_user(ctx, a)?;
     }
     let dir = playbooks.unwrap_or_else(|| parent_dir(playbook));
-    let mut paths = vec![dir];
-    if playbook.is_file() {
-        paths.push(playbook.to_owned());
-    }
-    let parsed = Playbook::load(playbook).map_err(|d| {
-        anyhow!(
-            "{}",
-            d.iter()
-                .map(|d| format!("{}:{d}", playbook.display()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
-    let set = ctx.load_playbooks(&dedup_paths(paths))?;
-    let pb = set
-        .get(&parsed.name)
-        .ok_or_else(|| anyhow!("playbook `{}` did not load", parsed.name))?;
+    let (set, pb) = ctx.load_playbook_in(playbook, dir)?;
     let mut event = read_event(event)?;
     if let Some(a) = actor {
         event.source = format!("user:{a}");

@@ -3,7 +3,7 @@
 //! Read-only: it never starts, resumes or changes a run.
 
 use crate::context::Ctx;
-use crate::output::{Format, print_report};
+use crate::output::{Format, ShowArgs, print_report};
 use anyhow::{Result, anyhow};
 use belay_engine::RunReport;
 use belay_model::RunStatus;
@@ -26,11 +26,7 @@ pub enum RunsCommand {
         format: Format,
     },
     /// One run with its steps.
-    Show {
-        id: String,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    Show(ShowArgs),
 }
 
 /// Runs `belay runs …`.
@@ -74,7 +70,7 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        RunsCommand::Show { id, format } => {
+        RunsCommand::Show(ShowArgs { id, format }) => {
             let run = store
                 .get_run(&id)
                 .await?

@@ -143,6 +143,16 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// The errors of the connector named `connector`, from their message.
+    pub(super) fn of(connector: &str) -> impl Fn(String) -> ConfigError + Copy + '_ {
+        move |message| ConfigError {
+            connector: connector.into(),
+            message,
+        }
+    }
+}
+
 fn parse_duration(
     connector: &str,
     what: &str,
@@ -151,9 +161,10 @@ fn parse_duration(
 ) -> Result<Duration, ConfigError> {
     match text {
         None => Ok(default),
-        Some(t) => belay_model::parse_duration(t).map_err(|e| ConfigError {
-            connector: connector.into(),
-            message: format!("`{what}` must be a duration like 10s or 500ms, found `{t}`: {e}"),
+        Some(t) => belay_model::parse_duration(t).map_err(|e| {
+            ConfigError::of(connector)(format!(
+                "`{what}` must be a duration like 10s or 500ms, found `{t}`: {e}"
+            ))
         }),
     }
 }
@@ -165,10 +176,7 @@ pub(super) fn load_spec(
     config: &HttpConnectorConfig,
     catalog: &Catalog,
 ) -> Result<Spec, ConfigError> {
-    let err = |message: String| ConfigError {
-        connector: name.into(),
-        message,
-    };
+    let err = ConfigError::of(name);
     let spec = match Spec::builtin(&config.spec) {
         Some(s) => s.map_err(|e| err(e.to_string()))?,
         None => {
@@ -197,10 +205,7 @@ pub(super) fn resolve(
     config: &HttpConnectorConfig,
     secrets: &SecretSource,
 ) -> Result<HttpSettings, ConfigError> {
-    let err = |message: String| ConfigError {
-        connector: name.into(),
-        message,
-    };
+    let err = ConfigError::of(name);
     let secret = |what: &str, text: &str| {
         secrets
             .resolve(text)

@@ -70,10 +70,7 @@ impl std::fmt::Debug for Http {
 impl Http {
     /// A connector named `name` using `spec` with resolved settings.
     pub fn new(name: &str, spec: Spec, settings: HttpSettings) -> Result<Http, ConfigError> {
-        let err = |message: String| ConfigError {
-            connector: name.into(),
-            message,
-        };
+        let err = ConfigError::of(name);
         let base = Url::parse(&settings.base_url).map_err(|e| {
             err(format!(
                 "base_url `{}` is not a URL: {e}",

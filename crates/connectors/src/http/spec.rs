@@ -136,6 +136,17 @@ impl Spec {
     }
 }
 
+/// The keys an action of a spec may have.
+const ACTION_FIELDS: &[&str] = &[
+    "request",
+    "outputs",
+    "not_found",
+    "paginate",
+    "select",
+    "poll",
+    "state",
+];
+
 /// The entries of a mapping, checked against the allowed keys.
 fn fields<'a>(
     node: &'a Node,
@@ -208,19 +219,7 @@ fn parse_root(root: &Node, catalog: &Catalog) -> Result<Spec, Diagnostic> {
             ));
         }
         let inputs: Vec<String> = spec.input_names().map(str::to_owned).collect();
-        let af = fields(
-            v,
-            &format!("action `{}`", k.name),
-            &[
-                "request",
-                "outputs",
-                "not_found",
-                "paginate",
-                "select",
-                "poll",
-                "state",
-            ],
-        )?;
+        let af = fields(v, &format!("action `{}`", k.name), ACTION_FIELDS)?;
         let what = format!("action `{}`", k.name);
         let exchange = parse_exchange(&af, v.pos, &what, &inputs, false)?;
         let poll = af.get("poll").map(|n| parse_poll(n, &inputs)).transpose()?;
@@ -249,19 +248,7 @@ fn parse_root(root: &Node, catalog: &Catalog) -> Result<Spec, Diagnostic> {
                                 format!("`from: {from_name}` names no action of this spec"),
                             ));
                         };
-                        let src_f = fields(
-                            src,
-                            &format!("action `{from_name}`"),
-                            &[
-                                "request",
-                                "outputs",
-                                "not_found",
-                                "paginate",
-                                "select",
-                                "poll",
-                                "state",
-                            ],
-                        )?;
+                        let src_f = fields(src, &format!("action `{from_name}`"), ACTION_FIELDS)?;
                         let mut merged = src_f.clone();
                         for (k, v) in &sf {
                             if *k != "from" {
@@ -479,23 +466,26 @@ fn parse_paginate(node: &Node) -> Result<Paginate, Diagnostic> {
             ));
         }
     };
-    let max_pages = match f.get("max_pages") {
-        Some(n) => match n.to_json().as_u64() {
-            Some(m) if (1..=10_000).contains(&m) => m as u32,
-            _ => {
-                return Err(Diagnostic::new(
-                    n.pos,
-                    "`max_pages` must be a whole number from 1 to 10000",
-                ));
-            }
-        },
-        None => 100,
-    };
+    let max_pages = count(&f, "max_pages", 100)?;
     Ok(Paginate {
         items,
         next,
         max_pages,
     })
+}
+
+/// The field `key`, a whole number from 1 to 10000; `default` when absent.
+fn count(f: &BTreeMap<&str, &Node>, key: &str, default: u32) -> Result<u32, Diagnostic> {
+    let Some(n) = f.get(key) else {
+        return Ok(default);
+    };
+    match n.to_json().as_u64() {
+        Some(m) if (1..=10_000).contains(&m) => Ok(m as u32),
+        _ => Err(Diagnostic::new(
+            n.pos,
+            format!("`{key}` must be a whole number from 1 to 10000"),
+        )),
+    }
 }
 
 fn parse_poll(node: &Node, inputs: &[String]) -> Result<Poll, Diagnostic> {
@@ -528,18 +518,7 @@ fn parse_poll(node: &Node, inputs: &[String]) -> Result<Poll, Diagnostic> {
             .map_err(|e| Diagnostic::new(n.pos, format!("`interval`: {e}")))?,
         None => Duration::from_millis(500),
     };
-    let max_attempts = match f.get("max_attempts") {
-        Some(n) => match n.to_json().as_u64() {
-            Some(m) if (1..=10_000).contains(&m) => m as u32,
-            _ => {
-                return Err(Diagnostic::new(
-                    n.pos,
-                    "`max_attempts` must be a whole number from 1 to 10000",
-                ));
-            }
-        },
-        None => 60,
-    };
+    let max_attempts = count(&f, "max_attempts", 60)?;
     Ok(Poll {
         when,
         request,

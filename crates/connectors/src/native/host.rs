@@ -6,6 +6,34 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// A new temporary directory named `PREFIX…`, removed on drop.
+pub(crate) fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))
+}
+
+/// Starts `command`, the daemon `name`, with no input and its output and errors written to
+/// the new file `log`.
+pub(crate) fn spawn_logged(
+    command: &mut std::process::Command,
+    name: &str,
+    log: &Path,
+) -> Result<std::process::Child, String> {
+    let file = log.file_name().unwrap_or_default().to_string_lossy();
+    let out = std::fs::File::create(log).map_err(|e| format!("cannot create {file}: {e}"))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("cannot clone a file handle: {e}"))?;
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))
+}
+
 /// Runs `ip ARGS` (network namespaces and links for the sandboxes).
 pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("ip")

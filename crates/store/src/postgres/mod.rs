@@ -35,7 +35,7 @@ use error::{db_err, describe, pool_err};
 use migrate::migrate;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{NoTls, Row, Statement};
 
 /// How to connect the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -167,14 +167,24 @@ impl PgStore {
         self.pool.get().await.map_err(pool_err)
     }
 
+    /// A pooled connection and `sql` prepared (cached) on it.
+    async fn prepare(
+        &self,
+        sql: &str,
+        context: &'static str,
+    ) -> Result<(deadpool_postgres::Client, Statement)> {
+        let c = self.conn().await?;
+        let stmt = c.prepare_cached(sql).await.map_err(db_err(context))?;
+        Ok((c, stmt))
+    }
+
     async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         context: &'static str,
     ) -> Result<Vec<Row>> {
-        let c = self.conn().await?;
-        let stmt = c.prepare_cached(sql).await.map_err(db_err(context))?;
+        let (c, stmt) = self.prepare(sql, context).await?;
         c.query(&stmt, params).await.map_err(db_err(context))
     }
 
@@ -184,8 +194,7 @@ impl PgStore {
         params: &[&(dyn ToSql + Sync)],
         context: &'static str,
     ) -> Result<Option<Row>> {
-        let c = self.conn().await?;
-        let stmt = c.prepare_cached(sql).await.map_err(db_err(context))?;
+        let (c, stmt) = self.prepare(sql, context).await?;
         c.query_opt(&stmt, params).await.map_err(db_err(context))
     }
 
@@ -195,8 +204,7 @@ impl PgStore {
         params: &[&(dyn ToSql + Sync)],
         context: &'static str,
     ) -> Result<u64> {
-        let c = self.conn().await?;
-        let stmt = c.prepare_cached(sql).await.map_err(db_err(context))?;
+        let (c, stmt) = self.prepare(sql, context).await?;
         c.execute(&stmt, params).await.map_err(db_err(context))
     }
 

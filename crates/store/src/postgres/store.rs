@@ -376,51 +376,24 @@ impl Store for PgStore {
     }
 
     async fn claim_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // ARRAY(...) is evaluated once, so the rows locked are exactly the rows updated.
-        let sql = format!(
-            "UPDATE runs SET owner = $1, lease_until = {NOW_MS} + $2 WHERE id = ANY(ARRAY(\
-               SELECT id FROM runs WHERE status IN ('pending', 'running') AND parent_run IS NULL \
-               AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < {NOW_MS}) \
-               ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING {RUN_COLS}"
-        );
-        let rows = self
-            .query(
-                &sql,
-                &[&self.worker, &self.lease_ms, &limit],
-                "claiming runs",
-            )
-            .await?;
-        let mut runs = rows_to(&rows, run_from_row)?;
-        runs.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        Ok(runs)
+        self.claim(
+            &format!(
+                "status IN ('pending', 'running') AND parent_run IS NULL \
+                 AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < {NOW_MS})"
+            ),
+            limit,
+            "claiming runs",
+        )
+        .await
     }
 
     async fn claim_released(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = format!(
-            "UPDATE runs SET owner = $1, lease_until = {NOW_MS} + $2 WHERE id = ANY(ARRAY(\
-               SELECT id FROM runs WHERE status = 'pending' AND parent_run IS NULL AND owner IS NULL \
-               ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING {RUN_COLS}"
-        );
-        let rows = self
-            .query(
-                &sql,
-                &[&self.worker, &self.lease_ms, &limit],
-                "claiming released runs",
-            )
-            .await?;
-        let mut runs = rows_to(&rows, run_from_row)?;
-        runs.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        Ok(runs)
+        self.claim(
+            "status = 'pending' AND parent_run IS NULL AND owner IS NULL",
+            limit,
+            "claiming released runs",
+        )
+        .await
     }
 
     async fn renew_leases(&self) -> Result<u64> {
@@ -575,5 +548,34 @@ impl Store for PgStore {
 
     async fn counts(&self) -> Result<Counts> {
         read::counts(self).await
+    }
+}
+
+impl PgStore {
+    /// Leases to this worker up to `limit` top-level runs matching `filter` (SQL over `runs`;
+    /// `$1` is this worker), skipping rows another worker holds locked; oldest first.
+    async fn claim(
+        &self,
+        filter: &str,
+        limit: usize,
+        what: &'static str,
+    ) -> Result<Vec<RunRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // ARRAY(...) is evaluated once, so the rows locked are exactly the rows updated.
+        let sql = format!(
+            "UPDATE runs SET owner = $1, lease_until = {NOW_MS} + $2 WHERE id = ANY(ARRAY(\
+               SELECT id FROM runs WHERE {filter} \
+               ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)) RETURNING {RUN_COLS}"
+        );
+        let rows = self
+            .query(&sql, &[&self.worker, &self.lease_ms, &limit], what)
+            .await?;
+        let mut runs = rows_to(&rows, run_from_row)?;
+        runs.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(runs)
     }
 }

@@ -13,6 +13,26 @@ use belay_model::{
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// The JSON documents in the `body` column of the rows `sql` selects, decoded as `what`s;
+/// `context` names the query in errors.
+fn all_bodies<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    context: &'static str,
+    what: &'static str,
+) -> Result<Vec<T>> {
+    let mut stmt = c.prepare_cached(sql).map_err(db_err(context))?;
+    let rows = stmt
+        .query_map(params, |r| r.get::<_, String>(0))
+        .map_err(db_err(context))?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(from_text(&r.map_err(db_err(context))?, what)?);
+    }
+    Ok(out)
+}
+
 /// The JSON document in the `body` column of the row `sql` selects by id, decoded.
 pub(super) fn one_body<T: serde::de::DeserializeOwned>(
     c: &Connection,
@@ -238,43 +258,27 @@ pub(super) async fn approvals(
     let status = filter.status.map(|s| s.as_str());
     let run = filter.run_id.clone();
     s.read(move |c| {
-        let mut stmt = c
-            .prepare_cached(
-                "SELECT body FROM approvals WHERE (?1 IS NULL OR status = ?1) \
-                 AND (?2 IS NULL OR run_id = ?2) ORDER BY created_at, id",
-            )
-            .map_err(db_err("listing approvals"))?;
-        let rows = stmt
-            .query_map(params![status, run], |r| r.get::<_, String>(0))
-            .map_err(db_err("listing approvals"))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(from_text(
-                &r.map_err(db_err("listing approvals"))?,
-                "approval",
-            )?);
-        }
-        Ok(out)
+        all_bodies(
+            c,
+            "SELECT body FROM approvals WHERE (?1 IS NULL OR status = ?1) \
+             AND (?2 IS NULL OR run_id = ?2) ORDER BY created_at, id",
+            params![status, run],
+            "listing approvals",
+            "approval",
+        )
     })
     .await
 }
 
 pub(super) async fn demotions(s: &SqliteStore) -> Result<Vec<Demotion>> {
     s.read(|c| {
-        let mut stmt = c
-            .prepare_cached("SELECT body FROM demotions ORDER BY playbook, step")
-            .map_err(db_err("listing demotions"))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(db_err("listing demotions"))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(from_text(
-                &r.map_err(db_err("listing demotions"))?,
-                "demotion",
-            )?);
-        }
-        Ok(out)
+        all_bodies(
+            c,
+            "SELECT body FROM demotions ORDER BY playbook, step",
+            [],
+            "listing demotions",
+            "demotion",
+        )
     })
     .await
 }

@@ -219,9 +219,7 @@ impl Connector for Clamav {
     async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
         match call.action {
             "scan.endpoint" => self.scan(call.input).await,
-            other => Err(ActionError::permanent(format!(
-                "`scan` (clamav) has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("`scan` (clamav)", other)),
         }
     }
 }

@@ -32,10 +32,7 @@ impl Sandbox {
         if signatures.is_empty() {
             return Err("clamd needs at least one signature".into());
         }
-        let dir = tempfile::Builder::new()
-            .prefix("belay-clamav-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let dir = host::temp_dir("belay-clamav-")?;
         let root = dir.path().to_path_buf();
         let (db, scan_root, tmp) = (root.join("db"), root.join("endpoints"), root.join("tmp"));
         for d in [&db, &scan_root, &tmp] {
@@ -66,20 +63,13 @@ impl Sandbox {
         };
         write(db.join("belay.hsb"), &hsb)?;
         write(root.join("clamd.conf"), &conf)?;
-        let out = std::fs::File::create(root.join("clamd.out"))
-            .map_err(|e| format!("cannot create clamd.out: {e}"))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| format!("cannot clone a file handle: {e}"))?;
-        let child =
+        let child = host::spawn_logged(
             std::process::Command::new(host::which("clamd").unwrap_or_else(|| "clamd".into()))
                 .arg("-c")
-                .arg(root.join("clamd.conf"))
-                .stdin(std::process::Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .map_err(|e| format!("cannot start clamd: {e}"))?;
+                .arg(root.join("clamd.conf")),
+            "clamd",
+            &root.join("clamd.out"),
+        )?;
         let mut daemon = Daemon {
             child,
             name: "clamd",

@@ -185,9 +185,7 @@ impl Connector for Gpasswd {
             "directory.add_member" => self.change(call.input, true).await,
             "directory.remove_member" => self.change(call.input, false).await,
             "directory.members" => self.list(call.input).await,
-            other => Err(ActionError::permanent(format!(
-                "the gpasswd connector has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("the gpasswd connector", other)),
         }
     }
 

@@ -3,6 +3,7 @@
 //! the host's account files.
 
 use super::GpasswdConfig;
+use crate::native::host;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,10 +40,7 @@ impl Sandbox {
     /// Starts the namespace and waits until its `/etc` overlay is mounted.
     pub fn start() -> Result<Sandbox, String> {
         Self::available()?;
-        let dir = tempfile::Builder::new()
-            .prefix("belay-etc-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let dir = host::temp_dir("belay-etc-")?;
         let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
         for d in [&upper, &work] {
             std::fs::create_dir(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;

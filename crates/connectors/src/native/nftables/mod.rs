@@ -521,10 +521,10 @@ impl Connector for Nftables {
                 }
                 Ok(out)
             }
-            (_, other) => Err(ActionError::permanent(format!(
-                "the nftables connector for `{}` has no action `{other}`",
-                self.family()
-            ))),
+            (_, other) => Err(ActionError::no_action(
+                &format!("the nftables connector for `{}`", self.family()),
+                other,
+            )),
         }
     }
 

@@ -513,9 +513,7 @@ impl Connector for Squid {
                 let changed = self.apply(edits).await?;
                 Ok(json!({ "address": address, "changed": changed }))
             }
-            other => Err(ActionError::permanent(format!(
-                "`proxy` (squid) has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("`proxy` (squid)", other)),
         }
     }
 

@@ -57,10 +57,7 @@ impl Sandbox {
     }
 
     async fn start_once() -> Result<Sandbox, Start> {
-        let dir = tempfile::Builder::new()
-            .prefix("belay-squid-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let dir = host::temp_dir("belay-squid-")?;
         let root = dir.path().to_path_buf();
         let acl_dir = root.join("acl");
         std::fs::create_dir_all(&acl_dir).map_err(|e| format!("cannot create {acl_dir:?}: {e}"))?;
@@ -120,20 +117,14 @@ impl Sandbox {
                     .map_err(|e| format!("cannot chown {p:?}: {e}"))?;
             }
         }
-        let log = std::fs::File::create(root.join("squid.out"))
-            .map_err(|e| format!("cannot create squid.out: {e}"))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| format!("cannot clone a file handle: {e}"))?;
-        let child = std::process::Command::new("squid")
-            .arg("-N")
-            .arg("-f")
-            .arg(&config.config)
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("cannot start squid: {e}"))?;
+        let child = host::spawn_logged(
+            std::process::Command::new("squid")
+                .arg("-N")
+                .arg("-f")
+                .arg(&config.config),
+            "squid",
+            &root.join("squid.out"),
+        )?;
         let mut daemon = Daemon {
             child,
             name: "squid",

@@ -513,9 +513,7 @@ impl Connector for Suricata {
                 let (_, present) = self.dataset_has(input).await?;
                 Ok(json!({ "present": present }))
             }
-            other => Err(ActionError::permanent(format!(
-                "`ips` (suricata) has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("`ips` (suricata)", other)),
         }
     }
 

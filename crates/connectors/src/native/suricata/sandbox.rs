@@ -39,10 +39,7 @@ impl Sandbox {
     /// Creates the namespace and starts Suricata; returns once it answers on its socket.
     pub async fn start() -> Result<Sandbox, String> {
         Self::available()?;
-        let dir = tempfile::Builder::new()
-            .prefix("belay-suricata-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let dir = host::temp_dir("belay-suricata-")?;
         let root = dir.path().to_path_buf();
         let rules = root.join("rules");
         let logs = root.join("log");
@@ -148,21 +145,15 @@ max-pending-packets: 128
         ip(&["netns", "add", &netns])?;
         sandbox.netns = netns.clone();
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-        let out = std::fs::File::create(root.join("suricata.out"))
-            .map_err(|e| format!("cannot create suricata.out: {e}"))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| format!("cannot clone a file handle: {e}"))?;
         // `ip netns exec` enters the namespace and execs suricata: the child is suricata itself.
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &netns, "suricata", "-c"])
-            .arg(&yaml_path)
-            .arg("--af-packet=lo")
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("cannot start suricata: {e}"))?;
+        let child = host::spawn_logged(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &netns, "suricata", "-c"])
+                .arg(&yaml_path)
+                .arg("--af-packet=lo"),
+            "suricata",
+            &root.join("suricata.out"),
+        )?;
         sandbox.daemon = Some(Daemon {
             child,
             name: "suricata",

@@ -299,9 +299,7 @@ impl Connector for Unbound {
             "dns.sinkhole_domain" => self.sinkhole(call.input).await,
             "dns.unsinkhole_domain" => self.unsinkhole(call.input).await,
             "dns.status" => self.status(call.input).await,
-            other => Err(ActionError::permanent(format!(
-                "the unbound connector has no action `{other}`"
-            ))),
+            other => Err(ActionError::no_action("the unbound connector", other)),
         }
     }
 

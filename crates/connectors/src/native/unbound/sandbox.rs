@@ -4,6 +4,7 @@
 
 use super::UnboundConfig;
 use super::probe::{DnsAnswer, query};
+use crate::native::host;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,10 +55,7 @@ impl Sandbox {
     /// Writes the configuration and starts Unbound; ready when `unbound-control status` answers.
     pub fn start() -> Result<Sandbox, String> {
         Self::available()?;
-        let dir = tempfile::Builder::new()
-            .prefix("belay-unbound-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let dir = host::temp_dir("belay-unbound-")?;
         let conf = dir.path().join("unbound.conf");
         let mut sandbox = Sandbox {
             dir,
@@ -116,20 +114,14 @@ remote-control:
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let log = std::fs::File::create(self.dir.path().join("unbound.log"))
-            .map_err(|e| format!("cannot create the log: {e}"))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| format!("cannot create the log: {e}"))?;
-        let mut child = std::process::Command::new("unbound")
-            .arg("-d")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("cannot start unbound: {e}"))?;
+        let mut child = host::spawn_logged(
+            std::process::Command::new("unbound")
+                .arg("-d")
+                .arg("-c")
+                .arg(&self.conf),
+            "unbound",
+            &self.dir.path().join("unbound.log"),
+        )?;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
