@@ -121,10 +121,8 @@ async fn unknown_users_groups_and_hosts_fail_cleanly() {
 
 #[test]
 fn configuration_is_checked() {
-    let table: toml::Table =
-        toml::from_str("command_prefix = [\"ssh\", \"h1\"]\nhosts = [\"h1\"]").expect("toml");
-    let c = belay_connectors::native::build("dir", "gpasswd", table).expect("builds");
+    let settings = "command_prefix = [\"ssh\", \"h1\"]\nhosts = [\"h1\"]";
+    let c = common::build("dir", "gpasswd", settings).expect("builds");
     assert_eq!(c.family(), "directory");
-    let bad: toml::Table = toml::from_str("prefix = []").expect("toml");
-    assert!(belay_connectors::native::build("dir", "gpasswd", bad).is_err());
+    assert!(common::build("dir", "gpasswd", "prefix = []").is_err());
 }

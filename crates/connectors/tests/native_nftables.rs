@@ -250,13 +250,8 @@ async fn bad_input_fails_cleanly_and_changes_nothing() {
 
 #[test]
 fn configuration_is_checked() {
-    let table = |s: &str| -> toml::Table { toml::from_str(s).expect("toml") };
-    let ok = belay_connectors::native::build(
-        "nac",
-        "nftables",
-        table("family = \"nac\"\ntable = \"edge\"\nnetns = \"ns1\""),
-    )
-    .expect("builds");
+    let settings = "family = \"nac\"\ntable = \"edge\"\nnetns = \"ns1\"";
+    let ok = common::build("nac", "nftables", settings).expect("builds");
     assert_eq!(ok.family(), "nac");
     for bad in [
         "colour = \"red\"",
@@ -264,9 +259,6 @@ fn configuration_is_checked() {
         "sets = { egress = \"bad-name\" }",
         "family = \"dns\"",
     ] {
-        assert!(
-            belay_connectors::native::build("fw", "nftables", table(bad)).is_err(),
-            "{bad}"
-        );
+        assert!(common::build("fw", "nftables", bad).is_err(), "{bad}");
     }
 }

@@ -240,20 +240,19 @@ async fn squid_rejects_a_bad_file_before_it_reaches_the_proxy() {
 
 #[test]
 fn built_from_configuration() {
-    let table: toml::Table = toml::from_str(
-        r#"
+    let settings = r#"
         config = "/etc/squid/squid.conf"
         acl_dir = "/etc/squid/belay"
         lists = ["belay", "intel"]
-        "#,
-    )
-    .expect("toml");
-    let c = belay_connectors::native::build("proxy", "squid", table).expect("squid connector");
+    "#;
+    let c = common::build("proxy", "squid", settings).expect("squid connector");
     assert_eq!(c.family(), "proxy");
-    let bad: toml::Table =
-        toml::from_str("config = \"/x\"\nacl_dir = \"/y\"\nport = 3").expect("toml");
-    let err = belay_connectors::native::build("proxy", "squid", bad)
-        .err()
-        .expect("unknown keys are refused");
+    let err = common::build(
+        "proxy",
+        "squid",
+        "config = \"/x\"\nacl_dir = \"/y\"\nport = 3",
+    )
+    .err()
+    .expect("unknown keys are refused");
     assert!(err.message.contains("port"), "{}", err.message);
 }

@@ -213,17 +213,13 @@ async fn dataset_drives_a_deployed_rule() {
 
 #[test]
 fn built_from_configuration() {
-    let table: toml::Table = toml::from_str(
-        r#"
+    let settings = r#"
         socket = "/run/suricata/suricata-command.socket"
         rule_dir = "/var/lib/suricata/rules"
         rulesets = ["belay", "intel"]
-        "#,
-    )
-    .expect("toml");
-    let c = belay_connectors::native::build("ips", "suricata", table).expect("suricata connector");
+    "#;
+    let c = common::build("ips", "suricata", settings).expect("suricata connector");
     assert_eq!(c.family(), "ips");
-    let bad: toml::Table =
-        toml::from_str("socket = \"/s\"\nrule_dir = \"/r\"\nrulesets = [\"../x\"]").expect("toml");
-    assert!(belay_connectors::native::build("ips", "suricata", bad).is_err());
+    let bad = "socket = \"/s\"\nrule_dir = \"/r\"\nrulesets = [\"../x\"]";
+    assert!(common::build("ips", "suricata", bad).is_err());
 }

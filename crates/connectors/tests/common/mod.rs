@@ -65,6 +65,15 @@ pub async fn state(c: &dyn Connector, action: &str, input: &Value) -> Value {
     c.read_state(action, input).await.expect("state reads")
 }
 
+/// The native connector `kind` named `name`, built from the TOML text of its settings.
+pub fn build(
+    name: &str,
+    kind: &str,
+    settings: &str,
+) -> Result<std::sync::Arc<dyn Connector>, belay_connectors::http::ConfigError> {
+    belay_connectors::native::build(name, kind, toml::from_str(settings).expect("toml"))
+}
+
 /// The built-in catalog, loaded once.
 pub fn catalog() -> &'static belay_playbook::Catalog {
     static CATALOG: std::sync::OnceLock<belay_playbook::Catalog> = std::sync::OnceLock::new();
