@@ -7,31 +7,22 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{json, text};
+use common::{json, run_on, text};
 
-const USERS: &str = r#"data = "data"
-playbooks = "pb"
-
-[[users]]
-name = "alice"
-roles = ["responder"]
-
-[[users]]
-name = "bob"
-roles = ["responder"]
-
-[[users]]
-name = "erin"
-roles = ["admin"]
-
-[[users]]
-name = "carol"
-roles = ["admin"]
-
-[[users]]
-name = "dave"
-roles = ["viewer"]
-"#;
+/// The configuration: data and playbooks in the test directory, and these users with their roles.
+fn users() -> String {
+    let mut toml = String::from("data = \"data\"\nplaybooks = \"pb\"\n");
+    for (name, role) in [
+        ("alice", "responder"),
+        ("bob", "responder"),
+        ("erin", "admin"),
+        ("carol", "admin"),
+        ("dave", "viewer"),
+    ] {
+        toml += &format!("\n[[users]]\nname = \"{name}\"\nroles = [\"{role}\"]\n");
+    }
+    toml
+}
 
 /// A playbook blocking the event's address with the given trust level and approval options.
 fn playbook(trust: &str, approval: &str) -> String {
@@ -54,7 +45,28 @@ fn setup(pb: &str, extra_config: &str) -> tempfile::TempDir {
     let d = dir.path();
     std::fs::create_dir_all(d.join("pb")).unwrap();
     std::fs::write(d.join("pb/block.yaml"), pb).unwrap();
-    std::fs::write(d.join("belay.toml"), format!("{USERS}{extra_config}")).unwrap();
+    std::fs::write(d.join("belay.toml"), format!("{}{extra_config}", users())).unwrap();
+    dir
+}
+
+/// A guarded playbook blocking every address of an `intel.update`; its step goes on with
+/// `step_extra`.
+const FEED: &str = r#"name: block-feed
+on: { event: intel.update }
+trust: guarded
+steps:
+  - id: block
+    action: blocklist.add
+    for_each: ${{ event.observables.ips }}
+    with: { list: egress, entry: "${{ item }}" }
+"#;
+
+/// `setup` for the feed playbook (its step extended by `step_extra`), with the guardrail file
+/// `guardrails`.
+fn feed_setup(step_extra: &str, guardrails: &str) -> tempfile::TempDir {
+    let dir = setup(&format!("{FEED}{step_extra}"), "");
+    std::fs::create_dir_all(dir.path().join("guardrails")).unwrap();
+    std::fs::write(dir.path().join("guardrails/g.yaml"), guardrails).unwrap();
     dir
 }
 
@@ -84,20 +96,11 @@ fn refused(o: &Output) -> String {
 /// Runs the playbook on an alert for `ip`, as `user` when given; returns the run's JSON.
 fn alert(d: &Path, ip: &str, user: Option<&str>) -> Value {
     let ev = serde_json::json!({"kind": "ids.alert", "observables": {"ips": [ip]}});
-    std::fs::write(d.join("ev.json"), ev.to_string()).unwrap();
-    let mut args = vec![
-        "run",
-        "pb/block.yaml",
-        "--event",
-        "ev.json",
-        "--format",
-        "json",
-    ];
-    if let Some(u) = user {
-        args.extend(["--as", u]);
-    }
-    let o = belay(d, &args);
-    json(&o)
+    let args = match user {
+        Some(u) => vec!["--as", u],
+        None => vec![],
+    };
+    json(&run_on(d, "pb/block.yaml", &ev, &args))
 }
 
 fn pending(d: &Path) -> Vec<Value> {
@@ -114,9 +117,22 @@ fn listed(d: &Path) -> Vec<String> {
         .collect()
 }
 
-fn run_status(d: &Path, run_id: &str) -> Value {
-    let o = belay(d, &["runs", "show", run_id, "--format", "json"]);
-    json(&o)
+/// `runs show` of `run` (a run report), as JSON.
+fn run_status(d: &Path, run: &Value) -> Value {
+    let id = run["run_id"].as_str().unwrap();
+    json(&belay(d, &["runs", "show", id, "--format", "json"]))
+}
+
+/// `approvals VERDICT ID --as USER` (`approve` or `deny`).
+fn decide(d: &Path, verdict: &str, id: &str, user: &str) -> Output {
+    belay(d, &["approvals", verdict, id, "--as", user])
+}
+
+/// `belay ARGS --format json`, which must succeed, as JSON.
+fn ok_json(d: &Path, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.extend(["--format", "json"]);
+    serde_json::from_str(ok(&belay(d, &args)).trim()).unwrap()
 }
 
 fn id_of(a: &Value) -> String {
@@ -167,12 +183,8 @@ fn approve_applies_the_change_and_deny_does_not() {
     assert!(out.contains("approved by bob"), "{out}");
     assert!(out.contains("succeeded"), "the run resumes at once: {out}");
     assert_eq!(listed(d), ["198.51.100.7"]);
-    assert_eq!(
-        run_status(d, run["run_id"].as_str().unwrap())["status"],
-        "succeeded"
-    );
-    let changes = ok(&belay(d, &["changes", "list", "--format", "json"]));
-    let changes: Value = serde_json::from_str(changes.trim()).unwrap();
+    assert_eq!(run_status(d, &run)["status"], "succeeded");
+    let changes = ok_json(d, &["changes", "list"]);
     assert!(
         changes[0]["allowed_by"]
             .as_str()
@@ -197,7 +209,7 @@ fn approve_applies_the_change_and_deny_does_not() {
         ],
     ));
     assert_eq!(listed(d), ["198.51.100.7"]);
-    let r = run_status(d, run["run_id"].as_str().unwrap());
+    let r = run_status(d, &run);
     assert_eq!(r["status"], "failed");
     let err = r["steps"][0]["error"].as_str().unwrap();
     assert!(
@@ -205,10 +217,7 @@ fn approve_applies_the_change_and_deny_does_not() {
         "{err}"
     );
     // A decided approval takes no further decisions.
-    let o = refused(&belay(
-        d,
-        &["approvals", "approve", &id_of(a), "--as", "bob"],
-    ));
+    let o = refused(&decide(d, "approve", &id_of(a), "bob"));
     assert!(o.contains("is denied, not pending"), "{o}");
 
     let audit = ok(&belay(d, &["audit", "export"]));
@@ -230,15 +239,12 @@ fn an_unanswered_approval_is_denied_at_its_deadline_by_default() {
     let a = pending(d)[0].clone();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // Too late to approve.
-    let o = refused(&belay(
-        d,
-        &["approvals", "approve", &id_of(&a), "--as", "bob"],
-    ));
+    let o = refused(&decide(d, "approve", &id_of(&a), "bob"));
     assert!(o.contains("expired"), "{o}");
     // The next engine start resumes the run, which applies `on_timeout: deny`.
     std::fs::write(d.join("empty.jsonl"), "").unwrap();
     ok(&belay(d, &["ingest", "empty.jsonl", "--quiet"]));
-    let r = run_status(d, run["run_id"].as_str().unwrap());
+    let r = run_status(d, &run);
     assert_eq!(r["status"], "failed", "{r}");
     assert!(
         r["steps"][0]["error"]
@@ -266,10 +272,7 @@ fn on_timeout_approve_applies_after_the_deadline() {
     std::fs::write(d.join("empty.jsonl"), "").unwrap();
     ok(&belay(d, &["approvals", "list"]));
     ok(&belay(d, &["ingest", "empty.jsonl", "--quiet"]));
-    assert_eq!(
-        run_status(d, run["run_id"].as_str().unwrap())["status"],
-        "succeeded"
-    );
+    assert_eq!(run_status(d, &run)["status"], "succeeded");
     assert_eq!(listed(d), ["198.51.100.10"]);
 }
 
@@ -284,23 +287,24 @@ fn quorum_two_needs_two_different_people_and_separation_refuses_self_approval() 
     let id = id_of(&pending(d)[0]);
 
     // alice triggered the run, carol wrote the playbook, dave is no responder.
-    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "alice"]));
-    assert!(o.contains("separation of duties: alice triggered"), "{o}");
-    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "carol"]));
-    assert!(o.contains("separation of duties: carol wrote"), "{o}");
-    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "dave"]));
-    assert!(o.contains("needs responder or admin"), "{o}");
-    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "mallory"]));
-    assert!(o.contains("unknown user `mallory`"), "{o}");
+    for (user, why) in [
+        ("alice", "separation of duties: alice triggered"),
+        ("carol", "separation of duties: carol wrote"),
+        ("dave", "needs responder or admin"),
+        ("mallory", "unknown user `mallory`"),
+    ] {
+        let o = refused(&decide(d, "approve", &id, user));
+        assert!(o.contains(why), "{user}: {o}");
+    }
 
-    let o = ok(&belay(d, &["approvals", "approve", &id, "--as", "bob"]));
+    let o = ok(&decide(d, "approve", &id, "bob"));
     assert!(o.contains("1 of 2"), "{o}");
     assert!(listed(d).is_empty(), "one approval of two applies nothing");
-    let o = refused(&belay(d, &["approvals", "approve", &id, "--as", "bob"]));
+    let o = refused(&decide(d, "approve", &id, "bob"));
     assert!(o.contains("already decided"), "{o}");
     assert!(listed(d).is_empty());
 
-    ok(&belay(d, &["approvals", "approve", &id, "--as", "erin"]));
+    ok(&decide(d, "approve", &id, "erin"));
     assert_eq!(listed(d), ["203.0.113.50"]);
 }
 
@@ -316,19 +320,10 @@ fn an_approval_authorizes_only_the_change_it_was_bound_to() {
     assert_ne!(a["change_hash"], b["change_hash"]);
 
     // Approving the first change applies it and nothing else.
-    ok(&belay(
-        d,
-        &["approvals", "approve", &id_of(a), "--as", "bob"],
-    ));
+    ok(&decide(d, "approve", &id_of(a), "bob"));
     assert_eq!(listed(d), ["192.0.2.1"]);
-    assert_eq!(
-        run_status(d, second["run_id"].as_str().unwrap())["status"],
-        "waiting_approval"
-    );
-    assert_eq!(
-        run_status(d, first["run_id"].as_str().unwrap())["status"],
-        "succeeded"
-    );
+    assert_eq!(run_status(d, &second)["status"], "waiting_approval");
+    assert_eq!(run_status(d, &first)["status"], "succeeded");
 
     // Bind the second approval to a different change (as if its inputs were re-planned), then
     // approve it: the run does not apply the change; it asks again for the change it has.
@@ -341,25 +336,15 @@ fn an_approval_authorizes_only_the_change_it_was_bound_to() {
         .unwrap();
     assert_eq!(n, 1);
     drop(db);
-    ok(&belay(
-        d,
-        &["approvals", "approve", &id_of(b), "--as", "bob"],
-    ));
+    ok(&decide(d, "approve", &id_of(b), "bob"));
     assert_eq!(
         listed(d),
         ["192.0.2.1"],
         "a mismatched approval applies nothing"
     );
-    let r = run_status(d, second["run_id"].as_str().unwrap());
+    let r = run_status(d, &second);
     assert_eq!(r["status"], "waiting_approval", "{r}");
-    let all: Value = serde_json::from_str(
-        ok(&belay(
-            d,
-            &["approvals", "list", "--all", "--format", "json"],
-        ))
-        .trim(),
-    )
-    .unwrap();
+    let all: Value = ok_json(d, &["approvals", "list", "--all"]);
     let statuses: Vec<&str> = all
         .as_array()
         .unwrap()
@@ -370,49 +355,19 @@ fn an_approval_authorizes_only_the_change_it_was_bound_to() {
     let fresh = &pending(d)[0];
     assert_eq!(fresh["with"]["entry"], "192.0.2.2");
     assert_eq!(fresh["change_hash"], b["change_hash"]);
-    ok(&belay(
-        d,
-        &["approvals", "approve", &id_of(fresh), "--as", "bob"],
-    ));
+    ok(&decide(d, "approve", &id_of(fresh), "bob"));
     assert_eq!(listed(d), ["192.0.2.1", "192.0.2.2"]);
 }
 
 #[test]
 fn a_guardrail_hold_is_decided_by_a_person_for_the_whole_batch() {
-    let dir = setup(
-        r#"name: block-feed
-on: { event: intel.update }
-trust: guarded
-steps:
-  - id: block
-    action: blocklist.add
-    for_each: ${{ event.observables.ips }}
-    with: { list: egress, entry: "${{ item }}" }
-    guardrails: [feed-batch]
-"#,
-        "",
+    let dir = feed_setup(
+        "    guardrails: [feed-batch]\n",
+        "guardrails:\n  - name: feed-batch\n    applies_to: [blocklist.add]\n    batch: { max: 2 }\n    alert: soc-admins\n",
     );
     let d = dir.path();
-    std::fs::create_dir_all(d.join("guardrails")).unwrap();
-    std::fs::write(
-        d.join("guardrails/g.yaml"),
-        "guardrails:\n  - name: feed-batch\n    applies_to: [blocklist.add]\n    batch: { max: 2 }\n    alert: soc-admins\n",
-    )
-    .unwrap();
     let ev = serde_json::json!({"kind": "intel.update", "observables": {"ips": ["192.0.2.10", "192.0.2.11", "192.0.2.12"]}});
-    std::fs::write(d.join("ev.json"), ev.to_string()).unwrap();
-    let o = belay(
-        d,
-        &[
-            "run",
-            "pb/block.yaml",
-            "--event",
-            "ev.json",
-            "--format",
-            "json",
-        ],
-    );
-    let run = json(&o);
+    let run = json(&run_on(d, "pb/block.yaml", &ev, &[]));
     assert_eq!(run["status"], "waiting_approval");
     assert!(listed(d).is_empty(), "a held batch is held whole");
     let list = pending(d);
@@ -425,17 +380,12 @@ steps:
         "{}",
         list[0]
     );
-    ok(&belay(
-        d,
-        &["approvals", "approve", &id_of(&list[0]), "--as", "erin"],
-    ));
+    ok(&decide(d, "approve", &id_of(&list[0]), "erin"));
     // Items run concurrently: the order of lines is not fixed, the set is.
     let mut all = listed(d);
     all.sort();
     assert_eq!(all, ["192.0.2.10", "192.0.2.11", "192.0.2.12"]);
-    let changes: Value =
-        serde_json::from_str(ok(&belay(d, &["changes", "list", "--format", "json"])).trim())
-            .unwrap();
+    let changes: Value = ok_json(d, &["changes", "list"]);
     for c in changes.as_array().unwrap() {
         assert!(
             c["allowed_by"].as_str().unwrap().starts_with("approval:"),
@@ -469,9 +419,7 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
         ],
     ));
     assert!(listed(d).is_empty());
-    let report: Value =
-        serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
-            .unwrap();
+    let report: Value = ok_json(d, &["trust", "report"]);
     let step = &report[0];
     assert_eq!(step["effective"], "approve", "{step}");
     assert_eq!(step["declared"], "log");
@@ -488,27 +436,9 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
     assert_eq!(run["status"], "waiting_approval", "demoted: {run}");
     assert!(listed(d).is_empty());
     // Approvals earn it back: the report suggests promotion after the configured number.
-    ok(&belay(
-        d,
-        &[
-            "approvals",
-            "approve",
-            &id_of(&pending(d)[0]),
-            "--as",
-            "bob",
-        ],
-    ));
+    ok(&decide(d, "approve", &id_of(&pending(d)[0]), "bob"));
     alert(d, "192.0.2.22", None);
-    ok(&belay(
-        d,
-        &[
-            "approvals",
-            "approve",
-            &id_of(&pending(d)[0]),
-            "--as",
-            "bob",
-        ],
-    ));
+    ok(&decide(d, "approve", &id_of(&pending(d)[0]), "bob"));
 
     let o = refused(&belay(
         d,
@@ -519,9 +449,7 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
         d,
         &["trust", "reset", "block-ip", "block", "--as", "erin"],
     ));
-    let report: Value =
-        serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
-            .unwrap();
+    let report: Value = ok_json(d, &["trust", "report"]);
     assert_eq!(report[0]["effective"], "log");
     let run = alert(d, "192.0.2.23", None);
     assert_eq!(run["status"], "succeeded", "reset: runs alone again");
@@ -538,20 +466,9 @@ fn the_trust_report_recommends_promotion_after_enough_clean_approvals() {
     let d = dir.path();
     for i in 0..3 {
         alert(d, &format!("192.0.2.{}", 30 + i), None);
-        ok(&belay(
-            d,
-            &[
-                "approvals",
-                "approve",
-                &id_of(&pending(d)[0]),
-                "--as",
-                "bob",
-            ],
-        ));
+        ok(&decide(d, "approve", &id_of(&pending(d)[0]), "bob"));
     }
-    let report: Value =
-        serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
-            .unwrap();
+    let report: Value = ok_json(d, &["trust", "report"]);
     let step = &report[0];
     assert_eq!(step["recommendation"], "promote to log", "{step}");
     assert_eq!(
@@ -563,13 +480,8 @@ fn the_trust_report_recommends_promotion_after_enough_clean_approvals() {
 
     // One denial keeps it at approve, with the reason.
     alert(d, "192.0.2.40", None);
-    ok(&belay(
-        d,
-        &["approvals", "deny", &id_of(&pending(d)[0]), "--as", "bob"],
-    ));
-    let report: Value =
-        serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
-            .unwrap();
+    ok(&decide(d, "deny", &id_of(&pending(d)[0]), "bob"));
+    let report: Value = ok_json(d, &["trust", "report"]);
     assert_eq!(report[0]["recommendation"], "keep");
     assert!(
         report[0]["reason"]
@@ -583,25 +495,11 @@ fn the_trust_report_recommends_promotion_after_enough_clean_approvals() {
 
 #[test]
 fn a_feed_update_ten_times_the_learned_baseline_is_held_whole() {
-    let dir = setup(
-        r#"name: block-feed
-on: { event: intel.update }
-trust: guarded
-steps:
-  - id: block
-    action: blocklist.add
-    for_each: ${{ event.observables.ips }}
-    with: { list: egress, entry: "${{ item }}" }
-"#,
+    let dir = feed_setup(
         "",
+        "guardrails:\n  - name: feed-baseline\n    applies_to: [blocklist.add]\n    baseline: { per: 1h, factor: 3, min_history: 0s }\n",
     );
     let d = dir.path();
-    std::fs::create_dir_all(d.join("guardrails")).unwrap();
-    std::fs::write(
-        d.join("guardrails/g.yaml"),
-        "guardrails:\n  - name: feed-baseline\n    applies_to: [blocklist.add]\n    baseline: { per: 1h, factor: 3, min_history: 0s }\n",
-    )
-    .unwrap();
     // History: twelve feed updates of three addresses each.
     let mut lines = String::new();
     for u in 0..12 {
@@ -619,19 +517,7 @@ steps:
     // An update ten times the usual size is held, and nothing of it is applied.
     let ips: Vec<String> = (0..30).map(|i| format!("10.99.0.{i}")).collect();
     let ev = serde_json::json!({"kind": "intel.update", "observables": {"ips": ips}});
-    std::fs::write(d.join("ev.json"), ev.to_string()).unwrap();
-    let o = belay(
-        d,
-        &[
-            "run",
-            "pb/block.yaml",
-            "--event",
-            "ev.json",
-            "--format",
-            "json",
-        ],
-    );
-    let run = json(&o);
+    let run = json(&run_on(d, "pb/block.yaml", &ev, &[]));
     assert_eq!(run["status"], "waiting_approval", "{run}");
     assert_eq!(listed(d).len(), 36, "held whole");
     let reason = pending(d)[0]["reason"].as_str().unwrap().to_owned();
@@ -683,9 +569,7 @@ fn the_trust_report_recommends_guarded_once_a_baseline_has_enough_history() {
         assert_eq!(run["status"], "succeeded", "{run}");
     }
     let recommend = |d: &Path| -> Value {
-        let report: Value =
-            serde_json::from_str(ok(&belay(d, &["trust", "report", "--format", "json"])).trim())
-                .unwrap();
+        let report: Value = ok_json(d, &["trust", "report"]);
         report[0].clone()
     };
     // Enough clean changes, but nothing would catch an unusual run at `guarded` yet.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 mod common;
-use common::{belay, json, text};
+use common::{assert_contains_all, belay, json, run_on, text};
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -25,16 +25,17 @@ fn lint_reports_every_error_with_its_line_and_column() {
     let o = belay(dir.path(), &["lint", "bad.yaml", "broken.yaml"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    for want in [
-        "bad.yaml:8:5: error: unknown key `colour` in a step",
-        "bad.yaml:11:13: error: unknown action `firewall.block_ipp`",
-        "hint: did you mean `firewall.block_ip`?",
-        "bad.yaml:15:17: error: expression `event.kind +` does not parse",
-        "bad.yaml:19:16: error: step `d` refers to step `zz`, which does not run before it",
-        "broken.yaml:3:3: error: YAML syntax error",
-    ] {
-        assert!(out.contains(want), "missing {want:?} in:\n{out}");
-    }
+    assert_contains_all(
+        &out,
+        &[
+            "bad.yaml:8:5: error: unknown key `colour` in a step",
+            "bad.yaml:11:13: error: unknown action `firewall.block_ipp`",
+            "hint: did you mean `firewall.block_ip`?",
+            "bad.yaml:15:17: error: expression `event.kind +` does not parse",
+            "bad.yaml:19:16: error: step `d` refers to step `zz`, which does not run before it",
+            "broken.yaml:3:3: error: YAML syntax error",
+        ],
+    );
 }
 
 #[test]
@@ -51,17 +52,13 @@ fn lint_checks_inputs_and_sub_playbook_cycles() {
     )
     .unwrap();
     let out = text(&belay(dir.path(), &["lint", "."]));
-    assert!(
-        out.contains("./a.yaml:5:13: error: input `list` of `blocklist.add` is invalid"),
-        "{out}"
-    );
-    assert!(
-        out.contains("./a.yaml:5:39: error: action `blocklist.add` has no input `extra`"),
-        "{out}"
-    );
-    assert!(
-        out.contains("./a.yaml:7:15: error: sub-playbook cycle: a -> b -> a"),
-        "{out}"
+    assert_contains_all(
+        &out,
+        &[
+            "./a.yaml:5:13: error: input `list` of `blocklist.add` is invalid",
+            "./a.yaml:5:39: error: action `blocklist.add` has no input `extra`",
+            "./a.yaml:7:15: error: sub-playbook cycle: a -> b -> a",
+        ],
     );
 }
 
@@ -94,13 +91,12 @@ fn a_test_with_a_wrong_expectation_fails() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.lines().any(|l| l == "0 passed, 1 failed"), "{out}");
-    assert!(
-        out.contains("expected `blocklist.add` with {\"entry\":\"192.0.2.99\"}"),
-        "{out}"
-    );
-    assert!(
-        out.contains("`core.log` must not happen, it happened 1 time(s)"),
-        "{out}"
+    assert_contains_all(
+        &out,
+        &[
+            "expected `blocklist.add` with {\"entry\":\"192.0.2.99\"}",
+            "`core.log` must not happen, it happened 1 time(s)",
+        ],
     );
 }
 
@@ -207,21 +203,19 @@ fn a_missing_field_fails_the_step_and_names_the_path() {
         "name: strict\ntrust: log\nsteps:\n  - id: parse\n    action: core.log\n    with: { message: \"${{ event.data.message }}\" }\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("ev.json"),
-        r#"{"kind":"x","data":{"subject":"hi"}}"#,
-    )
-    .unwrap();
-    let o = belay(
-        dir.path(),
-        &["run", "pb.yaml", "--event", "ev.json", "--format", "json"],
-    );
+    let ev = serde_json::json!({"kind": "x", "data": {"subject": "hi"}});
+    let o = run_on(dir.path(), "pb.yaml", &ev, &[]);
     assert_eq!(o.status.code(), Some(1));
     let report = json(&o);
     assert_eq!(report["status"], "failed");
     let err = report["error"].as_str().unwrap();
-    assert!(err.contains("step `parse` failed"), "{err}");
-    assert!(err.contains("`event.data.message` is not defined (`event.data` has no field `message`; it has: subject)"), "{err}");
+    assert_contains_all(
+        err,
+        &[
+            "step `parse` failed",
+            "`event.data.message` is not defined (`event.data` has no field `message`; it has: subject)",
+        ],
+    );
 }
 
 #[test]
@@ -244,17 +238,13 @@ fn bad_events_are_rejected_with_a_reason_and_change_nothing() {
     );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    assert!(
-        out.contains("events.jsonl:1: rejected: invalid event: unknown variant `urgent`"),
-        "{out}"
-    );
-    assert!(
-        out.contains("events.jsonl:2: rejected: event is not valid JSON"),
-        "{out}"
-    );
-    assert!(
-        out.contains("1 accepted, 0 duplicate, 0 conflict, 2 rejected"),
-        "{out}"
+    assert_contains_all(
+        &out,
+        &[
+            "events.jsonl:1: rejected: invalid event: unknown variant `urgent`",
+            "events.jsonl:2: rejected: event is not valid JSON",
+            "1 accepted, 0 duplicate, 0 conflict, 2 rejected",
+        ],
     );
     let o = belay(
         dir.path(),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 mod common;
-use common::{belay, json, text};
+use common::{belay, json, run_on, text};
 
 const PLAYBOOK: &str = r#"name: block
 on: { event: block }
@@ -31,19 +31,7 @@ fn setup(guardrails: &str) -> tempfile::TempDir {
 
 fn run(d: &Path, ips: &[&str]) -> Value {
     let ev = serde_json::json!({"kind": "block", "observables": {"ips": ips}});
-    std::fs::write(d.join("ev.json"), ev.to_string()).unwrap();
-    let o = belay(
-        d,
-        &[
-            "run",
-            "pbs/block.yaml",
-            "--event",
-            "ev.json",
-            "--format",
-            "json",
-        ],
-    );
-    json(&o)
+    json(&run_on(d, "pbs/block.yaml", &ev, &[]))
 }
 
 fn listed(d: &Path) -> Vec<String> {

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
-use common::{belay, json, json_lines, text};
+use common::{assert_contains_all, belay, json, json_lines, text};
 
 /// Generous bound that only turns a hang into a failure; nothing here measures speed.
 const HANG: Duration = Duration::from_secs(120);
@@ -474,15 +474,14 @@ fn parse_reports_nul_lines_and_a_leading_dash() {
     let o = belay(dir.path(), &["logs", "parse", log.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("odd.log:1: the message is 4 NUL byte(s) and no text"),
-        "{err}"
+    assert_contains_all(
+        &err,
+        &[
+            "odd.log:1: the message is 4 NUL byte(s) and no text",
+            "odd.log:2: no header field found, and `-`",
+            "2 line(s) with a parse error",
+        ],
     );
-    assert!(
-        err.contains("odd.log:2: no header field found, and `-`"),
-        "{err}"
-    );
-    assert!(err.contains("2 line(s) with a parse error"), "{err}");
     let out = String::from_utf8_lossy(&o.stdout);
     let events: Vec<Value> = out
         .lines()

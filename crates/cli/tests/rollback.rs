@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{belay, json, text};
+use common::{belay, json, run_on, text};
 
 fn ok(o: Output) -> String {
     let text = text(&o);
@@ -47,19 +47,7 @@ fn list(dir: &Path) -> String {
 
 fn run_event(dir: &Path, add: &[&str], remove: &[&str]) -> String {
     let ev = serde_json::json!({"kind": "churn", "data": {"add": add, "remove": remove}});
-    std::fs::write(dir.join("ev.json"), ev.to_string()).unwrap();
-    let o = belay(
-        dir,
-        &[
-            "run",
-            "pbs/churn.yaml",
-            "--event",
-            "ev.json",
-            "--format",
-            "json",
-        ],
-    );
-    let report = json(&o);
+    let report = json(&run_on(dir, "pbs/churn.yaml", &ev, &[]));
     assert_eq!(report["status"], "succeeded", "{report}");
     report["run_id"].as_str().unwrap().to_owned()
 }
@@ -220,19 +208,12 @@ fn on_error_rollback_undoes_the_runs_earlier_changes() {
         "name: undo\ntrust: log\nsteps:\n  - id: add\n    action: blocklist.add\n    with: { list: egress, entry: 203.0.113.8 }\n  - id: remove\n    action: blocklist.remove\n    with: { list: egress, entry: 192.0.2.2 }\n  - id: boom\n    action: core.fail\n    with: { message: downstream refused }\n    on_error: rollback\n",
     )
     .unwrap();
-    std::fs::write(d.join("ev.json"), r#"{"kind":"x"}"#).unwrap();
-    let o = belay(
+    let report = json(&run_on(
         d,
-        &[
-            "run",
-            "pbs/undo.yaml",
-            "--event",
-            "ev.json",
-            "--format",
-            "json",
-        ],
-    );
-    let report = json(&o);
+        "pbs/undo.yaml",
+        &serde_json::json!({"kind": "x"}),
+        &[],
+    ));
     assert_eq!(report["status"], "failed");
     assert!(
         report["error"]

@@ -24,6 +24,32 @@ fn settings(lab: &LabHandle) -> HttpSettings {
     }
 }
 
+/// A lab failing `fault_rate` of its requests (5xx, 429 with no wait, stalls of `stall`), its
+/// faults drawn from `seed`; and client settings for it with `retries` retries of attempts that
+/// time out after `timeout`.
+async fn faulty_lab(
+    fault_rate: f64,
+    seed: u64,
+    stall: Duration,
+    retries: u32,
+    timeout: Duration,
+) -> (LabHandle, HttpSettings) {
+    let lab = lab(LabConfig {
+        fault_rate,
+        seed,
+        retry_after: 0,
+        stall,
+        ..LabConfig::default()
+    })
+    .await;
+    let s = HttpSettings {
+        retries,
+        timeout,
+        ..settings(&lab)
+    };
+    (lab, s)
+}
+
 fn connector(spec: &str, settings: HttpSettings) -> Http {
     let spec = Spec::builtin(spec)
         .expect("a builtin spec")
@@ -393,17 +419,14 @@ actions:
 
 #[tokio::test]
 async fn transient_faults_are_retried_and_permanent_ones_are_not() {
-    let lab = lab(LabConfig {
-        fault_rate: 0.6,
-        seed: 7,
-        retry_after: 0,
-        stall: Duration::from_secs(3),
-        ..LabConfig::default()
-    })
+    let (lab, s) = faulty_lab(
+        0.6,
+        7,
+        Duration::from_secs(3),
+        25,
+        Duration::from_millis(400),
+    )
     .await;
-    let mut s = settings(&lab);
-    s.retries = 25;
-    s.timeout = Duration::from_millis(400);
     let siem = connector("siem-lab", s);
     for i in 0..10 {
         let out = call(
@@ -435,16 +458,14 @@ async fn transient_faults_are_retried_and_permanent_ones_are_not() {
 
 #[tokio::test]
 async fn the_breaker_opens_after_consecutive_failures_and_closes_after_a_good_trial() {
-    let lab = lab(LabConfig {
-        fault_rate: 1.0,
-        retry_after: 0,
-        stall: Duration::from_secs(2),
-        ..LabConfig::default()
-    })
+    let (lab, mut s) = faulty_lab(
+        1.0,
+        LabConfig::default().seed,
+        Duration::from_secs(2),
+        0,
+        Duration::from_millis(300),
+    )
     .await;
-    let mut s = settings(&lab);
-    s.retries = 0;
-    s.timeout = Duration::from_millis(300);
     s.breaker_failures = 3;
     s.breaker_cooldown = Duration::from_secs(2);
     let edr = connector("edr-lab", s);
@@ -507,17 +528,14 @@ async fn oauth2_basic_and_api_key_auth_work_and_a_wrong_secret_is_a_permanent_er
 /// exactly once (checked against the simulators' own state), and so does every undo.
 #[tokio::test]
 async fn with_20_percent_faults_every_change_is_applied_exactly_once() {
-    let lab = lab(LabConfig {
-        fault_rate: 0.2,
-        seed: 2026,
-        retry_after: 0,
-        stall: Duration::from_secs(2),
-        ..LabConfig::default()
-    })
+    let (lab, mut s) = faulty_lab(
+        0.2,
+        2026,
+        Duration::from_secs(2),
+        10,
+        Duration::from_millis(500),
+    )
     .await;
-    let mut s = settings(&lab);
-    s.retries = 10;
-    s.timeout = Duration::from_millis(500);
     s.breaker_failures = 0;
     let edr = connector("edr-lab", s.clone());
     let siem = connector("siem-lab", s.clone());

@@ -5,15 +5,12 @@ use belay_connectors::{ActionError, Call, Connector, ErrorKind};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+mod common;
+
 const SAMPLE: &[u8] = b"belay-test-malware-7f3c2a\n";
 
 async fn sandbox() -> Option<Sandbox> {
-    if let Err(why) = Sandbox::available() {
-        assert!(
-            std::env::var("BELAY_REQUIRE_NATIVE").as_deref() != Ok("1"),
-            "ClamAV is required (BELAY_REQUIRE_NATIVE=1): {why}"
-        );
-        eprintln!("skipped: {why}");
+    if !common::usable("ClamAV", Sandbox::available()) {
         return None;
     }
     Some(
@@ -105,16 +102,12 @@ async fn refused_and_missing_paths() {
 
 #[test]
 fn built_from_configuration() {
-    let table: toml::Table = toml::from_str(
-        r#"
+    let settings = r#"
         socket = "/run/clamav/clamd.ctl"
         root = "/srv/endpoints"
         hosts = { "laptop-7" = "/srv/endpoints/laptop-7" }
-        "#,
-    )
-    .expect("toml");
-    let c = belay_connectors::native::build("scan", "clamav", table).expect("clamav connector");
+    "#;
+    let c = common::build("scan", "clamav", settings).expect("clamav connector");
     assert_eq!(c.family(), "scan");
-    let relative: toml::Table = toml::from_str("socket = \"/s\"\nroot = \"srv\"").expect("toml");
-    assert!(belay_connectors::native::build("scan", "clamav", relative).is_err());
+    assert!(common::build("scan", "clamav", "socket = \"/s\"\nroot = \"srv\"").is_err());
 }

@@ -3,11 +3,11 @@
 //! (with the reason) when root or the tools are missing, unless BELAY_REQUIRE_NATIVE=1.
 
 use belay_connectors::native::directory::{Gpasswd, Sandbox};
-use belay_connectors::{Connector, ErrorKind};
+
 use serde_json::json;
 
 mod common;
-use common::{call, inverse};
+use common::{call, change, inverse, refused, state};
 
 fn sandbox() -> Option<Sandbox> {
     common::usable("gpasswd", Sandbox::available())
@@ -31,10 +31,7 @@ async fn reverts_an_escalation_and_puts_it_back() {
     let dir = Gpasswd::new("dir", sb.config("cfo-laptop")).expect("config");
 
     let input = json!({ "user": "mallory", "group": "cfo-admins", "host": "CFO-laptop" });
-    let before = dir
-        .read_state("directory.remove_member", &input)
-        .await
-        .expect("state");
+    let before = state(&dir, "directory.remove_member", &input).await;
     assert_eq!(before, json!({ "member": true }));
     let out = call(&dir, "directory.remove_member", input.clone())
         .await
@@ -44,9 +41,7 @@ async fn reverts_an_escalation_and_puts_it_back() {
         json!({ "user": "mallory", "group": "cfo-admins", "changed": true })
     );
     assert_eq!(
-        dir.read_state("directory.remove_member", &input)
-            .await
-            .expect("state"),
+        state(&dir, "directory.remove_member", &input).await,
         json!({ "member": false })
     );
     // Checked with the system's own view of the group, inside the namespace.
@@ -60,22 +55,13 @@ async fn reverts_an_escalation_and_puts_it_back() {
     .await
     .expect("members");
     assert_eq!(members, json!({ "members": ["carol"], "member": false }));
-    assert_eq!(
-        call(&dir, "directory.remove_member", input.clone())
-            .await
-            .expect("repeat")["changed"],
-        false
-    );
+    change(&dir, "directory.remove_member", input.clone(), false).await;
 
     // The catalog's inverse: directory.add_member with [user, group, host].
     let (undo, with) = inverse("directory.remove_member", &input, &before);
     assert_eq!(undo, "directory.add_member");
-    let out = call(&dir, &undo, with.clone()).await.expect("adds back");
-    assert_eq!(out["changed"], true);
-    assert_eq!(
-        call(&dir, &undo, with).await.expect("repeat")["changed"],
-        false
-    );
+    change(&dir, &undo, with.clone(), true).await;
+    change(&dir, &undo, with, false).await;
     let line = sb.run(&["getent", "group", "cfo-admins"]).expect("getent");
     assert!(line.contains("mallory") && line.contains("carol"), "{line}");
     drop(sb);
@@ -120,11 +106,7 @@ async fn unknown_users_groups_and_hosts_fail_cleanly() {
             "unknown group",
         ),
     ] {
-        let err = call(&dir, action, input.clone())
-            .await
-            .expect_err("refused");
-        assert_eq!(err.kind, ErrorKind::Permanent, "{input}");
-        assert!(err.message.contains(needle), "{input}: {}", err.message);
+        refused(&dir, action, input, needle).await;
     }
     assert_eq!(
         sb.run(&["getent", "group", "wheel2"]).expect("getent"),
@@ -139,10 +121,8 @@ async fn unknown_users_groups_and_hosts_fail_cleanly() {
 
 #[test]
 fn configuration_is_checked() {
-    let table: toml::Table =
-        toml::from_str("command_prefix = [\"ssh\", \"h1\"]\nhosts = [\"h1\"]").expect("toml");
-    let c = belay_connectors::native::build("dir", "gpasswd", table).expect("builds");
+    let settings = "command_prefix = [\"ssh\", \"h1\"]\nhosts = [\"h1\"]";
+    let c = common::build("dir", "gpasswd", settings).expect("builds");
     assert_eq!(c.family(), "directory");
-    let bad: toml::Table = toml::from_str("prefix = []").expect("toml");
-    assert!(belay_connectors::native::build("dir", "gpasswd", bad).is_err());
+    assert!(common::build("dir", "gpasswd", "prefix = []").is_err());
 }

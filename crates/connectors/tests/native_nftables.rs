@@ -2,22 +2,18 @@
 //! pair, checked with real TCP connections. Skipped (with the reason) when nftables or root is
 //! missing, unless BELAY_REQUIRE_NATIVE=1.
 
+use belay_connectors::Connector;
 use belay_connectors::native::nftables::{Nftables, Sandbox};
-use belay_connectors::{Connector, ErrorKind};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::net::IpAddr;
 use std::time::Duration;
 
 mod common;
-use common::{call, inverse};
+use common::{call, change, inverse, refused, state};
 
 fn sandbox() -> Option<Sandbox> {
     common::usable("nftables", Sandbox::available())
         .then(|| Sandbox::start().expect("sandbox starts"))
-}
-
-async fn state(c: &Nftables, action: &str, input: Value) -> Value {
-    c.read_state(action, &input).await.expect("state reads")
 }
 
 fn reachable(sb: &Sandbox, to: IpAddr) -> bool {
@@ -44,33 +40,22 @@ async fn blocks_ipv4_and_ipv6_egress_and_unblocks_them() {
     );
 
     let input = json!({ "address": v4.to_string(), "set": "egress", "reason": "intel feed X" });
-    let before4 = state(&fw, "firewall.block_ip", input.clone()).await;
+    let before4 = state(&fw, "firewall.block_ip", &input).await;
     assert_eq!(before4["present"], false);
-    let out = call(&fw, "firewall.block_ip", input.clone())
-        .await
-        .expect("blocks");
-    assert_eq!(out["changed"], true);
+    let out = change(&fw, "firewall.block_ip", input.clone(), true).await;
     assert_eq!(out["address"], v4.to_string());
     assert!(out.get("expires").is_none(), "permanent block: {out}");
-    let after = state(&fw, "firewall.block_ip", input.clone()).await;
+    let after = state(&fw, "firewall.block_ip", &input).await;
     assert_eq!(after["present"], true);
     assert_eq!(after["comment"], "intel feed X");
     assert!(!reachable(&sb, v4), "IPv4 blocked");
     assert!(reachable(&sb, v6), "IPv6 untouched");
 
-    let again = call(&fw, "firewall.block_ip", input.clone())
-        .await
-        .expect("repeat");
-    assert_eq!(again["changed"], false);
+    change(&fw, "firewall.block_ip", input.clone(), false).await;
 
     let input6 = json!({ "address": v6.to_string(), "set": "egress" });
-    let before6 = state(&fw, "firewall.block_ip", input6.clone()).await;
-    assert_eq!(
-        call(&fw, "firewall.block_ip", input6.clone())
-            .await
-            .expect("blocks v6")["changed"],
-        true
-    );
+    let before6 = state(&fw, "firewall.block_ip", &input6).await;
+    change(&fw, "firewall.block_ip", input6.clone(), true).await;
     assert!(!reachable(&sb, v6), "IPv6 blocked");
     let status = call(&fw, "firewall.status", json!({ "address": v6.to_string() }))
         .await
@@ -82,14 +67,12 @@ async fn blocks_ipv4_and_ipv6_egress_and_unblocks_them() {
     for (i, before) in [(&input, &before4), (&input6, &before6)] {
         let (undo, with) = inverse("firewall.block_ip", i, before);
         assert_eq!(undo, "firewall.unblock_ip");
-        let out = call(&fw, &undo, with.clone()).await.expect("unblocks");
-        assert_eq!(out["changed"], true);
-        let again = call(&fw, &undo, with).await.expect("repeat");
-        assert_eq!(again["changed"], false);
+        change(&fw, &undo, with.clone(), true).await;
+        change(&fw, &undo, with, false).await;
     }
     assert!(reachable(&sb, v4) && reachable(&sb, v6), "reachable again");
     assert_eq!(
-        state(&fw, "firewall.block_ip", input).await["present"],
+        state(&fw, "firewall.block_ip", &input).await["present"],
         false
     );
 }
@@ -99,12 +82,7 @@ async fn a_network_block_covers_its_addresses() {
     let Some(sb) = sandbox() else { return };
     let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
     let net = json!({ "address": "10.77.0.0/24" });
-    assert_eq!(
-        call(&fw, "firewall.block_ip", net.clone())
-            .await
-            .expect("blocks")["changed"],
-        true
-    );
+    change(&fw, "firewall.block_ip", net.clone(), true).await;
     assert!(!reachable(&sb, sb.server_v4()), "the network is blocked");
     let status = call(&fw, "firewall.status", json!({ "address": "10.77.0.2" }))
         .await
@@ -113,32 +91,24 @@ async fn a_network_block_covers_its_addresses() {
     assert_eq!(status["matched"], "10.77.0.0/24");
     // An address inside is already blocked: nothing to do, and nothing to undo.
     let inside = json!({ "address": "10.77.0.2" });
-    assert_eq!(
-        call(&fw, "firewall.block_ip", inside.clone())
-            .await
-            .expect("covered")["changed"],
-        false
-    );
-    let st = state(&fw, "firewall.block_ip", inside).await;
+    change(&fw, "firewall.block_ip", inside.clone(), false).await;
+    let st = state(&fw, "firewall.block_ip", &inside).await;
     assert_eq!(
         (st["present"].clone(), st["covered_by"].clone()),
         (json!(false), json!("10.77.0.0/24"))
     );
     // A wider network would overlap the element: refused, nothing changed.
     let before = ruleset(sb.client_netns());
-    let err = call(&fw, "firewall.block_ip", json!({ "address": "10.0.0.0/8" }))
-        .await
-        .expect_err("overlap refused");
-    assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("10.77.0.0/24"), "{}", err.message);
+    refused(
+        &fw,
+        "firewall.block_ip",
+        json!({ "address": "10.0.0.0/8" }),
+        "10.77.0.0/24",
+    )
+    .await;
     assert_eq!(ruleset(sb.client_netns()), before);
 
-    assert_eq!(
-        call(&fw, "firewall.unblock_ip", net)
-            .await
-            .expect("unblocks")["changed"],
-        true
-    );
+    change(&fw, "firewall.unblock_ip", net, true).await;
     assert!(reachable(&sb, sb.server_v4()), "reachable again");
 }
 
@@ -147,19 +117,16 @@ async fn a_timed_block_lapses_by_itself() {
     let Some(sb) = sandbox() else { return };
     let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
     let input = json!({ "address": sb.server_v6().to_string(), "timeout": "2s" });
-    let out = call(&fw, "firewall.block_ip", input.clone())
-        .await
-        .expect("blocks");
-    assert_eq!(out["changed"], true);
+    let out = change(&fw, "firewall.block_ip", input.clone(), true).await;
     assert!(out["expires"].is_string(), "{out}");
-    let st = state(&fw, "firewall.block_ip", input.clone()).await;
+    let st = state(&fw, "firewall.block_ip", &input).await;
     assert_eq!(st["present"], true);
     assert_eq!(st["timeout"], 2);
     assert!(!reachable(&sb, sb.server_v6()), "blocked for now");
     tokio::time::sleep(Duration::from_millis(2300)).await;
     assert!(reachable(&sb, sb.server_v6()), "the block lapsed");
     assert_eq!(
-        state(&fw, "firewall.block_ip", input).await["present"],
+        state(&fw, "firewall.block_ip", &input).await["present"],
         false
     );
 }
@@ -172,21 +139,15 @@ async fn undoing_an_unblock_restores_the_remaining_timeout_and_reason() {
     let block = json!({ "address": v4, "timeout": "1h", "reason": "C2 server" });
     call(&fw, "firewall.block_ip", block).await.expect("blocks");
     let unblock = json!({ "address": v4 });
-    let before = state(&fw, "firewall.unblock_ip", unblock.clone()).await;
-    let out = call(&fw, "firewall.unblock_ip", unblock.clone())
-        .await
-        .expect("unblocks");
-    assert_eq!(out["changed"], true);
+    let before = state(&fw, "firewall.unblock_ip", &unblock).await;
+    change(&fw, "firewall.unblock_ip", unblock.clone(), true).await;
     assert!(reachable(&sb, sb.server_v4()));
     // The catalog's inverse takes the remaining timeout and the comment from the before-state.
     let (undo, with) = inverse("firewall.unblock_ip", &unblock, &before);
     assert_eq!(undo, "firewall.block_ip");
     assert_eq!(with["reason"], "C2 server");
-    assert_eq!(
-        call(&fw, &undo, with).await.expect("re-blocks")["changed"],
-        true
-    );
-    let after = state(&fw, "firewall.block_ip", unblock).await;
+    change(&fw, &undo, with, true).await;
+    let after = state(&fw, "firewall.block_ip", &unblock).await;
     let timeout = after["timeout"].as_u64().expect("timed");
     assert!((3590..=3600).contains(&timeout), "{after}");
     assert_eq!(after["comment"], "C2 server");
@@ -203,7 +164,7 @@ async fn quarantine_by_mac_and_by_ip_cuts_the_device_off() {
     let mac = sb.client_mac().to_uppercase().replace(':', "-");
     let input = json!({ "device": mac, "reason": "rogue access point" });
     assert_eq!(
-        state(&nac, "nac.quarantine", input.clone()).await["quarantined"],
+        state(&nac, "nac.quarantine", &input).await["quarantined"],
         false
     );
     let out = call(&nac, "nac.quarantine", input.clone())
@@ -223,45 +184,24 @@ async fn quarantine_by_mac_and_by_ip_cuts_the_device_off() {
     assert_eq!(status["quarantined"], true);
     assert!(status["since"].is_string(), "{status}");
     assert_eq!(
-        state(&nac, "nac.quarantine", input.clone()).await["reason"],
+        state(&nac, "nac.quarantine", &input).await["reason"],
         "rogue access point"
     );
-    assert_eq!(
-        call(&nac, "nac.quarantine", input.clone())
-            .await
-            .expect("repeat")["changed"],
-        false
-    );
+    change(&nac, "nac.quarantine", input.clone(), false).await;
     // The catalog's inverse: nac.release with [device].
     let (undo, release) = inverse("nac.quarantine", &input, &json!({ "quarantined": false }));
     assert_eq!(undo, "nac.release");
-    assert_eq!(
-        call(&nac, "nac.release", release.clone())
-            .await
-            .expect("releases")["changed"],
-        true
-    );
-    assert_eq!(
-        call(&nac, "nac.release", release).await.expect("repeat")["changed"],
-        false
-    );
+    change(&nac, "nac.release", release.clone(), true).await;
+    change(&nac, "nac.release", release, false).await;
     assert!(
         reachable(&sb, v4) && reachable(&sb, v6),
         "back on the network"
     );
 
     let by_ip = json!({ "device": sb.client_v4().to_string() });
-    assert_eq!(
-        call(&nac, "nac.quarantine", by_ip.clone())
-            .await
-            .expect("by IP")["changed"],
-        true
-    );
+    change(&nac, "nac.quarantine", by_ip.clone(), true).await;
     assert!(!reachable(&sb, v4), "IPv4 cut off");
-    assert_eq!(
-        call(&nac, "nac.release", by_ip).await.expect("release")["changed"],
-        true
-    );
+    change(&nac, "nac.release", by_ip, true).await;
     assert!(reachable(&sb, v4), "IPv4 back");
 }
 
@@ -286,44 +226,32 @@ async fn bad_input_fails_cleanly_and_changes_nothing() {
             "invalid timeout",
         ),
     ] {
-        let err = call(&fw, "firewall.block_ip", input.clone())
-            .await
-            .expect_err("refused");
-        assert_eq!(err.kind, ErrorKind::Permanent, "{input}");
-        assert!(err.message.contains(needle), "{input}: {}", err.message);
+        refused(&fw, "firewall.block_ip", input, needle).await;
     }
-    let err = call(
+    refused(
         &fw,
         "firewall.unblock_ip",
         json!({ "address": "192.0.2.1", "set": "nosuch" }),
+        "nosuch",
     )
-    .await
-    .expect_err("refused");
-    assert!(err.message.contains("nosuch"), "{}", err.message);
+    .await;
     assert_eq!(ruleset(sb.client_netns()), before, "nothing changed");
-    assert_eq!(state(&fw, "firewall.block_ip", ok).await["present"], true);
+    assert_eq!(state(&fw, "firewall.block_ip", &ok).await["present"], true);
 
     let nac = Nftables::new("nac", sb.nac_config()).expect("config");
-    let err = call(
+    refused(
         &nac,
         "nac.quarantine",
         json!({ "device": "02:be:1a:00:00" }),
+        "invalid device",
     )
-    .await
-    .expect_err("refused");
-    assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("invalid device"), "{}", err.message);
+    .await;
 }
 
 #[test]
 fn configuration_is_checked() {
-    let table = |s: &str| -> toml::Table { toml::from_str(s).expect("toml") };
-    let ok = belay_connectors::native::build(
-        "nac",
-        "nftables",
-        table("family = \"nac\"\ntable = \"edge\"\nnetns = \"ns1\""),
-    )
-    .expect("builds");
+    let settings = "family = \"nac\"\ntable = \"edge\"\nnetns = \"ns1\"";
+    let ok = common::build("nac", "nftables", settings).expect("builds");
     assert_eq!(ok.family(), "nac");
     for bad in [
         "colour = \"red\"",
@@ -331,9 +259,6 @@ fn configuration_is_checked() {
         "sets = { egress = \"bad-name\" }",
         "family = \"dns\"",
     ] {
-        assert!(
-            belay_connectors::native::build("fw", "nftables", table(bad)).is_err(),
-            "{bad}"
-        );
+        assert!(common::build("fw", "nftables", bad).is_err(), "{bad}");
     }
 }

@@ -1,36 +1,20 @@
 //! `proxy.*` against a real Squid (`squid::Sandbox`): requests through the proxy show each change.
 
 use belay_connectors::native::squid::{Sandbox, Squid};
-use belay_connectors::{Call, Connector};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{change, invoke, refused, state};
 
 /// Starts a sandbox, or says why not and returns None (fails under BELAY_REQUIRE_NATIVE=1).
 async fn sandbox() -> Option<(Sandbox, Squid)> {
-    if let Err(why) = Sandbox::available() {
-        assert!(
-            std::env::var("BELAY_REQUIRE_NATIVE").as_deref() != Ok("1"),
-            "Squid is required (BELAY_REQUIRE_NATIVE=1): {why}"
-        );
-        eprintln!("skipped: {why}");
+    if !common::usable("Squid", Sandbox::available()) {
         return None;
     }
     let sb = Sandbox::start().await.expect("squid sandbox");
     let squid = Squid::new("proxy", sb.config()).expect("connector");
     Some((sb, squid))
-}
-
-async fn call(
-    c: &Squid,
-    action: &str,
-    input: Value,
-) -> Result<Value, belay_connectors::ActionError> {
-    c.call(Call {
-        action,
-        input: &input,
-        idempotency_key: Some("run/step"),
-    })
-    .await
 }
 
 fn client(sb: &Sandbox) -> reqwest::Client {
@@ -68,25 +52,16 @@ async fn block_domain_then_roll_back() {
     expect_status(&sb, &http, &url, 200).await;
 
     let input = json!({"address": "origin.belay.test", "list": "belay"});
-    let before = squid
-        .read_state("proxy.block", &input)
-        .await
-        .expect("state");
+    let before = state(&squid, "proxy.block", &input).await;
     assert_eq!(before, json!({"list": "belay", "blocked": false}));
-    let out = call(&squid, "proxy.block", input.clone())
-        .await
-        .expect("block");
-    assert_eq!(out["changed"], json!(true));
+    change(&squid, "proxy.block", input.clone(), true).await;
     assert_eq!(
-        squid
-            .read_state("proxy.block", &input)
-            .await
-            .expect("state"),
+        state(&squid, "proxy.block", &input).await,
         json!({"list": "belay", "blocked": true})
     );
     expect_status(&sb, &http, &url, 403).await;
     // A subdomain of a blocked domain is blocked; another domain is not.
-    let status = call(
+    let status = invoke(
         &squid,
         "proxy.status",
         json!({"address": "http://www.origin.belay.test/login?x=1"}),
@@ -97,32 +72,14 @@ async fn block_domain_then_roll_back() {
     assert_eq!(status["matched"], json!(".origin.belay.test"));
     expect_status(&sb, &http, &sb.url("other.belay.test"), 200).await;
 
-    let again = call(&squid, "proxy.block", input.clone())
-        .await
-        .expect("block again");
-    assert_eq!(
-        again["changed"],
-        json!(false),
-        "a repeated block is a no-op"
-    );
+    // A repeated block is a no-op.
+    change(&squid, "proxy.block", input.clone(), false).await;
 
     // Roll back with the catalog's inverse.
-    let out = call(&squid, "proxy.unblock", input.clone())
-        .await
-        .expect("unblock");
-    assert_eq!(out["changed"], json!(true));
-    assert_eq!(
-        squid
-            .read_state("proxy.unblock", &input)
-            .await
-            .expect("state"),
-        before
-    );
+    change(&squid, "proxy.unblock", input.clone(), true).await;
+    assert_eq!(state(&squid, "proxy.unblock", &input).await, before);
     expect_status(&sb, &http, &url, 200).await;
-    let again = call(&squid, "proxy.unblock", input)
-        .await
-        .expect("unblock again");
-    assert_eq!(again["changed"], json!(false));
+    change(&squid, "proxy.unblock", input, false).await;
 }
 
 #[tokio::test]
@@ -133,15 +90,12 @@ async fn block_ip_address() {
     let http = client(&sb);
     expect_status(&sb, &http, &sb.ip_url(), 200).await;
     let input = json!({"address": "127.0.0.2"});
-    assert_eq!(
-        call(&squid, "proxy.block", input.clone())
-            .await
-            .expect("block")["changed"],
-        json!(true)
-    );
+    change(&squid, "proxy.block", input.clone(), true).await;
     expect_status(&sb, &http, &sb.ip_url(), 403).await;
     expect_status(&sb, &http, &sb.url("origin.belay.test"), 200).await;
-    call(&squid, "proxy.unblock", input).await.expect("unblock");
+    invoke(&squid, "proxy.unblock", input)
+        .await
+        .expect("unblock");
     expect_status(&sb, &http, &sb.ip_url(), 200).await;
 }
 
@@ -152,29 +106,17 @@ async fn tightened_destination_is_logged_separately() {
     };
     let http = client(&sb);
     let input = json!({"address": "other.belay.test", "logging": "full", "pcap": true});
-    let before = squid
-        .read_state("proxy.tighten_policy", &input)
-        .await
-        .expect("state");
+    let before = state(&squid, "proxy.tighten_policy", &input).await;
     assert_eq!(
         before,
         json!({"policy": "default", "logging": "standard", "pcap": false})
     );
-    let out = call(&squid, "proxy.tighten_policy", input.clone())
-        .await
-        .expect("tighten");
-    assert_eq!(out["changed"], json!(true));
+    change(&squid, "proxy.tighten_policy", input.clone(), true).await;
     assert_eq!(
-        squid
-            .read_state("proxy.tighten_policy", &input)
-            .await
-            .expect("state"),
+        state(&squid, "proxy.tighten_policy", &input).await,
         json!({"policy": "tightened", "logging": "full", "pcap": true})
     );
-    let again = call(&squid, "proxy.tighten_policy", input.clone())
-        .await
-        .expect("tighten again");
-    assert_eq!(again["changed"], json!(false));
+    change(&squid, "proxy.tighten_policy", input.clone(), false).await;
 
     // Requests to the monitored name reach the monitor log (with headers); others do not.
     let url = sb.url("other.belay.test");
@@ -199,18 +141,9 @@ async fn tightened_destination_is_logged_separately() {
     }
 
     // Roll back with the catalog's inverse (it carries logging and pcap along).
-    let out = call(&squid, "proxy.relax_policy", input.clone())
-        .await
-        .expect("relax");
-    assert_eq!(out["changed"], json!(true));
-    assert_eq!(
-        squid
-            .read_state("proxy.relax_policy", &input)
-            .await
-            .expect("state"),
-        before
-    );
-    let status = call(
+    change(&squid, "proxy.relax_policy", input.clone(), true).await;
+    assert_eq!(state(&squid, "proxy.relax_policy", &input).await, before);
+    let status = invoke(
         &squid,
         "proxy.status",
         json!({"address": "other.belay.test"}),
@@ -273,14 +206,7 @@ async fn bad_input_changes_nothing() {
             json!({"address": "evil.example", "duration": "1h"}),
         ),
     ] {
-        let err = call(&squid, action, input.clone())
-            .await
-            .expect_err("bad input must fail");
-        assert_eq!(
-            err.kind,
-            belay_connectors::ErrorKind::Permanent,
-            "{input}: {err}"
-        );
+        refused(&squid, action, input, "").await;
     }
     assert_eq!(snapshot(), before, "a refused change touches no file");
     // Squid still serves.
@@ -296,10 +222,13 @@ async fn squid_rejects_a_bad_file_before_it_reaches_the_proxy() {
     // Someone left a line Squid cannot parse in the list: the next change must not apply it.
     let ips = sb.config().acl_dir.join("block-belay.ips");
     std::fs::write(&ips, "not-an-address..[\n").expect("write");
-    let err = call(&squid, "proxy.block", json!({"address": "127.0.0.2"}))
-        .await
-        .expect_err("squid -k parse must refuse the candidate");
-    assert!(err.message.contains("squid rejects"), "{err}");
+    refused(
+        &squid,
+        "proxy.block",
+        json!({"address": "127.0.0.2"}),
+        "squid rejects",
+    )
+    .await;
     assert_eq!(
         std::fs::read_to_string(&ips).expect("read"),
         "not-an-address..[\n",
@@ -311,20 +240,19 @@ async fn squid_rejects_a_bad_file_before_it_reaches_the_proxy() {
 
 #[test]
 fn built_from_configuration() {
-    let table: toml::Table = toml::from_str(
-        r#"
+    let settings = r#"
         config = "/etc/squid/squid.conf"
         acl_dir = "/etc/squid/belay"
         lists = ["belay", "intel"]
-        "#,
-    )
-    .expect("toml");
-    let c = belay_connectors::native::build("proxy", "squid", table).expect("squid connector");
+    "#;
+    let c = common::build("proxy", "squid", settings).expect("squid connector");
     assert_eq!(c.family(), "proxy");
-    let bad: toml::Table =
-        toml::from_str("config = \"/x\"\nacl_dir = \"/y\"\nport = 3").expect("toml");
-    let err = belay_connectors::native::build("proxy", "squid", bad)
-        .err()
-        .expect("unknown keys are refused");
+    let err = common::build(
+        "proxy",
+        "squid",
+        "config = \"/x\"\nacl_dir = \"/y\"\nport = 3",
+    )
+    .err()
+    .expect("unknown keys are refused");
     assert!(err.message.contains("port"), "{}", err.message);
 }

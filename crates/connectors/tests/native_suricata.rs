@@ -1,17 +1,15 @@
 //! `ips.*` against a real Suricata 7 (`suricata::Sandbox`): UDP probes in its namespace show
 //! when a deployed rule alerts.
 
+use belay_connectors::ErrorKind;
 use belay_connectors::native::suricata::{Sandbox, Suricata};
-use belay_connectors::{ActionError, Call, Connector, ErrorKind};
-use serde_json::{Value, json};
+use serde_json::json;
+
+mod common;
+use common::{change, invoke, refused, state};
 
 async fn sandbox() -> Option<(Sandbox, Suricata)> {
-    if let Err(why) = Sandbox::available() {
-        assert!(
-            std::env::var("BELAY_REQUIRE_NATIVE").as_deref() != Ok("1"),
-            "Suricata is required (BELAY_REQUIRE_NATIVE=1): {why}"
-        );
-        eprintln!("skipped: {why}");
+    if !common::usable("Suricata", Sandbox::available()) {
         return None;
     }
     let started = std::time::Instant::now();
@@ -19,15 +17,6 @@ async fn sandbox() -> Option<(Sandbox, Suricata)> {
     eprintln!("suricata answered after {:?}", started.elapsed());
     let c = Suricata::new("ips", sb.config()).expect("connector");
     Some((sb, c))
-}
-
-async fn call(c: &Suricata, action: &str, input: Value) -> Result<Value, ActionError> {
-    c.call(Call {
-        action,
-        input: &input,
-        idempotency_key: Some("run/step"),
-    })
-    .await
 }
 
 const RULE: &str = r#"alert udp any any -> any 9999 (msg:"belay test"; content:"belay-probe-1"; sid:1000001; rev:1;)"#;
@@ -45,24 +34,16 @@ async fn deploy_rule_alerts_until_removed() {
     );
 
     let input = json!({"sid": 1000001, "rule": RULE, "ruleset": "belay"});
-    let before = ips
-        .read_state("ips.deploy_rule", &input)
-        .await
-        .expect("state");
+    let before = state(&ips, "ips.deploy_rule", &input).await;
     assert_eq!(before, json!({"rule": null, "loaded": false}));
-    let out = call(&ips, "ips.deploy_rule", input.clone())
-        .await
-        .expect("deploy");
-    assert_eq!(out["changed"], json!(true));
+    let out = change(&ips, "ips.deploy_rule", input.clone(), true).await;
     assert_eq!(
         out["rules_loaded"],
         json!(2),
         "the rule and the sandbox's sentinel"
     );
     assert_eq!(
-        ips.read_state("ips.deploy_rule", &input)
-            .await
-            .expect("state"),
+        state(&ips, "ips.deploy_rule", &input).await,
         json!({"rule": RULE, "loaded": true})
     );
     let alerts = sb.probe(9999, "belay-probe-1").await.expect("probe");
@@ -70,7 +51,7 @@ async fn deploy_rule_alerts_until_removed() {
         !alerts.is_empty() && alerts.iter().all(|s| *s == 1000001),
         "{alerts:?}"
     );
-    let status = call(&ips, "ips.status", json!({"sid": 1000001}))
+    let status = invoke(&ips, "ips.status", json!({"sid": 1000001}))
         .await
         .expect("status");
     assert_eq!(status["loaded"], json!(true));
@@ -79,27 +60,13 @@ async fn deploy_rule_alerts_until_removed() {
     let reload = status["last_reload"].as_str().expect("last_reload");
     assert!(reload.ends_with("+00:00"), "{reload}");
 
-    let again = call(&ips, "ips.deploy_rule", input.clone())
-        .await
-        .expect("deploy again");
-    assert_eq!(
-        again["changed"],
-        json!(false),
-        "the same rule again is a no-op"
-    );
+    // The same rule again is a no-op.
+    change(&ips, "ips.deploy_rule", input.clone(), false).await;
 
     // Roll back with the catalog's inverse.
-    let out = call(&ips, "ips.remove_rule", input.clone())
-        .await
-        .expect("remove");
-    assert_eq!(out["changed"], json!(true));
+    let out = change(&ips, "ips.remove_rule", input.clone(), true).await;
     assert_eq!(out["rule"], json!(RULE));
-    assert_eq!(
-        ips.read_state("ips.remove_rule", &input)
-            .await
-            .expect("state"),
-        before
-    );
+    assert_eq!(state(&ips, "ips.remove_rule", &input).await, before);
     assert!(
         sb.probe(9999, "belay-probe-1")
             .await
@@ -107,10 +74,7 @@ async fn deploy_rule_alerts_until_removed() {
             .is_empty(),
         "no alert after removal"
     );
-    let again = call(&ips, "ips.remove_rule", input)
-        .await
-        .expect("remove again");
-    assert_eq!(again["changed"], json!(false));
+    change(&ips, "ips.remove_rule", input, false).await;
 }
 
 #[tokio::test]
@@ -118,7 +82,7 @@ async fn rejected_rule_changes_nothing() {
     let Some((sb, ips)) = sandbox().await else {
         return;
     };
-    call(
+    invoke(
         &ips,
         "ips.deploy_rule",
         json!({"sid": 1000001, "rule": RULE}),
@@ -130,20 +94,18 @@ async fn rejected_rule_changes_nothing() {
 
     // Suricata parses this and answers "done" to the reload, but fails the rule.
     let bad = r#"alert udp any any -> any 9999 (msg:"bad"; contentx:"x"; sid:1000002; rev:1;)"#;
-    let err = call(
+    refused(
         &ips,
         "ips.deploy_rule",
         json!({"sid": 1000002, "rule": bad}),
+        "rejected",
     )
-    .await
-    .expect_err("a rule Suricata rejects must fail");
-    assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("rejected"), "{err}");
+    .await;
     assert_eq!(
         std::fs::read_to_string(&rules).expect("rule file"),
         file_before
     );
-    let status = call(&ips, "ips.status", json!({})).await.expect("status");
+    let status = invoke(&ips, "ips.status", json!({})).await.expect("status");
     assert_eq!(
         status["rules_failed"],
         json!(0),
@@ -164,10 +126,7 @@ async fn rejected_rule_changes_nothing() {
         json!({"sid": 1000001, "rule": RULE, "ruleset": "other"}),
         json!({"sid": 1, "rule": "alert ip any any -> any any (msg:\"x\"; sid:1; sid:1;)"}),
     ] {
-        let err = call(&ips, "ips.deploy_rule", input.clone())
-            .await
-            .expect_err("bad input must fail");
-        assert_eq!(err.kind, ErrorKind::Permanent, "{input}: {err}");
+        refused(&ips, "ips.deploy_rule", input, "").await;
     }
     assert_eq!(
         std::fs::read_to_string(&rules).expect("rule file"),
@@ -191,39 +150,20 @@ async fn datasets_add_and_remove() {
         ),
     ] {
         let input = json!({"dataset": dataset, "value": value, "type": kind});
-        let before = ips
-            .read_state("ips.dataset_add", &input)
-            .await
-            .expect("state");
+        let before = state(&ips, "ips.dataset_add", &input).await;
         assert_eq!(before, json!({"present": false}), "{input}");
-        let out = call(&ips, "ips.dataset_add", input.clone())
-            .await
-            .expect("add");
-        assert_eq!(out["changed"], json!(true), "{input}");
+        // {input}.
+        change(&ips, "ips.dataset_add", input.clone(), true).await;
         assert_eq!(
-            call(&ips, "ips.dataset_contains", input.clone())
+            invoke(&ips, "ips.dataset_contains", input.clone())
                 .await
                 .expect("contains"),
             json!({"present": true})
         );
-        let again = call(&ips, "ips.dataset_add", input.clone())
-            .await
-            .expect("add again");
-        assert_eq!(again["changed"], json!(false));
-        let out = call(&ips, "ips.dataset_remove", input.clone())
-            .await
-            .expect("remove");
-        assert_eq!(out["changed"], json!(true));
-        assert_eq!(
-            ips.read_state("ips.dataset_remove", &input)
-                .await
-                .expect("state"),
-            before
-        );
-        let again = call(&ips, "ips.dataset_remove", input)
-            .await
-            .expect("remove again");
-        assert_eq!(again["changed"], json!(false));
+        change(&ips, "ips.dataset_add", input.clone(), false).await;
+        change(&ips, "ips.dataset_remove", input.clone(), true).await;
+        assert_eq!(state(&ips, "ips.dataset_remove", &input).await, before);
+        change(&ips, "ips.dataset_remove", input, false).await;
     }
     for input in [
         json!({"dataset": "nope", "value": "198.51.100.7", "type": "ip"}),
@@ -231,13 +171,10 @@ async fn datasets_add_and_remove() {
         json!({"dataset": "belay-ips", "value": "evil.example", "type": "string"}),
         json!({"dataset": "belay-sha256", "value": "abc", "type": "sha256"}),
     ] {
-        let err = call(&ips, "ips.dataset_add", input.clone())
-            .await
-            .expect_err("bad input must fail");
-        assert_eq!(err.kind, ErrorKind::Permanent, "{input}: {err}");
+        refused(&ips, "ips.dataset_add", input, "").await;
     }
     assert_eq!(
-        call(
+        invoke(
             &ips,
             "ips.dataset_contains",
             json!({"dataset": "belay-ips", "value": "198.51.100.300", "type": "ip"})
@@ -254,7 +191,7 @@ async fn dataset_drives_a_deployed_rule() {
         return;
     };
     let rule = r#"alert udp any any -> any 9998 (msg:"belay dataset"; ip.dst; dataset:isset,belay-ips,type ip; sid:1000010; rev:1;)"#;
-    call(
+    invoke(
         &ips,
         "ips.deploy_rule",
         json!({"sid": 1000010, "rule": rule}),
@@ -263,12 +200,12 @@ async fn dataset_drives_a_deployed_rule() {
     .expect("deploy a dataset rule");
     assert!(sb.probe(9998, "x").await.expect("probe").is_empty());
     let input = json!({"dataset": "belay-ips", "value": "127.0.0.1", "type": "ip"});
-    call(&ips, "ips.dataset_add", input.clone())
+    invoke(&ips, "ips.dataset_add", input.clone())
         .await
         .expect("add");
     // The datagram alerts (and so may the ICMP error quoting it: loopback has no listener).
     assert!(sb.probe(9998, "x").await.expect("probe").contains(&1000010));
-    call(&ips, "ips.dataset_remove", input)
+    invoke(&ips, "ips.dataset_remove", input)
         .await
         .expect("remove");
     assert!(sb.probe(9998, "x").await.expect("probe").is_empty());
@@ -276,17 +213,13 @@ async fn dataset_drives_a_deployed_rule() {
 
 #[test]
 fn built_from_configuration() {
-    let table: toml::Table = toml::from_str(
-        r#"
+    let settings = r#"
         socket = "/run/suricata/suricata-command.socket"
         rule_dir = "/var/lib/suricata/rules"
         rulesets = ["belay", "intel"]
-        "#,
-    )
-    .expect("toml");
-    let c = belay_connectors::native::build("ips", "suricata", table).expect("suricata connector");
+    "#;
+    let c = common::build("ips", "suricata", settings).expect("suricata connector");
     assert_eq!(c.family(), "ips");
-    let bad: toml::Table =
-        toml::from_str("socket = \"/s\"\nrule_dir = \"/r\"\nrulesets = [\"../x\"]").expect("toml");
-    assert!(belay_connectors::native::build("ips", "suricata", bad).is_err());
+    let bad = "socket = \"/s\"\nrule_dir = \"/r\"\nrulesets = [\"../x\"]";
+    assert!(common::build("ips", "suricata", bad).is_err());
 }

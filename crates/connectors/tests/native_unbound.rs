@@ -2,22 +2,15 @@
 //! Skipped (with the reason) when Unbound is missing, unless BELAY_REQUIRE_NATIVE=1.
 
 use belay_connectors::native::unbound::{Sandbox, Unbound};
-use belay_connectors::{Connector, ErrorKind};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::net::IpAddr;
 
 mod common;
-use common::{call, inverse};
+use common::{call, change, inverse, refused, state};
 
 fn sandbox() -> Option<Sandbox> {
     common::usable("unbound", Sandbox::available())
         .then(|| Sandbox::start().expect("unbound starts"))
-}
-
-async fn state(c: &Unbound, input: Value) -> Value {
-    c.read_state("dns.sinkhole_domain", &input)
-        .await
-        .expect("state reads")
 }
 
 fn a(sb: &Sandbox, name: &str) -> Vec<IpAddr> {
@@ -41,15 +34,12 @@ async fn sinkholes_a_domain_and_its_subdomains_then_restores_them() {
     );
 
     let input = json!({ "domain": "Phish.Example.com.", "answer": "10.1.2.3", "ttl": 60 });
-    let before = state(&dns, input.clone()).await;
+    let before = state(&dns, "dns.sinkhole_domain", &input).await;
     assert_eq!(before["sinkholed"], false);
-    let out = call(&dns, "dns.sinkhole_domain", input.clone())
-        .await
-        .expect("sinkholes");
-    assert_eq!(out["changed"], true);
+    let out = change(&dns, "dns.sinkhole_domain", input.clone(), true).await;
     assert_eq!(out["domain"], "phish.example.com");
     assert_eq!(out["answer"], "10.1.2.3");
-    let after = state(&dns, input.clone()).await;
+    let after = state(&dns, "dns.sinkhole_domain", &input).await;
     assert_eq!(
         (after["mode"].clone(), after["answer"].clone()),
         (json!("redirect"), json!("10.1.2.3"))
@@ -77,31 +67,23 @@ async fn sinkholes_a_domain_and_its_subdomains_then_restores_them() {
         status,
         json!({ "sinkholed": true, "zone": "phish.example.com", "mode": "redirect", "answer": "10.1.2.3" })
     );
-    let again = call(&dns, "dns.sinkhole_domain", input.clone())
-        .await
-        .expect("repeat");
-    assert_eq!(again["changed"], false);
+    change(&dns, "dns.sinkhole_domain", input.clone(), false).await;
 
     // The catalog's inverse: dns.unsinkhole_domain with [domain, mode, answer].
     let (action, undo) = inverse("dns.sinkhole_domain", &input, &before);
     assert_eq!(action, "dns.unsinkhole_domain");
-    let out = call(&dns, "dns.unsinkhole_domain", undo.clone())
-        .await
-        .expect("unsinkholes");
-    assert_eq!(out["changed"], true);
+    change(&dns, "dns.unsinkhole_domain", undo.clone(), true).await;
     assert_eq!(
         a(&sb, "phish.example.com"),
         [ip("192.0.2.66")],
         "resolves normally again"
     );
     assert_eq!(a(&sb, "www.phish.example.com"), [ip("192.0.2.67")]);
+    change(&dns, "dns.unsinkhole_domain", undo, false).await;
     assert_eq!(
-        call(&dns, "dns.unsinkhole_domain", undo)
-            .await
-            .expect("repeat")["changed"],
+        state(&dns, "dns.sinkhole_domain", &input).await["sinkholed"],
         false
     );
-    assert_eq!(state(&dns, input).await["sinkholed"], false);
     assert_eq!(
         call(&dns, "dns.status", json!({ "domain": "phish.example.com" }))
             .await
@@ -115,12 +97,7 @@ async fn nxdomain_mode_ipv6_answers_and_the_default_answer() {
     let Some(sb) = sandbox() else { return };
     let dns = Unbound::new("dns", sb.config()).expect("config");
     let nx = json!({ "domain": "www.example.com", "mode": "nxdomain" });
-    assert_eq!(
-        call(&dns, "dns.sinkhole_domain", nx.clone())
-            .await
-            .expect("nx")["changed"],
-        true
-    );
+    change(&dns, "dns.sinkhole_domain", nx.clone(), true).await;
     for name in ["www.example.com", "a.www.example.com"] {
         assert_eq!(
             sb.query(name, false).expect("query").rcode,
@@ -135,37 +112,27 @@ async fn nxdomain_mode_ipv6_answers_and_the_default_answer() {
     );
     // Unsinkholed by hand (domain only), then that undone: the mode comes from the state.
     let by_hand = json!({ "domain": nx["domain"] });
-    let before = state(&dns, by_hand.clone()).await;
-    let out = call(&dns, "dns.unsinkhole_domain", by_hand.clone())
-        .await
-        .expect("undo");
-    assert_eq!(out["changed"], true);
+    let before = state(&dns, "dns.sinkhole_domain", &by_hand).await;
+    change(&dns, "dns.unsinkhole_domain", by_hand.clone(), true).await;
     assert_eq!(a(&sb, "www.example.com"), [ip("192.0.2.10")]);
     let (action, redo) = inverse("dns.unsinkhole_domain", &by_hand, &before);
     assert_eq!(
         (action.as_str(), redo["mode"].as_str()),
         ("dns.sinkhole_domain", Some("nxdomain"))
     );
-    assert_eq!(
-        call(&dns, &action, redo).await.expect("redo")["changed"],
-        true
-    );
+    change(&dns, &action, redo, true).await;
     assert_eq!(sb.query("www.example.com", false).expect("query").rcode, 3);
-    assert_eq!(
-        call(&dns, "dns.unsinkhole_domain", nx).await.expect("undo")["changed"],
-        true
-    );
+    change(&dns, "dns.unsinkhole_domain", nx, true).await;
     assert_eq!(a(&sb, "www.example.com"), [ip("192.0.2.10")]);
 
     // example.com has a zone in Unbound's configuration: replacing it is refused.
-    let err = call(
+    refused(
         &dns,
         "dns.sinkhole_domain",
         json!({ "domain": "example.com" }),
+        "transparent",
     )
-    .await
-    .expect_err("refused");
-    assert!(err.message.contains("transparent"), "{}", err.message);
+    .await;
     assert_eq!(a(&sb, "www.example.com"), [ip("192.0.2.10")]);
 
     // An IPv6 answer is an AAAA record; no answer at all means the configured default.
@@ -210,12 +177,12 @@ async fn re_applying_after_a_restart_restores_the_sinkhole() {
         [ip("192.0.2.66")],
         "runtime zones are gone"
     );
-    assert_eq!(state(&dns, input.clone()).await["sinkholed"], false);
+    assert_eq!(
+        state(&dns, "dns.sinkhole_domain", &input).await["sinkholed"],
+        false
+    );
     // What the engine does when it re-applies the journal: the same change, again.
-    let out = call(&dns, "dns.sinkhole_domain", input)
-        .await
-        .expect("re-applies");
-    assert_eq!(out["changed"], true);
+    change(&dns, "dns.sinkhole_domain", input, true).await;
     assert_eq!(a(&sb, "www.phish.example.com"), [ip("10.9.9.9")]);
 }
 
@@ -250,20 +217,15 @@ async fn bad_input_fails_cleanly_and_changes_nothing() {
             "unknown sinkhole mode",
         ),
     ] {
-        let err = call(&dns, "dns.sinkhole_domain", input.clone())
-            .await
-            .expect_err("refused");
-        assert_eq!(err.kind, ErrorKind::Permanent, "{input}");
-        assert!(err.message.contains(needle), "{input}: {}", err.message);
+        refused(&dns, "dns.sinkhole_domain", input, needle).await;
     }
-    let err = call(
+    refused(
         &dns,
         "dns.unsinkhole_domain",
         json!({ "domain": "exa mple..com" }),
+        "invalid domain",
     )
-    .await
-    .expect_err("refused");
-    assert!(err.message.contains("invalid domain"), "{}", err.message);
+    .await;
     // No default answer configured and none given.
     let bare = Unbound::new(
         "dns",
@@ -273,14 +235,13 @@ async fn bad_input_fails_cleanly_and_changes_nothing() {
         },
     )
     .expect("config");
-    let err = call(
+    refused(
         &bare,
         "dns.sinkhole_domain",
         json!({ "domain": "phish.example.com" }),
+        "default_answer",
     )
-    .await
-    .expect_err("refused");
-    assert!(err.message.contains("default_answer"), "{}", err.message);
+    .await;
     assert_eq!(zones().await, before, "nothing changed");
     assert_eq!(a(&sb, "phish.example.com"), [ip("192.0.2.66")]);
 }

@@ -4,19 +4,9 @@
 use belay_intel::import::{ImportOptions, NoProgress, import};
 use belay_intel::{Index, IntelStore, Kind};
 use belay_testkit::corpus_file;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use belay_testkit::net::{Server, free_port};
+use std::process::Command;
+use std::time::Duration;
 
 /// Starts medallion on a free loopback port with pages of `page_size` objects.
 fn medallion(dir: &std::path::Path, page_size: usize) -> (Server, u16) {
@@ -34,26 +24,14 @@ fn medallion(dir: &std::path::Path, page_size: usize) -> (Server, u16) {
     });
     let config_path = dir.join("medallion.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
-    let child = Command::new("medallion")
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("medallion is not installed: pip install medallion (see .ci/run)");
-    let server = Server(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "medallion did not answer on port {port} within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let port = free_port();
+    let server = Server::start(
+        Command::new("medallion")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg(&config_path),
+        port,
+        Duration::from_secs(60),
+    );
     (server, port)
 }
 

@@ -42,3 +42,11 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
         .collect()
 }
+
+/// Asserts that `text` contains every one of `wanted`; panics naming the first that is missing,
+/// with the whole text.
+pub fn assert_contains_all(text: &str, wanted: &[&str]) {
+    for want in wanted {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}

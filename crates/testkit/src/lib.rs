@@ -1,6 +1,6 @@
 //! What belay's tests share, so each test file says only what it checks: finding the test corpus
-//! ([`corpus`]), running the `belay` binary and reading its output ([`cli`]), and requests to a
-//! running lab ([`lab`], behind the `lab` feature).
+//! ([`corpus`]), running the `belay` binary and reading its output ([`cli`]), requests to a running
+//! lab ([`lab`], behind the `lab` feature), and servers started on loopback ([`net`]).
 //!
 //! This crate is a dev-dependency only and never depends on a belay crate, so any crate's tests
 //! can use it without a dependency cycle (starting an in-process lab stays in the tests that
@@ -11,5 +11,6 @@ pub mod cli;
 pub mod corpus;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod net;
 
 pub use corpus::{corpus, corpus_file, corpus_if_set};

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 #[allow(unused_imports)] // each test binary uses a different part
-pub use belay_testkit::cli::{json, json_lines, text};
+pub use belay_testkit::cli::{assert_contains_all, json, json_lines, text};
 
 /// The `belay` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_belay");
@@ -16,6 +16,17 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_belay");
 /// arguments and run it.
 pub fn command(dir: &Path) -> Command {
     belay_testkit::cli::isolated(BIN, dir)
+}
+
+/// `belay run PLAYBOOK --event ev.json --format json ARGS` in `dir`, after writing `event` to
+/// `dir/ev.json`.
+pub fn run_on(dir: &Path, playbook: &str, event: &serde_json::Value, args: &[&str]) -> Output {
+    std::fs::write(dir.join("ev.json"), event.to_string()).unwrap();
+    command(dir)
+        .args(["run", playbook, "--event", "ev.json", "--format", "json"])
+        .args(args)
+        .output()
+        .expect("belay runs")
 }
 
 /// `belay ARGS` in `dir`, with the data directory `dir/data` and no inherited settings.

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use belay_connectors::{ActionError, Call, Connector};
+use belay_connectors::{ActionError, Call, Connector, ErrorKind};
 use serde_json::Value;
 
 /// Whether a test can run: the component is usable, or the run is skipped with the reason
@@ -20,16 +20,61 @@ pub fn usable(component: &str, available: Result<(), String>) -> bool {
     }
 }
 
+/// `action` on `input` as a change step would call it, its outputs checked against the catalog.
 pub async fn call(c: &dyn Connector, action: &str, input: Value) -> Result<Value, ActionError> {
+    invoke(c, action, input)
+        .await
+        .inspect(|out| check_outputs(action, out))
+}
+
+/// `action` on `input` as a change step would call it, its outputs as they come (for the
+/// connectors whose read actions return more than the catalog declares).
+pub async fn invoke(c: &dyn Connector, action: &str, input: Value) -> Result<Value, ActionError> {
     c.call(Call {
         action,
         input: &input,
         idempotency_key: Some("test/key"),
     })
     .await
-    .inspect(|out| check_outputs(action, out))
 }
 
+/// `action` on `input`, which must be refused as a permanent error whose message contains
+/// `needle` (any message when it is empty): the error, for further checks.
+pub async fn refused(c: &dyn Connector, action: &str, input: Value, needle: &str) -> ActionError {
+    let what = format!("{action} {input}");
+    let err = call(c, action, input)
+        .await
+        .expect_err(&format!("{what} must be refused"));
+    assert_eq!(err.kind, ErrorKind::Permanent, "{what}: {err}");
+    assert!(err.message.contains(needle), "{what}: {err}");
+    err
+}
+
+/// `action` on `input`, which must succeed and report `changed` as given: its output.
+pub async fn change(c: &dyn Connector, action: &str, input: Value, changed: bool) -> Value {
+    let what = format!("{action} {input}");
+    let out = call(c, action, input)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(out["changed"], changed, "{what}: {out}");
+    out
+}
+
+/// What `c` reads of the target of `action` on `input`.
+pub async fn state(c: &dyn Connector, action: &str, input: &Value) -> Value {
+    c.read_state(action, input).await.expect("state reads")
+}
+
+/// The native connector `kind` named `name`, built from the TOML text of its settings.
+pub fn build(
+    name: &str,
+    kind: &str,
+    settings: &str,
+) -> Result<std::sync::Arc<dyn Connector>, belay_connectors::http::ConfigError> {
+    belay_connectors::native::build(name, kind, toml::from_str(settings).expect("toml"))
+}
+
+/// The built-in catalog, loaded once.
 pub fn catalog() -> &'static belay_playbook::Catalog {
     static CATALOG: std::sync::OnceLock<belay_playbook::Catalog> = std::sync::OnceLock::new();
     CATALOG.get_or_init(belay_playbook::Catalog::builtin)
