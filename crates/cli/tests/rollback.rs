@@ -83,6 +83,35 @@ fn rollback_of_a_run_restores_every_byte_of_the_list() {
 }
 
 #[test]
+fn undoing_the_removal_of_a_repeated_entry_restores_every_copy() {
+    let dir = setup();
+    let d = dir.path();
+    let with_copies = "# egress\n192.0.2.9\n192.0.2.1\n# again, kept by another team\n192.0.2.9\n";
+    std::fs::write(d.join("data/lists/egress.txt"), with_copies).unwrap();
+    let run = run_event(d, &[], &["192.0.2.9"]);
+    assert_eq!(
+        list(d),
+        "# egress\n192.0.2.1\n# again, kept by another team\n"
+    );
+    let preview = ok(belay(
+        d,
+        &["rollback", "--run", &run, "--dry-run", "--as", "alice"],
+    ));
+    assert!(preview.contains("1 would be reverted"), "{preview}");
+    let out = ok(belay(d, &["rollback", "--run", &run, "--as", "alice"]));
+    assert!(out.contains("1 reverted, 0 unchanged"), "{out}");
+    assert_eq!(list(d), with_copies, "both copies back where they stood");
+    // Verification counts the copies: an undo that restored one would not be "reverted".
+    let changes: Vec<Value> = serde_json::from_slice(
+        &belay(d, &["changes", "list", "--run", &run, "--format", "json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["status"], "reverted", "{changes:?}");
+    assert_eq!(changes[0]["before"]["count"], 2, "{changes:?}");
+}
+
+#[test]
 fn rollback_to_a_checkpoint_after_many_runs_restores_the_list() {
     let dir = setup();
     let d = dir.path();

@@ -53,73 +53,70 @@ impl Blocklist {
         locks.entry(list.to_owned()).or_default().clone()
     }
 
-    /// Adds `entry` to the list (at 1-based `line`, else last) or removes it; false when it
-    /// already was so.
-    async fn apply(
-        &self,
-        list: &str,
-        entry: &str,
-        add: bool,
-        line: Option<usize>,
-    ) -> Result<bool, ActionError> {
+    /// Adds `entry` to the list (at the given 1-based lines, else last) or removes every copy
+    /// of it; false when it already was so.
+    async fn apply(&self, list: &str, entry: &str, edit: Edit) -> Result<bool, ActionError> {
         validate_entry(entry)?;
         let path = self.path_of(list)?;
         let lock = self.lock_for(list);
         let entry = entry.to_owned();
         files::blocking(move || {
             let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            edit_list(&path, &entry, add, line)
+            edit_list(&path, &entry, &edit)
         })
         .await
     }
 
-    /// The 1-based line holding `entry`, if present.
-    async fn line_of(&self, list: &str, entry: &str) -> Result<Option<usize>, ActionError> {
+    /// The 1-based lines holding `entry`, in order.
+    async fn lines_of(&self, list: &str, entry: &str) -> Result<Vec<usize>, ActionError> {
         let path = self.path_of(list)?;
         let entry = entry.to_owned();
-        files::blocking(move || {
-            Ok(read_text(&path)?
-                .lines()
-                .position(|l| l.trim() == entry)
-                .map(|i| i + 1))
-        })
-        .await
+        files::blocking(move || Ok(lines_holding(&read_text(&path)?, &entry))).await
     }
+}
+
+/// What a change does to a list.
+enum Edit {
+    /// Insert the entry at each of these 1-based lines (ascending; an undo restoring every
+    /// removed copy where it stood), or once at the end when empty.
+    Add(Vec<usize>),
+    /// Remove every copy of the entry.
+    Remove,
+}
+
+fn lines_holding(text: &str, entry: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == entry)
+        .map(|(i, _)| i + 1)
+        .collect()
 }
 
 /// Rewrites the list at `path` with `entry` added or removed (blocking; the caller holds the
 /// list's lock). False when the list already was so.
-fn edit_list(
-    path: &Path,
-    entry: &str,
-    add: bool,
-    line: Option<usize>,
-) -> Result<bool, ActionError> {
+fn edit_list(path: &Path, entry: &str, edit: &Edit) -> Result<bool, ActionError> {
     let text = read_text(path)?;
     let present = text.lines().any(|l| l.trim() == entry);
-    if present == add {
-        return Ok(false);
+    let mut lines: Vec<&str> = text.lines().collect();
+    match edit {
+        Edit::Add(_) if present => return Ok(false),
+        Edit::Remove if !present => return Ok(false),
+        Edit::Add(at) if at.is_empty() => lines.push(entry),
+        Edit::Add(at) => {
+            let mut at = at.clone();
+            at.sort_unstable();
+            at.dedup();
+            for l in at {
+                let i = l.saturating_sub(1).min(lines.len());
+                lines.insert(i, entry);
+            }
+        }
+        Edit::Remove => lines.retain(|l| l.trim() != entry),
     }
     let mut out = String::with_capacity(text.len() + entry.len() + 1);
-    if add {
-        let lines: Vec<&str> = text.lines().collect();
-        // At the given 1-based line (an undo restoring a removed entry in place), else last.
-        let at = line.map_or(lines.len(), |l| l.saturating_sub(1).min(lines.len()));
-        for l in &lines[..at] {
-            out.push_str(l);
-            out.push('\n');
-        }
-        out.push_str(entry);
+    for l in lines {
+        out.push_str(l);
         out.push('\n');
-        for l in &lines[at..] {
-            out.push_str(l);
-            out.push('\n');
-        }
-    } else {
-        for line in text.lines().filter(|l| l.trim() != entry) {
-            out.push_str(line);
-            out.push('\n');
-        }
     }
     files::create_parent_dir(path)?;
     write_atomically(path, out.as_bytes())?;
@@ -151,17 +148,16 @@ impl Connector for Blocklist {
         let entry = input_str(call.input, "entry")?;
         match call.action {
             "blocklist.add" | "blocklist.remove" => {
-                let add = call.action == "blocklist.add";
-                let line = call
-                    .input
-                    .get("line")
-                    .and_then(Value::as_u64)
-                    .map(|l| l as usize);
-                let changed = self.apply(list, entry, add, line).await?;
+                let edit = if call.action == "blocklist.add" {
+                    Edit::Add(insert_lines(call.input)?)
+                } else {
+                    Edit::Remove
+                };
+                let changed = self.apply(list, entry, edit).await?;
                 Ok(json!({ "list": list, "entry": entry, "changed": changed }))
             }
             "blocklist.contains" => {
-                Ok(json!({ "present": self.line_of(list, entry).await?.is_some() }))
+                Ok(json!({ "present": !self.lines_of(list, entry).await?.is_empty() }))
             }
             other => Err(ActionError::no_action("`blocklist`", other)),
         }
@@ -170,8 +166,33 @@ impl Connector for Blocklist {
     async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
         let list = input_str(input, "list")?;
         let entry = input_str(input, "entry")?;
-        let line = self.line_of(list, entry).await?;
-        Ok(json!({ "present": line.is_some(), "line": line }))
+        let lines = self.lines_of(list, entry).await?;
+        let mut state = json!({ "present": !lines.is_empty(), "line": lines.first() });
+        // A list holding the entry more than once says so, so that undoing its removal
+        // restores every copy, and verification notices when one is missing.
+        if lines.len() > 1 {
+            state["count"] = json!(lines.len());
+            state["lines"] = json!(lines);
+        }
+        Ok(state)
+    }
+}
+
+/// Where an add inserts: `lines` (every copy an undo restores), else `line`, else the end.
+fn insert_lines(input: &Value) -> Result<Vec<usize>, ActionError> {
+    let line = |v: &Value| {
+        v.as_u64()
+            .filter(|&l| l >= 1)
+            .map(|l| l as usize)
+            .ok_or_else(|| ActionError::permanent(format!("`{v}` is not a 1-based line number")))
+    };
+    match (input.get("lines"), input.get("line")) {
+        (Some(Value::Array(ls)), _) => ls.iter().map(line).collect(),
+        (Some(other), _) => Err(ActionError::permanent(format!(
+            "`lines` must be a list of line numbers, not `{other}`"
+        ))),
+        (None, Some(l)) if !l.is_null() => Ok(vec![line(l)?]),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -213,6 +234,32 @@ mod tests {
             std::fs::read(dir.path().join("egress.txt")).unwrap(),
             before
         );
+    }
+
+    #[tokio::test]
+    async fn every_copy_of_a_repeated_entry_is_counted_and_comes_back_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blocklist::new(dir.path(), HashMap::new());
+        let original = "a\nx\nb\nx\n";
+        std::fs::write(dir.path().join("l.txt"), original).unwrap();
+        let input = json!({"list": "l", "entry": "x"});
+        let before = b.read_state("blocklist.remove", &input).await.unwrap();
+        assert_eq!(
+            before,
+            json!({"present": true, "line": 2, "count": 2, "lines": [2, 4]})
+        );
+        b.call(call("blocklist.remove", &input)).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("l.txt")).unwrap(),
+            "a\nb\n"
+        );
+        let undo = json!({"list": "l", "entry": "x", "line": 2, "lines": [2, 4]});
+        b.call(call("blocklist.add", &undo)).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("l.txt")).unwrap(),
+            original
+        );
+        assert_eq!(b.read_state("blocklist.add", &input).await.unwrap(), before);
     }
 
     #[tokio::test]

@@ -1,3 +1,6 @@
+//! Events: what a source reports (kind, severity, data, observables) and the checks an event
+//! passes before anything acts on it.
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,3 +1,6 @@
+//! Runs, their steps and the changes they journal: trust levels, statuses and the records the
+//! store keeps.
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -1,3 +1,5 @@
+//! Time as the stores keep it: milliseconds since the Unix epoch, shown as RFC 3339.
+
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Milliseconds since the Unix epoch, the time unit every store column uses.
