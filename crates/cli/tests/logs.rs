@@ -86,7 +86,11 @@ impl Listening {
         }
         let status = self.child.wait().unwrap();
         assert!(status.success(), "belay logs listen exited with {status}");
-        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+        // Everything up to the end of the pipe: the reader thread may still be forwarding the
+        // last lines when the process has already exited.
+        std::iter::from_fn(|| self.stderr.recv_timeout(HANG).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
