@@ -141,8 +141,8 @@ impl Connector for Recorder {
                 self.finished.lock().unwrap().push(value.clone());
                 Ok(json!({ "value": value }))
             }
-            "t.change" => {
-                let target = target.expect("t.change has a target");
+            "t.change" | "t.isolate" => {
+                let target = target.expect("a change has a target");
                 self.state.lock().unwrap().insert(target.into(), value);
                 Ok(json!({ "changed": true }))
             }
@@ -225,6 +225,28 @@ fn test_catalog() -> Catalog {
     );
     c.insert(
         ActionSpec::new(
+            "t.isolate",
+            ActionKind::Change,
+            "Test change on a host: sets the host's state to `value`.",
+            inputs(&[
+                ("target", json!({ "type": "string", "required": true })),
+                ("value", json!({})),
+            ]),
+            Some(TargetSpec {
+                field: "target".into(),
+                kind: TargetType::Host,
+            }),
+            Some(InverseSpec {
+                action: "t.undo".into(),
+                with: vec!["target".into()],
+                set: inputs(&[("reason", json!("rollback"))]),
+                from_state: Default::default(),
+            }),
+        )
+        .unwrap(),
+    );
+    c.insert(
+        ActionSpec::new(
             "t.undo",
             ActionKind::Change,
             "Test inverse: clears the target's state.",
@@ -259,6 +281,15 @@ fn harness(playbooks: &[&str]) -> Harness {
 
 /// Like [`harness`], with the guardrails of one YAML file.
 fn harness_guarded(playbooks: &[&str], guardrails: Option<&str>) -> Harness {
+    harness_with(playbooks, guardrails, Vec::new())
+}
+
+/// Like [`harness_guarded`], with more connectors registered beside the recorder.
+fn harness_with(
+    playbooks: &[&str],
+    guardrails: Option<&str>,
+    more: Vec<Arc<dyn Connector>>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let pb_dir = dir.path().join("playbooks");
     std::fs::create_dir_all(&pb_dir).unwrap();
@@ -277,6 +308,9 @@ fn harness_guarded(playbooks: &[&str], guardrails: Option<&str>) -> Harness {
     let mut registry = Registry::new();
     registry.register(Arc::new(Core));
     registry.register(rec.clone());
+    for c in more {
+        registry.register(c);
+    }
     let guardrails = match guardrails {
         Some(text) => {
             let path = dir.path().join("guardrails.yaml");
@@ -1751,4 +1785,183 @@ steps:
     demote_by_rollback(&h).await;
     let report = h.run("other", json!({})).await;
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16. never-lists check every identity a device directory gives
+// ---------------------------------------------------------------------------------------------
+
+/// A device directory (the `cmdb` family): answers `cmdb.lookup_device` by IP address or host
+/// name from a fixed table, or fails every call when `down`.
+struct Directory {
+    devices: Vec<(&'static str, &'static str)>,
+    down: bool,
+    asked: Mutex<Vec<Value>>,
+}
+
+impl Directory {
+    fn new(down: bool) -> Arc<Directory> {
+        Arc::new(Directory {
+            devices: vec![
+                ("cfo-lt01", "10.20.0.15"),
+                ("ws-007", "10.50.3.3"),
+                ("ws-042", "10.20.0.42"),
+            ],
+            down,
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Connector for Directory {
+    fn family(&self) -> &str {
+        "cmdb"
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        assert_eq!(call.action, "cmdb.lookup_device");
+        self.asked.lock().unwrap().push(call.input.clone());
+        if self.down {
+            return Err(ActionError::transient("cmdb: 503 Service Unavailable"));
+        }
+        let by = |field: &str| call.input.get(field).and_then(Value::as_str);
+        let found = self
+            .devices
+            .iter()
+            .find(|(name, ip)| by("hostname") == Some(*name) || by("ip") == Some(*ip));
+        Ok(match found {
+            Some((name, ip)) => json!({ "known": true, "hostname": name, "ip": ip }),
+            None => json!({ "known": false }),
+        })
+    }
+}
+
+const VIPS_RESOLVED: &str = r#"
+guardrails:
+  - name: vips
+    applies_to: ["t.isolate"]
+    never:
+      hosts: [cfo-lt01]
+      cidrs: [10.50.0.0/16]
+      resolve: cmdb.lookup_device
+"#;
+
+fn isolating(trust: &str) -> String {
+    format!(
+        r#"
+name: isolate
+trust: {trust}
+steps:
+  - id: isolate
+    action: t.isolate
+    for_each: ${{{{ event.data.hosts }}}}
+    with: {{ target: "${{{{ item }}}}", value: isolated }}
+"#
+    )
+}
+
+async fn isolate(h: &Harness, hosts: &[&str]) -> RunReport {
+    h.run("isolate", json!({ "hosts": hosts })).await
+}
+
+#[tokio::test]
+async fn a_protected_host_listed_by_name_is_held_when_a_change_names_its_address() {
+    let dir = Directory::new(false);
+    let h = harness_with(&[&isolating("log")], Some(VIPS_RESOLVED), vec![dir.clone()]);
+    let report = isolate(&h, &["10.20.0.15"]).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert!(h.rec.calls_of("t.isolate").is_empty(), "nothing is applied");
+    let held = h.step(&report.run_id, "isolate[0]").await;
+    let why = held.error.unwrap_or_default();
+    assert!(
+        why.contains("10.20.0.15 is cfo-lt01 by cmdb.lookup_device"),
+        "{why}"
+    );
+    assert_eq!(*dir.asked.lock().unwrap(), [json!({ "ip": "10.20.0.15" })]);
+
+    // The same guardrail without `resolve` cannot know: at log the change goes through.
+    let unresolved = VIPS_RESOLVED.replace("      resolve: cmdb.lookup_device\n", "");
+    let h = harness_with(
+        &[&isolating("log")],
+        Some(&unresolved),
+        vec![Directory::new(false)],
+    );
+    let report = isolate(&h, &["10.20.0.15"]).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_host_named_by_name_is_checked_as_its_address_against_protected_networks() {
+    let h = harness_with(
+        &[&isolating("log")],
+        Some(VIPS_RESOLVED),
+        vec![Directory::new(false)],
+    );
+    let report = isolate(&h, &["WS-007"]).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    let why = h
+        .step(&report.run_id, "isolate[0]")
+        .await
+        .error
+        .unwrap_or_default();
+    assert!(why.contains("10.50.3.3"), "{why}");
+    assert!(h.rec.calls_of("t.isolate").is_empty());
+}
+
+#[tokio::test]
+async fn at_guarded_a_resolved_host_proceeds_and_an_unresolvable_one_is_held() {
+    // ws-042 has no address in the guardrail, so on its own it cannot be checked against
+    // 10.50.0.0/16 and is held at guarded; the directory says 10.20.0.42: it proceeds.
+    let h = harness_with(
+        &[&isolating("guarded")],
+        Some(VIPS_RESOLVED),
+        vec![Directory::new(false)],
+    );
+    let report = isolate(&h, &["ws-042"]).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(h.rec.calls_of("t.isolate").len(), 1);
+
+    // With the directory down, the same change is held, saying why.
+    let h = harness_with(
+        &[&isolating("guarded")],
+        Some(VIPS_RESOLVED),
+        vec![Directory::new(true)],
+    );
+    let report = isolate(&h, &["ws-042"]).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    let why = h
+        .step(&report.run_id, "isolate[0]")
+        .await
+        .error
+        .unwrap_or_default();
+    assert!(
+        why.contains("cmdb.lookup_device could not resolve it: cmdb: 503"),
+        "{why}"
+    );
+    assert!(h.rec.calls_of("t.isolate").is_empty());
+}
+
+#[tokio::test]
+async fn each_distinct_target_is_looked_up_once_per_step() {
+    let dir = Directory::new(false);
+    let h = harness_with(
+        &[&isolating("guarded")],
+        Some(VIPS_RESOLVED),
+        vec![dir.clone()],
+    );
+    let report = isolate(&h, &["ws-042", "ws-042", "10.20.0.42"]).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    let mut asked: Vec<String> = dir
+        .asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [r#"{"hostname":"ws-042"}"#, r#"{"ip":"10.20.0.42"}"#]
+    );
 }

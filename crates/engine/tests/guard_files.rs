@@ -76,6 +76,7 @@ fn a_list_file_with_a_byte_order_mark_keeps_its_first_entry() {
             targets: &targets,
             recent: &recent,
             baselines: &baselines,
+            identities: &Default::default(),
         };
         assert!(!g.check(&[], &ctx)[0].pass, "{t} passed");
     }

@@ -17,6 +17,7 @@ fn passes(g: &Guardrails, guardrail: &str, action: &str, target: &str, guarded: 
         targets: &targets,
         recent: &recent,
         baselines: &baselines,
+        identities: &Default::default(),
     };
     let v = g.check_at(&[], &ctx, guarded);
     let v = v.iter().find(|v| v.guardrail == guardrail).unwrap();

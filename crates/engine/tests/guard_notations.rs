@@ -162,7 +162,7 @@ proptest! {
             let Some(t) = spec.target.as_ref().filter(|t| takes(kind, t.kind)) else {
                 continue;
             };
-            let ctx = Context { action: spec, targets: &targets, recent: &recent, baselines: &baselines };
+            let ctx = Context { action: spec, targets: &targets, recent: &recent, baselines: &baselines, identities: &Default::default() };
             for guarded in [false, true] {
                 let v = g.check_at(&[], &ctx, guarded);
                 prop_assert_eq!(v.len(), 1);
@@ -189,6 +189,7 @@ fn verdict(action: &str, target: &str) -> String {
         targets: &targets,
         recent: &recent,
         baselines: &baselines,
+        identities: &Default::default(),
     };
     g.check(&[], &ctx).remove(0).reason
 }

@@ -71,6 +71,7 @@ pub async fn run(ctx: &Ctx, command: GuardrailsCommand) -> Result<ExitCode> {
                     targets: &targets,
                     recent: &recent,
                     baselines: &baselines,
+                    identities: &Default::default(),
                 },
             );
             if format == Format::Json {

@@ -283,6 +283,12 @@ impl RunState {
                 baselines.insert(g.name.clone(), self.engine.baseline(g).await?);
             }
         }
+        let kind = spec
+            .target
+            .as_ref()
+            .map_or(belay_playbook::TargetType::Generic, |t| t.kind);
+        let governing = self.engine.guardrails.governing(&spec.name, &named);
+        let identities = self.identities(&governing, kind, targets).await;
         Ok(self.engine.guardrails.check_at(
             &named,
             &crate::guard::Context {
@@ -290,6 +296,7 @@ impl RunState {
                 targets,
                 recent: &recent,
                 baselines: &baselines,
+                identities: &identities,
             },
             self.trust_of(step) == TrustLevel::Guarded,
         ))

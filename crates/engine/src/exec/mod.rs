@@ -21,6 +21,7 @@ mod guard_gate;
 mod plan;
 mod read;
 mod report;
+mod resolve;
 mod retry;
 mod state;
 mod step;

@@ -51,6 +51,8 @@ struct RawNever {
     /// Files of addresses, networks or domains, one per line (`#` comments).
     #[serde(default)]
     lists: Vec<PathBuf>,
+    /// A read action (`cmdb.lookup_device`) that names a device's other identities.
+    resolve: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +287,19 @@ fn build_never(n: RawNever, name: &str, base: &Path) -> Result<Never, BuildError
         nonempty("device_classes", i, d)?;
         device_classes.insert(d.trim().to_lowercase());
     }
+    let resolve = match n.resolve {
+        Some(a)
+            if a.split_once('.')
+                .is_none_or(|(f, x)| f.is_empty() || x.is_empty()) =>
+        {
+            return Err(format!(
+                "guardrail `{name}`: never.resolve: `{a}` is not an action (`family.action`, \
+                 e.g. cmdb.lookup_device)"
+            )
+            .into());
+        }
+        other => other,
+    };
     Ok(Never {
         nets: RangeSet::build(nets),
         has_cidrs,
@@ -293,6 +308,7 @@ fn build_never(n: RawNever, name: &str, base: &Path) -> Result<Never, BuildError
         users,
         macs,
         device_classes,
+        resolve,
     })
 }
 

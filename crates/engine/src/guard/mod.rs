@@ -13,9 +13,11 @@ mod baseline;
 pub mod canon;
 mod load;
 mod never;
+pub mod resolve;
 
 pub use baseline::{Baseline, BaselineFigures};
 pub use never::{Never, NeverBench, Overlap, RangeSet, bench_never, parse_net};
+pub use resolve::{Identities, Resolution};
 
 use belay_playbook::{ActionSpec, Catalog, TargetType};
 use globset::GlobSet;
@@ -71,6 +73,8 @@ pub struct Context<'a> {
     pub recent: &'a std::collections::HashMap<String, u64>,
     /// Learned figures of baseline guardrails, by guardrail name.
     pub baselines: &'a std::collections::HashMap<String, BaselineFigures>,
+    /// What each never-list's `resolve` action said of each target (none asked: empty).
+    pub identities: &'a Identities,
 }
 
 /// Every guardrail, loaded from YAML files.
@@ -126,12 +130,16 @@ impl Guardrails {
             let mut problems = Vec::new();
             if let Some(never) = &g.never {
                 problems.extend(ctx.targets.iter().filter_map(|t| {
-                    never.violation(kind, t).or_else(|| {
-                        guarded
-                            .then(|| never.unresolved(kind, t))
-                            .flatten()
-                            .map(|u| format!("{u}; at guarded an unresolved target is held"))
-                    })
+                    let resolved = ctx.identities.get(&(g.name.clone(), t.clone()));
+                    never
+                        .violation(kind, t)
+                        .or_else(|| resolved.and_then(|r| never.violation_of_identities(t, r)))
+                        .or_else(|| {
+                            guarded
+                                .then(|| never.unresolved_after(kind, t, resolved))
+                                .flatten()
+                                .map(|u| format!("{u}; at guarded an unresolved target is held"))
+                        })
                 }));
             }
             if let Some(max) = g.batch {

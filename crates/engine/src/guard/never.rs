@@ -7,6 +7,7 @@
 //! protected or cannot be resolved; what happens then is the guardrail's `on_violation`.
 
 use super::canon;
+use super::resolve::{self, Resolution};
 use belay_playbook::TargetType;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -137,6 +138,9 @@ pub struct Never {
     pub(super) users: HashSet<String>,
     pub(super) macs: HashSet<String>,
     pub(super) device_classes: HashSet<String>,
+    /// The read action asked for a target's other identities (a host's addresses, an
+    /// address's host name and MAC), when the guardrail names one.
+    pub resolve: Option<String>,
 }
 
 fn refused(t: &str, why: &str) -> String {
@@ -290,6 +294,37 @@ impl Never {
         self.device_classes
             .contains(&t.to_lowercase())
             .then(|| format!("device class {t} is protected"))
+    }
+
+    /// Why `target` is protected as one of the other identities a directory gave for it.
+    pub fn violation_of_identities(&self, target: &str, resolved: &Resolution) -> Option<String> {
+        let Resolution::Known(ids) = resolved else {
+            return None;
+        };
+        let by = self.resolve.as_deref().unwrap_or("the directory");
+        ids.iter().find_map(|(kind, id)| {
+            self.violation(*kind, id)
+                .map(|why| format!("{} is {id} by {by}: {why}", target.trim()))
+        })
+    }
+
+    /// As [`Never::unresolved`], given what the guardrail's `resolve` action said: a target
+    /// it named another identity of (an address for a name, a name for an address) is
+    /// resolved; one it could not be asked about stays unresolved, saying why.
+    pub fn unresolved_after(
+        &self,
+        kind: TargetType,
+        target: &str,
+        resolved: Option<&Resolution>,
+    ) -> Option<String> {
+        let by = self.resolve.as_deref().unwrap_or("the directory");
+        match resolved {
+            Some(Resolution::Known(ids)) if resolve::completes(target, ids) => None,
+            Some(Resolution::Failed(e)) => self
+                .unresolved(kind, target)
+                .map(|u| format!("{u}, and {by} could not resolve it: {e}")),
+            _ => self.unresolved(kind, target),
+        }
     }
 
     /// Why a host target cannot be matched to every identity this guardrail protects, if it
