@@ -8,7 +8,9 @@ use serde_json::Value;
 /// One action call.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
+    /// The full action name, family included, e.g. `blocklist.add`.
     pub action: &'a str,
+    /// The step's rendered inputs, already validated against the action's input schema.
     pub input: &'a Value,
     /// Present for change actions: `run/step-key`, stable across retries and resumes.
     pub idempotency_key: Option<&'a str>,

@@ -14,7 +14,9 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ActionError {
+    /// Whether the engine may retry the call.
     pub kind: ErrorKind,
+    /// What failed, in words for the run record and the operator; also the `Display` text.
     pub message: String,
 }
 

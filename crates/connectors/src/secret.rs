@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a credential's value.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -23,6 +24,7 @@ impl Secret {
         &self.0
     }
 
+    /// Whether the value is the empty string.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -46,13 +48,32 @@ pub enum SecretError {
     #[error(
         "secret `{name}` is not set (looked for the environment variables BELAY_SECRET_{name} and {name}{file})"
     )]
-    Missing { name: String, file: String },
+    /// A reference names a secret that neither the overrides, the environment nor the
+    /// secrets file set (an empty environment variable counts as unset).
+    Missing {
+        /// The secret's `NAME`.
+        name: String,
+        /// `, and in PATH` when a secrets file was searched, else empty.
+        file: String,
+    },
     #[error(
         "`{text}` is not a secret reference: write `${{{{ secrets.NAME }}}}` with NAME of letters, digits and `_`"
     )]
-    Syntax { text: String },
+    /// A value holds `${{` but is not one well-formed `${{ secrets.NAME }}` reference.
+    Syntax {
+        /// The offending reference, or a placeholder when text and a reference are mixed
+        /// (the text around it might be a secret).
+        text: String,
+    },
     #[error("secrets file {path}: {message}")]
-    File { path: PathBuf, message: String },
+    /// The secrets file is unreadable, readable by group or others, not TOML, or has a
+    /// non-string value.
+    File {
+        /// The secrets file.
+        path: PathBuf,
+        /// What is wrong with it (never quoting its content).
+        message: String,
+    },
 }
 
 /// Where secrets come from: the process environment and an optional secrets file.
@@ -200,6 +221,7 @@ impl Redactor {
         }
     }
 
+    /// `text` with every known value replaced by `***`, longest values first.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for v in &self.values {

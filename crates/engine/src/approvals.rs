@@ -18,6 +18,7 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// A directory of `(user, roles)` pairs; a user listed twice keeps the last roles.
     pub fn new(users: impl IntoIterator<Item = (String, Vec<String>)>) -> Directory {
         Directory {
             users: users
@@ -27,10 +28,12 @@ impl Directory {
         }
     }
 
+    /// The roles of `user` (any spelling [`same_user`] accepts); `None` for an unknown user.
     pub fn roles(&self, user: &str) -> Option<&[String]> {
         self.users.get(&canon::user(user)).map(Vec::as_slice)
     }
 
+    /// Whether it lists no user (then nobody may decide).
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
     }
@@ -44,16 +47,29 @@ pub fn same_user(a: &str, b: &str) -> bool {
 /// Why a decision was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DecisionError {
+    /// No approval has this id.
     #[error("no approval `{0}`")]
     NotFound(String),
+    /// The deciding user is not in the directory.
     #[error("unknown user `{0}`; users and their roles come from [[users]] in belay.toml")]
     UnknownUser(String),
+    /// The approval is no longer pending (decided, expired or superseded).
     #[error("approval {id} is {status}, not pending; nothing was recorded")]
-    NotPending { id: String, status: ApprovalStatus },
+    NotPending {
+        /// The approval's id.
+        id: String,
+        /// Its status now.
+        status: ApprovalStatus,
+    },
+    /// The user may not decide (not an approver, separation of duties, already voted), or the
+    /// approval expired just now; the text says which. Nothing was recorded.
     #[error("{0}")]
     Refused(String),
+    /// Other decisions kept changing the approval between reading and recording (8 tries);
+    /// holds its id. Nothing was recorded.
     #[error("approval {0} kept changing while recording the decision; try again")]
     Conflict(String),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

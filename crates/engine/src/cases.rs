@@ -16,7 +16,7 @@ pub struct Cases {
 }
 
 impl Cases {
-    pub fn new(store: Arc<dyn Store>) -> Cases {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Cases {
         Cases { store }
     }
 }

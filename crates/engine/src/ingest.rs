@@ -29,15 +29,23 @@ pub const CONFLICT_KIND: &str = "ingest.conflict";
 /// What an ingest pass did.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct IngestStats {
+    /// Events stored as new, the [`CONFLICT_KIND`] events made here included.
     pub accepted: u64,
+    /// Events already stored with the same id and body (acknowledged, not run again).
     pub duplicates: u64,
     /// Events re-sent with an accepted id but another body (kept as [`CONFLICT_KIND`] events).
     pub conflicts: u64,
+    /// Lines that are not events: too long, or not a valid event's JSON (blank lines aside).
     pub rejected: u64,
+    /// Runs the accepted events started.
     pub runs_started: u64,
+    /// Always 0: [`ingest`] resumes no run (the caller counts the runs it resumes).
     pub runs_resumed: u64,
+    /// Started runs that succeeded.
     pub runs_succeeded: u64,
+    /// Started runs that failed, or could not be executed.
     pub runs_failed: u64,
+    /// Started runs now waiting for an approval.
     pub runs_waiting: u64,
 }
 
@@ -47,6 +55,8 @@ pub struct Source {
     pub name: String,
     /// Byte offset of the first line to read.
     pub start: u64,
+    /// Whether each accepted line's end offset is stored with it (files), so a later pass
+    /// can start there.
     pub durable_cursor: bool,
 }
 

@@ -49,19 +49,26 @@ impl Default for EngineConfig {
 /// An engine failure outside any one run (storage, unknown playbook).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// A store operation failed; its error, shown as is.
     #[error(transparent)]
     Store(#[from] belay_store::StoreError),
+    /// Anything else: an unknown run, change or checkpoint, an unreadable source...; the
+    /// text is the whole message.
     #[error("{0}")]
     Other(String),
 }
 
+/// The engine's results: [`EngineError`] unless said otherwise.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 /// The result of offering an event.
 #[derive(Debug, Clone)]
 pub struct Acceptance {
+    /// The event as offered.
     pub event: Arc<Event>,
+    /// The event's id (`event.id`).
     pub event_id: String,
+    /// Whether it was stored now or had been before.
     pub accepted: Accepted,
     /// Runs started by the event (empty for a duplicate).
     pub runs: Vec<RunRecord>,
@@ -71,12 +78,15 @@ pub struct Acceptance {
 
 /// Runs playbooks against one store with one set of connectors.
 pub struct Engine {
+    /// Where events, runs, steps, changes and approvals are journaled.
     pub store: Arc<dyn Store>,
+    /// The loaded playbooks, indexed by trigger kind.
     pub playbooks: Arc<PlaybookSet>,
-    pub catalog: Arc<Catalog>,
-    pub connectors: Registry,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) connectors: Registry,
+    /// The settings it was built with.
     pub config: EngineConfig,
-    pub guardrails: Arc<guard::Guardrails>,
+    pub(crate) guardrails: Arc<guard::Guardrails>,
     permits: Arc<Semaphore>,
     /// Serializes steps governed by a rate guardrail (see the executor).
     pub(crate) rate_gate: tokio::sync::Mutex<()>,
@@ -100,6 +110,8 @@ const BASELINE_TTL: Duration = Duration::from_secs(60);
 const TARGET_LOCK_STRIPES: usize = 1024;
 
 impl Engine {
+    /// An engine without guardrails. Like [`Engine::with_guardrails`], it serves `case.*`
+    /// from its own store when no registered connector does.
     pub fn new(
         store: Arc<dyn Store>,
         playbooks: Arc<PlaybookSet>,

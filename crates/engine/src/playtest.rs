@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 /// One playbook test file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TestCase {
+pub(crate) struct TestCase {
     pub name: String,
     pub playbook: String,
     pub event: Value,
@@ -32,7 +32,7 @@ pub struct TestCase {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// Whether the event starts the playbook through its trigger (`on.event` and `on.if`).
     #[serde(default = "yes")]
     pub triggered: bool,
@@ -50,7 +50,7 @@ pub struct Expect {
 
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct ActionMatch {
+pub(crate) struct ActionMatch {
     pub action: String,
     pub with: Option<Value>,
     /// Exact number of matching calls.
@@ -64,12 +64,17 @@ fn yes() -> bool {
 /// The verdict on one test.
 #[derive(Debug, Clone)]
 pub struct TestResult {
+    /// The test file.
     pub file: PathBuf,
+    /// The test's `name`, or the file's path when the file could not be read.
     pub name: String,
+    /// Every expectation that did not hold, or the one reason the test could not run;
+    /// empty when it passed.
     pub failures: Vec<String>,
 }
 
 impl TestResult {
+    /// Whether every expectation held.
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
     }
@@ -158,7 +163,7 @@ pub fn test_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Parses a test file.
-pub fn load_case(path: &Path) -> Result<TestCase, String> {
+pub(crate) fn load_case(path: &Path) -> Result<TestCase, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
     let node = yaml::parse(&text).map_err(|d| d.to_string())?;
     serde_json::from_value(node.to_json()).map_err(|e| format!("invalid test file: {e}"))

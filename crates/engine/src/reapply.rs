@@ -14,11 +14,15 @@ use serde_json::json;
 /// What re-applying one change did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reapplied {
+    /// The journaled change re-issued.
     pub change_id: String,
+    /// Its action.
     pub action: String,
+    /// Its target, as journaled.
     pub target: String,
     /// The system had lost it and has it again.
     pub restored: bool,
+    /// The connector's error when the call failed; none when it succeeded.
     pub error: Option<String>,
 }
 

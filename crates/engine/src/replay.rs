@@ -14,14 +14,19 @@ use std::sync::Arc;
 /// What a planned change would have met.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub enum Would {
+    /// Applied: its trust level (or an approval already given) lets it through.
     #[serde(rename = "apply")]
     Apply,
+    /// Held for a person's approval by its trust level.
     #[serde(rename = "needs approval")]
     NeedApproval,
+    /// Held by a guardrail until a person decides.
     #[serde(rename = "held by guardrail")]
     BeHeld,
+    /// Refused by a guardrail.
     #[serde(rename = "denied by guardrail")]
     BeDenied,
+    /// Recorded only: the step runs at trust `shadow` (not counted in the totals).
     #[serde(rename = "shadow")]
     Shadow,
 }
@@ -56,8 +61,11 @@ impl Would {
 pub struct WouldChange {
     /// The step's record key (`block`, `block[2]`).
     pub step: String,
+    /// The change action.
     pub action: String,
+    /// Its resolved inputs.
     pub with: Value,
+    /// What it would have met.
     pub would: Would,
     /// Why, when a guardrail would have held or denied it.
     pub reason: Option<String>,
@@ -66,14 +74,18 @@ pub struct WouldChange {
 /// The dry run one event triggered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayedRun {
+    /// The dry run's id (it is stored like any dry run).
     pub run_id: String,
+    /// How the dry run ended.
     pub status: RunStatus,
+    /// Its planned changes in execution order; reads and skipped steps are left out.
     pub changes: Vec<WouldChange>,
 }
 
 /// One past event and what the playbook would have done with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayedEvent {
+    /// The past event's id.
     pub event_id: String,
     /// `None` when the event did not trigger the playbook.
     pub run: Option<ReplayedRun>,
@@ -96,19 +108,28 @@ impl Serialize for ReplayedEvent {
 /// The counts over every replayed event (the JSON keys are a contract).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ReplayTotals {
+    /// Events replayed.
     pub events: usize,
+    /// Events that did not trigger the playbook.
     pub not_triggered: usize,
+    /// Changes that would have been applied ([`Would::Apply`]).
     pub changes: usize,
+    /// Changes that would have needed an approval ([`Would::NeedApproval`]).
     pub approvals: usize,
+    /// Changes a guardrail would have held ([`Would::BeHeld`]).
     pub guardrail_holds: usize,
+    /// Changes a guardrail would have denied ([`Would::BeDenied`]).
     pub guardrail_denials: usize,
 }
 
 /// What `belay replay` reports: every event in order, and the totals.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ReplayReport {
+    /// The replayed playbook's name.
     pub playbook: String,
+    /// Every replayed event, in the order pushed.
     pub events: Vec<ReplayedEvent>,
+    /// The counts over `events`.
     pub total: ReplayTotals,
 }
 

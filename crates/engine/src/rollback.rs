@@ -21,7 +21,9 @@ use std::sync::Arc;
 /// Which changes to undo.
 #[derive(Debug, Clone)]
 pub enum Selection {
+    /// One change, by id.
     Change(String),
+    /// Every change of a run, by id, and of the sub-playbook runs it started.
     Run(String),
     /// Every change after a named checkpoint.
     Checkpoint(String),
@@ -44,9 +46,12 @@ pub struct RollbackOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Undone, and the target read back equal to the change's before-state.
     Reverted,
     /// The target is no longer in the state the change left; refused without `--force`.
     Drifted,
+    /// Not undone, or not verified: no connector or inverse, the target unreadable, the undo
+    /// failed, or the target read back differs from the before-state.
     Failed,
     /// `--dry-run`: would be reverted.
     WouldRevert,
@@ -56,13 +61,20 @@ pub enum Outcome {
     Irreversible,
 }
 
+/// One selected change and what the rollback did with it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Item {
+    /// The change's id.
     pub change_id: String,
+    /// The run that made the change.
     pub run_id: String,
+    /// The change action.
     pub action: String,
+    /// The change's target, as journaled.
     pub target: String,
+    /// What happened to it.
     pub outcome: Outcome,
+    /// Why, in words: the error, the drift, what was verified or would be called.
     pub detail: String,
     /// The journaled undo, when one was made.
     pub undo_change_id: Option<String>,
@@ -71,11 +83,14 @@ pub struct Item {
 /// The result of a rollback.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The run that journaled the undos; none for a dry run or when nothing was undone.
     pub rollback_run: Option<String>,
+    /// The selected applied changes, newest first.
     pub items: Vec<Item>,
 }
 
 impl Report {
+    /// How many items had outcome `o`.
     pub fn count(&self, o: Outcome) -> usize {
         self.items.iter().filter(|i| i.outcome == o).count()
     }

@@ -126,26 +126,41 @@ impl Default for Thresholds {
 /// One change step's record and the suggestion drawn from it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StepTrust {
+    /// The playbook's name.
     pub playbook: String,
+    /// The step's id.
     pub step: String,
+    /// The change action it calls.
     pub action: String,
+    /// The level the playbook gives it (the step's `trust`, else the playbook's).
     pub declared: TrustLevel,
+    /// The level it runs at: `declared`, lowered to a recorded demotion's level.
     pub effective: TrustLevel,
+    /// The step is `pinned`: never suggested for promotion.
     pub pinned: bool,
+    /// The demotion in force for the step, if any.
     pub demotion: Option<Demotion>,
     /// Step records (one per `for_each` item).
     pub runs: u64,
+    /// Changes journaled (applied, drifted or since reverted).
     pub changes: u64,
+    /// Its approvals that were approved.
     pub approvals_granted: u64,
+    /// Its approvals that were denied.
     pub approvals_denied: u64,
+    /// Its approvals that expired unanswered.
     pub approvals_expired: u64,
+    /// Step records a guardrail held.
     pub guardrail_holds: u64,
+    /// Its changes since reverted.
     pub rollbacks: u64,
+    /// Step records that failed.
     pub failures: u64,
     /// Figures learned by the baseline guardrails governing the step.
     pub baselines: HashMap<String, crate::guard::BaselineFigures>,
     /// `promote to log`, `promote to guarded`, `keep` or `demote`.
     pub recommendation: String,
+    /// Why, in words: the record behind it, or the demotion and how to lift it.
     pub reason: String,
 }
 

@@ -25,6 +25,8 @@ struct Inner {
 }
 
 impl Intel {
+    /// The connector over the store in `data_dir`; opens nothing until the first lookup (a
+    /// missing store then finds nothing).
     pub fn new(data_dir: PathBuf) -> Intel {
         Intel {
             inner: Arc::new(Inner {

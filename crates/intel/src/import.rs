@@ -75,6 +75,7 @@ pub struct ImportOptions {
     pub expires_ms: Option<i64>,
     /// Score half-life; `None` keeps the current one (30 days for a new feed).
     pub half_life_ms: Option<i64>,
+    /// How to read a CSV feed (ignored for other formats).
     pub csv: CsvOptions,
     /// Networks wider than this are refused and counted in [`ImportReport::too_wide`].
     pub wide: WideLimit,
@@ -83,8 +84,11 @@ pub struct ImportOptions {
 /// The stages an import goes through, for progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Reading the source: bytes of a file or URL, or objects of a TAXII collection.
     Download,
+    /// Parsing and normalizing the bytes read (not a phase of its own for TAXII).
     Parse,
+    /// Writing the feed's set to the store, in rows.
     Write,
 }
 
@@ -92,7 +96,9 @@ pub enum Phase {
 pub trait Progress {
     /// A phase starts; `total` in bytes (download, parse) or rows (write) when known.
     fn phase(&mut self, phase: Phase, total: Option<u64>);
+    /// How far the current phase is, in its unit: a running total, not an increment.
     fn advance(&mut self, done: u64);
+    /// The import is done (called once, after the write phase, only when the import succeeds).
     fn finish(&mut self);
 }
 
@@ -108,27 +114,35 @@ impl Progress for NoProgress {
 /// What an import did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
+    /// The feed's name.
     pub feed: String,
+    /// Where it was read, without credentials (as stored in [`FeedInfo::source`]).
     pub source: String,
+    /// The format it was parsed as (given, or guessed).
     pub format: Format,
     /// Values the feed lists now and did not before, sorted.
     pub added: Vec<(String, Kind)>,
     /// Values the feed listed before and no longer does, sorted.
     pub removed: Vec<(String, Kind)>,
+    /// Values the feed listed before and lists again.
     pub unchanged: u64,
     /// Entries of a kind belay cannot hold (see the parsers), with a few examples.
     pub unsupported: u64,
+    /// Up to [`SAMPLES`] of those entries, each with why it is unsupported.
     pub unsupported_examples: Vec<String>,
     /// Entries that are not valid values of their kind, with a few examples.
     pub invalid: u64,
+    /// Up to [`SAMPLES`] of those entries' errors.
     pub invalid_examples: Vec<String>,
     /// Networks refused as wider than the limit (see [`WideLimit`]), with a few examples.
     pub too_wide: u64,
+    /// Up to [`SAMPLES`] of those refusals, naming the network and the limit.
     pub too_wide_examples: Vec<String>,
     /// Entries listed more than once in the feed.
     pub duplicates: u64,
     /// Distinct values the feed lists now.
     pub total: u64,
+    /// Wall-clock seconds the whole import took.
     pub seconds: f64,
 }
 

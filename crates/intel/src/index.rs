@@ -50,11 +50,15 @@ pub struct Index {
 /// One feed's listing of a matched value.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SourceView {
+    /// The feed's name.
     pub feed: String,
+    /// When the feed first listed the value (RFC 3339); kept across imports that list it again.
     pub first_seen: String,
+    /// When the feed last listed it: its latest import that did (RFC 3339).
     pub last_seen: String,
     /// When this listing stops counting, if ever.
     pub expires_at: Option<String>,
+    /// Whether `expires_at` is past at lookup time.
     pub expired: bool,
     /// What this listing adds to the score (0 when expired).
     pub contribution: f64,
@@ -63,9 +67,12 @@ pub struct SourceView {
 /// A stored value that matches the looked-up one (itself, or a network containing it).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Match {
+    /// The stored value in canonical form (for a network, its CIDR text).
     pub value: String,
+    /// The stored value's kind, serialized as `type`.
     #[serde(rename = "type")]
     pub kind: Kind,
+    /// Every feed's listing of it, expired ones included.
     pub sources: Vec<SourceView>,
 }
 
@@ -74,15 +81,21 @@ pub struct Match {
 pub struct Lookup {
     /// The looked-up value in canonical form.
     pub value: String,
+    /// The looked-up value's kind (given or guessed), serialized as `type`.
     #[serde(rename = "type")]
     pub kind: Kind,
     /// Whether at least one feed lists it now.
     pub found: bool,
+    /// The score defined in the module docs, two decimals; 0 when not found.
     pub score: f64,
     /// The feeds that list it now (unexpired), by name.
     pub sources: Vec<String>,
+    /// Earliest first listing among the live listings (RFC 3339); none when not found.
     pub first_seen: Option<String>,
+    /// Latest listing among the live listings (RFC 3339); none when not found.
     pub last_seen: Option<String>,
+    /// The stored values that match (the value itself, networks containing it), with every
+    /// listing, expired ones included; empty when nothing is stored for it.
     pub matches: Vec<Match>,
 }
 
@@ -148,10 +161,12 @@ impl Index {
         self.exact.len() + self.v4.iter().count() + self.v6.iter().count()
     }
 
+    /// Whether it holds no value at all (an empty or missing store).
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.v4.iter().next().is_none() && self.v6.iter().next().is_none()
     }
 
+    /// The feeds as they were when the index was loaded, by name.
     pub fn feeds(&self) -> &[FeedInfo] {
         &self.feeds
     }

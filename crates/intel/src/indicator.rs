@@ -16,15 +16,22 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// An IPv4 or IPv6 address (a /32 or /128 network included).
     Ip,
+    /// An IPv4 or IPv6 network, wider than one address.
     Cidr,
+    /// A domain name.
     Domain,
+    /// A URL.
     Url,
+    /// A file hash: MD5, SHA-1, SHA-256 or SHA-512 hex digits.
     Hash,
+    /// An e-mail address.
     Email,
 }
 
 impl Kind {
+    /// The kind's lower-case name, as serialized and as [`Kind::parse`] reads it.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Ip => "ip",
@@ -76,21 +83,31 @@ impl fmt::Display for Kind {
 /// A value in its canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Indicator {
+    /// What the value is.
     pub kind: Kind,
+    /// The canonical spelling (see the module docs); equal values are the same indicator.
     pub value: String,
 }
 
 /// Why a value is not an indicator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
+    /// Nothing left once whitespace and quotes are trimmed.
     #[error("empty value")]
     Empty,
+    /// The value does not parse as the kind it was given as, or as the kind its form
+    /// suggests (a `://` URL, an address with `@`).
     #[error("`{value}` is not a valid {kind}: {reason}")]
     Invalid {
+        /// The value after refanging, cut to 80 bytes (with `…`) when longer.
         value: String,
+        /// The kind it was expected to be.
         kind: Kind,
+        /// What is wrong with it.
         reason: String,
     },
+    /// Without a kind given, the value has the form of no indicator; also any value longer
+    /// than [`MAX_VALUE_LEN`]. Holds the value, cut to 80 bytes (with `…`) when longer.
     #[error("`{0}` is not an IP address, network, domain, URL, hash or e-mail address")]
     Unrecognized(String),
 }

@@ -1,7 +1,7 @@
 //! Threat intel for belay: feed parsers, a scored indicator store, lookups, and the
 //! `intel.lookup` action.
 //!
-//! The flow is visible in the modules: [`fetch`] reads a source (file, URL, TAXII
+//! The flow is visible in the modules: `fetch` reads a source (file, URL, TAXII
 //! collection), [`parse`] turns a feed format into raw records, [`indicator`] brings each
 //! value to one canonical spelling, [`import`] replaces the feed's set in the [`store`] and
 //! reports what changed (the `intel.update` event), and [`index`] answers lookups and scores
@@ -9,7 +9,7 @@
 
 pub mod bench;
 pub mod connector;
-pub mod fetch;
+pub(crate) mod fetch;
 pub mod import;
 pub mod index;
 pub mod indicator;

@@ -22,8 +22,11 @@ pub const DEFAULT_HALF_LIFE_MS: i64 = 30 * 24 * 3600 * 1000;
 #[derive(Debug, thiserror::Error)]
 #[error("intel store {path}: {what}: {source}")]
 pub struct StoreError {
+    /// The store file (or the data directory, when it could not be created).
     pub path: String,
+    /// What was being done, e.g. `cannot begin the import`.
     pub what: &'static str,
+    /// SQLite's error (an I/O error wrapped as a conversion failure for the directory).
     #[source]
     pub source: rusqlite::Error,
 }
@@ -31,6 +34,7 @@ pub struct StoreError {
 /// A feed's settings and latest import.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FeedInfo {
+    /// The feed's name, unique in the store.
     pub name: String,
     /// Multiplies the feed's contribution to scores (default 1).
     pub weight: f64,
@@ -38,23 +42,29 @@ pub struct FeedInfo {
     pub half_life_ms: i64,
     /// A sighting stops counting this long after the feed last listed it (none: never).
     pub expires_ms: Option<i64>,
+    /// Where the latest import read it: a file path (made absolute when the file exists), or a
+    /// URL without its credentials (`taxii+` prefixed for a TAXII collection).
     pub source: String,
+    /// The format of the latest import, as [`Format::as_str`](crate::Format::as_str) names it.
     pub format: String,
+    /// When the latest import ran, in milliseconds since the epoch.
     pub last_import: i64,
+    /// Distinct values the latest import listed.
     pub indicators: u64,
+    /// Entries of the latest import of a kind belay cannot hold.
     pub unsupported: u64,
 }
 
 /// One value a feed lists now, as the import hands it to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listed {
+pub(crate) struct Listed {
     pub kind: Kind,
     pub valid_until: Option<i64>,
 }
 
 /// What replacing a feed's set changed.
 #[derive(Debug, Default)]
-pub struct Diff {
+pub(crate) struct Diff {
     pub added: Vec<(String, Kind)>,
     pub removed: Vec<(String, Kind)>,
     pub unchanged: u64,
@@ -222,7 +232,7 @@ impl IntelStore {
 
     /// Makes `listed` the feed's whole set at time `now`: values it no longer lists lose this
     /// feed as a source; values it lists again keep their first-seen time.
-    pub fn replace_feed(
+    pub(crate) fn replace_feed(
         &mut self,
         feed: &FeedInfo,
         listed: &HashMap<String, Listed>,

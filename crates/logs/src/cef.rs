@@ -10,12 +10,17 @@ use serde::Serialize;
 /// A parsed CEF record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CefEvent {
+    /// The CEF version after `CEF:` (`0` or `1`), spaces trimmed.
     pub version: String,
+    /// Device Vendor, unescaped.
     pub vendor: String,
+    /// Device Product, unescaped.
     pub product: String,
+    /// Device Version, unescaped.
     pub device_version: String,
     /// Device Event Class ID.
     pub signature_id: String,
+    /// The human-readable event name, unescaped.
     pub name: String,
     /// As written: `0`–`10`, or `Low`/`Medium`/`High`/`Very-High` (some vendors write others).
     pub severity: String,
@@ -26,8 +31,10 @@ pub struct CefEvent {
 /// Why text is not a CEF record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CefError {
+    /// The text (leading spaces aside) does not start with `CEF:`.
     #[error("no `CEF:` marker")]
     NoMarker,
+    /// The header has fewer than 7 fields; holds how many it has.
     #[error("CEF header has {0} of its 7 `|`-separated fields")]
     ShortHeader(usize),
 }

@@ -9,6 +9,7 @@
 /// One message cut from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// The message, without its length prefix or line ending, at most the framer's limit.
     pub bytes: Vec<u8>,
     /// The message was longer than the limit and was cut to it.
     pub truncated: bool,

@@ -26,7 +26,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 /// Listener settings.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
+    /// Where to receive UDP datagrams (one message each); none: no UDP socket.
     pub udp: Option<SocketAddr>,
+    /// Where to accept TCP connections (RFC 6587 framing); none: no TCP socket.
     pub tcp: Option<SocketAddr>,
     /// Longest message kept; longer ones are truncated to it and flagged.
     pub max_message: usize,
@@ -54,53 +56,86 @@ impl Default for ListenerConfig {
 /// Events to store together. `done` (TCP only) must be sent once they are durable; dropping it
 /// instead tells the connection they were not, and the connection is closed.
 pub struct Batch {
+    /// The normalized events, in the order their messages arrived; never empty for TCP.
     pub events: Vec<Event>,
+    /// The commit acknowledgement of a TCP connection's batch; none for UDP.
     pub done: Option<oneshot::Sender<()>>,
 }
 
 /// Running counters, shared with the sink (which fills the `stored`… fields).
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// UDP datagrams received, each one message.
     pub udp_messages: AtomicU64,
+    /// Complete TCP frames received, each one message.
     pub tcp_messages: AtomicU64,
+    /// Bytes of the messages received, as kept (after truncation).
     pub bytes: AtomicU64,
+    /// Messages longer than `max_message`, cut to it.
     pub truncated: AtomicU64,
     /// Lines without a syslog header (kept as generic events), messages of NUL bytes (dropped,
     /// and logged) and empty messages (dropped).
     pub parse_errors: AtomicU64,
+    /// Messages dropped as empty (also counted in `parse_errors`).
     pub empty: AtomicU64,
+    /// Malformed TCP octet-count prefixes (the connection went on with newline framing).
     pub framing_errors: AtomicU64,
+    /// TCP connections accepted.
     pub connections_accepted: AtomicU64,
+    /// TCP connections closed on accept, `max_connections` being open.
     pub connections_refused: AtomicU64,
+    /// TCP connections open now (a gauge, not a running total).
     pub connections_open: AtomicU64,
+    /// TCP connections closed after `idle_timeout` without data.
     pub connections_idle_closed: AtomicU64,
+    /// Events the sink stored as new.
     pub stored: AtomicU64,
+    /// Events the sink found already stored (same event id).
     pub duplicates: AtomicU64,
+    /// Events the sink failed to store (their TCP senders were not acknowledged).
     pub store_errors: AtomicU64,
+    /// Playbook runs the sink started for stored events.
     pub runs_started: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct StatsSnapshot {
+    /// UDP datagrams received, each one message.
     pub udp_messages: u64,
+    /// Complete TCP frames received, each one message.
     pub tcp_messages: u64,
+    /// Bytes of the messages received, as kept (after truncation).
     pub bytes: u64,
+    /// Messages longer than `max_message`, cut to it.
     pub truncated: u64,
+    /// Lines without a syslog header (kept as generic events), messages of NUL bytes (dropped,
+    /// and logged) and empty messages (dropped).
     pub parse_errors: u64,
+    /// Messages dropped as empty (also counted in `parse_errors`).
     pub empty: u64,
+    /// Malformed TCP octet-count prefixes (the connection went on with newline framing).
     pub framing_errors: u64,
+    /// TCP connections accepted.
     pub connections_accepted: u64,
+    /// TCP connections closed on accept, `max_connections` being open.
     pub connections_refused: u64,
+    /// TCP connections open now (a gauge, not a running total).
     pub connections_open: u64,
+    /// TCP connections closed after `idle_timeout` without data.
     pub connections_idle_closed: u64,
+    /// Events the sink stored as new.
     pub stored: u64,
+    /// Events the sink found already stored (same event id).
     pub duplicates: u64,
+    /// Events the sink failed to store (their TCP senders were not acknowledged).
     pub store_errors: u64,
+    /// Playbook runs the sink started for stored events.
     pub runs_started: u64,
 }
 
 impl Stats {
+    /// Reads every counter (each atomically, not all at one instant).
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             udp_messages: self.udp_messages.load(Relaxed),
@@ -196,6 +231,8 @@ impl Listener {
         )
     }
 
+    /// The counters, shared: keep a handle to read them while [`Listener::run`] owns the
+    /// listener, and to let the sink fill `stored` and the other storage counters.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
     }

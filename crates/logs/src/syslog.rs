@@ -13,8 +13,10 @@ use serde_json::{Map, Value};
 /// Which header form a message had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Protocol {
+    /// BSD syslog (`<PRI>Mmm dd hh:mm:ss host tag: msg`), read as loosely as senders write it.
     #[serde(rename = "rfc3164")]
     Rfc3164,
+    /// `<PRI>1 TIMESTAMP HOST APP PROCID MSGID [SD] MSG`.
     #[serde(rename = "rfc5424")]
     Rfc5424,
 }
@@ -22,25 +24,35 @@ pub enum Protocol {
 /// One RFC 5424 structured-data element: `[id name="value" ...]`, values unescaped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SdElement {
+    /// The SD-ID, e.g. `timeQuality` or `exampleSDID@32473`.
     pub id: String,
+    /// Its parameters `(name, value)` in the order written.
     pub params: Vec<(String, String)>,
 }
 
 /// A parsed syslog message. Text fields are owned; `raw` is the whole input as text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyslogMessage {
+    /// The header form found.
     pub protocol: Protocol,
     /// The PRI value (`facility * 8 + severity`) when the message had one.
     pub pri: Option<u8>,
+    /// Syslog facility name (`kern`, `auth`, `local4`…) when the message had a PRI.
     pub facility: Option<&'static str>,
     /// Syslog severity name (`emerg` … `debug`).
     pub severity: Option<&'static str>,
+    /// The header's date in UTC (dates without a zone taken as UTC; year-less RFC 3164
+    /// dates given a year, see [`parse_at`]); none when the header had no date.
     pub timestamp: Option<DateTime<Utc>>,
+    /// The sending host as written; none when absent or `-`.
     pub hostname: Option<String>,
     /// The program (RFC 3164 tag, RFC 5424 APP-NAME).
     pub appname: Option<String>,
+    /// The process id as written (RFC 3164 `tag[PID]`, RFC 5424 PROCID).
     pub procid: Option<String>,
+    /// The RFC 5424 MSGID; none when absent or `-`.
     pub msgid: Option<String>,
+    /// The RFC 5424 structured data; empty when nil or RFC 3164.
     pub structured_data: Vec<SdElement>,
     /// The free-text part, without a leading UTF-8 BOM.
     pub msg: String,
@@ -53,12 +65,17 @@ pub struct SyslogMessage {
 /// Why bytes are not a syslog message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// Nothing but whitespace and line endings.
     #[error("empty message")]
     Empty,
+    /// No header could be read (e.g. a bare `program: text` line).
     #[error("no RFC 5424 or RFC 3164 header found")]
     NoHeader,
+    /// The parser found no header field but would have consumed leading text (a frame
+    /// starting with `-`); holds that text, at most 64 characters.
     #[error("no header field found, and `{0}` before the message would be lost")]
     DroppedText(String),
+    /// Only NUL bytes (and whitespace); holds the number of NUL bytes.
     #[error("the message is {0} NUL byte(s) and no text")]
     OnlyNul(usize),
 }

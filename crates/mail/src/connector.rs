@@ -21,6 +21,7 @@ pub struct Email {
 }
 
 impl Email {
+    /// The connector, skipping these relay networks when looking for a message's originating IP.
     pub fn new(own_relays: Vec<IpNet>) -> Self {
         Email { own_relays }
     }

@@ -22,12 +22,16 @@ use std::time::{Duration, Instant};
 /// Why a message could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
+    /// The input is empty or only whitespace.
     #[error("the message is empty")]
     Empty,
+    /// The input is longer than [`MAX_MESSAGE_BYTES`]; holds its length in bytes.
     #[error("the message is {0} bytes, more than the {MAX_MESSAGE_BYTES} accepted")]
     TooLarge(usize),
+    /// The MIME parser found no header in the input.
     #[error("not an RFC 5322 message: no header could be read")]
     NotAMessage,
+    /// The MIME parser panicked on the input (caught, so only this message is lost).
     #[error("the MIME parser failed on this message (a bug: please report it with the message)")]
     Internal,
 }
@@ -88,10 +92,13 @@ pub struct Attachment {
 /// own receiving server added).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Authentication {
+    /// The first `spf=` result, lower-case (`pass`, `fail`, `softfail`...); none when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spf: Option<String>,
+    /// The first `dkim=` result, lower-case; none when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dkim: Option<String>,
+    /// The first `dmarc=` result, lower-case; none when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dmarc: Option<String>,
 }
@@ -108,8 +115,10 @@ pub struct ParsedMessage {
     /// The domain of the From address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender_domain: Option<String>,
+    /// The first Reply-To address (lower-case).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// The Return-Path address (lower-case).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub return_path: Option<String>,
     /// To and Cc addresses.
@@ -117,8 +126,10 @@ pub struct ParsedMessage {
     /// Who reported the message, when it was unwrapped from a report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reporter: Option<String>,
+    /// The Subject header, decoded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The Message-ID header, as the MIME parser reads it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
     /// The Date header, RFC 3339.
@@ -145,9 +156,13 @@ pub struct ParsedMessage {
     pub domains: Vec<String>,
     /// IP-literal URL hosts and the originating IP.
     pub ips: Vec<String>,
+    /// Attachments and inline non-body parts in part order, those of nested messages (and the
+    /// nested messages themselves) included.
     pub attachments: Vec<Attachment>,
     /// SHA-256 of the attachments, distinct.
     pub hashes: Vec<String>,
+    /// SPF, DKIM and DMARC results from the topmost Authentication-Results header; all none
+    /// when there is no such header.
     pub authentication: Authentication,
     /// Whether a reported message was unwrapped from its report.
     pub unwrapped: bool,

@@ -38,7 +38,9 @@ pub const EVENT_KIND: &str = "phishing.reported";
 /// The suspicion score and what made it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Suspicion {
+    /// The sum of the weights of the indicators found; 0 when none.
     pub score: u32,
+    /// The names of the indicators found (`ip_url`...), in the order of the table above.
     pub indicators: Vec<&'static str>,
 }
 

@@ -25,16 +25,27 @@ use tokio::net::TcpStream;
 /// A failure to read or move messages.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// Reading or moving a file (or connecting to the server) failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, with the path or address (`cannot read /path`).
         context: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A bad configuration (URL, folder name, not a maildir) or a file too large to be a
+    /// message; the text says which.
     #[error("{0}")]
     Invalid(String),
+    /// The IMAP server refused a command or the session failed.
     #[error("IMAP {context}: {message}")]
-    Imap { context: String, message: String },
+    Imap {
+        /// The command or step (`login as USER`, `UID FETCH`...).
+        context: String,
+        /// The IMAP client's error, as text.
+        message: String,
+    },
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SourceError {
@@ -56,6 +67,7 @@ pub struct Fetched {
     pub id: String,
     /// Where it was read, for events and messages (`maildir:/path/new/123`, `imap://host/INBOX;UID=7`).
     pub origin: String,
+    /// The message's bytes, as stored (at most [`MAX_MESSAGE_BYTES`]).
     pub raw: Vec<u8>,
 }
 
@@ -79,6 +91,7 @@ pub struct Files {
 }
 
 impl Files {
+    /// The files, handed out in this order.
     pub fn new(paths: Vec<PathBuf>) -> Self {
         Files { paths, next: 0 }
     }
@@ -232,7 +245,9 @@ impl Source for Maildir {
 pub struct ImapConfig {
     /// `imap://host[:port]` (plain TCP, port 143) or `imaps://host[:port]` (TLS, port 993).
     pub url: String,
+    /// The login user name.
     pub user: String,
+    /// The login password (plain `LOGIN`; redacted in `Debug`).
     pub password: String,
     /// The folder to read, e.g. `INBOX` or `Phish Reports`.
     pub folder: String,
@@ -266,6 +281,8 @@ pub struct Imap {
 }
 
 impl Imap {
+    /// Checks the configuration (URL scheme and host, no credentials in the URL, folder names
+    /// valid and distinct); connects only on first use.
     pub fn new(config: ImapConfig) -> Result<Self, SourceError> {
         let url = url::Url::parse(&config.url).map_err(|e| {
             SourceError::Invalid(format!("`{}` is not an IMAP URL: {e}", config.url))

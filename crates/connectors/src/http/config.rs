@@ -20,6 +20,7 @@ pub struct HttpConnectorConfig {
     pub spec: String,
     /// Scheme, host, port and optional path prefix, e.g. `https://api.edr.example/v2`.
     pub base_url: String,
+    /// Credentials sent with each request (default none).
     #[serde(default)]
     pub auth: AuthConfig,
     /// Timeout of one HTTP request (default 10s).
@@ -30,6 +31,7 @@ pub struct HttpConnectorConfig {
     pub backoff: Option<String>,
     /// Longest retry delay, and longest `Retry-After` honoured (default 30s).
     pub max_backoff: Option<String>,
+    /// Circuit breaker (`[connectors.NAME.breaker]`; defaults apply when absent).
     #[serde(default)]
     pub breaker: BreakerConfig,
     /// Hosts (`name` or `name:port`) requests may go to; default the base URL's host and the
@@ -45,24 +47,38 @@ pub struct HttpConnectorConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
+    /// No credentials (`type = "none"`, the default).
     #[default]
     None,
+    /// `Authorization: Bearer TOKEN` (`type = "bearer"`).
     Bearer {
+        /// The token, or a secret reference.
         token: String,
     },
+    /// HTTP Basic authentication (`type = "basic"`).
     Basic {
+        /// The user name, sent as is (never a secret reference).
         username: String,
+        /// The password, or a secret reference.
         password: String,
     },
+    /// A key in a request header (`type = "api_key"`).
     ApiKey {
         /// Header name (default `X-Api-Key`).
         header: Option<String>,
+        /// The key, or a secret reference.
         key: String,
     },
+    /// An OAuth2 client-credentials grant (`type = "oauth2"`); the access token is sent as a
+    /// bearer token.
     Oauth2 {
+        /// Where the token is requested; its host is on the default allow-list.
         token_url: String,
+        /// The client id, sent as is.
         client_id: String,
+        /// The client secret, or a secret reference.
         client_secret: String,
+        /// The `scope` parameter of the token request; not sent when absent.
         scope: Option<String>,
     },
 }
@@ -80,21 +96,35 @@ pub struct BreakerConfig {
 /// Resolved credentials.
 #[derive(Debug, Clone, Default)]
 pub enum Auth {
+    /// No credentials.
     #[default]
     None,
+    /// `Authorization: Bearer` with this token.
     Bearer(Secret),
+    /// HTTP Basic authentication.
     Basic {
+        /// The user name.
         username: String,
+        /// The password.
         password: Secret,
     },
+    /// The key sent as the value of a header.
     ApiKey {
+        /// The header's name (`X-Api-Key` unless configured).
         header: String,
+        /// The key.
         key: Secret,
     },
+    /// OAuth2 client credentials: a token fetched from `token_url`, cached until shortly
+    /// before it expires, and sent as a bearer token.
     OAuth2 {
+        /// The token endpoint.
         token_url: String,
+        /// The client id.
         client_id: String,
+        /// The client secret.
         client_secret: Secret,
+        /// The `scope` parameter of the token request, if any.
         scope: Option<String>,
     },
 }
@@ -102,17 +132,25 @@ pub enum Auth {
 /// Resolved settings of one HTTP connector.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
+    /// Scheme, host, port and optional path prefix that request paths are appended to.
     pub base_url: String,
+    /// Credentials, secrets resolved.
     pub auth: Auth,
+    /// Timeout of one HTTP request (and of connecting).
     pub timeout: Duration,
+    /// Retries after a transient failure, so a call makes at most `retries + 1` attempts.
     pub retries: u32,
+    /// First retry delay, doubled after each attempt up to `max_backoff`.
     pub backoff: Duration,
+    /// Longest retry delay; a longer `Retry-After` fails the call instead of waiting.
     pub max_backoff: Duration,
     /// Consecutive failed calls that open the circuit; 0 disables the breaker.
     pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before letting one trial call through.
     pub breaker_cooldown: Duration,
     /// Empty: the base URL's and token URL's hosts.
     pub allow_hosts: Vec<String>,
+    /// Values the spec's expressions read as `vars.NAME`.
     pub vars: Map<String, Value>,
 }
 
@@ -139,7 +177,9 @@ impl HttpSettings {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("connector `{connector}`: {message}")]
 pub struct ConfigError {
+    /// The connector's configured name (`[connectors.NAME]`).
     pub connector: String,
+    /// What is wrong, e.g. a bad duration or an unreadable spec.
     pub message: String,
 }
 

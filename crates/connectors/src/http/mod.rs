@@ -145,6 +145,7 @@ impl Http {
         &self.name
     }
 
+    /// The spec it was built from.
     pub fn spec(&self) -> &Spec {
         &self.spec
     }

@@ -35,8 +35,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
 /// A loaded spec.
 #[derive(Debug)]
 pub struct Spec {
+    /// The spec's `name` (e.g. `edr-lab`).
     pub name: String,
+    /// The action family it serves (e.g. `edr`); every action it maps belongs to it.
     pub family: String,
+    /// The spec's `description`; empty when it has none.
     pub description: String,
     pub(crate) actions: BTreeMap<String, ActionMap>,
 }
@@ -105,7 +108,9 @@ pub(crate) struct Poll {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{diagnostic}")]
 pub struct SpecError {
+    /// The spec's file path as given to [`Spec::parse`], or `<builtin NAME>`.
     pub file: String,
+    /// The YAML diagnostic: `line:col: error: message`, and a `hint:` line when there is one.
     pub diagnostic: String,
 }
 

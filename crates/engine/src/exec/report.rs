@@ -10,14 +10,25 @@ use std::collections::HashMap;
 /// One executed or planned action, as `belay run --format json` prints it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StepReport {
+    /// The step's id in the playbook; in a sub-playbook, prefixed with the calling step's key
+    /// (`sub/block`).
     pub step: String,
+    /// `step` or `step[i]` for a `for_each` item, prefixed like `step` in a sub-playbook;
+    /// unique within the report.
     pub key: String,
+    /// The action called, or `playbook:NAME` for a sub-playbook.
     pub action: String,
+    /// The resolved inputs.
     pub with: Value,
+    /// What the engine did with it (applied, asked for approval, held...).
     pub decision: Decision,
+    /// The effective trust level of a change step (after demotions); none for reads.
     pub trust: Option<TrustLevel>,
+    /// Where the step stands.
     pub status: StepStatus,
+    /// The action's result (or, for a held step, what it waits on); null otherwise.
     pub output: Value,
+    /// Why it failed, was denied or would be held; left out of JSON when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -25,16 +36,25 @@ pub struct StepReport {
 /// What a run did.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunReport {
+    /// The run's id (UUIDv7).
     pub run_id: String,
+    /// The playbook's name.
     pub playbook: String,
+    /// The event that triggered it.
     pub event_id: String,
+    /// Where the run stands (waiting, succeeded, failed...).
     pub status: RunStatus,
+    /// Why a failed run failed; left out of JSON when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run's steps in execution order, each sub-playbook's steps after the step that
+    /// called it.
     pub steps: Vec<StepReport>,
 }
 
 impl RunReport {
+    /// The report of a run from its stored records (`steps` in execution order), without
+    /// sub-playbook steps.
     pub fn from_records(run: &RunRecord, steps: &[StepRecord]) -> RunReport {
         RunReport::from_owned(run, steps.to_vec())
     }

@@ -9,8 +9,11 @@ use std::time::Duration;
 /// batch above `factor` times the observed 99th percentile is a violation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Baseline {
+    /// The window changes are counted in (above zero).
     pub per: Duration,
+    /// How far above the learned 99th percentile a run or window may go (at least 1).
     pub factor: f64,
+    /// Recorded history needed before the limit applies; until then every change violates it.
     pub min_history: Duration,
 }
 

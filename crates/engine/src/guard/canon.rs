@@ -11,7 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// What a URL-like target names: an address or a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
+    /// An address, as a one-address network in canonical form.
     Net(IpNet),
+    /// A domain in canonical form.
     Name(String),
 }
 

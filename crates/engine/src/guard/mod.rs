@@ -28,26 +28,37 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnViolation {
+    /// The change waits for a person's approval (the default).
     #[default]
     Hold,
+    /// The change is refused and its step fails.
     Deny,
 }
 
 /// One guardrail.
 #[derive(Debug)]
 pub struct Guardrail {
+    /// Its name, unique among the loaded guardrails; steps name it in `guardrails:`.
     pub name: String,
+    /// Action names or globs (`firewall.*`) it governs; never empty.
     pub applies_to: Vec<String>,
     matcher: GlobSet,
+    /// Protected targets: a change touching one violates it.
     pub never: Option<Never>,
+    /// At most this many changes within this window (counting those already made).
     pub rate: Option<(u64, Duration)>,
+    /// At most this many changes per run, the runs of its sub-playbooks included.
     pub batch: Option<u64>,
+    /// A limit learned from the recorded changes.
     pub baseline: Option<Baseline>,
+    /// What a violation does.
     pub on_violation: OnViolation,
+    /// Where a violation is reported (a `notify.send` target), if anywhere.
     pub alert: Option<String>,
 }
 
 impl Guardrail {
+    /// Whether `action` matches one of its `applies_to` patterns.
     pub fn applies(&self, action: &str) -> bool {
         self.matcher.is_match(action)
     }
@@ -56,15 +67,21 @@ impl Guardrail {
 /// The outcome of one guardrail for one planned change (or batch).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Verdict {
+    /// The guardrail's name.
     pub guardrail: String,
+    /// Whether the change passes; when not, `on_violation` says what happens.
     pub pass: bool,
+    /// `ok` when it passes, else every problem found, joined with `; `.
     pub reason: String,
+    /// The guardrail's `on_violation`.
     pub on_violation: OnViolation,
+    /// The guardrail's `alert` target.
     pub alert: Option<String>,
 }
 
 /// What the executor knows when it asks.
 pub struct Context<'a> {
+    /// The step's action (its target type decides how targets are read).
     pub action: &'a ActionSpec,
     /// Targets of every item of the step, checked together.
     pub targets: &'a [String],
@@ -80,10 +97,12 @@ pub struct Context<'a> {
 /// Every guardrail, loaded from YAML files.
 #[derive(Debug, Default)]
 pub struct Guardrails {
+    /// The guardrails in load order (files sorted by name, then as written).
     pub list: Vec<Guardrail>,
 }
 
 impl Guardrails {
+    /// The guardrail named `name`.
     pub fn get(&self, name: &str) -> Option<&Guardrail> {
         self.list.iter().find(|g| g.name == name)
     }

@@ -37,8 +37,12 @@ const TYPE_NAMES: &[&str] = &["type", "ioc_type", "indicator_type", "kind"];
 /// Why a CSV feed cannot be read at all (a bad row is only skipped).
 #[derive(Debug, thiserror::Error)]
 pub enum CsvError {
+    /// A column named in the options is not in the header: the name asked for, and the
+    /// header's columns joined with `,`.
     #[error("CSV column `{0}` not found (columns: {1})")]
     NoColumn(String, String),
+    /// A column number in the options is 0 or past the header: the number (1-based), and
+    /// the header's column count.
     #[error("CSV column number {0} is out of range: the header has {1} columns")]
     ColumnOutOfRange(usize, usize),
 }

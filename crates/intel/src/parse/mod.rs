@@ -6,7 +6,7 @@
 
 pub mod csv;
 pub mod lines;
-pub mod misp;
+pub(crate) mod misp;
 pub mod stix;
 
 use crate::indicator::Kind;
@@ -26,7 +26,9 @@ pub trait Sink {
 /// Collects everything a parser reports; for tests and fuzzing.
 #[derive(Debug, Default)]
 pub struct VecSink {
+    /// Every [`Sink::record`] call's `(value, hint, valid_until)`, in order.
     pub records: Vec<(String, Option<Kind>, Option<i64>)>,
+    /// Every [`Sink::unsupported`] call's text, in order.
     pub unsupported: Vec<String>,
 }
 
@@ -58,6 +60,8 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format a name stands for (`plain`/`txt`/`text`, `csv`, `ipset`/`netset`, `hosts`,
+    /// `stix`/`taxii`, `misp`); `None` for any other.
     pub fn parse(name: &str) -> Option<Format> {
         Some(match name {
             "plain" | "txt" | "text" => Format::Plain,
@@ -70,6 +74,7 @@ impl Format {
         })
     }
 
+    /// The format's lower-case name, as serialized and stored with a feed.
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Plain => "plain",

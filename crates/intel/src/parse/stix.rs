@@ -17,8 +17,10 @@ use serde_json::Value;
 /// Why a document is not STIX at all.
 #[derive(Debug, thiserror::Error)]
 pub enum StixError {
+    /// The bytes are not JSON.
     #[error("not JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// JSON, but none of the accepted shapes; holds what was found instead.
     #[error(
         "expected a STIX bundle, a TAXII envelope, an array of objects or an object, found {0}"
     )]

@@ -57,6 +57,7 @@ impl Context {
 /// The event made from one line, and why its syslog header could not be read, if so.
 #[derive(Debug, Clone)]
 pub struct Normalized {
+    /// The event; made even when the line could not be parsed.
     pub event: Event,
     /// Set when the line was neither JSON nor had a syslog header (it is still an event).
     pub parse_error: Option<String>,

@@ -23,12 +23,17 @@ const OUI_TSV: &str = include_str!("../rules/oui.tsv");
 /// A broken embedded or user rule file.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
+    /// The text is not TOML, or not in the rule file's format; holds the parser's message.
     #[error("rules are not valid TOML: {0}")]
     Toml(String),
+    /// A rule's or data type's regular expression does not compile.
     #[error("rule `{id}`: bad `{field}` regex: {message}")]
     Regex {
+        /// The rule's `id`, or the data type's `name`.
         id: String,
+        /// Which regex: `program` or `match` of a rule, `pattern` of a data type.
         field: &'static str,
+        /// The regex compiler's message.
         message: String,
     },
 }

@@ -62,6 +62,7 @@ pub struct Link {
     /// The registrable domain of the host by the public suffix list (none for IP hosts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registrable_domain: Option<String>,
+    /// Where it was found: a text body or an HTML `href`.
     pub source: LinkSource,
     /// The link's visible text (HTML links), whitespace collapsed.
     #[serde(skip_serializing_if = "Option::is_none")]

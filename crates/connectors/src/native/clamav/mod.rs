@@ -43,6 +43,8 @@ pub struct Clamav {
 }
 
 impl Clamav {
+    /// Checks the configuration (a scan `root` or `hosts`, all absolute paths); scans nothing
+    /// yet. `name` is the connector's configured name, for errors.
     pub fn new(name: &str, config: ClamavConfig) -> Result<Clamav, crate::http::ConfigError> {
         let err = |message: String| crate::http::ConfigError {
             connector: name.into(),

@@ -53,6 +53,9 @@ pub struct Gpasswd {
 }
 
 impl Gpasswd {
+    /// The connector for the configured hosts, or for this host alone (its name from
+    /// `/proc/sys/kernel/hostname`) when `hosts` is empty; host names are compared lowercased.
+    /// Changes nothing.
     pub fn new(name: &str, config: GpasswdConfig) -> Result<Self, String> {
         let _ = name;
         let hosts = if config.hosts.is_empty() {

@@ -135,18 +135,22 @@ impl Sandbox {
         }
     }
 
+    /// The client namespace's name (for `ip netns exec`).
     pub fn client_netns(&self) -> &str {
         &self.client_ns
     }
 
+    /// The server namespace's name.
     pub fn server_netns(&self) -> &str {
         &self.server_ns
     }
 
+    /// The client's IPv4 address, 10.77.0.1.
     pub fn client_v4(&self) -> IpAddr {
         CLIENT_V4
     }
 
+    /// The client's IPv6 address, fd00:be1a::1.
     pub fn client_v6(&self) -> IpAddr {
         CLIENT_V6
     }
@@ -156,10 +160,12 @@ impl Sandbox {
         CLIENT_MAC
     }
 
+    /// The server's IPv4 address, 10.77.0.2 (its listener answers there).
     pub fn server_v4(&self) -> IpAddr {
         SERVER_V4
     }
 
+    /// The server's IPv6 address, fd00:be1a::2 (its listener answers there).
     pub fn server_v6(&self) -> IpAddr {
         SERVER_V6
     }

@@ -214,6 +214,8 @@ struct Edit {
 }
 
 impl Squid {
+    /// Checks the configured block lists (at least one, valid names, distinct Squid ACL names);
+    /// touches no file yet. `name` is the connector's configured name, for errors.
     pub fn new(name: &str, config: SquidConfig) -> Result<Squid, crate::http::ConfigError> {
         let err = |message: String| crate::http::ConfigError {
             connector: name.into(),

@@ -69,6 +69,8 @@ struct FailedRule {
 }
 
 impl Suricata {
+    /// Checks the configured ruleset names; touches no rule file yet. `name` is the
+    /// connector's configured name, for errors.
     pub fn new(name: &str, config: SuricataConfig) -> Result<Suricata, crate::http::ConfigError> {
         for r in &config.rulesets {
             check_name("ruleset", r).map_err(|e| crate::http::ConfigError {

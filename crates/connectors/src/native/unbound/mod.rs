@@ -85,6 +85,7 @@ impl ZoneState {
 }
 
 impl Unbound {
+    /// Checks the control interface (`server`: not empty, not an option); runs nothing yet.
     pub fn new(name: &str, config: UnboundConfig) -> Result<Self, String> {
         let _ = name;
         if let Some(s) = &config.server

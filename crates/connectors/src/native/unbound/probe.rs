@@ -9,7 +9,9 @@ use std::time::Duration;
 /// addresses in its answer section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsAnswer {
+    /// The response code, the low 4 bits of the header's flags.
     pub rcode: u8,
+    /// The A and AAAA records of the answer section, in order (other types skipped).
     pub addrs: Vec<IpAddr>,
 }
 
