@@ -60,7 +60,7 @@ async fn tampering_is_detected(backend: Backend) {
         history(&s).await;
         guard.raw_sql(sql).await;
         let err = verify_audit(s.as_ref()).await.unwrap().expect_err(sql);
-        assert_eq!(err.seq, *broken, "{sql}: {err}");
+        assert_eq!(err.seq(), *broken, "{sql}: {err}");
     }
 }
 
