@@ -41,6 +41,26 @@ pub struct Config {
     pub users: Vec<User>,
     #[serde(default)]
     pub trust: TrustSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// Signed checkpoints of the audit head (`[audit]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Ed25519 private key file (`belay audit keygen`), outside the data directory.
+    pub signing_key: Option<PathBuf>,
+    /// Public key file that `belay audit verify` checks signed heads with.
+    pub public_key: Option<PathBuf>,
+    /// Append-only JSON lines file the signed heads are written to, outside the data directory.
+    pub signed_heads: Option<PathBuf>,
+    /// Syslog target the signed heads are sent to: `udp://HOST:PORT` or `tcp://HOST:PORT`.
+    pub syslog: Option<String>,
+    /// Sign the head automatically once this many entries were appended since the last one.
+    pub sign_every_entries: Option<u64>,
+    /// Sign the head automatically once this long passed since the last one (if it moved).
+    pub sign_every: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,6 +40,9 @@ pub struct Ctx {
     pub catalog: Arc<Catalog>,
     /// Connectors from `[connectors.NAME]`, replacing the built-in ones of their family.
     pub connectors: Vec<Arc<dyn belay_connectors::Connector>>,
+    /// Signs the audit head of the configured store as `[audit]` asks (see
+    /// [`Ctx::enable_auto_signing`]).
+    pub auto_sign: Option<Arc<crate::head_signing::AutoSigner>>,
 }
 
 impl Ctx {
@@ -69,7 +72,23 @@ impl Ctx {
             database_url,
             catalog,
             connectors,
+            auto_sign: None,
         })
+    }
+
+    /// Signs the configured store's audit head automatically from now on, when `[audit]` sets
+    /// `sign_every_entries` or `sign_every` (for the commands that work on that store).
+    pub fn enable_auto_signing(&mut self) -> Result<()> {
+        self.auto_sign =
+            crate::head_signing::AutoSigner::from_config(&self.config.audit, &self.data)?;
+        Ok(())
+    }
+
+    /// Signs the head one last time if it is due (the command is ending).
+    pub async fn finish_auto_signing(&self) {
+        if let Some(s) = &self.auto_sign {
+            s.sign_if_due().await;
+        }
     }
 
     /// The SQLite synchronous mode `storage.sqlite_synchronous` asks for.
@@ -83,9 +102,13 @@ impl Ctx {
         }
     }
 
-    /// Opens the configured store.
+    /// Opens the configured store (its audit head signed automatically when configured).
     pub async fn store(&self) -> Result<Arc<dyn Store>> {
-        self.store_with(self.synchronous()?).await
+        let store = self.store_with(self.synchronous()?).await?;
+        if let Some(s) = &self.auto_sign {
+            s.attach(store.clone());
+        }
+        Ok(store)
     }
 
     /// Opens the configured store, with this SQLite synchronous mode.

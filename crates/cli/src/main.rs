@@ -5,6 +5,8 @@ mod actor;
 mod commands;
 mod config;
 mod context;
+mod head_export;
+mod head_signing;
 mod labenv;
 mod output;
 mod paths;
@@ -140,29 +142,44 @@ fn main() -> ExitCode {
 
 /// Resolves the shared settings, then runs the command.
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let ctx = Ctx::new(&cli.global)?;
-    match cli.command {
-        Command::Demo => demo::run(&ctx).await,
+    let mut ctx = Ctx::new(&cli.global)?;
+    // The configured store's head is signed automatically when `[audit]` asks, except by the
+    // commands that work elsewhere (demo, bench, lab) or on the trail itself (`audit`).
+    if !matches!(
+        cli.command,
+        Command::Demo | Command::Lab(_) | Command::Bench(_) | Command::Audit(_)
+    ) {
+        ctx.enable_auto_signing()?;
+    }
+    let code = run_command(&ctx, cli.command).await;
+    ctx.finish_auto_signing().await;
+    code
+}
+
+/// Runs the command.
+async fn run_command(ctx: &Ctx, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Demo => demo::run(ctx).await,
         Command::Lab(command) => lab::run(command).await,
-        Command::Lint(args) => lint::run(&ctx, args),
-        Command::Run(args) => run::run(&ctx, args).await,
-        Command::Test(args) => test::run(&ctx, args).await,
-        Command::Ingest(args) => ingest::run(&ctx, args).await,
-        Command::Email(command) => email::run(&ctx, command).await,
-        Command::Runs(command) => runs::run(&ctx, command).await,
-        Command::Actions(command) => actions::run(&ctx, command),
-        Command::Changes(command) => changes::run(&ctx, command).await,
-        Command::Reapply(args) => reapply::run(&ctx, args).await,
-        Command::Rollback(args) => rollback::run(&ctx, args).await,
-        Command::Approvals(command) => approvals::run(&ctx, command).await,
-        Command::Cases(command) => cases::run(&ctx, command).await,
-        Command::Trust(command) => trust::run(&ctx, command).await,
-        Command::Replay(args) => replay::run(&ctx, args).await,
-        Command::Checkpoint(command) => checkpoint::run(&ctx, command).await,
-        Command::Guardrails(command) => guardrails::run(&ctx, command).await,
-        Command::Audit(command) => audit::run(&ctx, command).await,
-        Command::Intel(command) => intel::run(&ctx, command).await,
-        Command::Logs(command) => logs::run(&ctx, command).await,
-        Command::Bench(args) => bench::run(&ctx, args).await,
+        Command::Lint(args) => lint::run(ctx, args),
+        Command::Run(args) => run::run(ctx, args).await,
+        Command::Test(args) => test::run(ctx, args).await,
+        Command::Ingest(args) => ingest::run(ctx, args).await,
+        Command::Email(command) => email::run(ctx, command).await,
+        Command::Runs(command) => runs::run(ctx, command).await,
+        Command::Actions(command) => actions::run(ctx, command),
+        Command::Changes(command) => changes::run(ctx, command).await,
+        Command::Reapply(args) => reapply::run(ctx, args).await,
+        Command::Rollback(args) => rollback::run(ctx, args).await,
+        Command::Approvals(command) => approvals::run(ctx, command).await,
+        Command::Cases(command) => cases::run(ctx, command).await,
+        Command::Trust(command) => trust::run(ctx, command).await,
+        Command::Replay(args) => replay::run(ctx, args).await,
+        Command::Checkpoint(command) => checkpoint::run(ctx, command).await,
+        Command::Guardrails(command) => guardrails::run(ctx, command).await,
+        Command::Audit(command) => audit::run(ctx, command).await,
+        Command::Intel(command) => intel::run(ctx, command).await,
+        Command::Logs(command) => logs::run(ctx, command).await,
+        Command::Bench(args) => bench::run(ctx, args).await,
     }
 }

@@ -306,6 +306,9 @@ fn quorum_two_needs_two_different_people_and_separation_refuses_self_approval() 
 
     ok(&decide(d, "approve", &id, "erin"));
     assert_eq!(listed(d), ["203.0.113.50"]);
+    // Both votes are in the trail before the grant that applied the change.
+    let out = ok(&belay(d, &["audit", "verify"]));
+    assert!(out.contains("audit chain intact"), "{out}");
 }
 
 #[test]
@@ -392,6 +395,9 @@ fn a_guardrail_hold_is_decided_by_a_person_for_the_whole_batch() {
             "{c}"
         );
     }
+    // The trail vouches for each item: the hold, and the batch's decision listing it.
+    let out = ok(&belay(d, &["audit", "verify"]));
+    assert!(out.contains("audit chain intact"), "{out}");
 }
 
 #[test]

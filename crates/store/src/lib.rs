@@ -17,6 +17,9 @@ mod postgres;
 mod rows;
 mod sqlite;
 
+pub use audit::authority::{MissingAuthority, approval_allows};
+pub use audit::signing::{self as head_signing, HeadKey, PublicKey, SignedHead};
+pub use audit::verify::{AuditProblem, verify_audit, verify_audit_against};
 pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD};
 
@@ -378,6 +381,9 @@ pub trait Store: Send + Sync {
     async fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>>;
     /// The last entry's sequence number and hash as recorded beside the trail.
     async fn audit_head(&self) -> Result<Option<(i64, String)>>;
+    /// The entries recording approval `id` (`approval.*` entries with it as subject), in
+    /// order, each with the stored hash of the entry before it.
+    async fn approval_trail(&self, id: &str) -> Result<Vec<AuditEntry>>;
 
     /// Inserts or replaces an approval, audited by its status.
     async fn put_approval(&self, approval: &ApprovalRecord) -> Result<()>;
@@ -425,36 +431,4 @@ pub trait Store: Send + Sync {
 /// The audit entry recording an approval's current state, as decided by `actor`.
 pub fn approval_audit(actor: &str, approval: &ApprovalRecord) -> AuditDraft {
     audit::approval(actor, approval)
-}
-
-/// Walks the whole audit trail and checks its chain and recorded head.
-/// Returns the number of entries, or the first broken entry.
-pub async fn verify_audit(
-    store: &dyn Store,
-) -> Result<std::result::Result<u64, belay_model::audit::ChainBreak>> {
-    use belay_model::audit::{ChainBreak, GENESIS, verify_chain};
-    let (mut seq, mut hash) = (0i64, GENESIS.to_string());
-    loop {
-        let page = store.audit_entries(seq, 5000).await?;
-        if page.is_empty() {
-            break;
-        }
-        match verify_chain(&page, seq, hash) {
-            Ok((s, h)) => (seq, hash) = (s, h),
-            Err(b) => return Ok(Err(b)),
-        }
-    }
-    match store.audit_head().await? {
-        Some((hs, hh)) if hs != seq || hh != hash => Ok(Err(ChainBreak {
-            seq: seq + 1,
-            reason: format!(
-                "the trail ends at entry {seq} but its recorded head is entry {hs}: entries were deleted from the end"
-            ),
-        })),
-        None if seq > 0 => Ok(Err(ChainBreak {
-            seq,
-            reason: "the recorded head of the trail is missing".into(),
-        })),
-        _ => Ok(Ok(seq as u64)),
-    }
 }

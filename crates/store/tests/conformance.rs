@@ -437,6 +437,35 @@ async fn a_decision_is_recorded_once_and_resumes_the_run(s: Arc<dyn Store>) {
         1
     );
     assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
+
+    // An approval's own entries are found by its id, in order and intact: the trail vouches
+    // for its decision, bound to its change.
+    let trail = s.approval_trail("a1").await.unwrap();
+    assert_eq!(
+        trail.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["approval.requested", "approval.granted"]
+    );
+    assert!(trail.iter().all(|e| e.compute_hash() == e.hash));
+    assert_eq!(
+        belay_store::approval_allows(&trail, "a1", &a.change_hash),
+        Ok(())
+    );
+    assert!(
+        belay_store::approval_allows(&trail, "a1", "another-change")
+            .unwrap_err()
+            .contains("another change")
+    );
+    // One only requested does not vouch, whatever its row says.
+    let mut other = a.clone();
+    other.id = "a2".into();
+    s.put_approval(&other).await.unwrap();
+    let trail = s.approval_trail("a2").await.unwrap();
+    assert_eq!(trail.len(), 1);
+    assert!(
+        belay_store::approval_allows(&trail, "a2", &a.change_hash)
+            .unwrap_err()
+            .contains("no decision")
+    );
 }
 
 async fn demotions_are_recorded_and_reset(s: Arc<dyn Store>) {

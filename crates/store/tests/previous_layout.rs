@@ -301,6 +301,13 @@ async fn store_written_by_the_previous_layout_opens_reads_verifies_and_appends()
         s.approvals(&ApprovalFilter::default()).await.unwrap().len(),
         1
     );
+    let trail = s.approval_trail("fx-a1").await.unwrap();
+    assert_eq!(
+        trail.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["approval.requested"],
+        "an approval's entries written by the previous layout are found by its id"
+    );
+    assert_eq!(trail[0].compute_hash(), trail[0].hash);
     assert_eq!(s.demotions().await.unwrap(), vec![demotion()]);
     let cps = s.checkpoints().await.unwrap();
     assert_eq!(cps.len(), 1);
@@ -382,7 +389,7 @@ async fn postgres_schema_already_migrated_opens_with_the_same_version_rows() {
     let before = versions().await;
     assert_eq!(
         before.iter().map(|v| v.0).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5, 6],
         "one row per migration file"
     );
     let again = PgStore::connect(&url, opts).await.expect("second open");

@@ -62,6 +62,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         database_url: ctx.database_url.clone(),
         catalog: ctx.catalog.clone(),
         connectors: Vec::new(),
+        auto_sign: None,
     };
     let store = bench_ctx.store_with(synchronous).await?;
     let label = match store.kind() {

@@ -361,7 +361,7 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
     }
     let entries = match belay_store::verify_audit(store.as_ref()).await? {
         Ok(n) => n,
-        Err(b) => bail!("audit chain broken at entry {}: {}", b.seq, b.reason),
+        Err(p) => bail!("{p}"),
     };
     let inbox: usize = crate::labenv::NOTIFY_TARGETS
         .iter()

@@ -44,12 +44,17 @@ impl RunState {
 
     /// What the latest live approval for `key` says about the change with `hash`. A decision
     /// on a different change is superseded (and `None` returned, so a new one is requested).
-    pub(super) fn decided(&self, step: &Step, key: &str, hash: &str) -> Option<Gate> {
-        let a = self
+    /// A decision read from the store goes ahead only if the audit trail vouches for it
+    /// ([`Self::vouched`]).
+    pub(super) async fn decided(&self, step: &Step, key: &str, hash: &str) -> Result<Option<Gate>> {
+        let Some(a) = self
             .approvals
             .iter()
             .rev()
-            .find(|a| a.key == key && a.status != ApprovalStatus::Superseded)?;
+            .find(|a| a.key == key && a.status != ApprovalStatus::Superseded)
+        else {
+            return Ok(None);
+        };
         if a.change_hash != hash {
             if matches!(a.status, ApprovalStatus::Pending | ApprovalStatus::Approved) {
                 let mut old = a.clone();
@@ -58,10 +63,10 @@ impl RunState {
                 old.version += 1;
                 self.queue(Write::Approval(Box::new(old)));
             }
-            return None;
+            return Ok(None);
         }
         let now = now_ms();
-        Some(match a.status {
+        Ok(Some(match a.status {
             ApprovalStatus::Approved => {
                 let users: Vec<&str> = a
                     .votes
@@ -69,7 +74,8 @@ impl RunState {
                     .filter(|v| v.approve)
                     .map(|v| v.user.as_str())
                     .collect();
-                Gate::Proceed(format!("approval:{} by {}", a.id, users.join(", ")))
+                let gate = Gate::Proceed(format!("approval:{} by {}", a.id, users.join(", ")));
+                self.vouched(a, gate).await?
             }
             ApprovalStatus::Denied => {
                 let why = a
@@ -84,7 +90,10 @@ impl RunState {
                     .unwrap_or_else(|| "denied".into());
                 Gate::Deny(format!("{why} (approval {})", a.id))
             }
-            ApprovalStatus::Expired => timed_out(a),
+            ApprovalStatus::Expired => match timed_out(a) {
+                g @ Gate::Proceed(_) => self.vouched(a, g).await?,
+                g => g,
+            },
             ApprovalStatus::Pending if now >= a.expires_at => {
                 let mut exp = a.clone();
                 exp.status = ApprovalStatus::Expired;
@@ -97,7 +106,7 @@ impl RunState {
                 let _ = step;
                 Gate::Wait(a.id.clone())
             }
-        })
+        }))
     }
 
     /// Decides whether a change at `approve` may go ahead; requests an approval if none applies.
@@ -109,7 +118,7 @@ impl RunState {
         rec: &StepRecord,
     ) -> Result<Gate> {
         let hash = change_hash(&self.run.id, &self.pb.hash, &rec.key, &spec.name, &rec.with);
-        if let Some(g) = self.decided(step, &rec.key, &hash) {
+        if let Some(g) = self.decided(step, &rec.key, &hash).await? {
             return Ok(g);
         }
         let target = spec.target_of(&rec.with);

@@ -87,7 +87,7 @@ impl RunState {
             .map(|(k, _, w)| json!({ "key": k, "with": w }))
             .collect();
         let batch_hash = change_hash(&self.run.id, &self.pb.hash, &batch_key, &action, &batch);
-        match self.decided(step, &batch_key, &batch_hash) {
+        match self.decided(step, &batch_key, &batch_hash).await? {
             Some(Gate::Proceed(by)) => {
                 self.batch_allowed.insert(step.id.clone(), by);
                 return Ok(None);

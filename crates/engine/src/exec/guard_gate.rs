@@ -83,7 +83,7 @@ impl RunState {
         let batch_hash = change_hash(&self.run.id, &self.pb.hash, &batch_key, name, &batch);
         let mut decided: Option<(String, String)> = None;
         if trust != TrustLevel::Approve {
-            match self.decided(step, &batch_key, &batch_hash) {
+            match self.decided(step, &batch_key, &batch_hash).await? {
                 Some(Gate::Proceed(by)) => {
                     self.batch_allowed.insert(step.id.clone(), by);
                     return Ok(None);

@@ -6,7 +6,8 @@
 //!   ([`fan_out`]: a sub-playbook step's calls against the run tree's `batch` limits);
 //! - [`plan`]: an item's inputs rendered and validated, then read, change or sub-playbook;
 //! - [`read`]: a read action; [`subplaybook`]: a child run;
-//! - [`change`]: trust, the [`approval_gate`], then journal → apply → after-state → record;
+//! - [`change`]: trust, the [`approval_gate`] (acting on a stored decision only when the
+//!   audit trail [`vouch`]es for it), then journal → apply → after-state → record;
 //! - [`retry`]: each connector call's timeout and retries.
 //!
 //! [`state`] keeps the records and the write queue; [`report`] is what a run did; [`tree`] is
@@ -27,6 +28,7 @@ mod state;
 mod step;
 mod subplaybook;
 mod tree;
+mod vouch;
 
 pub use report::{RunReport, StepReport};
 

@@ -76,6 +76,35 @@ pub(super) async fn audit_entries(
         .collect()
 }
 
+pub(super) async fn approval_trail(s: &PgStore, id: &str) -> Result<Vec<AuditEntry>> {
+    const C: &str = "reading an approval's trail";
+    let rows = s
+        .query(
+            // Each entry with the hash of the row stored before it, as verification reads it.
+            "SELECT a.seq, a.at, a.kind, a.actor, a.subject, a.detail, \
+               COALESCE(p.hash, CASE WHEN a.seq = 1 THEN $2 ELSE '' END), a.hash \
+             FROM audit a LEFT JOIN audit p ON p.seq = a.seq - 1 \
+             WHERE a.subject = $1 AND a.kind LIKE 'approval.%' ORDER BY a.seq",
+            &[&id, &belay_model::audit::GENESIS],
+            C,
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AuditEntry {
+                seq: get(r, 0, C)?,
+                at: get(r, 1, C)?,
+                kind: get(r, 2, C)?,
+                actor: get(r, 3, C)?,
+                subject: get(r, 4, C)?,
+                detail: get(r, 5, C)?,
+                prev_hash: get(r, 6, C)?,
+                hash: get(r, 7, C)?,
+            })
+        })
+        .collect()
+}
+
 pub(super) async fn audit_head(s: &PgStore) -> Result<Option<(i64, String)>> {
     const C: &str = "reading the audit head";
     let row = s

@@ -245,6 +245,10 @@ impl Store for PgStore {
         read::audit_head(self).await
     }
 
+    async fn approval_trail(&self, id: &str) -> Result<Vec<AuditEntry>> {
+        read::approval_trail(self, id).await
+    }
+
     async fn begin_change(
         &self,
         step: Option<&StepRecord>,

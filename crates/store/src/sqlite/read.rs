@@ -227,6 +227,42 @@ pub(super) async fn audit_entries(
     .await
 }
 
+pub(super) async fn approval_trail(s: &SqliteStore, id: &str) -> Result<Vec<AuditEntry>> {
+    let id = id.to_owned();
+    s.read(move |c| {
+        let mut stmt = c
+            .prepare_cached(
+                "SELECT a.seq, a.at, a.kind, a.actor, a.subject, a.detail, p.hash, a.hash \
+                 FROM audit a LEFT JOIN audit p ON p.seq = a.seq - 1 \
+                 WHERE a.subject = ?1 AND a.kind LIKE 'approval.%' ORDER BY a.seq",
+            )
+            .map_err(db_err("reading an approval's trail"))?;
+        let rows = stmt
+            .query_map(params![id], |r| {
+                let detail: String = r.get(5)?;
+                let seq: i64 = r.get(0)?;
+                let prev = match r.get_ref(6)? {
+                    ValueRef::Null if seq == 1 => belay_model::audit::GENESIS.to_string(),
+                    v => hash_text(v),
+                };
+                let hash = hash_text(r.get_ref(7)?);
+                Ok(from_text(&detail, "audit detail").map(|detail| AuditEntry {
+                    seq,
+                    at: r.get(1).unwrap_or_default(),
+                    kind: r.get(2).unwrap_or_default(),
+                    actor: r.get(3).unwrap_or_default(),
+                    subject: r.get(4).unwrap_or_default(),
+                    detail,
+                    prev_hash: prev,
+                    hash,
+                }))
+            })
+            .map_err(db_err("reading an approval's trail"))?;
+        collect(rows, "reading an approval's trail")
+    })
+    .await
+}
+
 pub(super) async fn audit_head(s: &SqliteStore) -> Result<Option<(i64, String)>> {
     s.read(|c| {
         c.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {

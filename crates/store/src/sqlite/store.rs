@@ -248,6 +248,10 @@ impl Store for SqliteStore {
         read::audit_head(self).await
     }
 
+    async fn approval_trail(&self, id: &str) -> Result<Vec<AuditEntry>> {
+        read::approval_trail(self, id).await
+    }
+
     async fn put_approval(&self, approval: &ApprovalRecord) -> Result<()> {
         self.write(vec![Write::Approval(Box::new(approval.clone()))])
             .await

@@ -1,5 +1,12 @@
 //! The audit entries every store writes in the same transaction as the state they describe,
 //! so the trail can never miss a committed change nor record one that was rolled back.
+//!
+//! [`authority`] checks that the trail vouches for every applied change, [`verify`] walks the
+//! whole trail, [`signing`] signs and checks its head with an Ed25519 key.
+
+pub mod authority;
+pub mod signing;
+pub mod verify;
 
 use belay_model::audit::value_hash;
 use belay_model::{
@@ -128,7 +135,9 @@ pub fn checkpoint(actor: &str, name: &str, last_change_id: Option<&str>) -> Audi
     )
 }
 
-/// An approval as the trail records it: who decided what, when, with which comment.
+/// An approval as the trail records it: who decided what, when, with which comment. A held
+/// batch's entry also lists each item's key and the hash of its inputs, so that the trail
+/// binds the batch's decision to every change it allows.
 pub fn approval(actor: &str, a: &ApprovalRecord) -> AuditDraft {
     let kind = match a.status {
         ApprovalStatus::Pending if a.votes.is_empty() => "approval.requested",
@@ -138,17 +147,20 @@ pub fn approval(actor: &str, a: &ApprovalRecord) -> AuditDraft {
         ApprovalStatus::Expired => "approval.expired",
         ApprovalStatus::Superseded => "approval.superseded",
     };
-    draft(
-        kind,
-        actor,
-        &a.id,
-        json!({
-            "run_id": a.run_id, "playbook": a.playbook, "step": a.key, "action": a.action,
-            "target": a.target, "change_hash": a.change_hash, "with_sha256": value_hash(&a.with),
-            "reason": a.reason, "status": a.status, "quorum": a.terms.quorum,
-            "votes": a.votes, "expires_at": a.expires_at,
-        }),
-    )
+    let mut detail = json!({
+        "run_id": a.run_id, "playbook": a.playbook, "step": a.key, "action": a.action,
+        "target": a.target, "change_hash": a.change_hash, "with_sha256": value_hash(&a.with),
+        "reason": a.reason, "status": a.status, "quorum": a.terms.quorum,
+        "votes": a.votes, "expires_at": a.expires_at, "on_timeout": a.terms.on_timeout,
+    });
+    if let (true, Value::Array(items)) = (a.key.ends_with("#batch"), &a.with) {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|i| json!({ "key": i["key"], "with_sha256": value_hash(&i["with"]) }))
+            .collect();
+        detail["items"] = Value::Array(items);
+    }
+    draft(kind, actor, &a.id, detail)
 }
 
 pub fn demoted(d: &Demotion) -> AuditDraft {
