@@ -15,8 +15,9 @@ struct Record {
     parse_error: Option<String>,
 }
 
-fn load(sub: &str) -> Vec<Record> {
-    let dir = corpus().join(sub);
+/// The records of a corpus folder; `None` when the corpus is missing (the test is skipped).
+fn load(sub: &str) -> Option<Vec<Record>> {
+    let dir = corpus()?.join(sub);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -40,7 +41,7 @@ fn load(sub: &str) -> Vec<Record> {
             });
         }
     }
-    out
+    Some(out)
 }
 
 fn find<'a>(records: &'a [Record], needle: &str) -> &'a Event {
@@ -53,7 +54,9 @@ fn find<'a>(records: &'a [Record], needle: &str) -> &'a Event {
 
 #[test]
 fn every_linux_account_and_group_change_becomes_a_privilege_change() {
-    let records = load("logs/linux");
+    let Some(records) = load("logs/linux") else {
+        return;
+    };
     let shadow =
         regex::Regex::new(r" (useradd|groupadd|gpasswd|usermod|adduser|userdel|groupdel)\[\d+\]: ")
             .unwrap();
@@ -143,7 +146,9 @@ fn every_linux_account_and_group_change_becomes_a_privilege_change() {
 
 #[test]
 fn windows_group_membership_events_become_privilege_changes() {
-    let records = load("logs/windows");
+    let Some(records) = load("logs/windows") else {
+        return;
+    };
     assert_eq!(records.len(), 59);
     let mut added = 0;
     let mut removed = 0;
@@ -221,7 +226,9 @@ fn windows_group_membership_events_become_privilege_changes() {
 
 #[test]
 fn dhcp_and_arpwatch_lines_with_a_mac_become_new_devices() {
-    let records = load("logs/network");
+    let Some(records) = load("logs/network") else {
+        return;
+    };
     let mac = regex::Regex::new(r"\b[0-9a-f]{1,2}(:[0-9a-f]{1,2}){5}\b").unwrap();
     let mut macs = Vec::new();
     for r in &records {
@@ -276,7 +283,9 @@ fn dhcp_and_arpwatch_lines_with_a_mac_become_new_devices() {
 
 #[test]
 fn symantec_dlp_incidents_become_dlp_alerts() {
-    let records = load("dlp");
+    let Some(records) = load("dlp") else {
+        return;
+    };
     assert_eq!(records.len(), 4);
     for r in &records {
         let e = r.event.as_ref().unwrap();
@@ -337,7 +346,9 @@ fn symantec_dlp_incidents_become_dlp_alerts() {
 
 #[test]
 fn suricata_eve_alerts_become_ids_alerts() {
-    let records = load("ids/suricata");
+    let Some(records) = load("ids/suricata") else {
+        return;
+    };
     assert_eq!(records.len(), 13);
     for r in &records {
         let e = r.event.as_ref().unwrap();
@@ -367,7 +378,9 @@ fn suricata_eve_alerts_become_ids_alerts() {
 
 #[test]
 fn every_rsyslog_test_line_yields_an_event_or_a_counted_parse_error() {
-    let records = load("logs/syslog");
+    let Some(records) = load("logs/syslog") else {
+        return;
+    };
     assert_eq!(records.len(), 44);
     let mut events = 0;
     let mut parse_errors = 0;
@@ -419,7 +432,9 @@ fn every_rsyslog_test_line_yields_an_event_or_a_counted_parse_error() {
 
 #[test]
 fn cef_lines_keep_header_fields_and_spaced_extension_values() {
-    let records = load("logs/cef");
+    let Some(records) = load("logs/cef") else {
+        return;
+    };
     assert_eq!(records.len(), 9);
     for r in &records {
         let e = r.event.as_ref().unwrap();
