@@ -108,7 +108,7 @@ pub fn normalize(raw: &str, hint: Option<Kind>) -> Result<Indicator, NormalizeEr
         return Err(NormalizeError::Empty);
     }
     if text.len() > MAX_VALUE_LEN {
-        return Err(NormalizeError::Unrecognized(shorten(text)));
+        return Err(NormalizeError::Unrecognized(shorten(text, SHOWN)));
     }
     let text = refang(text);
     match hint {
@@ -118,23 +118,11 @@ pub fn normalize(raw: &str, hint: Option<Kind>) -> Result<Indicator, NormalizeEr
             if let Some(i) = ip_or_cidr(&text) {
                 return Ok(i);
             }
-            domain(&text).map_err(|reason| NormalizeError::Invalid {
-                value: shorten(&text),
-                kind: Kind::Domain,
-                reason,
-            })
+            domain(&text).map_err(refused(&text, Kind::Domain))
         }
-        Some(Kind::Url) => url(&text).map_err(|reason| NormalizeError::Invalid {
-            value: shorten(&text),
-            kind: Kind::Url,
-            reason,
-        }),
+        Some(Kind::Url) => url(&text).map_err(refused(&text, Kind::Url)),
         Some(Kind::Hash) => hash(&text).ok_or_else(|| invalid(&text, hint)),
-        Some(Kind::Email) => email(&text).map_err(|reason| NormalizeError::Invalid {
-            value: shorten(&text),
-            kind: Kind::Email,
-            reason,
-        }),
+        Some(Kind::Email) => email(&text).map_err(refused(&text, Kind::Email)),
         None => guess(&text),
     }
 }
@@ -144,32 +132,33 @@ fn guess(text: &str) -> Result<Indicator, NormalizeError> {
         return Ok(i);
     }
     if text.contains("://") {
-        return url(text).map_err(|reason| NormalizeError::Invalid {
-            value: shorten(text),
-            kind: Kind::Url,
-            reason,
-        });
+        return url(text).map_err(refused(text, Kind::Url));
     }
     if let Some(h) = hash(text) {
         return Ok(h);
     }
     if text.contains('@') {
-        return email(text).map_err(|reason| NormalizeError::Invalid {
-            value: shorten(text),
-            kind: Kind::Email,
-            reason,
-        });
+        return email(text).map_err(refused(text, Kind::Email));
     }
     if text.contains('.') && !text.contains(char::is_whitespace) {
-        return domain(text).map_err(|_| NormalizeError::Unrecognized(shorten(text)));
+        return domain(text).map_err(|_| NormalizeError::Unrecognized(shorten(text, SHOWN)));
     }
-    Err(NormalizeError::Unrecognized(shorten(text)))
+    Err(NormalizeError::Unrecognized(shorten(text, SHOWN)))
+}
+
+/// The error for `text` refused as a `kind`, for the reason given.
+fn refused(text: &str, kind: Kind) -> impl FnOnce(String) -> NormalizeError {
+    move |reason| NormalizeError::Invalid {
+        value: shorten(text, SHOWN),
+        kind,
+        reason,
+    }
 }
 
 fn invalid(text: &str, hint: Option<Kind>) -> NormalizeError {
     let kind = hint.unwrap_or(Kind::Domain);
     NormalizeError::Invalid {
-        value: shorten(text),
+        value: shorten(text, SHOWN),
         kind,
         reason: match kind {
             Kind::Ip | Kind::Cidr => "expected an IPv4/IPv6 address or network".into(),
@@ -179,11 +168,15 @@ fn invalid(text: &str, hint: Option<Kind>) -> NormalizeError {
     }
 }
 
-fn shorten(text: &str) -> String {
-    if text.len() <= 80 {
+/// How much of a refused value its error shows, in bytes.
+const SHOWN: usize = 80;
+
+/// `text` cut to at most `max` bytes (on a character boundary), with `…` when it was cut.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = 80;
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }

@@ -3,8 +3,8 @@
 
 use crate::Shared;
 use crate::api::{
-    ApiError, Req, World, check_len, check_name, created, cursor_page, now, ok, parse_duration,
-    respond, rfc3339,
+    ApiError, PageQuery, Req, World, check_len, check_name, created, cursor_page, now, ok,
+    parse_duration, respond, rfc3339,
 };
 use axum::Router;
 use axum::extract::{Path, Query, State as AxState};
@@ -154,8 +154,8 @@ async fn stop(AxState(s): AxState<Arc<Shared>>, Path(host): Path<String>, req: R
 #[derive(Deserialize)]
 struct ListQuery {
     host: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 async fn list(AxState(s): AxState<Arc<Shared>>, Query(q): Query<ListQuery>) -> Response {
@@ -172,13 +172,9 @@ async fn list(AxState(s): AxState<Arc<Shared>>, Query(q): Query<ListQuery>) -> R
         .map(|c| c.json(&s.base_url))
         .collect();
     let capturing = items.iter().any(|c| c["running"] == json!(true));
-    let page = crate::api::PageQuery {
-        limit: q.limit,
-        cursor: q.cursor,
-    };
     respond(cursor_page(
         &items,
-        &page,
+        &q.page,
         json!({ "capturing": capturing }),
     ))
 }

@@ -215,8 +215,8 @@ async fn raise(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, A
 #[derive(Deserialize)]
 struct AlertQuery {
     entity: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 async fn list_alerts(AxState(s): AxState<Arc<Shared>>, Query(q): Query<AlertQuery>) -> Response {
@@ -232,9 +232,5 @@ async fn list_alerts(AxState(s): AxState<Arc<Shared>>, Query(q): Query<AlertQuer
         })
         .cloned()
         .collect();
-    let page = PageQuery {
-        limit: q.limit,
-        cursor: q.cursor,
-    };
-    respond(cursor_page(&items, &page, json!({})))
+    respond(cursor_page(&items, &q.page, json!({})))
 }

@@ -48,11 +48,7 @@ impl RunState {
         }
         let conn = match self.connector(&spec.name) {
             Ok(c) => c,
-            Err(m) => {
-                rec.status = StepStatus::Failed;
-                rec.error = Some(m);
-                return self.finish(rec).await;
-            }
+            Err(m) => return self.fail(rec, m).await,
         };
         rec.decision = Decision::Apply;
         let mut allowed_by = match self.batch_allowed.get(&step.id) {
