@@ -9,8 +9,7 @@ mod sandbox;
 pub use sandbox::Sandbox;
 
 use super::cmd::Cmd;
-use crate::{ActionError, Call, Connector, input_str};
-use async_trait::async_trait;
+use crate::{ActionError, input_str};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -174,31 +173,27 @@ impl Gpasswd {
     }
 }
 
-#[async_trait]
-impl Connector for Gpasswd {
-    fn family(&self) -> &str {
-        "directory"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        match call.action {
-            "directory.add_member" => self.change(call.input, true).await,
-            "directory.remove_member" => self.change(call.input, false).await,
-            "directory.members" => self.list(call.input).await,
-            other => Err(ActionError::no_action("the gpasswd connector", other)),
+belay_connector_api::connector! {
+    impl Gpasswd {
+        family: "directory",
+        named: "the gpasswd connector",
+        call(gpasswd, call) {
+            "directory.add_member" => gpasswd.change(call.input, true).await,
+            "directory.remove_member" => gpasswd.change(call.input, false).await,
+            "directory.members" => gpasswd.list(call.input).await,
         }
-    }
 
-    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
-        match action {
-            "directory.add_member" | "directory.remove_member" => {
-                self.check_host(input)?;
-                let user = check_name(input_str(input, "user")?, "user")?;
-                let group = check_name(input_str(input, "group")?, "group")?;
-                let members = self.members(group).await?;
-                Ok(json!({ "member": members.iter().any(|m| m == user) }))
+        async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+            match action {
+                "directory.add_member" | "directory.remove_member" => {
+                    self.check_host(input)?;
+                    let user = check_name(input_str(input, "user")?, "user")?;
+                    let group = check_name(input_str(input, "group")?, "group")?;
+                    let members = self.members(group).await?;
+                    Ok(json!({ "member": members.iter().any(|m| m == user) }))
+                }
+                _ => Ok(Value::Null),
             }
-            _ => Ok(Value::Null),
         }
     }
 }
