@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 mod common;
-use common::{belay, json, run_on, text};
+use common::{assert_text_contains, belay, json, run_on, text};
 
 const PLAYBOOK: &str = r#"name: block
 on: { event: block }
@@ -120,12 +120,9 @@ fn a_protected_address_from_a_million_entry_list_holds_the_whole_batch() {
     for s in steps {
         assert_eq!(s["status"], "held", "{s}");
         assert_eq!(s["decision"], "guardrail_hold");
-        assert!(
-            s["error"]
-                .as_str()
-                .unwrap()
-                .contains("protected-networks: 100.64.7.9 is inside a protected network"),
-            "{s}"
+        assert_text_contains(
+            &s["error"],
+            "protected-networks: 100.64.7.9 is inside a protected network",
         );
     }
     assert!(
@@ -211,11 +208,9 @@ fn a_batch_above_its_limit_is_held_whole_and_deny_fails_the_run() {
     let d = dir.path();
     let report = run(d, &["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]);
     assert_eq!(report["status"], "waiting_approval", "{report}");
-    assert!(
-        report["steps"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("batch of 4 changes is above the limit of 3")
+    assert_text_contains(
+        &report["steps"][0]["error"],
+        "batch of 4 changes is above the limit of 3",
     );
     assert!(listed(d).is_empty());
     assert_eq!(run(d, &["192.0.2.1", "192.0.2.2"])["status"], "succeeded");
@@ -227,13 +222,7 @@ fn a_batch_above_its_limit_is_held_whole_and_deny_fails_the_run() {
     .unwrap();
     let report = run(d, &["192.0.2.9"]);
     assert_eq!(report["status"], "failed", "{report}");
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("denied by guardrail"),
-        "{report}"
-    );
+    assert_text_contains(&report["error"], "denied by guardrail");
     assert_eq!(listed(d).len(), 2);
 }
 

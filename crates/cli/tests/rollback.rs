@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{belay, json, run_on, text};
+use common::{assert_text_contains, belay, json, run_on, text};
 
 fn ok(o: Output) -> String {
     let text = text(&o);
@@ -215,13 +215,7 @@ fn on_error_rollback_undoes_the_runs_earlier_changes() {
         &[],
     ));
     assert_eq!(report["status"], "failed");
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("rolled back 2 earlier change(s)"),
-        "{report}"
-    );
+    assert_text_contains(&report["error"], "rolled back 2 earlier change(s)");
     assert_eq!(
         list(d),
         HAND_KEPT,

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use belay_testkit::corpus_if_set;
 
 mod common;
-use common::{json_lines, text};
+use common::{assert_text_contains, json_lines, text};
 
 struct Env {
     child: Child,
@@ -536,13 +536,7 @@ fn scenario_5_exfiltration_inadvertent_trains_malicious_waits_for_approval_then_
         "--format",
         "json",
     ]);
-    assert!(
-        case["notes"][0]["note"]
-            .as_str()
-            .unwrap()
-            .contains("other endpoint"),
-        "{case:#}"
-    );
+    assert_text_contains(&case["notes"][0]["note"], "other endpoint");
     assert!(
         env.inbox("soc")
             .iter()

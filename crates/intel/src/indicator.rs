@@ -373,29 +373,28 @@ mod tests {
 
     #[test]
     fn domains_are_lower_case_ascii() {
-        assert_eq!(
-            n("Evil.EXAMPLE.com."),
-            (Kind::Domain, "evil.example.com".into())
-        );
-        assert_eq!(
-            n("bücher.example"),
-            (Kind::Domain, "xn--bcher-kva.example".into())
-        );
-        assert_eq!(n("evil[.]example"), (Kind::Domain, "evil.example".into()));
+        for (raw, canonical) in [
+            ("Evil.EXAMPLE.com.", "evil.example.com"),
+            ("bücher.example", "xn--bcher-kva.example"),
+            ("evil[.]example", "evil.example"),
+        ] {
+            assert_eq!(n(raw), (Kind::Domain, canonical.into()));
+        }
         assert!(normalize("domain autuo.xicp.net", Some(Kind::Domain)).is_err());
         assert!(normalize("localhost", Some(Kind::Domain)).is_err());
     }
 
     #[test]
     fn urls_are_normalized() {
-        assert_eq!(
-            n("HTTP://Evil.Example:80/a/../b?x=1#frag"),
-            (Kind::Url, "http://evil.example/b?x=1".into())
-        );
-        assert_eq!(
-            n("hxxps://evil[.]example/p"),
-            (Kind::Url, "https://evil.example/p".into())
-        );
+        for (raw, canonical) in [
+            (
+                "HTTP://Evil.Example:80/a/../b?x=1#frag",
+                "http://evil.example/b?x=1",
+            ),
+            ("hxxps://evil[.]example/p", "https://evil.example/p"),
+        ] {
+            assert_eq!(n(raw), (Kind::Url, canonical.into()));
+        }
         assert_eq!(
             normalize("evil.example/x", Some(Kind::Url)).map(|i| i.value),
             Ok("http://evil.example/x".into())
@@ -404,14 +403,16 @@ mod tests {
 
     #[test]
     fn hashes_and_emails() {
-        assert_eq!(
-            n("001DD76872D80801692FF942308C64E6"),
-            (Kind::Hash, "001dd76872d80801692ff942308c64e6".into())
-        );
-        assert_eq!(
-            n("Alice@Evil.Example"),
-            (Kind::Email, "alice@evil.example".into())
-        );
+        for (raw, kind, canonical) in [
+            (
+                "001DD76872D80801692FF942308C64E6",
+                Kind::Hash,
+                "001dd76872d80801692ff942308c64e6",
+            ),
+            ("Alice@Evil.Example", Kind::Email, "alice@evil.example"),
+        ] {
+            assert_eq!(n(raw), (kind, canonical.into()));
+        }
         assert!(normalize("abc", Some(Kind::Hash)).is_err());
     }
 

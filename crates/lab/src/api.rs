@@ -337,6 +337,15 @@ pub fn cursor_page(items: &[Value], q: &PageQuery, extra: Value) -> ApiResult {
     ok(body)
 }
 
+/// Removes `key` from the named list, if both exist: whether it was there.
+pub fn remove_from<K: Ord, V>(
+    lists: &mut BTreeMap<String, BTreeMap<K, V>>,
+    list: &str,
+    key: &K,
+) -> bool {
+    lists.get_mut(list).and_then(|l| l.remove(key)).is_some()
+}
+
 /// Checks a name against a maximum length and a set of allowed characters.
 pub fn check_name(what: &str, value: &str, max: usize, extra: &str) -> Result<(), ApiError> {
     let valid = !value.is_empty()

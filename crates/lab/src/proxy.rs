@@ -5,7 +5,7 @@
 use crate::Shared;
 use crate::api::{
     ApiError, PageQuery, Req, check_enum, check_len, check_name, cursor_page, now, ok,
-    parse_duration, respond, rfc3339,
+    parse_duration, remove_from, respond, rfc3339,
 };
 use axum::Router;
 use axum::extract::{Path, Query, State as AxState};
@@ -225,12 +225,7 @@ async fn unblock(
     Ok(s.mutate(&req, |w| {
         check_name("list", &list, 64, "_.-")?;
         let address = normalize(&address)?;
-        let changed = w
-            .proxy
-            .lists
-            .get_mut(&list)
-            .and_then(|e| e.remove(&address))
-            .is_some();
+        let changed = remove_from(&mut w.proxy.lists, &list, &address);
         ok(json!({ "address": address, "list": list, "changed": changed }))
     }))
 }

@@ -4,7 +4,7 @@
 use crate::Shared;
 use crate::api::{
     ApiError, PageQuery, Req, check_enum, check_len, check_name, created, cursor_page, now, ok,
-    parse_duration, respond, rfc3339,
+    parse_duration, remove_from, respond, rfc3339,
 };
 use axum::Router;
 use axum::extract::{Path, Query, State as AxState};
@@ -122,12 +122,7 @@ async fn unwatch(
     s.mutate(&req, |w| {
         check_list(&list)?;
         check_user(&user)?;
-        let changed = w
-            .siem
-            .lists
-            .get_mut(&list)
-            .and_then(|users| users.remove(&user))
-            .is_some();
+        let changed = remove_from(&mut w.siem.lists, &list, &user);
         ok(json!({ "user": user, "list": list, "changed": changed }))
     })
 }

@@ -272,6 +272,25 @@ impl Parser {
         self.diags.push(d);
     }
 
+    /// A duration (`30s`, `5m`...); reported when it is not one.
+    fn duration(&mut self, n: &Node) -> Option<Duration> {
+        parse_duration(n).map_err(|d| self.err(d)).ok()
+    }
+
+    /// A number from 1 to 10 (`what` names the field); reported when it is not one.
+    fn one_to_ten(&mut self, n: &Node, what: &str) -> Option<u32> {
+        match n.to_json().as_u64() {
+            Some(v) if (1..=10).contains(&v) => Some(v as u32),
+            _ => {
+                self.err(Diagnostic::new(
+                    n.pos,
+                    format!("`{what}` must be a number from 1 to 10"),
+                ));
+                None
+            }
+        }
+    }
+
     fn check_keys(&mut self, entries: &[(Key, Node)], allowed: &[&str], what: &str) {
         for (k, _) in entries {
             if !allowed.contains(&k.name.as_str()) {
@@ -546,13 +565,7 @@ impl Parser {
             },
             None => 4,
         };
-        let timeout = field(entries, "timeout").and_then(|n| match parse_duration(n) {
-            Ok(d) => Some(d),
-            Err(d) => {
-                self.err(d);
-                None
-            }
-        });
+        let timeout = field(entries, "timeout").and_then(|n| self.duration(n));
         let retry = field(entries, "retry")
             .map(|n| self.retry(n))
             .unwrap_or_default();
@@ -623,20 +636,13 @@ impl Parser {
             return r;
         };
         self.check_keys(entries, RETRY_KEYS, "`retry`");
-        if let Some(n) = field(entries, "attempts") {
-            match n.to_json().as_u64() {
-                Some(a) if (1..=10).contains(&a) => r.attempts = a as u32,
-                _ => self.err(Diagnostic::new(
-                    n.pos,
-                    "`retry.attempts` must be a number from 1 to 10",
-                )),
-            }
+        if let Some(a) =
+            field(entries, "attempts").and_then(|n| self.one_to_ten(n, "retry.attempts"))
+        {
+            r.attempts = a;
         }
-        if let Some(n) = field(entries, "backoff") {
-            match parse_duration(n) {
-                Ok(d) => r.backoff = d,
-                Err(d) => self.err(d),
-            }
+        if let Some(d) = field(entries, "backoff").and_then(|n| self.duration(n)) {
+            r.backoff = d;
         }
         r
     }
@@ -658,20 +664,13 @@ impl Parser {
                 Err(d) => self.err(d),
             }
         }
-        if let Some(n) = field(entries, "quorum") {
-            match n.to_json().as_u64() {
-                Some(q) if (1..=10).contains(&q) => a.quorum = q as u32,
-                _ => self.err(Diagnostic::new(
-                    n.pos,
-                    "`approval.quorum` must be a number from 1 to 10",
-                )),
-            }
+        if let Some(q) =
+            field(entries, "quorum").and_then(|n| self.one_to_ten(n, "approval.quorum"))
+        {
+            a.quorum = q;
         }
-        if let Some(n) = field(entries, "timeout") {
-            match parse_duration(n) {
-                Ok(d) => a.timeout = d,
-                Err(d) => self.err(d),
-            }
+        if let Some(d) = field(entries, "timeout").and_then(|n| self.duration(n)) {
+            a.timeout = d;
         }
         if let Some(n) = field(entries, "on_timeout") {
             a.on_timeout = match self.text(n, "`approval.on_timeout`").as_deref() {

@@ -50,3 +50,9 @@ pub fn assert_contains_all(text: &str, wanted: &[&str]) {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// Asserts that the JSON value `v` is text that contains `wanted`; panics showing the value.
+pub fn assert_text_contains(v: &Value, wanted: &str) {
+    let text = v.as_str().unwrap_or_else(|| panic!("not text: {v}"));
+    assert!(text.contains(wanted), "missing {wanted:?} in {text:?}");
+}

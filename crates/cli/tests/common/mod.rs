@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 #[allow(unused_imports)] // each test binary uses a different part
-pub use belay_testkit::cli::{assert_contains_all, json, json_lines, text};
+pub use belay_testkit::cli::{assert_contains_all, assert_text_contains, json, json_lines, text};
 
 /// The `belay` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_belay");
