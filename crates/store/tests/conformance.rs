@@ -4,9 +4,9 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), each in a schema of its own.
 
 use belay_model::{
-    ApprovalRecord, ApprovalStatus, ApprovalTerms, CaseEntry, CaseEntryKind, CaseOp, CaseRecord,
-    CaseStatus, ChangeRecord, ChangeStatus, Decision, Demotion, Event, OnTimeout, RunRecord,
-    RunStatus, StepRecord, StepStatus, TrustLevel, Vote, now_ms,
+    ApprovalRecord, ApprovalStatus, CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus,
+    ChangeRecord, ChangeStatus, Decision, Demotion, Event, RunRecord, RunStatus, StepRecord,
+    StepStatus, TrustLevel, Vote, now_ms,
 };
 use belay_store::{
     Accepted, ApprovalFilter, Cursor, RunFilter, SqliteOptions, SqliteStore, Store, Write, Written,
@@ -344,37 +344,14 @@ async fn claims_respect_live_leases(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 }
 
 fn approval(id: &str, run_id: &str) -> ApprovalRecord {
-    let now = now_ms();
     ApprovalRecord {
-        id: id.into(),
-        run_id: run_id.into(),
         playbook: "pb".into(),
-        step: "block".into(),
-        key: "block".into(),
         action: "blocklist.add".into(),
         with: json!({"list": "l", "entry": "192.0.2.1"}),
         target: "192.0.2.1".into(),
         change_hash: "ab".repeat(32),
         current_state: json!({"present": false}),
-        guardrails: json!([]),
-        reason: "trust level `approve`".into(),
-        trust: TrustLevel::Approve,
-        terms: ApprovalTerms {
-            approvers: vec![],
-            quorum: 1,
-            timeout_ms: 60_000,
-            on_timeout: OnTimeout::Deny,
-            separation: true,
-        },
-        triggered_by: Some("alice".into()),
-        author: None,
-        history: json!(null),
-        status: ApprovalStatus::Pending,
-        votes: vec![],
-        created_at: now,
-        expires_at: now + 60_000,
-        decided_at: None,
-        version: 1,
+        ..harness::pending_approval(id, run_id, now_ms())
     }
 }
 
