@@ -31,6 +31,15 @@ pub enum Format {
     Json,
 }
 
+/// `items` joined with commas, or `none` when there are none.
+pub fn joined_or<S: std::borrow::Borrow<str>>(items: &[S], none: &str) -> String {
+    if items.is_empty() {
+        none.to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
 /// A run and its steps, as `belay run` and `belay runs show` print them.
 pub fn print_report(report: &RunReport, format: Format) -> Result<()> {
     if format == Format::Json {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{assert_text_contains, json, run_on, text};
+use common::{assert_text_contains, json, listed, run_on, text};
 
 /// The configuration: data and playbooks in the test directory, and these users with their roles.
 fn users() -> String {
@@ -49,22 +49,13 @@ fn setup(pb: &str, extra_config: &str) -> tempfile::TempDir {
     dir
 }
 
-/// A guarded playbook blocking every address of an `intel.update`; its step goes on with
-/// `step_extra`.
-const FEED: &str = r#"name: block-feed
-on: { event: intel.update }
-trust: guarded
-steps:
-  - id: block
-    action: blocklist.add
-    for_each: ${{ event.observables.ips }}
-    with: { list: egress, entry: "${{ item }}" }
-"#;
-
-/// `setup` for the feed playbook (its step extended by `step_extra`), with the guardrail file
-/// `guardrails`.
+/// `setup` for a guarded playbook blocking every address of an `intel.update` (its step
+/// extended by `step_extra`), with the guardrail file `guardrails`.
 fn feed_setup(step_extra: &str, guardrails: &str) -> tempfile::TempDir {
-    let dir = setup(&format!("{FEED}{step_extra}"), "");
+    let dir = setup(
+        &common::block_every_ip("block-feed", "intel.update", step_extra),
+        "",
+    );
     std::fs::create_dir_all(dir.path().join("guardrails")).unwrap();
     std::fs::write(dir.path().join("guardrails/g.yaml"), guardrails).unwrap();
     dir
@@ -107,14 +98,6 @@ fn pending(d: &Path) -> Vec<Value> {
     let o = belay(d, &["approvals", "list", "--format", "json"]);
     let v = json(&o);
     v.as_array().unwrap().clone()
-}
-
-fn listed(d: &Path) -> Vec<String> {
-    std::fs::read_to_string(d.join("data/lists/egress.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `runs show` of `run` (a run report), as JSON.

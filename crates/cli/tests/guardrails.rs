@@ -6,25 +6,16 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 mod common;
-use common::{assert_text_contains, belay, json, run_on, text};
-
-const PLAYBOOK: &str = r#"name: block
-on: { event: block }
-trust: guarded
-steps:
-  - id: block
-    action: blocklist.add
-    for_each: ${{ event.observables.ips }}
-    with: { list: egress, entry: "${{ item }}" }
-    guardrails: [protected-networks]
-"#;
+use common::{assert_text_contains, belay, json, listed, run_on, text};
 
 fn setup(guardrails: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("pbs")).unwrap();
     std::fs::create_dir_all(d.join("guardrails")).unwrap();
-    std::fs::write(d.join("pbs/block.yaml"), PLAYBOOK).unwrap();
+    let playbook =
+        common::block_every_ip("block", "block", "    guardrails: [protected-networks]\n");
+    std::fs::write(d.join("pbs/block.yaml"), playbook).unwrap();
     std::fs::write(d.join("guardrails/policy.yaml"), guardrails).unwrap();
     dir
 }
@@ -32,14 +23,6 @@ fn setup(guardrails: &str) -> tempfile::TempDir {
 fn run(d: &Path, ips: &[&str]) -> Value {
     let ev = serde_json::json!({"kind": "block", "observables": {"ips": ips}});
     json(&run_on(d, "pbs/block.yaml", &ev, &[]))
-}
-
-fn listed(d: &Path) -> Vec<String> {
-    std::fs::read_to_string(d.join("data/lists/egress.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]

@@ -45,6 +45,14 @@ fn list(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("data/lists/egress.txt")).unwrap()
 }
 
+/// The changes of run `run`, as `belay changes list --run RUN --format json` lists them.
+fn changes_of(dir: &Path, run: &str) -> Vec<Value> {
+    serde_json::from_slice(
+        &belay(dir, &["changes", "list", "--run", run, "--format", "json"]).stdout,
+    )
+    .unwrap()
+}
+
 fn run_event(dir: &Path, add: &[&str], remove: &[&str]) -> String {
     let ev = serde_json::json!({"kind": "churn", "data": {"add": add, "remove": remove}});
     let report = json(&run_on(dir, "pbs/churn.yaml", &ev, &[]));
@@ -71,10 +79,7 @@ fn rollback_of_a_run_restores_every_byte_of_the_list() {
         HAND_KEPT,
         "byte for byte, the removed line back in its place"
     );
-    let changes: Vec<Value> = serde_json::from_slice(
-        &belay(d, &["changes", "list", "--run", &run, "--format", "json"]).stdout,
-    )
-    .unwrap();
+    let changes = changes_of(d, &run);
     assert!(
         changes.iter().all(|c| c["status"] == "reverted"),
         "{changes:?}"
@@ -184,10 +189,7 @@ fn a_rollback_can_itself_be_rolled_back() {
         applied,
         "undoing the rollback re-applies the run's changes"
     );
-    let changes: Vec<Value> = serde_json::from_slice(
-        &belay(d, &["changes", "list", "--run", &run, "--format", "json"]).stdout,
-    )
-    .unwrap();
+    let changes = changes_of(d, &run);
     assert!(
         changes.iter().all(|c| c["status"] == "applied"),
         "the run's changes are in effect again: {changes:?}"
