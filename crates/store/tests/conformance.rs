@@ -9,7 +9,8 @@ use belay_model::{
     StepStatus, TrustLevel, Vote, now_ms,
 };
 use belay_store::{
-    Accepted, ApprovalFilter, Cursor, RunFilter, SqliteOptions, SqliteStore, Store, Write, Written,
+    Accepted, ApprovalFilter, Cursor, FinishedChange, RunFilter, SqliteOptions, SqliteStore, Store,
+    Write, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -218,13 +219,13 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
         second.id, first.id,
         "the same idempotency key returns the first journal entry"
     );
-    s.finish_change(
-        &step("r1", "s", 1, StepStatus::Succeeded),
-        &first.id,
-        ChangeStatus::Applied,
-        &json!({"present": true}),
-        None,
-    )
+    s.finish_change(&FinishedChange {
+        step: step("r1", "s", 1, StepStatus::Succeeded),
+        change_id: first.id.clone(),
+        status: ChangeStatus::Applied,
+        after: json!({"present": true}),
+        error: None,
+    })
     .await
     .unwrap();
     let got = s.change_by_key("r1/s").await.unwrap().unwrap();
@@ -267,13 +268,13 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
             Write::Step(step("r1", "v", 3, StepStatus::Succeeded)),
             Write::BeginChange(c3.clone()),
             Write::BeginChange(change("r1", "r1/s")),
-            Write::FinishChange {
+            Write::FinishChange(FinishedChange {
                 step: step("r1", "u", 4, StepStatus::Succeeded),
                 change_id: c3.id.clone(),
                 status: ChangeStatus::Failed,
                 after: json!({"present": false}),
                 error: Some("refused".into()),
-            },
+            }),
             Write::RunStatus {
                 run_id: "r1".into(),
                 status: RunStatus::Failed,

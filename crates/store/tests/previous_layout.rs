@@ -13,7 +13,8 @@ use belay_model::{
     StepStatus, TrustLevel,
 };
 use belay_store::{
-    ApprovalFilter, Cursor, RunFilter, SqliteOptions, SqliteStore, Store, Write, verify_audit,
+    ApprovalFilter, Cursor, FinishedChange, RunFilter, SqliteOptions, SqliteStore, Store, Write,
+    verify_audit,
 };
 use serde_json::json;
 use std::path::Path;
@@ -165,13 +166,13 @@ async fn write_history(s: &SqliteStore) {
         s.begin_change(Some(&step(i, "sinkhole", StepStatus::Running)), &change(i))
             .await
             .expect("journaling");
-        s.finish_change(
-            &step(i, "sinkhole", StepStatus::Succeeded),
-            &format!("fx-c{i}"),
-            ChangeStatus::Applied,
-            &json!({"present": true}),
-            None,
-        )
+        s.finish_change(&FinishedChange {
+            step: step(i, "sinkhole", StepStatus::Succeeded),
+            change_id: format!("fx-c{i}"),
+            status: ChangeStatus::Applied,
+            after: json!({"present": true}),
+            error: None,
+        })
         .await
         .expect("finishing");
     }

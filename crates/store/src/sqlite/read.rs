@@ -34,17 +34,21 @@ fn all_bodies<T: serde::de::DeserializeOwned>(
 }
 
 /// The JSON document in the `body` column of the row `sql` selects by id, decoded.
-pub(super) fn one_body<T: serde::de::DeserializeOwned>(
-    c: &Connection,
-    sql: &str,
+async fn body_by_id<T: serde::de::DeserializeOwned + Send + 'static>(
+    s: &SqliteStore,
+    sql: &'static str,
     id: &str,
     context: &'static str,
 ) -> Result<Option<T>> {
-    let body: Option<String> = c
-        .prepare_cached(sql)
-        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-        .map_err(db_err(context))?;
-    body.map(|b| from_text(&b, context)).transpose()
+    let id = id.to_owned();
+    s.read(move |c| {
+        let body: Option<String> = c
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+            .map_err(db_err(context))?;
+        body.map(|b| from_text(&b, context)).transpose()
+    })
+    .await
 }
 
 pub(super) fn collect<T>(
@@ -68,15 +72,12 @@ pub(super) fn change_with_key(c: &Connection, key: &str) -> Result<Option<Change
 }
 
 pub(super) async fn get_event(s: &SqliteStore, id: &str) -> Result<Option<Event>> {
-    let id = id.to_owned();
-    s.read(move |c| {
-        one_body(
-            c,
-            "SELECT body FROM events WHERE id = ?1",
-            &id,
-            "reading an event",
-        )
-    })
+    body_by_id(
+        s,
+        "SELECT body FROM events WHERE id = ?1",
+        id,
+        "reading an event",
+    )
     .await
 }
 
@@ -239,15 +240,12 @@ pub(super) async fn audit_head(s: &SqliteStore) -> Result<Option<(i64, String)>>
 }
 
 pub(super) async fn get_approval(s: &SqliteStore, id: &str) -> Result<Option<ApprovalRecord>> {
-    let id = id.to_owned();
-    s.read(move |c| {
-        one_body(
-            c,
-            "SELECT body FROM approvals WHERE id = ?1",
-            &id,
-            "reading an approval",
-        )
-    })
+    body_by_id(
+        s,
+        "SELECT body FROM approvals WHERE id = ?1",
+        id,
+        "reading an approval",
+    )
     .await
 }
 
