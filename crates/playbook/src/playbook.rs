@@ -291,6 +291,20 @@ impl Parser {
         }
     }
 
+    /// The entries of `node`, a mapping (`what` names it if it is not one) whose keys are
+    /// checked against `allowed` (`keys_of` names it then); both kinds of error are reported.
+    fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        allowed: &[&str],
+        keys_of: &str,
+    ) -> Option<&'n [(Key, Node)]> {
+        let entries = node.as_map(what).map_err(|d| self.err(d)).ok()?;
+        self.check_keys(entries, allowed, keys_of);
+        Some(entries)
+    }
+
     fn check_keys(&mut self, entries: &[(Key, Node)], allowed: &[&str], what: &str) {
         for (k, _) in entries {
             if !allowed.contains(&k.name.as_str()) {
@@ -356,14 +370,7 @@ impl Parser {
     }
 
     fn playbook(&mut self, path: &Path, text: &str, root: &Node) -> Option<Playbook> {
-        let entries = match root.as_map("a playbook") {
-            Ok(e) => e,
-            Err(d) => {
-                self.err(d);
-                return None;
-            }
-        };
-        self.check_keys(entries, TOP_KEYS, "playbook");
+        let entries = self.entries(root, "a playbook", TOP_KEYS, "playbook")?;
         let name = match field(entries, "name") {
             Some(n) => self.text(n, "`name`").unwrap_or_default(),
             None => {
@@ -445,18 +452,13 @@ impl Parser {
                 condition: None,
             };
         };
-        let entries = match node.as_map("`on`") {
-            Ok(e) => e,
-            Err(d) => {
-                self.err(d);
-                return Trigger {
-                    event: None,
-                    pos: node.pos,
-                    condition: None,
-                };
-            }
+        let Some(entries) = self.entries(node, "`on`", ON_KEYS, "`on`") else {
+            return Trigger {
+                event: None,
+                pos: node.pos,
+                condition: None,
+            };
         };
-        self.check_keys(entries, ON_KEYS, "`on`");
         let event = field(entries, "event").and_then(|n| {
             let s = self.text(n, "`on.event`")?;
             if let Err(e) = globset::Glob::new(&s) {
@@ -482,14 +484,7 @@ impl Parser {
     }
 
     fn step(&mut self, node: &Node) -> Option<Step> {
-        let entries = match node.as_map("a step") {
-            Ok(e) => e,
-            Err(d) => {
-                self.err(d);
-                return None;
-            }
-        };
-        self.check_keys(entries, STEP_KEYS, "a step");
+        let entries = self.entries(node, "a step", STEP_KEYS, "a step")?;
         let id = match field(entries, "id") {
             Some(n) => {
                 let id = self.text(n, "`id`")?;
@@ -632,10 +627,9 @@ impl Parser {
 
     fn retry(&mut self, node: &Node) -> Retry {
         let mut r = Retry::default();
-        let Ok(entries) = node.as_map("`retry`").map_err(|d| self.err(d)) else {
+        let Some(entries) = self.entries(node, "`retry`", RETRY_KEYS, "`retry`") else {
             return r;
         };
-        self.check_keys(entries, RETRY_KEYS, "`retry`");
         if let Some(a) =
             field(entries, "attempts").and_then(|n| self.one_to_ten(n, "retry.attempts"))
         {
@@ -649,10 +643,9 @@ impl Parser {
 
     fn approval(&mut self, node: &Node) -> ApprovalPolicy {
         let mut a = ApprovalPolicy::default();
-        let Ok(entries) = node.as_map("`approval`").map_err(|d| self.err(d)) else {
+        let Some(entries) = self.entries(node, "`approval`", APPROVAL_KEYS, "`approval`") else {
             return a;
         };
-        self.check_keys(entries, APPROVAL_KEYS, "`approval`");
         if let Some(n) = field(entries, "approvers") {
             match n.as_seq("`approval.approvers`") {
                 Ok(items) => {

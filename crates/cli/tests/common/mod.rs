@@ -57,3 +57,8 @@ pub fn listed(dir: &Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Writes `text` to the file `name` in `dir`.
+pub fn write_file(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("writing {name}: {e}"));
+}

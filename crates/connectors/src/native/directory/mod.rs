@@ -100,23 +100,9 @@ impl Gpasswd {
 
     /// A group's member list; an unknown group is a permanent error.
     async fn members(&self, group: &str) -> Result<Vec<String>, ActionError> {
-        let out = self
-            .cmd(&self.config.getent)
-            .args(["group", "--", group])
-            .output()
-            .await?;
-        match out.status {
-            0 => {}
-            2 => return Err(ActionError::permanent(format!("unknown group `{group}`"))),
-            s => {
-                return Err(ActionError::transient(format!(
-                    "`getent group {group}` exited with status {s}: {}",
-                    out.stderr.trim()
-                )));
-            }
-        }
+        let entry = self.getent("group", group).await?;
         // name:password:gid:member,member
-        let line = out.stdout.lines().next().unwrap_or("");
+        let line = entry.lines().next().unwrap_or("");
         let list = line.splitn(4, ':').nth(3).unwrap_or("");
         Ok(list
             .split(',')
@@ -127,16 +113,29 @@ impl Gpasswd {
     }
 
     async fn check_user(&self, user: &str) -> Result<(), ActionError> {
+        self.getent("passwd", user).await.map(|_| ())
+    }
+
+    /// `getent DATABASE -- KEY` (`group` or `passwd`): the entry; an unknown key is a permanent
+    /// error (named as a group or user).
+    async fn getent(&self, database: &str, key: &str) -> Result<String, ActionError> {
         let out = self
             .cmd(&self.config.getent)
-            .args(["passwd", "--", user])
+            .args([database, "--", key])
             .output()
             .await?;
         match out.status {
-            0 => Ok(()),
-            2 => Err(ActionError::permanent(format!("unknown user `{user}`"))),
+            0 => Ok(out.stdout),
+            2 => {
+                let what = if database == "passwd" {
+                    "user"
+                } else {
+                    database
+                };
+                Err(ActionError::permanent(format!("unknown {what} `{key}`")))
+            }
             s => Err(ActionError::transient(format!(
-                "`getent passwd {user}` exited with status {s}: {}",
+                "`getent {database} {key}` exited with status {s}: {}",
                 out.stderr.trim()
             ))),
         }
