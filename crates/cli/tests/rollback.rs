@@ -45,12 +45,14 @@ fn list(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("data/lists/egress.txt")).unwrap()
 }
 
-/// The changes of run `run`, as `belay changes list --run RUN --format json` lists them.
-fn changes_of(dir: &Path, run: &str) -> Vec<Value> {
-    serde_json::from_slice(
-        &belay(dir, &["changes", "list", "--run", run, "--format", "json"]).stdout,
-    )
-    .unwrap()
+/// Asserts that every change of run `run` has `status` (as `belay changes list` shows it).
+fn assert_changes_are(dir: &Path, run: &str, status: &str) {
+    let out = belay(dir, &["changes", "list", "--run", run, "--format", "json"]);
+    let changes: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        changes.iter().all(|c| c["status"] == status),
+        "not all {status}: {changes:?}"
+    );
 }
 
 fn run_event(dir: &Path, add: &[&str], remove: &[&str]) -> String {
@@ -79,11 +81,7 @@ fn rollback_of_a_run_restores_every_byte_of_the_list() {
         HAND_KEPT,
         "byte for byte, the removed line back in its place"
     );
-    let changes = changes_of(d, &run);
-    assert!(
-        changes.iter().all(|c| c["status"] == "reverted"),
-        "{changes:?}"
-    );
+    assert_changes_are(d, &run, "reverted");
     assert!(ok(belay(d, &["audit", "verify"])).starts_with("audit chain intact"));
 }
 
@@ -189,11 +187,8 @@ fn a_rollback_can_itself_be_rolled_back() {
         applied,
         "undoing the rollback re-applies the run's changes"
     );
-    let changes = changes_of(d, &run);
-    assert!(
-        changes.iter().all(|c| c["status"] == "applied"),
-        "the run's changes are in effect again: {changes:?}"
-    );
+    // The run's changes are in effect again.
+    assert_changes_are(d, &run, "applied");
     let export = ok(belay(d, &["audit", "export"]));
     assert!(
         export.contains("\"actor\":\"bob\""),

@@ -95,10 +95,10 @@ fn fifteen_minutes() -> String {
     "15m".into()
 }
 
-async fn start(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+async fn start(req: Req) -> Result<Response, ApiError> {
     let body: StartBody = req.json()?;
-    let base = s.base_url.clone();
-    Ok(s.mutate(&req, |w| {
+    let base = req.lab.base_url.clone();
+    Ok(req.mutate(|w| {
         let d = parse_duration("duration", &body.duration)?;
         if d.as_secs() > 24 * 3600 {
             return Err(ApiError::invalid("duration must be at most 24h"));
@@ -136,8 +136,8 @@ async fn start(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, A
     }))
 }
 
-async fn stop(AxState(s): AxState<Arc<Shared>>, Path(host): Path<String>, req: Req) -> Response {
-    s.mutate(&req, |w| {
+async fn stop(Path(host): Path<String>, req: Req) -> Response {
+    req.mutate(|w| {
         let host = target(w, &host)?;
         let t = now();
         let mut stopped = Vec::new();

@@ -82,13 +82,9 @@ struct WatchBody {
     duration: Option<String>,
 }
 
-async fn watch(
-    AxState(s): AxState<Arc<Shared>>,
-    Path((list, user)): Path<(String, String)>,
-    req: Req,
-) -> Result<Response, ApiError> {
+async fn watch(Path((list, user)): Path<(String, String)>, req: Req) -> Result<Response, ApiError> {
     let body: WatchBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_list(&list)?;
         check_user(&user)?;
         check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
@@ -114,12 +110,8 @@ async fn watch(
     }))
 }
 
-async fn unwatch(
-    AxState(s): AxState<Arc<Shared>>,
-    Path((list, user)): Path<(String, String)>,
-    req: Req,
-) -> Response {
-    s.mutate(&req, |w| {
+async fn unwatch(Path((list, user)): Path<(String, String)>, req: Req) -> Response {
+    req.mutate(|w| {
         check_list(&list)?;
         check_user(&user)?;
         let changed = remove_from(&mut w.siem.lists, &list, &user);
@@ -167,10 +159,10 @@ fn high() -> String {
     "high".into()
 }
 
-async fn raise(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+async fn raise(req: Req) -> Result<Response, ApiError> {
     let body: AlertBody = req.json()?;
-    let base = s.base_url.clone();
-    Ok(s.mutate(&req, |w| {
+    let base = req.lab.base_url.clone();
+    Ok(req.mutate(|w| {
         check_len("entity", &body.entity, 1, 2048)?;
         check_len("title", &body.title, 1, 256)?;
         check_enum(

@@ -69,9 +69,9 @@ fn phishing() -> String {
     "phishing".into()
 }
 
-async fn submit(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+async fn submit(req: Req) -> Result<Response, ApiError> {
     let body: SubmitBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_len("url", &body.url, 1, 2048)?;
         let scheme_ok = ["http://", "https://", "ftp://"]
             .iter()
