@@ -5,8 +5,8 @@
 
 use belay_model::{
     ApprovalRecord, ApprovalStatus, CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus,
-    ChangeRecord, ChangeStatus, Decision, Demotion, Event, RunRecord, RunStatus, StepRecord,
-    StepStatus, TrustLevel, Vote, now_ms,
+    ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord, StepStatus,
+    TrustLevel, Vote, now_ms,
 };
 use belay_store::{
     Accepted, ApprovalFilter, Cursor, FinishedChange, RunFilter, SqliteOptions, SqliteStore, Store,
@@ -43,22 +43,11 @@ fn run(id: &str, event_id: &str) -> RunRecord {
 
 fn step(run_id: &str, key: &str, seq: i64, status: StepStatus) -> StepRecord {
     StepRecord {
-        run_id: run_id.into(),
-        key: key.into(),
-        step: key.into(),
-        seq,
-        item: None,
         action: "blocklist.add".into(),
         with: json!({"list": "l", "entry": key}),
-        decision: Decision::Apply,
-        trust: Some(TrustLevel::Log),
         guardrails: vec!["g1".into()],
-        status,
         output: json!({"k": key}),
-        error: None,
-        attempts: 1,
-        started_at: now_ms(),
-        finished_at: None,
+        ..harness::applied_step(run_id, key, seq, status, now_ms())
     }
 }
 

@@ -9,8 +9,8 @@
 
 use belay_model::{
     ApprovalRecord, AuditDraft, CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus,
-    ChangeRecord, ChangeStatus, Decision, Demotion, Event, RunRecord, RunStatus, StepRecord,
-    StepStatus, TrustLevel,
+    ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord, StepStatus,
+    TrustLevel,
 };
 use belay_store::{
     ApprovalFilter, Cursor, FinishedChange, RunFilter, SqliteOptions, SqliteStore, Store, Write,
@@ -61,22 +61,12 @@ fn run(i: usize) -> RunRecord {
 
 fn step(i: usize, key: &str, status: StepStatus) -> StepRecord {
     StepRecord {
-        run_id: format!("fx-r{i}"),
-        key: key.into(),
-        step: key.into(),
-        seq: 1,
-        item: None,
         action: "dns.sinkhole_domain".into(),
         with: json!({"domain": format!("evil{i}.example")}),
-        decision: Decision::Apply,
-        trust: Some(TrustLevel::Log),
         guardrails: vec!["blast-radius".into()],
-        status,
         output: json!({"present": true}),
-        error: None,
-        attempts: 1,
-        started_at: T0 + 10,
         finished_at: Some(T0 + 20),
+        ..harness::applied_step(&format!("fx-r{i}"), key, 1, status, T0 + 10)
     }
 }
 

@@ -1,6 +1,9 @@
 //! Opens fresh stores of each backend for the conformance suite.
 
-use belay_model::{ApprovalRecord, ApprovalStatus, ApprovalTerms, OnTimeout, TrustLevel};
+use belay_model::{
+    ApprovalRecord, ApprovalStatus, ApprovalTerms, Decision, OnTimeout, StepRecord, StepStatus,
+    TrustLevel,
+};
 use belay_store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store};
 use serde_json::json;
 use std::sync::Arc;
@@ -178,5 +181,36 @@ pub fn pending_approval(id: &str, run_id: &str, created_at: i64) -> ApprovalReco
         expires_at: created_at + 60_000,
         decided_at: None,
         version: 1,
+    }
+}
+
+/// Step `key` of run `run_id`, at `seq`, applied at trust level `log` in one attempt started
+/// at `started_at`; the caller says what it called, with what, under which guardrails, and
+/// what it returned.
+#[allow(dead_code)] // shared by several test binaries; not every one stores steps
+pub fn applied_step(
+    run_id: &str,
+    key: &str,
+    seq: i64,
+    status: StepStatus,
+    started_at: i64,
+) -> StepRecord {
+    StepRecord {
+        run_id: run_id.into(),
+        key: key.into(),
+        step: key.into(),
+        seq,
+        item: None,
+        action: String::new(),
+        with: json!(null),
+        decision: Decision::Apply,
+        trust: Some(TrustLevel::Log),
+        guardrails: vec![],
+        status,
+        output: json!(null),
+        error: None,
+        attempts: 1,
+        started_at,
+        finished_at: None,
     }
 }
