@@ -4,7 +4,7 @@
 //! or denied whole, as the same items given to the action directly are. A person's approval of
 //! the held fan-out covers the children's batch counts. It never applies anything.
 
-use super::approval_gate::{Gate, Request};
+use super::approval_gate::Gate;
 use super::{Outcome, RunState};
 use crate::Result;
 use crate::guard::{Guardrail, OnViolation, Verdict};
@@ -12,7 +12,6 @@ use belay_model::{Decision, StepStatus, TrustLevel, now_ms};
 use belay_playbook::{ActionKind, Call, Playbook, Step};
 use belay_store::Write;
 use minijinja::Value as MjValue;
-use serde_json::Value;
 
 /// Deepest chain of sub-playbooks followed when counting (lint rejects cycles).
 const MAX_DEPTH: usize = 8;
@@ -63,8 +62,8 @@ impl RunState {
             });
         }
         let action = format!("playbook:{child}");
-        let (batch_key, batch, batch_hash) = self.batch(step, &action, &planned);
-        match self.decided(step, &batch_key, &batch_hash) {
+        let batch = self.batch(step, &action, &planned);
+        match self.decided(step, &batch.key, &batch.hash) {
             Some(Gate::Proceed(by)) => {
                 self.batch_allowed.insert(step.id.clone(), by);
                 return Ok(None);
@@ -92,27 +91,9 @@ impl RunState {
             let message = format!("denied by guardrail — {reason}");
             return Ok(Some(self.deny_fan_out(step, seq, trust, planned, message)));
         }
-        let id = self.request_approval(Request {
-            step,
-            key: batch_key,
-            action: &action,
-            with: batch,
-            target: format!("{calls} call(s) of `{child}`"),
-            change_hash: batch_hash,
-            current_state: Value::Null,
-            verdicts: &verdicts,
-            reason: format!("held by guardrail — {reason}"),
-            trust,
-        });
-        let names = verdicts.iter().map(|v| v.guardrail.clone()).collect();
-        Ok(Some(self.hold_batch(
-            step,
-            seq,
-            trust,
-            planned,
-            &id,
-            Some((names, format!("held for a person by guardrail — {reason}"))),
-        )))
+        let target = format!("{calls} call(s) of `{child}`");
+        let request = batch.request(step, trust, &action, target, &verdicts, &reason);
+        Ok(Some(self.hold_for_person(request, seq, planned, &reason)))
     }
 
     /// Records every call of a denied fan-out as denied; no child run starts.

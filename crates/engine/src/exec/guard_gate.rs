@@ -18,6 +18,41 @@ use std::collections::HashMap;
 /// An item a step plans: its record's key, its `for_each` index and its rendered inputs.
 pub(super) type Planned = (String, Option<i64>, Value);
 
+/// A step's planned items as one batch a person decides on: its key (`STEP#batch`), each
+/// item's key and inputs, and its change hash.
+pub(super) struct Batch {
+    pub(super) key: String,
+    pub(super) with: Value,
+    pub(super) hash: String,
+}
+
+impl Batch {
+    /// The approval request of the batch after guardrails held it for `reason`: `action` on
+    /// `target` (a summary of the items' targets), whatever the step's trust.
+    pub(super) fn request<'a>(
+        self,
+        step: &'a Step,
+        trust: TrustLevel,
+        action: &'a str,
+        target: String,
+        verdicts: &'a [Verdict],
+        reason: &str,
+    ) -> Request<'a> {
+        Request {
+            step,
+            key: self.key,
+            action,
+            with: self.with,
+            target,
+            change_hash: self.hash,
+            current_state: Value::Null,
+            verdicts,
+            reason: format!("held by guardrail — {reason}"),
+            trust,
+        }
+    }
+}
+
 /// Whether any of `verdicts` denies, and each one's `guardrail: reason`, joined.
 pub(super) fn summary(verdicts: &[&Verdict]) -> (bool, String) {
     let deny = verdicts.iter().any(|v| v.on_violation == OnViolation::Deny);
@@ -69,10 +104,10 @@ impl RunState {
         let n = planned.len() as u64;
         let before = self.counts.reserve(&limits, n);
         // A person may have decided on this exact batch after a guardrail held it.
-        let (batch_key, batch, batch_hash) = self.batch(step, name, &planned);
+        let batch = self.batch(step, name, &planned);
         let mut decided: Option<(String, String)> = None;
         if trust != TrustLevel::Approve {
-            match self.decided(step, &batch_key, &batch_hash) {
+            match self.decided(step, &batch.key, &batch.hash) {
                 Some(Gate::Proceed(by)) => {
                     self.batch_allowed.insert(step.id.clone(), by);
                     return Ok(None);
@@ -163,27 +198,9 @@ impl RunState {
             ))));
         }
         // Held whole: one approval decides the whole batch.
-        let id = self.request_approval(Request {
-            step,
-            key: batch_key,
-            action: name,
-            with: batch,
-            target: summarize_targets(&targets),
-            change_hash: batch_hash,
-            current_state: Value::Null,
-            verdicts: &verdicts,
-            reason: format!("held by guardrail — {reason}"),
-            trust,
-        });
-        let names = verdicts.iter().map(|v| v.guardrail.clone()).collect();
-        Ok(Some(self.hold_batch(
-            step,
-            seq,
-            trust,
-            planned,
-            &id,
-            Some((names, format!("held for a person by guardrail — {reason}"))),
-        )))
+        let target = summarize_targets(&targets);
+        let request = batch.request(step, trust, name, target, &verdicts, &reason);
+        Ok(Some(self.hold_for_person(request, seq, planned, &reason)))
     }
 
     /// The items `step` would run, keyed as their records will be. Items decided before a
@@ -212,21 +229,15 @@ impl RunState {
         planned
     }
 
-    /// What a person decides on when a step's planned items are held whole: the batch's key,
-    /// the batch (each item's key and inputs) and its change hash.
-    pub(super) fn batch(
-        &self,
-        step: &Step,
-        action: &str,
-        planned: &[Planned],
-    ) -> (String, Value, String) {
+    /// What a person decides on when a step's planned items are held whole.
+    pub(super) fn batch(&self, step: &Step, action: &str, planned: &[Planned]) -> Batch {
         let key = format!("{}#batch", step.id);
-        let batch: Value = planned
+        let with: Value = planned
             .iter()
             .map(|(k, _, w)| json!({ "key": k, "with": w }))
             .collect();
-        let hash = change_hash(&self.run.id, &self.pb.hash, &key, action, &batch);
-        (key, batch, hash)
+        let hash = change_hash(&self.run.id, &self.pb.hash, &key, action, &with);
+        Batch { key, with, hash }
     }
 
     /// Audits each violation of a step's planned `action` (with the targets, when known).
@@ -254,7 +265,22 @@ impl RunState {
         }
     }
 
-    /// Records every item of a held batch as held, waiting for approval `id`.
+    /// Requests the approval of a batch guardrails held (for `reason`) and holds its planned
+    /// items until a person decides.
+    pub(super) fn hold_for_person(
+        &mut self,
+        request: Request<'_>,
+        seq: i64,
+        planned: Vec<Planned>,
+        reason: &str,
+    ) -> Outcome {
+        let (step, trust, verdicts) = (request.step, request.trust, request.verdicts);
+        let id = self.request_approval(request);
+        self.hold_batch(step, seq, trust, planned, &id, Some((verdicts, reason)))
+    }
+
+    /// Records every item of a held batch as held, waiting for approval `id`; when guardrails
+    /// held it (`violation`: their verdicts and reason), each item says so.
     pub(super) fn hold_batch(
         &mut self,
         step: &Step,
@@ -262,8 +288,12 @@ impl RunState {
         trust: TrustLevel,
         planned: Vec<Planned>,
         id: &str,
-        violation: Option<(Vec<String>, String)>,
+        violation: Option<(&[Verdict], &str)>,
     ) -> Outcome {
+        let violation = violation.map(|(verdicts, reason)| {
+            let names: Vec<String> = verdicts.iter().map(|v| v.guardrail.clone()).collect();
+            (names, format!("held for a person by guardrail — {reason}"))
+        });
         for (key, item, with) in planned {
             if let Some(prior) = self.prior.get(&key).filter(|_| violation.is_none()) {
                 self.records.push(prior.clone());
