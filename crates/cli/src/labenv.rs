@@ -104,6 +104,27 @@ impl Real {
         }
     }
 
+    /// Adds the component a started sandbox runs (kept running as long as the environment),
+    /// with the settings `config` gives for it; or says why it could not start.
+    fn add_started<S: Send + Sync + 'static, C: serde::Serialize>(
+        &mut self,
+        family: &'static str,
+        kind: &'static str,
+        what: &str,
+        started: Result<S, String>,
+        config: impl FnOnce(&S) -> C,
+    ) {
+        match started {
+            Ok(sb) => {
+                self.add(family, kind, &config(&sb), what);
+                self.sandboxes.push(Box::new(sb));
+            }
+            Err(e) => {
+                self.unusable.insert(family, e);
+            }
+        }
+    }
+
     /// Starts every component that is installed and usable; says why for the others.
     async fn start_all(&mut self) {
         use belay_connectors::native::{directory, nftables, suricata, unbound};
@@ -129,48 +150,27 @@ impl Real {
                 self.unusable.insert("nac", e);
             }
         }
-        match joined(dns.await) {
-            Ok(sb) => {
-                self.add(
-                    "dns",
-                    "unbound",
-                    &sb.config(),
-                    "Unbound (real, on loopback)",
-                );
-                self.sandboxes.push(Box::new(sb));
-            }
-            Err(e) => {
-                self.unusable.insert("dns", e);
-            }
-        }
-        match joined(dir.await) {
-            Ok(sb) => {
-                self.add(
-                    "directory",
-                    "gpasswd",
-                    &sb.config("fin-cfo-lt01"),
-                    "gpasswd (real, in a mount namespace with its own /etc)",
-                );
-                self.sandboxes.push(Box::new(sb));
-            }
-            Err(e) => {
-                self.unusable.insert("directory", e);
-            }
-        }
-        match suricata::Sandbox::start().await {
-            Ok(sb) => {
-                self.add(
-                    "ips",
-                    "suricata",
-                    &sb.config(),
-                    "Suricata (real, IDS in its own network namespace)",
-                );
-                self.sandboxes.push(Box::new(sb));
-            }
-            Err(e) => {
-                self.unusable.insert("ips", e);
-            }
-        }
+        self.add_started(
+            "dns",
+            "unbound",
+            "Unbound (real, on loopback)",
+            joined(dns.await),
+            |sb| sb.config(),
+        );
+        self.add_started(
+            "directory",
+            "gpasswd",
+            "gpasswd (real, in a mount namespace with its own /etc)",
+            joined(dir.await),
+            |sb| sb.config("fin-cfo-lt01"),
+        );
+        self.add_started(
+            "ips",
+            "suricata",
+            "Suricata (real, IDS in its own network namespace)",
+            suricata::Sandbox::start().await,
+            |sb| sb.config(),
+        );
     }
 }
 

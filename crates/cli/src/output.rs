@@ -31,6 +31,21 @@ pub enum Format {
     Json,
 }
 
+/// `value` as pretty-printed JSON on standard output (`--format json`).
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `items` joined with commas, or `none` when there are none.
+pub fn joined_or<S: std::borrow::Borrow<str>>(items: &[S], none: &str) -> String {
+    if items.is_empty() {
+        none.to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
 /// A run and its steps, as `belay run` and `belay runs show` print them.
 pub fn print_report(report: &RunReport, format: Format) -> Result<()> {
     if format == Format::Json {
@@ -48,7 +63,7 @@ pub fn print_report(report: &RunReport, format: Format) -> Result<()> {
             "run_id": report.run_id, "playbook": report.playbook, "event_id": report.event_id,
             "status": report.status, "error": report.error, "steps": steps,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        print_json(&out)?;
         return Ok(());
     }
     println!(

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{json, run_on, text};
+use common::{assert_text_contains, json, listed, run_on, text};
 
 /// The configuration: data and playbooks in the test directory, and these users with their roles.
 fn users() -> String {
@@ -49,22 +49,13 @@ fn setup(pb: &str, extra_config: &str) -> tempfile::TempDir {
     dir
 }
 
-/// A guarded playbook blocking every address of an `intel.update`; its step goes on with
-/// `step_extra`.
-const FEED: &str = r#"name: block-feed
-on: { event: intel.update }
-trust: guarded
-steps:
-  - id: block
-    action: blocklist.add
-    for_each: ${{ event.observables.ips }}
-    with: { list: egress, entry: "${{ item }}" }
-"#;
-
-/// `setup` for the feed playbook (its step extended by `step_extra`), with the guardrail file
-/// `guardrails`.
+/// `setup` for a guarded playbook blocking every address of an `intel.update` (its step
+/// extended by `step_extra`), with the guardrail file `guardrails`.
 fn feed_setup(step_extra: &str, guardrails: &str) -> tempfile::TempDir {
-    let dir = setup(&format!("{FEED}{step_extra}"), "");
+    let dir = setup(
+        &common::block_every_ip("block-feed", "intel.update", step_extra),
+        "",
+    );
     std::fs::create_dir_all(dir.path().join("guardrails")).unwrap();
     std::fs::write(dir.path().join("guardrails/g.yaml"), guardrails).unwrap();
     dir
@@ -107,14 +98,6 @@ fn pending(d: &Path) -> Vec<Value> {
     let o = belay(d, &["approvals", "list", "--format", "json"]);
     let v = json(&o);
     v.as_array().unwrap().clone()
-}
-
-fn listed(d: &Path) -> Vec<String> {
-    std::fs::read_to_string(d.join("data/lists/egress.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `runs show` of `run` (a run report), as JSON.
@@ -185,12 +168,9 @@ fn approve_applies_the_change_and_deny_does_not() {
     assert_eq!(listed(d), ["198.51.100.7"]);
     assert_eq!(run_status(d, &run)["status"], "succeeded");
     let changes = ok_json(d, &["changes", "list"]);
-    assert!(
-        changes[0]["allowed_by"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("approval:{} by bob", id_of(a))),
-        "{changes}"
+    assert_text_contains(
+        &changes[0]["allowed_by"],
+        &format!("approval:{} by bob", id_of(a)),
     );
 
     // A second alert, denied: nothing changes, the run fails and says who denied it.
@@ -246,13 +226,7 @@ fn an_unanswered_approval_is_denied_at_its_deadline_by_default() {
     ok(&belay(d, &["ingest", "empty.jsonl", "--quiet"]));
     let r = run_status(d, &run);
     assert_eq!(r["status"], "failed", "{r}");
-    assert!(
-        r["steps"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("on_timeout: deny"),
-        "{r}"
-    );
+    assert_text_contains(&r["steps"][0]["error"], "on_timeout: deny");
     assert!(listed(d).is_empty());
     assert!(ok(&belay(d, &["audit", "export"])).contains("approval.expired"));
 }
@@ -375,13 +349,9 @@ fn a_guardrail_hold_is_decided_by_a_person_for_the_whole_batch() {
     assert!(listed(d).is_empty(), "a held batch is held whole");
     let list = pending(d);
     assert_eq!(list.len(), 1, "one approval decides the batch: {list:?}");
-    assert!(
-        list[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("batch of 3 changes is above the limit of 2"),
-        "{}",
-        list[0]
+    assert_text_contains(
+        &list[0]["reason"],
+        "batch of 3 changes is above the limit of 2",
     );
     ok(&decide(d, "approve", &id_of(&list[0]), "erin"));
     // Items run concurrently: the order of lines is not fixed, the set is.
@@ -430,13 +400,7 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
     assert_eq!(step["effective"], "approve", "{step}");
     assert_eq!(step["declared"], "log");
     assert_eq!(step["recommendation"], "demote");
-    assert!(
-        step["reason"]
-            .as_str()
-            .unwrap()
-            .contains("alice rolled back"),
-        "{step}"
-    );
+    assert_text_contains(&step["reason"], "alice rolled back");
 
     let run = alert(d, "192.0.2.21", None);
     assert_eq!(run["status"], "waiting_approval", "demoted: {run}");
@@ -489,14 +453,7 @@ fn the_trust_report_recommends_promotion_after_enough_clean_approvals() {
     ok(&decide(d, "deny", &id_of(&pending(d)[0]), "bob"));
     let report: Value = ok_json(d, &["trust", "report"]);
     assert_eq!(report[0]["recommendation"], "keep");
-    assert!(
-        report[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("3 approvals, 1 denials"),
-        "{}",
-        report[0]
-    );
+    assert_text_contains(&report[0]["reason"], "3 approvals, 1 denials");
 }
 
 #[test]
@@ -581,13 +538,7 @@ fn the_trust_report_recommends_guarded_once_a_baseline_has_enough_history() {
     // Enough clean changes, but nothing would catch an unusual run at `guarded` yet.
     let step = recommend(d);
     assert_eq!(step["recommendation"], "keep", "{step}");
-    assert!(
-        step["reason"]
-            .as_str()
-            .unwrap()
-            .contains("add a baseline guardrail"),
-        "{step}"
-    );
+    assert_text_contains(&step["reason"], "add a baseline guardrail");
     // A baseline guardrail over the action, whose history is long enough: promote.
     std::fs::create_dir_all(d.join("guardrails")).unwrap();
     std::fs::write(
@@ -598,11 +549,5 @@ fn the_trust_report_recommends_guarded_once_a_baseline_has_enough_history() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let step = recommend(d);
     assert_eq!(step["recommendation"], "promote to guarded", "{step}");
-    assert!(
-        step["reason"]
-            .as_str()
-            .unwrap()
-            .contains("3 changes, 0 rollbacks, 0 failures"),
-        "{step}"
-    );
+    assert_text_contains(&step["reason"], "3 changes, 0 rollbacks, 0 failures");
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 mod common;
-use common::{assert_contains_all, belay, json, run_on, text};
+use common::{assert_contains_all, belay, json, run_on, text, write_file};
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -12,16 +12,16 @@ fn examples() -> std::path::PathBuf {
 #[test]
 fn lint_reports_every_error_with_its_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bad.yaml"),
+    write_file(
+        dir.path(),
+        "bad.yaml",
         "name: bad\non:\n  event: ids.alert\ntrust: log\nsteps:\n  - id: a\n    action: blocklist.add\n    colour: red\n    with: { list: egress, entry: x }\n  - id: b\n    action: firewall.block_ipp\n  - id: c\n    action: core.log\n    with:\n      message: \"${{ event.kind + }}\"\n  - id: d\n    action: core.log\n    with:\n      message: ${{ steps.zz.output }}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("broken.yaml"),
+    );
+    write_file(
+        dir.path(),
+        "broken.yaml",
         "name: broken\nsteps: [\n  - id: a\n",
-    )
-    .unwrap();
+    );
     let o = belay(dir.path(), &["lint", "bad.yaml", "broken.yaml"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -41,16 +41,16 @@ fn lint_reports_every_error_with_its_line_and_column() {
 #[test]
 fn lint_checks_inputs_and_sub_playbook_cycles() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("a.yaml"),
+    write_file(
+        dir.path(),
+        "a.yaml",
         "name: a\nsteps:\n  - id: x\n    action: blocklist.add\n    with: { list: '../etc', entry: y, extra: 1 }\n  - id: call_b\n    playbook: b\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("b.yaml"),
+    );
+    write_file(
+        dir.path(),
+        "b.yaml",
         "name: b\nsteps:\n  - id: call_a\n    playbook: a\n",
-    )
-    .unwrap();
+    );
     let out = text(&belay(dir.path(), &["lint", "."]));
     assert_contains_all(
         &out,
@@ -82,11 +82,11 @@ fn a_test_with_a_wrong_expectation_fails() {
         dir.path().join("pb.yaml"),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("wrong.test.yaml"),
+    write_file(
+        dir.path(),
+        "wrong.test.yaml",
         "name: wrong\nplaybook: block-malicious-ip\nevent: { kind: ids.alert, severity: high, observables: { ips: [192.0.2.1] } }\nexpect:\n  actions:\n    - action: blocklist.add\n      with: { entry: 192.0.2.99 }\n  not:\n    - action: core.log\n",
-    )
-    .unwrap();
+    );
     let o = belay(dir.path(), &["test", "."]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -173,19 +173,19 @@ fn config_durations_take_hours_and_days_like_every_other_duration() {
             ],
         )
     };
-    std::fs::write(
-        dir.path().join("belay.toml"),
+    write_file(
+        dir.path(),
+        "belay.toml",
         "[engine]\naction_timeout = \"1h\"\n\n[trust]\nwindow = \"30d\"\n",
-    )
-    .unwrap();
+    );
     let o = run(dir.path());
     assert!(o.status.success(), "{}", text(&o));
 
-    std::fs::write(
-        dir.path().join("belay.toml"),
+    write_file(
+        dir.path(),
+        "belay.toml",
         "[engine]\naction_timeout = \"soon\"\n",
-    )
-    .unwrap();
+    );
     let o = run(dir.path());
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -198,11 +198,11 @@ fn config_durations_take_hours_and_days_like_every_other_duration() {
 #[test]
 fn a_missing_field_fails_the_step_and_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pb.yaml"),
+    write_file(
+        dir.path(),
+        "pb.yaml",
         "name: strict\ntrust: log\nsteps:\n  - id: parse\n    action: core.log\n    with: { message: \"${{ event.data.message }}\" }\n",
-    )
-    .unwrap();
+    );
     let ev = serde_json::json!({"kind": "x", "data": {"subject": "hi"}});
     let o = run_on(dir.path(), "pb.yaml", &ev, &[]);
     assert_eq!(o.status.code(), Some(1));
@@ -227,11 +227,11 @@ fn bad_events_are_rejected_with_a_reason_and_change_nothing() {
         dir.path().join("pbs/pb.yaml"),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("events.jsonl"),
+    write_file(
+        dir.path(),
+        "events.jsonl",
         "{\"kind\":\"ids.alert\",\"severity\":\"urgent\"}\nnot json\n{\"id\":\"ok-1\",\"kind\":\"ids.alert\",\"severity\":\"high\",\"observables\":{\"ips\":[\"192.0.2.7\"]}}\n",
-    )
-    .unwrap();
+    );
     let o = belay(
         dir.path(),
         &["ingest", "events.jsonl", "--playbooks", "pbs"],

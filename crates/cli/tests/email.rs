@@ -92,7 +92,9 @@ fn current_user() -> (String, String, u32, u32) {
     }
 }
 
+/// Starts a Dovecot keeping its configuration and mail in `dir` (created if needed).
 fn start_dovecot(dir: &Path) -> Dovecot {
+    std::fs::create_dir_all(dir).unwrap();
     let bin = dovecot_binary();
     let port = free_port();
     let (user, group, uid, gid) = current_user();
@@ -244,29 +246,40 @@ impl Dovecot {
             .sum()
     }
 
+    /// `belay email ingest --once` of INBOX's reports (handled ones moved to "Handled Reports"),
+    /// logged in as alice with her password.
     fn ingest(&self, dir: &Path, pb: &Path) -> std::process::Output {
+        let folders = ["--folder", "INBOX", "--move-to", "Handled Reports"];
+        self.ingest_as_alice(dir, pb, "s3cret-pw", &folders)
+    }
+
+    /// `belay email ingest --once` from this server, logged in as alice with `password`, the
+    /// playbooks in `pb`; `extra` arguments added.
+    fn ingest_as_alice(
+        &self,
+        dir: &Path,
+        pb: &Path,
+        password: &str,
+        extra: &[&str],
+    ) -> std::process::Output {
+        let imap = format!("imap://127.0.0.1:{}", self.port);
         common::command(dir)
-            .env("PHISH_PW", "s3cret-pw")
-            .args([
-                "email",
-                "ingest",
-                "--imap",
-                &format!("imap://127.0.0.1:{}", self.port),
-                "--folder",
-                "INBOX",
-                "--move-to",
-                "Handled Reports",
-                "--user",
-                "alice",
-                "--password-env",
-                "PHISH_PW",
-                "--once",
-                "--playbooks",
-                pb.to_str().unwrap(),
-            ])
+            .env("PHISH_PW", password)
+            .args(["email", "ingest", "--imap", &imap, "--user", "alice"])
+            .args(["--password-env", "PHISH_PW", "--once"])
+            .args(["--playbooks", pb.to_str().unwrap()])
+            .args(extra)
             .output()
             .expect("belay runs")
     }
+}
+
+/// `belay email ingest SOURCE… --playbooks PB` in `dir`.
+fn ingest_files(dir: &Path, source: &[&str], pb: &Path) -> std::process::Output {
+    let mut args = vec!["email", "ingest"];
+    args.extend_from_slice(source);
+    args.extend(["--playbooks", pb.to_str().unwrap()]);
+    belay(dir, &args)
 }
 
 fn acks(stdout: &[u8]) -> Vec<Value> {
@@ -278,18 +291,24 @@ fn event_id(raw: &[u8]) -> String {
     format!("email-{}", hex::encode(sha2::Sha256::digest(raw)))
 }
 
+/// The corpus, a temporary directory with a Dovecot (in `dovecot/`) and the playbooks.
+/// The corpus, a work folder, Dovecot serving a mailbox in it, and the playbooks; `None` when
+/// the corpus is missing (the test is skipped).
+fn imap_setup() -> Option<(PathBuf, tempfile::TempDir, Dovecot, PathBuf)> {
+    let corpus = corpus()?;
+    let dir = tempfile::tempdir().unwrap();
+    let dovecot = start_dovecot(&dir.path().join("dovecot"));
+    let pb = playbooks(dir.path());
+    Some((corpus, dir, dovecot, pb))
+}
+
 const SAMPLES: [&str; 3] = ["sample-6229.eml", "sample-6532.eml", "sample-3277.eml"];
 
 #[test]
 fn imap_reports_become_stored_events_and_move_to_the_handled_folder() {
-    let Some(corpus) = corpus() else {
+    let Some((corpus, dir, dovecot, pb)) = imap_setup() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let server_dir = dir.path().join("dovecot");
-    std::fs::create_dir_all(&server_dir).unwrap();
-    let dovecot = start_dovecot(&server_dir);
-    let pb = playbooks(dir.path());
     let work = dir.path().join("belay");
     std::fs::create_dir_all(&work).unwrap();
 
@@ -376,35 +395,12 @@ fn imap_reports_become_stored_events_and_move_to_the_handled_folder() {
 
 #[test]
 fn a_wrong_imap_password_is_a_clear_error_and_moves_nothing() {
-    let Some(corpus) = corpus() else {
+    let Some((corpus, dir, dovecot, pb)) = imap_setup() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let server_dir = dir.path().join("dovecot");
-    std::fs::create_dir_all(&server_dir).unwrap();
-    let dovecot = start_dovecot(&server_dir);
-    let pb = playbooks(dir.path());
     let raw = std::fs::read(corpus.join("phishing").join(SAMPLES[0])).unwrap();
     dovecot.deliver("1700000000.M1P1.test", &raw);
-    let o = Command::new(env!("CARGO_BIN_EXE_belay"))
-        .current_dir(dir.path())
-        .env("BELAY_DATA", dir.path().join("data"))
-        .env("PHISH_PW", "wrong")
-        .args([
-            "email",
-            "ingest",
-            "--imap",
-            &format!("imap://127.0.0.1:{}", dovecot.port),
-            "--user",
-            "alice",
-            "--password-env",
-            "PHISH_PW",
-            "--once",
-            "--playbooks",
-            pb.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = dovecot.ingest_as_alice(dir.path(), &pb, "wrong", &[]);
     assert!(!o.status.success());
     assert!(text(&o).contains("login as alice"), "{}", text(&o));
     assert_eq!(dovecot.count("INBOX"), 1);
@@ -418,17 +414,7 @@ fn eml_files_and_a_maildir_are_ingested_too() {
     let dir = tempfile::tempdir().unwrap();
     let pb = playbooks(dir.path());
     let eml = corpus.join("phishing").join(SAMPLES[2]);
-    let o = belay(
-        dir.path(),
-        &[
-            "email",
-            "ingest",
-            "--eml",
-            eml.to_str().unwrap(),
-            "--playbooks",
-            pb.to_str().unwrap(),
-        ],
-    );
+    let o = ingest_files(dir.path(), &["--eml", eml.to_str().unwrap()], &pb);
     assert!(o.status.success(), "{}", text(&o));
     let a = acks(&o.stdout);
     assert_eq!(a.len(), 1);
@@ -440,17 +426,10 @@ fn eml_files_and_a_maildir_are_ingested_too() {
     }
     std::fs::copy(&eml, md.join("new/1700000000.1.host")).unwrap();
     std::fs::write(md.join("new/1700000001.2.host"), b"\r\n\r\n").unwrap();
-    let o = belay(
+    let o = ingest_files(
         dir.path(),
-        &[
-            "email",
-            "ingest",
-            "--maildir",
-            md.to_str().unwrap(),
-            "--once",
-            "--playbooks",
-            pb.to_str().unwrap(),
-        ],
+        &["--maildir", md.to_str().unwrap(), "--once"],
+        &pb,
     );
     assert!(o.status.success(), "{}", text(&o));
     let a2 = acks(&o.stdout);

@@ -6,25 +6,16 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 mod common;
-use common::{belay, json, run_on, text};
-
-const PLAYBOOK: &str = r#"name: block
-on: { event: block }
-trust: guarded
-steps:
-  - id: block
-    action: blocklist.add
-    for_each: ${{ event.observables.ips }}
-    with: { list: egress, entry: "${{ item }}" }
-    guardrails: [protected-networks]
-"#;
+use common::{assert_text_contains, belay, json, listed, run_on, text};
 
 fn setup(guardrails: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("pbs")).unwrap();
     std::fs::create_dir_all(d.join("guardrails")).unwrap();
-    std::fs::write(d.join("pbs/block.yaml"), PLAYBOOK).unwrap();
+    let playbook =
+        common::block_every_ip("block", "block", "    guardrails: [protected-networks]\n");
+    std::fs::write(d.join("pbs/block.yaml"), playbook).unwrap();
     std::fs::write(d.join("guardrails/policy.yaml"), guardrails).unwrap();
     dir
 }
@@ -32,14 +23,6 @@ fn setup(guardrails: &str) -> tempfile::TempDir {
 fn run(d: &Path, ips: &[&str]) -> Value {
     let ev = serde_json::json!({"kind": "block", "observables": {"ips": ips}});
     json(&run_on(d, "pbs/block.yaml", &ev, &[]))
-}
-
-fn listed(d: &Path) -> Vec<String> {
-    std::fs::read_to_string(d.join("data/lists/egress.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]
@@ -120,12 +103,9 @@ fn a_protected_address_from_a_million_entry_list_holds_the_whole_batch() {
     for s in steps {
         assert_eq!(s["status"], "held", "{s}");
         assert_eq!(s["decision"], "guardrail_hold");
-        assert!(
-            s["error"]
-                .as_str()
-                .unwrap()
-                .contains("protected-networks: 100.64.7.9 is inside a protected network"),
-            "{s}"
+        assert_text_contains(
+            &s["error"],
+            "protected-networks: 100.64.7.9 is inside a protected network",
         );
     }
     assert!(
@@ -211,11 +191,9 @@ fn a_batch_above_its_limit_is_held_whole_and_deny_fails_the_run() {
     let d = dir.path();
     let report = run(d, &["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]);
     assert_eq!(report["status"], "waiting_approval", "{report}");
-    assert!(
-        report["steps"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("batch of 4 changes is above the limit of 3")
+    assert_text_contains(
+        &report["steps"][0]["error"],
+        "batch of 4 changes is above the limit of 3",
     );
     assert!(listed(d).is_empty());
     assert_eq!(run(d, &["192.0.2.1", "192.0.2.2"])["status"], "succeeded");
@@ -227,13 +205,7 @@ fn a_batch_above_its_limit_is_held_whole_and_deny_fails_the_run() {
     .unwrap();
     let report = run(d, &["192.0.2.9"]);
     assert_eq!(report["status"], "failed", "{report}");
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("denied by guardrail"),
-        "{report}"
-    );
+    assert_text_contains(&report["error"], "denied by guardrail");
     assert_eq!(listed(d).len(), 2);
 }
 

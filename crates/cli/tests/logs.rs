@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
-use common::{assert_contains_all, belay, json, json_lines, text};
+use common::{assert_contains_all, assert_text_contains, belay, json, json_lines, str_of, text};
 
 /// Generous bound that only turns a hang into a failure; nothing here measures speed.
 const HANG: Duration = Duration::from_secs(120);
@@ -219,12 +219,7 @@ fn logger_over_udp_and_tcp_in_both_formats_reaches_the_store_and_the_playbooks()
     assert_eq!(e["data"]["protocol"], "rfc5424");
     assert_eq!(e["data"]["facility"], "authpriv");
     assert_eq!(e["severity"], "high");
-    assert!(
-        e["data"]["peer"]
-            .as_str()
-            .unwrap()
-            .starts_with("udp:127.0.0.1:")
-    );
+    assert!(str_of(&e["data"]["peer"]).starts_with("udp:127.0.0.1:"));
     let e = stored_event(dir.path(), &ids[1]);
     assert_eq!(
         (e["data"]["user"].as_str(), e["data"]["group"].as_str()),
@@ -235,23 +230,13 @@ fn logger_over_udp_and_tcp_in_both_formats_reaches_the_store_and_the_playbooks()
     let e = stored_event(dir.path(), &ids[2]);
     assert_eq!(e["data"]["mac"], "00:11:43:5e:5d:80");
     assert_eq!(e["data"]["vendor"], "Dell Inc.");
-    assert!(
-        e["data"]["peer"]
-            .as_str()
-            .unwrap()
-            .starts_with("tcp:127.0.0.1:")
-    );
+    assert!(str_of(&e["data"]["peer"]).starts_with("tcp:127.0.0.1:"));
     let e = stored_event(dir.path(), &ids[3]);
     assert_eq!(e["observables"]["macs"][0], "b4:b5:2f:15:4c:ec");
     assert_eq!(e["data"]["hostname"], "printer");
     let e = stored_event(dir.path(), &ids[4]);
     assert_eq!(e["data"]["message"], "hello from a plain program");
-    assert!(
-        e["data"]["raw"]
-            .as_str()
-            .unwrap()
-            .contains("hello from a plain program")
-    );
+    assert_text_contains(&e["data"]["raw"], "hello from a plain program");
 
     // The two privileged group additions each ran the playbook.
     let o = belay(dir.path(), &["runs", "list", "--format", "json"]);

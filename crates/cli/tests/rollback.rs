@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{belay, json, run_on, text};
+use common::{assert_text_contains, belay, json, run_on, text};
 
 fn ok(o: Output) -> String {
     let text = text(&o);
@@ -45,6 +45,16 @@ fn list(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("data/lists/egress.txt")).unwrap()
 }
 
+/// Asserts that every change of run `run` has `status` (as `belay changes list` shows it).
+fn assert_changes_are(dir: &Path, run: &str, status: &str) {
+    let out = belay(dir, &["changes", "list", "--run", run, "--format", "json"]);
+    let changes: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        changes.iter().all(|c| c["status"] == status),
+        "not all {status}: {changes:?}"
+    );
+}
+
 fn run_event(dir: &Path, add: &[&str], remove: &[&str]) -> String {
     let ev = serde_json::json!({"kind": "churn", "data": {"add": add, "remove": remove}});
     let report = json(&run_on(dir, "pbs/churn.yaml", &ev, &[]));
@@ -71,14 +81,7 @@ fn rollback_of_a_run_restores_every_byte_of_the_list() {
         HAND_KEPT,
         "byte for byte, the removed line back in its place"
     );
-    let changes: Vec<Value> = serde_json::from_slice(
-        &belay(d, &["changes", "list", "--run", &run, "--format", "json"]).stdout,
-    )
-    .unwrap();
-    assert!(
-        changes.iter().all(|c| c["status"] == "reverted"),
-        "{changes:?}"
-    );
+    assert_changes_are(d, &run, "reverted");
     assert!(ok(belay(d, &["audit", "verify"])).starts_with("audit chain intact"));
 }
 
@@ -213,14 +216,8 @@ fn a_rollback_can_itself_be_rolled_back() {
         applied,
         "undoing the rollback re-applies the run's changes"
     );
-    let changes: Vec<Value> = serde_json::from_slice(
-        &belay(d, &["changes", "list", "--run", &run, "--format", "json"]).stdout,
-    )
-    .unwrap();
-    assert!(
-        changes.iter().all(|c| c["status"] == "applied"),
-        "the run's changes are in effect again: {changes:?}"
-    );
+    // The run's changes are in effect again.
+    assert_changes_are(d, &run, "applied");
     let export = ok(belay(d, &["audit", "export"]));
     assert!(
         export.contains("\"actor\":\"bob\""),
@@ -244,13 +241,7 @@ fn on_error_rollback_undoes_the_runs_earlier_changes() {
         &[],
     ));
     assert_eq!(report["status"], "failed");
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap()
-            .contains("rolled back 2 earlier change(s)"),
-        "{report}"
-    );
+    assert_text_contains(&report["error"], "rolled back 2 earlier change(s)");
     assert_eq!(
         list(d),
         HAND_KEPT,

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use belay_testkit::corpus_if_set;
 
 mod common;
-use common::{json_lines, text};
+use common::{assert_text_contains, json_lines, text};
 
 struct Env {
     child: Child,
@@ -178,6 +178,13 @@ impl Env {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// `belay approvals DECISION ID --as demo-analyst EXTRA…`, which must succeed.
+    fn decide(&self, decision: &str, id: &str, extra: &[&str]) {
+        let mut args = vec!["approvals", decision, id, "--as", "demo-analyst"];
+        args.extend_from_slice(extra);
+        self.ok(&args);
     }
 
     /// Every idempotency key the simulators saw was applied at most once.
@@ -368,15 +375,11 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
     }
     // Deny the poisoned one; nothing of it is applied.
     for a in env.pending_approvals() {
-        env.ok(&[
-            "approvals",
+        env.decide(
             "deny",
             a["id"].as_str().unwrap(),
-            "--as",
-            "demo-analyst",
-            "--comment",
-            "CRM network",
-        ]);
+            &["--comment", "CRM network"],
+        );
     }
     assert!(!env.in_effect("firewall.block_ip", "203.0.113.9"));
     let runs = env.json(&["runs", "list", "--format", "json"]);
@@ -511,15 +514,7 @@ fn scenario_5_exfiltration_inadvertent_trains_malicious_waits_for_approval_then_
         "nothing before approval"
     );
     let id = pending[0]["id"].as_str().unwrap();
-    env.ok(&[
-        "approvals",
-        "approve",
-        id,
-        "--as",
-        "demo-analyst",
-        "--comment",
-        "confirmed",
-    ]);
+    env.decide("approve", id, &["--comment", "confirmed"]);
     let run_id = r["run_id"].as_str().unwrap();
     let shown = env.ok(&["runs", "show", run_id]);
     assert!(shown.contains("succeeded"), "{shown}");
@@ -536,13 +531,7 @@ fn scenario_5_exfiltration_inadvertent_trains_malicious_waits_for_approval_then_
         "--format",
         "json",
     ]);
-    assert!(
-        case["notes"][0]["note"]
-            .as_str()
-            .unwrap()
-            .contains("other endpoint"),
-        "{case:#}"
-    );
+    assert_text_contains(&case["notes"][0]["note"], "other endpoint");
     assert!(
         env.inbox("soc")
             .iter()
@@ -666,13 +655,7 @@ fn scenarios_under_injected_faults_complete_or_hold_and_never_double_a_change() 
         );
     }
     for a in env.pending_approvals() {
-        env.ok(&[
-            "approvals",
-            "approve",
-            a["id"].as_str().unwrap(),
-            "--as",
-            "demo-analyst",
-        ]);
+        env.decide("approve", a["id"].as_str().unwrap(), &[]);
     }
     env.nothing_doubled();
     // Nothing lost: every change the journal says a simulator applied is in its state, once.

@@ -39,3 +39,69 @@ pub fn input_str<'a>(input: &'a Value, name: &str) -> Result<&'a str, ActionErro
         .and_then(Value::as_str)
         .ok_or_else(|| ActionError::permanent(format!("missing text input `{name}`")))
 }
+
+/// Implements [`Connector`] for a connector of one fixed family from its table of actions.
+///
+/// `family` is the family it serves and `named` how a refusal names it to users (an action
+/// not in the table is refused with [`ActionError::no_action`]: "the dlp connector has no
+/// action `dlp.x`"). The table is the arms of a `match` on the action's name (each ending
+/// with a comma or a block), in which the first name given to `call` is the connector and the
+/// second the [`Call`]. Any further trait items (a `read_state`) follow the table.
+///
+/// ```
+/// use belay_connector_api::{Call, Connector};
+///
+/// struct Echo;
+///
+/// belay_connector_api::connector! {
+///     impl Echo {
+///         family: "echo",
+///         named: "the echo connector",
+///         call(_echo, call) {
+///             "echo.say" => Ok(call.input.clone()),
+///         }
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let input = serde_json::json!({ "text": "hi" });
+/// let call = |action| Call { action, input: &input, idempotency_key: None };
+/// assert_eq!(Echo.family(), "echo");
+/// assert_eq!(Echo.call(call("echo.say")).await.unwrap(), input);
+/// let refused = Echo.call(call("echo.shout")).await.unwrap_err();
+/// assert_eq!(refused.message, "the echo connector has no action `echo.shout`");
+/// # });
+/// ```
+#[macro_export]
+macro_rules! connector {
+    (
+        impl $ty:ty {
+            family: $family:literal,
+            named: $named:literal,
+            call($this:pat, $call:ident) {
+                $($arms:tt)+
+            }
+            $($more:tt)*
+        }
+    ) => {
+        #[$crate::__private::async_trait]
+        impl $crate::Connector for $ty {
+            fn family(&self) -> &str {
+                $family
+            }
+
+            async fn call(
+                &self,
+                $call: $crate::Call<'_>,
+            ) -> ::std::result::Result<$crate::__private::Value, $crate::ActionError> {
+                let $this = self;
+                match $call.action {
+                    $($arms)+
+                    other => Err($crate::ActionError::no_action($named, other)),
+                }
+            }
+
+            $($more)*
+        }
+    };
+}

@@ -1,9 +1,8 @@
 //! `core.*`: actions with no effect outside belay. It must never touch a file, the network or
 //! another process.
 
-use crate::{ActionError, Call, Connector, input_str};
-use async_trait::async_trait;
-use serde_json::{Value, json};
+use crate::{ActionError, input_str};
+use serde_json::json;
 use std::time::Duration;
 
 /// The built-in `core` connector.
@@ -24,14 +23,11 @@ fn parse_sleep(text: &str) -> Result<Duration, ActionError> {
     Ok(d)
 }
 
-#[async_trait]
-impl Connector for Core {
-    fn family(&self) -> &str {
-        "core"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        match call.action {
+crate::connector! {
+    impl Core {
+        family: "core",
+        named: "`core`",
+        call(_core, call) {
             "core.set" => {
                 Ok(json!({ "values": call.input.get("values").cloned().unwrap_or(json!({})) }))
             }
@@ -46,7 +42,6 @@ impl Connector for Core {
                 tokio::time::sleep(d).await;
                 Ok(json!({ "slept_ms": d.as_millis() as u64 }))
             }
-            other => Err(ActionError::no_action("`core`", other)),
         }
     }
 }
@@ -54,6 +49,8 @@ impl Connector for Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Call, Connector};
+    use serde_json::Value;
 
     /// Calls `action` of the core connector with `input`.
     async fn call(action: &str, input: Value) -> Result<Value, ActionError> {

@@ -20,3 +20,10 @@ pub use connector::{Call, Connector, input_str};
 pub use core::Core;
 pub use error::{ActionError, ErrorKind};
 pub use registry::Registry;
+
+/// What [`connector!`] expands to names; not part of the interface.
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+    pub use serde_json::Value;
+}

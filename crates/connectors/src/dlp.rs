@@ -3,8 +3,6 @@
 //! leaving through the gateway, or any deliberately hidden content), from the fields the DLP
 //! normalizer extracts (`channel`, `encrypted`, `file`, `data_types`, `action`).
 
-use crate::{ActionError, Call, Connector};
-use async_trait::async_trait;
 use serde_json::{Value, json};
 
 /// The `dlp` connector.
@@ -77,16 +75,12 @@ pub fn classify(alert: &Value) -> Value {
     out
 }
 
-#[async_trait]
-impl Connector for Dlp {
-    fn family(&self) -> &str {
-        "dlp"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        match call.action {
+belay_connector_api::connector! {
+    impl Dlp {
+        family: "dlp",
+        named: "the dlp connector",
+        call(_dlp, call) {
             "dlp.classify" => Ok(classify(&call.input["alert"])),
-            other => Err(ActionError::no_action("the dlp connector", other)),
         }
     }
 }

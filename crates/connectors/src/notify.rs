@@ -4,8 +4,7 @@
 //! delivery log (`<dir>/<target>.jsonl`); a message sent again under the same idempotency key
 //! is not delivered twice.
 
-use crate::{ActionError, Call, Connector, input_str};
-use async_trait::async_trait;
+use crate::{ActionError, Call, input_str};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -220,23 +219,19 @@ impl Notify {
     }
 }
 
-#[async_trait]
-impl Connector for Notify {
-    fn family(&self) -> &str {
-        "notify"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        match call.action {
-            "notify.send" => self.send(call).await,
-            other => Err(ActionError::no_action("the notify connector", other)),
+belay_connector_api::connector! {
+    impl Notify {
+        family: "notify",
+        named: "the notify connector",
+        call(notify, call) {
+            "notify.send" => notify.send(call).await,
         }
-    }
 
-    async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
-        let target = input_str(input, "target")?;
-        let mut logs = self.logs.lock().await;
-        let r = self.record(&mut logs, target)?;
-        Ok(json!({ "messages": r.messages, "delivered": r.delivered, "last": r.last }))
+        async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
+            let target = input_str(input, "target")?;
+            let mut logs = self.logs.lock().await;
+            let r = self.record(&mut logs, target)?;
+            Ok(json!({ "messages": r.messages, "delivered": r.delivered, "last": r.last }))
+        }
     }
 }

@@ -14,6 +14,16 @@ fn sandbox() -> Option<Sandbox> {
         .then(|| Sandbox::start().expect("namespace starts"))
 }
 
+/// A started sandbox with the group `group` and `users` in it (None when it cannot start).
+fn sandbox_with(group: &str, users: &[&str]) -> Option<Sandbox> {
+    let sb = sandbox()?;
+    sb.add_group(group).expect("groupadd");
+    for user in users {
+        sb.add_user(user, &[group]).expect("useradd");
+    }
+    Some(sb)
+}
+
 fn host_files() -> Vec<Vec<u8>> {
     ["/etc/group", "/etc/gshadow", "/etc/passwd"]
         .iter()
@@ -24,10 +34,9 @@ fn host_files() -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn reverts_an_escalation_and_puts_it_back() {
     let host_before = host_files();
-    let Some(sb) = sandbox() else { return };
-    sb.add_group("cfo-admins").expect("groupadd");
-    sb.add_user("mallory", &["cfo-admins"]).expect("useradd");
-    sb.add_user("carol", &["cfo-admins"]).expect("useradd");
+    let Some(sb) = sandbox_with("cfo-admins", &["mallory", "carol"]) else {
+        return;
+    };
     let dir = Gpasswd::new("dir", sb.config("cfo-laptop")).expect("config");
 
     let input = json!({ "user": "mallory", "group": "cfo-admins", "host": "CFO-laptop" });
@@ -74,9 +83,9 @@ async fn reverts_an_escalation_and_puts_it_back() {
 #[tokio::test]
 async fn unknown_users_groups_and_hosts_fail_cleanly() {
     let host_before = host_files();
-    let Some(sb) = sandbox() else { return };
-    sb.add_group("wheel2").expect("groupadd");
-    sb.add_user("bob", &["wheel2"]).expect("useradd");
+    let Some(sb) = sandbox_with("wheel2", &["bob"]) else {
+        return;
+    };
     let dir = Gpasswd::new("dir", sb.config("cfo-laptop")).expect("config");
     let group_before = sb.run(&["getent", "group", "wheel2"]).expect("getent");
     for (action, input, needle) in [

@@ -1,7 +1,7 @@
 //! `proxy.*` against a real Squid (`squid::Sandbox`): requests through the proxy show each change.
 
 use belay_connectors::native::squid::{Sandbox, Squid};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -15,6 +15,13 @@ async fn sandbox() -> Option<(Sandbox, Squid)> {
     let sb = Sandbox::start().await.expect("squid sandbox");
     let squid = Squid::new("proxy", sb.config()).expect("connector");
     Some((sb, squid))
+}
+
+/// `proxy.status` of `address` (with the fields beyond the catalog's).
+async fn status(squid: &Squid, address: &str) -> Value {
+    invoke(squid, "proxy.status", json!({ "address": address }))
+        .await
+        .expect("status")
 }
 
 fn client(sb: &Sandbox) -> reqwest::Client {
@@ -61,13 +68,7 @@ async fn block_domain_then_roll_back() {
     );
     expect_status(&sb, &http, &url, 403).await;
     // A subdomain of a blocked domain is blocked; another domain is not.
-    let status = invoke(
-        &squid,
-        "proxy.status",
-        json!({"address": "http://www.origin.belay.test/login?x=1"}),
-    )
-    .await
-    .expect("status");
+    let status = status(&squid, "http://www.origin.belay.test/login?x=1").await;
     assert_eq!(status["blocked"], json!(true));
     assert_eq!(status["matched"], json!(".origin.belay.test"));
     expect_status(&sb, &http, &sb.url("other.belay.test"), 200).await;
@@ -143,13 +144,7 @@ async fn tightened_destination_is_logged_separately() {
     // Roll back with the catalog's inverse (it carries logging and pcap along).
     change(&squid, "proxy.relax_policy", input.clone(), true).await;
     assert_eq!(state(&squid, "proxy.relax_policy", &input).await, before);
-    let status = invoke(
-        &squid,
-        "proxy.status",
-        json!({"address": "other.belay.test"}),
-    )
-    .await
-    .expect("status");
+    let status = status(&squid, "other.belay.test").await;
     assert_eq!(status["policy"], json!("default"));
     assert_eq!(status["blocked"], json!(false));
     // After the reconfigure, new requests are no longer monitored.

@@ -19,6 +19,13 @@ async fn sandbox() -> Option<(Sandbox, Suricata)> {
     Some((sb, c))
 }
 
+/// Deploys `rule` as `sid` (in the default ruleset), which must succeed.
+async fn deploy(ips: &Suricata, sid: u32, rule: &str) {
+    invoke(ips, "ips.deploy_rule", json!({ "sid": sid, "rule": rule }))
+        .await
+        .unwrap_or_else(|e| panic!("deploying {sid}: {e}"));
+}
+
 const RULE: &str = r#"alert udp any any -> any 9999 (msg:"belay test"; content:"belay-probe-1"; sid:1000001; rev:1;)"#;
 
 #[tokio::test]
@@ -82,13 +89,7 @@ async fn rejected_rule_changes_nothing() {
     let Some((sb, ips)) = sandbox().await else {
         return;
     };
-    invoke(
-        &ips,
-        "ips.deploy_rule",
-        json!({"sid": 1000001, "rule": RULE}),
-    )
-    .await
-    .expect("deploy");
+    deploy(&ips, 1000001, RULE).await;
     let rules = sb.config().rule_dir.join("belay.rules");
     let file_before = std::fs::read_to_string(&rules).expect("rule file");
 
@@ -191,13 +192,7 @@ async fn dataset_drives_a_deployed_rule() {
         return;
     };
     let rule = r#"alert udp any any -> any 9998 (msg:"belay dataset"; ip.dst; dataset:isset,belay-ips,type ip; sid:1000010; rev:1;)"#;
-    invoke(
-        &ips,
-        "ips.deploy_rule",
-        json!({"sid": 1000010, "rule": rule}),
-    )
-    .await
-    .expect("deploy a dataset rule");
+    deploy(&ips, 1000010, rule).await;
     assert!(sb.probe(9998, "x").await.expect("probe").is_empty());
     let input = json!({"dataset": "belay-ips", "value": "127.0.0.1", "type": "ip"});
     invoke(&ips, "ips.dataset_add", input.clone())

@@ -58,6 +58,20 @@ impl Cases {
         self.store.apply_case(op).await.map_err(store_err)
     }
 
+    /// Appends a note or evidence to `case`: the entry's id.
+    async fn append(
+        &self,
+        case: &str,
+        kind: CaseEntryKind,
+        call: &Call<'_>,
+        body: Value,
+    ) -> Result<String, ActionError> {
+        let out = self
+            .apply(CaseOp::Append(entry(case, kind, call, body)))
+            .await?;
+        Ok(out.entry_id)
+    }
+
     async fn set_status(
         &self,
         call: &Call<'_>,
@@ -127,15 +141,8 @@ impl Connector for Cases {
             "case.add_note" => {
                 let case = text(input, "case")?;
                 let body = json!({ "note": text(input, "note")? });
-                let out = self
-                    .apply(CaseOp::Append(entry(
-                        case,
-                        CaseEntryKind::Note,
-                        &call,
-                        body,
-                    )))
-                    .await?;
-                Ok(json!({ "note_id": out.entry_id }))
+                let id = self.append(case, CaseEntryKind::Note, &call, body).await?;
+                Ok(json!({ "note_id": id }))
             }
             "case.add_evidence" => {
                 let case = text(input, "case")?;
@@ -158,15 +165,10 @@ impl Connector for Cases {
                     "sha256": sha256,
                     "description": input["description"],
                 });
-                let out = self
-                    .apply(CaseOp::Append(entry(
-                        case,
-                        CaseEntryKind::Evidence,
-                        &call,
-                        body,
-                    )))
+                let id = self
+                    .append(case, CaseEntryKind::Evidence, &call, body)
                     .await?;
-                Ok(json!({ "evidence_id": out.entry_id, "sha256": sha256 }))
+                Ok(json!({ "evidence_id": id, "sha256": sha256 }))
             }
             "case.get" => {
                 let case = text(input, "case")?;

@@ -361,16 +361,7 @@ impl Engine {
             }
             claimed(runs.len());
             total += runs.len();
-            let mut tasks = tokio::task::JoinSet::new();
-            for run in runs {
-                let engine = self.clone();
-                tasks.spawn(async move { engine.execute_resumed(run).await });
-            }
-            while let Some(r) = tasks.join_next().await {
-                if let Ok(Err(e)) = r {
-                    tracing::error!("resuming a run failed: {e}");
-                }
-            }
+            self.execute_all_resumed(runs, "a run").await;
         }
     }
 
@@ -385,15 +376,21 @@ impl Engine {
                 return Ok(total);
             }
             total += runs.len();
-            let mut tasks = tokio::task::JoinSet::new();
-            for run in runs {
-                let engine = self.clone();
-                tasks.spawn(async move { engine.execute_resumed(run).await });
-            }
-            while let Some(r) = tasks.join_next().await {
-                if let Ok(Err(e)) = r {
-                    tracing::error!("resuming a decided run failed: {e}");
-                }
+            self.execute_all_resumed(runs, "a decided run").await;
+        }
+    }
+
+    /// Executes claimed runs at once, each from where it stopped; a run that fails is logged
+    /// as resuming `what` (a run, a decided run) and does not stop the others.
+    async fn execute_all_resumed(self: &Arc<Self>, runs: Vec<RunRecord>, what: &str) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for run in runs {
+            let engine = self.clone();
+            tasks.spawn(async move { engine.execute_resumed(run).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::error!("resuming {what} failed: {e}");
             }
         }
     }

@@ -12,7 +12,7 @@
 use crate::{Engine, EngineError, Result};
 use belay_connector_api::Call;
 use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, TrustLevel, now_ms};
-use belay_store::{Write, Written};
+use belay_store::{FinishedChange, Write, Written};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -360,13 +360,13 @@ pub async fn rollback(
         );
         engine
             .store
-            .write(vec![Write::FinishChange {
+            .write(vec![Write::FinishChange(FinishedChange {
                 step,
                 change_id: undo.id.clone(),
                 status,
                 after: after.clone(),
                 error: error.clone(),
-            }])
+            })])
             .await?;
         if let Some(e) = error {
             items.push(item(

@@ -73,6 +73,7 @@ fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let lists = dir.path().join("lists");
     std::fs::create_dir_all(&lists).unwrap();
+    // Hand-kept files with comments and entries the playbook also touches.
     std::fs::write(lists.join("a.txt"), "# kept by hand\n10.0.0.3\nhost-1\n").unwrap();
     std::fs::write(lists.join("b.txt"), "10.0.0.5\n").unwrap();
     std::fs::write(dir.path().join("churn.yaml"), PLAYBOOK).unwrap();
@@ -225,36 +226,13 @@ async fn the_preview_of_the_issue_sequence_matches_the_rollback() {
 }
 
 async fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
+    let Env {
+        dir,
+        engine,
+        store,
+        pb,
+    } = env();
     let lists = dir.path().join("lists");
-    std::fs::create_dir_all(&lists).unwrap();
-    // Hand-kept files with comments and entries the playbook also touches.
-    std::fs::write(lists.join("a.txt"), "# kept by hand\n10.0.0.3\nhost-1\n").unwrap();
-    std::fs::write(lists.join("b.txt"), "10.0.0.5\n").unwrap();
-    std::fs::write(dir.path().join("churn.yaml"), PLAYBOOK).unwrap();
-    let catalog = Arc::new(Catalog::builtin());
-    let set = PlaybookSet::load(&[dir.path().join("churn.yaml")], &catalog).unwrap();
-    let pb = set.get("churn").unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(
-            &dir.path().join("data"),
-            SqliteOptions {
-                synchronous: Synchronous::Normal,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
-    let mut reg = Registry::new();
-    reg.register(Arc::new(Core));
-    reg.register(Arc::new(Blocklist::new(&lists, HashMap::new())));
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(set),
-        catalog,
-        reg,
-        EngineConfig::default(),
-    );
     let entry = |(l, e): &(u8, u8)| {
         let list = if *l == 0 { "a" } else { "b" };
         let entry = if *e < 3 {

@@ -7,8 +7,7 @@
 use crate::index::Index;
 use crate::indicator::{Kind, NormalizeError};
 use crate::store::IntelStore;
-use async_trait::async_trait;
-use belay_connector_api::{ActionError, Call, Connector};
+use belay_connector_api::ActionError;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -103,23 +102,19 @@ impl Inner {
     }
 }
 
-#[async_trait]
-impl Connector for Intel {
-    fn family(&self) -> &str {
-        "intel"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        match call.action {
+belay_connector_api::connector! {
+    impl Intel {
+        family: "intel",
+        named: "`intel`",
+        call(intel, call) {
             "intel.lookup" => {
                 // Loading the index reads the whole store: not on the async threads.
                 let input = call.input.clone();
-                let inner = self.inner.clone();
+                let inner = intel.inner.clone();
                 tokio::task::spawn_blocking(move || inner.lookup(&input))
                     .await
                     .map_err(|e| ActionError::transient(format!("intel lookup task failed: {e}")))?
             }
-            other => Err(ActionError::no_action("`intel`", other)),
         }
     }
 }

@@ -428,18 +428,10 @@ impl ImportReport {
     /// values also fill the event's observables, so playbooks can act on them directly.
     pub fn event(&self) -> Event {
         let cap = EVENT_LIST_CAP;
-        let added: Vec<&str> = self
-            .added
-            .iter()
-            .take(cap)
-            .map(|(v, _)| v.as_str())
-            .collect();
-        let removed: Vec<&str> = self
-            .removed
-            .iter()
-            .take(cap)
-            .map(|(v, _)| v.as_str())
-            .collect();
+        let listed = |values: &[(String, Kind)]| -> Vec<String> {
+            values.iter().take(cap).map(|(v, _)| v.clone()).collect()
+        };
+        let (added, removed) = (listed(&self.added), listed(&self.removed));
         let mut obs = Observables::default();
         for (v, k) in self.added.iter().take(cap) {
             let list = match k {

@@ -125,7 +125,7 @@ pub fn normalize(raw: &str, hint: Option<Kind>) -> Result<Indicator, NormalizeEr
         return Err(NormalizeError::Empty);
     }
     if text.len() > MAX_VALUE_LEN {
-        return Err(NormalizeError::Unrecognized(shorten(text)));
+        return Err(NormalizeError::Unrecognized(shorten(text, SHOWN)));
     }
     let text = refang(text);
     match hint {
@@ -135,23 +135,11 @@ pub fn normalize(raw: &str, hint: Option<Kind>) -> Result<Indicator, NormalizeEr
             if let Some(i) = ip_or_cidr(&text) {
                 return Ok(i);
             }
-            domain(&text).map_err(|reason| NormalizeError::Invalid {
-                value: shorten(&text),
-                kind: Kind::Domain,
-                reason,
-            })
+            domain(&text).map_err(refused(&text, Kind::Domain))
         }
-        Some(Kind::Url) => url(&text).map_err(|reason| NormalizeError::Invalid {
-            value: shorten(&text),
-            kind: Kind::Url,
-            reason,
-        }),
+        Some(Kind::Url) => url(&text).map_err(refused(&text, Kind::Url)),
         Some(Kind::Hash) => hash(&text).ok_or_else(|| invalid(&text, hint)),
-        Some(Kind::Email) => email(&text).map_err(|reason| NormalizeError::Invalid {
-            value: shorten(&text),
-            kind: Kind::Email,
-            reason,
-        }),
+        Some(Kind::Email) => email(&text).map_err(refused(&text, Kind::Email)),
         None => guess(&text),
     }
 }
@@ -161,32 +149,33 @@ fn guess(text: &str) -> Result<Indicator, NormalizeError> {
         return Ok(i);
     }
     if text.contains("://") {
-        return url(text).map_err(|reason| NormalizeError::Invalid {
-            value: shorten(text),
-            kind: Kind::Url,
-            reason,
-        });
+        return url(text).map_err(refused(text, Kind::Url));
     }
     if let Some(h) = hash(text) {
         return Ok(h);
     }
     if text.contains('@') {
-        return email(text).map_err(|reason| NormalizeError::Invalid {
-            value: shorten(text),
-            kind: Kind::Email,
-            reason,
-        });
+        return email(text).map_err(refused(text, Kind::Email));
     }
     if text.contains('.') && !text.contains(char::is_whitespace) {
-        return domain(text).map_err(|_| NormalizeError::Unrecognized(shorten(text)));
+        return domain(text).map_err(|_| NormalizeError::Unrecognized(shorten(text, SHOWN)));
     }
-    Err(NormalizeError::Unrecognized(shorten(text)))
+    Err(NormalizeError::Unrecognized(shorten(text, SHOWN)))
+}
+
+/// The error for `text` refused as a `kind`, for the reason given.
+fn refused(text: &str, kind: Kind) -> impl FnOnce(String) -> NormalizeError {
+    move |reason| NormalizeError::Invalid {
+        value: shorten(text, SHOWN),
+        kind,
+        reason,
+    }
 }
 
 fn invalid(text: &str, hint: Option<Kind>) -> NormalizeError {
     let kind = hint.unwrap_or(Kind::Domain);
     NormalizeError::Invalid {
-        value: shorten(text),
+        value: shorten(text, SHOWN),
         kind,
         reason: match kind {
             Kind::Ip | Kind::Cidr => "expected an IPv4/IPv6 address or network".into(),
@@ -196,11 +185,15 @@ fn invalid(text: &str, hint: Option<Kind>) -> NormalizeError {
     }
 }
 
-fn shorten(text: &str) -> String {
-    if text.len() <= 80 {
+/// How much of a refused value its error shows, in bytes.
+const SHOWN: usize = 80;
+
+/// `text` cut to at most `max` bytes (on a character boundary), with `…` when it was cut.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = 80;
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -397,29 +390,28 @@ mod tests {
 
     #[test]
     fn domains_are_lower_case_ascii() {
-        assert_eq!(
-            n("Evil.EXAMPLE.com."),
-            (Kind::Domain, "evil.example.com".into())
-        );
-        assert_eq!(
-            n("bücher.example"),
-            (Kind::Domain, "xn--bcher-kva.example".into())
-        );
-        assert_eq!(n("evil[.]example"), (Kind::Domain, "evil.example".into()));
+        for (raw, canonical) in [
+            ("Evil.EXAMPLE.com.", "evil.example.com"),
+            ("bücher.example", "xn--bcher-kva.example"),
+            ("evil[.]example", "evil.example"),
+        ] {
+            assert_eq!(n(raw), (Kind::Domain, canonical.into()));
+        }
         assert!(normalize("domain autuo.xicp.net", Some(Kind::Domain)).is_err());
         assert!(normalize("localhost", Some(Kind::Domain)).is_err());
     }
 
     #[test]
     fn urls_are_normalized() {
-        assert_eq!(
-            n("HTTP://Evil.Example:80/a/../b?x=1#frag"),
-            (Kind::Url, "http://evil.example/b?x=1".into())
-        );
-        assert_eq!(
-            n("hxxps://evil[.]example/p"),
-            (Kind::Url, "https://evil.example/p".into())
-        );
+        for (raw, canonical) in [
+            (
+                "HTTP://Evil.Example:80/a/../b?x=1#frag",
+                "http://evil.example/b?x=1",
+            ),
+            ("hxxps://evil[.]example/p", "https://evil.example/p"),
+        ] {
+            assert_eq!(n(raw), (Kind::Url, canonical.into()));
+        }
         assert_eq!(
             normalize("evil.example/x", Some(Kind::Url)).map(|i| i.value),
             Ok("http://evil.example/x".into())
@@ -428,14 +420,16 @@ mod tests {
 
     #[test]
     fn hashes_and_emails() {
-        assert_eq!(
-            n("001DD76872D80801692FF942308C64E6"),
-            (Kind::Hash, "001dd76872d80801692ff942308c64e6".into())
-        );
-        assert_eq!(
-            n("Alice@Evil.Example"),
-            (Kind::Email, "alice@evil.example".into())
-        );
+        for (raw, kind, canonical) in [
+            (
+                "001DD76872D80801692FF942308C64E6",
+                Kind::Hash,
+                "001dd76872d80801692ff942308c64e6",
+            ),
+            ("Alice@Evil.Example", Kind::Email, "alice@evil.example"),
+        ] {
+            assert_eq!(n(raw), (kind, canonical.into()));
+        }
         assert!(normalize("abc", Some(Kind::Hash)).is_err());
     }
 

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Largest request body accepted (takedown evidence may be a whole message).
 pub const MAX_BODY: usize = 12 << 20;
@@ -85,16 +86,18 @@ pub fn respond(r: ApiResult) -> Response {
 /// A request with its raw body, for handlers that parse and validate the body themselves
 /// and may be replayed by idempotency key.
 pub struct Req {
+    /// The lab's state.
+    pub lab: Arc<Shared>,
     pub method: Method,
     pub path: String,
     pub idempotency_key: Option<String>,
     pub body: Bytes,
 }
 
-impl<S: Send + Sync> FromRequest<S> for Req {
+impl FromRequest<Arc<Shared>> for Req {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, lab: &Arc<Shared>) -> Result<Self, Self::Rejection> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let idempotency_key = match req.headers().get("idempotency-key") {
@@ -120,8 +123,8 @@ impl<S: Send + Sync> FromRequest<S> for Req {
                     format!("request body is larger than {MAX_BODY} bytes"),
                 )
             })?;
-        let _ = state;
         Ok(Req {
+            lab: lab.clone(),
             method,
             path,
             idempotency_key,
@@ -131,6 +134,11 @@ impl<S: Send + Sync> FromRequest<S> for Req {
 }
 
 impl Req {
+    /// Applies a mutation to the lab's world once per idempotency key ([`Shared::mutate`]).
+    pub fn mutate(&self, apply: impl FnOnce(&mut World) -> ApiResult) -> Response {
+        self.lab.mutate(self, apply)
+    }
+
     /// The JSON body as `T`; an empty body reads as `{}`. Malformed JSON is a 400, a body of
     /// the wrong shape (missing or unknown field, wrong type) a 422.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
@@ -335,6 +343,15 @@ pub fn cursor_page(items: &[Value], q: &PageQuery, extra: Value) -> ApiResult {
         b.extend(extra);
     }
     ok(body)
+}
+
+/// Removes `key` from the named list, if both exist: whether it was there.
+pub fn remove_from<K: Ord, V>(
+    lists: &mut BTreeMap<String, BTreeMap<K, V>>,
+    list: &str,
+    key: &K,
+) -> bool {
+    lists.get_mut(list).and_then(|l| l.remove(key)).is_some()
 }
 
 /// Checks a name against a maximum length and a set of allowed characters.

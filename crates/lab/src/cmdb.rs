@@ -45,8 +45,8 @@ struct DeviceQuery {
     ip: Option<String>,
     mac: Option<String>,
     hostname: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 fn normalize_mac(mac: &str) -> Result<String, ApiError> {
@@ -90,20 +90,14 @@ fn find(s: &Shared, q: DeviceQuery) -> ApiResult {
         .map(device_json)
         .collect();
     let total = items.len();
-    let (data, next) = page(
-        &items,
-        &PageQuery {
-            limit: q.limit.clone(),
-            cursor: q.cursor,
-        },
-    )?;
+    let (data, next) = page(&items, &q.page)?;
     let next = next.map(|n| {
         let mut link = format!("{}/cmdb/v1/devices?cursor=o{n}", s.base_url);
         for (k, v) in [
             ("ip", &q.ip),
             ("mac", &mac),
             ("hostname", &q.hostname),
-            ("limit", &q.limit),
+            ("limit", &q.page.limit),
         ] {
             if let Some(v) = v {
                 link.push_str(&format!("&{k}={v}"));

@@ -147,13 +147,9 @@ struct MonitoringBody {
     reason: Option<String>,
 }
 
-async fn set_monitoring(
-    AxState(s): AxState<Arc<Shared>>,
-    Path(id): Path<String>,
-    req: Req,
-) -> Result<Response, ApiError> {
+async fn set_monitoring(Path(id): Path<String>, req: Req) -> Result<Response, ApiError> {
     let body: MonitoringBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_enum("level", &body.level, &["low", "normal", "high"])?;
         check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
         let i = agent(w, &id)?;
@@ -173,12 +169,8 @@ async fn set_monitoring(
     }))
 }
 
-async fn clear_monitoring(
-    AxState(s): AxState<Arc<Shared>>,
-    Path(id): Path<String>,
-    req: Req,
-) -> Response {
-    s.mutate(&req, |w| {
+async fn clear_monitoring(Path(id): Path<String>, req: Req) -> Response {
+    req.mutate(|w| {
         let i = agent(w, &id)?;
         let d = w.fleet[i].clone();
         let old = w.edr.overrides.remove(&d.device_id);
@@ -198,25 +190,17 @@ struct ReasonBody {
     reason: Option<String>,
 }
 
-async fn isolate(
-    AxState(s): AxState<Arc<Shared>>,
-    Path(id): Path<String>,
-    req: Req,
-) -> Result<Response, ApiError> {
-    set_isolation(&s, &id, req, true)
+async fn isolate(Path(id): Path<String>, req: Req) -> Result<Response, ApiError> {
+    set_isolation(&id, req, true)
 }
 
-async fn release(
-    AxState(s): AxState<Arc<Shared>>,
-    Path(id): Path<String>,
-    req: Req,
-) -> Result<Response, ApiError> {
-    set_isolation(&s, &id, req, false)
+async fn release(Path(id): Path<String>, req: Req) -> Result<Response, ApiError> {
+    set_isolation(&id, req, false)
 }
 
-fn set_isolation(s: &Shared, id: &str, req: Req, isolate: bool) -> Result<Response, ApiError> {
+fn set_isolation(id: &str, req: Req, isolate: bool) -> Result<Response, ApiError> {
     let body: ReasonBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
         let i = agent(w, id)?;
         let d = w.fleet[i].clone();
@@ -243,14 +227,10 @@ struct CaptureBody {
     reason: Option<String>,
 }
 
-async fn capture(
-    AxState(s): AxState<Arc<Shared>>,
-    Path(id): Path<String>,
-    req: Req,
-) -> Result<Response, ApiError> {
+async fn capture(Path(id): Path<String>, req: Req) -> Result<Response, ApiError> {
     let body: CaptureBody = req.json()?;
-    let base = s.base_url.clone();
-    Ok(s.mutate(&req, |w| {
+    let base = req.lab.base_url.clone();
+    Ok(req.mutate(|w| {
         check_enum("kind", &body.kind, &["memory", "disk"])?;
         if let Some(c) = &body.case {
             check_name("case", c, 128, "_.:-")?;
@@ -324,9 +304,9 @@ fn quick() -> String {
     "quick".into()
 }
 
-async fn start_scan(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+async fn start_scan(req: Req) -> Result<Response, ApiError> {
     let body: ScanBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_enum("scope", &body.scope, &["quick", "full"])?;
         let i = agent(w, &body.device)?;
         let scan_id = w.next_id("scan");
@@ -390,11 +370,7 @@ struct SearchBody {
     since: Option<String>,
 }
 
-async fn search_ioc(
-    AxState(s): AxState<Arc<Shared>>,
-    Query(q): Query<PageQuery>,
-    req: Req,
-) -> Result<Response, ApiError> {
+async fn search_ioc(Query(q): Query<PageQuery>, req: Req) -> Result<Response, ApiError> {
     let body: SearchBody = req.json()?;
     let r = (|| -> ApiResult {
         if body.indicators.is_empty() || body.indicators.len() > 1000 {
@@ -413,7 +389,7 @@ async fn search_ioc(
             .iter()
             .map(|i| i.to_ascii_lowercase())
             .collect();
-        let w = s.world();
+        let w = req.lab.world();
         let excluded = |d: &Device| {
             body.exclude
                 .iter()

@@ -357,27 +357,21 @@ async fn inject_faults(State(s): State<Arc<Shared>>, req: Request, next: Next) -
     let route = format!("{} {}", req.method(), req.uri().path());
     match fault {
         None => next.run(req).await,
-        Some(Fault::Unavailable) => {
-            tracing::debug!(target: "belay::lab", "injected 503 before {route}");
-            retry_later(
-                ApiError::new(
+        Some(refusal @ (Fault::Unavailable | Fault::TooManyRequests)) => {
+            let (status, code, message) = match refusal {
+                Fault::Unavailable => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "service temporarily unavailable (injected fault)",
                 ),
-                s.retry_after,
-            )
-        }
-        Some(Fault::TooManyRequests) => {
-            tracing::debug!(target: "belay::lab", "injected 429 before {route}");
-            retry_later(
-                ApiError::new(
+                _ => (
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
                     "too many requests (injected fault)",
                 ),
-                s.retry_after,
-            )
+            };
+            tracing::debug!(target: "belay::lab", "injected {} before {route}", status.as_u16());
+            retry_later(ApiError::new(status, code, message), s.retry_after)
         }
         Some(Fault::LostResponse) => {
             let _applied = next.run(req).await;

@@ -3,8 +3,8 @@
 
 use crate::Shared;
 use crate::api::{
-    ApiError, Req, World, check_len, check_name, created, cursor_page, now, ok, parse_duration,
-    respond, rfc3339,
+    ApiError, PageQuery, Req, World, check_len, check_name, created, cursor_page, now, ok,
+    parse_duration, respond, rfc3339,
 };
 use axum::Router;
 use axum::extract::{Path, Query, State as AxState};
@@ -95,10 +95,10 @@ fn fifteen_minutes() -> String {
     "15m".into()
 }
 
-async fn start(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+async fn start(req: Req) -> Result<Response, ApiError> {
     let body: StartBody = req.json()?;
-    let base = s.base_url.clone();
-    Ok(s.mutate(&req, |w| {
+    let base = req.lab.base_url.clone();
+    Ok(req.mutate(|w| {
         let d = parse_duration("duration", &body.duration)?;
         if d.as_secs() > 24 * 3600 {
             return Err(ApiError::invalid("duration must be at most 24h"));
@@ -136,8 +136,8 @@ async fn start(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, A
     }))
 }
 
-async fn stop(AxState(s): AxState<Arc<Shared>>, Path(host): Path<String>, req: Req) -> Response {
-    s.mutate(&req, |w| {
+async fn stop(Path(host): Path<String>, req: Req) -> Response {
+    req.mutate(|w| {
         let host = target(w, &host)?;
         let t = now();
         let mut stopped = Vec::new();
@@ -154,8 +154,8 @@ async fn stop(AxState(s): AxState<Arc<Shared>>, Path(host): Path<String>, req: R
 #[derive(Deserialize)]
 struct ListQuery {
     host: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 async fn list(AxState(s): AxState<Arc<Shared>>, Query(q): Query<ListQuery>) -> Response {
@@ -172,13 +172,9 @@ async fn list(AxState(s): AxState<Arc<Shared>>, Query(q): Query<ListQuery>) -> R
         .map(|c| c.json(&s.base_url))
         .collect();
     let capturing = items.iter().any(|c| c["running"] == json!(true));
-    let page = crate::api::PageQuery {
-        limit: q.limit,
-        cursor: q.cursor,
-    };
     respond(cursor_page(
         &items,
-        &page,
+        &q.page,
         json!({ "capturing": capturing }),
     ))
 }

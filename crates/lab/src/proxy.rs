@@ -5,7 +5,7 @@
 use crate::Shared;
 use crate::api::{
     ApiError, PageQuery, Req, check_enum, check_len, check_name, cursor_page, now, ok,
-    parse_duration, respond, rfc3339,
+    parse_duration, remove_from, respond, rfc3339,
 };
 use axum::Router;
 use axum::extract::{Path, Query, State as AxState};
@@ -196,13 +196,9 @@ struct BlockBody {
     reason: Option<String>,
 }
 
-async fn block(
-    AxState(s): AxState<Arc<Shared>>,
-    Path(list): Path<String>,
-    req: Req,
-) -> Result<Response, ApiError> {
+async fn block(Path(list): Path<String>, req: Req) -> Result<Response, ApiError> {
     let body: BlockBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_name("list", &list, 64, "_.-")?;
         check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
         let address = normalize(&body.address)?;
@@ -216,21 +212,15 @@ async fn block(
 }
 
 async fn unblock(
-    AxState(s): AxState<Arc<Shared>>,
     Path(list): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
     req: Req,
 ) -> Result<Response, ApiError> {
     let address = address_param(&q)?.clone();
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_name("list", &list, 64, "_.-")?;
         let address = normalize(&address)?;
-        let changed = w
-            .proxy
-            .lists
-            .get_mut(&list)
-            .and_then(|e| e.remove(&address))
-            .is_some();
+        let changed = remove_from(&mut w.proxy.lists, &list, &address);
         ok(json!({ "address": address, "list": list, "changed": changed }))
     }))
 }
@@ -254,9 +244,9 @@ fn yes() -> bool {
     true
 }
 
-async fn tighten(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+async fn tighten(req: Req) -> Result<Response, ApiError> {
     let body: PolicyBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         let address = normalize(&body.address)?;
         check_enum("logging", &body.logging, &["detailed", "full"])?;
         let expires = match &body.duration {
@@ -281,13 +271,9 @@ async fn tighten(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response,
     }))
 }
 
-async fn relax(
-    AxState(s): AxState<Arc<Shared>>,
-    Query(q): Query<BTreeMap<String, String>>,
-    req: Req,
-) -> Result<Response, ApiError> {
+async fn relax(Query(q): Query<BTreeMap<String, String>>, req: Req) -> Result<Response, ApiError> {
     let address = address_param(&q)?.clone();
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         let address = normalize(&address)?;
         let old = w.proxy.policies.remove(&address);
         ok(json!({

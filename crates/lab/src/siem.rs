@@ -4,7 +4,7 @@
 use crate::Shared;
 use crate::api::{
     ApiError, PageQuery, Req, check_enum, check_len, check_name, created, cursor_page, now, ok,
-    parse_duration, respond, rfc3339,
+    parse_duration, remove_from, respond, rfc3339,
 };
 use axum::Router;
 use axum::extract::{Path, Query, State as AxState};
@@ -82,13 +82,9 @@ struct WatchBody {
     duration: Option<String>,
 }
 
-async fn watch(
-    AxState(s): AxState<Arc<Shared>>,
-    Path((list, user)): Path<(String, String)>,
-    req: Req,
-) -> Result<Response, ApiError> {
+async fn watch(Path((list, user)): Path<(String, String)>, req: Req) -> Result<Response, ApiError> {
     let body: WatchBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_list(&list)?;
         check_user(&user)?;
         check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
@@ -114,20 +110,11 @@ async fn watch(
     }))
 }
 
-async fn unwatch(
-    AxState(s): AxState<Arc<Shared>>,
-    Path((list, user)): Path<(String, String)>,
-    req: Req,
-) -> Response {
-    s.mutate(&req, |w| {
+async fn unwatch(Path((list, user)): Path<(String, String)>, req: Req) -> Response {
+    req.mutate(|w| {
         check_list(&list)?;
         check_user(&user)?;
-        let changed = w
-            .siem
-            .lists
-            .get_mut(&list)
-            .and_then(|users| users.remove(&user))
-            .is_some();
+        let changed = remove_from(&mut w.siem.lists, &list, &user);
         ok(json!({ "user": user, "list": list, "changed": changed }))
     })
 }
@@ -172,10 +159,10 @@ fn high() -> String {
     "high".into()
 }
 
-async fn raise(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+async fn raise(req: Req) -> Result<Response, ApiError> {
     let body: AlertBody = req.json()?;
-    let base = s.base_url.clone();
-    Ok(s.mutate(&req, |w| {
+    let base = req.lab.base_url.clone();
+    Ok(req.mutate(|w| {
         check_len("entity", &body.entity, 1, 2048)?;
         check_len("title", &body.title, 1, 256)?;
         check_enum(
@@ -215,8 +202,8 @@ async fn raise(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, A
 #[derive(Deserialize)]
 struct AlertQuery {
     entity: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 async fn list_alerts(AxState(s): AxState<Arc<Shared>>, Query(q): Query<AlertQuery>) -> Response {
@@ -232,9 +219,5 @@ async fn list_alerts(AxState(s): AxState<Arc<Shared>>, Query(q): Query<AlertQuer
         })
         .cloned()
         .collect();
-    let page = PageQuery {
-        limit: q.limit,
-        cursor: q.cursor,
-    };
-    respond(cursor_page(&items, &page, json!({})))
+    respond(cursor_page(&items, &q.page, json!({})))
 }

@@ -3,8 +3,8 @@
 
 use crate::Shared;
 use crate::api::{
-    ApiError, Req, check_enum, check_len, check_name, created, cursor_page, now, ok, respond,
-    rfc3339,
+    ApiError, PageQuery, Req, check_enum, check_len, check_name, created, cursor_page, now, ok,
+    respond, rfc3339,
 };
 use axum::Router;
 use axum::extract::{Path, Query, State as AxState};
@@ -69,9 +69,9 @@ fn phishing() -> String {
     "phishing".into()
 }
 
-async fn submit(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+async fn submit(req: Req) -> Result<Response, ApiError> {
     let body: SubmitBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_len("url", &body.url, 1, 2048)?;
         let scheme_ok = ["http://", "https://", "ftp://"]
             .iter()
@@ -130,8 +130,8 @@ async fn status(AxState(s): AxState<Arc<Shared>>, Path(id): Path<String>) -> Res
 #[derive(Deserialize)]
 struct ListQuery {
     url: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
 }
 
 async fn list(AxState(s): AxState<Arc<Shared>>, Query(q): Query<ListQuery>) -> Response {
@@ -143,9 +143,5 @@ async fn list(AxState(s): AxState<Arc<Shared>>, Query(q): Query<ListQuery>) -> R
         .filter(|t| q.url.as_deref().is_none_or(|u| t.url == u))
         .map(Ticket::json)
         .collect();
-    let page = crate::api::PageQuery {
-        limit: q.limit,
-        cursor: q.cursor,
-    };
-    respond(cursor_page(&items, &page, json!({})))
+    respond(cursor_page(&items, &q.page, json!({})))
 }

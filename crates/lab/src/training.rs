@@ -90,9 +90,9 @@ struct EnrollBody {
     due: Option<String>,
 }
 
-async fn enroll(AxState(s): AxState<Arc<Shared>>, req: Req) -> Result<Response, ApiError> {
+async fn enroll(req: Req) -> Result<Response, ApiError> {
     let body: EnrollBody = req.json()?;
-    Ok(s.mutate(&req, |w| {
+    Ok(req.mutate(|w| {
         check_user(&body.user)?;
         check_module(&body.module)?;
         if let Some(due) = &body.due
@@ -151,12 +151,8 @@ async fn status(
     }
 }
 
-async fn unenroll(
-    AxState(s): AxState<Arc<Shared>>,
-    Path((user, module)): Path<(String, String)>,
-    req: Req,
-) -> Response {
-    s.mutate(&req, |w| {
+async fn unenroll(Path((user, module)): Path<(String, String)>, req: Req) -> Response {
+    req.mutate(|w| {
         check_user(&user)?;
         check_module(&module)?;
         let changed = w

@@ -2,6 +2,7 @@
 //! pagination, idempotency keys and injected faults.
 
 use belay_lab::{Lab, LabConfig, LabHandle};
+use belay_testkit::cli::assert_text_contains;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -193,13 +194,7 @@ async fn edr_validates_bodies_and_knows_only_agents() {
     let set = |body| send(&c, &h, Method::PUT, monitoring, Some(body), None);
     let (s, b) = set(json!({ "level": "extreme" })).await;
     assert_eq!(s, 422);
-    assert!(
-        b["message"]
-            .as_str()
-            .unwrap()
-            .contains("level must be one of"),
-        "{b}"
-    );
+    assert_text_contains(&b["message"], "level must be one of");
     let (s, _) = set(json!({ "lvl": "high" })).await;
     assert_eq!(s, 422);
     let r = c

@@ -200,20 +200,19 @@ const UDP_MAX: usize = 65_535;
 impl Listener {
     /// Binds the configured sockets.
     pub async fn bind(config: ListenerConfig, normalizer: Normalizer) -> std::io::Result<Listener> {
-        let udp =
-            match config.udp {
-                Some(a) => Some(UdpSocket::bind(a).await.map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cannot bind UDP {a}: {e}"))
-                })?),
-                None => None,
-            };
-        let tcp =
-            match config.tcp {
-                Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cannot bind TCP {a}: {e}"))
-                })?),
-                None => None,
-            };
+        let cannot_bind = |what: &'static str, a: SocketAddr| {
+            move |e: std::io::Error| {
+                std::io::Error::new(e.kind(), format!("cannot bind {what} {a}: {e}"))
+            }
+        };
+        let udp = match config.udp {
+            Some(a) => Some(UdpSocket::bind(a).await.map_err(cannot_bind("UDP", a))?),
+            None => None,
+        };
+        let tcp = match config.tcp {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(cannot_bind("TCP", a))?),
+            None => None,
+        };
         Ok(Listener {
             config,
             udp,

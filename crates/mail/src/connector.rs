@@ -7,9 +7,8 @@
 
 use crate::message::{ParseOptions, parse_with};
 use crate::report::suspicion;
-use async_trait::async_trait;
 use base64::Engine as _;
-use belay_connector_api::{ActionError, Call, Connector};
+use belay_connector_api::ActionError;
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -71,17 +70,14 @@ impl Email {
     }
 }
 
-#[async_trait]
-impl Connector for Email {
-    fn family(&self) -> &str {
-        "email"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        match call.action {
+belay_connector_api::connector! {
+    impl Email {
+        family: "email",
+        named: "the email connector",
+        call(email, call) {
             "email.parse" => {
                 // Parsing a 25 MB message with HTML takes a while: keep it off the async threads.
-                let this = self.clone();
+                let this = email.clone();
                 let input = call.input.clone();
                 tokio::task::spawn_blocking(move || this.parse_action(&input))
                     .await
@@ -89,7 +85,6 @@ impl Connector for Email {
                         ActionError::transient(format!("email.parse did not finish: {e}"))
                     })?
             }
-            other => Err(ActionError::no_action("the email connector", other)),
         }
     }
 }

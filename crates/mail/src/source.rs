@@ -60,6 +60,18 @@ fn imap(context: &str) -> impl FnOnce(async_imap::error::Error) -> SourceError +
     }
 }
 
+/// Every answer of an IMAP command that streams them (`context` names it in errors).
+async fn all<T, S>(
+    command: impl std::future::Future<Output = async_imap::error::Result<S>>,
+    context: &str,
+) -> Result<Vec<T>, SourceError>
+where
+    S: futures::Stream<Item = async_imap::error::Result<T>>,
+{
+    let answers = command.await.map_err(imap(context))?;
+    answers.try_collect().await.map_err(imap(context))
+}
+
 /// One message read from a source.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -405,13 +417,11 @@ impl Imap {
             return Ok(Vec::new());
         }
         let set = uid_set(&uids);
-        let fetches: Vec<_> = session
-            .uid_fetch(&set, "(UID RFC822.SIZE BODY.PEEK[])")
-            .await
-            .map_err(imap("UID FETCH"))?
-            .try_collect()
-            .await
-            .map_err(imap("UID FETCH"))?;
+        let fetches = all(
+            session.uid_fetch(&set, "(UID RFC822.SIZE BODY.PEEK[])"),
+            "UID FETCH",
+        )
+        .await?;
         let mut out = Vec::with_capacity(fetches.len());
         for f in fetches {
             let Some(uid) = f.uid else { continue };
@@ -457,20 +467,12 @@ impl Imap {
                 .uid_copy(&set, &move_to)
                 .await
                 .map_err(imap(&format!("UID COPY to {move_to}")))?;
-            let _: Vec<_> = session
-                .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
-                .await
-                .map_err(imap("UID STORE"))?
-                .try_collect()
-                .await
-                .map_err(imap("UID STORE"))?;
-            let _: Vec<_> = session
-                .expunge()
-                .await
-                .map_err(imap("EXPUNGE"))?
-                .try_collect()
-                .await
-                .map_err(imap("EXPUNGE"))?;
+            all(
+                session.uid_store(&set, "+FLAGS.SILENT (\\Deleted)"),
+                "UID STORE",
+            )
+            .await?;
+            all(session.expunge(), "EXPUNGE").await?;
         }
         Ok(())
     }

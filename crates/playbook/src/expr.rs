@@ -559,21 +559,17 @@ mod tests {
     #[test]
     fn listed_filters_and_tests_exist() {
         let c = context_value(&json!({"x": [1]}));
-        for f in FILTERS {
-            let err = e(&format!("x | {f}"))
+        let filters = FILTERS
+            .iter()
+            .map(|f| (format!("x | {f}"), "unknown filter"));
+        let tests = TESTS.iter().map(|t| (format!("x is {t}"), "unknown test"));
+        for (expr, unknown) in filters.chain(tests) {
+            let err = e(&expr)
                 .eval(&c)
                 .err()
                 .map(|e| e.message)
                 .unwrap_or_default();
-            assert!(!err.contains("unknown filter"), "{f}: {err}");
-        }
-        for t in TESTS {
-            let err = e(&format!("x is {t}"))
-                .eval(&c)
-                .err()
-                .map(|e| e.message)
-                .unwrap_or_default();
-            assert!(!err.contains("unknown test"), "{t}: {err}");
+            assert!(!err.contains(unknown), "{expr}: {err}");
         }
     }
 

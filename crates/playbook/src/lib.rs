@@ -17,4 +17,4 @@ pub use expr::{EvalError, Expr, context_value};
 pub use playbook::{ApprovalPolicy, Call, OnError, OnTimeout, Playbook, Retry, Step, Trigger};
 pub use set::{FileDiagnostics, PlaybookSet, playbook_files};
 pub use template::Template;
-pub use yaml::{Diagnostic, Pos};
+pub use yaml::{Diagnostic, Pos, describe_value};

@@ -272,6 +272,39 @@ impl Parser {
         self.diags.push(d);
     }
 
+    /// A duration (`30s`, `5m`...); reported when it is not one.
+    fn duration(&mut self, n: &Node) -> Option<Duration> {
+        parse_duration(n).map_err(|d| self.err(d)).ok()
+    }
+
+    /// A number from 1 to 10 (`what` names the field); reported when it is not one.
+    fn one_to_ten(&mut self, n: &Node, what: &str) -> Option<u32> {
+        match n.to_json().as_u64() {
+            Some(v) if (1..=10).contains(&v) => Some(v as u32),
+            _ => {
+                self.err(Diagnostic::new(
+                    n.pos,
+                    format!("`{what}` must be a number from 1 to 10"),
+                ));
+                None
+            }
+        }
+    }
+
+    /// The entries of `node`, a mapping (`what` names it if it is not one) whose keys are
+    /// checked against `allowed` (`keys_of` names it then); both kinds of error are reported.
+    fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        allowed: &[&str],
+        keys_of: &str,
+    ) -> Option<&'n [(Key, Node)]> {
+        let entries = node.as_map(what).map_err(|d| self.err(d)).ok()?;
+        self.check_keys(entries, allowed, keys_of);
+        Some(entries)
+    }
+
     fn check_keys(&mut self, entries: &[(Key, Node)], allowed: &[&str], what: &str) {
         for (k, _) in entries {
             if !allowed.contains(&k.name.as_str()) {
@@ -337,14 +370,7 @@ impl Parser {
     }
 
     fn playbook(&mut self, path: &Path, text: &str, root: &Node) -> Option<Playbook> {
-        let entries = match root.as_map("a playbook") {
-            Ok(e) => e,
-            Err(d) => {
-                self.err(d);
-                return None;
-            }
-        };
-        self.check_keys(entries, TOP_KEYS, "playbook");
+        let entries = self.entries(root, "a playbook", TOP_KEYS, "playbook")?;
         let name = match field(entries, "name") {
             Some(n) => self.text(n, "`name`").unwrap_or_default(),
             None => {
@@ -426,18 +452,13 @@ impl Parser {
                 condition: None,
             };
         };
-        let entries = match node.as_map("`on`") {
-            Ok(e) => e,
-            Err(d) => {
-                self.err(d);
-                return Trigger {
-                    event: None,
-                    pos: node.pos,
-                    condition: None,
-                };
-            }
+        let Some(entries) = self.entries(node, "`on`", ON_KEYS, "`on`") else {
+            return Trigger {
+                event: None,
+                pos: node.pos,
+                condition: None,
+            };
         };
-        self.check_keys(entries, ON_KEYS, "`on`");
         let event = field(entries, "event").and_then(|n| {
             let s = self.text(n, "`on.event`")?;
             if let Err(e) = globset::Glob::new(&s) {
@@ -463,14 +484,7 @@ impl Parser {
     }
 
     fn step(&mut self, node: &Node) -> Option<Step> {
-        let entries = match node.as_map("a step") {
-            Ok(e) => e,
-            Err(d) => {
-                self.err(d);
-                return None;
-            }
-        };
-        self.check_keys(entries, STEP_KEYS, "a step");
+        let entries = self.entries(node, "a step", STEP_KEYS, "a step")?;
         let id = match field(entries, "id") {
             Some(n) => {
                 let id = self.text(n, "`id`")?;
@@ -546,13 +560,7 @@ impl Parser {
             },
             None => 4,
         };
-        let timeout = field(entries, "timeout").and_then(|n| match parse_duration(n) {
-            Ok(d) => Some(d),
-            Err(d) => {
-                self.err(d);
-                None
-            }
-        });
+        let timeout = field(entries, "timeout").and_then(|n| self.duration(n));
         let retry = field(entries, "retry")
             .map(|n| self.retry(n))
             .unwrap_or_default();
@@ -619,34 +627,25 @@ impl Parser {
 
     fn retry(&mut self, node: &Node) -> Retry {
         let mut r = Retry::default();
-        let Ok(entries) = node.as_map("`retry`").map_err(|d| self.err(d)) else {
+        let Some(entries) = self.entries(node, "`retry`", RETRY_KEYS, "`retry`") else {
             return r;
         };
-        self.check_keys(entries, RETRY_KEYS, "`retry`");
-        if let Some(n) = field(entries, "attempts") {
-            match n.to_json().as_u64() {
-                Some(a) if (1..=10).contains(&a) => r.attempts = a as u32,
-                _ => self.err(Diagnostic::new(
-                    n.pos,
-                    "`retry.attempts` must be a number from 1 to 10",
-                )),
-            }
+        if let Some(a) =
+            field(entries, "attempts").and_then(|n| self.one_to_ten(n, "retry.attempts"))
+        {
+            r.attempts = a;
         }
-        if let Some(n) = field(entries, "backoff") {
-            match parse_duration(n) {
-                Ok(d) => r.backoff = d,
-                Err(d) => self.err(d),
-            }
+        if let Some(d) = field(entries, "backoff").and_then(|n| self.duration(n)) {
+            r.backoff = d;
         }
         r
     }
 
     fn approval(&mut self, node: &Node) -> ApprovalPolicy {
         let mut a = ApprovalPolicy::default();
-        let Ok(entries) = node.as_map("`approval`").map_err(|d| self.err(d)) else {
+        let Some(entries) = self.entries(node, "`approval`", APPROVAL_KEYS, "`approval`") else {
             return a;
         };
-        self.check_keys(entries, APPROVAL_KEYS, "`approval`");
         if let Some(n) = field(entries, "approvers") {
             match n.as_seq("`approval.approvers`") {
                 Ok(items) => {
@@ -658,20 +657,13 @@ impl Parser {
                 Err(d) => self.err(d),
             }
         }
-        if let Some(n) = field(entries, "quorum") {
-            match n.to_json().as_u64() {
-                Some(q) if (1..=10).contains(&q) => a.quorum = q as u32,
-                _ => self.err(Diagnostic::new(
-                    n.pos,
-                    "`approval.quorum` must be a number from 1 to 10",
-                )),
-            }
+        if let Some(q) =
+            field(entries, "quorum").and_then(|n| self.one_to_ten(n, "approval.quorum"))
+        {
+            a.quorum = q;
         }
-        if let Some(n) = field(entries, "timeout") {
-            match parse_duration(n) {
-                Ok(d) => a.timeout = d,
-                Err(d) => self.err(d),
-            }
+        if let Some(d) = field(entries, "timeout").and_then(|n| self.duration(n)) {
+            a.timeout = d;
         }
         if let Some(n) = field(entries, "on_timeout") {
             a.on_timeout = match self.text(n, "`approval.on_timeout`").as_deref() {

@@ -270,12 +270,7 @@ impl Node {
         match &self.kind {
             NodeKind::Seq(_) => "a list",
             NodeKind::Map(_) => "a mapping",
-            NodeKind::Scalar(..) => match self.to_json() {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                _ => "text",
-            },
+            NodeKind::Scalar(..) => describe_value(&self.to_json()),
         }
     }
 
@@ -326,6 +321,19 @@ fn resolve_plain(s: &str) -> Value {
         return Value::Number(n);
     }
     Value::String(s.to_owned())
+}
+
+/// A short description of a value's type for error messages, in playbook words: null, a
+/// boolean, a number, text, a list or a mapping.
+pub fn describe_value(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
 }
 
 #[cfg(test)]

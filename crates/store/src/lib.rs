@@ -96,6 +96,21 @@ pub struct Cursor {
     pub offset: u64,
 }
 
+/// A journaled change's outcome, recorded with its step's record in one transaction.
+#[derive(Debug, Clone)]
+pub struct FinishedChange {
+    /// The step record, stored with the outcome.
+    pub step: StepRecord,
+    /// The journaled change.
+    pub change_id: String,
+    /// Its new status.
+    pub status: ChangeStatus,
+    /// The target's state after the change.
+    pub after: Value,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
 /// One write of [`Store::write`].
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -105,18 +120,7 @@ pub enum Write {
     /// [`Written::Change`].
     BeginChange(ChangeRecord),
     /// Records a change's outcome with its step's ([`Store::finish_change`]).
-    FinishChange {
-        /// The step record, stored with the outcome.
-        step: StepRecord,
-        /// The journaled change.
-        change_id: String,
-        /// Its new status.
-        status: ChangeStatus,
-        /// The target's state after the change.
-        after: Value,
-        /// Why it failed.
-        error: Option<String>,
-    },
+    FinishChange(FinishedChange),
     /// Moves a run to a status ([`Store::set_run_status`]).
     RunStatus {
         /// The run.
@@ -301,16 +305,7 @@ pub trait Store: Send + Sync {
                 Write::BeginChange(c) => {
                     Written::Change(Box::new(self.begin_change(None, &c).await?))
                 }
-                Write::FinishChange {
-                    step,
-                    change_id,
-                    status,
-                    after,
-                    error,
-                } => self
-                    .finish_change(&step, &change_id, status, &after, error.as_deref())
-                    .await
-                    .map(|_| Written::Done)?,
+                Write::FinishChange(c) => self.finish_change(&c).await.map(|_| Written::Done)?,
                 Write::RunStatus {
                     run_id,
                     status,
@@ -327,14 +322,7 @@ pub trait Store: Send + Sync {
     }
 
     /// Records a change's outcome and its step's, in one transaction.
-    async fn finish_change(
-        &self,
-        step: &StepRecord,
-        change_id: &str,
-        status: ChangeStatus,
-        after: &Value,
-        error: Option<&str>,
-    ) -> Result<()>;
+    async fn finish_change(&self, change: &FinishedChange) -> Result<()>;
 
     /// The event with this id, if accepted.
     async fn get_event(&self, id: &str) -> Result<Option<Event>>;

@@ -138,13 +138,13 @@ async fn applied_change(
         started_at: now,
         finished_at: Some(now),
     };
-    s.finish_change(
-        &step,
-        &c.id,
-        ChangeStatus::Applied,
-        &json!({"present": true}),
-        None,
-    )
+    s.finish_change(&belay_store::FinishedChange {
+        step,
+        change_id: c.id.clone(),
+        status: ChangeStatus::Applied,
+        after: json!({"present": true}),
+        error: None,
+    })
     .await
     .unwrap();
     c.id

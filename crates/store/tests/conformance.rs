@@ -4,12 +4,13 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), each in a schema of its own.
 
 use belay_model::{
-    ApprovalRecord, ApprovalStatus, ApprovalTerms, CaseEntry, CaseEntryKind, CaseOp, CaseRecord,
-    CaseStatus, ChangeRecord, ChangeStatus, Decision, Demotion, Event, OnTimeout, RunRecord,
-    RunStatus, StepRecord, StepStatus, TrustLevel, Vote, now_ms,
+    ApprovalRecord, ApprovalStatus, CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus,
+    ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord, StepStatus,
+    TrustLevel, Vote, now_ms,
 };
 use belay_store::{
-    Accepted, ApprovalFilter, Cursor, RunFilter, SqliteOptions, SqliteStore, Store, Write, Written,
+    Accepted, ApprovalFilter, Cursor, FinishedChange, RunFilter, SqliteOptions, SqliteStore, Store,
+    Write, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -42,22 +43,11 @@ fn run(id: &str, event_id: &str) -> RunRecord {
 
 fn step(run_id: &str, key: &str, seq: i64, status: StepStatus) -> StepRecord {
     StepRecord {
-        run_id: run_id.into(),
-        key: key.into(),
-        step: key.into(),
-        seq,
-        item: None,
         action: "blocklist.add".into(),
         with: json!({"list": "l", "entry": key}),
-        decision: Decision::Apply,
-        trust: Some(TrustLevel::Log),
         guardrails: vec!["g1".into()],
-        status,
         output: json!({"k": key}),
-        error: None,
-        attempts: 1,
-        started_at: now_ms(),
-        finished_at: None,
+        ..harness::applied_step(run_id, key, seq, status, now_ms())
     }
 }
 
@@ -218,13 +208,13 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
         second.id, first.id,
         "the same idempotency key returns the first journal entry"
     );
-    s.finish_change(
-        &step("r1", "s", 1, StepStatus::Succeeded),
-        &first.id,
-        ChangeStatus::Applied,
-        &json!({"present": true}),
-        None,
-    )
+    s.finish_change(&FinishedChange {
+        step: step("r1", "s", 1, StepStatus::Succeeded),
+        change_id: first.id.clone(),
+        status: ChangeStatus::Applied,
+        after: json!({"present": true}),
+        error: None,
+    })
     .await
     .unwrap();
     let got = s.change_by_key("r1/s").await.unwrap().unwrap();
@@ -267,13 +257,13 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
             Write::Step(step("r1", "v", 3, StepStatus::Succeeded)),
             Write::BeginChange(c3.clone()),
             Write::BeginChange(change("r1", "r1/s")),
-            Write::FinishChange {
+            Write::FinishChange(FinishedChange {
                 step: step("r1", "u", 4, StepStatus::Succeeded),
                 change_id: c3.id.clone(),
                 status: ChangeStatus::Failed,
                 after: json!({"present": false}),
                 error: Some("refused".into()),
-            },
+            }),
             Write::RunStatus {
                 run_id: "r1".into(),
                 status: RunStatus::Failed,
@@ -344,37 +334,14 @@ async fn claims_respect_live_leases(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 }
 
 fn approval(id: &str, run_id: &str) -> ApprovalRecord {
-    let now = now_ms();
     ApprovalRecord {
-        id: id.into(),
-        run_id: run_id.into(),
         playbook: "pb".into(),
-        step: "block".into(),
-        key: "block".into(),
         action: "blocklist.add".into(),
         with: json!({"list": "l", "entry": "192.0.2.1"}),
         target: "192.0.2.1".into(),
         change_hash: "ab".repeat(32),
         current_state: json!({"present": false}),
-        guardrails: json!([]),
-        reason: "trust level `approve`".into(),
-        trust: TrustLevel::Approve,
-        terms: ApprovalTerms {
-            approvers: vec![],
-            quorum: 1,
-            timeout_ms: 60_000,
-            on_timeout: OnTimeout::Deny,
-            separation: true,
-        },
-        triggered_by: Some("alice".into()),
-        author: None,
-        history: json!(null),
-        status: ApprovalStatus::Pending,
-        votes: vec![],
-        created_at: now,
-        expires_at: now + 60_000,
-        decided_at: None,
-        version: 1,
+        ..harness::pending_approval(id, run_id, now_ms())
     }
 }
 

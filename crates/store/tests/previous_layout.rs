@@ -8,15 +8,19 @@
 //! and copy `DIR/belay.db` into `tests/fixtures/sqlite-v8/`.
 
 use belay_model::{
-    ApprovalRecord, ApprovalStatus, ApprovalTerms, AuditDraft, CaseEntry, CaseEntryKind, CaseOp,
-    CaseRecord, CaseStatus, ChangeRecord, ChangeStatus, Decision, Demotion, Event, OnTimeout,
-    RunRecord, RunStatus, StepRecord, StepStatus, TrustLevel,
+    ApprovalRecord, AuditDraft, CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus,
+    ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord, StepStatus,
+    TrustLevel,
 };
 use belay_store::{
-    ApprovalFilter, Cursor, RunFilter, SqliteOptions, SqliteStore, Store, Write, verify_audit,
+    ApprovalFilter, Cursor, FinishedChange, RunFilter, SqliteOptions, SqliteStore, Store, Write,
+    verify_audit,
 };
 use serde_json::json;
 use std::path::Path;
+
+#[allow(dead_code)] // this test uses only the fixtures and the schema guard
+mod harness;
 
 fn draft(kind: &str, actor: &str, subject: &str, detail: serde_json::Value) -> AuditDraft {
     AuditDraft {
@@ -57,22 +61,12 @@ fn run(i: usize) -> RunRecord {
 
 fn step(i: usize, key: &str, status: StepStatus) -> StepRecord {
     StepRecord {
-        run_id: format!("fx-r{i}"),
-        key: key.into(),
-        step: key.into(),
-        seq: 1,
-        item: None,
         action: "dns.sinkhole_domain".into(),
         with: json!({"domain": format!("evil{i}.example")}),
-        decision: Decision::Apply,
-        trust: Some(TrustLevel::Log),
         guardrails: vec!["blast-radius".into()],
-        status,
         output: json!({"present": true}),
-        error: None,
-        attempts: 1,
-        started_at: T0 + 10,
         finished_at: Some(T0 + 20),
+        ..harness::applied_step(&format!("fx-r{i}"), key, 1, status, T0 + 10)
     }
 }
 
@@ -100,35 +94,13 @@ fn change(i: usize) -> ChangeRecord {
 
 fn approval() -> ApprovalRecord {
     ApprovalRecord {
-        id: "fx-a1".into(),
-        run_id: "fx-r1".into(),
         playbook: "phishing-response".into(),
-        step: "block".into(),
-        key: "block".into(),
         action: "edr.isolate_host".into(),
         with: json!({"host": "eng-ws-101"}),
         target: "eng-ws-101".into(),
         change_hash: "cd".repeat(32),
         current_state: json!({"isolated": false}),
-        guardrails: json!([]),
-        reason: "trust level `approve`".into(),
-        trust: TrustLevel::Approve,
-        terms: ApprovalTerms {
-            approvers: vec![],
-            quorum: 1,
-            timeout_ms: 60_000,
-            on_timeout: OnTimeout::Deny,
-            separation: true,
-        },
-        triggered_by: Some("alice".into()),
-        author: None,
-        history: json!(null),
-        status: ApprovalStatus::Pending,
-        votes: vec![],
-        created_at: T0 + 30,
-        expires_at: T0 + 60_030,
-        decided_at: None,
-        version: 1,
+        ..harness::pending_approval("fx-a1", "fx-r1", T0 + 30)
     }
 }
 
@@ -184,13 +156,13 @@ async fn write_history(s: &SqliteStore) {
         s.begin_change(Some(&step(i, "sinkhole", StepStatus::Running)), &change(i))
             .await
             .expect("journaling");
-        s.finish_change(
-            &step(i, "sinkhole", StepStatus::Succeeded),
-            &format!("fx-c{i}"),
-            ChangeStatus::Applied,
-            &json!({"present": true}),
-            None,
-        )
+        s.finish_change(&FinishedChange {
+            step: step(i, "sinkhole", StepStatus::Succeeded),
+            change_id: format!("fx-c{i}"),
+            status: ChangeStatus::Applied,
+            after: json!({"present": true}),
+            error: None,
+        })
         .await
         .expect("finishing");
     }
@@ -352,8 +324,12 @@ async fn store_written_by_the_previous_layout_opens_reads_verifies_and_appends()
 async fn postgres_schema_already_migrated_opens_with_the_same_version_rows() {
     use belay_store::{PgOptions, PgStore};
     let url = std::env::var("BELAY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        .unwrap_or_else(|_| harness::DEFAULT_DATABASE_URL.into());
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let _drop_schema = harness::SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
     let opts = PgOptions {
         schema: Some(schema.clone()),
         ..Default::default()
@@ -397,13 +373,4 @@ async fn postgres_schema_already_migrated_opens_with_the_same_version_rows() {
     assert_eq!(again.get_run("fx-r0").await.unwrap(), Some(run(0)));
     assert_eq!(verify_audit(&again).await.unwrap(), Ok(1));
     again.close();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connecting");
-    let conn = tokio::spawn(conn);
-    let _ = client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await;
-    drop(client);
-    let _ = conn.await;
 }

@@ -50,3 +50,14 @@ pub fn assert_contains_all(text: &str, wanted: &[&str]) {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// The text of a JSON string; panics showing the value when it is not one.
+pub fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not text: {v}"))
+}
+
+/// Asserts that the JSON value `v` is text that contains `wanted`; panics showing the value.
+pub fn assert_text_contains(v: &Value, wanted: &str) {
+    let text = str_of(v);
+    assert!(text.contains(wanted), "missing {wanted:?} in {text:?}");
+}

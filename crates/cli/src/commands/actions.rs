@@ -4,7 +4,7 @@
 //! Read-only: it describes actions, never calls them.
 
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, print_json};
 use anyhow::{Result, anyhow};
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx, command: ActionsCommand) -> Result<ExitCode> {
         ActionsCommand::List { format } => {
             let all: Vec<_> = ctx.catalog.iter().collect();
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                print_json(&all)?;
             } else {
                 for a in all {
                     let inverse = a
@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, command: ActionsCommand) -> Result<ExitCode> {
                     None => anyhow!("no action `{name}`"),
                 })?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(a)?);
+                print_json(a)?;
             } else {
                 println!("{} ({})\n  {}", a.name, a.kind, a.description);
                 if let Some(t) = &a.target {

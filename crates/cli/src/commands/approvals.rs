@@ -6,7 +6,7 @@
 
 use crate::actor::valid_actor;
 use crate::context::Ctx;
-use crate::output::{Format, ListArgs, ShowArgs};
+use crate::output::{Format, ListArgs, ShowArgs, joined_or, print_json};
 use crate::paths::playbook_dir;
 use anyhow::{Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
@@ -142,7 +142,7 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
             history(&*store, &mut list).await?;
             if format == Format::Json {
                 let v: Vec<Value> = list.iter().map(approval_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else if list.is_empty() {
                 println!("no approvals {}", if all { "" } else { "waiting" });
             } else {
@@ -179,7 +179,7 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
             history(&*store, &mut one).await?;
             let v = approval_json(&one[0]);
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&v)?;
             } else {
                 let a = &one[0];
                 println!("approval {} ({})", a.id, a.status);
@@ -193,11 +193,7 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                     "  needs     {} of {} ({}){}; expires {} (then {})",
                     a.approvals(),
                     a.terms.quorum,
-                    if a.terms.approvers.is_empty() {
-                        "responder or admin".to_owned()
-                    } else {
-                        a.terms.approvers.join(", ")
-                    },
+                    joined_or(&a.terms.approvers, "responder or admin"),
                     if a.terms.separation {
                         ", separation of duties"
                     } else {

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, print_json};
 use anyhow::{Context, Result};
 use belay_store::Synchronous;
 use clap::ValueEnum;
@@ -83,7 +83,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     )
     .await?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        print_json(&r)?;
     } else {
         println!("store:        {}", r.store);
         println!(

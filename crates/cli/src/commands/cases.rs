@@ -3,7 +3,7 @@
 //! Read-only: it never opens, edits or closes a case (playbooks do, through `case.*`).
 
 use crate::context::Ctx;
-use crate::output::{Format, ListArgs, ShowArgs};
+use crate::output::{Format, ListArgs, ShowArgs, print_json};
 use anyhow::{Result, bail};
 use belay_model::{CaseEntryKind, CaseFile, CaseStatus, ms_to_rfc3339};
 use belay_store::Store;
@@ -27,7 +27,7 @@ pub async fn run(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
         CasesCommand::List(ListArgs { all, format }) => {
             let list = store.cases((!all).then_some(CaseStatus::Open)).await?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                print_json(&list)?;
             } else if list.is_empty() {
                 println!("no {}cases", if all { "" } else { "open " });
             } else {
@@ -49,7 +49,7 @@ pub async fn run(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
             };
             let full = case_json(&*store, &file).await?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&full)?);
+                print_json(&full)?;
             } else {
                 print_case(&full);
             }

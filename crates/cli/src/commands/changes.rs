@@ -3,7 +3,7 @@
 //! Read-only: undoing changes is `belay rollback`.
 
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, print_json};
 use anyhow::Result;
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -29,7 +29,7 @@ async fn list(ctx: &Ctx, run: Option<String>, format: Format) -> Result<ExitCode
     let store = ctx.store().await?;
     let changes = store.changes(run.as_deref()).await?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&changes)?);
+        print_json(&changes)?;
     } else {
         println!(
             "{:<38} {:<18} {:<22} {:<20} {:<9} ALLOWED BY",

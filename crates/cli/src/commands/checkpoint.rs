@@ -5,7 +5,7 @@
 
 use crate::actor::known_user;
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, print_json};
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, command: CheckpointCommand) -> Result<ExitCode> {
         CheckpointCommand::List { format } => {
             let cps = store.checkpoints().await?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&cps)?);
+                print_json(&cps)?;
             } else {
                 for c in cps {
                     println!(

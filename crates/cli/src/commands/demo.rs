@@ -9,6 +9,7 @@
 
 use crate::context::{Ctx, Global};
 use crate::labenv::{LabEnv, Options};
+use crate::output::joined_or;
 use anyhow::{Context, Result, bail};
 use belay_engine::Engine;
 use belay_engine::approvals::Directory;
@@ -409,11 +410,10 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
         .collect();
     println!(
         "  real components: {}",
-        if real.is_empty() {
-            "none usable here (SaaS simulators and stand-ins only)".to_owned()
-        } else {
-            real.join(", ")
-        }
+        joined_or(
+            &real,
+            "none usable here (SaaS simulators and stand-ins only)"
+        )
     );
     println!("  finished in {:.1}s", started.elapsed().as_secs_f64());
     env.stop().await;

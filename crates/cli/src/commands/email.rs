@@ -5,6 +5,7 @@
 //! gives the same event id, acknowledged as a duplicate.
 
 use crate::context::{Ctx, resume_in_background};
+use crate::output::print_json;
 use anyhow::{Context, Result, anyhow, bail};
 use belay_mail::source::{Files, Imap, ImapConfig, Maildir, Source};
 use belay_mail::{ParseOptions, parse_with, to_event};
@@ -120,7 +121,7 @@ fn parse(file: &str, unwrap: bool, own_relays: Vec<IpNet>) -> Result<ExitCode> {
     let out = belay_mail::Email::new(own_relays)
         .parse_action(&input)
         .map_err(|e| anyhow!("{file}: {e}"))?;
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    print_json(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

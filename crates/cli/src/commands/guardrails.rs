@@ -4,7 +4,7 @@
 //! It only asks: it never plans, holds or applies a change.
 
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, print_json};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -75,7 +75,7 @@ pub async fn run(ctx: &Ctx, command: GuardrailsCommand) -> Result<ExitCode> {
                 },
             );
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&verdicts)?);
+                print_json(&verdicts)?;
             } else if verdicts.is_empty() {
                 println!(
                     "no guardrail governs `{action}` (loaded from {})",

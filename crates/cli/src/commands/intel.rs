@@ -4,7 +4,7 @@
 //! `intel.update` event goes to the engine exactly like an ingested event.
 
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, print_json};
 use anyhow::{Context, Result, anyhow, bail};
 use belay_intel::import::{ImportOptions, Phase, Progress};
 use belay_intel::parse::csv::CsvOptions;
@@ -279,7 +279,7 @@ pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
             .await
             .context("the lookup task ended abnormally")??;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&found)?);
+                print_json(&found)?;
             } else if !found.found {
                 println!("{} ({}): not listed by any feed", found.value, found.kind);
             } else {
@@ -371,7 +371,7 @@ pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
             .await
             .context("the benchmark task ended abnormally")??;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                print_json(&r)?;
             } else {
                 println!(
                     "import:   {} indicators in {:.2}s (index built in {:.2}s)",

@@ -2,7 +2,7 @@
 //! look-up of one stored event. Flags → `belay_logs` and the engine; no parsing logic here.
 
 use crate::context::{Ctx, resume_in_background};
-use crate::output::Format;
+use crate::output::{Format, joined_or, print_json};
 use anyhow::{Context, Result, bail};
 use belay_engine::Engine;
 use belay_logs::{Batch, Listener, ListenerConfig, Normalizer, Stats};
@@ -101,7 +101,7 @@ pub async fn run(ctx: &Ctx, command: LogsCommand) -> Result<ExitCode> {
             let store = ctx.store().await?;
             match store.get_event(&id).await? {
                 Some(e) => {
-                    println!("{}", serde_json::to_string_pretty(&e)?);
+                    print_json(&e)?;
                     Ok(ExitCode::SUCCESS)
                 }
                 None => {
@@ -180,11 +180,7 @@ fn parse(files: &[PathBuf], format: Format) -> Result<ExitCode> {
     let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
     eprintln!(
         "{total} event(s): {}; {parse_errors} line(s) with a parse error",
-        if by_kind.is_empty() {
-            "none".into()
-        } else {
-            by_kind.join(", ")
-        }
+        joined_or(&by_kind, "none")
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 //! It never applies a change: every run it starts is a dry run.
 
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, print_json};
 use crate::paths::parent_dir;
 use anyhow::{Context, Result, anyhow};
 use belay_engine::replay::ReplayReport;
@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         report.push(engine.replay(&pb, event).await?);
     }
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
     } else {
         for e in &report.events {
             let Some(run) = &e.run else {

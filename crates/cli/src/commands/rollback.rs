@@ -5,7 +5,7 @@
 
 use crate::actor::known_user;
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, print_json};
 use anyhow::{Context, Result, bail};
 use belay_playbook::PlaybookSet;
 use std::process::ExitCode;
@@ -79,7 +79,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     )
     .await?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
     } else {
         for i in &report.items {
             let o = serde_json::to_value(i.outcome)?

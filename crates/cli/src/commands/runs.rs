@@ -3,7 +3,7 @@
 //! Read-only: it never starts, resumes or changes a run.
 
 use crate::context::Ctx;
-use crate::output::{Format, ShowArgs, print_report};
+use crate::output::{Format, ShowArgs, print_json, print_report};
 use anyhow::{Result, anyhow};
 use belay_engine::RunReport;
 use belay_model::RunStatus;
@@ -51,7 +51,7 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
                 })
                 .await?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
+                print_json(&runs)?;
             } else {
                 println!(
                     "{:<38} {:<24} {:<17} {:<24} EVENT",

@@ -5,7 +5,7 @@
 
 use crate::actor::known_user;
 use crate::context::Ctx;
-use crate::output::Format;
+use crate::output::{Format, print_json};
 use crate::paths::playbook_dir;
 use anyhow::{Context, Result, anyhow};
 use belay_engine::trust::Thresholds;
@@ -55,7 +55,7 @@ pub async fn run(ctx: &Ctx, command: TrustCommand) -> Result<ExitCode> {
             }
             let report = belay_engine::trust::report(&engine, &t).await?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                print_json(&report)?;
             } else {
                 for r in &report {
                     println!(

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 #[allow(unused_imports)] // each test binary uses a different part
-pub use belay_testkit::cli::{assert_contains_all, json, json_lines, text};
+pub use belay_testkit::cli::{
+    assert_contains_all, assert_text_contains, json, json_lines, str_of, text,
+};
 
 /// The `belay` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_belay");
@@ -32,4 +34,31 @@ pub fn run_on(dir: &Path, playbook: &str, event: &serde_json::Value, args: &[&st
 /// `belay ARGS` in `dir`, with the data directory `dir/data` and no inherited settings.
 pub fn belay(dir: &Path, args: &[&str]) -> Output {
     command(dir).args(args).output().expect("belay runs")
+}
+
+/// A guarded playbook `name`, run on `event` events, that adds every address of the event to
+/// the block list `egress` in one step `block`; the step goes on with `step_extra`.
+pub fn block_every_ip(name: &str, event: &str, step_extra: &str) -> String {
+    let steps = r#"trust: guarded
+steps:
+  - id: block
+    action: blocklist.add
+    for_each: ${{ event.observables.ips }}
+    with: { list: egress, entry: "${{ item }}" }
+"#;
+    format!("name: {name}\non: {{ event: {event} }}\n{steps}{step_extra}")
+}
+
+/// The entries of the block list `egress` in `dir`'s data directory (none when it has none).
+pub fn listed(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("data/lists/egress.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Writes `text` to the file `name` in `dir`.
+pub fn write_file(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("writing {name}: {e}"));
 }

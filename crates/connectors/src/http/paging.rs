@@ -4,10 +4,11 @@
 //! (allow-list, auth, retries).
 
 use super::Http;
-use super::render::{drop_nulls, kind_of, pairs};
+use super::render::{drop_nulls, pairs};
 use super::spec::{self, ActionMap, Next, Poll, RequestSpec};
 use super::transport::message_of;
 use crate::{ActionError, ErrorKind};
+use belay_playbook::describe_value;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -122,7 +123,7 @@ impl Http {
                 ErrorKind::Permanent,
                 format!(
                     "a page's `{pointer}` should be a list, found {}",
-                    kind_of(other)
+                    describe_value(other)
                 ),
             )),
         }

@@ -7,7 +7,7 @@ use super::Http;
 use super::spec::{ActionMap, RequestSpec};
 use crate::{ActionError, ErrorKind};
 use belay_playbook::expr::Part;
-use belay_playbook::{Template, context_value};
+use belay_playbook::{Template, context_value, describe_value};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Url;
 use serde_json::{Map, Value, json};
@@ -44,7 +44,7 @@ impl Http {
                                 format!(
                                     "path: `{}` must be text or a number, found {}",
                                     e.source,
-                                    kind_of(&other)
+                                    describe_value(&other)
                                 ),
                             ));
                         }
@@ -107,17 +107,6 @@ impl Http {
             ctx["status"] = json!(status);
         }
         context_value(&ctx)
-    }
-}
-
-pub(super) fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "text",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
     }
 }
 

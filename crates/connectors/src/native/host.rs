@@ -34,6 +34,18 @@ pub(crate) fn spawn_logged(
         .map_err(|e| format!("cannot start {name}: {e}"))
 }
 
+/// The error of the daemon `name` that did not start: why waiting for it failed (`Ok(false)`:
+/// it exited) and the last five lines of its `log`, newest first.
+pub(crate) fn did_not_start(name: &str, waited: Result<bool, String>, log: &Path) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+    format!(
+        "{name} did not start: {} ({})",
+        waited.err().unwrap_or_else(|| "it exited".into()),
+        tail.join(" | ")
+    )
+}
+
 /// Runs `ip ARGS` (network namespaces and links for the sandboxes).
 pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("ip")

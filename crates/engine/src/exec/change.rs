@@ -11,7 +11,7 @@ use belay_model::{
     ChangeRecord, ChangeStatus, Decision, StepRecord, StepStatus, TrustLevel, now_ms,
 };
 use belay_playbook::{ActionSpec, Step};
-use belay_store::{Write, Written};
+use belay_store::{FinishedChange, Write, Written};
 use serde_json::{Value, json};
 
 impl RunState {
@@ -48,11 +48,7 @@ impl RunState {
         }
         let conn = match self.connector(&spec.name) {
             Ok(c) => c,
-            Err(m) => {
-                rec.status = StepStatus::Failed;
-                rec.error = Some(m);
-                return self.finish(rec).await;
-            }
+            Err(m) => return self.fail(rec, m).await,
         };
         rec.decision = Decision::Apply;
         let mut allowed_by = match self.batch_allowed.get(&step.id) {
@@ -186,13 +182,13 @@ impl RunState {
             }
         };
         rec.finished_at = Some(now_ms());
-        self.queue(Write::FinishChange {
+        self.queue(Write::FinishChange(FinishedChange {
             step: rec.clone(),
             change_id: journaled.id.clone(),
             status,
             after,
             error,
-        });
+        }));
         let outcome = match rec.status {
             StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
             s => Outcome::Done {

@@ -4,15 +4,14 @@
 //! or denied whole, as the same items given to the action directly are. A person's approval of
 //! the held fan-out covers the children's batch counts. It never applies anything.
 
-use super::approval_gate::{Gate, Request};
+use super::approval_gate::Gate;
 use super::{Outcome, RunState};
 use crate::Result;
 use crate::guard::{Guardrail, OnViolation, Verdict};
-use belay_model::{Decision, StepStatus, TrustLevel, change_hash, now_ms};
-use belay_playbook::{ActionKind, Call, Playbook, Step, context_value};
+use belay_model::{Decision, StepStatus, TrustLevel, now_ms};
+use belay_playbook::{ActionKind, Call, Playbook, Step};
 use belay_store::Write;
 use minijinja::Value as MjValue;
-use serde_json::{Value, json};
 
 /// Deepest chain of sub-playbooks followed when counting (lint rejects cycles).
 const MAX_DEPTH: usize = 8;
@@ -34,25 +33,7 @@ impl RunState {
         if trust == TrustLevel::Shadow || self.tree_allowed.is_some() {
             return Ok(None);
         }
-        let mut planned: Vec<(String, Option<i64>, Value)> = Vec::new();
-        match &step.for_each {
-            None => {
-                if let Ok(w) = step.with.render(ctx) {
-                    planned.push((step.id.clone(), None, w));
-                }
-            }
-            Some(f) => {
-                if let Ok(Value::Array(items)) = f.render(ctx) {
-                    for (i, item) in items.iter().enumerate() {
-                        let ictx = minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
-                        if let Ok(w) = step.with.render(&ictx) {
-                            planned.push((format!("{}[{i}]", step.id), Some(i as i64), w));
-                        }
-                    }
-                }
-            }
-        }
-        planned.retain(|(key, _, _)| !self.prior.get(key).is_some_and(|r| r.status.is_final()));
+        let planned = self.planned(step, ctx);
         if planned.is_empty() {
             return Ok(None);
         }
@@ -81,13 +62,8 @@ impl RunState {
             });
         }
         let action = format!("playbook:{child}");
-        let batch_key = format!("{}#batch", step.id);
-        let batch: Value = planned
-            .iter()
-            .map(|(k, _, w)| json!({ "key": k, "with": w }))
-            .collect();
-        let batch_hash = change_hash(&self.run.id, &self.pb.hash, &batch_key, &action, &batch);
-        match self.decided(step, &batch_key, &batch_hash).await? {
+        let batch = self.batch(step, &action, &planned);
+        match self.decided(step, &batch.key, &batch.hash).await? {
             Some(Gate::Proceed(by)) => {
                 self.batch_allowed.insert(step.id.clone(), by);
                 return Ok(None);
@@ -103,54 +79,21 @@ impl RunState {
         if verdicts.is_empty() {
             return Ok(None);
         }
-        let reason = verdicts
-            .iter()
-            .map(|v| format!("{}: {}", v.guardrail, v.reason))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let deny = verdicts.iter().any(|v| v.on_violation == OnViolation::Deny);
+        let violations: Vec<&Verdict> = verdicts.iter().collect();
+        let (deny, reason) = super::guard_gate::summary(&violations);
         if self.run.dry_run {
             // Nothing is held in a dry run: the children report what they would meet.
             return Ok(None);
         }
-        let violations: Vec<&Verdict> = verdicts.iter().collect();
-        for v in &violations {
-            self.queue(Write::Audit(belay_model::AuditDraft {
-                kind: "guardrail.violation".into(),
-                actor: format!("engine:{}", self.engine.store.worker_id()),
-                subject: self.run.id.clone(),
-                detail: json!({
-                    "step": step.id, "action": action, "guardrail": v.guardrail, "reason": v.reason,
-                    "on_violation": v.on_violation, "alert": v.alert,
-                }),
-            }));
-        }
+        self.audit_violations(step, &action, &violations, None);
         self.send_alerts(step, &action, &violations).await?;
         if deny {
             let message = format!("denied by guardrail — {reason}");
             return Ok(Some(self.deny_fan_out(step, seq, trust, planned, message)));
         }
-        let id = self.request_approval(Request {
-            step,
-            key: batch_key,
-            action: &action,
-            with: batch,
-            target: format!("{calls} call(s) of `{child}`"),
-            change_hash: batch_hash,
-            current_state: Value::Null,
-            verdicts: &verdicts,
-            reason: format!("held by guardrail — {reason}"),
-            trust,
-        });
-        let names = verdicts.iter().map(|v| v.guardrail.clone()).collect();
-        Ok(Some(self.hold_batch(
-            step,
-            seq,
-            trust,
-            planned,
-            &id,
-            Some((names, format!("held for a person by guardrail — {reason}"))),
-        )))
+        let target = format!("{calls} call(s) of `{child}`");
+        let request = batch.request(step, trust, &action, target, &verdicts, &reason);
+        Ok(Some(self.hold_for_person(request, seq, planned, &reason)))
     }
 
     /// Records every call of a denied fan-out as denied; no child run starts.
@@ -159,7 +102,7 @@ impl RunState {
         step: &Step,
         seq: i64,
         trust: TrustLevel,
-        planned: Vec<(String, Option<i64>, Value)>,
+        planned: Vec<super::guard_gate::Planned>,
         message: String,
     ) -> Outcome {
         for (key, item, with) in planned {

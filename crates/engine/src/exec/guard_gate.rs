@@ -6,6 +6,7 @@
 use super::approval_gate::{Gate, Request};
 use super::{Outcome, RunState};
 use crate::Result;
+use crate::guard::{OnViolation, Verdict};
 use belay_connector_api::Call as ConnectorCall;
 use belay_model::{Decision, StepStatus, TrustLevel, change_hash, now_ms};
 use belay_playbook::{ActionKind, ActionSpec, Call, Step, context_value};
@@ -13,6 +14,55 @@ use belay_store::Write;
 use minijinja::Value as MjValue;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+
+/// An item a step plans: its record's key, its `for_each` index and its rendered inputs.
+pub(super) type Planned = (String, Option<i64>, Value);
+
+/// A step's planned items as one batch a person decides on: its key (`STEP#batch`), each
+/// item's key and inputs, and its change hash.
+pub(super) struct Batch {
+    pub(super) key: String,
+    pub(super) with: Value,
+    pub(super) hash: String,
+}
+
+impl Batch {
+    /// The approval request of the batch after guardrails held it for `reason`: `action` on
+    /// `target` (a summary of the items' targets), whatever the step's trust.
+    pub(super) fn request<'a>(
+        self,
+        step: &'a Step,
+        trust: TrustLevel,
+        action: &'a str,
+        target: String,
+        verdicts: &'a [Verdict],
+        reason: &str,
+    ) -> Request<'a> {
+        Request {
+            step,
+            key: self.key,
+            action,
+            with: self.with,
+            target,
+            change_hash: self.hash,
+            current_state: Value::Null,
+            verdicts,
+            reason: format!("held by guardrail — {reason}"),
+            trust,
+        }
+    }
+}
+
+/// Whether any of `verdicts` denies, and each one's `guardrail: reason`, joined.
+pub(super) fn summary(verdicts: &[&Verdict]) -> (bool, String) {
+    let deny = verdicts.iter().any(|v| v.on_violation == OnViolation::Deny);
+    let reason = verdicts
+        .iter()
+        .map(|v| format!("{}: {}", v.guardrail, v.reason))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (deny, reason)
+}
 
 impl RunState {
     /// Checks a change step's planned changes (every item at once) against the guardrails;
@@ -44,28 +94,7 @@ impl RunState {
         if governing.is_empty() {
             return Ok(None);
         }
-        // The items this step would change, keyed as their records will be.
-        let mut planned: Vec<(String, Option<i64>, Value)> = Vec::new();
-        match &step.for_each {
-            None => {
-                if let Ok(w) = step.with.render(ctx) {
-                    planned.push((step.id.clone(), None, w));
-                }
-            }
-            Some(f) => {
-                if let Ok(Value::Array(items)) = f.render(ctx) {
-                    for (i, item) in items.iter().enumerate() {
-                        let ictx = minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
-                        if let Ok(w) = step.with.render(&ictx) {
-                            planned.push((format!("{}[{i}]", step.id), Some(i as i64), w));
-                        }
-                    }
-                }
-            }
-        }
-        // Items decided before a crash are not planned again; held ones are, so that a
-        // resumed run is checked (or its approved batch recognized) again.
-        planned.retain(|(key, _, _)| !self.prior.get(key).is_some_and(|r| r.status.is_final()));
+        let planned = self.planned(step, ctx);
         if planned.is_empty() {
             return Ok(None);
         }
@@ -75,15 +104,10 @@ impl RunState {
         let n = planned.len() as u64;
         let before = self.counts.reserve(&limits, n);
         // A person may have decided on this exact batch after a guardrail held it.
-        let batch_key = format!("{}#batch", step.id);
-        let batch: Value = planned
-            .iter()
-            .map(|(k, _, w)| json!({ "key": k, "with": w }))
-            .collect();
-        let batch_hash = change_hash(&self.run.id, &self.pb.hash, &batch_key, name, &batch);
+        let batch = self.batch(step, name, &planned);
         let mut decided: Option<(String, String)> = None;
         if trust != TrustLevel::Approve {
-            match self.decided(step, &batch_key, &batch_hash).await? {
+            match self.decided(step, &batch.key, &batch.hash).await? {
                 Some(Gate::Proceed(by)) => {
                     self.batch_allowed.insert(step.id.clone(), by);
                     return Ok(None);
@@ -130,16 +154,9 @@ impl RunState {
         }
         if self.run.dry_run {
             // Report what the guardrails would decide; hold nothing, record no approval.
-            let failed: Vec<&crate::guard::Verdict> = verdicts.iter().filter(|v| !v.pass).collect();
+            let failed: Vec<&Verdict> = verdicts.iter().filter(|v| !v.pass).collect();
             if !failed.is_empty() {
-                let deny = failed
-                    .iter()
-                    .any(|v| v.on_violation == crate::guard::OnViolation::Deny);
-                let reason = failed
-                    .iter()
-                    .map(|v| format!("{}: {}", v.guardrail, v.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let (deny, reason) = summary(&failed);
                 let decision = if deny {
                     Decision::GuardrailDeny
                 } else if trust == TrustLevel::Approve {
@@ -151,36 +168,17 @@ impl RunState {
             }
             return Ok(None);
         }
-        let violations: Vec<&crate::guard::Verdict> = verdicts
+        let violations: Vec<&Verdict> = verdicts
             .iter()
             .filter(|v| {
-                !v.pass
-                    && (trust != TrustLevel::Approve
-                        || v.on_violation == crate::guard::OnViolation::Deny)
+                !v.pass && (trust != TrustLevel::Approve || v.on_violation == OnViolation::Deny)
             })
             .collect();
         if violations.is_empty() {
             return Ok(None);
         }
-        let deny = violations
-            .iter()
-            .any(|v| v.on_violation == crate::guard::OnViolation::Deny);
-        let reason = violations
-            .iter()
-            .map(|v| format!("{}: {}", v.guardrail, v.reason))
-            .collect::<Vec<_>>()
-            .join("; ");
-        for v in &violations {
-            self.queue(Write::Audit(belay_model::AuditDraft {
-                kind: "guardrail.violation".into(),
-                actor: format!("engine:{}", self.engine.store.worker_id()),
-                subject: self.run.id.clone(),
-                detail: json!({
-                    "step": step.id, "action": name, "guardrail": v.guardrail, "reason": v.reason,
-                    "on_violation": v.on_violation, "alert": v.alert, "targets": targets,
-                }),
-            }));
-        }
+        let (deny, reason) = summary(&violations);
+        self.audit_violations(step, name, &violations, Some(&targets));
         self.send_alerts(step, name, &violations).await?;
         if deny {
             for (key, item, with) in planned {
@@ -200,39 +198,102 @@ impl RunState {
             ))));
         }
         // Held whole: one approval decides the whole batch.
-        let id = self.request_approval(Request {
-            step,
-            key: batch_key,
-            action: name,
-            with: batch,
-            target: summarize_targets(&targets),
-            change_hash: batch_hash,
-            current_state: Value::Null,
-            verdicts: &verdicts,
-            reason: format!("held by guardrail — {reason}"),
-            trust,
-        });
-        let names = verdicts.iter().map(|v| v.guardrail.clone()).collect();
-        Ok(Some(self.hold_batch(
-            step,
-            seq,
-            trust,
-            planned,
-            &id,
-            Some((names, format!("held for a person by guardrail — {reason}"))),
-        )))
+        let target = summarize_targets(&targets);
+        let request = batch.request(step, trust, name, target, &verdicts, &reason);
+        Ok(Some(self.hold_for_person(request, seq, planned, &reason)))
     }
 
-    /// Records every item of a held batch as held, waiting for approval `id`.
+    /// The items `step` would run, keyed as their records will be. Items decided before a
+    /// crash are not planned again; held ones are, so that a resumed run is checked (or its
+    /// approved batch recognized) again.
+    pub(super) fn planned(&self, step: &Step, ctx: &MjValue) -> Vec<Planned> {
+        let mut planned: Vec<Planned> = Vec::new();
+        match &step.for_each {
+            None => {
+                if let Ok(w) = step.with.render(ctx) {
+                    planned.push((step.id.clone(), None, w));
+                }
+            }
+            Some(f) => {
+                if let Ok(Value::Array(items)) = f.render(ctx) {
+                    for (i, item) in items.iter().enumerate() {
+                        let ictx = minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
+                        if let Ok(w) = step.with.render(&ictx) {
+                            planned.push((format!("{}[{i}]", step.id), Some(i as i64), w));
+                        }
+                    }
+                }
+            }
+        }
+        planned.retain(|(key, _, _)| !self.prior.get(key).is_some_and(|r| r.status.is_final()));
+        planned
+    }
+
+    /// What a person decides on when a step's planned items are held whole.
+    pub(super) fn batch(&self, step: &Step, action: &str, planned: &[Planned]) -> Batch {
+        let key = format!("{}#batch", step.id);
+        let with: Value = planned
+            .iter()
+            .map(|(k, _, w)| json!({ "key": k, "with": w }))
+            .collect();
+        let hash = change_hash(&self.run.id, &self.pb.hash, &key, action, &with);
+        Batch { key, with, hash }
+    }
+
+    /// Audits each violation of a step's planned `action` (with the targets, when known).
+    pub(super) fn audit_violations(
+        &mut self,
+        step: &Step,
+        action: &str,
+        violations: &[&Verdict],
+        targets: Option<&[String]>,
+    ) {
+        for v in violations {
+            let mut detail = json!({
+                "step": step.id, "action": action, "guardrail": v.guardrail, "reason": v.reason,
+                "on_violation": v.on_violation, "alert": v.alert,
+            });
+            if let Some(targets) = targets {
+                detail["targets"] = json!(targets);
+            }
+            self.queue(Write::Audit(belay_model::AuditDraft {
+                kind: "guardrail.violation".into(),
+                actor: format!("engine:{}", self.engine.store.worker_id()),
+                subject: self.run.id.clone(),
+                detail,
+            }));
+        }
+    }
+
+    /// Requests the approval of a batch guardrails held (for `reason`) and holds its planned
+    /// items until a person decides.
+    pub(super) fn hold_for_person(
+        &mut self,
+        request: Request<'_>,
+        seq: i64,
+        planned: Vec<Planned>,
+        reason: &str,
+    ) -> Outcome {
+        let (step, trust, verdicts) = (request.step, request.trust, request.verdicts);
+        let id = self.request_approval(request);
+        self.hold_batch(step, seq, trust, planned, &id, Some((verdicts, reason)))
+    }
+
+    /// Records every item of a held batch as held, waiting for approval `id`; when guardrails
+    /// held it (`violation`: their verdicts and reason), each item says so.
     pub(super) fn hold_batch(
         &mut self,
         step: &Step,
         seq: i64,
         trust: TrustLevel,
-        planned: Vec<(String, Option<i64>, Value)>,
+        planned: Vec<Planned>,
         id: &str,
-        violation: Option<(Vec<String>, String)>,
+        violation: Option<(&[Verdict], &str)>,
     ) -> Outcome {
+        let violation = violation.map(|(verdicts, reason)| {
+            let names: Vec<String> = verdicts.iter().map(|v| v.guardrail.clone()).collect();
+            (names, format!("held for a person by guardrail — {reason}"))
+        });
         for (key, item, with) in planned {
             if let Some(prior) = self.prior.get(&key).filter(|_| violation.is_none()) {
                 self.records.push(prior.clone());
@@ -261,7 +322,7 @@ impl RunState {
         step: &Step,
         spec: &ActionSpec,
         targets: &[String],
-    ) -> Result<Vec<crate::guard::Verdict>> {
+    ) -> Result<Vec<Verdict>> {
         let named: Vec<String> = step.guardrails.iter().map(|(g, _)| g.clone()).collect();
         let mut recent = HashMap::new();
         let mut baselines = HashMap::new();
@@ -309,7 +370,7 @@ impl RunState {
         &self,
         step: &Step,
         action: &str,
-        violations: &[&crate::guard::Verdict],
+        violations: &[&Verdict],
     ) -> Result<()> {
         let alerts: Vec<_> = violations
             .iter()
@@ -324,7 +385,7 @@ impl RunState {
             let input = json!({
                 "target": target,
                 "subject": format!("belay: guardrail {} {} {action}", v.guardrail,
-                    if v.on_violation == crate::guard::OnViolation::Deny { "denied" } else { "held" }),
+                    if v.on_violation == OnViolation::Deny { "denied" } else { "held" }),
                 "message": format!(
                     "Playbook {} (run {}), step {}: {}",
                     self.run.playbook, self.run.id, step.id, v.reason

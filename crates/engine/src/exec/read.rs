@@ -17,11 +17,7 @@ impl RunState {
         rec.decision = Decision::Read;
         let conn = match self.connector(&spec.name) {
             Ok(c) => c,
-            Err(m) => {
-                rec.status = StepStatus::Failed;
-                rec.error = Some(m);
-                return self.finish(rec).await;
-            }
+            Err(m) => return self.fail(rec, m).await,
         };
         let call = ConnectorCall {
             action: &spec.name,

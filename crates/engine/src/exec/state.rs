@@ -106,6 +106,13 @@ impl RunState {
         self.records.push(rec);
         Ok(Outcome::Failed(message))
     }
+    /// Finishes an item as failed with `message`.
+    pub(super) async fn fail(&self, mut rec: StepRecord, message: String) -> ItemResult {
+        rec.status = StepStatus::Failed;
+        rec.error = Some(message);
+        self.finish(rec).await
+    }
+
     /// Queues an item's final record and turns it into the item's outcome.
     pub(super) async fn finish(&self, mut rec: StepRecord) -> ItemResult {
         rec.finished_at = Some(now_ms());

@@ -5,7 +5,7 @@
 use super::{ItemResult, Outcome, RunState};
 use crate::Result;
 use belay_model::{Decision, StepStatus, now_ms};
-use belay_playbook::{Call, Step, context_value};
+use belay_playbook::{Call, Step, context_value, describe_value};
 use belay_store::Write;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -80,7 +80,10 @@ impl RunState {
                 return self.fail_early(step, seq, &step.id, None, msg).await;
             }
             Ok(other) => {
-                let msg = format!("`for_each` must give a list, it gave {}", kind_of(&other));
+                let msg = format!(
+                    "`for_each` must give a list, it gave {}",
+                    describe_value(&other)
+                );
                 return self.fail_early(step, seq, &step.id, None, msg).await;
             }
             Err(e) => {
@@ -166,17 +169,5 @@ impl RunState {
             status,
             output: Value::Array(out),
         })
-    }
-}
-
-/// What kind of value `for_each` gave, for its error message.
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "text",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
     }
 }

@@ -443,23 +443,15 @@ mod tests {
     #[test]
     fn domains_match_by_label_suffix() {
         let n = never(&[], &["crm.example.com"]);
-        assert!(n.violation(TargetType::Domain, "crm.example.com").is_some());
-        assert!(
-            n.violation(TargetType::Domain, "EU.CRM.example.com.")
-                .is_some()
-        );
-        assert!(
-            n.violation(TargetType::Domain, "notcrm.example.com")
-                .is_none()
-        );
-        assert!(
-            n.violation(TargetType::Url, "https://login.crm.example.com/x")
-                .is_some()
-        );
-        assert!(
-            n.violation(TargetType::Generic, ".crm.example.com")
-                .is_some()
-        );
+        for (kind, target, protected) in [
+            (TargetType::Domain, "crm.example.com", true),
+            (TargetType::Domain, "EU.CRM.example.com.", true),
+            (TargetType::Domain, "notcrm.example.com", false),
+            (TargetType::Url, "https://login.crm.example.com/x", true),
+            (TargetType::Generic, ".crm.example.com", true),
+        ] {
+            assert_eq!(n.violation(kind, target).is_some(), protected, "{target}");
+        }
     }
 
     #[test]

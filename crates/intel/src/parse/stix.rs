@@ -11,7 +11,7 @@
 //! (no `pattern_type`) are read the same way.
 
 use super::{Sink, rfc3339_ms};
-use crate::indicator::Kind;
+use crate::indicator::{Kind, shorten};
 use serde_json::Value;
 
 /// Why a document is not STIX at all.
@@ -87,19 +87,8 @@ fn indicator(obj: &Value, sink: &mut dyn Sink) {
                 sink.record(&value, Some(kind), valid_until);
             }
         }
-        Err(why) => sink.unsupported(format!("{id}: {why}: {}", clip(pattern))),
+        Err(why) => sink.unsupported(format!("{id}: {why}: {}", shorten(pattern, 200))),
     }
-}
-
-fn clip(s: &str) -> String {
-    if s.len() <= 200 {
-        return s.to_owned();
-    }
-    let mut end = 200;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[derive(Debug, PartialEq)]
@@ -200,30 +189,20 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
         let c = chars[i];
         match c {
             c if c.is_whitespace() => i += 1,
-            '[' => {
-                out.push(Token::Open);
-                i += 1;
-            }
-            ']' => {
-                out.push(Token::Close);
-                i += 1;
-            }
-            '(' => {
-                out.push(Token::LParen);
-                i += 1;
-            }
-            ')' => {
-                out.push(Token::RParen);
+            '[' | ']' | '(' | ')' | '=' => {
+                out.push(match c {
+                    '[' => Token::Open,
+                    ']' => Token::Close,
+                    '(' => Token::LParen,
+                    ')' => Token::RParen,
+                    _ => Token::Eq,
+                });
                 i += 1;
             }
             '\'' => {
                 let (lit, next) = string(&chars, i + 1)?;
                 out.push(Token::Str(lit));
                 i = next;
-            }
-            '=' => {
-                out.push(Token::Eq);
-                i += 1;
             }
             '!' | '<' | '>' => {
                 let mut op = c.to_string();

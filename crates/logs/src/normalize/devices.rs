@@ -3,34 +3,28 @@
 //!
 //! This module never matches lines itself: the rules do, and hand it their captures.
 
-use super::fields::{make, opt, push};
+use super::fields::{opt, push};
+use super::rules::Matched;
 use super::{Context, Normalizer};
 use belay_model::{Event, Observables, Severity};
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 impl Normalizer {
     /// The event for a rule of kind `network.new_device`, from its captures.
-    pub(super) fn new_device(
-        &self,
-        fields: Map<String, Value>,
-        mut data: Map<String, Value>,
-        time: DateTime<Utc>,
-        host: Option<&str>,
-        ctx: &Context,
-    ) -> Event {
-        let get = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+    pub(super) fn new_device(&self, mut m: Matched<'_>, ctx: &Context) -> Event {
+        let get = |k: &str| m.fields.get(k).and_then(Value::as_str).map(str::to_owned);
         let mac = get("mac").and_then(|m| normalize_mac(&m));
         let ip = get("ip").filter(|ip| ip.parse::<IpAddr>().is_ok());
         let hostname = get("hostname").filter(|h| !h.is_empty());
         let vendor = mac.as_deref().and_then(|m| self.vendor(m));
-        data.insert("mac".into(), opt(mac.clone()));
-        data.insert("ip".into(), opt(ip.clone()));
-        data.insert("hostname".into(), opt(hostname.clone()));
-        data.insert("vendor".into(), opt(vendor));
-        data.insert("observer".into(), opt(host.map(str::to_owned)));
+        m.data.insert("mac".into(), opt(mac.clone()));
+        m.data.insert("ip".into(), opt(ip.clone()));
+        m.data.insert("hostname".into(), opt(hostname.clone()));
+        m.data.insert("vendor".into(), opt(vendor));
+        m.data
+            .insert("observer".into(), opt(m.host.map(str::to_owned)));
         for k in ["interface", "observation", "previous_mac", "what"] {
             if let Some(v) = get(k) {
                 let v = if k == "previous_mac" {
@@ -38,7 +32,7 @@ impl Normalizer {
                 } else {
                     v
                 };
-                data.insert(k.into(), Value::from(v));
+                m.data.insert(k.into(), Value::from(v));
             }
         }
         let mut obs = Observables::default();
@@ -55,7 +49,7 @@ impl Normalizer {
             Some("arpwatch_bogon") | Some("arpwatch_address_change") => Severity::Medium,
             _ => Severity::Low,
         };
-        make("network.new_device", time, severity, obs, data, None, ctx)
+        m.event("network.new_device", severity, obs, ctx)
     }
 
     /// The organization owning a MAC's OUI in the embedded table, or a note for locally

@@ -54,6 +54,19 @@ pub(super) fn opt(v: Option<String>) -> Value {
     v.map_or(Value::Null, Value::from)
 }
 
+/// The event of a record no rule recognized: low severity, no observables, received now.
+pub(super) fn unrecognized(kind: &str, data: Map<String, Value>, ctx: &Context) -> Event {
+    make(
+        kind,
+        ctx.received,
+        Severity::Low,
+        Observables::default(),
+        data,
+        None,
+        ctx,
+    )
+}
+
 /// The event: `id` when given and printable (at most 256 bytes), else a new one.
 pub(super) fn make(
     kind: &str,

@@ -24,7 +24,7 @@ pub use rules::RulesError;
 use crate::syslog;
 use belay_model::{Event, Observables, Severity};
 use chrono::{DateTime, Utc};
-use fields::{make, push};
+use fields::{make, push, unrecognized};
 use regex::Regex;
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, LazyLock};
@@ -179,15 +179,7 @@ impl Normalizer {
         }
         let mut data = base;
         data.insert("message".into(), Value::from(text));
-        make(
-            "syslog.message",
-            ctx.received,
-            Severity::Low,
-            Observables::default(),
-            data,
-            None,
-            ctx,
-        )
+        unrecognized("syslog.message", data, ctx)
     }
 
     /// CommonSecurityLog DLP records; anything else becomes `log.json`.
@@ -209,15 +201,7 @@ impl Normalizer {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        make(
-            "log.json",
-            ctx.received,
-            Severity::Low,
-            Observables::default(),
-            data,
-            None,
-            ctx,
-        )
+        unrecognized("log.json", data, ctx)
     }
 }
 

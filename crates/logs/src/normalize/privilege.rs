@@ -4,11 +4,11 @@
 //!
 //! This module never matches lines itself: the rules do, and hand it their captures.
 
-use super::fields::{make, opt, push};
+use super::fields::{opt, push};
+use super::rules::Matched;
 use super::{Context, Normalizer};
 use belay_model::{Event, Observables, Severity};
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 impl Normalizer {
     /// Whether `group` (optionally `DOMAIN\group`) is one of the privileged groups of the rules.
@@ -18,15 +18,8 @@ impl Normalizer {
     }
 
     /// The event for a rule of kind `auth.privilege_change`, from its captures.
-    pub(super) fn privilege_change(
-        &self,
-        fields: Map<String, Value>,
-        mut data: Map<String, Value>,
-        time: DateTime<Utc>,
-        host: Option<&str>,
-        ctx: &Context,
-    ) -> Event {
-        let get = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+    pub(super) fn privilege_change(&self, mut m: Matched<'_>, ctx: &Context) -> Event {
+        let get = |k: &str| m.fields.get(k).and_then(Value::as_str).map(str::to_owned);
         let action = get("action").unwrap_or_else(|| "added".into());
         let user = get("user");
         // A new user's primary group is known by number only.
@@ -35,15 +28,15 @@ impl Normalizer {
         let actor = get("actor");
         let privileged = group.as_deref().is_some_and(|g| self.is_privileged(g))
             || (action == "user_created" && gid.as_deref() == Some("0"));
-        data.insert("action".into(), Value::from(action.clone()));
-        data.insert("user".into(), opt(user.clone()));
-        data.insert("group".into(), opt(group.clone()));
-        data.insert("actor".into(), opt(actor));
-        data.insert("host".into(), opt(host.map(str::to_owned)));
-        data.insert("privileged".into(), Value::Bool(privileged));
+        m.data.insert("action".into(), Value::from(action.clone()));
+        m.data.insert("user".into(), opt(user.clone()));
+        m.data.insert("group".into(), opt(group.clone()));
+        m.data.insert("actor".into(), opt(actor));
+        m.data.insert("host".into(), opt(m.host.map(str::to_owned)));
+        m.data.insert("privileged".into(), Value::Bool(privileged));
         for k in ["uid", "gid"] {
             if let Some(v) = get(k) {
-                data.insert(k.into(), Value::from(v));
+                m.data.insert(k.into(), Value::from(v));
             }
         }
         let mut obs = Observables::default();
@@ -52,19 +45,11 @@ impl Normalizer {
                 push(&mut obs.users, u);
             }
         }
-        if let Some(h) = host {
+        if let Some(h) = m.host {
             push(&mut obs.hosts, h);
         }
         let severity = privilege_severity(&action, privileged);
-        make(
-            "auth.privilege_change",
-            time,
-            severity,
-            obs,
-            data,
-            None,
-            ctx,
-        )
+        m.event("auth.privilege_change", severity, obs, ctx)
     }
 }
 

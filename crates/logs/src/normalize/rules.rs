@@ -171,28 +171,46 @@ impl Normalizer {
         data.insert("rule".into(), Value::from(rule.id.clone()));
         data.insert("program".into(), Value::from(program));
         data.insert("message".into(), Value::from(message));
-        match rule.kind.as_str() {
-            "auth.privilege_change" => Some(self.privilege_change(fields, data, time, host, ctx)),
-            "network.new_device" => Some(self.new_device(fields, data, time, host, ctx)),
+        let mut m = Matched {
+            fields,
+            data,
+            time,
+            host,
+        };
+        Some(match rule.kind.as_str() {
+            "auth.privilege_change" => self.privilege_change(m, ctx),
+            "network.new_device" => self.new_device(m, ctx),
             _ => {
-                for (k, v) in fields {
-                    data.insert(k, v);
-                }
                 let mut obs = Observables::default();
                 if let Some(h) = host {
                     push(&mut obs.hosts, h);
                 }
-                Some(make(
-                    &rule.kind,
-                    time,
-                    Severity::Medium,
-                    obs,
-                    data,
-                    None,
-                    ctx,
-                ))
+                m.data.extend(std::mem::take(&mut m.fields));
+                m.event(&rule.kind, Severity::Medium, obs, ctx)
             }
-        }
+        })
+    }
+}
+
+/// What a rule that matched a line hands the code of its kind: the fields it captured (and
+/// set), the event data so far, the line's time and host.
+pub(super) struct Matched<'a> {
+    pub(super) fields: Map<String, Value>,
+    pub(super) data: Map<String, Value>,
+    pub(super) time: DateTime<Utc>,
+    pub(super) host: Option<&'a str>,
+}
+
+impl Matched<'_> {
+    /// The event of kind `kind` for the matched line: its data so far, at its time.
+    pub(super) fn event(
+        self,
+        kind: &str,
+        severity: Severity,
+        observables: Observables,
+        ctx: &Context,
+    ) -> Event {
+        make(kind, self.time, severity, observables, self.data, None, ctx)
     }
 }
 

@@ -36,14 +36,13 @@ pub(super) async fn migrate(
     .await
     .map_err(db_err("waiting for the migration lock"))?;
     if let Some(schema) = schema {
-        let exists: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-                &[&schema],
-            )
-            .await
-            .map_err(db_err("looking up the schema"))
-            .and_then(|r| get(&r, 0, "looking up the schema"))?;
+        let exists: bool = scalar(
+            &tx,
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+            "looking up the schema",
+        )
+        .await?;
         if !exists {
             tx.batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {}",
@@ -54,11 +53,13 @@ pub(super) async fn migrate(
         }
     }
     // Checked first so that a role without CREATE rights can use an up-to-date schema.
-    let has_table: bool = tx
-        .query_one("SELECT to_regclass('belay_schema') IS NOT NULL", &[])
-        .await
-        .map_err(db_err("reading the schema version"))
-        .and_then(|r| get(&r, 0, "reading the schema version"))?;
+    let has_table: bool = scalar(
+        &tx,
+        "SELECT to_regclass('belay_schema') IS NOT NULL",
+        &[],
+        "reading the schema version",
+    )
+    .await?;
     if !has_table {
         tx.batch_execute(
             "CREATE TABLE belay_schema (version INT PRIMARY KEY, applied_at BIGINT NOT NULL)",
@@ -66,11 +67,13 @@ pub(super) async fn migrate(
         .await
         .map_err(db_err("creating the schema version table"))?;
     }
-    let version: i32 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM belay_schema", &[])
-        .await
-        .map_err(db_err("reading the schema version"))
-        .and_then(|r| get(&r, 0, "reading the schema version"))?;
+    let version: i32 = scalar(
+        &tx,
+        "SELECT COALESCE(MAX(version), 0) FROM belay_schema",
+        &[],
+        "reading the schema version",
+    )
+    .await?;
     let known = MIGRATIONS.len() as i32;
     if version > known {
         return Err(StoreError::Database {
@@ -92,4 +95,15 @@ pub(super) async fn migrate(
     tx.commit()
         .await
         .map_err(db_err("committing the migration"))
+}
+
+/// The one value the one row of `sql` gives.
+async fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    context: &'static str,
+) -> Result<T> {
+    let row = tx.query_one(sql, params).await.map_err(db_err(context))?;
+    get(&row, 0, context)
 }

@@ -9,15 +9,14 @@ use super::write::{NOW_MS, append_audit, insert_run, put_step};
 use crate::audit;
 use crate::rows::{CHANGE_COLS, RUN_COLS};
 use crate::{
-    Accepted, ApprovalFilter, ChangeHistory, Counts, Cursor, Incoming, Result, RunFilter, StatRow,
-    Store, StoreError,
+    Accepted, ApprovalFilter, ChangeHistory, Counts, Cursor, FinishedChange, Incoming, Result,
+    RunFilter, StatRow, Store, StoreError,
 };
 use async_trait::async_trait;
 use belay_model::{
     ApprovalRecord, AuditDraft, AuditEntry, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus,
     ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord, now_ms,
 };
-use serde_json::Value;
 use tokio_postgres::types::Json;
 
 #[async_trait]
@@ -312,15 +311,16 @@ impl Store for PgStore {
         Ok(stored)
     }
 
-    async fn finish_change(
-        &self,
-        step: &StepRecord,
-        change_id: &str,
-        status: ChangeStatus,
-        after: &Value,
-        error: Option<&str>,
-    ) -> Result<()> {
+    async fn finish_change(&self, change: &FinishedChange) -> Result<()> {
         const C: &str = "recording a change outcome";
+        let FinishedChange {
+            step,
+            change_id,
+            status,
+            after,
+            error,
+        } = change;
+        let error = error.as_deref();
         let mut client = self.conn().await?;
         let tx = client.transaction().await.map_err(db_err(C))?;
         let stmt = tx
@@ -329,7 +329,7 @@ impl Store for PgStore {
             .map_err(db_err(C))?;
         tx.execute(
             &stmt,
-            &[&change_id, &status.as_str(), after, &error, &now_ms()],
+            &[change_id, &status.as_str(), after, &error, &now_ms()],
         )
         .await
         .map_err(db_err(C))?;
@@ -339,7 +339,7 @@ impl Store for PgStore {
             vec![audit::change_finished(
                 &self.worker,
                 change_id,
-                status,
+                *status,
                 after,
                 error,
                 step,

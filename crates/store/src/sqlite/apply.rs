@@ -141,26 +141,17 @@ impl Writer {
                     c.execute("UPDATE runs SET lease_until = 0 WHERE owner = ?1 AND status IN ('pending', 'running')", [owner])
                         .map_err(db_err("releasing a dead worker's runs"))?;
                 }
-                let mut stmt = c
-                    .prepare_cached(&format!(
+                claim(
+                    c,
+                    &format!(
                         "UPDATE runs SET owner = ?1, lease_until = ?2 WHERE id IN (\
                            SELECT id FROM runs WHERE status IN ('pending', 'running') AND parent_run IS NULL \
                            AND (owner IS NULL OR owner = ?1 OR lease_until IS NULL OR lease_until < ?3) \
                            ORDER BY created_at LIMIT ?4) RETURNING {RUN_COLS}"
-                    ))
-                    .map_err(db_err("claiming runs"))?;
-                let rows = stmt
-                    .query_map(
-                        params![self.worker, now + self.lease_ms, now, *limit as i64],
-                        run_from_row,
-                    )
-                    .map_err(db_err("claiming runs"))?;
-                let mut runs = Vec::new();
-                for r in rows {
-                    runs.push(r.map_err(db_err("claiming runs"))??);
-                }
-                runs.sort_by_key(|r| r.created_at);
-                Ok(Reply::Runs(runs))
+                    ),
+                    params![self.worker, now + self.lease_ms, now, *limit as i64],
+                    "claiming runs",
+                )
             }
             Op::Audit(drafts) => {
                 entries.extend(drafts.iter().map(Cow::Borrowed));
@@ -274,27 +265,16 @@ impl Writer {
                 Ok(Reply::Flag(n > 0))
             }
             Op::Case(op) => crate::cases::sqlite_apply(c, op).map(Reply::Case),
-            Op::ClaimReleased(limit) => {
-                let mut stmt = c
-                    .prepare_cached(&format!(
-                        "UPDATE runs SET owner = ?1, lease_until = ?2 WHERE id IN (\
+            Op::ClaimReleased(limit) => claim(
+                c,
+                &format!(
+                    "UPDATE runs SET owner = ?1, lease_until = ?2 WHERE id IN (\
                            SELECT id FROM runs WHERE status = 'pending' AND parent_run IS NULL AND owner IS NULL \
                            ORDER BY created_at LIMIT ?3) RETURNING {RUN_COLS}"
-                    ))
-                    .map_err(db_err("claiming released runs"))?;
-                let rows = stmt
-                    .query_map(
-                        params![self.worker, now + self.lease_ms, *limit as i64],
-                        run_from_row,
-                    )
-                    .map_err(db_err("claiming released runs"))?;
-                let mut runs = Vec::new();
-                for r in rows {
-                    runs.push(r.map_err(db_err("claiming released runs"))??);
-                }
-                runs.sort_by_key(|r| r.created_at);
-                Ok(Reply::Runs(runs))
-            }
+                ),
+                params![self.worker, now + self.lease_ms, *limit as i64],
+                "claiming released runs",
+            ),
             Op::Renew => {
                 let n = c
                     .prepare_cached("UPDATE runs SET lease_until = ?2 WHERE owner = ?1 AND status IN ('pending', 'running')")
@@ -335,6 +315,26 @@ impl Writer {
             .map_err(db_err("storing a run"))
             .map(|n| n > 0)
     }
+}
+
+/// Runs a claiming statement (an `UPDATE` returning the run columns): the runs it claimed,
+/// oldest first.
+fn claim(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    context: &'static str,
+) -> Result<Reply> {
+    let mut stmt = c.prepare_cached(sql).map_err(db_err(context))?;
+    let rows = stmt
+        .query_map(params, run_from_row)
+        .map_err(db_err(context))?;
+    let mut runs = Vec::new();
+    for r in rows {
+        runs.push(r.map_err(db_err(context))??);
+    }
+    runs.sort_by_key(|r| r.created_at);
+    Ok(Reply::Runs(runs))
 }
 
 /// Journals a change unless its idempotency key exists; returns the existing change if so.

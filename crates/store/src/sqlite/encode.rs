@@ -163,30 +163,24 @@ pub(super) fn encode(actor: &str, w: Write) -> Result<Encoded> {
             let (row, d) = change_row(actor, &c)?;
             (WriteRow::BeginChange(row, None), Some(d), Some(c))
         }
-        Write::FinishChange {
-            step,
-            change_id,
-            status,
-            after,
-            error,
-        } => {
-            let step = StepRow::new(step);
-            let after = to_text(&after);
+        Write::FinishChange(c) => {
+            let step = StepRow::new(c.step);
+            let after = to_text(&c.after);
             let d = audit::prepared::change_finished(
                 actor,
-                &change_id,
-                status,
+                &c.change_id,
+                c.status,
                 &text_hash(&after),
-                error.as_deref(),
+                c.error.as_deref(),
                 &step.rec,
                 &text_hash(&step.output),
             );
             let row = WriteRow::FinishChange {
                 step,
-                change_id,
-                status,
+                change_id: c.change_id,
+                status: c.status,
                 after,
-                error,
+                error: c.error,
             };
             (row, Some(d), None)
         }

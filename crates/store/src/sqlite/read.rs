@@ -34,17 +34,35 @@ fn all_bodies<T: serde::de::DeserializeOwned>(
 }
 
 /// The JSON document in the `body` column of the row `sql` selects by id, decoded.
-pub(super) fn one_body<T: serde::de::DeserializeOwned>(
-    c: &Connection,
-    sql: &str,
+async fn body_by_id<T: serde::de::DeserializeOwned + Send + 'static>(
+    s: &SqliteStore,
+    sql: &'static str,
     id: &str,
     context: &'static str,
 ) -> Result<Option<T>> {
-    let body: Option<String> = c
-        .prepare_cached(sql)
-        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-        .map_err(db_err(context))?;
-    body.map(|b| from_text(&b, context)).transpose()
+    let id = id.to_owned();
+    s.read(move |c| {
+        let body: Option<String> = c
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+            .map_err(db_err(context))?;
+        body.map(|b| from_text(&b, context)).transpose()
+    })
+    .await
+}
+
+/// Every row `sql` selects with `params`, each decoded by `row`; `context` names the query in
+/// errors.
+fn query_all<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<Result<T>>,
+    context: &'static str,
+) -> Result<Vec<T>> {
+    let mut stmt = c.prepare_cached(sql).map_err(db_err(context))?;
+    let rows = stmt.query_map(params, row).map_err(db_err(context))?;
+    collect(rows, context)
 }
 
 pub(super) fn collect<T>(
@@ -68,15 +86,12 @@ pub(super) fn change_with_key(c: &Connection, key: &str) -> Result<Option<Change
 }
 
 pub(super) async fn get_event(s: &SqliteStore, id: &str) -> Result<Option<Event>> {
-    let id = id.to_owned();
-    s.read(move |c| {
-        one_body(
-            c,
-            "SELECT body FROM events WHERE id = ?1",
-            &id,
-            "reading an event",
-        )
-    })
+    body_by_id(
+        s,
+        "SELECT body FROM events WHERE id = ?1",
+        id,
+        "reading an event",
+    )
     .await
 }
 
@@ -94,17 +109,17 @@ pub(super) async fn get_run(s: &SqliteStore, id: &str) -> Result<Option<RunRecor
 pub(super) async fn list_runs(s: &SqliteStore, filter: &RunFilter) -> Result<Vec<RunRecord>> {
     let f = filter.clone();
     s.read(move |c| {
-        let mut stmt = c
-            .prepare_cached(&format!(
+        let limit = f.limit.map_or(-1, |l| l as i64);
+        query_all(
+            c,
+            &format!(
                 "SELECT {RUN_COLS} FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR playbook = ?2) \
                  AND (?3 IS NULL OR event_id = ?3) ORDER BY created_at DESC, id DESC LIMIT ?4"
-            ))
-            .map_err(db_err("listing runs"))?;
-        let limit = f.limit.map_or(-1, |l| l as i64);
-        let rows = stmt
-            .query_map(params![f.status.map(|s| s.as_str()), f.playbook, f.event_id, limit], run_from_row)
-            .map_err(db_err("listing runs"))?;
-        collect(rows, "listing runs")
+            ),
+            params![f.status.map(|s| s.as_str()), f.playbook, f.event_id, limit],
+            run_from_row,
+            "listing runs",
+        )
     })
     .await
 }
@@ -112,15 +127,9 @@ pub(super) async fn list_runs(s: &SqliteStore, filter: &RunFilter) -> Result<Vec
 pub(super) async fn steps(s: &SqliteStore, run_id: &str) -> Result<Vec<StepRecord>> {
     let id = run_id.to_owned();
     s.read(move |c| {
-        let mut stmt = c
-            .prepare_cached(&format!(
-                "SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 ORDER BY seq, item, key"
-            ))
-            .map_err(db_err("reading steps"))?;
-        let rows = stmt
-            .query_map([&id], step_from_row)
-            .map_err(db_err("reading steps"))?;
-        collect(rows, "reading steps")
+        let sql =
+            format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 ORDER BY seq, item, key");
+        query_all(c, &sql, [&id], step_from_row, "reading steps")
     })
     .await
 }
@@ -128,20 +137,25 @@ pub(super) async fn steps(s: &SqliteStore, run_id: &str) -> Result<Vec<StepRecor
 pub(super) async fn changes(s: &SqliteStore, run_id: Option<&str>) -> Result<Vec<ChangeRecord>> {
     let id = run_id.map(str::to_owned);
     s.read(move |c| {
-        let mut stmt = c
-            .prepare_cached(&match id {
-                // Keys of a run's changes are `RUN/...` ('0' follows '/'), so the key index
-                // finds them.
-                Some(_) => format!("SELECT {CHANGE_COLS} FROM changes WHERE idempotency_key >= ?1 || '/' AND idempotency_key < ?1 || '0' ORDER BY seq"),
-                None => format!("SELECT {CHANGE_COLS} FROM changes ORDER BY seq"),
-            })
-            .map_err(db_err("listing changes"))?;
-        let rows = match &id {
-            Some(id) => stmt.query_map([id], change_from_row),
-            None => stmt.query_map([], change_from_row),
+        const C: &str = "listing changes";
+        match &id {
+            // Keys of a run's changes are `RUN/...` ('0' follows '/'), so the key index
+            // finds them.
+            Some(id) => query_all(
+                c,
+                &format!("SELECT {CHANGE_COLS} FROM changes WHERE idempotency_key >= ?1 || '/' AND idempotency_key < ?1 || '0' ORDER BY seq"),
+                [id],
+                change_from_row,
+                C,
+            ),
+            None => query_all(
+                c,
+                &format!("SELECT {CHANGE_COLS} FROM changes ORDER BY seq"),
+                [],
+                change_from_row,
+                C,
+            ),
         }
-        .map_err(db_err("listing changes"))?;
-        collect(rows, "listing changes")
     })
     .await
 }
@@ -275,15 +289,12 @@ pub(super) async fn audit_head(s: &SqliteStore) -> Result<Option<(i64, String)>>
 }
 
 pub(super) async fn get_approval(s: &SqliteStore, id: &str) -> Result<Option<ApprovalRecord>> {
-    let id = id.to_owned();
-    s.read(move |c| {
-        one_body(
-            c,
-            "SELECT body FROM approvals WHERE id = ?1",
-            &id,
-            "reading an approval",
-        )
-    })
+    body_by_id(
+        s,
+        "SELECT body FROM approvals WHERE id = ?1",
+        id,
+        "reading an approval",
+    )
     .await
 }
 

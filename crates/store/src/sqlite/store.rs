@@ -6,15 +6,14 @@ use super::writer::{Op, Reply};
 use super::{SqliteStore, db_err, read, unexpected};
 use crate::audit;
 use crate::{
-    Accepted, ApprovalFilter, ChangeHistory, Counts, Cursor, Incoming, Result, RunFilter, StatRow,
-    Store, Write, Written,
+    Accepted, ApprovalFilter, ChangeHistory, Counts, Cursor, FinishedChange, Incoming, Result,
+    RunFilter, StatRow, Store, Write, Written,
 };
 use async_trait::async_trait;
 use belay_model::{
     ApprovalRecord, AuditDraft, AuditEntry, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus,
     ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord,
 };
-use serde_json::Value;
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -123,23 +122,10 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn finish_change(
-        &self,
-        step: &StepRecord,
-        change_id: &str,
-        status: ChangeStatus,
-        after: &Value,
-        error: Option<&str>,
-    ) -> Result<()> {
-        self.write(vec![Write::FinishChange {
-            step: step.clone(),
-            change_id: change_id.into(),
-            status,
-            after: after.clone(),
-            error: error.map(Into::into),
-        }])
-        .await
-        .map(|_| ())
+    async fn finish_change(&self, change: &FinishedChange) -> Result<()> {
+        self.write(vec![Write::FinishChange(change.clone())])
+            .await
+            .map(|_| ())
     }
 
     async fn get_event(&self, id: &str) -> Result<Option<Event>> {

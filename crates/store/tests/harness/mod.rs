@@ -1,6 +1,11 @@
 //! Opens fresh stores of each backend for the conformance suite.
 
+use belay_model::{
+    ApprovalRecord, ApprovalStatus, ApprovalTerms, Decision, OnTimeout, StepRecord, StepStatus,
+    TrustLevel,
+};
 use belay_store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store};
+use serde_json::json;
 use std::sync::Arc;
 
 /// Lease used by the suite, short so expiry can be tested.
@@ -23,8 +28,8 @@ pub struct Guard {
 
 /// Drops a test's schema when the test ends (best effort: a failure only leaves it behind).
 pub struct SchemaGuard {
-    url: String,
-    schema: String,
+    pub url: String,
+    pub schema: String,
 }
 
 impl Drop for SchemaGuard {
@@ -138,5 +143,74 @@ impl Backend {
                 (Arc::new(a), Arc::new(b), guard)
             }
         }
+    }
+}
+
+/// A pending approval of step `block` in run `run_id`, asked of anyone (quorum 1, denied
+/// after a minute unanswered) at `created_at` for alice's run; the caller says what it is
+/// about (playbook, action, inputs, target, hash, current state).
+#[allow(dead_code)] // shared by several test binaries; not every one stores approvals
+pub fn pending_approval(id: &str, run_id: &str, created_at: i64) -> ApprovalRecord {
+    ApprovalRecord {
+        id: id.into(),
+        run_id: run_id.into(),
+        playbook: String::new(),
+        step: "block".into(),
+        key: "block".into(),
+        action: String::new(),
+        with: json!(null),
+        target: String::new(),
+        change_hash: String::new(),
+        current_state: json!(null),
+        guardrails: json!([]),
+        reason: "trust level `approve`".into(),
+        trust: TrustLevel::Approve,
+        terms: ApprovalTerms {
+            approvers: vec![],
+            quorum: 1,
+            timeout_ms: 60_000,
+            on_timeout: OnTimeout::Deny,
+            separation: true,
+        },
+        triggered_by: Some("alice".into()),
+        author: None,
+        history: json!(null),
+        status: ApprovalStatus::Pending,
+        votes: vec![],
+        created_at,
+        expires_at: created_at + 60_000,
+        decided_at: None,
+        version: 1,
+    }
+}
+
+/// Step `key` of run `run_id`, at `seq`, applied at trust level `log` in one attempt started
+/// at `started_at`; the caller says what it called, with what, under which guardrails, and
+/// what it returned.
+#[allow(dead_code)] // shared by several test binaries; not every one stores steps
+pub fn applied_step(
+    run_id: &str,
+    key: &str,
+    seq: i64,
+    status: StepStatus,
+    started_at: i64,
+) -> StepRecord {
+    StepRecord {
+        run_id: run_id.into(),
+        key: key.into(),
+        step: key.into(),
+        seq,
+        item: None,
+        action: String::new(),
+        with: json!(null),
+        decision: Decision::Apply,
+        trust: Some(TrustLevel::Log),
+        guardrails: vec![],
+        status,
+        output: json!(null),
+        error: None,
+        attempts: 1,
+        started_at,
+        finished_at: None,
     }
 }

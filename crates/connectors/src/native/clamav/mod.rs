@@ -6,8 +6,7 @@ mod sandbox;
 
 pub use sandbox::Sandbox;
 
-use crate::{ActionError, Call, Connector};
-use async_trait::async_trait;
+use crate::ActionError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -212,16 +211,12 @@ fn sha256_of(path: &Path) -> Option<String> {
     Some(hex::encode(hasher.finalize()))
 }
 
-#[async_trait]
-impl Connector for Clamav {
-    fn family(&self) -> &str {
-        "scan"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        match call.action {
-            "scan.endpoint" => self.scan(call.input).await,
-            other => Err(ActionError::no_action("`scan` (clamav)", other)),
+belay_connector_api::connector! {
+    impl Clamav {
+        family: "scan",
+        named: "`scan` (clamav)",
+        call(clamav, call) {
+            "scan.endpoint" => clamav.scan(call.input).await,
         }
     }
 }

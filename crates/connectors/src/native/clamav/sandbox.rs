@@ -98,13 +98,7 @@ impl Sandbox {
         })
         .await;
         if ready != Ok(true) {
-            let log = std::fs::read_to_string(root.join("clamd.out")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            return Err(format!(
-                "clamd did not start: {} ({})",
-                ready.err().unwrap_or_else(|| "it exited".into()),
-                tail.join(" | ")
-            ));
+            return Err(host::did_not_start("clamd", ready, &root.join("clamd.out")));
         }
         Ok(Sandbox {
             config,

@@ -9,8 +9,7 @@ mod sandbox;
 pub use sandbox::Sandbox;
 
 use super::cmd::Cmd;
-use crate::{ActionError, Call, Connector, input_str};
-use async_trait::async_trait;
+use crate::{ActionError, input_str};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -104,23 +103,9 @@ impl Gpasswd {
 
     /// A group's member list; an unknown group is a permanent error.
     async fn members(&self, group: &str) -> Result<Vec<String>, ActionError> {
-        let out = self
-            .cmd(&self.config.getent)
-            .args(["group", "--", group])
-            .output()
-            .await?;
-        match out.status {
-            0 => {}
-            2 => return Err(ActionError::permanent(format!("unknown group `{group}`"))),
-            s => {
-                return Err(ActionError::transient(format!(
-                    "`getent group {group}` exited with status {s}: {}",
-                    out.stderr.trim()
-                )));
-            }
-        }
+        let entry = self.getent("group", group).await?;
         // name:password:gid:member,member
-        let line = out.stdout.lines().next().unwrap_or("");
+        let line = entry.lines().next().unwrap_or("");
         let list = line.splitn(4, ':').nth(3).unwrap_or("");
         Ok(list
             .split(',')
@@ -131,16 +116,29 @@ impl Gpasswd {
     }
 
     async fn check_user(&self, user: &str) -> Result<(), ActionError> {
+        self.getent("passwd", user).await.map(|_| ())
+    }
+
+    /// `getent DATABASE -- KEY` (`group` or `passwd`): the entry; an unknown key is a permanent
+    /// error (named as a group or user).
+    async fn getent(&self, database: &str, key: &str) -> Result<String, ActionError> {
         let out = self
             .cmd(&self.config.getent)
-            .args(["passwd", "--", user])
+            .args([database, "--", key])
             .output()
             .await?;
         match out.status {
-            0 => Ok(()),
-            2 => Err(ActionError::permanent(format!("unknown user `{user}`"))),
+            0 => Ok(out.stdout),
+            2 => {
+                let what = if database == "passwd" {
+                    "user"
+                } else {
+                    database
+                };
+                Err(ActionError::permanent(format!("unknown {what} `{key}`")))
+            }
             s => Err(ActionError::transient(format!(
-                "`getent passwd {user}` exited with status {s}: {}",
+                "`getent {database} {key}` exited with status {s}: {}",
                 out.stderr.trim()
             ))),
         }
@@ -177,31 +175,27 @@ impl Gpasswd {
     }
 }
 
-#[async_trait]
-impl Connector for Gpasswd {
-    fn family(&self) -> &str {
-        "directory"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        match call.action {
-            "directory.add_member" => self.change(call.input, true).await,
-            "directory.remove_member" => self.change(call.input, false).await,
-            "directory.members" => self.list(call.input).await,
-            other => Err(ActionError::no_action("the gpasswd connector", other)),
+belay_connector_api::connector! {
+    impl Gpasswd {
+        family: "directory",
+        named: "the gpasswd connector",
+        call(gpasswd, call) {
+            "directory.add_member" => gpasswd.change(call.input, true).await,
+            "directory.remove_member" => gpasswd.change(call.input, false).await,
+            "directory.members" => gpasswd.list(call.input).await,
         }
-    }
 
-    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
-        match action {
-            "directory.add_member" | "directory.remove_member" => {
-                self.check_host(input)?;
-                let user = check_name(input_str(input, "user")?, "user")?;
-                let group = check_name(input_str(input, "group")?, "group")?;
-                let members = self.members(group).await?;
-                Ok(json!({ "member": members.iter().any(|m| m == user) }))
+        async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+            match action {
+                "directory.add_member" | "directory.remove_member" => {
+                    self.check_host(input)?;
+                    let user = check_name(input_str(input, "user")?, "user")?;
+                    let group = check_name(input_str(input, "group")?, "group")?;
+                    let members = self.members(group).await?;
+                    Ok(json!({ "member": members.iter().any(|m| m == user) }))
+                }
+                _ => Ok(Value::Null),
             }
-            _ => Ok(Value::Null),
         }
     }
 }

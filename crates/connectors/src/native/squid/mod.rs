@@ -66,18 +66,24 @@ impl SquidConfig {
     /// The squid.conf lines that enforce belay's files: one deny per block list and the monitor
     /// access log. Put them before the `http_access allow` rules.
     pub fn acl_directives(&self) -> String {
-        let d = |name: &str| self.acl_dir.join(name).display().to_string();
+        // `NAME_dom` and `NAME_ip`: the domains and addresses listed in `FILE.domains` and `FILE.ips`.
+        let acls = |name: &str, file: &str| {
+            let path = |ext: &str| {
+                self.acl_dir
+                    .join(format!("{file}.{ext}"))
+                    .display()
+                    .to_string()
+            };
+            format!(
+                "acl {name}_dom dstdomain -n \"{}\"\nacl {name}_ip dst \"{}\"\n",
+                path("domains"),
+                path("ips")
+            )
+        };
         let mut s = String::from("# belay: block lists and monitor policy (managed files)\n");
         for list in &self.lists {
             let id = acl_id(list);
-            s += &format!(
-                "acl belay_block_{id}_dom dstdomain -n \"{}\"\n",
-                d(&format!("block-{list}.domains"))
-            );
-            s += &format!(
-                "acl belay_block_{id}_ip dst \"{}\"\n",
-                d(&format!("block-{list}.ips"))
-            );
+            s += &acls(&format!("belay_block_{id}"), &format!("block-{list}"));
             s += &format!("http_access deny belay_block_{id}_dom\n");
             s += &format!("http_access deny belay_block_{id}_ip\n");
         }
@@ -88,14 +94,7 @@ impl SquidConfig {
             .clone()
             .unwrap_or_else(|| self.acl_dir.join("monitor.log"));
         for level in MONITOR_LEVELS {
-            s += &format!(
-                "acl belay_mon_{level}_dom dstdomain -n \"{}\"\n",
-                d(&format!("monitor-{level}.domains"))
-            );
-            s += &format!(
-                "acl belay_mon_{level}_ip dst \"{}\"\n",
-                d(&format!("monitor-{level}.ips"))
-            );
+            s += &acls(&format!("belay_mon_{level}"), &format!("monitor-{level}"));
             s += &format!(
                 "acl belay_mon_{level} any-of belay_mon_{level}_dom belay_mon_{level}_ip\n"
             );

@@ -13,8 +13,7 @@ pub use sandbox::{SENTINEL_SID, Sandbox};
 
 use super::cmd::Cmd;
 use crate::files;
-use crate::{ActionError, Call, Connector, input_str};
-use async_trait::async_trait;
+use crate::{ActionError, input_str};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -299,6 +298,12 @@ impl Suricata {
         Ok(out)
     }
 
+    /// `{"present": …}`: whether the input's value is in its dataset.
+    async fn dataset_presence(&self, input: &Value) -> Result<Value, ActionError> {
+        let (_, present) = self.dataset_has(input).await?;
+        Ok(json!({ "present": present }))
+    }
+
     /// Whether the dataset holds the value; the dataset and value are checked first.
     async fn dataset_has(&self, input: &Value) -> Result<(String, bool), ActionError> {
         let dataset = input_str(input, "dataset")?;
@@ -491,41 +496,32 @@ fn input_sid(input: &Value) -> Result<u64, ActionError> {
         .ok_or_else(|| ActionError::permanent("`sid` must be an integer from 1 to 4294967295"))
 }
 
-#[async_trait]
-impl Connector for Suricata {
-    fn family(&self) -> &str {
-        "ips"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        let input = call.input;
-        match call.action {
+belay_connector_api::connector! {
+    impl Suricata {
+        family: "ips",
+        named: "`ips` (suricata)",
+        call(ips, call) {
             "ips.deploy_rule" => {
-                let rule = input_str(input, "rule")?.trim();
-                self.deploy(input_sid(input)?, rule, input).await
+                let rule = input_str(call.input, "rule")?.trim();
+                ips.deploy(input_sid(call.input)?, rule, call.input).await
             }
             "ips.remove_rule" => {
-                let rule = input_str(input, "rule")?.trim();
-                self.remove(input_sid(input)?, rule, input).await
+                let rule = input_str(call.input, "rule")?.trim();
+                ips.remove(input_sid(call.input)?, rule, call.input).await
             }
-            "ips.status" => self.status(input).await,
-            "ips.dataset_add" => self.dataset_change(input, true).await,
-            "ips.dataset_remove" => self.dataset_change(input, false).await,
-            "ips.dataset_contains" => {
-                let (_, present) = self.dataset_has(input).await?;
-                Ok(json!({ "present": present }))
-            }
-            other => Err(ActionError::no_action("`ips` (suricata)", other)),
+            "ips.status" => ips.status(call.input).await,
+            "ips.dataset_add" => ips.dataset_change(call.input, true).await,
+            "ips.dataset_remove" => ips.dataset_change(call.input, false).await,
+            "ips.dataset_contains" => ips.dataset_presence(call.input).await,
         }
-    }
 
-    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
-        match action {
-            "ips.dataset_add" | "ips.dataset_remove" | "ips.dataset_contains" => {
-                let (_, present) = self.dataset_has(input).await?;
-                Ok(json!({ "present": present }))
+        async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+            match action {
+                "ips.dataset_add" | "ips.dataset_remove" | "ips.dataset_contains" => {
+                    self.dataset_presence(input).await
+                }
+                _ => self.rule_state(input_sid(input)?, input).await,
             }
-            _ => self.rule_state(input_sid(input)?, input).await,
         }
     }
 }

@@ -174,12 +174,10 @@ max-pending-packets: 128
         })
         .await;
         if ready != Ok(true) {
-            let log = std::fs::read_to_string(logs.join("suricata.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            return Err(format!(
-                "suricata did not start: {} ({})",
-                ready.err().unwrap_or_else(|| "it exited".into()),
-                tail.join(" | ")
+            return Err(host::did_not_start(
+                "suricata",
+                ready,
+                &logs.join("suricata.log"),
             ));
         }
         // The socket answers before capture starts: wait until a probe is seen.

@@ -14,8 +14,7 @@ pub use probe::{DnsAnswer, query};
 pub use sandbox::Sandbox;
 
 use super::cmd::Cmd;
-use crate::{ActionError, Call, Connector, input_str};
-use async_trait::async_trait;
+use crate::{ActionError, input_str};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::IpAddr;
@@ -289,25 +288,21 @@ impl Unbound {
     }
 }
 
-#[async_trait]
-impl Connector for Unbound {
-    fn family(&self) -> &str {
-        "dns"
-    }
-
-    async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        match call.action {
-            "dns.sinkhole_domain" => self.sinkhole(call.input).await,
-            "dns.unsinkhole_domain" => self.unsinkhole(call.input).await,
-            "dns.status" => self.status(call.input).await,
-            other => Err(ActionError::no_action("the unbound connector", other)),
+belay_connector_api::connector! {
+    impl Unbound {
+        family: "dns",
+        named: "the unbound connector",
+        call(unbound, call) {
+            "dns.sinkhole_domain" => unbound.sinkhole(call.input).await,
+            "dns.unsinkhole_domain" => unbound.unsinkhole(call.input).await,
+            "dns.status" => unbound.status(call.input).await,
         }
-    }
 
-    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
-        match action {
-            "dns.sinkhole_domain" | "dns.unsinkhole_domain" => self.state_of(input).await,
-            _ => Ok(Value::Null),
+        async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+            match action {
+                "dns.sinkhole_domain" | "dns.unsinkhole_domain" => self.state_of(input).await,
+                _ => Ok(Value::Null),
+            }
         }
     }
 }
