@@ -99,26 +99,26 @@ pub fn syslog_message(line: &str) -> String {
     )
 }
 
+/// The first address a syslog target's `HOST:PORT` resolves to.
+fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("cannot resolve syslog target {addr}"))?
+        .next()
+        .with_context(|| format!("syslog target {addr} has no address"))
+}
+
 fn send_syslog(target: &Syslog, line: &str) -> Result<()> {
     let msg = syslog_message(line);
     match target {
         Syslog::Udp(addr) => {
-            let to = addr
-                .to_socket_addrs()
-                .with_context(|| format!("cannot resolve syslog target {addr}"))?
-                .next()
-                .with_context(|| format!("syslog target {addr} has no address"))?;
+            let to = resolve(addr)?;
             let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
             let sock = UdpSocket::bind(bind).context("cannot open a UDP socket for syslog")?;
             sock.send_to(msg.as_bytes(), to)
                 .with_context(|| format!("cannot send the signed head to syslog udp://{addr}"))?;
         }
         Syslog::Tcp(addr) => {
-            let to = addr
-                .to_socket_addrs()
-                .with_context(|| format!("cannot resolve syslog target {addr}"))?
-                .next()
-                .with_context(|| format!("syslog target {addr} has no address"))?;
+            let to = resolve(addr)?;
             let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))
                 .with_context(|| format!("cannot connect to syslog tcp://{addr}"))?;
             s.set_write_timeout(Some(Duration::from_secs(5)))?;

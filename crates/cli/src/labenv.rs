@@ -182,6 +182,14 @@ pub struct Component {
     pub real: bool,
 }
 
+impl std::fmt::Display for Component {
+    /// One line of the systems table `belay demo` and `belay lab up` print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.real { "REAL" } else { "simulated" };
+        write!(f, "  {:<10} {how:<10} {}", self.family, self.served_by)
+    }
+}
+
 /// A running environment; dropping it stops the lab (and the real components it started).
 pub struct LabEnv {
     pub config: PathBuf,

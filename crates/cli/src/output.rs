@@ -37,6 +37,28 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// A listing: `items` as pretty JSON (each as `json` gives it), else one line each as `line`
+/// gives it, or `empty` when there are none.
+pub fn print_list<T>(
+    items: &[T],
+    format: Format,
+    empty: &str,
+    json: impl Fn(&T) -> serde_json::Value,
+    line: impl Fn(&T) -> String,
+) -> Result<()> {
+    if format == Format::Json {
+        print_json(&items.iter().map(json).collect::<Vec<_>>())
+    } else {
+        if items.is_empty() {
+            println!("{empty}");
+        }
+        for item in items {
+            println!("{}", line(item));
+        }
+        Ok(())
+    }
+}
+
 /// `items` joined with commas, or `none` when there are none.
 pub fn joined_or<S: std::borrow::Borrow<str>>(items: &[S], none: &str) -> String {
     if items.is_empty() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{assert_text_contains, json, listed, run_on, text};
+use common::{assert_text_contains, block_alert_ip, json, listed, ok, refused, run_on};
 
 /// The configuration: data and playbooks in the test directory, and these users with their roles.
 fn users() -> String {
@@ -22,22 +22,6 @@ fn users() -> String {
         toml += &format!("\n[[users]]\nname = \"{name}\"\nroles = [\"{role}\"]\n");
     }
     toml
-}
-
-/// A playbook blocking the event's address with the given trust level and approval options.
-fn playbook(trust: &str, approval: &str) -> String {
-    format!(
-        r#"name: block-ip
-author: carol
-on:
-  event: ids.alert
-trust: {trust}
-steps:
-  - id: block
-    action: blocklist.add
-    with: {{ list: egress, entry: "${{{{ event.observables.ips[0] }}}}" }}
-{approval}"#
-    )
 }
 
 fn setup(pb: &str, extra_config: &str) -> tempfile::TempDir {
@@ -72,16 +56,6 @@ fn belay(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("belay runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "belay failed: {}", text(o));
-    text(o)
-}
-
-fn refused(o: &Output) -> String {
-    assert_eq!(o.status.code(), Some(1), "expected a refusal: {}", text(o));
-    text(o)
 }
 
 /// Runs the playbook on an alert for `ip`, as `user` when given; returns the run's JSON.
@@ -124,7 +98,7 @@ fn id_of(a: &Value) -> String {
 
 #[test]
 fn approve_applies_the_change_and_deny_does_not() {
-    let dir = setup(&playbook("approve", ""), "");
+    let dir = setup(&block_alert_ip("approve", ""), "");
     let d = dir.path();
     let run = alert(d, "198.51.100.7", None);
     assert_eq!(run["status"], "waiting_approval");
@@ -213,7 +187,10 @@ fn approve_applies_the_change_and_deny_does_not() {
 
 #[test]
 fn an_unanswered_approval_is_denied_at_its_deadline_by_default() {
-    let dir = setup(&playbook("approve", "    approval: { timeout: 1s }\n"), "");
+    let dir = setup(
+        &block_alert_ip("approve", "    approval: { timeout: 1s }\n"),
+        "",
+    );
     let d = dir.path();
     let run = alert(d, "198.51.100.9", None);
     let a = pending(d)[0].clone();
@@ -234,7 +211,7 @@ fn an_unanswered_approval_is_denied_at_its_deadline_by_default() {
 #[test]
 fn on_timeout_approve_applies_after_the_deadline() {
     let dir = setup(
-        &playbook(
+        &block_alert_ip(
             "approve",
             "    approval: { timeout: 1s, on_timeout: approve }\n",
         ),
@@ -253,7 +230,7 @@ fn on_timeout_approve_applies_after_the_deadline() {
 #[test]
 fn quorum_two_needs_two_different_people_and_separation_refuses_self_approval() {
     let dir = setup(
-        &playbook("approve", "    approval: { quorum: 2, separation: true }\n"),
+        &block_alert_ip("approve", "    approval: { quorum: 2, separation: true }\n"),
         "",
     );
     let d = dir.path();
@@ -287,7 +264,7 @@ fn quorum_two_needs_two_different_people_and_separation_refuses_self_approval() 
 
 #[test]
 fn an_approval_authorizes_only_the_change_it_was_bound_to() {
-    let dir = setup(&playbook("approve", ""), "");
+    let dir = setup(&block_alert_ip("approve", ""), "");
     let d = dir.path();
     let first = alert(d, "192.0.2.1", None);
     let second = alert(d, "192.0.2.2", None);
@@ -373,7 +350,7 @@ fn a_guardrail_hold_is_decided_by_a_person_for_the_whole_batch() {
 #[test]
 fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
     let dir = setup(
-        &playbook("log", ""),
+        &block_alert_ip("log", ""),
         "\n[trust]\npromote_to_log_after = 2\n",
     );
     let d = dir.path();
@@ -430,7 +407,7 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
 #[test]
 fn the_trust_report_recommends_promotion_after_enough_clean_approvals() {
     let dir = setup(
-        &playbook("approve", ""),
+        &block_alert_ip("approve", ""),
         "\n[trust]\npromote_to_log_after = 3\n",
     );
     let d = dir.path();
@@ -492,7 +469,7 @@ fn a_feed_update_ten_times_the_learned_baseline_is_held_whole() {
 
 #[test]
 fn replay_reports_what_a_playbook_would_have_done_and_changes_nothing() {
-    let dir = setup(&playbook("approve", ""), "");
+    let dir = setup(&block_alert_ip("approve", ""), "");
     let d = dir.path();
     let events = [
         r#"{"id": "p1", "kind": "ids.alert", "observables": {"ips": ["192.0.2.50"]}}"#,
@@ -523,7 +500,7 @@ fn replay_reports_what_a_playbook_would_have_done_and_changes_nothing() {
 #[test]
 fn the_trust_report_recommends_guarded_once_a_baseline_has_enough_history() {
     let dir = setup(
-        &playbook("log", ""),
+        &block_alert_ip("log", ""),
         "\n[trust]\npromote_to_guarded_after = 3\n",
     );
     let d = dir.path();

@@ -6,47 +6,21 @@
 use belay_model::audit::{AuditDraft, GENESIS};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 mod common;
-use common::{belay, json as out_json, run_on, text};
+use common::{belay, block_alert_ip, json as out_json, ok, refused, run_on, text};
 
 const USERS: &str =
     "data = \"data\"\nplaybooks = \"pb\"\n\n[[users]]\nname = \"bob\"\nroles = [\"responder\"]\n";
-
-/// A playbook blocking the alert's address at `trust`.
-fn playbook(trust: &str) -> String {
-    format!(
-        r#"name: block-ip
-on:
-  event: ids.alert
-trust: {trust}
-steps:
-  - id: block
-    action: blocklist.add
-    with: {{ list: egress, entry: "${{{{ event.observables.ips[0] }}}}" }}
-"#
-    )
-}
 
 /// A test directory with the playbook and `belay.toml` (the users, then `extra`).
 fn setup(trust: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("pb")).unwrap();
-    std::fs::write(d.join("pb/block.yaml"), playbook(trust)).unwrap();
+    std::fs::write(d.join("pb/block.yaml"), block_alert_ip(trust, "")).unwrap();
     std::fs::write(d.join("belay.toml"), format!("{USERS}{extra}")).unwrap();
     dir
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "belay failed: {}", text(o));
-    text(o)
-}
-
-fn refused(o: &Output) -> String {
-    assert_eq!(o.status.code(), Some(1), "expected exit 1: {}", text(o));
-    text(o)
 }
 
 fn alert(d: &Path, ip: &str) -> Value {
@@ -220,6 +194,25 @@ fn keygen(d: &Path) -> (PathBuf, PathBuf) {
 const SIGNING: &str =
     "\n[audit]\nsigning_key = \"keys/audit.key\"\nsigned_heads = \"heads/signed.jsonl\"\n";
 
+/// `belay audit verify` against the signed heads of [`signing_setup`], with its public key.
+const VERIFY_SIGNED: [&str; 6] = [
+    "audit",
+    "verify",
+    "--public-key",
+    "keys/audit.key.pub",
+    "--signed-heads",
+    "heads/signed.jsonl",
+];
+
+/// A workspace at `log` whose config signs heads (`SIGNING` and `extra`) with a fresh key
+/// under `keys/`, to `heads/signed.jsonl`.
+fn signing_setup(extra: &str) -> tempfile::TempDir {
+    let dir = setup("log", &format!("{SIGNING}{extra}"));
+    keygen(dir.path());
+    std::fs::create_dir_all(dir.path().join("heads")).unwrap();
+    dir
+}
+
 fn signed_seq(line: &str) -> i64 {
     serde_json::from_str::<Value>(line.trim()).unwrap()["seq"]
         .as_i64()
@@ -228,10 +221,8 @@ fn signed_seq(line: &str) -> i64 {
 
 #[test]
 fn a_rewritten_database_is_caught_by_the_signed_heads() {
-    let dir = setup("log", SIGNING);
+    let dir = signing_setup("");
     let d = dir.path();
-    keygen(d);
-    std::fs::create_dir_all(d.join("heads")).unwrap();
     alert(d, "198.51.100.10");
     let first = signed_seq(&ok(&belay(d, &["audit", "sign"])));
     alert(d, "198.51.100.11");
@@ -240,14 +231,7 @@ fn a_rewritten_database_is_caught_by_the_signed_heads() {
     assert!(second > first + 2, "{first} {second}");
     let heads = std::fs::read_to_string(d.join("heads/signed.jsonl")).unwrap();
     assert_eq!(heads.lines().count(), 2, "{heads}");
-    let verify = [
-        "audit",
-        "verify",
-        "--public-key",
-        "keys/audit.key.pub",
-        "--signed-heads",
-        "heads/signed.jsonl",
-    ];
+    let verify = VERIFY_SIGNED;
     let out = ok(&belay(d, &verify));
     assert!(out.contains("2 signed head(s) match"), "{out}");
 
@@ -278,10 +262,8 @@ fn a_rewritten_database_is_caught_by_the_signed_heads() {
 
 #[test]
 fn a_tampered_signed_head_is_reported() {
-    let dir = setup("log", SIGNING);
+    let dir = signing_setup("");
     let d = dir.path();
-    keygen(d);
-    std::fs::create_dir_all(d.join("heads")).unwrap();
     alert(d, "198.51.100.13");
     ok(&belay(d, &["audit", "sign"]));
     alert(d, "198.51.100.14");
@@ -296,17 +278,7 @@ fn a_tampered_signed_head_is_reported() {
     lines[1]["seq"] = json!(lines[1]["seq"].as_i64().unwrap() - 1);
     let text: Vec<String> = lines.iter().map(Value::to_string).collect();
     std::fs::write(&path, text.join("\n") + "\n").unwrap();
-    let out = refused(&belay(
-        d,
-        &[
-            "audit",
-            "verify",
-            "--public-key",
-            "keys/audit.key.pub",
-            "--signed-heads",
-            "heads/signed.jsonl",
-        ],
-    ));
+    let out = refused(&belay(d, &VERIFY_SIGNED));
     assert!(
         out.contains(
             "signed head heads/signed.jsonl:2 is not trustworthy: its signature does not verify"
@@ -359,13 +331,10 @@ fn heads_are_signed_automatically_and_sent_to_syslog() {
     sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     let port = sock.local_addr().unwrap().port();
-    let extra = format!(
-        "{SIGNING}sign_every_entries = 3\nsyslog = \"udp://127.0.0.1:{port}\"\npublic_key = \"keys/audit.key.pub\"\n"
-    );
-    let dir = setup("log", &extra);
+    let dir = signing_setup(&format!(
+        "sign_every_entries = 3\nsyslog = \"udp://127.0.0.1:{port}\"\npublic_key = \"keys/audit.key.pub\"\n"
+    ));
     let d = dir.path();
-    keygen(d);
-    std::fs::create_dir_all(d.join("heads")).unwrap();
     alert(d, "198.51.100.15");
     // The run wrote more than 3 entries: its process signed the head as it ended.
     let heads = std::fs::read_to_string(d.join("heads/signed.jsonl")).unwrap();

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use belay_testkit::corpus;
+use belay_testkit::{corpus, corpus_file};
 use common::{belay, json, json_lines, text};
 
 fn examples() -> PathBuf {
@@ -445,11 +445,10 @@ fn eml_files_and_a_maildir_are_ingested_too() {
 
 #[test]
 fn email_parse_prints_the_action_output() {
-    let Some(corpus) = corpus() else {
+    let Some(eml) = corpus_file("phishing/sample-803.eml") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let eml = corpus.join("phishing/sample-803.eml");
     let o = belay(dir.path(), &["email", "parse", eml.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let out = json(&o);

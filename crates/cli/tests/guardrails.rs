@@ -8,6 +8,11 @@ use std::path::Path;
 mod common;
 use common::{assert_text_contains, belay, json, listed, run_on, text};
 
+/// A guardrail file with one guardrail `name` over `applies_to`, with its `rule` lines.
+fn guardrail(name: &str, applies_to: &str, rule: &str) -> String {
+    format!("guardrails:\n  - name: {name}\n    applies_to: [{applies_to}]\n    {rule}\n")
+}
+
 fn setup(guardrails: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -158,9 +163,11 @@ fn a_protected_address_from_a_million_entry_list_holds_the_whole_batch() {
 
 #[test]
 fn the_51st_change_within_the_hour_is_held() {
-    let dir = setup(
-        "guardrails:\n  - name: protected-networks\n    applies_to: [blocklist.add]\n    rate: { max: 50, per: 1h }\n",
-    );
+    let dir = setup(&guardrail(
+        "protected-networks",
+        "blocklist.add",
+        "rate: { max: 50, per: 1h }",
+    ));
     let d = dir.path();
     let mut lines = String::new();
     for i in 0..51 {
@@ -185,9 +192,11 @@ fn the_51st_change_within_the_hour_is_held() {
 
 #[test]
 fn a_batch_above_its_limit_is_held_whole_and_deny_fails_the_run() {
-    let dir = setup(
-        "guardrails:\n  - name: protected-networks\n    applies_to: [blocklist.add]\n    batch: { max: 3 }\n",
-    );
+    let dir = setup(&guardrail(
+        "protected-networks",
+        "blocklist.add",
+        "batch: { max: 3 }",
+    ));
     let d = dir.path();
     let report = run(d, &["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]);
     assert_eq!(report["status"], "waiting_approval", "{report}");
@@ -200,7 +209,11 @@ fn a_batch_above_its_limit_is_held_whole_and_deny_fails_the_run() {
 
     std::fs::write(
         d.join("guardrails/policy.yaml"),
-        "guardrails:\n  - name: protected-networks\n    applies_to: [blocklist.add]\n    never: { cidrs: [192.0.2.0/24] }\n    on_violation: deny\n",
+        guardrail(
+            "protected-networks",
+            "blocklist.add",
+            "never: { cidrs: [192.0.2.0/24] }\n    on_violation: deny",
+        ),
     )
     .unwrap();
     let report = run(d, &["192.0.2.9"]);
@@ -211,9 +224,11 @@ fn a_batch_above_its_limit_is_held_whole_and_deny_fails_the_run() {
 
 #[test]
 fn a_step_naming_an_unknown_guardrail_is_refused() {
-    let dir = setup(
-        "guardrails:\n  - name: other\n    applies_to: [firewall.block_ip]\n    batch: { max: 3 }\n",
-    );
+    let dir = setup(&guardrail(
+        "other",
+        "firewall.block_ip",
+        "batch: { max: 3 }",
+    ));
     let d = dir.path();
     std::fs::write(
         d.join("ev.json"),

@@ -2,16 +2,9 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::Output;
 
 mod common;
-use common::{assert_text_contains, belay, json, run_on, text};
-
-fn ok(o: Output) -> String {
-    let text = text(&o);
-    assert!(o.status.success(), "{text}");
-    text
-}
+use common::{assert_text_contains, belay, json, ok, run_on};
 
 const PLAYBOOK: &str = r#"name: churn
 on: { event: churn }
@@ -71,7 +64,7 @@ fn rollback_of_a_run_restores_every_byte_of_the_list() {
         list(d),
         "# egress blocklist, kept by hand\n192.0.2.1\n# staging\n192.0.2.3\n203.0.113.9\n198.51.100.4\n"
     );
-    let out = ok(belay(d, &["rollback", "--run", &run, "--as", "alice"]));
+    let out = ok(&belay(d, &["rollback", "--run", &run, "--as", "alice"]));
     assert!(
         out.contains("3 reverted, 0 unchanged, 0 kept (irreversible), 0 drifted, 0 failed"),
         "{out}"
@@ -82,7 +75,7 @@ fn rollback_of_a_run_restores_every_byte_of_the_list() {
         "byte for byte, the removed line back in its place"
     );
     assert_changes_are(d, &run, "reverted");
-    assert!(ok(belay(d, &["audit", "verify"])).starts_with("audit chain intact"));
+    assert!(ok(&belay(d, &["audit", "verify"])).starts_with("audit chain intact"));
 }
 
 #[test]
@@ -96,12 +89,12 @@ fn undoing_the_removal_of_a_repeated_entry_restores_every_copy() {
         list(d),
         "# egress\n192.0.2.1\n# again, kept by another team\n"
     );
-    let preview = ok(belay(
+    let preview = ok(&belay(
         d,
         &["rollback", "--run", &run, "--dry-run", "--as", "alice"],
     ));
     assert!(preview.contains("1 would be reverted"), "{preview}");
-    let out = ok(belay(d, &["rollback", "--run", &run, "--as", "alice"]));
+    let out = ok(&belay(d, &["rollback", "--run", &run, "--as", "alice"]));
     assert!(out.contains("1 reverted, 0 unchanged"), "{out}");
     assert_eq!(list(d), with_copies, "both copies back where they stood");
     // Verification counts the copies: an undo that restored one would not be "reverted".
@@ -120,7 +113,7 @@ fn rollback_to_a_checkpoint_after_many_runs_restores_the_list() {
     let d = dir.path();
     run_event(d, &["10.9.9.9"], &[]);
     let before = list(d);
-    ok(belay(
+    ok(&belay(
         d,
         &["checkpoint", "create", "known-good", "--as", "alice"],
     ));
@@ -135,12 +128,12 @@ fn rollback_to_a_checkpoint_after_many_runs_restores_the_list() {
         lines.push('\n');
     }
     std::fs::write(d.join("events.jsonl"), lines).unwrap();
-    ok(belay(
+    ok(&belay(
         d,
         &["ingest", "events.jsonl", "--playbooks", "pbs", "--quiet"],
     ));
     assert_ne!(list(d), before);
-    let dry = ok(belay(
+    let dry = ok(&belay(
         d,
         &[
             "rollback",
@@ -153,14 +146,14 @@ fn rollback_to_a_checkpoint_after_many_runs_restores_the_list() {
     ));
     assert!(dry.contains("16 would be reverted"), "{dry}");
     assert_ne!(list(d), before, "a dry run changes nothing");
-    let out = ok(belay(
+    let out = ok(&belay(
         d,
         &["rollback", "--to", "known-good", "--as", "alice"],
     ));
     assert!(out.contains("16 reverted"), "{out}");
     assert_eq!(list(d), before);
     // Rolling back to the same checkpoint again finds nothing left to undo.
-    let again = ok(belay(
+    let again = ok(&belay(
         d,
         &["rollback", "--to", "known-good", "--as", "alice"],
     ));
@@ -187,7 +180,7 @@ fn a_drifted_target_is_refused_unless_forced() {
         "{out}"
     );
     assert_eq!(list(d), edited, "a refused rollback changes nothing");
-    let out = ok(belay(
+    let out = ok(&belay(
         d,
         &["rollback", "--run", &run, "--as", "alice", "--force"],
     ));
@@ -201,7 +194,7 @@ fn a_rollback_can_itself_be_rolled_back() {
     let d = dir.path();
     let run = run_event(d, &["203.0.113.5"], &["192.0.2.3"]);
     let applied = list(d);
-    let out = ok(belay(
+    let out = ok(&belay(
         d,
         &[
             "rollback", "--run", &run, "--as", "alice", "--format", "json",
@@ -210,7 +203,7 @@ fn a_rollback_can_itself_be_rolled_back() {
     let report: Value = serde_json::from_str(&out).unwrap();
     let undo_run = report["rollback_run"].as_str().unwrap().to_owned();
     assert_eq!(list(d), HAND_KEPT);
-    ok(belay(d, &["rollback", "--run", &undo_run, "--as", "bob"]));
+    ok(&belay(d, &["rollback", "--run", &undo_run, "--as", "bob"]));
     assert_eq!(
         list(d),
         applied,
@@ -218,7 +211,7 @@ fn a_rollback_can_itself_be_rolled_back() {
     );
     // The run's changes are in effect again.
     assert_changes_are(d, &run, "applied");
-    let export = ok(belay(d, &["audit", "export"]));
+    let export = ok(&belay(d, &["audit", "export"]));
     assert!(
         export.contains("\"actor\":\"bob\""),
         "the redo is audited under its author"

@@ -4,7 +4,7 @@
 use belay_intel::import::{ImportOptions, NoProgress, import};
 use belay_intel::parse::{VecSink, stix};
 use belay_intel::{Index, IntelStore, Kind, normalize};
-use belay_testkit::corpus;
+use belay_testkit::{corpus, corpus_file};
 use std::path::Path;
 
 fn import_as(data: &Path, source: &Path, feed: &str) -> belay_intel::ImportReport {
@@ -227,17 +227,13 @@ fn an_ip_listed_by_three_feeds_scores_three() {
 
 #[test]
 fn reimporting_a_feed_without_an_entry_removes_that_source() {
-    let Some(corpus) = corpus() else {
+    let Some(firehol) = corpus_file("threat-intel/firehol") else {
         return;
     };
+    let src = firehol.join("et_compromised.ipset");
     let dir = tempfile::tempdir().unwrap();
-    let src = corpus.join("threat-intel/firehol/et_compromised.ipset");
     import_as(dir.path(), &src, "et_compromised");
-    import_as(
-        dir.path(),
-        &corpus.join("threat-intel/firehol/dshield.netset"),
-        "dshield",
-    );
+    import_as(dir.path(), &firehol.join("dshield.netset"), "dshield");
     let before = index(dir.path())
         .lookup("92.63.193.140", None, belay_model::now_ms())
         .unwrap();

@@ -12,20 +12,7 @@ use harness::Backend;
 async fn history(s: &Arc<dyn Store>) -> u64 {
     for i in 0..4 {
         let e = Event::from_json(json!({"id": format!("e{i}"), "kind": "k"})).unwrap();
-        let now = now_ms();
-        let run = RunRecord {
-            id: format!("r{i}"),
-            event_id: e.id.clone(),
-            playbook: "pb".into(),
-            playbook_hash: "h".into(),
-            parent_run: None,
-            status: RunStatus::Running,
-            dry_run: false,
-            inputs: json!(null),
-            error: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let run = harness::run_record(&format!("r{i}"), &e.id, RunStatus::Running);
         s.accept_event(&e, &[run], None).await.unwrap();
         s.set_run_status(&format!("r{i}"), RunStatus::Succeeded, None)
             .await
@@ -64,16 +51,6 @@ async fn tampering_is_detected(backend: Backend) {
     }
 }
 
-#[tokio::test]
-async fn sqlite_audit_tampering_is_detected() {
-    tampering_is_detected(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_audit_tampering_is_detected() {
-    tampering_is_detected(Backend::Postgres).await;
-}
-
 /// A run started in the trail, with one change journaled under `allowed_by` at `trust` and
 /// applied; returns the change's id.
 async fn applied_change(
@@ -82,23 +59,11 @@ async fn applied_change(
     trust: belay_model::TrustLevel,
     allowed_by: &str,
 ) -> String {
-    use belay_model::{ChangeRecord, ChangeStatus, Decision, StepRecord, StepStatus};
+    use belay_model::{ChangeRecord, ChangeStatus, StepRecord, StepStatus};
     let run = format!("ch-r{i}");
     let e = Event::from_json(json!({"id": format!("ch-e{i}"), "kind": "k"})).unwrap();
     let now = now_ms();
-    let r = RunRecord {
-        id: run.clone(),
-        event_id: e.id.clone(),
-        playbook: "pb".into(),
-        playbook_hash: "h".into(),
-        parent_run: None,
-        status: RunStatus::Running,
-        dry_run: false,
-        inputs: json!(null),
-        error: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let r = harness::run_record(&run, &e.id, RunStatus::Running);
     s.accept_event(&e, &[r], None).await.unwrap();
     let c = ChangeRecord {
         id: format!("ch-c{i}"),
@@ -121,32 +86,16 @@ async fn applied_change(
     };
     s.begin_change(None, &c).await.unwrap();
     let step = StepRecord {
-        run_id: run.clone(),
-        key: "block".into(),
-        step: "block".into(),
-        seq: 0,
-        item: None,
         action: "firewall.block_ip".into(),
         with: c.with.clone(),
-        decision: Decision::Apply,
         trust: Some(trust),
-        guardrails: vec![],
-        status: StepStatus::Succeeded,
         output: json!({}),
-        error: None,
-        attempts: 1,
-        started_at: now,
         finished_at: Some(now),
+        ..harness::applied_step(&run, "block", 0, StepStatus::Succeeded, now)
     };
-    s.finish_change(&belay_store::FinishedChange {
-        step,
-        change_id: c.id.clone(),
-        status: ChangeStatus::Applied,
-        after: json!({"present": true}),
-        error: None,
-    })
-    .await
-    .unwrap();
+    s.finish_change(&harness::applied(step, &c.id, json!({"present": true})))
+        .await
+        .unwrap();
     c.id
 }
 
@@ -189,16 +138,6 @@ async fn changes_without_their_authority_are_named(backend: Backend) {
         matches!(&err, AuditProblem::Authority(m) if m.change_id == held && m.reason.contains("guardrail protected held step block")),
         "{err}"
     );
-}
-
-#[tokio::test]
-async fn sqlite_changes_without_their_authority_are_named() {
-    changes_without_their_authority_are_named(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn postgres_changes_without_their_authority_are_named() {
-    changes_without_their_authority_are_named(Backend::Postgres).await;
 }
 
 /// Heads signed outside the database catch what the recorded head cannot: deleting the
@@ -277,12 +216,22 @@ async fn history_more(s: &Arc<dyn Store>) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn sqlite_truncation_is_detected_against_signed_heads() {
-    truncation_is_detected_against_signed_heads(Backend::Sqlite).await;
+/// Each scenario as a test on each backend (`sqlite::NAME`, `postgres::NAME`).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(#[tokio::test] async fn $name() { super::$name(Backend::Sqlite).await; })*
+        }
+        mod postgres {
+            use super::*;
+            $(#[tokio::test] async fn $name() { super::$name(Backend::Postgres).await; })*
+        }
+    };
 }
 
-#[tokio::test]
-async fn postgres_truncation_is_detected_against_signed_heads() {
-    truncation_is_detected_against_signed_heads(Backend::Postgres).await;
-}
+on_both_backends!(
+    tampering_is_detected,
+    changes_without_their_authority_are_named,
+    truncation_is_detected_against_signed_heads
+);

@@ -25,20 +25,7 @@ fn event(id: &str) -> Event {
 }
 
 fn run(id: &str, event_id: &str) -> RunRecord {
-    let now = now_ms();
-    RunRecord {
-        id: id.into(),
-        event_id: event_id.into(),
-        playbook: "pb".into(),
-        playbook_hash: "h".into(),
-        parent_run: None,
-        status: RunStatus::Pending,
-        dry_run: false,
-        inputs: json!(null),
-        error: None,
-        created_at: now,
-        updated_at: now,
-    }
+    harness::run_record(id, event_id, RunStatus::Pending)
 }
 
 fn step(run_id: &str, key: &str, seq: i64, status: StepStatus) -> StepRecord {
@@ -208,15 +195,10 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
         second.id, first.id,
         "the same idempotency key returns the first journal entry"
     );
-    s.finish_change(&FinishedChange {
-        step: step("r1", "s", 1, StepStatus::Succeeded),
-        change_id: first.id.clone(),
-        status: ChangeStatus::Applied,
-        after: json!({"present": true}),
-        error: None,
-    })
-    .await
-    .unwrap();
+    let done = step("r1", "s", 1, StepStatus::Succeeded);
+    s.finish_change(&harness::applied(done, &first.id, json!({"present": true})))
+        .await
+        .unwrap();
     let got = s.change_by_key("r1/s").await.unwrap().unwrap();
     assert_eq!(got.status, ChangeStatus::Applied);
     assert_eq!(got.after, json!({"present": true}));

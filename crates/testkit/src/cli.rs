@@ -30,6 +30,23 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// The output (as [`text`]) of a command that must have succeeded.
+pub fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "belay failed: {}", text(o));
+    text(o)
+}
+
+/// The output (as [`text`]) of a command that must have been refused (exit status 1).
+pub fn refused(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected a refusal (exit 1): {}",
+        text(o)
+    );
+    text(o)
+}
+
 /// Standard output as one JSON document. Panics with everything printed when it is not.
 pub fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))

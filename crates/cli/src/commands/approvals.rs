@@ -6,7 +6,7 @@
 
 use crate::actor::valid_actor;
 use crate::context::Ctx;
-use crate::output::{Format, ListArgs, ShowArgs, joined_or, print_json};
+use crate::output::{Format, ListArgs, ShowArgs, joined_or, print_json, print_list};
 use crate::paths::playbook_dir;
 use anyhow::{Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
@@ -140,28 +140,22 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                 })
                 .await?;
             history(&*store, &mut list).await?;
-            if format == Format::Json {
-                let v: Vec<Value> = list.iter().map(approval_json).collect();
-                print_json(&v)?;
-            } else if list.is_empty() {
-                println!("no approvals {}", if all { "" } else { "waiting" });
-            } else {
-                for a in &list {
-                    println!(
-                        "{}  {:<9} {}/{}  {} {}  ({} of {} approvals; expires {})\n    why: {}",
-                        a.id,
-                        a.status,
-                        a.playbook,
-                        a.key,
-                        a.action,
-                        a.target,
-                        a.approvals(),
-                        a.terms.quorum,
-                        ms_to_rfc3339(a.expires_at),
-                        a.reason
-                    );
-                }
-            }
+            let empty = format!("no approvals {}", if all { "" } else { "waiting" });
+            print_list(&list, format, &empty, approval_json, |a| {
+                format!(
+                    "{}  {:<9} {}/{}  {} {}  ({} of {} approvals; expires {})\n    why: {}",
+                    a.id,
+                    a.status,
+                    a.playbook,
+                    a.key,
+                    a.action,
+                    a.target,
+                    a.approvals(),
+                    a.terms.quorum,
+                    ms_to_rfc3339(a.expires_at),
+                    a.reason
+                )
+            })?;
             if !expired.is_empty() {
                 eprintln!(
                     "{} approval(s) expired; their runs resume with the step's on_timeout",

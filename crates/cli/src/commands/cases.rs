@@ -3,7 +3,7 @@
 //! Read-only: it never opens, edits or closes a case (playbooks do, through `case.*`).
 
 use crate::context::Ctx;
-use crate::output::{Format, ListArgs, ShowArgs, print_json};
+use crate::output::{Format, ListArgs, ShowArgs, print_json, print_list};
 use anyhow::{Result, bail};
 use belay_model::{CaseEntryKind, CaseFile, CaseStatus, ms_to_rfc3339};
 use belay_store::Store;
@@ -26,22 +26,23 @@ pub async fn run(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
     match command {
         CasesCommand::List(ListArgs { all, format }) => {
             let list = store.cases((!all).then_some(CaseStatus::Open)).await?;
-            if format == Format::Json {
-                print_json(&list)?;
-            } else if list.is_empty() {
-                println!("no {}cases", if all { "" } else { "open " });
-            } else {
-                for c in &list {
-                    println!(
+            let empty = format!("no {}cases", if all { "" } else { "open " });
+            print_list(
+                &list,
+                format,
+                &empty,
+                |c| json!(c),
+                |c| {
+                    format!(
                         "{:<32} {:<6} {:<8} {}  (updated {})",
                         c.id,
                         c.status,
                         c.severity,
                         c.title,
                         ms_to_rfc3339(c.updated_at)
-                    );
-                }
-            }
+                    )
+                },
+            )?;
         }
         CasesCommand::Show(ShowArgs { id, format }) => {
             let Some(file) = store.case_file(&id).await? else {

@@ -202,12 +202,7 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
     );
     println!("systems:");
     for c in &env.components {
-        println!(
-            "  {:<10} {:<10} {}",
-            c.family,
-            if c.real { "REAL" } else { "simulated" },
-            c.served_by
-        );
+        println!("{c}");
     }
     let ctx = Ctx::new(&Global {
         config: Some(env.config.clone()),

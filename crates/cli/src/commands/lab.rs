@@ -72,12 +72,7 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
             )
             .await?;
             for c in &env.components {
-                println!(
-                    "  {:<10} {} {}",
-                    c.family,
-                    if c.real { "real     " } else { "simulated" },
-                    c.served_by
-                );
+                println!("{c}");
             }
             println!("ready: {}", env.config.display());
             // Until Ctrl-C, or until whoever started us closes our standard input.

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 #[allow(unused_imports)] // each test binary uses a different part
 pub use belay_testkit::cli::{
-    assert_contains_all, assert_text_contains, json, json_lines, str_of, text,
+    assert_contains_all, assert_text_contains, json, json_lines, ok, refused, str_of, text,
 };
 
 /// The `belay` binary under test.
@@ -47,6 +47,24 @@ steps:
     with: { list: egress, entry: "${{ item }}" }
 "#;
     format!("name: {name}\non: {{ event: {event} }}\n{steps}{step_extra}")
+}
+
+/// A playbook `block-ip` written by carol, run on `ids.alert` events at `trust`, that adds the
+/// alert's first address to the block list `egress` in one step `block`; the step goes on with
+/// `step_extra` (approval options, say).
+pub fn block_alert_ip(trust: &str, step_extra: &str) -> String {
+    format!(
+        r#"name: block-ip
+author: carol
+on:
+  event: ids.alert
+trust: {trust}
+steps:
+  - id: block
+    action: blocklist.add
+    with: {{ list: egress, entry: "${{{{ event.observables.ips[0] }}}}" }}
+{step_extra}"#
+    )
 }
 
 /// The entries of the block list `egress` in `dir`'s data directory (none when it has none).

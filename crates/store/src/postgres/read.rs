@@ -60,20 +60,7 @@ pub(super) async fn audit_entries(
             C,
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(AuditEntry {
-                seq: get(r, 0, C)?,
-                at: get(r, 1, C)?,
-                kind: get(r, 2, C)?,
-                actor: get(r, 3, C)?,
-                subject: get(r, 4, C)?,
-                detail: get(r, 5, C)?,
-                prev_hash: get(r, 6, C)?,
-                hash: get(r, 7, C)?,
-            })
-        })
-        .collect()
+    rows.iter().map(|r| audit_entry(r, C)).collect()
 }
 
 pub(super) async fn approval_trail(s: &PgStore, id: &str) -> Result<Vec<AuditEntry>> {
@@ -89,20 +76,21 @@ pub(super) async fn approval_trail(s: &PgStore, id: &str) -> Result<Vec<AuditEnt
             C,
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(AuditEntry {
-                seq: get(r, 0, C)?,
-                at: get(r, 1, C)?,
-                kind: get(r, 2, C)?,
-                actor: get(r, 3, C)?,
-                subject: get(r, 4, C)?,
-                detail: get(r, 5, C)?,
-                prev_hash: get(r, 6, C)?,
-                hash: get(r, 7, C)?,
-            })
-        })
-        .collect()
+    rows.iter().map(|r| audit_entry(r, C)).collect()
+}
+
+/// An entry from `seq, at, kind, actor, subject, detail, prev_hash, hash`.
+fn audit_entry(r: &tokio_postgres::Row, c: &'static str) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: get(r, 0, c)?,
+        at: get(r, 1, c)?,
+        kind: get(r, 2, c)?,
+        actor: get(r, 3, c)?,
+        subject: get(r, 4, c)?,
+        detail: get(r, 5, c)?,
+        prev_hash: get(r, 6, c)?,
+        hash: get(r, 7, c)?,
+    })
 }
 
 pub(super) async fn audit_head(s: &PgStore) -> Result<Option<(i64, String)>> {

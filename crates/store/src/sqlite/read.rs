@@ -215,30 +215,34 @@ pub(super) async fn audit_entries(
             )
             .map_err(db_err("reading the audit trail"))?;
         let rows = stmt
-            .query_map(params![after, limit as i64], |r| {
-                let detail: String = r.get(5)?;
-                // No row before: the chain's start, or (after a deletion) nothing to
-                // commit to, which verification reports.
-                let prev = match r.get_ref(6)? {
-                    ValueRef::Null if after == 0 => belay_model::audit::GENESIS.to_string(),
-                    v => hash_text(v),
-                };
-                let hash = hash_text(r.get_ref(7)?);
-                Ok(from_text(&detail, "audit detail").map(|detail| AuditEntry {
-                    seq: r.get(0).unwrap_or_default(),
-                    at: r.get(1).unwrap_or_default(),
-                    kind: r.get(2).unwrap_or_default(),
-                    actor: r.get(3).unwrap_or_default(),
-                    subject: r.get(4).unwrap_or_default(),
-                    detail,
-                    prev_hash: prev,
-                    hash,
-                }))
-            })
+            // No row before: the chain's start, or (after a deletion) nothing to commit to,
+            // which verification reports.
+            .query_map(params![after, limit as i64], |r| audit_entry(r, after == 0))
             .map_err(db_err("reading the audit trail"))?;
         collect(rows, "reading the audit trail")
     })
     .await
+}
+
+/// An entry from `seq, at, kind, actor, subject, detail, prev, hash`; a missing `prev` is the
+/// chain's start when `at_start`, else no hash (which verification reports).
+fn audit_entry(r: &rusqlite::Row<'_>, at_start: bool) -> rusqlite::Result<Result<AuditEntry>> {
+    let detail: String = r.get(5)?;
+    let prev = match r.get_ref(6)? {
+        ValueRef::Null if at_start => belay_model::audit::GENESIS.to_string(),
+        v => hash_text(v),
+    };
+    let hash = hash_text(r.get_ref(7)?);
+    Ok(from_text(&detail, "audit detail").map(|detail| AuditEntry {
+        seq: r.get(0).unwrap_or_default(),
+        at: r.get(1).unwrap_or_default(),
+        kind: r.get(2).unwrap_or_default(),
+        actor: r.get(3).unwrap_or_default(),
+        subject: r.get(4).unwrap_or_default(),
+        detail,
+        prev_hash: prev,
+        hash,
+    }))
 }
 
 pub(super) async fn approval_trail(s: &SqliteStore, id: &str) -> Result<Vec<AuditEntry>> {
@@ -253,23 +257,8 @@ pub(super) async fn approval_trail(s: &SqliteStore, id: &str) -> Result<Vec<Audi
             .map_err(db_err("reading an approval's trail"))?;
         let rows = stmt
             .query_map(params![id], |r| {
-                let detail: String = r.get(5)?;
-                let seq: i64 = r.get(0)?;
-                let prev = match r.get_ref(6)? {
-                    ValueRef::Null if seq == 1 => belay_model::audit::GENESIS.to_string(),
-                    v => hash_text(v),
-                };
-                let hash = hash_text(r.get_ref(7)?);
-                Ok(from_text(&detail, "audit detail").map(|detail| AuditEntry {
-                    seq,
-                    at: r.get(1).unwrap_or_default(),
-                    kind: r.get(2).unwrap_or_default(),
-                    actor: r.get(3).unwrap_or_default(),
-                    subject: r.get(4).unwrap_or_default(),
-                    detail,
-                    prev_hash: prev,
-                    hash,
-                }))
+                let first = r.get::<_, i64>(0)? == 1;
+                audit_entry(r, first)
             })
             .map_err(db_err("reading an approval's trail"))?;
         collect(rows, "reading an approval's trail")

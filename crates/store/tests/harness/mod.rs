@@ -1,10 +1,10 @@
 //! Opens fresh stores of each backend for the conformance suite.
 
 use belay_model::{
-    ApprovalRecord, ApprovalStatus, ApprovalTerms, Decision, OnTimeout, StepRecord, StepStatus,
-    TrustLevel,
+    ApprovalRecord, ApprovalStatus, ApprovalTerms, ChangeStatus, Decision, OnTimeout, RunRecord,
+    RunStatus, StepRecord, StepStatus, TrustLevel,
 };
-use belay_store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store};
+use belay_store::{FinishedChange, PgOptions, PgStore, SqliteOptions, SqliteStore, Store};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -212,5 +212,36 @@ pub fn applied_step(
         attempts: 1,
         started_at,
         finished_at: None,
+    }
+}
+
+/// Run `id` of playbook `pb` for event `event_id`, in `status`, created now.
+#[allow(dead_code)] // shared by several test binaries; not every one stores runs
+pub fn run_record(id: &str, event_id: &str, status: RunStatus) -> RunRecord {
+    let now = belay_model::now_ms();
+    RunRecord {
+        id: id.into(),
+        event_id: event_id.into(),
+        playbook: "pb".into(),
+        playbook_hash: "h".into(),
+        parent_run: None,
+        status,
+        dry_run: false,
+        inputs: json!(null),
+        error: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The outcome of change `change_id` applied by `step`, leaving the target in `after`.
+#[allow(dead_code)] // shared by several test binaries; not every one journals changes
+pub fn applied(step: StepRecord, change_id: &str, after: serde_json::Value) -> FinishedChange {
+    FinishedChange {
+        step,
+        change_id: change_id.into(),
+        status: ChangeStatus::Applied,
+        after,
+        error: None,
     }
 }
