@@ -493,6 +493,12 @@ fn replay_reports_what_a_playbook_would_have_done_and_changes_nothing() {
     assert_eq!(v["total"]["approvals"], 2);
     assert_eq!(v["total"]["not_triggered"], 1);
     assert_eq!(v["events"][0]["changes"][0]["would"], "needs approval");
+    let text = ok(&belay(
+        d,
+        &["replay", "pb/block.yaml", "--events", "past.jsonl"],
+    ));
+    assert!(text.contains("— would need approval"), "{text}");
+    assert!(!text.contains("would needs"), "{text}");
     assert!(listed(d).is_empty(), "a replay applies nothing");
     assert!(pending(d).is_empty(), "a replay requests no approval");
 }

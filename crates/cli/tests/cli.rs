@@ -286,3 +286,23 @@ fn bench_reports_its_figures_on_a_durable_store() {
     // The benchmark's store is a temporary one unless --data is given.
     assert!(!dir.path().join("belay-data").exists());
 }
+
+/// A misspelled status names the option and lists the statuses; the help lists them too.
+#[test]
+fn a_misspelled_run_status_lists_the_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = belay(dir.path(), &["runs", "list", "--status", "fialed"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = text(&o);
+    assert!(
+        err.contains("invalid value 'fialed' for '--status"),
+        "{err}"
+    );
+    assert!(err.contains("failed"), "{err}");
+    assert!(err.contains("waiting_approval"), "{err}");
+    assert!(!err.contains("RunStatus"), "no internal type names: {err}");
+    let help = text(&belay(dir.path(), &["runs", "list", "--help"]));
+    assert!(help.contains("waiting_approval"), "{help}");
+    let listed = belay(dir.path(), &["runs", "list", "--status", "failed"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+}

@@ -36,10 +36,10 @@ impl Would {
     pub fn as_str(self) -> &'static str {
         match self {
             Would::Apply => "apply",
-            Would::NeedApproval => "needs approval",
-            Would::BeHeld => "held by guardrail",
-            Would::BeDenied => "denied by guardrail",
-            Would::Shadow => "shadow",
+            Would::NeedApproval => "need approval",
+            Would::BeHeld => "be held by a guardrail",
+            Would::BeDenied => "be denied by a guardrail",
+            Would::Shadow => "only be recorded (shadow)",
         }
     }
 

@@ -34,7 +34,7 @@ macro_rules! string_enum {
                     $($text => Ok($name::$variant),)+
                     other => Err(format!(
                         "unknown {} `{}`; expected one of: {}",
-                        stringify!($name),
+                        $crate::words_of(stringify!($name)),
                         other,
                         [$($text),+].join(", ")
                     )),
@@ -42,6 +42,19 @@ macro_rules! string_enum {
             }
         }
     };
+}
+
+/// A type's name as words for people: `RunStatus` → `run status`.
+#[doc(hidden)]
+pub fn words_of(type_name: &str) -> String {
+    let mut out = String::with_capacity(type_name.len() + 4);
+    for (i, c) in type_name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
 }
 
 pub mod approval;
@@ -76,4 +89,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A fresh, time-ordered identifier (UUIDv7), so ids sort by creation time.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_values_are_named_in_words_with_the_allowed_ones() {
+        let err = "fialed".parse::<RunStatus>().unwrap_err();
+        assert!(
+            err.starts_with("unknown run status `fialed`; expected one of: pending"),
+            "{err}"
+        );
+        assert_eq!(words_of("TrustLevel"), "trust level");
+    }
 }

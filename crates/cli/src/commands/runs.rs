@@ -16,7 +16,10 @@ use std::process::ExitCode;
 pub enum RunsCommand {
     /// Recent runs, newest first.
     List {
-        #[arg(long)]
+        /// Only runs in this status.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            RunStatus::ALL.iter().map(|s| s.as_str())
+        ))]
         status: Option<String>,
         #[arg(long)]
         playbook: Option<String>,
