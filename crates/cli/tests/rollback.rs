@@ -74,6 +74,12 @@ fn rollback_of_a_run_restores_every_byte_of_the_list() {
         HAND_KEPT,
         "byte for byte, the removed line back in its place"
     );
+    let again = ok(&belay(d, &["rollback", "--run", &run, "--as", "alice"]));
+    assert!(
+        again.contains("nothing to roll back: the 3 selected change(s) were already reverted"),
+        "a second rollback says so: {again}"
+    );
+    assert_eq!(list(d), HAND_KEPT, "and changes nothing");
     assert_changes_are(d, &run, "reverted");
     assert!(ok(&belay(d, &["audit", "verify"])).starts_with("audit chain intact"));
 }
@@ -158,7 +164,7 @@ fn rollback_to_a_checkpoint_after_many_runs_restores_the_list() {
         &["rollback", "--to", "known-good", "--as", "alice"],
     ));
     assert!(
-        again.contains("0 reverted, 0 unchanged, 0 kept (irreversible), 0 drifted, 0 failed"),
+        again.contains("nothing to roll back") && again.contains("already reverted"),
         "{again}"
     );
     assert_eq!(list(d), before);

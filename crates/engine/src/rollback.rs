@@ -87,6 +87,8 @@ pub struct Report {
     pub rollback_run: Option<String>,
     /// The selected applied changes, newest first.
     pub items: Vec<Item>,
+    /// Selected changes that an earlier rollback already reverted (not selected again).
+    pub already_reverted: usize,
 }
 
 impl Report {
@@ -96,8 +98,8 @@ impl Report {
     }
 }
 
-/// Applied changes selected, newest first.
-async fn select(engine: &Engine, sel: &Selection) -> Result<Vec<ChangeRecord>> {
+/// Applied changes selected, newest first, and how many of the selection were reverted before.
+async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, usize)> {
     let all = engine.store.changes(None).await?;
     let chosen: Vec<ChangeRecord> = match sel {
         Selection::Change(id) => {
@@ -134,6 +136,10 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<Vec<ChangeRecord>> {
     };
     let window: std::collections::HashSet<String> = chosen.iter().map(|c| c.id.clone()).collect();
     let by_time = matches!(sel, Selection::Checkpoint(_) | Selection::Since(_));
+    let already_reverted = chosen
+        .iter()
+        .filter(|c| c.status == ChangeStatus::Reverted)
+        .count();
     let mut applied: Vec<ChangeRecord> = chosen
         .into_iter()
         .filter(|c| c.status == ChangeStatus::Applied)
@@ -141,7 +147,7 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<Vec<ChangeRecord>> {
         .filter(|c| !(by_time && undone_original(c).is_some_and(|o| window.contains(o))))
         .collect();
     applied.reverse();
-    Ok(applied)
+    Ok((applied, already_reverted))
 }
 
 /// The object a change acted on, as its undo sees it: the action's family and the inputs its
@@ -176,7 +182,7 @@ pub async fn rollback(
     sel: Selection,
     opts: RollbackOptions,
 ) -> Result<Report> {
-    let changes = select(engine, &sel).await?;
+    let (changes, already_reverted) = select(engine, &sel).await?;
     let mut items = Vec::new();
     let mut run: Option<RunRecord> = None;
     // Dry run: the significant state each simulated undo leaves, by object.
@@ -428,6 +434,7 @@ pub async fn rollback(
     Ok(Report {
         rollback_run: run.map(|r| r.id),
         items,
+        already_reverted,
     })
 }
 

@@ -80,6 +80,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     .await?;
     if format == Format::Json {
         print_json(&report)?;
+    } else if report.items.is_empty() && report.already_reverted > 0 {
+        println!(
+            "nothing to roll back: the {} selected change(s) were already reverted \
+             (`belay changes list` shows by which rollback)",
+            report.already_reverted
+        );
     } else {
         for i in &report.items {
             let o = serde_json::to_value(i.outcome)?
