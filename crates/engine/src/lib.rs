@@ -10,6 +10,7 @@ pub mod approvals;
 pub mod cases;
 mod exec;
 pub mod guard;
+pub mod history;
 pub mod ingest;
 pub mod playtest;
 pub mod reapply;
