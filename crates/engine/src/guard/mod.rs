@@ -236,6 +236,54 @@ impl Guardrails {
         out
     }
 
+    /// Baseline guardrails that nothing caps while they learn (`while_learning: proceed`),
+    /// each with the actions it governs that no `batch` or `rate` limit (its own or another
+    /// guardrail's) governs too. Actions are those of the catalog its `applies_to` matches, or
+    /// its patterns as written when none does.
+    pub fn uncapped_while_learning(&self, catalog: &Catalog) -> Vec<(&Guardrail, Vec<String>)> {
+        let capped = |action: &str| {
+            self.list
+                .iter()
+                .any(|c| (c.batch.is_some() || c.rate.is_some()) && c.applies(action))
+        };
+        self.list
+            .iter()
+            .filter(|g| {
+                g.baseline
+                    .is_some_and(|b| b.while_learning == WhileLearning::Proceed)
+            })
+            .filter_map(|g| {
+                let mut actions = self.actions_of(g, catalog);
+                if actions.is_empty() {
+                    actions = g.applies_to.clone();
+                }
+                actions.retain(|a| !capped(a));
+                (!actions.is_empty()).then_some((g, actions))
+            })
+            .collect()
+    }
+
+    /// A warning for each baseline guardrail that nothing caps while it learns (see
+    /// [`Guardrails::uncapped_while_learning`]).
+    pub fn learning_warnings(&self, catalog: &Catalog) -> Vec<String> {
+        self.uncapped_while_learning(catalog)
+            .into_iter()
+            .map(|(g, actions)| {
+                let min = g
+                    .baseline
+                    .map(|b| humantime::format_duration(b.min_history).to_string())
+                    .unwrap_or_default();
+                format!(
+                    "baseline guardrail `{}` has no `batch` or `rate` companion over {}: until it \
+                     has {min} of history it does not hold, and nothing caps those changes \
+                     (add a batch or rate guardrail over the same actions, or `while_learning: hold`)",
+                    g.name,
+                    actions.join(", ")
+                )
+            })
+            .collect()
+    }
+
     /// The actions of the catalog a guardrail applies to (for counting recent changes).
     pub fn actions_of(&self, g: &Guardrail, catalog: &Catalog) -> Vec<String> {
         catalog
