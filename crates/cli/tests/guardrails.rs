@@ -252,7 +252,10 @@ fn lint_warns_of_a_baseline_guardrail_that_nothing_caps_while_it_learns() {
     let d = dir.path();
     let o = belay(d, &["lint", "pbs"]);
     let out = text(&o);
-    assert!(o.status.success(), "a warning does not fail the lint: {out}");
+    assert!(
+        o.status.success(),
+        "a warning does not fail the lint: {out}"
+    );
     assert!(
         out.contains("warning: baseline guardrail `feed-baseline` has no `batch` or `rate` companion over firewall.block_ip"),
         "{out}"
@@ -260,7 +263,13 @@ fn lint_warns_of_a_baseline_guardrail_that_nothing_caps_while_it_learns() {
     // `guardrails check` says so too (on stderr), and the learning verdict passes.
     let o = belay(
         d,
-        &["guardrails", "check", "firewall.block_ip", "--with", r#"{"address":"192.0.2.7"}"#],
+        &[
+            "guardrails",
+            "check",
+            "firewall.block_ip",
+            "--with",
+            r#"{"address":"192.0.2.7"}"#,
+        ],
     );
     assert!(o.status.success(), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
@@ -273,7 +282,11 @@ fn lint_warns_of_a_baseline_guardrail_that_nothing_caps_while_it_learns() {
 
     // A batch guardrail over the same actions caps them while it learns: no warning.
     let batch = guardrail("feed-batch", "\"firewall.*\"", "batch: { max: 25 }");
-    let both = format!("{}{}", guardrail("feed-baseline", "firewall.block_ip", baseline), &batch["guardrails:\n".len()..]);
+    let both = format!(
+        "{}{}",
+        guardrail("feed-baseline", "firewall.block_ip", baseline),
+        &batch["guardrails:\n".len()..]
+    );
     std::fs::write(d.join("guardrails/policy.yaml"), both).unwrap();
     let out = text(&belay(d, &["lint", "pbs"]));
     assert!(!out.contains("warning"), "{out}");
@@ -290,7 +303,10 @@ fn lint_warns_of_a_baseline_guardrail_that_nothing_caps_while_it_learns() {
     let bad = "baseline: { per: 1h, factor: 3, min_history: 7d, while_learning: wait }";
     std::fs::write(
         d.join("guardrails/policy.yaml"),
-        format!("# feeds\n{}", guardrail("feed-baseline", "firewall.block_ip", bad)),
+        format!(
+            "# feeds\n{}",
+            guardrail("feed-baseline", "firewall.block_ip", bad)
+        ),
     )
     .unwrap();
     let o = belay(d, &["lint", "pbs"]);

@@ -2061,7 +2061,10 @@ async fn a_baseline_learns_without_holding_then_holds_a_batch_ten_times_its_p99(
     let d = &enforcing[0].detail;
     assert_eq!(d["guardrail"], "feed-baseline");
     assert_eq!(d["p99_batch"], 3);
-    assert!(d["history_ms"].as_i64().unwrap() >= 8 * 86_400_000 - 60_000, "{d}");
+    assert!(
+        d["history_ms"].as_i64().unwrap() >= 8 * 86_400_000 - 60_000,
+        "{d}"
+    );
     assert!(
         enforcing[0].seq < violations[0].seq,
         "the switch is recorded before the hold it causes"
@@ -2071,7 +2074,11 @@ async fn a_baseline_learns_without_holding_then_holds_a_batch_ten_times_its_p99(
     // by a new engine.
     let report = h.run("feed", hosts("usual", 2)).await;
     assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
-    let why = h.step(&report.run_id, "block[0]").await.error.unwrap_or_default();
+    let why = h
+        .step(&report.run_id, "block[0]")
+        .await
+        .error
+        .unwrap_or_default();
     assert!(
         why.contains("32 change(s) within 1h would be above 3 × the learned p99 of 3 per window"),
         "{why}"
@@ -2095,13 +2102,22 @@ async fn a_baseline_learns_without_holding_then_holds_a_batch_ten_times_its_p99(
     );
     let pb = again.playbooks.get("feed").unwrap();
     let report = again
-        .run_once(&pb, event("t.event", json!({ "data": hosts("later", 2) })), false)
+        .run_once(
+            &pb,
+            event("t.event", json!({ "data": hosts("later", 2) })),
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
     assert_eq!(audit_of(&h, "guardrail.enforcing").await.len(), 1);
     // Every verdict is consistent with the chain.
-    assert!(belay_store::verify_audit(h.store.as_ref()).await.unwrap().is_ok());
+    assert!(
+        belay_store::verify_audit(h.store.as_ref())
+            .await
+            .unwrap()
+            .is_ok()
+    );
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use crate::labenv::{LabEnv, Options};
 use crate::output::joined_or;
 use anyhow::{Context, Result, bail};
 use belay_engine::Engine;
-use belay_engine::history::{self, PastRun};
 use belay_engine::approvals::Directory;
+use belay_engine::history::{self, PastRun};
 use belay_engine::rollback::{Outcome, RollbackOptions, Selection, rollback};
 use belay_model::{ApprovalStatus, Event, RunStatus, TrustLevel};
 use belay_store::ApprovalFilter;
@@ -65,11 +65,18 @@ impl Demo {
             .map(|u| PastRun {
                 at: now - 8 * 24 * hour + u * 6 * hour,
                 action: "firewall.block_ip".into(),
-                targets: (0..2 + u % 3).map(|i| format!("192.0.2.{}", 200 + i)).collect(),
+                targets: (0..2 + u % 3)
+                    .map(|i| format!("192.0.2.{}", 200 + i))
+                    .collect(),
             })
             .collect();
-        let n = history::import(&*self.engine.store, "feed-history", TrustLevel::Guarded, &past)
-            .await?;
+        let n = history::import(
+            &*self.engine.store,
+            "feed-history",
+            TrustLevel::Guarded,
+            &past,
+        )
+        .await?;
         println!(
             "  {PAST_UPDATES} past feed updates ({n} blocks over 8 days) imported into the journal at their time"
         );

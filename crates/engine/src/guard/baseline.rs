@@ -173,10 +173,7 @@ mod tests {
         assert_eq!((empty.history_ms, empty.runs, empty.windows), (0, 0, 0));
         let learning = b.learning(&empty).expect("no history: learning");
         assert_eq!(learning.min_history_ms, 24 * hour);
-        assert_eq!(
-            learning.describe(),
-            "0s of recorded history, 1day needed"
-        );
+        assert_eq!(learning.describe(), "0s of recorded history, 1day needed");
         assert_eq!(b.learning(&f), None, "48 hours of history: enforcing");
     }
 }
