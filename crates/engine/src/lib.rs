@@ -282,7 +282,17 @@ impl Engine {
         }
         let mut after = 0;
         loop {
-            let page = self.store.audit_entries(after, 1000).await?;
+            let page = match self.store.audit_entries(after, 1000).await {
+                Ok(page) => page,
+                Err(e) => {
+                    // Not searched: the next check searches again.
+                    self.enforcing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&g.name);
+                    return Err(e.into());
+                }
+            };
             let Some(last) = page.last() else { break };
             after = last.seq;
             if page
