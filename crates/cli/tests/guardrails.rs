@@ -244,3 +244,76 @@ fn a_step_naming_an_unknown_guardrail_is_refused() {
     );
     assert!(listed(d).is_empty());
 }
+
+#[test]
+fn lint_warns_of_a_baseline_guardrail_that_nothing_caps_while_it_learns() {
+    let baseline = "baseline: { per: 1h, factor: 3, min_history: 7d }";
+    let dir = setup(&guardrail("feed-baseline", "firewall.block_ip", baseline));
+    let d = dir.path();
+    let o = belay(d, &["lint", "pbs"]);
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "a warning does not fail the lint: {out}"
+    );
+    assert!(
+        out.contains("warning: baseline guardrail `feed-baseline` has no `batch` or `rate` companion over firewall.block_ip"),
+        "{out}"
+    );
+    // `guardrails check` says so too (on stderr), and the learning verdict passes.
+    let o = belay(
+        d,
+        &[
+            "guardrails",
+            "check",
+            "firewall.block_ip",
+            "--with",
+            r#"{"address":"192.0.2.7"}"#,
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("has no `batch` or `rate` companion"), "{err}");
+    assert!(
+        text(&o).contains("learning: 0s of recorded history, 7days needed"),
+        "{}",
+        text(&o)
+    );
+
+    // A batch guardrail over the same actions caps them while it learns: no warning.
+    let batch = guardrail("feed-batch", "\"firewall.*\"", "batch: { max: 25 }");
+    let both = format!(
+        "{}{}",
+        guardrail("feed-baseline", "firewall.block_ip", baseline),
+        &batch["guardrails:\n".len()..]
+    );
+    std::fs::write(d.join("guardrails/policy.yaml"), both).unwrap();
+    let out = text(&belay(d, &["lint", "pbs"]));
+    assert!(!out.contains("warning"), "{out}");
+    // Nor when the baseline holds while it learns.
+    let hold = "baseline: { per: 1h, factor: 3, min_history: 7d, while_learning: hold }";
+    std::fs::write(
+        d.join("guardrails/policy.yaml"),
+        guardrail("feed-baseline", "firewall.block_ip", hold),
+    )
+    .unwrap();
+    let out = text(&belay(d, &["lint", "pbs"]));
+    assert!(!out.contains("warning"), "{out}");
+    // Any other value is a load error with file and line.
+    let bad = "baseline: { per: 1h, factor: 3, min_history: 7d, while_learning: wait }";
+    std::fs::write(
+        d.join("guardrails/policy.yaml"),
+        format!(
+            "# feeds\n{}",
+            guardrail("feed-baseline", "firewall.block_ip", bad)
+        ),
+    )
+    .unwrap();
+    let o = belay(d, &["lint", "pbs"]);
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains("policy.yaml:3: guardrail `feed-baseline`: baseline while_learning must be `proceed` (the default) or `hold`, not `wait`"),
+        "{out}"
+    );
+}

@@ -345,6 +345,23 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
     // A small update: blocked at once, at `guarded`.
     import("small-feed", "198.51.100.7\n192.0.2.0/28\n");
     assert!(env.in_effect("firewall.block_ip", "198.51.100.7"));
+    // `feed-baseline` has no history yet: it is learning, holds nothing, and the trail says so.
+    let trail = env.ok(&["audit", "export"]);
+    let learning: Vec<Value> = trail
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["kind"] == "guardrail.learning")
+        .collect();
+    assert!(
+        learning
+            .iter()
+            .any(|e| e["detail"]["guardrail"] == "feed-baseline"
+                && e["detail"]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("7days needed")),
+        "{learning:#?}"
+    );
     // The CRM's network in an update: the whole update waits for a person, and the SOC admins hear of it.
     import("poisoned-feed", "203.0.113.9\n198.51.100.8\n");
     let held = env.pending_approvals();
@@ -720,6 +737,12 @@ fn the_demo_runs_every_scenario_holds_approves_rolls_back_and_verifies() {
     assert!(
         out.contains("feed-batch: batch of 40 changes"),
         "oversized feed hold:\n{out}"
+    );
+    assert!(
+        out.contains("feed-baseline learned: p99 4 blocks per update")
+            && out.contains("held for a person by guardrail — feed-baseline: batch of 20 changes is above 3 × the learned p99 of 4 per run")
+            && out.contains("feed-baseline enforces from here on"),
+        "learned-limit hold:\n{out}"
     );
     assert!(
         out.contains("→ DENIED by demo-analyst") && out.contains("→ APPROVED by demo-analyst"),

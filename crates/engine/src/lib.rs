@@ -10,6 +10,7 @@ pub mod approvals;
 pub mod cases;
 mod exec;
 pub mod guard;
+pub mod history;
 pub mod ingest;
 pub mod playtest;
 pub mod reapply;
@@ -97,12 +98,18 @@ pub struct Engine {
     baselines: std::sync::Mutex<
         std::collections::HashMap<String, (std::time::Instant, guard::BaselineFigures)>,
     >,
+    /// Baseline guardrails whose first enforcement is in the audit trail (recorded by this
+    /// process or found there).
+    enforcing: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Every recorded demotion, with when it was read.
     demotions: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<belay_model::Demotion>>)>>,
 }
 
 /// How long the recorded demotions are reused before the store is read again.
 const DEMOTION_TTL: Duration = Duration::from_secs(1);
+
+/// The audit entry kind recording a baseline guardrail's first enforcement.
+const ENFORCING: &str = "guardrail.enforcing";
 
 /// How long learned baseline figures are reused before the history is read again.
 const BASELINE_TTL: Duration = Duration::from_secs(60);
@@ -157,6 +164,7 @@ impl Engine {
             rate_gate: tokio::sync::Mutex::new(()),
             target_locks,
             baselines: Default::default(),
+            enforcing: Default::default(),
             demotions: Default::default(),
         })
     }
@@ -241,11 +249,75 @@ impl Engine {
             .change_history(&actions, now - b.lookback().as_millis() as i64)
             .await?;
         let figures = b.learn(&history, now);
-        self.baselines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(g.name.clone(), (std::time::Instant::now(), figures.clone()));
+        // A learning baseline is read again each time, so that it enforces from the moment
+        // its history suffices; what it learned is reused for a minute once it enforces.
+        if b.learning(&figures).is_none() {
+            self.baselines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(g.name.clone(), (std::time::Instant::now(), figures.clone()));
+        }
         Ok(figures)
+    }
+
+    /// The `guardrail.enforcing` audit entry to record when baseline guardrail `g`, whose
+    /// history now suffices (`figures`), enforces for the first time; none when the trail
+    /// already has it. The trail is searched once per guardrail and process.
+    pub(crate) async fn first_enforcing(
+        &self,
+        g: &guard::Guardrail,
+        figures: &guard::BaselineFigures,
+    ) -> Result<Option<belay_model::AuditDraft>> {
+        let Some(b) = &g.baseline else {
+            return Ok(None);
+        };
+        if b.learning(figures).is_some()
+            || !self
+                .enforcing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(g.name.clone())
+        {
+            return Ok(None);
+        }
+        let mut after = 0;
+        loop {
+            let page = match self.store.audit_entries(after, 1000).await {
+                Ok(page) => page,
+                Err(e) => {
+                    // Not searched: the next check searches again.
+                    self.enforcing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&g.name);
+                    return Err(e.into());
+                }
+            };
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            if page
+                .iter()
+                .any(|e| e.kind == ENFORCING && e.detail["guardrail"] == g.name.as_str())
+            {
+                return Ok(None);
+            }
+        }
+        Ok(Some(belay_model::AuditDraft {
+            kind: ENFORCING.into(),
+            actor: format!("engine:{}", self.store.worker_id()),
+            subject: format!("guardrail:{}", g.name),
+            detail: json!({
+                "guardrail": g.name,
+                "applies_to": g.applies_to,
+                "history_ms": figures.history_ms,
+                "min_history_ms": i64::try_from(b.min_history.as_millis()).unwrap_or(i64::MAX),
+                "runs": figures.runs,
+                "p99_batch": figures.p99_batch,
+                "windows": figures.windows,
+                "p99_window": figures.p99_window,
+                "factor": b.factor,
+            }),
+        }))
     }
 
     /// The runs an event starts: playbooks indexed under its kind whose `on.if` holds.

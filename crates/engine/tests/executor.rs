@@ -1965,3 +1965,186 @@ async fn each_distinct_target_is_looked_up_once_per_step() {
         [r#"{"hostname":"ws-042"}"#, r#"{"ip":"10.20.0.42"}"#]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 15. a baseline learns, then enforces
+// ---------------------------------------------------------------------------------------------
+
+const FEED: &str = r#"
+name: feed
+trust: guarded
+steps:
+  - id: block
+    action: t.change
+    for_each: ${{ event.data.hosts }}
+    with: { target: "${{ item }}", value: blocked }
+"#;
+
+fn feed_baseline(while_learning: &str) -> String {
+    format!(
+        r#"
+guardrails:
+  - name: feed-baseline
+    applies_to: ["t.change"]
+    baseline: {{ per: 1h, factor: 3, min_history: 7d{while_learning} }}
+    on_violation: hold
+"#
+    )
+}
+
+fn hosts(prefix: &str, n: usize) -> Value {
+    json!({ "hosts": (0..n).map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>() })
+}
+
+/// The audit entries of one kind, oldest first.
+async fn audit_of(h: &Harness, kind: &str) -> Vec<belay_model::AuditEntry> {
+    let all = h.store.audit_entries(0, 100_000).await.unwrap();
+    all.into_iter().filter(|e| e.kind == kind).collect()
+}
+
+#[tokio::test]
+async fn a_baseline_learns_without_holding_then_holds_a_batch_ten_times_its_p99() {
+    let h = harness_guarded(&[FEED], Some(&feed_baseline("")));
+    // No history at all: the baseline is learning, says so, and holds nothing, however large.
+    let report = h.run("feed", hosts("early", 30)).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(h.rec.calls_of("t.change").len(), 30);
+    let learning = audit_of(&h, "guardrail.learning").await;
+    assert_eq!(learning.len(), 1, "{learning:?}");
+    let d = &learning[0].detail;
+    assert_eq!(d["guardrail"], "feed-baseline");
+    assert_eq!(d["changes"], 30);
+    assert_eq!(d["min_history_ms"], 7 * 86_400_000i64);
+    assert_eq!(d["while_learning"], "proceed");
+    assert!(d["history_ms"].as_i64().unwrap() < 60_000, "{d}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("learning: 0s of recorded history, 7days needed"),
+        "{d}"
+    );
+    assert!(audit_of(&h, "guardrail.enforcing").await.is_empty());
+    assert!(audit_of(&h, "guardrail.violation").await.is_empty());
+
+    // Eight days of past feed updates of three changes each, journaled at their time.
+    let now = belay_model::now_ms();
+    let past: Vec<belay_engine::history::PastRun> = (0..120)
+        .map(|u| belay_engine::history::PastRun {
+            at: now - 8 * 86_400_000 + u * 5_400_000,
+            action: "t.change".into(),
+            targets: (0..3).map(|i| format!("past-{u}-{i}")).collect(),
+        })
+        .collect();
+    let n = belay_engine::history::import(&*h.store, "test", TrustLevel::Guarded, &past)
+        .await
+        .unwrap();
+    assert_eq!(n, 360);
+
+    // Now it enforces: a batch ten times the learned p99 of 3 is held whole, nothing applied.
+    let report = h.run("feed", hosts("big", 30)).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert_eq!(h.rec.calls_of("t.change").len(), 30, "nothing more applied");
+    let held = h.step(&report.run_id, "block[0]").await;
+    assert_eq!(held.decision, Decision::GuardrailHold);
+    let why = held.error.unwrap_or_default();
+    assert!(
+        why.contains("batch of 30 changes is above 3 × the learned p99 of 3 per run"),
+        "{why}"
+    );
+    let violations = audit_of(&h, "guardrail.violation").await;
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].detail["guardrail"], "feed-baseline");
+    // The switch is in the trail, with what it learned, recorded once.
+    let enforcing = audit_of(&h, "guardrail.enforcing").await;
+    assert_eq!(enforcing.len(), 1, "{enforcing:?}");
+    let d = &enforcing[0].detail;
+    assert_eq!(d["guardrail"], "feed-baseline");
+    assert_eq!(d["p99_batch"], 3);
+    assert!(
+        d["history_ms"].as_i64().unwrap() >= 8 * 86_400_000 - 60_000,
+        "{d}"
+    );
+    assert!(
+        enforcing[0].seq < violations[0].seq,
+        "the switch is recorded before the hold it causes"
+    );
+    // The window counts too: the 30 changes made while learning, within the hour, and 2 more
+    // are above 3 × the learned p99 of 3 per hour. The switch is not recorded again, here or
+    // by a new engine.
+    let report = h.run("feed", hosts("usual", 2)).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    let why = h
+        .step(&report.run_id, "block[0]")
+        .await
+        .error
+        .unwrap_or_default();
+    assert!(
+        why.contains("32 change(s) within 1h would be above 3 × the learned p99 of 3 per window"),
+        "{why}"
+    );
+    assert_eq!(audit_of(&h, "guardrail.enforcing").await.len(), 1);
+    assert_eq!(audit_of(&h, "guardrail.learning").await.len(), 1);
+    let again = Engine::with_guardrails(
+        h.store.clone(),
+        h.engine.playbooks.clone(),
+        Arc::new(test_catalog()),
+        {
+            let mut r = Registry::new();
+            r.register(Arc::new(Core));
+            r.register(h.rec.clone());
+            r
+        },
+        EngineConfig::default(),
+        Arc::new(
+            belay_engine::guard::Guardrails::load(&h._dir.path().join("guardrails.yaml")).unwrap(),
+        ),
+    );
+    let pb = again.playbooks.get("feed").unwrap();
+    let report = again
+        .run_once(
+            &pb,
+            event("t.event", json!({ "data": hosts("later", 2) })),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert_eq!(audit_of(&h, "guardrail.enforcing").await.len(), 1);
+    // Every verdict is consistent with the chain.
+    assert!(
+        belay_store::verify_audit(h.store.as_ref())
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn while_learning_hold_holds_every_change_until_the_history_suffices() {
+    let h = harness_guarded(&[FEED], Some(&feed_baseline(", while_learning: hold")));
+    let report = h.run("feed", hosts("early", 2)).await;
+    assert_eq!(report.status, RunStatus::WaitingApproval, "{report:?}");
+    assert!(h.rec.calls_of("t.change").is_empty(), "nothing applied");
+    let held = h.step(&report.run_id, "block[0]").await;
+    assert_eq!(held.decision, Decision::GuardrailHold);
+    let why = held.error.unwrap_or_default();
+    assert!(
+        why.contains("baseline is still learning: 0s of recorded history, 7days needed"),
+        "{why}"
+    );
+    // The approval shows the verdict, failing, with how far the learning is.
+    let approvals = h
+        .store
+        .approvals(&belay_store::ApprovalFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(approvals.len(), 1);
+    let v = &approvals[0].guardrails[0];
+    assert_eq!(v["guardrail"], "feed-baseline");
+    assert_eq!(v["pass"], false);
+    assert_eq!(v["learning"]["while_learning"], "hold");
+    assert_eq!(v["learning"]["min_history_ms"], 7 * 86_400_000i64);
+    assert!(audit_of(&h, "guardrail.learning").await.is_empty());
+    assert_eq!(audit_of(&h, "guardrail.violation").await.len(), 1);
+}

@@ -13,8 +13,9 @@ use crate::output::joined_or;
 use anyhow::{Context, Result, bail};
 use belay_engine::Engine;
 use belay_engine::approvals::Directory;
+use belay_engine::history::{self, PastRun};
 use belay_engine::rollback::{Outcome, RollbackOptions, Selection, rollback};
-use belay_model::{ApprovalStatus, Event, RunStatus};
+use belay_model::{ApprovalStatus, Event, RunStatus, TrustLevel};
 use belay_store::ApprovalFilter;
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -48,7 +49,54 @@ struct Demo {
     runs: Vec<(String, String, RunStatus)>,
 }
 
+/// The feed's past updates the demo imports for `feed-baseline` to learn from: one every six
+/// hours over eight days, of two to four addresses.
+const PAST_UPDATES: i64 = 32;
+
 impl Demo {
+    /// Imports the feed's past updates into the journal (backdated, allowed by
+    /// `import:feed-history`; nothing is applied to any system) and shows what `feed-baseline`
+    /// learned from them. Returns how many changes were imported.
+    async fn feed_history(&mut self) -> Result<u64> {
+        println!("\n── 3 · the feed's history: what feed-baseline learns from ──");
+        let now = belay_model::now_ms();
+        let hour = 3_600_000;
+        let past: Vec<PastRun> = (0..PAST_UPDATES)
+            .map(|u| PastRun {
+                at: now - 8 * 24 * hour + u * 6 * hour,
+                action: "firewall.block_ip".into(),
+                targets: (0..2 + u % 3)
+                    .map(|i| format!("192.0.2.{}", 200 + i))
+                    .collect(),
+            })
+            .collect();
+        let n = history::import(
+            &*self.engine.store,
+            "feed-history",
+            TrustLevel::Guarded,
+            &past,
+        )
+        .await?;
+        println!(
+            "  {PAST_UPDATES} past feed updates ({n} blocks over 8 days) imported into the journal at their time"
+        );
+        let guardrails = self.ctx.guardrails()?;
+        if let Some(g) = guardrails.get("feed-baseline")
+            && let Some(b) = g.baseline
+        {
+            let f = self.engine.baseline(g).await?;
+            println!(
+                "  feed-baseline learned: p99 {} blocks per update ({} updates), {} per {} → holds above {}",
+                f.p99_batch,
+                f.runs,
+                f.p99_window,
+                humantime::format_duration(b.per),
+                (b.factor * f.p99_batch.max(1) as f64).floor()
+            );
+        }
+        Ok(n)
+    }
+
     async fn send(&mut self, title: &str, event: Event) -> Result<Vec<String>> {
         println!("\n── {title} ──");
         let accepted = self.engine.accept_batch(vec![(event, None)]).await?;
@@ -229,6 +277,7 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
         runs: Vec::new(),
     };
 
+    let history = demo.feed_history().await?;
     demo.import(
         "0+3+6 · a threat-intel feed update (two addresses)",
         "abuse-feed",
@@ -261,6 +310,13 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
         "3 · an oversized feed update (40 addresses): held",
         "noisy-feed",
         &big,
+    )
+    .await?;
+    let above: String = (1..=20).map(|i| format!("192.0.2.{}\n", 100 + i)).collect();
+    demo.import(
+        "3 · an update far above the learned baseline (20 addresses, under feed-batch's 25): held",
+        "bulk-feed",
+        &above,
     )
     .await?;
     println!("\n── approvals: the held updates are decided by a person ──");
@@ -384,18 +440,31 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
     let counts = store.counts().await?;
     println!("\n── summary ──");
     println!(
-        "  {} runs ({}), {} changes journaled ({} applied), {} notifications sent, {} cases",
+        "  {} runs ({}), {} changes journaled ({} applied; besides {history} past feed blocks imported), {} notifications sent, {} cases",
         demo.runs.len(),
         by_status
             .iter()
             .map(|(s, n)| format!("{n} {s}"))
             .collect::<Vec<_>>()
             .join(", "),
-        counts.changes,
-        counts.changes_applied,
+        counts.changes - history,
+        counts.changes_applied - history,
         inbox,
         store.cases(None).await?.len()
     );
+    for e in store.audit_entries(0, 1_000_000).await? {
+        if e.kind == "guardrail.enforcing" {
+            println!(
+                "  audit entry {}: {} enforces from here on ({} of history, p99 {} per update)",
+                e.seq,
+                e.detail["guardrail"].as_str().unwrap_or(""),
+                humantime::format_duration(std::time::Duration::from_secs(
+                    (e.detail["history_ms"].as_i64().unwrap_or(0) / 60_000 * 60) as u64
+                )),
+                e.detail["p99_batch"]
+            );
+        }
+    }
     println!("  audit chain intact: {entries} entries, each committing to the one before");
     let real: Vec<&str> = env
         .components

@@ -46,6 +46,9 @@ pub async fn run(ctx: &Ctx, command: GuardrailsCommand) -> Result<ExitCode> {
                 bail!("invalid inputs for `{action}`: {}", errs.join("; "));
             }
             let guardrails = ctx.guardrails()?;
+            for w in guardrails.learning_warnings(&ctx.catalog) {
+                eprintln!("{}: warning: {w}", ctx.guardrails_path.display());
+            }
             let store = ctx.store().await?;
             let mut recent = std::collections::HashMap::new();
             let mut baselines = std::collections::HashMap::new();

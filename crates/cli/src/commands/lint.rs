@@ -1,4 +1,6 @@
-//! `belay lint`: checks playbooks and prints each problem as FILE:LINE:COL: error: MESSAGE.
+//! `belay lint`: checks playbooks and prints each problem as FILE:LINE:COL: error: MESSAGE;
+//! then the configured guardrails, warning of a baseline guardrail that nothing caps while
+//! it learns (a warning does not fail the lint).
 //!
 //! It only loads and checks; it never opens the store or runs anything.
 
@@ -27,6 +29,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     }
     if files.is_empty() {
         bail!("no playbook files (*.yaml) under the given paths");
+    }
+    let guardrails = match ctx.guardrails() {
+        Ok(g) => g,
+        Err(e) => {
+            println!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for w in guardrails.learning_warnings(&ctx.catalog) {
+        println!("{}: warning: {w}", ctx.guardrails_path.display());
     }
     match PlaybookSet::load(&files, &ctx.catalog) {
         Ok(set) => {

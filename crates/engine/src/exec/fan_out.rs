@@ -59,6 +59,7 @@ impl RunState {
                 ),
                 on_violation: g.on_violation,
                 alert: g.alert.clone(),
+                learning: None,
             });
         }
         let action = format!("playbook:{child}");

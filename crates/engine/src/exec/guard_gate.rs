@@ -168,6 +168,7 @@ impl RunState {
             }
             return Ok(None);
         }
+        self.audit_learning(step, name, &verdicts, targets.len());
         let violations: Vec<&Verdict> = verdicts
             .iter()
             .filter(|v| {
@@ -265,6 +266,24 @@ impl RunState {
         }
     }
 
+    /// Audits each baseline guardrail that let a step's `n` planned changes of `action` through
+    /// while still learning (its verdict passes and says how much history it has and needs).
+    pub(super) fn audit_learning(&self, step: &Step, action: &str, verdicts: &[Verdict], n: usize) {
+        for v in verdicts.iter().filter(|v| v.pass) {
+            let Some(l) = &v.learning else { continue };
+            self.queue(Write::Audit(belay_model::AuditDraft {
+                kind: "guardrail.learning".into(),
+                actor: format!("engine:{}", self.engine.store.worker_id()),
+                subject: self.run.id.clone(),
+                detail: json!({
+                    "step": step.id, "action": action, "guardrail": v.guardrail,
+                    "reason": v.reason, "changes": n, "history_ms": l.history_ms,
+                    "min_history_ms": l.min_history_ms, "while_learning": l.while_learning,
+                }),
+            }));
+        }
+    }
+
     /// Requests the approval of a batch guardrails held (for `reason`) and holds its planned
     /// items until a person decides.
     pub(super) fn hold_for_person(
@@ -341,7 +360,14 @@ impl RunState {
                 );
             }
             if g.baseline.is_some() {
-                baselines.insert(g.name.clone(), self.engine.baseline(g).await?);
+                let figures = self.engine.baseline(g).await?;
+                // The switch from learning to enforcing is in the trail, once.
+                if !self.run.dry_run
+                    && let Some(entry) = self.engine.first_enforcing(g, &figures).await?
+                {
+                    self.queue(Write::Audit(entry));
+                }
+                baselines.insert(g.name.clone(), figures);
             }
         }
         let kind = spec

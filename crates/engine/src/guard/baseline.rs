@@ -1,9 +1,59 @@
 //! The `baseline` guardrail kind: a limit learned from the recorded changes, so a run or a
 //! window far above the usual is held. It learns from the store's history and never reads
 //! anything else.
+//!
+//! Until its history is `min_history` long a baseline is *learning*: by default it does not
+//! hold (a fixed `batch` or `rate` guardrail over the same actions caps them meanwhile), it
+//! says so in its verdict, and it enforces from the moment its history suffices.
 
 use serde::Serialize;
 use std::time::Duration;
+
+/// What a baseline guardrail does while its history is shorter than `min_history`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhileLearning {
+    /// Changes go ahead with a `learning` verdict (the default).
+    #[default]
+    Proceed,
+    /// Every change is held until the history suffices.
+    Hold,
+}
+
+impl WhileLearning {
+    /// Its name in guardrail files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhileLearning::Proceed => "proceed",
+            WhileLearning::Hold => "hold",
+        }
+    }
+}
+
+/// How far a learning baseline is: attached to its verdict while it does not enforce.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Learning {
+    /// Age of the oldest recorded change, in ms.
+    pub history_ms: i64,
+    /// History needed before the limit applies, in ms.
+    pub min_history_ms: i64,
+    /// What the guardrail does meanwhile.
+    pub while_learning: WhileLearning,
+}
+
+impl Learning {
+    /// `2h 5m of recorded history, 7days needed`.
+    pub fn describe(&self) -> String {
+        let human = |ms: i64| {
+            humantime::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64)).to_string()
+        };
+        format!(
+            "{} of recorded history, {} needed",
+            human(self.history_ms),
+            human(self.min_history_ms)
+        )
+    }
+}
 
 /// A limit learned from the changes recorded under `log` and `guarded`: a window or a run's
 /// batch above `factor` times the observed 99th percentile is a violation.
@@ -13,14 +63,27 @@ pub struct Baseline {
     pub per: Duration,
     /// How far above the learned 99th percentile a run or window may go (at least 1).
     pub factor: f64,
-    /// Recorded history needed before the limit applies; until then every change violates it.
+    /// Recorded history needed before the limit applies; until then the guardrail is learning.
     pub min_history: Duration,
+    /// What it does while learning: proceed (the default) or hold every change.
+    pub while_learning: WhileLearning,
 }
 
 impl Baseline {
     /// How far back the history is read: at least 30 days, and at least `min_history`.
     pub fn lookback(&self) -> Duration {
         self.min_history.max(Duration::from_secs(30 * 86_400))
+    }
+
+    /// Whether figures learned from the history are enough to enforce the limit; when not,
+    /// how far the learning is.
+    pub fn learning(&self, figures: &BaselineFigures) -> Option<Learning> {
+        let needed = i64::try_from(self.min_history.as_millis()).unwrap_or(i64::MAX);
+        (figures.history_ms < needed).then_some(Learning {
+            history_ms: figures.history_ms,
+            min_history_ms: needed,
+            while_learning: self.while_learning,
+        })
     }
 
     /// The learned figures from the recorded history, as of `now` (ms).
@@ -85,6 +148,7 @@ mod tests {
             per: Duration::from_secs(3600),
             factor: 3.0,
             min_history: Duration::from_secs(86_400),
+            while_learning: WhileLearning::Proceed,
         };
         let hour = 3_600_000i64;
         let now = 100 * hour;
@@ -107,5 +171,9 @@ mod tests {
         // No history at all: nothing learned, and the guardrail says it is still learning.
         let empty = b.learn(&belay_store::ChangeHistory::default(), now);
         assert_eq!((empty.history_ms, empty.runs, empty.windows), (0, 0, 0));
+        let learning = b.learning(&empty).expect("no history: learning");
+        assert_eq!(learning.min_history_ms, 24 * hour);
+        assert_eq!(learning.describe(), "0s of recorded history, 1day needed");
+        assert_eq!(b.learning(&f), None, "48 hours of history: enforcing");
     }
 }

@@ -4,7 +4,7 @@
 
 use super::canon;
 use super::never::ProtectedHost;
-use super::{Baseline, Guardrail, Guardrails, Never, OnViolation, RangeSet};
+use super::{Baseline, Guardrail, Guardrails, Never, OnViolation, RangeSet, WhileLearning};
 use belay_playbook::yaml::{self, Node, NodeKind};
 use globset::{Glob, GlobSetBuilder};
 use serde::Deserialize;
@@ -83,6 +83,8 @@ struct RawBaseline {
     per: String,
     factor: f64,
     min_history: String,
+    #[serde(default)]
+    while_learning: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -353,10 +355,21 @@ fn build(raw: RawGuardrail, base: &Path) -> Result<Guardrail, BuildError> {
                     raw.name
                 )));
             }
+            let while_learning = match b.while_learning.as_deref() {
+                None | Some("proceed") => WhileLearning::Proceed,
+                Some("hold") => WhileLearning::Hold,
+                Some(other) => {
+                    return Err(BuildError::from(format!(
+                        "guardrail `{}`: baseline while_learning must be `proceed` (the default) or `hold`, not `{other}`",
+                        raw.name
+                    )));
+                }
+            };
             Some(Baseline {
                 per,
                 factor: b.factor,
                 min_history: dur("baseline min_history", &b.min_history)?,
+                while_learning,
             })
         }
     };

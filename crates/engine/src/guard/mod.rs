@@ -15,7 +15,7 @@ mod load;
 mod never;
 pub mod resolve;
 
-pub use baseline::{Baseline, BaselineFigures};
+pub use baseline::{Baseline, BaselineFigures, Learning, WhileLearning};
 pub use never::{Never, NeverBench, Overlap, RangeSet, bench_never, parse_net};
 pub use resolve::{Identities, Resolution};
 
@@ -77,6 +77,11 @@ pub struct Verdict {
     pub on_violation: OnViolation,
     /// The guardrail's `alert` target.
     pub alert: Option<String>,
+    /// Set while a baseline guardrail is still learning (its history is shorter than
+    /// `min_history`): how much history it has and needs. A learning verdict passes unless the
+    /// baseline says `while_learning: hold`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learning: Option<Learning>,
 }
 
 /// What the executor knows when it asks.
@@ -139,14 +144,16 @@ impl Guardrails {
             .as_ref()
             .map_or(TargetType::Generic, |t| t.kind);
         for g in self.governing(&ctx.action.name, named) {
-            let verdict = |pass: bool, reason: String| Verdict {
+            let verdict = |pass: bool, reason: String, learning: Option<Learning>| Verdict {
                 guardrail: g.name.clone(),
                 pass,
                 reason,
                 on_violation: g.on_violation,
                 alert: g.alert.clone(),
+                learning,
             };
             let mut problems = Vec::new();
+            let mut learning = None;
             if let Some(never) = &g.never {
                 problems.extend(ctx.targets.iter().filter_map(|t| {
                     let resolved = ctx.identities.get(&(g.name.clone(), t.clone()));
@@ -182,18 +189,18 @@ impl Guardrails {
             }
             if let Some(b) = &g.baseline {
                 let n = ctx.targets.len() as u64;
-                match ctx.baselines.get(&g.name) {
+                match ctx.baselines.get(&g.name).map(|f| (f, b.learning(f))) {
                     None => problems.push("no recorded history was available".into()),
-                    Some(f) if f.history_ms < b.min_history.as_millis() as i64 => {
-                        problems.push(format!(
-                            "baseline is still learning: {} of recorded history, {} needed",
-                            humantime::format_duration(Duration::from_secs(
-                                (f.history_ms / 1000) as u64
-                            )),
-                            humantime::format_duration(b.min_history)
-                        ))
+                    Some((_, Some(l))) => {
+                        if l.while_learning == WhileLearning::Hold {
+                            problems.push(format!(
+                                "baseline is still learning: {} (while_learning: hold)",
+                                l.describe()
+                            ));
+                        }
+                        learning = Some(l);
                     }
-                    Some(f) => {
+                    Some((f, None)) => {
                         let batch_limit = (b.factor * f.p99_batch.max(1) as f64).floor() as u64;
                         if n > batch_limit {
                             problems.push(format!(
@@ -217,13 +224,64 @@ impl Guardrails {
                     }
                 }
             }
-            out.push(if problems.is_empty() {
-                verdict(true, "ok".into())
-            } else {
-                verdict(false, problems.join("; "))
+            out.push(match (problems.is_empty(), learning) {
+                (true, Some(l)) => {
+                    let reason = format!("learning: {}; not enforced until then", l.describe());
+                    verdict(true, reason, Some(l))
+                }
+                (true, None) => verdict(true, "ok".into(), None),
+                (false, l) => verdict(false, problems.join("; "), l),
             });
         }
         out
+    }
+
+    /// Baseline guardrails that nothing caps while they learn (`while_learning: proceed`),
+    /// each with the actions it governs that no `batch` or `rate` limit (its own or another
+    /// guardrail's) governs too. Actions are those of the catalog its `applies_to` matches, or
+    /// its patterns as written when none does.
+    pub fn uncapped_while_learning(&self, catalog: &Catalog) -> Vec<(&Guardrail, Vec<String>)> {
+        let capped = |action: &str| {
+            self.list
+                .iter()
+                .any(|c| (c.batch.is_some() || c.rate.is_some()) && c.applies(action))
+        };
+        self.list
+            .iter()
+            .filter(|g| {
+                g.baseline
+                    .is_some_and(|b| b.while_learning == WhileLearning::Proceed)
+            })
+            .filter_map(|g| {
+                let mut actions = self.actions_of(g, catalog);
+                if actions.is_empty() {
+                    actions = g.applies_to.clone();
+                }
+                actions.retain(|a| !capped(a));
+                (!actions.is_empty()).then_some((g, actions))
+            })
+            .collect()
+    }
+
+    /// A warning for each baseline guardrail that nothing caps while it learns (see
+    /// [`Guardrails::uncapped_while_learning`]).
+    pub fn learning_warnings(&self, catalog: &Catalog) -> Vec<String> {
+        self.uncapped_while_learning(catalog)
+            .into_iter()
+            .map(|(g, actions)| {
+                let min = g
+                    .baseline
+                    .map(|b| humantime::format_duration(b.min_history).to_string())
+                    .unwrap_or_default();
+                format!(
+                    "baseline guardrail `{}` has no `batch` or `rate` companion over {}: until it \
+                     has {min} of history it does not hold, and nothing caps those changes \
+                     (add a batch or rate guardrail over the same actions, or `while_learning: hold`)",
+                    g.name,
+                    actions.join(", ")
+                )
+            })
+            .collect()
     }
 
     /// The actions of the catalog a guardrail applies to (for counting recent changes).
