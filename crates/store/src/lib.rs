@@ -341,7 +341,9 @@ pub trait Store: Send + Sync {
     async fn count_changes(&self, actions: &[String], since: i64) -> Result<u64>;
 
     /// Leases up to `limit` unfinished top-level runs to this worker: runs whose lease
-    /// expired, whose owner is known to be gone, or that this worker already owns.
+    /// expired, whose owner is known to be gone, or that nobody owns. Never the runs this
+    /// worker holds itself: those are being executed already, and claiming them again would
+    /// execute them twice.
     async fn claim_runs(&self, limit: usize) -> Result<Vec<RunRecord>>;
     /// Leases up to `limit` top-level runs nobody owns (runs a decision made resumable), without
     /// touching runs any worker, this one included, is executing.

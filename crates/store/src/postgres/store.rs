@@ -383,7 +383,7 @@ impl Store for PgStore {
         self.claim(
             &format!(
                 "status IN ('pending', 'running') AND parent_run IS NULL \
-                 AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < {NOW_MS})"
+                 AND (owner IS NULL OR lease_until IS NULL OR lease_until < {NOW_MS})"
             ),
             limit,
             "claiming runs",

@@ -146,7 +146,7 @@ impl Writer {
                     &format!(
                         "UPDATE runs SET owner = ?1, lease_until = ?2 WHERE id IN (\
                            SELECT id FROM runs WHERE status IN ('pending', 'running') AND parent_run IS NULL \
-                           AND (owner IS NULL OR owner = ?1 OR lease_until IS NULL OR lease_until < ?3) \
+                           AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?3) \
                            ORDER BY created_at LIMIT ?4) RETURNING {RUN_COLS}"
                     ),
                     params![self.worker, now + self.lease_ms, now, *limit as i64],
