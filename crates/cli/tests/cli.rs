@@ -237,14 +237,44 @@ fn bad_events_are_rejected_with_a_reason_and_change_nothing() {
         &["ingest", "events.jsonl", "--playbooks", "pbs"],
     );
     let out = text(&o);
-    assert!(o.status.success(), "{out}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "rejected lines fail the ingest: {out}"
+    );
     assert_contains_all(
         &out,
         &[
             "events.jsonl:1: rejected: invalid event: unknown variant `urgent`",
             "events.jsonl:2: rejected: event is not valid JSON",
             "1 accepted, 0 duplicate, 0 conflict, 2 rejected",
+            "2 line(s) rejected, kept with the reason in",
         ],
+    );
+    // The rejected lines are kept, each with where it came from and why.
+    let kept = std::fs::read_to_string(dir.path().join("data/rejected.jsonl")).unwrap();
+    let kept: Vec<serde_json::Value> = kept
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[0]["line"], 1);
+    assert_eq!(
+        kept[0]["text"],
+        "{\"kind\":\"ids.alert\",\"severity\":\"urgent\"}"
+    );
+    assert!(
+        kept[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `urgent`")
+    );
+    assert_eq!(kept[1]["text"], "not json");
+    assert!(
+        kept[1]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("events.jsonl")
     );
     let o = belay(
         dir.path(),

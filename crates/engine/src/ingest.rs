@@ -78,15 +78,19 @@ enum AckStatus {
 }
 
 /// Reads events until EOF, runs what they trigger, and waits for those runs.
-/// Writes one acknowledgement line per event to `acks` and problems to `errors`.
+/// Writes one acknowledgement line per event to `acks` and problems to `errors`; each rejected
+/// line goes to `rejected` (a dead-letter file, JSON lines with the source, line number, reason
+/// and text), synced before any later line's cursor is stored, so none is lost.
 pub async fn ingest<R: AsyncRead + Unpin>(
     engine: &Arc<Engine>,
     mut reader: BufReader<R>,
     source: Source,
     acks: &mut (dyn Write + Send),
     errors: &mut (dyn Write + Send),
+    mut rejected: Option<&mut std::fs::File>,
 ) -> Result<IngestStats> {
     let mut stats = IngestStats::default();
+    let mut unsynced = false;
     let mut tasks: JoinSet<crate::Result<crate::RunReport>> = JoinSet::new();
     let in_flight = engine.config.max_concurrent_runs.max(1) * 2;
     let mut offset = source.start;
@@ -114,26 +118,34 @@ pub async fn ingest<R: AsyncRead + Unpin>(
             let text = String::from_utf8_lossy(&buf);
             let text = text.trim();
             if !text.is_empty() {
-                if n > MAX_LINE_BYTES {
-                    stats.rejected += 1;
-                    let _ = writeln!(
-                        errors,
-                        "{}:{line_no}: rejected: line longer than {MAX_LINE_BYTES} bytes",
-                        source.name
-                    );
+                let refused = if n > MAX_LINE_BYTES {
+                    Some(format!("line longer than {MAX_LINE_BYTES} bytes"))
                 } else {
                     match Event::from_json_str(text) {
-                        Ok(ev) => batch.push((ev, cursor)),
-                        Err(e) => {
-                            stats.rejected += 1;
-                            let _ = writeln!(errors, "{}:{line_no}: rejected: {e}", source.name);
+                        Ok(ev) => {
+                            batch.push((ev, cursor));
+                            None
                         }
+                        Err(e) => Some(e.to_string()),
+                    }
+                };
+                if let Some(reason) = refused {
+                    stats.rejected += 1;
+                    let _ = writeln!(errors, "{}:{line_no}: rejected: {reason}", source.name);
+                    if let Some(f) = rejected.as_deref_mut() {
+                        keep_rejected(f, &source.name, line_no, &reason, text)?;
+                        unsynced = true;
                     }
                 }
             }
             if reader.buffer().is_empty() && !batch.is_empty() {
                 break; // nothing more is waiting: acknowledge what we have now
             }
+        }
+        // Rejected lines are durable before a later line's cursor moves past them.
+        if unsynced && let Some(f) = rejected.as_deref() {
+            sync(f).await?;
+            unsynced = false;
         }
         if !batch.is_empty() {
             let mut accepted = engine.accept_batch(batch).await?;
@@ -213,6 +225,44 @@ pub async fn ingest<R: AsyncRead + Unpin>(
 /// When `event` repeats an accepted id with another body, the event that keeps it: its id is
 /// derived from both, so re-sending the same conflicting line is a plain duplicate of it.
 /// The time is not compared (a sender that leaves it out gets "now" each time).
+/// Bytes of a rejected line kept in the dead-letter file.
+const KEPT_TEXT_BYTES: usize = 64 << 10;
+
+/// Appends one rejected line to the dead-letter file.
+fn keep_rejected(
+    f: &mut std::fs::File,
+    source: &str,
+    line: u64,
+    reason: &str,
+    text: &str,
+) -> Result<()> {
+    let mut cut = text.len().min(KEPT_TEXT_BYTES);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let record = serde_json::json!({
+        "source": source,
+        "line": line,
+        "at": belay_model::now_ms(),
+        "reason": reason,
+        "text": &text[..cut],
+        "truncated": cut < text.len(),
+    });
+    writeln!(f, "{record}")
+        .map_err(|e| crate::EngineError::Other(format!("keeping a rejected line: {e}")))
+}
+
+/// `fsync`s the dead-letter file on the blocking pool.
+async fn sync(f: &std::fs::File) -> Result<()> {
+    let f = f
+        .try_clone()
+        .map_err(|e| crate::EngineError::Other(format!("syncing the rejected lines: {e}")))?;
+    tokio::task::spawn_blocking(move || f.sync_data())
+        .await
+        .map_err(|e| crate::EngineError::Other(format!("syncing the rejected lines: {e}")))?
+        .map_err(|e| crate::EngineError::Other(format!("syncing the rejected lines: {e}")))
+}
+
 async fn conflict(engine: &Arc<Engine>, event: &Event) -> Result<Option<Event>> {
     let Some(stored) = engine.store.get_event(&event.id).await? else {
         return Ok(None);
@@ -308,7 +358,7 @@ mod tests {
             durable_cursor: false,
         };
         let reader = BufReader::new(lines.as_bytes());
-        let stats = ingest(engine, reader, source, &mut acks, &mut errors)
+        let stats = ingest(engine, reader, source, &mut acks, &mut errors, None)
             .await
             .unwrap();
         let text = |b: Vec<u8>| String::from_utf8(b).unwrap();

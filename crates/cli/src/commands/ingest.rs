@@ -1,5 +1,6 @@
 //! `belay ingest`: JSON-lines events from a file or standard input, stored durably and run,
-//! while unfinished runs resume and approval decisions are picked up.
+//! while unfinished runs resume and approval decisions are picked up. Lines that are not
+//! events are kept in a dead-letter file with the reason, and make the exit status 1.
 //!
 //! Glue only: validation, de-duplication and the file cursor live in `belay_engine::ingest`.
 
@@ -15,11 +16,16 @@ pub struct Args {
     /// A file of JSON lines, or `-` for standard input.
     #[arg(default_value = "-")]
     input: String,
+    /// Playbook directory (default: `playbooks` in belay.toml).
     #[arg(long)]
     playbooks: Option<PathBuf>,
     /// Do not print an acknowledgement line per event.
     #[arg(long)]
     quiet: bool,
+    /// Where lines that are not events are kept, one JSON object each with the reason
+    /// (default: `rejected.jsonl` in the data directory).
+    #[arg(long, value_name = "FILE")]
+    rejected: Option<PathBuf>,
 }
 
 /// Runs `belay ingest`.
@@ -28,7 +34,18 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         input,
         playbooks,
         quiet,
+        rejected,
     } = args;
+    let rejected_path = rejected.unwrap_or_else(|| ctx.data.join("rejected.jsonl"));
+    if let Some(parent) = rejected_path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let mut rejected_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&rejected_path)
+        .with_context(|| format!("cannot open {}", rejected_path.display()))?;
     let input = input.as_str();
     let dir = playbooks
         .or_else(|| ctx.config.playbooks.clone())
@@ -68,7 +85,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             durable_cursor: false,
         };
         let reader = tokio::io::BufReader::new(tokio::io::stdin());
-        belay_engine::ingest::ingest(&engine, reader, source, &mut *acks, &mut errors).await?
+        belay_engine::ingest::ingest(
+            &engine,
+            reader,
+            source,
+            &mut *acks,
+            &mut errors,
+            Some(&mut rejected_file),
+        )
+        .await?
     } else {
         let path = std::fs::canonicalize(input).with_context(|| format!("cannot open {input}"))?;
         let name = format!("file:{}", path.display());
@@ -91,6 +116,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             source,
             &mut *acks,
             &mut errors,
+            Some(&mut rejected_file),
         )
         .await?
     };
@@ -110,5 +136,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         stats.runs_failed,
         stats.runs_waiting
     );
+    if stats.rejected > 0 {
+        eprintln!(
+            "ingest: {} line(s) rejected, kept with the reason in {}",
+            stats.rejected,
+            rejected_path.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
