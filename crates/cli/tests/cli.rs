@@ -336,3 +336,26 @@ fn a_misspelled_run_status_lists_the_statuses() {
     let listed = belay(dir.path(), &["runs", "list", "--status", "failed"]);
     assert!(listed.status.success(), "{}", text(&listed));
 }
+
+/// A run that ends waiting for a person says which approval and the command that decides it.
+#[test]
+fn a_run_waiting_for_approval_prints_the_command_that_decides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_file(d, "pb.yaml", &common::block_alert_ip("approve", ""));
+    write_file(
+        d,
+        "ev.json",
+        r#"{"kind": "ids.alert", "observables": {"ips": ["192.0.2.77"]}}"#,
+    );
+    let o = belay(d, &["run", "pb.yaml", "--event", "ev.json"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let approvals = json(&belay(d, &["approvals", "list", "--format", "json"]));
+    let id = approvals[0]["id"].as_str().unwrap();
+    assert!(
+        out.contains(&format!("belay approvals approve {id} --as USER")),
+        "{out}"
+    );
+    assert!(out.contains("blocklist.add 192.0.2.77"), "{out}");
+}

@@ -7,7 +7,8 @@ use crate::context::Ctx;
 use crate::output::{Format, print_report};
 use crate::paths::parent_dir;
 use anyhow::{Context, Result};
-use belay_model::{Event, RunStatus};
+use belay_model::{ApprovalStatus, Event, RunStatus};
+use belay_store::{ApprovalFilter, Store};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -29,6 +30,31 @@ pub struct Args {
     actor: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+}
+
+/// The commands that decide what a run waits for (its own approvals and its sub-playbooks').
+async fn print_decisions(store: &dyn Store, run_id: &str) -> Result<()> {
+    let pending = store
+        .approvals(&ApprovalFilter {
+            status: Some(ApprovalStatus::Pending),
+            run_id: None,
+        })
+        .await?;
+    let child_prefix = format!("{run_id}.");
+    for a in pending
+        .iter()
+        .filter(|a| a.run_id == run_id || a.run_id.starts_with(&child_prefix))
+    {
+        println!(
+            "waiting for approval {id} ({step}: {action} {target}): decide with\n  \
+             belay approvals approve {id} --as USER   (or `deny`; `belay approvals show {id}` for the details)",
+            id = a.id,
+            step = a.key,
+            action = a.action,
+            target = a.target,
+        );
+    }
+    Ok(())
 }
 
 fn read_event(path: &Path) -> Result<Event> {
@@ -60,6 +86,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let engine = ctx.engine(set).await?;
     let report = engine.run_once(&pb, event, dry_run).await?;
     print_report(&report, format)?;
+    if format == Format::Text && report.status == RunStatus::WaitingApproval {
+        print_decisions(&*engine.store, &report.run_id).await?;
+    }
     Ok(if report.status == RunStatus::Failed {
         ExitCode::from(1)
     } else {
