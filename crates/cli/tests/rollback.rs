@@ -4,7 +4,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{assert_text_contains, belay, json, ok, run_on};
+use common::{assert_text_contains, belay, json, ok, run_on, text};
 
 const PLAYBOOK: &str = r#"name: churn
 on: { event: churn }
@@ -246,4 +246,43 @@ fn on_error_rollback_undoes_the_runs_earlier_changes() {
         HAND_KEPT,
         "the list is back to its bytes before the run"
     );
+}
+
+/// With users configured, changing state needs a role that may decide on approvals: a viewer
+/// may preview a rollback but not perform it, nor reset trust, create a checkpoint or run.
+#[test]
+fn a_viewer_may_look_but_not_change_anything() {
+    let dir = setup();
+    let d = dir.path();
+    let run = run_event(d, &["203.0.113.9"], &[]);
+    std::fs::write(
+        d.join("belay.toml"),
+        "data = \"data\"\n[[users]]\nname = \"dave\"\nroles = [\"viewer\"]\n\
+         [[users]]\nname = \"alice\"\nroles = [\"responder\"]\n",
+    )
+    .unwrap();
+    let after_run = list(d);
+    let preview = ok(&belay(
+        d,
+        &["rollback", "--run", &run, "--dry-run", "--as", "dave"],
+    ));
+    assert!(preview.contains("1 would be reverted"), "{preview}");
+    for args in [
+        vec!["rollback", "--run", &run, "--as", "dave"],
+        vec!["trust", "reset", "churn", "add", "--as", "dave"],
+        vec!["checkpoint", "create", "cp", "--as", "dave"],
+    ] {
+        let o = belay(d, &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("dave may not")
+                && text(&o).contains("needs the responder or admin role (their roles: viewer)"),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    assert_eq!(list(d), after_run, "nothing was rolled back");
+    let out = ok(&belay(d, &["rollback", "--run", &run, "--as", "alice"]));
+    assert!(out.contains("1 reverted"), "{out}");
+    assert_eq!(list(d), HAND_KEPT);
 }

@@ -3,7 +3,7 @@
 //!
 //! It names points only; it never changes or undoes a change.
 
-use crate::actor::known_user;
+use crate::actor::may_change;
 use crate::context::Ctx;
 use crate::output::{Format, print_json};
 use anyhow::{Result, bail};
@@ -29,7 +29,7 @@ pub async fn run(ctx: &Ctx, command: CheckpointCommand) -> Result<ExitCode> {
     let store = ctx.store().await?;
     match command {
         CheckpointCommand::Create { name, actor } => {
-            known_user(ctx, &actor)?;
+            may_change(ctx, &actor, "create a checkpoint")?;
             if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
                 bail!("a checkpoint name is 1 to 128 printable characters");
             }

@@ -3,7 +3,7 @@
 //!
 //! Glue only: `belay_engine::reapply` re-issues; this checks who asks and prints the outcome.
 
-use crate::actor::{known_user, valid_actor};
+use crate::actor::{may_change, valid_actor};
 use crate::context::Ctx;
 use anyhow::Result;
 use belay_playbook::PlaybookSet;
@@ -23,7 +23,7 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let Args { family, actor } = args;
     valid_actor(&actor)?;
-    known_user(ctx, &actor)?;
+    may_change(ctx, &actor, "re-apply the journal")?;
     let engine = ctx.engine(PlaybookSet::default()).await?;
     let done = belay_engine::reapply::reapply(&engine, &family, &actor).await?;
     let restored = done.iter().filter(|r| r.restored).count();

@@ -3,7 +3,7 @@
 //! Glue only: what is undone and how is `belay_engine::rollback`; this chooses the selection
 //! from the flags and prints the outcome.
 
-use crate::actor::known_user;
+use crate::actor::{known_user, may_change};
 use crate::context::Ctx;
 use crate::output::{Format, print_json};
 use anyhow::{Context, Result, bail};
@@ -55,7 +55,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         format,
     } = args;
     use belay_engine::rollback::{Outcome, RollbackOptions, Selection};
-    known_user(ctx, &actor)?;
+    if dry_run {
+        known_user(ctx, &actor)?; // a preview changes nothing: anyone known may look
+    } else {
+        may_change(ctx, &actor, "roll back")?;
+    }
     let selection = match (s.change, s.run, s.to, s.since) {
         (Some(c), ..) => Selection::Change(c),
         (_, Some(r), ..) => Selection::Run(r),

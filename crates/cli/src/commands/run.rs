@@ -2,7 +2,7 @@
 //!
 //! Glue only: the engine plans, guards and applies; this reads the files and prints.
 
-use crate::actor::known_user;
+use crate::actor::may_change;
 use crate::context::Ctx;
 use crate::output::{Format, print_report};
 use crate::paths::parent_dir;
@@ -75,7 +75,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     } = args;
     let (playbook, event) = (playbook.as_path(), event.as_path());
     if let Some(a) = &actor {
-        known_user(ctx, a)?;
+        may_change(ctx, a, "run a playbook")?;
     }
     let dir = playbooks.unwrap_or_else(|| parent_dir(playbook));
     let (set, pb) = ctx.load_playbook_in(playbook, dir)?;

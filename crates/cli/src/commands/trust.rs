@@ -3,7 +3,7 @@
 //!
 //! Glue only: the record and the recommendations come from `belay_engine::trust`.
 
-use crate::actor::known_user;
+use crate::actor::may_change;
 use crate::context::Ctx;
 use crate::output::{Format, print_json};
 use crate::paths::playbook_dir;
@@ -77,7 +77,7 @@ pub async fn run(ctx: &Ctx, command: TrustCommand) -> Result<ExitCode> {
             step,
             user,
         } => {
-            known_user(ctx, &user)?;
+            may_change(ctx, &user, "reset a trust record")?;
             let store = ctx.store().await?;
             if store.reset_trust(&playbook, &step, &user).await? {
                 println!(
