@@ -359,3 +359,63 @@ fn a_run_waiting_for_approval_prints_the_command_that_decides_it() {
     );
     assert!(out.contains("blocklist.add 192.0.2.77"), "{out}");
 }
+
+/// `belay run` honours the playbook's trigger as ingest would: an event of another kind, or one
+/// its `on.if` rejects, runs nothing unless `--ignore-trigger` says so.
+#[test]
+fn run_honours_the_trigger_unless_told_to_ignore_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(
+        examples().join("playbooks/block-malicious-ip.yaml"),
+        d.join("pb.yaml"),
+    )
+    .unwrap();
+    let event = |name: &str, kind: &str, severity: &str| {
+        write_file(
+            d,
+            name,
+            &format!(
+                r#"{{"kind": "{kind}", "severity": "{severity}", "observables": {{"ips": ["192.0.2.88"]}}}}"#
+            ),
+        );
+    };
+    event("other.json", "dns.query", "high");
+    event("medium.json", "ids.alert", "medium");
+    event("high.json", "ids.alert", "high");
+    for (file, why) in [
+        (
+            "other.json",
+            "the event's kind `dns.query` does not match the playbook's `on.event: ids.alert`",
+        ),
+        (
+            "medium.json",
+            "the playbook's `on.if` is false for this event",
+        ),
+    ] {
+        let o = belay(d, &["run", "pb.yaml", "--event", file]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("nothing ran: {why}")),
+            "{}",
+            text(&o)
+        );
+    }
+    let runs = json(&belay(d, &["runs", "list", "--format", "json"]));
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+    let o = belay(
+        d,
+        &[
+            "run",
+            "pb.yaml",
+            "--event",
+            "medium.json",
+            "--ignore-trigger",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = belay(d, &["run", "pb.yaml", "--event", "high.json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let runs = json(&belay(d, &["runs", "list", "--format", "json"]));
+    assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs}");
+}

@@ -467,6 +467,29 @@ impl Engine {
         }
     }
 
+    /// Why `event` would not start `pb` through trigger matching (its `on.event` kind or its
+    /// `on.if`), if it would not. A playbook with no `on.event` (started only by other
+    /// playbooks) has no trigger to hold against an event.
+    pub fn trigger_mismatch(pb: &Playbook, event: &Event) -> Option<String> {
+        let pattern = pb.trigger.event.as_deref()?;
+        let kind_matches = globset::Glob::new(pattern)
+            .map(|g| g.compile_matcher().is_match(&event.kind))
+            .unwrap_or(pattern == event.kind);
+        if !kind_matches {
+            return Some(format!(
+                "the event's kind `{}` does not match the playbook's `on.event: {pattern}`",
+                event.kind
+            ));
+        }
+        let cond = pb.trigger.condition.as_ref()?;
+        let ctx = context_value(&json!({ "event": event.to_value(), "vars": pb.vars }));
+        match cond.eval_bool(&ctx) {
+            Ok(true) => None,
+            Ok(false) => Some("the playbook's `on.if` is false for this event".to_owned()),
+            Err(e) => Some(format!("the playbook's `on.if` failed: {}", e.message)),
+        }
+    }
+
     /// Runs one playbook on one event, outside trigger matching (`belay run`).
     pub async fn run_once(
         self: &Arc<Self>,

@@ -21,6 +21,9 @@ pub struct Args {
     /// Apply nothing; report what would happen.
     #[arg(long)]
     dry_run: bool,
+    /// Run even when the event does not match the playbook's trigger (`on.event`, `on.if`).
+    #[arg(long)]
+    ignore_trigger: bool,
     /// Other playbooks it may start (default: the playbook's directory).
     #[arg(long)]
     playbooks: Option<PathBuf>,
@@ -69,6 +72,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         playbook,
         event,
         dry_run,
+        ignore_trigger,
         playbooks,
         actor,
         format,
@@ -82,6 +86,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let mut event = read_event(event)?;
     if let Some(a) = actor {
         event.source = format!("user:{a}");
+    }
+    if !ignore_trigger && let Some(why) = belay_engine::Engine::trigger_mismatch(&pb, &event) {
+        eprintln!(
+            "nothing ran: {why}; `belay run --ignore-trigger` runs it anyway (ingest would not)"
+        );
+        return Ok(ExitCode::from(1));
     }
     let engine = ctx.engine(set).await?;
     let report = engine.run_once(&pb, event, dry_run).await?;
