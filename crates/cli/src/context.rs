@@ -273,7 +273,10 @@ pub fn guardrails_hash(path: &Path) -> String {
     let mut listing = String::new();
     for f in files {
         let text = std::fs::read(&f).unwrap_or_default();
-        let name = f.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         listing.push_str(&format!("{name}\0{}\n", belay_model::sha256_hex(&text)));
     }
     belay_model::sha256_hex(listing.as_bytes())

@@ -192,7 +192,10 @@ fn an_approval_resumes_the_version_the_run_was_planned_with_not_the_edited_file(
     let run = alert(d, "198.51.100.7", None);
     assert_eq!(run["status"], "waiting_approval");
     let shown = run_status(d, &run);
-    let hash = shown["playbook_version"]["hash"].as_str().unwrap().to_owned();
+    let hash = shown["playbook_version"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(shown["playbook_version"]["stored"], true, "{shown}");
     assert_eq!(hash.len(), 64);
 
@@ -216,7 +219,10 @@ fn an_approval_resumes_the_version_the_run_was_planned_with_not_the_edited_file(
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(r["steps"][0]["with"]["entry"], "198.51.100.7");
     assert_eq!(r["playbook_version"]["hash"], hash.as_str());
-    let text = ok(&belay(d, &["runs", "show", run["run_id"].as_str().unwrap()]));
+    let text = ok(&belay(
+        d,
+        &["runs", "show", run["run_id"].as_str().unwrap()],
+    ));
     assert!(
         text.contains(&format!("playbook version {hash} (stored")),
         "{text}"
@@ -248,7 +254,10 @@ fn approve_and_deny_need_no_playbook_folder() {
             .unwrap()
     };
     let out = ok(&decide(d, "approve", &of(&first), "bob"));
-    assert!(out.contains("succeeded"), "resumed without --playbooks: {out}");
+    assert!(
+        out.contains("succeeded"),
+        "resumed without --playbooks: {out}"
+    );
     assert_eq!(listed(d), ["198.51.100.7"]);
     assert_eq!(run_status(d, &first)["status"], "succeeded");
 

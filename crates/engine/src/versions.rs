@@ -146,7 +146,10 @@ impl Engine {
 
     /// The stored version with this hash, parsed; `Some(Err)` when it is stored but cannot be
     /// used (its source does not hash to its key, or does not parse).
-    async fn stored_version(&self, hash: &str) -> Result<Option<std::result::Result<Version, String>>> {
+    async fn stored_version(
+        &self,
+        hash: &str,
+    ) -> Result<Option<std::result::Result<Version, String>>> {
         if let Some(v) = lock(&self.versions.parsed).get(hash) {
             return Ok(Some(Ok(v.clone())));
         }
@@ -163,10 +166,7 @@ impl Engine {
         let playbook = match Playbook::parse(&path, &stored.source) {
             Ok(p) => p,
             Err(diags) => {
-                let first = diags
-                    .first()
-                    .map(|d| d.to_string())
-                    .unwrap_or_default();
+                let first = diags.first().map(|d| d.to_string()).unwrap_or_default();
                 return Ok(Some(Err(format!(
                     "the stored version {hash} of playbook `{}` does not parse: {first}",
                     stored.name

@@ -5,8 +5,8 @@
 
 use belay_model::{
     ApprovalRecord, ApprovalStatus, CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus,
-    ChangeRecord, ChangeStatus, Demotion, Event, PlaybookVersion, RunRecord, RunStatus, StepRecord, StepStatus,
-    TrustLevel, Vote, now_ms,
+    ChangeRecord, ChangeStatus, Demotion, Event, PlaybookVersion, RunRecord, RunStatus, StepRecord,
+    StepStatus, TrustLevel, Vote, now_ms,
 };
 use belay_store::{
     Accepted, ApprovalFilter, Cursor, FinishedChange, RunFilter, SqliteOptions, SqliteStore, Store,
@@ -470,14 +470,20 @@ async fn playbook_versions_are_kept_by_hash(s: Arc<dyn Store>) {
     };
     s.put_playbook_versions(&[again]).await.unwrap();
     s.put_playbook_versions(&[]).await.unwrap();
-    assert_eq!(s.playbook_version(&v1.hash).await.unwrap(), Some(v1.clone()));
+    assert_eq!(
+        s.playbook_version(&v1.hash).await.unwrap(),
+        Some(v1.clone())
+    );
     assert_eq!(s.playbook_version(&v2.hash).await.unwrap(), Some(v2));
     // A source that does not hash to its key is refused.
     let forged = PlaybookVersion {
         hash: belay_model::sha256_hex(b"something else"),
         ..v1
     };
-    let err = s.put_playbook_versions(&[forged.clone()]).await.unwrap_err();
+    let err = s
+        .put_playbook_versions(std::slice::from_ref(&forged))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("does not hash"), "{err}");
     assert_eq!(s.playbook_version(&forged.hash).await.unwrap(), None);
 }

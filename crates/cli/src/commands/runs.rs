@@ -8,8 +8,8 @@ use anyhow::{Result, anyhow};
 use belay_engine::RunReport;
 use belay_model::RunStatus;
 use belay_store::RunFilter;
-use serde_json::json;
 use clap::Subcommand;
+use serde_json::json;
 use std::process::ExitCode;
 
 /// `belay runs …`.

@@ -250,7 +250,11 @@ pub(super) async fn playbook_version(
 ) -> Result<Option<belay_model::PlaybookVersion>> {
     const C: &str = "reading a playbook version";
     let row = s
-        .query_opt("SELECT body FROM playbook_versions WHERE hash = $1", &[&hash], C)
+        .query_opt(
+            "SELECT body FROM playbook_versions WHERE hash = $1",
+            &[&hash],
+            C,
+        )
         .await?;
     row.map(|r| get_json(&r, 0, C)).transpose()
 }
