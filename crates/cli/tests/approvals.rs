@@ -272,6 +272,23 @@ fn approve_and_deny_need_no_playbook_folder() {
         "{r}"
     );
     assert_eq!(listed(d), ["198.51.100.7"]);
+
+    // The trust report reads the stored version; a rollback needs no playbook either.
+    let report: Value = ok_json(d, &["trust", "report"]);
+    assert_eq!(report[0]["playbook"], "block-ip", "{report}");
+    assert_eq!(report[0]["step"], "block");
+    assert_eq!(report[0]["approvals_granted"], 1, "{report}");
+    ok(&belay(
+        d,
+        &[
+            "rollback",
+            "--run",
+            first["run_id"].as_str().unwrap(),
+            "--as",
+            "alice",
+        ],
+    ));
+    assert!(listed(d).is_empty());
 }
 
 #[test]

@@ -183,6 +183,28 @@ impl Engine {
         Ok(Some(Ok(v)))
     }
 
+    /// The newest stored version of every playbook name, parsed (for what needs the
+    /// playbooks when no folder is at hand, such as the trust report).
+    pub async fn stored_playbooks(&self) -> Result<Vec<Arc<Playbook>>> {
+        let mut newest: BTreeMap<String, String> = BTreeMap::new();
+        for v in self.store.playbook_versions().await? {
+            newest.insert(v.name, v.hash);
+        }
+        let mut out = Vec::with_capacity(newest.len());
+        for (name, hash) in newest {
+            match self.stored_version(&hash).await? {
+                Some(Ok(v)) => out.push(v.playbook),
+                Some(Err(why)) => return Err(crate::EngineError::Other(why)),
+                None => {
+                    return Err(crate::EngineError::Other(format!(
+                        "version {hash} of playbook `{name}` vanished from the store"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The playbook a step of a run at `caller` starts by `name`: the loaded one, else the
     /// version stored with the caller (a run resumed where that folder is not at hand).
     pub(crate) async fn sub_playbook(

@@ -292,6 +292,9 @@ pub trait Store: Send + Sync {
     /// The stored playbook version whose source has this SHA-256 (a run's `playbook_hash`).
     async fn playbook_version(&self, hash: &str) -> Result<Option<PlaybookVersion>>;
 
+    /// Every stored playbook version, oldest first (then by hash).
+    async fn playbook_versions(&self) -> Result<Vec<PlaybookVersion>>;
+
     /// Stores a run (leased to this worker) unless one with its id exists; returns the stored
     /// run either way.
     async fn insert_run(&self, run: &RunRecord) -> Result<RunRecord>;

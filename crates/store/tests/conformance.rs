@@ -474,7 +474,13 @@ async fn playbook_versions_are_kept_by_hash(s: Arc<dyn Store>) {
         s.playbook_version(&v1.hash).await.unwrap(),
         Some(v1.clone())
     );
-    assert_eq!(s.playbook_version(&v2.hash).await.unwrap(), Some(v2));
+    assert_eq!(
+        s.playbook_version(&v2.hash).await.unwrap(),
+        Some(v2.clone())
+    );
+    let mut both = vec![v1.clone(), v2];
+    both.sort_by(|a, b| (a.created_at, &a.hash).cmp(&(b.created_at, &b.hash)));
+    assert_eq!(s.playbook_versions().await.unwrap(), both);
     // A source that does not hash to its key is refused.
     let forged = PlaybookVersion {
         hash: belay_model::sha256_hex(b"something else"),

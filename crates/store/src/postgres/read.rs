@@ -259,6 +259,18 @@ pub(super) async fn playbook_version(
     row.map(|r| get_json(&r, 0, C)).transpose()
 }
 
+pub(super) async fn playbook_versions(s: &PgStore) -> Result<Vec<belay_model::PlaybookVersion>> {
+    const C: &str = "listing playbook versions";
+    let rows = s
+        .query(
+            "SELECT body FROM playbook_versions ORDER BY created_at, hash",
+            &[],
+            C,
+        )
+        .await?;
+    rows.iter().map(|r| get_json(r, 0, C)).collect()
+}
+
 pub(super) async fn trust_stats(s: &PgStore, since: i64) -> Result<Vec<StatRow>> {
     const C: &str = "counting for the trust report";
     let queries: [(&'static str, &str); 3] = [

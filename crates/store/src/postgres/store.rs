@@ -548,6 +548,10 @@ impl Store for PgStore {
         read::playbook_version(self, hash).await
     }
 
+    async fn playbook_versions(&self) -> Result<Vec<PlaybookVersion>> {
+        read::playbook_versions(self).await
+    }
+
     async fn trust_stats(&self, since: i64) -> Result<Vec<StatRow>> {
         read::trust_stats(self, since).await
     }
