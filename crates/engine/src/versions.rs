@@ -114,13 +114,17 @@ impl Engine {
         if prefer_loaded && let Some(v) = loaded {
             return Ok(Ok(v));
         }
-        match self.stored_version(hash).await? {
+        let unusable = match self.stored_version(hash).await? {
             Some(Ok(v)) => return Ok(Ok(v)),
-            Some(Err(why)) => return Ok(Err(why)),
-            None => {}
-        }
+            Some(Err(why)) => Some(why),
+            None => None,
+        };
+        // The loaded playbook with the run's hash is the same text.
         if let Some(v) = loaded {
             return Ok(Ok(v));
+        }
+        if let Some(why) = unusable {
+            return Ok(Err(why));
         }
         let now = match self.playbooks.get(name) {
             Some(p) => format!("the loaded playbook `{name}` is version {}", short(&p.hash)),
