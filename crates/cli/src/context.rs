@@ -245,10 +245,41 @@ impl Ctx {
             Arc::new(playbooks),
             self.catalog.clone(),
             self.connectors(),
-            self.engine_config()?,
+            EngineConfig {
+                guardrails_hash: guardrails_hash(&self.guardrails_path),
+                ..self.engine_config()?
+            },
             Arc::new(guardrails),
         ))
     }
+}
+
+/// SHA-256 over the guardrail files the engine loads from `path` (the same files, in the same
+/// order: `*.yaml`/`*.yml` of a directory by name, or the one file), each as its name and the
+/// SHA-256 of its text; empty when there are none. Stored with every playbook version.
+pub fn guardrails_hash(path: &Path) -> String {
+    let files = if path.is_dir() {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        f.retain(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")));
+        f.sort();
+        f
+    } else if path.is_file() {
+        vec![path.to_owned()]
+    } else {
+        return String::new();
+    };
+    let mut listing = String::new();
+    for f in files {
+        let text = std::fs::read(&f).unwrap_or_default();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        listing.push_str(&format!("{name}\0{}\n", belay_model::sha256_hex(&text)));
+    }
+    belay_model::sha256_hex(listing.as_bytes())
 }
 
 /// The connectors `[connectors.NAME]` in `belay.toml` describes, with their secrets resolved

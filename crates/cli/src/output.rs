@@ -71,23 +71,32 @@ pub fn joined_or<S: std::borrow::Borrow<str>>(items: &[S], none: &str) -> String
 /// A run and its steps, as `belay run` and `belay runs show` print them.
 pub fn print_report(report: &RunReport, format: Format) -> Result<()> {
     if format == Format::Json {
-        let steps: Vec<serde_json::Value> = report
-            .steps
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "step": s.key, "action": s.action, "with": s.with, "decision": s.decision,
-                    "trust": s.trust, "status": s.status, "output": s.output, "error": s.error,
-                })
-            })
-            .collect();
-        let out = serde_json::json!({
-            "run_id": report.run_id, "playbook": report.playbook, "event_id": report.event_id,
-            "status": report.status, "error": report.error, "steps": steps,
-        });
-        print_json(&out)?;
-        return Ok(());
+        return print_json(&report_json(report));
     }
+    print_report_text(report);
+    Ok(())
+}
+
+/// A run report as `--format json` shows it.
+pub fn report_json(report: &RunReport) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = report
+        .steps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "step": s.key, "action": s.action, "with": s.with, "decision": s.decision,
+                "trust": s.trust, "status": s.status, "output": s.output, "error": s.error,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "run_id": report.run_id, "playbook": report.playbook, "event_id": report.event_id,
+        "status": report.status, "error": report.error, "steps": steps,
+    })
+}
+
+/// A run report as text: the run, then one line per step.
+pub fn print_report_text(report: &RunReport) {
     println!(
         "run {} ({}) {}",
         report.run_id, report.playbook, report.status
@@ -112,5 +121,4 @@ pub fn print_report(report: &RunReport, format: Format) -> Result<()> {
             println!("      error  {e}");
         }
     }
-    Ok(())
 }

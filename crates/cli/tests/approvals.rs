@@ -186,6 +186,112 @@ fn approve_applies_the_change_and_deny_does_not() {
 }
 
 #[test]
+fn an_approval_resumes_the_version_the_run_was_planned_with_not_the_edited_file() {
+    let dir = setup(&block_alert_ip("approve", ""), "");
+    let d = dir.path();
+    let run = alert(d, "198.51.100.7", None);
+    assert_eq!(run["status"], "waiting_approval");
+    let shown = run_status(d, &run);
+    let hash = shown["playbook_version"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(shown["playbook_version"]["stored"], true, "{shown}");
+    assert_eq!(hash.len(), 64);
+
+    // The playbook is edited on disk while the run waits: its step would now block another
+    // address, on another list.
+    let edited = block_alert_ip("approve", "").replace(
+        r#"{ list: egress, entry: "${{ event.observables.ips[0] }}" }"#,
+        r#"{ list: other, entry: "203.0.113.99" }"#,
+    );
+    assert_ne!(edited, block_alert_ip("approve", ""));
+    std::fs::write(d.join("pb/block.yaml"), edited).unwrap();
+
+    let a = &pending(d)[0];
+    let out = ok(&decide(d, "approve", &id_of(a), "bob"));
+    assert!(out.contains("succeeded"), "the run resumes at once: {out}");
+    assert!(out.contains(&hash[..12]) && out.contains("stored"), "{out}");
+    // The original change is applied, not the edited one.
+    assert_eq!(listed(d), ["198.51.100.7"]);
+    assert!(!d.join("data/lists/other.txt").exists());
+    let r = run_status(d, &run);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["steps"][0]["with"]["entry"], "198.51.100.7");
+    assert_eq!(r["playbook_version"]["hash"], hash.as_str());
+    let text = ok(&belay(
+        d,
+        &["runs", "show", run["run_id"].as_str().unwrap()],
+    ));
+    assert!(
+        text.contains(&format!("playbook version {hash} (stored")),
+        "{text}"
+    );
+    assert!(ok(&belay(d, &["audit", "verify"])).contains("audit chain intact"));
+}
+
+#[test]
+fn approve_and_deny_need_no_playbook_folder() {
+    let dir = setup(&block_alert_ip("approve", ""), "");
+    let d = dir.path();
+    let first = alert(d, "198.51.100.7", None);
+    let second = alert(d, "198.51.100.8", None);
+    // No playbook folder configured or at hand any more.
+    let toml = std::fs::read_to_string(d.join("belay.toml")).unwrap();
+    std::fs::write(
+        d.join("belay.toml"),
+        toml.replace("playbooks = \"pb\"\n", ""),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(d.join("pb")).unwrap();
+
+    let list = pending(d);
+    assert_eq!(list.len(), 2);
+    let of = |run: &Value| {
+        list.iter()
+            .find(|a| a["run_id"] == run["run_id"])
+            .map(id_of)
+            .unwrap()
+    };
+    let out = ok(&decide(d, "approve", &of(&first), "bob"));
+    assert!(
+        out.contains("succeeded"),
+        "resumed without --playbooks: {out}"
+    );
+    assert_eq!(listed(d), ["198.51.100.7"]);
+    assert_eq!(run_status(d, &first)["status"], "succeeded");
+
+    ok(&decide(d, "deny", &of(&second), "alice"));
+    let r = run_status(d, &second);
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(
+        r["steps"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("denied by alice"),
+        "{r}"
+    );
+    assert_eq!(listed(d), ["198.51.100.7"]);
+
+    // The trust report reads the stored version; a rollback needs no playbook either.
+    let report: Value = ok_json(d, &["trust", "report"]);
+    assert_eq!(report[0]["playbook"], "block-ip", "{report}");
+    assert_eq!(report[0]["step"], "block");
+    assert_eq!(report[0]["approvals_granted"], 1, "{report}");
+    ok(&belay(
+        d,
+        &[
+            "rollback",
+            "--run",
+            first["run_id"].as_str().unwrap(),
+            "--as",
+            "alice",
+        ],
+    ));
+    assert!(listed(d).is_empty());
+}
+
+#[test]
 fn an_unanswered_approval_is_denied_at_its_deadline_by_default() {
     let dir = setup(
         &block_alert_ip("approve", "    approval: { timeout: 1s }\n"),

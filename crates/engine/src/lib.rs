@@ -17,8 +17,10 @@ pub mod reapply;
 pub mod replay;
 pub mod rollback;
 pub mod trust;
+mod versions;
 
 pub use exec::{RunReport, StepReport};
+pub use versions::Version;
 
 use belay_connector_api::Registry;
 use belay_model::{Event, RunRecord, RunStatus, now_ms};
@@ -36,6 +38,9 @@ pub struct EngineConfig {
     pub max_concurrent_runs: usize,
     /// Timeout of one action attempt when the step sets none.
     pub action_timeout: Duration,
+    /// SHA-256 over the guardrail files in force (empty when unknown), stored with every
+    /// playbook version this engine stores.
+    pub guardrails_hash: String,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +48,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_concurrent_runs: 256,
             action_timeout: Duration::from_secs(30),
+            guardrails_hash: String::new(),
         }
     }
 }
@@ -103,6 +109,8 @@ pub struct Engine {
     enforcing: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Every recorded demotion, with when it was read.
     demotions: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<belay_model::Demotion>>)>>,
+    /// The playbook versions stored or read so far.
+    versions: versions::Versions,
 }
 
 /// How long the recorded demotions are reused before the store is read again.
@@ -166,6 +174,7 @@ impl Engine {
             baselines: Default::default(),
             enforcing: Default::default(),
             demotions: Default::default(),
+            versions: Default::default(),
         })
     }
 
@@ -356,8 +365,16 @@ impl Engine {
     ) -> Result<Vec<Acceptance>> {
         let mut incoming = Vec::with_capacity(events.len());
         let mut errors = Vec::with_capacity(events.len());
+        let mut used: Vec<Arc<Playbook>> = Vec::new();
         for (event, cursor) in events {
             let (runs, trigger_errors) = self.plan_runs(&event);
+            for r in &runs {
+                if !used.iter().any(|p| p.name == r.playbook)
+                    && let Some(pb) = self.playbooks.get(&r.playbook)
+                {
+                    used.push(pb);
+                }
+            }
             errors.push(trigger_errors);
             incoming.push(Incoming {
                 event,
@@ -365,6 +382,9 @@ impl Engine {
                 cursor,
             });
         }
+        // The versions the runs use are stored before the runs.
+        let used: Vec<&Playbook> = used.iter().map(|p| &**p).collect();
+        self.keep_versions(&used).await?;
         let results = self.store.accept_batch(&incoming).await?;
         Ok(incoming
             .into_iter()
@@ -498,6 +518,7 @@ impl Engine {
         dry_run: bool,
     ) -> Result<RunReport> {
         let run = new_run(pb, &event.id, None, Value::Null, dry_run);
+        self.keep_versions(&[pb]).await?;
         let accepted = self
             .store
             .accept_event(&event, std::slice::from_ref(&run), None)

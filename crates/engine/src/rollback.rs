@@ -527,12 +527,13 @@ async fn demote_after_rollback(engine: &Engine, c: &ChangeRecord, actor: &str) -
         return Ok(());
     }
     let step = c.step_key.split('[').next().unwrap_or(&c.step_key);
-    // The step as loaded now, if it is still the one that ran: the demotion follows its
-    // definition through later renames.
+    // The step of the version that ran (stored, or loaded if it is the same): the demotion
+    // follows its definition through later renames.
     let definition = engine
-        .playbooks
-        .get(&run.playbook)
-        .filter(|pb| pb.hash == run.playbook_hash)
+        .playbook_version(&run.playbook, &run.playbook_hash, true)
+        .await?
+        .ok()
+        .map(|v| v.playbook)
         .and_then(|pb| {
             pb.steps
                 .iter()

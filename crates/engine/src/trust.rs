@@ -166,12 +166,23 @@ pub struct StepTrust {
 
 /// The report over every change step of the loaded playbooks.
 pub async fn report(engine: &Engine, t: &Thresholds) -> Result<Vec<StepTrust>> {
+    let playbooks: Vec<_> = engine.playbooks.iter().cloned().collect();
+    report_on(engine, &playbooks, t).await
+}
+
+/// The report over every change step of `playbooks` (e.g. the newest stored versions, see
+/// [`Engine::stored_playbooks`], when no playbook folder is at hand).
+pub async fn report_on(
+    engine: &Engine,
+    playbooks: &[std::sync::Arc<belay_playbook::Playbook>],
+    t: &Thresholds,
+) -> Result<Vec<StepTrust>> {
     let since = now_ms() - t.window.as_millis() as i64;
     let stats = engine.store.trust_stats(since).await?;
     let demotions = engine.store.demotions().await?;
     let days = t.window.as_secs() / 86_400;
     let mut out = Vec::new();
-    let mut playbooks: Vec<_> = engine.playbooks.iter().collect();
+    let mut playbooks: Vec<_> = playbooks.iter().collect();
     playbooks.sort_by(|a, b| a.name.cmp(&b.name));
     for pb in playbooks {
         for step in &pb.steps {

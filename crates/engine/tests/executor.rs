@@ -1967,7 +1967,7 @@ async fn each_distinct_target_is_looked_up_once_per_step() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 15. a baseline learns, then enforces
+// 17. a baseline learns, then enforces
 // ---------------------------------------------------------------------------------------------
 
 const FEED: &str = r#"
@@ -2147,4 +2147,146 @@ async fn while_learning_hold_holds_every_change_until_the_history_suffices() {
     assert_eq!(v["learning"]["min_history_ms"], 7 * 86_400_000i64);
     assert!(audit_of(&h, "guardrail.learning").await.is_empty());
     assert_eq!(audit_of(&h, "guardrail.violation").await.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 18. playbook versions: a resumed run executes the version it was planned with
+// ---------------------------------------------------------------------------------------------
+
+/// A parent at `log` changing `target` to `value`, then calling `versioned_child`.
+fn versioned_parent(value: &str) -> String {
+    format!(
+        r#"
+name: versioned
+trust: log
+on:
+  event: t.event
+steps:
+  - id: apply
+    action: t.change
+    with: {{ target: h7, value: {value} }}
+  - id: sub
+    playbook: versioned_child
+"#
+    )
+}
+
+fn versioned_child(value: &str) -> String {
+    format!(
+        r#"
+name: versioned_child
+trust: log
+steps:
+  - id: apply
+    action: t.change
+    with: {{ target: h8, value: {value} }}
+"#
+    )
+}
+
+/// Another engine over `h`'s store and recorder, with `playbooks` loaded (as a process
+/// started later, after the playbook folder was edited).
+fn engine_over(h: &Harness, playbooks: &[&str]) -> Arc<Engine> {
+    let pb_dir = h
+        ._dir
+        .path()
+        .join(format!("playbooks-{}", belay_model::new_id()));
+    std::fs::create_dir_all(&pb_dir).unwrap();
+    for (i, text) in playbooks.iter().enumerate() {
+        std::fs::write(pb_dir.join(format!("pb{i}.yaml")), text).unwrap();
+    }
+    let catalog = Arc::new(test_catalog());
+    let set = PlaybookSet::load_paths(&[pb_dir], &catalog).unwrap();
+    let mut registry = Registry::new();
+    registry.register(Arc::new(Core));
+    registry.register(h.rec.clone());
+    Engine::new(
+        h.store.clone(),
+        Arc::new(set),
+        catalog,
+        registry,
+        EngineConfig::default(),
+    )
+}
+
+/// The `value` of every `t.change` call, in call order.
+fn changed_values(rec: &Recorder) -> Vec<Value> {
+    rec.calls_of("t.change")
+        .into_iter()
+        .map(|c| c.input["value"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_resumed_after_its_playbooks_were_edited_executes_the_stored_version() {
+    let (parent, child) = (versioned_parent("old"), versioned_child("old"));
+    let h = harness(&[&parent, &child]);
+    // Accepted (its version stored with it), then the process dies before executing it.
+    let accepted = h
+        .engine
+        .accept_batch(vec![(event("t.event", json!({})), None)])
+        .await
+        .unwrap();
+    let run = accepted[0].runs[0].clone();
+    let stored = h.store.playbook_version(&run.playbook_hash).await.unwrap();
+    let stored = stored.expect("the run's version is stored with it");
+    assert!(stored.verify());
+    assert_eq!(stored.name, "versioned");
+    let child_hash = h
+        .engine
+        .playbooks
+        .get("versioned_child")
+        .unwrap()
+        .hash
+        .clone();
+    assert_eq!(stored.calls.get("versioned_child"), Some(&child_hash));
+    assert!(
+        h.store
+            .playbook_version(&child_hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A new process whose folder holds only the parent, edited (it no longer calls the child):
+    // the run resumes with the version it was planned with, and starts its sub-playbook with
+    // the version stored with that one.
+    let edited =
+        versioned_parent("new").replace("  - id: sub\n    playbook: versioned_child\n", "");
+    assert!(!edited.contains("versioned_child"));
+    let later = engine_over(&h, &[&edited]);
+    assert_ne!(
+        later.playbooks.get("versioned").unwrap().hash,
+        run.playbook_hash
+    );
+    let mut claimed = 0;
+    later.resume(&mut |n| claimed += n).await.unwrap();
+    assert_eq!(claimed, 1);
+    assert_eq!(h.stored_status(&run.id).await, RunStatus::Succeeded);
+    assert_eq!(changed_values(&h.rec), [json!("old"), json!("old")]);
+}
+
+#[tokio::test]
+async fn a_run_whose_version_is_neither_stored_nor_loaded_fails_naming_it() {
+    let h = harness(&[RESUME_PB]);
+    // Recorded as before versions were stored: the run alone.
+    let (run, _) = crashed_run(&h, ChangeStatus::Pending).await;
+    assert_eq!(
+        h.store.playbook_version(&run.playbook_hash).await.unwrap(),
+        None
+    );
+    let edited = RESUME_PB.replace("value: on", "value: off");
+    let later = engine_over(&h, &[&edited]);
+    let report = later.execute_resumed(run.clone()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    let err = report.error.unwrap();
+    for part in [
+        run.id.as_str(),
+        "playbook `resume`",
+        run.playbook_hash.as_str(),
+    ] {
+        assert!(err.contains(part), "`{part}` missing from: {err}");
+    }
+    assert!(h.rec.calls_of("t.change").is_empty());
+    assert!(h.rec.calls_of("t.read").is_empty());
 }

@@ -239,3 +239,33 @@ mod tests {
         assert!(TrustLevel::Log < TrustLevel::Guarded);
     }
 }
+
+/// One version of a playbook a run used, kept by the store under the SHA-256 of its source
+/// (the `playbook_hash` runs record), so a resumed run executes exactly what it was planned
+/// with, whatever the playbook folder holds by then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaybookVersion {
+    /// SHA-256 of `source`, hex: the key.
+    pub hash: String,
+    /// The playbook's name in this version.
+    pub name: String,
+    /// The playbook file's text, exactly as hashed.
+    pub source: String,
+    /// The sub-playbooks it calls, name → hash of the version loaded with it when this
+    /// version was first stored (each stored as a version of its own).
+    #[serde(default)]
+    pub calls: std::collections::BTreeMap<String, String>,
+    /// SHA-256 over the guardrail files in force when this version was first stored (empty
+    /// when the engine was given none).
+    #[serde(default)]
+    pub guardrails_hash: String,
+    /// When first stored, in Unix milliseconds.
+    pub created_at: i64,
+}
+
+impl PlaybookVersion {
+    /// Whether `source` hashes to `hash` (a stored version is used only then).
+    pub fn verify(&self) -> bool {
+        crate::sha256_hex(self.source.as_bytes()) == self.hash
+    }
+}

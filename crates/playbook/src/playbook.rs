@@ -24,6 +24,8 @@ pub struct Playbook {
     pub path: PathBuf,
     /// SHA-256 of the source text; recorded on every run.
     pub hash: String,
+    /// The source text, exactly as hashed: what the store keeps as this playbook's version.
+    pub source: std::sync::Arc<str>,
     /// Which events start it (`on:`).
     pub trigger: Trigger,
     /// Default trust level of change steps.
@@ -437,6 +439,7 @@ impl Parser {
             author,
             path: path.to_owned(),
             hash: belay_model::sha256_hex(text.as_bytes()),
+            source: text.into(),
             trigger,
             trust,
             vars,

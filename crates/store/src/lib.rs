@@ -26,8 +26,8 @@ pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD};
 use async_trait::async_trait;
 use belay_model::{
     ApprovalRecord, ApprovalStatus, AuditDraft, AuditEntry, CaseFile, CaseOp, CaseOutcome,
-    CaseRecord, CaseStatus, ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus,
-    StepRecord,
+    CaseRecord, CaseStatus, ChangeRecord, ChangeStatus, Demotion, Event, PlaybookVersion,
+    RunRecord, RunStatus, StepRecord,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -75,6 +75,21 @@ pub(crate) fn check_change_key(c: &ChangeRecord) -> Result<()> {
             ),
         }),
     }
+}
+
+/// A playbook version is stored only under the hash of its source: a resumed run trusts the
+/// stored text because it hashes to the run's `playbook_hash`.
+pub(crate) fn check_version(v: &PlaybookVersion) -> Result<()> {
+    if v.verify() {
+        return Ok(());
+    }
+    Err(StoreError::Database {
+        context: "storing a playbook version",
+        message: format!(
+            "the source of playbook `{}` does not hash to `{}`",
+            v.name, v.hash
+        ),
+    })
 }
 
 /// What happened to an event offered to the store.
@@ -268,6 +283,17 @@ pub trait Store: Send + Sync {
         runs: &[RunRecord],
         cursor: Option<&Cursor>,
     ) -> Result<Accepted>;
+
+    /// Stores playbook versions, each unless one with its hash is stored (a version is never
+    /// replaced: its hash is its content). A version whose source does not hash to its `hash`
+    /// is refused. The engine stores the versions a run uses before the run itself.
+    async fn put_playbook_versions(&self, versions: &[PlaybookVersion]) -> Result<()>;
+
+    /// The stored playbook version whose source has this SHA-256 (a run's `playbook_hash`).
+    async fn playbook_version(&self, hash: &str) -> Result<Option<PlaybookVersion>>;
+
+    /// Every stored playbook version, oldest first (then by hash).
+    async fn playbook_versions(&self) -> Result<Vec<PlaybookVersion>>;
 
     /// Stores a run (leased to this worker) unless one with its id exists; returns the stored
     /// run either way.

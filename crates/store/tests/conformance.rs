@@ -5,8 +5,8 @@
 
 use belay_model::{
     ApprovalRecord, ApprovalStatus, CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus,
-    ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord, StepStatus,
-    TrustLevel, Vote, now_ms,
+    ChangeRecord, ChangeStatus, Demotion, Event, PlaybookVersion, RunRecord, RunStatus, StepRecord,
+    StepStatus, TrustLevel, Vote, now_ms,
 };
 use belay_store::{
     Accepted, ApprovalFilter, Cursor, FinishedChange, RunFilter, SqliteOptions, SqliteStore, Store,
@@ -442,6 +442,56 @@ async fn demotions_are_recorded_and_reset(s: Arc<dyn Store>) {
     assert_eq!(kinds, ["trust.demoted", "trust.demoted", "trust.reset"]);
 }
 
+fn version(name: &str, source: &str) -> PlaybookVersion {
+    PlaybookVersion {
+        hash: belay_model::sha256_hex(source.as_bytes()),
+        name: name.into(),
+        source: source.into(),
+        calls: [("child".to_string(), "c0ffee".to_string())].into(),
+        guardrails_hash: belay_model::sha256_hex(b"guardrails"),
+        created_at: now_ms(),
+    }
+}
+
+async fn playbook_versions_are_kept_by_hash(s: Arc<dyn Store>) {
+    let v1 = version("pb", "name: pb\nsteps: []\n");
+    let v2 = version("pb", "name: pb\nsteps: [] # edited\n");
+    assert_eq!(s.playbook_version(&v1.hash).await.unwrap(), None);
+    s.put_playbook_versions(&[v1.clone(), v2.clone()])
+        .await
+        .unwrap();
+    // Stored once: a second write of the same hash changes nothing, whatever it carries.
+    let again = PlaybookVersion {
+        calls: Default::default(),
+        created_at: v1.created_at + 1,
+        ..v1.clone()
+    };
+    s.put_playbook_versions(&[again]).await.unwrap();
+    s.put_playbook_versions(&[]).await.unwrap();
+    assert_eq!(
+        s.playbook_version(&v1.hash).await.unwrap(),
+        Some(v1.clone())
+    );
+    assert_eq!(
+        s.playbook_version(&v2.hash).await.unwrap(),
+        Some(v2.clone())
+    );
+    let mut both = vec![v1.clone(), v2];
+    both.sort_by(|a, b| (a.created_at, &a.hash).cmp(&(b.created_at, &b.hash)));
+    assert_eq!(s.playbook_versions().await.unwrap(), both);
+    // A source that does not hash to its key is refused.
+    let forged = PlaybookVersion {
+        hash: belay_model::sha256_hex(b"something else"),
+        ..v1
+    };
+    let err = s
+        .put_playbook_versions(std::slice::from_ref(&forged))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not hash"), "{err}");
+    assert_eq!(s.playbook_version(&forged.hash).await.unwrap(), None);
+}
+
 async fn history_counts_autonomous_changes_per_run(s: Arc<dyn Store>) {
     let mut runs = Vec::new();
     for r in ["r1", "r2"] {
@@ -643,6 +693,7 @@ conformance!(
     a_change_key_is_journaled_once,
     a_decision_is_recorded_once_and_resumes_the_run,
     demotions_are_recorded_and_reset,
+    playbook_versions_are_kept_by_hash,
     history_counts_autonomous_changes_per_run,
     case_files_are_idempotent_and_append_only,
 );

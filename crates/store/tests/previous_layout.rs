@@ -305,6 +305,23 @@ async fn store_written_by_the_previous_layout_opens_reads_verifies_and_appends()
         .await
         .unwrap();
     assert_eq!(verify_audit(&s).await.unwrap(), Ok(15));
+
+    // Runs recorded before playbook versions were kept have none stored; versions of new
+    // runs are stored beside them.
+    assert_eq!(s.playbook_version(&"ab".repeat(32)).await.unwrap(), None);
+    let source = "name: phishing-response\nsteps: []\n";
+    let v = belay_model::PlaybookVersion {
+        hash: belay_model::sha256_hex(source.as_bytes()),
+        name: "phishing-response".into(),
+        source: source.into(),
+        calls: Default::default(),
+        guardrails_hash: String::new(),
+        created_at: T0,
+    };
+    s.put_playbook_versions(std::slice::from_ref(&v))
+        .await
+        .unwrap();
+    assert_eq!(s.playbook_version(&v.hash).await.unwrap(), Some(v));
     let entries = s.audit_entries(13, 10).await.unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(
@@ -365,7 +382,7 @@ async fn postgres_schema_already_migrated_opens_with_the_same_version_rows() {
     let before = versions().await;
     assert_eq!(
         before.iter().map(|v| v.0).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6],
+        [1, 2, 3, 4, 5, 6, 7],
         "one row per migration file"
     );
     let again = PgStore::connect(&url, opts).await.expect("second open");

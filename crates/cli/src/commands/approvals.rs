@@ -11,6 +11,7 @@ use crate::paths::playbook_dir;
 use anyhow::{Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
 use belay_model::{ApprovalRecord, ApprovalStatus, ms_to_rfc3339};
+use belay_playbook::PlaybookSet;
 use belay_store::{ApprovalFilter, Store};
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -39,7 +40,8 @@ pub struct DecideArgs {
     user: String,
     #[arg(long)]
     comment: Option<String>,
-    /// Playbook directory for resuming the run (default: `playbooks` in belay.toml).
+    /// Playbook directory, only for runs recorded before playbook versions were stored
+    /// (default: `playbooks` in belay.toml); a run resumes with its own stored version.
     #[arg(long)]
     playbooks: Option<PathBuf>,
 }
@@ -102,12 +104,18 @@ async fn history(store: &dyn Store, approvals: &mut [ApprovalRecord]) -> Result<
     Ok(())
 }
 
-/// Resumes the runs that decisions made resumable, when the playbooks are at hand.
-async fn resume(ctx: &Ctx, playbooks: Option<PathBuf>) -> Result<Option<Vec<String>>> {
-    let Some(dir) = playbook_dir(ctx, playbooks) else {
-        return Ok(None);
+/// Resumes the runs that decisions made resumable, each with the playbook version it was
+/// planned with, as stored with it. The playbook folder (given, or configured) is loaded when
+/// there is one: for runs recorded before versions were stored, and for sub-playbooks a run
+/// has not started yet. `Err` lists the runs that cannot resume here (they stay pending).
+async fn resume(
+    ctx: &Ctx,
+    playbooks: Option<PathBuf>,
+) -> Result<std::result::Result<Vec<String>, Vec<String>>> {
+    let set = match playbook_dir(ctx, playbooks) {
+        Some(dir) => ctx.load_playbooks(&[dir])?,
+        None => PlaybookSet::default(),
     };
-    let set = ctx.load_playbooks(&[dir])?;
     let engine = ctx.engine(set).await?;
     let before = engine
         .store
@@ -116,14 +124,31 @@ async fn resume(ctx: &Ctx, playbooks: Option<PathBuf>) -> Result<Option<Vec<Stri
             ..Default::default()
         })
         .await?;
-    engine.pick_up_decisions().await?;
-    let mut resumed = Vec::new();
-    for r in before.iter().filter(|r| r.parent_run.is_none()) {
-        if let Some(now) = engine.store.get_run(&r.id).await? {
-            resumed.push(format!("run {} {}", now.id, now.status));
+    let before: Vec<_> = before.iter().filter(|r| r.parent_run.is_none()).collect();
+    let mut versions = Vec::new();
+    let mut missing = Vec::new();
+    for r in &before {
+        match engine.version_of(r, true).await? {
+            Ok(v) => versions.push(format!(
+                "playbook `{}` version {}{}",
+                r.playbook,
+                &r.playbook_hash[..r.playbook_hash.len().min(12)],
+                if v.stored { ", stored" } else { ", loaded" }
+            )),
+            Err(why) => missing.push(why),
         }
     }
-    Ok(Some(resumed))
+    if !missing.is_empty() {
+        return Ok(Err(missing));
+    }
+    engine.pick_up_decisions().await?;
+    let mut resumed = Vec::new();
+    for (r, version) in before.iter().zip(versions) {
+        if let Some(now) = engine.store.get_run(&r.id).await? {
+            resumed.push(format!("run {} {} ({version})", now.id, now.status));
+        }
+    }
+    Ok(Ok(resumed))
 }
 
 /// Runs `belay approvals …`.
@@ -251,15 +276,20 @@ async fn decide(ctx: &Ctx, store: &dyn Store, args: DecideArgs, approve: bool) -
         s => println!("approval {} {s} by {}", a.id, args.user),
     }
     match resume(ctx, args.playbooks).await? {
-        Some(runs) => {
+        Ok(runs) => {
             for r in runs {
                 println!("resumed {r}");
             }
         }
-        None => println!(
-            "run {} resumes with the next `belay ingest` (give --playbooks DIR to resume it now)",
-            a.run_id
-        ),
+        Err(missing) => {
+            for m in missing {
+                eprintln!("{m}");
+            }
+            println!(
+                "run {} resumes with the next `belay ingest` given its playbooks (or give --playbooks DIR)",
+                a.run_id
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,12 +3,13 @@
 //! Read-only: it never starts, resumes or changes a run.
 
 use crate::context::Ctx;
-use crate::output::{Format, ShowArgs, print_json, print_report};
+use crate::output::{Format, ShowArgs, print_json, print_report_text, report_json};
 use anyhow::{Result, anyhow};
 use belay_engine::RunReport;
 use belay_model::RunStatus;
 use belay_store::RunFilter;
 use clap::Subcommand;
+use serde_json::json;
 use std::process::ExitCode;
 
 /// `belay runs …`.
@@ -79,7 +80,35 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
                 .await?
                 .ok_or_else(|| anyhow!("no run `{id}`"))?;
             let steps = store.steps(&id).await?;
-            print_report(&RunReport::from_records(&run, &steps), format)?;
+            let report = RunReport::from_records(&run, &steps);
+            // The playbook version it runs with: a resumed run uses exactly the stored one.
+            let stored = if run.playbook.starts_with("belay:") {
+                None
+            } else {
+                store.playbook_version(&run.playbook_hash).await?
+            };
+            let version = json!({
+                "hash": run.playbook_hash,
+                "stored": stored.is_some(),
+                "guardrails_hash": stored.as_ref().map(|v| v.guardrails_hash.clone()),
+                "calls": stored.as_ref().map(|v| json!(v.calls)),
+            });
+            if format == Format::Json {
+                let mut out = report_json(&report);
+                out["playbook_version"] = version;
+                print_json(&out)?;
+            } else {
+                print_report_text(&report);
+                println!(
+                    "  playbook version {} ({})",
+                    run.playbook_hash,
+                    if stored.is_some() {
+                        "stored: resumes with exactly this version"
+                    } else {
+                        "not stored: recorded before versions were kept, resumes only where this version is loaded"
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -7,7 +7,7 @@ use crate::actor::may_change;
 use crate::context::Ctx;
 use crate::output::{Format, print_json};
 use crate::paths::playbook_dir;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use belay_engine::trust::Thresholds;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -18,7 +18,8 @@ use std::process::ExitCode;
 pub enum TrustCommand {
     /// Per playbook step: levels, record, and a recommendation with its reason.
     Report {
-        /// Playbook directory (default: `playbooks` in belay.toml).
+        /// Playbook directory (default: `playbooks` in belay.toml, else the newest stored
+        /// version of each playbook runs used).
         #[arg(long)]
         playbooks: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
@@ -37,11 +38,17 @@ pub enum TrustCommand {
 pub async fn run(ctx: &Ctx, command: TrustCommand) -> Result<ExitCode> {
     match command {
         TrustCommand::Report { playbooks, format } => {
-            let dir = playbook_dir(ctx, playbooks).ok_or_else(|| {
-                anyhow!("give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)")
-            })?;
-            let set = ctx.load_playbooks(&[dir])?;
+            // The folder's playbooks when there is one, else the newest stored versions.
+            let dir = playbook_dir(ctx, playbooks);
+            let set = match &dir {
+                Some(dir) => ctx.load_playbooks(std::slice::from_ref(dir))?,
+                None => belay_playbook::PlaybookSet::default(),
+            };
             let engine = ctx.engine(set).await?;
+            let playbooks: Vec<_> = match dir {
+                Some(_) => engine.playbooks.iter().cloned().collect(),
+                None => engine.stored_playbooks().await?,
+            };
             let mut t = Thresholds::default();
             if let Some(w) = &ctx.config.trust.window {
                 t.window = belay_model::parse_duration(w)
@@ -53,7 +60,7 @@ pub async fn run(ctx: &Ctx, command: TrustCommand) -> Result<ExitCode> {
             if let Some(n) = ctx.config.trust.promote_to_guarded_after {
                 t.promote_to_guarded = n;
             }
-            let report = belay_engine::trust::report(&engine, &t).await?;
+            let report = belay_engine::trust::report_on(&engine, &playbooks, &t).await?;
             if format == Format::Json {
                 print_json(&report)?;
             } else {

@@ -27,7 +27,7 @@ impl RunState {
         child: &str,
     ) -> Result<Option<Outcome>> {
         let trust = self.trust_of(step);
-        let Some(pb) = self.engine.playbooks.get(child) else {
+        let Some(pb) = self.engine.sub_playbook(&self.version, child).await? else {
             return Ok(None);
         };
         if trust == TrustLevel::Shadow || self.tree_allowed.is_some() {

@@ -63,6 +63,8 @@ struct RunState {
     engine: Arc<Engine>,
     run: RunRecord,
     pb: Arc<Playbook>,
+    /// Where `pb` came from (the store or the loaded set), for the sub-playbooks it starts.
+    version: crate::Version,
     event: Arc<Event>,
     base: MjValue,
     /// `steps.<id>` as expressions see it.
@@ -141,23 +143,11 @@ async fn execute_body(
     caller: Option<tree::Caller>,
     resumed: bool,
 ) -> Result<(RunReport, Map<String, Value>)> {
-    let Some(pb) = engine.playbooks.get(&run.playbook) else {
-        return fail_run(
-            &engine,
-            &run,
-            format!("playbook `{}` is not loaded", run.playbook),
-        )
-        .await;
+    let version = match engine.version_of(&run, resumed).await? {
+        Ok(v) => v,
+        Err(message) => return fail_run(&engine, &run, message).await,
     };
-    if pb.hash != run.playbook_hash {
-        let msg = format!(
-            "playbook `{}` changed since this run was planned (hash {} is now {}); it was not continued",
-            pb.name,
-            short(&run.playbook_hash),
-            short(&pb.hash)
-        );
-        return fail_run(&engine, &run, msg).await;
-    }
+    let pb = version.playbook.clone();
     let event = match event {
         Some(e) => e,
         None => match engine.store.get_event(&run.event_id).await? {
@@ -223,6 +213,7 @@ async fn execute_body(
         engine: engine.clone(),
         run,
         pb: pb.clone(),
+        version,
         event: event.clone(),
         base,
         outputs: Map::new(),
@@ -311,10 +302,6 @@ async fn execute_body(
     st.run.status = status;
     st.run.error = failure;
     Ok((st.report(), st.outputs))
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
 
 impl From<String> for EngineError {

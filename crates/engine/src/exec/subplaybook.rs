@@ -23,9 +23,12 @@ impl RunState {
         rec.decision = Decision::SubPlaybook;
         let ceiling = self.trust_of(step);
         rec.trust = Some(ceiling);
-        let Some(pb) = self.engine.playbooks.get(name) else {
+        let Some(pb) = self.engine.sub_playbook(&self.version, name).await? else {
             rec.status = StepStatus::Failed;
-            rec.error = Some(format!("playbook `{name}` is not loaded"));
+            rec.error = Some(format!(
+                "playbook `{name}` is neither loaded nor stored with `{}`",
+                self.pb.name
+            ));
             return self.finish(rec).await;
         };
         if self.depth + 1 >= MAX_DEPTH {
@@ -40,6 +43,9 @@ impl RunState {
             rec.with.clone(),
             self.run.dry_run,
         );
+        // Its version is stored before its run (when the caller's came from the store, the
+        // loaded one may not be).
+        self.engine.keep_versions(&[&pb]).await?;
         let stored = self.engine.store.insert_run(&child).await?;
         let resumed = stored.created_at != child.created_at;
         let (report, outputs) = if stored.status.is_final() {
@@ -138,8 +144,12 @@ pub(super) async fn caller_ceiling(
         let Some(parent) = engine.store.get_run(&parent_id).await? else {
             return unknown(format!("its caller `{parent_id}` is not stored"));
         };
-        let Some(pb) = engine.playbooks.get(&parent.playbook) else {
-            return unknown(format!("playbook `{}` is not loaded", parent.playbook));
+        let pb = match engine
+            .playbook_version(&parent.playbook, &parent.playbook_hash, false)
+            .await?
+        {
+            Ok(v) => v.playbook,
+            Err(why) => return unknown(why),
         };
         let key = child
             .id

@@ -244,6 +244,33 @@ pub(super) async fn demotions(s: &PgStore) -> Result<Vec<Demotion>> {
     rows.iter().map(|r| get_json(r, 0, C)).collect()
 }
 
+pub(super) async fn playbook_version(
+    s: &PgStore,
+    hash: &str,
+) -> Result<Option<belay_model::PlaybookVersion>> {
+    const C: &str = "reading a playbook version";
+    let row = s
+        .query_opt(
+            "SELECT body FROM playbook_versions WHERE hash = $1",
+            &[&hash],
+            C,
+        )
+        .await?;
+    row.map(|r| get_json(&r, 0, C)).transpose()
+}
+
+pub(super) async fn playbook_versions(s: &PgStore) -> Result<Vec<belay_model::PlaybookVersion>> {
+    const C: &str = "listing playbook versions";
+    let rows = s
+        .query(
+            "SELECT body FROM playbook_versions ORDER BY created_at, hash",
+            &[],
+            C,
+        )
+        .await?;
+    rows.iter().map(|r| get_json(r, 0, C)).collect()
+}
+
 pub(super) async fn trust_stats(s: &PgStore, since: i64) -> Result<Vec<StatRow>> {
     const C: &str = "counting for the trust report";
     let queries: [(&'static str, &str); 3] = [

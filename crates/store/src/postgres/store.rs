@@ -15,7 +15,8 @@ use crate::{
 use async_trait::async_trait;
 use belay_model::{
     ApprovalRecord, AuditDraft, AuditEntry, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus,
-    ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord, now_ms,
+    ChangeRecord, ChangeStatus, Demotion, Event, PlaybookVersion, RunRecord, RunStatus, StepRecord,
+    now_ms,
 };
 use tokio_postgres::types::Json;
 
@@ -519,6 +520,36 @@ impl Store for PgStore {
 
     async fn demotions(&self) -> Result<Vec<Demotion>> {
         read::demotions(self).await
+    }
+
+    async fn put_playbook_versions(&self, versions: &[PlaybookVersion]) -> Result<()> {
+        const C: &str = "storing a playbook version";
+        if versions.is_empty() {
+            return Ok(());
+        }
+        for v in versions {
+            crate::check_version(v)?;
+        }
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err(C))?;
+        for v in versions {
+            tx.execute(
+                "INSERT INTO playbook_versions (hash, name, body, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+                &[&v.hash, &v.name, &Json(v), &v.created_at],
+            )
+            .await
+            .map_err(db_err(C))?;
+        }
+        tx.commit().await.map_err(db_err(C))
+    }
+
+    async fn playbook_version(&self, hash: &str) -> Result<Option<PlaybookVersion>> {
+        read::playbook_version(self, hash).await
+    }
+
+    async fn playbook_versions(&self) -> Result<Vec<PlaybookVersion>> {
+        read::playbook_versions(self).await
     }
 
     async fn trust_stats(&self, since: i64) -> Result<Vec<StatRow>> {

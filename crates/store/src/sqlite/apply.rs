@@ -246,6 +246,19 @@ impl Writer {
                 entries.push(Cow::Owned(audit::demoted(d).prepare()));
                 Ok(Reply::Unit)
             }
+            Op::PutVersions(versions) => {
+                let mut stmt = c
+                    .prepare_cached(
+                        "INSERT INTO playbook_versions (hash, name, body, created_at) \
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT(hash) DO NOTHING",
+                    )
+                    .map_err(db_err("storing a playbook version"))?;
+                for v in versions {
+                    stmt.execute(params![v.hash, v.name, to_text(v), v.created_at])
+                        .map_err(db_err("storing a playbook version"))?;
+                }
+                Ok(Reply::Unit)
+            }
             Op::ResetTrust {
                 playbook,
                 step,

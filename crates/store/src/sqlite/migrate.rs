@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_drop_changes_run.sql"),
     include_str!("../../migrations/sqlite/0008_audit_hash_blob.sql"),
     include_str!("../../migrations/sqlite/0009_audit_approvals.sql"),
+    include_str!("../../migrations/sqlite/0010_playbook_versions.sql"),
 ];
 
 /// Applies the migrations the database has not seen, in one transaction.

@@ -319,6 +319,34 @@ pub(super) async fn demotions(s: &SqliteStore) -> Result<Vec<Demotion>> {
     .await
 }
 
+pub(super) async fn playbook_version(
+    s: &SqliteStore,
+    hash: &str,
+) -> Result<Option<belay_model::PlaybookVersion>> {
+    body_by_id(
+        s,
+        "SELECT body FROM playbook_versions WHERE hash = ?1",
+        hash,
+        "reading a playbook version",
+    )
+    .await
+}
+
+pub(super) async fn playbook_versions(
+    s: &SqliteStore,
+) -> Result<Vec<belay_model::PlaybookVersion>> {
+    s.read(|c| {
+        all_bodies(
+            c,
+            "SELECT body FROM playbook_versions ORDER BY created_at, hash",
+            [],
+            "listing playbook versions",
+            "playbook version",
+        )
+    })
+    .await
+}
+
 pub(super) async fn trust_stats(s: &SqliteStore, since: i64) -> Result<Vec<StatRow>> {
     s.read(move |c| {
         let mut out = Vec::new();

@@ -12,7 +12,7 @@ use crate::{
 use async_trait::async_trait;
 use belay_model::{
     ApprovalRecord, AuditDraft, AuditEntry, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus,
-    ChangeRecord, ChangeStatus, Demotion, Event, RunRecord, RunStatus, StepRecord,
+    ChangeRecord, ChangeStatus, Demotion, Event, PlaybookVersion, RunRecord, RunStatus, StepRecord,
 };
 
 #[async_trait]
@@ -293,6 +293,26 @@ impl Store for SqliteStore {
 
     async fn demotions(&self) -> Result<Vec<Demotion>> {
         read::demotions(self).await
+    }
+
+    async fn put_playbook_versions(&self, versions: &[PlaybookVersion]) -> Result<()> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        for v in versions {
+            crate::check_version(v)?;
+        }
+        self.submit(Op::PutVersions(versions.to_vec()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn playbook_version(&self, hash: &str) -> Result<Option<PlaybookVersion>> {
+        read::playbook_version(self, hash).await
+    }
+
+    async fn playbook_versions(&self) -> Result<Vec<PlaybookVersion>> {
+        read::playbook_versions(self).await
     }
 
     async fn trust_stats(&self, since: i64) -> Result<Vec<StatRow>> {

@@ -50,6 +50,7 @@ pub(super) enum Op {
         audit: PreparedDraft,
     },
     Demote(Demotion),
+    PutVersions(Vec<belay_model::PlaybookVersion>),
     ResetTrust {
         playbook: String,
         step: String,
