@@ -145,7 +145,11 @@ fn run_applies_changes_and_dry_run_applies_nothing() {
     assert_eq!(report["steps"][1]["decision"], "apply");
     assert_eq!(report["steps"][3]["output"]["values"]["blocked"], 2);
     let list = std::fs::read_to_string(dir.path().join("data/lists/egress.txt")).unwrap();
-    assert_eq!(list, "203.0.113.66\n198.51.100.23\n");
+    // The block step's items run concurrently: both entries, in whichever order they landed.
+    let mut entries: Vec<&str> = list.lines().collect();
+    entries.sort_unstable();
+    assert_eq!(entries, ["198.51.100.23", "203.0.113.66"], "{list:?}");
+    assert!(list.ends_with('\n'), "{list:?}");
 
     let run_id = report["run_id"].as_str().unwrap();
     let o = belay(dir.path(), &["runs", "show", run_id, "--format", "json"]);
