@@ -249,7 +249,7 @@ fn bad_events_are_rejected_with_a_reason_and_change_nothing() {
     assert_contains_all(
         &out,
         &[
-            "events.jsonl:1: rejected: invalid event: unknown variant `urgent`",
+            "events.jsonl:1: rejected: invalid event: `severity`: unknown variant `urgent`",
             "events.jsonl:2: rejected: event is not valid JSON",
             "1 accepted, 0 duplicate, 0 conflict, 2 rejected",
             "2 line(s) rejected, kept with the reason in",

@@ -126,8 +126,17 @@ impl Event {
                 json_type(&value)
             )));
         }
-        let raw: RawEvent =
-            serde_json::from_value(value).map_err(|e| EventError::Invalid(e.to_string()))?;
+        // The field a type error stands at, by path (`observables.ips[0]`), so the sender
+        // knows what to fix.
+        let raw: RawEvent = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            EventError::Invalid(if path.is_empty() || path == "." {
+                inner
+            } else {
+                format!("`{path}`: {inner}")
+            })
+        })?;
         let kind = raw
             .kind
             .ok_or_else(|| EventError::Invalid("missing field `kind`".into()))?;
@@ -271,6 +280,27 @@ fn json_type(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_value_names_its_field_and_what_is_allowed() {
+        let err = Event::from_json_str(r#"{"kind":"ids.alert","severity":"HIGH"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`severity`: unknown variant `HIGH`"), "{err}");
+        assert!(
+            err.contains("`high`"),
+            "the allowed values are listed: {err}"
+        );
+        let err = Event::from_json_str(r#"{"kind":"ids.alert","observables":{"ips":"1.2.3.4"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "`observables.ips`: invalid type: string \"1.2.3.4\", expected a sequence"
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn minimal_event_gets_defaults() {
