@@ -484,6 +484,10 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
     assert_eq!(step["declared"], "log");
     assert_eq!(step["recommendation"], "demote");
     assert_text_contains(&step["reason"], "alice rolled back");
+    assert_text_contains(
+        &step["reason"],
+        "`belay trust reset block-ip block --as USER` lifts it",
+    );
 
     let run = alert(d, "192.0.2.21", None);
     assert_eq!(run["status"], "waiting_approval", "demoted: {run}");

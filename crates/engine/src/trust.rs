@@ -277,7 +277,7 @@ fn recommend(r: &StepTrust, t: &Thresholds, days: u64, ready_baseline: bool) -> 
         return say(
             "demote",
             format!(
-                "demoted to {} on {}: {}; `belay trust reset {} {}` lifts it",
+                "demoted to {} on {}: {}; `belay trust reset {} {} --as USER` lifts it",
                 d.level,
                 belay_model::ms_to_rfc3339(d.at),
                 d.reason,
