@@ -129,6 +129,11 @@ fn run_applies_changes_and_dry_run_applies_nothing() {
         !dir.path().join("data/lists/egress.txt").exists(),
         "a dry run changes nothing"
     );
+    let listed = text(&belay(dir.path(), &["runs", "list"]));
+    assert!(
+        listed.contains("succeeded (dry run)"),
+        "runs list marks it: {listed}"
+    );
 
     let o = belay(
         dir.path(),

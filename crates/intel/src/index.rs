@@ -317,6 +317,20 @@ fn entry_in<P: prefix_trie::Prefix>(map: &mut PrefixMap<P, Entry>, net: P) -> &m
     map.entry(net).or_default()
 }
 
+/// Two decimals; never `-0` (an empty sum of floats is `-0.0`, which JSON prints as `-0.0`).
 fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+    (x * 100.0).round() / 100.0 + 0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_score_is_zero_not_negative_zero() {
+        let none: [f64; 0] = [];
+        let score = round2(none.iter().sum());
+        assert!(score == 0.0 && score.is_sign_positive(), "{score}");
+        assert_eq!(serde_json::json!(score).to_string(), "0.0");
+    }
 }

@@ -62,11 +62,17 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
                     "RUN", "PLAYBOOK", "STATUS", "CREATED"
                 );
                 for r in runs {
+                    // A dry run applied nothing: its status says what would have happened.
+                    let status = if r.dry_run {
+                        format!("{} (dry run)", r.status.as_str())
+                    } else {
+                        r.status.as_str().to_owned()
+                    };
                     println!(
                         "{:<38} {:<24} {:<17} {:<24} {}",
                         r.id,
                         r.playbook,
-                        r.status.as_str(),
+                        status,
                         belay_model::ms_to_rfc3339(r.created_at),
                         r.event_id
                     );
