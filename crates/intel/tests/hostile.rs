@@ -1,4 +1,4 @@
-//! Feeds written to block everything (issue #19): networks wider than the limit are refused and
+//! Feeds written to block everything: networks wider than the limit are refused and
 //! counted, invalid addresses are not reclassified as domains, weights stay finite.
 
 use belay_intel::import::{ImportOptions, NoProgress, WideLimit, import};

@@ -1,4 +1,4 @@
-//! Hostile messages (issue #19): parsers stay linear, budgets keep a message instead of
+//! Hostile messages: parsers stay linear, budgets keep a message instead of
 //! stalling, URLs are found whatever their host's form, quoted-printable follows RFC 2045.
 
 use belay_mail::links::LinkSet;
