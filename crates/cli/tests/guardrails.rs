@@ -1,5 +1,6 @@
 //! Guardrails through the real binary: protected targets from a million-entry list, rate and
-//! batch limits, hold versus deny, and batches held whole.
+//! batch limits, hold versus deny, protected items held alone and blast-radius limits holding
+//! whole batches.
 
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -31,7 +32,7 @@ fn run(d: &Path, ips: &[&str]) -> Value {
 }
 
 #[test]
-fn a_protected_address_from_a_million_entry_list_holds_the_whole_batch() {
+fn a_protected_address_from_a_million_entry_list_is_held_alone() {
     let dir = setup(
         "guardrails:\n  - name: protected-networks\n    applies_to: [\"blocklist.*\", firewall.block_ip]\n    never:\n      cidrs: [198.51.100.0/24]\n      domains: [crm.example.com]\n      lists: [protected-cidrs.txt]\n    on_violation: hold\n    alert: soc-admins\n",
     );
@@ -105,22 +106,23 @@ fn a_protected_address_from_a_million_entry_list_holds_the_whole_batch() {
         2,
         "every item of the batch is recorded: {report}"
     );
-    for s in steps {
-        assert_eq!(s["status"], "held", "{s}");
-        assert_eq!(s["decision"], "guardrail_hold");
-        assert_text_contains(
-            &s["error"],
-            "protected-networks: 100.64.7.9 is inside a protected network",
-        );
-    }
-    assert!(
-        listed(d).is_empty(),
-        "a held batch is held whole: nothing applied"
+    assert_eq!(steps[0]["status"], "succeeded", "{report}");
+    let held = &steps[1];
+    assert_eq!(held["status"], "held", "{held}");
+    assert_eq!(held["decision"], "guardrail_hold");
+    assert_text_contains(
+        &held["error"],
+        "protected-networks: 100.64.7.9 is inside a protected network",
+    );
+    assert_eq!(
+        listed(d),
+        ["203.0.113.50"],
+        "the protected address is held alone; the other is applied"
     );
 
-    let report = run(d, &["203.0.113.50"]);
+    let report = run(d, &["203.0.113.51"]);
     assert_eq!(report["status"], "succeeded", "{report}");
-    assert_eq!(listed(d), ["203.0.113.50"]);
+    assert_eq!(listed(d), ["203.0.113.50", "203.0.113.51"]);
 
     let o = belay(
         d,

@@ -3,7 +3,7 @@
 //! the exact change they were bound to (see `exec.rs`); this module records decisions.
 
 use crate::guard::canon;
-use belay_model::{ApprovalRecord, ApprovalStatus, Vote, ms_to_rfc3339, now_ms};
+use belay_model::{ApprovalRecord, ApprovalStatus, Vote, ms_to_rfc3339, now_ms, subset_hash};
 use belay_store::{ApprovalFilter, Store, StoreError};
 use std::collections::HashMap;
 
@@ -85,6 +85,33 @@ pub async fn decide(
     approve: bool,
     comment: Option<String>,
 ) -> Result<ApprovalRecord, DecisionError> {
+    vote(store, directory, id, user, approve, comment, &[]).await
+}
+
+/// Records `user`'s approval of a held batch without the items `without` (their step keys,
+/// `step[i]`, or their indices): those items are denied by `user`, the rest may go ahead once
+/// the quorum approved exactly the same items. The vote binds to the [`subset_hash`] of the
+/// items approved.
+pub async fn approve_without(
+    store: &dyn Store,
+    directory: &Directory,
+    id: &str,
+    user: &str,
+    comment: Option<String>,
+    without: &[String],
+) -> Result<ApprovalRecord, DecisionError> {
+    vote(store, directory, id, user, true, comment, without).await
+}
+
+async fn vote(
+    store: &dyn Store,
+    directory: &Directory,
+    id: &str,
+    user: &str,
+    approve: bool,
+    comment: Option<String>,
+    without: &[String],
+) -> Result<ApprovalRecord, DecisionError> {
     let roles = directory
         .roles(user)
         .ok_or_else(|| DecisionError::UnknownUser(user.to_owned()))?;
@@ -109,12 +136,19 @@ pub async fn decide(
             });
         }
         eligible(&a, user, roles)?;
+        let (without, approved_hash) = if approve {
+            subset(&a, without)?
+        } else {
+            (Vec::new(), None)
+        };
         let expected = a.version;
         a.votes.push(Vote {
             user: user.to_owned(),
             approve,
             comment: comment.clone(),
             at: now,
+            without,
+            approved_hash,
         });
         if !approve {
             a.status = ApprovalStatus::Denied;
@@ -137,6 +171,84 @@ pub async fn decide(
         }
     }
     Err(DecisionError::Conflict(id.to_owned()))
+}
+
+/// The items of held batch `a` left out by an approving vote (as keys, in batch order) and the
+/// hash of the items approved; refuses keys that are not items of the batch, leaving out every
+/// item, and a subset other than the one earlier approving votes chose (a quorum approves one
+/// set of items).
+fn subset(
+    a: &ApprovalRecord,
+    without: &[String],
+) -> Result<(Vec<String>, Option<String>), DecisionError> {
+    let keys: Vec<&str> = match &a.with {
+        serde_json::Value::Array(items) if a.key.ends_with("#batch") => items
+            .iter()
+            .filter_map(|i| i.get("key").and_then(serde_json::Value::as_str))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut left_out: Vec<String> = Vec::new();
+    for w in without {
+        let w = w.trim();
+        let found = keys.iter().find(|k| {
+            **k == w
+                || k.strip_suffix(']')
+                    .and_then(|k| k.rsplit_once('['))
+                    .is_some_and(|(_, i)| i == w)
+        });
+        match found {
+            Some(k) => left_out.push((*k).to_owned()),
+            None if keys.is_empty() => {
+                return Err(DecisionError::Refused(format!(
+                    "approval {} decides one change, not a batch: it cannot be approved without items; nothing was recorded",
+                    a.id
+                )));
+            }
+            None => {
+                let some: Vec<&str> = keys.iter().take(5).copied().collect();
+                return Err(DecisionError::Refused(format!(
+                    "`{w}` is not an item of the batch held by approval {} (items are {}{}); nothing was recorded",
+                    a.id,
+                    some.join(", "),
+                    if keys.len() > some.len() { ", …" } else { "" }
+                )));
+            }
+        }
+    }
+    left_out.sort_by_key(|k| keys.iter().position(|x| x == k));
+    left_out.dedup();
+    if !keys.is_empty() && left_out.len() == keys.len() {
+        return Err(DecisionError::Refused(format!(
+            "approving approval {} without every item approves nothing: deny it instead; nothing was recorded",
+            a.id
+        )));
+    }
+    let earlier = a.votes.iter().find(|v| v.approve);
+    if let Some(v) = earlier
+        && v.without != left_out
+    {
+        return Err(DecisionError::Refused(format!(
+            "{} approved approval {} {}; a quorum approves one set of items: approve the same, or deny; nothing was recorded",
+            v.user,
+            a.id,
+            if v.without.is_empty() {
+                "with every item".to_owned()
+            } else {
+                format!("without {}", v.without.join(", "))
+            }
+        )));
+    }
+    if left_out.is_empty() {
+        return Ok((left_out, None));
+    }
+    let approved: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !left_out.iter().any(|w| w == k))
+        .collect();
+    let hash = subset_hash(&a.change_hash, &approved);
+    Ok((left_out, Some(hash)))
 }
 
 /// Checks that `user` may decide on `a`: an approver by name or role, not the one who
@@ -280,8 +392,7 @@ mod tests {
             votes: vec![Vote {
                 user: "carol".into(),
                 approve: true,
-                comment: None,
-                at: 0,
+                ..Vote::default()
             }],
             created_at: 0,
             expires_at: 1,

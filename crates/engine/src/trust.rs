@@ -231,6 +231,10 @@ pub async fn report_on(
                         if s.decision.as_deref() == Some("guardrail_hold") {
                             r.guardrail_holds += s.count;
                         }
+                        // Items an approver left out of an approved batch: denied by them.
+                        if status == "skipped" && s.decision.as_deref() == Some("denied") {
+                            r.approvals_denied += s.count;
+                        }
                     }
                     ("change", "applied" | "drifted") => r.changes += s.count,
                     ("change", "reverted") => {

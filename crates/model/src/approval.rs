@@ -49,7 +49,7 @@ pub struct ApprovalTerms {
 }
 
 /// One person's decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Vote {
     /// Who voted (the authenticated user name).
     pub user: String,
@@ -59,6 +59,14 @@ pub struct Vote {
     pub comment: Option<String>,
     /// When, in Unix milliseconds.
     pub at: i64,
+    /// Items of a held batch (their step keys, `step[i]`) the voter approved the batch
+    /// without: they are denied by this voter, the rest may go ahead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without: Vec<String>,
+    /// With `without`: the [`subset_hash`] of exactly the items approved, which the engine
+    /// recomputes before it applies any of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_hash: Option<String>,
 }
 
 /// A request for a person's decision on one planned change (or one held batch).
@@ -161,6 +169,18 @@ pub fn change_hash(
 ) -> String {
     let canonical = crate::audit::canonical_json(&serde_json::json!({
         "run_id": run_id, "playbook_hash": playbook_hash, "key": key, "action": action, "with": with,
+    }));
+    crate::sha256_hex(canonical.as_bytes())
+}
+
+/// The hash a partial decision on a held batch binds to: the batch's change hash (which covers
+/// every item's inputs) and the keys of exactly the items approved, sorted.
+pub fn subset_hash(change_hash: &str, approved_keys: &[&str]) -> String {
+    let mut keys = approved_keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    let canonical = crate::audit::canonical_json(&serde_json::json!({
+        "change_hash": change_hash, "approved": keys,
     }));
     crate::sha256_hex(canonical.as_bytes())
 }

@@ -69,6 +69,7 @@ mod time;
 
 pub use approval::{
     ApprovalRecord, ApprovalStatus, ApprovalTerms, Demotion, OnTimeout, Vote, change_hash,
+    subset_hash,
 };
 pub use audit::{AuditDraft, AuditEntry, PreparedDraft};
 pub use case::{CaseEntry, CaseEntryKind, CaseFile, CaseOp, CaseOutcome, CaseRecord, CaseStatus};

@@ -353,6 +353,7 @@ async fn a_decision_is_recorded_once_and_resumes_the_run(s: Arc<dyn Store>) {
         approve: true,
         comment: Some("ok".into()),
         at: now_ms(),
+        ..Vote::default()
     });
     decided.version = 2;
     let draft = belay_store::approval_audit("bob", &decided);
@@ -394,11 +395,11 @@ async fn a_decision_is_recorded_once_and_resumes_the_run(s: Arc<dyn Store>) {
     );
     assert!(trail.iter().all(|e| e.compute_hash() == e.hash));
     assert_eq!(
-        belay_store::approval_allows(&trail, "a1", &a.change_hash),
+        belay_store::approval_allows(&trail, "a1", &a.change_hash, None),
         Ok(())
     );
     assert!(
-        belay_store::approval_allows(&trail, "a1", "another-change")
+        belay_store::approval_allows(&trail, "a1", "another-change", None)
             .unwrap_err()
             .contains("another change")
     );
@@ -409,7 +410,7 @@ async fn a_decision_is_recorded_once_and_resumes_the_run(s: Arc<dyn Store>) {
     let trail = s.approval_trail("a2").await.unwrap();
     assert_eq!(trail.len(), 1);
     assert!(
-        belay_store::approval_allows(&trail, "a2", &a.change_hash)
+        belay_store::approval_allows(&trail, "a2", &a.change_hash, None)
             .unwrap_err()
             .contains("no decision")
     );

@@ -38,8 +38,14 @@ pub struct DecideArgs {
     /// Who decides (a user of [[users]] in belay.toml).
     #[arg(long = "as", value_name = "USER")]
     user: String,
+    /// Why, in words; kept with the vote in the audit trail.
     #[arg(long)]
     comment: Option<String>,
+    /// Approve a held batch without these items (their keys, `block[3]`, or indices, `3`;
+    /// repeat or separate with commas): they are denied by you, the rest go ahead.
+    /// `belay approvals show ID` lists the items.
+    #[arg(long, value_name = "ITEM", value_delimiter = ',')]
+    without: Vec<String>,
     /// Playbook directory, only for runs recorded before playbook versions were stored
     /// (default: `playbooks` in belay.toml); a run resumes with its own stored version.
     #[arg(long)]
@@ -203,7 +209,19 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                 let a = &one[0];
                 println!("approval {} ({})", a.id, a.status);
                 println!("  run       {} ({}/{})", a.run_id, a.playbook, a.key);
-                println!("  change    {} {}", a.action, a.with);
+                match (&a.with, a.key.ends_with("#batch")) {
+                    (Value::Array(items), true) => {
+                        println!(
+                            "  change    {} on {} item(s) (approve --without ITEM leaves some out):",
+                            a.action,
+                            items.len()
+                        );
+                        for i in items {
+                            println!("    {:<12} {}", i["key"].as_str().unwrap_or("?"), i["with"]);
+                        }
+                    }
+                    _ => println!("  change    {} {}", a.action, a.with),
+                }
                 println!("  target    {} now {}", a.target, a.current_state);
                 println!("  hash      {}", a.change_hash);
                 println!("  why       {}", a.reason);
@@ -230,7 +248,11 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                         } else {
                             "denied by"
                         },
-                        vote.user,
+                        if vote.without.is_empty() {
+                            vote.user.clone()
+                        } else {
+                            format!("{} without {}", vote.user, vote.without.join(", "))
+                        },
                         ms_to_rfc3339(vote.at),
                         vote.comment
                             .as_deref()
@@ -254,8 +276,22 @@ async fn decide(ctx: &Ctx, store: &dyn Store, args: DecideArgs, approve: bool) -
             "no users are configured: add [[users]] tables with `name` and `roles` to belay.toml"
         );
     }
-    let a = match approvals::decide(store, &dir, &args.id, &args.user, approve, args.comment).await
-    {
+    let decided = if args.without.is_empty() {
+        approvals::decide(store, &dir, &args.id, &args.user, approve, args.comment).await
+    } else if approve {
+        approvals::approve_without(
+            store,
+            &dir,
+            &args.id,
+            &args.user,
+            args.comment,
+            &args.without,
+        )
+        .await
+    } else {
+        bail!("--without applies to `approvals approve`: a denial already applies to every item");
+    };
+    let a = match decided {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -272,6 +308,21 @@ async fn decide(ctx: &Ctx, store: &dyn Store, args: DecideArgs, approve: bool) -
                 a.terms.quorum
             );
             return Ok(ExitCode::SUCCESS);
+        }
+        ApprovalStatus::Approved if a.votes.iter().any(|v| !v.without.is_empty()) => {
+            let without = &a
+                .votes
+                .iter()
+                .rev()
+                .find(|v| v.approve)
+                .map(|v| v.without.clone());
+            println!(
+                "approval {} approved by {} without {} (denied by {})",
+                a.id,
+                args.user,
+                without.as_deref().unwrap_or_default().join(", "),
+                args.user
+            );
         }
         s => println!("approval {} {s} by {}", a.id, args.user),
     }

@@ -75,7 +75,7 @@ impl RunState {
                     .map(|v| v.user.as_str())
                     .collect();
                 let gate = Gate::Proceed(format!("approval:{} by {}", a.id, users.join(", ")));
-                self.vouched(a, gate).await?
+                self.vouched(a, gate, approved_subset(a).as_deref()).await?
             }
             ApprovalStatus::Denied => {
                 let why = a
@@ -91,7 +91,7 @@ impl RunState {
                 Gate::Deny(format!("{why} (approval {})", a.id))
             }
             ApprovalStatus::Expired => match timed_out(a) {
-                g @ Gate::Proceed(_) => self.vouched(a, g).await?,
+                g @ Gate::Proceed(_) => self.vouched(a, g, None).await?,
                 g => g,
             },
             ApprovalStatus::Pending if now >= a.expires_at => {
@@ -198,6 +198,24 @@ fn terms_of(step: &Step) -> ApprovalTerms {
         on_timeout: p.on_timeout,
         separation: p.separation,
     }
+}
+
+/// The [`belay_model::subset_hash`] of the items an approval of a held batch approved, when
+/// its approvers left some out (`None`: every item).
+fn approved_subset(a: &ApprovalRecord) -> Option<String> {
+    let without = &a.votes.iter().find(|v| v.approve)?.without;
+    if without.is_empty() {
+        return None;
+    }
+    let approved: Vec<&str> = match &a.with {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.get("key").and_then(Value::as_str))
+            .filter(|k| !without.iter().any(|w| w == k))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(belay_model::subset_hash(&a.change_hash, &approved))
 }
 
 /// What an approval nobody answered in time turns into.

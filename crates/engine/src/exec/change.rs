@@ -31,7 +31,11 @@ impl RunState {
                 TrustLevel::Approve => Decision::AwaitApproval,
                 TrustLevel::Log | TrustLevel::Guarded => Decision::DryRun,
             };
-            if let Some((decision, reason)) = self.dry_holds.get(&step.id) {
+            if let Some((decision, reason)) = self
+                .dry_holds
+                .get(&rec.key)
+                .or_else(|| self.dry_holds.get(&step.id))
+            {
                 rec.decision = *decision;
                 rec.error = Some(format!(
                     "would be {}: {reason}",
@@ -51,7 +55,11 @@ impl RunState {
             Err(m) => return self.fail(rec, m).await,
         };
         rec.decision = Decision::Apply;
-        let mut allowed_by = match self.batch_allowed.get(&step.id) {
+        let allowed = self
+            .batch_allowed
+            .get(&rec.key)
+            .or_else(|| self.batch_allowed.get(&step.id));
+        let mut allowed_by = match allowed {
             Some(by) => by.clone(),
             None => format!("trust:{trust}"),
         };

@@ -60,6 +60,7 @@ impl RunState {
                 on_violation: g.on_violation,
                 alert: g.alert.clone(),
                 learning: None,
+                items: Vec::new(),
             });
         }
         let action = format!("playbook:{child}");

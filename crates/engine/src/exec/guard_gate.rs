@@ -1,9 +1,10 @@
 //! The guard gate: a change step's planned changes, every item at once, checked against the
-//! guardrails before any of them is journaled. A violation holds the whole step for a person
-//! (one approval decides the batch) or denies it; it is audited and alerted. Nothing held or
-//! denied here is ever applied.
+//! guardrails before any of them is journaled. A batch, rate or baseline violation holds the
+//! whole step for a person (one approval decides the batch) or denies it; a never-list hit
+//! holds or denies only the items it concerns ([`super::held_items`]), and the rest go ahead.
+//! Every violation is audited and alerted. Nothing held or denied here is ever applied.
 
-use super::approval_gate::{Gate, Request};
+use super::approval_gate::Request;
 use super::{Outcome, RunState};
 use crate::Result;
 use crate::guard::{OnViolation, Verdict};
@@ -77,7 +78,8 @@ impl RunState {
             Call::Action(name) => name,
             Call::Playbook(child) => return self.guard_fan_out(step, seq, ctx, child).await,
         };
-        let Some(spec) = self.engine.catalog.get(name) else {
+        let engine = self.engine.clone();
+        let Some(spec) = engine.catalog.get(name) else {
             return Ok(None);
         };
         let trust = self.trust_of(step);
@@ -94,7 +96,7 @@ impl RunState {
         if governing.is_empty() {
             return Ok(None);
         }
-        let planned = self.planned(step, ctx);
+        let mut planned = self.planned(step, ctx);
         if planned.is_empty() {
             return Ok(None);
         }
@@ -103,55 +105,40 @@ impl RunState {
         let limits = super::tree::batch_limits(&self.engine.guardrails, name, &named);
         let n = planned.len() as u64;
         let before = self.counts.reserve(&limits, n);
-        // A person may have decided on this exact batch after a guardrail held it.
-        let batch = self.batch(step, name, &planned);
-        let mut decided: Option<(String, String)> = None;
+        // A person may have decided on items a guardrail held earlier (the whole batch, or
+        // the items a never-list held): those are settled first, the rest checked below.
         if trust != TrustLevel::Approve {
-            match self.decided(step, &batch.key, &batch.hash).await? {
-                Some(Gate::Proceed(by)) => {
-                    self.batch_allowed.insert(step.id.clone(), by);
-                    return Ok(None);
-                }
-                Some(Gate::Wait(id)) => {
-                    return Ok(Some(self.hold_batch(step, seq, trust, planned, &id, None)));
-                }
-                Some(Gate::Deny(m)) => decided = Some(("deny".into(), m)),
-                Some(Gate::Skip(m)) => decided = Some(("skip".into(), m)),
-                None => {}
+            if let Some(outcome) = self
+                .settle_held(step, seq, trust, name, &mut planned)
+                .await?
+            {
+                return Ok(Some(outcome));
             }
-        }
-        if let Some((what, message)) = decided {
-            for (key, item, with) in planned {
-                let mut rec = self.record(step, seq, &key, item);
-                rec.with = with;
-                rec.trust = Some(trust);
-                rec.finished_at = Some(now_ms());
-                if what == "deny" {
-                    rec.decision = Decision::Denied;
-                    rec.status = StepStatus::Failed;
-                    rec.error = Some(message.clone());
-                } else {
-                    rec.decision = Decision::Skip;
-                    rec.status = StepStatus::Skipped;
-                    rec.output = json!({ "reason": message });
-                }
-                self.queue(Write::Step(rec.clone()));
-                self.records.push(rec);
+            if planned.is_empty() {
+                return Ok(None);
             }
-            return Ok(Some(if what == "deny" {
-                Outcome::Failed(message)
-            } else {
-                Outcome::Done {
-                    status: StepStatus::Skipped,
-                    output: Value::Null,
-                }
-            }));
         }
         let targets: Vec<String> = planned.iter().map(|(_, _, w)| spec.target_of(w)).collect();
         let mut verdicts = self.verdicts(step, spec, &targets).await?;
         if self.tree_allowed.is_none() {
             super::tree::check_tree(&mut verdicts, &limits, &before, n);
         }
+        let violations: Vec<&Verdict> = verdicts
+            .iter()
+            .filter(|v| {
+                !v.pass && (trust != TrustLevel::Approve || v.on_violation == OnViolation::Deny)
+            })
+            .collect();
+        // A never-list hit on some items only holds (or denies) those items; any other
+        // violation, or hits on every item, concern the whole batch.
+        let by_item = !violations.is_empty()
+            && violations.iter().all(|v| !v.items.is_empty())
+            && violations
+                .iter()
+                .flat_map(|v| v.items.iter())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                < planned.len();
         if self.run.dry_run {
             // Report what the guardrails would decide; hold nothing, record no approval.
             let failed: Vec<&Verdict> = verdicts.iter().filter(|v| !v.pass).collect();
@@ -164,23 +151,31 @@ impl RunState {
                 } else {
                     Decision::GuardrailHold
                 };
-                self.dry_holds.insert(step.id.clone(), (decision, reason));
+                if by_item {
+                    for i in violations.iter().flat_map(|v| v.items.iter()) {
+                        if let Some((key, _, _)) = planned.get(*i) {
+                            self.dry_holds
+                                .insert(key.clone(), (decision, reason.clone()));
+                        }
+                    }
+                } else {
+                    self.dry_holds.insert(step.id.clone(), (decision, reason));
+                }
             }
             return Ok(None);
         }
         self.audit_learning(step, name, &verdicts, targets.len());
-        let violations: Vec<&Verdict> = verdicts
-            .iter()
-            .filter(|v| {
-                !v.pass && (trust != TrustLevel::Approve || v.on_violation == OnViolation::Deny)
-            })
-            .collect();
         if violations.is_empty() {
             return Ok(None);
         }
-        let (deny, reason) = summary(&violations);
-        self.audit_violations(step, name, &violations, Some(&targets));
+        let keys: Vec<String> = planned.iter().map(|(k, _, _)| k.clone()).collect();
+        self.audit_violations(step, name, &violations, Some((&targets, &keys)));
         self.send_alerts(step, name, &violations).await?;
+        if by_item {
+            self.hold_items(step, seq, trust, name, planned, &targets, &verdicts)?;
+            return Ok(None);
+        }
+        let (deny, reason) = summary(&violations);
         if deny {
             for (key, item, with) in planned {
                 let mut rec = self.record(step, seq, &key, item);
@@ -200,6 +195,7 @@ impl RunState {
         }
         // Held whole: one approval decides the whole batch.
         let target = summarize_targets(&targets);
+        let batch = self.batch(step, name, &planned);
         let request = batch.request(step, trust, name, target, &verdicts, &reason);
         Ok(Some(self.hold_for_person(request, seq, planned, &reason)))
     }
@@ -241,21 +237,30 @@ impl RunState {
         Batch { key, with, hash }
     }
 
-    /// Audits each violation of a step's planned `action` (with the targets, when known).
+    /// Audits each violation of a step's planned `action`, with the targets when known (and
+    /// the items' keys beside them): all of them, or those of the items the violation concerns.
     pub(super) fn audit_violations(
         &mut self,
         step: &Step,
         action: &str,
         violations: &[&Verdict],
-        targets: Option<&[String]>,
+        planned: Option<(&[String], &[String])>,
     ) {
         for v in violations {
             let mut detail = json!({
                 "step": step.id, "action": action, "guardrail": v.guardrail, "reason": v.reason,
                 "on_violation": v.on_violation, "alert": v.alert,
             });
-            if let Some(targets) = targets {
-                detail["targets"] = json!(targets);
+            match planned {
+                Some((targets, keys)) if !v.items.is_empty() => {
+                    let pick = |of: &[String]| -> Vec<String> {
+                        v.items.iter().filter_map(|i| of.get(*i).cloned()).collect()
+                    };
+                    detail["targets"] = json!(pick(targets));
+                    detail["items"] = json!(pick(keys));
+                }
+                Some((targets, _)) => detail["targets"] = json!(targets),
+                None => {}
             }
             self.queue(Write::Audit(belay_model::AuditDraft {
                 kind: "guardrail.violation".into(),
@@ -315,6 +320,7 @@ impl RunState {
         });
         for (key, item, with) in planned {
             if let Some(prior) = self.prior.get(&key).filter(|_| violation.is_none()) {
+                self.set_aside.insert(key, prior.clone());
                 self.records.push(prior.clone());
                 continue;
             }
@@ -330,6 +336,7 @@ impl RunState {
             }
             rec.finished_at = Some(now_ms());
             self.queue(Write::Step(rec.clone()));
+            self.set_aside.insert(key, rec.clone());
             self.records.push(rec);
         }
         Outcome::Waiting
@@ -446,7 +453,7 @@ impl RunState {
 }
 
 /// A short description of a batch's targets for people.
-fn summarize_targets(targets: &[String]) -> String {
+pub(super) fn summarize_targets(targets: &[String]) -> String {
     match targets {
         [] => String::new(),
         [one] => one.clone(),

@@ -3,7 +3,8 @@
 //!
 //! - [`step`]: its `if`, the rate gate, then one item or a `for_each` fan-out;
 //! - [`guard_gate`]: its planned changes against the guardrails, the whole batch at once
-//!   ([`fan_out`]: a sub-playbook step's calls against the run tree's `batch` limits);
+//!   ([`held_items`]: never-list hits set aside item by item, and people's decisions on held
+//!   items; [`fan_out`]: a sub-playbook step's calls against the run tree's `batch` limits);
 //! - [`plan`]: an item's inputs rendered and validated, then read, change or sub-playbook;
 //! - [`read`]: a read action; [`subplaybook`]: a child run;
 //! - [`change`]: trust, the [`approval_gate`] (acting on a stored decision only when the
@@ -19,6 +20,7 @@ mod approval_gate;
 mod change;
 mod fan_out;
 mod guard_gate;
+mod held_items;
 mod plan;
 mod read;
 mod report;
@@ -82,9 +84,14 @@ struct RunState {
     demoted: HashMap<String, TrustLevel>,
     /// This run's approvals found in the store (resumed runs only), oldest first.
     approvals: Vec<ApprovalRecord>,
-    /// Steps whose held batch a person approved: who allowed it, by step id.
+    /// Items (or whole steps, for sub-playbook fan-outs) whose held batch a person approved:
+    /// who allowed it, by item key or step id.
     batch_allowed: HashMap<String, String>,
-    /// In a dry run: the guardrail decision a step's changes would meet, by step id.
+    /// Items of the current step set aside before it runs (held or denied by a guardrail or a
+    /// person): their records, by key; the step reports them without running them.
+    set_aside: HashMap<String, StepRecord>,
+    /// In a dry run: the guardrail decision a step's changes would meet, by item key or
+    /// step id.
     dry_holds: HashMap<String, (Decision, String)>,
     /// The highest level any step of this run may act at: the caller's effective level for
     /// a sub-playbook's run, `guarded` for a run no playbook called.
@@ -226,6 +233,7 @@ async fn execute_body(
         demoted,
         approvals,
         batch_allowed: HashMap::new(),
+        set_aside: HashMap::new(),
         dry_holds: HashMap::new(),
         ceiling,
         counts,

@@ -72,8 +72,19 @@ impl RunState {
         }
     }
 
-    /// A final record from before a crash, reused instead of executing again.
+    /// An item set aside by the guard gate (already recorded), or a final record from before
+    /// a crash, reused instead of executing again.
     pub(super) fn reuse(&mut self, key: &str) -> Option<Outcome> {
+        if let Some(rec) = self.set_aside.remove(key) {
+            return Some(match rec.status {
+                StepStatus::Held => Outcome::Waiting,
+                StepStatus::Failed => Outcome::Failed(rec.error.unwrap_or_default()),
+                status => Outcome::Done {
+                    status,
+                    output: rec.output,
+                },
+            });
+        }
         let rec = self.prior.get(key)?;
         if !rec.status.is_final() {
             return None;

@@ -13,9 +13,15 @@ use serde_json::json;
 impl RunState {
     /// `gate` if the audit trail vouches for approval `a`'s decision; otherwise a denial
     /// saying why, with an `approval.unvouched` entry in the trail.
-    pub(super) async fn vouched(&self, a: &ApprovalRecord, gate: Gate) -> Result<Gate> {
+    /// `approved`: the hash of the items about to be applied when approvers left some out.
+    pub(super) async fn vouched(
+        &self,
+        a: &ApprovalRecord,
+        gate: Gate,
+        approved: Option<&str>,
+    ) -> Result<Gate> {
         let entries = self.engine.store.approval_trail(&a.id).await?;
-        let why = match belay_store::approval_allows(&entries, &a.id, &a.change_hash) {
+        let why = match belay_store::approval_allows(&entries, &a.id, &a.change_hash, approved) {
             Ok(()) => return Ok(gate),
             Err(why) => why,
         };

@@ -4,7 +4,9 @@
 
 use super::canon;
 use super::never::ProtectedHost;
-use super::{Baseline, Guardrail, Guardrails, Never, OnViolation, RangeSet, WhileLearning};
+use super::{
+    Baseline, Guardrail, Guardrails, HoldScope, Never, OnViolation, RangeSet, WhileLearning,
+};
 use belay_playbook::yaml::{self, Node, NodeKind};
 use globset::{Glob, GlobSetBuilder};
 use serde::Deserialize;
@@ -29,6 +31,8 @@ struct RawGuardrail {
     baseline: Option<RawBaseline>,
     #[serde(default)]
     on_violation: OnViolation,
+    #[serde(default)]
+    hold: HoldScope,
     alert: Option<String>,
 }
 
@@ -394,6 +398,7 @@ fn build(raw: RawGuardrail, base: &Path) -> Result<Guardrail, BuildError> {
         batch: raw.batch.map(|b| b.max),
         baseline,
         on_violation: raw.on_violation,
+        hold: raw.hold,
         alert: raw.alert,
     })
 }

@@ -35,6 +35,19 @@ pub enum OnViolation {
     Deny,
 }
 
+/// What a never-list violation holds (or denies): only the items of a batch that touch a
+/// protected target (the default; the rest of the batch goes ahead), or the whole batch.
+/// Batch, rate and baseline violations always concern the whole batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldScope {
+    /// Only the violating items.
+    #[default]
+    Items,
+    /// Every item of the batch.
+    Batch,
+}
+
 /// One guardrail.
 #[derive(Debug)]
 pub struct Guardrail {
@@ -53,6 +66,8 @@ pub struct Guardrail {
     pub baseline: Option<Baseline>,
     /// What a violation does.
     pub on_violation: OnViolation,
+    /// What a never-list violation concerns: the violating items, or the whole batch.
+    pub hold: HoldScope,
     /// Where a violation is reported (a `notify.send` target), if anywhere.
     pub alert: Option<String>,
 }
@@ -82,6 +97,10 @@ pub struct Verdict {
     /// baseline says `while_learning: hold`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub learning: Option<Learning>,
+    /// A violation that concerns only some items (never-list hits under `hold: items`): their
+    /// indices among the checked targets. Empty when it concerns the whole batch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<usize>,
 }
 
 /// What the executor knows when it asks.
@@ -151,11 +170,14 @@ impl Guardrails {
                 on_violation: g.on_violation,
                 alert: g.alert.clone(),
                 learning,
+                items: Vec::new(),
             };
+            // Never-list hits, by item; the other limits' problems concern the whole batch.
+            let mut hits: Vec<(usize, String)> = Vec::new();
             let mut problems = Vec::new();
             let mut learning = None;
             if let Some(never) = &g.never {
-                problems.extend(ctx.targets.iter().filter_map(|t| {
+                hits.extend(ctx.targets.iter().enumerate().filter_map(|(i, t)| {
                     let resolved = ctx.identities.get(&(g.name.clone(), t.clone()));
                     never
                         .violation(kind, t)
@@ -166,6 +188,7 @@ impl Guardrails {
                                 .flatten()
                                 .map(|u| format!("{u}; at guarded an unresolved target is held"))
                         })
+                        .map(|p| (i, p))
                 }));
             }
             if let Some(max) = g.batch {
@@ -224,13 +247,24 @@ impl Guardrails {
                     }
                 }
             }
-            out.push(match (problems.is_empty(), learning) {
+            let by_item = g.hold == HoldScope::Items && problems.is_empty() && !hits.is_empty();
+            let items: Vec<usize> = if by_item {
+                hits.iter().map(|(i, _)| *i).collect()
+            } else {
+                Vec::new()
+            };
+            let mut all: Vec<String> = hits.into_iter().map(|(_, p)| p).collect();
+            all.append(&mut problems);
+            out.push(match (all.is_empty(), learning) {
                 (true, Some(l)) => {
                     let reason = format!("learning: {}; not enforced until then", l.describe());
                     verdict(true, reason, Some(l))
                 }
                 (true, None) => verdict(true, "ok".into(), None),
-                (false, l) => verdict(false, problems.join("; "), l),
+                (false, l) => Verdict {
+                    items,
+                    ..verdict(false, all.join("; "), l)
+                },
             });
         }
         out

@@ -43,11 +43,14 @@ struct ApprovalTrail {
     decision: Option<(i64, String, String, Value)>,
 }
 
-/// A guardrail verdict that held or denied a step.
+/// A guardrail verdict that held or denied a step (or only some of its items).
 struct Violation {
     seq: i64,
     guardrail: String,
     deny: bool,
+    /// The keys of the items it concerns (a never-list hit held item by item); `None`: the
+    /// whole step.
+    items: Option<HashSet<String>>,
 }
 
 /// A journaled change and, when it lacks one, what authority is missing.
@@ -130,10 +133,18 @@ impl AuthorityCheck {
             }
             "guardrail.violation" => {
                 let key = (e.subject.clone(), text(d, "step").to_owned());
+                let items = d.get("items").and_then(Value::as_array).map(|items| {
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                });
                 self.violations.entry(key).or_default().push(Violation {
                     seq: e.seq,
                     guardrail: text(d, "guardrail").to_owned(),
                     deny: text(d, "on_violation") == "deny",
+                    items,
                 });
             }
             "change.journaled" => {
@@ -202,7 +213,8 @@ impl AuthorityCheck {
             .violations
             .get(&(run.to_owned(), step_id(key).to_owned()))
             .into_iter()
-            .flatten();
+            .flatten()
+            .filter(|v| v.items.as_ref().is_none_or(|items| items.contains(key)));
         for v in held {
             if v.deny {
                 return Err(format!(
@@ -255,6 +267,16 @@ impl AuthorityCheck {
             {
                 return Err(format!(
                     "approval {id} (entry {seq}) decided on a batch without this change's inputs"
+                ));
+            }
+            if let Some(v) = approving_votes(d).find(|v| {
+                v.get("without")
+                    .and_then(Value::as_array)
+                    .is_some_and(|w| w.iter().any(|k| k.as_str() == Some(key)))
+            }) {
+                return Err(format!(
+                    "approval {id} (entry {seq}) was granted by {} without this item",
+                    text(v, "user")
                 ));
             }
         } else {
@@ -364,8 +386,15 @@ impl AuthorityCheck {
 /// them) allow acting on the change hashed `change_hash`: every entry intact (its hash
 /// recomputes over the previous row's), and a decision into `approve` recorded as
 /// [`AuthorityCheck`] requires, bound to that change. The engine calls it before it acts on an
-/// approval it read from the database.
-pub fn approval_allows(entries: &[AuditEntry], id: &str, change_hash: &str) -> Result<(), String> {
+/// approval it read from the database. `approved`: the [`belay_model::subset_hash`] of the
+/// items the engine is about to apply when approvers left some out of a batch (`None`: all of
+/// them); every approving vote in the trail must be bound to exactly that subset.
+pub fn approval_allows(
+    entries: &[AuditEntry],
+    id: &str,
+    change_hash: &str,
+    approved: Option<&str>,
+) -> Result<(), String> {
     let mut check = AuthorityCheck::default();
     for e in entries {
         if e.subject != id || !e.kind.starts_with("approval.") {
@@ -385,7 +414,24 @@ pub fn approval_allows(entries: &[AuditEntry], id: &str, change_hash: &str) -> R
             "approval {id} (entry {seq}) decided on another change than the one planned"
         ));
     }
+    if let Some(v) =
+        approving_votes(d).find(|v| v.get("approved_hash").and_then(Value::as_str) != approved)
+    {
+        return Err(format!(
+            "approval {id} (entry {seq}): {}'s vote approved other items of the batch than the ones about to be applied",
+            text(v, "user")
+        ));
+    }
     Ok(())
+}
+
+/// The approving votes of a decision entry's detail.
+fn approving_votes(d: &Value) -> impl Iterator<Item = &Value> {
+    d.get("votes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v.get("approve").and_then(Value::as_bool) == Some(true))
 }
 
 #[cfg(test)]
