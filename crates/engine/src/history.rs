@@ -54,6 +54,7 @@ pub async fn import(
                     error: None,
                     created_at: run.at,
                     updated_at: run.at,
+                    expires_at: None,
                 })
             })
             .collect();

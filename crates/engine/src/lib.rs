@@ -9,6 +9,7 @@
 pub mod approvals;
 pub mod cases;
 mod exec;
+pub mod expiry;
 pub mod guard;
 pub mod history;
 pub mod ingest;

@@ -329,6 +329,7 @@ pub async fn rollback(
             error: None,
             created_at: now,
             updated_at: now,
+            expires_at: None,
         };
         let undo = match engine
             .store

@@ -999,6 +999,7 @@ async fn crashed_run(h: &Harness, status: ChangeStatus) -> (belay_model::RunReco
         error: None,
         created_at: now,
         updated_at: now,
+        expires_at: None,
     };
     let stored = h.store.begin_change(None, &change).await.unwrap();
     assert_eq!(stored.status, status);

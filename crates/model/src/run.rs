@@ -210,6 +210,10 @@ pub struct ChangeRecord {
     pub created_at: i64,
     /// Last status change, in Unix milliseconds.
     pub updated_at: i64,
+    /// When the engine reverts it (a step's `expires:`), in Unix milliseconds; `None`: it
+    /// lasts until someone rolls it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 #[cfg(test)]

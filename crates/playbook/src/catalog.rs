@@ -122,6 +122,7 @@ struct RawAction {
     state_keys: Vec<String>,
     inverse: Option<InverseSpec>,
     irreversible: Option<String>,
+    expiry_input: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +160,10 @@ pub struct ActionSpec {
     /// Why a change cannot be undone, when it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub irreversible: Option<String>,
+    /// The input through which the system itself lets a change lapse (nftables' element
+    /// `timeout`): a step's `expires:` sets it, so the system and the engine agree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry_input: Option<String>,
     #[serde(skip)]
     validator: std::sync::Arc<jsonschema::Validator>,
 }
@@ -252,6 +257,7 @@ impl ActionSpec {
             state_keys: Vec::new(),
             inverse,
             irreversible: None,
+            expiry_input: None,
         })
     }
 }
@@ -310,6 +316,14 @@ fn build(raw: RawAction) -> Result<ActionSpec, String> {
             raw.name
         ));
     }
+    if let Some(f) = &raw.expiry_input
+        && !raw.inputs.contains_key(f)
+    {
+        return Err(format!(
+            "action `{}`: expiry input `{f}` is not an input",
+            raw.name
+        ));
+    }
     Ok(ActionSpec {
         name: raw.name,
         kind: raw.kind,
@@ -321,6 +335,7 @@ fn build(raw: RawAction) -> Result<ActionSpec, String> {
         state_keys: raw.state_keys,
         inverse: raw.inverse,
         irreversible: raw.irreversible,
+        expiry_input: raw.expiry_input,
         validator: std::sync::Arc::new(validator),
     })
 }

@@ -108,6 +108,38 @@ fn check_step(
                     }
                 }
             }
+            if let Some((_, pos)) = step.expires {
+                if spec.kind != crate::catalog::ActionKind::Change || spec.inverse.is_none() {
+                    diags.push(
+                        Diagnostic::new(
+                            pos,
+                            format!(
+                                "`expires` needs a change that can be undone; `{name}` {}",
+                                if spec.kind == crate::catalog::ActionKind::Change {
+                                    "has no inverse"
+                                } else {
+                                    "changes nothing"
+                                }
+                            ),
+                        )
+                        .with_hint("remove `expires`, or use an action with an inverse"),
+                    );
+                }
+                if let Some(input) = &spec.expiry_input
+                    && given.contains(&input.as_str())
+                {
+                    diags.push(
+                        Diagnostic::new(
+                            pos,
+                            format!(
+                                "step `{}` sets both `expires` and input `{input}`; `expires` sets `{input}` of `{name}` itself",
+                                step.id
+                            ),
+                        )
+                        .with_hint(format!("remove `{input}:` from `with:`")),
+                    );
+                }
+            }
             for req in spec.required_inputs() {
                 if !given.contains(&req) {
                     diags.push(

@@ -149,6 +149,9 @@ pub struct Step {
     pub approval: Option<ApprovalPolicy>,
     /// Keeps the step at `approve` forever; the trust report will not suggest promoting it.
     pub pinned: bool,
+    /// `expires:`: how long each change of the step lasts; the engine reverts it when the
+    /// time is up (and hands the same duration to a system's own expiry). Where it stands.
+    pub expires: Option<(Duration, Pos)>,
 }
 
 impl Step {
@@ -190,6 +193,7 @@ const STEP_KEYS: &[&str] = &[
     "on_error",
     "approval",
     "pinned",
+    "expires",
 ];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
 const APPROVAL_KEYS: &[&str] = &["approvers", "quorum", "timeout", "on_timeout", "separation"];
@@ -598,6 +602,7 @@ impl Parser {
             None => OnError::Fail,
         };
         let approval = field(entries, "approval").map(|n| self.approval(n));
+        let expires = field(entries, "expires").and_then(|n| self.duration(n).map(|d| (d, n.pos)));
         let pinned = match field(entries, "pinned") {
             Some(n) => match n.to_json() {
                 Value::Bool(b) => b,
@@ -625,6 +630,7 @@ impl Parser {
             on_error,
             approval,
             pinned,
+            expires,
         })
     }
 

@@ -16,7 +16,7 @@ pub(crate) const RUN_COLS: &str = "id, event_id, playbook, playbook_hash, parent
 /// The columns a step record is selected with.
 pub(crate) const STEP_COLS: &str = "run_id, key, step, seq, item, action, with_json, decision, trust, guardrails, status, output, error, attempts, started_at, finished_at";
 /// The columns a change is selected with.
-pub(crate) const CHANGE_COLS: &str = "id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at";
+pub(crate) const CHANGE_COLS: &str = "id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at, expires_at";
 
 /// The position of column `name` in `list` (comma-separated). Evaluated at compile time for the
 /// constants below; a name missing from its list fails the build.
@@ -108,7 +108,7 @@ columns! {
         ACTION = "action", TARGET = "target", WITH = "with_json", BEFORE = "before",
         AFTER = "after", INVERSE = "inverse", TRUST = "trust", GUARDRAILS = "guardrails",
         ALLOWED_BY = "allowed_by", STATUS = "status", ERROR = "error",
-        CREATED_AT = "created_at", UPDATED_AT = "updated_at",
+        CREATED_AT = "created_at", UPDATED_AT = "updated_at", EXPIRES_AT = "expires_at",
     }
 }
 
@@ -177,6 +177,7 @@ pub(crate) fn change_from<R: StoredRow>(r: &R) -> Result<ChangeRecord> {
         error: r.opt_text(change::ERROR, C)?,
         created_at: r.int(change::CREATED_AT, C)?,
         updated_at: r.int(change::UPDATED_AT, C)?,
+        expires_at: r.opt_int(change::EXPIRES_AT, C)?,
     })
 }
 

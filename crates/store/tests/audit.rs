@@ -83,6 +83,7 @@ async fn applied_change(
         error: None,
         created_at: now,
         updated_at: now,
+        expires_at: None,
     };
     s.begin_change(None, &c).await.unwrap();
     let step = StepRecord {

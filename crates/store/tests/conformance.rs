@@ -57,6 +57,7 @@ fn change(run_id: &str, key: &str) -> ChangeRecord {
         error: None,
         created_at: now_ms(),
         updated_at: now_ms(),
+        expires_at: None,
     }
 }
 

@@ -89,6 +89,7 @@ fn change(i: usize) -> ChangeRecord {
         error: None,
         created_at: T0 + 15,
         updated_at: T0 + 15,
+        expires_at: None,
     }
 }
 

@@ -143,6 +143,9 @@ impl RunState {
                     error: None,
                     created_at: now,
                     updated_at: now,
+                    expires_at: step
+                        .expires
+                        .map(|(d, _)| now.saturating_add(d.as_millis() as i64)),
                 };
                 // The journal entry is durable before the connector is called.
                 match self.flush(Some(Write::BeginChange(change))).await?.pop() {

@@ -208,7 +208,7 @@ impl RunState {
         match &step.for_each {
             None => {
                 if let Ok(w) = step.with.render(ctx) {
-                    planned.push((step.id.clone(), None, w));
+                    planned.push((step.id.clone(), None, self.with_native_expiry(step, w)));
                 }
             }
             Some(f) => {
@@ -216,6 +216,7 @@ impl RunState {
                     for (i, item) in items.iter().enumerate() {
                         let ictx = minijinja::context! { item => context_value(item), index => i, ..ctx.clone() };
                         if let Ok(w) = step.with.render(&ictx) {
+                            let w = self.with_native_expiry(step, w);
                             planned.push((format!("{}[{i}]", step.id), Some(i as i64), w));
                         }
                     }

@@ -369,6 +369,7 @@ mod tests {
             error: None,
             created_at: 1,
             updated_at: 1,
+            expires_at: None,
         }
     }
 

@@ -190,6 +190,23 @@ pub(super) async fn changes(s: &PgStore, run_id: Option<&str>) -> Result<Vec<Cha
     rows_to(&rows, change_from_row)
 }
 
+pub(super) async fn expiring_changes(
+    s: &PgStore,
+    due_by: Option<i64>,
+) -> Result<Vec<ChangeRecord>> {
+    let rows = s
+        .query(
+            &format!(
+                "SELECT {CHANGE_COLS} FROM changes WHERE expires_at IS NOT NULL AND status = 'applied' \
+                 AND expires_at <= $1 ORDER BY expires_at, seq"
+            ),
+            &[&due_by.unwrap_or(i64::MAX)],
+            "listing expiring changes",
+        )
+        .await?;
+    rows_to(&rows, change_from_row)
+}
+
 pub(super) async fn count_changes(s: &PgStore, actions: &[String], since: i64) -> Result<u64> {
     const C: &str = "counting recent changes";
     let row = s

@@ -260,8 +260,8 @@ impl Store for PgStore {
         let tx = client.transaction().await.map_err(db_err(C))?;
         let stmt = tx
             .prepare_cached(&format!(
-                "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING {CHANGE_COLS}"
             ))
             .await
@@ -287,6 +287,7 @@ impl Store for PgStore {
                     &change.error,
                     &change.created_at,
                     &change.updated_at,
+                    &change.expires_at,
                 ],
             )
             .await
@@ -374,6 +375,10 @@ impl Store for PgStore {
 
     async fn count_changes(&self, actions: &[String], since: i64) -> Result<u64> {
         read::count_changes(self, actions, since).await
+    }
+
+    async fn expiring_changes(&self, due_by: Option<i64>) -> Result<Vec<ChangeRecord>> {
+        read::expiring_changes(self, due_by).await
     }
 
     async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>> {

@@ -238,6 +238,7 @@ pub(super) fn change_row(actor: &str, c: &ChangeRecord) -> Result<(ChangeRow, Pr
             error: c.error.clone(),
             created_at: c.created_at,
             updated_at: c.updated_at,
+            expires_at: c.expires_at,
         },
     };
     Ok((row, d))

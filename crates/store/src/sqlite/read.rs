@@ -174,6 +174,25 @@ pub(super) async fn count_changes(s: &SqliteStore, actions: &[String], since: i6
     .await
 }
 
+pub(super) async fn expiring_changes(
+    s: &SqliteStore,
+    due_by: Option<i64>,
+) -> Result<Vec<ChangeRecord>> {
+    s.read(move |c| {
+        query_all(
+            c,
+            &format!(
+                "SELECT {CHANGE_COLS} FROM changes WHERE expires_at IS NOT NULL AND status = 'applied' \
+                 AND expires_at <= ?1 ORDER BY expires_at, seq"
+            ),
+            [due_by.unwrap_or(i64::MAX)],
+            change_from_row,
+            "listing expiring changes",
+        )
+    })
+    .await
+}
+
 pub(super) async fn change_by_key(
     s: &SqliteStore,
     idempotency_key: &str,

@@ -152,6 +152,10 @@ impl Store for SqliteStore {
         read::count_changes(self, actions, since).await
     }
 
+    async fn expiring_changes(&self, due_by: Option<i64>) -> Result<Vec<ChangeRecord>> {
+        read::expiring_changes(self, due_by).await
+    }
+
     async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>> {
         read::change_by_key(self, idempotency_key).await
     }

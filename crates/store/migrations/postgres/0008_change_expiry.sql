@@ -1,0 +1,5 @@
+-- Time-boxed changes: when the engine reverts a change (a step's `expires:`), in Unix ms.
+-- The index holds only changes still applied with an expiry, which the scheduler reads in
+-- order of their time.
+ALTER TABLE changes ADD COLUMN expires_at BIGINT;
+CREATE INDEX changes_expiring ON changes (expires_at) WHERE expires_at IS NOT NULL AND status = 'applied';
