@@ -1,22 +1,93 @@
-//! `ips.*` against a real Suricata 7 (`suricata::Sandbox`): UDP probes in its namespace show
-//! when a deployed rule alerts.
+//! `ips.*` against a real Suricata 7 (`suricata::Sandbox`), inline on NFQUEUE: UDP probes in
+//! its namespace show when a deployed rule alerts, and TCP connections from a second namespace
+//! show when a drop rule drops.
 
 use belay_connectors::ErrorKind;
-use belay_connectors::native::suricata::{Sandbox, Suricata};
-use serde_json::json;
+use belay_connectors::native::suricata::{Mode, Sandbox, Suricata};
+use serde_json::{Value, json};
+use std::time::Duration;
 
 mod common;
-use common::{change, invoke, refused, state};
+use common::{change, inverse, invoke, refused, state};
 
-async fn sandbox() -> Option<(Sandbox, Suricata)> {
-    if !common::usable("Suricata", Sandbox::available()) {
+async fn sandbox_in(mode: Mode) -> Option<(Sandbox, Suricata)> {
+    if !common::usable("Suricata", Sandbox::available(mode)) {
         return None;
     }
     let started = std::time::Instant::now();
-    let sb = Sandbox::start().await.expect("suricata sandbox");
-    eprintln!("suricata answered after {:?}", started.elapsed());
+    let sb = Sandbox::start(mode).await.expect("suricata sandbox");
+    eprintln!("suricata ({mode}) answered after {:?}", started.elapsed());
     let c = Suricata::new("ips", sb.config()).expect("connector");
     Some((sb, c))
+}
+
+async fn sandbox() -> Option<(Sandbox, Suricata)> {
+    sandbox_in(Mode::Inline).await
+}
+
+/// Whether the client namespace can open a TCP connection to the listener behind Suricata.
+fn connects(sb: &Sandbox) -> bool {
+    sb.can_connect(Duration::from_millis(700))
+}
+
+/// The `alert.action` of the alerts Suricata logged for `sid` (`blocked` or `allowed`).
+fn alert_actions(sb: &Sandbox, sid: u64) -> Vec<String> {
+    std::fs::read_to_string(sb.eve_log())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["alert"]["signature_id"].as_u64() == Some(sid))
+        .filter_map(|v| v["alert"]["action"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A rule dropping TCP to the sandbox's listener.
+fn drop_rule(sb: &Sandbox, sid: u64) -> String {
+    let to = sb.server();
+    format!(
+        r#"drop tcp any any -> {} {} (msg:"belay block"; sid:{sid}; rev:1;)"#,
+        to.ip(),
+        to.port()
+    )
+}
+
+#[tokio::test]
+async fn an_inline_drop_rule_stops_a_connection_until_rolled_back() {
+    let Some((sb, ips)) = sandbox().await else {
+        return;
+    };
+    assert_eq!(sb.mode(), Mode::Inline);
+    assert!(connects(&sb), "the listener answers through Suricata");
+
+    let input = json!({"sid": 1000020, "rule": drop_rule(&sb, 1000020)});
+    let before = state(&ips, "ips.deploy_rule", &input).await;
+    change(&ips, "ips.deploy_rule", input.clone(), true).await;
+    assert!(!connects(&sb), "the drop rule drops the connection");
+    let actions = alert_actions(&sb, 1000020);
+    assert!(
+        !actions.is_empty() && actions.iter().all(|a| a == "blocked"),
+        "Suricata dropped it by the rule: {actions:?}"
+    );
+    // Other traffic still passes: the sentinel probe on loopback is seen and let through.
+    assert!(sb.probe(9999, "other").await.expect("probe").is_empty());
+
+    // Rolled back with the catalog's inverse: ips.remove_rule with [sid, ruleset, rule].
+    let (undo, with) = inverse("ips.deploy_rule", &input, &before);
+    assert_eq!(undo, "ips.remove_rule");
+    change(&ips, &undo, with, true).await;
+    assert_eq!(state(&ips, "ips.deploy_rule", &input).await, before);
+    assert!(connects(&sb), "the connection passes again");
+}
+
+#[tokio::test]
+async fn as_an_ids_a_drop_rule_only_alerts() {
+    let Some((sb, ips)) = sandbox_in(Mode::Ids).await else {
+        return;
+    };
+    assert!(connects(&sb));
+    let input = json!({"sid": 1000021, "rule": drop_rule(&sb, 1000021)});
+    change(&ips, "ips.deploy_rule", input, true).await;
+    assert!(connects(&sb), "an IDS drops nothing");
 }
 
 /// Deploys `rule` as `sid` (in the default ruleset), which must succeed.

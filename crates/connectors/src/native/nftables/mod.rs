@@ -1,16 +1,20 @@
 //! `firewall.*` (egress block sets) and `nac.*` (device quarantine) on nftables.
 //!
-//! One `inet` table holds the sets and the chains that consult them. Every change is one
-//! atomic `nft -j -f -` batch that also (re)declares the table, the sets and the connector's own
-//! chains, so the first change creates them and a later one repairs them; state is read with
-//! `nft -j list set`. A set that does not exist yet is read as empty.
+//! The connector owns one `inet` table and, in it, only what it declares: its sets and its base
+//! chains (`firewall_output`, `firewall_forward`; `nac_input`, `nac_forward`, `nac_output`) with
+//! one `belay: …`-commented drop rule per set. Every change is one atomic `nft -j -f -` batch of
+//! element additions or deletions, of exactly the elements the action names, preceded by
+//! whatever of those objects is missing (all of them on the first change; later, what someone
+//! removed). It never flushes or deletes a chain or a rule, and deletes only the element an
+//! action names (`firewall.unblock_ip`, `nac.release`, the rollback of a block or quarantine),
+//! so an administrator's chains, rules and other elements (in this table or another) survive
+//! every change and rollback. State is read with `nft -j list set`; a set that does not exist yet is read as
+//! empty.
 //!
 //! Interval sets refuse overlapping elements, so blocking an address already covered by a
 //! blocked network changes nothing (`changed: false`; `firewall.status` names the network),
 //! and blocking a network that contains blocked elements is refused with the elements named.
 //! Blocking an element already present keeps it as it is (its timeout and comment).
-//! The chains (`firewall_output`, `firewall_forward`; `nac_input`, `nac_forward`, `nac_output`)
-//! belong to the connector: their rules are rewritten with every change.
 
 mod elements;
 mod sandbox;
@@ -27,8 +31,8 @@ use elements::{
 use nftables::batch::Batch;
 use nftables::expr::{Elem, Expression, NamedExpression, Payload, PayloadField};
 use nftables::schema::{
-    Chain, Element, FlushObject, NfCmd, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue,
-    Table,
+    Chain, Element, NfCmd, NfListObject, NfObject, Nftables as NftDoc, Rule, Set, SetFlag, SetType,
+    SetTypeValue, Table,
 };
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -88,6 +92,9 @@ impl Default for NftablesConfig {
 
 /// `PROTOCOL FIELD @SET drop`, e.g. `ip daddr @egress_v4 drop`.
 type DropRule = (&'static str, &'static str, String);
+
+/// One of the connector's base chains and the drop rules it holds.
+type OwnChain = (Chain<'static>, Vec<Rule<'static>>);
 
 /// The `nftables` connector.
 pub struct Nftables {
@@ -174,9 +181,12 @@ impl Nftables {
             .map_err(|e| ActionError::transient(format!("cannot read nft set `{set}`: {e}")))
     }
 
-    /// Runs a batch made of the table, sets and chains declarations followed by `changes`.
+    /// Runs `changes` (element additions and deletions) as one atomic `nft -f` batch, preceded
+    /// by the declarations of whatever of the connector's own table, sets, chains and rules is
+    /// missing. Nothing else is declared, flushed or deleted: the administrator's chains, rules
+    /// and elements, in this table or any other, are left as they are.
     async fn apply(&self, changes: Vec<NfCmd<'static>>) -> Result<(), ActionError> {
-        let mut batch = self.declarations();
+        let mut batch = self.missing_declarations().await?;
         for c in changes {
             batch.add_cmd(c);
         }
@@ -186,39 +196,111 @@ impl Nftables {
         Ok(())
     }
 
-    /// Idempotent declarations of the table, the sets and this role's chains and rules.
-    fn declarations(&self) -> Batch<'static> {
-        let table: Cow<'static, str> = self.config.table.clone().into();
+    /// What the table holds now (`nft -j -t list table`: sets without their elements, chains
+    /// and rules); `None` when the table does not exist.
+    async fn listing(&self) -> Result<Option<Vec<NfObject<'static>>>, ActionError> {
+        let table = &self.config.table;
+        let out = self
+            .nft()
+            .args(["-j", "-t", "list", "table", "inet", table])
+            .output()
+            .await?;
+        if !out.success() {
+            if out.stderr.contains("No such file or directory") {
+                return Ok(None);
+            }
+            return Err(ActionError::transient(format!(
+                "`nft list table inet {table}` failed: {}",
+                out.stderr.trim()
+            )));
+        }
+        let doc: NftDoc<'static> = serde_json::from_str(&out.stdout)
+            .map_err(|e| ActionError::transient(format!("cannot read nft table `{table}`: {e}")))?;
+        Ok(Some(doc.objects.into_owned()))
+    }
+
+    /// Declarations of the connector's own objects that `nft` does not list: all of them on
+    /// the first change, and after that only what someone removed.
+    async fn missing_declarations(&self) -> Result<Batch<'static>, ActionError> {
+        let listed = self.listing().await?;
         let mut batch = Batch::new();
-        batch.add(NfListObject::Table(Table {
-            family: NfFamily::INet,
-            name: table.clone(),
-            handle: None,
-        }));
-        let set = |name: String, ty: SetType, flags: &[SetFlag]| {
-            NfListObject::Set(Box::new(Set {
-                family: NfFamily::INet,
-                table: table.clone(),
-                name: name.into(),
-                handle: None,
-                set_type: SetTypeValue::Single(ty),
-                policy: None,
-                flags: (!flags.is_empty()).then(|| flags.iter().copied().collect::<HashSet<_>>()),
-                elem: None,
-                timeout: None,
-                gc_interval: None,
-                size: None,
-                comment: None,
-            }))
+        let (table, sets, chains) = self.own_objects();
+        let Some(listed) = listed else {
+            batch.add(NfListObject::Table(table));
+            for set in sets {
+                batch.add(NfListObject::Set(Box::new(set)));
+            }
+            for (chain, rules) in chains {
+                batch.add(NfListObject::Chain(chain));
+                for rule in rules {
+                    batch.add(NfListObject::Rule(rule));
+                }
+            }
+            return Ok(batch);
         };
+        let mut have_sets = HashSet::new();
+        let mut have_chains = HashSet::new();
+        let mut have_rules = Vec::new();
+        for obj in &listed {
+            match obj {
+                NfObject::ListObject(NfListObject::Set(s)) => {
+                    have_sets.insert(s.name.to_string());
+                }
+                NfObject::ListObject(NfListObject::Chain(c)) => {
+                    have_chains.insert(c.name.to_string());
+                }
+                NfObject::ListObject(NfListObject::Rule(r)) => have_rules.push(r),
+                _ => {}
+            }
+        }
+        for set in sets {
+            if !have_sets.contains(set.name.as_ref()) {
+                batch.add(NfListObject::Set(Box::new(set)));
+            }
+        }
+        for (chain, rules) in chains {
+            if !have_chains.contains(chain.name.as_ref()) {
+                batch.add(NfListObject::Chain(chain));
+            }
+            for rule in rules {
+                let present = have_rules.iter().any(|r| {
+                    r.chain == rule.chain && (r.expr == rule.expr || r.comment == rule.comment)
+                });
+                if !present {
+                    batch.add(NfListObject::Rule(rule));
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The connector's own table, its sets, and its base chains with their drop rules (each
+    /// rule commented `belay: …`).
+    fn own_objects(&self) -> (Table<'static>, Vec<Set<'static>>, Vec<OwnChain>) {
+        let table: Cow<'static, str> = self.config.table.clone().into();
+        let set = |name: String, ty: SetType, flags: &[SetFlag]| Set {
+            family: NfFamily::INet,
+            table: table.clone(),
+            name: name.into(),
+            handle: None,
+            set_type: SetTypeValue::Single(ty),
+            policy: None,
+            flags: (!flags.is_empty()).then(|| flags.iter().copied().collect::<HashSet<_>>()),
+            elem: None,
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        };
+        let mut sets = Vec::new();
         let mut chains: Vec<(&str, NfHook, Vec<DropRule>)> = Vec::new();
         match self.config.family {
             Role::Firewall => {
                 let flags = [SetFlag::Interval, SetFlag::Timeout];
                 let mut rules = Vec::new();
                 for base in self.config.sets.values() {
-                    batch.add(set(format!("{base}_v4"), SetType::Ipv4Addr, &flags));
-                    batch.add(set(format!("{base}_v6"), SetType::Ipv6Addr, &flags));
+                    sets.push(set(format!("{base}_v4"), SetType::Ipv4Addr, &flags));
+                    sets.push(set(format!("{base}_v6"), SetType::Ipv6Addr, &flags));
                     rules.push(("ip", "daddr", format!("{base}_v4")));
                     rules.push(("ip6", "daddr", format!("{base}_v6")));
                 }
@@ -227,9 +309,9 @@ impl Nftables {
             }
             Role::Nac => {
                 let q = &self.config.quarantine;
-                batch.add(set(format!("{q}_v4"), SetType::Ipv4Addr, &[]));
-                batch.add(set(format!("{q}_v6"), SetType::Ipv6Addr, &[]));
-                batch.add(set(format!("{q}_mac"), SetType::EtherAddr, &[]));
+                sets.push(set(format!("{q}_v4"), SetType::Ipv4Addr, &[]));
+                sets.push(set(format!("{q}_v6"), SetType::Ipv6Addr, &[]));
+                sets.push(set(format!("{q}_mac"), SetType::EtherAddr, &[]));
                 let from = vec![
                     ("ether", "saddr", format!("{q}_mac")),
                     ("ip", "saddr", format!("{q}_v4")),
@@ -245,47 +327,58 @@ impl Nftables {
                 chains.push(("nac_output", NfHook::Output, to));
             }
         }
-        for (name, hook, rules) in chains {
-            let chain = Chain {
-                family: NfFamily::INet,
-                table: table.clone(),
-                name: name.into(),
-                newname: None,
-                handle: None,
-                _type: Some(NfChainType::Filter),
-                hook: Some(hook),
-                prio: Some(self.config.priority),
-                dev: None,
-                policy: Some(NfChainPolicy::Accept),
-            };
-            batch.add(NfListObject::Chain(chain.clone()));
-            batch.add_cmd(NfCmd::Flush(FlushObject::Chain(chain)));
-            for (protocol, field, set) in rules {
-                batch.add(NfListObject::Rule(Rule {
+        let chains = chains
+            .into_iter()
+            .map(|(name, hook, rules)| {
+                let chain = Chain {
                     family: NfFamily::INet,
                     table: table.clone(),
-                    chain: name.into(),
-                    expr: vec![
-                        Statement::Match(Match {
-                            left: Expression::Named(NamedExpression::Payload(
-                                Payload::PayloadField(PayloadField {
-                                    protocol: protocol.into(),
-                                    field: field.into(),
-                                }),
-                            )),
-                            right: Expression::String(format!("@{set}").into()),
-                            op: Operator::EQ,
-                        }),
-                        Statement::Drop(None),
-                    ]
-                    .into(),
+                    name: name.into(),
+                    newname: None,
                     handle: None,
-                    index: None,
-                    comment: None,
-                }));
-            }
-        }
-        batch
+                    _type: Some(NfChainType::Filter),
+                    hook: Some(hook),
+                    prio: Some(self.config.priority),
+                    dev: None,
+                    policy: Some(NfChainPolicy::Accept),
+                };
+                let rules = rules
+                    .into_iter()
+                    .map(|(protocol, field, set)| Rule {
+                        family: NfFamily::INet,
+                        table: table.clone(),
+                        chain: name.into(),
+                        comment: Some(format!("belay: {protocol} {field} @{set} drop").into()),
+                        expr: vec![
+                            Statement::Match(Match {
+                                left: Expression::Named(NamedExpression::Payload(
+                                    Payload::PayloadField(PayloadField {
+                                        protocol: protocol.into(),
+                                        field: field.into(),
+                                    }),
+                                )),
+                                right: Expression::String(format!("@{set}").into()),
+                                op: Operator::EQ,
+                            }),
+                            Statement::Drop(None),
+                        ]
+                        .into(),
+                        handle: None,
+                        index: None,
+                    })
+                    .collect();
+                (chain, rules)
+            })
+            .collect();
+        (
+            Table {
+                family: NfFamily::INet,
+                name: table,
+                handle: None,
+            },
+            sets,
+            chains,
+        )
     }
 
     fn element_cmd(

@@ -9,7 +9,7 @@
 
 mod sandbox;
 
-pub use sandbox::{SENTINEL_SID, Sandbox};
+pub use sandbox::{Mode, SENTINEL_SID, Sandbox};
 
 use super::cmd::Cmd;
 use crate::files;
