@@ -3,7 +3,7 @@
 //! show when a drop rule drops.
 
 use belay_connectors::ErrorKind;
-use belay_connectors::native::suricata::{Mode, Sandbox, Suricata};
+use belay_connectors::native::suricata::{LISTED_DROP_SID, Mode, Sandbox, Suricata};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -77,6 +77,29 @@ async fn an_inline_drop_rule_stops_a_connection_until_rolled_back() {
     change(&ips, &undo, with, true).await;
     assert_eq!(state(&ips, "ips.deploy_rule", &input).await, before);
     assert!(connects(&sb), "the connection passes again");
+}
+
+#[tokio::test]
+async fn inline_a_listed_address_is_dropped_until_removed() {
+    let Some((sb, ips)) = sandbox().await else {
+        return;
+    };
+    // The site's rule drops what the dataset lists; belay adds and removes the addresses.
+    sb.drop_listed().await.expect("site rule");
+    assert!(connects(&sb));
+    let input =
+        json!({"dataset": "belay-ips", "value": sb.server().ip().to_string(), "type": "ip"});
+    let before = state(&ips, "ips.dataset_add", &input).await;
+    change(&ips, "ips.dataset_add", input.clone(), true).await;
+    assert!(!connects(&sb), "the listed address is dropped");
+    assert!(
+        alert_actions(&sb, LISTED_DROP_SID).contains(&"blocked".to_owned()),
+        "by the site rule"
+    );
+    let (undo, with) = inverse("ips.dataset_add", &input, &before);
+    assert_eq!(undo, "ips.dataset_remove");
+    change(&ips, &undo, with, true).await;
+    assert!(connects(&sb), "reachable again once removed");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 
 mod sandbox;
 
-pub use sandbox::{Mode, SENTINEL_SID, Sandbox};
+pub use sandbox::{LISTED_DROP_SID, Mode, SENTINEL_SID, Sandbox};
 
 use super::cmd::Cmd;
 use crate::files;

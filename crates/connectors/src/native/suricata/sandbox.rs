@@ -36,6 +36,9 @@ impl std::fmt::Display for Mode {
 const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
 /// The sandbox's end, where its TCP listener answers.
 const SERVER_V4: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
+/// The sid of the site rule [`Sandbox::drop_listed`] adds.
+pub const LISTED_DROP_SID: u64 = 9_999_998;
+
 /// The NFQUEUE queue number (queues are per network namespace).
 const QUEUE: &str = "0";
 
@@ -296,6 +299,25 @@ max-pending-packets: 128
     /// The configuration of a connector that drives this Suricata.
     pub fn config(&self) -> SuricataConfig {
         self.config.clone()
+    }
+
+    /// Adds the site's own rule (in `sandbox.rules`, not belay's file) that drops traffic to
+    /// and from the addresses in the dataset `belay-ips`: `ips.dataset_add` then blocks an
+    /// address, and `ips.dataset_remove` lets it through again. As an IDS, it only alerts.
+    pub async fn drop_listed(&self) -> Result<(), String> {
+        let rule = format!(
+            "drop ip any any -> any any (msg:\"belay-ips: listed address\"; ip.dst; dataset:isset,belay-ips,type ip; sid:{LISTED_DROP_SID}; rev:1;)\n\
+             drop ip any any -> any any (msg:\"belay-ips: listed address\"; ip.src; dataset:isset,belay-ips,type ip; sid:{}; rev:1;)\n",
+            LISTED_DROP_SID - 1
+        );
+        let path = self.config.rule_dir.join("sandbox.rules");
+        let old = std::fs::read_to_string(&path).map_err(|e| format!("{path:?}: {e}"))?;
+        let connector = Suricata::new("sandbox", self.config.clone()).map_err(|e| e.message)?;
+        connector
+            .reload_checked(&path, &old, &format!("{old}{rule}"))
+            .await
+            .map(drop)
+            .map_err(|e| e.message)
     }
 
     /// Suricata's alert log.
