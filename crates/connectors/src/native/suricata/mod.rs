@@ -6,6 +6,9 @@
 //! (`ruleset-reload-time` moved) and that no rule of the file is in `ruleset-failed-rules`:
 //! Suricata answers "done" even when it rejects a rule. On failure the previous file is put back
 //! and reloaded, so a bad rule changes nothing.
+//!
+//! The connector works the same whether Suricata runs as an IDS (a `drop` rule alerts) or
+//! inline on NFQUEUE (a `drop` rule drops the packets, and removing it lets them through).
 
 mod sandbox;
 
