@@ -223,6 +223,13 @@ impl Nftables {
     /// the first change, and after that only what someone removed.
     async fn missing_declarations(&self) -> Result<Batch<'static>, ActionError> {
         let listed = self.listing().await?;
+        Ok(self.missing_from(listed.as_deref()))
+    }
+
+    /// The declarations of the connector's objects absent from `listed` (the table's listing;
+    /// `None`: no table). A rule counts as present when a rule of the same chain has its
+    /// expression or its comment.
+    fn missing_from(&self, listed: Option<&[NfObject<'static>]>) -> Batch<'static> {
         let mut batch = Batch::new();
         let (table, sets, chains) = self.own_objects();
         let Some(listed) = listed else {
@@ -236,12 +243,12 @@ impl Nftables {
                     batch.add(NfListObject::Rule(rule));
                 }
             }
-            return Ok(batch);
+            return batch;
         };
         let mut have_sets = HashSet::new();
         let mut have_chains = HashSet::new();
         let mut have_rules = Vec::new();
-        for obj in &listed {
+        for obj in listed {
             match obj {
                 NfObject::ListObject(NfListObject::Set(s)) => {
                     have_sets.insert(s.name.to_string());
@@ -271,7 +278,7 @@ impl Nftables {
                 }
             }
         }
-        Ok(batch)
+        batch
     }
 
     /// The connector's own table, its sets, and its base chains with their drop rules (each
@@ -645,6 +652,65 @@ mod tests {
         assert_eq!(entries[1].value, "192.0.2.1");
         assert_eq!(entries[1].expires, Some(3599));
         assert_eq!(entries[2].value, "198.51.100.7");
+    }
+
+    /// The number of commands in a batch.
+    fn commands(batch: Batch<'static>) -> usize {
+        batch.to_nftables().objects.len()
+    }
+
+    #[test]
+    fn declares_only_what_is_missing() {
+        let fw = Nftables::new("fw", NftablesConfig::default()).expect("config");
+        // Table, 2 sets, 2 chains, 2 rules in each.
+        assert_eq!(commands(fw.missing_from(None)), 9);
+        // A table as an earlier version declared it (rules without comments), plus an
+        // administrator's chain and rule: nothing is missing.
+        let r = |chain: &str, set: &str, proto: &str| {
+            format!(
+                r#"{{"rule": {{"family": "inet", "table": "belay", "chain": "{chain}", "handle": 9, "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "{proto}", "field": "daddr"}}}}, "right": "@{set}"}}}}, {{"drop": null}}]}}}}"#
+            )
+        };
+        let c = |name: &str, hook: &str| {
+            format!(
+                r#"{{"chain": {{"family": "inet", "table": "belay", "name": "{name}", "handle": 2, "type": "filter", "hook": "{hook}", "prio": 0, "policy": "accept"}}}}"#
+            )
+        };
+        let s = |name: &str, ty: &str| {
+            format!(
+                r#"{{"set": {{"family": "inet", "name": "{name}", "table": "belay", "type": "{ty}", "handle": 1, "flags": ["interval", "timeout"]}}}}"#
+            )
+        };
+        let mut objects = vec![
+            r#"{"table": {"family": "inet", "name": "belay", "handle": 1}}"#.to_owned(),
+            s("egress_v4", "ipv4_addr"),
+            s("egress_v6", "ipv6_addr"),
+            c("firewall_output", "output"),
+            c("firewall_forward", "forward"),
+            c("admin", "input"),
+            r#"{"rule": {"family": "inet", "table": "belay", "chain": "admin", "handle": 7, "comment": "admin", "expr": [{"accept": null}]}}"#.to_owned(),
+        ];
+        for chain in ["firewall_output", "firewall_forward"] {
+            objects.push(r(chain, "egress_v4", "ip"));
+            objects.push(r(chain, "egress_v6", "ip6"));
+        }
+        let listing = |objects: &[String]| -> Vec<NfObject<'static>> {
+            let doc: NftDoc<'static> =
+                serde_json::from_str(&format!(r#"{{"nftables": [{}]}}"#, objects.join(",")))
+                    .expect("a listing");
+            doc.objects.into_owned()
+        };
+        assert_eq!(commands(fw.missing_from(Some(&listing(&objects)))), 0);
+        // Without one chain's v6 rule, only that rule is declared again.
+        objects.pop();
+        let batch = fw.missing_from(Some(&listing(&objects)));
+        let doc = batch.to_nftables();
+        let json = serde_json::to_string(&doc).expect("json");
+        assert_eq!(doc.objects.len(), 1);
+        assert!(
+            json.contains("belay: ip6 daddr @egress_v6 drop") && json.contains("firewall_forward"),
+            "{json}"
+        );
     }
 
     #[test]
