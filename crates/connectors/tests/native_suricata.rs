@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 mod common;
-use common::{change, inverse, invoke, refused, state};
+use common::{call, change, inverse, invoke, refused, state};
 
 async fn sandbox_in(mode: Mode) -> Option<(Sandbox, Suricata)> {
     if !common::usable("Suricata", Sandbox::available(mode)) {
@@ -57,6 +57,8 @@ async fn an_inline_drop_rule_stops_a_connection_until_rolled_back() {
         return;
     };
     assert_eq!(sb.mode(), Mode::Inline);
+    let status = call(&ips, "ips.status", json!({})).await.expect("status");
+    assert_eq!(status["capture_mode"], json!("NFQ"), "{status}");
     assert!(connects(&sb), "the listener answers through Suricata");
 
     let input = json!({"sid": 1000020, "rule": drop_rule(&sb, 1000020)});
@@ -107,6 +109,8 @@ async fn as_an_ids_a_drop_rule_only_alerts() {
     let Some((sb, ips)) = sandbox_in(Mode::Ids).await else {
         return;
     };
+    let status = call(&ips, "ips.status", json!({})).await.expect("status");
+    assert_eq!(status["capture_mode"], json!("AF_PACKET_DEV"), "{status}");
     assert!(connects(&sb));
     let input = json!({"sid": 1000021, "rule": drop_rule(&sb, 1000021)});
     change(&ips, "ips.deploy_rule", input, true).await;

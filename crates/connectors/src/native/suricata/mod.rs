@@ -291,6 +291,9 @@ impl Suricata {
         {
             out["last_reload"] = json!(rfc3339(t));
         }
+        if let Ok(Value::String(mode)) = self.sc_ok("capture-mode").await {
+            out["capture_mode"] = json!(mode);
+        }
         if let Some(sid) = input.get("sid").and_then(Value::as_u64) {
             let state = self.rule_state(sid, input).await?;
             out["loaded"] = state["loaded"].clone();
