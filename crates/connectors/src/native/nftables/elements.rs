@@ -175,6 +175,33 @@ pub(super) fn value_of(e: &Expression) -> Result<String, String> {
     }
 }
 
+/// The objects (`{"set": …}`, `{"chain": …}`, `{"rule": …}`) of the `inet` table `table` in
+/// an `nft -j list ruleset` answer; `None` when the table is not in it. Other tables are
+/// skipped unread, whatever their rules hold.
+pub(super) fn table_objects(json: &str, table: &str) -> Result<Option<Vec<Value>>, String> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let objects = doc["nftables"]
+        .as_array()
+        .ok_or("no `nftables` array in nft's answer")?;
+    let ours = |o: &Value| {
+        o.as_object()
+            .and_then(|m| m.iter().next())
+            .is_some_and(|(kind, v)| {
+                v["family"] == "inet"
+                    && if kind == "table" {
+                        v["name"] == table
+                    } else {
+                        v["table"] == table
+                    }
+            })
+    };
+    let mine: Vec<Value> = objects.iter().filter(|o| ours(o)).cloned().collect();
+    Ok(mine
+        .iter()
+        .any(|o| o.get("table").is_some())
+        .then_some(mine))
+}
+
 /// `30s`, `15m`, `24h`, `7d` → seconds.
 pub(super) fn parse_timeout(s: &str) -> Result<u32, ActionError> {
     let bad = || {
