@@ -203,6 +203,19 @@ async fn quarantine_by_mac_and_by_ip_cuts_the_device_off() {
     assert!(!reachable(&sb, v4), "IPv4 cut off");
     change(&nac, "nac.release", by_ip, true).await;
     assert!(reachable(&sb, v4), "IPv4 back");
+
+    // A device the administrator quarantined by hand is theirs to release.
+    let v6_device = sb.client_v6().to_string();
+    admin_nft(
+        sb.server_netns(),
+        &format!("add element inet belay quarantine_v6 {{ {v6_device} }}"),
+    );
+    let by_v6 = json!({ "device": v6_device });
+    refused(&nac, "nac.release", by_v6.clone(), "not added by belay").await;
+    assert_eq!(
+        state(&nac, "nac.release", &by_v6).await["quarantined"],
+        true
+    );
 }
 
 /// Runs an nft script in a namespace, as an administrator would.
@@ -278,6 +291,18 @@ async fn an_administrators_rules_survive_changes_and_rollbacks() {
         (element["present"].clone(), element["comment"].clone()),
         (json!(true), json!("admin")),
         "the administrator's element is kept"
+    );
+    // Nor does belay remove it when asked to: it did not add it.
+    refused(
+        &fw,
+        "firewall.unblock_ip",
+        admins_element.clone(),
+        "not added by belay",
+    )
+    .await;
+    assert_eq!(
+        state(&fw, "firewall.block_ip", &admins_element).await["present"],
+        true
     );
     assert_eq!(
         after.matches("belay: ip daddr @egress_v4 drop").count(),

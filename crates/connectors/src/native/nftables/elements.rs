@@ -114,7 +114,10 @@ pub(super) struct Entry {
     pub(super) value: String,
     pub(super) timeout: Option<u32>,
     pub(super) expires: Option<u32>,
+    /// The comment, without the connector's mark.
     pub(super) comment: Option<String>,
+    /// Whether the connector added it (its comment carries the mark).
+    pub(super) ours: bool,
 }
 
 impl Entry {
@@ -146,18 +149,44 @@ pub(super) fn entry_of(e: &Expression) -> Result<Entry, String> {
         timeout: None,
         expires: None,
         comment: None,
+        ours: false,
     };
     match e {
         Expression::Named(NamedExpression::Elem(elem)) => {
             let inner = entry_of(&elem.val)?;
+            let (ours, comment) = unmarked(elem.comment.as_deref());
             Ok(Entry {
                 timeout: elem.timeout,
                 expires: elem.expires,
-                comment: elem.comment.as_ref().map(|c| c.to_string()),
+                comment,
+                ours,
                 ..inner
             })
         }
         other => Ok(plain(value_of(other)?)),
+    }
+}
+
+/// The mark on the comment of every element the connector adds: `belay`, or `belay: COMMENT`.
+const MARK: &str = "belay";
+
+/// The comment the connector gives an element it adds: the mark, then `comment`.
+pub(super) fn marked(comment: Option<&str>) -> String {
+    match comment.filter(|c| !c.is_empty()) {
+        Some(c) => comment_of(&format!("{MARK}: {c}")),
+        None => MARK.to_owned(),
+    }
+}
+
+/// Whether a listed comment carries the mark, and the comment without it.
+fn unmarked(comment: Option<&str>) -> (bool, Option<String>) {
+    match comment {
+        Some(MARK) => (true, None),
+        Some(c) => match c.strip_prefix(MARK).and_then(|r| r.strip_prefix(": ")) {
+            Some(rest) => (true, Some(rest.to_owned())),
+            None => (false, Some(c.to_owned())),
+        },
+        None => (false, None),
     }
 }
 

@@ -5,10 +5,11 @@
 //! one `belay: …`-commented drop rule per set. Every change is one atomic `nft -j -f -` batch of
 //! element additions or deletions, of exactly the elements the action names, preceded by
 //! whatever of those objects is missing (all of them on the first change; later, what someone
-//! removed). It never flushes or deletes a chain or a rule, and deletes only the element an
-//! action names (`firewall.unblock_ip`, `nac.release`, the rollback of a block or quarantine),
-//! so an administrator's chains, rules and other elements (in this table or another) survive
-//! every change and rollback. State is read with `nft -j list set`; a set that does not exist yet is read as
+//! removed). It never flushes or deletes a chain or a rule, and deletes only an element an
+//! action names (`firewall.unblock_ip`, `nac.release`, the rollback of a block or quarantine)
+//! that it added itself: every element it adds carries `belay` at the head of its comment, and
+//! an unblock or release of an element without it is refused. An administrator's chains,
+//! rules and elements (in this table or another) survive every change and rollback. State is read with `nft -j list set`; a set that does not exist yet is read as
 //! empty.
 //!
 //! Interval sets refuse overlapping elements, so blocking an address already covered by a
@@ -25,7 +26,7 @@ use super::cmd::Cmd;
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use elements::{
-    BlockState, BlockTarget, Device, Entry, comment_of, duration_input, net_expr, net_str,
+    BlockState, BlockTarget, Device, Entry, comment_of, duration_input, marked, net_expr, net_str,
     parse_set_listing, parse_timeout, rfc3339_in, split_since, table_objects,
 };
 use nftables::batch::Batch;
@@ -380,6 +381,9 @@ impl Nftables {
         )
     }
 
+    /// Adds or deletes one element of `set`. An added element carries the connector's mark in
+    /// its comment (then `comment`), by which [`Nftables::check_ours`] tells it from an
+    /// administrator's.
     fn element_cmd(
         &self,
         add: bool,
@@ -388,12 +392,12 @@ impl Nftables {
         timeout: Option<u32>,
         comment: Option<String>,
     ) -> NfCmd<'static> {
-        let elem = if add && (timeout.is_some() || comment.is_some()) {
+        let elem = if add {
             Expression::Named(NamedExpression::Elem(Elem {
                 val: Box::new(value),
                 timeout,
                 expires: None,
-                comment: comment.map(Into::into),
+                comment: Some(marked(comment.as_deref()).into()),
                 counter: None,
             }))
         } else {
@@ -490,7 +494,8 @@ impl Nftables {
         let _guard = self.lock.lock().await;
         let (target, state) = self.block_state(input).await?;
         let changed = state.exact.is_some();
-        if changed {
+        if let Some(e) = &state.exact {
+            check_ours(e, &target.nft_set)?;
             let cmd = self.element_cmd(false, &target.nft_set, net_expr(target.net), None, None);
             self.apply(vec![cmd]).await?;
         }
@@ -562,6 +567,9 @@ impl Nftables {
                 });
                 self.element_cmd(true, &device.nft_set, value, None, Some(comment))
             } else {
+                if let Some(e) = &entry {
+                    check_ours(e, &device.nft_set)?;
+                }
                 self.element_cmd(false, &device.nft_set, value, None, None)
             };
             self.apply(vec![cmd]).await?;
@@ -587,6 +595,23 @@ impl Nftables {
         }
         Ok(out)
     }
+}
+
+/// Refuses to delete an element the connector did not add (its comment lacks the mark).
+fn check_ours(entry: &Entry, set: &str) -> Result<(), ActionError> {
+    if entry.ours {
+        return Ok(());
+    }
+    let comment = entry
+        .comment
+        .as_ref()
+        .map(|c| format!(" (its comment: {c})"))
+        .unwrap_or_default();
+    Err(ActionError::permanent(format!(
+        "{} in nft set `{set}` was not added by belay{comment}: belay removes only what it \
+         added; remove it with nft if it must go",
+        entry.value
+    )))
 }
 
 #[async_trait]
@@ -644,6 +669,28 @@ mod tests {
         assert_eq!(entries[1].value, "192.0.2.1");
         assert_eq!(entries[1].expires, Some(3599));
         assert_eq!(entries[2].value, "198.51.100.7");
+        assert!(
+            entries.iter().all(|e| !e.ours),
+            "an administrator's elements"
+        );
+    }
+
+    #[test]
+    fn the_connectors_elements_carry_its_mark() {
+        let elem = |comment: &str| {
+            let json = format!(
+                r#"{{"nftables": [{{"set": {{"family": "inet", "name": "s", "table": "belay", "type": "ipv4_addr", "handle": 1, "elem": [{{"elem": {{"val": "192.0.2.1", "comment": "{comment}"}}}}]}}}}]}}"#
+            );
+            let e = parse_set_listing(&json).expect("parses").remove(0);
+            (e.ours, e.comment)
+        };
+        assert_eq!(marked(Some("C2 server")), "belay: C2 server");
+        assert_eq!(marked(None), "belay");
+        assert_eq!(elem("belay: C2 server"), (true, Some("C2 server".into())));
+        assert_eq!(elem("belay"), (true, None));
+        assert_eq!(elem("belayed"), (false, Some("belayed".into())));
+        assert_eq!(elem("static block"), (false, Some("static block".into())));
+        assert_eq!(marked(Some(&"x".repeat(200))).len(), 128);
     }
 
     /// The number of commands in a batch.
