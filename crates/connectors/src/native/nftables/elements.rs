@@ -5,8 +5,8 @@
 use super::Nftables;
 use crate::{ActionError, input_str};
 use ipnet::IpNet;
-use nftables::expr::{Expression, NamedExpression, Prefix, Range};
-use nftables::schema::{NfListObject, NfObject, Nftables as NftDoc};
+use nftables::expr::{Elem, Expression, NamedExpression, Prefix, Range};
+use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables as NftDoc};
 use serde_json::Value;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -176,6 +176,34 @@ pub(super) fn marked(comment: Option<&str>) -> String {
         Some(c) => comment_of(&format!("{MARK}: {c}")),
         None => MARK.to_owned(),
     }
+}
+
+/// `cmd` with the mark at the head of the comment of every element it adds; other commands
+/// unchanged.
+pub(super) fn with_mark(cmd: NfCmd<'static>) -> NfCmd<'static> {
+    let NfCmd::Add(NfListObject::Element(mut element)) = cmd else {
+        return cmd;
+    };
+    element.elem = element
+        .elem
+        .iter()
+        .cloned()
+        .map(|e| match e {
+            Expression::Named(NamedExpression::Elem(mut elem)) => {
+                elem.comment = Some(marked(elem.comment.as_deref()).into());
+                Expression::Named(NamedExpression::Elem(elem))
+            }
+            value => Expression::Named(NamedExpression::Elem(Elem {
+                val: Box::new(value),
+                timeout: None,
+                expires: None,
+                comment: Some(marked(None).into()),
+                counter: None,
+            })),
+        })
+        .collect::<Vec<_>>()
+        .into();
+    NfCmd::Add(NfListObject::Element(element))
 }
 
 /// Whether a listed comment carries the mark, and the comment without it.

@@ -26,8 +26,8 @@ use super::cmd::Cmd;
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use elements::{
-    BlockState, BlockTarget, Device, Entry, comment_of, duration_input, marked, net_expr, net_str,
-    parse_set_listing, parse_timeout, rfc3339_in, split_since, table_objects,
+    BlockState, BlockTarget, Device, Entry, comment_of, duration_input, net_expr, net_str,
+    parse_set_listing, parse_timeout, rfc3339_in, split_since, table_objects, with_mark,
 };
 use nftables::batch::Batch;
 use nftables::expr::{Elem, Expression, NamedExpression, Payload, PayloadField};
@@ -184,11 +184,13 @@ impl Nftables {
     /// Runs `changes` (element additions and deletions) as one atomic `nft -f` batch, preceded
     /// by the declarations of whatever of the connector's own table, sets, chains and rules is
     /// missing. Nothing else is declared, flushed or deleted: the administrator's chains, rules
-    /// and elements, in this table or any other, are left as they are.
+    /// and elements, in this table or any other, are left as they are. Every element added
+    /// gets the connector's mark at the head of its comment, by which a later deletion tells
+    /// it from an administrator's ([`Entry::ours`]).
     async fn apply(&self, changes: Vec<NfCmd<'static>>) -> Result<(), ActionError> {
         let mut batch = self.missing_declarations().await?;
         for c in changes {
-            batch.add_cmd(c);
+            batch.add_cmd(with_mark(c));
         }
         let doc = serde_json::to_string(&batch.to_nftables())
             .map_err(|e| ActionError::permanent(format!("cannot encode the nft batch: {e}")))?;
@@ -381,9 +383,7 @@ impl Nftables {
         )
     }
 
-    /// Adds or deletes one element of `set`. An added element carries the connector's mark in
-    /// its comment (then `comment`), by which [`Nftables::check_ours`] tells it from an
-    /// administrator's.
+    /// Adds (with its timeout and comment) or deletes one element of `set`.
     fn element_cmd(
         &self,
         add: bool,
@@ -392,12 +392,12 @@ impl Nftables {
         timeout: Option<u32>,
         comment: Option<String>,
     ) -> NfCmd<'static> {
-        let elem = if add {
+        let elem = if add && (timeout.is_some() || comment.is_some()) {
             Expression::Named(NamedExpression::Elem(Elem {
                 val: Box::new(value),
                 timeout,
                 expires: None,
-                comment: Some(marked(comment.as_deref()).into()),
+                comment: comment.map(Into::into),
                 counter: None,
             }))
         } else {
@@ -656,7 +656,7 @@ impl Connector for Nftables {
 
 #[cfg(test)]
 mod tests {
-    use super::elements::parse_net;
+    use super::elements::{marked, parse_net};
     use super::*;
 
     #[test]
@@ -686,6 +686,23 @@ mod tests {
         };
         assert_eq!(marked(Some("C2 server")), "belay: C2 server");
         assert_eq!(marked(None), "belay");
+        let fw = Nftables::new("fw", NftablesConfig::default()).expect("config");
+        let ip = || net_expr(parse_net("192.0.2.1").expect("ip"));
+        let add = |comment: Option<&str>| {
+            let cmd = fw.element_cmd(true, "s", ip(), None, comment.map(Into::into));
+            serde_json::to_value(with_mark(cmd)).expect("json")
+        };
+        assert_eq!(
+            add(Some("C2"))["add"]["element"]["elem"][0]["elem"]["comment"],
+            "belay: C2"
+        );
+        assert_eq!(
+            add(None)["add"]["element"]["elem"][0]["elem"]["comment"],
+            "belay"
+        );
+        let delete = serde_json::to_value(with_mark(fw.element_cmd(false, "s", ip(), None, None)))
+            .expect("json");
+        assert_eq!(delete["delete"]["element"]["elem"][0], "192.0.2.1");
         assert_eq!(elem("belay: C2 server"), (true, Some("C2 server".into())));
         assert_eq!(elem("belay"), (true, None));
         assert_eq!(elem("belayed"), (false, Some("belayed".into())));
