@@ -127,7 +127,7 @@ impl Real {
 
     /// Starts every component that is installed and usable; says why for the others.
     async fn start_all(&mut self) {
-        use belay_connectors::native::{directory, nftables, suricata, unbound};
+        use belay_connectors::native::{directory, nftables, unbound};
         // The synchronous sandboxes start on a blocking thread each.
         let nft = tokio::task::spawn_blocking(nftables::Sandbox::start);
         let dns = tokio::task::spawn_blocking(unbound::Sandbox::start);
@@ -164,14 +164,38 @@ impl Real {
             joined(dir.await),
             |sb| sb.config("fin-cfo-lt01"),
         );
-        self.add_started(
-            "ips",
-            "suricata",
-            "Suricata (real, IDS in its own network namespace)",
-            suricata::Sandbox::start().await,
-            |sb| sb.config(),
-        );
+        let (ips, what) = start_suricata().await;
+        self.add_started("ips", "suricata", &what, ips, |sb| sb.config());
     }
+}
+
+/// Suricata inline (IPS on NFQUEUE) where this machine allows it, else as an IDS, with the
+/// site rule that drops traffic to and from the addresses of the `belay-ips` dataset the
+/// intel-blocklist scenario fills; and the label of the systems table.
+async fn start_suricata() -> (
+    Result<belay_connectors::native::suricata::Sandbox, String>,
+    String,
+) {
+    use belay_connectors::native::suricata::{Mode, Sandbox};
+    let (started, fallback) = match Sandbox::start(Mode::Inline).await {
+        Ok(sb) => (Ok(sb), None),
+        Err(inline) => (
+            Sandbox::start(Mode::Ids)
+                .await
+                .map_err(|e| format!("inline: {inline}; as an IDS: {e}")),
+            Some(inline),
+        ),
+    };
+    let started = match started {
+        Ok(sb) => sb.drop_listed().await.map(|()| sb),
+        Err(e) => Err(e),
+    };
+    let mode = started.as_ref().map_or(Mode::Ids, |sb| sb.mode());
+    let mut what = format!("Suricata (real, {mode} in its own network namespace)");
+    if let Some(why) = fallback {
+        what = format!("{what}; inline unavailable: {why}");
+    }
+    (started, what)
 }
 
 /// Which component serves a family, and whether it is the real thing.

@@ -203,6 +203,130 @@ async fn quarantine_by_mac_and_by_ip_cuts_the_device_off() {
     assert!(!reachable(&sb, v4), "IPv4 cut off");
     change(&nac, "nac.release", by_ip, true).await;
     assert!(reachable(&sb, v4), "IPv4 back");
+
+    // A device the administrator quarantined by hand is theirs to release.
+    let v6_device = sb.client_v6().to_string();
+    admin_nft(
+        sb.server_netns(),
+        &format!("add element inet belay quarantine_v6 {{ {v6_device} }}"),
+    );
+    let by_v6 = json!({ "device": v6_device });
+    refused(&nac, "nac.release", by_v6.clone(), "not added by belay").await;
+    assert_eq!(
+        state(&nac, "nac.release", &by_v6).await["quarantined"],
+        true
+    );
+}
+
+/// Runs an nft script in a namespace, as an administrator would.
+fn admin_nft(ns: &str, script: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", script])
+        .output()
+        .expect("nft runs");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_administrators_rules_survive_changes_and_rollbacks() {
+    let Some(sb) = sandbox() else { return };
+    let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
+    let ns = sb.client_netns();
+    let (v4, v6) = (sb.server_v4(), sb.server_v6());
+    call(&fw, "firewall.block_ip", json!({ "address": "192.0.2.1" }))
+        .await
+        .expect("creates the table");
+    // The administrator's own chain in belay's table, a rule and an element of their own in
+    // belay's chain and set, and a table of their own.
+    admin_nft(
+        ns,
+        &format!(
+            "add chain inet belay admin_out {{ type filter hook output priority -10; }}; \
+             add rule inet belay admin_out ip6 daddr {v6} drop comment \"admin\"; \
+             add rule inet belay firewall_output tcp dport 2222 drop comment \"admin in belay chain\"; \
+             add element inet belay egress_v4 {{ 203.0.113.9 comment \"admin\" }}; \
+             add table inet admin; \
+             add chain inet admin out {{ type filter hook output priority 10; }}; \
+             add rule inet admin out tcp dport 2223 drop comment \"admin table\""
+        ),
+    );
+    let admin_lines = |ruleset: &str| -> Vec<String> {
+        ruleset
+            .lines()
+            .filter(|l| l.contains("admin") && !l.contains("203.0.113.9"))
+            .map(|l| l.trim().to_owned())
+            .collect()
+    };
+    let before = admin_lines(&ruleset(ns));
+    assert_eq!(before.len(), 5, "{before:?}");
+    let admins_element = json!({ "address": "203.0.113.9" });
+    assert!(!reachable(&sb, v6), "the administrator's rule drops IPv6");
+
+    // Blocks, unblocks and their rollbacks change only belay's own elements.
+    let input = json!({ "address": v4.to_string(), "reason": "C2" });
+    let pre = state(&fw, "firewall.block_ip", &input).await;
+    change(&fw, "firewall.block_ip", input.clone(), true).await;
+    assert!(!reachable(&sb, v4), "belay's block drops IPv4");
+    let (undo, with) = inverse("firewall.block_ip", &input, &pre);
+    change(&fw, &undo, with, true).await;
+    assert!(reachable(&sb, v4), "rolled back");
+    let unblock = json!({ "address": "192.0.2.1" });
+    let pre = state(&fw, "firewall.unblock_ip", &unblock).await;
+    change(&fw, "firewall.unblock_ip", unblock.clone(), true).await;
+    let (undo, with) = inverse("firewall.unblock_ip", &unblock, &pre);
+    change(&fw, &undo, with, true).await;
+
+    let after = ruleset(ns);
+    assert_eq!(admin_lines(&after), before, "{after}");
+    assert!(
+        !reachable(&sb, v6),
+        "the administrator's rule still drops IPv6"
+    );
+    let element = state(&fw, "firewall.block_ip", &admins_element).await;
+    assert_eq!(
+        (element["present"].clone(), element["comment"].clone()),
+        (json!(true), json!("admin")),
+        "the administrator's element is kept"
+    );
+    // Nor does belay remove it when asked to: it did not add it.
+    refused(
+        &fw,
+        "firewall.unblock_ip",
+        admins_element.clone(),
+        "not added by belay",
+    )
+    .await;
+    assert_eq!(
+        state(&fw, "firewall.block_ip", &admins_element).await["present"],
+        true
+    );
+    assert_eq!(
+        after.matches("belay: ip daddr @egress_v4 drop").count(),
+        2,
+        "belay's rules are declared once, in its two chains: {after}"
+    );
+
+    // A drop rule of belay's that someone deleted is declared again by the next change,
+    // next to the administrator's rule.
+    admin_nft(ns, "flush chain inet belay firewall_forward");
+    change(
+        &fw,
+        "firewall.block_ip",
+        json!({ "address": "192.0.2.2" }),
+        true,
+    )
+    .await;
+    let repaired = ruleset(ns);
+    assert_eq!(
+        repaired.matches("belay: ip daddr @egress_v4 drop").count(),
+        2,
+        "{repaired}"
+    );
+    assert_eq!(admin_lines(&repaired), before);
 }
 
 #[tokio::test]

@@ -156,3 +156,84 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `f` on a thread that has entered the named network namespace (sockets it opens stay
+/// in that namespace).
+pub(crate) fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+    std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| format!("cannot enter {path}: {e}"))?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| "the namespace thread panicked".to_owned())?
+}
+
+/// A TCP listener in a network namespace that accepts and closes every connection, on a
+/// thread stopped on drop: the server end of the sandboxes' connection checks.
+pub(crate) struct Acceptor {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    /// Listens on `[::]` (IPv4 and IPv6) on a free port of the namespace `ns`.
+    pub(crate) fn start(ns: &str) -> Result<Acceptor, String> {
+        use std::sync::atomic::Ordering;
+        let listener = in_netns(ns, || std::net::TcpListener::bind("[::]:0"))?
+            .map_err(|e| format!("cannot listen in {ns}: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("listener address: {e}"))?
+            .port();
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("listener: {e}"))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(Acceptor {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether a TCP connection from the namespace `ns` to `to` succeeds within `timeout`.
+pub(crate) fn can_connect(ns: &str, to: std::net::SocketAddr, timeout: Duration) -> bool {
+    in_netns(ns, move || {
+        std::net::TcpStream::connect_timeout(&to, timeout).is_ok()
+    })
+    .unwrap_or(false)
+}

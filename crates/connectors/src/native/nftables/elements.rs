@@ -5,8 +5,8 @@
 use super::Nftables;
 use crate::{ActionError, input_str};
 use ipnet::IpNet;
-use nftables::expr::{Expression, NamedExpression, Prefix, Range};
-use nftables::schema::{NfListObject, NfObject, Nftables as NftDoc};
+use nftables::expr::{Elem, Expression, NamedExpression, Prefix, Range};
+use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables as NftDoc};
 use serde_json::Value;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -114,7 +114,10 @@ pub(super) struct Entry {
     pub(super) value: String,
     pub(super) timeout: Option<u32>,
     pub(super) expires: Option<u32>,
+    /// The comment, without the connector's mark.
     pub(super) comment: Option<String>,
+    /// Whether the connector added it (its comment carries the mark).
+    pub(super) ours: bool,
 }
 
 impl Entry {
@@ -146,18 +149,72 @@ pub(super) fn entry_of(e: &Expression) -> Result<Entry, String> {
         timeout: None,
         expires: None,
         comment: None,
+        ours: false,
     };
     match e {
         Expression::Named(NamedExpression::Elem(elem)) => {
             let inner = entry_of(&elem.val)?;
+            let (ours, comment) = unmarked(elem.comment.as_deref());
             Ok(Entry {
                 timeout: elem.timeout,
                 expires: elem.expires,
-                comment: elem.comment.as_ref().map(|c| c.to_string()),
+                comment,
+                ours,
                 ..inner
             })
         }
         other => Ok(plain(value_of(other)?)),
+    }
+}
+
+/// The mark on the comment of every element the connector adds: `belay`, or `belay: COMMENT`.
+const MARK: &str = "belay";
+
+/// The comment the connector gives an element it adds: the mark, then `comment`.
+pub(super) fn marked(comment: Option<&str>) -> String {
+    match comment.filter(|c| !c.is_empty()) {
+        Some(c) => comment_of(&format!("{MARK}: {c}")),
+        None => MARK.to_owned(),
+    }
+}
+
+/// `cmd` with the mark at the head of the comment of every element it adds; other commands
+/// unchanged.
+pub(super) fn with_mark(cmd: NfCmd<'static>) -> NfCmd<'static> {
+    let NfCmd::Add(NfListObject::Element(mut element)) = cmd else {
+        return cmd;
+    };
+    element.elem = element
+        .elem
+        .iter()
+        .cloned()
+        .map(|e| match e {
+            Expression::Named(NamedExpression::Elem(mut elem)) => {
+                elem.comment = Some(marked(elem.comment.as_deref()).into());
+                Expression::Named(NamedExpression::Elem(elem))
+            }
+            value => Expression::Named(NamedExpression::Elem(Elem {
+                val: Box::new(value),
+                timeout: None,
+                expires: None,
+                comment: Some(marked(None).into()),
+                counter: None,
+            })),
+        })
+        .collect::<Vec<_>>()
+        .into();
+    NfCmd::Add(NfListObject::Element(element))
+}
+
+/// Whether a listed comment carries the mark, and the comment without it.
+fn unmarked(comment: Option<&str>) -> (bool, Option<String>) {
+    match comment {
+        Some(MARK) => (true, None),
+        Some(c) => match c.strip_prefix(MARK).and_then(|r| r.strip_prefix(": ")) {
+            Some(rest) => (true, Some(rest.to_owned())),
+            None => (false, Some(c.to_owned())),
+        },
+        None => (false, None),
     }
 }
 
@@ -173,6 +230,33 @@ pub(super) fn value_of(e: &Expression) -> Result<String, String> {
         }
         other => Err(format!("unexpected set element {other:?}")),
     }
+}
+
+/// The objects (`{"set": …}`, `{"chain": …}`, `{"rule": …}`) of the `inet` table `table` in
+/// an `nft -j list ruleset` answer; `None` when the table is not in it. Other tables are
+/// skipped unread, whatever their rules hold.
+pub(super) fn table_objects(json: &str, table: &str) -> Result<Option<Vec<Value>>, String> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let objects = doc["nftables"]
+        .as_array()
+        .ok_or("no `nftables` array in nft's answer")?;
+    let ours = |o: &Value| {
+        o.as_object()
+            .and_then(|m| m.iter().next())
+            .is_some_and(|(kind, v)| {
+                v["family"] == "inet"
+                    && if kind == "table" {
+                        v["name"] == table
+                    } else {
+                        v["table"] == table
+                    }
+            })
+    };
+    let mine: Vec<Value> = objects.iter().filter(|o| ours(o)).cloned().collect();
+    Ok(mine
+        .iter()
+        .any(|o| o.get("table").is_some())
+        .then_some(mine))
 }
 
 /// `30s`, `15m`, `24h`, `7d` → seconds.

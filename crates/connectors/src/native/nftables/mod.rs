@@ -1,16 +1,21 @@
 //! `firewall.*` (egress block sets) and `nac.*` (device quarantine) on nftables.
 //!
-//! One `inet` table holds the sets and the chains that consult them. Every change is one
-//! atomic `nft -j -f -` batch that also (re)declares the table, the sets and the connector's own
-//! chains, so the first change creates them and a later one repairs them; state is read with
-//! `nft -j list set`. A set that does not exist yet is read as empty.
+//! The connector owns one `inet` table and, in it, only what it declares: its sets and its base
+//! chains (`firewall_output`, `firewall_forward`; `nac_input`, `nac_forward`, `nac_output`) with
+//! one `belay: …`-commented drop rule per set. Every change is one atomic `nft -j -f -` batch of
+//! element additions or deletions, of exactly the elements the action names, preceded by
+//! whatever of those objects is missing (all of them on the first change; later, what someone
+//! removed). It never flushes or deletes a chain or a rule, and deletes only an element an
+//! action names (`firewall.unblock_ip`, `nac.release`, the rollback of a block or quarantine)
+//! that it added itself: every element it adds carries `belay` at the head of its comment, and
+//! an unblock or release of an element without it is refused. An administrator's chains,
+//! rules and elements (in this table or another) survive every change and rollback. State is read with `nft -j list set`; a set that does not exist yet is read as
+//! empty.
 //!
 //! Interval sets refuse overlapping elements, so blocking an address already covered by a
 //! blocked network changes nothing (`changed: false`; `firewall.status` names the network),
 //! and blocking a network that contains blocked elements is refused with the elements named.
 //! Blocking an element already present keeps it as it is (its timeout and comment).
-//! The chains (`firewall_output`, `firewall_forward`; `nac_input`, `nac_forward`, `nac_output`)
-//! belong to the connector: their rules are rewritten with every change.
 
 mod elements;
 mod sandbox;
@@ -22,13 +27,12 @@ use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use elements::{
     BlockState, BlockTarget, Device, Entry, comment_of, duration_input, net_expr, net_str,
-    parse_set_listing, parse_timeout, rfc3339_in, split_since,
+    parse_set_listing, parse_timeout, rfc3339_in, split_since, table_objects, with_mark,
 };
 use nftables::batch::Batch;
 use nftables::expr::{Elem, Expression, NamedExpression, Payload, PayloadField};
 use nftables::schema::{
-    Chain, Element, FlushObject, NfCmd, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue,
-    Table,
+    Chain, Element, NfCmd, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
 };
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -88,6 +92,9 @@ impl Default for NftablesConfig {
 
 /// `PROTOCOL FIELD @SET drop`, e.g. `ip daddr @egress_v4 drop`.
 type DropRule = (&'static str, &'static str, String);
+
+/// One of the connector's base chains and the drop rules it holds.
+type OwnChain = (Chain<'static>, Vec<Rule<'static>>);
 
 /// The `nftables` connector.
 pub struct Nftables {
@@ -174,11 +181,16 @@ impl Nftables {
             .map_err(|e| ActionError::transient(format!("cannot read nft set `{set}`: {e}")))
     }
 
-    /// Runs a batch made of the table, sets and chains declarations followed by `changes`.
+    /// Runs `changes` (element additions and deletions) as one atomic `nft -f` batch, preceded
+    /// by the declarations of whatever of the connector's own table, sets, chains and rules is
+    /// missing. Nothing else is declared, flushed or deleted: the administrator's chains, rules
+    /// and elements, in this table or any other, are left as they are. Every element added
+    /// gets the connector's mark at the head of its comment, by which a later deletion tells
+    /// it from an administrator's ([`Entry::ours`]).
     async fn apply(&self, changes: Vec<NfCmd<'static>>) -> Result<(), ActionError> {
-        let mut batch = self.declarations();
+        let mut batch = self.missing_declarations().await?;
         for c in changes {
-            batch.add_cmd(c);
+            batch.add_cmd(with_mark(c));
         }
         let doc = serde_json::to_string(&batch.to_nftables())
             .map_err(|e| ActionError::permanent(format!("cannot encode the nft batch: {e}")))?;
@@ -186,39 +198,111 @@ impl Nftables {
         Ok(())
     }
 
-    /// Idempotent declarations of the table, the sets and this role's chains and rules.
-    fn declarations(&self) -> Batch<'static> {
-        let table: Cow<'static, str> = self.config.table.clone().into();
+    /// What the table holds now: its sets (without their elements), chains and rules, as
+    /// `nft -j -t list ruleset` lists them; `None` when the table does not exist. (Listing the
+    /// ruleset tersely takes milliseconds; listing one table or chain reads every element of
+    /// its sets.)
+    async fn listing(&self) -> Result<Option<Vec<Value>>, ActionError> {
+        let out = self
+            .nft()
+            .args(["-j", "-t", "list", "ruleset"])
+            .output()
+            .await?;
+        if !out.success() {
+            return Err(ActionError::transient(format!(
+                "`nft list ruleset` failed: {}",
+                out.stderr.trim()
+            )));
+        }
+        table_objects(&out.stdout, &self.config.table)
+            .map_err(|e| ActionError::transient(format!("cannot read the nft ruleset: {e}")))
+    }
+
+    /// Declarations of the connector's own objects that `nft` does not list: all of them on
+    /// the first change, and after that only what someone removed.
+    async fn missing_declarations(&self) -> Result<Batch<'static>, ActionError> {
+        let listed = self.listing().await?;
+        Ok(self.missing_from(listed.as_deref()))
+    }
+
+    /// The declarations of the connector's objects absent from `listed` (the table's objects;
+    /// `None`: no table). A rule counts as present when a rule of the same chain has its
+    /// expression or its comment.
+    fn missing_from(&self, listed: Option<&[Value]>) -> Batch<'static> {
         let mut batch = Batch::new();
-        batch.add(NfListObject::Table(Table {
-            family: NfFamily::INet,
-            name: table.clone(),
-            handle: None,
-        }));
-        let set = |name: String, ty: SetType, flags: &[SetFlag]| {
-            NfListObject::Set(Box::new(Set {
-                family: NfFamily::INet,
-                table: table.clone(),
-                name: name.into(),
-                handle: None,
-                set_type: SetTypeValue::Single(ty),
-                policy: None,
-                flags: (!flags.is_empty()).then(|| flags.iter().copied().collect::<HashSet<_>>()),
-                elem: None,
-                timeout: None,
-                gc_interval: None,
-                size: None,
-                comment: None,
-            }))
+        let (table, sets, chains) = self.own_objects();
+        let Some(listed) = listed else {
+            batch.add(NfListObject::Table(table));
+            for set in sets {
+                batch.add(NfListObject::Set(Box::new(set)));
+            }
+            for (chain, rules) in chains {
+                batch.add(NfListObject::Chain(chain));
+                for rule in rules {
+                    batch.add(NfListObject::Rule(rule));
+                }
+            }
+            return batch;
         };
+        let named = |kind: &str| -> HashSet<&str> {
+            listed
+                .iter()
+                .filter_map(|o| o.get(kind)?.get("name")?.as_str())
+                .collect()
+        };
+        let (have_sets, have_chains) = (named("set"), named("chain"));
+        let have_rules: Vec<&Value> = listed.iter().filter_map(|o| o.get("rule")).collect();
+        for set in sets {
+            if !have_sets.contains(set.name.as_ref()) {
+                batch.add(NfListObject::Set(Box::new(set)));
+            }
+        }
+        for (chain, rules) in chains {
+            if !have_chains.contains(chain.name.as_ref()) {
+                batch.add(NfListObject::Chain(chain));
+            }
+            for rule in rules {
+                let expr = serde_json::to_value(&rule.expr).unwrap_or(Value::Null);
+                let comment = rule.comment.as_deref().map(|c| json!(c));
+                let present = have_rules.iter().any(|r| {
+                    r["chain"] == json!(rule.chain)
+                        && (r["expr"] == expr || Some(&r["comment"]) == comment.as_ref())
+                });
+                if !present {
+                    batch.add(NfListObject::Rule(rule));
+                }
+            }
+        }
+        batch
+    }
+
+    /// The connector's own table, its sets, and its base chains with their drop rules (each
+    /// rule commented `belay: …`).
+    fn own_objects(&self) -> (Table<'static>, Vec<Set<'static>>, Vec<OwnChain>) {
+        let table: Cow<'static, str> = self.config.table.clone().into();
+        let set = |name: String, ty: SetType, flags: &[SetFlag]| Set {
+            family: NfFamily::INet,
+            table: table.clone(),
+            name: name.into(),
+            handle: None,
+            set_type: SetTypeValue::Single(ty),
+            policy: None,
+            flags: (!flags.is_empty()).then(|| flags.iter().copied().collect::<HashSet<_>>()),
+            elem: None,
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        };
+        let mut sets = Vec::new();
         let mut chains: Vec<(&str, NfHook, Vec<DropRule>)> = Vec::new();
         match self.config.family {
             Role::Firewall => {
                 let flags = [SetFlag::Interval, SetFlag::Timeout];
                 let mut rules = Vec::new();
                 for base in self.config.sets.values() {
-                    batch.add(set(format!("{base}_v4"), SetType::Ipv4Addr, &flags));
-                    batch.add(set(format!("{base}_v6"), SetType::Ipv6Addr, &flags));
+                    sets.push(set(format!("{base}_v4"), SetType::Ipv4Addr, &flags));
+                    sets.push(set(format!("{base}_v6"), SetType::Ipv6Addr, &flags));
                     rules.push(("ip", "daddr", format!("{base}_v4")));
                     rules.push(("ip6", "daddr", format!("{base}_v6")));
                 }
@@ -227,9 +311,9 @@ impl Nftables {
             }
             Role::Nac => {
                 let q = &self.config.quarantine;
-                batch.add(set(format!("{q}_v4"), SetType::Ipv4Addr, &[]));
-                batch.add(set(format!("{q}_v6"), SetType::Ipv6Addr, &[]));
-                batch.add(set(format!("{q}_mac"), SetType::EtherAddr, &[]));
+                sets.push(set(format!("{q}_v4"), SetType::Ipv4Addr, &[]));
+                sets.push(set(format!("{q}_v6"), SetType::Ipv6Addr, &[]));
+                sets.push(set(format!("{q}_mac"), SetType::EtherAddr, &[]));
                 let from = vec![
                     ("ether", "saddr", format!("{q}_mac")),
                     ("ip", "saddr", format!("{q}_v4")),
@@ -245,49 +329,61 @@ impl Nftables {
                 chains.push(("nac_output", NfHook::Output, to));
             }
         }
-        for (name, hook, rules) in chains {
-            let chain = Chain {
-                family: NfFamily::INet,
-                table: table.clone(),
-                name: name.into(),
-                newname: None,
-                handle: None,
-                _type: Some(NfChainType::Filter),
-                hook: Some(hook),
-                prio: Some(self.config.priority),
-                dev: None,
-                policy: Some(NfChainPolicy::Accept),
-            };
-            batch.add(NfListObject::Chain(chain.clone()));
-            batch.add_cmd(NfCmd::Flush(FlushObject::Chain(chain)));
-            for (protocol, field, set) in rules {
-                batch.add(NfListObject::Rule(Rule {
+        let chains = chains
+            .into_iter()
+            .map(|(name, hook, rules)| {
+                let chain = Chain {
                     family: NfFamily::INet,
                     table: table.clone(),
-                    chain: name.into(),
-                    expr: vec![
-                        Statement::Match(Match {
-                            left: Expression::Named(NamedExpression::Payload(
-                                Payload::PayloadField(PayloadField {
-                                    protocol: protocol.into(),
-                                    field: field.into(),
-                                }),
-                            )),
-                            right: Expression::String(format!("@{set}").into()),
-                            op: Operator::EQ,
-                        }),
-                        Statement::Drop(None),
-                    ]
-                    .into(),
+                    name: name.into(),
+                    newname: None,
                     handle: None,
-                    index: None,
-                    comment: None,
-                }));
-            }
-        }
-        batch
+                    _type: Some(NfChainType::Filter),
+                    hook: Some(hook),
+                    prio: Some(self.config.priority),
+                    dev: None,
+                    policy: Some(NfChainPolicy::Accept),
+                };
+                let rules = rules
+                    .into_iter()
+                    .map(|(protocol, field, set)| Rule {
+                        family: NfFamily::INet,
+                        table: table.clone(),
+                        chain: name.into(),
+                        comment: Some(format!("belay: {protocol} {field} @{set} drop").into()),
+                        expr: vec![
+                            Statement::Match(Match {
+                                left: Expression::Named(NamedExpression::Payload(
+                                    Payload::PayloadField(PayloadField {
+                                        protocol: protocol.into(),
+                                        field: field.into(),
+                                    }),
+                                )),
+                                right: Expression::String(format!("@{set}").into()),
+                                op: Operator::EQ,
+                            }),
+                            Statement::Drop(None),
+                        ]
+                        .into(),
+                        handle: None,
+                        index: None,
+                    })
+                    .collect();
+                (chain, rules)
+            })
+            .collect();
+        (
+            Table {
+                family: NfFamily::INet,
+                name: table,
+                handle: None,
+            },
+            sets,
+            chains,
+        )
     }
 
+    /// Adds (with its timeout and comment) or deletes one element of `set`.
     fn element_cmd(
         &self,
         add: bool,
@@ -398,7 +494,8 @@ impl Nftables {
         let _guard = self.lock.lock().await;
         let (target, state) = self.block_state(input).await?;
         let changed = state.exact.is_some();
-        if changed {
+        if let Some(e) = &state.exact {
+            check_ours(e, &target.nft_set)?;
             let cmd = self.element_cmd(false, &target.nft_set, net_expr(target.net), None, None);
             self.apply(vec![cmd]).await?;
         }
@@ -470,6 +567,9 @@ impl Nftables {
                 });
                 self.element_cmd(true, &device.nft_set, value, None, Some(comment))
             } else {
+                if let Some(e) = &entry {
+                    check_ours(e, &device.nft_set)?;
+                }
                 self.element_cmd(false, &device.nft_set, value, None, None)
             };
             self.apply(vec![cmd]).await?;
@@ -495,6 +595,23 @@ impl Nftables {
         }
         Ok(out)
     }
+}
+
+/// Refuses to delete an element the connector did not add (its comment lacks the mark).
+fn check_ours(entry: &Entry, set: &str) -> Result<(), ActionError> {
+    if entry.ours {
+        return Ok(());
+    }
+    let comment = entry
+        .comment
+        .as_ref()
+        .map(|c| format!(" (its comment: {c})"))
+        .unwrap_or_default();
+    Err(ActionError::permanent(format!(
+        "{} in nft set `{set}` was not added by belay{comment}: belay removes only what it \
+         added; remove it with nft if it must go",
+        entry.value
+    )))
 }
 
 #[async_trait]
@@ -539,7 +656,7 @@ impl Connector for Nftables {
 
 #[cfg(test)]
 mod tests {
-    use super::elements::parse_net;
+    use super::elements::{marked, parse_net};
     use super::*;
 
     #[test]
@@ -552,6 +669,106 @@ mod tests {
         assert_eq!(entries[1].value, "192.0.2.1");
         assert_eq!(entries[1].expires, Some(3599));
         assert_eq!(entries[2].value, "198.51.100.7");
+        assert!(
+            entries.iter().all(|e| !e.ours),
+            "an administrator's elements"
+        );
+    }
+
+    #[test]
+    fn the_connectors_elements_carry_its_mark() {
+        let elem = |comment: &str| {
+            let json = format!(
+                r#"{{"nftables": [{{"set": {{"family": "inet", "name": "s", "table": "belay", "type": "ipv4_addr", "handle": 1, "elem": [{{"elem": {{"val": "192.0.2.1", "comment": "{comment}"}}}}]}}}}]}}"#
+            );
+            let e = parse_set_listing(&json).expect("parses").remove(0);
+            (e.ours, e.comment)
+        };
+        assert_eq!(marked(Some("C2 server")), "belay: C2 server");
+        assert_eq!(marked(None), "belay");
+        let fw = Nftables::new("fw", NftablesConfig::default()).expect("config");
+        let ip = || net_expr(parse_net("192.0.2.1").expect("ip"));
+        let add = |comment: Option<&str>| {
+            let cmd = fw.element_cmd(true, "s", ip(), None, comment.map(Into::into));
+            serde_json::to_value(with_mark(cmd)).expect("json")
+        };
+        assert_eq!(
+            add(Some("C2"))["add"]["element"]["elem"][0]["elem"]["comment"],
+            "belay: C2"
+        );
+        assert_eq!(
+            add(None)["add"]["element"]["elem"][0]["elem"]["comment"],
+            "belay"
+        );
+        let delete = serde_json::to_value(with_mark(fw.element_cmd(false, "s", ip(), None, None)))
+            .expect("json");
+        assert_eq!(delete["delete"]["element"]["elem"][0], "192.0.2.1");
+        assert_eq!(elem("belay: C2 server"), (true, Some("C2 server".into())));
+        assert_eq!(elem("belay"), (true, None));
+        assert_eq!(elem("belayed"), (false, Some("belayed".into())));
+        assert_eq!(elem("static block"), (false, Some("static block".into())));
+        assert_eq!(marked(Some(&"x".repeat(200))).len(), 128);
+    }
+
+    /// The number of commands in a batch.
+    fn commands(batch: Batch<'static>) -> usize {
+        batch.to_nftables().objects.len()
+    }
+
+    #[test]
+    fn declares_only_what_is_missing() {
+        let fw = Nftables::new("fw", NftablesConfig::default()).expect("config");
+        // Table, 2 sets, 2 chains, 2 rules in each.
+        assert_eq!(commands(fw.missing_from(None)), 9);
+        // A table as an earlier version declared it (rules without comments), plus an
+        // administrator's chain and rule: nothing is missing.
+        let r = |chain: &str, set: &str, proto: &str| {
+            format!(
+                r#"{{"rule": {{"family": "inet", "table": "belay", "chain": "{chain}", "handle": 9, "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "{proto}", "field": "daddr"}}}}, "right": "@{set}"}}}}, {{"drop": null}}]}}}}"#
+            )
+        };
+        let c = |name: &str, hook: &str| {
+            format!(
+                r#"{{"chain": {{"family": "inet", "table": "belay", "name": "{name}", "handle": 2, "type": "filter", "hook": "{hook}", "prio": 0, "policy": "accept"}}}}"#
+            )
+        };
+        let s = |name: &str, ty: &str| {
+            format!(
+                r#"{{"set": {{"family": "inet", "name": "{name}", "table": "belay", "type": "{ty}", "handle": 1, "flags": ["interval", "timeout"]}}}}"#
+            )
+        };
+        let mut objects = vec![
+            r#"{"table": {"family": "inet", "name": "belay", "handle": 1}}"#.to_owned(),
+            s("egress_v4", "ipv4_addr"),
+            s("egress_v6", "ipv6_addr"),
+            c("firewall_output", "output"),
+            c("firewall_forward", "forward"),
+            c("admin", "input"),
+            r#"{"rule": {"family": "inet", "table": "belay", "chain": "admin", "handle": 7, "comment": "admin", "expr": [{"accept": null}]}}"#.to_owned(),
+        ];
+        for chain in ["firewall_output", "firewall_forward"] {
+            objects.push(r(chain, "egress_v4", "ip"));
+            objects.push(r(chain, "egress_v6", "ip6"));
+        }
+        let listing = |objects: &[String]| -> Vec<Value> {
+            // Another table, with an iptables-nft rule, is listed too and ignored.
+            let other = r#"{"table": {"family": "ip", "name": "filter", "handle": 2}}, {"rule": {"family": "ip", "table": "filter", "chain": "INPUT", "handle": 3, "expr": [{"xt": {"type": "target", "name": "NFQUEUE"}}]}}"#;
+            let json = format!(r#"{{"nftables": [{other}, {}]}}"#, objects.join(","));
+            table_objects(&json, "belay")
+                .expect("a listing")
+                .expect("the table")
+        };
+        assert_eq!(commands(fw.missing_from(Some(&listing(&objects)))), 0);
+        // Without one chain's v6 rule, only that rule is declared again.
+        objects.pop();
+        let batch = fw.missing_from(Some(&listing(&objects)));
+        let doc = batch.to_nftables();
+        let json = serde_json::to_string(&doc).expect("json");
+        assert_eq!(doc.objects.len(), 1);
+        assert!(
+            json.contains("belay: ip6 daddr @egress_v6 drop") && json.contains("firewall_forward"),
+            "{json}"
+        );
     }
 
     #[test]

@@ -3,11 +3,8 @@
 //! it must never touch the host's own ruleset.
 
 use super::{NftablesConfig, Role};
-use crate::native::host::ip;
+use crate::native::host::{self, Acceptor, ip};
 use std::net::IpAddr;
-use std::os::fd::AsFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Two network namespaces joined by a veth pair, for tests and the demo: a *client* (the host
@@ -16,9 +13,7 @@ use std::time::Duration;
 pub struct Sandbox {
     client_ns: String,
     server_ns: String,
-    port: u16,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<std::thread::JoinHandle<()>>,
+    acceptor: Option<Acceptor>,
 }
 
 const CLIENT_V4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 0, 1));
@@ -56,8 +51,6 @@ impl Sandbox {
         let mut sandbox = Sandbox {
             client_ns: format!("belay-{id}-c"),
             server_ns: format!("belay-{id}-s"),
-            port: 0,
-            stop: Arc::new(AtomicBool::new(false)),
             acceptor: None,
         };
         let (c, s) = (sandbox.client_ns.clone(), sandbox.server_ns.clone());
@@ -85,24 +78,7 @@ impl Sandbox {
             ip(&["-n", ns, "link", "set", dev, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        let listener = in_netns(&s, || std::net::TcpListener::bind("[::]:0"))?
-            .map_err(|e| format!("cannot listen in {s}: {e}"))?;
-        sandbox.port = listener
-            .local_addr()
-            .map_err(|e| format!("listener address: {e}"))?
-            .port();
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("listener: {e}"))?;
-        let stop = sandbox.stop.clone();
-        sandbox.acceptor = Some(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => drop(conn),
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        }));
+        sandbox.acceptor = Some(Acceptor::start(&s)?);
         // The link takes a moment to come up: ready when both addresses answer.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         for to in [SERVER_V4, SERVER_V6] {
@@ -173,20 +149,18 @@ impl Sandbox {
     /// Whether a TCP connection from the client namespace to the server's listener at `to`
     /// succeeds within `timeout`.
     pub fn can_connect(&self, to: IpAddr, timeout: Duration) -> bool {
-        let addr = std::net::SocketAddr::new(to, self.port);
-        in_netns(&self.client_ns, move || {
-            std::net::TcpStream::connect_timeout(&addr, timeout).is_ok()
-        })
-        .unwrap_or(false)
+        let port = self.acceptor.as_ref().map_or(0, Acceptor::port);
+        host::can_connect(
+            &self.client_ns,
+            std::net::SocketAddr::new(to, port),
+            timeout,
+        )
     }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.acceptor.take() {
-            let _ = t.join();
-        }
+        self.acceptor.take();
         // Deleting a namespace removes its veth end (and so the pair) and its nft tables.
         for ns in [&self.client_ns, &self.server_ns] {
             let _ = std::process::Command::new("ip")
@@ -195,24 +169,4 @@ impl Drop for Sandbox {
                 .status();
         }
     }
-}
-
-/// Runs `f` on a thread that has entered the named network namespace (sockets it opens stay
-/// in that namespace).
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    let path = format!("/run/netns/{ns}");
-    let file = std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
-    std::thread::spawn(move || {
-        rustix::thread::move_into_link_name_space(
-            file.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .map_err(|e| format!("cannot enter {path}: {e}"))?;
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| "the namespace thread panicked".to_owned())?
 }

@@ -6,10 +6,13 @@
 //! (`ruleset-reload-time` moved) and that no rule of the file is in `ruleset-failed-rules`:
 //! Suricata answers "done" even when it rejects a rule. On failure the previous file is put back
 //! and reloaded, so a bad rule changes nothing.
+//!
+//! The connector works the same whether Suricata runs as an IDS (a `drop` rule alerts) or
+//! inline on NFQUEUE (a `drop` rule drops the packets, and removing it lets them through).
 
 mod sandbox;
 
-pub use sandbox::{SENTINEL_SID, Sandbox};
+pub use sandbox::{LISTED_DROP_SID, Mode, SENTINEL_SID, Sandbox};
 
 use super::cmd::Cmd;
 use crate::files;
@@ -287,6 +290,9 @@ impl Suricata {
             && let Some(t) = a.first().and_then(|t| t["last_reload"].as_str())
         {
             out["last_reload"] = json!(rfc3339(t));
+        }
+        if let Ok(Value::String(mode)) = self.sc_ok("capture-mode").await {
+            out["capture_mode"] = json!(mode);
         }
         if let Some(sid) = input.get("sid").and_then(Value::as_u64) {
             let state = self.rule_state(sid, input).await?;

@@ -1,44 +1,88 @@
 //! A real Suricata for tests, `belay lab up` and `belay demo`, in a network namespace of its
-//! own. It only starts, probes (the sentinel rule) and stops; the connector never uses it.
+//! own, inline (IPS) or as an IDS. It only starts, probes (the sentinel rule, TCP connections)
+//! and stops; the connector never uses it.
 
 use super::{Suricata, SuricataConfig, default_rulesets, default_suricatasc};
 use crate::files;
 use crate::native::cmd::Cmd;
 use crate::native::host::ip;
-use crate::native::host::{self, Daemon};
+use crate::native::host::{self, Acceptor, Daemon};
 use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// How the sandbox's Suricata sees traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// IPS: iptables-nft `NFQUEUE` rules (without `--queue-bypass`) hand every packet of the
+    /// namespace to Suricata (`-q 0`, workers runmode), whose verdict passes or drops it; a
+    /// `drop` rule drops. Packets are dropped while Suricata is not reading the queue.
+    Inline,
+    /// IDS: Suricata captures loopback with af-packet; a `drop` rule only alerts.
+    Ids,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Inline => "inline IPS on NFQUEUE",
+            Mode::Ids => "IDS on af-packet",
+        })
+    }
+}
+
+/// The client's end of the veth pair into the sandbox's namespace.
+const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+/// The sandbox's end, where its TCP listener answers.
+const SERVER_V4: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
+/// The sid of the site rule [`Sandbox::drop_listed`] adds.
+pub const LISTED_DROP_SID: u64 = 9_999_998;
+
+/// The NFQUEUE queue number (queues are per network namespace).
+const QUEUE: &str = "0";
 
 /// The sid of the sandbox's sentinel rule, which alerts on UDP payloads containing
 /// `belay-sentinel`.
 pub const SENTINEL_SID: u64 = 9_999_999;
 
-/// A real Suricata 7 in IDS mode (af-packet) on the loopback interface of a network namespace
-/// of its own, with a minimal suricata.yaml in a temporary directory (no app-layer parsers, no
-/// default rules: it answers on its socket about half a second after start), the rule file
-/// `belay.rules`, a sentinel rule, and the datasets `belay-ips` (ip), `belay-strings` (string)
-/// and `belay-sha256` (sha256). Stopped, and the namespace deleted, on drop.
+/// A real Suricata 7 in a network namespace of its own, with a minimal suricata.yaml in a
+/// temporary directory (no app-layer parsers, no default rules: it answers on its socket about
+/// half a second after start), the rule file `belay.rules`, a sentinel rule, and the datasets
+/// `belay-ips` (ip), `belay-strings` (string) and `belay-sha256` (sha256).
+///
+/// A second namespace, the *client*, reaches the sandbox's namespace over a veth pair
+/// (10.78.0.1 to 10.78.0.2), where a TCP listener accepts connections: inline, Suricata's
+/// verdict decides whether [`Sandbox::can_connect`] succeeds. Everything is stopped, and the
+/// namespaces deleted, on drop.
 pub struct Sandbox {
     config: SuricataConfig,
+    mode: Mode,
     netns: String,
+    client_ns: String,
+    acceptor: Option<Acceptor>,
     daemon: Option<Daemon>,
     dir: tempfile::TempDir,
 }
 
 impl Sandbox {
-    /// Whether Suricata can run here (installed, and root for network namespaces).
-    pub fn available() -> Result<(), String> {
+    /// Whether Suricata can run here in `mode` (installed, with `iptables-nft` for inline, and
+    /// root for network namespaces).
+    pub fn available(mode: Mode) -> Result<(), String> {
         host::require_programs(&["suricata", "suricatasc", "ip", "bash"])?;
+        if mode == Mode::Inline {
+            host::require_programs(&["iptables-nft"])?;
+        }
         if !host::is_root() {
             return Err("the Suricata sandbox needs root for network namespaces".into());
         }
         Ok(())
     }
 
-    /// Creates the namespace and starts Suricata; returns once it answers on its socket.
-    pub async fn start() -> Result<Sandbox, String> {
-        Self::available()?;
+    /// Creates the namespaces and starts Suricata in `mode`; returns once it answers on its
+    /// socket and sees traffic.
+    pub async fn start(mode: Mode) -> Result<Sandbox, String> {
+        Self::available(mode)?;
         let dir = host::temp_dir("belay-suricata-")?;
         let root = dir.path().to_path_buf();
         let rules = root.join("rules");
@@ -86,6 +130,7 @@ outputs:
       filename: eve.json
       types:
         - alert
+        - drop
   - stats:
       enabled: no
 logging:
@@ -103,6 +148,9 @@ af-packet:
     cluster-type: cluster_flow
     defrag: no
     checksum-checks: no
+nfq:
+  mode: accept
+  fail-open: no
 unix-command:
   enabled: yes
   filename: {socket}
@@ -138,19 +186,51 @@ max-pending-packets: 128
         let netns = host::unique_name("belay-sc");
         let mut sandbox = Sandbox {
             config,
+            mode,
             netns: String::new(),
+            client_ns: String::new(),
+            acceptor: None,
             daemon: None,
             dir,
         };
         ip(&["netns", "add", &netns])?;
         sandbox.netns = netns.clone();
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        let client = format!("{netns}c");
+        ip(&["netns", "add", &client])?;
+        sandbox.client_ns = client.clone();
+        let (cv, sv) = (format!("bsc{}", &netns[8..]), format!("bss{}", &netns[8..]));
+        #[rustfmt::skip]
+        ip(&["-n", &client, "link", "add", &cv, "type", "veth", "peer", "name", &sv,
+             "netns", &netns])?;
+        for (ns, dev, addr) in [(&client, &cv, CLIENT_V4), (&netns, &sv, SERVER_V4)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        ip(&["-n", &client, "link", "set", "lo", "up"])?;
+        sandbox.acceptor = Some(Acceptor::start(&netns)?);
+        let capture: &[&str] = match mode {
+            Mode::Ids => &["--af-packet=lo"],
+            Mode::Inline => {
+                // Every packet arriving in the namespace, and every one leaving it other than
+                // on loopback (seen once already, on arrival), waits for Suricata's verdict.
+                #[rustfmt::skip]
+                let queue: [&[&str]; 2] = [
+                    &["-A", "INPUT", "-j", "NFQUEUE", "--queue-num", QUEUE],
+                    &["-A", "OUTPUT", "!", "-o", "lo", "-j", "NFQUEUE", "--queue-num", QUEUE],
+                ];
+                for rule in queue {
+                    iptables(&netns, rule)?;
+                }
+                &["-q", QUEUE, "--runmode", "workers"]
+            }
+        };
         // `ip netns exec` enters the namespace and execs suricata: the child is suricata itself.
         let child = host::spawn_logged(
             std::process::Command::new("ip")
                 .args(["netns", "exec", &netns, "suricata", "-c"])
                 .arg(&yaml_path)
-                .arg("--af-packet=lo"),
+                .args(capture),
             "suricata",
             &root.join("suricata.out"),
         )?;
@@ -193,9 +273,51 @@ max-pending-packets: 128
         Ok(sandbox)
     }
 
+    /// How this Suricata sees traffic.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The client namespace's name (for `ip netns exec`).
+    pub fn client_netns(&self) -> &str {
+        &self.client_ns
+    }
+
+    /// The address and port of the TCP listener in Suricata's namespace, as the client
+    /// reaches it (10.78.0.2).
+    pub fn server(&self) -> SocketAddr {
+        let port = self.acceptor.as_ref().map_or(0, Acceptor::port);
+        SocketAddr::new(IpAddr::V4(SERVER_V4), port)
+    }
+
+    /// Whether a TCP connection from the client namespace to the listener in Suricata's
+    /// namespace succeeds within `timeout`.
+    pub fn can_connect(&self, timeout: Duration) -> bool {
+        host::can_connect(&self.client_ns, self.server(), timeout)
+    }
+
     /// The configuration of a connector that drives this Suricata.
     pub fn config(&self) -> SuricataConfig {
         self.config.clone()
+    }
+
+    /// Adds the site's own rule (in `sandbox.rules`, not belay's file) that drops traffic to
+    /// and from the addresses in the dataset `belay-ips`: `ips.dataset_add` then blocks an
+    /// address, and `ips.dataset_remove` lets it through again. As an IDS, it only alerts.
+    pub async fn drop_listed(&self) -> Result<(), String> {
+        let rule = format!(
+            "drop ip any any -> any any (msg:\"belay-ips: listed address\"; ip.dst; dataset:isset,belay-ips,type ip; sid:{LISTED_DROP_SID}; rev:1;)\n\
+             drop ip any any -> any any (msg:\"belay-ips: listed address\"; ip.src; dataset:isset,belay-ips,type ip; sid:{}; rev:1;)\n",
+            LISTED_DROP_SID - 1
+        );
+        let path = self.config.rule_dir.join("sandbox.rules");
+        let old = std::fs::read_to_string(&path).map_err(|e| format!("{path:?}: {e}"))?;
+        let connector = Suricata::new("sandbox", self.config.clone()).map_err(|e| e.message)?;
+        connector
+            .reload_checked(&path, &old, &format!("{old}{rule}"))
+            .await
+            .map(drop)
+            .map_err(|e| e.message)
     }
 
     /// Suricata's alert log.
@@ -254,10 +376,32 @@ max-pending-packets: 128
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.daemon.take();
-        if !self.netns.is_empty() {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.netns])
-                .output();
+        self.acceptor.take();
+        // Deleting a namespace removes its veth end (and so the pair) and its iptables rules.
+        for ns in [&self.client_ns, &self.netns] {
+            if !ns.is_empty() {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", ns])
+                    .output();
+            }
         }
+    }
+}
+
+/// Runs `iptables-nft ARGS` in the namespace `ns`.
+fn iptables(ns: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "iptables-nft"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run iptables-nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`iptables-nft {}` failed in the sandbox's namespace: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
