@@ -644,3 +644,63 @@ fn the_trust_report_recommends_guarded_once_a_baseline_has_enough_history() {
     assert_eq!(step["recommendation"], "promote to guarded", "{step}");
     assert_text_contains(&step["reason"], "3 changes, 0 rollbacks, 0 failures");
 }
+
+#[test]
+fn a_steps_record_follows_its_definition_not_its_playbooks_other_steps() {
+    // Two steps at `approve`: `block` (egress list) and `watch` (watch list).
+    let pb = |watch_list: &str, block_list: &str| {
+        format!(
+            r#"name: block-ip
+author: carol
+on: {{ event: ids.alert }}
+trust: approve
+steps:
+  - id: block
+    action: blocklist.add
+    with: {{ list: {block_list}, entry: "${{{{ event.observables.ips[0] }}}}" }}
+  - id: watch
+    action: blocklist.add
+    with: {{ list: {watch_list}, entry: "${{{{ event.observables.ips[0] }}}}" }}
+"#
+        )
+    };
+    let dir = setup(&pb("watch", "egress"), "");
+    let d = dir.path();
+    for ip in ["192.0.2.61", "192.0.2.62"] {
+        alert(d, ip, None);
+        for _ in 0..2 {
+            let a = pending(d);
+            ok(&decide(d, "approve", &id_of(&a[0]), "alice"));
+        }
+    }
+    let granted = |d: &Path, step: &str| -> u64 {
+        let report: Value = ok_json(d, &["trust", "report"]);
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == step)
+            .unwrap()["approvals_granted"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(granted(d, "block"), 2);
+    assert_eq!(granted(d, "watch"), 2);
+
+    // Editing `watch` keeps `block`'s record; `watch` starts a new one.
+    std::fs::write(d.join("pb/block.yaml"), pb("watch-2", "egress")).unwrap();
+    assert_eq!(
+        granted(d, "block"),
+        2,
+        "another step's edit kept the record"
+    );
+    assert_eq!(
+        granted(d, "watch"),
+        0,
+        "an edited step earns its record anew"
+    );
+
+    // Editing `block` itself starts its record anew.
+    std::fs::write(d.join("pb/block.yaml"), pb("watch-2", "egress-2")).unwrap();
+    assert_eq!(granted(d, "block"), 0);
+}

@@ -180,6 +180,7 @@ pub async fn report_on(
     let since = now_ms() - t.window.as_millis() as i64;
     let stats = engine.store.trust_stats(since).await?;
     let demotions = engine.store.demotions().await?;
+    let definitions = record_definitions(engine, &stats).await?;
     let days = t.window.as_secs() / 86_400;
     let mut out = Vec::new();
     let mut playbooks: Vec<_> = playbooks.iter().collect();
@@ -218,10 +219,15 @@ pub async fn report_on(
                 recommendation: String::new(),
                 reason: String::new(),
             };
-            for s in stats
-                .iter()
-                .filter(|s| s.playbook == pb.name && s.step == step.id)
+            // A record counts for the step whose definition made it: editing another step
+            // (or renaming this one) keeps it; editing this step starts a new record.
+            let of_this_step = |s: &&belay_store::StatRow| match definitions
+                .get(&(s.playbook_hash.clone(), s.step.clone()))
             {
+                Some(d) => *d == definition,
+                None => s.playbook == pb.name && s.step == step.id,
+            };
+            for s in stats.iter().filter(of_this_step) {
                 match (s.kind, s.status.as_str()) {
                     ("step", status) => {
                         r.runs += s.count;
@@ -266,6 +272,31 @@ pub async fn report_on(
                 });
             (r.recommendation, r.reason) = recommend(&r, t, days, ready_baseline);
             out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The definition hash of the step behind each `(playbook version, step id)` the records name,
+/// for the versions the engine can read (stored, or loaded with the same text). Records of a
+/// version it cannot read are matched by playbook and step name instead.
+async fn record_definitions(
+    engine: &Engine,
+    stats: &[belay_store::StatRow],
+) -> Result<HashMap<(String, String), String>> {
+    let mut versions: BTreeMap<&str, &str> = BTreeMap::new();
+    for s in stats.iter().filter(|s| !s.playbook_hash.is_empty()) {
+        versions.insert(&s.playbook_hash, &s.playbook);
+    }
+    let mut out = HashMap::new();
+    for (hash, name) in versions {
+        if let Ok(v) = engine.playbook_version(name, hash, true).await? {
+            for step in &v.playbook.steps {
+                out.insert(
+                    (hash.to_owned(), step.id.clone()),
+                    step_definition(&v.playbook, step),
+                );
+            }
         }
     }
     Ok(out)

@@ -211,6 +211,8 @@ pub struct ApprovalFilter {
 pub struct StatRow {
     /// Playbook name.
     pub playbook: String,
+    /// The version of the playbook the records were made with (its runs' `playbook_hash`).
+    pub playbook_hash: String,
     /// Step id (without a `for_each` index).
     pub step: String,
     /// `step` (step records), `change` (journaled changes) or `approval`.

@@ -293,17 +293,18 @@ pub(super) async fn trust_stats(s: &PgStore, since: i64) -> Result<Vec<StatRow>>
     let queries: [(&'static str, &str); 3] = [
         (
             "step",
-            "SELECT r.playbook, s.step, s.decision, s.status, s.trust, COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id \
-                  WHERE s.started_at >= $1 AND NOT r.dry_run GROUP BY 1, 2, 3, 4, 5",
+            "SELECT r.playbook, s.step, s.decision, s.status, s.trust, COUNT(*), r.playbook_hash FROM steps s JOIN runs r ON r.id = s.run_id \
+                  WHERE s.started_at >= $1 AND NOT r.dry_run GROUP BY 1, 2, 3, 4, 5, 7",
         ),
         (
             "change",
-            "SELECT r.playbook, split_part(c.step_key, '[', 1), NULL::TEXT, c.status, c.trust, COUNT(*) \
-                    FROM changes c JOIN runs r ON r.id = c.run_id WHERE c.created_at >= $1 AND NOT r.dry_run GROUP BY 1, 2, 3, 4, 5",
+            "SELECT r.playbook, split_part(c.step_key, '[', 1), NULL::TEXT, c.status, c.trust, COUNT(*), r.playbook_hash \
+                    FROM changes c JOIN runs r ON r.id = c.run_id WHERE c.created_at >= $1 AND NOT r.dry_run GROUP BY 1, 2, 3, 4, 5, 7",
         ),
         (
             "approval",
-            "SELECT playbook, step, NULL::TEXT, status, NULL::TEXT, COUNT(*) FROM approvals WHERE created_at >= $1 GROUP BY 1, 2, 3, 4, 5",
+            "SELECT a.playbook, a.step, NULL::TEXT, a.status, NULL::TEXT, COUNT(*), COALESCE(r.playbook_hash, '') FROM approvals a \
+                    LEFT JOIN runs r ON r.id = a.run_id WHERE a.created_at >= $1 GROUP BY 1, 2, 3, 4, 5, 7",
         ),
     ];
     let mut out = Vec::new();
@@ -312,6 +313,7 @@ pub(super) async fn trust_stats(s: &PgStore, since: i64) -> Result<Vec<StatRow>>
             let count: i64 = get(&r, 5, C)?;
             out.push(StatRow {
                 playbook: get(&r, 0, C)?,
+                playbook_hash: get(&r, 6, C)?,
                 step: get(&r, 1, C)?,
                 kind,
                 decision: get(&r, 2, C)?,

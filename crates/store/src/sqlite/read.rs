@@ -370,11 +370,12 @@ pub(super) async fn trust_stats(s: &SqliteStore, since: i64) -> Result<Vec<StatR
     s.read(move |c| {
         let mut out = Vec::new();
         let queries: [(&'static str, &str); 3] = [
-            ("step", "SELECT r.playbook, s.step, s.decision, s.status, s.trust, COUNT(*) FROM steps s JOIN runs r ON r.id = s.run_id \
-                      WHERE s.started_at >= ?1 AND r.dry_run = 0 GROUP BY 1, 2, 3, 4, 5"),
+            ("step", "SELECT r.playbook, s.step, s.decision, s.status, s.trust, COUNT(*), r.playbook_hash FROM steps s JOIN runs r ON r.id = s.run_id \
+                      WHERE s.started_at >= ?1 AND r.dry_run = 0 GROUP BY 1, 2, 3, 4, 5, 7"),
             ("change", "SELECT r.playbook, CASE WHEN instr(c.step_key, '[') > 0 THEN substr(c.step_key, 1, instr(c.step_key, '[') - 1) ELSE c.step_key END, \
-                        NULL, c.status, c.trust, COUNT(*) FROM changes c JOIN runs r ON r.id = c.run_id WHERE c.created_at >= ?1 AND r.dry_run = 0 GROUP BY 1, 2, 3, 4, 5"),
-            ("approval", "SELECT playbook, step, NULL, status, NULL, COUNT(*) FROM approvals WHERE created_at >= ?1 GROUP BY 1, 2, 3, 4, 5"),
+                        NULL, c.status, c.trust, COUNT(*), r.playbook_hash FROM changes c JOIN runs r ON r.id = c.run_id WHERE c.created_at >= ?1 AND r.dry_run = 0 GROUP BY 1, 2, 3, 4, 5, 7"),
+            ("approval", "SELECT a.playbook, a.step, NULL, a.status, NULL, COUNT(*), COALESCE(r.playbook_hash, '') FROM approvals a \
+                          LEFT JOIN runs r ON r.id = a.run_id WHERE a.created_at >= ?1 GROUP BY 1, 2, 3, 4, 5, 7"),
         ];
         for (kind, sql) in queries {
             let mut stmt = c.prepare_cached(sql).map_err(db_err("counting for the trust report"))?;
@@ -382,6 +383,7 @@ pub(super) async fn trust_stats(s: &SqliteStore, since: i64) -> Result<Vec<StatR
                 .query_map([since], |r| {
                     Ok(StatRow {
                         playbook: r.get(0)?,
+                        playbook_hash: r.get(6)?,
                         step: r.get(1)?,
                         kind,
                         decision: r.get(2)?,
