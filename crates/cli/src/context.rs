@@ -245,19 +245,22 @@ impl Ctx {
             Arc::new(playbooks),
             self.catalog.clone(),
             self.connectors(),
-            EngineConfig {
-                guardrails_hash: guardrails_hash(&self.guardrails_path),
-                ..self.engine_config()?
+            {
+                let files = guardrail_files(&self.guardrails_path);
+                EngineConfig {
+                    guardrails_hash: guardrails_hash(&files),
+                    guardrail_files: files,
+                    ..self.engine_config()?
+                }
             },
             Arc::new(guardrails),
         ))
     }
 }
 
-/// SHA-256 over the guardrail files the engine loads from `path` (the same files, in the same
-/// order: `*.yaml`/`*.yml` of a directory by name, or the one file), each as its name and the
-/// SHA-256 of its text; empty when there are none. Stored with every playbook version.
-pub fn guardrails_hash(path: &Path) -> String {
+/// The guardrail files the engine loads from `path` (the same files, in the same order:
+/// `*.yaml`/`*.yml` of a directory by name, or the one file), each as its name and text.
+pub fn guardrail_files(path: &Path) -> Vec<(String, String)> {
     let files = if path.is_dir() {
         let mut f: Vec<PathBuf> = std::fs::read_dir(path)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -268,16 +271,33 @@ pub fn guardrails_hash(path: &Path) -> String {
     } else if path.is_file() {
         vec![path.to_owned()]
     } else {
-        return String::new();
+        return Vec::new();
     };
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, text)
+        })
+        .collect()
+}
+
+/// SHA-256 over guardrail files, each as its name and the SHA-256 of its text; empty when there
+/// are none. Stored with every playbook version, and the key of the stored guardrail set.
+pub fn guardrails_hash(files: &[(String, String)]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
     let mut listing = String::new();
-    for f in files {
-        let text = std::fs::read(&f).unwrap_or_default();
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        listing.push_str(&format!("{name}\0{}\n", belay_model::sha256_hex(&text)));
+    for (name, text) in files {
+        listing.push_str(&format!(
+            "{name}\0{}\n",
+            belay_model::sha256_hex(text.as_bytes())
+        ));
     }
     belay_model::sha256_hex(listing.as_bytes())
 }

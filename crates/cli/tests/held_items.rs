@@ -107,6 +107,13 @@ fn one_protected_address_among_500_holds_that_item_alone_and_its_denial_touches_
     assert_eq!(item["output"]["status"], "denied", "{item}");
     let verify = ok(&belay(d, &["audit", "verify"]));
     assert!(verify.contains("audit chain intact"), "{verify}");
+    // The guardrail set in force is stored with the playbook version.
+    let files = &after["playbook_version"]["guardrail_files"];
+    assert_eq!(files[0][0], "g.yaml", "{files}");
+    assert!(
+        files[0][1].as_str().unwrap().contains("198.51.100.0/24"),
+        "{files}"
+    );
 }
 
 #[test]

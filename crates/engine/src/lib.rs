@@ -42,6 +42,8 @@ pub struct EngineConfig {
     /// SHA-256 over the guardrail files in force (empty when unknown), stored with every
     /// playbook version this engine stores.
     pub guardrails_hash: String,
+    /// The guardrail files behind `guardrails_hash` (name, text), stored once under it.
+    pub guardrail_files: Vec<(String, String)>,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +52,7 @@ impl Default for EngineConfig {
             max_concurrent_runs: 256,
             action_timeout: Duration::from_secs(30),
             guardrails_hash: String::new(),
+            guardrail_files: Vec::new(),
         }
     }
 }

@@ -88,6 +88,17 @@ impl Engine {
         if out.is_empty() {
             return Ok(());
         }
+        let set = &self.config.guardrails_hash;
+        if !set.is_empty() && !kept.contains(set) {
+            self.store
+                .put_guardrail_set(&belay_model::GuardrailSet {
+                    hash: set.clone(),
+                    files: self.config.guardrail_files.clone(),
+                    created_at: now,
+                })
+                .await?;
+            lock(&self.versions.kept).insert(set.clone());
+        }
         self.store.put_playbook_versions(&out).await?;
         lock(&self.versions.kept).extend(out.into_iter().map(|v| v.hash));
         Ok(())

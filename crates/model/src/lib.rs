@@ -76,8 +76,8 @@ pub use case::{CaseEntry, CaseEntryKind, CaseFile, CaseOp, CaseOutcome, CaseReco
 pub use duration::{DurationError, parse_duration};
 pub use event::{Event, EventError, Observables, Severity};
 pub use run::{
-    ChangeRecord, ChangeStatus, Decision, PlaybookVersion, RunRecord, RunStatus, StepRecord,
-    StepStatus, TrustLevel,
+    ChangeRecord, ChangeStatus, Decision, GuardrailSet, PlaybookVersion, RunRecord, RunStatus,
+    StepRecord, StepStatus, TrustLevel,
 };
 pub use time::{ms_to_rfc3339, now_ms};
 

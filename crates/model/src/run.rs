@@ -267,6 +267,18 @@ pub struct PlaybookVersion {
     pub created_at: i64,
 }
 
+/// The guardrail files in force, kept by the store under their hash (the `guardrails_hash` of
+/// the playbook versions stored with them), so what guarded a run can be read back later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardrailSet {
+    /// SHA-256 over the files' names and hashes (see `guardrails_hash` in the CLI): the key.
+    pub hash: String,
+    /// Each file's name and text, in load order.
+    pub files: Vec<(String, String)>,
+    /// When first stored, in Unix milliseconds.
+    pub created_at: i64,
+}
+
 impl PlaybookVersion {
     /// Whether `source` hashes to `hash` (a stored version is used only then).
     pub fn verify(&self) -> bool {

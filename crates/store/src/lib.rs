@@ -296,6 +296,10 @@ pub trait Store: Send + Sync {
 
     /// Every stored playbook version, oldest first (then by hash).
     async fn playbook_versions(&self) -> Result<Vec<PlaybookVersion>>;
+    /// Stores a set of guardrail files under its hash, unless one is stored under it.
+    async fn put_guardrail_set(&self, set: &belay_model::GuardrailSet) -> Result<()>;
+    /// The guardrail set stored under `hash`.
+    async fn guardrail_set(&self, hash: &str) -> Result<Option<belay_model::GuardrailSet>>;
 
     /// Stores a run (leased to this worker) unless one with its id exists; returns the stored
     /// run either way.

@@ -456,6 +456,21 @@ fn version(name: &str, source: &str) -> PlaybookVersion {
 }
 
 async fn playbook_versions_are_kept_by_hash(s: Arc<dyn Store>) {
+    // The guardrail set in force, kept once under its hash.
+    let set = belay_model::GuardrailSet {
+        hash: belay_model::sha256_hex(b"guardrails"),
+        files: vec![("g.yaml".into(), "guardrails: []\n".into())],
+        created_at: now_ms(),
+    };
+    assert_eq!(s.guardrail_set(&set.hash).await.unwrap(), None);
+    s.put_guardrail_set(&set).await.unwrap();
+    let other = belay_model::GuardrailSet {
+        files: Vec::new(),
+        ..set.clone()
+    };
+    s.put_guardrail_set(&other).await.unwrap();
+    assert_eq!(s.guardrail_set(&set.hash).await.unwrap(), Some(set));
+
     let v1 = version("pb", "name: pb\nsteps: []\n");
     let v2 = version("pb", "name: pb\nsteps: [] # edited\n");
     assert_eq!(s.playbook_version(&v1.hash).await.unwrap(), None);

@@ -93,10 +93,19 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
             } else {
                 store.playbook_version(&run.playbook_hash).await?
             };
+            let guardrails = match stored.as_ref().map(|v| &v.guardrails_hash) {
+                Some(h) if !h.is_empty() => store.guardrail_set(h).await?,
+                _ => None,
+            };
+            let files: Vec<&str> = guardrails
+                .iter()
+                .flat_map(|g| g.files.iter().map(|(name, _)| name.as_str()))
+                .collect();
             let version = json!({
                 "hash": run.playbook_hash,
                 "stored": stored.is_some(),
                 "guardrails_hash": stored.as_ref().map(|v| v.guardrails_hash.clone()),
+                "guardrail_files": guardrails.as_ref().map(|g| json!(g.files)),
                 "calls": stored.as_ref().map(|v| json!(v.calls)),
             });
             if format == Format::Json {
@@ -114,6 +123,17 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
                         "not stored: recorded before versions were kept, resumes only where this version is loaded"
                     }
                 );
+                if let Some(g) = &guardrails {
+                    println!(
+                        "  guardrail set {} ({}; stored with the version)",
+                        g.hash,
+                        if files.is_empty() {
+                            "no files".to_owned()
+                        } else {
+                            files.join(", ")
+                        }
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -557,6 +557,32 @@ impl Store for PgStore {
         read::playbook_versions(self).await
     }
 
+    async fn put_guardrail_set(&self, set: &belay_model::GuardrailSet) -> Result<()> {
+        const C: &str = "storing a guardrail set";
+        let client = self.conn().await?;
+        client
+            .execute(
+                "INSERT INTO guardrail_sets (hash, body, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (hash) DO NOTHING",
+                &[&set.hash, &Json(set), &set.created_at],
+            )
+            .await
+            .map_err(db_err(C))?;
+        Ok(())
+    }
+
+    async fn guardrail_set(&self, hash: &str) -> Result<Option<belay_model::GuardrailSet>> {
+        const C: &str = "reading a guardrail set";
+        let row = self
+            .query_opt(
+                "SELECT body FROM guardrail_sets WHERE hash = $1",
+                &[&hash],
+                C,
+            )
+            .await?;
+        row.map(|r| super::row::get_json(&r, 0, C)).transpose()
+    }
+
     async fn trust_stats(&self, since: i64) -> Result<Vec<StatRow>> {
         read::trust_stats(self, since).await
     }

@@ -259,6 +259,15 @@ impl Writer {
                 }
                 Ok(Reply::Unit)
             }
+            Op::PutGuardrailSet(set) => {
+                c.prepare_cached(
+                    "INSERT INTO guardrail_sets (hash, body, created_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(hash) DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![set.hash, to_text(set), set.created_at]))
+                .map_err(db_err("storing a guardrail set"))?;
+                Ok(Reply::Unit)
+            }
             Op::ResetTrust {
                 playbook,
                 step,

@@ -34,7 +34,7 @@ fn all_bodies<T: serde::de::DeserializeOwned>(
 }
 
 /// The JSON document in the `body` column of the row `sql` selects by id, decoded.
-async fn body_by_id<T: serde::de::DeserializeOwned + Send + 'static>(
+pub(super) async fn body_by_id<T: serde::de::DeserializeOwned + Send + 'static>(
     s: &SqliteStore,
     sql: &'static str,
     id: &str,

@@ -319,6 +319,22 @@ impl Store for SqliteStore {
         read::playbook_versions(self).await
     }
 
+    async fn put_guardrail_set(&self, set: &belay_model::GuardrailSet) -> Result<()> {
+        self.submit(Op::PutGuardrailSet(set.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn guardrail_set(&self, hash: &str) -> Result<Option<belay_model::GuardrailSet>> {
+        read::body_by_id(
+            self,
+            "SELECT body FROM guardrail_sets WHERE hash = ?1",
+            hash,
+            "reading a guardrail set",
+        )
+        .await
+    }
+
     async fn trust_stats(&self, since: i64) -> Result<Vec<StatRow>> {
         read::trust_stats(self, since).await
     }

@@ -51,6 +51,7 @@ pub(super) enum Op {
     },
     Demote(Demotion),
     PutVersions(Vec<belay_model::PlaybookVersion>),
+    PutGuardrailSet(belay_model::GuardrailSet),
     ResetTrust {
         playbook: String,
         step: String,

@@ -3,3 +3,11 @@
 -- order of their time.
 ALTER TABLE changes ADD COLUMN expires_at BIGINT;
 CREATE INDEX changes_expiring ON changes (expires_at) WHERE expires_at IS NOT NULL AND status = 'applied';
+
+-- The guardrail files in force, by the hash playbook versions record (`guardrails_hash`):
+-- written insert-if-absent, never updated. `body` is the set as JSON (each file's name and text).
+CREATE TABLE guardrail_sets (
+    hash TEXT COLLATE "C" PRIMARY KEY,
+    body JSON NOT NULL,
+    created_at BIGINT NOT NULL
+);
