@@ -89,6 +89,9 @@ pub struct EngineSection {
     pub max_concurrent_runs: Option<usize>,
     /// Default timeout of one action attempt, e.g. `30s`.
     pub action_timeout: Option<String>,
+    /// How long an event without an `id` is a duplicate of the same content delivered before
+    /// (default `24h`): its id is derived from its source and content.
+    pub dedup_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +115,43 @@ impl Config {
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        config.resolve_paths(&crate::paths::parent_dir(&path));
+        Ok(config)
+    }
+
+    /// Makes every relative path of the file relative to the file's own folder (`base`), not
+    /// to wherever belay was started: `--config ../ws/belay.toml` with `data = "./data"` opens
+    /// `../ws/data`, never a new empty store beside the caller.
+    fn resolve_paths(&mut self, base: &Path) {
+        if base == Path::new(".") {
+            return;
+        }
+        let at = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [
+            &mut self.data,
+            &mut self.playbooks,
+            &mut self.guardrails,
+            &mut self.secrets_file,
+            &mut self.audit.signing_key,
+            &mut self.audit.public_key,
+            &mut self.audit.signed_heads,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            at(p);
+        }
+        self.lists.values_mut().for_each(at);
+        for t in self.notify.values_mut() {
+            if let Some(f) = &mut t.file {
+                at(f);
+            }
+        }
     }
 }

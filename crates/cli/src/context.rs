@@ -171,6 +171,14 @@ impl Ctx {
                 format!("[engine] action_timeout `{t}` is not a duration like 30s or 1h")
             })?;
         }
+        if let Some(t) = &self.config.engine.dedup_window {
+            c.dedup_window = belay_model::parse_duration(t)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| {
+                    format!("[engine] dedup_window `{t}` is not a duration like 24h or 7d")
+                })?;
+        }
         Ok(c)
     }
 

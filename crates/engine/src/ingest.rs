@@ -121,7 +121,7 @@ pub async fn ingest<R: AsyncRead + Unpin>(
                 let refused = if n > MAX_LINE_BYTES {
                     Some(format!("line longer than {MAX_LINE_BYTES} bytes"))
                 } else {
-                    match Event::from_json_str(text) {
+                    match Event::from_json_str_stream(text, engine.config.dedup_window) {
                         Ok(ev) => {
                             batch.push((ev, cursor));
                             None
@@ -148,6 +148,11 @@ pub async fn ingest<R: AsyncRead + Unpin>(
             unsynced = false;
         }
         if !batch.is_empty() {
+            for (event, _) in &mut batch {
+                if let Some(id) = earlier_delivery(engine, &event.id).await? {
+                    event.id = id;
+                }
+            }
             let mut accepted = engine.accept_batch(batch).await?;
             let mut conflicts = Vec::new();
             let mut records = Vec::new();
@@ -261,6 +266,21 @@ async fn sync(f: &std::fs::File) -> Result<()> {
         .await
         .map_err(|e| crate::EngineError::Other(format!("syncing the rejected lines: {e}")))?
         .map_err(|e| crate::EngineError::Other(format!("syncing the rejected lines: {e}")))
+}
+
+/// For an event whose content id names its arrival window, the id the same content was
+/// accepted under in the window before, if that delivery arrived less than a window ago (so a
+/// retry across the boundary is a duplicate too).
+async fn earlier_delivery(engine: &Arc<Engine>, id: &str) -> Result<Option<String>> {
+    let Some(previous) = Event::previous_window_id(id) else {
+        return Ok(None);
+    };
+    let Some(stored) = engine.store.get_event(&previous).await? else {
+        return Ok(None);
+    };
+    let age = chrono::Utc::now() - stored.time;
+    let window = chrono::Duration::from_std(engine.config.dedup_window).unwrap_or_default();
+    Ok((age < window).then_some(previous))
 }
 
 async fn conflict(engine: &Arc<Engine>, event: &Event) -> Result<Option<Event>> {

@@ -44,6 +44,9 @@ pub struct EngineConfig {
     pub guardrails_hash: String,
     /// The guardrail files behind `guardrails_hash` (name, text), stored once under it.
     pub guardrail_files: Vec<(String, String)>,
+    /// How long an event without an `id` (and without its own time) counts as a duplicate of
+    /// the same content delivered earlier (see [`belay_model::Event::content_id`]).
+    pub dedup_window: Duration,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +56,7 @@ impl Default for EngineConfig {
             action_timeout: Duration::from_secs(30),
             guardrails_hash: String::new(),
             guardrail_files: Vec::new(),
+            dedup_window: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -165,10 +165,19 @@ impl ReplayReport {
     }
 }
 
+/// How the ids of replayed events begin: they never enter live de-duplication.
+pub const REPLAY_PREFIX: &str = "replay:";
+
 impl Engine {
     /// Runs `pb` as a dry run on `event` if its trigger matches; the run and the event are
-    /// stored like any `belay run --dry-run`.
-    pub async fn replay(self: &Arc<Self>, pb: &Playbook, event: Event) -> Result<ReplayedEvent> {
+    /// stored like any `belay run --dry-run`, the event under an id of its own
+    /// (`replay:UUID:ID`, see [`REPLAY_PREFIX`]), so that replaying never makes the live event
+    /// a duplicate: ingesting it later still runs it.
+    pub async fn replay(
+        self: &Arc<Self>,
+        pb: &Playbook,
+        mut event: Event,
+    ) -> Result<ReplayedEvent> {
         let (runs, _) = self.plan_runs(&event);
         if !runs.iter().any(|r| r.playbook == pb.name) {
             return Ok(ReplayedEvent {
@@ -177,6 +186,7 @@ impl Engine {
             });
         }
         let event_id = event.id.clone();
+        event.id = format!("{REPLAY_PREFIX}{}:{event_id}", belay_model::new_id());
         let report = self.run_once(pb, event, true).await?;
         let changes = report
             .steps

@@ -178,6 +178,55 @@ impl Event {
         })
     }
 
+    /// Parses an event from a stream (`belay ingest`, a webhook), where a retried delivery must
+    /// not run twice: one without an `id` gets [`Event::content_id`] instead of a fresh one.
+    pub fn from_json_str_stream(
+        text: &str,
+        window: std::time::Duration,
+    ) -> Result<Event, EventError> {
+        unique_keys(text)?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| EventError::Json(e.to_string()))?;
+        let (has_id, has_time) = (value.get("id").is_some(), value.get("time").is_some());
+        let mut event = Event::from_json(value)?;
+        if !has_id {
+            event.id = event.content_id(has_time, window, crate::now_ms());
+        }
+        Ok(event)
+    }
+
+    /// An id derived from what the event says: SHA-256 over its source and canonical body
+    /// (kind, severity, observables, data, and its time when the source gave one), so the same
+    /// alert delivered twice gets the same id. Without a source time the id also names the
+    /// `window` the event arrived in (`c:HASH:N`, N = arrival ms / window ms): the same alert
+    /// in a later window runs again (see [`Event::previous_window_id`] for the boundary).
+    pub fn content_id(&self, with_time: bool, window: std::time::Duration, now_ms: i64) -> String {
+        let mut body = serde_json::json!({
+            "source": self.source, "kind": self.kind, "severity": self.severity,
+            "observables": self.observables, "data": self.data,
+        });
+        if with_time {
+            body["time"] = Value::String(self.time.to_rfc3339());
+        }
+        let hash = crate::sha256_hex(crate::audit::canonical_json(&body).as_bytes());
+        if with_time {
+            format!("c:{}", &hash[..40])
+        } else {
+            let window_ms = (window.as_millis() as i64).max(1);
+            format!("c:{}:{}", &hash[..40], now_ms / window_ms)
+        }
+    }
+
+    /// For a content id with a window number (`c:HASH:N`), the same content's id in the window
+    /// before (`c:HASH:N-1`): a delivery just after a window boundary is still a duplicate of one
+    /// just before it, when that one arrived less than a window ago.
+    pub fn previous_window_id(id: &str) -> Option<String> {
+        let rest = id.strip_prefix("c:")?;
+        let (hash, n) = rest.split_once(':')?;
+        let n: i64 = n.parse().ok()?;
+        Some(format!("c:{hash}:{}", n.checked_sub(1)?))
+    }
+
     /// The event as the JSON object playbook expressions see under `event`.
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)

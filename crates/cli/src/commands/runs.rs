@@ -63,7 +63,9 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
                 );
                 for r in runs {
                     // A dry run applied nothing: its status says what would have happened.
-                    let status = if r.dry_run {
+                    let status = if r.event_id.starts_with(belay_engine::replay::REPLAY_PREFIX) {
+                        format!("{} (replay)", r.status.as_str())
+                    } else if r.dry_run {
                         format!("{} (dry run)", r.status.as_str())
                     } else {
                         r.status.as_str().to_owned()

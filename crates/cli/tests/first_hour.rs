@@ -1,0 +1,147 @@
+//! What a new SOC engineer runs into in the first hour, through the real binary: a config read
+//! from another folder, events without an id delivered twice, and runs left waiting.
+
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+use common::{BIN, json, ok, text};
+
+/// `belay ARGS` in `cwd` with no inherited settings at all (not even a data directory).
+fn bare(cwd: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .current_dir(cwd)
+        .env_remove("BELAY_DATA")
+        .env_remove("BELAY_DATABASE_URL")
+        .env_remove("BELAY_CONFIG")
+        .env_remove("BELAY_GUARDRAILS")
+        .args(args)
+        .output()
+        .expect("belay runs")
+}
+
+const BLOCK: &str = r#"name: block
+on: { event: ids.alert }
+trust: log
+steps:
+  - id: block
+    action: blocklist.add
+    with: { list: egress, entry: "${{ event.observables.ips[0] }}" }
+"#;
+
+#[test]
+fn relative_paths_in_a_config_resolve_against_the_config_files_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(ws.join("pb")).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(
+        ws.join("belay.toml"),
+        "data = \"./belay-data\"\nplaybooks = \"pb\"\n\n[lists]\negress = \"lists/egress.txt\"\n",
+    )
+    .unwrap();
+    std::fs::write(ws.join("pb/block.yaml"), BLOCK).unwrap();
+    std::fs::write(
+        elsewhere.join("events.jsonl"),
+        "{\"id\": \"a1\", \"kind\": \"ids.alert\", \"observables\": {\"ips\": [\"192.0.2.77\"]}}\n",
+    )
+    .unwrap();
+    let config = "../ws/belay.toml";
+    let o = bare(
+        &elsewhere,
+        &["--config", config, "ingest", "events.jsonl", "--quiet"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The store, the list file and the playbooks are the workspace's, not the caller's folder.
+    assert!(ws.join("belay-data").is_dir());
+    assert!(!elsewhere.join("belay-data").exists(), "no stray store");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("lists/egress.txt")).unwrap(),
+        "192.0.2.77\n"
+    );
+    let runs = json(&bare(
+        &elsewhere,
+        &["--config", config, "runs", "list", "--format", "json"],
+    ));
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    // The same store from the workspace itself.
+    let here = json(&bare(&ws, &["runs", "list", "--format", "json"]));
+    assert_eq!(here, runs);
+}
+
+/// A workspace with the `block` playbook, belay.toml (`extra` appended) and `events.jsonl`.
+fn workspace(extra: &str, events: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("pb")).unwrap();
+    std::fs::write(d.join("pb/block.yaml"), BLOCK).unwrap();
+    std::fs::write(
+        d.join("belay.toml"),
+        format!("data = \"data\"\nplaybooks = \"pb\"\n{extra}"),
+    )
+    .unwrap();
+    std::fs::write(d.join("events.jsonl"), events).unwrap();
+    dir
+}
+
+fn runs(d: &Path) -> usize {
+    json(&bare(d, &["runs", "list", "--format", "json"]))
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn an_event_without_an_id_delivered_twice_runs_once_and_again_after_the_window() {
+    let alert =
+        r#"{"kind": "ids.alert", "source": "suricata", "observables": {"ips": ["192.0.2.90"]}}"#;
+    let dir = workspace(
+        "\n[engine]\ndedup_window = \"2s\"\n",
+        &format!("{alert}\n{alert}\n"),
+    );
+    let d = dir.path();
+    let out = ok(&bare(d, &["ingest", "events.jsonl"]));
+    assert!(
+        out.contains("1 duplicate"),
+        "the retried delivery is a duplicate: {out}"
+    );
+    assert_eq!(runs(d), 1);
+    std::fs::write(d.join("again.jsonl"), format!("{alert}\n")).unwrap();
+    ok(&bare(d, &["ingest", "again.jsonl"]));
+    assert_eq!(runs(d), 1, "still within the window");
+    // Another source's identical alert is another event.
+    let other = alert.replace("suricata", "zeek");
+    std::fs::write(d.join("other.jsonl"), format!("{other}\n")).unwrap();
+    ok(&bare(d, &["ingest", "other.jsonl"]));
+    assert_eq!(runs(d), 2);
+    // The same alert once the window has passed runs again.
+    std::thread::sleep(std::time::Duration::from_millis(4100));
+    std::fs::write(d.join("later.jsonl"), format!("{alert}\n")).unwrap();
+    ok(&bare(d, &["ingest", "later.jsonl"]));
+    assert_eq!(runs(d), 3, "the same alert after the window runs again");
+}
+
+#[test]
+fn replaying_events_never_makes_the_live_ones_duplicates() {
+    let alert = r#"{"id": "alert-1", "kind": "ids.alert", "observables": {"ips": ["192.0.2.91"]}}"#;
+    let dir = workspace("", &format!("{alert}\n"));
+    let d = dir.path();
+    let out = ok(&bare(
+        d,
+        &["replay", "pb/block.yaml", "--events", "events.jsonl"],
+    ));
+    assert!(out.contains("1"), "{out}");
+    let listed = ok(&bare(d, &["runs", "list"]));
+    assert!(listed.contains("(replay)"), "replays are marked: {listed}");
+    assert!(
+        !d.join("data/lists/egress.txt").exists(),
+        "a replay applies nothing"
+    );
+    let out = ok(&bare(d, &["ingest", "events.jsonl"]));
+    assert!(out.contains("1 succeeded"), "the live event runs: {out}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("data/lists/egress.txt")).unwrap(),
+        "192.0.2.91\n"
+    );
+}
