@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_drop_events_kind.sql"),
     include_str!("../../migrations/postgres/0006_audit_approvals.sql"),
     include_str!("../../migrations/postgres/0007_playbook_versions.sql"),
+    include_str!("../../migrations/postgres/0009_principals.sql"),
 ];
 
 /// First key of the advisory lock serializing migrations (the second is the schema's hash).
