@@ -25,7 +25,7 @@ pub use routes::{RouteSpec, router};
 pub use serve::serve;
 pub use state::{AppState, ServerConfig};
 
-/// The OpenAPI 3.1 document of the API, as served at `/api/v1/openapi.json`.
+/// The OpenAPI 3.1 document of the API, without the routes' roles.
 pub fn openapi_json() -> serde_json::Value {
     openapi::document()
 }

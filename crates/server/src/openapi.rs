@@ -62,3 +62,21 @@ impl Modify for Bearer {
 pub fn document() -> serde_json::Value {
     serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
 }
+
+/// The document with each operation's required role (`x-required-role`) from the route table.
+pub fn document_with_roles(routes: &[crate::RouteSpec]) -> serde_json::Value {
+    let mut doc = document();
+    for r in routes {
+        let method = r.method.as_str().to_ascii_lowercase();
+        if let Some(op) = doc
+            .get_mut("paths")
+            .and_then(|p| p.get_mut(r.path))
+            .and_then(|p| p.get_mut(&method))
+            .and_then(|o| o.as_object_mut())
+        {
+            let role = r.role.map_or("none", |role| role.as_str());
+            op.insert("x-required-role".into(), role.into());
+        }
+    }
+    doc
+}

@@ -47,6 +47,8 @@ pub struct AppState {
     pub runs: TaskTracker,
     /// Prometheus counters.
     pub metrics: Metrics,
+    /// The OpenAPI document with each route's role, made with the router.
+    pub openapi: std::sync::OnceLock<serde_json::Value>,
 }
 
 /// What an accepted event answers: its id and the runs it started (the first answer again for
@@ -74,6 +76,7 @@ impl AppState {
             config,
             runs: TaskTracker::new(),
             metrics: Metrics::default(),
+            openapi: std::sync::OnceLock::new(),
         })
     }
 

@@ -120,6 +120,9 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     .add(M::GET, "/api/v1/playbooks", v, catalog::playbooks)
     .add(M::GET, "/api/v1/actions", v, catalog::actions)
     .add(M::POST, "/hooks/{source}", None, hooks::post_hook);
+    let _ = state
+        .openapi
+        .set(crate::openapi::document_with_roles(&api.specs));
     let limit = state.config.body_limit;
     let router = api
         .router
