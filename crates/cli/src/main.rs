@@ -15,7 +15,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use commands::{
     actions, approvals, audit, bench, cases, changes, checkpoint, demo, email, guardrails, ingest,
-    intel, lab, lint, logs, reapply, replay, rollback, run, runs, serve, test, tokens, trust, users,
+    intel, lab, lint, logs, reapply, replay, rollback, run, runs, serve, test, tokens, trust,
+    users,
 };
 use context::{Ctx, Global};
 use std::process::ExitCode;

@@ -156,8 +156,12 @@ pub async fn bearer(
     authorization: Option<&str>,
     client: &str,
 ) -> Result<Principal, Problem> {
-    let unauthorized =
-        |why: &str| Problem::new(StatusCode::UNAUTHORIZED, format!("authentication needed: {why}"));
+    let unauthorized = |why: &str| {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            format!("authentication needed: {why}"),
+        )
+    };
     let Some(value) = authorization else {
         return Err(unauthorized("send `Authorization: Bearer TOKEN`"));
     };

@@ -18,7 +18,11 @@ fn is_json(content_type: &str, ndjson: bool) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
-        || (ndjson && matches!(essence.as_str(), "application/x-ndjson" | "application/jsonl"))
+        || (ndjson
+            && matches!(
+                essence.as_str(),
+                "application/x-ndjson" | "application/jsonl"
+            ))
 }
 
 /// The body's bytes, once its content type is JSON (or NDJSON when allowed) and it fits the
@@ -35,12 +39,21 @@ pub async fn json_bytes(req: Request, ndjson: bool) -> Result<(Bytes, bool), Pro
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "the body must be application/json{}; got `{}`",
-                if ndjson { " or application/x-ndjson" } else { "" },
-                if ct.is_empty() { "no content type" } else { &ct }
+                if ndjson {
+                    " or application/x-ndjson"
+                } else {
+                    ""
+                },
+                if ct.is_empty() {
+                    "no content type"
+                } else {
+                    &ct
+                }
             ),
         ));
     }
-    let is_ndjson = ndjson && !ct.contains("json;") && (ct.contains("ndjson") || ct.contains("jsonl"));
+    let is_ndjson =
+        ndjson && !ct.contains("json;") && (ct.contains("ndjson") || ct.contains("jsonl"));
     let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
         let status = e.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {

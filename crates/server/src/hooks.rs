@@ -159,10 +159,34 @@ mod tests {
         assert!(verify(&secrets, &headers(now, &sign(&old, now, body)), body, now).is_ok());
         // Another body, another time, another secret, a stale time: refused.
         assert!(verify(&secrets, &headers(now, &sign(&new, now, body)), b"{}", now).is_err());
-        assert!(verify(&secrets, &headers(now - 1, &sign(&new, now, body)), body, now).is_err());
-        assert!(verify(&secrets, &headers(now, &sign(b"other", now, body)), body, now).is_err());
+        assert!(
+            verify(
+                &secrets,
+                &headers(now - 1, &sign(&new, now, body)),
+                body,
+                now
+            )
+            .is_err()
+        );
+        assert!(
+            verify(
+                &secrets,
+                &headers(now, &sign(b"other", now, body)),
+                body,
+                now
+            )
+            .is_err()
+        );
         let stale = now - REPLAY_WINDOW_SECS - 1;
-        assert!(verify(&secrets, &headers(stale, &sign(&new, stale, body)), body, now).is_err());
+        assert!(
+            verify(
+                &secrets,
+                &headers(stale, &sign(&new, stale, body)),
+                body,
+                now
+            )
+            .is_err()
+        );
         assert!(verify(&secrets, &HeaderMap::new(), body, now).is_err());
     }
 }

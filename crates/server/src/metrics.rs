@@ -59,7 +59,9 @@ impl Metrics {
             );
         }
         let counts = store.counts().await?;
-        out.push_str("# HELP belay_runs Runs stored, and those not finished (pending or running).\n");
+        out.push_str(
+            "# HELP belay_runs Runs stored, and those not finished (pending or running).\n",
+        );
         out.push_str("# TYPE belay_runs gauge\n");
         let _ = writeln!(out, "belay_runs{{state=\"all\"}} {}", counts.runs);
         let _ = writeln!(

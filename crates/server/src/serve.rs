@@ -67,10 +67,6 @@ pub async fn serve(
         state.runs.wait().await;
     })
     .await;
-    let parked = if drained.is_ok() {
-        0
-    } else {
-        state.runs.len()
-    };
+    let parked = if drained.is_ok() { 0 } else { state.runs.len() };
     Ok(parked)
 }

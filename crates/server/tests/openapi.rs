@@ -28,8 +28,14 @@ async fn every_route_is_in_the_openapi_document_with_its_role() {
         let method = r.method.as_str().to_ascii_lowercase();
         let op = &paths
             .get(r.path)
-            .unwrap_or_else(|| panic!("{} {} is not in the OpenAPI document", r.method, r.path))[&method];
-        assert!(op.is_object(), "{} {} has no operation in the document", r.method, r.path);
+            .unwrap_or_else(|| panic!("{} {} is not in the OpenAPI document", r.method, r.path))
+            [&method];
+        assert!(
+            op.is_object(),
+            "{} {} has no operation in the document",
+            r.method,
+            r.path
+        );
         let role = r.role.map_or("none", |role| role.as_str());
         assert_eq!(op["x-required-role"], role, "{} {}", r.method, r.path);
         if r.role.is_some() {
@@ -45,7 +51,14 @@ async fn every_route_is_in_the_openapi_document_with_its_role() {
     // And the document describes nothing the router does not serve.
     let operations: usize = paths
         .values()
-        .map(|p| p.as_object().map_or(0, |o| o.keys().filter(|k| k.as_str() != "parameters").count()))
+        .map(|p| {
+            p.as_object().map_or(0, |o| {
+                o.keys().filter(|k| k.as_str() != "parameters").count()
+            })
+        })
         .sum();
-    assert_eq!(operations, described, "the document describes routes the router lacks");
+    assert_eq!(
+        operations, described,
+        "the document describes routes the router lacks"
+    );
 }

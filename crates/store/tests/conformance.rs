@@ -562,17 +562,35 @@ async fn users_and_tokens_are_kept_audited_and_revocable(s: Arc<dyn Store>) {
     assert_eq!(s.users().await.unwrap().len(), 1);
 
     // Five wrong passwords in a row lock the account; a success in between resets the count.
-    let lockout = Lockout { max_failures: 5, lock_ms: 60_000 };
+    let lockout = Lockout {
+        max_failures: 5,
+        lock_ms: 60_000,
+    };
     for _ in 0..4 {
-        s.record_login("alice", false, lockout, "192.0.2.7").await.unwrap();
+        s.record_login("alice", false, lockout, "192.0.2.7")
+            .await
+            .unwrap();
     }
-    let u = s.record_login("alice", true, lockout, "192.0.2.7").await.unwrap().unwrap();
+    let u = s
+        .record_login("alice", true, lockout, "192.0.2.7")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((u.failed_logins, u.locked_until), (0, None));
     for i in 0..5 {
-        let u = s.record_login("alice", false, lockout, "192.0.2.7").await.unwrap().unwrap();
+        let u = s
+            .record_login("alice", false, lockout, "192.0.2.7")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(u.locked_until.is_some(), i == 4, "attempt {i}: {u:?}");
     }
-    assert!(s.record_login("nobody", false, lockout, "x").await.unwrap().is_none());
+    assert!(
+        s.record_login("nobody", false, lockout, "x")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let token = TokenRecord {
         id: "tok1".into(),
@@ -586,25 +604,41 @@ async fn users_and_tokens_are_kept_audited_and_revocable(s: Arc<dyn Store>) {
         revoked_at: None,
     };
     s.put_token(&token, "admin").await.unwrap();
-    assert!(s.put_token(&token, "admin").await.is_err(), "a token id is stored once");
+    assert!(
+        s.put_token(&token, "admin").await.is_err(),
+        "a token id is stored once"
+    );
     let found = s.token_by_hash(&token.hash).await.unwrap().unwrap();
     assert_eq!(found, token);
     assert!(found.usable(now) && !found.usable(now + 86_400_000));
     s.touch_token("tok1", now + 5).await.unwrap();
     assert_eq!(s.tokens().await.unwrap()[0].last_used_at, Some(now + 5));
     assert!(s.revoke_token("tok1", "admin").await.unwrap());
-    assert!(!s.revoke_token("tok1", "admin").await.unwrap(), "revoked once");
+    assert!(
+        !s.revoke_token("tok1", "admin").await.unwrap(),
+        "revoked once"
+    );
     let revoked = s.token_by_hash(&token.hash).await.unwrap().unwrap();
     assert!(revoked.revoked_at.is_some() && !revoked.usable(now));
 
     // Every change is in the trail, and no secret is.
     let trail = s.audit_entries(0, 1000).await.unwrap();
     let kinds: Vec<&str> = trail.iter().map(|e| e.kind.as_str()).collect();
-    for k in ["user.saved", "user.login_failed", "user.login", "user.locked", "token.created", "token.revoked"] {
+    for k in [
+        "user.saved",
+        "user.login_failed",
+        "user.login",
+        "user.locked",
+        "token.created",
+        "token.revoked",
+    ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
     let text = serde_json::to_string(&trail.iter().map(|e| &e.detail).collect::<Vec<_>>()).unwrap();
-    assert!(!text.contains("argon2id") && !text.contains(&token.hash), "{text}");
+    assert!(
+        !text.contains("argon2id") && !text.contains(&token.hash),
+        "{text}"
+    );
     assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
 }
 

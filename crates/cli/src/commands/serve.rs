@@ -56,7 +56,9 @@ fn hook_sources(ctx: &Ctx) -> Result<Vec<HookSource>> {
                 }
                 let mut keys = Vec::new();
                 for s in &h.secrets {
-                    let v = secrets.resolve(s).with_context(|| format!("{at}: `secrets`"))?;
+                    let v = secrets
+                        .resolve(s)
+                        .with_context(|| format!("{at}: `secrets`"))?;
                     if v.expose().len() < 16 {
                         bail!("{at}: a secret must have at least 16 characters");
                     }

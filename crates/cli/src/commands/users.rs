@@ -69,7 +69,8 @@ fn read_password() -> Result<String> {
 }
 
 fn valid_name(name: &str) -> Result<()> {
-    crate::actor::valid_actor(name).map_err(|_| anyhow!("a user name has 1 to 128 printable characters"))
+    crate::actor::valid_actor(name)
+        .map_err(|_| anyhow!("a user name has 1 to 128 printable characters"))
 }
 
 /// Runs `belay users …`.
@@ -101,15 +102,18 @@ pub async fn run(ctx: &Ctx, command: UsersCommand) -> Result<ExitCode> {
                 created_at: existing.as_ref().map_or(now, |u| u.created_at),
                 updated_at: now,
             };
-            let note = if existing.is_some() { "replaced" } else { "created" };
+            let note = if existing.is_some() {
+                "replaced"
+            } else {
+                "created"
+            };
             store.put_user(&user, &actor, note).await?;
             println!("user {name} {note} with roles {}", user.roles.join(", "));
         }
         UsersCommand::Passwd { name } => {
-            let mut user = store
-                .get_user(&name)
-                .await?
-                .ok_or_else(|| anyhow!("no stored user `{name}` (add one with `belay users add`)"))?;
+            let mut user = store.get_user(&name).await?.ok_or_else(|| {
+                anyhow!("no stored user `{name}` (add one with `belay users add`)")
+            })?;
             user.password_hash =
                 Some(hash_password(&read_password()?).map_err(|e| anyhow!("hashing: {e}"))?);
             (user.failed_logins, user.locked_until) = (0, None);
@@ -136,7 +140,10 @@ pub async fn run(ctx: &Ctx, command: UsersCommand) -> Result<ExitCode> {
                 })
                 .collect();
             for u in &ctx.config.users {
-                if !stored.iter().any(|s| belay_engine::approvals::same_user(&s.name, &u.name)) {
+                if !stored
+                    .iter()
+                    .any(|s| belay_engine::approvals::same_user(&s.name, &u.name))
+                {
                     all.push(serde_json::json!({ "name": u.name, "roles": u.roles,
                         "disabled": false, "password": false, "from": "config" }));
                 }
@@ -156,7 +163,11 @@ pub async fn run(ctx: &Ctx, command: UsersCommand) -> Result<ExitCode> {
                         u["name"].as_str().unwrap_or_default(),
                         roles.join(","),
                         u["from"].as_str().unwrap_or_default(),
-                        if u["disabled"] == true { " (disabled)" } else { "" }
+                        if u["disabled"] == true {
+                            " (disabled)"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }

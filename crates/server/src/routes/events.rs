@@ -64,9 +64,15 @@ pub async fn post_events(
     };
     let mut answers = state.accept(events, &p.name, "api").await?;
     Ok(if ndjson {
-        (StatusCode::ACCEPTED, Json(EventsAccepted { events: answers })).into_response()
+        (
+            StatusCode::ACCEPTED,
+            Json(EventsAccepted { events: answers }),
+        )
+            .into_response()
     } else {
-        let one = answers.pop().ok_or_else(|| Problem::internal("no answer"))?;
+        let one = answers
+            .pop()
+            .ok_or_else(|| Problem::internal("no answer"))?;
         (StatusCode::ACCEPTED, Json(one)).into_response()
     })
 }

@@ -35,7 +35,13 @@ pub async fn post_hook(
     Path(source): Path<String>,
     req: Request,
 ) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
-    let Some(hook) = state.config.hooks.iter().find(|h| h.name == source).cloned() else {
+    let Some(hook) = state
+        .config
+        .hooks
+        .iter()
+        .find(|h| h.name == source)
+        .cloned()
+    else {
         return Err(Problem::not_found(format!("no webhook source `{source}`")));
     };
     let client = client_of(&req);
@@ -48,8 +54,8 @@ pub async fn post_hook(
     let sender = authenticate(&hook, &*state.engine.store, &headers, &bytes, &client)
         .await
         .map_err(refused)?;
-    let event = parse_one(&bytes, &sender.name, idempotency_key(&headers).as_deref())
-        .map_err(refused)?;
+    let event =
+        parse_one(&bytes, &sender.name, idempotency_key(&headers).as_deref()).map_err(refused)?;
     let mut answers = state.accept(vec![event], &sender.name, &hook.name).await?;
     let one = answers
         .pop()

@@ -48,10 +48,7 @@ impl Api {
         let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
         let mut route = on(filter, h);
         if let Some(role) = role {
-            route = route.route_layer(from_fn_with_state(
-                (self.state.clone(), role),
-                authorize,
-            ));
+            route = route.route_layer(from_fn_with_state((self.state.clone(), role), authorize));
         }
         self.router = self.router.route(path, route);
         self.specs.push(RouteSpec { method, path, role });
@@ -112,7 +109,12 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     .add(M::GET, "/api/v1/changes", v, reads::list_changes)
     .add(M::GET, "/api/v1/approvals", v, approvals::list)
     .add(M::GET, "/api/v1/approvals/{id}", v, approvals::show)
-    .add(M::POST, "/api/v1/approvals/{id}/approve", r, approvals::approve)
+    .add(
+        M::POST,
+        "/api/v1/approvals/{id}/approve",
+        r,
+        approvals::approve,
+    )
     .add(M::POST, "/api/v1/approvals/{id}/deny", r, approvals::deny)
     .add(M::POST, "/api/v1/rollback", r, rollback::rollback)
     .add(M::GET, "/api/v1/trust", v, reads::trust_report)

@@ -46,7 +46,8 @@ fn encode_cursor(at: i64, id: &str) -> String {
 }
 
 fn decode_cursor(c: &str) -> Result<(i64, String), Problem> {
-    let bad = || Problem::bad_request("`cursor` is not a cursor this server gave").at_field("cursor");
+    let bad =
+        || Problem::bad_request("`cursor` is not a cursor this server gave").at_field("cursor");
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .ok()
@@ -117,7 +118,9 @@ pub async fn get_run(
         .ok_or_else(|| Problem::not_found(format!("no run `{id}`")))?;
     let steps = store.steps(&id).await?;
     let report = RunReport::from_records(&run, &steps);
-    Ok(Json(json!({ "run": run, "steps": steps, "report": report })))
+    Ok(Json(
+        json!({ "run": run, "steps": steps, "report": report }),
+    ))
 }
 
 /// Which changes to list.
@@ -169,7 +172,9 @@ pub async fn audit_verify(State(state): State<Arc<AppState>>) -> ApiResult<Json<
     Ok(Json(
         match belay_store::verify_audit(&*state.engine.store).await? {
             Ok(n) => json!({ "intact": true, "entries": n }),
-            Err(problem) => json!({ "intact": false, "seq": problem.seq(), "problem": problem.to_string() }),
+            Err(problem) => {
+                json!({ "intact": false, "seq": problem.seq(), "problem": problem.to_string() })
+            }
         },
     ))
 }

@@ -84,7 +84,9 @@ pub async fn rollback(
             Ok(r) => format!("{} item(s)", r.items.len()),
             Err(e) => format!("refused: {e}"),
         };
-        state.audit_request(&p, "rollback", &subject, &outcome).await;
+        state
+            .audit_request(&p, "rollback", &subject, &outcome)
+            .await;
     }
     Ok(Json(json!(result?)))
 }
