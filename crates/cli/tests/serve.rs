@@ -415,3 +415,61 @@ fn approvals_are_decided_by_the_authenticated_principal_under_separation() {
     );
     assert!(export.contains("approval.granted"));
 }
+
+#[test]
+fn users_are_stored_hashed_and_a_disabled_user_s_tokens_stop_working() {
+    let dir = setup(LOG_PLAYBOOK);
+    let d = dir.path();
+    let mut add = command(d)
+        .args([
+            "users",
+            "add",
+            "dana",
+            "--roles",
+            "responder,author",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    ok(&add.wait_with_output().unwrap());
+    let list = common::belay(d, &["users", "list", "--format", "json"]);
+    let users: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(users[0]["name"], "dana");
+    assert_eq!(users[0]["roles"], json!(["responder", "author"]));
+    assert_eq!(users[0]["password"], true);
+    // The password is kept only as its argon2id hash.
+    let mut db = Vec::new();
+    for f in ["data/belay.db", "data/belay.db-wal"] {
+        db.extend(std::fs::read(d.join(f)).unwrap_or_default());
+    }
+    let db = String::from_utf8_lossy(&db);
+    assert!(!db.contains("correct horse battery"));
+    assert!(db.contains("$argon2id$"), "no argon2id hash in the store");
+    // A too-short password is refused.
+    let mut short = command(d)
+        .args(["users", "passwd", "dana"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    short.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    assert!(!short.wait_with_output().unwrap().status.success());
+
+    let dana = token(d, "dana", "responder");
+    let server = Server::start(d);
+    assert_eq!(server.get("/api/v1/whoami", &dana).0, 200);
+    ok(&common::belay(d, &["users", "disable", "dana"]));
+    assert_eq!(server.get("/api/v1/whoami", &dana).0, 401);
+    let export = ok(&common::belay(d, &["audit", "export"]));
+    assert!(export.contains("user.saved") && export.contains("token.created"));
+    assert!(!export.contains("argon2id"), "a hash in the audit trail");
+}

@@ -147,6 +147,23 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     })
 }
 
+/// The directory of people who may decide: `configured` (`[[users]]` of belay.toml), then
+/// the users stored with `belay users add`, a stored user replacing a configured one of the
+/// same name; disabled users are left out.
+pub async fn directory(
+    store: &dyn Store,
+    configured: impl IntoIterator<Item = (String, Vec<String>)>,
+) -> Result<belay_engine::approvals::Directory, belay_store::StoreError> {
+    let mut users: Vec<(String, Vec<String>)> = configured.into_iter().collect();
+    for u in store.users().await? {
+        users.retain(|(n, _)| !belay_engine::approvals::same_user(n, &u.name));
+        if !u.disabled {
+            users.push((u.name, u.roles));
+        }
+    }
+    Ok(belay_engine::approvals::Directory::new(users))
+}
+
 /// How often a token's last use is written back (at most).
 const TOUCH_EVERY_MS: i64 = 60_000;
 
@@ -179,6 +196,13 @@ pub async fn bearer(
     let now = belay_model::now_ms();
     if !token.usable(now) {
         return Err(unauthorized("the token is revoked or expired"));
+    }
+    if store
+        .get_user(&token.principal)
+        .await?
+        .is_some_and(|u| u.disabled)
+    {
+        return Err(unauthorized("the token's user is disabled"));
     }
     if token.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS)
         && let Err(e) = store.touch_token(&token.id, now).await

@@ -171,17 +171,4 @@ impl AppState {
             tracing::error!("recording an API request in the audit trail: {e}");
         }
     }
-
-    /// The directory of people: `[[users]]` of the configuration, then the stored users
-    /// (enabled ones), a stored user replacing a configured one of the same name.
-    pub async fn directory_users(&self) -> Result<Vec<(String, Vec<String>)>, Problem> {
-        let mut out = self.config.config_users.clone();
-        for u in self.engine.store.users().await? {
-            out.retain(|(n, _)| !belay_engine::approvals::same_user(n, &u.name));
-            if !u.disabled {
-                out.push((u.name, u.roles));
-            }
-        }
-        Ok(out)
-    }
 }
