@@ -14,7 +14,7 @@ pub struct Problem {
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// The status's reason phrase.
-    pub title: String,
+    pub title: &'static str,
     /// The HTTP status.
     pub status: u16,
     /// What is wrong, for a person.
@@ -24,10 +24,10 @@ pub struct Problem {
     pub field: Option<String>,
     /// For malformed JSON: the line of the error (1-based).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
+    pub line: Option<u32>,
     /// For malformed JSON: the column of the error (1-based).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<usize>,
+    pub column: Option<u32>,
     /// For 429 and 503: seconds to wait before trying again.
     #[serde(skip)]
     pub retry_after: Option<u64>,
@@ -38,7 +38,7 @@ impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
         Problem {
             kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
@@ -79,8 +79,8 @@ impl Problem {
     /// 400 for a JSON syntax error, with its line and column.
     pub fn json_syntax(e: &serde_json::Error) -> Problem {
         let mut p = Problem::bad_request(format!("the body is not valid JSON: {e}"));
-        p.line = Some(e.line());
-        p.column = Some(e.column());
+        p.line = u32::try_from(e.line()).ok();
+        p.column = u32::try_from(e.column()).ok();
         p
     }
 

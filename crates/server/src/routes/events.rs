@@ -124,7 +124,7 @@ fn parse_lines(bytes: &[u8], sender: &str, key: Option<&str>) -> Result<Vec<Even
         let e = parse_one(line, sender, key.as_deref()).map_err(|mut p| {
             p.detail = format!("line {}: {}", i + 1, p.detail);
             if p.line.is_some() {
-                p.line = Some(i + 1);
+                p.line = u32::try_from(i + 1).ok();
             }
             p
         })?;

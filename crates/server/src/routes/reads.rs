@@ -154,7 +154,7 @@ pub async fn list_changes(
         (status = 403, description = "role too low", body = Problem)))]
 pub async fn trust_report(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     let engine = &state.engine;
-    let playbooks: Vec<_> = if engine.playbooks.len() > 0 {
+    let playbooks: Vec<_> = if !engine.playbooks.is_empty() {
         engine.playbooks.iter().cloned().collect()
     } else {
         engine.stored_playbooks().await?
