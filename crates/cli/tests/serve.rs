@@ -265,6 +265,28 @@ fn webhooks_are_acknowledged_after_commit_and_refused_with_the_reason() {
     );
     assert_eq!(run["run"]["event_id"], "h1");
 
+    // A batch through the API: one answer per event; a bad line refuses the batch, naming it.
+    let alice = token(d, "alice", "responder");
+    let auth = format!("Bearer {alice}");
+    let ndjson = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/x-ndjson"),
+    ];
+    let batch =
+        b"{\"id\":\"b1\",\"kind\":\"ids.alert\"}\n\n{\"id\":\"b2\",\"kind\":\"ids.alert\"}\n";
+    let (status, acc) = server.call("POST", "/api/v1/events", &ndjson, batch);
+    assert_eq!(status, 202, "{acc}");
+    assert_eq!(acc["events"][1]["event_id"], "b2");
+    assert_eq!(acc["events"][1]["run_ids"].as_array().unwrap().len(), 1);
+    let bad = b"{\"id\":\"b3\",\"kind\":\"ids.alert\"}\n{\"id\":\"b4\",\"kind\":\"no spaces\"}\n";
+    let (status, p) = server.call("POST", "/api/v1/events", &ndjson, bad);
+    assert_eq!((status, p["field"].as_str()), (400, Some("kind")), "{p}");
+    assert!(p["detail"].as_str().unwrap().starts_with("line 2:"), "{p}");
+    assert!(
+        runs_of(&server, &viewer, "b3").is_empty(),
+        "a refused batch stores nothing"
+    );
+
     // SIGTERM: the server stops accepting and ends.
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
