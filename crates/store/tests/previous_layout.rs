@@ -380,9 +380,12 @@ async fn postgres_schema_already_migrated_opens_with_the_same_version_rows() {
         .expect("accepting");
     first.close();
     let before = versions().await;
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .expect("the migration files")
+        .count();
     assert_eq!(
         before.iter().map(|v| v.0).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6, 7],
+        (1..=files as i32).collect::<Vec<_>>(),
         "one row per migration file"
     );
     let again = PgStore::connect(&url, opts).await.expect("second open");
