@@ -72,3 +72,11 @@ pub async fn whoami(Extension(p): Extension<Principal>) -> Json<Value> {
 pub async fn not_found(req: Request) -> Problem {
     Problem::not_found(format!("no route {} {}", req.method(), req.uri().path()))
 }
+
+/// A known path with another method.
+pub async fn method_not_allowed(req: Request) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}

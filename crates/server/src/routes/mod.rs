@@ -129,6 +129,7 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     let router = api
         .router
         .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state);
     (router, api.specs)
