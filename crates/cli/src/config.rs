@@ -43,6 +43,38 @@ pub struct Config {
     pub trust: TrustSection,
     #[serde(default)]
     pub audit: AuditSection,
+    /// `belay serve` settings (`[serve]`).
+    #[serde(default)]
+    pub serve: ServeSection,
+    /// Webhook sources of `belay serve` (`[[hooks]]`), each at `POST /hooks/NAME`.
+    #[serde(default)]
+    pub hooks: Vec<HookSection>,
+}
+
+/// `belay serve` (`[serve]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// Largest request body in bytes (default 1 MiB).
+    pub body_limit: Option<usize>,
+}
+
+/// One webhook source (`[[hooks]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSection {
+    /// Its name: the path segment of `/hooks/NAME`.
+    pub name: String,
+    /// `hmac` (signed with a shared secret, the default) or `bearer` (an API token).
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// For `hmac`: one or two secrets (two while rotating), each `${{ secrets.NAME }}`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// For `hmac`: who the events are from, the trigger of their runs (default `hook:NAME`).
+    pub principal: Option<String>,
 }
 
 /// Signed checkpoints of the audit head (`[audit]`).

@@ -15,7 +15,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use commands::{
     actions, approvals, audit, bench, cases, changes, checkpoint, demo, email, guardrails, ingest,
-    intel, lab, lint, logs, reapply, replay, rollback, run, runs, test, trust,
+    intel, lab, lint, logs, reapply, replay, rollback, run, runs, serve, test, tokens, trust,
+    users,
 };
 use context::{Ctx, Global};
 use std::process::ExitCode;
@@ -98,6 +99,14 @@ enum Command {
     Logs(logs::LogsCommand),
     /// Measure durable runs per second on the store.
     Bench(bench::Args),
+    /// The engine as a service: HTTP API, signed webhooks, resumption, until SIGTERM.
+    Serve(serve::Args),
+    /// People in the directory of principals (argon2id passwords, roles).
+    #[command(subcommand)]
+    Users(users::UsersCommand),
+    /// API tokens for `belay serve` (shown once, stored hashed).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 fn main() -> ExitCode {
@@ -181,5 +190,8 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Intel(command) => intel::run(ctx, command).await,
         Command::Logs(command) => logs::run(ctx, command).await,
         Command::Bench(args) => bench::run(ctx, args).await,
+        Command::Serve(args) => serve::run(ctx, args).await,
+        Command::Users(command) => users::run(ctx, command).await,
+        Command::Tokens(command) => tokens::run(ctx, command).await,
     }
 }

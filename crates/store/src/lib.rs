@@ -14,6 +14,7 @@ mod audit;
 mod cases;
 mod codec;
 mod postgres;
+mod principals;
 mod rows;
 mod sqlite;
 
@@ -21,6 +22,7 @@ pub use audit::authority::{MissingAuthority, approval_allows};
 pub use audit::signing::{self as head_signing, HeadKey, PublicKey, SignedHead};
 pub use audit::verify::{AuditProblem, verify_audit, verify_audit_against};
 pub use postgres::{PgOptions, PgStore};
+pub use principals::{Lockout, Principals, TokenRecord, UserRecord};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD};
 
 use async_trait::async_trait;
@@ -195,6 +197,8 @@ pub struct RunFilter {
     pub event_id: Option<String>,
     /// At most this many (the newest); all when none.
     pub limit: Option<usize>,
+    /// Only runs listed after this one (its `created_at` and id): the next page.
+    pub before: Option<(i64, String)>,
 }
 
 /// Which approvals to list.
@@ -254,9 +258,10 @@ pub struct Counts {
     pub changes_applied: u64,
 }
 
-/// The storage interface the engine, the CLI and the server use.
+/// The storage interface the engine, the CLI and the server use (with the directory of
+/// [`Principals`] the server authenticates).
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: Principals + Send + Sync {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 

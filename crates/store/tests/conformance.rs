@@ -9,8 +9,8 @@ use belay_model::{
     StepStatus, TrustLevel, Vote, now_ms,
 };
 use belay_store::{
-    Accepted, ApprovalFilter, Cursor, FinishedChange, RunFilter, SqliteOptions, SqliteStore, Store,
-    Write, Written,
+    Accepted, ApprovalFilter, Cursor, FinishedChange, Lockout, RunFilter, SqliteOptions,
+    SqliteStore, Store, TokenRecord, UserRecord, Write, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -139,6 +139,17 @@ async fn runs_are_listed_filtered_and_finished(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(limited.len(), 1);
+    // The next page starts after the last run listed.
+    let next = s
+        .list_runs(&RunFilter {
+            limit: Some(1),
+            before: Some((limited[0].created_at, limited[0].id.clone())),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0].id, limited[0].id, "a page repeats no run");
     assert_eq!(s.counts().await.unwrap().runs_unfinished, 1);
 }
 
@@ -546,6 +557,108 @@ async fn history_counts_autonomous_changes_per_run(s: Arc<dyn Store>) {
     assert_eq!(changes, 5, "{stats:?}");
 }
 
+async fn users_and_tokens_are_kept_audited_and_revocable(s: Arc<dyn Store>) {
+    let now = now_ms();
+    let mut alice = UserRecord {
+        name: "alice".into(),
+        roles: vec!["responder".into()],
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        disabled: false,
+        failed_logins: 0,
+        locked_until: None,
+        created_at: now,
+        updated_at: now,
+    };
+    s.put_user(&alice, "admin", "created").await.unwrap();
+    alice.roles.push("author".into());
+    s.put_user(&alice, "admin", "roles").await.unwrap();
+    let stored = s.get_user("alice").await.unwrap().unwrap();
+    assert_eq!(stored.roles, ["responder", "author"]);
+    assert_eq!(stored.password_hash, alice.password_hash);
+    assert!(s.get_user("bob").await.unwrap().is_none());
+    assert_eq!(s.users().await.unwrap().len(), 1);
+
+    // Five wrong passwords in a row lock the account; a success in between resets the count.
+    let lockout = Lockout {
+        max_failures: 5,
+        lock_ms: 60_000,
+    };
+    for _ in 0..4 {
+        s.record_login("alice", false, lockout, "192.0.2.7")
+            .await
+            .unwrap();
+    }
+    let u = s
+        .record_login("alice", true, lockout, "192.0.2.7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((u.failed_logins, u.locked_until), (0, None));
+    for i in 0..5 {
+        let u = s
+            .record_login("alice", false, lockout, "192.0.2.7")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.locked_until.is_some(), i == 4, "attempt {i}: {u:?}");
+    }
+    assert!(
+        s.record_login("nobody", false, lockout, "x")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let token = TokenRecord {
+        id: "tok1".into(),
+        principal: "ci-bot".into(),
+        roles: vec!["viewer".into()],
+        hash: "ab".repeat(32),
+        created_at: now,
+        created_by: "admin".into(),
+        expires_at: Some(now + 86_400_000),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    s.put_token(&token, "admin").await.unwrap();
+    assert!(
+        s.put_token(&token, "admin").await.is_err(),
+        "a token id is stored once"
+    );
+    let found = s.token_by_hash(&token.hash).await.unwrap().unwrap();
+    assert_eq!(found, token);
+    assert!(found.usable(now) && !found.usable(now + 86_400_000));
+    s.touch_token("tok1", now + 5).await.unwrap();
+    assert_eq!(s.tokens().await.unwrap()[0].last_used_at, Some(now + 5));
+    assert!(s.revoke_token("tok1", "admin").await.unwrap());
+    assert!(
+        !s.revoke_token("tok1", "admin").await.unwrap(),
+        "revoked once"
+    );
+    let revoked = s.token_by_hash(&token.hash).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some() && !revoked.usable(now));
+
+    // Every change is in the trail, and no secret is.
+    let trail = s.audit_entries(0, 1000).await.unwrap();
+    let kinds: Vec<&str> = trail.iter().map(|e| e.kind.as_str()).collect();
+    for k in [
+        "user.saved",
+        "user.login_failed",
+        "user.login",
+        "user.locked",
+        "token.created",
+        "token.revoked",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    let text = serde_json::to_string(&trail.iter().map(|e| &e.detail).collect::<Vec<_>>()).unwrap();
+    assert!(
+        !text.contains("argon2id") && !text.contains(&token.hash),
+        "{text}"
+    );
+    assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -713,6 +826,7 @@ conformance!(
     playbook_versions_are_kept_by_hash,
     history_counts_autonomous_changes_per_run,
     case_files_are_idempotent_and_append_only,
+    users_and_tokens_are_kept_audited_and_revocable,
 );
 
 #[tokio::test]

@@ -52,13 +52,14 @@ pub struct DecideArgs {
     playbooks: Option<PathBuf>,
 }
 
-fn directory(ctx: &Ctx) -> Directory {
-    Directory::new(
-        ctx.config
-            .users
-            .iter()
-            .map(|u| (u.name.clone(), u.roles.clone())),
-    )
+/// `[[users]]` of belay.toml and the users stored with `belay users add`: one directory.
+async fn directory(ctx: &Ctx, store: &dyn Store) -> Result<Directory> {
+    let configured = ctx
+        .config
+        .users
+        .iter()
+        .map(|u| (u.name.clone(), u.roles.clone()));
+    Ok(belay_server::auth::directory(store, configured).await?)
 }
 
 /// The approval as `approvals list --format json` shows it.
@@ -270,10 +271,11 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
 
 async fn decide(ctx: &Ctx, store: &dyn Store, args: DecideArgs, approve: bool) -> Result<ExitCode> {
     valid_actor(&args.user)?;
-    let dir = directory(ctx);
+    let dir = directory(ctx, store).await?;
     if dir.is_empty() {
         bail!(
-            "no users are configured: add [[users]] tables with `name` and `roles` to belay.toml"
+            "no users are configured: add [[users]] tables with `name` and `roles` to belay.toml, \
+             or users with `belay users add`"
         );
     }
     let decided = if args.without.is_empty() {

@@ -24,5 +24,8 @@ pub mod replay;
 pub mod rollback;
 pub mod run;
 pub mod runs;
+pub mod serve;
 pub mod test;
+pub mod tokens;
 pub mod trust;
+pub mod users;

@@ -52,6 +52,7 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
                     playbook,
                     event_id: None,
                     limit: Some(limit),
+                    before: None,
                 })
                 .await?;
             if format == Format::Json {

@@ -142,6 +142,15 @@ pub(super) async fn list_runs(s: &PgStore, filter: &RunFilter) -> Result<Vec<Run
         params.push(e);
         conds.push(format!("event_id = ${}", params.len()));
     }
+    if let Some((at, id)) = &filter.before {
+        params.push(at);
+        params.push(id);
+        conds.push(format!(
+            "(created_at, id) < (${}, ${})",
+            params.len() - 1,
+            params.len()
+        ));
+    }
     params.push(&limit);
     let filter_sql = if conds.is_empty() {
         String::new()

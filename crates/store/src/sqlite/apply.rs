@@ -153,6 +153,7 @@ impl Writer {
                     "claiming runs",
                 )
             }
+            Op::Principal(p) => super::principals::apply(c, p, now, entries),
             Op::Audit(drafts) => {
                 entries.extend(drafts.iter().map(Cow::Borrowed));
                 Ok(Reply::Unit)

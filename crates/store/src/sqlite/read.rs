@@ -114,9 +114,18 @@ pub(super) async fn list_runs(s: &SqliteStore, filter: &RunFilter) -> Result<Vec
             c,
             &format!(
                 "SELECT {RUN_COLS} FROM runs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR playbook = ?2) \
-                 AND (?3 IS NULL OR event_id = ?3) ORDER BY created_at DESC, id DESC LIMIT ?4"
+                 AND (?3 IS NULL OR event_id = ?3) \
+                 AND (?5 IS NULL OR created_at < ?5 OR (created_at = ?5 AND id < ?6)) \
+                 ORDER BY created_at DESC, id DESC LIMIT ?4"
             ),
-            params![f.status.map(|s| s.as_str()), f.playbook, f.event_id, limit],
+            params![
+                f.status.map(|s| s.as_str()),
+                f.playbook,
+                f.event_id,
+                limit,
+                f.before.as_ref().map(|b| b.0),
+                f.before.as_ref().map(|b| b.1.as_str())
+            ],
             run_from_row,
             "listing runs",
         )

@@ -58,6 +58,8 @@ pub(super) enum Op {
         actor: String,
     },
     Case(CaseOp),
+    /// A write to the users and tokens (`principals.rs`).
+    Principal(super::principals::PrincipalOp),
 }
 
 #[allow(clippy::large_enum_variant)]

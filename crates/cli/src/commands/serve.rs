@@ -1,0 +1,158 @@
+//! `belay serve`: the engine as a service. Loads the playbooks and guardrails, opens the
+//! store, resumes unfinished runs, serves the HTTP API and the webhooks until SIGTERM or
+//! Ctrl-C, then drains within 10 seconds.
+//!
+//! Glue only: the router, authentication and the handlers are `belay_server`'s.
+
+use crate::context::Ctx;
+use crate::paths::playbook_dir;
+use anyhow::{Context, Result, anyhow, bail};
+use belay_connectors::SecretSource;
+use belay_server::hooks::{HookAuth, HookSource};
+use belay_server::{AppState, ServerConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long in-flight requests and runs get after SIGTERM.
+const GRACE: Duration = Duration::from_secs(8);
+
+/// `belay serve [--listen ADDR] [--playbooks DIR]`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on (default: `[serve] listen` in belay.toml, else 127.0.0.1:8080;
+    /// port 0 picks a free port, printed on standard error).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Playbook directory (default: `playbooks` in belay.toml).
+    #[arg(long)]
+    playbooks: Option<PathBuf>,
+}
+
+/// The webhook sources of `[[hooks]]`, their secrets resolved; a bad entry names itself.
+fn hook_sources(ctx: &Ctx) -> Result<Vec<HookSource>> {
+    let secrets = match &ctx.config.secrets_file {
+        Some(p) => SecretSource::with_file(p)?,
+        None => SecretSource::env(),
+    };
+    let mut out: Vec<HookSource> = Vec::new();
+    for (i, h) in ctx.config.hooks.iter().enumerate() {
+        let at = format!("[[hooks]] #{} (`{}`)", i + 1, h.name);
+        if h.name.is_empty()
+            || !h
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bail!("{at}: `name` must be letters, digits, `-`, `_` or `.`");
+        }
+        if out.iter().any(|o| o.name == h.name) {
+            bail!("{at}: a second source with this name");
+        }
+        let auth = match h.auth.as_deref().unwrap_or("hmac") {
+            "hmac" => {
+                if h.secrets.is_empty() || h.secrets.len() > 2 {
+                    bail!("{at}: `secrets` needs one secret, or two while rotating");
+                }
+                let mut keys = Vec::new();
+                for s in &h.secrets {
+                    let v = secrets
+                        .resolve(s)
+                        .with_context(|| format!("{at}: `secrets`"))?;
+                    if v.expose().len() < 16 {
+                        bail!("{at}: a secret must have at least 16 characters");
+                    }
+                    keys.push(v.expose().as_bytes().to_vec());
+                }
+                HookAuth::Hmac(keys)
+            }
+            "bearer" => {
+                if !h.secrets.is_empty() {
+                    bail!("{at}: a `bearer` source takes API tokens, not `secrets`");
+                }
+                HookAuth::Bearer
+            }
+            other => bail!("{at}: `auth` must be `hmac` or `bearer`, not `{other}`"),
+        };
+        out.push(HookSource {
+            name: h.name.clone(),
+            principal: h
+                .principal
+                .clone()
+                .unwrap_or_else(|| format!("hook:{}", h.name)),
+            auth,
+        });
+    }
+    Ok(out)
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, serve until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Runs `belay serve`.
+pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
+    let listen = args
+        .listen
+        .or_else(|| ctx.config.serve.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let hooks = hook_sources(ctx)?;
+    let set = match playbook_dir(ctx, args.playbooks) {
+        Some(dir) => ctx.load_playbooks(&[dir])?,
+        None => belay_playbook::PlaybookSet::default(),
+    };
+    let engine = ctx.engine(set).await?;
+    let mut trust = belay_engine::trust::Thresholds::default();
+    if let Some(w) = &ctx.config.trust.window {
+        trust.window =
+            belay_model::parse_duration(w).with_context(|| format!("[trust] window `{w}`"))?;
+    }
+    if let Some(n) = ctx.config.trust.promote_to_log_after {
+        trust.promote_to_log = n;
+    }
+    if let Some(n) = ctx.config.trust.promote_to_guarded_after {
+        trust.promote_to_guarded = n;
+    }
+    let config = ServerConfig {
+        body_limit: ctx.config.serve.body_limit.unwrap_or(1 << 20),
+        config_users: ctx
+            .config
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.roles.clone()))
+            .collect(),
+        hooks,
+        trust,
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| anyhow!("the listener has no address: {e}"))?;
+    let playbooks = engine.playbooks.len();
+    let state = AppState::new(engine, ctx.catalog.clone(), config);
+    eprintln!(
+        "belay serve: listening on http://{addr} ({playbooks} playbook(s), {} webhook source(s))",
+        state.config.hooks.len()
+    );
+    let parked = belay_server::serve(listener, state.clone(), terminated(), GRACE).await?;
+    if parked > 0 {
+        eprintln!("belay serve: stopped; {parked} run(s) still in flight resume at the next start");
+    } else {
+        eprintln!("belay serve: stopped");
+    }
+    Ok(ExitCode::SUCCESS)
+}

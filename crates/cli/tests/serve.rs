@@ -1,0 +1,497 @@
+//! `belay serve` end to end: the real binary on an ephemeral port, driven over HTTP.
+//! Webhook signatures, body limits, malformed and invalid bodies, duplicates, the role of
+//! every route, approvals as the authenticated principal, and SIGTERM.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+mod common;
+use common::{block_alert_ip, command, ok, write_file};
+
+const SECRET: &str = "siem-hook-secret-0123456789";
+
+/// A running `belay serve` in a directory of its own; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let mut child = command(dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("SIEM_HOOK", SECRET)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("belay serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let line = lines
+            .next()
+            .expect("belay serve says where it listens")
+            .expect("readable");
+        let port = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, port }
+    }
+
+    /// One HTTP/1.1 request; the status and the body (JSON when it is JSON).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Value) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        // A refused body may be answered before it is all read: a write error then is fine.
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).expect("an answer");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"));
+        let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
+        (status, body)
+    }
+
+    fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
+        self.call("GET", path, &[("authorization", &auth)], b"")
+    }
+
+    fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
+        self.call(
+            "POST",
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// A webhook signed at `ts` with `secret`.
+    fn hook(&self, body: &str, ts: i64, secret: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+        let sig = belay_server::hooks::sign(secret.as_bytes(), ts, body.as_bytes());
+        let ts = ts.to_string();
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("x-belay-timestamp", ts.as_str()),
+            ("x-belay-signature", sig.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        self.call("POST", "/hooks/siem", &headers, body.as_bytes())
+    }
+
+    /// Sends SIGTERM and waits for the process to end; its exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on the child this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        self.child.wait().expect("the server ends")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory with `playbook` in `playbooks/`, a `siem` webhook source and a 4 KiB limit.
+fn setup(playbook: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+    write_file(dir.path(), "playbooks/pb.yaml", playbook);
+    write_file(
+        dir.path(),
+        "belay.toml",
+        "playbooks = \"playbooks\"\n[serve]\nbody_limit = 4096\n\
+         [[hooks]]\nname = \"siem\"\nsecrets = [\"${{ secrets.SIEM_HOOK }}\"]\nprincipal = \"siem-bot\"\n",
+    );
+    dir
+}
+
+/// `belay tokens create NAME --roles ROLES`: the token, alone on standard output.
+fn token(dir: &Path, name: &str, roles: &str) -> String {
+    let o = command(dir)
+        .args(["tokens", "create", name, "--roles", roles])
+        .output()
+        .unwrap();
+    ok(&o);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "only the token on stdout: {text:?}"
+    );
+    text.trim().to_owned()
+}
+
+const LOG_PLAYBOOK: &str = "name: note\non: { event: ids.alert }\ntrust: log\nsteps:\n  - id: note\n    action: core.log\n    with: { message: seen }\n";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn runs_of(server: &Server, token: &str, event: &str) -> Vec<Value> {
+    let (status, page) = server.get(&format!("/api/v1/runs?event_id={event}"), token);
+    assert_eq!(status, 200, "{page}");
+    page["runs"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn webhooks_are_acknowledged_after_commit_and_refused_with_the_reason() {
+    let dir = setup(LOG_PLAYBOOK);
+    let d = dir.path();
+    let viewer = token(d, "vera", "viewer");
+    let server = Server::start(d);
+
+    // A good signature: 202 with the event id and the run it started.
+    let body = r#"{"id":"h1","kind":"ids.alert","observables":{"ips":["192.0.2.1"]}}"#;
+    let (status, first) = server.hook(body, now(), SECRET, &[]);
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["event_id"], "h1");
+    assert_eq!(first["run_ids"].as_array().unwrap().len(), 1, "{first}");
+    // The same event again: the first answer, no second run.
+    let (status, again) = server.hook(body, now(), SECRET, &[]);
+    assert_eq!((status, &again["run_ids"]), (202, &first["run_ids"]));
+    assert_eq!(again["status"], "duplicate");
+    assert_eq!(runs_of(&server, &viewer, "h1").len(), 1);
+
+    // Bad and stale signatures, a missing one: 401, nothing stored.
+    for (i, (ts, secret)) in [(now(), "another-secret-0123456789"), (now() - 600, SECRET)]
+        .into_iter()
+        .enumerate()
+    {
+        let body = format!(r#"{{"id":"bad{i}","kind":"ids.alert"}}"#);
+        let (status, p) = server.hook(&body, ts, secret, &[]);
+        assert_eq!(status, 401, "{p}");
+        assert_eq!(p["status"], 401);
+        assert!(runs_of(&server, &viewer, &format!("bad{i}")).is_empty());
+    }
+    let (status, _) = server.call(
+        "POST",
+        "/hooks/siem",
+        &[("content-type", "application/json")],
+        br#"{"id":"bad9","kind":"ids.alert"}"#,
+    );
+    assert_eq!(status, 401);
+    assert!(runs_of(&server, &viewer, "bad9").is_empty());
+
+    // Past the body limit: 413. Not JSON: 415.
+    let big = format!(r#"{{"kind":"ids.alert","data":"{}"}}"#, "x".repeat(5000));
+    assert_eq!(server.hook(&big, now(), SECRET, &[]).0, 413);
+    let (status, p) = server.call(
+        "POST",
+        "/hooks/siem",
+        &[("content-type", "text/plain")],
+        b"{}",
+    );
+    assert_eq!(status, 415, "{p}");
+
+    // Malformed JSON: 400 naming the position. A bad field: 400 naming its path.
+    let (status, p) = server.hook("{\"kind\":\n  \"ids.alert\",,}", now(), SECRET, &[]);
+    assert_eq!(status, 400, "{p}");
+    assert_eq!(
+        (p["line"].as_u64(), p["column"].as_u64()),
+        (Some(2), Some(15)),
+        "{p}"
+    );
+    let (status, p) = server.hook(
+        r#"{"kind":"ids.alert","observables":{"ips":"192.0.2.1"}}"#,
+        now(),
+        SECRET,
+        &[],
+    );
+    assert_eq!(status, 400, "{p}");
+    assert_eq!(p["field"], "observables.ips", "{p}");
+    let (status, p) = server.hook(
+        r#"{"kind":"ids.alert","severity":"HIGH"}"#,
+        now(),
+        SECRET,
+        &[],
+    );
+    assert_eq!(
+        (status, p["field"].as_str()),
+        (400, Some("severity")),
+        "{p}"
+    );
+
+    // A retried body without an id and with the same Idempotency-Key is the same event.
+    let no_id = r#"{"kind":"ids.alert"}"#;
+    let key = [("idempotency-key", "delivery-42")];
+    let (s1, a1) = server.hook(no_id, now(), SECRET, &key);
+    let (s2, a2) = server.hook(no_id, now(), SECRET, &key);
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(a1["event_id"], a2["event_id"]);
+    assert_eq!(a2["status"], "duplicate");
+
+    // The sender is the source's identity, whatever the body says.
+    let (_, run) = server.get(
+        &format!("/api/v1/runs/{}", first["run_ids"][0].as_str().unwrap()),
+        &viewer,
+    );
+    assert_eq!(run["run"]["event_id"], "h1");
+
+    // A batch through the API: one answer per event; a bad line refuses the batch, naming it.
+    let alice = token(d, "alice", "responder");
+    let auth = format!("Bearer {alice}");
+    let ndjson = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/x-ndjson"),
+    ];
+    let batch =
+        b"{\"id\":\"b1\",\"kind\":\"ids.alert\"}\n\n{\"id\":\"b2\",\"kind\":\"ids.alert\"}\n";
+    let (status, acc) = server.call("POST", "/api/v1/events", &ndjson, batch);
+    assert_eq!(status, 202, "{acc}");
+    assert_eq!(acc["events"][1]["event_id"], "b2");
+    assert_eq!(acc["events"][1]["run_ids"].as_array().unwrap().len(), 1);
+    let bad = b"{\"id\":\"b3\",\"kind\":\"ids.alert\"}\n{\"id\":\"b4\",\"kind\":\"no spaces\"}\n";
+    let (status, p) = server.call("POST", "/api/v1/events", &ndjson, bad);
+    assert_eq!((status, p["field"].as_str()), (400, Some("kind")), "{p}");
+    assert!(p["detail"].as_str().unwrap().starts_with("line 2:"), "{p}");
+    assert!(
+        runs_of(&server, &viewer, "b3").is_empty(),
+        "a refused batch stores nothing"
+    );
+
+    // SIGTERM: the server stops accepting and ends.
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn every_route_needs_credentials_and_its_role() {
+    let dir = setup(LOG_PLAYBOOK);
+    let d = dir.path();
+    let viewer = token(d, "vera", "viewer");
+    let admin = token(d, "ada", "admin");
+    let server = Server::start(d);
+    let (status, doc) = server.get("/api/v1/openapi.json", &admin);
+    assert_eq!(status, 200);
+    let mut walked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let concrete = path.replace("{id}", "x").replace("{source}", "siem");
+        for (method, op) in ops.as_object().unwrap() {
+            let method = method.to_ascii_uppercase();
+            let role = op["x-required-role"].as_str().unwrap();
+            let headers = [("content-type", "application/json")];
+            let (status, p) = server.call(&method, &concrete, &headers, b"{}");
+            if matches!(path.as_str(), "/healthz" | "/readyz") {
+                assert_eq!(status, 200, "{method} {path}: {p}");
+                continue;
+            }
+            assert_eq!(status, 401, "{method} {path} without credentials: {p}");
+            let bad = [
+                ("content-type", "application/json"),
+                ("authorization", "Bearer belay_not-a-token"),
+            ];
+            assert_eq!(
+                server.call(&method, &concrete, &bad, b"{}").0,
+                401,
+                "{method} {path}"
+            );
+            if matches!(role, "responder" | "author" | "admin") {
+                let auth = format!("Bearer {viewer}");
+                let headers = [
+                    ("content-type", "application/json"),
+                    ("authorization", &auth),
+                ];
+                let (status, p) = server.call(&method, &concrete, &headers, b"{}");
+                assert_eq!(status, 403, "{method} {path} as a viewer: {p}");
+            }
+            walked += 1;
+        }
+    }
+    assert!(walked >= 15, "only {walked} routes walked");
+    // A revoked token no longer works.
+    let list = common::belay(d, &["tokens", "list", "--format", "json"]);
+    let tokens: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["principal"] == "vera")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&common::belay(d, &["tokens", "revoke", &id]));
+    assert_eq!(server.get("/api/v1/runs", &viewer).0, 401);
+}
+
+#[test]
+fn approvals_are_decided_by_the_authenticated_principal_under_separation() {
+    let dir = setup(&block_alert_ip(
+        "approve",
+        "    approval: { separation: true }\n",
+    ));
+    let d = dir.path();
+    let alice = token(d, "alice", "responder");
+    let bob = token(d, "bob", "responder");
+    let viewer = token(d, "vera", "viewer");
+    let server = Server::start(d);
+
+    // alice sends the event; the body names bob as its source, which must not count.
+    let event = json!({"id": "e1", "kind": "ids.alert", "source": "user:bob",
+        "observables": {"ips": ["203.0.113.9"]}});
+    let (status, acc) = server.post("/api/v1/events", &alice, &event);
+    assert_eq!(status, 202, "{acc}");
+    let run_id = acc["run_ids"][0].as_str().unwrap().to_owned();
+
+    let approval = (0..600)
+        .find_map(|_| {
+            let (_, list) = server.get("/api/v1/approvals", &viewer);
+            let found = list.as_array().and_then(|l| l.first().cloned());
+            if found.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            found
+        })
+        .expect("the run waits for an approval");
+    assert_eq!(approval["triggered_by"], "alice", "{approval}");
+    let id = approval["id"].as_str().unwrap();
+    let path = format!("/api/v1/approvals/{id}/approve");
+
+    // A viewer may not approve; alice triggered the run and may not either.
+    let (status, p) = server.post(&path, &viewer, &json!({}));
+    assert_eq!(status, 403, "{p}");
+    let (status, p) = server.post(&path, &alice, &json!({"comment": "mine"}));
+    assert_eq!(status, 403, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("separation of duties"),
+        "{p}"
+    );
+    // bob may, and the run goes on.
+    let (status, a) = server.post(&path, &bob, &json!({"comment": "checked"}));
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["status"], "approved");
+    let done = (0..600)
+        .find_map(|_| {
+            let (_, r) = server.get(&format!("/api/v1/runs/{run_id}"), &viewer);
+            if r["run"]["status"] == "succeeded" {
+                return Some(r);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            None
+        })
+        .expect("the approved run finishes");
+    assert_eq!(done["run"]["status"], "succeeded");
+
+    // The trail records the decision by bob, through the API, with his token and address.
+    let (_, verify) = server.get("/api/v1/audit/verify", &viewer);
+    assert_eq!(verify["intact"], true, "{verify}");
+    drop(server);
+    let export = ok(&common::belay(d, &["audit", "export"]));
+    let request = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["kind"] == "api.request" && e["actor"] == "bob")
+        .expect("bob's request is audited");
+    assert!(
+        request["detail"]["token_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("tok_")
+    );
+    assert!(
+        request["detail"]["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(export.contains("approval.granted"));
+}
+
+#[test]
+fn users_are_stored_hashed_and_a_disabled_user_s_tokens_stop_working() {
+    let dir = setup(LOG_PLAYBOOK);
+    let d = dir.path();
+    let mut add = command(d)
+        .args([
+            "users",
+            "add",
+            "dana",
+            "--roles",
+            "responder,author",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    ok(&add.wait_with_output().unwrap());
+    let list = common::belay(d, &["users", "list", "--format", "json"]);
+    let users: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(users[0]["name"], "dana");
+    assert_eq!(users[0]["roles"], json!(["responder", "author"]));
+    assert_eq!(users[0]["password"], true);
+    // The password is kept only as its argon2id hash.
+    let mut db = Vec::new();
+    for f in ["data/belay.db", "data/belay.db-wal"] {
+        db.extend(std::fs::read(d.join(f)).unwrap_or_default());
+    }
+    let db = String::from_utf8_lossy(&db);
+    assert!(!db.contains("correct horse battery"));
+    assert!(db.contains("$argon2id$"), "no argon2id hash in the store");
+    // A too-short password is refused.
+    let mut short = command(d)
+        .args(["users", "passwd", "dana"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    short.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    assert!(!short.wait_with_output().unwrap().status.success());
+
+    let dana = token(d, "dana", "responder");
+    let server = Server::start(d);
+    assert_eq!(server.get("/api/v1/whoami", &dana).0, 200);
+    ok(&common::belay(d, &["users", "disable", "dana"]));
+    assert_eq!(server.get("/api/v1/whoami", &dana).0, 401);
+    let export = ok(&common::belay(d, &["audit", "export"]));
+    assert!(export.contains("user.saved") && export.contains("token.created"));
+    assert!(!export.contains("argon2id"), "a hash in the audit trail");
+}

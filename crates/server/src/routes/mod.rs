@@ -1,0 +1,136 @@
+//! The route table: every route with the role it needs, registered in one place so the
+//! router, the role checks and the OpenAPI test all see the same list.
+
+pub(crate) mod approvals;
+pub(crate) mod catalog;
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod hooks;
+pub(crate) mod reads;
+pub(crate) mod rollback;
+
+use crate::auth::{self, Role};
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
+use axum::http::{Method, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, on};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// One route: its method, its path (OpenAPI syntax) and the role it needs (`None`: public, or
+/// authenticated by the route itself, as webhooks are).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path, with `{param}` segments.
+    pub path: &'static str,
+    /// The role a bearer token needs; `None` for health checks and webhooks.
+    pub role: Option<Role>,
+}
+
+struct Api {
+    state: Arc<AppState>,
+    router: Router<Arc<AppState>>,
+    specs: Vec<RouteSpec>,
+}
+
+impl Api {
+    fn add<H, T>(mut self, method: Method, path: &'static str, role: Option<Role>, h: H) -> Self
+    where
+        H: Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+        let mut route = on(filter, h);
+        if let Some(role) = role {
+            route = route.route_layer(from_fn_with_state((self.state.clone(), role), authorize));
+        }
+        self.router = self.router.route(path, route);
+        self.specs.push(RouteSpec { method, path, role });
+        self
+    }
+}
+
+/// The client's address as the connection shows it.
+pub(crate) fn client_of(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Authenticates the bearer token and checks the route's role; the principal goes into the
+/// request's extensions for the handler.
+async fn authorize(
+    State((state, role)): State<(Arc<AppState>, Role)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let client = client_of(&req);
+    let authz = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match auth::bearer(&*state.engine.store, authz, &client).await {
+        Ok(p) => p,
+        Err(problem) => return problem.into_response(),
+    };
+    if let Err(problem) = auth::require(&principal, role) {
+        return problem.into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// The router over `state`, and its route table.
+pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
+    use Method as M;
+    use Role::{Responder, Viewer};
+    let v = Some(Viewer);
+    let r = Some(Responder);
+    let api = Api {
+        state: state.clone(),
+        router: Router::new(),
+        specs: Vec::new(),
+    }
+    .add(M::GET, "/healthz", None, health::healthz)
+    .add(M::GET, "/readyz", None, health::readyz)
+    .add(M::GET, "/metrics", v, health::metrics)
+    .add(M::GET, "/api/v1/openapi.json", v, health::openapi)
+    .add(M::GET, "/api/v1/whoami", v, health::whoami)
+    .add(M::POST, "/api/v1/events", r, events::post_events)
+    .add(M::GET, "/api/v1/runs", v, reads::list_runs)
+    .add(M::GET, "/api/v1/runs/{id}", v, reads::get_run)
+    .add(M::GET, "/api/v1/changes", v, reads::list_changes)
+    .add(M::GET, "/api/v1/approvals", v, approvals::list)
+    .add(M::GET, "/api/v1/approvals/{id}", v, approvals::show)
+    .add(
+        M::POST,
+        "/api/v1/approvals/{id}/approve",
+        r,
+        approvals::approve,
+    )
+    .add(M::POST, "/api/v1/approvals/{id}/deny", r, approvals::deny)
+    .add(M::POST, "/api/v1/rollback", r, rollback::rollback)
+    .add(M::GET, "/api/v1/trust", v, reads::trust_report)
+    .add(M::GET, "/api/v1/audit/verify", v, reads::audit_verify)
+    .add(M::GET, "/api/v1/playbooks", v, catalog::playbooks)
+    .add(M::GET, "/api/v1/actions", v, catalog::actions)
+    .add(M::POST, "/hooks/{source}", None, hooks::post_hook);
+    let _ = state
+        .openapi
+        .set(crate::openapi::document_with_roles(&api.specs));
+    let limit = state.config.body_limit;
+    let router = api
+        .router
+        .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state);
+    (router, api.specs)
+}

@@ -1,0 +1,72 @@
+//! Listening, background work and shutting down.
+//!
+//! On start, unfinished runs resume and approval decisions and deadlines are picked up every
+//! second. On shutdown the listener stops accepting, requests in flight are answered, and runs
+//! in flight get until the grace period ends to finish; a run still going then is parked
+//! durably (its records are committed as it goes) and resumes at the next start.
+
+use crate::routes::router;
+use crate::state::AppState;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Serves `state` on `listener` until `shutdown` completes, then drains within `grace`.
+/// Returns how many runs were still in flight (parked) when the grace period ended.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<usize> {
+    // Runs left unfinished by an earlier process resume alongside new work.
+    {
+        let engine = state.engine.clone();
+        state.runs.spawn(async move {
+            let r = engine
+                .resume(&mut |n| tracing::info!("resuming {n} unfinished run(s)"))
+                .await;
+            if let Err(e) = r {
+                tracing::error!("resuming unfinished runs failed: {e}");
+            }
+        });
+    }
+    let ticker = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.engine.pick_up_decisions().await {
+                    tracing::error!("picking up approval decisions failed: {e}");
+                }
+            }
+        })
+    };
+    let (app, _) = router(state.clone());
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    };
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    let server = tokio::spawn(async move { server.await });
+    // Wait for the shutdown signal, then give requests and runs the grace period together.
+    let _ = stopped_rx.await;
+    let deadline = tokio::time::Instant::now() + grace;
+    ticker.abort();
+    state.runs.close();
+    let drained = tokio::time::timeout_at(deadline, async {
+        let _ = server.await;
+        state.runs.wait().await;
+    })
+    .await;
+    let parked = if drained.is_ok() { 0 } else { state.runs.len() };
+    Ok(parked)
+}
