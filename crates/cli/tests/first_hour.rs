@@ -145,3 +145,47 @@ fn replaying_events_never_makes_the_live_ones_duplicates() {
         "192.0.2.91\n"
     );
 }
+
+#[test]
+fn runs_resume_finishes_a_run_whose_approval_expired_and_names_those_still_waiting() {
+    let pb = BLOCK.replace("trust: log", "trust: approve").replace(
+        "    with: { list: egress",
+        "    approval: { timeout: 1s, on_timeout: skip }\n    with: { list: egress",
+    );
+    let dir = workspace("", "");
+    let d = dir.path();
+    std::fs::write(d.join("pb/block.yaml"), pb).unwrap();
+    std::fs::write(
+        d.join("pb/wait.yaml"),
+        BLOCK
+            .replace("name: block", "name: wait")
+            .replace("trust: log", "trust: approve"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("ev.json"),
+        r#"{"kind": "ids.alert", "observables": {"ips": ["192.0.2.95"]}}"#,
+    )
+    .unwrap();
+    for p in ["pb/block.yaml", "pb/wait.yaml"] {
+        let o = bare(d, &["run", p, "--event", "ev.json", "--format", "json"]);
+        assert_eq!(json(&o)["status"], "waiting_approval", "{}", text(&o));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let out = ok(&bare(d, &["runs", "resume"]));
+    assert!(
+        out.contains("(block) succeeded"),
+        "the expired approval's run ends: {out}"
+    );
+    assert!(out.contains("(wait) still waits for approval"), "{out}");
+    assert!(out.contains("1 still waiting for a person"), "{out}");
+    let runs = json(&bare(d, &["runs", "list", "--format", "json"]));
+    let block = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["playbook"] == "block")
+        .unwrap()
+        .clone();
+    assert_eq!(block["status"], "succeeded", "{block}");
+}

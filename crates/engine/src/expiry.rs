@@ -110,20 +110,27 @@ async fn revert_one(engine: &Arc<Engine>, c: ChangeRecord) -> Result<Expired> {
 }
 
 /// Runs the scheduler until `stop` resolves: reverts what is due, then sleeps until the next
-/// expiry (at most `poll`, so changes journaled by other processes are seen).
+/// expiry (at most `poll`, so changes journaled by other processes are seen). A pass that
+/// fails (the store busy with another process, a connector down) is reported to `on_error`
+/// and tried again at the next poll: the scheduler never stops on its own.
 pub async fn run(
     engine: Arc<Engine>,
     poll: Duration,
     stop: impl std::future::Future<Output = ()>,
     mut on_expired: impl FnMut(&Expired),
+    mut on_error: impl FnMut(&crate::EngineError),
 ) -> Result<()> {
     tokio::pin!(stop);
     loop {
-        for e in revert_due(&engine).await? {
-            on_expired(&e);
+        match revert_due(&engine).await {
+            Ok(done) => done.iter().for_each(&mut on_expired),
+            Err(e) => on_error(&e),
         }
-        let wait = next_due_in(&engine)
-            .await?
+        let next = next_due_in(&engine).await.unwrap_or_else(|e| {
+            on_error(&e);
+            None
+        });
+        let wait = next
             .map_or(poll, |d| d.min(poll))
             .max(Duration::from_millis(50));
         tokio::select! {

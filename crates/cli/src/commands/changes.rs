@@ -121,7 +121,10 @@ async fn expire(ctx: &Ctx, watch: bool, poll: Duration) -> Result<ExitCode> {
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        belay_engine::expiry::run(engine, poll, stop, print_expired).await?;
+        belay_engine::expiry::run(engine, poll, stop, print_expired, |e| {
+            eprintln!("expiry pass failed (tried again at the next poll): {e}")
+        })
+        .await?;
         return Ok(ExitCode::SUCCESS);
     }
     let done = belay_engine::expiry::revert_due(&engine).await?;

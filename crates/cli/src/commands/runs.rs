@@ -31,12 +31,28 @@ pub enum RunsCommand {
     },
     /// One run with its steps.
     Show(ShowArgs),
+    /// Finish what is left unfinished: runs whose approval was decided or expired, and runs a
+    /// stopped or crashed belay left behind; each with the playbook version it started with.
+    /// Runs still waiting for a person are listed with the approval they wait for.
+    #[command(
+        after_help = "Examples:\n  belay runs resume\n  belay runs resume --playbooks playbooks/   # runs from before versions were stored"
+    )]
+    Resume {
+        /// Playbook directory, only for runs recorded before playbook versions were stored
+        /// (default: `playbooks` in belay.toml).
+        #[arg(long)]
+        playbooks: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs `belay runs …`.
 pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
+    if let RunsCommand::Resume { playbooks } = command {
+        return resume(ctx, playbooks).await;
+    }
     let store = ctx.store().await?;
     match command {
+        RunsCommand::Resume { .. } => unreachable!("handled above"),
         RunsCommand::List {
             status,
             playbook,
@@ -141,4 +157,81 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `belay runs resume`: decided and stranded runs are finished here and now, each reported with
+/// the status it ends in; runs still waiting name their approval.
+async fn resume(ctx: &Ctx, playbooks: Option<std::path::PathBuf>) -> Result<ExitCode> {
+    let set = match crate::paths::playbook_dir(ctx, playbooks) {
+        Some(dir) if dir.exists() => ctx.load_playbooks(&[dir])?,
+        _ => belay_playbook::PlaybookSet::default(),
+    };
+    let engine = ctx.engine(set).await?;
+    let mut open = Vec::new();
+    for status in [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::WaitingApproval,
+    ] {
+        open.extend(
+            engine
+                .store
+                .list_runs(&RunFilter {
+                    status: Some(status),
+                    ..Default::default()
+                })
+                .await?,
+        );
+    }
+    open.retain(|r| r.parent_run.is_none());
+    let decided = engine.pick_up_decisions().await?;
+    let stranded = engine.resume(&mut |_| {}).await?;
+    let (mut failed, mut waiting) = (false, 0);
+    for r in &open {
+        let Some(now) = engine.store.get_run(&r.id).await? else {
+            continue;
+        };
+        if now.status == RunStatus::WaitingApproval {
+            let pending = engine
+                .store
+                .approvals(&belay_store::ApprovalFilter {
+                    run_id: Some(now.id.clone()),
+                    status: Some(belay_model::ApprovalStatus::Pending),
+                    ..Default::default()
+                })
+                .await?;
+            let ids: Vec<&str> = pending.iter().map(|a| a.id.as_str()).collect();
+            waiting += 1;
+            println!(
+                "run {} ({}) still waits for approval {}",
+                now.id,
+                now.playbook,
+                if ids.is_empty() {
+                    "-".to_owned()
+                } else {
+                    ids.join(", ")
+                }
+            );
+            continue;
+        }
+        failed |= now.status == RunStatus::Failed;
+        println!(
+            "run {} ({}) {}{}",
+            now.id,
+            now.playbook,
+            now.status.as_str(),
+            now.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "{decided} run(s) resumed after a decision, {stranded} stranded run(s) resumed; {waiting} still waiting for a person"
+    );
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -51,9 +51,20 @@ pub async fn post_events(
         }
     };
     let parsed = if ndjson {
-        parse_lines(&bytes, &p.name, idem.as_deref())
+        parse_lines(
+            &bytes,
+            &p.name,
+            idem.as_deref(),
+            state.engine.config.dedup_window,
+        )
     } else {
-        parse_one(&bytes, &p.name, idem.as_deref()).map(|e| vec![e])
+        parse_one(
+            &bytes,
+            &p.name,
+            idem.as_deref(),
+            state.engine.config.dedup_window,
+        )
+        .map(|e| vec![e])
     };
     let events = match parsed {
         Ok(e) => e,
@@ -98,30 +109,46 @@ pub fn reason(p: &Problem) -> &'static str {
 }
 
 /// One event from a JSON body; `sender` and `key` name it when the body has no `id` and an
-/// `Idempotency-Key` was given.
-pub fn parse_one(bytes: &[u8], sender: &str, key: Option<&str>) -> Result<Event, Problem> {
+/// `Idempotency-Key` was given; without either, its id is derived from the sender and its
+/// content, so a retried delivery within `window` is a duplicate.
+pub fn parse_one(
+    bytes: &[u8],
+    sender: &str,
+    key: Option<&str>,
+    window: std::time::Duration,
+) -> Result<Event, Problem> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| Problem::json_syntax(&e))?;
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Problem::bad_request(format!("the body is not UTF-8: {e}")))?;
     let mut event = Event::from_json_str(text).map_err(event_problem)?;
-    if let Some(key) = key
-        && value.get("id").is_none()
-    {
-        event.id = keyed_id(sender, key);
+    if value.get("id").is_none() {
+        event.id = match key {
+            Some(key) => keyed_id(sender, key),
+            None => Event {
+                source: format!("user:{sender}"),
+                ..event.clone()
+            }
+            .content_id(value.get("time").is_some(), window, belay_model::now_ms()),
+        };
     }
     Ok(event)
 }
 
 /// Events of an NDJSON body, one per non-blank line; the first bad line refuses the batch,
 /// naming its line.
-fn parse_lines(bytes: &[u8], sender: &str, key: Option<&str>) -> Result<Vec<Event>, Problem> {
+fn parse_lines(
+    bytes: &[u8],
+    sender: &str,
+    key: Option<&str>,
+    window: std::time::Duration,
+) -> Result<Vec<Event>, Problem> {
     let mut out = Vec::new();
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         let key = key.map(|k| format!("{k}#{}", i + 1));
-        let e = parse_one(line, sender, key.as_deref()).map_err(|mut p| {
+        let e = parse_one(line, sender, key.as_deref(), window).map_err(|mut p| {
             p.detail = format!("line {}: {}", i + 1, p.detail);
             if p.line.is_some() {
                 p.line = u32::try_from(i + 1).ok();

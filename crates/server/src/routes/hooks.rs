@@ -54,8 +54,13 @@ pub async fn post_hook(
     let sender = authenticate(&hook, &*state.engine.store, &headers, &bytes, &client)
         .await
         .map_err(refused)?;
-    let event =
-        parse_one(&bytes, &sender.name, idempotency_key(&headers).as_deref()).map_err(refused)?;
+    let event = parse_one(
+        &bytes,
+        &sender.name,
+        idempotency_key(&headers).as_deref(),
+        state.engine.config.dedup_window,
+    )
+    .map_err(refused)?;
     let mut answers = state.accept(vec![event], &sender.name, &hook.name).await?;
     let one = answers
         .pop()
