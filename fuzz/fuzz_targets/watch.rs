@@ -4,13 +4,15 @@
 //! A target declares the counting allocator and wraps its body:
 //! `#[global_allocator] static ALLOC: watch::Counting = watch::Counting;` and
 //! `watch::unit(data.len(), || { ... })`. Limits: `BELAY_FUZZ_UNIT_MS` (default 1000) and
-//! `BELAY_FUZZ_UNIT_MB` (default 256), per input. libFuzzer's `-timeout` (whole seconds) and
-//! `-rss_limit_mb` (the whole process) stay as outer bounds.
+//! `BELAY_FUZZ_UNIT_MB` (default 256), per input. Time is the thread's CPU time, not the wall
+//! clock: a fuzzer run beside other work (or at a low priority) must not report a fast input
+//! as slow. libFuzzer's `-timeout` (whole seconds, wall clock) and `-rss_limit_mb` (the whole
+//! process) stay as outer bounds.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
@@ -63,19 +65,31 @@ static UNIT_TIME: LazyLock<Duration> =
 static UNIT_BYTES: LazyLock<usize> =
     LazyLock::new(|| limit("BELAY_FUZZ_UNIT_MB", 256) as usize * 1024 * 1024);
 
+/// CPU time this thread has used so far.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "the thread CPU clock is unavailable");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Runs one fuzz input and panics (a finding libFuzzer saves) when it took longer than the
 /// unit time or its allocations peaked above the unit memory, above what was live before.
 pub fn unit(input_len: usize, f: impl FnOnce()) {
     let (time, bytes) = (*UNIT_TIME, *UNIT_BYTES);
     let base = LIVE.load(Relaxed);
     PEAK.store(base, Relaxed);
-    let started = Instant::now();
+    let started = thread_cpu_time();
     f();
-    let took = started.elapsed();
+    let took = thread_cpu_time().saturating_sub(started);
     let peak = PEAK.load(Relaxed).saturating_sub(base);
     assert!(
         took <= time,
-        "slow unit: {input_len} input bytes took {took:?} (limit {time:?})"
+        "slow unit: {input_len} input bytes took {took:?} of CPU (limit {time:?})"
     );
     assert!(
         peak <= bytes,

@@ -467,7 +467,7 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
     assert!(report.contains("declared log, effective log"), "{report}");
 
     // A person undoes what the step did on its own: the step goes back to approval.
-    ok(&belay(
+    let out = ok(&belay(
         d,
         &[
             "rollback",
@@ -477,6 +477,11 @@ fn rolling_back_an_autonomous_change_demotes_the_step_until_reset() {
             "alice",
         ],
     ));
+    assert!(
+        out.contains("step `block` of playbook `block-ip` is demoted to `approve`")
+            && out.contains("belay trust reset block-ip block --as USER"),
+        "the rollback says it demoted the step: {out}"
+    );
     assert!(listed(d).is_empty());
     let report: Value = ok_json(d, &["trust", "report"]);
     let step = &report[0];

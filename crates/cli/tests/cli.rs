@@ -428,3 +428,74 @@ fn run_honours_the_trigger_unless_told_to_ignore_it() {
     let runs = json(&belay(d, &["runs", "list", "--format", "json"]));
     assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs}");
 }
+
+#[test]
+fn a_test_that_ends_waiting_for_approval_names_the_held_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = std::fs::read_to_string(examples().join("playbooks/block-malicious-ip.yaml"))
+        .unwrap()
+        .replace("trust: log", "trust: approve");
+    write_file(dir.path(), "pb.yaml", &pb);
+    write_file(
+        dir.path(),
+        "held.test.yaml",
+        "name: held\nplaybook: block-malicious-ip\nevent: { kind: ids.alert, severity: high, observables: { ips: [192.0.2.1] } }\nexpect:\n  status: succeeded\n",
+    );
+    let o = belay(dir.path(), &["test", "."]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "run ended waiting_approval, expected succeeded (held: `block[0]` blocklist.add"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("(trust level approve)"), "{out}");
+}
+
+#[test]
+fn lint_checks_output_fields_against_the_action_and_notification_targets_against_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("pb")).unwrap();
+    write_file(
+        d,
+        "pb/p.yaml",
+        r#"name: p
+on: { event: ids.alert }
+steps:
+  - id: intel
+    action: intel.lookup
+    with: { value: "${{ event.observables.ips[0] }}" }
+  - id: block
+    action: blocklist.add
+    if: ${{ steps.intel.output.vlaue > 50 }}
+    with: { list: egress, entry: "${{ event.observables.ips[0] }}" }
+  - id: tell
+    action: notify.send
+    with: { target: socc, subject: blocked, message: "${{ event.id }}" }
+"#,
+    );
+    write_file(d, "belay.toml", "[notify.soc]\nfile = \"soc.jsonl\"\n");
+    let o = belay(d, &["lint", "pb"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("`steps.intel.output.vlaue`: action `intel.lookup` of step `intel` has no output `vlaue`"),
+        "{out}"
+    );
+    assert!(out.contains("its outputs are:"), "{out}");
+    // Once the playbook loads, its notification target is checked against the config.
+    let fixed = std::fs::read_to_string(d.join("pb/p.yaml"))
+        .unwrap()
+        .replace("vlaue", "score");
+    write_file(d, "pb/p.yaml", &fixed);
+    let o = belay(d, &["lint", "pb"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("p.yaml:13:")
+            && out.contains("step `tell` notifies unknown target `socc` (configured: soc)"),
+        "{out}"
+    );
+}

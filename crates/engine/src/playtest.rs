@@ -271,11 +271,25 @@ async fn run_loaded(
     if let Some(want) = case.expect.status
         && report.status != want
     {
-        let why = report
+        let mut why = report
             .error
             .as_deref()
             .map(|e| format!(" ({e})"))
             .unwrap_or_default();
+        if report.status == belay_model::RunStatus::WaitingApproval {
+            // Which step waits, and why: the trust level or the guardrail that held it.
+            let waiting: Vec<String> = report
+                .steps
+                .iter()
+                .filter(|s| s.status == belay_model::StepStatus::Held)
+                .map(|s| match &s.error {
+                    Some(e) => format!("`{}` {} {} ({e})", s.key, s.action, s.with),
+                    None => format!("`{}` {} {} (trust level approve)", s.key, s.action, s.with),
+                })
+                .take(3)
+                .collect();
+            why = format!(" (held: {})", waiting.join("; "));
+        }
         failures.push(format!("run ended {}, expected {want}{why}", report.status));
     }
     let count = |m: &ActionMatch, pool: &[(String, Value)]| {

@@ -89,6 +89,9 @@ pub struct Report {
     pub items: Vec<Item>,
     /// Selected changes that an earlier rollback already reverted (not selected again).
     pub already_reverted: usize,
+    /// Steps this rollback demoted to `approve` (`(playbook, step)`, each once): a person
+    /// undid what they did on their own.
+    pub demoted: Vec<(String, String)>,
 }
 
 impl Report {
@@ -184,6 +187,7 @@ pub async fn rollback(
 ) -> Result<Report> {
     let (changes, already_reverted) = select(engine, &sel).await?;
     let mut items = Vec::new();
+    let mut demoted: Vec<(String, String)> = Vec::new();
     let mut run: Option<RunRecord> = None;
     // Dry run: the significant state each simulated undo leaves, by object.
     let mut simulated: HashMap<String, Value> = HashMap::new();
@@ -404,7 +408,11 @@ pub async fn rollback(
                 format!("verified: target is back to {after}"),
                 Some(undo.id),
             ));
-            demote_after_rollback(engine, &c, &opts.actor).await?;
+            if let Some(d) = demote_after_rollback(engine, &c, &opts.actor).await?
+                && !demoted.contains(&d)
+            {
+                demoted.push(d);
+            }
         } else {
             items.push(item(
                 Outcome::Failed,
@@ -436,6 +444,7 @@ pub async fn rollback(
         rollback_run: run.map(|r| r.id),
         items,
         already_reverted,
+        demoted,
     })
 }
 
@@ -512,20 +521,25 @@ async fn start_rollback_run(
 
 /// A person rolling back a change that a step made on its own (`log` or `guarded`) demotes
 /// that step to `approve` until someone resets its trust.
-async fn demote_after_rollback(engine: &Engine, c: &ChangeRecord, actor: &str) -> Result<()> {
+/// Returns the demoted `(playbook, step)`, if it demoted one.
+async fn demote_after_rollback(
+    engine: &Engine,
+    c: &ChangeRecord,
+    actor: &str,
+) -> Result<Option<(String, String)>> {
     if actor.starts_with("engine:")
         || !matches!(
             c.trust,
             belay_model::TrustLevel::Log | belay_model::TrustLevel::Guarded
         )
     {
-        return Ok(());
+        return Ok(None);
     }
     let Some(run) = engine.store.get_run(&c.run_id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     if run.playbook.starts_with("belay:") {
-        return Ok(());
+        return Ok(None);
     }
     let step = c.step_key.split('[').next().unwrap_or(&c.step_key);
     // The step of the version that ran (stored, or loaded if it is the same): the demotion
@@ -556,5 +570,5 @@ async fn demote_after_rollback(engine: &Engine, c: &ChangeRecord, actor: &str) -
             definition,
         })
         .await?;
-    Ok(())
+    Ok(Some((run.playbook, step.to_owned())))
 }

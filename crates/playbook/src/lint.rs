@@ -34,7 +34,15 @@ pub fn check(
         check_step(pb, step, &earlier, catalog, known, &mut diags);
     }
     if let Some(c) = &pb.trigger.condition {
-        check_refs(pb, c, &HashSet::new(), false, "`on.if`", &mut diags);
+        check_refs(
+            pb,
+            catalog,
+            c,
+            &HashSet::new(),
+            false,
+            "`on.if`",
+            &mut diags,
+        );
     }
     diags.sort_by_key(|d| d.pos);
     diags
@@ -50,16 +58,33 @@ fn check_step(
 ) {
     let has_items = step.for_each.is_some();
     if let Some(c) = &step.condition {
-        check_refs(pb, c, earlier, false, &format!("step `{}`", step.id), diags);
+        check_refs(
+            pb,
+            catalog,
+            c,
+            earlier,
+            false,
+            &format!("step `{}`", step.id),
+            diags,
+        );
     }
     if let Some(f) = &step.for_each {
         for e in f.exprs() {
-            check_refs(pb, e, earlier, false, &format!("step `{}`", step.id), diags);
+            check_refs(
+                pb,
+                catalog,
+                e,
+                earlier,
+                false,
+                &format!("step `{}`", step.id),
+                diags,
+            );
         }
     }
     for e in step.with.exprs() {
         check_refs(
             pb,
+            catalog,
             e,
             earlier,
             has_items,
@@ -195,8 +220,36 @@ fn find_cycle(
     None
 }
 
+/// When step `id` calls an action whose output schema names its fields and `field` is not one
+/// of them: the action and the fields it has. (A `for_each` step's output is a list, a
+/// sub-playbook's is its own: neither is checked here.)
+fn unknown_output<'c>(
+    pb: &Playbook,
+    catalog: &'c Catalog,
+    id: &str,
+    field: &str,
+) -> Option<(&'c str, Vec<&'c str>)> {
+    let step = pb.step(id)?;
+    let Call::Action(action) = &step.call else {
+        return None;
+    };
+    if step.for_each.is_some() {
+        return None;
+    }
+    let spec = catalog.get(action)?;
+    let props = spec.outputs.get("properties")?.as_object()?;
+    if props.is_empty() || props.contains_key(field) {
+        return None;
+    }
+    Some((
+        spec.name.as_str(),
+        props.keys().map(String::as_str).collect(),
+    ))
+}
+
 fn check_refs(
     pb: &Playbook,
+    catalog: &Catalog,
     e: &Expr,
     earlier: &HashSet<&str>,
     has_items: bool,
@@ -232,11 +285,23 @@ fn check_refs(
                         )
                     },
                 )),
-                Some(_) => match segs.get(2) {
+                Some(s) => match segs.get(2) {
                     Some(f) if !STEP_FIELDS.contains(f) => Some((
                         format!("{what}: `{path}` has no field `{f}`"),
                         "use `steps.ID.output` or `steps.ID.status`".into(),
                     )),
+                    Some(&"output") => segs
+                        .get(3)
+                        .and_then(|field| unknown_output(pb, catalog, s, field))
+                        .map(|(action, known)| {
+                            (
+                                format!(
+                                    "{what}: `{path}`: action `{action}` of step `{s}` has no output `{}`",
+                                    segs[3]
+                                ),
+                                format!("its outputs are: {}", known.join(", ")),
+                            )
+                        }),
                     _ => None,
                 },
                 None => None,

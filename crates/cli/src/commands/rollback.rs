@@ -120,6 +120,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         if let Some(r) = &report.rollback_run {
             println!("rollback run {r} (roll it back to redo)");
         }
+        for (playbook, step) in &report.demoted {
+            println!(
+                "step `{step}` of playbook `{playbook}` is demoted to `approve`: its changes wait                  for a person until `belay trust reset {playbook} {step} --as USER`"
+            );
+        }
     }
     let bad = report.count(Outcome::Failed) + report.count(Outcome::Drifted);
     Ok(if bad > 0 {

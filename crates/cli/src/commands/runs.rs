@@ -197,7 +197,6 @@ async fn resume(ctx: &Ctx, playbooks: Option<std::path::PathBuf>) -> Result<Exit
                 .approvals(&belay_store::ApprovalFilter {
                     run_id: Some(now.id.clone()),
                     status: Some(belay_model::ApprovalStatus::Pending),
-                    ..Default::default()
                 })
                 .await?;
             let ids: Vec<&str> = pending.iter().map(|a| a.id.as_str()).collect();
