@@ -14,9 +14,9 @@ mod paths;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use commands::{
-    actions, approvals, audit, bench, cases, changes, checkpoint, demo, email, guardrails, ingest,
-    intel, lab, lint, logs, reapply, replay, rollback, run, runs, serve, test, tokens, trust,
-    users,
+    actions, approvals, audit, bench, cases, changes, checkpoint, demo, email, events, guardrails,
+    ingest, intel, lab, lint, logs, reapply, replay, rollback, run, runs, serve, test, tokens,
+    trust, users,
 };
 use context::{Ctx, Global};
 use std::process::ExitCode;
@@ -59,6 +59,9 @@ enum Command {
     /// Runs and their steps.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Stored events: run them again through the playbooks' triggers.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// The action catalog.
     #[command(subcommand)]
     Actions(actions::ActionsCommand),
@@ -176,6 +179,7 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Ingest(args) => ingest::run(ctx, args).await,
         Command::Email(command) => email::run(ctx, command).await,
         Command::Runs(command) => runs::run(ctx, command).await,
+        Command::Events(command) => events::run(ctx, command).await,
         Command::Actions(command) => actions::run(ctx, command),
         Command::Changes(command) => changes::run(ctx, command).await,
         Command::Reapply(args) => reapply::run(ctx, args).await,

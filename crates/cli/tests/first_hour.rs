@@ -189,3 +189,47 @@ fn runs_resume_finishes_a_run_whose_approval_expired_and_names_those_still_waiti
         .clone();
     assert_eq!(block["status"], "succeeded", "{block}");
 }
+
+#[test]
+fn events_that_started_no_run_are_reported_and_can_be_rerun() {
+    let alert = r#"{"id": "a-1", "kind": "ids.alert", "observables": {"ips": ["192.0.2.97"]}}"#;
+    let dir = workspace("", &format!("{alert}\n"));
+    let d = dir.path();
+    // An empty folder is refused before any event is used up.
+    std::fs::create_dir_all(d.join("empty")).unwrap();
+    let o = bare(d, &["ingest", "events.jsonl", "--playbooks", "empty"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no playbooks in empty"), "{}", text(&o));
+    // The wrong folder: the event is accepted, starts nothing, and the ingest says so.
+    std::fs::create_dir_all(d.join("other")).unwrap();
+    std::fs::write(
+        d.join("other/dns.yaml"),
+        BLOCK
+            .replace("name: block", "name: dns")
+            .replace("ids.alert", "dns.query"),
+    )
+    .unwrap();
+    let o = bare(d, &["ingest", "events.jsonl", "--playbooks", "other"]);
+    assert!(
+        text(&o).contains("1 accepted event(s) started no run"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(runs(d), 0);
+    // Re-sending is a duplicate; rerunning with the right folder runs it, once.
+    let out = ok(&bare(d, &["events", "rerun", "--since", "1h"]));
+    assert!(
+        out.contains("run") && out.contains("`block` succeeded"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("data/lists/egress.txt")).unwrap(),
+        "192.0.2.97\n"
+    );
+    let out = ok(&bare(d, &["events", "rerun", "a-1"]));
+    assert!(
+        out.contains("no new run"),
+        "a playbook runs on an event once: {out}"
+    );
+    assert_eq!(runs(d), 1);
+}

@@ -39,6 +39,8 @@ pub struct IngestStats {
     pub rejected: u64,
     /// Runs the accepted events started.
     pub runs_started: u64,
+    /// New events that started no run (no loaded playbook matches them).
+    pub unmatched: u64,
     /// Always 0: [`ingest`] resumes no run (the caller counts the runs it resumes).
     pub runs_resumed: u64,
     /// Started runs that succeeded.
@@ -178,6 +180,9 @@ pub async fn ingest<R: AsyncRead + Unpin>(
                 let status = match acc.accepted {
                     Accepted::New => {
                         stats.accepted += 1;
+                        if acc.runs.is_empty() && acc.event.kind != CONFLICT_KIND {
+                            stats.unmatched += 1;
+                        }
                         AckStatus::New
                     }
                     Accepted::Duplicate if conflicts.contains(&acc.event_id) => {

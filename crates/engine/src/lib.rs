@@ -518,6 +518,35 @@ impl Engine {
         }
     }
 
+    /// Runs a stored event again through trigger matching: the loaded playbooks it triggers now
+    /// and that have not run on it before (so nothing is applied twice); returns their reports.
+    pub async fn rerun(self: &Arc<Self>, event: Event) -> Result<Vec<RunReport>> {
+        let (planned, _) = self.plan_runs(&event);
+        let earlier = self
+            .store
+            .list_runs(&belay_store::RunFilter {
+                event_id: Some(event.id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let event = Arc::new(event);
+        let mut reports = Vec::new();
+        for run in planned {
+            if earlier
+                .iter()
+                .any(|r| r.playbook == run.playbook && !r.dry_run && r.parent_run.is_none())
+            {
+                continue;
+            }
+            if let Some(pb) = self.playbooks.get(&run.playbook) {
+                self.keep_versions(&[&pb]).await?;
+            }
+            let run = self.store.insert_run(&run).await?;
+            reports.push(self.execute_new(run, event.clone()).await?);
+        }
+        Ok(reports)
+    }
+
     /// Runs one playbook on one event, outside trigger matching (`belay run`).
     pub async fn run_once(
         self: &Arc<Self>,

@@ -363,6 +363,14 @@ pub trait Store: Principals + Send + Sync {
 
     /// The event with this id, if accepted.
     async fn get_event(&self, id: &str) -> Result<Option<Event>>;
+    /// Events received at or after `since` (Unix ms), oldest first, at most `limit`; with
+    /// `without_runs`, only those that started no run at all.
+    async fn events_since(
+        &self,
+        since: i64,
+        without_runs: bool,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
     /// The run with this id.
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>>;
     /// Runs, newest first.

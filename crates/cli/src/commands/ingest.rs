@@ -54,7 +54,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 "give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)"
             )
         })?;
-    let set = ctx.load_playbooks(&[dir])?;
+    let set = ctx.load_playbooks(&[dir.clone()])?;
+    if set.is_empty() {
+        // Accepting events with nothing to run would use them up: a re-sent event would be a
+        // duplicate and the file cursor would move past it.
+        anyhow::bail!(
+            "no playbooks in {}: nothing would run, and the events would be used up; give the \
+             folder that holds them with --playbooks DIR (events already stored without a run: \
+             `belay events rerun --since 1d`)",
+            dir.display()
+        );
+    }
     let engine = ctx.engine(set).await?;
     // Unfinished runs resume alongside new events, sharing the engine's execution slots.
     let resuming = resume_in_background(&engine);
@@ -136,6 +146,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         stats.runs_failed,
         stats.runs_waiting
     );
+    if stats.unmatched > 0 {
+        eprintln!(
+            "ingest: warning: {} accepted event(s) started no run (no loaded playbook matches \
+             them); once the right playbooks are loaded, `belay events rerun --since 1d` runs them",
+            stats.unmatched
+        );
+    }
     if stats.rejected > 0 {
         eprintln!(
             "ingest: {} line(s) rejected, kept with the reason in {}",

@@ -13,6 +13,7 @@ pub mod changes;
 pub mod checkpoint;
 pub mod demo;
 pub mod email;
+pub mod events;
 pub mod guardrails;
 pub mod ingest;
 pub mod intel;

@@ -377,6 +377,25 @@ impl Store for PgStore {
         read::count_changes(self, actions, since).await
     }
 
+    async fn events_since(
+        &self,
+        since: i64,
+        without_runs: bool,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        const C: &str = "listing events";
+        let sql = format!(
+            "SELECT body FROM events e WHERE received_at >= $1 {} ORDER BY seq LIMIT $2",
+            if without_runs {
+                "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id)"
+            } else {
+                ""
+            }
+        );
+        let rows = self.query(&sql, &[&since, &(limit as i64)], C).await?;
+        rows.iter().map(|r| super::row::get_json(r, 0, C)).collect()
+    }
+
     async fn expiring_changes(&self, due_by: Option<i64>) -> Result<Vec<ChangeRecord>> {
         read::expiring_changes(self, due_by).await
     }

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 /// The JSON documents in the `body` column of the rows `sql` selects, decoded as `what`s;
 /// `context` names the query in errors.
-fn all_bodies<T: serde::de::DeserializeOwned>(
+pub(super) fn all_bodies<T: serde::de::DeserializeOwned>(
     c: &Connection,
     sql: &str,
     params: impl rusqlite::Params,

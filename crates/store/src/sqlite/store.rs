@@ -152,6 +152,32 @@ impl Store for SqliteStore {
         read::count_changes(self, actions, since).await
     }
 
+    async fn events_since(
+        &self,
+        since: i64,
+        without_runs: bool,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let sql = format!(
+            "SELECT body FROM events e WHERE received_at >= ?1 {} ORDER BY seq LIMIT ?2",
+            if without_runs {
+                "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id)"
+            } else {
+                ""
+            }
+        );
+        self.read(move |c| {
+            read::all_bodies(
+                c,
+                &sql,
+                rusqlite::params![since, limit as i64],
+                "listing events",
+                "event",
+            )
+        })
+        .await
+    }
+
     async fn expiring_changes(&self, due_by: Option<i64>) -> Result<Vec<ChangeRecord>> {
         read::expiring_changes(self, due_by).await
     }
