@@ -55,7 +55,7 @@ pub async fn run(ctx: &Ctx, command: EventsCommand) -> Result<ExitCode> {
     let dir = playbook_dir(ctx, playbooks).ok_or_else(|| {
         anyhow!("give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)")
     })?;
-    let set = ctx.load_playbooks(&[dir.clone()])?;
+    let set = ctx.load_playbooks(std::slice::from_ref(&dir))?;
     if set.is_empty() {
         bail!(
             "no playbooks in {}: nothing would run (give the folder that holds them with --playbooks)",

@@ -54,7 +54,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 "give the playbook directory with --playbooks DIR (or `playbooks` in belay.toml)"
             )
         })?;
-    let set = ctx.load_playbooks(&[dir.clone()])?;
+    let set = ctx.load_playbooks(std::slice::from_ref(&dir))?;
     if set.is_empty() {
         // Accepting events with nothing to run would use them up: a re-sent event would be a
         // duplicate and the file cursor would move past it.
