@@ -210,12 +210,27 @@ impl ActionSpec {
         }
     }
 
-    /// The target value of a change made with `input`, as text.
+    /// The target value of a change made with `input`, as text; for a set-level change (its
+    /// target input a list) a short description, `<first> and <n> more`.
     pub fn target_of(&self, input: &Value) -> String {
         match self.target.as_ref().and_then(|t| input.get(&t.field)) {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
+            Some(Value::Array(items)) => match items.as_slice() {
+                [] => String::new(),
+                [one] => text_of(one),
+                [first, rest @ ..] => format!("{} and {} more", text_of(first), rest.len()),
+            },
+            Some(v) => text_of(v),
             None => String::new(),
+        }
+    }
+
+    /// Every target of a change made with `input`: each item of a set-level change (its
+    /// target input a list), else the one target. Guardrails judge each of them.
+    pub fn targets_of(&self, input: &Value) -> Vec<String> {
+        match self.target.as_ref().and_then(|t| input.get(&t.field)) {
+            Some(Value::Array(items)) => items.iter().map(text_of).collect(),
+            Some(v) => vec![text_of(v)],
+            None => vec![String::new()],
         }
     }
 
@@ -253,6 +268,14 @@ impl ActionSpec {
             inverse,
             irreversible: None,
         })
+    }
+}
+
+/// A target value as text: a string as it is, anything else as JSON.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

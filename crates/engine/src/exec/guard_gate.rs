@@ -147,7 +147,10 @@ impl RunState {
                 }
             }));
         }
-        let targets: Vec<String> = planned.iter().map(|(_, _, w)| spec.target_of(w)).collect();
+        let targets: Vec<String> = planned
+            .iter()
+            .flat_map(|(_, _, w)| spec.targets_of(w))
+            .collect();
         let mut verdicts = self.verdicts(step, spec, &targets).await?;
         if self.tree_allowed.is_none() {
             super::tree::check_tree(&mut verdicts, &limits, &before, n);

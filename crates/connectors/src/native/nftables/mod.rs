@@ -13,6 +13,7 @@
 //! belong to the connector: their rules are rewritten with every change.
 
 mod elements;
+mod many;
 mod sandbox;
 
 pub use sandbox::Sandbox;
@@ -511,6 +512,8 @@ impl Connector for Nftables {
             (Role::Firewall, "firewall.block_ip") => self.block(call.input).await,
             (Role::Firewall, "firewall.unblock_ip") => self.unblock(call.input).await,
             (Role::Firewall, "firewall.status") => self.block_status(call.input).await,
+            (Role::Firewall, "firewall.block_many") => self.block_many(call.input).await,
+            (Role::Firewall, "firewall.unblock_many") => self.unblock_many(call.input).await,
             (Role::Nac, "nac.quarantine") => self.quarantine(call.input, true).await,
             (Role::Nac, "nac.release") => self.quarantine(call.input, false).await,
             (Role::Nac, "nac.status") => {
@@ -530,6 +533,9 @@ impl Connector for Nftables {
 
     async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
         match self.config.family {
+            Role::Firewall if action.ends_with("_many") => {
+                self.many_read_state(action, input).await
+            }
             Role::Firewall if action.starts_with("firewall.") => self.block_read_state(input).await,
             Role::Nac if action.starts_with("nac.") => self.device_read_state(input).await,
             _ => Ok(Value::Null),
