@@ -580,4 +580,64 @@ mod tests {
         .unwrap();
         assert_eq!(std::fs::read_to_string(target).unwrap(), ".evil.example\n");
     }
+
+    #[tokio::test]
+    async fn a_set_is_added_and_removed_in_one_write_and_its_undo_restores_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blocklist::new(dir.path(), HashMap::new());
+        let path = dir.path().join("l.txt");
+        let original = "# hand\nb\nx\nb\n";
+        std::fs::write(&path, original).unwrap();
+        let add = json!({"list": "l", "entries": ["a", "b", "c", "a"]});
+        let before = b.read_state("blocklist.add_many", &add).await.unwrap();
+        assert_eq!(before, json!({"absent": ["a", "c"]}), "the diff, once each");
+        let out = b.call(call("blocklist.add_many", &add)).await.unwrap();
+        assert_eq!(out["added"], 2);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "# hand\nb\nx\nb\na\nc\n"
+        );
+        assert_eq!(
+            b.read_state("blocklist.add_many", &add).await.unwrap(),
+            json!({"absent": []})
+        );
+        // The catalog's inverse removes exactly the diff: `b` stays, both copies.
+        let undo = json!({"list": "l", "entries": before["absent"]});
+        b.call(call("blocklist.remove_many", &undo)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+
+        // Removing a set records where each entry stood; adding it back puts it there.
+        let remove = json!({"list": "l", "entries": ["b", "x", "zz"]});
+        let before = b.read_state("blocklist.remove_many", &remove).await.unwrap();
+        assert_eq!(
+            before,
+            json!({"present": ["b", "x"], "lines": [[2, 4], [3]]})
+        );
+        b.call(call("blocklist.remove_many", &remove)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "# hand\n");
+        let undo = json!({"list": "l", "entries": before["present"], "lines": before["lines"]});
+        b.call(call("blocklist.add_many", &undo)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    }
+
+    #[tokio::test]
+    async fn a_list_changed_by_someone_else_is_read_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blocklist::new(dir.path(), HashMap::new());
+        let path = dir.path().join("l.txt");
+        let input = json!({"list": "l", "entry": "a"});
+        b.call(call("blocklist.add", &input)).await.unwrap();
+        // Another process (or a person) replaces the file, without a final newline.
+        std::fs::write(&path, "z\ny").unwrap();
+        assert_eq!(
+            b.read_state("blocklist.add", &input).await.unwrap()["present"],
+            false
+        );
+        b.call(call("blocklist.add", &input)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "z\ny\na\n");
+        assert_eq!(
+            b.read_state("blocklist.add", &input).await.unwrap(),
+            json!({"present": true, "line": 3})
+        );
+    }
 }

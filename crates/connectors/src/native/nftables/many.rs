@@ -171,23 +171,110 @@ impl Nftables {
     }
 
     /// Removes every address of the batch that is an element of the set, in one nft batch.
+    ///
+    /// nft deletes an element of an interval set in time proportional to the set, so deleting
+    /// a batch costs batch × set; instead the batch flushes each set it touches and adds back
+    /// the elements that stay, with their timeouts (and what was left of them) and comments,
+    /// in the same transaction: packets see the set before or after, never in between.
     pub(super) async fn unblock_many(&self, input: &Value) -> Result<Value, ActionError> {
         let b = Batch::parse(self, input)?;
         let _guard = self.lock.lock().await;
-        let (_, present) = self.elements(&b).await?;
-        let mut by_set: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
-        for net in b.nets.iter().filter(|n| present.exact.contains(n)) {
-            by_set.entry(b.nft_set(net)).or_default().push(*net);
-        }
-        let removed: usize = by_set.values().map(Vec::len).sum();
-        if removed > 0 {
-            let cmds = by_set
-                .into_iter()
-                .map(|(set, nets)| self.elements_cmd(false, set, &nets, None, None))
+        let mut removed = 0usize;
+        let mut cmds = Vec::new();
+        for nft_set in [&b.v4, &b.v6] {
+            let entries = self.list(nft_set).await?;
+            let gone: HashSet<IpNet> = b
+                .nets
+                .iter()
+                .filter(|n| b.nft_set(n) == nft_set.as_str())
+                .copied()
                 .collect();
+            let (drop, keep): (Vec<Entry>, Vec<Entry>) = entries
+                .into_iter()
+                .partition(|e| e.net().is_some_and(|n| gone.contains(&n)));
+            if drop.is_empty() {
+                continue;
+            }
+            removed += drop.len();
+            cmds.push(self.flush_set_cmd(nft_set));
+            if !keep.is_empty() {
+                cmds.push(self.restore_cmd(nft_set, &keep)?);
+            }
+        }
+        if !cmds.is_empty() {
             self.apply(cmds).await?;
         }
         Ok(json!({ "set": b.set, "removed": removed, "changed": removed > 0 }))
+    }
+
+    fn flush_set_cmd(&self, set: &str) -> nftables::schema::NfCmd<'static> {
+        use nftables::schema::{FlushObject, NfCmd, Set, SetType, SetTypeValue};
+        use nftables::types::NfFamily;
+        NfCmd::Flush(FlushObject::Set(Box::new(Set {
+            family: NfFamily::INet,
+            table: self.config.table.clone().into(),
+            name: set.to_owned().into(),
+            handle: None,
+            // The block sets are `<base>_v4` and `<base>_v6`.
+            set_type: SetTypeValue::Single(if set.ends_with("_v4") {
+                SetType::Ipv4Addr
+            } else {
+                SetType::Ipv6Addr
+            }),
+            policy: None,
+            flags: None,
+            elem: None,
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        })))
+    }
+
+    /// Adds `entries` back as they were listed: value, timeout, what was left of it, comment.
+    fn restore_cmd(
+        &self,
+        set: &str,
+        entries: &[Entry],
+    ) -> Result<nftables::schema::NfCmd<'static>, ActionError> {
+        use nftables::expr::{Elem, Expression, NamedExpression, Range};
+        use nftables::schema::{Element, NfCmd, NfListObject};
+        use nftables::types::NfFamily;
+        let mut elem = Vec::with_capacity(entries.len());
+        for e in entries {
+            let value = match (e.net(), e.value.split_once('-')) {
+                (Some(net), _) => net_expr(net),
+                (None, Some((from, to))) => Expression::Range(Box::new(Range {
+                    range: [
+                        Expression::String(from.to_owned().into()),
+                        Expression::String(to.to_owned().into()),
+                    ],
+                })),
+                (None, None) => {
+                    return Err(ActionError::permanent(format!(
+                        "cannot restore set element `{}` of `{set}`; nothing was applied",
+                        e.value
+                    )));
+                }
+            };
+            elem.push(if e.timeout.is_some() || e.comment.is_some() {
+                Expression::Named(NamedExpression::Elem(Elem {
+                    val: Box::new(value),
+                    timeout: e.timeout,
+                    expires: e.expires,
+                    comment: e.comment.clone().map(Into::into),
+                    counter: None,
+                }))
+            } else {
+                value
+            });
+        }
+        Ok(NfCmd::Add(NfListObject::Element(Element {
+            family: NfFamily::INet,
+            table: self.config.table.clone().into(),
+            name: set.to_owned().into(),
+            elem: elem.into(),
+        })))
     }
 
     /// `block_many`: the addresses of the batch the set does not cover (none once applied);
