@@ -101,7 +101,8 @@ impl Connector for Timed {
     async fn call(&self, call: Call<'_>) -> std::result::Result<Value, ActionError> {
         let t = Instant::now();
         let r = self.inner.call(call).await;
-        self.call_ns.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
+        self.call_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
         r
     }
 
@@ -112,7 +113,8 @@ impl Connector for Timed {
     ) -> std::result::Result<Value, ActionError> {
         let t = Instant::now();
         let r = self.inner.read_state(action, input).await;
-        self.read_ns.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
+        self.read_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
         r
     }
 }
@@ -142,7 +144,10 @@ pub async fn run(
         .map(|i| {
             let base = 0x1000_0000u32;
             if i < 1 << 20 {
-                format!("{}/24\n", std::net::Ipv4Addr::from(base + ((i as u32) << 8)))
+                format!(
+                    "{}/24\n",
+                    std::net::Ipv4Addr::from(base + ((i as u32) << 8))
+                )
             } else {
                 format!("{}\n", std::net::Ipv4Addr::from(base + i as u32))
             }
@@ -171,8 +176,9 @@ pub async fn run(
     std::fs::write(dir.join("feed-block.yaml"), playbook).map_err(other)?;
 
     let t = Instant::now();
-    let guardrails =
-        Arc::new(belay_engine::guard::Guardrails::load(&dir.join("guardrails.yaml")).map_err(other)?);
+    let guardrails = Arc::new(
+        belay_engine::guard::Guardrails::load(&dir.join("guardrails.yaml")).map_err(other)?,
+    );
     let guardrails_load = t.elapsed().as_secs_f64();
     let catalog = Arc::new(Catalog::builtin());
     let set = PlaybookSet::load(&[dir.join("feed-block.yaml")], &catalog).map_err(|e| {

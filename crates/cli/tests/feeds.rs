@@ -79,7 +79,10 @@ fn ingest_side_by_side(processes: usize) {
         assert_eq!(c["after"]["present"], true, "journaled after-state: {c}");
         assert_eq!(c["before"]["present"], false, "journaled before-state: {c}");
         let entry = c["with"]["entry"].as_str().unwrap();
-        assert!(distinct.contains(entry), "{entry} is in the list at the end");
+        assert!(
+            distinct.contains(entry),
+            "{entry} is in the list at the end"
+        );
     }
 }
 
@@ -113,7 +116,16 @@ fn list_bytes(d: &Path) -> Vec<u8> {
 fn set_elements(ns: &str) -> Vec<String> {
     let out = std::process::Command::new("ip")
         .args([
-            "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "belay", "egress_v4",
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "-j",
+            "list",
+            "set",
+            "inet",
+            "belay",
+            "egress_v4",
         ])
         .output()
         .expect("nft runs");
@@ -203,7 +215,15 @@ fn a_feed_larger_than_every_limit_reaches_list_and_firewall_whole_and_rolls_back
     write_file(d, "feed.txt", &feed);
     let out = ok(&belay(
         d,
-        &["intel", "import", "feed.txt", "--feed", "big", "--playbooks", "pbs"],
+        &[
+            "intel",
+            "import",
+            "feed.txt",
+            "--feed",
+            "big",
+            "--playbooks",
+            "pbs",
+        ],
     ));
     let (run, status) = run_of(&out);
     assert_eq!(status, "failed", "{out}");
@@ -224,7 +244,15 @@ fn a_feed_larger_than_every_limit_reaches_list_and_firewall_whole_and_rolls_back
     // A second feed of the same addresses: the first import already recorded them.
     let out = ok(&belay(
         d,
-        &["intel", "import", "feed.txt", "--feed", "big2", "--playbooks", "pbs"],
+        &[
+            "intel",
+            "import",
+            "feed.txt",
+            "--feed",
+            "big2",
+            "--playbooks",
+            "pbs",
+        ],
     ));
     let (run, status) = run_of(&out);
     assert_eq!(status, "succeeded", "{out}");
@@ -260,5 +288,45 @@ fn a_feed_larger_than_every_limit_reaches_list_and_firewall_whole_and_rolls_back
         original.as_bytes(),
         "the list is back byte for byte"
     );
-    assert_eq!(set_elements(&ns), set_before, "the set is back element for element");
+    assert_eq!(
+        set_elements(&ns),
+        set_before,
+        "the set is back element for element"
+    );
+}
+
+#[test]
+fn guardrails_judge_every_item_of_a_set_level_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("guardrails")).unwrap();
+    write_file(
+        d,
+        "guardrails/policy.yaml",
+        "guardrails:\n  - name: protected\n    applies_to: [\"blocklist.*\"]\n    never:\n      cidrs: [198.51.100.64/26]\n    on_violation: hold\n  - name: feed-batch\n    applies_to: [blocklist.add_many]\n    batch: { max: 100 }\n    on_violation: deny\n",
+    );
+    let playbook = "name: add-set\ntrust: guarded\nsteps:\n  - id: add\n    action: blocklist.add_many\n    with: { list: egress, entries: \"${{ event.observables.ips }}\" }\n";
+    write_file(d, "add-set.yaml", playbook);
+    let run = |ips: Vec<String>| {
+        let ev = serde_json::json!({ "kind": "feed", "observables": { "ips": ips } });
+        json(&common::run_on(d, "add-set.yaml", &ev, &[]))
+    };
+    // The last of fifty items is protected: the change is held, nothing applied.
+    let mut ips: Vec<String> = (1..50).map(|i| format!("203.0.113.{i}")).collect();
+    ips.push("198.51.100.70".into());
+    let held = run(ips);
+    assert_eq!(held["status"], "waiting_approval", "{held}");
+    assert!(held.to_string().contains("198.51.100.70"), "{held}");
+    assert!(!d.join("data/lists/egress.txt").exists(), "nothing applied");
+    // A batch guardrail counts the items of the set, not the one change.
+    let many: Vec<String> = (0..150)
+        .map(|i| format!("192.0.2.{}", i % 250 + 1))
+        .collect();
+    let denied = run(many);
+    assert_eq!(denied["status"], "failed", "{denied}");
+    assert!(
+        denied.to_string().contains("denied by guardrail"),
+        "{denied}"
+    );
+    assert!(!d.join("data/lists/egress.txt").exists(), "nothing applied");
 }

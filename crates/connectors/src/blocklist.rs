@@ -192,7 +192,11 @@ fn append(path: &Path, index: &mut Index, entry: &str) -> Result<(), ActionError
         let _ = d.sync_all();
     }
     index.count += 1;
-    index.lines.entry(entry.to_owned()).or_default().push(index.count);
+    index
+        .lines
+        .entry(entry.to_owned())
+        .or_default()
+        .push(index.count);
     index.ends_clean = true;
     index.stamp = Stamp::of(path)?;
     Ok(())
@@ -296,7 +300,9 @@ fn validate_entry(entry: &str) -> Result<(), ActionError> {
 /// The `entries` input of a set-level action, each checked, in order.
 fn entries_input(input: &Value) -> Result<Vec<String>, ActionError> {
     let Some(Value::Array(items)) = input.get("entries") else {
-        return Err(ActionError::permanent("`entries` must be a list of entries"));
+        return Err(ActionError::permanent(
+            "`entries` must be a list of entries",
+        ));
     };
     if items.len() > MAX_BATCH {
         return Err(ActionError::permanent(format!(
@@ -327,9 +333,14 @@ fn lines_input(input: &Value, n: usize) -> Result<Vec<Vec<usize>>, ActionError> 
                 Value::Array(a) => a
                     .iter()
                     .map(|x| {
-                        x.as_u64().filter(|&x| x >= 1).map(|x| x as usize).ok_or_else(|| {
-                            ActionError::permanent(format!("`{x}` is not a 1-based line number"))
-                        })
+                        x.as_u64()
+                            .filter(|&x| x >= 1)
+                            .map(|x| x as usize)
+                            .ok_or_else(|| {
+                                ActionError::permanent(format!(
+                                    "`{x}` is not a 1-based line number"
+                                ))
+                            })
                     })
                     .collect(),
                 other => Err(ActionError::permanent(format!(
@@ -608,12 +619,17 @@ mod tests {
 
         // Removing a set records where each entry stood; adding it back puts it there.
         let remove = json!({"list": "l", "entries": ["b", "x", "zz"]});
-        let before = b.read_state("blocklist.remove_many", &remove).await.unwrap();
+        let before = b
+            .read_state("blocklist.remove_many", &remove)
+            .await
+            .unwrap();
         assert_eq!(
             before,
             json!({"present": ["b", "x"], "lines": [[2, 4], [3]]})
         );
-        b.call(call("blocklist.remove_many", &remove)).await.unwrap();
+        b.call(call("blocklist.remove_many", &remove))
+            .await
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "# hand\n");
         let undo = json!({"list": "l", "entries": before["present"], "lines": before["lines"]});
         b.call(call("blocklist.add_many", &undo)).await.unwrap();

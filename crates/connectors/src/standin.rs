@@ -359,9 +359,21 @@ impl Connector for Standin {
             .await?;
             let blocked = state.get("blocked");
             let (name, items): (&str, Vec<&str>) = if add {
-                ("absent", keys.iter().filter(|(k, _)| blocked.and_then(|c| c.get(k)).is_none()).map(|(_, a)| a.as_str()).collect())
+                (
+                    "absent",
+                    keys.iter()
+                        .filter(|(k, _)| blocked.and_then(|c| c.get(k)).is_none())
+                        .map(|(_, a)| a.as_str())
+                        .collect(),
+                )
             } else {
-                ("present", keys.iter().filter(|(k, _)| blocked.and_then(|c| c.get(k)).is_some()).map(|(_, a)| a.as_str()).collect())
+                (
+                    "present",
+                    keys.iter()
+                        .filter(|(k, _)| blocked.and_then(|c| c.get(k)).is_some())
+                        .map(|(_, a)| a.as_str())
+                        .collect(),
+                )
             };
             return Ok(json!({ name: items, "simulated": true }));
         }

@@ -103,7 +103,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 "feed:         {} addresses, never-list of {} networks{}",
                 r.addresses,
                 r.never_networks,
-                if r.firewall { ", list and nftables" } else { ", list" }
+                if r.firewall {
+                    ", list and nftables"
+                } else {
+                    ", list"
+                }
             );
             println!("guardrails:   {:.2}s to load", r.guardrails_load);
             println!("parse:        {:.2}s", r.parse);

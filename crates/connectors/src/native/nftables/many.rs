@@ -56,7 +56,11 @@ impl Batch {
     }
 
     fn nft_set(&self, net: &IpNet) -> &str {
-        if net.addr().is_ipv4() { &self.v4 } else { &self.v6 }
+        if net.addr().is_ipv4() {
+            &self.v4
+        } else {
+            &self.v6
+        }
     }
 }
 
@@ -161,9 +165,7 @@ impl Nftables {
         if added > 0 {
             let cmds = by_set
                 .into_iter()
-                .map(|(set, nets)| {
-                    self.elements_cmd(true, set, &nets, timeout, comment.clone())
-                })
+                .map(|(set, nets)| self.elements_cmd(true, set, &nets, timeout, comment.clone()))
                 .collect();
             self.apply(cmds).await?;
         }
