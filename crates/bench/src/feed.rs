@@ -139,17 +139,16 @@ pub async fn run(
     std::fs::create_dir_all(data.join("lists")).map_err(other)?;
     let feed: String = (0..opts.addresses).map(|i| address(i) + "\n").collect();
     std::fs::write(dir.join("feed.txt"), feed).map_err(other)?;
-    // Networks in 16.0.0.0/4 (no feed address among them): /24s, then /32s past 2^20.
+    // Every other /24 of 32.0.0.0/3, none adjacent (so none merge into a wider range), then
+    // single addresses of 64.0.0.0/3 past 2^20; no feed address among them.
     let never: String = (0..opts.never_networks)
         .map(|i| {
-            let base = 0x1000_0000u32;
             if i < 1 << 20 {
-                format!(
-                    "{}/24\n",
-                    std::net::Ipv4Addr::from(base + ((i as u32) << 8))
-                )
+                let net = 0x2000_0000u32 + ((2 * i as u32) << 8);
+                format!("{}/24\n", std::net::Ipv4Addr::from(net))
             } else {
-                format!("{}\n", std::net::Ipv4Addr::from(base + i as u32))
+                let addr = 0x4000_0000u32 + 2 * i as u32;
+                format!("{}\n", std::net::Ipv4Addr::from(addr))
             }
         })
         .collect();
