@@ -1,10 +1,12 @@
 //! `belay bench`: synthetic events through a three-step playbook (one read, two changes on a
 //! no-op connector) on a durable store, measuring runs per second, event-to-completion
-//! latency and peak memory.
+//! latency and peak memory; and ([`feed`]) a feed of many addresses imported, blocked, checked
+//! against a large never-list and rolled back, with figures per stage.
 //!
 //! It owns the benchmark harness and nothing the engine needs: it drives the public engine API
 //! as an ingest source would and never changes how a run executes.
 
+pub mod feed;
 mod process;
 mod workload;
 

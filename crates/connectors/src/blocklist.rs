@@ -1,22 +1,103 @@
 //! `blocklist.*`: plain-text list files, one entry per line, the kind Squid, nginx and DNS
-//! tools consume. Every write replaces the file atomically (temporary file, fsync, rename),
-//! so a reader or a crash never sees half a list. File work runs on the blocking pool, under the
-//! list's lock, never on a runtime thread.
+//! tools consume.
+//!
+//! Every change runs under the list's advisory file lock (`.<file>.lock` beside it), which
+//! every belay process takes, so processes sharing a data directory never lose each other's
+//! entries; states are read under it too (shared). Adding one entry appends one line (one
+//! write, one fsync): the cost does not grow with the list, because each process keeps an
+//! index of the list, re-read only when the file changed under it (another process, a person).
+//! Removing entries and the set-level actions (`add_many`, `remove_many`) replace the file
+//! atomically (temporary file, fsync, rename), once per call, so a reader or a crash never
+//! sees half a batch. File work runs on the blocking pool, never on a runtime thread.
 
 use crate::files::{self, read_text, write_atomically};
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// Most entries one `add_many` or `remove_many` takes.
+pub const MAX_BATCH: usize = 1_000_000;
 
 /// The `blocklist` connector.
 pub struct Blocklist {
     dir: PathBuf,
     paths: HashMap<String, PathBuf>,
-    /// One lock per list, so concurrent changes to the same file never lose an update.
-    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Per list file: its index as last read (also serializing this process's work on it).
+    indexes: Mutex<HashMap<PathBuf, Arc<Mutex<Option<Index>>>>>,
+}
+
+/// What identifies one version of a list file: when any of it differs, the file changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Result<Option<Stamp>, ActionError> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(Stamp {
+                dev: m.dev(),
+                ino: m.ino(),
+                len: m.len(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ActionError::transient(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// A list file's entries and where they stand.
+#[derive(Debug, Default)]
+struct Index {
+    stamp: Option<Stamp>,
+    /// Entry → the 1-based lines holding it, ascending.
+    lines: HashMap<String, Vec<usize>>,
+    /// Lines in the file.
+    count: usize,
+    /// Whether the file is empty or ends with a newline (else an append starts one).
+    ends_clean: bool,
+}
+
+impl Index {
+    fn build(text: &str, stamp: Option<Stamp>) -> Index {
+        let mut lines: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut count = 0;
+        for (i, l) in text.lines().enumerate() {
+            count = i + 1;
+            let t = l.trim();
+            if !t.is_empty() {
+                lines.entry(t.to_owned()).or_default().push(i + 1);
+            }
+        }
+        Index {
+            stamp,
+            lines,
+            count,
+            ends_clean: text.is_empty() || text.ends_with('\n'),
+        }
+    }
+
+    fn lines_of(&self, entry: &str) -> Vec<usize> {
+        self.lines.get(entry).cloned().unwrap_or_default()
+    }
+
+    fn has(&self, entry: &str) -> bool {
+        self.lines.contains_key(entry)
+    }
 }
 
 impl Blocklist {
@@ -25,7 +106,7 @@ impl Blocklist {
         Blocklist {
             dir: dir.into(),
             paths,
-            locks: Mutex::new(HashMap::new()),
+            indexes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -48,79 +129,158 @@ impl Blocklist {
         Ok(self.dir.join(format!("{list}.txt")))
     }
 
-    fn lock_for(&self, list: &str) -> Arc<Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(list.to_owned()).or_default().clone()
-    }
-
-    /// Adds `entry` to the list (at the given 1-based lines, else last) or removes every copy
-    /// of it; false when it already was so.
-    async fn apply(&self, list: &str, entry: &str, edit: Edit) -> Result<bool, ActionError> {
-        validate_entry(entry)?;
+    /// Runs `f` on the list behind `list` under its file lock (exclusive to change it), with
+    /// its index brought up to date (blocking work, on the blocking pool).
+    async fn with_list<T, F>(&self, list: &str, exclusive: bool, f: F) -> Result<T, ActionError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path, &mut Index) -> Result<T, ActionError> + Send + 'static,
+    {
         let path = self.path_of(list)?;
-        let lock = self.lock_for(list);
-        let entry = entry.to_owned();
+        let slot = {
+            let mut m = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry(path.clone()).or_default().clone()
+        };
         files::blocking(move || {
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            edit_list(&path, &entry, &edit)
+            let mut cached = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let _lock = files::lock(&path, exclusive)?;
+            let stamp = Stamp::of(&path)?;
+            let index = match cached.take() {
+                Some(i) if i.stamp == stamp => i,
+                _ => Index::build(&read_text(&path)?, stamp),
+            };
+            let index = cached.insert(index);
+            match f(&path, index) {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    // The file may be half-way through a change: read it afresh next time.
+                    *cached = None;
+                    Err(e)
+                }
+            }
         })
         .await
     }
+}
 
-    /// The 1-based lines holding `entry`, in order.
-    async fn lines_of(&self, list: &str, entry: &str) -> Result<Vec<usize>, ActionError> {
-        let path = self.path_of(list)?;
-        let entry = entry.to_owned();
-        files::blocking(move || Ok(lines_holding(&read_text(&path)?, &entry))).await
+/// Appends `entry` as the list's last line: one write, one fsync (the caller holds the lock).
+fn append(path: &Path, index: &mut Index, entry: &str) -> Result<(), ActionError> {
+    files::create_parent_dir(path)?;
+    let fail = |e: std::io::Error| {
+        ActionError::transient(format!("cannot append to {}: {e}", path.display()))
+    };
+    let created = index.stamp.is_none();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(fail)?;
+    if created {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(fail)?;
     }
-}
-
-/// What a change does to a list.
-enum Edit {
-    /// Insert the entry at each of these 1-based lines (ascending; an undo restoring every
-    /// removed copy where it stood), or once at the end when empty.
-    Add(Vec<usize>),
-    /// Remove every copy of the entry.
-    Remove,
-}
-
-fn lines_holding(text: &str, entry: &str) -> Vec<usize> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim() == entry)
-        .map(|(i, _)| i + 1)
-        .collect()
-}
-
-/// Rewrites the list at `path` with `entry` added or removed (blocking; the caller holds the
-/// list's lock). False when the list already was so.
-fn edit_list(path: &Path, entry: &str, edit: &Edit) -> Result<bool, ActionError> {
-    let text = read_text(path)?;
-    let present = text.lines().any(|l| l.trim() == entry);
-    let mut lines: Vec<&str> = text.lines().collect();
-    match edit {
-        Edit::Add(_) if present => return Ok(false),
-        Edit::Remove if !present => return Ok(false),
-        Edit::Add(at) if at.is_empty() => lines.push(entry),
-        Edit::Add(at) => {
-            let mut at = at.clone();
-            at.sort_unstable();
-            at.dedup();
-            for l in at {
-                let i = l.saturating_sub(1).min(lines.len());
-                lines.insert(i, entry);
-            }
-        }
-        Edit::Remove => lines.retain(|l| l.trim() != entry),
+    let mut line = String::with_capacity(entry.len() + 2);
+    if !index.ends_clean {
+        line.push('\n');
     }
-    let mut out = String::with_capacity(text.len() + entry.len() + 1);
+    line.push_str(entry);
+    line.push('\n');
+    f.write_all(line.as_bytes()).map_err(fail)?;
+    f.sync_data().map_err(fail)?;
+    if created && let Some(d) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = d.sync_all();
+    }
+    index.count += 1;
+    index
+        .lines
+        .entry(entry.to_owned())
+        .or_default()
+        .push(index.count);
+    index.ends_clean = true;
+    index.stamp = Stamp::of(path)?;
+    Ok(())
+}
+
+/// Replaces the list with `lines` and re-indexes it (the caller holds the lock).
+fn rewrite(path: &Path, index: &mut Index, lines: &[&str]) -> Result<(), ActionError> {
+    let mut out = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for l in lines {
         out.push_str(l);
         out.push('\n');
     }
     files::create_parent_dir(path)?;
     write_atomically(path, out.as_bytes())?;
-    Ok(true)
+    *index = Index::build(&out, Stamp::of(path)?);
+    Ok(())
+}
+
+/// Adds `entries` absent from the list: each at its 1-based lines when given (ascending over
+/// the whole batch, as they stood: an undo puts removed lines back in place), else at the end.
+/// Returns the entries added.
+fn add_entries(
+    path: &Path,
+    index: &mut Index,
+    entries: &[(&str, Vec<usize>)],
+) -> Result<Vec<String>, ActionError> {
+    let mut seen = HashSet::new();
+    let todo: Vec<&(&str, Vec<usize>)> = entries
+        .iter()
+        .filter(|(e, _)| !index.has(e) && seen.insert(*e))
+        .collect();
+    if todo.is_empty() {
+        return Ok(Vec::new());
+    }
+    let added = todo.iter().map(|(e, _)| (*e).to_owned()).collect();
+    if let [(entry, at)] = todo.as_slice()
+        && at.is_empty()
+    {
+        append(path, index, entry)?;
+        return Ok(added);
+    }
+    let text = read_text(path)?;
+    let mut lines: Vec<&str> = text.lines().collect();
+    let mut placed: Vec<(usize, &str)> = Vec::new();
+    let mut tail: Vec<&str> = Vec::new();
+    for (e, at) in &todo {
+        if at.is_empty() {
+            tail.push(e);
+        } else {
+            placed.extend(at.iter().map(|l| (*l, *e)));
+        }
+    }
+    placed.sort_unstable();
+    placed.dedup();
+    for (l, e) in placed {
+        let i = l.saturating_sub(1).min(lines.len());
+        lines.insert(i, e);
+    }
+    lines.extend(tail);
+    rewrite(path, index, &lines)?;
+    Ok(added)
+}
+
+/// Removes every copy of each of `entries` in one rewrite; returns the entries removed.
+fn remove_entries(
+    path: &Path,
+    index: &mut Index,
+    entries: &[&str],
+) -> Result<Vec<String>, ActionError> {
+    let gone: HashSet<&str> = entries.iter().copied().filter(|e| index.has(e)).collect();
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut removed: Vec<String> = Vec::new();
+    let mut seen = HashSet::new();
+    for e in entries {
+        if gone.contains(e) && seen.insert(*e) {
+            removed.push((*e).to_owned());
+        }
+    }
+    let text = read_text(path)?;
+    let lines: Vec<&str> = text.lines().filter(|l| !gone.contains(l.trim())).collect();
+    rewrite(path, index, &lines)?;
+    Ok(removed)
 }
 
 fn validate_entry(entry: &str) -> Result<(), ActionError> {
@@ -137,6 +297,73 @@ fn validate_entry(entry: &str) -> Result<(), ActionError> {
     Ok(())
 }
 
+/// The `entries` input of a set-level action, each checked, in order.
+fn entries_input(input: &Value) -> Result<Vec<String>, ActionError> {
+    let Some(Value::Array(items)) = input.get("entries") else {
+        return Err(ActionError::permanent(
+            "`entries` must be a list of entries",
+        ));
+    };
+    if items.len() > MAX_BATCH {
+        return Err(ActionError::permanent(format!(
+            "`entries` holds {} entries, more than the {MAX_BATCH} one change may take; nothing was applied",
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .map(|v| {
+            let e = v
+                .as_str()
+                .ok_or_else(|| ActionError::permanent(format!("entry `{v}` is not text")))?;
+            validate_entry(e)?;
+            Ok(e.to_owned())
+        })
+        .collect()
+}
+
+/// Where `add_many` puts each entry back: `lines` (aligned with `entries`, as `remove_many`'s
+/// state recorded them), else at the end.
+fn lines_input(input: &Value, n: usize) -> Result<Vec<Vec<usize>>, ActionError> {
+    match input.get("lines") {
+        None | Some(Value::Null) => Ok(vec![Vec::new(); n]),
+        Some(Value::Array(ls)) if ls.len() == n => ls
+            .iter()
+            .map(|l| match l {
+                Value::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_u64()
+                            .filter(|&x| x >= 1)
+                            .map(|x| x as usize)
+                            .ok_or_else(|| {
+                                ActionError::permanent(format!(
+                                    "`{x}` is not a 1-based line number"
+                                ))
+                            })
+                    })
+                    .collect(),
+                other => Err(ActionError::permanent(format!(
+                    "`lines` holds `{other}`, not a list of line numbers"
+                ))),
+            })
+            .collect(),
+        Some(_) => Err(ActionError::permanent(
+            "`lines` must hold one list of line numbers per entry",
+        )),
+    }
+}
+
+/// `entries` without repeats, in order.
+fn distinct(entries: &[String]) -> Vec<&str> {
+    let mut seen = HashSet::with_capacity(entries.len());
+    entries
+        .iter()
+        .map(String::as_str)
+        .filter(|e| seen.insert(*e))
+        .collect()
+}
+
 #[async_trait]
 impl Connector for Blocklist {
     fn family(&self) -> &str {
@@ -145,36 +372,109 @@ impl Connector for Blocklist {
 
     async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
         let list = input_str(call.input, "list")?;
-        let entry = input_str(call.input, "entry")?;
         match call.action {
-            "blocklist.add" | "blocklist.remove" => {
-                let edit = if call.action == "blocklist.add" {
-                    Edit::Add(insert_lines(call.input)?)
-                } else {
-                    Edit::Remove
-                };
-                let changed = self.apply(list, entry, edit).await?;
-                Ok(json!({ "list": list, "entry": entry, "changed": changed }))
+            "blocklist.add" => {
+                let entry = input_str(call.input, "entry")?;
+                validate_entry(entry)?;
+                let at = insert_lines(call.input)?;
+                let e = entry.to_owned();
+                let added = self
+                    .with_list(list, true, move |path, index| {
+                        add_entries(path, index, &[(e.as_str(), at)])
+                    })
+                    .await?;
+                Ok(json!({ "list": list, "entry": entry, "changed": !added.is_empty() }))
+            }
+            "blocklist.remove" => {
+                let entry = input_str(call.input, "entry")?;
+                validate_entry(entry)?;
+                let e = entry.to_owned();
+                let removed = self
+                    .with_list(list, true, move |path, index| {
+                        remove_entries(path, index, &[e.as_str()])
+                    })
+                    .await?;
+                Ok(json!({ "list": list, "entry": entry, "changed": !removed.is_empty() }))
+            }
+            "blocklist.add_many" => {
+                let entries = entries_input(call.input)?;
+                let lines = lines_input(call.input, entries.len())?;
+                let added = self
+                    .with_list(list, true, move |path, index| {
+                        let pairs: Vec<(&str, Vec<usize>)> =
+                            entries.iter().map(String::as_str).zip(lines).collect();
+                        add_entries(path, index, &pairs)
+                    })
+                    .await?;
+                Ok(json!({ "list": list, "added": added.len(), "changed": !added.is_empty() }))
+            }
+            "blocklist.remove_many" => {
+                let entries = entries_input(call.input)?;
+                let removed = self
+                    .with_list(list, true, move |path, index| {
+                        remove_entries(path, index, &distinct(&entries))
+                    })
+                    .await?;
+                Ok(
+                    json!({ "list": list, "removed": removed.len(), "changed": !removed.is_empty() }),
+                )
             }
             "blocklist.contains" => {
-                Ok(json!({ "present": !self.lines_of(list, entry).await?.is_empty() }))
+                let entry = input_str(call.input, "entry")?.to_owned();
+                let present = self
+                    .with_list(list, false, move |_, index| Ok(index.has(&entry)))
+                    .await?;
+                Ok(json!({ "present": present }))
             }
             other => Err(ActionError::no_action("`blocklist`", other)),
         }
     }
 
-    async fn read_state(&self, _action: &str, input: &Value) -> Result<Value, ActionError> {
+    async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
         let list = input_str(input, "list")?;
-        let entry = input_str(input, "entry")?;
-        let lines = self.lines_of(list, entry).await?;
-        let mut state = json!({ "present": !lines.is_empty(), "line": lines.first() });
-        // A list holding the entry more than once says so, so that undoing its removal
-        // restores every copy, and verification notices when one is missing.
-        if lines.len() > 1 {
-            state["count"] = json!(lines.len());
-            state["lines"] = json!(lines);
+        match action {
+            // The entries of the batch the list lacks: after the change, none.
+            "blocklist.add_many" => {
+                let entries = entries_input(input)?;
+                self.with_list(list, false, move |_, index| {
+                    let absent: Vec<&str> = distinct(&entries)
+                        .into_iter()
+                        .filter(|e| !index.has(e))
+                        .collect();
+                    Ok(json!({ "absent": absent }))
+                })
+                .await
+            }
+            // The entries of the batch the list holds, and on which lines (so that an undo
+            // puts each back where it stood): after the change, none.
+            "blocklist.remove_many" => {
+                let entries = entries_input(input)?;
+                self.with_list(list, false, move |_, index| {
+                    let present: Vec<&str> = distinct(&entries)
+                        .into_iter()
+                        .filter(|e| index.has(e))
+                        .collect();
+                    let lines: Vec<Vec<usize>> =
+                        present.iter().map(|e| index.lines_of(e)).collect();
+                    Ok(json!({ "present": present, "lines": lines }))
+                })
+                .await
+            }
+            _ => {
+                let entry = input_str(input, "entry")?.to_owned();
+                let lines = self
+                    .with_list(list, false, move |_, index| Ok(index.lines_of(&entry)))
+                    .await?;
+                let mut state = json!({ "present": !lines.is_empty(), "line": lines.first() });
+                // A list holding the entry more than once says so, so that undoing its removal
+                // restores every copy, and verification notices when one is missing.
+                if lines.len() > 1 {
+                    state["count"] = json!(lines.len());
+                    state["lines"] = json!(lines);
+                }
+                Ok(state)
+            }
         }
-        Ok(state)
     }
 }
 
@@ -290,5 +590,70 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(std::fs::read_to_string(target).unwrap(), ".evil.example\n");
+    }
+
+    #[tokio::test]
+    async fn a_set_is_added_and_removed_in_one_write_and_its_undo_restores_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blocklist::new(dir.path(), HashMap::new());
+        let path = dir.path().join("l.txt");
+        let original = "# hand\nb\nx\nb\n";
+        std::fs::write(&path, original).unwrap();
+        let add = json!({"list": "l", "entries": ["a", "b", "c", "a"]});
+        let before = b.read_state("blocklist.add_many", &add).await.unwrap();
+        assert_eq!(before, json!({"absent": ["a", "c"]}), "the diff, once each");
+        let out = b.call(call("blocklist.add_many", &add)).await.unwrap();
+        assert_eq!(out["added"], 2);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "# hand\nb\nx\nb\na\nc\n"
+        );
+        assert_eq!(
+            b.read_state("blocklist.add_many", &add).await.unwrap(),
+            json!({"absent": []})
+        );
+        // The catalog's inverse removes exactly the diff: `b` stays, both copies.
+        let undo = json!({"list": "l", "entries": before["absent"]});
+        b.call(call("blocklist.remove_many", &undo)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+
+        // Removing a set records where each entry stood; adding it back puts it there.
+        let remove = json!({"list": "l", "entries": ["b", "x", "zz"]});
+        let before = b
+            .read_state("blocklist.remove_many", &remove)
+            .await
+            .unwrap();
+        assert_eq!(
+            before,
+            json!({"present": ["b", "x"], "lines": [[2, 4], [3]]})
+        );
+        b.call(call("blocklist.remove_many", &remove))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "# hand\n");
+        let undo = json!({"list": "l", "entries": before["present"], "lines": before["lines"]});
+        b.call(call("blocklist.add_many", &undo)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    }
+
+    #[tokio::test]
+    async fn a_list_changed_by_someone_else_is_read_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blocklist::new(dir.path(), HashMap::new());
+        let path = dir.path().join("l.txt");
+        let input = json!({"list": "l", "entry": "a"});
+        b.call(call("blocklist.add", &input)).await.unwrap();
+        // Another process (or a person) replaces the file, without a final newline.
+        std::fs::write(&path, "z\ny").unwrap();
+        assert_eq!(
+            b.read_state("blocklist.add", &input).await.unwrap()["present"],
+            false
+        );
+        b.call(call("blocklist.add", &input)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "z\ny\na\n");
+        assert_eq!(
+            b.read_state("blocklist.add", &input).await.unwrap(),
+            json!({"present": true, "line": 3})
+        );
     }
 }

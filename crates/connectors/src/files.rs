@@ -84,3 +84,46 @@ where
         ))),
     }
 }
+
+/// An advisory lock on a file the connectors own, honoured by every belay process (and by
+/// any tool that takes `flock(2)` on the same lock file): held until dropped.
+pub(crate) struct FileLock {
+    _file: std::fs::File,
+}
+
+/// The lock file guarding `path`: `.<name>.lock` beside it (the target itself is replaced
+/// by rename, so a lock on it would not outlive a change).
+pub(crate) fn lock_path(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "belay".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.lock"))
+}
+
+/// Takes the lock guarding `path`, exclusive (to change it) or shared (to read it), waiting
+/// for other processes (blocking: call it on the blocking pool).
+pub(crate) fn lock(path: &Path, exclusive: bool) -> Result<FileLock, ActionError> {
+    let lock = lock_path(path);
+    create_parent_dir(&lock)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(|e| ActionError::transient(format!("cannot open {}: {e}", lock.display())))?;
+    let taken = if exclusive {
+        file.lock()
+    } else {
+        file.lock_shared()
+    };
+    taken.map_err(|e| ActionError::transient(format!("cannot lock {}: {e}", lock.display())))?;
+    Ok(FileLock { _file: file })
+}
+
+/// Takes the lock guarding `path` from async code (the wait runs on the blocking pool); the
+/// guard may be held across awaits.
+pub(crate) async fn lock_async(path: &Path, exclusive: bool) -> Result<FileLock, ActionError> {
+    let path = path.to_owned();
+    blocking(move || lock(&path, exclusive)).await
+}

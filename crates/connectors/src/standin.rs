@@ -3,7 +3,8 @@
 //! in one JSON file per family, with the same actions, outputs, idempotency and inverses as the
 //! native connectors, and say `simulated: true` in every output. `belay demo` uses them only for
 //! what it cannot run for real, and says so. File work runs on the blocking pool (changes under
-//! the family's lock), never on a runtime thread.
+//! the family's lock and the state file's advisory lock, which every belay process honours;
+//! states are read under it too), never on a runtime thread.
 
 use crate::files::{self, read_text, write_atomically};
 use crate::{ActionError, Call, Connector, input_str};
@@ -253,6 +254,72 @@ impl Standin {
     }
 }
 
+/// Whether `action` is a set-level firewall action: `Some(true)` adds, `Some(false)` removes.
+fn many(action: &str) -> Option<bool> {
+    match action {
+        "firewall.block_many" => Some(true),
+        "firewall.unblock_many" => Some(false),
+        _ => None,
+    }
+}
+
+/// The state key and address of each distinct address of a set-level firewall action.
+fn many_keys(input: &Value) -> Result<Vec<(String, String)>, ActionError> {
+    let set = key_part(input, "set")?;
+    let Some(Value::Array(items)) = input.get("addresses") else {
+        return Err(ActionError::permanent(
+            "`addresses` must be a list of addresses",
+        ));
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    for v in items {
+        let a = v
+            .as_str()
+            .ok_or_else(|| ActionError::permanent(format!("address `{v}` is not text")))?;
+        if seen.insert(a) {
+            out.push((format!("{set}|{a}"), a.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+impl Standin {
+    /// Adds or removes every address of a set-level firewall action in one write (blocking;
+    /// the caller holds the locks).
+    fn change_many(
+        path: &Path,
+        add: bool,
+        keys: &[(String, String)],
+    ) -> Result<Value, ActionError> {
+        let mut state = Self::load(path)?;
+        let blocked = state
+            .entry("blocked")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .ok_or_else(|| ActionError::permanent("corrupt stand-in state"))?;
+        let mut n = 0usize;
+        for (key, address) in keys {
+            let present = blocked.contains_key(key);
+            if add && !present {
+                blocked.insert(key.clone(), json!({ "address": address }));
+                n += 1;
+            } else if !add && present {
+                blocked.remove(key);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            let bytes = serde_json::to_vec_pretty(&state)
+                .map_err(|e| ActionError::permanent(e.to_string()))?;
+            files::create_parent_dir(path)?;
+            write_atomically(path, &bytes)?;
+        }
+        let count = if add { "added" } else { "removed" };
+        Ok(json!({ count: n, "changed": n > 0, "simulated": true }))
+    }
+}
+
 #[async_trait]
 impl Connector for Standin {
     fn family(&self) -> &str {
@@ -260,20 +327,63 @@ impl Connector for Standin {
     }
 
     async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
-        let rule = Self::rule(call.action)?;
-        let key = Self::key(rule, call.input)?;
         let _guard = self.lock.lock().await;
         let path = self.path.clone();
         let action = call.action.to_owned();
         let input = call.input.clone();
-        files::blocking(move || Self::change(&path, rule, &action, key, &input)).await
+        if let Some(add) = many(&action) {
+            let keys = many_keys(&input)?;
+            return files::blocking(move || {
+                let _lock = files::lock(&path, true)?;
+                Self::change_many(&path, add, &keys)
+            })
+            .await;
+        }
+        let rule = Self::rule(call.action)?;
+        let key = Self::key(rule, call.input)?;
+        files::blocking(move || {
+            let _lock = files::lock(&path, true)?;
+            Self::change(&path, rule, &action, key, &input)
+        })
+        .await
     }
 
     async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+        let path = self.path.clone();
+        if let Some(add) = many(action) {
+            let keys = many_keys(input)?;
+            let state = files::blocking(move || {
+                let _lock = files::lock(&path, false)?;
+                Self::load(&path)
+            })
+            .await?;
+            let blocked = state.get("blocked");
+            let (name, items): (&str, Vec<&str>) = if add {
+                (
+                    "absent",
+                    keys.iter()
+                        .filter(|(k, _)| blocked.and_then(|c| c.get(k)).is_none())
+                        .map(|(_, a)| a.as_str())
+                        .collect(),
+                )
+            } else {
+                (
+                    "present",
+                    keys.iter()
+                        .filter(|(k, _)| blocked.and_then(|c| c.get(k)).is_some())
+                        .map(|(_, a)| a.as_str())
+                        .collect(),
+                )
+            };
+            return Ok(json!({ name: items, "simulated": true }));
+        }
         let rule = Self::rule(action)?;
         let key = Self::key(rule, input)?;
-        let path = self.path.clone();
-        let state = files::blocking(move || Self::load(&path)).await?;
+        let state = files::blocking(move || {
+            let _lock = files::lock(&path, false)?;
+            Self::load(&path)
+        })
+        .await?;
         let collection = if action.starts_with("directory.") {
             "absent"
         } else {

@@ -386,3 +386,69 @@ fn configuration_is_checked() {
         assert!(common::build("fw", "nftables", bad).is_err(), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_set_is_blocked_in_one_batch_and_its_undo_removes_exactly_the_diff() {
+    let Some(sb) = sandbox() else { return };
+    let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
+    let v4 = sb.server_v4().to_string();
+    // Already there: an address with a timeout and a reason, and a network.
+    let kept = json!({ "address": "198.51.100.7", "timeout": "1h", "reason": "by hand" });
+    change(&fw, "firewall.block_ip", kept.clone(), true).await;
+    change(
+        &fw,
+        "firewall.block_ip",
+        json!({ "address": "10.88.0.0/16" }),
+        true,
+    )
+    .await;
+    let kept_before = state(&fw, "firewall.block_ip", &kept).await;
+
+    let batch = json!({ "addresses": [
+        v4, sb.server_v6().to_string(), "198.51.100.7", "10.88.1.1", "203.0.113.0/24", v4
+    ] });
+    let before = state(&fw, "firewall.block_many", &batch).await;
+    assert_eq!(
+        before["absent"],
+        json!([v4, sb.server_v6().to_string(), "203.0.113.0/24"]),
+        "the diff: what the set does not block yet, once each"
+    );
+    let out = change(&fw, "firewall.block_many", batch.clone(), true).await;
+    assert_eq!(out["added"], 3);
+    assert!(!reachable(&sb, sb.server_v4()) && !reachable(&sb, sb.server_v6()));
+    assert_eq!(
+        state(&fw, "firewall.block_many", &batch).await["absent"],
+        json!([])
+    );
+    change(&fw, "firewall.block_many", batch.clone(), false).await;
+
+    // The catalog's inverse unblocks exactly the diff; what was there stays as it was.
+    let (undo, with) = inverse("firewall.block_many", &batch, &before);
+    assert_eq!(undo, "firewall.unblock_many");
+    let out = change(&fw, &undo, with.clone(), true).await;
+    assert_eq!(out["removed"], 3);
+    assert!(reachable(&sb, sb.server_v4()) && reachable(&sb, sb.server_v6()));
+    assert_eq!(state(&fw, "firewall.block_many", &batch).await, before);
+    let kept_after = state(&fw, "firewall.block_ip", &kept).await;
+    assert_eq!(kept_after["comment"], kept_before["comment"]);
+    assert_eq!(kept_after["timeout"], kept_before["timeout"]);
+    assert!(kept_after["remaining"].is_string(), "{kept_after}");
+    let net = call(&fw, "firewall.status", json!({ "address": "10.88.1.1" }))
+        .await
+        .expect("status");
+    assert_eq!(net["matched"], "10.88.0.0/16");
+
+    // A network of a batch that would contain an element is refused: nothing applied.
+    refused(
+        &fw,
+        "firewall.block_many",
+        json!({ "addresses": ["192.0.2.1", "198.51.100.0/24"] }),
+        "198.51.100.7",
+    )
+    .await;
+    let other = json!({ "address": "192.0.2.1" });
+    assert_eq!(
+        state(&fw, "firewall.block_ip", &other).await["present"],
+        false
+    );
+}

@@ -17,8 +17,6 @@ use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::time::Instant;
 
-/// How many added and removed values an `intel.update` event lists inline (each).
-pub const EVENT_LIST_CAP: usize = 10_000;
 /// How many examples of unsupported or invalid entries a report keeps.
 pub const SAMPLES: usize = 10;
 /// Largest score weight a feed may have (a finite but huge one would make scores infinite).
@@ -423,17 +421,14 @@ fn resolve_source(source: &str) -> String {
 }
 
 impl ImportReport {
-    /// The `intel.update` event summarising this import. Added and removed values are listed
-    /// inline up to [`EVENT_LIST_CAP`] each (`truncated` says when more changed); the added
-    /// values also fill the event's observables, so playbooks can act on them directly.
+    /// The `intel.update` event summarising this import. It carries the update whole: every
+    /// added and removed value (the added ones also fill the event's observables, so playbooks
+    /// act on them directly), never a part of it, so a playbook cannot apply a feed partially
+    /// and succeed. A set-level action (`blocklist.add_many`, `firewall.block_many`) takes such
+    /// a list in one journaled change.
     pub fn event(&self) -> Event {
-        let cap = EVENT_LIST_CAP;
-        let listed = |values: &[(String, Kind)]| -> Vec<String> {
-            values.iter().take(cap).map(|(v, _)| v.clone()).collect()
-        };
-        let (added, removed) = (listed(&self.added), listed(&self.removed));
         let mut obs = Observables::default();
-        for (v, k) in self.added.iter().take(cap) {
+        for (v, k) in &self.added {
             let list = match k {
                 Kind::Ip => &mut obs.ips,
                 Kind::Cidr => &mut obs.cidrs,
@@ -455,8 +450,8 @@ impl ImportReport {
                 "feed": self.feed,
                 "source": self.source,
                 "format": self.format,
-                "added": added,
-                "removed": removed,
+                "added": self.added.iter().map(|(v, _)| v).collect::<Vec<_>>(),
+                "removed": self.removed.iter().map(|(v, _)| v).collect::<Vec<_>>(),
                 "added_count": self.added.len(),
                 "removed_count": self.removed.len(),
                 "unchanged_count": self.unchanged,
@@ -464,8 +459,6 @@ impl ImportReport {
                 "invalid_count": self.invalid,
                 "too_wide_count": self.too_wide,
                 "total": self.total,
-                "list_cap": cap,
-                "truncated": self.added.len() > cap || self.removed.len() > cap,
             }),
         }
     }

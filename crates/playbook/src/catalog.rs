@@ -215,13 +215,38 @@ impl ActionSpec {
         }
     }
 
-    /// The target value of a change made with `input`, as text.
+    /// The target value of a change made with `input`, as text; for a set-level change (its
+    /// target input a list) a short description, `<first> and <n> more`.
     pub fn target_of(&self, input: &Value) -> String {
         match self.target.as_ref().and_then(|t| input.get(&t.field)) {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
+            Some(Value::Array(items)) => match items.as_slice() {
+                [] => String::new(),
+                [one] => text_of(one),
+                [first, rest @ ..] => format!("{} and {} more", text_of(first), rest.len()),
+            },
+            Some(v) => text_of(v),
             None => String::new(),
         }
+    }
+
+    /// Every target of a change made with `input`: each item of a set-level change (its
+    /// target input a list), else the one target. Guardrails judge each of them.
+    pub fn targets_of(&self, input: &Value) -> Vec<String> {
+        match self.target.as_ref().and_then(|t| input.get(&t.field)) {
+            Some(Value::Array(items)) => items.iter().map(text_of).collect(),
+            Some(v) => vec![text_of(v)],
+            None => vec![String::new()],
+        }
+    }
+
+    /// `input` with its targets replaced by `items` (for a set-level change, the part of the
+    /// set to apply, or to hold apart); `input` unchanged when the action has no target.
+    pub fn with_targets(&self, input: &Value, items: Vec<Value>) -> Value {
+        let mut out = input.clone();
+        if let (Some(t), Some(obj)) = (self.target.as_ref(), out.as_object_mut()) {
+            obj.insert(t.field.clone(), Value::Array(items));
+        }
+        out
     }
 
     /// The part of a state that says whether the target changed.
@@ -259,6 +284,14 @@ impl ActionSpec {
             irreversible: None,
             expiry_input: None,
         })
+    }
+}
+
+/// A target value as text: a string as it is, anything else as JSON.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -501,6 +534,42 @@ mod tests {
         assert_eq!(
             inv,
             json!({"action": "blocklist.remove", "with": {"list": "egress", "entry": "192.0.2.1"}})
+        );
+    }
+
+    #[test]
+    fn a_set_level_change_has_every_item_as_a_target() {
+        let c = Catalog::builtin();
+        let add = c.get("blocklist.add_many").unwrap();
+        let input = json!({"list": "feed", "entries": ["192.0.2.1", "192.0.2.2", "192.0.2.3"]});
+        assert!(add.validate_input(&input).is_ok());
+        assert_eq!(
+            add.targets_of(&input),
+            ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+        );
+        assert_eq!(add.target_of(&input), "192.0.2.1 and 2 more");
+        let single = c.get("blocklist.add").unwrap();
+        let one = json!({"list": "feed", "entry": "192.0.2.1"});
+        assert_eq!(single.targets_of(&one), ["192.0.2.1"]);
+        let kept = add.with_targets(&input, vec![json!("192.0.2.3")]);
+        assert_eq!(kept, json!({"list": "feed", "entries": ["192.0.2.3"]}));
+        let inv = add
+            .inverse
+            .as_ref()
+            .unwrap()
+            .resolve(&input, &json!({"absent": ["192.0.2.2"]}));
+        assert_eq!(
+            inv,
+            json!({"action": "blocklist.remove_many", "with": {"list": "feed", "entries": ["192.0.2.2"]}})
+        );
+        let fw = c.get("firewall.block_many").unwrap();
+        assert!(
+            fw.validate_input(&json!({"addresses": ["10.0.0.0/8", "2001:db8::1"]}))
+                .is_ok()
+        );
+        assert!(
+            fw.validate_input(&json!({"addresses": ["not an address"]}))
+                .is_err()
         );
     }
 

@@ -15,8 +15,9 @@ pub const FUEL: u64 = 5_000;
 pub const MAX_EXPR_BYTES: usize = 16 * 1024;
 /// Largest string an expression may build (repeated strings, joins).
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
-/// Most values (list items, map entries, scalars) one expression result may hold.
-pub const MAX_RESULT_VALUES: usize = 100_000;
+/// Most values (list items, map entries, scalars) one expression result may hold: a feed
+/// update of a million addresses, as the set-level actions take it.
+pub const MAX_RESULT_VALUES: usize = 1_000_000;
 /// Most text (strings and map keys, in bytes) one expression result may hold in all.
 pub const MAX_RESULT_TEXT_BYTES: usize = 16 << 20;
 
@@ -619,9 +620,9 @@ mod tests {
         let err = e("[s] * 20000").eval_json(&c).unwrap_err();
         assert!(err.message.contains("bytes of text"), "{err}");
         let err = e("x * 7717738").eval_json(&c).unwrap_err();
-        assert!(err.message.contains("more than 100000 values"), "{err}");
+        assert!(err.message.contains("more than 1000000 values"), "{err}");
         let err = e("[[x * 50000] * 50000]").eval_json(&c).unwrap_err();
-        assert!(err.message.contains("more than 100000 values"), "{err}");
+        assert!(err.message.contains("more than 1000000 values"), "{err}");
         assert_eq!(
             e("x * 2").eval_json(&c).unwrap(),
             json!(["a", "b", "c", "a", "b", "c"])

@@ -25,6 +25,16 @@ pub struct Args {
     synchronous: SyncArg,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Instead of runs: import a feed of this many new addresses, block them all in a file
+    /// list (and, with --netns, in nftables) in one guarded run, then roll it back.
+    #[arg(long)]
+    feed: Option<usize>,
+    /// With --feed: networks in the never-list every address is checked against.
+    #[arg(long, default_value_t = 1_000_000)]
+    never: usize,
+    /// With --feed: the network namespace whose nftables the feed is blocked in.
+    #[arg(long)]
+    netns: Option<String>,
 }
 
 /// `bench --synchronous`: the SQLite synchronous mode measured.
@@ -41,6 +51,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         concurrency,
         synchronous: sync,
         format,
+        feed,
+        never,
+        netns,
     } = args;
     let synchronous = match sync {
         SyncArg::Full => Synchronous::Full,
@@ -76,6 +89,40 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         ),
         other => other.to_string(),
     };
+    if let Some(addresses) = feed {
+        let opts = belay_bench::feed::FeedOptions {
+            addresses,
+            never_networks: never,
+            netns,
+        };
+        let r = belay_bench::feed::run(store, tmp.path(), opts).await?;
+        if format == Format::Json {
+            print_json(&r)?;
+        } else {
+            println!(
+                "feed:         {} addresses, never-list of {} networks{}",
+                r.addresses,
+                r.never_networks,
+                if r.firewall {
+                    ", list and nftables"
+                } else {
+                    ", list"
+                }
+            );
+            println!("guardrails:   {:.2}s to load", r.guardrails_load);
+            println!("parse:        {:.2}s", r.parse);
+            println!("store:        {:.2}s", r.store);
+            println!("guardrails:   {:.2}s (every address checked)", r.guardrails);
+            println!(
+                "run:          {:.2}s (state reads {:.2}s, apply {:.2}s, journal and engine {:.2}s)",
+                r.run, r.read_state, r.apply, r.journal_and_engine
+            );
+            println!("end to end:   {:.2}s", r.end_to_end);
+            println!("rollback:     {:.2}s", r.rollback);
+            println!("peak RSS:     {:.1} MB", r.peak_rss_mb);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = belay_bench::run(
         store,
         label,

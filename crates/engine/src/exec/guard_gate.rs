@@ -118,8 +118,16 @@ impl RunState {
                 return Ok(None);
             }
         }
-        let targets: Vec<String> = planned.iter().map(|(_, _, w)| spec.target_of(w)).collect();
+        let targets: Vec<String> = planned
+            .iter()
+            .flat_map(|(_, _, w)| spec.targets_of(w))
+            .collect();
         let mut verdicts = self.verdicts(step, spec, &targets).await?;
+        if targets.len() != planned.len() {
+            // A set-level change (`*_many`) is one item of many targets: a never-list hit
+            // holds that whole change (its own approval binds to the whole diff).
+            verdicts.iter_mut().for_each(|v| v.items.clear());
+        }
         if self.tree_allowed.is_none() {
             super::tree::check_tree(&mut verdicts, &limits, &before, n);
         }

@@ -11,7 +11,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-/// Most items a `for_each` may expand to.
+/// Most items a `for_each` may expand to; a larger fan-out fails before any item is applied
+/// (sets at feed size go to the set-level actions, one change for the whole set).
 const MAX_ITEMS: usize = 10_000;
 
 impl RunState {
@@ -45,6 +46,39 @@ impl RunState {
                 }
             }
         }
+        // A fan-out is sized before anything of it is judged or applied: one larger than the
+        // limit fails whole, saying so, rather than applying part of its items.
+        let items = match &step.for_each {
+            None => None,
+            Some(for_each) => Some(match for_each.render(&ctx) {
+                Ok(Value::Array(items)) if items.len() <= MAX_ITEMS => items,
+                Ok(Value::Array(items)) => {
+                    let msg = format!(
+                        "`for_each` gave {} items, more than the {MAX_ITEMS} one step may fan out to: none of them was applied (a set-level action, such as `blocklist.add_many` or `firewall.block_many`, takes the whole set as one change)",
+                        items.len()
+                    );
+                    return self.fail_early(step, seq, &step.id, None, msg).await;
+                }
+                Ok(other) => {
+                    let msg = format!(
+                        "`for_each` must give a list, it gave {}",
+                        describe_value(&other)
+                    );
+                    return self.fail_early(step, seq, &step.id, None, msg).await;
+                }
+                Err(e) => {
+                    return self
+                        .fail_early(
+                            step,
+                            seq,
+                            &step.id,
+                            None,
+                            format!("`for_each`: {}", e.message),
+                        )
+                        .await;
+                }
+            }),
+        };
         // Steps under a rate limit run one at a time in this process, from the check until
         // their changes are journaled, so concurrent runs cannot all slip under the limit.
         let rated = match &step.call {
@@ -67,36 +101,8 @@ impl RunState {
         if let Some(o) = self.guard(step, seq, &ctx).await? {
             return Ok(o);
         }
-        let Some(for_each) = &step.for_each else {
+        let Some(items) = items else {
             return self.run_item(step, seq, step.id.clone(), None, ctx).await;
-        };
-        let items = match for_each.render(&ctx) {
-            Ok(Value::Array(items)) if items.len() <= MAX_ITEMS => items,
-            Ok(Value::Array(items)) => {
-                let msg = format!(
-                    "`for_each` gave {} items, more than the limit of {MAX_ITEMS}",
-                    items.len()
-                );
-                return self.fail_early(step, seq, &step.id, None, msg).await;
-            }
-            Ok(other) => {
-                let msg = format!(
-                    "`for_each` must give a list, it gave {}",
-                    describe_value(&other)
-                );
-                return self.fail_early(step, seq, &step.id, None, msg).await;
-            }
-            Err(e) => {
-                return self
-                    .fail_early(
-                        step,
-                        seq,
-                        &step.id,
-                        None,
-                        format!("`for_each`: {}", e.message),
-                    )
-                    .await;
-            }
         };
         // Items run concurrently, at most `concurrency` at once; outputs keep item order.
         let mut reused: Vec<Option<Outcome>> = Vec::with_capacity(items.len());

@@ -18,6 +18,7 @@
 //! Blocking an element already present keeps it as it is (its timeout and comment).
 
 mod elements;
+mod many;
 mod sandbox;
 
 pub use sandbox::Sandbox;
@@ -188,9 +189,20 @@ impl Nftables {
     /// gets the connector's mark at the head of its comment, by which a later deletion tells
     /// it from an administrator's ([`Entry::ours`]).
     async fn apply(&self, changes: Vec<NfCmd<'static>>) -> Result<(), ActionError> {
+        self.apply_batch(changes.into_iter().map(with_mark).collect())
+            .await
+    }
+
+    /// As [`Self::apply`], without marking added elements: for elements put back exactly as
+    /// they were listed (their own comments, an administrator's unmarked ones included).
+    async fn apply_as_listed(&self, changes: Vec<NfCmd<'static>>) -> Result<(), ActionError> {
+        self.apply_batch(changes).await
+    }
+
+    async fn apply_batch(&self, changes: Vec<NfCmd<'static>>) -> Result<(), ActionError> {
         let mut batch = self.missing_declarations().await?;
         for c in changes {
-            batch.add_cmd(with_mark(c));
+            batch.add_cmd(c);
         }
         let doc = serde_json::to_string(&batch.to_nftables())
             .map_err(|e| ActionError::permanent(format!("cannot encode the nft batch: {e}")))?;
@@ -628,6 +640,8 @@ impl Connector for Nftables {
             (Role::Firewall, "firewall.block_ip") => self.block(call.input).await,
             (Role::Firewall, "firewall.unblock_ip") => self.unblock(call.input).await,
             (Role::Firewall, "firewall.status") => self.block_status(call.input).await,
+            (Role::Firewall, "firewall.block_many") => self.block_many(call.input).await,
+            (Role::Firewall, "firewall.unblock_many") => self.unblock_many(call.input).await,
             (Role::Nac, "nac.quarantine") => self.quarantine(call.input, true).await,
             (Role::Nac, "nac.release") => self.quarantine(call.input, false).await,
             (Role::Nac, "nac.status") => {
@@ -647,6 +661,9 @@ impl Connector for Nftables {
 
     async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
         match self.config.family {
+            Role::Firewall if action.ends_with("_many") => {
+                self.many_read_state(action, input).await
+            }
             Role::Firewall if action.starts_with("firewall.") => self.block_read_state(input).await,
             Role::Nac if action.starts_with("nac.") => self.device_read_state(input).await,
             _ => Ok(Value::Null),

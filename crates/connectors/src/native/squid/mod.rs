@@ -2,7 +2,8 @@
 //! includes (see [`SquidConfig::acl_directives`]). Every change writes candidate files, has
 //! `squid -k parse` check a copy of squid.conf that points at them (a bad file never reaches
 //! the running proxy), renames them into place and runs `squid -k reconfigure`. State is read
-//! from the files.
+//! from the files. Changes and state reads take the ACL files' advisory lock (`.acl-files.lock`),
+//! which every belay process honours, so processes sharing the files never lose a change.
 //!
 //! Files in `acl_dir`: `block-<list>.domains` (`dstdomain`, one `.domain` per line: the domain
 //! and its subdomains) and `block-<list>.ips` (`dst`, addresses and networks) for each block
@@ -249,6 +250,12 @@ impl Squid {
         Ok(list.to_owned())
     }
 
+    /// The advisory lock on the ACL files, which every belay process takes: exclusive for a
+    /// change (from its first read to its last write), shared to read a state.
+    async fn files_lock(&self, exclusive: bool) -> Result<files::FileLock, ActionError> {
+        files::lock_async(&self.path("acl-files"), exclusive).await
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.config.acl_dir.join(name)
     }
@@ -467,6 +474,7 @@ impl Connector for Squid {
                 let list = self.list(call.input)?;
                 let t = Target::parse(address)?;
                 let _guard = self.lock.lock().await;
+                let _files = self.files_lock(true).await?;
                 let add = call.action == "proxy.block";
                 let edits = Self::edit(self.block_file(&list, &t), &t, add, true)?;
                 let changed = self.apply(edits.into_iter().collect()).await?;
@@ -495,6 +503,7 @@ impl Connector for Squid {
                     .unwrap_or(true);
                 let t = Target::parse(address)?;
                 let _guard = self.lock.lock().await;
+                let _files = self.files_lock(true).await?;
                 let mut edits = Vec::new();
                 for l in MONITOR_LEVELS {
                     edits.extend(Self::edit(self.monitor_file(l, &t), &t, l == level, true)?);
@@ -506,6 +515,7 @@ impl Connector for Squid {
             "proxy.relax_policy" => {
                 let t = Target::parse(address)?;
                 let _guard = self.lock.lock().await;
+                let _files = self.files_lock(true).await?;
                 let mut edits = Vec::new();
                 for l in MONITOR_LEVELS {
                     edits.extend(Self::edit(self.monitor_file(l, &t), &t, false, true)?);
@@ -521,6 +531,7 @@ impl Connector for Squid {
     async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
         let address = input_str(input, "address")?;
         let t = Target::parse(address)?;
+        let _files = self.files_lock(false).await?;
         match action {
             "proxy.block" | "proxy.unblock" => {
                 let list = self.list(input)?;
