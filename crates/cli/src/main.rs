@@ -7,6 +7,7 @@ mod config;
 mod context;
 mod head_export;
 mod head_signing;
+mod ids;
 mod labenv;
 mod output;
 mod paths;
@@ -15,8 +16,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use commands::{
     actions, approvals, audit, bench, cases, changes, checkpoint, demo, email, events, guardrails,
-    ingest, intel, lab, lint, logs, reapply, replay, rollback, run, runs, serve, test, tokens,
-    trust, users,
+    guide, ingest, intel, lab, lint, logs, reapply, replay, rollback, run, runs, serve, test,
+    tokens, trust, users,
 };
 use context::{Ctx, Global};
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ struct Cli {
 enum Command {
     /// Run the example playbooks end to end on a throw-away embedded store.
     Demo,
+    /// The reference guides (playbooks, expressions, trust, serve, …), as the docs say them.
+    Guide(guide::Args),
     /// The simulators of SaaS security products (EDR, SIEM, CMDB...), for trying playbooks.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -159,7 +162,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     // commands that work elsewhere (demo, bench, lab) or on the trail itself (`audit`).
     if !matches!(
         cli.command,
-        Command::Demo | Command::Lab(_) | Command::Bench(_) | Command::Audit(_)
+        Command::Demo | Command::Lab(_) | Command::Bench(_) | Command::Audit(_) | Command::Guide(_)
     ) {
         ctx.enable_auto_signing()?;
     }
@@ -172,6 +175,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 async fn run_command(ctx: &Ctx, command: Command) -> Result<ExitCode> {
     match command {
         Command::Demo => demo::run(ctx).await,
+        Command::Guide(args) => guide::run(args),
         Command::Lab(command) => lab::run(command).await,
         Command::Lint(args) => lint::run(ctx, args),
         Command::Run(args) => run::run(ctx, args).await,

@@ -233,3 +233,36 @@ fn events_that_started_no_run_are_reported_and_can_be_rerun() {
     );
     assert_eq!(runs(d), 1);
 }
+
+#[test]
+fn ids_may_be_given_by_their_first_characters_and_guides_come_with_the_binary() {
+    let alert = r#"{"id": "p-1", "kind": "ids.alert", "observables": {"ips": ["192.0.2.98"]}}"#;
+    let dir = workspace("", &format!("{alert}\n"));
+    let d = dir.path();
+    ok(&bare(d, &["ingest", "events.jsonl"]));
+    let runs = json(&bare(d, &["runs", "list", "--format", "json"]));
+    let id = runs[0]["run_id"]
+        .as_str()
+        .unwrap_or_else(|| runs[0]["id"].as_str().unwrap())
+        .to_owned();
+    let shown = ok(&bare(d, &["runs", "show", &id[..13]]));
+    assert!(shown.contains(&id), "a prefix names the run: {shown}");
+    let o = bare(d, &["runs", "show", "ffffffff"]);
+    assert!(
+        text(&o).contains("no run id begins with `ffffffff`"),
+        "{}",
+        text(&o)
+    );
+    let o = bare(d, &["runs", "show", "01"]);
+    assert!(text(&o).contains("too short"), "{}", text(&o));
+    // The reference guides.
+    let topics = ok(&bare(d, &["guide"]));
+    assert!(
+        topics.contains("expressions") && topics.contains("trust"),
+        "{topics}"
+    );
+    let guide = ok(&bare(d, &["guide", "expressions"]));
+    assert!(guide.contains("${{"), "{guide}");
+    let o = bare(d, &["guide", "nope"]);
+    assert!(text(&o).contains("no guide `nope`"), "{}", text(&o));
+}

@@ -81,6 +81,9 @@ fn one_protected_address_among_500_holds_that_item_alone_and_its_denial_touches_
     assert_eq!(with[0]["with"]["entry"], "198.51.100.7");
 
     let id = list[0]["id"].as_str().unwrap();
+    // The approver sees what triggered the run, and may name the approval by its start.
+    let show = ok(&belay(d, &["approvals", "show", &id[..12]]));
+    assert!(show.contains("alert     intel.update from"), "{show}");
     let out = ok(&belay(
         d,
         &["approvals", "deny", id, "--as", "alice", "--comment", "CRM"],

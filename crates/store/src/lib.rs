@@ -186,6 +186,28 @@ pub struct Checkpoint {
     pub actor: String,
 }
 
+/// Records people name by id (or by the first characters of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// A run.
+    Run,
+    /// An approval.
+    Approval,
+    /// A journaled change.
+    Change,
+}
+
+impl IdKind {
+    /// The table its records are in.
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            IdKind::Run => "runs",
+            IdKind::Approval => "approvals",
+            IdKind::Change => "changes",
+        }
+    }
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -363,6 +385,14 @@ pub trait Store: Principals + Send + Sync {
 
     /// The event with this id, if accepted.
     async fn get_event(&self, id: &str) -> Result<Option<Event>>;
+    /// Ids of `kind` starting with `prefix`, in order, at most `limit` (ids are UUIDs: letters,
+    /// digits and dashes, all below `~`).
+    async fn ids_with_prefix(
+        &self,
+        kind: IdKind,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>>;
     /// Events received at or after `since` (Unix ms), oldest first, at most `limit`; with
     /// `without_runs`, only those that started no run at all.
     async fn events_since(

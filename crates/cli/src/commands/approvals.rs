@@ -76,6 +76,47 @@ fn approval_json(a: &ApprovalRecord) -> Value {
     })
 }
 
+/// What triggered the run an approval belongs to (the top run's event): its kind, source,
+/// severity, time, non-empty observables and the alert's signature when the payload names one.
+/// Shown as data, never interpreted.
+async fn trigger_of(store: &dyn Store, run_id: &str) -> Result<Option<Value>> {
+    let mut run = store.get_run(run_id).await?;
+    while let Some(parent) = run.as_ref().and_then(|r| r.parent_run.clone()) {
+        run = store.get_run(&parent).await?;
+    }
+    let Some(run) = run else { return Ok(None) };
+    let Some(e) = store.get_event(&run.event_id).await? else {
+        return Ok(None);
+    };
+    let observables: serde_json::Map<String, Value> = serde_json::to_value(&e.observables)?
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let signature = ["signature", "alert.signature", "rule", "name", "subject"]
+        .iter()
+        .find_map(|path| {
+            path.split('.')
+                .try_fold(&e.data, |v, k| v.get(k))
+                .and_then(Value::as_str)
+        });
+    // What the run's intel lookups said, when it made any.
+    let intel: Vec<Value> = store
+        .steps(run_id)
+        .await?
+        .into_iter()
+        .filter(|s| s.action == "intel.lookup")
+        .map(|s| json!({ "value": s.output["value"], "score": s.output["score"] }))
+        .collect();
+    Ok(Some(json!({
+        "event_id": e.id, "kind": e.kind, "source": e.source, "severity": e.severity,
+        "time": e.time.to_rfc3339(), "observables": observables, "signature": signature,
+        "intel": intel,
+    })))
+}
+
 /// The step's record, attached to approvals when shown.
 async fn history(store: &dyn Store, approvals: &mut [ApprovalRecord]) -> Result<()> {
     if approvals.is_empty() {
@@ -197,13 +238,16 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ApprovalsCommand::Show(ShowArgs { id, format }) => {
+            let id = crate::ids::resolve(&*store, belay_store::IdKind::Approval, &id).await?;
             let a = store
                 .get_approval(&id)
                 .await?
                 .ok_or_else(|| anyhow!("no approval `{id}`"))?;
+            let alert = trigger_of(&*store, &a.run_id).await?;
             let mut one = [a];
             history(&*store, &mut one).await?;
-            let v = approval_json(&one[0]);
+            let mut v = approval_json(&one[0]);
+            v["trigger"] = alert.clone().unwrap_or(Value::Null);
             if format == Format::Json {
                 print_json(&v)?;
             } else {
@@ -222,6 +266,27 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                         }
                     }
                     _ => println!("  change    {} {}", a.action, a.with),
+                }
+                if let Some(t) = &alert {
+                    println!(
+                        "  alert     {} from {} ({}) at {}{}{}",
+                        t["kind"].as_str().unwrap_or("?"),
+                        t["source"].as_str().unwrap_or("?"),
+                        t["severity"].as_str().unwrap_or("?"),
+                        t["time"].as_str().unwrap_or("?"),
+                        t.get("signature")
+                            .and_then(Value::as_str)
+                            .map(|s| format!(": {s}"))
+                            .unwrap_or_default(),
+                        if t["observables"].as_object().is_some_and(|o| !o.is_empty()) {
+                            format!("; observables {}", t["observables"])
+                        } else {
+                            String::new()
+                        }
+                    );
+                    for i in t["intel"].as_array().into_iter().flatten() {
+                        println!("  intel     {} scored {}", i["value"], i["score"]);
+                    }
                 }
                 println!("  target    {} now {}", a.target, a.current_state);
                 println!("  hash      {}", a.change_hash);
@@ -269,8 +334,14 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
     }
 }
 
-async fn decide(ctx: &Ctx, store: &dyn Store, args: DecideArgs, approve: bool) -> Result<ExitCode> {
+async fn decide(
+    ctx: &Ctx,
+    store: &dyn Store,
+    mut args: DecideArgs,
+    approve: bool,
+) -> Result<ExitCode> {
     valid_actor(&args.user)?;
+    args.id = crate::ids::resolve(store, belay_store::IdKind::Approval, &args.id).await?;
     let dir = directory(ctx, store).await?;
     if dir.is_empty() {
         bail!(

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod email;
 pub mod events;
 pub mod guardrails;
+pub mod guide;
 pub mod ingest;
 pub mod intel;
 pub mod lab;

@@ -60,9 +60,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     } else {
         may_change(ctx, &actor, "roll back")?;
     }
+    let store = ctx.store().await?;
     let selection = match (s.change, s.run, s.to, s.since) {
-        (Some(c), ..) => Selection::Change(c),
-        (_, Some(r), ..) => Selection::Run(r),
+        (Some(c), ..) => {
+            Selection::Change(crate::ids::resolve(&*store, belay_store::IdKind::Change, &c).await?)
+        }
+        (_, Some(r), ..) => {
+            Selection::Run(crate::ids::resolve(&*store, belay_store::IdKind::Run, &r).await?)
+        }
         (_, _, Some(t), _) => Selection::Checkpoint(t),
         (_, _, _, Some(t)) => Selection::Since(
             chrono::DateTime::parse_from_rfc3339(&t)

@@ -100,6 +100,7 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Show(ShowArgs { id, format }) => {
+            let id = crate::ids::resolve(&*store, belay_store::IdKind::Run, &id).await?;
             let run = store
                 .get_run(&id)
                 .await?

@@ -377,6 +377,24 @@ impl Store for PgStore {
         read::count_changes(self, actions, since).await
     }
 
+    async fn ids_with_prefix(
+        &self,
+        kind: crate::IdKind,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        const C: &str = "finding an id";
+        let sql = format!(
+            "SELECT id FROM {} WHERE id COLLATE \"C\" >= $1 AND id COLLATE \"C\" < $2 ORDER BY id COLLATE \"C\" LIMIT $3",
+            kind.table()
+        );
+        let high = format!("{prefix}~");
+        let rows = self
+            .query(&sql, &[&prefix, &high, &(limit as i64)], C)
+            .await?;
+        rows.iter().map(|r| super::row::get(r, 0, C)).collect()
+    }
+
     async fn events_since(
         &self,
         since: i64,

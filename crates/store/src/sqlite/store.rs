@@ -152,6 +152,28 @@ impl Store for SqliteStore {
         read::count_changes(self, actions, since).await
     }
 
+    async fn ids_with_prefix(
+        &self,
+        kind: crate::IdKind,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
+            kind.table()
+        );
+        let (low, high) = (prefix.to_owned(), format!("{prefix}~"));
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&sql).map_err(db_err("finding an id"))?;
+            let rows = stmt
+                .query_map(rusqlite::params![low, high, limit as i64], |r| r.get(0))
+                .map_err(db_err("finding an id"))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(db_err("finding an id"))
+        })
+        .await
+    }
+
     async fn events_since(
         &self,
         since: i64,
