@@ -361,6 +361,23 @@ fn logs_parse_prints_one_event_per_record() {
     assert!(events[..4].iter().all(|e| e["kind"] == "dlp.alert"));
     assert!(events[4..].iter().all(|e| e["kind"] == "ids.alert"));
     assert!(String::from_utf8_lossy(&o.stderr).contains("17 event(s): 4 dlp.alert, 13 ids.alert"));
+    // Suricata's records say so in `source` (playbooks match `event.source == "suricata"`),
+    // and parsing the same file again gives the same ids.
+    assert!(
+        events[4..].iter().all(|e| e["source"] == "suricata"),
+        "{:?}",
+        events[4]
+    );
+    assert!(
+        events[4]["data"]["received_from"]
+            .as_str()
+            .unwrap()
+            .contains("eve-alerts.jsonl")
+    );
+    let again = belay(dir.path(), &["logs", "parse", eve.to_str().unwrap()]);
+    let again = json_lines(&String::from_utf8_lossy(&again.stdout));
+    let ids = |v: &[Value]| v.iter().map(|e| e["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&again), ids(&events[4..]), "stable ids across parses");
     let o = belay(dir.path(), &["logs", "parse", "missing.log"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("cannot read missing.log"));

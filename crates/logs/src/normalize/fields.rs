@@ -83,16 +83,21 @@ pub(super) fn make(
     if ctx.truncated {
         data.insert("truncated".into(), Value::Bool(true));
     }
-    let id = id
-        .filter(|id| id.len() <= 256 && !id.chars().any(char::is_control))
-        .unwrap_or_else(belay_model::new_id);
-    Event {
-        id,
+    let given = id.filter(|id| id.len() <= 256 && !id.chars().any(char::is_control));
+    let mut event = Event {
+        id: String::new(),
         kind: kind.to_owned(),
         source: ctx.source.clone(),
         time,
         severity,
         observables,
         data: Value::Object(data),
-    }
+    };
+    // Without an id of its own, the same record read twice (a file parsed again, a relayed
+    // line sent twice) gets the same id: derived from its source, content and time.
+    event.id = match given {
+        Some(id) => id,
+        None => event.content_id(true, std::time::Duration::from_secs(86_400), 0),
+    };
+    event
 }

@@ -12,6 +12,13 @@ use std::net::IpAddr;
 /// The event for an EVE record; `None` when `v` is not one.
 pub(super) fn suricata(v: &Value, raw: &str, ctx: &Context) -> Option<Event> {
     let event_type = v.get("event_type").and_then(Value::as_str)?;
+    // The product is the source (`event.source == "suricata"`), wherever the record was read;
+    // where it came from (a file, a listener) stays in `data.received_from`.
+    let from = ctx;
+    let ctx = &Context {
+        source: "suricata".into(),
+        ..ctx.clone()
+    };
     let time = v
         .get("timestamp")
         .and_then(Value::as_str)
@@ -36,6 +43,7 @@ pub(super) fn suricata(v: &Value, raw: &str, ctx: &Context) -> Option<Event> {
     }
     let mut data = Map::new();
     data.insert("raw".into(), Value::from(raw));
+    data.insert("received_from".into(), Value::from(from.source.clone()));
     data.insert("event_type".into(), Value::from(event_type));
     for k in ["src_ip", "dest_ip", "proto", "app_proto", "in_iface"] {
         data.insert(k.into(), opt(s(k)));
