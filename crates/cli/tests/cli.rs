@@ -499,3 +499,35 @@ steps:
         "{out}"
     );
 }
+
+#[test]
+fn lint_explains_bad_indentation_and_misspelled_filters_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_file(
+        d,
+        "indent.yaml",
+        "name: p\non: { event: ids.alert }\nsteps:\n  - id: a\n    action: core.log\n   with:\n      message: hi\n",
+    );
+    let out = text(&belay(d, &["lint", "indent.yaml"]));
+    assert!(
+        out.contains("indent.yaml:6:4: error: YAML syntax error")
+            && out.contains("line 6 is indented 3 space(s), line 5 4"),
+        "{out}"
+    );
+    write_file(
+        d,
+        "filter.yaml",
+        "name: q\non: { event: ids.alert }\nsteps:\n  - id: a\n    action: core.log\n    with:\n      message: \"${{ event.kind | uppr }}\"\n",
+    );
+    let out = text(&belay(d, &["lint", "filter.yaml"]));
+    assert!(
+        out.contains("unknown filter `uppr`") && out.contains("did you mean `upper`?"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("is invalid"),
+        "no second, misleading error: {out}"
+    );
+    assert!(out.contains("1 error(s)"), "{out}");
+}

@@ -319,8 +319,23 @@ fn check_names(src: &str, pos: Pos) -> Result<(), Diagnostic> {
             && !name.is_empty()
             && !known(kind, name)
         {
-            return Err(Diagnostic::new(pos, format!("unknown {kind} `{name}` in `{src}`"))
-                    .with_hint(format!("belay expressions have no `{name}` {kind}; see the playbook reference for the ones they have")));
+            let names = if kind == "filter" { FILTERS } else { TESTS };
+            let near = names
+                .iter()
+                .map(|n| (crate::catalog::edit_distance(n, name), *n))
+                .filter(|(d, _)| *d <= 2)
+                .min();
+            let hint = match near {
+                Some((_, n)) => {
+                    format!("did you mean `{n}`? (`belay guide expressions` lists every {kind})")
+                }
+                None => format!(
+                    "belay expressions have no `{name}` {kind}; `belay guide expressions` lists the ones they have"
+                ),
+            };
+            return Err(
+                Diagnostic::new(pos, format!("unknown {kind} `{name}` in `{src}`")).with_hint(hint),
+            );
         }
         i += 1;
     }

@@ -51,8 +51,10 @@ impl Template {
                         }
                     }
                     Err(d) => {
+                        // Reported once, here; kept as text so that no other check (an
+                        // input's schema) reports the same mistake again in other words.
                         diags.push(d);
-                        Template::Literal(Value::Null)
+                        Template::Text(vec![Part::Text(text.clone())])
                     }
                 }
             }

@@ -125,6 +125,30 @@ enum Frame {
     Map(Pos, Vec<(Key, Node)>, Option<Key>),
 }
 
+/// What the indentation around a syntax error says, in words: a tab, or a line indented
+/// differently from the one above it (the usual cause of YAML's own messages).
+fn indentation_hint(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |n: usize| lines.get(n.checked_sub(1)?).copied();
+    let here = at(line)?;
+    if here.starts_with('\t') || here.trim_start_matches(' ').starts_with('\t') {
+        return Some(format!(
+            "line {line} is indented with a tab; YAML indents with spaces only"
+        ));
+    }
+    let meaningful = |l: &str| !l.trim().is_empty() && !l.trim_start().starts_with('#');
+    let above = (1..line).rev().find(|n| at(*n).is_some_and(meaningful))?;
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let (a, b) = (indent(here), indent(at(above)?));
+    (a != b).then(|| {
+        format!(
+            "line {line} is indented {a} space(s), line {above} {b}: keys of one mapping line up \
+             in the same column, a nested mapping is indented further, and list items start \
+             with `- ` (`belay guide playbooks` shows the layout)"
+        )
+    })
+}
+
 /// Parses one YAML document into a positioned tree.
 pub fn parse(text: &str) -> Result<Node, Diagnostic> {
     let mut stack: Vec<Frame> = Vec::new();
@@ -133,13 +157,17 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
     for item in Parser::new_from_str(text) {
         let (event, span) = item.map_err(|e| {
             let m = e.marker();
-            Diagnostic::new(
+            let d = Diagnostic::new(
                 Pos {
                     line: m.line(),
                     col: m.col() + 1,
                 },
                 format!("YAML syntax error: {}", e.info()),
-            )
+            );
+            match indentation_hint(text, m.line()) {
+                Some(h) => d.with_hint(h),
+                None => d,
+            }
         })?;
         let pos = pos_of(&span);
         let node = match event {
