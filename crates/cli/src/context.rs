@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 /// The flags every command accepts.
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Configuration file (default: ./belay.toml when present).
     #[arg(long, global = true, env = "BELAY_CONFIG")]

@@ -9,7 +9,9 @@ use clap::ValueEnum;
 /// `ID [--format F]`: the arguments of a `show` subcommand.
 #[derive(clap::Args)]
 pub struct ShowArgs {
+    /// Its id, or the first characters of it.
     pub id: String,
+    /// Output: `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
@@ -18,8 +20,10 @@ pub struct ShowArgs {
 /// `--all`.
 #[derive(clap::Args)]
 pub struct ListArgs {
+    /// Every one, not only those still open.
     #[arg(long)]
     pub all: bool,
+    /// Output: `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }

@@ -266,3 +266,40 @@ fn ids_may_be_given_by_their_first_characters_and_guides_come_with_the_binary() 
     let o = bare(d, &["guide", "nope"]);
     assert!(text(&o).contains("no guide `nope`"), "{}", text(&o));
 }
+
+#[test]
+fn every_option_is_described_and_global_options_stand_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["runs", "list", "--help"][..],
+        &["run", "--help"],
+        &["ingest", "--help"],
+        &["replay", "--help"],
+        &["approvals", "list", "--help"],
+        &["changes", "list", "--help"],
+        &["actions", "show", "--help"],
+        &["approvals", "approve", "--help"],
+    ] {
+        let help = ok(&bare(d, args));
+        let (own, global) = help
+            .split_once("Global options:")
+            .expect("a global section");
+        assert!(global.contains("--config"), "{help}");
+        assert!(
+            !own.contains("--config"),
+            "global options stand apart: {help}"
+        );
+        // Every option of the command says what it is for.
+        for line in own.lines().filter(|l| l.trim_start().starts_with("--")) {
+            let described = line.trim_start().split_once("  ").map(|(_, d)| d.trim());
+            assert!(
+                described.is_some_and(|d| !d.is_empty()),
+                "{args:?}: `{}` has no description",
+                line.trim()
+            );
+        }
+    }
+    assert!(ok(&bare(d, &["run", "--help"])).contains("Examples:"));
+    assert!(ok(&bare(d, &["approvals", "approve", "--help"])).contains("--without"));
+}

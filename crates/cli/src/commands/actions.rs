@@ -13,11 +13,13 @@ use std::process::ExitCode;
 #[derive(Subcommand)]
 pub enum ActionsCommand {
     List {
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
     Show {
         name: String,
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },

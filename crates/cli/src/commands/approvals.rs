@@ -26,6 +26,9 @@ pub enum ApprovalsCommand {
     /// One approval: the planned change, the target's state, guardrail verdicts, the record.
     Show(ShowArgs),
     /// Approve a planned change; the run resumes at once once the quorum is reached.
+    #[command(
+        after_help = "Examples:\n  belay approvals approve 01a24865 --as alice --comment \"known bad\"\n  belay approvals approve 01a24865 --as alice --without block[3],block[7]   # a held batch without two items"
+    )]
     Approve(DecideArgs),
     /// Deny a planned change; the run resumes and the step fails.
     Deny(DecideArgs),

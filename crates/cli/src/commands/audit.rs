@@ -31,6 +31,7 @@ pub enum AuditCommand {
     },
     /// Write entries to standard output.
     Export {
+        /// Export format: `jsonl` (one entry per line) or `cef` (for a SIEM).
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
         /// Only entries at or after this RFC 3339 time.

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 /// `belay bench`.
 #[derive(clap::Args)]
 pub struct Args {
+    /// Durable runs to execute.
     #[arg(long, default_value_t = 20_000)]
     runs: usize,
     /// Runs in flight at once (512 keep the single writer's batches full; more only add
@@ -23,6 +24,7 @@ pub struct Args {
     /// SQLite synchronous mode for this measurement.
     #[arg(long, value_enum, default_value = "full")]
     synchronous: SyncArg,
+    /// Output: `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Instead of runs: import a feed of this many new addresses, block them all in a file

@@ -28,6 +28,7 @@ pub enum ChangesCommand {
         /// each is reverted.
         #[arg(long, conflicts_with = "run")]
         expiring: bool,
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },

@@ -15,10 +15,12 @@ use std::process::ExitCode;
 pub enum CheckpointCommand {
     Create {
         name: String,
+        /// Who creates it (a user with the responder or admin role).
         #[arg(long = "as", value_name = "USER")]
         actor: String,
     },
     List {
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },

@@ -137,12 +137,7 @@ impl Demo {
         let Some(run) = store.get_run(run_id).await? else {
             return Ok(());
         };
-        println!(
-            "  run {} {:<22} → {}",
-            &run.id[..13],
-            run.playbook,
-            run.status
-        );
+        println!("  run {} {:<22} → {}", run.id, run.playbook, run.status);
         let steps = store.steps(run_id).await?;
         for (i, s) in steps.iter().enumerate() {
             if s.status.as_str() == "skipped" {
@@ -207,7 +202,7 @@ impl Demo {
             let yes = approve(a);
             println!(
                 "  approval {} {}/{}: {} {}\n      why: {}\n      change sha256 {}…  → {} by {DEMO_USER}",
-                &a.id[..13],
+                a.id,
                 a.playbook,
                 a.key,
                 a.action,

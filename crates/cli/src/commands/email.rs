@@ -27,6 +27,7 @@ const BATCH: usize = 64;
 pub enum EmailCommand {
     /// Parse one message (a file, or `-` for standard input) and print what `email.parse` returns.
     Parse {
+        /// The message to parse (an .eml file).
         #[arg(default_value = "-")]
         file: String,
         /// Parse the suspect message attached (message/rfc822) to a user's report.
@@ -77,6 +78,7 @@ pub struct IngestArgs {
     /// Read what is waiting once, then stop.
     #[arg(long)]
     once: bool,
+    /// Playbook directory (default: `playbooks` in belay.toml).
     #[arg(long)]
     playbooks: Option<PathBuf>,
     /// Parse the report itself, not a message attached to it.

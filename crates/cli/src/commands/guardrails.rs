@@ -16,13 +16,16 @@ pub enum GuardrailsCommand {
     /// `belay guardrails check blocklist.add --with '{"list":"egress","entry":"203.0.113.9"}'`.
     Check {
         action: String,
+        /// The planned change's inputs, as JSON (e.g. '{"list":"egress","entry":"192.0.2.1"}').
         #[arg(long = "with", value_name = "JSON")]
         with: String,
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
     /// Measure `never` lookups on a generated list of N networks.
     Bench {
+        /// How many networks the generated never-list holds.
         #[arg(long, default_value_t = 1_000_000)]
         cidrs: usize,
     },

@@ -12,6 +12,9 @@ use std::process::ExitCode;
 
 /// `belay ingest [FILE|-]`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  belay ingest events.jsonl --playbooks playbooks/      # a file: its cursor is kept, a restart continues\n  tail -F alerts.jsonl | belay ingest - --quiet"
+)]
 pub struct Args {
     /// A file of JSON lines, or `-` for standard input.
     #[arg(default_value = "-")]

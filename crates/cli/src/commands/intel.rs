@@ -25,6 +25,7 @@ pub enum IntelCommand {
         /// The feed's name; re-importing the same name replaces its set.
         #[arg(long)]
         feed: String,
+        /// The feed's format (`auto`: detected from its content).
         #[arg(long, value_enum, default_value = "auto")]
         format: FeedFormat,
         /// Score weight of this feed (default 1; kept from the last import when omitted).
@@ -65,21 +66,26 @@ pub enum IntelCommand {
         /// Force the value's type (ip, cidr, domain, url, hash, email).
         #[arg(long = "type")]
         kind: Option<String>,
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
     /// Feeds, their settings and latest imports, and counts by type.
     Stats {
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
     /// Import N generated indicators through the real import path into a scratch store,
     /// then time lookups.
     Bench {
+        /// How many generated indicators to import.
         #[arg(long, default_value_t = 1_000_000)]
         indicators: usize,
+        /// How many lookups to time.
         #[arg(long, default_value_t = 1_000_000)]
         lookups: usize,
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },

@@ -40,6 +40,7 @@ pub enum LabCommand {
         /// Share of simulator API requests that fail, 0 to 1.
         #[arg(long, default_value_t = 0.0)]
         fault_rate: f64,
+        /// Seed of the simulators' generated data (the same seed gives the same data).
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Use stand-ins even for the components this machine could run for real.

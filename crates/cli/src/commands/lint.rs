@@ -12,7 +12,11 @@ use std::process::ExitCode;
 
 /// `belay lint PATH...`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  belay lint playbooks/\n  belay lint playbooks/block-malicious-ip.yaml"
+)]
 pub struct Args {
+    /// Playbook files or folders (every *.yaml in them).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
 }

@@ -53,8 +53,10 @@ pub enum LogsCommand {
     /// Normalize a file of log lines (syslog, CEF, Suricata EVE, Windows event JSON, or a JSON
     /// array of DLP records) to events on standard output, one JSON object per line.
     Parse {
+        /// Log files: syslog, JSON lines, Suricata EVE, CEF, Windows events, DLP exports.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
     },

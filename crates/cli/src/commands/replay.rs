@@ -15,10 +15,15 @@ use std::process::ExitCode;
 
 /// `belay replay PLAYBOOK --events FILE`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  belay replay playbooks/block-malicious-ip.yaml --events last-week.jsonl"
+)]
 pub struct Args {
     playbook: PathBuf,
+    /// Past events, as JSON lines (one event per line).
     #[arg(long)]
     events: PathBuf,
+    /// Output: `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
 }

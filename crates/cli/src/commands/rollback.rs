@@ -12,6 +12,9 @@ use std::process::ExitCode;
 
 /// `belay rollback (--change ID | --run ID | --to CHECKPOINT | --since TIME) --as USER`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  belay rollback --run RUN_ID --dry-run --as alice      # the preview: what would be reverted\n  belay rollback --run RUN_ID --as alice\n  belay rollback --to known-good --as alice             # everything after a checkpoint"
+)]
 pub struct Args {
     #[command(flatten)]
     select: RollbackSelect,
@@ -24,6 +27,7 @@ pub struct Args {
     /// Who is rolling back (recorded in the journal and the audit trail).
     #[arg(long = "as", value_name = "USER")]
     actor: String,
+    /// Output: `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
 }

@@ -14,8 +14,12 @@ use std::process::ExitCode;
 
 /// `belay run PLAYBOOK --event FILE`.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  belay run playbooks/block-malicious-ip.yaml --event alert.json\n  belay run pb.yaml --event alert.json --dry-run          # what it would do; nothing applied\n  belay run pb.yaml --event alert.json --as alice         # recorded as triggered by alice"
+)]
 pub struct Args {
     playbook: PathBuf,
+    /// The event, as a JSON file.
     #[arg(long)]
     event: PathBuf,
     /// Apply nothing; report what would happen.
@@ -31,6 +35,7 @@ pub struct Args {
     /// `approval.separation`, they may not approve its changes).
     #[arg(long = "as", value_name = "USER")]
     actor: Option<String>,
+    /// Output: `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
 }

@@ -22,10 +22,13 @@ pub enum RunsCommand {
             RunStatus::ALL.iter().map(|s| s.as_str())
         ))]
         status: Option<String>,
+        /// Only runs of this playbook.
         #[arg(long)]
         playbook: Option<String>,
+        /// At most this many runs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 /// `belay test PATH...`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:\n  belay test examples/playbooks/")]
 pub struct Args {
+    /// Playbook test files or folders (every *.test.yaml in them, with the playbooks beside them).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
 }

@@ -29,6 +29,7 @@ pub enum TokensCommand {
     },
     /// Every token (never its text): id, principal, roles, expiry, last use, revocation.
     List {
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },

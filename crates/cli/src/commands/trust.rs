@@ -22,6 +22,7 @@ pub enum TrustCommand {
         /// version of each playbook runs used).
         #[arg(long)]
         playbooks: Option<PathBuf>,
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -29,6 +30,7 @@ pub enum TrustCommand {
     Reset {
         playbook: String,
         step: String,
+        /// Who lifts it (a user with the admin role).
         #[arg(long = "as", value_name = "USER")]
         user: String,
     },

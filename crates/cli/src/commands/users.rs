@@ -39,6 +39,7 @@ pub enum UsersCommand {
     },
     /// Every user: stored ones and those of [[users]] in belay.toml.
     List {
+        /// Output: `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
