@@ -14,6 +14,7 @@ mod audit;
 mod cases;
 mod codec;
 mod postgres;
+mod pauses;
 mod principals;
 mod rows;
 mod sqlite;
@@ -22,6 +23,7 @@ pub use audit::authority::{MissingAuthority, approval_allows};
 pub use audit::signing::{self as head_signing, HeadKey, PublicKey, SignedHead};
 pub use audit::verify::{AuditProblem, verify_audit, verify_audit_against};
 pub use postgres::{PgOptions, PgStore};
+pub use pauses::{PauseRecord, Pauses};
 pub use principals::{Lockout, Principals, TokenRecord, UserRecord};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD};
 
@@ -259,9 +261,9 @@ pub struct Counts {
 }
 
 /// The storage interface the engine, the CLI and the server use (with the directory of
-/// [`Principals`] the server authenticates).
+/// [`Principals`] the server authenticates and the [`Pauses`] of automation).
 #[async_trait]
-pub trait Store: Principals + Send + Sync {
+pub trait Store: Principals + Pauses + Send + Sync {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 

@@ -21,6 +21,7 @@ mod encode;
 mod insert;
 mod migrate;
 mod open;
+mod pauses;
 mod principals;
 mod read;
 mod row;
