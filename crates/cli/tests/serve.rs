@@ -495,3 +495,95 @@ fn users_are_stored_hashed_and_a_disabled_user_s_tokens_stop_working() {
     assert!(export.contains("user.saved") && export.contains("token.created"));
     assert!(!export.contains("argon2id"), "a hash in the audit trail");
 }
+
+/// Waits until run `id` has finished; its JSON (`GET /api/v1/runs/{id}`: the run and its steps).
+fn finished_run(server: &Server, token: &str, id: &str) -> Value {
+    // Bounded only so that a broken run fails the test instead of hanging it.
+    for _ in 0..2400 {
+        let (status, run) = server.get(&format!("/api/v1/runs/{id}"), token);
+        assert_eq!(status, 200, "{run}");
+        if matches!(run["run"]["status"].as_str(), Some("succeeded" | "failed")) {
+            return run;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("run {id} never finished");
+}
+
+#[test]
+fn an_admin_pauses_and_resumes_automation_through_the_api() {
+    let dir = setup(&block_alert_ip("log", ""));
+    let d = dir.path();
+    let admin = token(d, "ada", "admin");
+    let responder = token(d, "rita", "responder");
+    let server = Server::start(d);
+    let fire = |id: &str, ip: &str| -> Value {
+        let body = json!({"id": id, "kind": "ids.alert", "observables": {"ips": [ip]}});
+        let (status, a) = server.hook(&body.to_string(), now(), SECRET, &[]);
+        assert_eq!(status, 202, "{a}");
+        let run = a["run_ids"][0].as_str().unwrap().to_owned();
+        finished_run(&server, &admin, &run)
+    };
+
+    let (status, p) = server.post("/api/v1/pause", &responder, &json!({"reason": "x"}));
+    assert_eq!(status, 403, "{p}");
+    let (status, p) = server.post("/api/v1/pause", &admin, &json!({}));
+    assert_eq!((status, p["field"].as_str()), (400, Some("reason")), "{p}");
+    let (status, p) = server.post(
+        "/api/v1/pause",
+        &admin,
+        &json!({"reason": "incident bridge: hands off the firewall"}),
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["paused"]["paused_by"], "ada");
+    let (_, list) = server.get("/api/v1/pauses", &responder);
+    assert_eq!(list["pauses"].as_array().unwrap().len(), 1, "{list}");
+
+    let run = fire("p1", "203.0.113.1");
+    assert_eq!(run["steps"][0]["decision"], "shadow", "{run}");
+    assert!(common::listed(d).is_empty(), "applied while paused");
+
+    let (status, p) = server.post(
+        "/api/v1/unpause",
+        &admin,
+        &json!({"reason": "bridge closed"}),
+    );
+    assert_eq!((status, &p["lifted"]), (200, &json!(true)), "{p}");
+    let run = fire("p2", "203.0.113.2");
+    assert_eq!(run["steps"][0]["decision"], "apply", "{run}");
+    assert_eq!(common::listed(d), ["203.0.113.2"]);
+
+    // The pause set through the API holds for the local CLI too (it lives in the store).
+    let (status, _) = server.post(
+        "/api/v1/pause",
+        &admin,
+        &json!({"playbook": "block-ip", "reason": "tuning"}),
+    );
+    assert_eq!(status, 200);
+    let list = ok(&common::belay(d, &["pause", "--list"]));
+    assert!(list.contains("playbook `block-ip` paused by ada"), "{list}");
+
+    let export = ok(&common::belay(d, &["audit", "export"]));
+    let trail = common::json_lines(&export);
+    let switch = |kind: &str| {
+        trail
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in the trail"))
+            .clone()
+    };
+    let paused = switch("automation.paused");
+    assert_eq!(paused["actor"], "ada");
+    assert_eq!(
+        paused["detail"]["reason"],
+        "incident bridge: hands off the firewall"
+    );
+    let resumed = switch("automation.resumed");
+    assert_eq!(
+        (
+            resumed["actor"].as_str(),
+            resumed["detail"]["reason"].as_str()
+        ),
+        (Some("ada"), Some("bridge closed"))
+    );
+}

@@ -13,8 +13,8 @@
 mod audit;
 mod cases;
 mod codec;
-mod postgres;
 mod pauses;
+mod postgres;
 mod principals;
 mod rows;
 mod sqlite;
@@ -22,10 +22,12 @@ mod sqlite;
 pub use audit::authority::{MissingAuthority, approval_allows};
 pub use audit::signing::{self as head_signing, HeadKey, PublicKey, SignedHead};
 pub use audit::verify::{AuditProblem, verify_audit, verify_audit_against};
-pub use postgres::{PgOptions, PgStore};
 pub use pauses::{PauseRecord, Pauses};
+pub use postgres::{PgOptions, PgStore};
 pub use principals::{Lockout, Principals, TokenRecord, UserRecord};
-pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD};
+pub use sqlite::{
+    BackupSummary, SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD, backup as backup_sqlite,
+};
 
 use async_trait::async_trait;
 use belay_model::{

@@ -9,8 +9,8 @@ use belay_model::{
     StepStatus, TrustLevel, Vote, now_ms,
 };
 use belay_store::{
-    Accepted, ApprovalFilter, Cursor, FinishedChange, Lockout, PauseRecord, RunFilter, SqliteOptions,
-    SqliteStore, Store, TokenRecord, UserRecord, Write, Written,
+    Accepted, ApprovalFilter, Cursor, FinishedChange, Lockout, PauseRecord, RunFilter,
+    SqliteOptions, SqliteStore, Store, TokenRecord, UserRecord, Write, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -684,7 +684,10 @@ async fn pauses_are_kept_audited_and_lifted(s: Arc<dyn Store>) {
     assert_eq!(s.pause_of("block-ip").await.unwrap(), Some(all.clone()));
 
     assert!(s.unpause(None, "bob", "bridge closed").await.unwrap());
-    assert!(!s.unpause(None, "bob", "again").await.unwrap(), "lifted once");
+    assert!(
+        !s.unpause(None, "bob", "again").await.unwrap(),
+        "lifted once"
+    );
     assert!(s.pause_of("other").await.unwrap().is_none());
     assert_eq!(s.pause_of("block-ip").await.unwrap(), Some(one));
     assert!(s.unpause(Some("block-ip"), "alice", "").await.unwrap());
@@ -705,7 +708,11 @@ async fn pauses_are_kept_audited_and_lifted(s: Arc<dyn Store>) {
             ("automation.resumed", "alice", "block-ip"),
         ]
     );
-    assert!(trail.iter().any(|e| e.detail["reason"] == "incident bridge"));
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.detail["reason"] == "incident bridge")
+    );
     assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
 }
 

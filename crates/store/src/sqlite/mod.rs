@@ -16,6 +16,7 @@
 //! the reader connection) and [`store`] (the [`Store`](crate::Store) implementation).
 
 mod apply;
+mod backup;
 mod checkpoint;
 mod encode;
 mod insert;
@@ -27,6 +28,8 @@ mod read;
 mod row;
 mod store;
 mod writer;
+
+pub use backup::{BackupSummary, backup};
 
 use crate::{Result, StoreError};
 use rusqlite::Connection;

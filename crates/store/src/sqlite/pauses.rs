@@ -20,7 +20,11 @@ pub(super) enum PauseOp {
 }
 
 /// Applies one pause write inside the writer's transaction.
-pub(super) fn apply<'a>(c: &Connection, op: &'a PauseOp, entries: &mut Entries<'a>) -> Result<Reply> {
+pub(super) fn apply<'a>(
+    c: &Connection,
+    op: &'a PauseOp,
+    entries: &mut Entries<'a>,
+) -> Result<Reply> {
     match op {
         PauseOp::Pause(p) => {
             c.execute(
@@ -56,7 +60,10 @@ pub(super) fn apply<'a>(c: &Connection, op: &'a PauseOp, entries: &mut Entries<'
 #[async_trait]
 impl Pauses for SqliteStore {
     async fn pause(&self, pause: &PauseRecord) -> Result<()> {
-        match self.submit(Op::Pause(PauseOp::Pause(pause.clone()))).await? {
+        match self
+            .submit(Op::Pause(PauseOp::Pause(pause.clone())))
+            .await?
+        {
             Reply::Flag(_) => Ok(()),
             _ => Err(unexpected("pausing automation")),
         }
@@ -83,7 +90,12 @@ impl Pauses for SqliteStore {
                 )
                 .map_err(db_err("listing pauses"))?;
             s.query_map([], |r| {
-                Ok(PauseRecord::from_scope(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok(PauseRecord::from_scope(
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(db_err("listing pauses"))
