@@ -587,3 +587,95 @@ fn an_admin_pauses_and_resumes_automation_through_the_api() {
         (Some("ada"), Some("bridge closed"))
     );
 }
+
+#[test]
+fn a_reload_keeps_the_running_set_unless_all_loads_and_raising_trust_needs_an_admin() {
+    let dir = setup(&block_alert_ip("shadow", ""));
+    let d = dir.path();
+    let author = token(d, "otto", "author");
+    let admin = token(d, "ada", "admin");
+    let server = Server::start(d);
+    let hash_of = |answer: &Value| answer["playbooks"]["block-ip"].as_str().map(str::to_owned);
+
+    // Nothing changed: the same versions before and after.
+    let (status, same) = server.post("/api/v1/reload", &author, &json!({}));
+    assert_eq!(status, 200, "{same}");
+    assert_eq!(same["before"], same["after"]);
+    let running = hash_of(&same["before"]).expect("block-ip is loaded");
+
+    // A broken playbook: the running set stays, and the answer names the file and why.
+    write_file(d, "playbooks/pb.yaml", "name: block-ip\nsteps: [\n");
+    let (status, p) = server.post("/api/v1/reload", &author, &json!({}));
+    assert_eq!(status, 422, "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("kept the running set") && detail.contains("pb.yaml"),
+        "{detail}"
+    );
+    // SIGHUP does the same, audited as the signal.
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGHUP);
+    }
+    let refused_by_signal = (0..2400).any(|_| {
+        let export = ok(&common::belay(d, &["audit", "export"]));
+        let found = common::json_lines(&export)
+            .iter()
+            .any(|e| e["kind"] == "engine.reload_refused" && e["actor"] == "signal:SIGHUP");
+        if !found {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        found
+    });
+    assert!(
+        refused_by_signal,
+        "SIGHUP's refused reload is not in the audit trail"
+    );
+
+    // Raising the step's trust (shadow → log) needs an admin; the reason says which step.
+    write_file(d, "playbooks/pb.yaml", &block_alert_ip("log", ""));
+    let (status, p) = server.post("/api/v1/reload", &author, &json!({}));
+    assert_eq!(status, 403, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`block` of `block-ip` rises from shadow to log"),
+        "{p}"
+    );
+    let body = json!({"id": "r1", "kind": "ids.alert", "observables": {"ips": ["203.0.113.7"]}});
+    let (_, a) = server.hook(&body.to_string(), now(), SECRET, &[]);
+    let run = finished_run(&server, &admin, a["run_ids"][0].as_str().unwrap());
+    assert_eq!(
+        run["steps"][0]["decision"], "shadow",
+        "the old set still runs: {run}"
+    );
+
+    let (status, done) = server.post("/api/v1/reload", &admin, &json!({}));
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(hash_of(&done["before"]), Some(running.clone()));
+    assert_ne!(hash_of(&done["after"]), Some(running));
+    let body = json!({"id": "r2", "kind": "ids.alert", "observables": {"ips": ["203.0.113.8"]}});
+    let (_, a) = server.hook(&body.to_string(), now(), SECRET, &[]);
+    let run = finished_run(&server, &admin, a["run_ids"][0].as_str().unwrap());
+    assert_eq!(
+        run["steps"][0]["decision"], "apply",
+        "the new set runs: {run}"
+    );
+
+    // Every reload is in the trail with the versions before and after.
+    let export = ok(&common::belay(d, &["audit", "export"]));
+    let trail = common::json_lines(&export);
+    let reloaded: Vec<&Value> = trail
+        .iter()
+        .filter(|e| e["kind"] == "engine.reloaded")
+        .collect();
+    assert_eq!(reloaded.len(), 2, "{reloaded:?}");
+    assert_eq!(reloaded[1]["actor"], "ada");
+    assert_eq!(reloaded[1]["detail"]["after"], done["after"]);
+    let refused = trail
+        .iter()
+        .filter(|e| e["kind"] == "engine.reload_refused")
+        .count();
+    assert_eq!(refused, 3);
+}

@@ -36,6 +36,7 @@ use utoipa::{Modify, OpenApi};
         control::pauses,
         control::pause,
         control::unpause,
+        control::reload,
     ),
     components(schemas(
         crate::problem::Problem,

@@ -62,7 +62,7 @@ pub async fn pause(
         reason,
         paused_at: belay_model::now_ms(),
     };
-    state.engine.store.pause(&record).await?;
+    state.engine().store.pause(&record).await?;
     state
         .audit_request(&p, "pause", &scope(&record.playbook), "paused")
         .await;
@@ -84,7 +84,7 @@ pub async fn unpause(
 ) -> ApiResult<Json<Value>> {
     let reason = req.reason.unwrap_or_default();
     let lifted = state
-        .engine
+        .engine()
         .store
         .unpause(req.playbook.as_deref(), &p.name, &reason)
         .await?;
@@ -96,7 +96,7 @@ pub async fn unpause(
             if lifted { "resumed" } else { "was not paused" },
         )
         .await;
-    let still = state.engine.store.pauses().await?;
+    let still = state.engine().store.pauses().await?;
     Ok(Json(json!({ "lifted": lifted, "pauses": still })))
 }
 
@@ -107,6 +107,24 @@ pub async fn unpause(
         (status = 403, description = "role too low", body = Problem)))]
 pub async fn pauses(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     Ok(Json(
-        json!({ "pauses": state.engine.store.pauses().await? }),
+        json!({ "pauses": state.engine().store.pauses().await? }),
     ))
+}
+
+/// Reloads playbooks and guardrails from disk if all of them load clean; otherwise the running
+/// set stays and the answer says why. Raising a step's trust level or changing the guardrails
+/// needs an admin. Runs already started keep their playbook version.
+#[utoipa::path(post, path = "/api/v1/reload", tag = "control", security(("bearer" = [])),
+    responses((status = 200, description = "the playbook and guardrail versions before and after", body = Object),
+        (status = 401, description = "no or bad token", body = Problem),
+        (status = 403, description = "role too low, or the reload raises trust or changes guardrails and the caller is not an admin", body = Problem),
+        (status = 409, description = "the server has no playbook directory to reload", body = Problem),
+        (status = 422, description = "a playbook or guardrail does not load; the running set stays", body = Problem)))]
+pub async fn reload(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
+    let admin = p.roles.contains(&crate::auth::Role::Admin);
+    let via = json!({ "api": true, "token_id": p.token_id, "client": p.client });
+    Ok(Json(state.reload(&p.name, admin, via).await?))
 }
