@@ -15,9 +15,9 @@ mod paths;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use commands::{
-    actions, approvals, audit, bench, cases, changes, checkpoint, demo, email, events, guardrails,
-    guide, ingest, intel, lab, lint, logs, reapply, replay, rollback, run, runs, serve, test,
-    tokens, trust, users,
+    actions, approvals, audit, backup, bench, cases, changes, checkpoint, demo, email, events,
+    guardrails, guide, ingest, intel, lab, lint, logs, pause, reapply, replay, rollback, run, runs,
+    serve, test, tokens, trust, users,
 };
 use context::{Ctx, Global};
 use std::process::ExitCode;
@@ -113,6 +113,13 @@ enum Command {
     /// API tokens for `belay serve` (shown once, stored hashed).
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Pause all automation or one playbook: change steps are recorded as shadow, not applied.
+    Pause(pause::PauseArgs),
+    /// Lift a pause of automation (`belay pause`).
+    #[command(alias = "resume-automation")]
+    Unpause(pause::UnpauseArgs),
+    /// A consistent online snapshot of the embedded store (PostgreSQL: use pg_dump).
+    Backup(backup::Args),
 }
 
 fn main() -> ExitCode {
@@ -201,5 +208,8 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(ctx, args).await,
         Command::Users(command) => users::run(ctx, command).await,
         Command::Tokens(command) => tokens::run(ctx, command).await,
+        Command::Pause(args) => pause::pause(ctx, args).await,
+        Command::Unpause(args) => pause::unpause(ctx, args).await,
+        Command::Backup(args) => backup::run(ctx, args).await,
     }
 }

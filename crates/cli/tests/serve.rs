@@ -495,3 +495,187 @@ fn users_are_stored_hashed_and_a_disabled_user_s_tokens_stop_working() {
     assert!(export.contains("user.saved") && export.contains("token.created"));
     assert!(!export.contains("argon2id"), "a hash in the audit trail");
 }
+
+/// Waits until run `id` has finished; its JSON (`GET /api/v1/runs/{id}`: the run and its steps).
+fn finished_run(server: &Server, token: &str, id: &str) -> Value {
+    // Bounded only so that a broken run fails the test instead of hanging it.
+    for _ in 0..2400 {
+        let (status, run) = server.get(&format!("/api/v1/runs/{id}"), token);
+        assert_eq!(status, 200, "{run}");
+        if matches!(run["run"]["status"].as_str(), Some("succeeded" | "failed")) {
+            return run;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("run {id} never finished");
+}
+
+#[test]
+fn an_admin_pauses_and_resumes_automation_through_the_api() {
+    let dir = setup(&block_alert_ip("log", ""));
+    let d = dir.path();
+    let admin = token(d, "ada", "admin");
+    let responder = token(d, "rita", "responder");
+    let server = Server::start(d);
+    let fire = |id: &str, ip: &str| -> Value {
+        let body = json!({"id": id, "kind": "ids.alert", "observables": {"ips": [ip]}});
+        let (status, a) = server.hook(&body.to_string(), now(), SECRET, &[]);
+        assert_eq!(status, 202, "{a}");
+        let run = a["run_ids"][0].as_str().unwrap().to_owned();
+        finished_run(&server, &admin, &run)
+    };
+
+    let (status, p) = server.post("/api/v1/pause", &responder, &json!({"reason": "x"}));
+    assert_eq!(status, 403, "{p}");
+    let (status, p) = server.post("/api/v1/pause", &admin, &json!({}));
+    assert_eq!((status, p["field"].as_str()), (400, Some("reason")), "{p}");
+    let (status, p) = server.post(
+        "/api/v1/pause",
+        &admin,
+        &json!({"reason": "incident bridge: hands off the firewall"}),
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["paused"]["paused_by"], "ada");
+    let (_, list) = server.get("/api/v1/pauses", &responder);
+    assert_eq!(list["pauses"].as_array().unwrap().len(), 1, "{list}");
+
+    let run = fire("p1", "203.0.113.1");
+    assert_eq!(run["steps"][0]["decision"], "shadow", "{run}");
+    assert!(common::listed(d).is_empty(), "applied while paused");
+
+    let (status, p) = server.post(
+        "/api/v1/unpause",
+        &admin,
+        &json!({"reason": "bridge closed"}),
+    );
+    assert_eq!((status, &p["lifted"]), (200, &json!(true)), "{p}");
+    let run = fire("p2", "203.0.113.2");
+    assert_eq!(run["steps"][0]["decision"], "apply", "{run}");
+    assert_eq!(common::listed(d), ["203.0.113.2"]);
+
+    // The pause set through the API holds for the local CLI too (it lives in the store).
+    let (status, _) = server.post(
+        "/api/v1/pause",
+        &admin,
+        &json!({"playbook": "block-ip", "reason": "tuning"}),
+    );
+    assert_eq!(status, 200);
+    let list = ok(&common::belay(d, &["pause", "--list"]));
+    assert!(list.contains("playbook `block-ip` paused by ada"), "{list}");
+
+    let export = ok(&common::belay(d, &["audit", "export"]));
+    let trail = common::json_lines(&export);
+    let switch = |kind: &str| {
+        trail
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in the trail"))
+            .clone()
+    };
+    let paused = switch("automation.paused");
+    assert_eq!(paused["actor"], "ada");
+    assert_eq!(
+        paused["detail"]["reason"],
+        "incident bridge: hands off the firewall"
+    );
+    let resumed = switch("automation.resumed");
+    assert_eq!(
+        (
+            resumed["actor"].as_str(),
+            resumed["detail"]["reason"].as_str()
+        ),
+        (Some("ada"), Some("bridge closed"))
+    );
+}
+
+#[test]
+fn a_reload_keeps_the_running_set_unless_all_loads_and_raising_trust_needs_an_admin() {
+    let dir = setup(&block_alert_ip("shadow", ""));
+    let d = dir.path();
+    let author = token(d, "otto", "author");
+    let admin = token(d, "ada", "admin");
+    let server = Server::start(d);
+    let hash_of = |answer: &Value| answer["playbooks"]["block-ip"].as_str().map(str::to_owned);
+
+    // Nothing changed: the same versions before and after.
+    let (status, same) = server.post("/api/v1/reload", &author, &json!({}));
+    assert_eq!(status, 200, "{same}");
+    assert_eq!(same["before"], same["after"]);
+    let running = hash_of(&same["before"]).expect("block-ip is loaded");
+
+    // A broken playbook: the running set stays, and the answer names the file and why.
+    write_file(d, "playbooks/pb.yaml", "name: block-ip\nsteps: [\n");
+    let (status, p) = server.post("/api/v1/reload", &author, &json!({}));
+    assert_eq!(status, 422, "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("kept the running set") && detail.contains("pb.yaml"),
+        "{detail}"
+    );
+    // SIGHUP does the same, audited as the signal.
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGHUP);
+    }
+    let refused_by_signal = (0..2400).any(|_| {
+        let export = ok(&common::belay(d, &["audit", "export"]));
+        let found = common::json_lines(&export)
+            .iter()
+            .any(|e| e["kind"] == "engine.reload_refused" && e["actor"] == "signal:SIGHUP");
+        if !found {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        found
+    });
+    assert!(
+        refused_by_signal,
+        "SIGHUP's refused reload is not in the audit trail"
+    );
+
+    // Raising the step's trust (shadow → log) needs an admin; the reason says which step.
+    write_file(d, "playbooks/pb.yaml", &block_alert_ip("log", ""));
+    let (status, p) = server.post("/api/v1/reload", &author, &json!({}));
+    assert_eq!(status, 403, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`block` of `block-ip` rises from shadow to log"),
+        "{p}"
+    );
+    let body = json!({"id": "r1", "kind": "ids.alert", "observables": {"ips": ["203.0.113.7"]}});
+    let (_, a) = server.hook(&body.to_string(), now(), SECRET, &[]);
+    let run = finished_run(&server, &admin, a["run_ids"][0].as_str().unwrap());
+    assert_eq!(
+        run["steps"][0]["decision"], "shadow",
+        "the old set still runs: {run}"
+    );
+
+    let (status, done) = server.post("/api/v1/reload", &admin, &json!({}));
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(hash_of(&done["before"]), Some(running.clone()));
+    assert_ne!(hash_of(&done["after"]), Some(running));
+    let body = json!({"id": "r2", "kind": "ids.alert", "observables": {"ips": ["203.0.113.8"]}});
+    let (_, a) = server.hook(&body.to_string(), now(), SECRET, &[]);
+    let run = finished_run(&server, &admin, a["run_ids"][0].as_str().unwrap());
+    assert_eq!(
+        run["steps"][0]["decision"], "apply",
+        "the new set runs: {run}"
+    );
+
+    // Every reload is in the trail with the versions before and after.
+    let export = ok(&common::belay(d, &["audit", "export"]));
+    let trail = common::json_lines(&export);
+    let reloaded: Vec<&Value> = trail
+        .iter()
+        .filter(|e| e["kind"] == "engine.reloaded")
+        .collect();
+    assert_eq!(reloaded.len(), 2, "{reloaded:?}");
+    assert_eq!(reloaded[1]["actor"], "ada");
+    assert_eq!(reloaded[1]["detail"]["after"], done["after"]);
+    let refused = trail
+        .iter()
+        .filter(|e| e["kind"] == "engine.reload_refused")
+        .count();
+    assert_eq!(refused, 3);
+}

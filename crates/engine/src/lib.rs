@@ -104,10 +104,10 @@ pub struct Engine {
     pub(crate) guardrails: Arc<guard::Guardrails>,
     permits: Arc<Semaphore>,
     /// Serializes steps governed by a rate guardrail (see the executor).
-    pub(crate) rate_gate: tokio::sync::Mutex<()>,
+    pub(crate) rate_gate: Arc<tokio::sync::Mutex<()>>,
     /// Striped locks by change target: a change's before-state read, journal entry, apply and
     /// after-state read happen without another change to the same target in between.
-    target_locks: Vec<tokio::sync::Mutex<()>>,
+    target_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// Learned baseline figures by guardrail, with when they were learned.
     baselines: std::sync::Mutex<
         std::collections::HashMap<String, (std::time::Instant, guard::BaselineFigures)>,
@@ -166,9 +166,11 @@ impl Engine {
             connectors.register(Arc::new(cases::Cases::new(store.clone())));
         }
         let permits = Arc::new(Semaphore::new(config.max_concurrent_runs.max(1)));
-        let target_locks = (0..TARGET_LOCK_STRIPES)
-            .map(|_| tokio::sync::Mutex::new(()))
-            .collect();
+        let target_locks = Arc::new(
+            (0..TARGET_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        );
         Arc::new(Engine {
             store,
             playbooks,
@@ -177,8 +179,34 @@ impl Engine {
             config,
             guardrails,
             permits,
-            rate_gate: tokio::sync::Mutex::new(()),
+            rate_gate: Arc::default(),
             target_locks,
+            baselines: Default::default(),
+            enforcing: Default::default(),
+            demotions: Default::default(),
+            versions: Default::default(),
+        })
+    }
+
+    /// An engine running `playbooks` under `guardrails` (described by `config`) in place of
+    /// this one's: the same store and connectors, and the same locks and run permits, so
+    /// runs of both (those already started keep this engine) never change one target at once.
+    pub fn reloaded(
+        &self,
+        playbooks: Arc<PlaybookSet>,
+        guardrails: Arc<guard::Guardrails>,
+        config: EngineConfig,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            store: self.store.clone(),
+            playbooks,
+            catalog: self.catalog.clone(),
+            connectors: self.connectors.clone(),
+            config,
+            guardrails,
+            permits: self.permits.clone(),
+            rate_gate: self.rate_gate.clone(),
+            target_locks: self.target_locks.clone(),
             baselines: Default::default(),
             enforcing: Default::default(),
             demotions: Default::default(),

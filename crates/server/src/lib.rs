@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod metrics;
 mod openapi;
 pub mod problem;
+pub mod reload;
 mod routes;
 mod serve;
 mod state;

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use crate::routes::{approvals, catalog, events, health, hooks, reads, rollback};
+use crate::routes::{approvals, catalog, control, events, health, hooks, reads, rollback};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -33,6 +33,10 @@ use utoipa::{Modify, OpenApi};
         rollback::rollback,
         catalog::playbooks,
         catalog::actions,
+        control::pauses,
+        control::pause,
+        control::unpause,
+        control::reload,
     ),
     components(schemas(
         crate::problem::Problem,
@@ -41,6 +45,7 @@ use utoipa::{Modify, OpenApi};
         reads::RunsPage,
         approvals::Decision,
         rollback::RollbackRequest,
+        control::PauseRequest,
     )),
     modifiers(&Bearer)
 )]

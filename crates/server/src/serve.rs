@@ -23,7 +23,7 @@ pub async fn serve(
 ) -> std::io::Result<usize> {
     // Runs left unfinished by an earlier process resume alongside new work.
     {
-        let engine = state.engine.clone();
+        let engine = state.engine().clone();
         state.runs.spawn(async move {
             let r = engine
                 .resume(&mut |n| tracing::info!("resuming {n} unfinished run(s)"))
@@ -39,7 +39,7 @@ pub async fn serve(
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                if let Err(e) = state.engine.pick_up_decisions().await {
+                if let Err(e) = state.engine().pick_up_decisions().await {
                     tracing::error!("picking up approval decisions failed: {e}");
                 }
             }

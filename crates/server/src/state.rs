@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub hooks: Vec<HookSource>,
     /// When the trust report suggests a promotion.
     pub trust: belay_engine::trust::Thresholds,
+    /// Loads the playbooks and guardrails again for a reload; `None`: reloads are refused.
+    pub reload: Option<crate::reload::Reloader>,
 }
 
 impl Default for ServerConfig {
@@ -31,14 +33,18 @@ impl Default for ServerConfig {
             config_users: Vec::new(),
             hooks: Vec::new(),
             trust: belay_engine::trust::Thresholds::default(),
+            reload: None,
         }
     }
 }
 
 /// The state shared by every handler.
 pub struct AppState {
-    /// The engine runs are executed by; its store is the one the API reads.
-    pub engine: Arc<Engine>,
+    /// The engine new runs are executed by (replaced by a reload); its store is the one the
+    /// API reads.
+    engine: std::sync::RwLock<Arc<Engine>>,
+    /// Serializes reloads.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
     /// The action catalog the playbooks were checked against.
     pub catalog: Arc<belay_playbook::Catalog>,
     /// The server's settings.
@@ -71,13 +77,27 @@ impl AppState {
         config: ServerConfig,
     ) -> Arc<AppState> {
         Arc::new(AppState {
-            engine,
+            engine: std::sync::RwLock::new(engine),
+            reloading: tokio::sync::Mutex::new(()),
             catalog,
             config,
             runs: TaskTracker::new(),
             metrics: Metrics::default(),
             openapi: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The engine new runs are executed by.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `engine` in place for new runs; runs already started keep theirs.
+    pub(crate) fn swap_engine(&self, engine: Arc<Engine>) {
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = engine;
     }
 
     /// Stores events sent by `sender` durably with the runs they start, then starts those
@@ -97,7 +117,7 @@ impl AppState {
                 (e, None)
             })
             .collect();
-        let accepted = self.engine.accept_batch(events).await?;
+        let accepted = self.engine().accept_batch(events).await?;
         let mut out = Vec::with_capacity(accepted.len());
         for acc in accepted {
             out.push(self.answer(acc, source_label).await?);
@@ -116,7 +136,7 @@ impl AppState {
         let run_ids = if new {
             let ids = acc.runs.iter().map(|r| r.id.clone()).collect();
             for run in acc.runs {
-                let engine = self.engine.clone();
+                let engine = self.engine().clone();
                 let event = acc.event.clone();
                 self.runs.spawn(async move {
                     if let Err(e) = engine.execute_new(run, event).await {
@@ -127,7 +147,7 @@ impl AppState {
             ids
         } else {
             // The first answer again: the runs the event started when it was accepted.
-            self.engine
+            self.engine()
                 .store
                 .list_runs(&belay_store::RunFilter {
                     event_id: Some(acc.event_id.clone()),
@@ -149,7 +169,7 @@ impl AppState {
 
     /// Executes, in the background, the runs people's decisions made resumable.
     pub fn pick_up_decisions(self: &Arc<Self>) {
-        let engine = self.engine.clone();
+        let engine = self.engine().clone();
         self.runs.spawn(async move {
             if let Err(e) = engine.pick_up_decisions().await {
                 tracing::error!("picking up approval decisions failed: {e}");
@@ -167,7 +187,7 @@ impl AppState {
             detail: serde_json::json!({ "request": what, "outcome": outcome,
                 "token_id": p.token_id, "client": p.client }),
         };
-        if let Err(e) = self.engine.store.append_audit(vec![draft]).await {
+        if let Err(e) = self.engine().store.append_audit(vec![draft]).await {
             tracing::error!("recording an API request in the audit trail: {e}");
         }
     }

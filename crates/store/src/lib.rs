@@ -13,6 +13,7 @@
 mod audit;
 mod cases;
 mod codec;
+mod pauses;
 mod postgres;
 mod principals;
 mod rows;
@@ -21,9 +22,12 @@ mod sqlite;
 pub use audit::authority::{MissingAuthority, approval_allows};
 pub use audit::signing::{self as head_signing, HeadKey, PublicKey, SignedHead};
 pub use audit::verify::{AuditProblem, verify_audit, verify_audit_against};
+pub use pauses::{PauseRecord, Pauses};
 pub use postgres::{PgOptions, PgStore};
 pub use principals::{Lockout, Principals, TokenRecord, UserRecord};
-pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD};
+pub use sqlite::{
+    BackupSummary, SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD, backup as backup_sqlite,
+};
 
 use async_trait::async_trait;
 use belay_model::{
@@ -281,9 +285,9 @@ pub struct Counts {
 }
 
 /// The storage interface the engine, the CLI and the server use (with the directory of
-/// [`Principals`] the server authenticates).
+/// [`Principals`] the server authenticates and the [`Pauses`] of automation).
 #[async_trait]
-pub trait Store: Principals + Send + Sync {
+pub trait Store: Principals + Pauses + Send + Sync {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 

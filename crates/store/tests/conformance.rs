@@ -9,8 +9,8 @@ use belay_model::{
     StepStatus, TrustLevel, Vote, now_ms,
 };
 use belay_store::{
-    Accepted, ApprovalFilter, Cursor, FinishedChange, Lockout, RunFilter, SqliteOptions,
-    SqliteStore, Store, TokenRecord, UserRecord, Write, Written,
+    Accepted, ApprovalFilter, Cursor, FinishedChange, Lockout, PauseRecord, RunFilter,
+    SqliteOptions, SqliteStore, Store, TokenRecord, UserRecord, Write, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -659,6 +659,63 @@ async fn users_and_tokens_are_kept_audited_and_revocable(s: Arc<dyn Store>) {
     assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
 }
 
+async fn pauses_are_kept_audited_and_lifted(s: Arc<dyn Store>) {
+    assert!(s.pauses().await.unwrap().is_empty());
+    assert!(s.pause_of("block-ip").await.unwrap().is_none());
+    let one = PauseRecord {
+        playbook: Some("block-ip".into()),
+        paused_by: "alice".into(),
+        reason: "false positives from the new feed".into(),
+        paused_at: now_ms(),
+    };
+    s.pause(&one).await.unwrap();
+    assert_eq!(s.pause_of("block-ip").await.unwrap(), Some(one.clone()));
+    assert!(s.pause_of("other").await.unwrap().is_none());
+
+    let all = PauseRecord {
+        playbook: None,
+        paused_by: "bob".into(),
+        reason: "incident bridge".into(),
+        paused_at: now_ms(),
+    };
+    s.pause(&all).await.unwrap();
+    assert_eq!(s.pauses().await.unwrap(), [all.clone(), one.clone()]);
+    assert_eq!(s.pause_of("other").await.unwrap(), Some(all.clone()));
+    assert_eq!(s.pause_of("block-ip").await.unwrap(), Some(all.clone()));
+
+    assert!(s.unpause(None, "bob", "bridge closed").await.unwrap());
+    assert!(
+        !s.unpause(None, "bob", "again").await.unwrap(),
+        "lifted once"
+    );
+    assert!(s.pause_of("other").await.unwrap().is_none());
+    assert_eq!(s.pause_of("block-ip").await.unwrap(), Some(one));
+    assert!(s.unpause(Some("block-ip"), "alice", "").await.unwrap());
+    assert!(s.pauses().await.unwrap().is_empty());
+
+    let trail = s.audit_entries(0, 1000).await.unwrap();
+    let switches: Vec<(&str, &str, &str)> = trail
+        .iter()
+        .filter(|e| e.kind.starts_with("automation."))
+        .map(|e| (e.kind.as_str(), e.actor.as_str(), e.subject.as_str()))
+        .collect();
+    assert_eq!(
+        switches,
+        [
+            ("automation.paused", "alice", "block-ip"),
+            ("automation.paused", "bob", "*"),
+            ("automation.resumed", "bob", "*"),
+            ("automation.resumed", "alice", "block-ip"),
+        ]
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.detail["reason"] == "incident bridge")
+    );
+    assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -827,6 +884,7 @@ conformance!(
     history_counts_autonomous_changes_per_run,
     case_files_are_idempotent_and_append_only,
     users_and_tokens_are_kept_audited_and_revocable,
+    pauses_are_kept_audited_and_lifted,
 );
 
 #[tokio::test]

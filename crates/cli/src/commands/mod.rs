@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod approvals;
 pub mod audit;
+pub mod backup;
 pub mod bench;
 pub mod cases;
 pub mod changes;
@@ -21,6 +22,7 @@ pub mod intel;
 pub mod lab;
 pub mod lint;
 pub mod logs;
+pub mod pause;
 pub mod reapply;
 pub mod replay;
 pub mod rollback;

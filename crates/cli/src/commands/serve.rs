@@ -9,9 +9,11 @@ use crate::paths::playbook_dir;
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::SecretSource;
 use belay_server::hooks::{HookAuth, HookSource};
+use belay_server::reload::Reloader;
 use belay_server::{AppState, ServerConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long in-flight requests and runs get after SIGTERM.
@@ -86,6 +88,68 @@ fn hook_sources(ctx: &Ctx) -> Result<Vec<HookSource>> {
     Ok(out)
 }
 
+/// Loads the playbooks of `dir` and the guardrails of `guardrails_path` again, as at start: a
+/// reload keeps the running set unless every file loads and lints clean.
+fn reloader(
+    dir: PathBuf,
+    catalog: Arc<belay_playbook::Catalog>,
+    guardrails_path: PathBuf,
+    base: belay_engine::EngineConfig,
+) -> Reloader {
+    Reloader(Arc::new(move || {
+        let set = belay_playbook::PlaybookSet::load_paths(std::slice::from_ref(&dir), &catalog)
+            .map_err(|errs| {
+                let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+                format!("playbooks have errors:\n{}", text.join("\n"))
+            })?;
+        let guardrails = belay_engine::guard::Guardrails::load(&guardrails_path)
+            .map_err(|e| format!("guardrails: {e}"))?;
+        let mut unknown = Vec::new();
+        for pb in set.iter() {
+            for step in &pb.steps {
+                for (g, pos) in &step.guardrails {
+                    if guardrails.get(g).is_none() {
+                        unknown.push(format!(
+                            "{}:{pos}: error: unknown guardrail `{g}`",
+                            pb.path.display()
+                        ));
+                    }
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(unknown.join("\n"));
+        }
+        let files = crate::context::guardrail_files(&guardrails_path);
+        let config = belay_engine::EngineConfig {
+            guardrails_hash: crate::context::guardrails_hash(&files),
+            guardrail_files: files,
+            ..base.clone()
+        };
+        Ok((set, guardrails, config))
+    }))
+}
+
+/// Reloads on every SIGHUP, as the process's owner (an admin), saying what happened.
+fn reload_on_hangup(state: Arc<AppState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let via = serde_json::json!({ "signal": "SIGHUP" });
+            match state.reload("signal:SIGHUP", true, via).await {
+                Ok(v) => eprintln!(
+                    "belay serve: reloaded {} playbook(s)",
+                    v["after"]["playbooks"].as_object().map_or(0, |p| p.len())
+                ),
+                Err(p) => eprintln!("belay serve: reload refused: {}", p.detail),
+            }
+        }
+    });
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn terminated() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -109,11 +173,20 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         .or_else(|| ctx.config.serve.listen.clone())
         .unwrap_or_else(|| "127.0.0.1:8080".into());
     let hooks = hook_sources(ctx)?;
-    let set = match playbook_dir(ctx, args.playbooks) {
-        Some(dir) => ctx.load_playbooks(&[dir])?,
+    let dir = playbook_dir(ctx, args.playbooks);
+    let set = match &dir {
+        Some(dir) => ctx.load_playbooks(std::slice::from_ref(dir))?,
         None => belay_playbook::PlaybookSet::default(),
     };
     let engine = ctx.engine(set).await?;
+    let reload = dir.map(|dir| {
+        reloader(
+            dir,
+            ctx.catalog.clone(),
+            ctx.guardrails_path.clone(),
+            engine.config.clone(),
+        )
+    });
     let mut trust = belay_engine::trust::Thresholds::default();
     if let Some(w) = &ctx.config.trust.window {
         trust.window =
@@ -135,6 +208,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             .collect(),
         hooks,
         trust,
+        reload,
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -148,6 +222,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         "belay serve: listening on http://{addr} ({playbooks} playbook(s), {} webhook source(s))",
         state.config.hooks.len()
     );
+    reload_on_hangup(state.clone());
     let parked = belay_server::serve(listener, state.clone(), terminated(), GRACE).await?;
     if parked > 0 {
         eprintln!("belay serve: stopped; {parked} run(s) still in flight resume at the next start");

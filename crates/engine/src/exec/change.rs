@@ -22,8 +22,11 @@ impl RunState {
         spec: &ActionSpec,
         mut rec: StepRecord,
     ) -> ItemResult {
-        let trust = self.trust_of(step);
+        let (trust, pause) = self.trust_now(step).await?;
         rec.trust = Some(trust);
+        if let Some(p) = &pause {
+            rec.output = json!({ "paused": p });
+        }
         if self.run.dry_run {
             // What would happen: applied, asked of a person, or stopped by a guardrail.
             rec.decision = match trust {

@@ -26,7 +26,7 @@ impl RunState {
         ctx: &MjValue,
         child: &str,
     ) -> Result<Option<Outcome>> {
-        let trust = self.trust_of(step);
+        let (trust, _) = self.trust_now(step).await?;
         let Some(pb) = self.engine.sub_playbook(&self.version, child).await? else {
             return Ok(None);
         };

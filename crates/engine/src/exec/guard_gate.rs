@@ -82,7 +82,7 @@ impl RunState {
         let Some(spec) = engine.catalog.get(name) else {
             return Ok(None);
         };
-        let trust = self.trust_of(step);
+        let (trust, _) = self.trust_now(step).await?;
         if spec.kind != ActionKind::Change
             || !matches!(
                 trust,

@@ -8,7 +8,7 @@ use crate::Result;
 use belay_connector_api::Connector;
 use belay_model::{Decision, StepRecord, StepStatus, TrustLevel, now_ms};
 use belay_playbook::{Call, Step, context_value};
-use belay_store::{Write, Written};
+use belay_store::{PauseRecord, Write, Written};
 use minijinja::Value as MjValue;
 use serde_json::Value;
 use std::sync::Arc;
@@ -162,6 +162,20 @@ impl RunState {
         match self.demoted.get(&step.id) {
             Some(cap) => declared.min(*cap),
             None => declared,
+        }
+    }
+
+    /// The step's level now: [`Self::trust_of`], or `shadow` while an admin has paused all
+    /// automation or this run's playbook (read from the store each time, so a pause set by any
+    /// process governs the next change step of every run), with the pause in force.
+    pub(super) async fn trust_now(&self, step: &Step) -> Result<(TrustLevel, Option<PauseRecord>)> {
+        let trust = self.trust_of(step);
+        if trust == TrustLevel::Shadow {
+            return Ok((trust, None));
+        }
+        match self.engine.store.pause_of(&self.pb.name).await? {
+            Some(p) => Ok((TrustLevel::Shadow, Some(p))),
+            None => Ok((trust, None)),
         }
     }
 }

@@ -21,7 +21,7 @@ impl RunState {
         mut rec: StepRecord,
     ) -> ItemResult {
         rec.decision = Decision::SubPlaybook;
-        let ceiling = self.trust_of(step);
+        let (ceiling, _) = self.trust_now(step).await?;
         rec.trust = Some(ceiling);
         let Some(pb) = self.engine.sub_playbook(&self.version, name).await? else {
             rec.status = StepStatus::Failed;

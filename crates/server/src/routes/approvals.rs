@@ -50,7 +50,7 @@ pub async fn list(
     query: Result<Query<ApprovalsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let store = &*state.engine.store;
+    let store = &*state.engine().store;
     if !approvals::expire_due(store).await?.is_empty() {
         state.pick_up_decisions();
     }
@@ -75,7 +75,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let a = state
-        .engine
+        .engine()
         .store
         .get_approval(&id)
         .await?
@@ -136,7 +136,7 @@ async fn decide(
     let dir = Directory::new([(p.name.clone(), roles)]);
     let verb = if approve { "approve" } else { "deny" };
     let result = approvals::decide(
-        &*state.engine.store,
+        &*state.engine().store,
         &dir,
         &id,
         &p.name,

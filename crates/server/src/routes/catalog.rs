@@ -14,7 +14,7 @@ use std::sync::Arc;
         (status = 403, description = "role too low", body = Problem)))]
 pub async fn playbooks(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     let list: Vec<Value> = state
-        .engine
+        .engine()
         .playbooks
         .iter()
         .map(|pb| {

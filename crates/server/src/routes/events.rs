@@ -55,14 +55,14 @@ pub async fn post_events(
             &bytes,
             &p.name,
             idem.as_deref(),
-            state.engine.config.dedup_window,
+            state.engine().config.dedup_window,
         )
     } else {
         parse_one(
             &bytes,
             &p.name,
             idem.as_deref(),
-            state.engine.config.dedup_window,
+            state.engine().config.dedup_window,
         )
         .map(|e| vec![e])
     };

@@ -23,9 +23,9 @@ pub async fn healthz() -> Json<Value> {
     responses((status = 200, description = "ready", body = Object),
         (status = 503, description = "the store does not answer", body = Problem)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    match state.engine.store.audit_head().await {
+    match state.engine().store.audit_head().await {
         Ok(_) => Ok(Json(
-            json!({ "status": "ready", "store": state.engine.store.kind() }),
+            json!({ "status": "ready", "store": state.engine().store.kind() }),
         )),
         Err(e) => Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -40,7 +40,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let text = state.metrics.render(&*state.engine.store).await?;
+    let text = state.metrics.render(&*state.engine().store).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 

@@ -51,14 +51,14 @@ pub async fn post_hook(
         p
     };
     let (bytes, _) = json_bytes(req, false).await.map_err(refused)?;
-    let sender = authenticate(&hook, &*state.engine.store, &headers, &bytes, &client)
+    let sender = authenticate(&hook, &*state.engine().store, &headers, &bytes, &client)
         .await
         .map_err(refused)?;
     let event = parse_one(
         &bytes,
         &sender.name,
         idempotency_key(&headers).as_deref(),
-        state.engine.config.dedup_window,
+        state.engine().config.dedup_window,
     )
     .map_err(refused)?;
     let mut answers = state.accept(vec![event], &sender.name, &hook.name).await?;

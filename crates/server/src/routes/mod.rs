@@ -3,6 +3,7 @@
 
 pub(crate) mod approvals;
 pub(crate) mod catalog;
+pub(crate) mod control;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod hooks;
@@ -76,7 +77,7 @@ async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = match auth::bearer(&*state.engine.store, authz, &client).await {
+    let principal = match auth::bearer(&*state.engine().store, authz, &client).await {
         Ok(p) => p,
         Err(problem) => return problem.into_response(),
     };
@@ -90,9 +91,10 @@ async fn authorize(
 /// The router over `state`, and its route table.
 pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     use Method as M;
-    use Role::{Responder, Viewer};
+    use Role::{Admin, Author, Responder, Viewer};
     let v = Some(Viewer);
     let r = Some(Responder);
+    let a = Some(Admin);
     let api = Api {
         state: state.clone(),
         router: Router::new(),
@@ -121,6 +123,10 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     .add(M::GET, "/api/v1/audit/verify", v, reads::audit_verify)
     .add(M::GET, "/api/v1/playbooks", v, catalog::playbooks)
     .add(M::GET, "/api/v1/actions", v, catalog::actions)
+    .add(M::GET, "/api/v1/pauses", v, control::pauses)
+    .add(M::POST, "/api/v1/pause", a, control::pause)
+    .add(M::POST, "/api/v1/unpause", a, control::unpause)
+    .add(M::POST, "/api/v1/reload", Some(Author), control::reload)
     .add(M::POST, "/hooks/{source}", None, hooks::post_hook);
     let _ = state
         .openapi

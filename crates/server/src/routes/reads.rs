@@ -79,7 +79,7 @@ pub async fn list_runs(
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let mut runs = state
-        .engine
+        .engine()
         .store
         .list_runs(&RunFilter {
             status,
@@ -111,7 +111,7 @@ pub async fn get_run(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let store = &state.engine.store;
+    let store = &state.engine().store;
     let run = store
         .get_run(&id)
         .await?
@@ -143,7 +143,7 @@ pub async fn list_changes(
     query: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let changes = state.engine.store.changes(q.run_id.as_deref()).await?;
+    let changes = state.engine().store.changes(q.run_id.as_deref()).await?;
     Ok(Json(json!(changes)))
 }
 
@@ -153,7 +153,7 @@ pub async fn list_changes(
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem)))]
 pub async fn trust_report(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    let engine = &state.engine;
+    let engine = &state.engine();
     let playbooks: Vec<_> = if !engine.playbooks.is_empty() {
         engine.playbooks.iter().cloned().collect()
     } else {
@@ -170,7 +170,7 @@ pub async fn trust_report(State(state): State<Arc<AppState>>) -> ApiResult<Json<
         (status = 403, description = "role too low", body = Problem)))]
 pub async fn audit_verify(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     Ok(Json(
-        match belay_store::verify_audit(&*state.engine.store).await? {
+        match belay_store::verify_audit(&*state.engine().store).await? {
             Ok(n) => json!({ "intact": true, "entries": n }),
             Err(problem) => {
                 json!({ "intact": false, "seq": problem.seq(), "problem": problem.to_string() })

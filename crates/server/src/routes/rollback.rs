@@ -70,7 +70,7 @@ pub async fn rollback(
     };
     let subject = format!("{selection:?}");
     let result = belay_engine::rollback::rollback(
-        &state.engine,
+        &state.engine(),
         selection,
         RollbackOptions {
             dry_run: req.dry_run,

@@ -16,16 +16,20 @@
 //! the reader connection) and [`store`] (the [`Store`](crate::Store) implementation).
 
 mod apply;
+mod backup;
 mod checkpoint;
 mod encode;
 mod insert;
 mod migrate;
 mod open;
+mod pauses;
 mod principals;
 mod read;
 mod row;
 mod store;
 mod writer;
+
+pub use backup::{BackupSummary, backup};
 
 use crate::{Result, StoreError};
 use rusqlite::Connection;

@@ -60,6 +60,8 @@ pub(super) enum Op {
     Case(CaseOp),
     /// A write to the users and tokens (`principals.rs`).
     Principal(super::principals::PrincipalOp),
+    /// A pause of automation switched on or off (`pauses.rs`).
+    Pause(super::pauses::PauseOp),
 }
 
 #[allow(clippy::large_enum_variant)]
