@@ -24,15 +24,31 @@ pub(super) fn open_conn(path: &Path, sync: Synchronous) -> Result<Connection> {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
-    conn.execute_batch(&format!(
-        // 8 KB pages for a new database (an existing one keeps its size): half the WAL frames
-        // and write calls per commit, for somewhat more bytes (~25 instead of ~22 KB per
-        // benchmark run), measured faster on the writer.
+    // 8 KB pages for a new database (an existing one keeps its size): half the WAL frames
+    // and write calls per commit, for somewhat more bytes (~25 instead of ~22 KB per
+    // benchmark run), measured faster on the writer.
+    let pragmas = format!(
         "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-8000; \
          PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES};"
-    ))
-    .map_err(db_err("setting pragmas"))?;
-    Ok(conn)
+    );
+    // Setting the journal mode can answer "busy" at once, without the busy handler, while
+    // another process opens or checkpoints the same database (belay ingest, approvals and the
+    // expiry scheduler side by side): try again for as long as the busy timeout.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conn.execute_batch(&pragmas) {
+            Ok(()) => return Ok(conn),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(db_err("setting pragmas")(e)),
+        }
+    }
 }
 
 impl SqliteStore {
