@@ -228,20 +228,7 @@ impl Ctx {
     /// refuses playbooks naming a guardrail that does not exist.
     pub async fn engine(&self, playbooks: PlaybookSet) -> Result<Arc<Engine>> {
         let guardrails = self.guardrails()?;
-        // A step may only name guardrails that exist: a typo must not silently drop a limit.
-        let mut unknown = Vec::new();
-        for pb in playbooks.iter() {
-            for step in &pb.steps {
-                for (g, pos) in &step.guardrails {
-                    if guardrails.get(g).is_none() {
-                        unknown.push(format!(
-                            "{}:{pos}: error: unknown guardrail `{g}`",
-                            pb.path.display()
-                        ));
-                    }
-                }
-            }
-        }
+        let unknown = unknown_guardrails(&playbooks, &guardrails);
         if !unknown.is_empty() {
             bail!(
                 "{}\n(guardrails are loaded from {})",
@@ -265,6 +252,28 @@ impl Ctx {
             Arc::new(guardrails),
         ))
     }
+}
+
+/// Each step naming a guardrail that does not exist, as `FILE:LINE:COL: error: …`: a typo
+/// must not silently drop a limit.
+pub fn unknown_guardrails(
+    playbooks: &PlaybookSet,
+    guardrails: &belay_engine::guard::Guardrails,
+) -> Vec<String> {
+    let mut unknown = Vec::new();
+    for pb in playbooks.iter() {
+        for step in &pb.steps {
+            for (g, pos) in &step.guardrails {
+                if guardrails.get(g).is_none() {
+                    unknown.push(format!(
+                        "{}:{pos}: error: unknown guardrail `{g}`",
+                        pb.path.display()
+                    ));
+                }
+            }
+        }
+    }
+    unknown
 }
 
 /// The guardrail files the engine loads from `path` (the same files, in the same order:

@@ -47,15 +47,7 @@ fn feed_setup(step_extra: &str, guardrails: &str) -> tempfile::TempDir {
 
 /// `belay ARGS` in `dir`, reading its belay.toml.
 fn belay(dir: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(common::BIN)
-        .current_dir(dir)
-        .env_remove("BELAY_DATA")
-        .env_remove("BELAY_DATABASE_URL")
-        .env_remove("BELAY_CONFIG")
-        .env_remove("BELAY_GUARDRAILS")
-        .args(args)
-        .output()
-        .expect("belay runs")
+    common::bare(dir, args)
 }
 
 /// Runs the playbook on an alert for `ip`, as `user` when given; returns the run's JSON.

@@ -30,14 +30,6 @@ steps:
     expires: 2s
 "#;
 
-fn sinkholed(sb: &Sandbox, name: &str) -> bool {
-    let answer = sb.query(name, false).expect("unbound answers");
-    answer
-        .addrs
-        .iter()
-        .any(|a| a.to_string() == Sandbox::DEFAULT_ANSWER)
-}
-
 fn quarantined(d: &Path, mac: &str) -> bool {
     std::fs::read_to_string(d.join("standin/nac.json"))
         .unwrap_or_default()
@@ -113,7 +105,7 @@ fn time_boxed_changes_are_reverted_on_time_even_across_a_stop() {
     let mut watch = scheduler(d);
     let run = contain(d, 7);
     assert_eq!(listed(d), ["203.0.113.7"]);
-    assert!(sinkholed(&sb, "www.evil-7.example.com"));
+    assert!(sb.sinkholed("www.evil-7.example.com"));
     assert!(quarantined(d, "00:1a:2b:3c:4d:07"));
     let expiring = json(&belay(
         d,
@@ -122,7 +114,7 @@ fn time_boxed_changes_are_reverted_on_time_even_across_a_stop() {
     assert_eq!(expiring.as_array().unwrap().len(), 3, "{expiring}");
     let reverted = eventually(|| {
         listed(d).is_empty()
-            && !sinkholed(&sb, "www.evil-7.example.com")
+            && !sb.sinkholed("www.evil-7.example.com")
             && !quarantined(d, "00:1a:2b:3c:4d:07")
     });
     if !reverted {
@@ -155,7 +147,7 @@ fn time_boxed_changes_are_reverted_on_time_even_across_a_stop() {
     let out = ok(&belay(d, &["changes", "expire"]));
     assert_eq!(out.matches("Reverted").count(), 3, "{out}");
     assert!(listed(d).is_empty());
-    assert!(!sinkholed(&sb, "www.evil-8.example.com"));
+    assert!(!sb.sinkholed("www.evil-8.example.com"));
     assert!(!quarantined(d, "00:1a:2b:3c:4d:08"));
     let changes = json(&belay(
         d,

@@ -2,23 +2,9 @@
 //! from another folder, events without an id delivered twice, and runs left waiting.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
-use common::{BIN, json, ok, text};
-
-/// `belay ARGS` in `cwd` with no inherited settings at all (not even a data directory).
-fn bare(cwd: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .current_dir(cwd)
-        .env_remove("BELAY_DATA")
-        .env_remove("BELAY_DATABASE_URL")
-        .env_remove("BELAY_CONFIG")
-        .env_remove("BELAY_GUARDRAILS")
-        .args(args)
-        .output()
-        .expect("belay runs")
-}
+use common::{bare, json, ok, text};
 
 const BLOCK: &str = r#"name: block
 on: { event: ids.alert }

@@ -16,14 +16,6 @@ steps:
     with: { domain: "${{ item }}" }
 "#;
 
-fn sinkholed(sb: &Sandbox, name: &str) -> bool {
-    let answer = sb.query(name, false).expect("unbound answers");
-    answer
-        .addrs
-        .iter()
-        .any(|a| a.to_string() == Sandbox::DEFAULT_ANSWER)
-}
-
 #[test]
 fn after_a_restart_the_journal_restores_the_sinkholes_in_effect() {
     if let Err(why) = Sandbox::available() {
@@ -61,23 +53,23 @@ fn after_a_restart_the_journal_restores_the_sinkholes_in_effect() {
     };
     run("a.json");
     let c = run("c.json");
-    assert!(sinkholed(&sb, "www.evil-a.example.com") && sinkholed(&sb, "evil-c.example.com"));
+    assert!(sb.sinkholed("www.evil-a.example.com") && sb.sinkholed("evil-c.example.com"));
     let o = belay(d, &["rollback", "--run", &c, "--as", "soc-lead"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!sinkholed(&sb, "evil-c.example.com"));
+    assert!(!sb.sinkholed("evil-c.example.com"));
 
     sb.restart().expect("unbound restarts");
     assert!(
-        !sinkholed(&sb, "evil-a.example.com"),
+        !sb.sinkholed("evil-a.example.com"),
         "runtime zones are gone"
     );
 
     let o = belay(d, &["reapply", "dns", "--as", "soc-lead"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("2 restored"), "{}", text(&o));
-    assert!(sinkholed(&sb, "evil-a.example.com") && sinkholed(&sb, "mail.evil-b.example.com"));
+    assert!(sb.sinkholed("evil-a.example.com") && sb.sinkholed("mail.evil-b.example.com"));
     assert!(
-        !sinkholed(&sb, "evil-c.example.com"),
+        !sb.sinkholed("evil-c.example.com"),
         "a rolled-back sinkhole stays gone"
     );
     // Nothing lost this time: a second pass restores nothing.

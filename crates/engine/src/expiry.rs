@@ -38,7 +38,10 @@ pub struct Expired {
 
 /// Reverts every applied change whose expiry is due now, soonest first.
 pub async fn revert_due(engine: &Arc<Engine>) -> Result<Vec<Expired>> {
-    let due = engine.store.expiring_changes(Some(now_ms())).await?;
+    let due = engine
+        .store
+        .expiring_changes(Some(now_ms()), usize::MAX)
+        .await?;
     let mut out = Vec::with_capacity(due.len());
     for c in due {
         out.push(revert_one(engine, c).await?);
@@ -48,11 +51,12 @@ pub async fn revert_due(engine: &Arc<Engine>) -> Result<Vec<Expired>> {
 
 /// How long until the next expiry is due (zero when one is due now), if any is pending.
 pub async fn next_due_in(engine: &Engine) -> Result<Option<Duration>> {
-    let pending = engine.store.expiring_changes(None).await?;
-    Ok(pending
+    // The soonest one only: the scheduler asks at every poll.
+    let soonest = engine.store.expiring_changes(None, 1).await?;
+    Ok(soonest
         .iter()
         .filter_map(|c| c.expires_at)
-        .min()
+        .next()
         .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))))
 }
 

@@ -413,9 +413,13 @@ pub trait Store: Principals + Pauses + Send + Sync {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
     /// Journaled changes in the order they were made, optionally of one run.
     async fn changes(&self, run_id: Option<&str>) -> Result<Vec<ChangeRecord>>;
-    /// Applied changes with an expiry (a step's `expires:`), soonest first: all of them, or
-    /// those due at `due_by` (Unix ms) when given.
-    async fn expiring_changes(&self, due_by: Option<i64>) -> Result<Vec<ChangeRecord>>;
+    /// Applied changes with an expiry (a step's `expires:`), soonest first, at most `limit`:
+    /// all of them, or those due at `due_by` (Unix ms) when given.
+    async fn expiring_changes(
+        &self,
+        due_by: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>>;
     /// The change journaled under this idempotency key (`run/step-key`).
     async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>>;
     /// Changes of the given actions journaled at or after `since` that are applied or in

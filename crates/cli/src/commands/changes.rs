@@ -63,7 +63,7 @@ pub async fn run(ctx: &Ctx, command: ChangesCommand) -> Result<ExitCode> {
 async fn list(ctx: &Ctx, run: Option<String>, expiring: bool, format: Format) -> Result<ExitCode> {
     let store = ctx.store().await?;
     let changes = if expiring {
-        store.expiring_changes(None).await?
+        store.expiring_changes(None, usize::MAX).await?
     } else {
         store.changes(run.as_deref()).await?
     };

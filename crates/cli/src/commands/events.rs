@@ -41,6 +41,9 @@ fn duration_arg(text: &str) -> std::result::Result<Duration, String> {
     belay_model::parse_duration(text).map_err(|e| e.to_string())
 }
 
+/// Most events one `--since` rerun reads.
+const RERUN_BATCH: usize = 100_000;
+
 /// Runs `belay events …`.
 pub async fn run(ctx: &Ctx, command: EventsCommand) -> Result<ExitCode> {
     let EventsCommand::Rerun {
@@ -66,7 +69,7 @@ pub async fn run(ctx: &Ctx, command: EventsCommand) -> Result<ExitCode> {
     let events = match since {
         Some(d) => {
             let from = now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-            engine.store.events_since(from, !all, 100_000).await?
+            engine.store.events_since(from, !all, RERUN_BATCH).await?
         }
         None => {
             let mut out = Vec::new();
@@ -103,6 +106,12 @@ pub async fn run(ctx: &Ctx, command: EventsCommand) -> Result<ExitCode> {
         }
     }
     println!("{} event(s) rerun, {started} run(s) started", events.len());
+    if since.is_some() && events.len() == RERUN_BATCH {
+        println!(
+            "at most {RERUN_BATCH} events are rerun at once: run the same command again for the \
+             rest (a playbook runs on an event at most once, so none runs twice)"
+        );
+    }
     Ok(if failed > 0 {
         ExitCode::from(1)
     } else {

@@ -104,19 +104,7 @@ fn reloader(
             })?;
         let guardrails = belay_engine::guard::Guardrails::load(&guardrails_path)
             .map_err(|e| format!("guardrails: {e}"))?;
-        let mut unknown = Vec::new();
-        for pb in set.iter() {
-            for step in &pb.steps {
-                for (g, pos) in &step.guardrails {
-                    if guardrails.get(g).is_none() {
-                        unknown.push(format!(
-                            "{}:{pos}: error: unknown guardrail `{g}`",
-                            pb.path.display()
-                        ));
-                    }
-                }
-            }
-        }
+        let unknown = crate::context::unknown_guardrails(&set, &guardrails);
         if !unknown.is_empty() {
             return Err(unknown.join("\n"));
         }

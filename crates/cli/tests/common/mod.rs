@@ -31,6 +31,20 @@ pub fn run_on(dir: &Path, playbook: &str, event: &serde_json::Value, args: &[&st
         .expect("belay runs")
 }
 
+/// `belay ARGS` in `dir` with no inherited settings at all (not even a data directory): it
+/// reads `dir`'s belay.toml as a user's shell would.
+pub fn bare(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .current_dir(dir)
+        .env_remove("BELAY_DATA")
+        .env_remove("BELAY_DATABASE_URL")
+        .env_remove("BELAY_CONFIG")
+        .env_remove("BELAY_GUARDRAILS")
+        .args(args)
+        .output()
+        .expect("belay runs")
+}
+
 /// `belay ARGS` in `dir`, with the data directory `dir/data` and no inherited settings.
 pub fn belay(dir: &Path, args: &[&str]) -> Output {
     command(dir).args(args).output().expect("belay runs")

@@ -202,14 +202,16 @@ pub(super) async fn changes(s: &PgStore, run_id: Option<&str>) -> Result<Vec<Cha
 pub(super) async fn expiring_changes(
     s: &PgStore,
     due_by: Option<i64>,
+    limit: usize,
 ) -> Result<Vec<ChangeRecord>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = s
         .query(
             &format!(
                 "SELECT {CHANGE_COLS} FROM changes WHERE expires_at IS NOT NULL AND status = 'applied' \
-                 AND expires_at <= $1 ORDER BY expires_at, seq"
+                 AND expires_at <= $1 ORDER BY expires_at, seq LIMIT $2"
             ),
-            &[&due_by.unwrap_or(i64::MAX)],
+            &[&due_by.unwrap_or(i64::MAX), &limit],
             "listing expiring changes",
         )
         .await?;

@@ -414,8 +414,12 @@ impl Store for PgStore {
         rows.iter().map(|r| super::row::get_json(r, 0, C)).collect()
     }
 
-    async fn expiring_changes(&self, due_by: Option<i64>) -> Result<Vec<ChangeRecord>> {
-        read::expiring_changes(self, due_by).await
+    async fn expiring_changes(
+        &self,
+        due_by: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>> {
+        read::expiring_changes(self, due_by, limit).await
     }
 
     async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>> {

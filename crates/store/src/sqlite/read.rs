@@ -186,15 +186,17 @@ pub(super) async fn count_changes(s: &SqliteStore, actions: &[String], since: i6
 pub(super) async fn expiring_changes(
     s: &SqliteStore,
     due_by: Option<i64>,
+    limit: usize,
 ) -> Result<Vec<ChangeRecord>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     s.read(move |c| {
         query_all(
             c,
             &format!(
                 "SELECT {CHANGE_COLS} FROM changes WHERE expires_at IS NOT NULL AND status = 'applied' \
-                 AND expires_at <= ?1 ORDER BY expires_at, seq"
+                 AND expires_at <= ?1 ORDER BY expires_at, seq LIMIT ?2"
             ),
-            [due_by.unwrap_or(i64::MAX)],
+            params![due_by.unwrap_or(i64::MAX), limit],
             change_from_row,
             "listing expiring changes",
         )

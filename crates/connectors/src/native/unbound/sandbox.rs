@@ -187,6 +187,16 @@ remote-control:
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Whether this Unbound answers `name` with the sinkhole address (panics if it does not
+    /// answer at all: for tests).
+    pub fn sinkholed(&self, name: &str) -> bool {
+        let answer = self.query(name, false).expect("unbound answers");
+        answer
+            .addrs
+            .iter()
+            .any(|a| a.to_string() == Self::DEFAULT_ANSWER)
+    }
+
     /// Asks this Unbound for `name`'s A (or AAAA) records.
     pub fn query(&self, name: &str, ipv6: bool) -> Result<DnsAnswer, String> {
         query(self.dns_addr(), name, ipv6)
