@@ -109,6 +109,38 @@ fn an_event_without_an_id_delivered_twice_runs_once_and_again_after_the_window()
 }
 
 #[test]
+fn an_id_is_unique_per_source_so_one_source_cannot_silence_another() {
+    // A noisy sender uses the id the IDS will use for its next alert.
+    let forged = r#"{"id": "alert-7", "kind": "test.noise", "source": "syslog:10.0.0.5"}"#;
+    let real = r#"{"id": "alert-7", "kind": "ids.alert", "source": "suricata", "observables": {"ips": ["192.0.2.97"]}}"#;
+    let dir = workspace("", &format!("{forged}\n{real}\n{real}\n"));
+    let d = dir.path();
+    let out = ok(&bare(d, &["ingest", "events.jsonl"]));
+    assert!(
+        out.contains("2 accepted, 1 duplicate, 0 conflict"),
+        "the IDS's alert is its own event; only its retry is a duplicate: {out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("data/lists/egress.txt")).unwrap(),
+        "192.0.2.97\n",
+        "the IDS's alert ran"
+    );
+    // Both are stored, each under its source.
+    let ids = json(&bare(
+        d,
+        &["logs", "event", "alert-7", "--source", "suricata"],
+    ));
+    assert_eq!(ids["kind"], "ids.alert");
+    let noise = json(&bare(
+        d,
+        &["logs", "event", "alert-7", "--source", "syslog:10.0.0.5"],
+    ));
+    assert_eq!(noise["kind"], "test.noise");
+    let missing = bare(d, &["logs", "event", "alert-7", "--source", "zeek"]);
+    assert!(!missing.status.success());
+}
+
+#[test]
 fn replaying_events_never_makes_the_live_ones_duplicates() {
     let alert = r#"{"id": "alert-1", "kind": "ids.alert", "observables": {"ips": ["192.0.2.91"]}}"#;
     let dir = workspace("", &format!("{alert}\n"));
