@@ -209,6 +209,38 @@ fn runs_resume_finishes_a_run_whose_approval_expired_and_names_those_still_waiti
 }
 
 #[test]
+fn an_ingest_with_nothing_new_finishes_a_run_whose_approval_expired_and_counts_it_right() {
+    let pb = BLOCK.replace("trust: log", "trust: approve").replace(
+        "    with: { list: egress",
+        "    approval: { timeout: 1s, on_timeout: skip }\n    with: { list: egress",
+    );
+    let dir = workspace("", "");
+    let d = dir.path();
+    std::fs::write(d.join("pb/block.yaml"), pb).unwrap();
+    std::fs::write(
+        d.join("ev.json"),
+        r#"{"kind": "ids.alert", "observables": {"ips": ["192.0.2.96"]}}"#,
+    )
+    .unwrap();
+    let o = bare(d, &["run", "pb/block.yaml", "--event", "ev.json"]);
+    assert!(text(&o).contains("waiting for approval"), "{}", text(&o));
+    let listed = bare(d, &["runs", "list"]);
+    assert!(
+        text(&listed).contains("1 run(s) wait for a decision"),
+        "{}",
+        text(&listed)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let out = ok(&bare(d, &["ingest", "/dev/null"]));
+    assert!(
+        out.contains("runs: 0 started (0 succeeded, 0 failed, 0 waiting); 0 unfinished and 1 decided run(s) resumed"),
+        "{out}"
+    );
+    let runs = json(&bare(d, &["runs", "list", "--format", "json"]));
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+}
+
+#[test]
 fn events_that_started_no_run_are_reported_and_can_be_rerun() {
     let alert = r#"{"id": "a-1", "kind": "ids.alert", "observables": {"ips": ["192.0.2.97"]}}"#;
     let dir = workspace("", &format!("{alert}\n"));
