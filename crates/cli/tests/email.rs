@@ -423,6 +423,12 @@ fn eml_files_and_a_maildir_are_ingested_too() {
     let a = acks(&o.stdout);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0]["accepted"], "new");
+    let o = ingest_files(dir.path(), &["--eml", eml.to_str().unwrap()], &pb);
+    assert_eq!(
+        acks(&o.stdout)[0]["accepted"],
+        "duplicate",
+        "same bytes from the same source, same event"
+    );
 
     let md = dir.path().join("reports");
     for sub in ["cur", "new", "tmp"] {
@@ -438,7 +444,10 @@ fn eml_files_and_a_maildir_are_ingested_too() {
     assert!(o.status.success(), "{}", text(&o));
     let a2 = acks(&o.stdout);
     assert_eq!(a2.len(), 1);
-    assert_eq!(a2[0]["accepted"], "duplicate", "same bytes, same event");
+    assert_eq!(
+        a2[0]["accepted"], "new",
+        "ids are unique per source: the maildir's copy is its own report"
+    );
     assert!(md.join(".Handled/cur/1700000000.1.host:2,S").is_file());
     assert!(
         md.join("new/1700000001.2.host").is_file(),
