@@ -40,7 +40,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let text = state.metrics.render(&*state.engine().store).await?;
+    let mut text = state.metrics.render(&*state.engine().store).await?;
+    text.push_str(&crate::telemetry::render(&state).await);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
