@@ -311,6 +311,7 @@ fn a_server_killed_at_random_loses_no_acknowledged_event_and_applies_no_change_t
     println!("seed {seed}");
     let mut rng = seed;
     let mut kills = 0;
+    let mut logs = Vec::new();
     while kills < KILLS && !done.load(std::sync::atomic::Ordering::SeqCst) {
         rng = rng
             .wrapping_mul(6364136223846793005)
@@ -322,7 +323,9 @@ fn a_server_killed_at_random_loses_no_acknowledged_event_and_applies_no_change_t
             let _ = old.child.wait();
             kills += 1;
         }
-        *s = Some(Server::start(d, &listen));
+        let next = Server::start(d, &listen);
+        logs.push(next.log.clone());
+        *s = Some(next);
     }
     let (acked, refused_429, conn_errors, retry_after_seen) =
         client.join().expect("the client ends");
@@ -364,6 +367,23 @@ fn a_server_killed_at_random_loses_no_acknowledged_event_and_applies_no_change_t
         "one run per acknowledged event, and no other"
     );
     assert!(per_event.values().all(|n| *n == 1), "an event ran twice");
+    let resumed: usize = logs
+        .iter()
+        .flat_map(|l| l.lock().unwrap().clone())
+        .filter_map(|l| {
+            l.split("resuming ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    println!("{resumed} runs resumed after kills");
+    assert!(
+        resumed > 0,
+        "kills must interrupt runs, which the restarts resume"
+    );
 
     let o = command(d)
         .args(["changes", "list", "--format", "json"])
@@ -401,7 +421,7 @@ fn a_full_ingest_queue_answers_429_and_stores_nothing() {
     write_file(
         d,
         "belay.toml",
-        "playbooks = \"playbooks\"\n[serve]\nqueue = 2\n",
+        "playbooks = \"playbooks\"\n[serve]\nqueue = 2\nlog_format = \"json\"\n",
     );
     let tok = token(d, "feeder", "responder");
     let s = Server::start(d, "127.0.0.1:0");
@@ -437,15 +457,30 @@ fn a_full_ingest_queue_answers_429_and_stores_nothing() {
     );
     assert!(m.contains("belay_ingest_queue_depth 2"), "{m}");
     // Once the runs end there is room again.
-    assert!(eventually(Duration::from_secs(30), || post_events(
-        s.port,
-        &tok,
-        &event(2),
-        false
-    )
-    .unwrap()
-    .status
-        == 202));
+    assert!(eventually(Duration::from_secs(30), || {
+        post_events(s.port, &tok, &event(2), false).unwrap().status == 202
+    }));
+    // The logs are JSON lines; a run's lines carry its run and event ids.
+    let ended = |id: &str| {
+        s.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "run ended" && v["span"]["event_id"] == id)
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || ended("ev-0").is_some()),
+        "{}",
+        s.log()
+    );
+    let line = ended("ev-0").unwrap();
+    assert_eq!(line["span"]["playbook"], "slow", "{line}");
+    assert_eq!(line["fields"]["status"], "succeeded", "{line}");
+    let run_id = line["span"]["run_id"]
+        .as_str()
+        .expect("the run id")
+        .to_owned();
+    let r = get(s.port, "/api/v1/runs?event_id=ev-0", &tok).json();
+    assert_eq!(r["runs"][0]["id"], run_id.as_str());
 }
 
 /// SIGTERM with events in flight: the server exits within 10 s; the next start finishes every
