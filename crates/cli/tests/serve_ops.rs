@@ -41,22 +41,24 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        {
+        let reader = {
             let log = log.clone();
             std::thread::spawn(move || {
                 let mut sent = false;
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if !sent && line.contains("belay serve: listening on ") {
-                        let _ = tx.send(line.clone());
+                    let listening = !sent && line.contains("belay serve: listening on ");
+                    log.lock().unwrap().push(line.clone());
+                    if listening {
+                        let _ = tx.send(line);
                         sent = true;
                     }
-                    log.lock().unwrap().push(line);
                 }
-            });
-        }
+            })
+        };
         let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
             let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(100));
+            let _ = reader.join();
             return Err(log.lock().unwrap().join("\n"));
         };
         let port = line
@@ -692,6 +694,9 @@ fn configured_sources_and_scheduled_feeds_run_in_the_server() {
         assert!(st["last_success"].is_string(), "{st}");
         assert!(st["last_error"].is_null(), "{st}");
     }
+    let ready = call(s.port, "GET", "/readyz", &[], b"").unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json()["sources"], 3, "{}", ready.body);
     assert!(
         by_name("local-feed")["last_summary"]
             .as_str()
