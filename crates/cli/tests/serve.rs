@@ -30,9 +30,10 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let line = lines
-            .next()
-            .expect("belay serve says where it listens")
-            .expect("readable");
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listening on http://"))
+            .expect("belay serve says where it listens");
         let port = line
             .split("http://127.0.0.1:")
             .nth(1)

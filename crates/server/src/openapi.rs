@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use crate::routes::{approvals, catalog, control, events, health, hooks, reads, rollback};
+use crate::routes::{approvals, catalog, control, events, health, hooks, reads, rollback, sources};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -37,6 +37,7 @@ use utoipa::{Modify, OpenApi};
         control::pause,
         control::unpause,
         control::reload,
+        sources::list,
     ),
     components(schemas(
         crate::problem::Problem,
@@ -46,6 +47,8 @@ use utoipa::{Modify, OpenApi};
         approvals::Decision,
         rollback::RollbackRequest,
         control::PauseRequest,
+        sources::SourcesAnswer,
+        crate::sources::SourceStatus,
     )),
     modifiers(&Bearer)
 )]
