@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub trust: belay_engine::trust::Thresholds,
     /// Loads the playbooks and guardrails again for a reload; `None`: reloads are refused.
     pub reload: Option<crate::reload::Reloader>,
+    /// Console sign-in: sessions, lockout, trusted proxies.
+    pub console: crate::console::ConsoleSettings,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +36,7 @@ impl Default for ServerConfig {
             hooks: Vec::new(),
             trust: belay_engine::trust::Thresholds::default(),
             reload: None,
+            console: crate::console::ConsoleSettings::default(),
         }
     }
 }
@@ -185,7 +188,7 @@ impl AppState {
             actor: p.name.clone(),
             subject: subject.into(),
             detail: serde_json::json!({ "request": what, "outcome": outcome,
-                "token_id": p.token_id, "client": p.client }),
+                "token_id": p.token_id, "session_id": p.session_id, "client": p.client }),
         };
         if let Err(e) = self.engine().store.append_audit(vec![draft]).await {
             tracing::error!("recording an API request in the audit trail: {e}");

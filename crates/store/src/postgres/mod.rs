@@ -21,6 +21,7 @@ mod error;
 mod migrate;
 mod pauses;
 mod principals;
+mod sessions;
 mod read;
 mod row;
 mod store;

@@ -24,6 +24,7 @@ mod migrate;
 mod open;
 mod pauses;
 mod principals;
+mod sessions;
 mod read;
 mod row;
 mod store;
