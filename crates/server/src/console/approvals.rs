@@ -149,7 +149,11 @@ async fn card(store: &dyn Store, who: &Who, a: &ApprovalRecord) -> Markup {
                 }
             }
             h3 { "Before and after" }
-            (diff::table(&a.action, &a.target, &a.current_state, &a.with))
+            @if items.is_some() {
+                p.muted { "A held batch: each item below is applied as listed (its target's state read and journaled as it is), unless you leave it out." }
+            } @else {
+                (diff::table(&a.action, &a.target, &a.current_state, &a.with))
+            }
             h3 { "Guardrail verdicts" }
             (verdicts(&a.guardrails))
             @if !a.votes.is_empty() {
@@ -203,6 +207,24 @@ async fn card(store: &dyn Store, who: &Who, a: &ApprovalRecord) -> Markup {
     }
 }
 
+/// A short fingerprint of the waiting approvals (ids and versions): the page carries the one it
+/// shows, and the feed says `holds` when it changes.
+fn fingerprint(list: &[ApprovalRecord]) -> String {
+    let text: Vec<String> = list.iter().map(|a| format!("{}:{}", a.id, a.version)).collect();
+    let hash = belay_model::sha256_hex(text.join(",").as_bytes());
+    hash.get(..16).unwrap_or(&hash).to_owned()
+}
+
+async fn pending(store: &dyn Store) -> Vec<ApprovalRecord> {
+    store
+        .approvals(&ApprovalFilter {
+            status: Some(ApprovalStatus::Pending),
+            run_id: None,
+        })
+        .await
+        .unwrap_or_default()
+}
+
 async fn cards(state: &AppState, who: &Who) -> Markup {
     let store = &*state.engine().store;
     if let Ok(expired) = expire_due(store).await
@@ -210,22 +232,18 @@ async fn cards(state: &AppState, who: &Who) -> Markup {
     {
         tracing::info!("{} approval(s) expired", expired.len());
     }
-    let list = store
-        .approvals(&ApprovalFilter {
-            status: Some(ApprovalStatus::Pending),
-            run_id: None,
-        })
-        .await
-        .unwrap_or_default();
+    let list = pending(store).await;
     let mut out = Vec::with_capacity(list.len());
     for a in &list {
         out.push(card(store, who, a).await);
     }
     html! {
-        @if list.is_empty() {
-            p.notice id="empty-queue" { "Nothing is waiting for a decision." }
+        div.cards data-holds=(fingerprint(&list)) {
+            @if list.is_empty() {
+                p.notice id="empty-queue" { "Nothing is waiting for a decision." }
+            }
+            @for c in &out { (c) }
         }
-        @for c in &out { (c) }
     }
 }
 
@@ -262,36 +280,24 @@ pub async fn queue(
     }
 }
 
-/// `GET /console/approvals/feed`: server-sent events; `holds` each time the waiting approvals
-/// change (one appears, is decided or expires).
+/// `GET /console/approvals/feed?since=FINGERPRINT`: server-sent events; `holds` each time the
+/// waiting approvals differ from what the page shows (one appears, is decided or expires).
 pub async fn feed(
     State(state): State<Arc<AppState>>,
     addr: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = viewer(&state, &headers, &addr).await {
         return r;
     }
-    let stream = futures::stream::unfold((state, None::<String>), |(state, last)| async move {
+    let since = field(&q, "since").map(str::to_owned);
+    let stream = futures::stream::unfold((state, since), |(state, last)| async move {
         loop {
-            let now = state
-                .engine()
-                .store
-                .approvals(&ApprovalFilter {
-                    status: Some(ApprovalStatus::Pending),
-                    run_id: None,
-                })
-                .await
-                .map(|l| {
-                    l.iter()
-                        .map(|a| format!("{}:{}", a.id, a.version))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+            let list = pending(&*state.engine().store).await;
+            let now = fingerprint(&list);
             if last.as_ref() != Some(&now) {
-                let n = if now.is_empty() { 0 } else { now.split(',').count() };
-                let ev = SseEvent::default().event("holds").data(n.to_string());
+                let ev = SseEvent::default().event("holds").data(list.len().to_string());
                 return Some((Ok::<_, std::convert::Infallible>(ev), (state, Some(now))));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

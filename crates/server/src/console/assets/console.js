@@ -5,7 +5,12 @@
   "use strict";
   var queue = document.getElementById("queue");
   if (queue && window.EventSource) {
-    var source = new EventSource("/console/approvals/feed");
+    // The feed speaks only when the waiting approvals differ from those this page shows.
+    var shown = function () {
+      var cards = queue.querySelector("[data-holds]");
+      return cards ? cards.getAttribute("data-holds") : "";
+    };
+    var source = new EventSource("/console/approvals/feed?since=" + encodeURIComponent(shown()));
     source.addEventListener("holds", function () {
       // Keep what a person is typing: refresh only when no form field has focus.
       var active = document.activeElement;
