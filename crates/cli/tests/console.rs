@@ -77,8 +77,15 @@ impl Server {
         let mut out = String::new();
         s.read_to_string(&mut out).expect("an answer");
         let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, serde_json::from_str(body).unwrap_or(Value::String(body.into())))
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+        )
     }
 
     fn event(&self, token: &str, event: Value) -> String {
@@ -88,7 +95,11 @@ impl Server {
     }
 
     fn pending(&self, token: &str) -> Vec<Value> {
-        self.api("GET", "/api/v1/approvals", token, None).1.as_array().cloned().unwrap_or_default()
+        self.api("GET", "/api/v1/approvals", token, None)
+            .1
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn run_status(&self, token: &str, run: &str) -> String {
@@ -141,7 +152,11 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a Chromium session");
-        Browser { driver, client: Some(client), _profile: profile }
+        Browser {
+            driver,
+            client: Some(client),
+            _profile: profile,
+        }
     }
 
     fn c(&self) -> &Client {
@@ -157,14 +172,24 @@ impl Browser {
     async fn login(&self, server: &Server, user: &str, password: &str) {
         let c = self.c();
         c.goto(&server.url("/login")).await.unwrap();
-        c.find(Locator::Css("input[name=user]")).await.unwrap().send_keys(user).await.unwrap();
+        c.find(Locator::Css("input[name=user]"))
+            .await
+            .unwrap()
+            .send_keys(user)
+            .await
+            .unwrap();
         c.find(Locator::Css("input[name=password]"))
             .await
             .unwrap()
             .send_keys(password)
             .await
             .unwrap();
-        c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Id("sign-in"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
     }
 
     async fn logout(&self) {
@@ -192,11 +217,23 @@ impl Browser {
     }
 
     async fn body_text(&self) -> String {
-        self.c().find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+        self.c()
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// A POST made by the page's own script (the session's cookie goes with it); its status.
-    async fn post_from_page(&self, path: &str, content_type: &str, body: &str, csrf_header: bool) -> u16 {
+    async fn post_from_page(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &str,
+        csrf_header: bool,
+    ) -> u16 {
         let script = r#"
             const [path, ct, body, withHeader] = arguments;
             const headers = { 'content-type': ct };
@@ -205,7 +242,15 @@ impl Browser {
                 .then(r => r.status);"#;
         let v = self
             .c()
-            .execute(script, vec![json!(path), json!(content_type), json!(body), json!(csrf_header)])
+            .execute(
+                script,
+                vec![
+                    json!(path),
+                    json!(content_type),
+                    json!(body),
+                    json!(csrf_header),
+                ],
+            )
             .await
             .unwrap();
         v.as_u64().unwrap_or(0) as u16
@@ -238,7 +283,11 @@ fn screenshot_dir() -> PathBuf {
 
 /// A directory with `playbooks` (name, text) and `guardrails`, users with passwords, and an
 /// API token `siem` (responder) that sends the events; the token.
-fn setup(playbooks: &[(&str, &str)], guardrails: &str, users: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+fn setup(
+    playbooks: &[(&str, &str)],
+    guardrails: &str,
+    users: &[(&str, &str)],
+) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("playbooks")).unwrap();
@@ -249,7 +298,11 @@ fn setup(playbooks: &[(&str, &str)], guardrails: &str, users: &[(&str, &str)]) -
     if !guardrails.is_empty() {
         write_file(d, "guardrails/g.yaml", guardrails);
     }
-    write_file(d, "belay.toml", "playbooks = \"playbooks\"\n[serve]\nlockout = \"10m\"\n");
+    write_file(
+        d,
+        "belay.toml",
+        "playbooks = \"playbooks\"\n[serve]\nlockout = \"10m\"\n",
+    );
     for (name, roles) in users {
         let mut child = command(d)
             .args(["users", "add", name, "--roles", roles, "--password-stdin"])
@@ -258,10 +311,18 @@ fn setup(playbooks: &[(&str, &str)], guardrails: &str, users: &[(&str, &str)]) -
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(PASSWORD.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PASSWORD.as_bytes())
+            .unwrap();
         ok(&child.wait_with_output().unwrap());
     }
-    let o = command(d).args(["tokens", "create", "siem", "--roles", "responder"]).output().unwrap();
+    let o = command(d)
+        .args(["tokens", "create", "siem", "--roles", "responder"])
+        .output()
+        .unwrap();
     ok(&o);
     let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
     (dir, token)
@@ -294,46 +355,95 @@ async fn a_responder_approves_and_denies_held_changes_from_the_queue() {
     if !browser_here() {
         return;
     }
-    let (dir, siem) = setup(&[("block", &block_alert_ip("approve", ""))], "", &[("rita", "responder")]);
+    let (dir, siem) = setup(
+        &[("block", &block_alert_ip("approve", ""))],
+        "",
+        &[("rita", "responder")],
+    );
     let d = dir.path();
     let server = Server::start(d);
     let b = Browser::start().await;
     b.login(&server, "rita", PASSWORD).await;
     b.wait_for("#empty-queue").await;
     // The page is not reloaded: a mark set on it now is still there when the hold shows up.
-    b.c().execute("window.beforeHold = 'same page'; return 1;", vec![]).await.unwrap();
+    b.c()
+        .execute("window.beforeHold = 'same page'; return 1;", vec![])
+        .await
+        .unwrap();
 
     let run1 = server.event(&siem, alert("e1", "203.0.113.9"));
     let card = b.wait_for("article[data-approval] button.approve").await;
-    let same = b.c().execute("return window.beforeHold || null;", vec![]).await.unwrap();
-    assert_eq!(same, json!("same page"), "the hold appeared without a reload");
+    let same = b
+        .c()
+        .execute("return window.beforeHold || null;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        same,
+        json!("same page"),
+        "the hold appeared without a reload"
+    );
     let text = b.body_text().await;
-    for want in ["block-ip / block", "blocklist.add", "203.0.113.9", "0 of 1 approvals", "time left", "ids.alert", "approvals, 0 denials"] {
+    for want in [
+        "block-ip / block",
+        "blocklist.add",
+        "203.0.113.9",
+        "0 of 1 approvals",
+        "time left",
+        "ids.alert",
+        "approvals, 0 denials",
+    ] {
         assert!(text.contains(want), "the queue shows {want:?}:\n{text}");
     }
     b.screenshot("approval-queue").await;
-    b.c().find(Locator::Css("article[data-approval] textarea[name=comment]")).await.unwrap()
-        .send_keys("known scanner").await.unwrap();
+    b.c()
+        .find(Locator::Css(
+            "article[data-approval] textarea[name=comment]",
+        ))
+        .await
+        .unwrap()
+        .send_keys("known scanner")
+        .await
+        .unwrap();
     card.click().await.unwrap();
     b.wait_for("#decided").await;
-    until("the approved change is in the list", || listed(d).contains(&"203.0.113.9".to_owned())).await;
-    until("the run finishes", || server.run_status(&siem, &run1) == "succeeded").await;
+    until("the approved change is in the list", || {
+        listed(d).contains(&"203.0.113.9".to_owned())
+    })
+    .await;
+    until("the run finishes", || {
+        server.run_status(&siem, &run1) == "succeeded"
+    })
+    .await;
 
     // A denial leaves the list untouched.
     let run2 = server.event(&siem, alert("e2", "203.0.113.10"));
-    b.wait_for("article[data-approval] button.deny").await.click().await.unwrap();
+    b.wait_for("article[data-approval] button.deny")
+        .await
+        .click()
+        .await
+        .unwrap();
     b.wait_for("#decided").await;
     until("the denied run ends", || {
-        matches!(server.run_status(&siem, &run2).as_str(), "failed" | "denied")
+        matches!(
+            server.run_status(&siem, &run2).as_str(),
+            "failed" | "denied"
+        )
     })
     .await;
     assert_eq!(listed(d), ["203.0.113.9"], "the denial changed nothing");
 
     // The run's timeline: its steps, decision and change.
-    b.c().goto(&server.url(&format!("/console/runs/{run1}"))).await.unwrap();
+    b.c()
+        .goto(&server.url(&format!("/console/runs/{run1}")))
+        .await
+        .unwrap();
     b.wait_for("ol.timeline").await;
     let text = b.body_text().await;
-    assert!(text.contains("203.0.113.9") && text.contains("known scanner") && text.contains("applied"), "{text}");
+    assert!(
+        text.contains("203.0.113.9") && text.contains("known scanner") && text.contains("applied"),
+        "{text}"
+    );
     b.screenshot("run-timeline").await;
     b.c().goto(&server.url("/console/runs")).await.unwrap();
     b.wait_for("table.runs").await;
@@ -345,12 +455,36 @@ async fn a_responder_approves_and_denies_held_changes_from_the_queue() {
     let trail = audit_export(d);
     let req = trail
         .iter()
-        .find(|e| e["kind"] == "api.request" && e["actor"] == "rita" && e["detail"]["request"] == "approvals.approve")
+        .find(|e| {
+            e["kind"] == "api.request"
+                && e["actor"] == "rita"
+                && e["detail"]["request"] == "approvals.approve"
+        })
         .expect("the approval is audited");
-    assert!(req["detail"]["session_id"].as_str().unwrap().starts_with("ses_"), "{req}");
-    assert!(req["detail"]["client"].as_str().unwrap().starts_with("127.0.0.1:"), "{req}");
-    assert!(trail.iter().any(|e| e["kind"] == "session.started" && e["actor"] == "rita"));
-    assert!(trail.iter().any(|e| e["kind"] == "user.login" && e["actor"] == "rita"));
+    assert!(
+        req["detail"]["session_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ses_"),
+        "{req}"
+    );
+    assert!(
+        req["detail"]["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{req}"
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|e| e["kind"] == "session.started" && e["actor"] == "rita")
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|e| e["kind"] == "user.login" && e["actor"] == "rita")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,22 +500,45 @@ async fn a_held_batch_approved_without_one_item_applies_the_others_only() {
     let d = dir.path();
     let server = Server::start(d);
     let ips: Vec<String> = (1..=5).map(|i| format!("192.0.2.{i}")).collect();
-    let run = server.event(&siem, json!({ "id": "feed-1", "kind": "intel.update", "observables": { "ips": ips } }));
+    let run = server.event(
+        &siem,
+        json!({ "id": "feed-1", "kind": "intel.update", "observables": { "ips": ips } }),
+    );
     until("the batch is held", || !server.pending(&siem).is_empty()).await;
     assert!(listed(d).is_empty());
 
     let b = Browser::start().await;
     b.login(&server, "rita", PASSWORD).await;
-    b.wait_for("input[name='without:block[2]']").await.click().await.unwrap();
+    b.wait_for("input[name='without:block[2]']")
+        .await
+        .click()
+        .await
+        .unwrap();
     let text = b.body_text().await;
-    assert!(text.contains("Items of the held batch (5)") && text.contains("feed-batch"), "{text}");
+    assert!(
+        text.contains("Items of the held batch (5)") && text.contains("feed-batch"),
+        "{text}"
+    );
     b.screenshot("approval-batch").await;
-    b.c().find(Locator::Css("button.approve")).await.unwrap().click().await.unwrap();
+    b.c()
+        .find(Locator::Css("button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     b.wait_for("#decided").await;
-    until("the run finishes", || server.run_status(&siem, &run) == "succeeded").await;
+    until("the run finishes", || {
+        server.run_status(&siem, &run) == "succeeded"
+    })
+    .await;
     let mut got = listed(d);
     got.sort();
-    assert_eq!(got, ["192.0.2.1", "192.0.2.2", "192.0.2.4", "192.0.2.5"], "all but block[2]");
+    assert_eq!(
+        got,
+        ["192.0.2.1", "192.0.2.2", "192.0.2.4", "192.0.2.5"],
+        "all but block[2]"
+    );
     b.close().await;
 }
 
@@ -401,7 +558,10 @@ async fn a_rollback_shows_its_preview_then_restores_the_list_byte_for_byte() {
     std::fs::write(d.join("data/lists/egress.txt"), &original).unwrap();
     let server = Server::start(d);
     let run = server.event(&siem, alert("e1", "203.0.113.9"));
-    until("the change is applied", || server.run_status(&siem, &run) == "succeeded").await;
+    until("the change is applied", || {
+        server.run_status(&siem, &run) == "succeeded"
+    })
+    .await;
     assert!(listed(d).contains(&"203.0.113.9".to_owned()));
     let (_, changes) = server.api("GET", &format!("/api/v1/changes?run_id={run}"), &siem, None);
     let change = changes[0]["id"].as_str().expect("one change").to_owned();
@@ -410,16 +570,36 @@ async fn a_rollback_shows_its_preview_then_restores_the_list_byte_for_byte() {
     b.login(&server, "rita", PASSWORD).await;
     b.wait_for("#empty-queue").await;
     b.c().goto(&server.url("/console/changes")).await.unwrap();
-    b.wait_for(&format!("#change-{change} button")).await.click().await.unwrap();
+    b.wait_for(&format!("#change-{change} button"))
+        .await
+        .click()
+        .await
+        .unwrap();
     b.wait_for("#rollback-preview").await;
     let text = b.body_text().await;
-    assert!(text.contains("will be reverted") && text.contains("203.0.113.9"), "{text}");
+    assert!(
+        text.contains("will be reverted") && text.contains("203.0.113.9"),
+        "{text}"
+    );
     assert_eq!(b.count("input[name=force]").await, 0, "force is for admins");
-    assert!(listed(d).contains(&"203.0.113.9".to_owned()), "a preview changes nothing");
+    assert!(
+        listed(d).contains(&"203.0.113.9".to_owned()),
+        "a preview changes nothing"
+    );
     b.screenshot("rollback-preview").await;
-    b.c().find(Locator::Id("confirm-rollback")).await.unwrap().click().await.unwrap();
+    b.c()
+        .find(Locator::Id("confirm-rollback"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     b.wait_for("#rollback-done").await;
-    assert_eq!(std::fs::read(d.join("data/lists/egress.txt")).unwrap(), original, "byte for byte");
+    assert_eq!(
+        std::fs::read(d.join("data/lists/egress.txt")).unwrap(),
+        original,
+        "byte for byte"
+    );
     b.screenshot("rollback-done").await;
     b.logout().await;
 
@@ -436,22 +616,63 @@ async fn a_rollback_shows_its_preview_then_restores_the_list_byte_for_byte() {
         ("cases", "main"),
         ("runs", "table.runs"),
     ] {
-        b.c().goto(&server.url(&format!("/console/{page}"))).await.unwrap();
+        b.c()
+            .goto(&server.url(&format!("/console/{page}")))
+            .await
+            .unwrap();
         b.wait_for(css).await;
         assert_eq!(b.count("#pause").await, 1, "the pause switch on {page}");
         b.screenshot(page).await;
     }
-    b.c().goto(&server.url("/console/guardrails")).await.unwrap();
+    // The rollback demoted the step; an admin lifts the demotion from the trust report.
+    b.c().goto(&server.url("/console/trust")).await.unwrap();
+    b.wait_for("table.trust form[action='/console/trust/reset'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("#reset-done").await;
+    assert_eq!(
+        b.count("form[action='/console/trust/reset']").await,
+        0,
+        "no demotion left"
+    );
+    b.c()
+        .goto(&server.url("/console/guardrails"))
+        .await
+        .unwrap();
     let text = b.body_text().await;
-    assert!(text.contains("Changes per") && text.contains("Still learning"), "{text}");
+    assert!(
+        text.contains("Changes per") && text.contains("Still learning"),
+        "{text}"
+    );
     // The pause switch works from any page, and so does resuming.
-    b.c().find(Locator::Css("form[action='/console/pause'] input[name=reason]")).await.unwrap()
-        .send_keys("console test").await.unwrap();
-    b.c().find(Locator::Id("pause")).await.unwrap().click().await.unwrap();
+    b.c()
+        .find(Locator::Css(
+            "form[action='/console/pause'] input[name=reason]",
+        ))
+        .await
+        .unwrap()
+        .send_keys("console test")
+        .await
+        .unwrap();
+    b.c()
+        .find(Locator::Id("pause"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     b.wait_for("#resume-all").await;
     let (_, pauses) = server.api("GET", "/api/v1/pauses", &siem, None);
     assert_eq!(pauses["pauses"][0]["paused_by"], "ada", "{pauses}");
-    b.c().find(Locator::Id("resume-all")).await.unwrap().click().await.unwrap();
+    b.c()
+        .find(Locator::Id("resume-all"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     b.wait_for("#pause").await;
     b.close().await;
 }
@@ -477,32 +698,61 @@ async fn a_viewer_is_offered_nothing_and_posts_without_role_or_csrf_token_are_re
     let b = Browser::start().await;
     b.login(&server, "vera", PASSWORD).await;
     b.wait_for("article[data-approval]").await;
-    assert_eq!(b.count("button.approve").await, 0, "no approve button for a viewer");
+    assert_eq!(
+        b.count("button.approve").await,
+        0,
+        "no approve button for a viewer"
+    );
     assert_eq!(b.count("button.deny").await, 0);
     assert_eq!(b.count("#pause").await, 0, "no pause switch for a viewer");
     // A forged POST from the viewer's session, with her valid CSRF token: the role is missing.
     let form = "application/x-www-form-urlencoded";
     let body = format!("decision=approve&csrf={}", csrf(&b).await);
     assert_eq!(b.post_from_page(&decide, form, &body, false).await, 403);
-    assert_eq!(b.post_from_page(&api, "application/json", "{}", true).await, 403);
+    assert_eq!(
+        b.post_from_page(&api, "application/json", "{}", true).await,
+        403
+    );
     b.logout().await;
 
     // A responder's session without the CSRF token: refused, the form and the API alike.
     b.login(&server, "rita", PASSWORD).await;
     b.wait_for("button.approve").await;
-    assert_eq!(b.post_from_page(&decide, form, "decision=approve", false).await, 403);
-    assert_eq!(b.post_from_page(&decide, form, "decision=approve&csrf=0000", false).await, 403);
-    assert_eq!(b.post_from_page(&api, "application/json", "{}", false).await, 403);
+    assert_eq!(
+        b.post_from_page(&decide, form, "decision=approve", false)
+            .await,
+        403
+    );
+    assert_eq!(
+        b.post_from_page(&decide, form, "decision=approve&csrf=0000", false)
+            .await,
+        403
+    );
+    assert_eq!(
+        b.post_from_page(&api, "application/json", "{}", false)
+            .await,
+        403
+    );
     assert_eq!(server.pending(&siem).len(), 1, "still waiting");
     assert!(listed(d).is_empty(), "nothing applied");
     // With it, the same request goes through.
-    assert_eq!(b.post_from_page(&api, "application/json", "{\"comment\":\"ok\"}", true).await, 200);
+    assert_eq!(
+        b.post_from_page(&api, "application/json", "{\"comment\":\"ok\"}", true)
+            .await,
+        200
+    );
     until("applied", || listed(d) == ["203.0.113.9"]).await;
     b.close().await;
 }
 
 async fn csrf(b: &Browser) -> String {
-    b.c().execute("return document.body.dataset.csrf;", vec![]).await.unwrap().as_str().unwrap().to_owned()
+    b.c()
+        .execute("return document.body.dataset.csrf;", vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,27 +766,57 @@ async fn an_event_s_markup_is_shown_as_text_and_no_script_runs() {
     let server = Server::start(d);
     let script = "<script>window.pwned = 'script'</script>";
     let img = "<img src=x onerror=\"window.pwned = 'img'\">";
-    let run = server.event(&siem, json!({ "id": "xss-1", "kind": "ids.alert",
-        "data": { "signature": script, "note": img } }));
-    until("the run finishes", || server.run_status(&siem, &run) == "succeeded").await;
+    let run = server.event(
+        &siem,
+        json!({ "id": "xss-1", "kind": "ids.alert",
+        "data": { "signature": script, "note": img } }),
+    );
+    until("the run finishes", || {
+        server.run_status(&siem, &run) == "succeeded"
+    })
+    .await;
 
     let b = Browser::start().await;
     b.login(&server, "vera", PASSWORD).await;
     b.wait_for("#empty-queue").await;
-    for page in ["/console/events?kind=ids.alert", &format!("/console/runs/{run}")] {
+    for page in [
+        "/console/events?kind=ids.alert",
+        &format!("/console/runs/{run}"),
+    ] {
         b.c().goto(&server.url(page)).await.unwrap();
         b.wait_for("main").await;
         let text = b.body_text().await;
-        assert!(text.contains(script), "{page} shows the script as text:\n{text}");
+        assert!(
+            text.contains(script),
+            "{page} shows the script as text:\n{text}"
+        );
         if page.starts_with("/console/events") {
-            assert!(text.contains("<img src=x onerror="), "{page} shows the img tag as text:\n{text}");
+            assert!(
+                text.contains("<img src=x onerror="),
+                "{page} shows the img tag as text:\n{text}"
+            );
         }
-        let pwned = b.c().execute("return typeof window.pwned;", vec![]).await.unwrap();
-        assert_eq!(pwned, json!("undefined"), "no script of the event ran on {page}");
-        assert_eq!(b.count("main img").await, 0, "no image element from the event");
+        let pwned = b
+            .c()
+            .execute("return typeof window.pwned;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            pwned,
+            json!("undefined"),
+            "no script of the event ran on {page}"
+        );
+        assert_eq!(
+            b.count("main img").await,
+            0,
+            "no image element from the event"
+        );
         assert_eq!(b.count("main script").await, 0);
     }
-    b.c().goto(&server.url("/console/events?kind=ids.alert")).await.unwrap();
+    b.c()
+        .goto(&server.url("/console/events?kind=ids.alert"))
+        .await
+        .unwrap();
     b.wait_for("table.events").await;
     b.screenshot("events-escaped").await;
     b.close().await;
@@ -558,7 +838,10 @@ async fn five_wrong_passwords_lock_the_account_audited() {
     }
     b.login(&server, "rita", PASSWORD).await;
     let err = b.wait_for("#login-error").await.text().await.unwrap();
-    assert!(err.contains("locked"), "the right password is refused while locked: {err}");
+    assert!(
+        err.contains("locked"),
+        "the right password is refused while locked: {err}"
+    );
     b.screenshot("login-locked").await;
     // No session was made: the console sends her back to sign in.
     b.c().goto(&server.url("/console/approvals")).await.unwrap();
@@ -566,9 +849,21 @@ async fn five_wrong_passwords_lock_the_account_audited() {
     b.close().await;
     drop(server);
     let trail = audit_export(d);
-    let failed = trail.iter().filter(|e| e["kind"] == "user.login_failed" && e["subject"] == "rita").count();
+    let failed = trail
+        .iter()
+        .filter(|e| e["kind"] == "user.login_failed" && e["subject"] == "rita")
+        .count();
     assert_eq!(failed, 4, "four failures, then the fifth locks");
-    let locked = trail.iter().find(|e| e["kind"] == "user.locked").expect("the lock is audited");
-    assert!(locked["detail"]["client"].as_str().unwrap().starts_with("127.0.0.1"), "{locked}");
+    let locked = trail
+        .iter()
+        .find(|e| e["kind"] == "user.locked")
+        .expect("the lock is audited");
+    assert!(
+        locked["detail"]["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1"),
+        "{locked}"
+    );
     assert!(locked["detail"]["locked_until"].as_i64().is_some());
 }

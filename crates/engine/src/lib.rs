@@ -290,7 +290,9 @@ impl Engine {
             .get(action)
             .ok_or_else(|| format!("no action `{action}` in the catalog"))?;
         if spec.kind != belay_playbook::ActionKind::Read {
-            return Err(format!("`{action}` changes something: only a run may call it"));
+            return Err(format!(
+                "`{action}` changes something: only a run may call it"
+            ));
         }
         let conn = self
             .connectors

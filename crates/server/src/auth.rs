@@ -105,7 +105,11 @@ pub struct Principal {
 impl Principal {
     /// How the audit trail records the channel of a write by this principal.
     pub fn via(&self) -> serde_json::Value {
-        let channel = if self.session_id.is_some() { "console" } else { "api" };
+        let channel = if self.session_id.is_some() {
+            "console"
+        } else {
+            "api"
+        };
         serde_json::json!({ "channel": channel, "token_id": self.token_id,
             "session_id": self.session_id, "client": self.client })
     }

@@ -44,8 +44,13 @@ pub trait Sessions: Send + Sync {
     async fn end_session(&self, hash: &str, kind: &str, client: &str) -> Result<bool>;
     /// Records a failed sign-in from `client` at `at`, forgets those before `since`, and
     /// returns how many failures `client` has had since `since`, this one included.
-    async fn note_login_failure(&self, client: &str, name: &str, at: i64, since: i64)
-    -> Result<u64>;
+    async fn note_login_failure(
+        &self,
+        client: &str,
+        name: &str,
+        at: i64,
+        since: i64,
+    ) -> Result<u64>;
     /// How many failed sign-ins `client` has had since `since`.
     async fn login_failures(&self, client: &str, since: i64) -> Result<u64>;
 }

@@ -129,8 +129,11 @@ async fn card(store: &dyn Store, who: &Who, a: &ApprovalRecord) -> Markup {
                         (deciders)
                         @if a.terms.separation { " (not who triggered the run: separation of duties)" }
                     }
-                    dt { "time left" } dd.big { (from_now(a.expires_at)) }
-                    dd.muted { "expires " (when(a.expires_at)) ", then " (a.terms.on_timeout.to_string()) }
+                    dt { "time left" } dd {
+                        span.big { (from_now(a.expires_at)) }
+                        br;
+                        span.muted { "expires " (when(a.expires_at)) ", then " (a.terms.on_timeout.to_string()) }
+                    }
                     dt { "record" } dd.record { (record) }
                     dt { "change hash" } dd { code { (a.change_hash.get(..16).unwrap_or(&a.change_hash)) } }
                 }
@@ -210,7 +213,10 @@ async fn card(store: &dyn Store, who: &Who, a: &ApprovalRecord) -> Markup {
 /// A short fingerprint of the waiting approvals (ids and versions): the page carries the one it
 /// shows, and the feed says `holds` when it changes.
 fn fingerprint(list: &[ApprovalRecord]) -> String {
-    let text: Vec<String> = list.iter().map(|a| format!("{}:{}", a.id, a.version)).collect();
+    let text: Vec<String> = list
+        .iter()
+        .map(|a| format!("{}:{}", a.id, a.version))
+        .collect();
     let hash = belay_model::sha256_hex(text.join(",").as_bytes());
     hash.get(..16).unwrap_or(&hash).to_owned()
 }
@@ -297,7 +303,9 @@ pub async fn feed(
             let list = pending(&*state.engine().store).await;
             let now = fingerprint(&list);
             if last.as_ref() != Some(&now) {
-                let ev = SseEvent::default().event("holds").data(list.len().to_string());
+                let ev = SseEvent::default()
+                    .event("holds")
+                    .data(list.len().to_string());
                 return Some((Ok::<_, std::convert::Infallible>(ev), (state, Some(now))));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

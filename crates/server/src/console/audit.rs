@@ -23,7 +23,10 @@ pub async fn page(
     let verified = belay_store::verify_audit(&*store).await;
     let head = store.audit_head().await.ok().flatten();
     let recent = match &head {
-        Some((seq, _)) => store.audit_entries((seq - 30).max(0), 30).await.unwrap_or_default(),
+        Some((seq, _)) => store
+            .audit_entries((seq - 30).max(0), 30)
+            .await
+            .unwrap_or_default(),
         None => Vec::new(),
     };
     let body = html! {
@@ -85,7 +88,10 @@ pub async fn export(
     (
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"belay-audit.jsonl\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"belay-audit.jsonl\"",
+            ),
         ],
         out,
     )

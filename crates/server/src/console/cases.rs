@@ -54,7 +54,9 @@ pub async fn show(
         Err(r) => return r,
     };
     let Some(file) = state.engine().store.case_file(&id).await.ok().flatten() else {
-        return super::error_page(&crate::problem::Problem::not_found(format!("no case `{id}`")));
+        return super::error_page(&crate::problem::Problem::not_found(format!(
+            "no case `{id}`"
+        )));
     };
     let c = &file.case;
     let body = html! {

@@ -167,7 +167,11 @@ pub async fn rollback(
         Ok(r) => r,
         Err(p) => return super::error_page(&p),
     };
-    let title = if confirm { "Rollback done" } else { "Rollback preview" };
+    let title = if confirm {
+        "Rollback done"
+    } else {
+        "Rollback preview"
+    };
     let body = html! {
         p { "Selection: " strong { (kind) " " (value) } }
         @if confirm {

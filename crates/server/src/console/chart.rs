@@ -11,9 +11,21 @@ const TOP: f64 = 12.0;
 
 /// A bar per window (`counts`, oldest first) from `start_label` to `end_label`, with the
 /// learned `limit` as a red line when there is one. `title` names the chart for screen readers.
-pub fn bars(title: &str, counts: &[u64], limit: Option<f64>, start_label: &str, end_label: &str) -> Markup {
+pub fn bars(
+    title: &str,
+    counts: &[u64],
+    limit: Option<f64>,
+    start_label: &str,
+    end_label: &str,
+) -> Markup {
     let max_count = counts.iter().copied().max().unwrap_or(0) as f64;
-    let top = max_count.max(limit.unwrap_or(0.0)).max(1.0) * 1.1;
+    // A round top: 5, 10, 20, 50, 100… above the tallest bar and the limit.
+    let need = max_count.max(limit.unwrap_or(0.0)).max(1.0) * 1.1;
+    let top = [1.0, 2.0, 5.0]
+        .iter()
+        .flat_map(|m| (0..12).map(move |e| m * 10f64.powi(e)))
+        .filter(|t| *t >= need.max(4.0))
+        .fold(f64::MAX, f64::min);
     let plot_w = W - LEFT - 8.0;
     let plot_h = H - TOP - BOTTOM;
     let n = counts.len().max(1) as f64;
@@ -21,7 +33,7 @@ pub fn bars(title: &str, counts: &[u64], limit: Option<f64>, start_label: &str, 
     let y = |v: f64| TOP + plot_h - v / top * plot_h;
     let ticks = [0.0, top / 2.0, top];
     html! {
-        svg.chart xmlns="http://www.w3.org/2000/svg" width=(W) height=(H) viewBox={ "0 0 " (W) " " (H) } role="img" aria-label=(title) {
+        svg xmlns="http://www.w3.org/2000/svg" width=(W) height=(H) viewBox={ "0 0 " (W) " " (H) } role="img" aria-label=(title) {
             title { (title) }
             @for t in ticks {
                 line x1=(LEFT) x2=(W - 8.0) y1=(y(t)) y2=(y(t)) stroke="#e3e6ec" stroke-width="1" {}
@@ -53,7 +65,11 @@ mod tests {
     fn a_bar_over_the_limit_is_red_and_labels_are_escaped() {
         let svg = super::bars("<b>", &[1, 5, 2], Some(3.0), "a", "b").into_string();
         assert_eq!(svg.matches("<rect").count(), 3);
-        assert_eq!(svg.matches("#c0262d").count(), 3, "one red bar, the line and its label");
+        assert_eq!(
+            svg.matches("#c0262d").count(),
+            3,
+            "one red bar, the line and its label"
+        );
         assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b>"));
     }
 }

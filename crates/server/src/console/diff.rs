@@ -8,11 +8,25 @@ use serde_json::{Map, Value};
 
 /// Flags a change's verb sets (or clears, for the undoing verbs).
 const FLAGS: &[&str] = &[
-    "present", "blocked", "member", "listed", "isolated", "quarantined", "disabled", "sinkholed",
+    "present",
+    "blocked",
+    "member",
+    "listed",
+    "isolated",
+    "quarantined",
+    "disabled",
+    "sinkholed",
     "locked",
 ];
 const CLEARING: &[&str] = &[
-    "remove", "unblock", "release", "unisolate", "enable", "unlock", "delete", "unsinkhole",
+    "remove",
+    "unblock",
+    "release",
+    "unisolate",
+    "enable",
+    "unlock",
+    "delete",
+    "unsinkhole",
     "relax",
 ];
 
@@ -92,7 +106,10 @@ mod tests {
         assert_eq!(after("blocklist.add", &before).unwrap()["present"], true);
         let before = json!({"present": true, "line": 3});
         let a = after("blocklist.remove", &before).unwrap();
-        assert_eq!((a["present"].clone(), a["line"].clone()), (json!(false), Value::Null));
+        assert_eq!(
+            (a["present"].clone(), a["line"].clone()),
+            (json!(false), Value::Null)
+        );
         assert_eq!(after("core.log", &json!({"x": 1})), None);
     }
 }

@@ -38,9 +38,8 @@ pub async fn search(
     events.retain(|e| {
         kind.is_none_or(|k| e.kind.contains(k))
             && source.is_none_or(|s| e.source.contains(s))
-            && observable.is_none_or(|o| {
-                serde_json::to_string(&e.observables).is_ok_and(|t| t.contains(o))
-            })
+            && observable
+                .is_none_or(|o| serde_json::to_string(&e.observables).is_ok_and(|t| t.contains(o)))
     });
     events.reverse();
     events.truncate(200);

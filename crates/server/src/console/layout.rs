@@ -27,10 +27,19 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// Adds the security headers to a console answer.
 pub(crate) async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -61,7 +70,13 @@ pub(crate) fn bare(title: &str, body: Markup) -> Markup {
 }
 
 /// A console page: `active` is the navigation entry it belongs to.
-pub(crate) fn page(who: &Who, active: &str, title: &str, pauses: &[PauseRecord], body: Markup) -> Markup {
+pub(crate) fn page(
+    who: &Who,
+    active: &str,
+    title: &str,
+    pauses: &[PauseRecord],
+    body: Markup,
+) -> Markup {
     let roles: Vec<&str> = who.p.roles.iter().map(|r| r.as_str()).collect();
     html! {
         (DOCTYPE)

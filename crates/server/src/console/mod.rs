@@ -187,7 +187,8 @@ pub(crate) fn error_page(p: &Problem) -> Response {
     );
     let mut r = (status, Html(page.into_string())).into_response();
     if let Some(s) = p.retry_after {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     r
 }

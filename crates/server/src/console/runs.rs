@@ -85,7 +85,9 @@ pub async fn timeline(
     };
     let store = state.engine().store.clone();
     let Some(run) = store.get_run(&id).await.ok().flatten() else {
-        return super::error_page(&crate::problem::Problem::not_found(format!("no run `{id}`")));
+        return super::error_page(&crate::problem::Problem::not_found(format!(
+            "no run `{id}`"
+        )));
     };
     let steps = store.steps(&id).await.unwrap_or_default();
     let event = store.get_event(&run.event_id).await.ok().flatten();

@@ -90,9 +90,18 @@ fn secure(settings: &ConsoleSettings, headers: &HeaderMap, client: &str) -> bool
 }
 
 /// The `Set-Cookie` value of a new session secret.
-pub fn cookie(settings: &ConsoleSettings, headers: &HeaderMap, client: &str, secret: &str) -> HeaderValue {
+pub fn cookie(
+    settings: &ConsoleSettings,
+    headers: &HeaderMap,
+    client: &str,
+    secret: &str,
+) -> HeaderValue {
     let max_age = settings.session_max_ms / 1000;
-    let secure = if secure(settings, headers, client) { "; Secure" } else { "" };
+    let secure = if secure(settings, headers, client) {
+        "; Secure"
+    } else {
+        ""
+    };
     HeaderValue::from_str(&format!(
         "{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
@@ -105,7 +114,12 @@ pub fn cleared_cookie() -> HeaderValue {
 }
 
 /// Starts a session for `name` (signed in `via` `password` or `proxy`); its secret.
-pub async fn start(state: &AppState, name: &str, via: &str, client: &str) -> Result<String, Problem> {
+pub async fn start(
+    state: &AppState,
+    name: &str,
+    via: &str,
+    client: &str,
+) -> Result<String, Problem> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(Problem::internal)?;
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -142,7 +156,10 @@ pub async fn roles_of_user(state: &AppState, name: &str) -> Result<Option<Vec<Ro
 }
 
 fn unauthorized(why: &str) -> Problem {
-    Problem::new(StatusCode::UNAUTHORIZED, format!("authentication needed: {why}"))
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        format!("authentication needed: {why}"),
+    )
 }
 
 /// The console user of a request: its session cookie (ended when idle or past its absolute
@@ -234,7 +251,9 @@ pub async fn authenticate(
             set_cookie: Some(cookie(settings, headers, client, &secret)),
         });
     }
-    Err(unauthorized("send `Authorization: Bearer TOKEN`, or sign in at /login"))
+    Err(unauthorized(
+        "send `Authorization: Bearer TOKEN`, or sign in at /login",
+    ))
 }
 
 #[cfg(test)]
@@ -253,9 +272,15 @@ mod tests {
     #[test]
     fn the_cookie_is_read_among_others_and_the_client_ip_parsed() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; belay_session=xyz ; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; belay_session=xyz ; b=2"),
+        );
         assert_eq!(cookie_secret(&h).as_deref(), Some("xyz"));
-        assert_eq!(client_ip("127.0.0.1:4000"), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            client_ip("127.0.0.1:4000"),
+            Some("127.0.0.1".parse().unwrap())
+        );
         let s = ConsoleSettings {
             trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
             ..Default::default()

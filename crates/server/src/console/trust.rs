@@ -30,10 +30,11 @@ pub async fn page(
     } else {
         engine.stored_playbooks().await.unwrap_or_default()
     };
-    let report = match belay_engine::trust::report_on(&engine, &playbooks, &state.config.trust).await {
-        Ok(r) => r,
-        Err(e) => return super::error_page(&e.into()),
-    };
+    let report =
+        match belay_engine::trust::report_on(&engine, &playbooks, &state.config.trust).await {
+            Ok(r) => r,
+            Err(e) => return super::error_page(&e.into()),
+        };
     let body = html! {
         @if let Some(done) = field(&q, "reset") { p.notice id="reset-done" { "Demotion lifted: " (done) } }
         p.sub { "Each change step's trust: what its playbook declares, what is in force, and its record." }
@@ -88,7 +89,9 @@ pub async fn reset(
         Err(r) => return r,
     };
     let (Some(pb), Some(step)) = (field(&form, "playbook"), field(&form, "step")) else {
-        return super::error_page(&crate::problem::Problem::bad_request("name the playbook and the step"));
+        return super::error_page(&crate::problem::Problem::bad_request(
+            "name the playbook and the step",
+        ));
     };
     let lifted = match state.engine().reset_trust(pb, step, &who.p.name).await {
         Ok(l) => l,
@@ -96,7 +99,15 @@ pub async fn reset(
     };
     let subject = format!("{pb}/{step}");
     state
-        .audit_request(&who.p, "trust.reset", &subject, if lifted { "lifted" } else { "was not demoted" })
+        .audit_request(
+            &who.p,
+            "trust.reset",
+            &subject,
+            if lifted { "lifted" } else { "was not demoted" },
+        )
         .await;
-    super::see_other(&format!("/console/trust?reset={}", super::approvals::urlencode(&subject)))
+    super::see_other(&format!(
+        "/console/trust?reset={}",
+        super::approvals::urlencode(&subject)
+    ))
 }

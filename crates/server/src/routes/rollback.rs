@@ -62,7 +62,10 @@ pub(crate) async fn rollback_as(
 ) -> Result<belay_engine::rollback::Report, Problem> {
     if req.force {
         crate::auth::require(p, crate::auth::Role::Admin).map_err(|mut e| {
-            e.detail = format!("`force` (undoing drifted targets) needs an admin: {}", e.detail);
+            e.detail = format!(
+                "`force` (undoing drifted targets) needs an admin: {}",
+                e.detail
+            );
             e
         })?;
     }

@@ -21,9 +21,9 @@ mod error;
 mod migrate;
 mod pauses;
 mod principals;
-mod sessions;
 mod read;
 mod row;
+mod sessions;
 mod store;
 mod write;
 

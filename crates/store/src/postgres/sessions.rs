@@ -32,7 +32,9 @@ impl Sessions for PgStore {
         let mut client = self.conn().await?;
         let tx = client.transaction().await.map_err(db_err(C))?;
         tx.execute(
-            &format!("INSERT INTO console_sessions ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+            &format!(
+                "INSERT INTO console_sessions ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
             &[
                 &s.hash,
                 &s.id,

@@ -24,9 +24,9 @@ mod migrate;
 mod open;
 mod pauses;
 mod principals;
-mod sessions;
 mod read;
 mod row;
+mod sessions;
 mod store;
 mod writer;
 
