@@ -867,3 +867,177 @@ async fn five_wrong_passwords_lock_the_account_audited() {
     );
     assert!(locked["detail"]["locked_until"].as_i64().is_some());
 }
+
+/// One raw HTTP request: the status, the head and the body.
+fn raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).expect("connects");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("an answer");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// A header's value in a raw head (the name in any case).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn trusted_proxy_sign_in_sessions_on_the_api_and_security_headers() {
+    let (dir, _) = setup(&[], "", &[("rita", "responder")]);
+    let d = dir.path();
+    write_file(
+        d,
+        "belay.toml",
+        "playbooks = \"playbooks\"\n[serve]\ntrusted_proxies = [\"127.0.0.1/32\"]\nproxy_user_header = \"X-Remote-User\"\nsession_idle = \"10m\"\n",
+    );
+    let server = Server::start(d);
+
+    // Without a session: sent to sign in. The sign-in page carries the security headers.
+    let (status, head, _) = raw(&server, "GET", "/console/approvals", &[], "");
+    assert_eq!(
+        (status, header(&head, "location")),
+        (303, Some("/login")),
+        "{head}"
+    );
+    let (status, head, body) = raw(&server, "GET", "/login", &[], "");
+    assert_eq!(status, 200);
+    let csp = header(&head, "content-security-policy").expect("a CSP");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(header(&head, "x-frame-options"), Some("DENY"));
+    assert!(
+        !body.contains("<script>") && !body.contains("style="),
+        "no inline script or style"
+    );
+
+    // The proxy names a user of the directory: a session is made for her.
+    let (status, head, body) = raw(
+        &server,
+        "GET",
+        "/console/approvals",
+        &[("x-remote-user", "rita")],
+        "",
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(body.contains("rita (responder)"));
+    let cookie = header(&head, "set-cookie").expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    // The session works on the API too (reads; a write needs its CSRF token).
+    let secret = cookie
+        .strip_prefix("belay_session=")
+        .and_then(|v| v.split(';').next())
+        .expect("the session's secret")
+        .to_owned();
+    let cookie = format!("belay_session={secret}");
+    let (status, _, body) = raw(&server, "GET", "/api/v1/whoami", &[("cookie", &cookie)], "");
+    assert_eq!(status, 200, "{body}");
+    let who: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(who["name"], "rita");
+    let (status, _, _) = raw(
+        &server,
+        "POST",
+        "/api/v1/events",
+        &[("cookie", &cookie), ("content-type", "application/json")],
+        "{\"kind\":\"x\"}",
+    );
+    assert_eq!(status, 403, "a write without the CSRF token");
+
+    // A user the directory does not know, or a write on the header alone: refused.
+    let (status, head, _) = raw(
+        &server,
+        "GET",
+        "/console/approvals",
+        &[("x-remote-user", "mallory")],
+        "",
+    );
+    assert_eq!(status, 303, "{head}");
+    let (status, _, _) = raw(
+        &server,
+        "POST",
+        "/console/pause",
+        &[
+            ("x-remote-user", "rita"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        "reason=x",
+    );
+    assert_eq!(status, 403);
+    drop(server);
+
+    // From an address that is not a trusted proxy, the header means nothing.
+    write_file(
+        d,
+        "belay.toml",
+        "playbooks = \"playbooks\"\n[serve]\ntrusted_proxies = [\"192.0.2.1/32\"]\nproxy_user_header = \"X-Remote-User\"\n",
+    );
+    let server = Server::start(d);
+    let (status, _, _) = raw(
+        &server,
+        "GET",
+        "/console/approvals",
+        &[("x-remote-user", "rita")],
+        "",
+    );
+    assert_eq!(status, 303);
+    drop(server);
+    let trail = audit_export(d);
+    let started = trail
+        .iter()
+        .find(|e| e["kind"] == "session.started")
+        .expect("audited");
+    assert_eq!(started["detail"]["via"], "proxy");
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|e| e["kind"] == "session.started")
+            .count(),
+        1,
+        "one session, for rita; mallory got none"
+    );
+
+    // A bad setting is refused at start, naming it.
+    write_file(
+        d,
+        "belay.toml",
+        "[serve]\ntrusted_proxies = [\"not-an-address\"]\nproxy_user_header = \"X-Remote-User\"\n",
+    );
+    let o = command(d)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("trusted_proxies[0]"),
+        "{o:?}"
+    );
+}

@@ -119,7 +119,7 @@ fn console_settings(ctx: &Ctx) -> Result<ConsoleSettings> {
         out.trusted_proxies.push(net);
     }
     out.proxy_user_header = s.proxy_user_header.clone();
-    if out.proxy_user_header.is_some() != !out.trusted_proxies.is_empty() {
+    if out.proxy_user_header.is_some() == out.trusted_proxies.is_empty() {
         bail!("[serve] proxy_user_header and trusted_proxies go together: set both or neither");
     }
     Ok(out)

@@ -69,7 +69,7 @@ async fn baseline_chart(state: &AppState, g: &Guardrail) -> Markup {
     }
     let learning = b.learning(&figures);
     let limit = (learning.is_none() && figures.p99_window > 0)
-        .then(|| figures.p99_window as f64 * b.factor * merge as f64);
+        .then_some(figures.p99_window as f64 * b.factor * merge as f64);
     let per_label = humantime(b.per * merge as u32);
     html! {
         div.chart data-guardrail=(g.name) {
