@@ -145,7 +145,7 @@ async fn card(store: &dyn Store, who: &Who, a: &ApprovalRecord) -> Markup {
                             dt { "kind" } dd { (e.kind) }
                             dt { "source" } dd { (e.source) }
                             dt { "severity" } dd { (format!("{:?}", e.severity).to_lowercase()) }
-                            dt { "observables" } dd { pre { (serde_json::to_string(&e.observables).unwrap_or_default()) } }
+                            dt { "observables" } dd { pre { (super::observables(&e.observables)) } }
                         },
                         None => p.muted { "not found" },
                     }

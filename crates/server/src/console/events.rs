@@ -60,7 +60,7 @@ pub async fn search(
                         td { (e.kind) }
                         td { (e.source) }
                         td { (e.severity.to_string()) }
-                        td { (serde_json::to_string(&e.observables).unwrap_or_default()) }
+                        td { (super::observables(&e.observables)) }
                         td { pre { (serde_json::to_string_pretty(&e.data).unwrap_or_default()) } }
                         td { a href={ "/console/runs?event_id=" (super::approvals::urlencode(&e.id)) } { "runs" } }
                     }

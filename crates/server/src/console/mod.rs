@@ -244,3 +244,12 @@ pub(crate) async fn render(
 pub(crate) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
+
+/// An event's observables as compact JSON text, without the empty kinds.
+pub(crate) fn observables(o: &belay_model::Observables) -> String {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.retain(|_, x| x.as_array().is_none_or(|a| !a.is_empty()));
+    }
+    v.to_string()
+}

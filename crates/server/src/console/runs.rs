@@ -121,7 +121,7 @@ pub async fn timeline(
                             dt { "severity" } dd { (e.severity.to_string()) }
                             dt { "time" } dd { (e.time.to_rfc3339()) }
                         }
-                        pre { (serde_json::to_string_pretty(&e.observables).unwrap_or_default()) }
+                        pre { (super::observables(&e.observables)) }
                     },
                     None => p.muted { "event " (run.event_id) " not found" },
                 }
