@@ -4,7 +4,7 @@
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use belay_server::console::session::{self, authenticate};
 use belay_server::{AppState, ServerConfig};
-use belay_store::{Principals, SessionRecord, Sessions, Store};
+use belay_store::{SessionRecord, Store};
 use std::sync::Arc;
 
 async fn state() -> (Arc<AppState>, tempfile::TempDir) {
