@@ -88,7 +88,7 @@ async fn trigger_of(store: &dyn Store, run_id: &str) -> Result<Option<Value>> {
         run = store.get_run(&parent).await?;
     }
     let Some(run) = run else { return Ok(None) };
-    let Some(e) = store.get_event(&run.event_id).await? else {
+    let Some(e) = store.get_event(run.trigger_source(), &run.event_id).await? else {
         return Ok(None);
     };
     let observables: serde_json::Map<String, Value> = serde_json::to_value(&e.observables)?
@@ -234,7 +234,8 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
             })?;
             if !expired.is_empty() {
                 eprintln!(
-                    "{} approval(s) expired; their runs resume with the step's on_timeout",
+                    "{} approval(s) expired; their runs finish with the step's on_timeout in \
+                     `belay serve`, or at the next `belay ingest` or `belay runs resume`",
                     expired.len()
                 );
             }

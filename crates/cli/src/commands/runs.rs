@@ -81,6 +81,10 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
                     "{:<38} {:<24} {:<17} {:<24} EVENT",
                     "RUN", "PLAYBOOK", "STATUS", "CREATED"
                 );
+                let waiting = runs
+                    .iter()
+                    .filter(|r| r.status == RunStatus::WaitingApproval)
+                    .count();
                 for r in runs {
                     // A dry run applied nothing: its status says what would have happened.
                     let status = if r.event_id.starts_with(belay_engine::replay::REPLAY_PREFIX) {
@@ -97,6 +101,13 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
                         status,
                         belay_model::ms_to_rfc3339(r.created_at),
                         r.event_id
+                    );
+                }
+                if waiting > 0 {
+                    eprintln!(
+                        "{waiting} run(s) wait for a decision (`belay approvals list`); once \
+                         decided or expired they finish in `belay serve`, `belay ingest` or \
+                         `belay runs resume`"
                     );
                 }
             }
