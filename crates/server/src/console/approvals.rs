@@ -52,7 +52,12 @@ async fn trigger(store: &dyn Store, run_id: &str) -> Option<belay_model::Event> 
     while let Some(parent) = run.as_ref().and_then(|r| r.parent_run.clone()) {
         run = store.get_run(&parent).await.ok().flatten();
     }
-    store.get_event(&run?.event_id).await.ok().flatten()
+    let run = run?;
+    store
+        .get_event(run.trigger_source(), &run.event_id)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn verdicts(v: &Value) -> Markup {

@@ -90,7 +90,11 @@ pub async fn timeline(
         )));
     };
     let steps = store.steps(&id).await.unwrap_or_default();
-    let event = store.get_event(&run.event_id).await.ok().flatten();
+    let event = store
+        .get_event(run.trigger_source(), &run.event_id)
+        .await
+        .ok()
+        .flatten();
     let changes = store.changes(Some(&id)).await.unwrap_or_default();
     let approvals = store
         .approvals(&belay_store::ApprovalFilter {
