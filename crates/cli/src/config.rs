@@ -79,6 +79,19 @@ pub struct ServeSection {
     pub allow_plaintext: bool,
     /// `text` (default) or `json` log lines on standard error.
     pub log_format: Option<String>,
+    /// A console session ends after this long without a request (default `30m`).
+    pub session_idle: Option<String>,
+    /// A console session ends this long after sign-in (default `12h`).
+    pub session_max: Option<String>,
+    /// How long five wrong passwords in a row lock an account (default `15m`).
+    pub lockout: Option<String>,
+    /// Mark the console's session cookie `Secure` (when served over TLS).
+    pub secure_cookies: Option<bool>,
+    /// Proxies (CIDRs) whose user header is believed, for single sign-on.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The header a trusted proxy names the signed-in user in (e.g. `X-Remote-User`).
+    pub proxy_user_header: Option<String>,
 }
 
 /// One webhook source (`[[hooks]]`).

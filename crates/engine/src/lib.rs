@@ -273,6 +273,45 @@ impl Engine {
         Ok(lifted)
     }
 
+    /// The loaded guardrails.
+    pub fn guardrails(&self) -> &guard::Guardrails {
+        &self.guardrails
+    }
+
+    /// Calls a read action (never a change: those go through a run) with `input`, for a
+    /// person looking something up (the console's intel lookup); the action's output.
+    pub async fn call_read(
+        &self,
+        action: &str,
+        input: &serde_json::Value,
+    ) -> std::result::Result<serde_json::Value, String> {
+        let spec = self
+            .catalog
+            .get(action)
+            .ok_or_else(|| format!("no action `{action}` in the catalog"))?;
+        if spec.kind != belay_playbook::ActionKind::Read {
+            return Err(format!(
+                "`{action}` changes something: only a run may call it"
+            ));
+        }
+        let conn = self
+            .connectors
+            .resolve(action)
+            .ok_or_else(|| format!("no connector serves `{action}` here"))?;
+        conn.call(belay_connector_api::Call {
+            action,
+            input,
+            idempotency_key: None,
+        })
+        .await
+        .map_err(|e| e.message)
+    }
+
+    /// The catalog's actions a guardrail governs.
+    pub fn guarded_actions(&self, g: &guard::Guardrail) -> Vec<String> {
+        self.guardrails.actions_of(g, &self.catalog)
+    }
+
     /// What a baseline guardrail has learned from the recorded changes (cached for a minute).
     pub async fn baseline(&self, g: &guard::Guardrail) -> Result<guard::BaselineFigures> {
         let Some(b) = &g.baseline else {

@@ -96,6 +96,8 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// The API token they presented.
     pub token_id: Option<String>,
+    /// The console session they are signed in with.
+    pub session_id: Option<String>,
     /// The client's address (`ip:port`), as the connection shows it.
     pub client: String,
 }
@@ -103,7 +105,13 @@ pub struct Principal {
 impl Principal {
     /// How the audit trail records the channel of a write by this principal.
     pub fn via(&self) -> serde_json::Value {
-        serde_json::json!({ "channel": "api", "token_id": self.token_id, "client": self.client })
+        let channel = if self.session_id.is_some() {
+            "console"
+        } else {
+            "api"
+        };
+        serde_json::json!({ "channel": channel, "token_id": self.token_id,
+            "session_id": self.session_id, "client": self.client })
     }
 }
 
@@ -213,6 +221,7 @@ pub async fn bearer(
         name: token.principal,
         roles: roles_of(&token.roles),
         token_id: Some(token.id),
+        session_id: None,
         client: client.to_owned(),
     })
 }
@@ -256,6 +265,7 @@ pub async fn login(
         name: user.name,
         roles: roles_of(&user.roles),
         token_id: None,
+        session_id: None,
         client: client.to_owned(),
     })
 }

@@ -124,6 +124,7 @@ pub async fn authenticate(
                 name: source.principal.clone(),
                 roles: vec![Role::Responder],
                 token_id: None,
+                session_id: None,
                 client: client.to_owned(),
             })
         }

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub reload: Option<crate::reload::Reloader>,
     /// Operations: the ingest queue's size, the configured sources and feeds, TLS.
     pub ops: crate::sources::Ops,
+    /// Console sign-in: sessions, lockout, trusted proxies.
+    pub console: crate::console::ConsoleSettings,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +39,7 @@ impl Default for ServerConfig {
             trust: belay_engine::trust::Thresholds::default(),
             reload: None,
             ops: crate::sources::Ops::default(),
+            console: crate::console::ConsoleSettings::default(),
         }
     }
 }
@@ -202,7 +205,7 @@ impl AppState {
             actor: p.name.clone(),
             subject: subject.into(),
             detail: serde_json::json!({ "request": what, "outcome": outcome,
-                "token_id": p.token_id, "client": p.client }),
+                "token_id": p.token_id, "session_id": p.session_id, "client": p.client }),
         };
         if let Err(e) = self.engine().store.append_audit(vec![draft]).await {
             tracing::error!("recording an API request in the audit trail: {e}");

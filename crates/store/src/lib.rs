@@ -17,6 +17,7 @@ mod pauses;
 mod postgres;
 mod principals;
 mod rows;
+mod sessions;
 mod sqlite;
 
 pub use audit::authority::{MissingAuthority, approval_allows};
@@ -25,6 +26,7 @@ pub use audit::verify::{AuditProblem, verify_audit, verify_audit_against};
 pub use pauses::{PauseRecord, Pauses};
 pub use postgres::{PgOptions, PgStore};
 pub use principals::{Lockout, Principals, TokenRecord, UserRecord};
+pub use sessions::{SessionRecord, Sessions};
 pub use sqlite::{
     BackupSummary, SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD, backup as backup_sqlite,
 };
@@ -287,7 +289,7 @@ pub struct Counts {
 /// The storage interface the engine, the CLI and the server use (with the directory of
 /// [`Principals`] the server authenticates and the [`Pauses`] of automation).
 #[async_trait]
-pub trait Store: Principals + Pauses + Send + Sync {
+pub trait Store: Principals + Pauses + Sessions + Send + Sync {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 

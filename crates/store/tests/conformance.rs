@@ -10,7 +10,7 @@ use belay_model::{
 };
 use belay_store::{
     Accepted, ApprovalFilter, Cursor, FinishedChange, Lockout, PauseRecord, RunFilter,
-    SqliteOptions, SqliteStore, Store, TokenRecord, UserRecord, Write, Written,
+    SessionRecord, SqliteOptions, SqliteStore, Store, TokenRecord, UserRecord, Write, Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -766,6 +766,100 @@ async fn pauses_are_kept_audited_and_lifted(s: Arc<dyn Store>) {
     assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
 }
 
+async fn sessions_are_kept_hashed_ended_once_and_audited(s: Arc<dyn Store>) {
+    let now = now_ms();
+    let session = SessionRecord {
+        hash: "ab".repeat(32),
+        id: "ses_0123456789abcdef".into(),
+        principal: "rita".into(),
+        via: "password".into(),
+        client: "192.0.2.7:5000".into(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 3_600_000,
+    };
+    s.start_session(&session).await.unwrap();
+    assert_eq!(
+        s.session_by_hash(&session.hash).await.unwrap(),
+        Some(session.clone())
+    );
+    assert!(s.session_by_hash(&"cd".repeat(32)).await.unwrap().is_none());
+    s.touch_session(&session.hash, now + 60_000).await.unwrap();
+    s.touch_session(&session.hash, now + 1).await.unwrap();
+    let seen = s.session_by_hash(&session.hash).await.unwrap().unwrap();
+    assert_eq!(
+        seen.last_seen_at,
+        now + 60_000,
+        "a late touch never moves it back"
+    );
+    assert!(
+        s.end_session(&session.hash, "user.logout", "192.0.2.7:5001")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.end_session(&session.hash, "user.logout", "x")
+            .await
+            .unwrap(),
+        "ended once"
+    );
+    assert!(s.session_by_hash(&session.hash).await.unwrap().is_none());
+
+    // Failed sign-ins per client: counted within the window, old ones forgotten.
+    assert_eq!(s.login_failures("192.0.2.9", now - 1000).await.unwrap(), 0);
+    assert_eq!(
+        s.note_login_failure("192.0.2.9", "a", now - 5000, now - 10_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.note_login_failure("192.0.2.9", "b", now, now - 10_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.note_login_failure("192.0.2.8", "a", now, now - 10_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.login_failures("192.0.2.9", now - 1000).await.unwrap(), 1);
+    assert_eq!(
+        s.note_login_failure("192.0.2.9", "c", now, now - 1000)
+            .await
+            .unwrap(),
+        2
+    );
+
+    let trail = s.audit_entries(0, 1000).await.unwrap();
+    let kinds: Vec<(&str, &str, &str)> = trail
+        .iter()
+        .map(|e| {
+            (
+                e.kind.as_str(),
+                e.actor.as_str(),
+                e.detail["client"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("session.started", "rita", "192.0.2.7:5000"),
+            ("user.logout", "rita", "192.0.2.7:5001"),
+        ]
+    );
+    assert!(
+        trail
+            .iter()
+            .all(|e| !e.detail.to_string().contains(&session.hash)),
+        "never the hash"
+    );
+    assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -936,6 +1030,7 @@ conformance!(
     case_files_are_idempotent_and_append_only,
     users_and_tokens_are_kept_audited_and_revocable,
     pauses_are_kept_audited_and_lifted,
+    sessions_are_kept_hashed_ended_once_and_audited,
 );
 
 #[tokio::test]

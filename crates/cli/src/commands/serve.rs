@@ -8,6 +8,7 @@ use crate::context::Ctx;
 use crate::paths::playbook_dir;
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::SecretSource;
+use belay_server::console::ConsoleSettings;
 use belay_server::hooks::{HookAuth, HookSource};
 use belay_server::reload::Reloader;
 use belay_server::{AppState, ServerConfig};
@@ -141,6 +142,42 @@ fn ops(ctx: &Ctx) -> Result<belay_server::sources::Ops> {
     })
 }
 
+/// The console's sign-in settings of `[serve]`; a bad value names its key.
+fn console_settings(ctx: &Ctx) -> Result<ConsoleSettings> {
+    let s = &ctx.config.serve;
+    let mut out = ConsoleSettings::default();
+    let ms = |key: &str, v: &Option<String>, default: i64| -> Result<i64> {
+        match v {
+            None => Ok(default),
+            Some(text) => {
+                let d = belay_model::parse_duration(text)
+                    .with_context(|| format!("[serve] {key} `{text}`"))?;
+                let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                if ms < 1000 {
+                    bail!("[serve] {key} `{text}`: at least one second");
+                }
+                Ok(ms)
+            }
+        }
+    };
+    out.session_idle_ms = ms("session_idle", &s.session_idle, out.session_idle_ms)?;
+    out.session_max_ms = ms("session_max", &s.session_max, out.session_max_ms)?;
+    out.lockout.lock_ms = ms("lockout", &s.lockout, out.lockout.lock_ms)?;
+    out.secure_cookies = s.secure_cookies.unwrap_or(false);
+    for (i, p) in s.trusted_proxies.iter().enumerate() {
+        let net = p
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|e| anyhow!("[serve] trusted_proxies[{i}] `{p}`: {e}"))?;
+        out.trusted_proxies.push(net);
+    }
+    out.proxy_user_header = s.proxy_user_header.clone();
+    if out.proxy_user_header.is_some() == out.trusted_proxies.is_empty() {
+        bail!("[serve] proxy_user_header and trusted_proxies go together: set both or neither");
+    }
+    Ok(out)
+}
+
 /// Loads the playbooks of `dir` and the guardrails of `guardrails_path` again, as at start: a
 /// reload keeps the running set unless every file loads and lints clean.
 fn reloader(
@@ -268,6 +305,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     if let Some(n) = ctx.config.trust.promote_to_guarded_after {
         trust.promote_to_guarded = n;
     }
+    let console = console_settings(ctx)?;
     let config = ServerConfig {
         body_limit: ctx.config.serve.body_limit.unwrap_or(1 << 20),
         config_users: ctx
@@ -280,6 +318,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         trust,
         reload,
         ops,
+        console,
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

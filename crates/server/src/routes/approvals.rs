@@ -35,6 +35,10 @@ pub struct Decision {
     /// Why, recorded with the vote.
     #[serde(default)]
     pub comment: Option<String>,
+    /// Approve a held batch without these items (their keys, `block[3]`, or indices): they
+    /// are denied by the decider, the rest go ahead. Only with `approve`.
+    #[serde(default)]
+    pub without: Vec<String>,
 }
 
 /// Approvals waiting for a decision (every one with `all=true`), oldest first. Deadlines that
@@ -131,25 +135,42 @@ async fn decide(
     JsonBody(body): JsonBody<Decision>,
     approve: bool,
 ) -> ApiResult<Json<Value>> {
-    // The decider is the principal with the token's roles, whatever the directory says.
+    let a = decide_as(&state, &p, &id, approve, body).await?;
+    Ok(Json(json!(a)))
+}
+
+/// Records `p`'s decision on approval `id` with the principal's roles, audited as an API
+/// request (with the token or session and the client); the API and the console both decide
+/// through it.
+pub(crate) async fn decide_as(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    approve: bool,
+    body: Decision,
+) -> Result<belay_model::ApprovalRecord, Problem> {
+    // The decider is the principal with its roles, whatever the directory says.
     let roles = p.roles.iter().map(|r| r.as_str().to_owned()).collect();
     let dir = Directory::new([(p.name.clone(), roles)]);
     let verb = if approve { "approve" } else { "deny" };
-    let result = approvals::decide(
-        &*state.engine().store,
-        &dir,
-        &id,
-        &p.name,
-        approve,
-        body.comment,
-    )
-    .await;
+    if !approve && !body.without.is_empty() {
+        return Err(Problem::bad_request(
+            "`without` applies to an approval: a denial already applies to every item",
+        )
+        .at_field("without"));
+    }
+    let store = &*state.engine().store;
+    let result = if body.without.is_empty() {
+        approvals::decide(store, &dir, id, &p.name, approve, body.comment).await
+    } else {
+        approvals::approve_without(store, &dir, id, &p.name, body.comment, &body.without).await
+    };
     let outcome = match &result {
         Ok(a) => a.status.to_string(),
         Err(e) => format!("refused: {e}"),
     };
     state
-        .audit_request(&p, &format!("approvals.{verb}"), &id, &outcome)
+        .audit_request(p, &format!("approvals.{verb}"), id, &outcome)
         .await;
     let a = result.map_err(|e| match e {
         DecisionError::NotFound(_) => Problem::not_found(e.to_string()),
@@ -164,5 +185,5 @@ async fn decide(
     if a.status != ApprovalStatus::Pending {
         state.pick_up_decisions();
     }
-    Ok(Json(json!(a)))
+    Ok(a)
 }

@@ -43,6 +43,17 @@ pub async fn pause(
     Extension(p): Extension<Principal>,
     JsonBody(req): JsonBody<PauseRequest>,
 ) -> ApiResult<Json<Value>> {
+    let record = pause_as(&state, &p, req).await?;
+    Ok(Json(json!({ "paused": record })))
+}
+
+/// Pauses as `p` (an admin, checked by the caller), audited as an API request; the API and
+/// the console both pause through it.
+pub(crate) async fn pause_as(
+    state: &AppState,
+    p: &Principal,
+    req: PauseRequest,
+) -> Result<PauseRecord, Problem> {
     let reason = req.reason.unwrap_or_default();
     if reason.trim().is_empty() {
         return Err(Problem::bad_request("say why automation is paused").at_field("reason"));
@@ -64,9 +75,9 @@ pub async fn pause(
     };
     state.engine().store.pause(&record).await?;
     state
-        .audit_request(&p, "pause", &scope(&record.playbook), "paused")
+        .audit_request(p, "pause", &scope(&record.playbook), "paused")
         .await;
-    Ok(Json(json!({ "paused": record })))
+    Ok(record)
 }
 
 /// Lifts the pause of all automation or of one playbook.
@@ -82,6 +93,18 @@ pub async fn unpause(
     Extension(p): Extension<Principal>,
     JsonBody(req): JsonBody<PauseRequest>,
 ) -> ApiResult<Json<Value>> {
+    let lifted = unpause_as(&state, &p, req).await?;
+    let still = state.engine().store.pauses().await?;
+    Ok(Json(json!({ "lifted": lifted, "pauses": still })))
+}
+
+/// Lifts a pause as `p` (an admin, checked by the caller), audited as an API request; whether
+/// there was one.
+pub(crate) async fn unpause_as(
+    state: &AppState,
+    p: &Principal,
+    req: PauseRequest,
+) -> Result<bool, Problem> {
     let reason = req.reason.unwrap_or_default();
     let lifted = state
         .engine()
@@ -90,14 +113,13 @@ pub async fn unpause(
         .await?;
     state
         .audit_request(
-            &p,
+            p,
             "unpause",
             &scope(&req.playbook),
             if lifted { "resumed" } else { "was not paused" },
         )
         .await;
-    let still = state.engine().store.pauses().await?;
-    Ok(Json(json!({ "lifted": lifted, "pauses": still })))
+    Ok(lifted)
 }
 
 /// The pauses in force.

@@ -78,7 +78,20 @@ async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = match auth::bearer(&*state.engine().store, authz, &client).await {
+    // A bearer token, or else a console session (its CSRF token needed for writes).
+    let authenticated = match authz {
+        Some(_) => auth::bearer(&*state.engine().store, authz, &client).await,
+        None => crate::console::session::authenticate(
+            &state,
+            req.method(),
+            req.headers(),
+            &client,
+            None,
+        )
+        .await
+        .map(|s| s.principal),
+    };
+    let principal = match authenticated {
         Ok(p) => p,
         Err(problem) => return problem.into_response(),
     };
@@ -136,6 +149,7 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     let limit = state.config.body_limit;
     let router = api
         .router
+        .merge(crate::console::router(state.clone()))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -50,6 +50,25 @@ pub async fn rollback(
     Extension(p): Extension<Principal>,
     JsonBody(req): JsonBody<RollbackRequest>,
 ) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(rollback_as(&state, &p, req).await?)))
+}
+
+/// Rolls back (or previews) as `p`, audited as an API request unless a dry run; `force` needs
+/// an admin. The API and the console both roll back through it.
+pub(crate) async fn rollback_as(
+    state: &Arc<AppState>,
+    p: &Principal,
+    req: RollbackRequest,
+) -> Result<belay_engine::rollback::Report, Problem> {
+    if req.force {
+        crate::auth::require(p, crate::auth::Role::Admin).map_err(|mut e| {
+            e.detail = format!(
+                "`force` (undoing drifted targets) needs an admin: {}",
+                e.detail
+            );
+            e
+        })?;
+    }
     let selection = match (req.change, req.run, req.to, req.since) {
         (Some(c), None, None, None) => Selection::Change(c),
         (None, Some(r), None, None) => Selection::Run(r),
@@ -84,9 +103,7 @@ pub async fn rollback(
             Ok(r) => format!("{} item(s)", r.items.len()),
             Err(e) => format!("refused: {e}"),
         };
-        state
-            .audit_request(&p, "rollback", &subject, &outcome)
-            .await;
+        state.audit_request(p, "rollback", &subject, &outcome).await;
     }
-    Ok(Json(json!(result?)))
+    Ok(result?)
 }

@@ -62,6 +62,8 @@ pub(super) enum Op {
     Principal(super::principals::PrincipalOp),
     /// A pause of automation switched on or off (`pauses.rs`).
     Pause(super::pauses::PauseOp),
+    /// A console session started, used or ended, or a failed sign-in (`sessions.rs`).
+    Session(super::sessions::SessionOp),
 }
 
 #[allow(clippy::large_enum_variant)]
