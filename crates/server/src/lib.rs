@@ -21,6 +21,7 @@ pub mod reload;
 mod routes;
 mod serve;
 mod state;
+pub mod templates;
 
 pub use routes::{RouteSpec, router};
 pub use serve::serve;

@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use crate::routes::{approvals, catalog, control, events, health, hooks, reads, rollback};
+use crate::routes::{
+    approvals, catalog, control, events, health, hooks, reads, rollback, secrets,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -37,6 +39,9 @@ use utoipa::{Modify, OpenApi};
         control::pause,
         control::unpause,
         control::reload,
+        secrets::list,
+        secrets::set,
+        secrets::delete,
     ),
     components(schemas(
         crate::problem::Problem,
@@ -46,6 +51,7 @@ use utoipa::{Modify, OpenApi};
         approvals::Decision,
         rollback::RollbackRequest,
         control::PauseRequest,
+        secrets::SecretValue,
     )),
     modifiers(&Bearer)
 )]

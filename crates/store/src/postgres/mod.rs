@@ -23,6 +23,7 @@ mod pauses;
 mod principals;
 mod read;
 mod row;
+mod secrets;
 mod store;
 mod write;
 

@@ -62,6 +62,8 @@ pub(super) enum Op {
     Principal(super::principals::PrincipalOp),
     /// A pause of automation switched on or off (`pauses.rs`).
     Pause(super::pauses::PauseOp),
+    /// A write to the sealed secrets (`secrets.rs`).
+    Secret(super::secrets::SecretOp),
 }
 
 #[allow(clippy::large_enum_variant)]
