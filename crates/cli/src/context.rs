@@ -54,6 +54,12 @@ impl Ctx {
     /// the secrets they reference from the store when neither the environment nor the secrets
     /// file sets them).
     pub async fn new(g: &Global) -> Result<Ctx> {
+        Self::with_connectors(g, true).await
+    }
+
+    /// As [`Ctx::new`]; without `connectors`, the configured connectors are not built (nor
+    /// their secrets resolved): for `belay secrets`, which sets what they will need.
+    pub async fn with_connectors(g: &Global, connectors: bool) -> Result<Ctx> {
         let config = Config::load(g.config.as_deref())?;
         let data = g
             .data
@@ -84,8 +90,10 @@ impl Ctx {
             auto_sign: None,
             secrets,
         };
-        ctx.open_stored_secrets().await?;
-        ctx.connectors = configured_connectors(&ctx.config, &ctx.secrets, &ctx.catalog)?;
+        if connectors {
+            ctx.open_stored_secrets().await?;
+            ctx.connectors = configured_connectors(&ctx.config, &ctx.secrets, &ctx.catalog)?;
+        }
         Ok(ctx)
     }
 

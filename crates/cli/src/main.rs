@@ -168,7 +168,9 @@ fn main() -> ExitCode {
 
 /// Resolves the shared settings, then runs the command.
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let mut ctx = Ctx::new(&cli.global).await?;
+    // `belay secrets` sets what the connectors need: it does not build them.
+    let connectors = !matches!(cli.command, Command::Secrets(_));
+    let mut ctx = Ctx::with_connectors(&cli.global, connectors).await?;
     // The configured store's head is signed automatically when `[audit]` asks, except by the
     // commands that work elsewhere (demo, bench, lab) or on the trail itself (`audit`).
     if !matches!(

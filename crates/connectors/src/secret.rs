@@ -176,7 +176,10 @@ impl SecretSource {
             || [format!("BELAY_SECRET_{name}"), name.to_owned()]
                 .iter()
                 .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()))
-            || self.file.as_ref().is_some_and(|(_, m)| m.contains_key(name))
+            || self
+                .file
+                .as_ref()
+                .is_some_and(|(_, m)| m.contains_key(name))
     }
 
     /// Resolves a config value: a `${{ secrets.NAME }}` reference, or literal text.

@@ -1046,7 +1046,10 @@ async fn an_unknown_outcome_the_target_shows_applied_is_recorded_without_a_secon
     h.rec.state.lock().unwrap().insert("h9".into(), json!("on"));
     let report = h.engine.execute_resumed(run.clone()).await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
-    assert!(h.rec.calls_of("t.change").is_empty(), "applied once already");
+    assert!(
+        h.rec.calls_of("t.change").is_empty(),
+        "applied once already"
+    );
     let change = h.store.change_by_key(&key).await.unwrap().unwrap();
     assert_eq!(change.status, ChangeStatus::Applied);
     assert_eq!(change.after, json!({ "value": "on" }));
@@ -1070,15 +1073,26 @@ async fn an_unknown_outcome_with_a_drifted_target_is_held_for_a_person() {
     let h = harness(&[RESUME_PB]);
     let (run, key) = crashed_run(&h, ChangeStatus::Pending).await;
     // Someone else set the target to a third state meanwhile.
-    h.rec.state.lock().unwrap().insert("h9".into(), json!("off"));
+    h.rec
+        .state
+        .lock()
+        .unwrap()
+        .insert("h9".into(), json!("off"));
     let report = h.engine.execute_resumed(run.clone()).await.unwrap();
     assert_eq!(report.status, RunStatus::Failed, "{report:?}");
-    assert!(h.rec.calls_of("t.change").is_empty(), "never applied blindly");
+    assert!(
+        h.rec.calls_of("t.change").is_empty(),
+        "never applied blindly"
+    );
     let change = h.store.change_by_key(&key).await.unwrap().unwrap();
     assert_eq!(change.status, ChangeStatus::Unknown);
     let apply = h.step(&run.id, "apply").await;
     assert!(
-        apply.error.as_deref().unwrap_or("").contains("unknown outcome"),
+        apply
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("unknown outcome"),
         "{apply:?}"
     );
     assert_eq!(verdicts(&h, &change.id).await, ["drift"]);

@@ -1,8 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use crate::routes::{
-    approvals, catalog, control, events, health, hooks, reads, rollback, secrets,
-};
+use crate::routes::{approvals, catalog, control, events, health, hooks, reads, rollback, secrets};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 

@@ -36,11 +36,23 @@ pub fn builtin(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
                 "severity",
                 "${{ 'low' if (payload.result.severity | default('medium') | lower) in ['informational', 'info', 'low'] else (payload.result.severity | default('medium') | lower) }}",
             ),
-            ("observables.ips", "${{ [payload.result.src_ip | default(''), payload.result.dest_ip | default('')] }}"),
-            ("observables.hosts", "${{ [payload.result.host | default('')] }}"),
-            ("observables.users", "${{ [payload.result.user | default('')] }}"),
+            (
+                "observables.ips",
+                "${{ [payload.result.src_ip | default(''), payload.result.dest_ip | default('')] }}",
+            ),
+            (
+                "observables.hosts",
+                "${{ [payload.result.host | default('')] }}",
+            ),
+            (
+                "observables.users",
+                "${{ [payload.result.user | default('')] }}",
+            ),
             ("data.search_name", "${{ payload.search_name }}"),
-            ("data.results_link", "${{ payload.results_link | default('') }}"),
+            (
+                "data.results_link",
+                "${{ payload.results_link | default('') }}",
+            ),
             ("data.result", "${{ payload.result }}"),
         ]),
         // An Elastic alert as a Kibana webhook connector or a Watcher posts it: the alert
@@ -48,27 +60,51 @@ pub fn builtin(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
         "elastic" => Some(&[
             ("id", "elastic:${{ payload['kibana.alert.uuid'] }}"),
             ("kind", "siem.alert"),
-            ("severity", "${{ payload['kibana.alert.severity'] | default('medium') | lower }}"),
+            (
+                "severity",
+                "${{ payload['kibana.alert.severity'] | default('medium') | lower }}",
+            ),
             ("time", "${{ payload['@timestamp'] }}"),
-            ("observables.ips", "${{ [(payload.source | default({})).ip | default(''), (payload.destination | default({})).ip | default('')] }}"),
-            ("observables.hosts", "${{ [(payload.host | default({})).name | default('')] }}"),
-            ("observables.users", "${{ [(payload.user | default({})).name | default('')] }}"),
+            (
+                "observables.ips",
+                "${{ [(payload.source | default({})).ip | default(''), (payload.destination | default({})).ip | default('')] }}",
+            ),
+            (
+                "observables.hosts",
+                "${{ [(payload.host | default({})).name | default('')] }}",
+            ),
+            (
+                "observables.users",
+                "${{ [(payload.user | default({})).name | default('')] }}",
+            ),
             ("data.rule", "${{ payload['kibana.alert.rule.name'] }}"),
             ("data.alert", "${{ payload }}"),
         ]),
         // A Suricata EVE `alert` record (eve.json), e.g. forwarded by a log shipper.
         "suricata" => Some(&[
-            ("id", "suricata:${{ payload.flow_id }}:${{ payload.alert.signature_id }}:${{ payload.timestamp }}"),
+            (
+                "id",
+                "suricata:${{ payload.flow_id }}:${{ payload.alert.signature_id }}:${{ payload.timestamp }}",
+            ),
             ("kind", "ids.alert"),
             (
                 "severity",
                 "${{ 'high' if payload.alert.severity == 1 else ('medium' if payload.alert.severity == 2 else 'low') }}",
             ),
-            ("observables.ips", "${{ [payload.src_ip, payload.dest_ip] }}"),
-            ("observables.domains", "${{ [(payload.http | default({})).hostname | default(''), (payload.tls | default({})).sni | default('')] }}"),
+            (
+                "observables.ips",
+                "${{ [payload.src_ip, payload.dest_ip] }}",
+            ),
+            (
+                "observables.domains",
+                "${{ [(payload.http | default({})).hostname | default(''), (payload.tls | default({})).sni | default('')] }}",
+            ),
             ("data.signature", "${{ payload.alert.signature }}"),
             ("data.signature_id", "${{ payload.alert.signature_id }}"),
-            ("data.category", "${{ payload.alert.category | default('') }}"),
+            (
+                "data.category",
+                "${{ payload.alert.category | default('') }}",
+            ),
             ("data.eve", "${{ payload }}"),
         ]),
         _ => None,
@@ -225,8 +261,11 @@ mod tests {
             PayloadTemplate::named(name).unwrap();
         }
         assert!(PayloadTemplate::named("qradar").is_err());
-        let e = PayloadTemplate::compile("x", &[("kind".into(), "a".into()), ("source".into(), "b".into())])
-            .unwrap_err();
+        let e = PayloadTemplate::compile(
+            "x",
+            &[("kind".into(), "a".into()), ("source".into(), "b".into())],
+        )
+        .unwrap_err();
         assert!(e.contains("`source`"), "{e}");
     }
 

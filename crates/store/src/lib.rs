@@ -25,10 +25,10 @@ pub use audit::signing::{self as head_signing, HeadKey, PublicKey, SignedHead};
 pub use audit::verify::{AuditProblem, verify_audit, verify_audit_against};
 pub use pauses::{PauseRecord, Pauses};
 pub use postgres::{PgOptions, PgStore};
+pub use principals::{Lockout, Principals, TokenRecord, UserRecord};
 pub use secrets::{
     KeyError, Keyring, SealedSecret, SecretInfo, SecretKey, Secrets, valid_secret_name,
 };
-pub use principals::{Lockout, Principals, TokenRecord, UserRecord};
 pub use sqlite::{
     BackupSummary, SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD, backup as backup_sqlite,
 };

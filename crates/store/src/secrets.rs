@@ -108,7 +108,9 @@ impl Keyring {
         {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(item)
-                .map_err(|_| KeyError::Invalid(format!("{origin}: key #{} is not base64", i + 1)))?;
+                .map_err(|_| {
+                    KeyError::Invalid(format!("{origin}: key #{} is not base64", i + 1))
+                })?;
             let key = SecretKey::from_bytes(&bytes)
                 .map_err(|e| KeyError::Invalid(format!("{origin}: key #{}: {e}", i + 1)))?;
             if !keys.iter().any(|k| k.id == key.id) {
@@ -156,7 +158,12 @@ impl Keyring {
 
     /// Seals `value` as secret `name` under the active key, with a fresh random nonce and the
     /// name as associated data (a ciphertext moved to another name does not open).
-    pub fn seal(&self, name: &str, value: &[u8], at: i64) -> std::result::Result<SealedSecret, KeyError> {
+    pub fn seal(
+        &self,
+        name: &str,
+        value: &[u8],
+        at: i64,
+    ) -> std::result::Result<SealedSecret, KeyError> {
         let key = self.active();
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce)
@@ -184,15 +191,15 @@ impl Keyring {
 
     /// Opens a stored secret with the key that sealed it.
     pub fn open(&self, s: &SealedSecret) -> std::result::Result<Vec<u8>, KeyError> {
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.id == s.key_id)
-            .ok_or_else(|| KeyError::UnknownKey {
-                name: s.name.clone(),
-                key_id: s.key_id.clone(),
-                held: self.ids().join(", "),
-            })?;
+        let key =
+            self.keys
+                .iter()
+                .find(|k| k.id == s.key_id)
+                .ok_or_else(|| KeyError::UnknownKey {
+                    name: s.name.clone(),
+                    key_id: s.key_id.clone(),
+                    held: self.ids().join(", "),
+                })?;
         if s.nonce.len() != NONCE_LEN {
             return Err(KeyError::Tampered(s.name.clone()));
         }
@@ -292,7 +299,12 @@ pub trait Secrets: Send + Sync {
 
     /// What may be shown of every secret, by name.
     async fn secret_infos(&self) -> Result<Vec<SecretInfo>> {
-        Ok(self.sealed_secrets().await?.iter().map(SecretInfo::from).collect())
+        Ok(self
+            .sealed_secrets()
+            .await?
+            .iter()
+            .map(SecretInfo::from)
+            .collect())
     }
 }
 
@@ -336,7 +348,12 @@ mod tests {
         let other = ring();
         assert!(matches!(other.open(&s), Err(KeyError::UnknownKey { .. })));
         // Two seals of one value differ (a random nonce each).
-        assert_ne!(r.seal("EDR_TOKEN", b"tok-very-secret", 1).unwrap().ciphertext, s.ciphertext);
+        assert_ne!(
+            r.seal("EDR_TOKEN", b"tok-very-secret", 1)
+                .unwrap()
+                .ciphertext,
+            s.ciphertext
+        );
     }
 
     #[test]

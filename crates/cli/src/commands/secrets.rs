@@ -120,7 +120,9 @@ pub async fn run(ctx: &Ctx, command: SecretsCommand) -> Result<ExitCode> {
 
 fn check_name(name: &str) -> Result<()> {
     if !valid_secret_name(name) {
-        bail!("a secret's name is 1 to 128 letters, digits and `_` (what `${{{{ secrets.NAME }}}}` can name)");
+        bail!(
+            "a secret's name is 1 to 128 letters, digits and `_` (what `${{{{ secrets.NAME }}}}` can name)"
+        );
     }
     Ok(())
 }
@@ -168,9 +170,12 @@ fn write_new_key_file(path: &std::path::Path, text: &str) -> Result<()> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot create {} (an existing key is never overwritten)", path.display()))?;
+    let mut f = opts.open(path).with_context(|| {
+        format!(
+            "cannot create {} (an existing key is never overwritten)",
+            path.display()
+        )
+    })?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     Ok(())
@@ -181,8 +186,7 @@ fn replace_key_file(path: &std::path::Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("rotating");
     let _ = std::fs::remove_file(&tmp);
     write_new_key_file(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot replace {}", path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use crate::context::Ctx;
 use crate::paths::playbook_dir;
 use anyhow::{Context, Result, anyhow, bail};
 use belay_server::hooks::{HookAuth, HookSource};
-use belay_server::templates::PayloadTemplate;
 use belay_server::reload::Reloader;
+use belay_server::templates::PayloadTemplate;
 use belay_server::{AppState, ServerConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,9 +75,9 @@ fn hook_sources(ctx: &Ctx) -> Result<Vec<HookSource>> {
         };
         let template = match &h.template {
             None => None,
-            Some(toml::Value::String(name)) => Some(
-                PayloadTemplate::named(name).map_err(|e| anyhow!("{at}: `template`: {e}"))?,
-            ),
+            Some(toml::Value::String(name)) => {
+                Some(PayloadTemplate::named(name).map_err(|e| anyhow!("{at}: `template`: {e}"))?)
+            }
             Some(toml::Value::Table(t)) => {
                 let mut fields = Vec::new();
                 for (k, v) in t {
@@ -91,7 +91,9 @@ fn hook_sources(ctx: &Ctx) -> Result<Vec<HookSource>> {
                         .map_err(|e| anyhow!("{at}: `template`: {e}"))?,
                 )
             }
-            Some(_) => bail!("{at}: `template` is a shipped template's name or a table of field = template"),
+            Some(_) => bail!(
+                "{at}: `template` is a shipped template's name or a table of field = template"
+            ),
         };
         out.push(HookSource {
             template: template.map(Arc::new),

@@ -162,7 +162,10 @@ impl RunState {
                 }
             }
         };
-        if !matches!(journaled.status, ChangeStatus::Pending | ChangeStatus::Unknown) {
+        if !matches!(
+            journaled.status,
+            ChangeStatus::Pending | ChangeStatus::Unknown
+        ) {
             // Journaled by an earlier attempt whose outcome is known: never apply again.
             rec.status = if journaled.status == ChangeStatus::Applied {
                 StepStatus::Succeeded
@@ -180,7 +183,8 @@ impl RunState {
             match verdict {
                 Verified::Applied => {
                     rec.status = StepStatus::Succeeded;
-                    rec.output = json!({ "change_id": journaled.id, "outcome_verified": "applied" });
+                    rec.output =
+                        json!({ "change_id": journaled.id, "outcome_verified": "applied" });
                     rec.finished_at = Some(now_ms());
                     self.queue(Write::FinishChange(FinishedChange {
                         step: rec.clone(),

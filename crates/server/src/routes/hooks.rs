@@ -57,8 +57,8 @@ pub async fn post_hook(
     // A foreign payload becomes an event through the source's template (the payload is data).
     let bytes = match &hook.template {
         Some(t) => {
-            let payload: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| refused(Problem::json_syntax(&e)))?;
+            let payload: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| refused(Problem::json_syntax(&e)))?;
             let event = t.apply(&payload).map_err(refused)?;
             axum::body::Bytes::from(event.to_string())
         }

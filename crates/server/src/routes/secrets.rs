@@ -97,6 +97,8 @@ pub async fn delete(
     if !state.engine().store.delete_secret(&name, &p.name).await? {
         return Err(Problem::not_found(format!("no secret `{name}`")));
     }
-    state.audit_request(&p, "secret.delete", &name, "deleted").await;
+    state
+        .audit_request(&p, "secret.delete", &name, "deleted")
+        .await;
     Ok(Json(json!({ "deleted": name })))
 }

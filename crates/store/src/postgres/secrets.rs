@@ -15,7 +15,10 @@ impl Secrets for PgStore {
         let mut client = self.conn().await?;
         let tx = client.transaction().await.map_err(db_err(C))?;
         let replaced = tx
-            .query_opt("SELECT 1 FROM secrets WHERE name = $1 FOR UPDATE", &[&s.name])
+            .query_opt(
+                "SELECT 1 FROM secrets WHERE name = $1 FOR UPDATE",
+                &[&s.name],
+            )
             .await
             .map_err(db_err(C))?
             .is_some();

@@ -34,7 +34,9 @@ pub(super) fn apply<'a>(
     match op {
         SecretOp::Put { secret: s, actor } => {
             let replaced: bool = c
-                .query_row("SELECT 1 FROM secrets WHERE name = ?1", [&s.name], |_| Ok(()))
+                .query_row("SELECT 1 FROM secrets WHERE name = ?1", [&s.name], |_| {
+                    Ok(())
+                })
                 .optional()
                 .map_err(db_err("setting a secret"))?
                 .is_some();
