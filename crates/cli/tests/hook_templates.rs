@@ -86,13 +86,12 @@ fn blocked(dir: &Path, n: usize) -> Vec<String> {
 fn eve_alert() -> String {
     if let Ok(corpus) = std::env::var("BELAY_CORPUS") {
         let path = Path::new(&corpus).join("ids/suricata/eve-alerts.jsonl");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Some(line) = text
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Some(line) = text
                 .lines()
                 .find(|l| l.contains("\"event_type\":\"alert\""))
-            {
-                return line.to_owned();
-            }
+        {
+            return line.to_owned();
         }
         assert!(
             std::env::var("BELAY_REQUIRE_CORPUS").is_err(),

@@ -215,7 +215,7 @@ fn a_secret_set_through_the_cli_is_used_by_a_connector_and_stored_nowhere_in_the
     let log = d.join("serve.log");
     let (server, port) = serve(d, &log);
     let mut answers = String::new();
-    let mut run_to_success = |host: &str, answers: &mut String| {
+    let run_to_success = |host: &str, answers: &mut String| {
         let (status, body) = call(
             port,
             "POST",
