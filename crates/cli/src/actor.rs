@@ -46,3 +46,32 @@ pub fn may_change(ctx: &Ctx, user: &str, doing: &str) -> Result<()> {
         }
     )
 }
+
+/// Checks that `user` may `doing` (an admin's task: pausing automation, secrets): when users
+/// are configured (in `belay.toml` or the store's directory), they must hold the `admin` role.
+pub async fn require_admin(
+    ctx: &Ctx,
+    store: &dyn belay_store::Store,
+    user: &str,
+    doing: &str,
+) -> Result<()> {
+    valid_actor(user)?;
+    let configured = ctx.config.users.iter().find(|u| u.name == user);
+    let stored = store.get_user(user).await?;
+    let roles: Option<Vec<String>> = configured
+        .map(|u| u.roles.clone())
+        .or_else(|| stored.as_ref().map(|u| u.roles.clone()));
+    let directory = !ctx.config.users.is_empty() || !store.users().await?.is_empty();
+    match roles {
+        None if directory => bail!("unknown user `{user}`"),
+        Some(r) if !r.iter().any(|r| r == "admin") => bail!(
+            "{user} may not {doing}: it needs the admin role (their roles: {})",
+            if r.is_empty() {
+                "none".into()
+            } else {
+                r.join(", ")
+            }
+        ),
+        _ => Ok(()),
+    }
+}

@@ -28,6 +28,9 @@ pub struct Config {
     pub lists: HashMap<String, PathBuf>,
     /// Secrets file (TOML, mode 0600) for `${{ secrets.NAME }}` in connector settings.
     pub secrets_file: Option<PathBuf>,
+    /// Secrets sealed in the store (`[secrets]`: the key).
+    #[serde(default)]
+    pub secrets: SecretsSection,
     /// Connectors by name (`[connectors.NAME]`), each serving one action family; `type` says
     /// which kind (`http`, the default, or a native one such as `nftables`).
     #[serde(default)]
@@ -108,6 +111,18 @@ pub struct HookSection {
     pub secrets: Vec<String>,
     /// For `hmac`: who the events are from, the trigger of their runs (default `hook:NAME`).
     pub principal: Option<String>,
+    /// Maps a foreign payload to an event: a shipped template's name (`splunk`, `elastic`,
+    /// `suricata`) or a table of event field = template text.
+    pub template: Option<toml::Value>,
+}
+
+/// Secrets at rest (`[secrets]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// The key file (base64 keys, the active one first; mode 0600, outside the data
+    /// directory); `BELAY_SECRETS_KEY` takes precedence.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Signed checkpoints of the audit head (`[audit]`).
@@ -204,6 +219,7 @@ impl Config {
             &mut self.playbooks,
             &mut self.guardrails,
             &mut self.secrets_file,
+            &mut self.secrets.key_file,
             &mut self.audit.signing_key,
             &mut self.audit.public_key,
             &mut self.audit.signed_heads,

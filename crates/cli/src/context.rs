@@ -44,11 +44,22 @@ pub struct Ctx {
     /// Signs the audit head of the configured store as `[audit]` asks (see
     /// [`Ctx::enable_auto_signing`]).
     pub auto_sign: Option<Arc<crate::head_signing::AutoSigner>>,
+    /// Where `${{ secrets.NAME }}` resolves from: the environment, the secrets file, then the
+    /// secrets sealed in the store that the configuration references.
+    pub secrets: SecretSource,
 }
 
 impl Ctx {
-    /// Resolves the global flags and `belay.toml`; builds the configured connectors.
-    pub fn new(g: &Global) -> Result<Ctx> {
+    /// Resolves the global flags and `belay.toml`; builds the configured connectors (opening
+    /// the secrets they reference from the store when neither the environment nor the secrets
+    /// file sets them).
+    pub async fn new(g: &Global) -> Result<Ctx> {
+        Self::with_connectors(g, true).await
+    }
+
+    /// As [`Ctx::new`]; without `connectors`, the configured connectors are not built (nor
+    /// their secrets resolved): for `belay secrets`, which sets what they will need.
+    pub async fn with_connectors(g: &Global, connectors: bool) -> Result<Ctx> {
         let config = Config::load(g.config.as_deref())?;
         let data = g
             .data
@@ -65,16 +76,62 @@ impl Ctx {
             .or_else(|| config.guardrails.clone())
             .unwrap_or_else(|| PathBuf::from("guardrails"));
         let catalog = Arc::new(Catalog::builtin());
-        let connectors = configured_connectors(&config, &catalog)?;
-        Ok(Ctx {
+        let secrets = match &config.secrets_file {
+            Some(p) => SecretSource::with_file(p)?,
+            None => SecretSource::env(),
+        };
+        let mut ctx = Ctx {
             config,
             guardrails_path,
             data,
             database_url,
             catalog,
-            connectors,
+            connectors: Vec::new(),
             auto_sign: None,
-        })
+            secrets,
+        };
+        if connectors {
+            ctx.open_stored_secrets().await?;
+            ctx.connectors = configured_connectors(&ctx.config, &ctx.secrets, &ctx.catalog)?;
+        }
+        Ok(ctx)
+    }
+
+    /// Adds to [`Ctx::secrets`] the stored secrets the configuration references (connectors,
+    /// webhook sources) that the environment and the secrets file do not set. Only those are
+    /// opened, and only when a secrets key is configured.
+    async fn open_stored_secrets(&mut self) -> Result<()> {
+        let mut refs = Vec::new();
+        for table in self.config.connectors.values() {
+            collect_refs(&toml::Value::Table(table.clone()), &mut refs);
+        }
+        for h in &self.config.hooks {
+            refs.extend(h.secrets.iter().map(|s| toml::Value::String(s.clone())));
+        }
+        let mut wanted: Vec<String> = Vec::new();
+        for r in refs {
+            if let toml::Value::String(text) = r
+                && let Ok(Some(name)) = belay_connectors::secret::reference(&text)
+                && !self.secrets.sets_without_store(name)
+                && !wanted.iter().any(|w| w == name)
+            {
+                wanted.push(name.to_owned());
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let Some(ring) = crate::secrets_key::keyring(self)? else {
+            self.secrets
+                .note_store(", and not in belay's store: no secrets key is configured");
+            return Ok(());
+        };
+        let store = self.store_with(self.synchronous()?).await?;
+        for (name, value) in crate::commands::secrets::open_stored(&*store, &ring, &wanted).await? {
+            self.secrets.add_stored(&name, value);
+        }
+        self.secrets.note_store(", and in belay's store");
+        Ok(())
     }
 
     /// Signs the configured store's audit head automatically from now on, when `[audit]` sets
@@ -321,20 +378,30 @@ pub fn guardrails_hash(files: &[(String, String)]) -> String {
 }
 
 /// The connectors `[connectors.NAME]` in `belay.toml` describes, with their secrets resolved
-/// from the environment and the secrets file.
-fn configured_connectors(config: &Config, catalog: &Catalog) -> Result<Vec<Arc<dyn Connector>>> {
+/// from the environment, the secrets file and the store.
+fn configured_connectors(
+    config: &Config,
+    secrets: &SecretSource,
+    catalog: &Catalog,
+) -> Result<Vec<Arc<dyn Connector>>> {
     if config.connectors.is_empty() {
         return Ok(Vec::new());
     }
-    let secrets = match &config.secrets_file {
-        Some(p) => SecretSource::with_file(p)?,
-        None => SecretSource::env(),
-    };
     Ok(belay_connectors::build_configured(
         &config.connectors,
-        &secrets,
+        secrets,
         catalog,
     )?)
+}
+
+/// Every string value under `v` (where `${{ secrets.NAME }}` references may be).
+fn collect_refs(v: &toml::Value, out: &mut Vec<toml::Value>) {
+    match v {
+        toml::Value::String(_) => out.push(v.clone()),
+        toml::Value::Array(items) => items.iter().for_each(|i| collect_refs(i, out)),
+        toml::Value::Table(t) => t.values().for_each(|i| collect_refs(i, out)),
+        _ => {}
+    }
 }
 
 /// Starts resuming the unfinished runs in the background, saying on stderr how many each claim

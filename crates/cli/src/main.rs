@@ -11,13 +11,14 @@ mod ids;
 mod labenv;
 mod output;
 mod paths;
+mod secrets_key;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use commands::{
     actions, approvals, audit, backup, bench, cases, changes, checkpoint, demo, email, events,
     guardrails, guide, ingest, intel, lab, lint, logs, pause, reapply, replay, rollback, run, runs,
-    serve, test, tokens, trust, users,
+    secrets, serve, test, tokens, trust, users,
 };
 use context::{Ctx, Global};
 use std::process::ExitCode;
@@ -120,6 +121,9 @@ enum Command {
     Unpause(pause::UnpauseArgs),
     /// A consistent online snapshot of the embedded store (PostgreSQL: use pg_dump).
     Backup(backup::Args),
+    /// Connector credentials sealed in the store: set, list (names only), delete, rotate-key.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
 }
 
 fn main() -> ExitCode {
@@ -167,7 +171,9 @@ fn main() -> ExitCode {
 
 /// Resolves the shared settings, then runs the command.
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let mut ctx = Ctx::new(&cli.global)?;
+    // `belay secrets` sets what the connectors need: it does not build them.
+    let connectors = !matches!(cli.command, Command::Secrets(_));
+    let mut ctx = Ctx::with_connectors(&cli.global, connectors).await?;
     // The configured store's head is signed automatically when `[audit]` asks, except by the
     // commands that work elsewhere (demo, bench, lab) or on the trail itself (`audit`).
     if !matches!(
@@ -214,5 +220,6 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Pause(args) => pause::pause(ctx, args).await,
         Command::Unpause(args) => pause::unpause(ctx, args).await,
         Command::Backup(args) => backup::run(ctx, args).await,
+        Command::Secrets(command) => secrets::run(ctx, command).await,
     }
 }

@@ -165,3 +165,151 @@ steps:
     uniq.dedup();
     assert_eq!(uniq.len(), events * 2);
 }
+
+/// `GET /_state` of the lab at `base` (`http://127.0.0.1:PORT`) with `token`.
+fn lab_state(base: &str, token: &str) -> Value {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /_state HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+/// Kills `belay run` while its change's call is in flight (the lab applied it and holds the
+/// answer back), then lets `belay serve` resume the run: the change is recorded `unknown`,
+/// verified against the target (the EDR shows the host isolated), recorded applied, and the
+/// lab saw its idempotency key applied once and never again.
+#[test]
+fn a_change_in_flight_at_a_kill_is_verified_on_resume_and_never_applied_twice() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let token = format!("lab-{}", std::process::id());
+    let mut lab = Command::new(env!("CARGO_BIN_EXE_belay"))
+        .args([
+            "lab",
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--stall-changes",
+            "1",
+        ])
+        .env("BELAY_LAB_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(lab.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first.rsplit(' ').next().unwrap().to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    std::fs::create_dir(d.join("pbs")).unwrap();
+    std::fs::write(
+        d.join("pbs/contain.yaml"),
+        "name: contain\non: { event: contain }\ntrust: log\nsteps:\n  - id: isolate\n    action: edr.isolate_host\n    with: { host: \"${{ event.data.host }}\", reason: crash test }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("belay.toml"),
+        format!(
+            "playbooks = \"pbs\"\n[connectors.edr]\nspec = \"edr-lab\"\nbase_url = \"{base}\"\n\
+             auth = {{ type = \"bearer\", token = \"${{{{ secrets.LAB_TOKEN }}}}\" }}\ntimeout = \"60s\"\nretries = 0\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("ev.json"),
+        r#"{"id":"ev-crash","kind":"contain","data":{"host":"eng-ws-101"}}"#,
+    )
+    .unwrap();
+    let mut run = belay(d)
+        .env("BELAY_SECRET_LAB_TOKEN", &token)
+        .args(["run", "pbs/contain.yaml", "--event", "ev.json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the lab applied the change (its answer is being held back).
+    let mut key = None;
+    for _ in 0..400 {
+        let state = lab_state(&base, &token);
+        if let Some((k, v)) = state["idempotency"]
+            .as_object()
+            .and_then(|m| m.iter().next())
+        {
+            assert_eq!(v["applied"], 1);
+            key = Some(k.clone());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let key = key.expect("the lab received the change");
+    run.kill().unwrap(); // SIGKILL while the call is in flight
+    run.wait().unwrap();
+    let changes = |d: &Path| -> Vec<Value> {
+        let o = belay(d)
+            .env("BELAY_SECRET_LAB_TOKEN", &token)
+            .args(["changes", "list", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array()
+            .cloned()
+            .or_else(|| v["changes"].as_array().cloned())
+            .unwrap()
+    };
+    let before = changes(d);
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0]["status"], "pending", "{before:?}");
+
+    // A restart resumes the run: the outcome is verified before anything else.
+    let mut serve = belay(d)
+        .env("BELAY_SECRET_LAB_TOKEN", &token)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let after = loop {
+        let now = changes(d);
+        if now[0]["status"] != "pending" && now[0]["status"] != "unknown" {
+            break now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the change was not verified: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    assert_eq!(after.len(), 1, "one change, journaled once");
+    assert_eq!(after[0]["status"], "applied", "{after:?}");
+    let state = lab_state(&base, &token);
+    assert_eq!(state["idempotency"][&key]["applied"], 1, "{state}");
+    assert_eq!(
+        state["idempotency"][&key]["replayed"], 0,
+        "not called again: {state}"
+    );
+    let audit = belay(d)
+        .env("BELAY_SECRET_LAB_TOKEN", &token)
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout).into_owned();
+    let unknown = audit.find("\"change.unknown\"").expect("marked unknown");
+    let verified = audit.find("\"change.outcome_verified\"").expect("verified");
+    let applied = audit.find("\"change.applied\"").expect("recorded applied");
+    assert!(unknown < verified && verified < applied, "in this order");
+    assert!(audit.contains("\"verdict\":\"applied\""), "{audit}");
+    let _ = lab.kill();
+    let _ = lab.wait();
+}

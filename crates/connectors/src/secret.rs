@@ -1,5 +1,7 @@
 //! Secrets in connector configuration: `${{ secrets.NAME }}` resolved from the environment
-//! (`BELAY_SECRET_NAME`, then `NAME`) or from a secrets file (TOML, `NAME = "value"`, mode 0600).
+//! (`BELAY_SECRET_NAME`, then `NAME`), then a secrets file (TOML, `NAME = "value"`, mode 0600),
+//! then the secrets sealed in belay's store (opened by the caller and added with
+//! [`SecretSource::add_stored`]).
 //!
 //! A [`Secret`] prints as `***` (Debug and Display), so it cannot reach a log, an error, an
 //! output, the audit trail or the store by accident; [`Redactor`] scrubs the values from text a
@@ -46,7 +48,7 @@ impl fmt::Display for Secret {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     #[error(
-        "secret `{name}` is not set (looked for the environment variables BELAY_SECRET_{name} and {name}{file})"
+        "secret `{name}` is not set (looked for the environment variables BELAY_SECRET_{name} and {name}{file}{store})"
     )]
     /// A reference names a secret that neither the overrides, the environment nor the
     /// secrets file set (an empty environment variable counts as unset).
@@ -55,6 +57,8 @@ pub enum SecretError {
         name: String,
         /// `, and in PATH` when a secrets file was searched, else empty.
         file: String,
+        /// Where the store was (or could not be) searched, else empty.
+        store: String,
     },
     #[error(
         "`{text}` is not a secret reference: write `${{{{ secrets.NAME }}}}` with NAME of letters, digits and `_`"
@@ -82,6 +86,10 @@ pub struct SecretSource {
     file: Option<(PathBuf, HashMap<String, String>)>,
     /// Extra values taking precedence over the environment (tests, embedding).
     overrides: HashMap<String, String>,
+    /// Values opened from belay's store, consulted last.
+    stored: HashMap<String, String>,
+    /// How the Missing error describes the store's part (`, and in belay's store`).
+    store_note: String,
 }
 
 impl fmt::Debug for SecretSource {
@@ -143,7 +151,7 @@ impl SecretSource {
         }
         Ok(SecretSource {
             file: Some((path.to_owned(), values)),
-            overrides: HashMap::new(),
+            ..Default::default()
         })
     }
 
@@ -152,27 +160,33 @@ impl SecretSource {
         self.overrides.insert(name.to_owned(), value.to_owned());
     }
 
+    /// Adds a value opened from belay's store, consulted after the environment and the file.
+    pub fn add_stored(&mut self, name: &str, value: String) {
+        self.stored.insert(name.to_owned(), value);
+    }
+
+    /// Says how the store was searched, in the error for a secret set nowhere.
+    pub fn note_store(&mut self, note: &str) {
+        self.store_note = note.to_owned();
+    }
+
+    /// Whether the environment or the file sets `name` (the store is not asked).
+    pub fn sets_without_store(&self, name: &str) -> bool {
+        self.overrides.contains_key(name)
+            || [format!("BELAY_SECRET_{name}"), name.to_owned()]
+                .iter()
+                .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()))
+            || self
+                .file
+                .as_ref()
+                .is_some_and(|(_, m)| m.contains_key(name))
+    }
+
     /// Resolves a config value: a `${{ secrets.NAME }}` reference, or literal text.
     pub fn resolve(&self, text: &str) -> Result<Secret, SecretError> {
-        let trimmed = text.trim();
-        let Some(inner) = trimmed
-            .strip_prefix("${{")
-            .and_then(|r| r.strip_suffix("}}"))
-        else {
-            if text.contains("${{") {
-                return Err(SecretError::Syntax {
-                    text: "(a value mixing text and a reference)".into(),
-                });
-            }
+        let Some(name) = reference(text)? else {
             return Ok(Secret::new(text));
         };
-        let name = inner
-            .trim()
-            .strip_prefix("secrets.")
-            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-            .ok_or_else(|| SecretError::Syntax {
-                text: trimmed.to_owned(),
-            })?;
         if let Some(v) = self.overrides.get(name) {
             return Ok(Secret::new(v.clone()));
         }
@@ -188,6 +202,9 @@ impl SecretSource {
         {
             return Ok(Secret::new(v.clone()));
         }
+        if let Some(v) = self.stored.get(name) {
+            return Ok(Secret::new(v.clone()));
+        }
         Err(SecretError::Missing {
             name: name.to_owned(),
             file: self
@@ -195,8 +212,33 @@ impl SecretSource {
                 .as_ref()
                 .map(|(p, _)| format!(", and in {}", p.display()))
                 .unwrap_or_default(),
+            store: self.store_note.clone(),
         })
     }
+}
+
+/// The `NAME` a config value references as `${{ secrets.NAME }}`; `None` for literal text.
+pub fn reference(text: &str) -> Result<Option<&str>, SecretError> {
+    let trimmed = text.trim();
+    let Some(inner) = trimmed
+        .strip_prefix("${{")
+        .and_then(|r| r.strip_suffix("}}"))
+    else {
+        if text.contains("${{") {
+            return Err(SecretError::Syntax {
+                text: "(a value mixing text and a reference)".into(),
+            });
+        }
+        return Ok(None);
+    };
+    inner
+        .trim()
+        .strip_prefix("secrets.")
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(Some)
+        .ok_or_else(|| SecretError::Syntax {
+            text: trimmed.to_owned(),
+        })
 }
 
 /// Replaces known secret values in text with `***`.

@@ -221,7 +221,8 @@ fn test_catalog() -> Catalog {
                 from_state: Default::default(),
             }),
         )
-        .unwrap(),
+        .unwrap()
+        .with_applied_state(inputs(&[("value", json!("input.value"))])),
     );
     c.insert(
         ActionSpec::new(
@@ -1020,6 +1021,82 @@ async fn resume_reissues_a_pending_change_once_with_its_idempotency_key() {
     assert_eq!(change.after, json!({ "value": "on" }));
     assert_eq!(h.store.changes(Some(&run.id)).await.unwrap().len(), 1);
     assert_eq!(h.stored_status(&run.id).await, RunStatus::Succeeded);
+}
+
+/// The `change.outcome_verified` verdicts the trail holds for `change_id`, after a
+/// `change.unknown` entry for it.
+async fn verdicts(h: &Harness, change_id: &str) -> Vec<String> {
+    let entries = h.store.audit_entries(0, 10_000).await.unwrap();
+    let unknown = entries
+        .iter()
+        .position(|e| e.kind == "change.unknown" && e.subject == change_id)
+        .expect("the change was marked unknown first");
+    entries[unknown..]
+        .iter()
+        .filter(|e| e.kind == "change.outcome_verified" && e.subject == change_id)
+        .map(|e| e.detail["verdict"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_the_target_shows_applied_is_recorded_without_a_second_call() {
+    let h = harness(&[RESUME_PB]);
+    let (run, key) = crashed_run(&h, ChangeStatus::Pending).await;
+    // The call reached the target before the process died.
+    h.rec.state.lock().unwrap().insert("h9".into(), json!("on"));
+    let report = h.engine.execute_resumed(run.clone()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert!(
+        h.rec.calls_of("t.change").is_empty(),
+        "applied once already"
+    );
+    let change = h.store.change_by_key(&key).await.unwrap().unwrap();
+    assert_eq!(change.status, ChangeStatus::Applied);
+    assert_eq!(change.after, json!({ "value": "on" }));
+    assert_eq!(verdicts(&h, &change.id).await, ["applied"]);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_the_target_shows_not_applied_is_applied_once() {
+    let h = harness(&[RESUME_PB]);
+    let (run, key) = crashed_run(&h, ChangeStatus::Pending).await;
+    let report = h.engine.execute_resumed(run.clone()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(h.rec.calls_of("t.change").len(), 1);
+    let change = h.store.change_by_key(&key).await.unwrap().unwrap();
+    assert_eq!(change.status, ChangeStatus::Applied);
+    assert_eq!(verdicts(&h, &change.id).await, ["not_applied"]);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_with_a_drifted_target_is_held_for_a_person() {
+    let h = harness(&[RESUME_PB]);
+    let (run, key) = crashed_run(&h, ChangeStatus::Pending).await;
+    // Someone else set the target to a third state meanwhile.
+    h.rec
+        .state
+        .lock()
+        .unwrap()
+        .insert("h9".into(), json!("off"));
+    let report = h.engine.execute_resumed(run.clone()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    assert!(
+        h.rec.calls_of("t.change").is_empty(),
+        "never applied blindly"
+    );
+    let change = h.store.change_by_key(&key).await.unwrap().unwrap();
+    assert_eq!(change.status, ChangeStatus::Unknown);
+    let apply = h.step(&run.id, "apply").await;
+    assert!(
+        apply
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("unknown outcome"),
+        "{apply:?}"
+    );
+    assert_eq!(verdicts(&h, &change.id).await, ["drift"]);
+    assert_eq!(h.rec.state.lock().unwrap()["h9"], json!("off"));
 }
 
 #[tokio::test]

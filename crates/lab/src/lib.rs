@@ -68,6 +68,10 @@ pub struct LabConfig {
     pub retry_after: u64,
     /// How long a stalled response is held back (longer than the client's timeout).
     pub stall: Duration,
+    /// The first this many changing requests (any method but GET) are applied and then
+    /// stalled, whatever the fault rate: a deterministic "the call was in flight" for tests
+    /// that stop belay at that moment.
+    pub stall_changes: u64,
 }
 
 impl Default for LabConfig {
@@ -80,6 +84,7 @@ impl Default for LabConfig {
             seed: 1,
             retry_after: 1,
             stall: Duration::from_secs(30),
+            stall_changes: 0,
         }
     }
 }
@@ -205,6 +210,8 @@ pub(crate) struct Shared {
     rng: Mutex<fastrand::Rng>,
     retry_after: u64,
     stall: Duration,
+    /// Changing requests still to stall (see [`LabConfig::stall_changes`]).
+    stall_changes: AtomicU64,
     pub(crate) base_url: String,
     /// Access tokens issued by `/oauth/token`.
     issued: Mutex<Vec<String>>,
@@ -220,6 +227,7 @@ impl Shared {
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
             retry_after: config.retry_after,
             stall: config.stall,
+            stall_changes: AtomicU64::new(config.stall_changes),
             base_url,
             issued: Mutex::new(Vec::new()),
         }
@@ -353,7 +361,15 @@ async fn inject_faults(State(s): State<Arc<Shared>>, req: Request, next: Next) -
     if !s.latency.is_zero() {
         tokio::time::sleep(s.latency).await;
     }
-    let fault = s.draw_fault();
+    let stall_this = req.method() != axum::http::Method::GET
+        && s.stall_changes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+    let fault = if stall_this {
+        Some(Fault::Stall)
+    } else {
+        s.draw_fault()
+    };
     let route = format!("{} {}", req.method(), req.uri().path());
     match fault {
         None => next.run(req).await,

@@ -106,6 +106,9 @@ string_enum! {
         Reverted => "reverted",
         /// The target changed since the change was applied, so it is not reverted blindly.
         Drifted => "drifted",
+        /// The connector call was in flight when the process stopped: the outcome is verified
+        /// against the target (read-state) before anything else happens to the change.
+        Unknown => "unknown",
     }
 }
 

@@ -123,6 +123,8 @@ struct RawAction {
     inverse: Option<InverseSpec>,
     irreversible: Option<String>,
     expiry_input: Option<String>,
+    #[serde(default)]
+    applied_state: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +166,11 @@ pub struct ActionSpec {
     /// `timeout`): a step's `expires:` sets it, so the system and the engine agree.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expiry_input: Option<String>,
+    /// What the target's state shows once the change is applied (state field → a JSON value,
+    /// or `input.NAME` for an input's value), to verify a change whose outcome was lost. Empty:
+    /// any significant state other than the before-state counts as applied.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub applied_state: Map<String, Value>,
     #[serde(skip)]
     validator: std::sync::Arc<jsonschema::Validator>,
 }
@@ -262,6 +269,37 @@ impl ActionSpec {
         }
     }
 
+    /// What the target's state `now` says of a change with `input` journaled with `before`
+    /// whose outcome was lost (its connector call was in flight when the process stopped).
+    pub fn verify_outcome(&self, input: &Value, before: &Value, now: &Value) -> Verified {
+        if now.is_null() {
+            return Verified::Neither;
+        }
+        let shows_applied = !self.applied_state.is_empty()
+            && self.applied_state.iter().all(|(field, want)| {
+                let want = match want.as_str().and_then(|w| w.strip_prefix("input.")) {
+                    Some(name) => input.get(name).cloned().unwrap_or(Value::Null),
+                    None => want.clone(),
+                };
+                now.get(field).cloned().unwrap_or(Value::Null) == want
+            });
+        if shows_applied {
+            Verified::Applied
+        } else if self.significant_state(now) == self.significant_state(before) {
+            Verified::NotApplied
+        } else if self.applied_state.is_empty() {
+            Verified::Applied
+        } else {
+            Verified::Neither
+        }
+    }
+
+    /// The same spec, with what its target shows once applied (see `applied_state`).
+    pub fn with_applied_state(mut self, applied: Map<String, Value>) -> Self {
+        self.applied_state = applied;
+        self
+    }
+
     /// Builds a spec from parts (used by tests and benchmarks that add their own actions).
     pub fn new(
         name: &str,
@@ -283,8 +321,20 @@ impl ActionSpec {
             inverse,
             irreversible: None,
             expiry_input: None,
+            applied_state: Map::new(),
         })
     }
+}
+
+/// What a target's state says of a change whose outcome was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// The target shows the change's after-state: it was applied.
+    Applied,
+    /// The target is still in its before-state: it was not applied.
+    NotApplied,
+    /// Neither (or the state could not be read): someone else changed the target; a person decides.
+    Neither,
 }
 
 /// A target value as text: a string as it is, anything else as JSON.
@@ -369,6 +419,7 @@ fn build(raw: RawAction) -> Result<ActionSpec, String> {
         inverse: raw.inverse,
         irreversible: raw.irreversible,
         expiry_input: raw.expiry_input,
+        applied_state: raw.applied_state,
         validator: std::sync::Arc::new(validator),
     })
 }

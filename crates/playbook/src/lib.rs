@@ -12,7 +12,7 @@ pub mod set;
 pub mod template;
 pub mod yaml;
 
-pub use catalog::{ActionKind, ActionSpec, Catalog, InverseSpec, TargetSpec, TargetType};
+pub use catalog::{ActionKind, ActionSpec, Catalog, InverseSpec, TargetSpec, TargetType, Verified};
 pub use expr::{EvalError, Expr, context_value};
 pub use playbook::{ApprovalPolicy, Call, OnError, OnTimeout, Playbook, Retry, Step, Trigger};
 pub use set::{FileDiagnostics, PlaybookSet, playbook_files};

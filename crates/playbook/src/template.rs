@@ -79,6 +79,28 @@ impl Template {
         }
     }
 
+    /// Compiles one line of text from a configuration file (not YAML): exactly one `${{ … }}`
+    /// keeps its result's JSON type, text around expressions is interpolated, and text
+    /// without one is a literal string. Columns count from `pos`.
+    pub fn from_text(text: &str, pos: Pos) -> Result<Template, Diagnostic> {
+        if !text.contains("${{") {
+            return Ok(Template::Literal(Value::String(text.to_owned())));
+        }
+        let mut parts = split_template(text, pos, !text.contains('\n'))?;
+        let exprs = parts.iter().filter(|p| matches!(p, Part::Expr(_))).count();
+        let blank = parts.iter().all(|p| match p {
+            Part::Expr(_) => true,
+            Part::Text(t) => t.trim().is_empty(),
+        });
+        if exprs == 1 && blank {
+            parts.retain(|p| matches!(p, Part::Expr(_)));
+            if let Some(Part::Expr(e)) = parts.pop() {
+                return Ok(Template::Whole(e));
+            }
+        }
+        Ok(Template::Text(parts))
+    }
+
     /// Resolves every expression against `ctx`.
     pub fn render(&self, ctx: &MjValue) -> Result<Value, EvalError> {
         Ok(match self {

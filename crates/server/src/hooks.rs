@@ -51,6 +51,8 @@ pub struct HookSource {
     pub principal: String,
     /// How its sender authenticates.
     pub auth: HookAuth,
+    /// Maps a foreign payload to belay's event shape; `None`: the body is an event.
+    pub template: Option<std::sync::Arc<crate::templates::PayloadTemplate>>,
 }
 
 /// `sha256=<hex>` of `<timestamp>.<body>` with `secret`: what a sender puts in

@@ -30,6 +30,7 @@ mod serve;
 pub mod sources;
 mod state;
 mod telemetry;
+pub mod templates;
 pub mod tls;
 
 pub use routes::{RouteSpec, router};

@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
-use crate::routes::{approvals, catalog, control, events, health, hooks, reads, rollback, sources};
+use crate::routes::{
+    approvals, catalog, control, events, health, hooks, reads, rollback, secrets, sources,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -38,6 +40,9 @@ use utoipa::{Modify, OpenApi};
         control::unpause,
         control::reload,
         sources::list,
+        secrets::list,
+        secrets::set,
+        secrets::delete,
     ),
     components(schemas(
         crate::problem::Problem,
@@ -49,6 +54,7 @@ use utoipa::{Modify, OpenApi};
         control::PauseRequest,
         sources::SourcesAnswer,
         crate::sources::SourceStatus,
+        secrets::SecretValue,
     )),
     modifiers(&Bearer)
 )]

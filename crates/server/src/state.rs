@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub ops: crate::sources::Ops,
     /// Console sign-in: sessions, lockout, trusted proxies.
     pub console: crate::console::ConsoleSettings,
+    /// Seals secrets set through the API; `None`: setting one is refused (409).
+    pub secrets_key: Option<belay_store::Keyring>,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
             reload: None,
             ops: crate::sources::Ops::default(),
             console: crate::console::ConsoleSettings::default(),
+            secrets_key: None,
         }
     }
 }

@@ -17,6 +17,7 @@ mod pauses;
 mod postgres;
 mod principals;
 mod rows;
+mod secrets;
 mod sessions;
 mod sqlite;
 
@@ -26,6 +27,9 @@ pub use audit::verify::{AuditProblem, verify_audit, verify_audit_against};
 pub use pauses::{PauseRecord, Pauses};
 pub use postgres::{PgOptions, PgStore};
 pub use principals::{Lockout, Principals, TokenRecord, UserRecord};
+pub use secrets::{
+    KeyError, Keyring, SealedSecret, SecretInfo, SecretKey, Secrets, valid_secret_name,
+};
 pub use sessions::{SessionRecord, Sessions};
 pub use sqlite::{
     BackupSummary, SqliteOptions, SqliteStore, Synchronous, WRITER_THREAD, backup as backup_sqlite,
@@ -287,9 +291,10 @@ pub struct Counts {
 }
 
 /// The storage interface the engine, the CLI and the server use (with the directory of
-/// [`Principals`] the server authenticates and the [`Pauses`] of automation).
+/// [`Principals`] the server authenticates, the [`Pauses`] of automation and the sealed
+/// [`Secrets`]).
 #[async_trait]
-pub trait Store: Principals + Pauses + Sessions + Send + Sync {
+pub trait Store: Principals + Pauses + Sessions + Secrets + Send + Sync {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 

@@ -10,7 +10,8 @@ use belay_model::{
 };
 use belay_store::{
     Accepted, ApprovalFilter, Cursor, FinishedChange, Lockout, PauseRecord, RunFilter,
-    SessionRecord, SqliteOptions, SqliteStore, Store, TokenRecord, UserRecord, Write, Written,
+    SealedSecret, SessionRecord, SqliteOptions, SqliteStore, Store, TokenRecord, UserRecord, Write,
+    Written,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -1017,6 +1018,59 @@ async fn case_files_are_idempotent_and_append_only(s: Arc<dyn Store>) {
     assert!(s.cases(Some(CaseStatus::Closed)).await.unwrap().is_empty());
 }
 
+async fn secrets_are_sealed_audited_by_name_and_resealed_by_compare_and_swap(s: Arc<dyn Store>) {
+    use belay_store::{Keyring, SecretKey};
+    let old = Keyring::parse(&SecretKey::generate().unwrap(), "old").unwrap();
+    let value = b"edr-token-0123456789-conformance";
+    let sealed = old.seal("EDR_TOKEN", value, 10).unwrap();
+    s.put_secret(&sealed, "ada").await.unwrap();
+    let stored = s.sealed_secret("EDR_TOKEN").await.unwrap().unwrap();
+    assert_eq!(stored, sealed);
+    assert_eq!(old.open(&stored).unwrap(), value);
+    let again = SealedSecret {
+        updated_at: 20,
+        ..old.seal("EDR_TOKEN", b"second-value-abcdef", 20).unwrap()
+    };
+    s.put_secret(&again, "ada").await.unwrap();
+    let stored = s.sealed_secret("EDR_TOKEN").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.created_at, stored.updated_at),
+        (10, 20),
+        "created_at kept"
+    );
+
+    // A rotation reseals only what is still as it was read.
+    let new_key = SecretKey::generate().unwrap();
+    let both = Keyring::parse(&format!("{new_key}\n"), "new").unwrap();
+    let mut moved = both
+        .seal("EDR_TOKEN", &old.open(&stored).unwrap(), 30)
+        .unwrap();
+    moved.rotated_at = Some(30);
+    assert!(
+        !s.reseal_secret(&moved, &sealed).await.unwrap(),
+        "stale read"
+    );
+    assert!(s.reseal_secret(&moved, &stored).await.unwrap());
+    let infos = s.secret_infos().await.unwrap();
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].key_id, both.active().id());
+    assert_eq!(infos[0].rotated_at, Some(30));
+
+    assert!(s.delete_secret("EDR_TOKEN", "ada").await.unwrap());
+    assert!(!s.delete_secret("EDR_TOKEN", "ada").await.unwrap());
+    assert!(s.sealed_secrets().await.unwrap().is_empty());
+    let trail = s.audit_entries(0, 1000).await.unwrap();
+    let kinds: Vec<&str> = trail
+        .iter()
+        .filter(|e| e.kind.starts_with("secret"))
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["secret.set", "secret.set", "secret.deleted"]);
+    let text = serde_json::to_string(&trail).unwrap();
+    assert!(!text.contains("edr-token") && !text.contains("second-value"));
+    assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
+}
+
 conformance!(
     accepting_stores_event_and_runs_once,
     an_event_id_is_unique_per_source,
@@ -1031,6 +1085,7 @@ conformance!(
     users_and_tokens_are_kept_audited_and_revocable,
     pauses_are_kept_audited_and_lifted,
     sessions_are_kept_hashed_ended_once_and_audited,
+    secrets_are_sealed_audited_by_name_and_resealed_by_compare_and_swap,
 );
 
 #[tokio::test]

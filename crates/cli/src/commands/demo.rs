@@ -252,7 +252,8 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
         data: None,
         database_url: None,
         guardrails: None,
-    })?;
+    })
+    .await?;
     let set = ctx.load_playbooks(&[tmp.path().join("playbooks")])?;
     println!("playbooks:");
     for pb in set.iter() {

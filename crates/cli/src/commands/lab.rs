@@ -31,6 +31,10 @@ pub enum LabCommand {
         /// API token the simulators accept (default: a random one, printed once).
         #[arg(long, env = "BELAY_LAB_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Apply the first N changing requests, then hold their answers back (a call in
+        /// flight, for crash tests).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        stall_changes: u64,
     },
     /// Start the whole scenario environment in DIR (simulators, the real components this
     /// machine can run, stand-ins for the others, the shipped playbooks and guardrails) and
@@ -94,6 +98,7 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
             fault_rate,
             seed,
             token,
+            stall_changes,
         } => {
             let latency = belay_model::parse_duration(&latency)
                 .with_context(|| format!("--latency `{latency}` is not a duration like 20ms"))?;
@@ -108,6 +113,7 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
                 latency,
                 fault_rate,
                 seed,
+                stall_changes,
                 ..LabConfig::default()
             })
             .await?;

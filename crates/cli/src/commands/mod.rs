@@ -28,6 +28,7 @@ pub mod replay;
 pub mod rollback;
 pub mod run;
 pub mod runs;
+pub mod secrets;
 pub mod serve;
 pub mod test;
 pub mod tokens;

@@ -7,10 +7,10 @@
 use crate::context::Ctx;
 use crate::paths::playbook_dir;
 use anyhow::{Context, Result, anyhow, bail};
-use belay_connectors::SecretSource;
 use belay_server::console::ConsoleSettings;
 use belay_server::hooks::{HookAuth, HookSource};
 use belay_server::reload::Reloader;
+use belay_server::templates::PayloadTemplate;
 use belay_server::{AppState, ServerConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,10 +34,7 @@ pub struct Args {
 
 /// The webhook sources of `[[hooks]]`, their secrets resolved; a bad entry names itself.
 fn hook_sources(ctx: &Ctx) -> Result<Vec<HookSource>> {
-    let secrets = match &ctx.config.secrets_file {
-        Some(p) => SecretSource::with_file(p)?,
-        None => SecretSource::env(),
-    };
+    let secrets = &ctx.secrets;
     let mut out: Vec<HookSource> = Vec::new();
     for (i, h) in ctx.config.hooks.iter().enumerate() {
         let at = format!("[[hooks]] #{} (`{}`)", i + 1, h.name);
@@ -77,7 +74,30 @@ fn hook_sources(ctx: &Ctx) -> Result<Vec<HookSource>> {
             }
             other => bail!("{at}: `auth` must be `hmac` or `bearer`, not `{other}`"),
         };
+        let template = match &h.template {
+            None => None,
+            Some(toml::Value::String(name)) => {
+                Some(PayloadTemplate::named(name).map_err(|e| anyhow!("{at}: `template`: {e}"))?)
+            }
+            Some(toml::Value::Table(t)) => {
+                let mut fields = Vec::new();
+                for (k, v) in t {
+                    let text = v.as_str().ok_or_else(|| {
+                        anyhow!("{at}: `template.{k}` must be text (a template such as \"${{{{ payload.x }}}}\")")
+                    })?;
+                    fields.push((k.clone(), text.to_owned()));
+                }
+                Some(
+                    PayloadTemplate::compile("inline", &fields)
+                        .map_err(|e| anyhow!("{at}: `template`: {e}"))?,
+                )
+            }
+            Some(_) => bail!(
+                "{at}: `template` is a shipped template's name or a table of field = template"
+            ),
+        };
         out.push(HookSource {
+            template: template.map(Arc::new),
             name: h.name.clone(),
             principal: h
                 .principal
@@ -100,10 +120,8 @@ fn config_name(ctx: &Ctx) -> String {
 /// The sources, feeds, queue and TLS of `belay.toml`; a bad entry is refused naming the file,
 /// the entry, the key and the reason.
 fn ops(ctx: &Ctx) -> Result<belay_server::sources::Ops> {
-    let secrets = match &ctx.config.secrets_file {
-        Some(p) => SecretSource::with_file(p)?,
-        None => SecretSource::env(),
-    };
+    // The environment, the secrets file and the store, as for connectors.
+    let secrets = &ctx.secrets;
     let resolve = |r: &str| {
         secrets
             .resolve(r)
@@ -319,6 +337,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         reload,
         ops,
         console,
+        secrets_key: crate::secrets_key::keyring(ctx)?,
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

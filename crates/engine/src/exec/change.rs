@@ -10,7 +10,7 @@ use belay_connector_api::Call as ConnectorCall;
 use belay_model::{
     ChangeRecord, ChangeStatus, Decision, StepRecord, StepStatus, TrustLevel, now_ms,
 };
-use belay_playbook::{ActionSpec, Step};
+use belay_playbook::{ActionSpec, Step, Verified};
 use belay_store::{FinishedChange, Write, Written};
 use serde_json::{Value, json};
 
@@ -109,6 +109,7 @@ impl RunState {
             .target_lock(family, &spec.target_of(&rec.with))
             .lock()
             .await;
+        let resumed_journal = existing.is_some();
         let journaled = match existing {
             Some(c) => c,
             None => {
@@ -161,7 +162,10 @@ impl RunState {
                 }
             }
         };
-        if journaled.status != ChangeStatus::Pending {
+        if !matches!(
+            journaled.status,
+            ChangeStatus::Pending | ChangeStatus::Unknown
+        ) {
             // Journaled by an earlier attempt whose outcome is known: never apply again.
             rec.status = if journaled.status == ChangeStatus::Applied {
                 StepStatus::Succeeded
@@ -171,6 +175,43 @@ impl RunState {
             rec.error = journaled.error.clone();
             rec.output = json!({ "change_id": journaled.id, "resumed": true });
             return self.finish(rec).await;
+        }
+        if resumed_journal {
+            // The call was in flight when the process stopped: what the target shows decides,
+            // before anything else happens to the change.
+            let (verdict, after) = self.verify_unknown(spec, &conn, &journaled, &rec).await?;
+            match verdict {
+                Verified::Applied => {
+                    rec.status = StepStatus::Succeeded;
+                    rec.output =
+                        json!({ "change_id": journaled.id, "outcome_verified": "applied" });
+                    rec.finished_at = Some(now_ms());
+                    self.queue(Write::FinishChange(FinishedChange {
+                        step: rec.clone(),
+                        change_id: journaled.id.clone(),
+                        status: ChangeStatus::Applied,
+                        after,
+                        error: None,
+                    }));
+                    let output = rec.output.clone();
+                    return Ok((
+                        Outcome::Done {
+                            status: StepStatus::Succeeded,
+                            output,
+                        },
+                        vec![rec],
+                    ));
+                }
+                Verified::NotApplied => {} // applied now, once, under the same idempotency key
+                Verified::Neither => {
+                    rec.status = StepStatus::Failed;
+                    rec.error = Some(format!(
+                        "change {} ({} {}) has an unknown outcome: its call was in flight when belay stopped, and the target now shows neither the state before the change nor the state it makes; a person must look (`belay changes list` shows it as unknown)",
+                        journaled.id, spec.name, journaled.target
+                    ));
+                    return self.finish(rec).await;
+                }
+            }
         }
         let call = ConnectorCall {
             action: &spec.name,
@@ -211,5 +252,58 @@ impl RunState {
             },
         };
         Ok((outcome, vec![rec]))
+    }
+}
+
+impl RunState {
+    /// Verifies a change journaled by an earlier process whose outcome was never recorded: it
+    /// is marked `unknown` (durably, audited), the target's state is read and compared with
+    /// the before-state and the state the change makes, and the verdict is audited as
+    /// `change.outcome_verified`.
+    async fn verify_unknown(
+        &self,
+        spec: &ActionSpec,
+        conn: &std::sync::Arc<dyn belay_connector_api::Connector>,
+        change: &ChangeRecord,
+        rec: &StepRecord,
+    ) -> Result<(Verified, Value), EngineError> {
+        const ACTOR: &str = "engine:resume";
+        if change.status == ChangeStatus::Pending {
+            self.flush(None).await?;
+            self.engine
+                .store
+                .set_change_status(
+                    &change.id,
+                    ChangeStatus::Unknown,
+                    Some("its connector call was in flight when the process stopped"),
+                    ACTOR,
+                )
+                .await?;
+        }
+        let (now, read_error) = match conn.read_state(&spec.name, &rec.with).await {
+            Ok(v) => (v, None),
+            Err(e) => (Value::Null, Some(e.message)),
+        };
+        let verdict = spec.verify_outcome(&change.with, &change.before, &now);
+        let word = match verdict {
+            Verified::Applied => "applied",
+            Verified::NotApplied => "not_applied",
+            Verified::Neither => "drift",
+        };
+        self.engine
+            .store
+            .append_audit(vec![belay_model::AuditDraft {
+                kind: "change.outcome_verified".into(),
+                actor: ACTOR.into(),
+                subject: change.id.clone(),
+                detail: json!({
+                    "run_id": change.run_id, "step": change.step_key, "action": change.action,
+                    "target": change.target, "verdict": word,
+                    "state_sha256": belay_model::sha256_hex(now.to_string().as_bytes()),
+                    "read_error": read_error,
+                }),
+            }])
+            .await?;
+        Ok((verdict, now))
     }
 }

@@ -54,6 +54,16 @@ pub async fn post_hook(
     let sender = authenticate(&hook, &*state.engine().store, &headers, &bytes, &client)
         .await
         .map_err(refused)?;
+    // A foreign payload becomes an event through the source's template (the payload is data).
+    let bytes = match &hook.template {
+        Some(t) => {
+            let payload: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| refused(Problem::json_syntax(&e)))?;
+            let event = t.apply(&payload).map_err(refused)?;
+            axum::body::Bytes::from(event.to_string())
+        }
+        None => bytes,
+    };
     let event = parse_one(
         &bytes,
         &sender.name,

@@ -9,6 +9,7 @@ pub(crate) mod health;
 pub(crate) mod hooks;
 pub(crate) mod reads;
 pub(crate) mod rollback;
+pub(crate) mod secrets;
 pub(crate) mod sources;
 
 use crate::auth::{self, Role};
@@ -142,6 +143,9 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     .add(M::POST, "/api/v1/unpause", a, control::unpause)
     .add(M::POST, "/api/v1/reload", Some(Author), control::reload)
     .add(M::GET, "/api/v1/sources", v, sources::list)
+    .add(M::GET, "/api/v1/secrets", a, secrets::list)
+    .add(M::POST, "/api/v1/secrets/{name}", a, secrets::set)
+    .add(M::DELETE, "/api/v1/secrets/{name}", a, secrets::delete)
     .add(M::POST, "/hooks/{source}", None, hooks::post_hook);
     let _ = state
         .openapi

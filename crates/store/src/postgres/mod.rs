@@ -23,6 +23,7 @@ mod pauses;
 mod principals;
 mod read;
 mod row;
+mod secrets;
 mod sessions;
 mod store;
 mod write;

@@ -227,7 +227,7 @@ pub(super) async fn count_changes(s: &PgStore, actions: &[String], since: i64) -
     const C: &str = "counting recent changes";
     let row = s
         .query_opt(
-            "SELECT COUNT(*) FROM changes WHERE created_at >= $1 AND status IN ('pending', 'applied') AND action = ANY($2)",
+            "SELECT COUNT(*) FROM changes WHERE created_at >= $1 AND status IN ('pending', 'unknown', 'applied') AND action = ANY($2)",
             &[&since, &actions],
             C,
         )

@@ -156,6 +156,7 @@ impl Writer {
             Op::Principal(p) => super::principals::apply(c, p, now, entries),
             Op::Pause(p) => super::pauses::apply(c, p, entries),
             Op::Session(s) => super::sessions::apply(c, s, entries),
+            Op::Secret(s) => super::secrets::apply(c, s, entries),
             Op::Audit(drafts) => {
                 entries.extend(drafts.iter().map(Cow::Borrowed));
                 Ok(Reply::Unit)

@@ -24,6 +24,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0013_automation_pauses.sql"),
     include_str!("../../migrations/sqlite/0014_events_per_source.sql"),
     include_str!("../../migrations/sqlite/0015_console_sessions.sql"),
+    include_str!("../../migrations/sqlite/0016_secrets.sql"),
 ];
 
 /// Applies the migrations the database has not seen, in one transaction.

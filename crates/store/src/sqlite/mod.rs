@@ -26,6 +26,7 @@ mod pauses;
 mod principals;
 mod read;
 mod row;
+mod secrets;
 mod sessions;
 mod store;
 mod writer;

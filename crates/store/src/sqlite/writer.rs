@@ -64,6 +64,8 @@ pub(super) enum Op {
     Pause(super::pauses::PauseOp),
     /// A console session started, used or ended, or a failed sign-in (`sessions.rs`).
     Session(super::sessions::SessionOp),
+    /// A write to the sealed secrets (`secrets.rs`).
+    Secret(super::secrets::SecretOp),
 }
 
 #[allow(clippy::large_enum_variant)]
