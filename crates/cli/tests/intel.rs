@@ -162,7 +162,15 @@ fn bad_input_gets_a_clear_error() {
     // says so.
     let o = belay(
         d,
-        &["intel", "import", "f.txt", "--feed", "a", "--playbooks", "nope"],
+        &[
+            "intel",
+            "import",
+            "f.txt",
+            "--feed",
+            "a",
+            "--playbooks",
+            "nope",
+        ],
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
