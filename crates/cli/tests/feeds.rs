@@ -311,13 +311,21 @@ fn guardrails_judge_every_item_of_a_set_level_change() {
         let ev = serde_json::json!({ "kind": "feed", "observables": { "ips": ips } });
         json(&common::run_on(d, "add-set.yaml", &ev, &[]))
     };
-    // The last of fifty items is protected: the change is held, nothing applied.
+    // The last of fifty items is protected: it is held alone, the other 49 applied.
     let mut ips: Vec<String> = (1..50).map(|i| format!("203.0.113.{i}")).collect();
     ips.push("198.51.100.70".into());
     let held = run(ips);
     assert_eq!(held["status"], "waiting_approval", "{held}");
-    assert!(held.to_string().contains("198.51.100.70"), "{held}");
-    assert!(!d.join("data/lists/egress.txt").exists(), "nothing applied");
+    let steps = held["steps"].as_array().unwrap();
+    let item = steps
+        .iter()
+        .find(|s| s["step"] == "add[198.51.100.70]")
+        .unwrap_or_else(|| panic!("{held}"));
+    assert_eq!(item["status"], "held", "{held}");
+    let listed = std::fs::read_to_string(d.join("data/lists/egress.txt")).unwrap();
+    assert_eq!(listed.lines().count(), 49, "{listed}");
+    assert!(!listed.contains("198.51.100.70"));
+    std::fs::remove_file(d.join("data/lists/egress.txt")).unwrap();
     // A batch guardrail counts the items of the set, not the one change.
     let many: Vec<String> = (0..150)
         .map(|i| format!("192.0.2.{}", i % 250 + 1))
