@@ -485,3 +485,35 @@ fn a_protected_address_among_a_set_level_change_is_held_alone_and_the_rest_appli
     );
     assert!(set_elements(&ns).is_empty(), "the set is back, empty");
 }
+
+#[test]
+fn a_rate_limit_counts_every_item_of_earlier_set_level_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("guardrails")).unwrap();
+    write_file(
+        d,
+        "guardrails/policy.yaml",
+        "guardrails:\n  - name: feed-rate\n    applies_to: [\"blocklist.*\"]\n    rate: { max: 100, per: 1h }\n    on_violation: deny\n",
+    );
+    let playbook = "name: add-set\ntrust: guarded\nsteps:\n  - id: add\n    action: blocklist.add_many\n    with: { list: egress, entries: \"${{ event.observables.ips }}\" }\n";
+    write_file(d, "add-set.yaml", playbook);
+    let run = |from: usize| {
+        let ips: Vec<String> = (from..from + 60)
+            .map(|i| format!("10.7.{}.{}", i / 250, i % 250 + 1))
+            .collect();
+        let ev = serde_json::json!({ "kind": "feed", "observables": { "ips": ips } });
+        json(&common::run_on(d, "add-set.yaml", &ev, &[]))
+    };
+    let first = run(0);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    // 60 earlier items and 60 new ones: above 100 within the hour, though only 2 changes.
+    let second = run(60);
+    assert_eq!(second["status"], "failed", "{second}");
+    assert!(
+        second.to_string().contains("120 change(s) within 1h"),
+        "{second}"
+    );
+    let listed = std::fs::read_to_string(d.join("data/lists/egress.txt")).unwrap();
+    assert_eq!(listed.lines().count(), 60, "the second set was not applied");
+}

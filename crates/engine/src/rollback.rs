@@ -333,6 +333,7 @@ pub async fn rollback(
             error: None,
             created_at: now,
             updated_at: now,
+            items: c.items,
             expires_at: None,
         };
         let undo = match engine

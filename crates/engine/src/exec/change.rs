@@ -149,6 +149,7 @@ impl RunState {
                     expires_at: step
                         .expires
                         .map(|(d, _)| now.saturating_add(d.as_millis() as i64)),
+                    items: spec.target_count(&rec.with) as u64,
                 };
                 // The journal entry is durable before the connector is called.
                 match self.flush(Some(Write::BeginChange(change))).await?.pop() {

@@ -23,6 +23,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0012_principals.sql"),
     include_str!("../../migrations/sqlite/0013_automation_pauses.sql"),
     include_str!("../../migrations/sqlite/0014_events_per_source.sql"),
+    include_str!("../../migrations/sqlite/0015_change_items.sql"),
 ];
 
 /// Applies the migrations the database has not seen, in one transaction.
