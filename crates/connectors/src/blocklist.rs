@@ -211,27 +211,31 @@ fn rewrite(path: &Path, index: &mut Index, lines: &[&str]) -> Result<(), ActionE
     }
     files::create_parent_dir(path)?;
     write_atomically(path, out.as_bytes())?;
-    *index = Index::build(&out, Stamp::of(path)?);
+    let stamp = Stamp::of(path)?;
+    // The old index goes before the new one is built: a list of 200,000 entries is not
+    // indexed twice at once.
+    *index = Index::default();
+    *index = Index::build(&out, stamp);
     Ok(())
 }
 
 /// Adds `entries` absent from the list: each at its 1-based lines when given (ascending over
 /// the whole batch, as they stood: an undo puts removed lines back in place), else at the end.
-/// Returns the entries added.
+/// Returns how many entries it added.
 fn add_entries(
     path: &Path,
     index: &mut Index,
     entries: &[(&str, Vec<usize>)],
-) -> Result<Vec<String>, ActionError> {
+) -> Result<usize, ActionError> {
     let mut seen = HashSet::new();
     let todo: Vec<&(&str, Vec<usize>)> = entries
         .iter()
         .filter(|(e, _)| !index.has(e) && seen.insert(*e))
         .collect();
-    if todo.is_empty() {
-        return Ok(Vec::new());
+    let added = todo.len();
+    if added == 0 {
+        return Ok(0);
     }
-    let added = todo.iter().map(|(e, _)| (*e).to_owned()).collect();
     if let [(entry, at)] = todo.as_slice()
         && at.is_empty()
     {
@@ -383,7 +387,7 @@ impl Connector for Blocklist {
                         add_entries(path, index, &[(e.as_str(), at)])
                     })
                     .await?;
-                Ok(json!({ "list": list, "entry": entry, "changed": !added.is_empty() }))
+                Ok(json!({ "list": list, "entry": entry, "changed": added > 0 }))
             }
             "blocklist.remove" => {
                 let entry = input_str(call.input, "entry")?;
@@ -406,7 +410,7 @@ impl Connector for Blocklist {
                         add_entries(path, index, &pairs)
                     })
                     .await?;
-                Ok(json!({ "list": list, "added": added.len(), "changed": !added.is_empty() }))
+                Ok(json!({ "list": list, "added": added, "changed": added > 0 }))
             }
             "blocklist.remove_many" => {
                 let entries = entries_input(call.input)?;

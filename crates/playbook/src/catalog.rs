@@ -290,16 +290,19 @@ impl ActionSpec {
         input
     }
 
-    /// The part of a state that says whether the target changed.
-    pub fn significant_state(&self, state: &Value) -> Value {
+    /// The part of a state that says whether the target changed (the state itself, not a
+    /// copy, when every field counts: a set-level change's state may be large).
+    pub fn significant_state<'a>(&self, state: &'a Value) -> std::borrow::Cow<'a, Value> {
         match state {
-            Value::Object(m) if !self.state_keys.is_empty() => Value::Object(
-                m.iter()
-                    .filter(|(k, _)| self.state_keys.contains(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            other => other.clone(),
+            Value::Object(m) if !self.state_keys.is_empty() => {
+                std::borrow::Cow::Owned(Value::Object(
+                    m.iter()
+                        .filter(|(k, _)| self.state_keys.contains(k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ))
+            }
+            other => std::borrow::Cow::Borrowed(other),
         }
     }
 

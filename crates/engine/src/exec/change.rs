@@ -135,7 +135,9 @@ impl RunState {
                     idempotency_key: key.clone(),
                     action: spec.name.clone(),
                     target: spec.target_of(&rec.with),
-                    with: rec.with.clone(),
+                    // Moved, not copied (a set-level change's inputs may hold 200,000
+                    // targets); the journaled record gives them back below.
+                    with: std::mem::take(&mut rec.with),
                     before,
                     after: Value::Null,
                     inverse,
@@ -153,7 +155,14 @@ impl RunState {
                 };
                 // The journal entry is durable before the connector is called.
                 match self.flush(Some(Write::BeginChange(change))).await?.pop() {
-                    Some(Written::Change(c)) => *c,
+                    Some(Written::Change(mut c)) => {
+                        // Only its inputs, id and status are needed from here on; its
+                        // before-state and inverse are in the journal.
+                        rec.with = std::mem::take(&mut c.with);
+                        c.before = Value::Null;
+                        c.inverse = Value::Null;
+                        *c
+                    }
                     _ => {
                         return Err(EngineError::Other(
                             "the store did not journal the change".into(),
