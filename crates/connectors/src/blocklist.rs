@@ -264,22 +264,13 @@ fn add_entries(
     Ok(added)
 }
 
-/// Removes every copy of each of `entries` in one rewrite; returns the entries removed.
-fn remove_entries(
-    path: &Path,
-    index: &mut Index,
-    entries: &[&str],
-) -> Result<Vec<String>, ActionError> {
+/// Removes every copy of each of `entries` in one rewrite; returns how many distinct
+/// entries it removed.
+fn remove_entries(path: &Path, index: &mut Index, entries: &[&str]) -> Result<usize, ActionError> {
     let gone: HashSet<&str> = entries.iter().copied().filter(|e| index.has(e)).collect();
-    if gone.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut removed: Vec<String> = Vec::new();
-    let mut seen = HashSet::new();
-    for e in entries {
-        if gone.contains(e) && seen.insert(*e) {
-            removed.push((*e).to_owned());
-        }
+    let removed = gone.len();
+    if removed == 0 {
+        return Ok(0);
     }
     let text = read_text(path)?;
     let lines: Vec<&str> = text.lines().filter(|l| !gone.contains(l.trim())).collect();
@@ -398,7 +389,7 @@ impl Connector for Blocklist {
                         remove_entries(path, index, &[e.as_str()])
                     })
                     .await?;
-                Ok(json!({ "list": list, "entry": entry, "changed": !removed.is_empty() }))
+                Ok(json!({ "list": list, "entry": entry, "changed": removed > 0 }))
             }
             "blocklist.add_many" => {
                 let entries = entries_input(call.input)?;
@@ -419,9 +410,7 @@ impl Connector for Blocklist {
                         remove_entries(path, index, &distinct(&entries))
                     })
                     .await?;
-                Ok(
-                    json!({ "list": list, "removed": removed.len(), "changed": !removed.is_empty() }),
-                )
+                Ok(json!({ "list": list, "removed": removed, "changed": removed > 0 }))
             }
             "blocklist.contains" => {
                 let entry = input_str(call.input, "entry")?.to_owned();

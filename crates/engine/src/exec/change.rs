@@ -213,6 +213,11 @@ impl RunState {
             after,
             error,
         }));
+        if journaled.items > 1 {
+            // A set-level change's record is large: written now rather than held in the
+            // queue beside the next change.
+            self.flush(None).await?;
+        }
         let outcome = match rec.status {
             StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
             s => Outcome::Done {
