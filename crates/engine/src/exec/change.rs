@@ -128,6 +128,7 @@ impl RunState {
                     .inverse
                     .as_ref()
                     .map_or(Value::Null, |i| i.resolve(&rec.with, &before));
+                let items = spec.target_count(&rec.with) as u64;
                 let change = ChangeRecord {
                     id: belay_model::new_id(),
                     run_id: self.run.id.clone(),
@@ -151,7 +152,7 @@ impl RunState {
                     expires_at: step
                         .expires
                         .map(|(d, _)| now.saturating_add(d.as_millis() as i64)),
-                    items: spec.target_count(&rec.with) as u64,
+                    items,
                 };
                 // The journal entry is durable before the connector is called.
                 match self.flush(Some(Write::BeginChange(change))).await?.pop() {
