@@ -249,6 +249,8 @@ pub async fn run(
         )));
     }
     let event = report.event();
+    // The import's own report is not what the run needs: it goes before the run starts.
+    drop(report);
 
     // The guard gate's check, on its own, with the same guardrails and targets.
     let spec = catalog

@@ -311,13 +311,21 @@ fn guardrails_judge_every_item_of_a_set_level_change() {
         let ev = serde_json::json!({ "kind": "feed", "observables": { "ips": ips } });
         json(&common::run_on(d, "add-set.yaml", &ev, &[]))
     };
-    // The last of fifty items is protected: the change is held, nothing applied.
+    // The last of fifty items is protected: it is held alone, the other 49 applied.
     let mut ips: Vec<String> = (1..50).map(|i| format!("203.0.113.{i}")).collect();
     ips.push("198.51.100.70".into());
     let held = run(ips);
     assert_eq!(held["status"], "waiting_approval", "{held}");
-    assert!(held.to_string().contains("198.51.100.70"), "{held}");
-    assert!(!d.join("data/lists/egress.txt").exists(), "nothing applied");
+    let steps = held["steps"].as_array().unwrap();
+    let item = steps
+        .iter()
+        .find(|s| s["step"] == "add[198.51.100.70]")
+        .unwrap_or_else(|| panic!("{held}"));
+    assert_eq!(item["status"], "held", "{held}");
+    let listed = std::fs::read_to_string(d.join("data/lists/egress.txt")).unwrap();
+    assert_eq!(listed.lines().count(), 49, "{listed}");
+    assert!(!listed.contains("198.51.100.70"));
+    std::fs::remove_file(d.join("data/lists/egress.txt")).unwrap();
     // A batch guardrail counts the items of the set, not the one change.
     let many: Vec<String> = (0..150)
         .map(|i| format!("192.0.2.{}", i % 250 + 1))
@@ -329,4 +337,183 @@ fn guardrails_judge_every_item_of_a_set_level_change() {
         "{denied}"
     );
     assert!(!d.join("data/lists/egress.txt").exists(), "nothing applied");
+}
+
+/// The pending approvals, newest last.
+fn pending(d: &Path) -> Vec<Value> {
+    json(&belay(d, &["approvals", "list", "--format", "json"]))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_protected_address_among_a_set_level_change_is_held_alone_and_the_rest_applied_in_one_change() {
+    let available = Sandbox::available();
+    if let Err(why) = &available {
+        belay_testkit::skip::unless_required(
+            "BELAY_REQUIRE_NATIVE",
+            &format!("nftables sandbox unavailable: {why}"),
+        );
+        return;
+    }
+    let sb = Sandbox::start().expect("sandbox starts");
+    let ns = sb.client_netns().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_file(
+        d,
+        "belay.toml",
+        &format!(
+            "[connectors.firewall]\ntype = \"nftables\"\nnetns = \"{ns}\"\ntimeout_secs = 120\n\n[[users]]\nname = \"alice\"\nroles = [\"responder\"]\n"
+        ),
+    );
+    std::fs::create_dir_all(d.join("guardrails")).unwrap();
+    std::fs::create_dir_all(d.join("pbs")).unwrap();
+    write_file(
+        d,
+        "guardrails/protected.yaml",
+        "guardrails:\n  - name: protected\n    applies_to: [\"blocklist.*\", \"firewall.*\"]\n    never: { cidrs: [198.51.100.0/24] }\n",
+    );
+    write_file(
+        d,
+        "pbs/feed-block.yaml",
+        "name: feed-block\non: { event: intel.update }\ntrust: guarded\nsteps:\n  - id: list\n    action: blocklist.add_many\n    with: { list: feed, entries: \"${{ event.observables.ips }}\" }\n  - id: firewall\n    action: firewall.block_many\n    with: { addresses: \"${{ event.observables.ips }}\", set: egress, reason: feed big }\n",
+    );
+    std::fs::create_dir_all(d.join("data/lists")).unwrap();
+    let original = "# managed by hand\n192.0.2.10\n";
+    std::fs::write(d.join("data/lists/feed.txt"), original).unwrap();
+    let protected = "198.51.100.7";
+    let mut addresses = feed_addresses();
+    addresses.truncate(FEED - 1);
+    addresses.insert(12_345, protected.to_owned());
+    write_file(d, "feed.txt", &format!("{}\n", addresses.join("\n")));
+    let listed = |d: &Path| -> BTreeSet<String> {
+        String::from_utf8(list_bytes(d))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let out = ok(&belay(
+        d,
+        &[
+            "intel",
+            "import",
+            "feed.txt",
+            "--feed",
+            "big",
+            "--playbooks",
+            "pbs",
+        ],
+    ));
+    let (run, status) = run_of(&out);
+    assert_eq!(status, "waiting_approval", "{out}");
+    // Every other address is in the list, applied as one change; the protected one is not.
+    let list = listed(d);
+    assert_eq!(
+        list.len(),
+        FEED - 1 + 2,
+        "the 24,999 and the two hand-kept lines"
+    );
+    assert!(!list.contains(protected));
+    let changes = json(&belay(
+        d,
+        &["changes", "list", "--run", &run, "--format", "json"],
+    ));
+    let changes = changes.as_array().unwrap();
+    assert_eq!(
+        changes.len(),
+        1,
+        "one change for the 24,999: {}",
+        changes.len()
+    );
+    assert_eq!(
+        changes[0]["before"]["absent"].as_array().unwrap().len(),
+        FEED - 1
+    );
+    // One approval decides the held address alone.
+    let held = pending(d);
+    assert_eq!(held.len(), 1);
+    let with = held[0]["with"].as_array().unwrap();
+    assert_eq!(with.len(), 1, "the protected address alone is held");
+    assert_eq!(with[0]["key"], format!("list[{protected}]"));
+    assert_eq!(with[0]["with"]["entries"], serde_json::json!([protected]));
+    let shown = json(&belay(d, &["runs", "show", &run, "--format", "json"]));
+    let item = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == format!("list[{protected}]"))
+        .unwrap_or_else(|| panic!("the held address has its record: {shown}"))
+        .clone();
+    assert_eq!(item["status"], "held", "{item}");
+    assert_eq!(item["decision"], "guardrail_hold", "{item}");
+    assert!(set_elements(&ns).is_empty(), "the firewall step waits");
+
+    // Approval applies it; the firewall step then applies its 24,999 and holds the same one.
+    let id = held[0]["id"].as_str().unwrap().to_owned();
+    ok(&belay(d, &["approvals", "approve", &id, "--as", "alice"]));
+    assert!(listed(d).contains(protected), "approved: now in the list");
+    let elements: BTreeSet<String> = set_elements(&ns).into_iter().collect();
+    assert_eq!(elements.len(), FEED - 1);
+    assert!(!elements.contains(protected));
+    let held = pending(d);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["with"][0]["key"], format!("firewall[{protected}]"));
+    let id = held[0]["id"].as_str().unwrap().to_owned();
+    ok(&belay(d, &["approvals", "approve", &id, "--as", "alice"]));
+    let elements: BTreeSet<String> = set_elements(&ns).into_iter().collect();
+    assert_eq!(elements.len(), FEED);
+    let shown = json(&belay(d, &["runs", "show", &run, "--format", "json"]));
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    let changes = json(&belay(
+        d,
+        &["changes", "list", "--run", &run, "--format", "json"],
+    ));
+    assert_eq!(changes.as_array().unwrap().len(), 4, "two per step");
+    let verify = ok(&belay(d, &["audit", "verify"]));
+    assert!(verify.contains("audit chain intact"), "{verify}");
+
+    let undo = ok(&belay(d, &["rollback", "--run", &run, "--as", "alice"]));
+    assert!(undo.contains("verified"), "{undo}");
+    assert_eq!(
+        list_bytes(d),
+        original.as_bytes(),
+        "the list is back byte for byte"
+    );
+    assert!(set_elements(&ns).is_empty(), "the set is back, empty");
+}
+
+#[test]
+fn a_rate_limit_counts_every_item_of_earlier_set_level_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("guardrails")).unwrap();
+    write_file(
+        d,
+        "guardrails/policy.yaml",
+        "guardrails:\n  - name: feed-rate\n    applies_to: [\"blocklist.*\"]\n    rate: { max: 100, per: 1h }\n    on_violation: deny\n",
+    );
+    let playbook = "name: add-set\ntrust: guarded\nsteps:\n  - id: add\n    action: blocklist.add_many\n    with: { list: egress, entries: \"${{ event.observables.ips }}\" }\n";
+    write_file(d, "add-set.yaml", playbook);
+    let run = |from: usize| {
+        let ips: Vec<String> = (from..from + 60)
+            .map(|i| format!("10.7.{}.{}", i / 250, i % 250 + 1))
+            .collect();
+        let ev = serde_json::json!({ "kind": "feed", "observables": { "ips": ips } });
+        json(&common::run_on(d, "add-set.yaml", &ev, &[]))
+    };
+    let first = run(0);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    // 60 earlier items and 60 new ones: above 100 within the hour, though only 2 changes.
+    let second = run(60);
+    assert_eq!(second["status"], "failed", "{second}");
+    assert!(
+        second.to_string().contains("120 change(s) within 1h"),
+        "{second}"
+    );
+    let listed = std::fs::read_to_string(d.join("data/lists/egress.txt")).unwrap();
+    assert_eq!(listed.lines().count(), 60, "the second set was not applied");
 }

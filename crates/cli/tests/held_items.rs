@@ -256,3 +256,137 @@ fn a_batch_approved_without_two_items_applies_the_rest_and_not_those_two() {
         .clone();
     assert_eq!(step["approvals_denied"], 2, "{step}");
 }
+
+/// A guarded playbook adding every address of an `intel.update` to a list in one set-level
+/// change.
+const ADD_MANY: &str = "name: add-feed\non: { event: intel.update }\ntrust: guarded\nsteps:\n  - id: add\n    action: blocklist.add_many\n    with: { list: egress, entries: \"${{ event.observables.ips }}\" }\n";
+
+const PROTECTED_SETS: &str = "guardrails:\n  - name: protected\n    applies_to: [blocklist.add_many]\n    never: { cidrs: [198.51.100.0/24] }\n";
+
+#[test]
+fn protected_targets_of_a_set_level_change_are_held_apart_and_approved_without_one() {
+    let dir = setup(PROTECTED_SETS);
+    let d = dir.path();
+    std::fs::write(d.join("pb/block.yaml"), ADD_MANY).unwrap();
+    let mut ips: Vec<String> = (1..=40).map(|i| format!("10.9.0.{i}")).collect();
+    for (at, ip) in [
+        (3, "198.51.100.9"),
+        (20, "198.51.100.7"),
+        (30, "198.51.100.8"),
+    ] {
+        ips.insert(at, ip.into());
+    }
+    let run = feed(d, &ips);
+    assert_eq!(run["status"], "waiting_approval", "{run}");
+    let applied = sorted(listed(d));
+    assert_eq!(applied.len(), 40, "the 40 others at once");
+    assert!(applied.iter().all(|a| a.starts_with("10.9.0.")));
+    let id = run["run_id"].as_str().unwrap();
+    let changes = json(&belay(
+        d,
+        &["changes", "list", "--run", id, "--format", "json"],
+    ));
+    assert_eq!(changes.as_array().unwrap().len(), 1, "in one change");
+
+    let list = pending(d);
+    assert_eq!(list.len(), 1, "one approval for the three");
+    let keys: Vec<&str> = list[0]["with"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "add[198.51.100.7]",
+            "add[198.51.100.8]",
+            "add[198.51.100.9]"
+        ]
+    );
+    let approval = list[0]["id"].as_str().unwrap().to_owned();
+    // A viewer may not decide; an unknown target is refused; nothing changes.
+    refused(&belay(
+        d,
+        &["approvals", "approve", &approval, "--as", "dave"],
+    ));
+    let o = refused(&belay(
+        d,
+        &[
+            "approvals",
+            "approve",
+            &approval,
+            "--as",
+            "alice",
+            "--without",
+            "203.0.113.1",
+        ],
+    ));
+    assert!(o.contains("is not an item of the batch"), "{o}");
+    assert_eq!(sorted(listed(d)), applied);
+
+    let out = ok(&belay(
+        d,
+        &[
+            "approvals",
+            "approve",
+            &approval,
+            "--as",
+            "alice",
+            "--without",
+            "198.51.100.8",
+        ],
+    ));
+    assert!(out.contains("without add[198.51.100.8]"), "{out}");
+    let now = sorted(listed(d));
+    assert_eq!(now.len(), 42, "{now:?}");
+    assert!(now.contains(&"198.51.100.7".to_owned()) && now.contains(&"198.51.100.9".to_owned()));
+    assert!(
+        !now.contains(&"198.51.100.8".to_owned()),
+        "left out: never applied"
+    );
+    let after = run_show(d, &run);
+    assert_eq!(after["status"], "succeeded", "{after}");
+    let step = |key: &str| {
+        after["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == key)
+            .unwrap_or_else(|| panic!("{key}: {after}"))
+            .clone()
+    };
+    assert_eq!(step("add[198.51.100.8]")["decision"], "denied");
+    assert_eq!(step("add[198.51.100.7]")["status"], "succeeded");
+    let verify = ok(&belay(d, &["audit", "verify"]));
+    assert!(verify.contains("audit chain intact"), "{verify}");
+
+    // Rolling the run back removes every address it added, and only those.
+    let undo = ok(&belay(d, &["rollback", "--run", id, "--as", "alice"]));
+    assert!(undo.contains("verified"), "{undo}");
+    assert!(listed(d).is_empty(), "{:?}", listed(d));
+}
+
+#[test]
+fn hold_batch_keeps_a_set_level_change_whole() {
+    let dir = setup(&format!("{PROTECTED_SETS}    hold: batch\n"));
+    let d = dir.path();
+    std::fs::write(d.join("pb/block.yaml"), ADD_MANY).unwrap();
+    let ips: Vec<String> = vec!["10.1.0.1".into(), "198.51.100.7".into(), "10.1.0.2".into()];
+    let run = feed(d, &ips);
+    assert_eq!(run["status"], "waiting_approval", "{run}");
+    assert!(listed(d).is_empty(), "held whole: nothing applied");
+    let list = pending(d);
+    assert_eq!(
+        list[0]["with"].as_array().unwrap().len(),
+        1,
+        "the whole change"
+    );
+    assert_eq!(list[0]["with"][0]["key"], "add");
+    let approval = list[0]["id"].as_str().unwrap().to_owned();
+    ok(&belay(
+        d,
+        &["approvals", "deny", &approval, "--as", "alice"],
+    ));
+    assert!(listed(d).is_empty(), "denied: nothing applied");
+}

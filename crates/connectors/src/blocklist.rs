@@ -211,27 +211,31 @@ fn rewrite(path: &Path, index: &mut Index, lines: &[&str]) -> Result<(), ActionE
     }
     files::create_parent_dir(path)?;
     write_atomically(path, out.as_bytes())?;
-    *index = Index::build(&out, Stamp::of(path)?);
+    let stamp = Stamp::of(path)?;
+    // The old index goes before the new one is built: a list of 200,000 entries is not
+    // indexed twice at once.
+    *index = Index::default();
+    *index = Index::build(&out, stamp);
     Ok(())
 }
 
 /// Adds `entries` absent from the list: each at its 1-based lines when given (ascending over
 /// the whole batch, as they stood: an undo puts removed lines back in place), else at the end.
-/// Returns the entries added.
+/// Returns how many entries it added.
 fn add_entries(
     path: &Path,
     index: &mut Index,
     entries: &[(&str, Vec<usize>)],
-) -> Result<Vec<String>, ActionError> {
+) -> Result<usize, ActionError> {
     let mut seen = HashSet::new();
     let todo: Vec<&(&str, Vec<usize>)> = entries
         .iter()
         .filter(|(e, _)| !index.has(e) && seen.insert(*e))
         .collect();
-    if todo.is_empty() {
-        return Ok(Vec::new());
+    let added = todo.len();
+    if added == 0 {
+        return Ok(0);
     }
-    let added = todo.iter().map(|(e, _)| (*e).to_owned()).collect();
     if let [(entry, at)] = todo.as_slice()
         && at.is_empty()
     {
@@ -260,22 +264,13 @@ fn add_entries(
     Ok(added)
 }
 
-/// Removes every copy of each of `entries` in one rewrite; returns the entries removed.
-fn remove_entries(
-    path: &Path,
-    index: &mut Index,
-    entries: &[&str],
-) -> Result<Vec<String>, ActionError> {
+/// Removes every copy of each of `entries` in one rewrite; returns how many distinct
+/// entries it removed.
+fn remove_entries(path: &Path, index: &mut Index, entries: &[&str]) -> Result<usize, ActionError> {
     let gone: HashSet<&str> = entries.iter().copied().filter(|e| index.has(e)).collect();
-    if gone.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut removed: Vec<String> = Vec::new();
-    let mut seen = HashSet::new();
-    for e in entries {
-        if gone.contains(e) && seen.insert(*e) {
-            removed.push((*e).to_owned());
-        }
+    let removed = gone.len();
+    if removed == 0 {
+        return Ok(0);
     }
     let text = read_text(path)?;
     let lines: Vec<&str> = text.lines().filter(|l| !gone.contains(l.trim())).collect();
@@ -383,7 +378,7 @@ impl Connector for Blocklist {
                         add_entries(path, index, &[(e.as_str(), at)])
                     })
                     .await?;
-                Ok(json!({ "list": list, "entry": entry, "changed": !added.is_empty() }))
+                Ok(json!({ "list": list, "entry": entry, "changed": added > 0 }))
             }
             "blocklist.remove" => {
                 let entry = input_str(call.input, "entry")?;
@@ -394,7 +389,7 @@ impl Connector for Blocklist {
                         remove_entries(path, index, &[e.as_str()])
                     })
                     .await?;
-                Ok(json!({ "list": list, "entry": entry, "changed": !removed.is_empty() }))
+                Ok(json!({ "list": list, "entry": entry, "changed": removed > 0 }))
             }
             "blocklist.add_many" => {
                 let entries = entries_input(call.input)?;
@@ -406,7 +401,7 @@ impl Connector for Blocklist {
                         add_entries(path, index, &pairs)
                     })
                     .await?;
-                Ok(json!({ "list": list, "added": added.len(), "changed": !added.is_empty() }))
+                Ok(json!({ "list": list, "added": added, "changed": added > 0 }))
             }
             "blocklist.remove_many" => {
                 let entries = entries_input(call.input)?;
@@ -415,9 +410,7 @@ impl Connector for Blocklist {
                         remove_entries(path, index, &distinct(&entries))
                     })
                     .await?;
-                Ok(
-                    json!({ "list": list, "removed": removed.len(), "changed": !removed.is_empty() }),
-                )
+                Ok(json!({ "list": list, "removed": removed, "changed": removed > 0 }))
             }
             "blocklist.contains" => {
                 let entry = input_str(call.input, "entry")?.to_owned();

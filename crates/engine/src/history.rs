@@ -55,6 +55,7 @@ pub async fn import(
                     created_at: run.at,
                     updated_at: run.at,
                     expires_at: None,
+                    items: 1,
                 })
             })
             .collect();

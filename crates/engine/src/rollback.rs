@@ -15,6 +15,7 @@ use belay_model::{ChangeRecord, ChangeStatus, Event, RunRecord, RunStatus, Trust
 use belay_store::{FinishedChange, Write, Written};
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -171,6 +172,11 @@ fn object_of(c: &ChangeRecord, spec: Option<&belay_playbook::ActionSpec>) -> Str
     }
 }
 
+/// The part of `state` that says whether the target of a change of `spec` changed.
+fn sig<'a>(spec: Option<&belay_playbook::ActionSpec>, state: &'a Value) -> Cow<'a, Value> {
+    spec.map_or(Cow::Borrowed(state), |s| s.significant_state(state))
+}
+
 /// For an undo made by a rollback, the change it undid.
 fn undone_original(c: &ChangeRecord) -> Option<&str> {
     if !c.allowed_by.starts_with("rollback:") {
@@ -210,8 +216,7 @@ pub async fn rollback(
             continue;
         };
         let orig = engine.catalog.get(&c.action);
-        let sig = |v: &Value| orig.map_or(v.clone(), |o| o.significant_state(v));
-        if sig(&c.before) == sig(&c.after) && !c.before.is_null() {
+        if sig(orig, &c.before) == sig(orig, &c.after) && !c.before.is_null() {
             if !opts.dry_run {
                 engine
                     .store
@@ -268,7 +273,7 @@ pub async fn rollback(
                 continue;
             }
         };
-        let drifted = sig(&current) != sig(&c.after);
+        let drifted = sig(orig, &current) != sig(orig, &c.after);
         if drifted && !opts.force {
             items.push(item(
                 Outcome::Drifted,
@@ -292,7 +297,7 @@ pub async fn rollback(
                 None,
             ));
             // The undo is verified against the before-state: that is what it leaves.
-            simulated.insert(object, sig(&c.before));
+            simulated.insert(object, sig(orig, &c.before).into_owned());
             continue;
         }
         let run = match &run {
@@ -308,6 +313,10 @@ pub async fn rollback(
             .lock()
             .await;
         let now = now_ms();
+        let inverse = spec
+            .inverse
+            .as_ref()
+            .map_or(Value::Null, |i| i.resolve(inv_with, &current));
         let undo = ChangeRecord {
             id: belay_model::new_id(),
             run_id: run.id.clone(),
@@ -316,12 +325,9 @@ pub async fn rollback(
             action: inv_action.to_owned(),
             target: spec.target_of(inv_with),
             with: inv_with.clone(),
-            before: current.clone(),
+            before: current,
             after: Value::Null,
-            inverse: spec
-                .inverse
-                .as_ref()
-                .map_or(Value::Null, |i| i.resolve(inv_with, &current)),
+            inverse,
             trust: TrustLevel::Log,
             guardrails: Vec::new(),
             allowed_by: format!(
@@ -333,6 +339,7 @@ pub async fn rollback(
             error: None,
             created_at: now,
             updated_at: now,
+            items: c.items,
             expires_at: None,
         };
         let undo = match engine
@@ -341,7 +348,12 @@ pub async fn rollback(
             .await?
             .pop()
         {
-            Some(Written::Change(u)) => *u,
+            Some(Written::Change(mut u)) => {
+                // Journaled: the undo's before-state and inverse are not needed here again.
+                u.before = Value::Null;
+                u.inverse = Value::Null;
+                *u
+            }
             _ => {
                 return Err(EngineError::Other(
                     "the store did not journal the undo".into(),
@@ -385,7 +397,7 @@ pub async fn rollback(
                 format!("{inv_action} failed: {e}"),
                 Some(undo.id),
             ));
-        } else if sig(&after) == sig(&c.before) {
+        } else if sig(orig, &after) == sig(orig, &c.before) {
             engine
                 .store
                 .set_change_status(

@@ -1001,6 +1001,7 @@ async fn crashed_run(h: &Harness, status: ChangeStatus) -> (belay_model::RunReco
         created_at: now,
         updated_at: now,
         expires_at: None,
+        items: 1,
     };
     let stored = h.store.begin_change(None, &change).await.unwrap();
     assert_eq!(stored.status, status);

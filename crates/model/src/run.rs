@@ -228,6 +228,14 @@ pub struct ChangeRecord {
     /// lasts until someone rolls it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// How many targets it changes: the items of a set-level change (`*_many`), else 1. Rate
+    /// and baseline guardrails count each of them as one change.
+    #[serde(default = "one_item")]
+    pub items: u64,
+}
+
+fn one_item() -> u64 {
+    1
 }
 
 #[cfg(test)]

@@ -249,23 +249,67 @@ impl ActionSpec {
     /// `input` with its targets replaced by `items` (for a set-level change, the part of the
     /// set to apply, or to hold apart); `input` unchanged when the action has no target.
     pub fn with_targets(&self, input: &Value, items: Vec<Value>) -> Value {
-        let mut out = input.clone();
-        if let (Some(t), Some(obj)) = (self.target.as_ref(), out.as_object_mut()) {
-            obj.insert(t.field.clone(), Value::Array(items));
+        match (self.target.as_ref(), input) {
+            // The other inputs are copied, the (possibly large) target list is not.
+            (Some(t), Value::Object(obj)) => {
+                let mut out: Map<String, Value> = obj
+                    .iter()
+                    .filter(|(k, _)| **k != t.field)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                out.insert(t.field.clone(), Value::Array(items));
+                Value::Object(out)
+            }
+            _ => input.clone(),
         }
-        out
     }
 
-    /// The part of a state that says whether the target changed.
-    pub fn significant_state(&self, state: &Value) -> Value {
+    /// Whether `input` makes a set-level change: the action's target input is a list.
+    pub fn is_set_level(&self, input: &Value) -> bool {
+        matches!(
+            self.target.as_ref().and_then(|t| input.get(&t.field)),
+            Some(Value::Array(_))
+        )
+    }
+
+    /// How many targets a change made with `input` has (see [`ActionSpec::targets_of`]),
+    /// without copying them.
+    pub fn target_count(&self, input: &Value) -> usize {
+        match self.target.as_ref().and_then(|t| input.get(&t.field)) {
+            Some(Value::Array(items)) => items.len(),
+            _ => 1,
+        }
+    }
+
+    /// `input` of a set-level change without the targets `keep` refuses (by their text);
+    /// `input` unchanged when its target input is not a list.
+    pub fn retain_targets(&self, mut input: Value, keep: impl Fn(&str) -> bool) -> Value {
+        if let Some(Value::Array(items)) = self
+            .target
+            .as_ref()
+            .and_then(|t| input.get_mut(t.field.as_str()))
+        {
+            items.retain(|v| match v {
+                Value::String(s) => keep(s),
+                other => keep(&other.to_string()),
+            });
+        }
+        input
+    }
+
+    /// The part of a state that says whether the target changed (the state itself, not a
+    /// copy, when every field counts: a set-level change's state may be large).
+    pub fn significant_state<'a>(&self, state: &'a Value) -> std::borrow::Cow<'a, Value> {
         match state {
-            Value::Object(m) if !self.state_keys.is_empty() => Value::Object(
-                m.iter()
-                    .filter(|(k, _)| self.state_keys.contains(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            other => other.clone(),
+            Value::Object(m) if !self.state_keys.is_empty() => {
+                std::borrow::Cow::Owned(Value::Object(
+                    m.iter()
+                        .filter(|(k, _)| self.state_keys.contains(k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ))
+            }
+            other => std::borrow::Cow::Borrowed(other),
         }
     }
 

@@ -16,7 +16,7 @@ pub(crate) const RUN_COLS: &str = "id, event_id, event_source, playbook, playboo
 /// The columns a step record is selected with.
 pub(crate) const STEP_COLS: &str = "run_id, key, step, seq, item, action, with_json, decision, trust, guardrails, status, output, error, attempts, started_at, finished_at";
 /// The columns a change is selected with.
-pub(crate) const CHANGE_COLS: &str = "id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at, expires_at";
+pub(crate) const CHANGE_COLS: &str = "id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at, expires_at, items";
 
 /// The position of column `name` in `list` (comma-separated). Evaluated at compile time for the
 /// constants below; a name missing from its list fails the build.
@@ -109,6 +109,7 @@ columns! {
         AFTER = "after", INVERSE = "inverse", TRUST = "trust", GUARDRAILS = "guardrails",
         ALLOWED_BY = "allowed_by", STATUS = "status", ERROR = "error",
         CREATED_AT = "created_at", UPDATED_AT = "updated_at", EXPIRES_AT = "expires_at",
+        ITEMS = "items",
     }
 }
 
@@ -179,6 +180,7 @@ pub(crate) fn change_from<R: StoredRow>(r: &R) -> Result<ChangeRecord> {
         created_at: r.int(change::CREATED_AT, C)?,
         updated_at: r.int(change::UPDATED_AT, C)?,
         expires_at: r.opt_int(change::EXPIRES_AT, C)?,
+        items: r.int(change::ITEMS, C)?.max(0) as u64,
     })
 }
 

@@ -84,6 +84,7 @@ async fn applied_change(
         created_at: now,
         updated_at: now,
         expires_at: None,
+        items: 1,
     };
     s.begin_change(None, &c).await.unwrap();
     let step = StepRecord {

@@ -59,6 +59,7 @@ fn change(run_id: &str, key: &str) -> ChangeRecord {
         created_at: now_ms(),
         updated_at: now_ms(),
         expires_at: None,
+        items: 1,
     }
 }
 
@@ -573,10 +574,18 @@ async fn playbook_versions_are_kept_by_hash(s: Arc<dyn Store>) {
 
 async fn history_counts_autonomous_changes_per_run(s: Arc<dyn Store>) {
     let mut runs = Vec::new();
-    for r in ["r1", "r2"] {
+    for r in ["r1", "r2", "r3"] {
         runs.push(run(r, "e1"));
     }
     s.accept_event(&event("e1"), &runs, None).await.unwrap();
+    // A set-level change counts each of its items.
+    let mut c = change("r3", "r3/add");
+    c.step_key = "add".into();
+    c.status = ChangeStatus::Applied;
+    c.items = 250;
+    s.begin_change(None, &c).await.unwrap();
+    let stored = s.change_by_key("r3/add").await.unwrap().unwrap();
+    assert_eq!(stored.items, 250);
     for (r, n) in [("r1", 3), ("r2", 1)] {
         for i in 0..n {
             let mut c = change(r, &format!("{r}/block[{i}]"));
@@ -597,8 +606,13 @@ async fn history_counts_autonomous_changes_per_run(s: Arc<dyn Store>) {
         .unwrap();
     let mut sizes: Vec<u64> = h.batches.iter().map(|b| b.1).collect();
     sizes.sort();
-    assert_eq!(sizes, [1, 3]);
+    assert_eq!(sizes, [1, 3, 250]);
     assert!(h.first_at.is_some());
+    let recent = s
+        .count_changes(&["blocklist.add".to_string()], 0)
+        .await
+        .unwrap();
+    assert_eq!(recent, 3 + 1 + 1 + 250, "every item of every change");
     let stats = s.trust_stats(0).await.unwrap();
     let changes: u64 = stats
         .iter()

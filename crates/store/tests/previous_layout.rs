@@ -91,6 +91,7 @@ fn change(i: usize) -> ChangeRecord {
         created_at: T0 + 15,
         updated_at: T0 + 15,
         expires_at: None,
+        items: 1,
     }
 }
 

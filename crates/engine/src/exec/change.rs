@@ -129,6 +129,7 @@ impl RunState {
                     .inverse
                     .as_ref()
                     .map_or(Value::Null, |i| i.resolve(&rec.with, &before));
+                let items = spec.target_count(&rec.with) as u64;
                 let change = ChangeRecord {
                     id: belay_model::new_id(),
                     run_id: self.run.id.clone(),
@@ -136,7 +137,9 @@ impl RunState {
                     idempotency_key: key.clone(),
                     action: spec.name.clone(),
                     target: spec.target_of(&rec.with),
-                    with: rec.with.clone(),
+                    // Moved, not copied (a set-level change's inputs may hold 200,000
+                    // targets); the journaled record gives them back below.
+                    with: std::mem::take(&mut rec.with),
                     before,
                     after: Value::Null,
                     inverse,
@@ -150,10 +153,18 @@ impl RunState {
                     expires_at: step
                         .expires
                         .map(|(d, _)| now.saturating_add(d.as_millis() as i64)),
+                    items,
                 };
                 // The journal entry is durable before the connector is called.
                 match self.flush(Some(Write::BeginChange(change))).await?.pop() {
-                    Some(Written::Change(c)) => *c,
+                    Some(Written::Change(mut c)) => {
+                        // Only its inputs, id and status are needed from here on; its
+                        // before-state and inverse are in the journal.
+                        rec.with = std::mem::take(&mut c.with);
+                        c.before = Value::Null;
+                        c.inverse = Value::Null;
+                        *c
+                    }
                     _ => {
                         return Err(EngineError::Other(
                             "the store did not journal the change".into(),
@@ -244,6 +255,11 @@ impl RunState {
             after,
             error,
         }));
+        if journaled.items > 1 {
+            // A set-level change's record is large: written now rather than held in the
+            // queue beside the next change.
+            self.flush(None).await?;
+        }
         let outcome = match rec.status {
             StepStatus::Failed => Outcome::Failed(rec.error.clone().unwrap_or_default()),
             s => Outcome::Done {

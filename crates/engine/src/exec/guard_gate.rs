@@ -102,8 +102,12 @@ impl RunState {
         }
         // `batch` limits count the whole run tree: what this step plans goes on top of what
         // the tree planned before it (its own earlier steps, its callers', its siblings').
+        // Each target of a set-level change counts as one change.
         let limits = super::tree::batch_limits(&self.engine.guardrails, name, &named);
-        let n = planned.len() as u64;
+        let n = planned
+            .iter()
+            .map(|(_, _, w)| spec.target_count(w) as u64)
+            .sum();
         let before = self.counts.reserve(&limits, n);
         // A person may have decided on items a guardrail held earlier (the whole batch, or
         // the items a never-list held): those are settled first, the rest checked below.
@@ -123,9 +127,11 @@ impl RunState {
             .flat_map(|(_, _, w)| spec.targets_of(w))
             .collect();
         let mut verdicts = self.verdicts(step, spec, &targets).await?;
-        if targets.len() != planned.len() {
-            // A set-level change (`*_many`) is one item of many targets: a never-list hit
-            // holds that whole change (its own approval binds to the whole diff).
+        // A set-level change (`*_many`) is one item of many targets. Outside a dry run and a
+        // `for_each`, a never-list hit on some of its targets holds (or denies) those targets
+        // apart (`super::set_parts`); otherwise it holds the whole change.
+        let set_level = targets.len() != planned.len();
+        if set_level && (self.run.dry_run || step.for_each.is_some()) {
             verdicts.iter_mut().for_each(|v| v.items.clear());
         }
         if self.tree_allowed.is_none() {
@@ -146,7 +152,19 @@ impl RunState {
                 .flat_map(|v| v.items.iter())
                 .collect::<std::collections::HashSet<_>>()
                 .len()
-                < planned.len();
+                < targets.len();
+        // The hit targets of a set-level change become items of their own, decided apart.
+        let (planned, targets) = if by_item && set_level {
+            self.split_set(spec, planned, &targets, &mut verdicts)
+        } else {
+            (planned, targets)
+        };
+        let violations: Vec<&Verdict> = verdicts
+            .iter()
+            .filter(|v| {
+                !v.pass && (trust != TrustLevel::Approve || v.on_violation == OnViolation::Deny)
+            })
+            .collect();
         if self.run.dry_run {
             // Report what the guardrails would decide; hold nothing, record no approval.
             let failed: Vec<&Verdict> = verdicts.iter().filter(|v| !v.pass).collect();
@@ -172,7 +190,7 @@ impl RunState {
             }
             return Ok(None);
         }
-        self.audit_learning(step, name, &verdicts, targets.len());
+        self.audit_learning(step, name, &verdicts, n as usize);
         if violations.is_empty() {
             return Ok(None);
         }
@@ -218,6 +236,8 @@ impl RunState {
                 if let Ok(w) = step.with.render(ctx) {
                     planned.push((step.id.clone(), None, self.with_native_expiry(step, w)));
                 }
+                // Targets of a set-level change held apart earlier are decided on again.
+                planned.extend(self.prior_parts(step));
             }
             Some(f) => {
                 if let Ok(Value::Array(items)) = f.render(ctx) {

@@ -4,7 +4,7 @@
 //! - [`step`]: its `if`, the rate gate, then one item or a `for_each` fan-out;
 //! - [`guard_gate`]: its planned changes against the guardrails, the whole batch at once
 //!   ([`held_items`]: never-list hits set aside item by item, and people's decisions on held
-//!   items; [`fan_out`]: a sub-playbook step's calls against the run tree's `batch` limits);
+//!   items; [`set_parts`]: the same for the targets of a set-level change; [`fan_out`]: a sub-playbook step's calls against the run tree's `batch` limits);
 //! - [`plan`]: an item's inputs rendered and validated, then read, change or sub-playbook;
 //! - [`read`]: a read action; [`subplaybook`]: a child run;
 //! - [`change`]: trust, the [`approval_gate`] (acting on a stored decision only when the
@@ -26,6 +26,7 @@ mod read;
 mod report;
 mod resolve;
 mod retry;
+mod set_parts;
 mod state;
 mod step;
 mod subplaybook;
@@ -90,6 +91,9 @@ struct RunState {
     /// Items of the current step set aside before it runs (held or denied by a guardrail or a
     /// person): their records, by key; the step reports them without running them.
     set_aside: HashMap<String, StepRecord>,
+    /// The part of a set-level step's targets each of its changes takes, by record key, when
+    /// a guardrail set some of them apart.
+    set_parts: HashMap<String, set_parts::SetPart>,
     /// In a dry run: the guardrail decision a step's changes would meet, by item key or
     /// step id.
     dry_holds: HashMap<String, (Decision, String)>,
@@ -238,6 +242,7 @@ async fn execute_body(
         approvals,
         batch_allowed: HashMap::new(),
         set_aside: HashMap::new(),
+        set_parts: HashMap::new(),
         dry_holds: HashMap::new(),
         ceiling,
         counts,

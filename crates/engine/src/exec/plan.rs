@@ -70,7 +70,12 @@ impl RunState {
         ctx: MjValue,
     ) -> ItemResult {
         let mut rec = self.record(step, seq, &key, item);
-        let with = match step.with.render(&ctx) {
+        let with = match self.set_parts.get(&key) {
+            // A target held apart and approved: applied with the inputs the approval binds.
+            Some(super::set_parts::SetPart::Exact(with)) => Ok(with.clone()),
+            _ => step.with.render(&ctx),
+        };
+        let with = match with {
             Ok(v) => v,
             Err(e) => {
                 rec.status = StepStatus::Failed;
@@ -87,6 +92,8 @@ impl RunState {
                     rec.error = Some(format!("unknown action `{name}`"));
                     return self.finish(rec).await;
                 };
+                let with = std::mem::take(&mut rec.with);
+                rec.with = self.narrow(spec, &key, with);
                 if let Err(errors) = spec.validate_input(&rec.with) {
                     rec.status = StepStatus::Failed;
                     rec.error = Some(format!(

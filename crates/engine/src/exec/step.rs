@@ -19,6 +19,7 @@ impl RunState {
     /// Executes one step (every item of a `for_each`) and says how it ended.
     pub(super) async fn run_step(&mut self, step: &Step, seq: i64) -> Result<Outcome> {
         if step.for_each.is_none()
+            && !self.has_open_parts(step)
             && let Some(o) = self.reuse(&step.id)
         {
             return Ok(o);
@@ -102,7 +103,7 @@ impl RunState {
             return Ok(o);
         }
         let Some(items) = items else {
-            return self.run_item(step, seq, step.id.clone(), None, ctx).await;
+            return self.run_single(step, seq, ctx).await;
         };
         // Items run concurrently, at most `concurrency` at once; outputs keep item order.
         let mut reused: Vec<Option<Outcome>> = Vec::with_capacity(items.len());

@@ -370,6 +370,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             expires_at: None,
+            items: 1,
         }
     }
 

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0011_events_per_source.sql"),
     include_str!("../../migrations/postgres/0012_console_sessions.sql"),
     include_str!("../../migrations/postgres/0013_secrets.sql"),
+    include_str!("../../migrations/postgres/0014_change_items.sql"),
 ];
 
 /// First key of the advisory lock serializing migrations (the second is the schema's hash).

@@ -227,7 +227,7 @@ pub(super) async fn count_changes(s: &PgStore, actions: &[String], since: i64) -
     const C: &str = "counting recent changes";
     let row = s
         .query_opt(
-            "SELECT COUNT(*) FROM changes WHERE created_at >= $1 AND status IN ('pending', 'unknown', 'applied') AND action = ANY($2)",
+            "SELECT COALESCE(SUM(items), 0)::BIGINT FROM changes WHERE created_at >= $1 AND status IN ('pending', 'unknown', 'applied') AND action = ANY($2)",
             &[&since, &actions],
             C,
         )
@@ -363,7 +363,7 @@ pub(super) async fn change_history(
     let rows = s
         .query(
             &format!(
-                "SELECT MIN(created_at), COUNT(*) FROM changes WHERE {FILTER} AND created_at >= $2 GROUP BY run_id ORDER BY 1"
+                "SELECT MIN(created_at), SUM(items)::BIGINT FROM changes WHERE {FILTER} AND created_at >= $2 GROUP BY run_id ORDER BY 1"
             ),
             &[&actions, &since],
             C,

@@ -260,8 +260,8 @@ impl Store for PgStore {
         let tx = client.transaction().await.map_err(db_err(C))?;
         let stmt = tx
             .prepare_cached(&format!(
-                "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at, expires_at, items) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING {CHANGE_COLS}"
             ))
             .await
@@ -288,6 +288,7 @@ impl Store for PgStore {
                     &change.created_at,
                     &change.updated_at,
                     &change.expires_at,
+                    &(change.items as i64),
                 ],
             )
             .await

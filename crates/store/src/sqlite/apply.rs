@@ -369,8 +369,8 @@ pub(super) fn journal_change(c: &Connection, row: &ChangeRow) -> Result<Option<C
     let change = &row.rec;
     let inserted = c
         .prepare_cached(
-            "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT(idempotency_key) DO NOTHING",
+            "INSERT INTO changes (id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at, expires_at, items) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) ON CONFLICT(idempotency_key) DO NOTHING",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -391,7 +391,8 @@ pub(super) fn journal_change(c: &Connection, row: &ChangeRow) -> Result<Option<C
                 change.error,
                 change.created_at,
                 change.updated_at,
-                change.expires_at
+                change.expires_at,
+                change.items as i64
             ])
         })
         .map_err(db_err("journaling a change"))?;

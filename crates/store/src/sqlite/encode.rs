@@ -239,6 +239,7 @@ pub(super) fn change_row(actor: &str, c: &ChangeRecord) -> Result<(ChangeRow, Pr
             created_at: c.created_at,
             updated_at: c.updated_at,
             expires_at: c.expires_at,
+            items: c.items,
         },
     };
     Ok((row, d))

@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0014_events_per_source.sql"),
     include_str!("../../migrations/sqlite/0015_console_sessions.sql"),
     include_str!("../../migrations/sqlite/0016_secrets.sql"),
+    include_str!("../../migrations/sqlite/0017_change_items.sql"),
 ];
 
 /// Applies the migrations the database has not seen, in one transaction.

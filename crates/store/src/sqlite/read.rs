@@ -183,7 +183,7 @@ pub(super) async fn count_changes(s: &SqliteStore, actions: &[String], since: i6
     let actions = serde_json::to_string(actions).unwrap_or_else(|_| "[]".into());
     s.read(move |c| {
         c.prepare_cached(
-            "SELECT COUNT(*) FROM changes WHERE created_at >= ?1 AND status IN ('pending', 'unknown', 'applied') \
+            "SELECT COALESCE(SUM(items), 0) FROM changes WHERE created_at >= ?1 AND status IN ('pending', 'unknown', 'applied') \
              AND action IN (SELECT value FROM json_each(?2))",
         )
         .and_then(|mut s| s.query_row(params![since, actions], |r| r.get::<_, i64>(0)))
@@ -441,7 +441,7 @@ pub(super) async fn change_history(
             .map_err(db_err(C))?;
         let mut stmt = c
             .prepare_cached(&format!(
-                "SELECT MIN(created_at), COUNT(*) FROM changes WHERE {filter} AND created_at >= ?2 \
+                "SELECT MIN(created_at), SUM(items) FROM changes WHERE {filter} AND created_at >= ?2 \
                  GROUP BY run_id ORDER BY 1"
             ))
             .map_err(db_err(C))?;

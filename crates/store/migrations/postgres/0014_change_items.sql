@@ -1,0 +1,3 @@
+-- How many targets a change changes: the items of a set-level change (`*_many`), else 1.
+-- Rate and baseline guardrails count each of them as one change.
+ALTER TABLE changes ADD COLUMN items BIGINT NOT NULL DEFAULT 1;
