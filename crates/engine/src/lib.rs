@@ -7,6 +7,7 @@
 //! whose outcome is known.
 
 pub mod approvals;
+pub mod case_file;
 pub mod cases;
 mod exec;
 pub mod expiry;

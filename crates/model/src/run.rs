@@ -32,13 +32,19 @@ string_enum! {
         Succeeded => "succeeded",
         /// A step failed or the run could not go on; `error` says why (final).
         Failed => "failed",
+        /// A change the run needed was denied (by a person, or by its approval's timeout);
+        /// `error` says by whom (final).
+        Denied => "denied",
     }
 }
 
 impl RunStatus {
     /// A finished run is never resumed.
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Denied
+        )
     }
 }
 

@@ -10,11 +10,11 @@ use crate::output::{Format, ListArgs, ShowArgs, joined_or, print_json, print_lis
 use crate::paths::playbook_dir;
 use anyhow::{Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
-use belay_model::{ApprovalRecord, ApprovalStatus, ms_to_rfc3339};
+use belay_model::{ApprovalStatus, ms_to_rfc3339};
 use belay_playbook::PlaybookSet;
 use belay_store::{ApprovalFilter, Store};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,96 +63,6 @@ async fn directory(ctx: &Ctx, store: &dyn Store) -> Result<Directory> {
         .iter()
         .map(|u| (u.name.clone(), u.roles.clone()));
     Ok(belay_server::auth::directory(store, configured).await?)
-}
-
-/// The approval as `approvals list --format json` shows it.
-fn approval_json(a: &ApprovalRecord) -> Value {
-    json!({
-        "id": a.id, "run_id": a.run_id, "playbook": a.playbook, "step": a.key, "action": a.action,
-        "with": a.with, "target": a.target, "change_hash": a.change_hash,
-        "current_state": a.current_state, "guardrails": a.guardrails, "reason": a.reason,
-        "status": a.status, "approvers": a.terms.approvers, "quorum": a.terms.quorum,
-        "approvals": a.approvals(), "separation": a.terms.separation,
-        "on_timeout": a.terms.on_timeout, "triggered_by": a.triggered_by,
-        "votes": a.votes, "history": a.history,
-        "created_at": ms_to_rfc3339(a.created_at), "expires_at": ms_to_rfc3339(a.expires_at),
-    })
-}
-
-/// What triggered the run an approval belongs to (the top run's event): its kind, source,
-/// severity, time, non-empty observables and the alert's signature when the payload names one.
-/// Shown as data, never interpreted.
-async fn trigger_of(store: &dyn Store, run_id: &str) -> Result<Option<Value>> {
-    let mut run = store.get_run(run_id).await?;
-    while let Some(parent) = run.as_ref().and_then(|r| r.parent_run.clone()) {
-        run = store.get_run(&parent).await?;
-    }
-    let Some(run) = run else { return Ok(None) };
-    let Some(e) = store.get_event(&run.event_id).await? else {
-        return Ok(None);
-    };
-    let observables: serde_json::Map<String, Value> = serde_json::to_value(&e.observables)?
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let signature = ["signature", "alert.signature", "rule", "name", "subject"]
-        .iter()
-        .find_map(|path| {
-            path.split('.')
-                .try_fold(&e.data, |v, k| v.get(k))
-                .and_then(Value::as_str)
-        });
-    // What the run's intel lookups said, when it made any.
-    let intel: Vec<Value> = store
-        .steps(run_id)
-        .await?
-        .into_iter()
-        .filter(|s| s.action == "intel.lookup")
-        .map(|s| json!({ "value": s.output["value"], "score": s.output["score"] }))
-        .collect();
-    Ok(Some(json!({
-        "event_id": e.id, "kind": e.kind, "source": e.source, "severity": e.severity,
-        "time": e.time.to_rfc3339(), "observables": observables, "signature": signature,
-        "intel": intel,
-    })))
-}
-
-/// The step's record, attached to approvals when shown.
-async fn history(store: &dyn Store, approvals: &mut [ApprovalRecord]) -> Result<()> {
-    if approvals.is_empty() {
-        return Ok(());
-    }
-    let since = belay_model::now_ms() - 30 * 86_400_000;
-    let stats = store.trust_stats(since).await?;
-    for a in approvals {
-        let mut h = json!({ "window": "30d", "runs": 0, "changes": 0, "approvals_granted": 0,
-            "approvals_denied": 0, "approvals_expired": 0, "rollbacks": 0, "failures": 0 });
-        for s in stats
-            .iter()
-            .filter(|s| s.playbook == a.playbook && s.step == a.step)
-        {
-            let key = match (s.kind, s.status.as_str()) {
-                ("step", "failed") => Some("failures"),
-                ("change", "applied" | "drifted") => Some("changes"),
-                ("change", "reverted") => Some("rollbacks"),
-                ("approval", "approved") => Some("approvals_granted"),
-                ("approval", "denied") => Some("approvals_denied"),
-                ("approval", "expired") => Some("approvals_expired"),
-                _ => None,
-            };
-            if s.kind == "step" {
-                h["runs"] = json!(h["runs"].as_u64().unwrap_or(0) + s.count);
-            }
-            if let Some(k) = key {
-                h[k] = json!(h[k].as_u64().unwrap_or(0) + s.count);
-            }
-        }
-        a.history = h;
-    }
-    Ok(())
 }
 
 /// Resumes the runs that decisions made resumable, each with the playbook version it was
@@ -215,9 +125,9 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                     ..Default::default()
                 })
                 .await?;
-            history(&*store, &mut list).await?;
+            approvals::attach_history(&*store, &mut list).await?;
             let empty = format!("no approvals {}", if all { "" } else { "waiting" });
-            print_list(&list, format, &empty, approval_json, |a| {
+            print_list(&list, format, &empty, approvals::approval_view, |a| {
                 format!(
                     "{}  {:<9} {}/{}  {} {}  ({} of {} approvals; expires {})\n    why: {}",
                     a.id,
@@ -246,10 +156,10 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                 .get_approval(&id)
                 .await?
                 .ok_or_else(|| anyhow!("no approval `{id}`"))?;
-            let alert = trigger_of(&*store, &a.run_id).await?;
+            let alert = approvals::trigger_of(&*store, &a.run_id).await?;
             let mut one = [a];
-            history(&*store, &mut one).await?;
-            let mut v = approval_json(&one[0]);
+            approvals::attach_history(&*store, &mut one).await?;
+            let mut v = approvals::approval_view(&one[0]);
             v["trigger"] = alert.clone().unwrap_or(Value::Null);
             if format == Format::Json {
                 print_json(&v)?;

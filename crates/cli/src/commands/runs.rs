@@ -217,7 +217,7 @@ async fn resume(ctx: &Ctx, playbooks: Option<std::path::PathBuf>) -> Result<Exit
             );
             continue;
         }
-        failed |= now.status == RunStatus::Failed;
+        failed |= matches!(now.status, RunStatus::Failed | RunStatus::Denied);
         println!(
             "run {} ({}) {}{}",
             now.id,

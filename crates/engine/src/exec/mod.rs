@@ -241,6 +241,8 @@ async fn execute_body(
         sub_reports: Default::default(),
     };
     let mut failure: Option<String> = None;
+    // Whether the failure is a denied change: the run ends `denied`, not `failed`.
+    let mut denied = false;
     for (seq, step) in pb.steps.iter().enumerate() {
         let outcome = st.run_step(step, seq as i64).await?;
         match outcome {
@@ -265,6 +267,10 @@ async fn execute_body(
                     );
                 }
                 OnError::Fail => {
+                    denied = st
+                        .records
+                        .last()
+                        .is_some_and(|r| r.decision == Decision::Denied);
                     failure = Some(format!("step `{}` failed: {message}", step.id));
                     break;
                 }
@@ -296,7 +302,9 @@ async fn execute_body(
             },
         }
     }
-    let status = if failure.is_some() {
+    let status = if failure.is_some() && denied {
+        RunStatus::Denied
+    } else if failure.is_some() {
         RunStatus::Failed
     } else {
         RunStatus::Succeeded
