@@ -16,6 +16,7 @@ mod body;
 pub mod hooks;
 pub mod metrics;
 mod openapi;
+pub mod principals;
 pub mod problem;
 pub mod reload;
 mod routes;

@@ -197,6 +197,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         hooks,
         trust,
         reload,
+        data: Some(ctx.data.clone()),
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -35,6 +35,10 @@ pub struct Decision {
     /// Why, recorded with the vote.
     #[serde(default)]
     pub comment: Option<String>,
+    /// Approve a held batch without these items (their keys, `block[3]`, or indices): they
+    /// are denied, the rest go ahead. Only for `approve`.
+    #[serde(default)]
+    pub without: Vec<String>,
 }
 
 /// Approvals waiting for a decision (every one with `all=true`), oldest first. Deadlines that
@@ -54,13 +58,18 @@ pub async fn list(
     if !approvals::expire_due(store).await?.is_empty() {
         state.pick_up_decisions();
     }
-    let list = store
+    let mut list = store
         .approvals(&ApprovalFilter {
             status: (!q.all).then_some(ApprovalStatus::Pending),
             run_id: q.run_id,
         })
         .await?;
-    Ok(Json(json!(list)))
+    approvals::attach_history(store, &mut list).await?;
+    Ok(Json(json!(
+        list.iter()
+            .map(approvals::approval_view)
+            .collect::<Vec<_>>()
+    )))
 }
 
 /// One approval: the planned change, the target's state, the guardrail verdicts, the votes.
@@ -74,13 +83,17 @@ pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let a = state
-        .engine()
-        .store
+    let store = state.engine().store.clone();
+    let a = store
         .get_approval(&id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no approval `{id}`")))?;
-    Ok(Json(json!(a)))
+    let trigger = approvals::trigger_of(&*store, &a.run_id).await?;
+    let mut one = [a];
+    approvals::attach_history(&*store, &mut one).await?;
+    let mut v = approvals::approval_view(&one[0]);
+    v["trigger"] = trigger.unwrap_or(Value::Null);
+    Ok(Json(v))
 }
 
 /// Approves a planned change as the authenticated principal; the run resumes once the quorum
@@ -135,15 +148,17 @@ async fn decide(
     let roles = p.roles.iter().map(|r| r.as_str().to_owned()).collect();
     let dir = Directory::new([(p.name.clone(), roles)]);
     let verb = if approve { "approve" } else { "deny" };
-    let result = approvals::decide(
-        &*state.engine().store,
-        &dir,
-        &id,
-        &p.name,
-        approve,
-        body.comment,
-    )
-    .await;
+    let store = state.engine().store.clone();
+    let result = if body.without.is_empty() {
+        approvals::decide(&*store, &dir, &id, &p.name, approve, body.comment).await
+    } else if approve {
+        approvals::approve_without(&*store, &dir, &id, &p.name, body.comment, &body.without).await
+    } else {
+        return Err(Problem::bad_request(
+            "`without` applies to approve: a denial already applies to every item",
+        )
+        .at_field("without"));
+    };
     let outcome = match &result {
         Ok(a) => a.status.to_string(),
         Err(e) => format!("refused: {e}"),
@@ -164,5 +179,5 @@ async fn decide(
     if a.status != ApprovalStatus::Pending {
         state.pick_up_decisions();
     }
-    Ok(Json(json!(a)))
+    Ok(Json(approvals::approval_view(&a)))
 }

@@ -1,5 +1,5 @@
-//! Reads: runs (filtered, paged by cursor), one run with its steps, the change journal, the
-//! trust report, the audit chain's verification.
+//! Reads: runs (filtered, paged by cursor), one run with its steps, the trust report, the
+//! audit chain's verification.
 
 use crate::problem::{ApiResult, Problem};
 use crate::state::AppState;
@@ -121,30 +121,6 @@ pub async fn get_run(
     Ok(Json(
         json!({ "run": run, "steps": steps, "report": report }),
     ))
-}
-
-/// Which changes to list.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ChangesQuery {
-    /// Only the changes of this run.
-    run_id: Option<String>,
-}
-
-/// The change journal, in the order changes were made.
-#[utoipa::path(get, path = "/api/v1/changes", tag = "changes", security(("bearer" = [])),
-    params(ChangesQuery),
-    responses((status = 200, description = "journaled changes", body = Vec<Object>),
-        (status = 400, description = "a bad filter", body = Problem),
-        (status = 401, description = "no or bad token", body = Problem),
-        (status = 403, description = "role too low", body = Problem)))]
-pub async fn list_changes(
-    State(state): State<Arc<AppState>>,
-    query: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let changes = state.engine().store.changes(q.run_id.as_deref()).await?;
-    Ok(Json(json!(changes)))
 }
 
 /// Per playbook step: declared and effective trust, the record, a recommendation.
