@@ -30,6 +30,10 @@ pub struct Global {
     /// Guardrail file or directory (default: ./guardrails when present).
     #[arg(long, global = true, env = "BELAY_GUARDRAILS")]
     pub guardrails: Option<PathBuf>,
+    /// A running `belay serve` (http://HOST:PORT): commands with an API equivalent talk to it
+    /// instead of opening the store, with the API token in BELAY_TOKEN.
+    #[arg(long, global = true, env = "BELAY_SERVER", value_name = "URL")]
+    pub server: Option<String>,
 }
 
 /// Resolved settings shared by the commands.
@@ -44,6 +48,8 @@ pub struct Ctx {
     /// Signs the audit head of the configured store as `[audit]` asks (see
     /// [`Ctx::enable_auto_signing`]).
     pub auto_sign: Option<Arc<crate::head_signing::AutoSigner>>,
+    /// The server given with `--server`, if any.
+    pub remote: Option<crate::remote::Remote>,
 }
 
 impl Ctx {
@@ -66,6 +72,11 @@ impl Ctx {
             .unwrap_or_else(|| PathBuf::from("guardrails"));
         let catalog = Arc::new(Catalog::builtin());
         let connectors = configured_connectors(&config, &catalog)?;
+        let remote = g
+            .server
+            .as_deref()
+            .map(crate::remote::Remote::new)
+            .transpose()?;
         Ok(Ctx {
             config,
             guardrails_path,
@@ -74,6 +85,7 @@ impl Ctx {
             catalog,
             connectors,
             auto_sign: None,
+            remote,
         })
     }
 

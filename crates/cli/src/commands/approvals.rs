@@ -14,7 +14,7 @@ use belay_model::{ApprovalStatus, ms_to_rfc3339};
 use belay_playbook::PlaybookSet;
 use belay_store::{ApprovalFilter, Store};
 use clap::Subcommand;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,9 +38,10 @@ pub enum ApprovalsCommand {
 #[derive(clap::Args)]
 pub struct DecideArgs {
     id: String,
-    /// Who decides (a user of [[users]] in belay.toml).
+    /// Who decides (a user of [[users]] in belay.toml, or stored with `belay users add`); the
+    /// local CLI only — through --server the decider is the token's principal.
     #[arg(long = "as", value_name = "USER")]
-    user: String,
+    user: Option<String>,
     /// Why, in words; kept with the vote in the audit trail.
     #[arg(long)]
     comment: Option<String>,
@@ -114,6 +115,9 @@ async fn resume(
 
 /// Runs `belay approvals …`.
 pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
+    if let Some(remote) = &ctx.remote {
+        return run_remote(remote, command).await;
+    }
     let store = ctx.store().await?;
     // Deadlines pass whether or not anyone is looking: settle them first.
     let expired = approvals::expire_due(&*store).await?;
@@ -126,22 +130,8 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                 })
                 .await?;
             approvals::attach_history(&*store, &mut list).await?;
-            let empty = format!("no approvals {}", if all { "" } else { "waiting" });
-            print_list(&list, format, &empty, approvals::approval_view, |a| {
-                format!(
-                    "{}  {:<9} {}/{}  {} {}  ({} of {} approvals; expires {})\n    why: {}",
-                    a.id,
-                    a.status,
-                    a.playbook,
-                    a.key,
-                    a.action,
-                    a.target,
-                    a.approvals(),
-                    a.terms.quorum,
-                    ms_to_rfc3339(a.expires_at),
-                    a.reason
-                )
-            })?;
+            let views: Vec<Value> = list.iter().map(approvals::approval_view).collect();
+            print_approvals(&views, all, format)?;
             if !expired.is_empty() {
                 eprintln!(
                     "{} approval(s) expired; their runs resume with the step's on_timeout",
@@ -160,91 +150,196 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
             let mut one = [a];
             approvals::attach_history(&*store, &mut one).await?;
             let mut v = approvals::approval_view(&one[0]);
-            v["trigger"] = alert.clone().unwrap_or(Value::Null);
-            if format == Format::Json {
-                print_json(&v)?;
-            } else {
-                let a = &one[0];
-                println!("approval {} ({})", a.id, a.status);
-                println!("  run       {} ({}/{})", a.run_id, a.playbook, a.key);
-                match (&a.with, a.key.ends_with("#batch")) {
-                    (Value::Array(items), true) => {
-                        println!(
-                            "  change    {} on {} item(s) (approve --without ITEM leaves some out):",
-                            a.action,
-                            items.len()
-                        );
-                        for i in items {
-                            println!("    {:<12} {}", i["key"].as_str().unwrap_or("?"), i["with"]);
-                        }
-                    }
-                    _ => println!("  change    {} {}", a.action, a.with),
-                }
-                if let Some(t) = &alert {
-                    println!(
-                        "  alert     {} from {} ({}) at {}{}{}",
-                        t["kind"].as_str().unwrap_or("?"),
-                        t["source"].as_str().unwrap_or("?"),
-                        t["severity"].as_str().unwrap_or("?"),
-                        t["time"].as_str().unwrap_or("?"),
-                        t.get("signature")
-                            .and_then(Value::as_str)
-                            .map(|s| format!(": {s}"))
-                            .unwrap_or_default(),
-                        if t["observables"].as_object().is_some_and(|o| !o.is_empty()) {
-                            format!("; observables {}", t["observables"])
-                        } else {
-                            String::new()
-                        }
-                    );
-                    for i in t["intel"].as_array().into_iter().flatten() {
-                        println!("  intel     {} scored {}", i["value"], i["score"]);
-                    }
-                }
-                println!("  target    {} now {}", a.target, a.current_state);
-                println!("  hash      {}", a.change_hash);
-                println!("  why       {}", a.reason);
-                println!("  verdicts  {}", a.guardrails);
-                println!(
-                    "  needs     {} of {} ({}){}; expires {} (then {})",
-                    a.approvals(),
-                    a.terms.quorum,
-                    joined_or(&a.terms.approvers, "responder or admin"),
-                    if a.terms.separation {
-                        ", separation of duties"
-                    } else {
-                        ""
-                    },
-                    ms_to_rfc3339(a.expires_at),
-                    a.terms.on_timeout
-                );
-                println!("  record    {}", a.history);
-                for vote in &a.votes {
-                    println!(
-                        "  {} {} at {}{}",
-                        if vote.approve {
-                            "approved by"
-                        } else {
-                            "denied by"
-                        },
-                        if vote.without.is_empty() {
-                            vote.user.clone()
-                        } else {
-                            format!("{} without {}", vote.user, vote.without.join(", "))
-                        },
-                        ms_to_rfc3339(vote.at),
-                        vote.comment
-                            .as_deref()
-                            .map(|c| format!(": {c}"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
+            v["trigger"] = alert.unwrap_or(Value::Null);
+            print_approval(&v, format)?;
             Ok(ExitCode::SUCCESS)
         }
         ApprovalsCommand::Approve(args) => decide(ctx, &*store, args, true).await,
         ApprovalsCommand::Deny(args) => decide(ctx, &*store, args, false).await,
     }
+}
+
+/// `belay approvals …` through a server: the decider is the token's principal, and the server
+/// resumes the run itself.
+async fn run_remote(remote: &crate::remote::Remote, command: ApprovalsCommand) -> Result<ExitCode> {
+    match command {
+        ApprovalsCommand::List(ListArgs { all, format }) => {
+            let q = if all {
+                vec![("all", "true".to_owned())]
+            } else {
+                Vec::new()
+            };
+            let list = remote.get("/api/v1/approvals", &q).await?;
+            let views = list.as_array().cloned().unwrap_or_default();
+            print_approvals(&views, all, format)?;
+        }
+        ApprovalsCommand::Show(ShowArgs { id, format }) => {
+            let v = remote.get(&format!("/api/v1/approvals/{id}"), &[]).await?;
+            print_approval(&v, format)?;
+        }
+        ApprovalsCommand::Approve(args) => return decide_remote(remote, args, true).await,
+        ApprovalsCommand::Deny(args) => return decide_remote(remote, args, false).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn decide_remote(
+    remote: &crate::remote::Remote,
+    args: DecideArgs,
+    approve: bool,
+) -> Result<ExitCode> {
+    crate::remote::refuse_as(&args.user)?;
+    if args.playbooks.is_some() {
+        bail!("--playbooks is for the local CLI: through --server the server resumes the run");
+    }
+    let verb = if approve { "approve" } else { "deny" };
+    let a = remote
+        .post(
+            &format!("/api/v1/approvals/{}/{verb}", args.id),
+            &json!({ "comment": args.comment, "without": args.without }),
+        )
+        .await?;
+    let by = a["votes"]
+        .as_array()
+        .and_then(|v| v.last())
+        .and_then(|v| v["user"].as_str())
+        .unwrap_or("you")
+        .to_owned();
+    let id = a["id"].as_str().unwrap_or_default();
+    match a["status"].as_str() {
+        Some("pending") => println!(
+            "approval {id} recorded for {by}: {} of {} approvals; waiting for more",
+            a["approvals"], a["quorum"]
+        ),
+        Some(status) => println!(
+            "approval {id} {status} by {by}; the server resumes run {}",
+            a["run_id"].as_str().unwrap_or_default()
+        ),
+        None => println!("approval {id}: {a}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Approvals (as [`approvals::approval_view`] gives them), one paragraph each or as JSON.
+fn print_approvals(views: &[Value], all: bool, format: Format) -> Result<()> {
+    let empty = format!("no approvals {}", if all { "" } else { "waiting" });
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    print_list(views, format, &empty, Value::clone, |a| {
+        format!(
+            "{}  {:<9} {}/{}  {} {}  ({} of {} approvals; expires {})\n    why: {}",
+            s(&a["id"]),
+            s(&a["status"]),
+            s(&a["playbook"]),
+            s(&a["step"]),
+            s(&a["action"]),
+            s(&a["target"]),
+            a["approvals"],
+            a["quorum"],
+            s(&a["expires_at"]),
+            s(&a["reason"])
+        )
+    })
+}
+
+/// One approval with its trigger, for people or as JSON.
+fn print_approval(v: &Value, format: Format) -> Result<()> {
+    if format == Format::Json {
+        return print_json(v);
+    }
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    println!("approval {} ({})", s(&v["id"]), s(&v["status"]));
+    println!(
+        "  run       {} ({}/{})",
+        s(&v["run_id"]),
+        s(&v["playbook"]),
+        s(&v["step"])
+    );
+    match (&v["with"], s(&v["step"]).ends_with("#batch")) {
+        (Value::Array(items), true) => {
+            println!(
+                "  change    {} on {} item(s) (approve --without ITEM leaves some out):",
+                s(&v["action"]),
+                items.len()
+            );
+            for i in items {
+                println!("    {:<12} {}", i["key"].as_str().unwrap_or("?"), i["with"]);
+            }
+        }
+        (with, _) => println!("  change    {} {with}", s(&v["action"])),
+    }
+    let t = &v["trigger"];
+    if t.is_object() {
+        println!(
+            "  alert     {} from {} ({}) at {}{}{}",
+            t["kind"].as_str().unwrap_or("?"),
+            t["source"].as_str().unwrap_or("?"),
+            t["severity"].as_str().unwrap_or("?"),
+            t["time"].as_str().unwrap_or("?"),
+            t.get("signature")
+                .and_then(Value::as_str)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default(),
+            if t["observables"].as_object().is_some_and(|o| !o.is_empty()) {
+                format!("; observables {}", t["observables"])
+            } else {
+                String::new()
+            }
+        );
+        for i in t["intel"].as_array().into_iter().flatten() {
+            println!("  intel     {} scored {}", i["value"], i["score"]);
+        }
+    }
+    println!("  target    {} now {}", s(&v["target"]), v["current_state"]);
+    println!("  hash      {}", s(&v["change_hash"]));
+    println!("  why       {}", s(&v["reason"]));
+    println!("  verdicts  {}", v["guardrails"]);
+    let approvers: Vec<String> = v["approvers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    println!(
+        "  needs     {} of {} ({}){}; expires {} (then {})",
+        v["approvals"],
+        v["quorum"],
+        joined_or(&approvers, "responder or admin"),
+        if v["separation"] == true {
+            ", separation of duties"
+        } else {
+            ""
+        },
+        s(&v["expires_at"]),
+        s(&v["on_timeout"])
+    );
+    println!("  record    {}", v["history"]);
+    for vote in v["votes"].as_array().into_iter().flatten() {
+        let without: Vec<String> = vote["without"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        println!(
+            "  {} {} at {}{}",
+            if vote["approve"] == true {
+                "approved by"
+            } else {
+                "denied by"
+            },
+            if without.is_empty() {
+                s(&vote["user"])
+            } else {
+                format!("{} without {}", s(&vote["user"]), without.join(", "))
+            },
+            vote["at"].as_i64().map(ms_to_rfc3339).unwrap_or_default(),
+            vote["comment"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 async fn decide(
@@ -253,7 +348,8 @@ async fn decide(
     mut args: DecideArgs,
     approve: bool,
 ) -> Result<ExitCode> {
-    valid_actor(&args.user)?;
+    let user = crate::remote::local_actor(args.user.take(), "decides")?;
+    valid_actor(&user)?;
     args.id = crate::ids::resolve(store, belay_store::IdKind::Approval, &args.id).await?;
     let dir = directory(ctx, store).await?;
     if dir.is_empty() {
@@ -263,17 +359,9 @@ async fn decide(
         );
     }
     let decided = if args.without.is_empty() {
-        approvals::decide(store, &dir, &args.id, &args.user, approve, args.comment).await
+        approvals::decide(store, &dir, &args.id, &user, approve, args.comment).await
     } else if approve {
-        approvals::approve_without(
-            store,
-            &dir,
-            &args.id,
-            &args.user,
-            args.comment,
-            &args.without,
-        )
-        .await
+        approvals::approve_without(store, &dir, &args.id, &user, args.comment, &args.without).await
     } else {
         bail!("--without applies to `approvals approve`: a denial already applies to every item");
     };
@@ -289,7 +377,7 @@ async fn decide(
             println!(
                 "approval {} recorded for {}: {} of {} approvals; waiting for more",
                 a.id,
-                args.user,
+                user,
                 a.approvals(),
                 a.terms.quorum
             );
@@ -305,12 +393,12 @@ async fn decide(
             println!(
                 "approval {} approved by {} without {} (denied by {})",
                 a.id,
-                args.user,
+                user,
                 without.as_deref().unwrap_or_default().join(", "),
-                args.user
+                user
             );
         }
-        s => println!("approval {} {s} by {}", a.id, args.user),
+        s => println!("approval {} {s} by {}", a.id, user),
     }
     match resume(ctx, args.playbooks).await? {
         Ok(runs) => {

@@ -78,6 +78,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         catalog: ctx.catalog.clone(),
         connectors: Vec::new(),
         auto_sign: None,
+        remote: None,
     };
     let store = bench_ctx.store_with(synchronous).await?;
     let label = match store.kind() {

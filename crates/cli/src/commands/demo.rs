@@ -252,6 +252,7 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
         data: None,
         database_url: None,
         guardrails: None,
+        server: None,
     })?;
     let set = ctx.load_playbooks(&[tmp.path().join("playbooks")])?;
     println!("playbooks:");

@@ -103,7 +103,7 @@ pub async fn list_runs(
 /// One run with its steps (and those of the sub-playbook runs it called).
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "the run's id")),
-    responses((status = 200, description = "the run and its steps", body = Object),
+    responses((status = 200, description = "the run, its steps, its report and the playbook version it runs with", body = Object),
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem),
         (status = 404, description = "no such run", body = Problem)))]
@@ -118,8 +118,9 @@ pub async fn get_run(
         .ok_or_else(|| Problem::not_found(format!("no run `{id}`")))?;
     let steps = store.steps(&id).await?;
     let report = RunReport::from_records(&run, &steps);
+    let version = belay_engine::version_info(&**store, &run).await?;
     Ok(Json(
-        json!({ "run": run, "steps": steps, "report": report }),
+        json!({ "run": run, "steps": steps, "report": report, "playbook_version": version }),
     ))
 }
 
