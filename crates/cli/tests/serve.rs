@@ -762,18 +762,6 @@ fn a_reload_keeps_the_running_set_unless_all_loads_and_raising_trust_needs_an_ad
     assert_eq!(refused, 3);
 }
 
-/// Waits until approval of `run` is waiting; the approval as the API lists it.
-fn waiting_approval(server: &Server, token: &str) -> Value {
-    for _ in 0..2400 {
-        let (_, list) = server.get("/api/v1/approvals", token);
-        if let Some(a) = list.as_array().and_then(|l| l.first().cloned()) {
-            return a;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("no approval waits");
-}
-
 #[test]
 fn the_api_reads_and_writes_what_the_cli_does() {
     let dir = setup(&block_alert_ip("log", ""));
@@ -1067,4 +1055,225 @@ fn the_api_reads_and_writes_what_the_cli_does() {
         local.contains("\"request\":\"case.open\""),
         "the person's case is audited"
     );
+}
+
+/// `belay --server URL ARGS` in `dir` with `token` in BELAY_TOKEN.
+fn remote(dir: &Path, server: &Server, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let mut c = command(dir);
+    c.arg("--server").arg(&url).args(args);
+    if let Some(t) = token {
+        c.env("BELAY_TOKEN", t);
+    }
+    c.output().expect("belay runs")
+}
+
+/// The first approval waiting, as the API lists it.
+fn first_waiting(server: &Server, token: &str) -> Value {
+    for _ in 0..2400 {
+        let (_, list) = server.get("/api/v1/approvals", token);
+        if let Some(a) = list.as_array().and_then(|l| l.first().cloned()) {
+            return a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no approval waits");
+}
+
+#[test]
+fn the_cli_talks_to_a_running_server_as_the_token_s_principal() {
+    let dir = setup(&block_alert_ip("approve", ""));
+    let d = dir.path();
+    let alice = token(d, "alice", "responder");
+    let ada = token(d, "ada", "admin");
+    let vera = token(d, "vera", "viewer");
+    let server = Server::start(d);
+
+    // Ingest through the server: acknowledged lines, a bad one kept with the reason.
+    write_file(
+        d,
+        "events.jsonl",
+        "{\"id\":\"c1\",\"kind\":\"ids.alert\",\"observables\":{\"ips\":[\"203.0.113.21\"]}}\n\
+         {\"id\":\"c2\",\"kind\":\"no spaces\"}\n",
+    );
+    let o = remote(d, &server, Some(&alice), &["ingest", "events.jsonl"]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::text(&o));
+    let out = common::text(&o);
+    assert!(
+        out.contains(r#""event":"c1""#) && out.contains("1 rejected"),
+        "{out}"
+    );
+    let rejected = std::fs::read_to_string(d.join("data/rejected.jsonl")).unwrap();
+    assert!(
+        rejected.contains("no spaces") && rejected.contains("kind"),
+        "{rejected}"
+    );
+
+    // Approvals through the server; --as is refused there, and says why.
+    let a = first_waiting(&server, &vera);
+    let id = a["id"].as_str().unwrap();
+    let list = ok(&remote(d, &server, Some(&vera), &["approvals", "list"]));
+    assert!(list.contains(id), "{list}");
+    let show = ok(&remote(d, &server, Some(&vera), &["approvals", "show", id]));
+    assert!(
+        show.contains("alert     ids.alert from user:alice"),
+        "{show}"
+    );
+    let o = remote(
+        d,
+        &server,
+        Some(&ada),
+        &["approvals", "deny", id, "--as", "ada"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        common::text(&o).contains("--as is for the local CLI"),
+        "{}",
+        common::text(&o)
+    );
+    let o = remote(d, &server, Some(&vera), &["approvals", "deny", id]);
+    assert!(!o.status.success());
+    assert!(
+        common::text(&o).contains("needs the responder role"),
+        "{}",
+        common::text(&o)
+    );
+    let denied = ok(&remote(
+        d,
+        &server,
+        Some(&ada),
+        &["approvals", "deny", id, "--comment", "not this one"],
+    ));
+    assert!(denied.contains("denied by ada"), "{denied}");
+
+    // A run ended by a denial is `denied`, not `failed`: through the API and the CLI.
+    let run_id = a["run_id"].as_str().unwrap();
+    let run = finished_run(&server, &vera, run_id);
+    assert_eq!(run["run"]["status"], "denied", "{run}");
+    let show = common::json(&remote(
+        d,
+        &server,
+        Some(&vera),
+        &["runs", "show", run_id, "--format", "json"],
+    ));
+    assert_eq!(show["status"], "denied", "{show}");
+    let listed = ok(&remote(
+        d,
+        &server,
+        Some(&vera),
+        &["runs", "list", "--status", "denied"],
+    ));
+    assert!(listed.contains(run_id), "{listed}");
+
+    // A second alert, approved by ada through the CLI: applied; then a rollback preview and
+    // a rollback refused to a viewer with the server's reason.
+    let body = json!({"id": "c3", "kind": "ids.alert", "observables": {"ips": ["203.0.113.23"]}});
+    let (_, acc) = server.post("/api/v1/events", &alice, &body);
+    let run3 = acc["run_ids"][0].as_str().unwrap().to_owned();
+    let a3 = first_waiting(&server, &vera);
+    ok(&remote(
+        d,
+        &server,
+        Some(&ada),
+        &["approvals", "approve", a3["id"].as_str().unwrap()],
+    ));
+    assert_eq!(
+        finished_run(&server, &vera, &run3)["run"]["status"],
+        "succeeded"
+    );
+    assert_eq!(common::listed(d), ["203.0.113.23"]);
+    let changes = ok(&remote(
+        d,
+        &server,
+        Some(&vera),
+        &["changes", "list", "--run", &run3],
+    ));
+    assert!(
+        changes.contains("blocklist.add") && changes.contains("approval:"),
+        "{changes}"
+    );
+    let preview = ok(&remote(
+        d,
+        &server,
+        Some(&alice),
+        &["rollback", "--run", &run3, "--dry-run"],
+    ));
+    assert!(
+        preview.contains("1 would be reverted (dry run)"),
+        "{preview}"
+    );
+    assert_eq!(common::listed(d), ["203.0.113.23"]);
+    let o = remote(d, &server, Some(&vera), &["rollback", "--run", &run3]);
+    assert!(!o.status.success() && common::text(&o).contains("needs the responder role"));
+    let o = remote(
+        d,
+        &server,
+        Some(&alice),
+        &["rollback", "--since", "yesterday"],
+    );
+    assert!(
+        common::text(&o).contains("(field `since`)"),
+        "{}",
+        common::text(&o)
+    );
+    let done = ok(&remote(
+        d,
+        &server,
+        Some(&alice),
+        &["rollback", "--run", &run3],
+    ));
+    assert!(done.contains("1 reverted"), "{done}");
+    assert!(common::listed(d).is_empty());
+
+    // The trust report, the audit verification, pausing: all through the server.
+    let trust = ok(&remote(d, &server, Some(&vera), &["trust", "report"]));
+    assert!(trust.contains("block-ip/block"), "{trust}");
+    let verify = ok(&remote(d, &server, Some(&vera), &["audit", "verify"]));
+    assert!(verify.contains("audit chain intact"), "{verify}");
+    let paused = ok(&remote(
+        d,
+        &server,
+        Some(&ada),
+        &["pause", "--reason", "change freeze"],
+    ));
+    assert!(paused.contains("all automation paused by ada"), "{paused}");
+    let list = ok(&remote(d, &server, Some(&vera), &["pause", "--list"]));
+    assert!(list.contains("change freeze"), "{list}");
+    let o = remote(d, &server, Some(&alice), &["unpause"]);
+    assert!(
+        common::text(&o).contains("needs the admin role"),
+        "{}",
+        common::text(&o)
+    );
+    assert!(
+        ok(&remote(
+            d,
+            &server,
+            Some(&ada),
+            &["unpause", "--reason", "over"]
+        ))
+        .contains("resumed")
+    );
+
+    // No token, or a command without an API equivalent: refused, saying why.
+    let o = remote(d, &server, None, &["runs", "list"]);
+    assert!(
+        common::text(&o).contains("BELAY_TOKEN"),
+        "{}",
+        common::text(&o)
+    );
+    let o = remote(d, &server, Some(&ada), &["checkpoint", "list"]);
+    assert!(
+        common::text(&o).contains("no API equivalent"),
+        "{}",
+        common::text(&o)
+    );
+
+    // The local CLI sees the same denied run in the store.
+    drop(server);
+    let local = common::json(&common::belay(
+        d,
+        &["runs", "list", "--status", "denied", "--format", "json"],
+    ));
+    assert_eq!(local[0]["id"], run_id, "{local}");
 }
