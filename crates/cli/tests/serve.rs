@@ -1277,3 +1277,60 @@ fn the_cli_talks_to_a_running_server_as_the_token_s_principal() {
     ));
     assert_eq!(local[0]["id"], run_id, "{local}");
 }
+
+/// Whether `program` is on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+}
+
+#[test]
+fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
+    if !on_path("schemathesis") {
+        belay_testkit::skip::unless_required(
+            "BELAY_REQUIRE_NATIVE",
+            "schemathesis is not installed (pip install schemathesis, as .ci/run does)",
+        );
+        return;
+    }
+    let dir = setup(&block_alert_ip("approve", ""));
+    let d = dir.path();
+    let admin = token(d, "ada", "admin");
+    let server = Server::start(d);
+    // A seeded store: events, runs waiting for an approval each.
+    for (id, ip) in [
+        ("s1", "203.0.113.1"),
+        ("s2", "203.0.113.2"),
+        ("s3", "198.51.100.3"),
+    ] {
+        let body = json!({"id": id, "kind": "ids.alert", "observables": {"ips": [ip]}});
+        let (status, a) = server.post("/api/v1/events", &admin, &body);
+        assert_eq!(status, 202, "{a}");
+    }
+    first_waiting(&server, &admin);
+    let url = format!("http://127.0.0.1:{}/api/v1/openapi.json", server.port);
+    let o = std::process::Command::new("schemathesis")
+        .current_dir(d)
+        .args(["run", &url, "--header"])
+        .arg(format!("Authorization: Bearer {admin}"))
+        .args([
+            "--max-examples",
+            "20",
+            "--phases",
+            "coverage,fuzzing",
+            "--checks",
+            "not_a_server_error,response_schema_conformance",
+            "--generation-database",
+            "none",
+            "--seed",
+            "20261206",
+            "--request-timeout",
+            "10",
+            "--no-color",
+        ])
+        .output()
+        .expect("schemathesis runs");
+    let out = common::text(&o);
+    assert!(o.status.success(), "schemathesis found problems:\n{out}");
+    assert!(out.contains("Tested: "), "{out}");
+}

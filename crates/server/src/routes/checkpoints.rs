@@ -38,6 +38,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> 
         (status = 400, description = "a bad name", body = Problem),
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "not an admin", body = Problem),
+        (status = 409, description = "a checkpoint of this name exists", body = Problem),
         (status = 415, description = "not JSON", body = Problem)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -51,11 +52,15 @@ pub async fn create(
                 .at_field("name"),
         );
     }
-    let cp = state
-        .engine()
-        .store
-        .create_checkpoint(&name, &p.name)
-        .await?;
+    let store = state.engine().store.clone();
+    if store.checkpoints().await?.iter().any(|c| c.name == name) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("a checkpoint `{name}` exists already"),
+        )
+        .at_field("name"));
+    }
+    let cp = store.create_checkpoint(&name, &p.name).await?;
     state
         .audit_request(&p, "checkpoint.create", &name, "created")
         .await;
