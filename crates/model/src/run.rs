@@ -117,6 +117,7 @@ string_enum! {
 
 /// One execution of one playbook for one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunRecord {
     /// Unique id (UUIDv7, so ids sort by creation time).
     pub id: String,
@@ -144,6 +145,7 @@ pub struct RunRecord {
 
 /// The record of one step, or one item of a `for_each` step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepRecord {
     /// The run it belongs to.
     pub run_id: String,
@@ -181,6 +183,7 @@ pub struct StepRecord {
 
 /// The journal entry of one state change, written before the change is applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangeRecord {
     /// Unique id (UUIDv7), used to roll it back.
     pub id: String,

@@ -28,8 +28,9 @@ pub struct ApprovalsQuery {
     run_id: Option<String>,
 }
 
-/// A decision's body.
+/// A decision's body (`DecisionRequest` in the document: `Decision` is a step's decision).
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = DecisionRequest)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     /// Why, recorded with the vote.

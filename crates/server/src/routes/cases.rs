@@ -30,7 +30,7 @@ pub struct CasesQuery {
 /// Cases, the most recently updated first (open ones unless `all=true`).
 #[utoipa::path(get, path = "/api/v1/cases", tag = "cases", security(("bearer" = [])),
     params(CasesQuery),
-    responses((status = 200, description = "cases", body = Vec<Object>),
+    responses((status = 200, description = "cases", body = Vec<belay_model::CaseRecord>),
         (status = 400, description = "a bad filter", body = Problem),
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem)))]

@@ -34,7 +34,7 @@ pub struct EventsQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventsPage {
     /// The events, as stored.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<belay_model::Event>)]
     pub events: Vec<Value>,
     /// Give it as `cursor` for the next page; absent on the last page. A page may hold fewer
     /// events than `limit` and still have a next one.
@@ -46,7 +46,7 @@ pub struct EventsPage {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
     /// The event, as stored.
-    #[schema(value_type = Object)]
+    #[schema(value_type = belay_model::Event)]
     pub event: Value,
     /// The ids of the runs it started (newest first).
     pub run_ids: Vec<String>,

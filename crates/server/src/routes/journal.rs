@@ -36,7 +36,7 @@ pub struct ChangesQuery {
 /// `expiring=true`).
 #[utoipa::path(get, path = "/api/v1/changes", tag = "changes", security(("bearer" = [])),
     params(ChangesQuery),
-    responses((status = 200, description = "journaled changes", body = Vec<Object>),
+    responses((status = 200, description = "journaled changes", body = Vec<belay_model::ChangeRecord>),
         (status = 400, description = "a bad filter", body = Problem),
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem)))]
@@ -80,7 +80,7 @@ pub async fn list_changes(
 /// One journaled change: inputs, before-state, after-state, inverse, who allowed it.
 #[utoipa::path(get, path = "/api/v1/changes/{id}", tag = "changes", security(("bearer" = [])),
     params(("id" = String, Path, description = "the change's id")),
-    responses((status = 200, description = "the change", body = Object),
+    responses((status = 200, description = "the change", body = belay_model::ChangeRecord),
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem),
         (status = 404, description = "no such change", body = Problem)))]

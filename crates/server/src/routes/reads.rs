@@ -35,7 +35,7 @@ pub struct RunsQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunsPage {
     /// The runs.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<belay_model::RunRecord>)]
     pub runs: Vec<Value>,
     /// Give it as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -100,10 +100,25 @@ pub async fn list_runs(
     }))
 }
 
+/// One run as `GET /api/v1/runs/{id}` answers it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    /// The run.
+    pub run: belay_model::RunRecord,
+    /// Its step records, in order.
+    pub steps: Vec<belay_model::StepRecord>,
+    /// The run's report (status, each step's decision and outcome).
+    #[schema(value_type = Object)]
+    pub report: Value,
+    /// The playbook version it runs with: `hash`, `stored`, the guardrail set stored with it.
+    #[schema(value_type = Object)]
+    pub playbook_version: Value,
+}
+
 /// One run with its steps (and those of the sub-playbook runs it called).
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "the run's id")),
-    responses((status = 200, description = "the run, its steps, its report and the playbook version it runs with", body = Object),
+    responses((status = 200, description = "the run, its steps, its report and the playbook version it runs with", body = RunView),
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem),
         (status = 404, description = "no such run", body = Problem)))]
