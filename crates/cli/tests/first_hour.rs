@@ -109,6 +109,38 @@ fn an_event_without_an_id_delivered_twice_runs_once_and_again_after_the_window()
 }
 
 #[test]
+fn an_id_is_unique_per_source_so_one_source_cannot_silence_another() {
+    // A noisy sender uses the id the IDS will use for its next alert.
+    let forged = r#"{"id": "alert-7", "kind": "test.noise", "source": "syslog:10.0.0.5"}"#;
+    let real = r#"{"id": "alert-7", "kind": "ids.alert", "source": "suricata", "observables": {"ips": ["192.0.2.97"]}}"#;
+    let dir = workspace("", &format!("{forged}\n{real}\n{real}\n"));
+    let d = dir.path();
+    let out = ok(&bare(d, &["ingest", "events.jsonl"]));
+    assert!(
+        out.contains("2 accepted, 1 duplicate, 0 conflict"),
+        "the IDS's alert is its own event; only its retry is a duplicate: {out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("data/lists/egress.txt")).unwrap(),
+        "192.0.2.97\n",
+        "the IDS's alert ran"
+    );
+    // Both are stored, each under its source.
+    let ids = json(&bare(
+        d,
+        &["logs", "event", "alert-7", "--source", "suricata"],
+    ));
+    assert_eq!(ids["kind"], "ids.alert");
+    let noise = json(&bare(
+        d,
+        &["logs", "event", "alert-7", "--source", "syslog:10.0.0.5"],
+    ));
+    assert_eq!(noise["kind"], "test.noise");
+    let missing = bare(d, &["logs", "event", "alert-7", "--source", "zeek"]);
+    assert!(!missing.status.success());
+}
+
+#[test]
 fn replaying_events_never_makes_the_live_ones_duplicates() {
     let alert = r#"{"id": "alert-1", "kind": "ids.alert", "observables": {"ips": ["192.0.2.91"]}}"#;
     let dir = workspace("", &format!("{alert}\n"));
@@ -174,6 +206,38 @@ fn runs_resume_finishes_a_run_whose_approval_expired_and_names_those_still_waiti
         .unwrap()
         .clone();
     assert_eq!(block["status"], "succeeded", "{block}");
+}
+
+#[test]
+fn an_ingest_with_nothing_new_finishes_a_run_whose_approval_expired_and_counts_it_right() {
+    let pb = BLOCK.replace("trust: log", "trust: approve").replace(
+        "    with: { list: egress",
+        "    approval: { timeout: 1s, on_timeout: skip }\n    with: { list: egress",
+    );
+    let dir = workspace("", "");
+    let d = dir.path();
+    std::fs::write(d.join("pb/block.yaml"), pb).unwrap();
+    std::fs::write(
+        d.join("ev.json"),
+        r#"{"kind": "ids.alert", "observables": {"ips": ["192.0.2.96"]}}"#,
+    )
+    .unwrap();
+    let o = bare(d, &["run", "pb/block.yaml", "--event", "ev.json"]);
+    assert!(text(&o).contains("waiting for approval"), "{}", text(&o));
+    let listed = bare(d, &["runs", "list"]);
+    assert!(
+        text(&listed).contains("1 run(s) wait for a decision"),
+        "{}",
+        text(&listed)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let out = ok(&bare(d, &["ingest", "/dev/null"]));
+    assert!(
+        out.contains("runs: 0 started (0 succeeded, 0 failed, 0 waiting); 0 unfinished and 1 decided run(s) resumed"),
+        "{out}"
+    );
+    let runs = json(&bare(d, &["runs", "list", "--format", "json"]));
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
 }
 
 #[test]

@@ -158,6 +158,32 @@ fn bad_input_gets_a_clear_error() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("bad.json as stix"), "{}", text(&o));
+    // A playbook folder that does not load stops the import before anything is stored, and
+    // says so.
+    let o = belay(
+        d,
+        &[
+            "intel",
+            "import",
+            "f.txt",
+            "--feed",
+            "a",
+            "--playbooks",
+            "nope",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("nothing was imported") && text(&o).contains("nope"),
+        "{}",
+        text(&o)
+    );
+    let stats = belay(d, &["intel", "stats", "--format", "json"]);
+    assert!(
+        !text(&stats).contains("\"a\""),
+        "no feed `a` was imported: {}",
+        text(&stats)
+    );
     let o = belay(d, &["intel", "lookup", "not a value"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

@@ -390,7 +390,7 @@ pub async fn trigger_of(store: &dyn Store, run_id: &str) -> Result<Option<Value>
         run = store.get_run(&parent).await?;
     }
     let Some(run) = run else { return Ok(None) };
-    let Some(e) = store.get_event(&run.event_id).await? else {
+    let Some(e) = store.get_event(run.trigger_source(), &run.event_id).await? else {
         return Ok(None);
     };
     let observables: serde_json::Map<String, Value> = serde_json::to_value(&e.observables)

@@ -18,7 +18,7 @@ pub async fn case_view(store: &dyn Store, file: &CaseFile) -> Result<Value, Stor
         let Some(run) = store.get_run(run_id).await? else {
             continue;
         };
-        let event = store.get_event(&run.event_id).await?;
+        let event = store.get_event(run.trigger_source(), &run.event_id).await?;
         let changes: Vec<Value> = store
             .changes(Some(run_id))
             .await?

@@ -151,7 +151,7 @@ pub async fn ingest<R: AsyncRead + Unpin>(
         }
         if !batch.is_empty() {
             for (event, _) in &mut batch {
-                if let Some(id) = earlier_delivery(engine, &event.id).await? {
+                if let Some(id) = earlier_delivery(engine, &event.source, &event.id).await? {
                     event.id = id;
                 }
             }
@@ -276,11 +276,19 @@ async fn sync(f: &std::fs::File) -> Result<()> {
 /// For an event whose content id names its arrival window, the id the same content was
 /// accepted under in the window before, if that delivery arrived less than a window ago (so a
 /// retry across the boundary is a duplicate too).
-async fn earlier_delivery(engine: &Arc<Engine>, id: &str) -> Result<Option<String>> {
+async fn earlier_delivery(
+    engine: &Arc<Engine>,
+    event_source: &str,
+    id: &str,
+) -> Result<Option<String>> {
     let Some(previous) = Event::previous_window_id(id) else {
         return Ok(None);
     };
-    let Some(stored) = engine.store.get_event(&previous).await? else {
+    let Some(stored) = engine
+        .store
+        .get_event(Some(event_source), &previous)
+        .await?
+    else {
         return Ok(None);
     };
     let age = chrono::Utc::now() - stored.time;
@@ -289,15 +297,16 @@ async fn earlier_delivery(engine: &Arc<Engine>, id: &str) -> Result<Option<Strin
 }
 
 async fn conflict(engine: &Arc<Engine>, event: &Event) -> Result<Option<Event>> {
-    let Some(stored) = engine.store.get_event(&event.id).await? else {
+    let Some(stored) = engine
+        .store
+        .get_event(Some(&event.source), &event.id)
+        .await?
+    else {
         return Ok(None);
     };
     let mut differs = Vec::new();
     if stored.kind != event.kind {
         differs.push("kind");
-    }
-    if stored.source != event.source {
-        differs.push("source");
     }
     if stored.severity != event.severity {
         differs.push("severity");
@@ -423,7 +432,7 @@ mod tests {
             .and_then(|rest| rest.split(',').next())
             .map(|hex| format!("conflict-{hex}"))
             .expect("the conflict event is named");
-        let kept = store.get_event(&id).await.unwrap().expect("stored");
+        let kept = store.get_event(None, &id).await.unwrap().expect("stored");
         assert_eq!(kept.kind, CONFLICT_KIND);
         assert_eq!(
             kept.data["conflicting"]["observables"]["ips"][0],
@@ -432,7 +441,7 @@ mod tests {
         assert_eq!(kept.data["accepted"]["observables"]["ips"][0], "192.0.2.1");
         assert!(kept.observables.ips.is_empty(), "nothing to act on");
         // The original is untouched.
-        let stored = store.get_event("e1").await.unwrap().unwrap();
+        let stored = store.get_event(None, "e1").await.unwrap().unwrap();
         assert_eq!(stored.observables.ips, ["192.0.2.1"]);
         drop(engine);
         let _ = std::fs::remove_dir_all(dir);

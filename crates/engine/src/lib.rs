@@ -389,7 +389,13 @@ impl Engine {
                     }
                 }
             }
-            runs.push(new_run(&pb, &event.id, None, Value::Null, false));
+            runs.push(new_run(
+                &pb,
+                (&event.id, &event.source),
+                None,
+                Value::Null,
+                false,
+            ));
         }
         (runs, errors)
     }
@@ -561,10 +567,12 @@ impl Engine {
         let event = Arc::new(event);
         let mut reports = Vec::new();
         for run in planned {
-            if earlier
-                .iter()
-                .any(|r| r.playbook == run.playbook && !r.dry_run && r.parent_run.is_none())
-            {
+            if earlier.iter().any(|r| {
+                r.playbook == run.playbook
+                    && !r.dry_run
+                    && r.parent_run.is_none()
+                    && r.trigger_source().is_none_or(|s| s == event.source)
+            }) {
                 continue;
             }
             if let Some(pb) = self.playbooks.get(&run.playbook) {
@@ -583,7 +591,7 @@ impl Engine {
         event: Event,
         dry_run: bool,
     ) -> Result<RunReport> {
-        let run = new_run(pb, &event.id, None, Value::Null, dry_run);
+        let run = new_run(pb, (&event.id, &event.source), None, Value::Null, dry_run);
         self.keep_versions(&[pb]).await?;
         let accepted = self
             .store
@@ -632,7 +640,7 @@ impl Engine {
 /// A new run record, marked running and leased to this worker when stored.
 pub fn new_run(
     pb: &Playbook,
-    event_id: &str,
+    (event_id, event_source): (&str, &str),
     parent: Option<(&str, &str)>,
     inputs: Value,
     dry_run: bool,
@@ -645,6 +653,7 @@ pub fn new_run(
             None => belay_model::new_id(),
         },
         event_id: event_id.to_owned(),
+        event_source: event_source.to_owned(),
         playbook: pb.name.clone(),
         playbook_hash: pb.hash.clone(),
         parent_run: parent.map(|(r, _)| r.to_owned()),

@@ -500,6 +500,7 @@ async fn start_rollback_run(
     let run = RunRecord {
         id: belay_model::new_id(),
         event_id: event.id.clone(),
+        event_source: event.source.clone(),
         playbook: "belay:rollback".into(),
         playbook_hash: String::new(),
         parent_run: None,

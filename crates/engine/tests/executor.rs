@@ -972,7 +972,7 @@ steps:
 async fn crashed_run(h: &Harness, status: ChangeStatus) -> (belay_model::RunRecord, String) {
     let pb = h.engine.playbooks.get("resume").unwrap();
     let ev = event("t.event", json!({}));
-    let run = new_run(&pb, &ev.id, None, Value::Null, false);
+    let run = new_run(&pb, (&ev.id, &ev.source), None, Value::Null, false);
     let accepted = h
         .store
         .accept_event(&ev, std::slice::from_ref(&run), None)
@@ -1268,7 +1268,7 @@ steps:
     let parent_pb = h.engine.playbooks.get("parent").unwrap();
     let child_pb = h.engine.playbooks.get("child").unwrap();
     let ev = event("t.event", json!({}));
-    let parent = new_run(&parent_pb, &ev.id, None, Value::Null, false);
+    let parent = new_run(&parent_pb, (&ev.id, &ev.source), None, Value::Null, false);
     h.store
         .accept_event(&ev, std::slice::from_ref(&parent), None)
         .await
@@ -1276,7 +1276,7 @@ steps:
     let inputs = json!({ "who": "alice", "n": 1 });
     let mut child = new_run(
         &child_pb,
-        &ev.id,
+        (&ev.id, &ev.source),
         Some((&parent.id, "sub")),
         inputs.clone(),
         false,
@@ -1632,14 +1632,14 @@ steps:
     let ev = event("t.event", json!({ "data": { "hosts": ["b", "c"] } }));
     let parent_pb = h.engine.playbooks.get("parent").unwrap();
     let child_pb = h.engine.playbooks.get("one_change").unwrap();
-    let parent = new_run(&parent_pb, &ev.id, None, Value::Null, false);
+    let parent = new_run(&parent_pb, (&ev.id, &ev.source), None, Value::Null, false);
     h.store
         .accept_event(&ev, std::slice::from_ref(&parent), None)
         .await
         .unwrap();
     let mut child = new_run(
         &child_pb,
-        &ev.id,
+        (&ev.id, &ev.source),
         Some((&parent.id, "sub")),
         json!({ "host": "a" }),
         false,

@@ -123,6 +123,9 @@ pub struct RunRecord {
     pub id: String,
     /// The event that triggered it (the parent's event for a child run).
     pub event_id: String,
+    /// That event's source: event ids are unique per source, so the pair names the event.
+    #[serde(default)]
+    pub event_source: String,
     /// Name of the playbook.
     pub playbook: String,
     /// SHA-256 of the playbook source the run was planned with.
@@ -141,6 +144,14 @@ pub struct RunRecord {
     pub created_at: i64,
     /// Last status change, in Unix milliseconds.
     pub updated_at: i64,
+}
+
+impl RunRecord {
+    /// The source of the triggering event, when known (runs stored before sources were
+    /// recorded have none).
+    pub fn trigger_source(&self) -> Option<&str> {
+        (!self.event_source.is_empty()).then_some(self.event_source.as_str())
+    }
 }
 
 /// The record of one step, or one item of a `for_each` step.

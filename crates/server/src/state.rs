@@ -158,7 +158,10 @@ impl AppState {
                 })
                 .await?
                 .into_iter()
-                .filter(|r| r.parent_run.is_none())
+                .filter(|r| {
+                    r.parent_run.is_none()
+                        && r.trigger_source().is_none_or(|s| s == acc.event.source)
+                })
                 .rev()
                 .map(|r| r.id)
                 .collect()

@@ -403,8 +403,9 @@ pub trait Store: Principals + Pauses + Send + Sync {
     /// Records a change's outcome and its step's, in one transaction.
     async fn finish_change(&self, change: &FinishedChange) -> Result<()>;
 
-    /// The event with this id, if accepted.
-    async fn get_event(&self, id: &str) -> Result<Option<Event>>;
+    /// The event with this id from `source`, if accepted. Ids are unique per source; without
+    /// a source, the first event accepted under the id.
+    async fn get_event(&self, source: Option<&str>, id: &str) -> Result<Option<Event>>;
     /// Stored events matching `filter`, newest first, each with its sequence number.
     async fn search_events(&self, filter: &EventFilter) -> Result<Vec<(i64, Event)>>;
     /// Ids of `kind` starting with `prefix`, in order, at most `limit` (ids are UUIDs: letters,

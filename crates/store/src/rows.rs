@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// The columns a run is selected with.
-pub(crate) const RUN_COLS: &str = "id, event_id, playbook, playbook_hash, parent_run, status, dry_run, inputs, error, created_at, updated_at";
+pub(crate) const RUN_COLS: &str = "id, event_id, event_source, playbook, playbook_hash, parent_run, status, dry_run, inputs, error, created_at, updated_at";
 /// The columns a step record is selected with.
 pub(crate) const STEP_COLS: &str = "run_id, key, step, seq, item, action, with_json, decision, trust, guardrails, status, output, error, attempts, started_at, finished_at";
 /// The columns a change is selected with.
@@ -85,7 +85,7 @@ macro_rules! columns {
 columns! {
     /// Positions in [`RUN_COLS`].
     run in RUN_COLS {
-        ID = "id", EVENT_ID = "event_id", PLAYBOOK = "playbook", PLAYBOOK_HASH = "playbook_hash",
+        ID = "id", EVENT_ID = "event_id", EVENT_SOURCE = "event_source", PLAYBOOK = "playbook", PLAYBOOK_HASH = "playbook_hash",
         PARENT_RUN = "parent_run", STATUS = "status", DRY_RUN = "dry_run", INPUTS = "inputs",
         ERROR = "error", CREATED_AT = "created_at", UPDATED_AT = "updated_at",
     }
@@ -118,6 +118,7 @@ pub(crate) fn run_from<R: StoredRow>(r: &R) -> Result<RunRecord> {
     Ok(RunRecord {
         id: r.text(run::ID, C)?,
         event_id: r.text(run::EVENT_ID, C)?,
+        event_source: r.text(run::EVENT_SOURCE, C)?,
         playbook: r.text(run::PLAYBOOK, C)?,
         playbook_hash: r.text(run::PLAYBOOK_HASH, C)?,
         parent_run: r.opt_text(run::PARENT_RUN, C)?,
@@ -188,8 +189,9 @@ mod tests {
     #[test]
     fn positions_follow_the_column_lists() {
         assert_eq!(run::ID, 0);
-        assert_eq!(run::INPUTS, 7);
-        assert_eq!(run::UPDATED_AT, 10);
+        assert_eq!(run::EVENT_SOURCE, 2);
+        assert_eq!(run::INPUTS, 8);
+        assert_eq!(run::UPDATED_AT, 11);
         assert_eq!(step::ERROR, 12);
         assert_eq!(step::FINISHED_AT, 15);
         assert_eq!(change::GUARDRAILS, 11);

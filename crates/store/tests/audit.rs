@@ -201,6 +201,7 @@ async fn history_more(s: &Arc<dyn Store>) {
     let run = RunRecord {
         id: "r-more".into(),
         event_id: e.id.clone(),
+        event_source: e.source.clone(),
         playbook: "pb".into(),
         playbook_hash: "h".into(),
         parent_run: None,

@@ -83,7 +83,7 @@ async fn accepting_stores_event_and_runs_once(s: Arc<dyn Store>) {
             .unwrap(),
         Accepted::Duplicate
     );
-    assert_eq!(s.get_event("e1").await.unwrap(), Some(e));
+    assert_eq!(s.get_event(None, "e1").await.unwrap(), Some(e));
     assert!(
         s.get_run("r3").await.unwrap().is_none(),
         "a duplicate event starts no run"
@@ -96,7 +96,57 @@ async fn accepting_stores_event_and_runs_once(s: Arc<dyn Store>) {
     assert_eq!(s.cursor("file:/y").await.unwrap(), None);
     let c = s.counts().await.unwrap();
     assert_eq!((c.events, c.runs, c.runs_unfinished), (1, 2, 2));
-    assert!(s.get_event("nope").await.unwrap().is_none());
+    assert!(s.get_event(None, "nope").await.unwrap().is_none());
+}
+
+async fn an_event_id_is_unique_per_source(s: Arc<dyn Store>) {
+    let from = |source: &str, kind: &str| {
+        Event::from_json(json!({"id": "alert-7", "kind": kind, "source": source})).unwrap()
+    };
+    let (noise, ids) = (
+        from("syslog:10.0.0.5", "noise"),
+        from("suricata", "ids.alert"),
+    );
+    let mut run_of_ids = run("r-ids", "alert-7");
+    run_of_ids.event_source = "suricata".into();
+    assert_eq!(
+        s.accept_event(&noise, &[], None).await.unwrap(),
+        Accepted::New
+    );
+    assert_eq!(
+        s.accept_event(&ids, std::slice::from_ref(&run_of_ids), None)
+            .await
+            .unwrap(),
+        Accepted::New,
+        "another source's event under the same id is another event"
+    );
+    assert_eq!(
+        s.accept_event(&ids, &[], None).await.unwrap(),
+        Accepted::Duplicate
+    );
+    assert_eq!(
+        s.get_event(Some("suricata"), "alert-7").await.unwrap(),
+        Some(ids)
+    );
+    assert_eq!(
+        s.get_event(None, "alert-7").await.unwrap(),
+        Some(noise),
+        "without a source: the first accepted"
+    );
+    assert!(
+        s.get_event(Some("zeek"), "alert-7")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stored = s.get_run("r-ids").await.unwrap().unwrap();
+    assert_eq!(stored.trigger_source(), Some("suricata"));
+    // Only the noise started no run.
+    let idle = s.events_since(0, true, 10).await.unwrap();
+    assert_eq!(
+        idle.iter().map(|e| e.source.as_str()).collect::<Vec<_>>(),
+        ["syslog:10.0.0.5"]
+    );
 }
 
 async fn runs_are_listed_filtered_and_finished(s: Arc<dyn Store>) {
@@ -875,6 +925,7 @@ async fn case_files_are_idempotent_and_append_only(s: Arc<dyn Store>) {
 
 conformance!(
     accepting_stores_event_and_runs_once,
+    an_event_id_is_unique_per_source,
     runs_are_listed_filtered_and_finished,
     steps_are_replaced_and_ordered,
     a_change_key_is_journaled_once,

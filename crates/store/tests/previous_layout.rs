@@ -47,6 +47,7 @@ fn run(i: usize) -> RunRecord {
     RunRecord {
         id: format!("fx-r{i}"),
         event_id: format!("fx-e{i}"),
+        event_source: String::new(),
         playbook: "phishing-response".into(),
         playbook_hash: "ab".repeat(32),
         parent_run: None,
@@ -226,11 +227,16 @@ async fn store_written_by_the_previous_layout_opens_reads_verifies_and_appends()
         (c.events, c.runs, c.runs_unfinished, c.steps, c.changes),
         (2, 2, 1, 3, 2)
     );
-    assert_eq!(s.get_event("fx-e1").await.unwrap(), Some(event(1)));
+    assert_eq!(s.get_event(None, "fx-e1").await.unwrap(), Some(event(1)));
     assert_eq!(s.cursor("file:/fixture").await.unwrap(), Some(200));
 
     let r1 = s.get_run("fx-r1").await.unwrap().expect("run fx-r1");
-    assert_eq!(r1, run(1));
+    // The migration to ids unique per source gives each run its event's source.
+    let expected = RunRecord {
+        event_source: "fixture".into(),
+        ..run(1)
+    };
+    assert_eq!(r1, expected);
     let r0 = s.get_run("fx-r0").await.unwrap().expect("run fx-r0");
     assert_eq!(r0.status, RunStatus::Succeeded);
     assert_eq!(

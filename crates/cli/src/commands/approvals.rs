@@ -134,7 +134,8 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
             print_approvals(&views, all, format)?;
             if !expired.is_empty() {
                 eprintln!(
-                    "{} approval(s) expired; their runs resume with the step's on_timeout",
+                    "{} approval(s) expired; their runs finish with the step's on_timeout in \
+                     `belay serve`, or at the next `belay ingest` or `belay runs resume`",
                     expired.len()
                 );
             }

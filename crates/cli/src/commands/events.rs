@@ -23,6 +23,10 @@ pub enum EventsCommand {
     Rerun {
         /// Events by id.
         ids: Vec<String>,
+        /// The source the events came from: ids are unique per source, so the same id from
+        /// two sources is two events (default: the first event accepted under each id).
+        #[arg(long, requires = "ids")]
+        source: Option<String>,
         /// Events received within this long (e.g. `2h`, `1d`); only those that started no run
         /// unless `--all`.
         #[arg(long, value_parser = duration_arg)]
@@ -48,6 +52,7 @@ const RERUN_BATCH: usize = 100_000;
 pub async fn run(ctx: &Ctx, command: EventsCommand) -> Result<ExitCode> {
     let EventsCommand::Rerun {
         ids,
+        source,
         since,
         all,
         playbooks,
@@ -77,9 +82,12 @@ pub async fn run(ctx: &Ctx, command: EventsCommand) -> Result<ExitCode> {
                 out.push(
                     engine
                         .store
-                        .get_event(id)
+                        .get_event(source.as_deref(), id)
                         .await?
-                        .ok_or_else(|| anyhow!("no event `{id}`"))?,
+                        .ok_or_else(|| match &source {
+                            Some(s) => anyhow!("no event `{id}` from source `{s}`"),
+                            None => anyhow!("no event `{id}`"),
+                        })?,
                 );
             }
             out

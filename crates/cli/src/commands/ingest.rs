@@ -9,6 +9,8 @@ use anyhow::{Context, Result, anyhow};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `belay ingest [FILE|-]`.
 #[derive(clap::Args)]
@@ -77,18 +79,26 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         );
     }
     let engine = ctx.engine(set).await?;
+    // Runs whose approval was decided or expired since the last process finish first, so
+    // even an ingest with nothing new (`belay ingest /dev/null`) leaves none of them waiting.
+    let mut decided = engine.pick_up_decisions().await?;
     // Unfinished runs resume alongside new events, sharing the engine's execution slots.
     let resuming = resume_in_background(&engine);
     // Decisions made while ingesting (from `belay approvals`) and deadlines that pass are
     // picked up every second.
+    let decided_meanwhile = Arc::new(AtomicUsize::new(0));
     let decisions = {
-        let engine = engine.clone();
+        let (engine, count) = (engine.clone(), decided_meanwhile.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.tick().await; // the first tick is now: decisions were just picked up
             loop {
                 tick.tick().await;
-                if let Err(e) = engine.pick_up_decisions().await {
-                    tracing::error!("picking up approval decisions failed: {e}");
+                match engine.pick_up_decisions().await {
+                    Ok(n) => {
+                        count.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::error!("picking up approval decisions failed: {e}"),
                 }
             }
         })
@@ -145,17 +155,20 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         .await
         .context("the resume task ended abnormally")??;
     decisions.abort();
+    // What was decided while ingesting, and not yet picked up by the loop.
+    decided += decided_meanwhile.load(Ordering::Relaxed) + engine.pick_up_decisions().await?;
     eprintln!(
-        "ingest: {} accepted, {} duplicate, {} conflict, {} rejected; runs: {} started, {} resumed, {} succeeded, {} failed, {} waiting",
+        "ingest: {} accepted, {} duplicate, {} conflict, {} rejected; runs: {} started ({} succeeded, {} failed, {} waiting); {} unfinished and {} decided run(s) resumed",
         stats.accepted,
         stats.duplicates,
         stats.conflicts,
         stats.rejected,
         stats.runs_started,
-        resumed,
         stats.runs_succeeded,
         stats.runs_failed,
-        stats.runs_waiting
+        stats.runs_waiting,
+        resumed,
+        decided,
     );
     if stats.unmatched > 0 {
         eprintln!(

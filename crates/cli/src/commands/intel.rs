@@ -224,7 +224,13 @@ pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
             // The engine (and its playbooks and guardrails) is checked before the import, so a
             // bad playbook directory does not leave an import without its event.
             let set = match playbooks.or_else(|| ctx.config.playbooks.clone()) {
-                Some(dir) => ctx.load_playbooks(&[dir])?,
+                Some(dir) => ctx.load_playbooks(std::slice::from_ref(&dir)).with_context(|| {
+                    format!(
+                        "nothing was imported: the playbooks that react to the feed ({}) did not \
+                         load; fix them, or give another folder with --playbooks DIR",
+                        dir.display()
+                    )
+                })?,
                 None => PlaybookSet::default(),
             };
             let engine = ctx.engine(set).await?;

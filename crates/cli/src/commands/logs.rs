@@ -61,7 +61,14 @@ pub enum LogsCommand {
         format: Format,
     },
     /// Show one stored event.
-    Event { id: String },
+    Event {
+        /// The event's id.
+        id: String,
+        /// Its source: ids are unique per source (default: the first event accepted under
+        /// the id).
+        #[arg(long)]
+        source: Option<String>,
+    },
 }
 
 /// Runs `belay logs …`.
@@ -99,9 +106,9 @@ pub async fn run(ctx: &Ctx, command: LogsCommand) -> Result<ExitCode> {
             listen(ctx, config, playbooks, stats_every, quiet).await
         }
         LogsCommand::Parse { files, format } => parse(&files, format),
-        LogsCommand::Event { id } => {
+        LogsCommand::Event { id, source } => {
             let store = ctx.store().await?;
-            match store.get_event(&id).await? {
+            match store.get_event(source.as_deref(), &id).await? {
                 Some(e) => {
                     print_json(&e)?;
                     Ok(ExitCode::SUCCESS)

@@ -197,6 +197,17 @@ fn print_runs(runs: &[RunRecord], format: Format) -> Result<()> {
             r.event_id
         );
     }
+    let waiting = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::WaitingApproval)
+        .count();
+    if waiting > 0 {
+        eprintln!(
+            "{waiting} run(s) wait for a decision (`belay approvals list`); once \
+             decided or expired they finish in `belay serve`, `belay ingest` or \
+             `belay runs resume`"
+        );
+    }
     Ok(())
 }
 

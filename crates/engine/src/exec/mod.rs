@@ -157,7 +157,11 @@ async fn execute_body(
     let pb = version.playbook.clone();
     let event = match event {
         Some(e) => e,
-        None => match engine.store.get_event(&run.event_id).await? {
+        None => match engine
+            .store
+            .get_event(run.trigger_source(), &run.event_id)
+            .await?
+        {
             Some(e) => Arc::new(e),
             None => {
                 return fail_run(

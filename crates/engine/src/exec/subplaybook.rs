@@ -38,7 +38,7 @@ impl RunState {
         }
         let child = new_run(
             &pb,
-            &self.run.event_id,
+            (&self.run.event_id, &self.run.event_source),
             Some((&self.run.id, &rec.key)),
             rec.with.clone(),
             self.run.dry_run,

@@ -113,20 +113,32 @@ pub async fn search(
     }))
 }
 
+/// Which event of an id.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// The event's source (`user:alice`): ids are unique per source. Without it, the first
+    /// event accepted under the id.
+    source: Option<String>,
+}
+
 /// One stored event and the runs it started.
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events", security(("bearer" = [])),
-    params(("id" = String, Path, description = "the event's id")),
+    params(("id" = String, Path, description = "the event's id"), EventQuery),
     responses((status = 200, description = "the event", body = EventView),
+        (status = 400, description = "a bad parameter", body = Problem),
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem),
         (status = 404, description = "no such event", body = Problem)))]
 pub async fn get_event(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    query: Result<Query<EventQuery>, QueryRejection>,
 ) -> ApiResult<Json<EventView>> {
+    let Query(q) = query.map_err(bad_query)?;
     let store = &state.engine().store;
     let event = store
-        .get_event(&id)
+        .get_event(q.source.as_deref(), &id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no event `{id}`")))?;
     let runs = store
@@ -136,7 +148,11 @@ pub async fn get_event(
         })
         .await?;
     Ok(Json(EventView {
+        run_ids: runs
+            .into_iter()
+            .filter(|r| r.trigger_source().is_none_or(|s| s == event.source))
+            .map(|r| r.id)
+            .collect(),
         event: serde_json::to_value(event).unwrap_or_default(),
-        run_ids: runs.into_iter().map(|r| r.id).collect(),
     }))
 }

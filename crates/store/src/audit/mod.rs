@@ -413,6 +413,7 @@ mod tests {
         let run = RunRecord {
             id: "r1".into(),
             event_id: "e1".into(),
+            event_source: String::new(),
             playbook: "pb".into(),
             playbook_hash: "h".into(),
             parent_run: None,

@@ -102,11 +102,16 @@ pub(super) async fn audit_head(s: &PgStore) -> Result<Option<(i64, String)>> {
         .transpose()
 }
 
-pub(super) async fn get_event(s: &PgStore, id: &str) -> Result<Option<Event>> {
+pub(super) async fn get_event(
+    s: &PgStore,
+    source: Option<&str>,
+    id: &str,
+) -> Result<Option<Event>> {
     let row = s
         .query_opt(
-            "SELECT body FROM events WHERE id = $1",
-            &[&id],
+            "SELECT body FROM events WHERE id = $1 AND ($2::TEXT IS NULL OR source = $2) \
+             ORDER BY seq LIMIT 1",
+            &[&id, &source],
             "reading an event",
         )
         .await?;

@@ -23,8 +23,8 @@ pub(super) async fn insert_run(
     // A final run is not leased: owner and lease stay NULL (NULL + lease is NULL).
     let lease = owner.map(|_| lease_ms);
     let sql = format!(
-        "INSERT INTO runs (id, event_id, playbook, playbook_hash, parent_run, status, dry_run, inputs, error, owner, lease_until, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {NOW_MS} + $11, $12, $13) ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLS}"
+        "INSERT INTO runs (id, event_id, event_source, playbook, playbook_hash, parent_run, status, dry_run, inputs, error, owner, lease_until, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, {NOW_MS} + $12, $13, $14) ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLS}"
     );
     let stmt = c
         .prepare_cached(&sql)
@@ -36,6 +36,7 @@ pub(super) async fn insert_run(
             &[
                 &run.id,
                 &run.event_id,
+                &run.event_source,
                 &run.playbook,
                 &run.playbook_hash,
                 &run.parent_run,
@@ -171,7 +172,7 @@ impl PgStore {
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO events (id, kind, source, time_ms, severity, body, received_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source, id) DO NOTHING",
             )
             .await
             .map_err(db_err("storing an event"))?;

@@ -102,7 +102,7 @@ impl Writer {
                             .map_err(db_err("storing the cursor"))?;
                     }
                     let inserted = c
-                        .prepare_cached("INSERT INTO events (id, kind, source, time_ms, severity, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO NOTHING")
+                        .prepare_cached("INSERT INTO events (id, kind, source, time_ms, severity, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(source, id) DO NOTHING")
                         .and_then(|mut s| {
                             s.execute(params![e.id, e.kind, e.source, e.time_ms, e.severity, e.body, now])
                         })
@@ -316,13 +316,14 @@ impl Writer {
         let lease = owner.map(|_| now + self.lease_ms);
         self.conn
             .prepare_cached(
-                "INSERT INTO runs (id, event_id, playbook, playbook_hash, parent_run, status, dry_run, inputs, error, owner, lease_until, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(id) DO NOTHING",
+                "INSERT INTO runs (id, event_id, event_source, playbook, playbook_hash, parent_run, status, dry_run, inputs, error, owner, lease_until, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT(id) DO NOTHING",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     run.id,
                     run.event_id,
+                    run.event_source,
                     run.playbook,
                     run.playbook_hash,
                     run.parent_run,

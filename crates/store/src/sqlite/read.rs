@@ -85,13 +85,23 @@ pub(super) fn change_with_key(c: &Connection, key: &str) -> Result<Option<Change
     .transpose()
 }
 
-pub(super) async fn get_event(s: &SqliteStore, id: &str) -> Result<Option<Event>> {
-    body_by_id(
-        s,
-        "SELECT body FROM events WHERE id = ?1",
-        id,
-        "reading an event",
-    )
+pub(super) async fn get_event(
+    s: &SqliteStore,
+    source: Option<&str>,
+    id: &str,
+) -> Result<Option<Event>> {
+    const C: &str = "reading an event";
+    let (id, source) = (id.to_owned(), source.map(str::to_owned));
+    s.read(move |c| {
+        let body: Option<String> = c
+            .prepare_cached(
+                "SELECT body FROM events WHERE id = ?1 AND (?2 IS NULL OR source = ?2) \
+                 ORDER BY seq LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row(params![id, source], |r| r.get(0)).optional())
+            .map_err(db_err(C))?;
+        body.map(|b| from_text(&b, C)).transpose()
+    })
     .await
 }
 

@@ -128,8 +128,8 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 
-    async fn get_event(&self, id: &str) -> Result<Option<Event>> {
-        read::get_event(self, id).await
+    async fn get_event(&self, source: Option<&str>, id: &str) -> Result<Option<Event>> {
+        read::get_event(self, source, id).await
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
@@ -188,7 +188,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT body FROM events e WHERE received_at >= ?1 {} ORDER BY seq LIMIT ?2",
             if without_runs {
-                "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id)"
+                "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id AND r.event_source = e.source)"
             } else {
                 ""
             }

@@ -222,6 +222,7 @@ pub fn run_record(id: &str, event_id: &str, status: RunStatus) -> RunRecord {
     RunRecord {
         id: id.into(),
         event_id: event_id.into(),
+        event_source: String::new(),
         playbook: "pb".into(),
         playbook_hash: "h".into(),
         parent_run: None,
