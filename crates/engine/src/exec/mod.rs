@@ -102,6 +102,9 @@ struct RunState {
     tree_allowed: Option<String>,
     /// What the sub-playbooks this run called did, by the calling record's key.
     sub_reports: std::sync::Mutex<HashMap<String, Vec<StepReport>>>,
+    /// An approval the audit trail does not vouch for was refused: the run fails (tampering),
+    /// it is not `denied` by a person.
+    unvouched: std::sync::atomic::AtomicBool,
 }
 
 /// Executes a run; `resumed` says whether records from an earlier attempt may exist.
@@ -243,6 +246,7 @@ async fn execute_body(
         counts,
         tree_allowed,
         sub_reports: Default::default(),
+        unvouched: Default::default(),
     };
     let mut failure: Option<String> = None;
     // Whether the failure is a denied change: the run ends `denied`, not `failed`.
@@ -274,7 +278,8 @@ async fn execute_body(
                     denied = st
                         .records
                         .last()
-                        .is_some_and(|r| r.decision == Decision::Denied);
+                        .is_some_and(|r| r.decision == Decision::Denied)
+                        && !st.unvouched.load(std::sync::atomic::Ordering::Relaxed);
                     failure = Some(format!("step `{}` failed: {message}", step.id));
                     break;
                 }
