@@ -49,6 +49,15 @@ pub struct Config {
     /// Webhook sources of `belay serve` (`[[hooks]]`), each at `POST /hooks/NAME`.
     #[serde(default)]
     pub hooks: Vec<HookSection>,
+    /// Event sources `belay serve` runs (`[[sources]]`: syslog, imap, file).
+    #[serde(default)]
+    pub sources: Vec<belay_server::sources::SourceSection>,
+    /// Threat-intel feeds `belay serve` imports on a schedule (`[[feeds]]`).
+    #[serde(default)]
+    pub feeds: Vec<belay_server::sources::FeedSection>,
+    /// The file this was read from (none: defaults).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// `belay serve` (`[serve]`).
@@ -59,6 +68,17 @@ pub struct ServeSection {
     pub listen: Option<String>,
     /// Largest request body in bytes (default 1 MiB).
     pub body_limit: Option<usize>,
+    /// Events taken in and not done before the API answers 429 (default 10000).
+    pub queue: Option<usize>,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address that is not loopback (behind a TLS proxy).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// `text` (default) or `json` log lines on standard error.
+    pub log_format: Option<String>,
 }
 
 /// One webhook source (`[[hooks]]`).
@@ -150,6 +170,7 @@ impl Config {
         let mut config: Config =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
         config.resolve_paths(&crate::paths::parent_dir(&path));
+        config.path = Some(path);
         Ok(config)
     }
 
@@ -173,6 +194,8 @@ impl Config {
             &mut self.audit.signing_key,
             &mut self.audit.public_key,
             &mut self.audit.signed_heads,
+            &mut self.serve.tls_cert,
+            &mut self.serve.tls_key,
         ]
         .into_iter()
         .flatten()
@@ -180,6 +203,19 @@ impl Config {
             at(p);
         }
         self.lists.values_mut().for_each(at);
+        for s in &mut self.sources {
+            if let Some(p) = &mut s.path {
+                at(p);
+            }
+        }
+        for f in &mut self.feeds {
+            // A feed given as a relative file path is read beside the config file.
+            if !f.source.contains("://") {
+                let mut p = PathBuf::from(&f.source);
+                at(&mut p);
+                f.source = p.display().to_string();
+            }
+        }
         for t in self.notify.values_mut() {
             if let Some(f) = &mut t.file {
                 at(f);

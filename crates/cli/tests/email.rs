@@ -423,6 +423,12 @@ fn eml_files_and_a_maildir_are_ingested_too() {
     let a = acks(&o.stdout);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0]["accepted"], "new");
+    let o = ingest_files(dir.path(), &["--eml", eml.to_str().unwrap()], &pb);
+    assert_eq!(
+        acks(&o.stdout)[0]["accepted"],
+        "duplicate",
+        "same bytes from the same source, same event"
+    );
 
     let md = dir.path().join("reports");
     for sub in ["cur", "new", "tmp"] {
@@ -438,7 +444,10 @@ fn eml_files_and_a_maildir_are_ingested_too() {
     assert!(o.status.success(), "{}", text(&o));
     let a2 = acks(&o.stdout);
     assert_eq!(a2.len(), 1);
-    assert_eq!(a2[0]["accepted"], "duplicate", "same bytes, same event");
+    assert_eq!(
+        a2[0]["accepted"], "new",
+        "ids are unique per source: the maildir's copy is its own report"
+    );
     assert!(md.join(".Handled/cur/1700000000.1.host:2,S").is_file());
     assert!(
         md.join("new/1700000001.2.host").is_file(),
@@ -468,4 +477,97 @@ fn email_parse_prints_the_action_output() {
     );
     assert!(!o.status.success());
     assert!(text(&o).contains("cannot read"), "{}", text(&o));
+}
+
+/// `belay serve` polls a mailbox declared in belay.toml (`[[sources]] type = "imap"`, the
+/// password from a secret): each report becomes its stored event and leaves the folder, and
+/// the source's last success is in `GET /api/v1/sources`.
+#[test]
+fn belay_serve_polls_an_imap_source_from_its_config() {
+    let Some((corpus, dir, dovecot, pb)) = imap_setup() else {
+        return;
+    };
+    let work = dir.path().join("belay");
+    std::fs::create_dir_all(&work).unwrap();
+    for (i, name) in SAMPLES.iter().enumerate() {
+        let raw = std::fs::read(corpus.join("phishing").join(name)).unwrap();
+        dovecot.deliver(&format!("17000000{i:02}.M1P1.test,S={}", raw.len()), &raw);
+    }
+    std::fs::write(
+        work.join("belay.toml"),
+        format!(
+            "playbooks = \"{}\"\n[[sources]]\nname = \"phish\"\ntype = \"imap\"\n\
+             url = \"imap://127.0.0.1:{}\"\nuser = \"alice\"\n\
+             password = \"${{{{ secrets.PHISH_PW }}}}\"\nmove_to = \"Handled Reports\"\npoll = \"1s\"\n",
+            pb.display(),
+            dovecot.port
+        ),
+    )
+    .unwrap();
+    let viewer = {
+        let o = common::command(&work)
+            .args(["tokens", "create", "watcher", "--roles", "viewer"])
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    let mut server = common::command(&work)
+        .env("PHISH_PW", "s3cret-pw")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("belay serve starts");
+    let stderr = server.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let port: u16 = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("belay serve says where it listens");
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dovecot.count("Handled Reports") < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(dovecot.count("Handled Reports"), 3, "every report handled");
+    assert_eq!(dovecot.count("INBOX"), 0);
+    for name in SAMPLES {
+        let id = event_id(&std::fs::read(corpus.join("phishing").join(name)).unwrap());
+        let o = belay(&work, &["logs", "event", &id]);
+        assert!(o.status.success(), "event {id} stored: {}", text(&o));
+    }
+    // The source's status, over the API.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /api/v1/sources HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {viewer}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let phish = &body["sources"][0];
+    assert_eq!(phish["name"], "phish", "{body}");
+    assert_eq!(phish["kind"], "imap");
+    assert_eq!(phish["events"], 3, "{body}");
+    assert!(
+        phish["last_success"].is_string() && phish["last_error"].is_null(),
+        "{body}"
+    );
+    assert!(!answer.contains("s3cret-pw"), "the password is never shown");
+    let _ = server.kill();
+    let _ = server.wait();
 }

@@ -30,9 +30,10 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let line = lines
-            .next()
-            .expect("belay serve says where it listens")
-            .expect("readable");
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listening on http://"))
+            .expect("belay serve says where it listens");
         let port = line
             .split("http://127.0.0.1:")
             .nth(1)
@@ -937,10 +938,6 @@ fn the_api_reads_and_writes_what_the_cli_does() {
     assert_eq!((status, p["field"].as_str()), (400, Some("type")), "{p}");
     let (_, stats) = server.get("/api/v1/intel/stats", &viewer);
     assert_eq!(stats["feeds"][0]["name"], "bad-ips", "{stats}");
-    let (_, feeds) = server.get("/api/v1/feeds", &viewer);
-    assert_eq!(feeds["feeds"][0]["indicators"], 2, "{feeds}");
-    let (_, sources) = server.get("/api/v1/sources", &viewer);
-    assert_eq!(sources["sources"][0]["name"], "siem", "{sources}");
 
     // Cases: a person opens one, notes and evidence (a wrong hash names the field).
     let (status, c) = server.post(

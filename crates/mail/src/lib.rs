@@ -5,10 +5,12 @@
 //!   with SHA-256). Never panics; only input that is not a message is an error.
 //! - [`to_event`]: the `phishing.reported` event of a reported message, with a suspicion score.
 //! - [`Email`]: the connector serving the `email.parse` action.
+//! - [`batch`]: fetched messages to events, for every command that ingests them.
 //! - [`source`]: reading reported messages from `.eml` files, a maildir or an IMAP folder.
 //!
 //! This crate never resolves a name or fetches a URL it finds: messages are hostile input.
 
+pub mod batch;
 mod connector;
 pub mod links;
 mod message;

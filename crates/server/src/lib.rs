@@ -9,19 +9,27 @@
 //! (content type, size limit, JSON with the path of a bad field), `routes/` (one file per
 //! resource, and the route table), [`hooks`] (webhook sources and signatures), `openapi`
 //! (the document), [`metrics`] (counters), `state` (what handlers share, running accepted
-//! work) and `serve` (listening and shutting down).
+//! work) and `serve` (listening and shutting down). Operations: [`queue`] (the bounded ingest
+//! queue, 429 when full), `ingest` (the commit path and the runs it starts), [`sources`]
+//! (syslog, IMAP, tailed files and feeds in the same process, with their status), [`tls`]
+//! (HTTPS) and `telemetry` (latency histograms and gauges for `/metrics`).
 
 pub mod auth;
 mod body;
 pub mod hooks;
+mod ingest;
 pub mod metrics;
 mod openapi;
 pub mod principals;
 pub mod problem;
+pub mod queue;
 pub mod reload;
 mod routes;
 mod serve;
+pub mod sources;
 mod state;
+mod telemetry;
+pub mod tls;
 
 pub use routes::{RouteSpec, router};
 pub use serve::serve;

@@ -24,10 +24,23 @@ impl Metrics {
         self.count(source, reason, "rejected");
     }
 
+    /// Counts events from `source` stored by a source that takes them in batches.
+    pub fn count_new(&self, source: &str, new: u64, duplicates: u64) {
+        self.add(source, "new", "accepted", new);
+        self.add(source, "duplicate", "accepted", duplicates);
+    }
+
     fn count(&self, source: &str, label: &str, what: &'static str) {
+        self.add(source, label, what, 1);
+    }
+
+    fn add(&self, source: &str, label: &str, what: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
         let mut m = self.events.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((source.to_owned(), label.to_owned(), what))
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     /// The exposition text: the counters, then the store's figures.

@@ -49,8 +49,6 @@ use utoipa::{Modify, OpenApi};
         cases::evidence,
         playbooks::show,
         playbooks::lint,
-        sources::sources,
-        sources::feeds,
         directory::list_users,
         directory::add_user,
         directory::disable_user,
@@ -68,6 +66,7 @@ use utoipa::{Modify, OpenApi};
         control::pause,
         control::unpause,
         control::reload,
+        sources::list,
     ),
     components(schemas(
         crate::problem::Problem,
@@ -100,14 +99,12 @@ use utoipa::{Modify, OpenApi};
         playbooks::LintRequest,
         playbooks::LintAnswer,
         playbooks::LintProblem,
-        sources::Sources,
-        sources::SourceStatus,
-        sources::Feeds,
-        sources::FeedStatus,
         directory::UserRequest,
         directory::UserSaved,
         directory::TokenRequest,
         directory::TokenCreated,
+        sources::SourcesAnswer,
+        crate::sources::SourceStatus,
     )),
     modifiers(&Bearer)
 )]

@@ -3,10 +3,13 @@
 //! On start, unfinished runs resume and approval decisions and deadlines are picked up every
 //! second. On shutdown the listener stops accepting, requests in flight are answered, and runs
 //! in flight get until the grace period ends to finish; a run still going then is parked
-//! durably (its records are committed as it goes) and resumes at the next start.
+//! durably (its records are committed as it goes) and resumes at the next start. The
+//! configured sources and feeds start with the server and stop taking in with the listener.
+//! With certificate files the listener speaks TLS.
 
 use crate::routes::router;
 use crate::state::AppState;
+use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,25 +48,37 @@ pub async fn serve(
             }
         })
     };
+    let sources = crate::sources::start(&state)
+        .await
+        .map_err(std::io::Error::other)?;
     let (app, _) = router(state.clone());
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         let _ = stopped_tx.send(());
     };
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let server = tokio::spawn(async move { server.await });
-    // Wait for the shutdown signal, then give requests and runs the grace period together.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let server = match &state.config.ops.tls {
+        Some(files) => {
+            let config = crate::tls::server_config(files).map_err(std::io::Error::other)?;
+            let tls = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            let server = axum::serve(tls, app).with_graceful_shutdown(signal);
+            tokio::spawn(async move { server.await })
+        }
+        None => {
+            let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+            tokio::spawn(async move { server.await })
+        }
+    };
+    // Wait for the shutdown signal, then give requests, sources and runs the grace period
+    // together.
     let _ = stopped_rx.await;
     let deadline = tokio::time::Instant::now() + grace;
     ticker.abort();
-    state.runs.close();
     let drained = tokio::time::timeout_at(deadline, async {
         let _ = server.await;
+        sources.stop().await;
+        state.runs.close();
         state.runs.wait().await;
     })
     .await;

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub reload: Option<crate::reload::Reloader>,
     /// The data directory (the intel store lives there); `None`: intel routes answer 409.
     pub data: Option<std::path::PathBuf>,
+    /// Operations: the ingest queue's size, the configured sources and feeds, TLS.
+    pub ops: crate::sources::Ops,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +39,7 @@ impl Default for ServerConfig {
             trust: belay_engine::trust::Thresholds::default(),
             reload: None,
             data: None,
+            ops: crate::sources::Ops::default(),
         }
     }
 }
@@ -58,6 +61,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The OpenAPI document with each route's role, made with the router.
     pub openapi: std::sync::OnceLock<serde_json::Value>,
+    /// Events taken in and not yet done; full, the API answers 429.
+    pub queue: crate::queue::IngestQueue,
+    /// What each configured source and feed did last.
+    pub sources: crate::sources::SourcesStatus,
 }
 
 /// What an accepted event answers: its id and the runs it started (the first answer again for
@@ -79,7 +86,10 @@ impl AppState {
         catalog: Arc<belay_playbook::Catalog>,
         config: ServerConfig,
     ) -> Arc<AppState> {
+        crate::telemetry::install();
         Arc::new(AppState {
+            queue: crate::queue::IngestQueue::new(config.ops.queue_capacity),
+            sources: Default::default(),
             engine: std::sync::RwLock::new(engine),
             reloading: tokio::sync::Mutex::new(()),
             catalog,
@@ -106,13 +116,21 @@ impl AppState {
     /// Stores events sent by `sender` durably with the runs they start, then starts those
     /// runs in the background. The sender is the run's trigger: each event's `source` is set
     /// to `user:<sender>` whatever the body said, so separation of duties holds against the
-    /// authenticated sender. Answers once the events are committed.
+    /// authenticated sender. Answers once the events are committed; `429` when the ingest
+    /// queue has no room for them (nothing stored).
     pub async fn accept(
         self: &Arc<Self>,
         events: Vec<Event>,
         sender: &str,
         source_label: &str,
     ) -> Result<Vec<EventAccepted>, Problem> {
+        let mut ticket = match self.queue.admit(events.len()) {
+            Ok(t) => t,
+            Err(p) => {
+                self.metrics.event_rejected(source_label, "queue_full");
+                return Err(p);
+            }
+        };
         let events: Vec<(Event, Option<belay_store::Cursor>)> = events
             .into_iter()
             .map(|mut e| {
@@ -120,10 +138,11 @@ impl AppState {
                 (e, None)
             })
             .collect();
-        let accepted = self.engine().accept_batch(events).await?;
+        let accepted = self.commit(events).await?;
         let mut out = Vec::with_capacity(accepted.len());
         for acc in accepted {
-            out.push(self.answer(acc, source_label).await?);
+            let place = ticket.split_one();
+            out.push(self.answer(acc, source_label, place).await?);
         }
         Ok(out)
     }
@@ -132,21 +151,16 @@ impl AppState {
         self: &Arc<Self>,
         acc: Acceptance,
         source_label: &str,
+        place: crate::queue::Ticket,
     ) -> Result<EventAccepted, Problem> {
         let new = acc.accepted == belay_store::Accepted::New;
         self.metrics
             .event_accepted(source_label, if new { "new" } else { "duplicate" });
         let run_ids = if new {
             let ids = acc.runs.iter().map(|r| r.id.clone()).collect();
-            for run in acc.runs {
-                let engine = self.engine().clone();
-                let event = acc.event.clone();
-                self.runs.spawn(async move {
-                    if let Err(e) = engine.execute_new(run, event).await {
-                        tracing::error!("a run could not be executed: {e}");
-                    }
-                });
-            }
+            tracing::info!(event_id = %acc.event_id, source = source_label,
+                runs = acc.runs.len(), "event accepted");
+            self.start_runs(&acc, place);
             ids
         } else {
             // The first answer again: the runs the event started when it was accepted.

@@ -7,12 +7,12 @@
 use crate::context::{Ctx, resume_in_background};
 use crate::output::print_json;
 use anyhow::{Context, Result, anyhow, bail};
+use belay_mail::ParseOptions;
 use belay_mail::source::{Files, Imap, ImapConfig, Maildir, Source};
-use belay_mail::{ParseOptions, parse_with, to_event};
 use belay_store::Accepted;
 use clap::{Args, Subcommand};
 use ipnet::IpNet;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
@@ -210,28 +210,13 @@ async fn ingest(ctx: &Ctx, args: IngestArgs) -> Result<ExitCode> {
                 continue;
             }
         };
-        let mut events = Vec::new();
-        let mut ids = Vec::new();
-        for f in fetched {
-            if skipped.contains(&f.id) {
-                continue;
-            }
-            match parse_with(&f.raw, &options) {
-                Ok(parsed) => {
-                    let mut event = to_event(&f.raw, &parsed, &name);
-                    if let Value::Object(data) = &mut event.data {
-                        data.insert("origin".into(), Value::String(f.origin.clone()));
-                    }
-                    events.push((event, None));
-                    ids.push((f.id, f.origin));
-                }
-                Err(e) => {
-                    stats.rejected += 1;
-                    eprintln!("{}: {e}; left in place", f.origin);
-                    skipped.insert(f.id);
-                }
-            }
+        let prepared = belay_mail::batch::prepare(fetched, &options, &name, &mut skipped);
+        for (origin, e) in &prepared.rejected {
+            stats.rejected += 1;
+            eprintln!("{origin}: {e}; left in place");
         }
+        let events: Vec<_> = prepared.events.into_iter().map(|e| (e, None)).collect();
+        let ids = prepared.messages;
         if events.is_empty() {
             if once || wait_or_stop(poll).await {
                 break;

@@ -88,6 +88,59 @@ fn hook_sources(ctx: &Ctx) -> Result<Vec<HookSource>> {
     Ok(out)
 }
 
+/// The config file's name, for messages.
+fn config_name(ctx: &Ctx) -> String {
+    ctx.config
+        .path
+        .as_ref()
+        .map_or_else(|| "belay.toml".into(), |p| p.display().to_string())
+}
+
+/// The sources, feeds, queue and TLS of `belay.toml`; a bad entry is refused naming the file,
+/// the entry, the key and the reason.
+fn ops(ctx: &Ctx) -> Result<belay_server::sources::Ops> {
+    let secrets = match &ctx.config.secrets_file {
+        Some(p) => SecretSource::with_file(p)?,
+        None => SecretSource::env(),
+    };
+    let resolve = |r: &str| {
+        secrets
+            .resolve(r)
+            .map(|v| v.expose().to_owned())
+            .map_err(|e| e.to_string())
+    };
+    let (sources, feeds) =
+        belay_server::sources::check(&ctx.config.sources, &ctx.config.feeds, &resolve)
+            .map_err(|e| anyhow!("{}: {e}", config_name(ctx)))?;
+    let serve = &ctx.config.serve;
+    let tls = match (&serve.tls_cert, &serve.tls_key) {
+        (Some(cert), Some(key)) => Some(belay_server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        _ => bail!(
+            "{}: [serve]: `tls_cert` and `tls_key` go together: give both, or neither",
+            config_name(ctx)
+        ),
+    };
+    if let Some(files) = &tls {
+        // Read now, so a bad file stops the start with its name.
+        belay_server::tls::server_config(files)
+            .map_err(|e| anyhow!("{}: [serve]: {e}", config_name(ctx)))?;
+    }
+    if serve.queue == Some(0) {
+        bail!("{}: [serve]: `queue` must be at least 1", config_name(ctx));
+    }
+    Ok(belay_server::sources::Ops {
+        queue_capacity: serve.queue.unwrap_or(10_000),
+        sources,
+        feeds,
+        data_dir: ctx.data.clone(),
+        tls,
+    })
+}
+
 /// Loads the playbooks of `dir` and the guardrails of `guardrails_path` again, as at start: a
 /// reload keeps the running set unless every file loads and lints clean.
 fn reloader(
@@ -154,13 +207,42 @@ async fn terminated() {
     }
 }
 
+/// Logs on standard error as `[serve] log_format` says: `text` (the default) or `json`, one
+/// object a line; a run's lines carry its run and event ids. `BELAY_LOG` sets the level
+/// (default `info`).
+fn init_logs(ctx: &Ctx) -> Result<()> {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("BELAY_LOG").unwrap_or_else(|_| "info".into())
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr);
+    let r = match ctx.config.serve.log_format.as_deref().unwrap_or("text") {
+        "text" => builder.try_init(),
+        "json" => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        other => bail!(
+            "{}: [serve]: `log_format` must be `text` or `json`, not `{other}`",
+            config_name(ctx)
+        ),
+    };
+    // Already set up (in tests that run the command in-process): keep that one.
+    drop(r);
+    Ok(())
+}
+
 /// Runs `belay serve`.
 pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
+    init_logs(ctx)?;
     let listen = args
         .listen
         .or_else(|| ctx.config.serve.listen.clone())
         .unwrap_or_else(|| "127.0.0.1:8080".into());
     let hooks = hook_sources(ctx)?;
+    let ops = ops(ctx)?;
     let dir = playbook_dir(ctx, args.playbooks);
     let set = match &dir {
         Some(dir) => ctx.load_playbooks(std::slice::from_ref(dir))?,
@@ -198,6 +280,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         trust,
         reload,
         data: Some(ctx.data.clone()),
+        ops,
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -205,11 +288,20 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let addr = listener
         .local_addr()
         .map_err(|e| anyhow!("the listener has no address: {e}"))?;
+    let scheme = if config.ops.tls.is_some() {
+        "https"
+    } else {
+        belay_server::tls::check_plaintext(&addr, ctx.config.serve.allow_plaintext)
+            .map_err(|e| anyhow!("{}: [serve]: {e}", config_name(ctx)))?;
+        "http"
+    };
     let playbooks = engine.playbooks.len();
     let state = AppState::new(engine, ctx.catalog.clone(), config);
     eprintln!(
-        "belay serve: listening on http://{addr} ({playbooks} playbook(s), {} webhook source(s))",
-        state.config.hooks.len()
+        "belay serve: listening on {scheme}://{addr} ({playbooks} playbook(s), {} webhook source(s), {} source(s), {} feed(s))",
+        state.config.hooks.len(),
+        state.config.ops.sources.len(),
+        state.config.ops.feeds.len()
     );
     reload_on_hangup(state.clone());
     let parked = belay_server::serve(listener, state.clone(), terminated(), GRACE).await?;

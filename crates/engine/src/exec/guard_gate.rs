@@ -325,6 +325,10 @@ impl RunState {
     ) -> Outcome {
         let violation = violation.map(|(verdicts, reason)| {
             let names: Vec<String> = verdicts.iter().map(|v| v.guardrail.clone()).collect();
+            for name in &names {
+                metrics::counter!("belay_guardrail_holds_total", "guardrail" => name.clone())
+                    .increment(1);
+            }
             (names, format!("held for a person by guardrail — {reason}"))
         });
         for (key, item, with) in planned {

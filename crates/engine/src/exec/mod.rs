@@ -252,7 +252,20 @@ async fn execute_body(
     // Whether the failure is a denied change: the run ends `denied`, not `failed`.
     let mut denied = false;
     for (seq, step) in pb.steps.iter().enumerate() {
+        let started = std::time::Instant::now();
         let outcome = st.run_step(step, seq as i64).await?;
+        let (call, kind) = match &step.call {
+            belay_playbook::Call::Action(a) => (a.clone(), "action"),
+            belay_playbook::Call::Playbook(p) => (p.clone(), "playbook"),
+        };
+        let ended = match &outcome {
+            Outcome::Done { status, .. } => status.as_str(),
+            Outcome::Failed(_) => "failed",
+            Outcome::Waiting => "waiting",
+        };
+        metrics::histogram!("belay_step_duration_seconds", "call" => call, "kind" => kind,
+            "status" => ended)
+        .record(started.elapsed().as_secs_f64());
         match outcome {
             Outcome::Done { status, output } => {
                 st.set_output(&step.id, json!({ "status": status, "output": output }));

@@ -23,6 +23,7 @@ impl RunState {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let started = std::time::Instant::now();
             let r = match tokio::time::timeout(timeout, conn.call(call)).await {
                 Ok(r) => r,
                 Err(_) => Err(ActionError::transient(format!(
@@ -30,6 +31,14 @@ impl RunState {
                     humanize(timeout)
                 ))),
             };
+            let outcome = match &r {
+                Ok(_) => "ok",
+                Err(e) if e.kind == ErrorKind::Transient => "transient",
+                Err(_) => "error",
+            };
+            metrics::histogram!("belay_action_duration_seconds",
+                "action" => call.action.to_owned(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
             match r {
                 Err(e) if e.kind == ErrorKind::Transient && attempt < attempts => {
                     let backoff = step

@@ -18,14 +18,30 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The store answers (its migrations ran when it opened): the server can take work.
+/// The store answers (its migrations ran when it opened) and every configured source runs:
+/// the server can take work.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "ready", body = Object),
-        (status = 503, description = "the store does not answer", body = Problem)))]
+        (status = 503, description = "the store does not answer, or a source stopped", body = Problem)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    // Sources start before the listener; one that stopped makes the server not ready.
+    let stopped: Vec<String> = state
+        .sources
+        .snapshot()
+        .into_iter()
+        .filter(|s| !s.running)
+        .map(|s| s.name)
+        .collect();
+    if !stopped.is_empty() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("source(s) not running: {}", stopped.join(", ")),
+        ));
+    }
     match state.engine().store.audit_head().await {
         Ok(_) => Ok(Json(
-            json!({ "status": "ready", "store": state.engine().store.kind() }),
+            json!({ "status": "ready", "store": state.engine().store.kind(),
+                "sources": state.sources.snapshot().len() }),
         )),
         Err(e) => Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -40,7 +56,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let text = state.metrics.render(&*state.engine().store).await?;
+    let mut text = state.metrics.render(&*state.engine().store).await?;
+    text.push_str(&crate::telemetry::render(&state).await);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 

@@ -161,8 +161,6 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
         playbooks::lint,
     )
     .add(M::GET, "/api/v1/actions", v, catalog::actions)
-    .add(M::GET, "/api/v1/sources", v, sources::sources)
-    .add(M::GET, "/api/v1/feeds", v, sources::feeds)
     .add(M::GET, "/api/v1/users", a, directory::list_users)
     .add(M::POST, "/api/v1/users", a, directory::add_user)
     .add(
@@ -183,6 +181,7 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     .add(M::POST, "/api/v1/pause", a, control::pause)
     .add(M::POST, "/api/v1/unpause", a, control::unpause)
     .add(M::POST, "/api/v1/reload", Some(Author), control::reload)
+    .add(M::GET, "/api/v1/sources", v, sources::list)
     .add(M::POST, "/hooks/{source}", None, hooks::post_hook);
     let _ = state
         .openapi
