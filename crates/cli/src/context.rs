@@ -30,6 +30,10 @@ pub struct Global {
     /// Guardrail file or directory (default: ./guardrails when present).
     #[arg(long, global = true, env = "BELAY_GUARDRAILS")]
     pub guardrails: Option<PathBuf>,
+    /// A running `belay serve` (http://HOST:PORT): commands with an API equivalent talk to it
+    /// instead of opening the store, with the API token in BELAY_TOKEN.
+    #[arg(long, global = true, env = "BELAY_SERVER", value_name = "URL")]
+    pub server: Option<String>,
 }
 
 /// Resolved settings shared by the commands.
@@ -47,6 +51,8 @@ pub struct Ctx {
     /// Where `${{ secrets.NAME }}` resolves from: the environment, the secrets file, then the
     /// secrets sealed in the store that the configuration references.
     pub secrets: SecretSource,
+    /// The server given with `--server`, if any.
+    pub remote: Option<crate::remote::Remote>,
 }
 
 impl Ctx {
@@ -80,6 +86,11 @@ impl Ctx {
             Some(p) => SecretSource::with_file(p)?,
             None => SecretSource::env(),
         };
+        let remote = g
+            .server
+            .as_deref()
+            .map(crate::remote::Remote::new)
+            .transpose()?;
         let mut ctx = Ctx {
             config,
             guardrails_path,
@@ -89,8 +100,10 @@ impl Ctx {
             connectors: Vec::new(),
             auto_sign: None,
             secrets,
+            remote,
         };
-        if connectors {
+        // Against a server (`--server`), nothing runs here: no connectors are built.
+        if connectors && ctx.remote.is_none() {
             ctx.open_stored_secrets().await?;
             ctx.connectors = configured_connectors(&ctx.config, &ctx.secrets, &ctx.catalog)?;
         }

@@ -11,6 +11,7 @@ mod ids;
 mod labenv;
 mod output;
 mod paths;
+mod remote;
 mod secrets_key;
 
 use anyhow::Result;
@@ -174,6 +175,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     // `belay secrets` sets what the connectors need: it does not build them.
     let connectors = !matches!(cli.command, Command::Secrets(_));
     let mut ctx = Ctx::with_connectors(&cli.global, connectors).await?;
+    if ctx.remote.is_some() && !serves_remotely(&cli.command) {
+        anyhow::bail!(
+            "this command has no API equivalent: run it without --server (or BELAY_SERVER) on the host that holds the store"
+        );
+    }
     // The configured store's head is signed automatically when `[audit]` asks, except by the
     // commands that work elsewhere (demo, bench, lab) or on the trail itself (`audit`).
     if !matches!(
@@ -185,6 +191,29 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let code = run_command(&ctx, cli.command).await;
     ctx.finish_auto_signing().await;
     code
+}
+
+/// Whether the command can talk to a server (`--server`): those with an API equivalent, and
+/// those that never open the store.
+fn serves_remotely(command: &Command) -> bool {
+    use commands::trust::TrustCommand;
+    matches!(
+        command,
+        Command::Demo
+            | Command::Guide(_)
+            | Command::Lab(_)
+            | Command::Lint(_)
+            | Command::Test(_)
+            | Command::Ingest(_)
+            | Command::Approvals(_)
+            | Command::Rollback(_)
+            | Command::Pause(_)
+            | Command::Unpause(_)
+            | Command::Trust(TrustCommand::Report { .. })
+            | Command::Runs(runs::RunsCommand::List { .. } | runs::RunsCommand::Show(_))
+            | Command::Changes(changes::ChangesCommand::List { .. })
+            | Command::Audit(audit::AuditCommand::Verify { .. })
+    )
 }
 
 /// Runs the command.

@@ -156,7 +156,8 @@ fn approve_applies_the_change_and_deny_does_not() {
     ));
     assert_eq!(listed(d), ["198.51.100.7"]);
     let r = run_status(d, &run);
-    assert_eq!(r["status"], "failed");
+    // A run ended by a denial is `denied`, not `failed`.
+    assert_eq!(r["status"], "denied");
     let err = r["steps"][0]["error"].as_str().unwrap();
     assert!(
         err.contains("denied by alice: that is our partner"),
@@ -255,7 +256,7 @@ fn approve_and_deny_need_no_playbook_folder() {
 
     ok(&decide(d, "deny", &of(&second), "alice"));
     let r = run_status(d, &second);
-    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["status"], "denied", "{r}");
     assert!(
         r["steps"][0]["error"]
             .as_str()
@@ -300,7 +301,7 @@ fn an_unanswered_approval_is_denied_at_its_deadline_by_default() {
     std::fs::write(d.join("empty.jsonl"), "").unwrap();
     ok(&belay(d, &["ingest", "empty.jsonl", "--quiet"]));
     let r = run_status(d, &run);
-    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["status"], "denied", "{r}");
     assert_text_contains(&r["steps"][0]["error"], "on_timeout: deny");
     assert!(listed(d).is_empty());
     assert!(ok(&belay(d, &["audit", "export"])).contains("approval.expired"));

@@ -69,12 +69,20 @@ impl Server {
         s.read_to_end(&mut out).expect("an answer");
         let text = String::from_utf8_lossy(&out).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
         let status = head
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no status in {head:?}"));
-        let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
+        let body = serde_json::from_str(&body).unwrap_or_else(|_| Value::String(body.clone()));
         (status, body)
     }
 
@@ -118,6 +126,22 @@ impl Server {
         }
         self.child.wait().expect("the server ends")
     }
+}
+
+/// A chunked body (`transfer-encoding: chunked`) put together.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 impl Drop for Server {
@@ -293,18 +317,56 @@ fn webhooks_are_acknowledged_after_commit_and_refused_with_the_reason() {
     assert!(status.success(), "{status:?}");
 }
 
+/// `path` with every `{param}` filled in (`{source}` with the configured webhook source).
+fn concrete(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+        out.push_str(if &rest[open..close] == "{source}" {
+            "siem"
+        } else {
+            "x"
+        });
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[test]
 fn every_route_needs_credentials_and_its_role() {
     let dir = setup(LOG_PLAYBOOK);
     let d = dir.path();
     let viewer = token(d, "vera", "viewer");
-    let admin = token(d, "ada", "admin");
+    let by_role = [
+        ("viewer", viewer.clone()),
+        ("responder", token(d, "rita", "responder")),
+        ("author", token(d, "otto", "author")),
+        ("admin", token(d, "ada", "admin")),
+    ];
+    let token_of = |role: &str| {
+        by_role
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, t)| t.clone())
+            .unwrap()
+    };
     let server = Server::start(d);
-    let (status, doc) = server.get("/api/v1/openapi.json", &admin);
+    let (status, doc) = server.get("/api/v1/openapi.json", &token_of("admin"));
     assert_eq!(status, 200);
+    let call_as = |method: &str, path: &str, token: &str| {
+        let auth = format!("Bearer {token}");
+        let headers = [
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        server.call(method, path, &headers, b"{}")
+    };
     let mut walked = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
-        let concrete = path.replace("{id}", "x").replace("{source}", "siem");
+        let concrete = concrete(path);
         for (method, op) in ops.as_object().unwrap() {
             let method = method.to_ascii_uppercase();
             let role = op["x-required-role"].as_str().unwrap();
@@ -324,19 +386,36 @@ fn every_route_needs_credentials_and_its_role() {
                 401,
                 "{method} {path}"
             );
-            if matches!(role, "responder" | "author" | "admin") {
-                let auth = format!("Bearer {viewer}");
-                let headers = [
-                    ("content-type", "application/json"),
-                    ("authorization", &auth),
-                ];
-                let (status, p) = server.call(&method, &concrete, &headers, b"{}");
-                assert_eq!(status, 403, "{method} {path} as a viewer: {p}");
+            if role == "none" {
+                walked += 1;
+                continue;
+            }
+            // Every role below the one needed (roles other than admin do not hold each other).
+            let too_low: &[&str] = match role {
+                "viewer" => &[],
+                "responder" => &["viewer", "author"],
+                "author" => &["viewer", "responder"],
+                _ => &["viewer", "responder", "author"],
+            };
+            for low in too_low {
+                let (status, p) = call_as(&method, &concrete, &token_of(low));
+                assert_eq!(status, 403, "{method} {path} as a {low}: {p}");
+            }
+            // The right role gets one of the documented answers (an empty body and made-up ids
+            // make most of them 400 or 404), never 401, 403 or a server error.
+            let (status, p) = call_as(&method, &concrete, &token_of(role));
+            let documented = op["responses"][status.to_string()].is_object();
+            assert!(
+                documented && !matches!(status, 401 | 403) && status < 500,
+                "{method} {path} as a {role}: {status} is not a documented answer: {p}"
+            );
+            if method == "GET" && !path.contains('{') && !path.contains("lookup") {
+                assert_eq!(status, 200, "{method} {path} as a {role}: {p}");
             }
             walked += 1;
         }
     }
-    assert!(walked >= 15, "only {walked} routes walked");
+    assert!(walked >= 45, "only {walked} routes walked");
     // A revoked token no longer works.
     let list = common::belay(d, &["tokens", "list", "--format", "json"]);
     let tokens: Value = serde_json::from_slice(&list.stdout).unwrap();
@@ -503,7 +582,10 @@ fn finished_run(server: &Server, token: &str, id: &str) -> Value {
     for _ in 0..2400 {
         let (status, run) = server.get(&format!("/api/v1/runs/{id}"), token);
         assert_eq!(status, 200, "{run}");
-        if matches!(run["run"]["status"].as_str(), Some("succeeded" | "failed")) {
+        if matches!(
+            run["run"]["status"].as_str(),
+            Some("succeeded" | "failed" | "denied")
+        ) {
             return run;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -679,4 +761,573 @@ fn a_reload_keeps_the_running_set_unless_all_loads_and_raising_trust_needs_an_ad
         .filter(|e| e["kind"] == "engine.reload_refused")
         .count();
     assert_eq!(refused, 3);
+}
+
+#[test]
+fn the_api_reads_and_writes_what_the_cli_does() {
+    let dir = setup(&block_alert_ip("log", ""));
+    let d = dir.path();
+    let viewer = token(d, "vera", "viewer");
+    let responder = token(d, "rita", "responder");
+    let author = token(d, "otto", "author");
+    let admin = token(d, "ada", "admin");
+    let server = Server::start(d);
+    for (id, ip) in [
+        ("a1", "203.0.113.1"),
+        ("a2", "203.0.113.2"),
+        ("a3", "198.51.100.3"),
+    ] {
+        let body = json!({"id": id, "kind": "ids.alert", "observables": {"ips": [ip]}});
+        let (status, a) = server.post("/api/v1/events", &responder, &body);
+        assert_eq!(status, 202, "{a}");
+        finished_run(&server, &viewer, a["run_ids"][0].as_str().unwrap());
+    }
+
+    // Events: by observable, by kind and source, a page at a time; one with its runs.
+    let (status, page) = server.get("/api/v1/events?observable=203.0.113.2", &viewer);
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a2"]);
+    let (_, first) = server.get(
+        "/api/v1/events?kind=ids.alert&source=user:rita&limit=2",
+        &viewer,
+    );
+    assert_eq!(first["events"].as_array().unwrap().len(), 2, "{first}");
+    assert_eq!(first["events"][0]["id"], "a3", "newest first: {first}");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, second) = server.get(
+        &format!("/api/v1/events?kind=ids.alert&limit=2&cursor={cursor}"),
+        &viewer,
+    );
+    assert_eq!(second["events"][0]["id"], "a1", "{second}");
+    let (status, p) = server.get("/api/v1/events?cursor=%%%", &viewer);
+    assert_eq!((status, p["field"].as_str()), (400, Some("cursor")), "{p}");
+    let (status, one) = server.get("/api/v1/events/a1", &viewer);
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["run_ids"].as_array().unwrap().len(), 1);
+
+    // Changes: filtered, and one by id.
+    let (_, a2) = server.get("/api/v1/events/a2", &viewer);
+    let run = a2["run_ids"][0].as_str().unwrap();
+    let (_, changes) = server.get(&format!("/api/v1/changes?run_id={run}"), &viewer);
+    let target = changes[0]["target"].as_str().unwrap().to_owned();
+    let (_, changes) = server.get(
+        &format!("/api/v1/changes?target={target}&status=applied"),
+        &viewer,
+    );
+    let changes = changes.as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["run_id"], run);
+    let change_id = changes[0]["id"].as_str().unwrap();
+    let (status, change) = server.get(&format!("/api/v1/changes/{change_id}"), &viewer);
+    assert_eq!(
+        (status, &change["status"]),
+        (200, &json!("applied")),
+        "{change}"
+    );
+    let (status, p) = server.get("/api/v1/changes?status=sideways", &viewer);
+    assert_eq!((status, p["field"].as_str()), (400, Some("status")), "{p}");
+
+    // Checkpoints (admin), then a rollback to it: a preview first, then for real.
+    let (status, _) = server.post("/api/v1/checkpoints", &responder, &json!({"name": "good"}));
+    assert_eq!(status, 403);
+    let (status, cp) = server.post("/api/v1/checkpoints", &admin, &json!({"name": "good"}));
+    assert_eq!(status, 201, "{cp}");
+    let body = json!({"id": "a4", "kind": "ids.alert", "observables": {"ips": ["192.0.2.44"]}});
+    let (_, a) = server.post("/api/v1/events", &responder, &body);
+    finished_run(&server, &viewer, a["run_ids"][0].as_str().unwrap());
+    assert!(common::listed(d).contains(&"192.0.2.44".to_owned()));
+    let (_, list) = server.get("/api/v1/checkpoints", &viewer);
+    assert_eq!(list[0]["name"], "good");
+    let (status, preview) = server.post(
+        "/api/v1/rollback",
+        &responder,
+        &json!({"to": "good", "dry_run": true}),
+    );
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["items"][0]["outcome"], "would_revert", "{preview}");
+    assert!(common::listed(d).contains(&"192.0.2.44".to_owned()));
+    let (status, p) = server.post(
+        "/api/v1/rollback",
+        &responder,
+        &json!({"to": "good", "force": true}),
+    );
+    assert_eq!((status, p["field"].as_str()), (403, Some("force")), "{p}");
+    let (status, done) = server.post("/api/v1/rollback", &responder, &json!({"to": "good"}));
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["items"][0]["outcome"], "reverted", "{done}");
+    assert!(!common::listed(d).contains(&"192.0.2.44".to_owned()));
+
+    // Guardrails: a verdict on a planned change; an unknown action names the field.
+    let (status, check) = server.post(
+        "/api/v1/guardrails/check",
+        &viewer,
+        &json!({"action": "blocklist.add", "with": {"list": "egress", "entry": "192.0.2.9"}}),
+    );
+    assert_eq!((status, &check["pass"]), (200, &json!(true)), "{check}");
+    let (status, p) = server.post(
+        "/api/v1/guardrails/check",
+        &viewer,
+        &json!({"action": "no.such", "with": {}}),
+    );
+    assert_eq!((status, p["field"].as_str()), (400, Some("action")), "{p}");
+    let (status, holds) = server.get("/api/v1/guardrails/holds", &viewer);
+    assert_eq!((status, holds.as_array().map(Vec::len)), (200, Some(0)));
+
+    // Trust: the rollback demoted the step; an admin lifts it, and a second reset says so.
+    let (_, report) = server.get("/api/v1/trust", &viewer);
+    assert_eq!(report[0]["effective"], "approve", "{report}");
+    let reset = json!({"playbook": "block-ip", "step": "block"});
+    assert_eq!(server.post("/api/v1/trust/reset", &author, &reset).0, 403);
+    let (status, r) = server.post("/api/v1/trust/reset", &admin, &reset);
+    assert_eq!((status, &r["reset_by"]), (200, &json!("ada")), "{r}");
+    let (status, p) = server.post("/api/v1/trust/reset", &admin, &reset);
+    assert_eq!(status, 409, "{p}");
+
+    // Replay (author): what the playbook would do, nothing applied.
+    let events = json!([{"id": "old1", "kind": "ids.alert", "observables": {"ips": ["192.0.2.77"]}},
+        {"id": "old2", "kind": "other"}]);
+    let (status, p) = server.post(
+        "/api/v1/replay",
+        &responder,
+        &json!({"playbook": "block-ip", "events": events}),
+    );
+    assert_eq!(status, 403, "{p}");
+    let (status, r) = server.post(
+        "/api/v1/replay",
+        &author,
+        &json!({"playbook": "block-ip", "events": events}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (
+            r["total"]["changes"].as_u64(),
+            r["total"]["not_triggered"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert!(!common::listed(d).contains(&"192.0.2.77".to_owned()));
+    let (status, p) = server.post(
+        "/api/v1/replay",
+        &author,
+        &json!({"playbook": "block-ip", "events": [{"kind": "ids.alert", "severity": "HUGE"}]}),
+    );
+    assert_eq!(
+        (status, p["field"].as_str()),
+        (400, Some("events[0]")),
+        "{p}"
+    );
+
+    // Intel: import posted content, look it up, statistics, the feed's status.
+    let (status, imp) = server.post(
+        "/api/v1/intel/import",
+        &responder,
+        &json!({"feed": "bad-ips", "content": "198.51.100.7\n203.0.113.0/24\n", "format": "plain"}),
+    );
+    assert_eq!(status, 200, "{imp}");
+    assert_eq!(imp["event"]["status"], "new", "{imp}");
+    let (status, found) = server.get("/api/v1/intel/lookup?value=203.0.113.9", &viewer);
+    assert_eq!((status, &found["found"]), (200, &json!(true)), "{found}");
+    let (status, p) = server.get("/api/v1/intel/lookup?value=x&type=nonsense", &viewer);
+    assert_eq!((status, p["field"].as_str()), (400, Some("type")), "{p}");
+    let (_, stats) = server.get("/api/v1/intel/stats", &viewer);
+    assert_eq!(stats["feeds"][0]["name"], "bad-ips", "{stats}");
+
+    // Cases: a person opens one, notes and evidence (a wrong hash names the field).
+    let (status, c) = server.post(
+        "/api/v1/cases",
+        &responder,
+        &json!({"id": "inc-1", "title": "odd traffic"}),
+    );
+    assert_eq!(status, 201, "{c}");
+    let (status, _) = server.post(
+        "/api/v1/cases/inc-1/notes",
+        &responder,
+        &json!({"note": "looked at it"}),
+    );
+    assert_eq!(status, 201);
+    let (status, p) = server.post(
+        "/api/v1/cases/inc-1/evidence",
+        &responder,
+        &json!({"name": "pcap", "content": "abc", "sha256": "00"}),
+    );
+    assert_eq!((status, p["field"].as_str()), (400, Some("sha256")), "{p}");
+    let (status, _) = server.post(
+        "/api/v1/cases/nope/notes",
+        &responder,
+        &json!({"note": "x"}),
+    );
+    assert_eq!(status, 404);
+    let (_, file) = server.get("/api/v1/cases/inc-1", &viewer);
+    assert_eq!(file["notes"][0]["note"], "looked at it", "{file}");
+    assert_eq!(file["notes"][0]["by"], "rita", "{file}");
+    let (_, list) = server.get("/api/v1/cases", &viewer);
+    assert_eq!(list[0]["id"], "inc-1");
+
+    // Playbooks: one with its source; a posted one linted with positions.
+    let (status, pb) = server.get("/api/v1/playbooks/block-ip", &viewer);
+    assert_eq!(status, 200, "{pb}");
+    assert_eq!(pb["steps"][0]["action"], "blocklist.add");
+    assert!(pb["source"].as_str().unwrap().contains("name: block-ip"));
+    let bad = "name: x\non: { event: ids.alert }\nsteps:\n  - id: a\n    action: no.such\n";
+    let (status, lint) = server.post(
+        "/api/v1/playbooks/lint",
+        &author,
+        &json!({"source": bad, "file": "x.yaml"}),
+    );
+    assert_eq!((status, &lint["ok"]), (200, &json!(false)), "{lint}");
+    assert_eq!(lint["problems"][0]["line"], 5, "{lint}");
+    assert!(
+        lint["lines"][0].as_str().unwrap().starts_with("x.yaml:5:"),
+        "{lint}"
+    );
+    assert_eq!(
+        server
+            .post("/api/v1/playbooks/lint", &viewer, &json!({"source": bad}))
+            .0,
+        403
+    );
+
+    // Users and tokens (admin): a token made through the API works, then is revoked.
+    let (status, p) = server.post(
+        "/api/v1/users",
+        &admin,
+        &json!({"name": "zed", "roles": ["root"]}),
+    );
+    assert_eq!((status, p["field"].as_str()), (400, Some("roles")), "{p}");
+    let (status, u) = server.post(
+        "/api/v1/users",
+        &admin,
+        &json!({"name": "zed", "roles": ["viewer"], "password": "correct horse"}),
+    );
+    assert_eq!((status, &u["saved"]), (201, &json!("created")), "{u}");
+    let (status, t) = server.post(
+        "/api/v1/tokens",
+        &admin,
+        &json!({"name": "zed", "roles": ["viewer"], "expires": "1d"}),
+    );
+    assert_eq!(status, 201, "{t}");
+    let zed = t["token"].as_str().unwrap();
+    let (status, who) = server.get("/api/v1/whoami", zed);
+    assert_eq!((status, &who["name"]), (200, &json!("zed")), "{who}");
+    let (_, tokens) = server.get("/api/v1/tokens", &admin);
+    assert!(
+        !tokens.to_string().contains(zed),
+        "a token's text is shown once only"
+    );
+    let (status, _) = server.post(
+        &format!("/api/v1/tokens/{}/revoke", t["id"].as_str().unwrap()),
+        &admin,
+        &json!({}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(server.get("/api/v1/whoami", zed).0, 401);
+    let (_, users) = server.get("/api/v1/users", &admin);
+    assert!(users.to_string().contains("zed") && !users.to_string().contains("argon2"));
+
+    // The audit export, streamed, is the CLI's export line for line.
+    let (status, export) = server.call(
+        "GET",
+        "/api/v1/audit/export",
+        &[("authorization", &format!("Bearer {viewer}"))],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let streamed = export
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| export.to_string());
+    drop(server);
+    let local = ok(&common::belay(d, &["audit", "export"]));
+    let lines = |t: &str| t.lines().filter(|l| !l.is_empty()).count();
+    assert!(lines(&streamed) > 20, "{streamed}");
+    assert_eq!(lines(&streamed), lines(&local));
+    assert!(
+        local.contains("\"request\":\"case.open\""),
+        "the person's case is audited"
+    );
+}
+
+/// `belay --server URL ARGS` in `dir` with `token` in BELAY_TOKEN.
+fn remote(dir: &Path, server: &Server, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let mut c = command(dir);
+    c.arg("--server").arg(&url).args(args);
+    if let Some(t) = token {
+        c.env("BELAY_TOKEN", t);
+    }
+    c.output().expect("belay runs")
+}
+
+/// The first approval waiting, as the API lists it.
+fn first_waiting(server: &Server, token: &str) -> Value {
+    for _ in 0..2400 {
+        let (_, list) = server.get("/api/v1/approvals", token);
+        if let Some(a) = list.as_array().and_then(|l| l.first().cloned()) {
+            return a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no approval waits");
+}
+
+#[test]
+fn the_cli_talks_to_a_running_server_as_the_token_s_principal() {
+    let dir = setup(&block_alert_ip("approve", ""));
+    let d = dir.path();
+    let alice = token(d, "alice", "responder");
+    let ada = token(d, "ada", "admin");
+    let vera = token(d, "vera", "viewer");
+    let server = Server::start(d);
+
+    // Ingest through the server: acknowledged lines, a bad one kept with the reason.
+    write_file(
+        d,
+        "events.jsonl",
+        "{\"id\":\"c1\",\"kind\":\"ids.alert\",\"observables\":{\"ips\":[\"203.0.113.21\"]}}\n\
+         {\"id\":\"c2\",\"kind\":\"no spaces\"}\n",
+    );
+    let o = remote(d, &server, Some(&alice), &["ingest", "events.jsonl"]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::text(&o));
+    let out = common::text(&o);
+    assert!(
+        out.contains(r#""event":"c1""#) && out.contains("1 rejected"),
+        "{out}"
+    );
+    let rejected = std::fs::read_to_string(d.join("data/rejected.jsonl")).unwrap();
+    assert!(
+        rejected.contains("no spaces") && rejected.contains("kind"),
+        "{rejected}"
+    );
+
+    // Approvals through the server; --as is refused there, and says why.
+    let a = first_waiting(&server, &vera);
+    let id = a["id"].as_str().unwrap();
+    let list = ok(&remote(d, &server, Some(&vera), &["approvals", "list"]));
+    assert!(list.contains(id), "{list}");
+    let show = ok(&remote(d, &server, Some(&vera), &["approvals", "show", id]));
+    assert!(
+        show.contains("alert     ids.alert from user:alice"),
+        "{show}"
+    );
+    let o = remote(
+        d,
+        &server,
+        Some(&ada),
+        &["approvals", "deny", id, "--as", "ada"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        common::text(&o).contains("--as is for the local CLI"),
+        "{}",
+        common::text(&o)
+    );
+    let o = remote(d, &server, Some(&vera), &["approvals", "deny", id]);
+    assert!(!o.status.success());
+    assert!(
+        common::text(&o).contains("needs the responder role"),
+        "{}",
+        common::text(&o)
+    );
+    let denied = ok(&remote(
+        d,
+        &server,
+        Some(&ada),
+        &["approvals", "deny", id, "--comment", "not this one"],
+    ));
+    assert!(denied.contains("denied by ada"), "{denied}");
+
+    // A run ended by a denial is `denied`, not `failed`: through the API and the CLI.
+    let run_id = a["run_id"].as_str().unwrap();
+    let run = finished_run(&server, &vera, run_id);
+    assert_eq!(run["run"]["status"], "denied", "{run}");
+    let show = common::json(&remote(
+        d,
+        &server,
+        Some(&vera),
+        &["runs", "show", run_id, "--format", "json"],
+    ));
+    assert_eq!(show["status"], "denied", "{show}");
+    let listed = ok(&remote(
+        d,
+        &server,
+        Some(&vera),
+        &["runs", "list", "--status", "denied"],
+    ));
+    assert!(listed.contains(run_id), "{listed}");
+
+    // A second alert, approved by ada through the CLI: applied; then a rollback preview and
+    // a rollback refused to a viewer with the server's reason.
+    let body = json!({"id": "c3", "kind": "ids.alert", "observables": {"ips": ["203.0.113.23"]}});
+    let (_, acc) = server.post("/api/v1/events", &alice, &body);
+    let run3 = acc["run_ids"][0].as_str().unwrap().to_owned();
+    let a3 = first_waiting(&server, &vera);
+    ok(&remote(
+        d,
+        &server,
+        Some(&ada),
+        &["approvals", "approve", a3["id"].as_str().unwrap()],
+    ));
+    assert_eq!(
+        finished_run(&server, &vera, &run3)["run"]["status"],
+        "succeeded"
+    );
+    assert_eq!(common::listed(d), ["203.0.113.23"]);
+    let changes = ok(&remote(
+        d,
+        &server,
+        Some(&vera),
+        &["changes", "list", "--run", &run3],
+    ));
+    assert!(
+        changes.contains("blocklist.add") && changes.contains("approval:"),
+        "{changes}"
+    );
+    let preview = ok(&remote(
+        d,
+        &server,
+        Some(&alice),
+        &["rollback", "--run", &run3, "--dry-run"],
+    ));
+    assert!(
+        preview.contains("1 would be reverted (dry run)"),
+        "{preview}"
+    );
+    assert_eq!(common::listed(d), ["203.0.113.23"]);
+    let o = remote(d, &server, Some(&vera), &["rollback", "--run", &run3]);
+    assert!(!o.status.success() && common::text(&o).contains("needs the responder role"));
+    let o = remote(
+        d,
+        &server,
+        Some(&alice),
+        &["rollback", "--since", "yesterday"],
+    );
+    assert!(
+        common::text(&o).contains("(field `since`)"),
+        "{}",
+        common::text(&o)
+    );
+    let done = ok(&remote(
+        d,
+        &server,
+        Some(&alice),
+        &["rollback", "--run", &run3],
+    ));
+    assert!(done.contains("1 reverted"), "{done}");
+    assert!(common::listed(d).is_empty());
+
+    // The trust report, the audit verification, pausing: all through the server.
+    let trust = ok(&remote(d, &server, Some(&vera), &["trust", "report"]));
+    assert!(trust.contains("block-ip/block"), "{trust}");
+    let verify = ok(&remote(d, &server, Some(&vera), &["audit", "verify"]));
+    assert!(verify.contains("audit chain intact"), "{verify}");
+    let paused = ok(&remote(
+        d,
+        &server,
+        Some(&ada),
+        &["pause", "--reason", "change freeze"],
+    ));
+    assert!(paused.contains("all automation paused by ada"), "{paused}");
+    let list = ok(&remote(d, &server, Some(&vera), &["pause", "--list"]));
+    assert!(list.contains("change freeze"), "{list}");
+    let o = remote(d, &server, Some(&alice), &["unpause"]);
+    assert!(
+        common::text(&o).contains("needs the admin role"),
+        "{}",
+        common::text(&o)
+    );
+    assert!(
+        ok(&remote(
+            d,
+            &server,
+            Some(&ada),
+            &["unpause", "--reason", "over"]
+        ))
+        .contains("resumed")
+    );
+
+    // No token, or a command without an API equivalent: refused, saying why.
+    let o = remote(d, &server, None, &["runs", "list"]);
+    assert!(
+        common::text(&o).contains("BELAY_TOKEN"),
+        "{}",
+        common::text(&o)
+    );
+    let o = remote(d, &server, Some(&ada), &["checkpoint", "list"]);
+    assert!(
+        common::text(&o).contains("no API equivalent"),
+        "{}",
+        common::text(&o)
+    );
+
+    // The local CLI sees the same denied run in the store.
+    drop(server);
+    let local = common::json(&common::belay(
+        d,
+        &["runs", "list", "--status", "denied", "--format", "json"],
+    ));
+    assert_eq!(local[0]["id"], run_id, "{local}");
+}
+
+/// Whether `program` is on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+}
+
+#[test]
+fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
+    if !on_path("schemathesis") {
+        belay_testkit::skip::unless_required(
+            "BELAY_REQUIRE_NATIVE",
+            "schemathesis is not installed (pip install schemathesis, as .ci/run does)",
+        );
+        return;
+    }
+    let dir = setup(&block_alert_ip("approve", ""));
+    let d = dir.path();
+    let admin = token(d, "ada", "admin");
+    let server = Server::start(d);
+    // A seeded store: events, runs waiting for an approval each.
+    for (id, ip) in [
+        ("s1", "203.0.113.1"),
+        ("s2", "203.0.113.2"),
+        ("s3", "198.51.100.3"),
+    ] {
+        let body = json!({"id": id, "kind": "ids.alert", "observables": {"ips": [ip]}});
+        let (status, a) = server.post("/api/v1/events", &admin, &body);
+        assert_eq!(status, 202, "{a}");
+    }
+    first_waiting(&server, &admin);
+    let url = format!("http://127.0.0.1:{}/api/v1/openapi.json", server.port);
+    let o = std::process::Command::new("schemathesis")
+        .current_dir(d)
+        .args(["run", &url, "--header"])
+        .arg(format!("Authorization: Bearer {admin}"))
+        .args([
+            "--max-examples",
+            "20",
+            "--phases",
+            "coverage,fuzzing",
+            "--checks",
+            "not_a_server_error,response_schema_conformance",
+            "--generation-database",
+            "none",
+            "--seed",
+            "20261206",
+            "--request-timeout",
+            "10",
+            "--no-color",
+        ])
+        .output()
+        .expect("schemathesis runs");
+    let out = common::text(&o);
+    assert!(o.status.success(), "schemathesis found problems:\n{out}");
+    assert!(out.contains("Tested: "), "{out}");
 }

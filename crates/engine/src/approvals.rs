@@ -5,6 +5,7 @@
 use crate::guard::canon;
 use belay_model::{ApprovalRecord, ApprovalStatus, Vote, ms_to_rfc3339, now_ms, subset_hash};
 use belay_store::{ApprovalFilter, Store, StoreError};
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// Roles allowed to decide when a step names no approvers.
@@ -355,6 +356,109 @@ async fn run_chain(store: &dyn Store, run_id: &str) -> Result<Vec<String>, Store
         }
     }
     Ok(out)
+}
+
+/// How the reason of a guardrail's hold begins (a change held for a person by a guardrail,
+/// whatever its step's trust level).
+pub const HELD_BY_GUARDRAIL: &str = "held by guardrail";
+
+/// Whether `a` is a guardrail's hold rather than a step at trust `approve` asking.
+pub fn is_guardrail_hold(a: &ApprovalRecord) -> bool {
+    a.reason.starts_with(HELD_BY_GUARDRAIL)
+}
+
+/// The approval as people and scripts see it (`approvals list --format json`, the API).
+pub fn approval_view(a: &ApprovalRecord) -> Value {
+    serde_json::json!({
+        "id": a.id, "run_id": a.run_id, "playbook": a.playbook, "step": a.key, "action": a.action,
+        "with": a.with, "target": a.target, "change_hash": a.change_hash,
+        "current_state": a.current_state, "guardrails": a.guardrails, "reason": a.reason,
+        "status": a.status, "approvers": a.terms.approvers, "quorum": a.terms.quorum,
+        "approvals": a.approvals(), "separation": a.terms.separation,
+        "on_timeout": a.terms.on_timeout, "triggered_by": a.triggered_by,
+        "votes": a.votes, "history": a.history,
+        "created_at": ms_to_rfc3339(a.created_at), "expires_at": ms_to_rfc3339(a.expires_at),
+    })
+}
+
+/// What triggered the run an approval belongs to (the top run's event): its kind, source,
+/// severity, time, non-empty observables and the alert's signature when the payload names one.
+/// Shown as data, never interpreted.
+pub async fn trigger_of(store: &dyn Store, run_id: &str) -> Result<Option<Value>, StoreError> {
+    let mut run = store.get_run(run_id).await?;
+    while let Some(parent) = run.as_ref().and_then(|r| r.parent_run.clone()) {
+        run = store.get_run(&parent).await?;
+    }
+    let Some(run) = run else { return Ok(None) };
+    let Some(e) = store.get_event(run.trigger_source(), &run.event_id).await? else {
+        return Ok(None);
+    };
+    let observables: serde_json::Map<String, Value> = serde_json::to_value(&e.observables)
+        .unwrap_or_default()
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let signature = ["signature", "alert.signature", "rule", "name", "subject"]
+        .iter()
+        .find_map(|path| {
+            path.split('.')
+                .try_fold(&e.data, |v, k| v.get(k))
+                .and_then(Value::as_str)
+        });
+    // What the run's intel lookups said, when it made any.
+    let intel: Vec<Value> = store
+        .steps(run_id)
+        .await?
+        .into_iter()
+        .filter(|s| s.action == "intel.lookup")
+        .map(|s| serde_json::json!({ "value": s.output["value"], "score": s.output["score"] }))
+        .collect();
+    Ok(Some(serde_json::json!({
+        "event_id": e.id, "kind": e.kind, "source": e.source, "severity": e.severity,
+        "time": e.time.to_rfc3339(), "observables": observables, "signature": signature,
+        "intel": intel,
+    })))
+}
+
+/// The step's record over the last 30 days, attached to approvals when shown.
+pub async fn attach_history(
+    store: &dyn Store,
+    approvals: &mut [ApprovalRecord],
+) -> Result<(), StoreError> {
+    if approvals.is_empty() {
+        return Ok(());
+    }
+    let since = belay_model::now_ms() - 30 * 86_400_000;
+    let stats = store.trust_stats(since).await?;
+    for a in approvals {
+        let mut h = serde_json::json!({ "window": "30d", "runs": 0, "changes": 0, "approvals_granted": 0,
+            "approvals_denied": 0, "approvals_expired": 0, "rollbacks": 0, "failures": 0 });
+        for s in stats
+            .iter()
+            .filter(|s| s.playbook == a.playbook && s.step == a.step)
+        {
+            let key = match (s.kind, s.status.as_str()) {
+                ("step", "failed") => Some("failures"),
+                ("change", "applied" | "drifted") => Some("changes"),
+                ("change", "reverted") => Some("rollbacks"),
+                ("approval", "approved") => Some("approvals_granted"),
+                ("approval", "denied") => Some("approvals_denied"),
+                ("approval", "expired") => Some("approvals_expired"),
+                _ => None,
+            };
+            if s.kind == "step" {
+                h["runs"] = serde_json::json!(h["runs"].as_u64().unwrap_or(0) + s.count);
+            }
+            if let Some(k) = key {
+                h[k] = serde_json::json!(h[k].as_u64().unwrap_or(0) + s.count);
+            }
+        }
+        a.history = h;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

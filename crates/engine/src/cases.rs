@@ -3,9 +3,7 @@
 //! append-only. The run is read from the change's idempotency key (`RUN/STEP`).
 
 use belay_connector_api::{ActionError, Call, Connector};
-use belay_model::{
-    CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus, new_id, now_ms, sha256_hex,
-};
+use belay_model::{CaseEntry, CaseEntryKind, CaseOp, CaseRecord, CaseStatus, new_id, now_ms};
 use belay_store::{Store, StoreError};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -146,25 +144,9 @@ impl Connector for Cases {
             }
             "case.add_evidence" => {
                 let case = text(input, "case")?;
-                let content = opt(input, "content");
-                let given = opt(input, "sha256").map(|h| h.to_ascii_lowercase());
-                let computed = content.as_deref().map(|c| sha256_hex(c.as_bytes()));
-                let sha256 = match (given, computed) {
-                    (Some(g), Some(c)) if g != c => {
-                        return Err(ActionError::permanent(format!(
-                            "the evidence's content has SHA-256 {c}, not the {g} given"
-                        )));
-                    }
-                    (g, c) => c.or(g),
-                };
-                let body = json!({
-                    "name": text(input, "name")?,
-                    "kind": opt(input, "kind").unwrap_or_else(|| "other".into()),
-                    "location": input["location"],
-                    "content": content,
-                    "sha256": sha256,
-                    "description": input["description"],
-                });
+                let body = crate::case_file::evidence_body(input)
+                    .map_err(|(_, why)| ActionError::permanent(why))?;
+                let sha256 = body["sha256"].clone();
                 let id = self
                     .append(case, CaseEntryKind::Evidence, &call, body)
                     .await?;

@@ -7,6 +7,7 @@
 //! whose outcome is known.
 
 pub mod approvals;
+pub mod case_file;
 pub mod cases;
 mod exec;
 pub mod expiry;
@@ -21,7 +22,7 @@ pub mod trust;
 mod versions;
 
 pub use exec::{RunReport, StepReport};
-pub use versions::Version;
+pub use versions::{Version, version_info};
 
 use belay_connector_api::Registry;
 use belay_model::{Event, RunRecord, RunStatus, now_ms};

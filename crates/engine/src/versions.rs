@@ -239,3 +239,29 @@ impl Engine {
         })
     }
 }
+
+/// The playbook version run `run` executes with, as people see it: its hash, whether it is
+/// stored (a resumed run uses exactly that version), and the guardrail set stored with it
+/// (`guardrail_files` as `[name, text]` pairs).
+pub async fn version_info(
+    store: &dyn belay_store::Store,
+    run: &RunRecord,
+) -> std::result::Result<serde_json::Value, belay_store::StoreError> {
+    let stored = if run.playbook.starts_with("belay:") {
+        None
+    } else {
+        store.playbook_version(&run.playbook_hash).await?
+    };
+    let guardrails = match stored.as_ref().map(|v| &v.guardrails_hash) {
+        Some(h) if !h.is_empty() => store.guardrail_set(h).await?,
+        _ => None,
+    };
+    Ok(serde_json::json!({
+        "hash": run.playbook_hash,
+        "stored": stored.is_some(),
+        "guardrails_hash": stored.as_ref().map(|v| v.guardrails_hash.clone()),
+        "guardrail_files": guardrails.as_ref().map(|g| serde_json::json!(g.files)),
+        "guardrail_set": guardrails.as_ref().map(|g| g.hash.clone()),
+        "calls": stored.as_ref().map(|v| serde_json::json!(v.calls)),
+    }))
+}

@@ -14,6 +14,7 @@ pub mod import;
 pub mod index;
 pub mod indicator;
 pub mod parse;
+pub mod query;
 pub mod store;
 
 pub use connector::Intel;

@@ -30,6 +30,7 @@ string_enum! {
 
 /// A case's header: what it is about and where it stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CaseRecord {
     /// Chosen by the playbook (e.g. `phish-<event id>`), so related runs find the same case.
     pub id: String,

@@ -10,6 +10,7 @@ use std::fmt;
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// `low`.
@@ -36,6 +37,7 @@ impl fmt::Display for Severity {
 
 /// The things an event is about, by type. Every list may be empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Observables {
     /// IPv4 or IPv6 addresses.
@@ -60,6 +62,7 @@ pub struct Observables {
 
 /// Something that happened, as belay ingests it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Unique id; events re-sent with an id already accepted are acknowledged, not run again.
     pub id: String,

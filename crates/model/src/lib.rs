@@ -1,13 +1,15 @@
 //! Plain domain types of belay, shared by every other crate.
 //!
 //! This crate owns the vocabulary (events, trust levels, runs, steps, changes) and their
-//! validation. It does no I/O: storage, connectors and the engine live at the edges.
+//! validation. It does no I/O: storage, connectors and the engine live at the edges. With the
+//! `openapi` feature the records the API answers with describe themselves (utoipa).
 
 /// A string-valued enum with `as_str`, `Display`, `FromStr` and snake_case serde.
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(::utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vm])* $variant),+ }
 

@@ -32,13 +32,19 @@ string_enum! {
         Succeeded => "succeeded",
         /// A step failed or the run could not go on; `error` says why (final).
         Failed => "failed",
+        /// A change the run needed was denied (by a person, or by its approval's timeout);
+        /// `error` says by whom (final).
+        Denied => "denied",
     }
 }
 
 impl RunStatus {
     /// A finished run is never resumed.
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Denied
+        )
     }
 }
 
@@ -114,6 +120,7 @@ string_enum! {
 
 /// One execution of one playbook for one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunRecord {
     /// Unique id (UUIDv7, so ids sort by creation time).
     pub id: String,
@@ -152,6 +159,7 @@ impl RunRecord {
 
 /// The record of one step, or one item of a `for_each` step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepRecord {
     /// The run it belongs to.
     pub run_id: String,
@@ -189,6 +197,7 @@ pub struct StepRecord {
 
 /// The journal entry of one state change, written before the change is applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangeRecord {
     /// Unique id (UUIDv7), used to roll it back.
     pub id: String,

@@ -135,6 +135,32 @@ impl PlaybookSet {
         PlaybookSet::from_playbooks(parsed).map_err(|e| vec![e])
     }
 
+    /// Checks one playbook given as text (named `path` in its diagnostics) as if it were
+    /// added to this set, replacing one of the same name: the same checks as [`Self::load`],
+    /// its sub-playbook calls resolved against this set. Empty when it is clean.
+    pub fn lint_text(&self, path: &Path, text: &str, catalog: &Catalog) -> Vec<Diagnostic> {
+        let (pb, mut diagnostics) = Playbook::parse_partial(path, text);
+        let Some(pb) = pb else {
+            return diagnostics;
+        };
+        let calls_of = |p: &Playbook| -> Vec<String> {
+            p.steps
+                .iter()
+                .filter_map(|s| match &s.call {
+                    Call::Playbook(n) => Some(n.clone()),
+                    Call::Action(_) => None,
+                })
+                .collect()
+        };
+        let mut calls: BTreeMap<String, Vec<String>> =
+            self.iter().map(|p| (p.name.clone(), calls_of(p))).collect();
+        calls.insert(pb.name.clone(), calls_of(&pb));
+        diagnostics.extend(lint::check(&pb, catalog, &calls));
+        diagnostics.sort_by_key(|d| d.pos);
+        diagnostics.dedup();
+        diagnostics
+    }
+
     /// Loads every playbook under the given files or directories.
     pub fn load_paths(
         paths: &[PathBuf],

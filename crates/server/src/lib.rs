@@ -22,6 +22,7 @@ pub mod hooks;
 mod ingest;
 pub mod metrics;
 mod openapi;
+pub mod principals;
 pub mod problem;
 pub mod queue;
 pub mod reload;

@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub trust: belay_engine::trust::Thresholds,
     /// Loads the playbooks and guardrails again for a reload; `None`: reloads are refused.
     pub reload: Option<crate::reload::Reloader>,
+    /// The data directory (the intel store lives there); `None`: intel routes answer 409.
+    pub data: Option<std::path::PathBuf>,
     /// Operations: the ingest queue's size, the configured sources and feeds, TLS.
     pub ops: crate::sources::Ops,
     /// Console sign-in: sessions, lockout, trusted proxies.
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
             hooks: Vec::new(),
             trust: belay_engine::trust::Thresholds::default(),
             reload: None,
+            data: None,
             ops: crate::sources::Ops::default(),
             console: crate::console::ConsoleSettings::default(),
             secrets_key: None,

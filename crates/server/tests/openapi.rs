@@ -62,3 +62,30 @@ async fn every_route_is_in_the_openapi_document_with_its_role() {
         "the document describes routes the router lacks"
     );
 }
+
+#[test]
+fn every_schema_a_route_names_is_the_type_it_answers() {
+    // A request type named like a record (say `Decision`) would replace the record's schema
+    // in the document; the record's shape must win where records are answered.
+    let doc = belay_server::openapi_json();
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    assert_eq!(
+        schemas["Decision"]["type"], "string",
+        "{}",
+        schemas["Decision"]
+    );
+    assert_eq!(schemas["DecisionRequest"]["type"], "object");
+    for record in [
+        "RunRecord",
+        "StepRecord",
+        "ChangeRecord",
+        "Event",
+        "CaseRecord",
+    ] {
+        assert!(
+            schemas[record]["required"].is_array(),
+            "{record} is not described: {}",
+            schemas[record]
+        );
+    }
+}

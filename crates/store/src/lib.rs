@@ -233,6 +233,22 @@ pub struct RunFilter {
     pub before: Option<(i64, String)>,
 }
 
+/// Which stored events to list, newest first (`Store::search_events`).
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events of this kind.
+    pub kind: Option<String>,
+    /// Only events from this source (`user:alice`, `syslog:…`).
+    pub source: Option<String>,
+    /// Only events whose stored JSON contains this text (a pre-filter: callers check the
+    /// field they mean).
+    pub contains: Option<String>,
+    /// Only events stored before this sequence number (the cursor of the next page).
+    pub before_seq: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// Which approvals to list.
 #[derive(Debug, Clone, Default)]
 pub struct ApprovalFilter {
@@ -397,6 +413,8 @@ pub trait Store: Principals + Pauses + Sessions + Secrets + Send + Sync {
     /// The event with this id from `source`, if accepted. Ids are unique per source; without
     /// a source, the first event accepted under the id.
     async fn get_event(&self, source: Option<&str>, id: &str) -> Result<Option<Event>>;
+    /// Stored events matching `filter`, newest first, each with its sequence number.
+    async fn search_events(&self, filter: &EventFilter) -> Result<Vec<(i64, Event)>>;
     /// Ids of `kind` starting with `prefix`, in order, at most `limit` (ids are UUIDs: letters,
     /// digits and dashes, all below `~`).
     async fn ids_with_prefix(

@@ -12,7 +12,7 @@ use serde_json::json;
 pub(crate) const ALL: &str = "*";
 
 /// One pause in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PauseRecord {
     /// The paused playbook; `None`: all automation.
     pub playbook: Option<String>,

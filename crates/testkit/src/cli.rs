@@ -17,7 +17,9 @@ pub fn isolated(bin: &str, dir: &Path) -> Command {
         .env("BELAY_DATA", dir.join("data"))
         .env_remove("BELAY_DATABASE_URL")
         .env_remove("BELAY_CONFIG")
-        .env_remove("BELAY_GUARDRAILS");
+        .env_remove("BELAY_GUARDRAILS")
+        .env_remove("BELAY_SERVER")
+        .env_remove("BELAY_TOKEN");
     c
 }
 

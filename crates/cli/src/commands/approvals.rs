@@ -10,7 +10,7 @@ use crate::output::{Format, ListArgs, ShowArgs, joined_or, print_json, print_lis
 use crate::paths::playbook_dir;
 use anyhow::{Result, anyhow, bail};
 use belay_engine::approvals::{self, Directory};
-use belay_model::{ApprovalRecord, ApprovalStatus, ms_to_rfc3339};
+use belay_model::{ApprovalStatus, ms_to_rfc3339};
 use belay_playbook::PlaybookSet;
 use belay_store::{ApprovalFilter, Store};
 use clap::Subcommand;
@@ -38,9 +38,10 @@ pub enum ApprovalsCommand {
 #[derive(clap::Args)]
 pub struct DecideArgs {
     id: String,
-    /// Who decides (a user of [[users]] in belay.toml).
+    /// Who decides (a user of [[users]] in belay.toml, or stored with `belay users add`); the
+    /// local CLI only — through --server the decider is the token's principal.
     #[arg(long = "as", value_name = "USER")]
-    user: String,
+    user: Option<String>,
     /// Why, in words; kept with the vote in the audit trail.
     #[arg(long)]
     comment: Option<String>,
@@ -63,96 +64,6 @@ async fn directory(ctx: &Ctx, store: &dyn Store) -> Result<Directory> {
         .iter()
         .map(|u| (u.name.clone(), u.roles.clone()));
     Ok(belay_server::auth::directory(store, configured).await?)
-}
-
-/// The approval as `approvals list --format json` shows it.
-fn approval_json(a: &ApprovalRecord) -> Value {
-    json!({
-        "id": a.id, "run_id": a.run_id, "playbook": a.playbook, "step": a.key, "action": a.action,
-        "with": a.with, "target": a.target, "change_hash": a.change_hash,
-        "current_state": a.current_state, "guardrails": a.guardrails, "reason": a.reason,
-        "status": a.status, "approvers": a.terms.approvers, "quorum": a.terms.quorum,
-        "approvals": a.approvals(), "separation": a.terms.separation,
-        "on_timeout": a.terms.on_timeout, "triggered_by": a.triggered_by,
-        "votes": a.votes, "history": a.history,
-        "created_at": ms_to_rfc3339(a.created_at), "expires_at": ms_to_rfc3339(a.expires_at),
-    })
-}
-
-/// What triggered the run an approval belongs to (the top run's event): its kind, source,
-/// severity, time, non-empty observables and the alert's signature when the payload names one.
-/// Shown as data, never interpreted.
-async fn trigger_of(store: &dyn Store, run_id: &str) -> Result<Option<Value>> {
-    let mut run = store.get_run(run_id).await?;
-    while let Some(parent) = run.as_ref().and_then(|r| r.parent_run.clone()) {
-        run = store.get_run(&parent).await?;
-    }
-    let Some(run) = run else { return Ok(None) };
-    let Some(e) = store.get_event(run.trigger_source(), &run.event_id).await? else {
-        return Ok(None);
-    };
-    let observables: serde_json::Map<String, Value> = serde_json::to_value(&e.observables)?
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let signature = ["signature", "alert.signature", "rule", "name", "subject"]
-        .iter()
-        .find_map(|path| {
-            path.split('.')
-                .try_fold(&e.data, |v, k| v.get(k))
-                .and_then(Value::as_str)
-        });
-    // What the run's intel lookups said, when it made any.
-    let intel: Vec<Value> = store
-        .steps(run_id)
-        .await?
-        .into_iter()
-        .filter(|s| s.action == "intel.lookup")
-        .map(|s| json!({ "value": s.output["value"], "score": s.output["score"] }))
-        .collect();
-    Ok(Some(json!({
-        "event_id": e.id, "kind": e.kind, "source": e.source, "severity": e.severity,
-        "time": e.time.to_rfc3339(), "observables": observables, "signature": signature,
-        "intel": intel,
-    })))
-}
-
-/// The step's record, attached to approvals when shown.
-async fn history(store: &dyn Store, approvals: &mut [ApprovalRecord]) -> Result<()> {
-    if approvals.is_empty() {
-        return Ok(());
-    }
-    let since = belay_model::now_ms() - 30 * 86_400_000;
-    let stats = store.trust_stats(since).await?;
-    for a in approvals {
-        let mut h = json!({ "window": "30d", "runs": 0, "changes": 0, "approvals_granted": 0,
-            "approvals_denied": 0, "approvals_expired": 0, "rollbacks": 0, "failures": 0 });
-        for s in stats
-            .iter()
-            .filter(|s| s.playbook == a.playbook && s.step == a.step)
-        {
-            let key = match (s.kind, s.status.as_str()) {
-                ("step", "failed") => Some("failures"),
-                ("change", "applied" | "drifted") => Some("changes"),
-                ("change", "reverted") => Some("rollbacks"),
-                ("approval", "approved") => Some("approvals_granted"),
-                ("approval", "denied") => Some("approvals_denied"),
-                ("approval", "expired") => Some("approvals_expired"),
-                _ => None,
-            };
-            if s.kind == "step" {
-                h["runs"] = json!(h["runs"].as_u64().unwrap_or(0) + s.count);
-            }
-            if let Some(k) = key {
-                h[k] = json!(h[k].as_u64().unwrap_or(0) + s.count);
-            }
-        }
-        a.history = h;
-    }
-    Ok(())
 }
 
 /// Resumes the runs that decisions made resumable, each with the playbook version it was
@@ -204,6 +115,9 @@ async fn resume(
 
 /// Runs `belay approvals …`.
 pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
+    if let Some(remote) = &ctx.remote {
+        return run_remote(remote, command).await;
+    }
     let store = ctx.store().await?;
     // Deadlines pass whether or not anyone is looking: settle them first.
     let expired = approvals::expire_due(&*store).await?;
@@ -215,23 +129,9 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                     ..Default::default()
                 })
                 .await?;
-            history(&*store, &mut list).await?;
-            let empty = format!("no approvals {}", if all { "" } else { "waiting" });
-            print_list(&list, format, &empty, approval_json, |a| {
-                format!(
-                    "{}  {:<9} {}/{}  {} {}  ({} of {} approvals; expires {})\n    why: {}",
-                    a.id,
-                    a.status,
-                    a.playbook,
-                    a.key,
-                    a.action,
-                    a.target,
-                    a.approvals(),
-                    a.terms.quorum,
-                    ms_to_rfc3339(a.expires_at),
-                    a.reason
-                )
-            })?;
+            approvals::attach_history(&*store, &mut list).await?;
+            let views: Vec<Value> = list.iter().map(approvals::approval_view).collect();
+            print_approvals(&views, all, format)?;
             if !expired.is_empty() {
                 eprintln!(
                     "{} approval(s) expired; their runs finish with the step's on_timeout in \
@@ -247,95 +147,200 @@ pub async fn run(ctx: &Ctx, command: ApprovalsCommand) -> Result<ExitCode> {
                 .get_approval(&id)
                 .await?
                 .ok_or_else(|| anyhow!("no approval `{id}`"))?;
-            let alert = trigger_of(&*store, &a.run_id).await?;
+            let alert = approvals::trigger_of(&*store, &a.run_id).await?;
             let mut one = [a];
-            history(&*store, &mut one).await?;
-            let mut v = approval_json(&one[0]);
-            v["trigger"] = alert.clone().unwrap_or(Value::Null);
-            if format == Format::Json {
-                print_json(&v)?;
-            } else {
-                let a = &one[0];
-                println!("approval {} ({})", a.id, a.status);
-                println!("  run       {} ({}/{})", a.run_id, a.playbook, a.key);
-                match (&a.with, a.key.ends_with("#batch")) {
-                    (Value::Array(items), true) => {
-                        println!(
-                            "  change    {} on {} item(s) (approve --without ITEM leaves some out):",
-                            a.action,
-                            items.len()
-                        );
-                        for i in items {
-                            println!("    {:<12} {}", i["key"].as_str().unwrap_or("?"), i["with"]);
-                        }
-                    }
-                    _ => println!("  change    {} {}", a.action, a.with),
-                }
-                if let Some(t) = &alert {
-                    println!(
-                        "  alert     {} from {} ({}) at {}{}{}",
-                        t["kind"].as_str().unwrap_or("?"),
-                        t["source"].as_str().unwrap_or("?"),
-                        t["severity"].as_str().unwrap_or("?"),
-                        t["time"].as_str().unwrap_or("?"),
-                        t.get("signature")
-                            .and_then(Value::as_str)
-                            .map(|s| format!(": {s}"))
-                            .unwrap_or_default(),
-                        if t["observables"].as_object().is_some_and(|o| !o.is_empty()) {
-                            format!("; observables {}", t["observables"])
-                        } else {
-                            String::new()
-                        }
-                    );
-                    for i in t["intel"].as_array().into_iter().flatten() {
-                        println!("  intel     {} scored {}", i["value"], i["score"]);
-                    }
-                }
-                println!("  target    {} now {}", a.target, a.current_state);
-                println!("  hash      {}", a.change_hash);
-                println!("  why       {}", a.reason);
-                println!("  verdicts  {}", a.guardrails);
-                println!(
-                    "  needs     {} of {} ({}){}; expires {} (then {})",
-                    a.approvals(),
-                    a.terms.quorum,
-                    joined_or(&a.terms.approvers, "responder or admin"),
-                    if a.terms.separation {
-                        ", separation of duties"
-                    } else {
-                        ""
-                    },
-                    ms_to_rfc3339(a.expires_at),
-                    a.terms.on_timeout
-                );
-                println!("  record    {}", a.history);
-                for vote in &a.votes {
-                    println!(
-                        "  {} {} at {}{}",
-                        if vote.approve {
-                            "approved by"
-                        } else {
-                            "denied by"
-                        },
-                        if vote.without.is_empty() {
-                            vote.user.clone()
-                        } else {
-                            format!("{} without {}", vote.user, vote.without.join(", "))
-                        },
-                        ms_to_rfc3339(vote.at),
-                        vote.comment
-                            .as_deref()
-                            .map(|c| format!(": {c}"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
+            approvals::attach_history(&*store, &mut one).await?;
+            let mut v = approvals::approval_view(&one[0]);
+            v["trigger"] = alert.unwrap_or(Value::Null);
+            print_approval(&v, format)?;
             Ok(ExitCode::SUCCESS)
         }
         ApprovalsCommand::Approve(args) => decide(ctx, &*store, args, true).await,
         ApprovalsCommand::Deny(args) => decide(ctx, &*store, args, false).await,
     }
+}
+
+/// `belay approvals …` through a server: the decider is the token's principal, and the server
+/// resumes the run itself.
+async fn run_remote(remote: &crate::remote::Remote, command: ApprovalsCommand) -> Result<ExitCode> {
+    match command {
+        ApprovalsCommand::List(ListArgs { all, format }) => {
+            let q = if all {
+                vec![("all", "true".to_owned())]
+            } else {
+                Vec::new()
+            };
+            let list = remote.get("/api/v1/approvals", &q).await?;
+            let views = list.as_array().cloned().unwrap_or_default();
+            print_approvals(&views, all, format)?;
+        }
+        ApprovalsCommand::Show(ShowArgs { id, format }) => {
+            let v = remote.get(&format!("/api/v1/approvals/{id}"), &[]).await?;
+            print_approval(&v, format)?;
+        }
+        ApprovalsCommand::Approve(args) => return decide_remote(remote, args, true).await,
+        ApprovalsCommand::Deny(args) => return decide_remote(remote, args, false).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn decide_remote(
+    remote: &crate::remote::Remote,
+    args: DecideArgs,
+    approve: bool,
+) -> Result<ExitCode> {
+    crate::remote::refuse_as(&args.user)?;
+    if args.playbooks.is_some() {
+        bail!("--playbooks is for the local CLI: through --server the server resumes the run");
+    }
+    let verb = if approve { "approve" } else { "deny" };
+    let a = remote
+        .post(
+            &format!("/api/v1/approvals/{}/{verb}", args.id),
+            &json!({ "comment": args.comment, "without": args.without }),
+        )
+        .await?;
+    let by = a["votes"]
+        .as_array()
+        .and_then(|v| v.last())
+        .and_then(|v| v["user"].as_str())
+        .unwrap_or("you")
+        .to_owned();
+    let id = a["id"].as_str().unwrap_or_default();
+    match a["status"].as_str() {
+        Some("pending") => println!(
+            "approval {id} recorded for {by}: {} of {} approvals; waiting for more",
+            a["approvals"], a["quorum"]
+        ),
+        Some(status) => println!(
+            "approval {id} {status} by {by}; the server resumes run {}",
+            a["run_id"].as_str().unwrap_or_default()
+        ),
+        None => println!("approval {id}: {a}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Approvals (as [`approvals::approval_view`] gives them), one paragraph each or as JSON.
+fn print_approvals(views: &[Value], all: bool, format: Format) -> Result<()> {
+    let empty = format!("no approvals {}", if all { "" } else { "waiting" });
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    print_list(views, format, &empty, Value::clone, |a| {
+        format!(
+            "{}  {:<9} {}/{}  {} {}  ({} of {} approvals; expires {})\n    why: {}",
+            s(&a["id"]),
+            s(&a["status"]),
+            s(&a["playbook"]),
+            s(&a["step"]),
+            s(&a["action"]),
+            s(&a["target"]),
+            a["approvals"],
+            a["quorum"],
+            s(&a["expires_at"]),
+            s(&a["reason"])
+        )
+    })
+}
+
+/// One approval with its trigger, for people or as JSON.
+fn print_approval(v: &Value, format: Format) -> Result<()> {
+    if format == Format::Json {
+        return print_json(v);
+    }
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    println!("approval {} ({})", s(&v["id"]), s(&v["status"]));
+    println!(
+        "  run       {} ({}/{})",
+        s(&v["run_id"]),
+        s(&v["playbook"]),
+        s(&v["step"])
+    );
+    match (&v["with"], s(&v["step"]).ends_with("#batch")) {
+        (Value::Array(items), true) => {
+            println!(
+                "  change    {} on {} item(s) (approve --without ITEM leaves some out):",
+                s(&v["action"]),
+                items.len()
+            );
+            for i in items {
+                println!("    {:<12} {}", i["key"].as_str().unwrap_or("?"), i["with"]);
+            }
+        }
+        (with, _) => println!("  change    {} {with}", s(&v["action"])),
+    }
+    let t = &v["trigger"];
+    if t.is_object() {
+        println!(
+            "  alert     {} from {} ({}) at {}{}{}",
+            t["kind"].as_str().unwrap_or("?"),
+            t["source"].as_str().unwrap_or("?"),
+            t["severity"].as_str().unwrap_or("?"),
+            t["time"].as_str().unwrap_or("?"),
+            t.get("signature")
+                .and_then(Value::as_str)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default(),
+            if t["observables"].as_object().is_some_and(|o| !o.is_empty()) {
+                format!("; observables {}", t["observables"])
+            } else {
+                String::new()
+            }
+        );
+        for i in t["intel"].as_array().into_iter().flatten() {
+            println!("  intel     {} scored {}", i["value"], i["score"]);
+        }
+    }
+    println!("  target    {} now {}", s(&v["target"]), v["current_state"]);
+    println!("  hash      {}", s(&v["change_hash"]));
+    println!("  why       {}", s(&v["reason"]));
+    println!("  verdicts  {}", v["guardrails"]);
+    let approvers: Vec<String> = v["approvers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    println!(
+        "  needs     {} of {} ({}){}; expires {} (then {})",
+        v["approvals"],
+        v["quorum"],
+        joined_or(&approvers, "responder or admin"),
+        if v["separation"] == true {
+            ", separation of duties"
+        } else {
+            ""
+        },
+        s(&v["expires_at"]),
+        s(&v["on_timeout"])
+    );
+    println!("  record    {}", v["history"]);
+    for vote in v["votes"].as_array().into_iter().flatten() {
+        let without: Vec<String> = vote["without"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        println!(
+            "  {} {} at {}{}",
+            if vote["approve"] == true {
+                "approved by"
+            } else {
+                "denied by"
+            },
+            if without.is_empty() {
+                s(&vote["user"])
+            } else {
+                format!("{} without {}", s(&vote["user"]), without.join(", "))
+            },
+            vote["at"].as_i64().map(ms_to_rfc3339).unwrap_or_default(),
+            vote["comment"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 async fn decide(
@@ -344,7 +349,8 @@ async fn decide(
     mut args: DecideArgs,
     approve: bool,
 ) -> Result<ExitCode> {
-    valid_actor(&args.user)?;
+    let user = crate::remote::local_actor(args.user.take(), "decides")?;
+    valid_actor(&user)?;
     args.id = crate::ids::resolve(store, belay_store::IdKind::Approval, &args.id).await?;
     let dir = directory(ctx, store).await?;
     if dir.is_empty() {
@@ -354,17 +360,9 @@ async fn decide(
         );
     }
     let decided = if args.without.is_empty() {
-        approvals::decide(store, &dir, &args.id, &args.user, approve, args.comment).await
+        approvals::decide(store, &dir, &args.id, &user, approve, args.comment).await
     } else if approve {
-        approvals::approve_without(
-            store,
-            &dir,
-            &args.id,
-            &args.user,
-            args.comment,
-            &args.without,
-        )
-        .await
+        approvals::approve_without(store, &dir, &args.id, &user, args.comment, &args.without).await
     } else {
         bail!("--without applies to `approvals approve`: a denial already applies to every item");
     };
@@ -380,7 +378,7 @@ async fn decide(
             println!(
                 "approval {} recorded for {}: {} of {} approvals; waiting for more",
                 a.id,
-                args.user,
+                user,
                 a.approvals(),
                 a.terms.quorum
             );
@@ -396,12 +394,12 @@ async fn decide(
             println!(
                 "approval {} approved by {} without {} (denied by {})",
                 a.id,
-                args.user,
+                user,
                 without.as_deref().unwrap_or_default().join(", "),
-                args.user
+                user
             );
         }
-        s => println!("approval {} {s} by {}", a.id, args.user),
+        s => println!("approval {} {s} by {}", a.id, user),
     }
     match resume(ctx, args.playbooks).await? {
         Ok(runs) => {

@@ -93,6 +93,29 @@ pub async fn run(ctx: &Ctx, command: AuditCommand) -> Result<ExitCode> {
                 }
             };
         }
+        AuditCommand::Verify {
+            public_key,
+            signed_heads,
+        } if ctx.remote.is_some() => {
+            if public_key.is_some() || signed_heads.is_some() {
+                bail!(
+                    "signed heads are checked by the local CLI: run `belay audit verify --public-key …` on the host that holds the store"
+                );
+            }
+            let v = match &ctx.remote {
+                Some(remote) => remote.get("/api/v1/audit/verify", &[]).await?,
+                None => serde_json::Value::Null,
+            };
+            if v["intact"] == true {
+                println!("audit chain intact: {} entries", v["entries"]);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{}",
+                v["problem"].as_str().unwrap_or("the audit chain is broken")
+            );
+            return Ok(ExitCode::from(1));
+        }
         _ => {}
     }
     let store = ctx.store().await?;

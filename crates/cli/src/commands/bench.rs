@@ -79,6 +79,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         connectors: Vec::new(),
         auto_sign: None,
         secrets: belay_connectors::SecretSource::env(),
+        remote: None,
     };
     let store = bench_ctx.store_with(synchronous).await?;
     let label = match store.kind() {

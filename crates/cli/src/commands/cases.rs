@@ -5,8 +5,7 @@
 use crate::context::Ctx;
 use crate::output::{Format, ListArgs, ShowArgs, print_json, print_list};
 use anyhow::{Result, bail};
-use belay_model::{CaseEntryKind, CaseFile, CaseStatus, ms_to_rfc3339};
-use belay_store::Store;
+use belay_model::{CaseStatus, ms_to_rfc3339};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -48,7 +47,7 @@ pub async fn run(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
             let Some(file) = store.case_file(&id).await? else {
                 bail!("no case `{id}` (see `belay cases list --all`)");
             };
-            let full = case_json(&*store, &file).await?;
+            let full = belay_engine::case_file::case_view(&*store, &file).await?;
             if format == Format::Json {
                 print_json(&full)?;
             } else {
@@ -57,50 +56,6 @@ pub async fn run(ctx: &Ctx, command: CasesCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A case with what its linked runs did: their events and journaled changes.
-pub async fn case_json(store: &dyn Store, file: &CaseFile) -> Result<Value> {
-    let mut runs = Vec::new();
-    for e in file.entries.iter().filter(|e| e.kind == CaseEntryKind::Run) {
-        let Some(run_id) = &e.run_id else { continue };
-        let Some(run) = store.get_run(run_id).await? else {
-            continue;
-        };
-        let event = store.get_event(run.trigger_source(), &run.event_id).await?;
-        let changes: Vec<Value> = store
-            .changes(Some(run_id))
-            .await?
-            .iter()
-            .map(|c| {
-                json!({ "id": c.id, "action": c.action, "target": c.target, "status": c.status,
-                        "at": ms_to_rfc3339(c.created_at) })
-            })
-            .collect();
-        runs.push(json!({
-            "id": run.id, "playbook": run.playbook, "status": run.status,
-            "event": event.map(|ev| json!({ "id": ev.id, "kind": ev.kind, "severity": ev.severity })),
-            "changes": changes,
-        }));
-    }
-    let entries = |kind: CaseEntryKind| -> Vec<Value> {
-        file.entries
-            .iter()
-            .filter(|e| e.kind == kind)
-            .map(|e| {
-                let mut b = e.to_json();
-                b["run"] = json!(e.run_id);
-                b
-            })
-            .collect()
-    };
-    Ok(json!({
-        "case": file.case,
-        "runs": runs,
-        "notes": entries(CaseEntryKind::Note),
-        "evidence": entries(CaseEntryKind::Evidence),
-        "history": entries(CaseEntryKind::Status),
-    }))
 }
 
 fn print_case(v: &Value) {

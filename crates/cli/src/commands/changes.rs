@@ -61,11 +61,25 @@ pub async fn run(ctx: &Ctx, command: ChangesCommand) -> Result<ExitCode> {
 }
 
 async fn list(ctx: &Ctx, run: Option<String>, expiring: bool, format: Format) -> Result<ExitCode> {
-    let store = ctx.store().await?;
-    let changes = if expiring {
-        store.expiring_changes(None, usize::MAX).await?
-    } else {
-        store.changes(run.as_deref()).await?
+    let changes: Vec<belay_model::ChangeRecord> = match &ctx.remote {
+        Some(remote) => {
+            let mut q = Vec::new();
+            if let Some(r) = &run {
+                q.push(("run_id", r.clone()));
+            }
+            if expiring {
+                q.push(("expiring", "true".to_owned()));
+            }
+            serde_json::from_value(remote.get("/api/v1/changes", &q).await?)?
+        }
+        None => {
+            let store = ctx.store().await?;
+            if expiring {
+                store.expiring_changes(None, usize::MAX).await?
+            } else {
+                store.changes(run.as_deref()).await?
+            }
+        }
     };
     if format == Format::Json {
         print_json(&changes)?;

@@ -252,6 +252,7 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
         data: None,
         database_url: None,
         guardrails: None,
+        server: None,
     })
     .await?;
     let set = ctx.load_playbooks(&[tmp.path().join("playbooks")])?;
@@ -425,7 +426,7 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
         if let Some(r) = store.get_run(id).await? {
             // A run a person stopped by denying its change is not a failure of the demo.
             let denied = r.error.as_deref().is_some_and(|e| e.contains("denied"));
-            let status = if denied && r.status == RunStatus::Failed {
+            let status = if denied && matches!(r.status, RunStatus::Failed | RunStatus::Denied) {
                 "stopped by a denial".to_owned()
             } else {
                 r.status.to_string()

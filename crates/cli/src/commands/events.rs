@@ -104,7 +104,10 @@ pub async fn run(ctx: &Ctx, command: EventsCommand) -> Result<ExitCode> {
         }
         for r in reports {
             started += 1;
-            failed += usize::from(r.status == belay_model::RunStatus::Failed);
+            failed += usize::from(matches!(
+                r.status,
+                belay_model::RunStatus::Failed | belay_model::RunStatus::Denied
+            ));
             println!(
                 "event {id}: run {} of `{}` {}",
                 r.run_id,

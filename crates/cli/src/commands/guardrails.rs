@@ -5,7 +5,7 @@
 
 use crate::context::Ctx;
 use crate::output::{Format, print_json};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use std::process::ExitCode;
 
@@ -39,47 +39,21 @@ pub async fn run(ctx: &Ctx, command: GuardrailsCommand) -> Result<ExitCode> {
             with,
             format,
         } => {
-            let spec = ctx
-                .catalog
-                .get(&action)
-                .ok_or_else(|| anyhow!("no action `{action}`"))?;
             let input: serde_json::Value =
                 serde_json::from_str(&with).context("--with is not JSON")?;
-            if let Err(errs) = spec.validate_input(&input) {
-                bail!("invalid inputs for `{action}`: {}", errs.join("; "));
-            }
             let guardrails = ctx.guardrails()?;
             for w in guardrails.learning_warnings(&ctx.catalog) {
                 eprintln!("{}: warning: {w}", ctx.guardrails_path.display());
             }
             let store = ctx.store().await?;
-            let mut recent = std::collections::HashMap::new();
-            let mut baselines = std::collections::HashMap::new();
-            let now = belay_model::now_ms();
-            for g in guardrails.governing(&action, &[]) {
-                let actions = guardrails.actions_of(g, &ctx.catalog);
-                let window = g.rate.map(|(_, per)| per).or(g.baseline.map(|b| b.per));
-                if let Some(per) = window {
-                    let since = now - per.as_millis() as i64;
-                    recent.insert(g.name.clone(), store.count_changes(&actions, since).await?);
-                }
-                if let Some(b) = &g.baseline {
-                    let since = now - b.lookback().as_millis() as i64;
-                    let history = store.change_history(&actions, since).await?;
-                    baselines.insert(g.name.clone(), b.learn(&history, now));
-                }
-            }
-            let targets = vec![spec.target_of(&input)];
-            let verdicts = guardrails.check(
-                &[],
-                &belay_engine::guard::Context {
-                    action: spec,
-                    targets: &targets,
-                    recent: &recent,
-                    baselines: &baselines,
-                    identities: &Default::default(),
-                },
-            );
+            let verdicts = belay_engine::guard::check_planned(
+                &*store,
+                &guardrails,
+                &ctx.catalog,
+                &action,
+                &input,
+            )
+            .await?;
             if format == Format::Json {
                 print_json(&verdicts)?;
             } else if verdicts.is_empty() {

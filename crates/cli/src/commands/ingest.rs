@@ -52,6 +52,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         .open(&rejected_path)
         .with_context(|| format!("cannot open {}", rejected_path.display()))?;
     let input = input.as_str();
+    if let Some(remote) = &ctx.remote {
+        if playbooks.is_some() {
+            anyhow::bail!(
+                "--playbooks is for the local CLI: through --server the server's playbooks run"
+            );
+        }
+        return ingest_remote(remote, input, quiet, &mut rejected_file, &rejected_path).await;
+    }
     let dir = playbooks
         .or_else(|| ctx.config.playbooks.clone())
         .ok_or_else(|| {
@@ -173,6 +181,97 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         eprintln!(
             "ingest: {} line(s) rejected, kept with the reason in {}",
             stats.rejected,
+            rejected_path.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lines sent to the server in one request.
+const BATCH: usize = 500;
+
+/// `belay ingest --server URL`: the lines are sent as NDJSON batches, each acknowledged by the
+/// server only once committed with the runs it starts; a line the server refuses is kept in
+/// the dead-letter file with its reason and the rest of its batch is sent again. Sending the
+/// same file again is safe: an event id seen before is answered `duplicate`, nothing runs twice.
+async fn ingest_remote(
+    remote: &crate::remote::Remote,
+    input: &str,
+    quiet: bool,
+    rejected_file: &mut std::fs::File,
+    rejected_path: &std::path::Path,
+) -> Result<ExitCode> {
+    let text = if input == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+            .context("cannot read standard input")?;
+        t
+    } else {
+        std::fs::read_to_string(input).with_context(|| format!("cannot read {input}"))?
+    };
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l))
+        .collect();
+    let (mut accepted, mut duplicates, mut rejected, mut runs) = (0, 0, 0, 0);
+    let mut stdout = std::io::stdout();
+    for chunk in lines.chunks(BATCH) {
+        let mut batch: Vec<(usize, &str)> = chunk.to_vec();
+        while !batch.is_empty() {
+            let body: Vec<u8> = batch
+                .iter()
+                .flat_map(|(_, l)| l.bytes().chain(std::iter::once(b'\n')))
+                .collect();
+            match remote.post_ndjson("/api/v1/events", body).await {
+                Ok(answer) => {
+                    for e in answer["events"].as_array().into_iter().flatten() {
+                        let new = e["status"] == "new";
+                        if new {
+                            accepted += 1;
+                        } else {
+                            duplicates += 1;
+                        }
+                        let started = e["run_ids"].as_array().map_or(0, Vec::len);
+                        runs += started;
+                        if !quiet {
+                            let ack = serde_json::json!({ "event": e["event_id"],
+                                "accepted": e["status"], "runs": e["run_ids"] });
+                            writeln!(stdout, "{ack}")?;
+                        }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // The server names the refused line of the batch (`line N: …`).
+                    let text = e.to_string();
+                    let Some(k) = text
+                        .strip_prefix("line ")
+                        .and_then(|r| r.split(':').next())
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|k| (1..=batch.len()).contains(k))
+                    else {
+                        return Err(e);
+                    };
+                    let (line, bad) = batch.remove(k - 1);
+                    rejected += 1;
+                    let record = serde_json::json!({ "source": format!("server:{input}"),
+                        "line": line, "at": belay_model::now_ms(), "reason": text,
+                        "text": bad });
+                    writeln!(rejected_file, "{record}")?;
+                    eprintln!("{input}:{line}: rejected: {text}");
+                }
+            }
+        }
+    }
+    eprintln!(
+        "ingest: {accepted} accepted, {duplicates} duplicate, {rejected} rejected; runs: {runs} started on the server"
+    );
+    if rejected > 0 {
+        eprintln!(
+            "ingest: {rejected} line(s) rejected, kept with the reason in {}",
             rejected_path.display()
         );
         return Ok(ExitCode::from(1));

@@ -6,9 +6,9 @@
 use crate::context::Ctx;
 use crate::output::{Format, print_json};
 use anyhow::{Context, Result, anyhow, bail};
+use belay_intel::Kind;
 use belay_intel::import::{ImportOptions, Phase, Progress};
 use belay_intel::parse::csv::CsvOptions;
-use belay_intel::{Index, IntelStore, Kind};
 use belay_playbook::PlaybookSet;
 use clap::{Subcommand, ValueEnum};
 use std::io::IsTerminal;
@@ -280,13 +280,8 @@ pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
                 })
                 .transpose()?;
             let data = ctx.data.clone();
-            let found = tokio::task::spawn_blocking(move || -> Result<_> {
-                let index = if IntelStore::exists(&data) {
-                    Index::load(&IntelStore::open(&data)?)?
-                } else {
-                    Index::default()
-                };
-                Ok(index.lookup(&value, hint, belay_model::now_ms())?)
+            let found = tokio::task::spawn_blocking(move || {
+                belay_intel::query::lookup(&data, &value, hint, belay_model::now_ms())
             })
             .await
             .context("the lookup task ended abnormally")??;
@@ -319,38 +314,17 @@ pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
         }
         IntelCommand::Stats { format } => {
             let data = ctx.data.clone();
-            let (feeds, counts) = tokio::task::spawn_blocking(move || -> Result<_> {
-                if !IntelStore::exists(&data) {
-                    return Ok((Vec::new(), Vec::new()));
-                }
-                let store = IntelStore::open(&data)?;
-                let feeds: Vec<_> = store.feeds()?.into_iter().map(|(_, f)| f).collect();
-                Ok((feeds, store.counts()?))
-            })
-            .await
-            .context("the stats task ended abnormally")??;
+            let stats = tokio::task::spawn_blocking(move || belay_intel::query::stats(&data))
+                .await
+                .context("the stats task ended abnormally")??;
             if format == Format::Json {
-                let by_type: serde_json::Map<String, serde_json::Value> = counts
-                    .iter()
-                    .map(|(k, s, d)| {
-                        (
-                            k.to_string(),
-                            serde_json::json!({"sightings": s, "values": d}),
-                        )
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "feeds": feeds, "by_type": by_type,
-                    }))?
-                );
+                print_json(&stats)?;
             } else {
                 println!(
                     "{:<20} {:<6} {:>6} {:>9} {:>8} {:>10} {:>11}  LAST IMPORT           SOURCE",
                     "FEED", "FORMAT", "WEIGHT", "HALF-LIFE", "EXPIRES", "INDICATORS", "UNSUPPORTED"
                 );
-                for f in &feeds {
+                for f in &stats.feeds {
                     println!(
                         "{:<20} {:<6} {:>6} {:>9} {:>8} {:>10} {:>11}  {}  {}",
                         f.name,
@@ -364,8 +338,8 @@ pub async fn run(ctx: &Ctx, command: IntelCommand) -> Result<ExitCode> {
                         f.source
                     );
                 }
-                for (k, s, d) in &counts {
-                    println!("{k:<8} {d} values, {s} listings");
+                for (k, c) in &stats.by_type {
+                    println!("{k:<8} {} values, {} listings", c.values, c.sightings);
                 }
             }
             Ok(ExitCode::SUCCESS)

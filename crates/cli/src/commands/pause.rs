@@ -17,7 +17,7 @@ pub struct PauseArgs {
     pub playbook: Option<String>,
     /// Who pauses (an admin when users are configured); the local CLI only — through a server
     /// the actor is the token's principal.
-    #[arg(long = "as", value_name = "USER", required_unless_present = "list")]
+    #[arg(long = "as", value_name = "USER")]
     pub actor: Option<String>,
     /// Why (recorded in the audit trail).
     #[arg(long, value_name = "TEXT", required_unless_present = "list")]
@@ -34,9 +34,10 @@ pub struct PauseArgs {
 pub struct UnpauseArgs {
     /// The playbook whose pause to lift; without it, the pause of all automation.
     pub playbook: Option<String>,
-    /// Who resumes (an admin when users are configured).
+    /// Who resumes (an admin when users are configured); the local CLI only — through a
+    /// server the actor is the token's principal.
     #[arg(long = "as", value_name = "USER")]
-    pub actor: String,
+    pub actor: Option<String>,
     /// Why (recorded in the audit trail).
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub reason: String,
@@ -73,40 +74,109 @@ fn scope(playbook: &Option<String>) -> String {
     }
 }
 
+/// `belay pause` / `belay unpause` through a server, as the token's principal.
+async fn switch_remote(
+    remote: &crate::remote::Remote,
+    pause: bool,
+    playbook: Option<String>,
+    reason: Option<String>,
+) -> Result<ExitCode> {
+    let path = if pause {
+        "/api/v1/pause"
+    } else {
+        "/api/v1/unpause"
+    };
+    let v = remote
+        .post(
+            path,
+            &serde_json::json!({ "playbook": playbook, "reason": reason }),
+        )
+        .await?;
+    if pause {
+        println!(
+            "{} paused by {}: change steps are recorded as shadow, not applied, until `belay unpause{}`",
+            scope(&playbook),
+            v["paused"]["paused_by"].as_str().unwrap_or("?"),
+            playbook
+                .as_deref()
+                .map(|p| format!(" {p}"))
+                .unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if v["lifted"] == true {
+        println!("{} resumed", scope(&playbook));
+    } else {
+        println!("{} was not paused", scope(&playbook));
+    }
+    for p in v["pauses"].as_array().into_iter().flatten() {
+        println!(
+            "still paused: {} (by {}: {})",
+            scope(&p["playbook"].as_str().map(str::to_owned)),
+            p["paused_by"].as_str().unwrap_or("?"),
+            p["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `belay pause`.
 pub async fn pause(ctx: &Ctx, args: PauseArgs) -> Result<ExitCode> {
+    if let Some(remote) = &ctx.remote {
+        crate::remote::refuse_as(&args.actor)?;
+        if !args.list {
+            return switch_remote(remote, true, args.playbook, args.reason).await;
+        }
+        let v = remote.get("/api/v1/pauses", &[]).await?;
+        let pauses: Vec<PauseRecord> = serde_json::from_value(v["pauses"].clone())?;
+        return print_pauses(&pauses, args.format);
+    }
     let store = ctx.store().await?;
     if args.list {
         let pauses = store.pauses().await?;
-        if args.format == Format::Json {
-            print_json(&pauses)?;
-        } else if pauses.is_empty() {
-            println!("automation is not paused");
-        } else {
-            for p in pauses {
-                println!(
-                    "{} paused by {} at {}: {}",
-                    scope(&p.playbook),
-                    p.paused_by,
-                    ms_to_rfc3339(p.paused_at),
-                    p.reason
-                );
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
+        return print_pauses(&pauses, args.format);
     }
     let (Some(actor), Some(reason)) = (args.actor, args.reason) else {
-        bail!("belay pause needs --as USER and --reason TEXT");
+        bail!("belay pause needs --as USER and --reason TEXT (or --server URL with a token)");
     };
+    pause_local(ctx, &*store, args.playbook, actor, reason).await
+}
+
+fn print_pauses(pauses: &[PauseRecord], format: Format) -> Result<ExitCode> {
+    if format == Format::Json {
+        print_json(&pauses)?;
+    } else if pauses.is_empty() {
+        println!("automation is not paused");
+    } else {
+        for p in pauses {
+            println!(
+                "{} paused by {} at {}: {}",
+                scope(&p.playbook),
+                p.paused_by,
+                ms_to_rfc3339(p.paused_at),
+                p.reason
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pause_local(
+    ctx: &Ctx,
+    store: &dyn Store,
+    playbook: Option<String>,
+    actor: String,
+    reason: String,
+) -> Result<ExitCode> {
     if reason.trim().is_empty() {
         bail!("--reason needs a few words saying why");
     }
-    if args.playbook.as_deref().is_some_and(|p| p == "*") {
+    if playbook.as_deref().is_some_and(|p| p == "*") {
         bail!("name a playbook, or leave it out to pause all automation");
     }
-    may_switch(ctx, &*store, &actor).await?;
+    may_switch(ctx, store, &actor).await?;
     let record = PauseRecord {
-        playbook: args.playbook,
+        playbook,
         paused_by: actor,
         reason,
         paused_at: belay_model::now_ms(),
@@ -126,10 +196,15 @@ pub async fn pause(ctx: &Ctx, args: PauseArgs) -> Result<ExitCode> {
 
 /// Runs `belay unpause`.
 pub async fn unpause(ctx: &Ctx, args: UnpauseArgs) -> Result<ExitCode> {
+    if let Some(remote) = &ctx.remote {
+        crate::remote::refuse_as(&args.actor)?;
+        return switch_remote(remote, false, args.playbook, Some(args.reason)).await;
+    }
+    let actor = crate::remote::local_actor(args.actor, "resumes automation")?;
     let store = ctx.store().await?;
-    may_switch(ctx, &*store, &args.actor).await?;
+    may_switch(ctx, &*store, &actor).await?;
     let lifted = store
-        .unpause(args.playbook.as_deref(), &args.actor, &args.reason)
+        .unpause(args.playbook.as_deref(), &actor, &args.reason)
         .await?;
     if lifted {
         println!("{} resumed", scope(&args.playbook));

@@ -8,6 +8,7 @@ use crate::context::Ctx;
 use crate::output::{Format, print_json};
 use anyhow::{Context, Result, bail};
 use belay_playbook::PlaybookSet;
+use serde_json::Value;
 use std::process::ExitCode;
 
 /// `belay rollback (--change ID | --run ID | --to CHECKPOINT | --since TIME) --as USER`.
@@ -24,9 +25,10 @@ pub struct Args {
     /// Undo targets that changed since the change (drift) too.
     #[arg(long)]
     force: bool,
-    /// Who is rolling back (recorded in the journal and the audit trail).
+    /// Who is rolling back (recorded in the journal and the audit trail); the local CLI only —
+    /// through --server the actor is the token's principal.
     #[arg(long = "as", value_name = "USER")]
-    actor: String,
+    actor: Option<String>,
     /// Output: `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -58,11 +60,39 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         actor,
         format,
     } = args;
-    use belay_engine::rollback::{Outcome, RollbackOptions, Selection};
+    let report = match &ctx.remote {
+        Some(remote) => {
+            crate::remote::refuse_as(&actor)?;
+            remote
+                .post(
+                    "/api/v1/rollback",
+                    &serde_json::json!({ "change": s.change, "run": s.run, "to": s.to,
+                        "since": s.since, "dry_run": dry_run, "force": force }),
+                )
+                .await?
+        }
+        None => serde_json::to_value(local(ctx, s, dry_run, force, actor).await?)?,
+    };
+    print_report(&report, dry_run, format)
+}
+
+/// Rolls back with the local store, as `--as`.
+async fn local(
+    ctx: &Ctx,
+    s: RollbackSelect,
+    dry_run: bool,
+    force: bool,
+    actor: Option<String>,
+) -> Result<belay_engine::rollback::Report> {
+    use belay_engine::rollback::{RollbackOptions, Selection};
+    let actor = crate::remote::local_actor(actor, "rolls back")?;
     if dry_run {
         known_user(ctx, &actor)?; // a preview changes nothing: anyone known may look
     } else {
         may_change(ctx, &actor, "roll back")?;
+    }
+    if force {
+        may_force(ctx, &actor)?;
     }
     let store = ctx.store().await?;
     let selection = match (s.change, s.run, s.to, s.since) {
@@ -81,7 +111,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         _ => bail!("choose what to roll back: --change, --run, --to or --since"),
     };
     let engine = ctx.engine(PlaybookSet::default()).await?;
-    let report = belay_engine::rollback::rollback(
+    Ok(belay_engine::rollback::rollback(
         &engine,
         selection,
         RollbackOptions {
@@ -90,53 +120,67 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             actor,
         },
     )
-    .await?;
+    .await?)
+}
+
+/// `--force` undoes targets that drifted: when users are configured, only an admin may.
+fn may_force(ctx: &Ctx, actor: &str) -> Result<()> {
+    match ctx.config.users.iter().find(|u| u.name == actor) {
+        Some(u) if !u.roles.iter().any(|r| r == "admin") => {
+            bail!("{actor} may not force a rollback over drift: it needs the admin role")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Prints a rollback report (its JSON form); exit 1 when a change drifted or failed.
+fn print_report(report: &Value, dry_run: bool, format: Format) -> Result<ExitCode> {
+    let items = report["items"].as_array().cloned().unwrap_or_default();
+    let count = |o: &str| items.iter().filter(|i| i["outcome"] == o).count();
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let already = report["already_reverted"].as_u64().unwrap_or(0);
     if format == Format::Json {
-        print_json(&report)?;
-    } else if report.items.is_empty() && report.already_reverted > 0 {
+        print_json(report)?;
+    } else if items.is_empty() && already > 0 {
         println!(
-            "nothing to roll back: the {} selected change(s) were already reverted \
-             (`belay changes list` shows by which rollback)",
-            report.already_reverted
+            "nothing to roll back: the {already} selected change(s) were already reverted \
+             (`belay changes list` shows by which rollback)"
         );
     } else {
-        for i in &report.items {
-            let o = serde_json::to_value(i.outcome)?
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+        for i in &items {
             println!(
-                "{o:<13} {} {} {}  ({})",
-                i.action, i.target, i.change_id, i.detail
+                "{:<13} {} {} {}  ({})",
+                s(&i["outcome"]),
+                s(&i["action"]),
+                s(&i["target"]),
+                s(&i["change_id"]),
+                s(&i["detail"])
             );
         }
         println!(
             "{} reverted, {} unchanged, {} kept (irreversible), {} drifted, {} failed{}",
-            report.count(Outcome::Reverted),
-            report.count(Outcome::Unchanged),
-            report.count(Outcome::Irreversible),
-            report.count(Outcome::Drifted),
-            report.count(Outcome::Failed),
+            count("reverted"),
+            count("unchanged"),
+            count("irreversible"),
+            count("drifted"),
+            count("failed"),
             if dry_run {
-                format!(
-                    ", {} would be reverted (dry run)",
-                    report.count(Outcome::WouldRevert)
-                )
+                format!(", {} would be reverted (dry run)", count("would_revert"))
             } else {
                 String::new()
             }
         );
-        if let Some(r) = &report.rollback_run {
+        if let Some(r) = report["rollback_run"].as_str() {
             println!("rollback run {r} (roll it back to redo)");
         }
-        for (playbook, step) in &report.demoted {
+        for d in report["demoted"].as_array().into_iter().flatten() {
+            let (playbook, step) = (s(&d[0]), s(&d[1]));
             println!(
-                "step `{step}` of playbook `{playbook}` is demoted to `approve`: its changes wait                  for a person until `belay trust reset {playbook} {step} --as USER`"
+                "step `{step}` of playbook `{playbook}` is demoted to `approve`: its changes wait for a person until `belay trust reset {playbook} {step} --as USER`"
             );
         }
     }
-    let bad = report.count(Outcome::Failed) + report.count(Outcome::Drifted);
-    Ok(if bad > 0 {
+    Ok(if count("failed") + count("drifted") > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

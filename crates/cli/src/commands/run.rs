@@ -104,9 +104,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     if format == Format::Text && report.status == RunStatus::WaitingApproval {
         print_decisions(&*engine.store, &report.run_id).await?;
     }
-    Ok(if report.status == RunStatus::Failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if matches!(report.status, RunStatus::Failed | RunStatus::Denied) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }

@@ -6,10 +6,9 @@ use crate::context::Ctx;
 use crate::output::{Format, ShowArgs, print_json, print_report_text, report_json};
 use anyhow::{Result, anyhow};
 use belay_engine::RunReport;
-use belay_model::RunStatus;
+use belay_model::{RunRecord, RunStatus, StepRecord};
 use belay_store::RunFilter;
 use clap::Subcommand;
-use serde_json::json;
 use std::process::ExitCode;
 
 /// `belay runs …`.
@@ -50,117 +49,83 @@ pub enum RunsCommand {
 
 /// Runs `belay runs …`.
 pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
-    if let RunsCommand::Resume { playbooks } = command {
-        return resume(ctx, playbooks).await;
-    }
-    let store = ctx.store().await?;
     match command {
-        RunsCommand::Resume { .. } => unreachable!("handled above"),
+        RunsCommand::Resume { playbooks } => resume(ctx, playbooks).await,
         RunsCommand::List {
             status,
             playbook,
             limit,
             format,
         } => {
-            let status = status
-                .map(|s| s.parse::<RunStatus>().map_err(|e| anyhow!(e)))
-                .transpose()?;
-            let runs = store
-                .list_runs(&RunFilter {
-                    status,
-                    playbook,
-                    event_id: None,
-                    limit: Some(limit),
-                    before: None,
-                })
-                .await?;
-            if format == Format::Json {
-                print_json(&runs)?;
-            } else {
-                println!(
-                    "{:<38} {:<24} {:<17} {:<24} EVENT",
-                    "RUN", "PLAYBOOK", "STATUS", "CREATED"
-                );
-                let waiting = runs
-                    .iter()
-                    .filter(|r| r.status == RunStatus::WaitingApproval)
-                    .count();
-                for r in runs {
-                    // A dry run applied nothing: its status says what would have happened.
-                    let status = if r.event_id.starts_with(belay_engine::replay::REPLAY_PREFIX) {
-                        format!("{} (replay)", r.status.as_str())
-                    } else if r.dry_run {
-                        format!("{} (dry run)", r.status.as_str())
-                    } else {
-                        r.status.as_str().to_owned()
-                    };
-                    println!(
-                        "{:<38} {:<24} {:<17} {:<24} {}",
-                        r.id,
-                        r.playbook,
-                        status,
-                        belay_model::ms_to_rfc3339(r.created_at),
-                        r.event_id
-                    );
+            let runs = match &ctx.remote {
+                Some(remote) => list_remote(remote, status, playbook, limit).await?,
+                None => {
+                    let status = status
+                        .map(|s| s.parse::<RunStatus>().map_err(|e| anyhow!(e)))
+                        .transpose()?;
+                    ctx.store()
+                        .await?
+                        .list_runs(&RunFilter {
+                            status,
+                            playbook,
+                            event_id: None,
+                            limit: Some(limit),
+                            before: None,
+                        })
+                        .await?
                 }
-                if waiting > 0 {
-                    eprintln!(
-                        "{waiting} run(s) wait for a decision (`belay approvals list`); once \
-                         decided or expired they finish in `belay serve`, `belay ingest` or \
-                         `belay runs resume`"
-                    );
-                }
-            }
+            };
+            print_runs(&runs, format)?;
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Show(ShowArgs { id, format }) => {
-            let id = crate::ids::resolve(&*store, belay_store::IdKind::Run, &id).await?;
-            let run = store
-                .get_run(&id)
-                .await?
-                .ok_or_else(|| anyhow!("no run `{id}`"))?;
-            let steps = store.steps(&id).await?;
+            let (run, steps, version) = match &ctx.remote {
+                Some(remote) => {
+                    let v = remote.get(&format!("/api/v1/runs/{id}"), &[]).await?;
+                    (
+                        serde_json::from_value::<RunRecord>(v["run"].clone())?,
+                        serde_json::from_value::<Vec<StepRecord>>(v["steps"].clone())?,
+                        v["playbook_version"].clone(),
+                    )
+                }
+                None => {
+                    let store = ctx.store().await?;
+                    let id = crate::ids::resolve(&*store, belay_store::IdKind::Run, &id).await?;
+                    let run = store
+                        .get_run(&id)
+                        .await?
+                        .ok_or_else(|| anyhow!("no run `{id}`"))?;
+                    let steps = store.steps(&id).await?;
+                    let version = belay_engine::version_info(&*store, &run).await?;
+                    (run, steps, version)
+                }
+            };
             let report = RunReport::from_records(&run, &steps);
-            // The playbook version it runs with: a resumed run uses exactly the stored one.
-            let stored = if run.playbook.starts_with("belay:") {
-                None
-            } else {
-                store.playbook_version(&run.playbook_hash).await?
-            };
-            let guardrails = match stored.as_ref().map(|v| &v.guardrails_hash) {
-                Some(h) if !h.is_empty() => store.guardrail_set(h).await?,
-                _ => None,
-            };
-            let files: Vec<&str> = guardrails
-                .iter()
-                .flat_map(|g| g.files.iter().map(|(name, _)| name.as_str()))
-                .collect();
-            let version = json!({
-                "hash": run.playbook_hash,
-                "stored": stored.is_some(),
-                "guardrails_hash": stored.as_ref().map(|v| v.guardrails_hash.clone()),
-                "guardrail_files": guardrails.as_ref().map(|g| json!(g.files)),
-                "calls": stored.as_ref().map(|v| json!(v.calls)),
-            });
             if format == Format::Json {
                 let mut out = report_json(&report);
                 out["playbook_version"] = version;
                 print_json(&out)?;
             } else {
                 print_report_text(&report);
+                let stored = version["stored"] == true;
                 println!(
                     "  playbook version {} ({})",
                     run.playbook_hash,
-                    if stored.is_some() {
+                    if stored {
                         "stored: resumes with exactly this version"
                     } else {
                         "not stored: recorded before versions were kept, resumes only where this version is loaded"
                     }
                 );
-                if let Some(g) = &guardrails {
+                if let Some(set) = version["guardrail_set"].as_str() {
+                    let files: Vec<&str> = version["guardrail_files"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f[0].as_str())
+                        .collect();
                     println!(
-                        "  guardrail set {} ({}; stored with the version)",
-                        g.hash,
+                        "  guardrail set {set} ({}; stored with the version)",
                         if files.is_empty() {
                             "no files".to_owned()
                         } else {
@@ -172,6 +137,78 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Runs from the server, newest first, page after page until `limit`.
+async fn list_remote(
+    remote: &crate::remote::Remote,
+    status: Option<String>,
+    playbook: Option<String>,
+    limit: usize,
+) -> Result<Vec<RunRecord>> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    while out.len() < limit {
+        let mut q = vec![("limit", (limit - out.len()).min(500).to_string())];
+        if let Some(s) = &status {
+            q.push(("status", s.clone()));
+        }
+        if let Some(p) = &playbook {
+            q.push(("playbook", p.clone()));
+        }
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let page = remote.get("/api/v1/runs", &q).await?;
+        out.extend(serde_json::from_value::<Vec<RunRecord>>(
+            page["runs"].clone(),
+        )?);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn print_runs(runs: &[RunRecord], format: Format) -> Result<()> {
+    if format == Format::Json {
+        return print_json(&runs);
+    }
+    println!(
+        "{:<38} {:<24} {:<17} {:<24} EVENT",
+        "RUN", "PLAYBOOK", "STATUS", "CREATED"
+    );
+    for r in runs {
+        // A dry run applied nothing: its status says what would have happened.
+        let status = if r.event_id.starts_with(belay_engine::replay::REPLAY_PREFIX) {
+            format!("{} (replay)", r.status.as_str())
+        } else if r.dry_run {
+            format!("{} (dry run)", r.status.as_str())
+        } else {
+            r.status.as_str().to_owned()
+        };
+        println!(
+            "{:<38} {:<24} {:<17} {:<24} {}",
+            r.id,
+            r.playbook,
+            status,
+            belay_model::ms_to_rfc3339(r.created_at),
+            r.event_id
+        );
+    }
+    let waiting = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::WaitingApproval)
+        .count();
+    if waiting > 0 {
+        eprintln!(
+            "{waiting} run(s) wait for a decision (`belay approvals list`); once \
+             decided or expired they finish in `belay serve`, `belay ingest` or \
+             `belay runs resume`"
+        );
+    }
+    Ok(())
 }
 
 /// `belay runs resume`: decided and stranded runs are finished here and now, each reported with
@@ -228,7 +265,7 @@ async fn resume(ctx: &Ctx, playbooks: Option<std::path::PathBuf>) -> Result<Exit
             );
             continue;
         }
-        failed |= now.status == RunStatus::Failed;
+        failed |= matches!(now.status, RunStatus::Failed | RunStatus::Denied);
         println!(
             "run {} ({}) {}{}",
             now.id,

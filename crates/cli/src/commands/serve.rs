@@ -335,6 +335,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         hooks,
         trust,
         reload,
+        data: Some(ctx.data.clone()),
         ops,
         console,
         secrets_key: crate::secrets_key::keyring(ctx)?,

@@ -8,8 +8,7 @@ use crate::context::Ctx;
 use crate::output::{Format, print_json};
 use anyhow::{Context, Result, anyhow};
 use belay_model::ms_to_rfc3339;
-use belay_server::auth::{new_token, parse_roles};
-use belay_store::TokenRecord;
+use belay_server::auth::parse_roles;
 use clap::Subcommand;
 use std::process::ExitCode;
 
@@ -60,19 +59,14 @@ pub async fn run(ctx: &Ctx, command: TokensCommand) -> Result<ExitCode> {
                         .map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2))
                 })
                 .transpose()?;
-            let (text, hash) = new_token().map_err(|e| anyhow!("no randomness: {e}"))?;
-            let token = TokenRecord {
-                id: format!("tok_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
-                principal: name,
-                roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
-                hash,
-                created_at: now,
-                created_by: local_actor(),
+            let (text, token) = belay_server::principals::create_token(
+                &*store,
+                &name,
+                &roles,
                 expires_at,
-                last_used_at: None,
-                revoked_at: None,
-            };
-            store.put_token(&token, &token.created_by).await?;
+                &local_actor(),
+            )
+            .await?;
             eprintln!(
                 "token {} for {} ({}){}; it is shown only now",
                 token.id,
@@ -111,12 +105,13 @@ pub async fn run(ctx: &Ctx, command: TokensCommand) -> Result<ExitCode> {
             }
         }
         TokensCommand::Revoke { id } => {
-            if store.revoke_token(&id, &local_actor()).await? {
-                println!("token {id} revoked");
-            } else {
-                eprintln!("error: no token `{id}`, or it was revoked already");
+            if let Err(e) =
+                belay_server::principals::revoke_token(&*store, &id, &local_actor()).await
+            {
+                eprintln!("error: {e}");
                 return Ok(ExitCode::from(1));
             }
+            println!("token {id} revoked");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -39,6 +39,19 @@ pub enum TrustCommand {
 /// Runs `belay trust …`.
 pub async fn run(ctx: &Ctx, command: TrustCommand) -> Result<ExitCode> {
     match command {
+        TrustCommand::Report { playbooks, format } if ctx.remote.is_some() => {
+            if playbooks.is_some() {
+                anyhow::bail!(
+                    "--playbooks is for the local CLI: through --server the report covers the server's playbooks"
+                );
+            }
+            let report = match &ctx.remote {
+                Some(remote) => remote.get("/api/v1/trust", &[]).await?,
+                None => serde_json::Value::Null,
+            };
+            print_report(&report, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
         TrustCommand::Report { playbooks, format } => {
             // The folder's playbooks when there is one, else the newest stored versions.
             let dir = playbook_dir(ctx, playbooks);
@@ -63,22 +76,7 @@ pub async fn run(ctx: &Ctx, command: TrustCommand) -> Result<ExitCode> {
                 t.promote_to_guarded = n;
             }
             let report = belay_engine::trust::report_on(&engine, &playbooks, &t).await?;
-            if format == Format::Json {
-                print_json(&report)?;
-            } else {
-                for r in &report {
-                    println!(
-                        "{}/{} ({}): declared {}, effective {} — {}: {}",
-                        r.playbook,
-                        r.step,
-                        r.action,
-                        r.declared,
-                        r.effective,
-                        r.recommendation,
-                        r.reason
-                    );
-                }
-            }
+            print_report(&serde_json::to_value(&report)?, format)?;
             Ok(ExitCode::SUCCESS)
         }
         TrustCommand::Reset {
@@ -99,4 +97,25 @@ pub async fn run(ctx: &Ctx, command: TrustCommand) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// The trust report (its JSON form), one line per step or as JSON.
+fn print_report(report: &serde_json::Value, format: Format) -> Result<()> {
+    if format == Format::Json {
+        return print_json(report);
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    for r in report.as_array().into_iter().flatten() {
+        println!(
+            "{}/{} ({}): declared {}, effective {} — {}: {}",
+            s(&r["playbook"]),
+            s(&r["step"]),
+            s(&r["action"]),
+            s(&r["declared"]),
+            s(&r["effective"]),
+            s(&r["recommendation"]),
+            s(&r["reason"])
+        );
+    }
+    Ok(())
 }

@@ -8,7 +8,6 @@ use crate::context::Ctx;
 use crate::output::{Format, print_json};
 use anyhow::{Context, Result, anyhow, bail};
 use belay_server::auth::{hash_password, parse_roles};
-use belay_store::UserRecord;
 use clap::Subcommand;
 use std::io::Read;
 use std::process::ExitCode;
@@ -63,8 +62,11 @@ fn read_password() -> Result<String> {
         .read_to_string(&mut text)
         .context("cannot read the password from standard input")?;
     let password = text.lines().next().unwrap_or_default().to_owned();
-    if password.chars().count() < 8 {
-        bail!("the password must have at least 8 characters");
+    if password.chars().count() < belay_server::principals::MIN_PASSWORD {
+        bail!(
+            "the password must have at least {} characters",
+            belay_server::principals::MIN_PASSWORD
+        );
     }
     Ok(password)
 }
@@ -86,29 +88,19 @@ pub async fn run(ctx: &Ctx, command: UsersCommand) -> Result<ExitCode> {
         } => {
             valid_name(&name)?;
             let roles = parse_roles(&roles).map_err(|e| anyhow!(e))?;
-            let password_hash = if password_stdin {
-                Some(hash_password(&read_password()?).map_err(|e| anyhow!("hashing: {e}"))?)
+            let password = if password_stdin {
+                Some(read_password()?)
             } else {
                 None
             };
-            let now = belay_model::now_ms();
-            let existing = store.get_user(&name).await?;
-            let user = UserRecord {
-                name: name.clone(),
-                roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
-                password_hash,
-                disabled: false,
-                failed_logins: 0,
-                locked_until: None,
-                created_at: existing.as_ref().map_or(now, |u| u.created_at),
-                updated_at: now,
-            };
-            let note = if existing.is_some() {
-                "replaced"
-            } else {
-                "created"
-            };
-            store.put_user(&user, &actor, note).await?;
+            let (user, note) = belay_server::principals::save_user(
+                &*store,
+                &name,
+                &roles,
+                password.as_deref(),
+                &actor,
+            )
+            .await?;
             println!("user {name} {note} with roles {}", user.roles.join(", "));
         }
         UsersCommand::Passwd { name } => {
@@ -122,12 +114,7 @@ pub async fn run(ctx: &Ctx, command: UsersCommand) -> Result<ExitCode> {
             println!("password of {name} set");
         }
         UsersCommand::Disable { name } => {
-            let mut user = store
-                .get_user(&name)
-                .await?
-                .ok_or_else(|| anyhow!("no stored user `{name}`"))?;
-            user.disabled = true;
-            store.put_user(&user, &actor, "disabled").await?;
+            belay_server::principals::disable_user(&*store, &name, &actor).await?;
             println!("user {name} disabled");
         }
         UsersCommand::List { format } => {

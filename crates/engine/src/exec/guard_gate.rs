@@ -48,7 +48,7 @@ impl Batch {
             change_hash: self.hash,
             current_state: Value::Null,
             verdicts,
-            reason: format!("held by guardrail — {reason}"),
+            reason: format!("{} — {reason}", crate::approvals::HELD_BY_GUARDRAIL),
             trust,
         }
     }

@@ -106,6 +106,9 @@ struct RunState {
     tree_allowed: Option<String>,
     /// What the sub-playbooks this run called did, by the calling record's key.
     sub_reports: std::sync::Mutex<HashMap<String, Vec<StepReport>>>,
+    /// An approval the audit trail does not vouch for was refused: the run fails (tampering),
+    /// it is not `denied` by a person.
+    unvouched: std::sync::atomic::AtomicBool,
 }
 
 /// Executes a run; `resumed` says whether records from an earlier attempt may exist.
@@ -248,8 +251,11 @@ async fn execute_body(
         counts,
         tree_allowed,
         sub_reports: Default::default(),
+        unvouched: Default::default(),
     };
     let mut failure: Option<String> = None;
+    // Whether the failure is a denied change: the run ends `denied`, not `failed`.
+    let mut denied = false;
     for (seq, step) in pb.steps.iter().enumerate() {
         let started = std::time::Instant::now();
         let outcome = st.run_step(step, seq as i64).await?;
@@ -287,6 +293,11 @@ async fn execute_body(
                     );
                 }
                 OnError::Fail => {
+                    denied = st
+                        .records
+                        .last()
+                        .is_some_and(|r| r.decision == Decision::Denied)
+                        && !st.unvouched.load(std::sync::atomic::Ordering::Relaxed);
                     failure = Some(format!("step `{}` failed: {message}", step.id));
                     break;
                 }
@@ -318,7 +329,9 @@ async fn execute_body(
             },
         }
     }
-    let status = if failure.is_some() {
+    let status = if failure.is_some() && denied {
+        RunStatus::Denied
+    } else if failure.is_some() {
         RunStatus::Failed
     } else {
         RunStatus::Succeeded

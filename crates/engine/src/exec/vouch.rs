@@ -25,6 +25,8 @@ impl RunState {
             Ok(()) => return Ok(gate),
             Err(why) => why,
         };
+        self.unvouched
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.queue(Write::Audit(AuditDraft {
             kind: "approval.unvouched".into(),
             actor: format!("engine:{}", self.engine.store.worker_id()),

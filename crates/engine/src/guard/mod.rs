@@ -11,11 +11,13 @@
 
 mod baseline;
 pub mod canon;
+mod explain;
 mod load;
 mod never;
 pub mod resolve;
 
 pub use baseline::{Baseline, BaselineFigures, Learning, WhileLearning};
+pub use explain::{CheckError, check_planned};
 pub use never::{Never, NeverBench, Overlap, RangeSet, bench_never, parse_net};
 pub use resolve::{Identities, Resolution};
 

@@ -28,8 +28,9 @@ pub struct ApprovalsQuery {
     run_id: Option<String>,
 }
 
-/// A decision's body.
+/// A decision's body (`DecisionRequest` in the document: `Decision` is a step's decision).
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = DecisionRequest)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     /// Why, recorded with the vote.
@@ -58,13 +59,18 @@ pub async fn list(
     if !approvals::expire_due(store).await?.is_empty() {
         state.pick_up_decisions();
     }
-    let list = store
+    let mut list = store
         .approvals(&ApprovalFilter {
             status: (!q.all).then_some(ApprovalStatus::Pending),
             run_id: q.run_id,
         })
         .await?;
-    Ok(Json(json!(list)))
+    approvals::attach_history(store, &mut list).await?;
+    Ok(Json(json!(
+        list.iter()
+            .map(approvals::approval_view)
+            .collect::<Vec<_>>()
+    )))
 }
 
 /// One approval: the planned change, the target's state, the guardrail verdicts, the votes.
@@ -78,13 +84,17 @@ pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let a = state
-        .engine()
-        .store
+    let store = state.engine().store.clone();
+    let a = store
         .get_approval(&id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no approval `{id}`")))?;
-    Ok(Json(json!(a)))
+    let trigger = approvals::trigger_of(&*store, &a.run_id).await?;
+    let mut one = [a];
+    approvals::attach_history(&*store, &mut one).await?;
+    let mut v = approvals::approval_view(&one[0]);
+    v["trigger"] = trigger.unwrap_or(Value::Null);
+    Ok(Json(v))
 }
 
 /// Approves a planned change as the authenticated principal; the run resumes once the quorum
@@ -136,7 +146,7 @@ async fn decide(
     approve: bool,
 ) -> ApiResult<Json<Value>> {
     let a = decide_as(&state, &p, &id, approve, body).await?;
-    Ok(Json(json!(a)))
+    Ok(Json(approvals::approval_view(&a)))
 }
 
 /// Records `p`'s decision on approval `id` with the principal's roles, audited as an API

@@ -2,15 +2,27 @@
 //! router, the role checks and the OpenAPI test all see the same list.
 
 pub(crate) mod approvals;
+pub(crate) mod audit;
+pub(crate) mod cases;
 pub(crate) mod catalog;
+pub(crate) mod checkpoints;
 pub(crate) mod control;
+pub(crate) mod directory;
 pub(crate) mod events;
+pub(crate) mod events_read;
+pub(crate) mod guardrails;
 pub(crate) mod health;
 pub(crate) mod hooks;
+pub(crate) mod intel;
+pub(crate) mod journal;
+mod params;
+pub(crate) mod playbooks;
 pub(crate) mod reads;
+pub(crate) mod replay;
 pub(crate) mod rollback;
 pub(crate) mod secrets;
 pub(crate) mod sources;
+pub(crate) mod trust;
 
 use crate::auth::{self, Role};
 use crate::state::AppState;
@@ -123,7 +135,12 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     .add(M::POST, "/api/v1/events", r, events::post_events)
     .add(M::GET, "/api/v1/runs", v, reads::list_runs)
     .add(M::GET, "/api/v1/runs/{id}", v, reads::get_run)
-    .add(M::GET, "/api/v1/changes", v, reads::list_changes)
+    .add(M::GET, "/api/v1/events", v, events_read::search)
+    .add(M::GET, "/api/v1/events/{id}", v, events_read::get_event)
+    .add(M::GET, "/api/v1/changes", v, journal::list_changes)
+    .add(M::GET, "/api/v1/changes/{id}", v, journal::get_change)
+    .add(M::GET, "/api/v1/checkpoints", v, checkpoints::list)
+    .add(M::POST, "/api/v1/checkpoints", a, checkpoints::create)
     .add(M::GET, "/api/v1/approvals", v, approvals::list)
     .add(M::GET, "/api/v1/approvals/{id}", v, approvals::show)
     .add(
@@ -134,10 +151,46 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     )
     .add(M::POST, "/api/v1/approvals/{id}/deny", r, approvals::deny)
     .add(M::POST, "/api/v1/rollback", r, rollback::rollback)
+    .add(M::POST, "/api/v1/guardrails/check", v, guardrails::check)
+    .add(M::GET, "/api/v1/guardrails/holds", v, guardrails::holds)
     .add(M::GET, "/api/v1/trust", v, reads::trust_report)
+    .add(M::POST, "/api/v1/trust/reset", a, trust::reset)
+    .add(M::POST, "/api/v1/replay", Some(Author), replay::replay)
     .add(M::GET, "/api/v1/audit/verify", v, reads::audit_verify)
+    .add(M::GET, "/api/v1/audit/export", v, audit::export)
+    .add(M::GET, "/api/v1/intel/lookup", v, intel::lookup)
+    .add(M::GET, "/api/v1/intel/stats", v, intel::stats)
+    .add(M::POST, "/api/v1/intel/import", r, intel::import)
+    .add(M::GET, "/api/v1/cases", v, cases::list)
+    .add(M::POST, "/api/v1/cases", r, cases::create)
+    .add(M::GET, "/api/v1/cases/{id}", v, cases::show)
+    .add(M::POST, "/api/v1/cases/{id}/notes", r, cases::note)
+    .add(M::POST, "/api/v1/cases/{id}/evidence", r, cases::evidence)
     .add(M::GET, "/api/v1/playbooks", v, catalog::playbooks)
+    .add(M::GET, "/api/v1/playbooks/{name}", v, playbooks::show)
+    .add(
+        M::POST,
+        "/api/v1/playbooks/lint",
+        Some(Author),
+        playbooks::lint,
+    )
     .add(M::GET, "/api/v1/actions", v, catalog::actions)
+    .add(M::GET, "/api/v1/users", a, directory::list_users)
+    .add(M::POST, "/api/v1/users", a, directory::add_user)
+    .add(
+        M::POST,
+        "/api/v1/users/{name}/disable",
+        a,
+        directory::disable_user,
+    )
+    .add(M::GET, "/api/v1/tokens", a, directory::list_tokens)
+    .add(M::POST, "/api/v1/tokens", a, directory::create_token)
+    .add(
+        M::POST,
+        "/api/v1/tokens/{id}/revoke",
+        a,
+        directory::revoke_token,
+    )
     .add(M::GET, "/api/v1/pauses", v, control::pauses)
     .add(M::POST, "/api/v1/pause", a, control::pause)
     .add(M::POST, "/api/v1/unpause", a, control::unpause)

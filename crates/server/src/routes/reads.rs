@@ -1,5 +1,5 @@
-//! Reads: runs (filtered, paged by cursor), one run with its steps, the change journal, the
-//! trust report, the audit chain's verification.
+//! Reads: runs (filtered, paged by cursor), one run with its steps, the trust report, the
+//! audit chain's verification.
 
 use crate::problem::{ApiResult, Problem};
 use crate::state::AppState;
@@ -35,7 +35,7 @@ pub struct RunsQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunsPage {
     /// The runs.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<belay_model::RunRecord>)]
     pub runs: Vec<Value>,
     /// Give it as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -100,10 +100,25 @@ pub async fn list_runs(
     }))
 }
 
+/// One run as `GET /api/v1/runs/{id}` answers it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    /// The run.
+    pub run: belay_model::RunRecord,
+    /// Its step records, in order.
+    pub steps: Vec<belay_model::StepRecord>,
+    /// The run's report (status, each step's decision and outcome).
+    #[schema(value_type = Object)]
+    pub report: Value,
+    /// The playbook version it runs with: `hash`, `stored`, the guardrail set stored with it.
+    #[schema(value_type = Object)]
+    pub playbook_version: Value,
+}
+
 /// One run with its steps (and those of the sub-playbook runs it called).
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "the run's id")),
-    responses((status = 200, description = "the run and its steps", body = Object),
+    responses((status = 200, description = "the run, its steps, its report and the playbook version it runs with", body = RunView),
         (status = 401, description = "no or bad token", body = Problem),
         (status = 403, description = "role too low", body = Problem),
         (status = 404, description = "no such run", body = Problem)))]
@@ -118,33 +133,10 @@ pub async fn get_run(
         .ok_or_else(|| Problem::not_found(format!("no run `{id}`")))?;
     let steps = store.steps(&id).await?;
     let report = RunReport::from_records(&run, &steps);
+    let version = belay_engine::version_info(&**store, &run).await?;
     Ok(Json(
-        json!({ "run": run, "steps": steps, "report": report }),
+        json!({ "run": run, "steps": steps, "report": report, "playbook_version": version }),
     ))
-}
-
-/// Which changes to list.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ChangesQuery {
-    /// Only the changes of this run.
-    run_id: Option<String>,
-}
-
-/// The change journal, in the order changes were made.
-#[utoipa::path(get, path = "/api/v1/changes", tag = "changes", security(("bearer" = [])),
-    params(ChangesQuery),
-    responses((status = 200, description = "journaled changes", body = Vec<Object>),
-        (status = 400, description = "a bad filter", body = Problem),
-        (status = 401, description = "no or bad token", body = Problem),
-        (status = 403, description = "role too low", body = Problem)))]
-pub async fn list_changes(
-    State(state): State<Arc<AppState>>,
-    query: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let changes = state.engine().store.changes(q.run_id.as_deref()).await?;
-    Ok(Json(json!(changes)))
 }
 
 /// Per playbook step: declared and effective trust, the record, a recommendation.

@@ -43,7 +43,7 @@ pub struct RollbackRequest {
     responses((status = 200, description = "each selected change and what happened to it", body = Object),
         (status = 400, description = "no or several selections, an unknown change, run or checkpoint", body = Problem),
         (status = 401, description = "no or bad token", body = Problem),
-        (status = 403, description = "role too low", body = Problem),
+        (status = 403, description = "role too low (`force` needs an admin)", body = Problem),
         (status = 415, description = "not JSON", body = Problem)))]
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
@@ -87,6 +87,16 @@ pub(crate) async fn rollback_as(
             ));
         }
     };
+    if req.force && !p.roles.contains(&crate::auth::Role::Admin) {
+        return Err(Problem::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "{} may not force a rollback over drift: it needs the admin role",
+                p.name
+            ),
+        )
+        .at_field("force"));
+    }
     let subject = format!("{selection:?}");
     let result = belay_engine::rollback::rollback(
         &state.engine(),

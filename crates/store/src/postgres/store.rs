@@ -396,6 +396,34 @@ impl Store for PgStore {
         rows.iter().map(|r| super::row::get(r, 0, C)).collect()
     }
 
+    async fn search_events(&self, f: &crate::EventFilter) -> Result<Vec<(i64, Event)>> {
+        const C: &str = "searching events";
+        let rows = self
+            .query(
+                "SELECT seq, body FROM events WHERE ($1::text IS NULL OR kind = $1) \
+                 AND ($2::text IS NULL OR source = $2) \
+                 AND ($3::text IS NULL OR strpos(body::text, $3) > 0) \
+                 AND seq < $4 ORDER BY seq DESC LIMIT $5",
+                &[
+                    &f.kind,
+                    &f.source,
+                    &f.contains,
+                    &f.before_seq.unwrap_or(i64::MAX),
+                    &i64::try_from(f.limit).unwrap_or(i64::MAX),
+                ],
+                C,
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    super::row::get::<i64>(r, 0, C)?,
+                    super::row::get_json(r, 1, C)?,
+                ))
+            })
+            .collect()
+    }
+
     async fn events_since(
         &self,
         since: i64,

@@ -498,3 +498,36 @@ pub(super) async fn counts(s: &SqliteStore) -> Result<Counts> {
     })
     .await
 }
+
+/// Events matching `f`, newest first, with their sequence numbers.
+pub(super) fn search_events(
+    c: &Connection,
+    f: &crate::EventFilter,
+) -> Result<Vec<(i64, belay_model::Event)>> {
+    const C: &str = "searching events";
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT seq, body FROM events WHERE (?1 IS NULL OR kind = ?1) \
+             AND (?2 IS NULL OR source = ?2) AND (?3 IS NULL OR instr(body, ?3) > 0) \
+             AND seq < ?4 ORDER BY seq DESC LIMIT ?5",
+        )
+        .map_err(db_err(C))?;
+    let rows = stmt
+        .query_map(
+            rusqlite::params![
+                f.kind,
+                f.source,
+                f.contains,
+                f.before_seq.unwrap_or(i64::MAX),
+                i64::try_from(f.limit).unwrap_or(i64::MAX)
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .map_err(db_err(C))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (seq, body) = r.map_err(db_err(C))?;
+        out.push((seq, from_text(&body, "event")?));
+    }
+    Ok(out)
+}

@@ -174,6 +174,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn search_events(&self, f: &crate::EventFilter) -> Result<Vec<(i64, Event)>> {
+        let f = f.clone();
+        self.read(move |c| read::search_events(c, &f)).await
+    }
+
     async fn events_since(
         &self,
         since: i64,
