@@ -5,7 +5,8 @@
 //! OpenAPI document generated from the handlers, and Prometheus metrics. Errors are RFC 9457
 //! problem details. Handlers are glue: what they do is done by the engine and the store.
 //!
-//! Where each part lives: [`auth`] (roles, tokens, passwords), [`problem`] (errors), `body`
+//! Where each part lives: [`auth`] (roles, tokens, passwords), [`channels`] (approvals in
+//! chat and by e-mail), [`problem`] (errors), `body`
 //! (content type, size limit, JSON with the path of a bad field), `routes/` (one file per
 //! resource, and the route table), [`hooks`] (webhook sources and signatures), `openapi`
 //! (the document), [`metrics`] (counters), `state` (what handlers share, running accepted
@@ -13,6 +14,7 @@
 
 pub mod auth;
 mod body;
+pub mod channels;
 pub mod hooks;
 pub mod metrics;
 mod openapi;

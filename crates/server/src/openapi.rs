@@ -37,6 +37,9 @@ use utoipa::{Modify, OpenApi};
         control::pause,
         control::unpause,
         control::reload,
+        crate::channels::chat::callback,
+        crate::channels::email::confirm_page,
+        crate::channels::email::decide,
     ),
     components(schemas(
         crate::problem::Problem,

@@ -45,6 +45,10 @@ pub async fn serve(
             }
         })
     };
+    if let Ok(addr) = listener.local_addr() {
+        state.config.channels.set_served_at(format!("http://{addr}"));
+    }
+    let deliverer = crate::channels::spawn(state.clone());
     let (app, _) = router(state.clone());
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -61,6 +65,9 @@ pub async fn serve(
     let _ = stopped_rx.await;
     let deadline = tokio::time::Instant::now() + grace;
     ticker.abort();
+    if let Some(d) = deliverer {
+        d.abort();
+    }
     state.runs.close();
     let drained = tokio::time::timeout_at(deadline, async {
         let _ = server.await;

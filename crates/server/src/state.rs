@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub trust: belay_engine::trust::Thresholds,
     /// Loads the playbooks and guardrails again for a reload; `None`: reloads are refused.
     pub reload: Option<crate::reload::Reloader>,
+    /// Where held changes are delivered besides the API (chat, e-mail).
+    pub channels: Arc<crate::channels::Channels>,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +36,7 @@ impl Default for ServerConfig {
             hooks: Vec::new(),
             trust: belay_engine::trust::Thresholds::default(),
             reload: None,
+            channels: Arc::default(),
         }
     }
 }

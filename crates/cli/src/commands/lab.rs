@@ -31,6 +31,14 @@ pub enum LabCommand {
         /// API token the simulators accept (default: a random one, printed once).
         #[arg(long, env = "BELAY_LAB_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Signing secret of the chat simulator's interactivity callbacks.
+        #[arg(
+            long,
+            env = "BELAY_LAB_CHAT_SIGNING_SECRET",
+            hide_env_values = true,
+            default_value = "lab-chat-signing-secret"
+        )]
+        chat_signing_secret: String,
     },
     /// Start the whole scenario environment in DIR (simulators, the real components this
     /// machine can run, stand-ins for the others, the shipped playbooks and guardrails) and
@@ -94,6 +102,7 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
             fault_rate,
             seed,
             token,
+            chat_signing_secret,
         } => {
             let latency = belay_model::parse_duration(&latency)
                 .with_context(|| format!("--latency `{latency}` is not a duration like 20ms"))?;
@@ -108,6 +117,7 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
                 latency,
                 fault_rate,
                 seed,
+                chat_signing_secret,
                 ..LabConfig::default()
             })
             .await?;

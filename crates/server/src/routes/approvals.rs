@@ -135,13 +135,19 @@ async fn decide(
     let roles = p.roles.iter().map(|r| r.as_str().to_owned()).collect();
     let dir = Directory::new([(p.name.clone(), roles)]);
     let verb = if approve { "approve" } else { "deny" };
-    let result = approvals::decide(
+    let ballot = approvals::Ballot {
+        channel: Some("api"),
+        change_hash: None,
+    };
+    let result = approvals::cast(
         &*state.engine().store,
         &dir,
         &id,
         &p.name,
         approve,
         body.comment,
+        &[],
+        ballot,
     )
     .await;
     let outcome = match &result {

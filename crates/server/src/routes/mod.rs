@@ -11,6 +11,7 @@ pub(crate) mod reads;
 pub(crate) mod rollback;
 
 use crate::auth::{self, Role};
+use crate::channels::{chat, email};
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -127,7 +128,11 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     .add(M::POST, "/api/v1/pause", a, control::pause)
     .add(M::POST, "/api/v1/unpause", a, control::unpause)
     .add(M::POST, "/api/v1/reload", Some(Author), control::reload)
-    .add(M::POST, "/hooks/{source}", None, hooks::post_hook);
+    .add(M::POST, "/hooks/{source}", None, hooks::post_hook)
+    // Approvals in chat and by e-mail: each authenticates itself (signature, signed link).
+    .add(M::POST, "/hooks/chat/{target}", None, chat::callback)
+    .add(M::GET, "/approvals/email/{token}", None, email::confirm_page)
+    .add(M::POST, "/approvals/email/{token}", None, email::decide);
     let _ = state
         .openapi
         .set(crate::openapi::document_with_roles(&api.specs));

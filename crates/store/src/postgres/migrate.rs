@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_expiry_guardrail_sets.sql"),
     include_str!("../../migrations/postgres/0009_principals.sql"),
     include_str!("../../migrations/postgres/0010_automation_pauses.sql"),
+    include_str!("../../migrations/postgres/0011_approval_channels.sql"),
 ];
 
 /// First key of the advisory lock serializing migrations (the second is the schema's hash).

@@ -19,6 +19,7 @@
 
 mod error;
 mod migrate;
+mod channels;
 mod pauses;
 mod principals;
 mod read;

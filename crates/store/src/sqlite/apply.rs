@@ -155,6 +155,7 @@ impl Writer {
             }
             Op::Principal(p) => super::principals::apply(c, p, now, entries),
             Op::Pause(p) => super::pauses::apply(c, p, entries),
+            Op::Channel(op) => super::channels::apply(c, op, entries),
             Op::Audit(drafts) => {
                 entries.extend(drafts.iter().map(Cow::Borrowed));
                 Ok(Reply::Unit)

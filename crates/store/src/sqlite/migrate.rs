@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_expiry_guardrail_sets.sql"),
     include_str!("../../migrations/sqlite/0012_principals.sql"),
     include_str!("../../migrations/sqlite/0013_automation_pauses.sql"),
+    include_str!("../../migrations/sqlite/0014_approval_channels.sql"),
 ];
 
 /// Applies the migrations the database has not seen, in one transaction.

@@ -22,6 +22,7 @@ mod encode;
 mod insert;
 mod migrate;
 mod open;
+mod channels;
 mod pauses;
 mod principals;
 mod read;

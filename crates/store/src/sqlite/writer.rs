@@ -62,6 +62,8 @@ pub(super) enum Op {
     Principal(super::principals::PrincipalOp),
     /// A pause of automation switched on or off (`pauses.rs`).
     Pause(super::pauses::PauseOp),
+    /// A delivery of an approval or a use of an e-mail link (`channels.rs`).
+    Channel(super::channels::ChannelOp),
 }
 
 #[allow(clippy::large_enum_variant)]
