@@ -151,7 +151,12 @@ impl Ctx {
         let notify =
             belay_connectors::Notify::new(self.config.notify.clone(), self.data.join("notify"));
         // Chat targets' tokens come from the secrets file when one is configured.
-        let notify = match self.config.secrets_file.as_deref().map(SecretSource::with_file) {
+        let notify = match self
+            .config
+            .secrets_file
+            .as_deref()
+            .map(SecretSource::with_file)
+        {
             Some(Ok(secrets)) => notify.with_secrets(secrets),
             _ => notify,
         };

@@ -12,7 +12,9 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::mail::{chown_tree, current_user, dovecot_binary, postfix_binary, start_dovecot, start_postfix};
+use common::mail::{
+    chown_tree, current_user, dovecot_binary, postfix_binary, start_dovecot, start_postfix,
+};
 use common::{block_alert_ip, command, listed, ok, write_file};
 
 const CHAT_SIGNING: &str = "chat-signing-secret-0123456789";
@@ -31,7 +33,10 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("belay serve starts");
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("belay serve starts");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let line = lines
@@ -61,7 +66,13 @@ impl Drop for Server {
 }
 
 /// One HTTP/1.1 request to `port`; the status and the body (JSON when it is JSON).
-fn call(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connects");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
@@ -83,7 +94,10 @@ fn call(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
     // Chunked bodies (the lab's) carry their sizes on lines of their own.
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -116,7 +130,10 @@ fn post(port: u16, path: &str, token: &str, body: &Value) -> (u16, Value) {
         port,
         "POST",
         path,
-        &[("authorization", &auth), ("content-type", "application/json")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
         body.to_string().as_bytes(),
     )
 }
@@ -238,7 +255,10 @@ user = "vera"
     );
     let bob = token(d, "bob", "responder");
     let viewer = token(d, "vera", "viewer");
-    let server = Server::start(d, &[("CHAT_TOKEN", &lab.token), ("CHAT_SIGNING", CHAT_SIGNING)]);
+    let server = Server::start(
+        d,
+        &[("CHAT_TOKEN", &lab.token), ("CHAT_SIGNING", CHAT_SIGNING)],
+    );
     let hook = format!("http://127.0.0.1:{}/hooks/chat/soc", server.port);
 
     // bob's tool sends the alert: bob triggered the run.
@@ -257,8 +277,18 @@ user = "vera"
     let hash = approval["change_hash"].as_str().unwrap();
     assert_eq!(message["channel"], "C0SOC");
     let text = message.to_string();
-    for needle in ["block-ip", "blocklist.add", "203.0.113.9", "Guardrails", id, hash] {
-        assert!(text.contains(needle), "the message lacks {needle}: {message:#}");
+    for needle in [
+        "block-ip",
+        "blocklist.add",
+        "203.0.113.9",
+        "Guardrails",
+        id,
+        hash,
+    ] {
+        assert!(
+            text.contains(needle),
+            "the message lacks {needle}: {message:#}"
+        );
     }
 
     let click = |action: &str, user: &str, extra: Value| {
@@ -271,12 +301,20 @@ user = "vera"
         answer
     };
     let unchanged = |why: &str| {
-        assert_eq!(pending(server.port, &viewer).len(), 1, "{why}: the approval was decided");
+        assert_eq!(
+            pending(server.port, &viewer).len(),
+            1,
+            "{why}: the approval was decided"
+        );
         assert!(listed(d).is_empty(), "{why}: the change was applied");
     };
 
     // Signed with another secret, or five minutes late: refused, nothing changes.
-    let a = click("approve", "U0ADA", json!({ "secret": "not-the-signing-secret-000" }));
+    let a = click(
+        "approve",
+        "U0ADA",
+        json!({ "secret": "not-the-signing-secret-000" }),
+    );
     assert_eq!(a["status"], 401, "{a}");
     unchanged("a bad signature");
     let a = click("approve", "U0ADA", json!({ "timestamp_offset": -400 }));
@@ -284,13 +322,28 @@ user = "vera"
     unchanged("a stale timestamp");
     // A chat user nobody mapped, a viewer, and bob (who triggered the run) are refused.
     let a = click("approve", "U0NOBODY", json!({}));
-    assert!(a["body"]["text"].as_str().unwrap().contains("not mapped"), "{a}");
+    assert!(
+        a["body"]["text"].as_str().unwrap().contains("not mapped"),
+        "{a}"
+    );
     unchanged("an unmapped user");
     let a = click("approve", "U0VERA", json!({}));
-    assert!(a["body"]["text"].as_str().unwrap().contains("vera may not decide"), "{a}");
+    assert!(
+        a["body"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("vera may not decide"),
+        "{a}"
+    );
     unchanged("a viewer");
     let a = click("approve", "U0BOB", json!({}));
-    assert!(a["body"]["text"].as_str().unwrap().contains("separation of duties"), "{a}");
+    assert!(
+        a["body"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("separation of duties"),
+        "{a}"
+    );
     unchanged("the run's trigger");
     // A correctly signed button for another change than the one held is refused too.
     let payload = json!({ "type": "block_actions", "user": { "id": "U0ADA" },
@@ -311,12 +364,18 @@ user = "vera"
         body.as_bytes(),
     );
     assert_eq!(status, 200, "{a}");
-    assert!(a["text"].as_str().unwrap().contains("another change"), "{a}");
+    assert!(
+        a["text"].as_str().unwrap().contains("another change"),
+        "{a}"
+    );
     unchanged("a button for another change");
 
     // ada approves: the change is applied and the message says so, and who.
     let a = click("approve", "U0ADA", json!({}));
-    assert!(a["body"]["text"].as_str().unwrap().contains("approved"), "{a}");
+    assert!(
+        a["body"]["text"].as_str().unwrap().contains("approved"),
+        "{a}"
+    );
     wait_for("the approved run", || {
         let (_, r) = get(server.port, &format!("/api/v1/runs/{run_id}"), &viewer);
         (r["run"]["status"] == "succeeded").then_some(())
@@ -324,14 +383,21 @@ user = "vera"
     assert_eq!(listed(d), ["203.0.113.9"]);
     let (_, m) = get(lab.port, "/_chat/messages", &lab.token);
     let updated = &m["messages"][0];
-    assert_eq!(m["messages"].as_array().unwrap().len(), 1, "one message per approval");
+    assert_eq!(
+        m["messages"].as_array().unwrap().len(),
+        1,
+        "one message per approval"
+    );
     assert_eq!(updated["updates"], 1, "{updated:#}");
     let now_text = updated["text"].as_str().unwrap();
     assert!(
         now_text.contains("APPROVED") && now_text.contains("ada") && now_text.contains("chat"),
         "{now_text}"
     );
-    assert!(!updated["blocks"].to_string().contains("belay_approve"), "the buttons are gone");
+    assert!(
+        !updated["blocks"].to_string().contains("belay_approve"),
+        "the buttons are gone"
+    );
 
     // The trail has the delivery, each refused answer and the decision, with the channel.
     drop(server);
@@ -366,7 +432,9 @@ fn now() -> i64 {
 fn form_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             b => format!("%{b:02X}"),
         })
         .collect()
@@ -381,12 +449,16 @@ fn imap_messages(port: u16) -> String {
     s.write_all(script.as_bytes()).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).replace("=\r\n", "");
+    let text = String::from_utf8_lossy(&out)
+        .replace("=\r\n", "")
+        .replace("=\n", "");
     let mut decoded = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(i) = rest.find('=') {
         decoded.push_str(&rest[..i]);
-        let hex = rest.get(i + 1..i + 3).filter(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
+        let hex = rest
+            .get(i + 1..i + 3)
+            .filter(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
         match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
             Some(b) => {
                 decoded.push(b as char);
@@ -417,7 +489,11 @@ fn links(text: &str, port: u16) -> Vec<String> {
 
 /// The path of `link`, a form token read from its confirmation page, and the page.
 fn open_link(port: u16, link: &str) -> (u16, String, String) {
-    let path = link.split_once(&format!("127.0.0.1:{port}")).unwrap().1.to_owned();
+    let path = link
+        .split_once(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .1
+        .to_owned();
     let (status, page) = call(port, "GET", &path, &[], b"");
     let page = page.as_str().unwrap_or_default().to_owned();
     let csrf = page
@@ -469,9 +545,12 @@ fn a_held_change_is_decided_from_an_e_mailed_link_once() {
     write_file(
         d,
         "playbooks/short.yaml",
-        &block_alert_ip("approve", "    approval: { separation: true, timeout: 15s }\n")
-            .replace("name: block-ip", "name: block-ip-soon")
-            .replace("event: ids.alert", "event: ids.alert.soon"),
+        &block_alert_ip(
+            "approve",
+            "    approval: { separation: true, timeout: 15s }\n",
+        )
+        .replace("name: block-ip", "name: block-ip-soon")
+        .replace("event: ids.alert", "event: ids.alert.soon"),
     );
     write_file(
         d,
@@ -511,8 +590,14 @@ key = "${{{{ secrets.LINK_KEY }}}}"
         (links(&m, port).len() >= 2).then_some(m)
     });
     assert!(mail.contains("To: ada@example.test"), "{mail}");
-    assert!(!mail.contains("To: bob@example.test"), "bob triggered the run: {mail}");
-    assert!(mail.contains("block-ip / block: blocklist.add 203.0.113.9"), "{mail}");
+    assert!(
+        !mail.contains("To: bob@example.test"),
+        "bob triggered the run: {mail}"
+    );
+    assert!(
+        mail.contains("block-ip / block: blocklist.add 203.0.113.9"),
+        "{mail}"
+    );
     let found = links(&mail, port);
     let approve = found.iter().find(|l| !l.is_empty()).unwrap().clone();
     let approval = pending(port, &viewer).remove(0);
@@ -521,11 +606,18 @@ key = "${{{{ secrets.LINK_KEY }}}}"
     // Fetching the link (as a mail scanner would) only shows the confirmation page.
     let (status, csrf, page) = open_link(port, &approve);
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("approve") && page.contains("203.0.113.9"), "{page}");
+    assert!(
+        page.contains("approve") && page.contains("203.0.113.9"),
+        "{page}"
+    );
     assert!(!csrf.is_empty(), "the page has a form token: {page}");
     let (_, _, _) = open_link(port, &approve);
     assert_eq!(pending(port, &viewer).len(), 1, "a GET decided");
-    let path = approve.split_once(&format!("127.0.0.1:{port}")).unwrap().1.to_owned();
+    let path = approve
+        .split_once(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .1
+        .to_owned();
     // Without the page's form token, or with a link altered by one byte: refused.
     let (status, _) = confirm(port, &path, "00");
     assert_eq!(status, 403);
@@ -555,7 +647,8 @@ key = "${{{{ secrets.LINK_KEY }}}}"
 
     // A link followed after its approval expired is refused and changes nothing.
     let before = imap_messages(dovecot.port);
-    let event = json!({"id": "e2", "kind": "ids.alert.soon", "observables": {"ips": ["198.51.100.7"]}});
+    let event =
+        json!({"id": "e2", "kind": "ids.alert.soon", "observables": {"ips": ["198.51.100.7"]}});
     assert_eq!(post(port, "/api/v1/events", &bob, &event).0, 202);
     let link = wait_for("the second e-mail", || {
         let m = imap_messages(dovecot.port);
@@ -575,10 +668,18 @@ key = "${{{{ secrets.LINK_KEY }}}}"
     let (status, _, page) = open_link(port, &link);
     assert_eq!(status, 410, "{page}");
     assert!(page.contains("expired"), "{page}");
-    let path = link.split_once(&format!("127.0.0.1:{port}")).unwrap().1.to_owned();
+    let path = link
+        .split_once(&format!("127.0.0.1:{port}"))
+        .unwrap()
+        .1
+        .to_owned();
     let (status, _) = confirm(port, &path, "00");
     assert_eq!(status, 410);
-    assert_eq!(listed(d), ["203.0.113.9"], "an expired link changed the list");
+    assert_eq!(
+        listed(d),
+        ["203.0.113.9"],
+        "an expired link changed the list"
+    );
 
     drop(server);
     let trail = audit(d);
@@ -594,6 +695,10 @@ key = "${{{{ secrets.LINK_KEY }}}}"
         .expect("the decision is audited");
     assert_eq!(granted["actor"], "ada");
     assert_eq!(granted["detail"]["channel"], "email");
-    assert!(trail.iter().any(|e| e["kind"] == "approval.refused" && e["detail"]["channel"] == "email"));
+    assert!(
+        trail
+            .iter()
+            .any(|e| e["kind"] == "approval.refused" && e["detail"]["channel"] == "email")
+    );
     ok(&common::belay(d, &["audit", "verify"]));
 }

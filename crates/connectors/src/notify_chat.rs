@@ -113,7 +113,9 @@ impl ChatClient {
             })?;
         let status = resp.status();
         if status.is_server_error() || status.as_u16() == 429 {
-            return Err(ActionError::transient(format!("{method} answered {status}")));
+            return Err(ActionError::transient(format!(
+                "{method} answered {status}"
+            )));
         }
         let answer: Value = resp
             .json()

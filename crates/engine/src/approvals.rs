@@ -98,7 +98,10 @@ pub async fn cast(
     without: &[String],
     ballot: Ballot<'_>,
 ) -> Result<ApprovalRecord, DecisionError> {
-    vote(store, directory, id, user, approve, comment, without, ballot).await
+    vote(
+        store, directory, id, user, approve, comment, without, ballot,
+    )
+    .await
 }
 
 /// Whether `user` with `roles` may decide on `a` now: an approver by name or role, not refused

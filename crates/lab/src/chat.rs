@@ -137,7 +137,10 @@ pub async fn click(AxState(s): AxState<Arc<Shared>>, Json(click): Json<Click>) -
             None => c.messages.last(),
         };
         let Some(m) = m else {
-            return (axum::http::StatusCode::NOT_FOUND, Json(json!({ "error": "no such message" })))
+            return (
+                axum::http::StatusCode::NOT_FOUND,
+                Json(json!({ "error": "no such message" })),
+            )
                 .into_response();
         };
         let element = m
@@ -148,9 +151,9 @@ pub async fn click(AxState(s): AxState<Arc<Shared>>, Json(click): Json<Click>) -
             .filter(|b| b["type"] == "actions")
             .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
             .find(|e| {
-                e["action_id"]
-                    .as_str()
-                    .is_some_and(|id| id == click.action || id.ends_with(&format!("_{}", click.action)))
+                e["action_id"].as_str().is_some_and(|id| {
+                    id == click.action || id.ends_with(&format!("_{}", click.action))
+                })
             });
         let Some(element) = element else {
             return (
@@ -174,7 +177,9 @@ pub async fn click(AxState(s): AxState<Arc<Shared>>, Json(click): Json<Click>) -
     });
     let body = format!("payload={}", encode(&payload.to_string()));
     let timestamp = chrono::Utc::now().timestamp() + click.timestamp_offset;
-    let secret = click.secret.unwrap_or_else(|| s.chat_signing_secret.clone());
+    let secret = click
+        .secret
+        .unwrap_or_else(|| s.chat_signing_secret.clone());
     let signature = sign(secret.as_bytes(), timestamp, body.as_bytes());
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sent = reqwest::Client::new()

@@ -46,7 +46,10 @@ pub async fn serve(
         })
     };
     if let Ok(addr) = listener.local_addr() {
-        state.config.channels.set_served_at(format!("http://{addr}"));
+        state
+            .config
+            .channels
+            .set_served_at(format!("http://{addr}"));
     }
     let deliverer = crate::channels::spawn(state.clone());
     let (app, _) = router(state.clone());

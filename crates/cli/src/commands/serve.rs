@@ -8,10 +8,10 @@ use crate::context::Ctx;
 use crate::paths::playbook_dir;
 use anyhow::{Context, Result, anyhow, bail};
 use belay_connectors::SecretSource;
+use belay_connectors::notify_chat::ChatClient;
+use belay_server::channels::{Channels, ChatApprovals, EmailApprovals};
 use belay_server::hooks::{HookAuth, HookSource};
 use belay_server::reload::Reloader;
-use belay_connectors::notify_chat::ChatClient;
-use belay_server::channels::{ChatApprovals, Channels, EmailApprovals};
 use belay_server::{AppState, ServerConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,8 +113,7 @@ fn channels(ctx: &Ctx) -> Result<Channels> {
         if secret.expose().len() < 16 {
             bail!("{at}: `signing_secret` must have at least 16 characters");
         }
-        let client = ChatClient::new(chat, &secrets)
-            .map_err(|e| anyhow!("{at}: {}", e.message))?;
+        let client = ChatClient::new(chat, &secrets).map_err(|e| anyhow!("{at}: {}", e.message))?;
         out.chat.push(ChatApprovals {
             name: name.clone(),
             channel: chat.channel.clone(),
@@ -124,16 +123,25 @@ fn channels(ctx: &Ctx) -> Result<Channels> {
     }
     for (i, u) in ctx.config.chat.users.iter().enumerate() {
         if u.id.trim().is_empty() || u.user.trim().is_empty() {
-            bail!("[[chat.users]] #{}: `id` and `user` must not be empty", i + 1);
+            bail!(
+                "[[chat.users]] #{}: `id` and `user` must not be empty",
+                i + 1
+            );
         }
-        out.chat_users.insert(u.id.trim().to_owned(), u.user.trim().to_owned());
+        out.chat_users
+            .insert(u.id.trim().to_owned(), u.user.trim().to_owned());
     }
     if let Some(e) = &ctx.config.approvals.email {
         let at = "[approvals.email]";
         let (host, port) = e
             .smtp
             .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse::<u16>().ok()?)))
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_matches(['[', ']']).to_owned(),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
             .ok_or_else(|| anyhow!("{at}: `smtp` must be HOST:PORT, not `{}`", e.smtp))?;
         let key = secrets
             .resolve(&e.key)

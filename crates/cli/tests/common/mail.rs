@@ -210,7 +210,6 @@ pub fn chown_tree(path: &Path, owner: Option<(u32, u32)>) {
     }
 }
 
-
 /// A Postfix instance of its own (`postfix -c DIR`), its SMTP server on a loopback port,
 /// delivering the addresses it is given into maildirs under a base directory (its `virtual`
 /// agent: the Dovecot above serves them); stopped on drop.
@@ -306,7 +305,7 @@ virtual_mailbox_base = {base}
 virtual_mailbox_maps = texthash:{d}/conf/vmailbox
 virtual_uid_maps = static:{ouid}
 virtual_gid_maps = static:{ogid}
-virtual_minimum_uid = 0
+virtual_minimum_uid = 1
 smtputf8_enable = no
 biff = no
 ",
@@ -367,7 +366,10 @@ biff = no
             use std::io::Read;
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut buf = [0u8; 64];
-            if (&s).read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"220")) {
+            if (&s)
+                .read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"220"))
+            {
                 break;
             }
         }

@@ -122,7 +122,11 @@ fn decided_message(a: &ApprovalRecord) -> (String, Value) {
         .map(|v| {
             format!(
                 "{} {} via {}",
-                if v.approve { "approved by" } else { "denied by" },
+                if v.approve {
+                    "approved by"
+                } else {
+                    "denied by"
+                },
                 v.user,
                 v.channel.as_deref().unwrap_or("?")
             )
@@ -156,7 +160,9 @@ fn decided_message(a: &ApprovalRecord) -> (String, Value) {
 fn reply(status: StatusCode, text: &str) -> Response {
     (
         status,
-        axum::Json(json!({ "response_type": "ephemeral", "replace_original": false, "text": text })),
+        axum::Json(
+            json!({ "response_type": "ephemeral", "replace_original": false, "text": text }),
+        ),
     )
         .into_response()
 }
@@ -187,26 +193,45 @@ pub async fn callback(
     let payload: Value = fields
         .get("payload")
         .and_then(|p| serde_json::from_str(p).ok())
-        .ok_or_else(|| Problem::bad_request("the body has no JSON `payload` field").at_field("payload"))?;
+        .ok_or_else(|| {
+            Problem::bad_request("the body has no JSON `payload` field").at_field("payload")
+        })?;
     let action = &payload["actions"][0];
     let value: Value = action["value"]
         .as_str()
         .and_then(|v| serde_json::from_str(v).ok())
-        .ok_or_else(|| Problem::bad_request("the payload is not a belay button").at_field("actions[0].value"))?;
+        .ok_or_else(|| {
+            Problem::bad_request("the payload is not a belay button").at_field("actions[0].value")
+        })?;
     let (Some(id), Some(hash), Some(decision)) = (
         value["approval"].as_str(),
         value["change_hash"].as_str(),
-        value["decision"].as_str().filter(|d| matches!(*d, "approve" | "deny")),
+        value["decision"]
+            .as_str()
+            .filter(|d| matches!(*d, "approve" | "deny")),
     ) else {
-        return Err(Problem::bad_request("the button names no approval, change hash and decision")
-            .at_field("actions[0].value"));
+        return Err(
+            Problem::bad_request("the button names no approval, change hash and decision")
+                .at_field("actions[0].value"),
+        );
     };
-    let chat_user = payload["user"]["id"].as_str().unwrap_or_default().to_owned();
+    let chat_user = payload["user"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let refuse = |why: String| {
         let state = state.clone();
         let (id, chat_user, target) = (id.to_owned(), chat_user.clone(), target.clone());
         async move {
-            refused(&state, &id, "chat", &format!("chat:{chat_user}"), &why, json!({ "target": target, "chat_user": chat_user })).await;
+            refused(
+                &state,
+                &id,
+                "chat",
+                &format!("chat:{chat_user}"),
+                &why,
+                json!({ "target": target, "chat_user": chat_user }),
+            )
+            .await;
             Ok(reply(StatusCode::OK, &format!("Refused: {why}")))
         }
     };
@@ -263,7 +288,11 @@ async fn update(chat: &ChatApprovals, payload: &Value, a: &ApprovalRecord) {
     };
     let (text, blocks) = decided_message(a);
     if let Err(e) = chat.client.update(channel, ts, &text, Some(&blocks)).await {
-        tracing::warn!("updating the chat message of approval {}: {}", a.id, e.message);
+        tracing::warn!(
+            "updating the chat message of approval {}: {}",
+            a.id,
+            e.message
+        );
     }
 }
 

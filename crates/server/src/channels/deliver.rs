@@ -49,9 +49,8 @@ async fn deliver(state: &Arc<AppState>) -> Result<(), belay_store::StoreError> {
     for a in pending.iter().filter(|a| a.expires_at > now_ms()) {
         let done = store.deliveries(&a.id).await?;
         let sent = |channel: &str, target: &str, recipient: &str| {
-            done.iter().any(|d| {
-                d.channel == channel && d.target == target && d.recipient == recipient
-            })
+            done.iter()
+                .any(|d| d.channel == channel && d.target == target && d.recipient == recipient)
         };
         for chat in &channels.chat {
             if sent("chat", &chat.name, &chat.channel) {
@@ -64,7 +63,18 @@ async fn deliver(state: &Arc<AppState>) -> Result<(), belay_store::StoreError> {
             let (text, blocks) = super::chat::message(a);
             let posted = chat.client.post(&chat.channel, &text, Some(&blocks)).await;
             let reference = posted.as_ref().ok().map(|p| p.ts.clone());
-            record(state, &channels, &key, a, "chat", &chat.name, &chat.channel, reference, posted.err().map(|e| e.message)).await?;
+            record(
+                state,
+                &channels,
+                &key,
+                a,
+                "chat",
+                &chat.name,
+                &chat.channel,
+                reference,
+                posted.err().map(|e| e.message),
+            )
+            .await?;
         }
         if let (Some(mail), Some(dir)) = (&channels.email, &dir) {
             for (user, address) in &mail.recipients {
@@ -84,7 +94,18 @@ async fn deliver(state: &Arc<AppState>) -> Result<(), belay_store::StoreError> {
                 let base = channels.link_base();
                 let result = email::send(mail, &base, a, user, address).await;
                 let reference = result.as_ref().ok().cloned();
-                record(state, &channels, &key, a, "email", "email", user, reference, result.err()).await?;
+                record(
+                    state,
+                    &channels,
+                    &key,
+                    a,
+                    "email",
+                    "email",
+                    user,
+                    reference,
+                    result.err(),
+                )
+                .await?;
             }
         }
     }

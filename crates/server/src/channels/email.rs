@@ -95,7 +95,11 @@ async fn check(state: &AppState, token: &str) -> Result<(EmailApprovals, Claims)
                 LinkError::Invalid => StatusCode::FORBIDDEN,
                 LinkError::Expired => StatusCode::GONE,
             };
-            return Err(html(status, "Link refused", &format!("<p>{}.</p>", escape(&e.to_string()))));
+            return Err(html(
+                status,
+                "Link refused",
+                &format!("<p>{}.</p>", escape(&e.to_string())),
+            ));
         }
     };
     match state.engine().store.link_used(&claims.nonce).await {
@@ -129,10 +133,20 @@ pub async fn confirm_page(
     };
     let a = match state.engine().store.get_approval(&claims.approval_id).await {
         Ok(Some(a)) => a,
-        _ => return html(StatusCode::NOT_FOUND, "Not found", "<p>No such approval.</p>"),
+        _ => {
+            return html(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "<p>No such approval.</p>",
+            );
+        }
     };
     let d = describe(&a);
-    let verb = if claims.decision == "approve" { "Approve" } else { "Deny" };
+    let verb = if claims.decision == "approve" {
+        "Approve"
+    } else {
+        "Deny"
+    };
     let body = format!(
         "<p>{user}, you are about to <strong>{verb_l}</strong> this change:</p>\
          <pre>{headline}</pre><h2>Planned change</h2><pre>{planned}</pre>\
@@ -193,7 +207,13 @@ pub async fn decide(
     let store = state.engine().store.clone();
     // The link is spent before the decision: a second POST, even concurrent, finds it used.
     if !store
-        .use_link(&claims.nonce, &claims.approval_id, &claims.recipient, &claims.decision, now_ms())
+        .use_link(
+            &claims.nonce,
+            &claims.approval_id,
+            &claims.recipient,
+            &claims.decision,
+            now_ms(),
+        )
         .await?
     {
         return Ok(html(

@@ -9,7 +9,7 @@
 //! decision links; `email` sends the messages and serves the confirmation pages; `page` is
 //! the HTML those pages share.
 
-pub(crate) mod chat;
+pub mod chat;
 mod deliver;
 pub(crate) mod email;
 pub mod links;
@@ -71,7 +71,11 @@ impl std::fmt::Debug for Channels {
         f.debug_struct("Channels")
             .field(
                 "chat",
-                &self.chat.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+                &self
+                    .chat
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>(),
             )
             .field("email", &self.email.is_some())
             .finish()
@@ -122,7 +126,10 @@ pub(crate) struct Described {
 pub(crate) fn describe(a: &belay_model::ApprovalRecord) -> Described {
     let mut planned = serde_json::to_string_pretty(&a.with).unwrap_or_default();
     if planned.len() > 2000 {
-        let cut = (0..=2000).rev().find(|i| planned.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=2000)
+            .rev()
+            .find(|i| planned.is_char_boundary(*i))
+            .unwrap_or(0);
         planned.truncate(cut);
         planned.push_str("\n…");
     }
@@ -133,7 +140,11 @@ pub(crate) fn describe(a: &belay_model::ApprovalRecord) -> Described {
                 format!(
                     "{}: {} ({})",
                     v["guardrail"].as_str().unwrap_or("?"),
-                    if v["pass"] == true { "pass" } else { "violation" },
+                    if v["pass"] == true {
+                        "pass"
+                    } else {
+                        "violation"
+                    },
                     v["reason"].as_str().unwrap_or("")
                 )
             })

@@ -45,7 +45,10 @@ pub fn html(status: StatusCode, title: &str, body: &str) -> Response {
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
@@ -59,7 +62,10 @@ pub fn form_fields(body: &[u8]) -> std::collections::HashMap<String, String> {
             None => (pair, &[][..]),
         };
         let decode = |s: &[u8]| {
-            let plus: Vec<u8> = s.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+            let plus: Vec<u8> = s
+                .iter()
+                .map(|b| if *b == b'+' { b' ' } else { *b })
+                .collect();
             percent_encoding::percent_decode(&plus)
                 .decode_utf8_lossy()
                 .into_owned()

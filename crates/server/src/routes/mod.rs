@@ -131,7 +131,12 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     .add(M::POST, "/hooks/{source}", None, hooks::post_hook)
     // Approvals in chat and by e-mail: each authenticates itself (signature, signed link).
     .add(M::POST, "/hooks/chat/{target}", None, chat::callback)
-    .add(M::GET, "/approvals/email/{token}", None, email::confirm_page)
+    .add(
+        M::GET,
+        "/approvals/email/{token}",
+        None,
+        email::confirm_page,
+    )
     .add(M::POST, "/approvals/email/{token}", None, email::decide);
     let _ = state
         .openapi

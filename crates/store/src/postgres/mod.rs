@@ -17,9 +17,9 @@
 //! PostgreSQL values), [`read`] (queries), [`error`] (error descriptions) and [`store`] (the
 //! [`Store`](crate::Store) implementation).
 
+mod channels;
 mod error;
 mod migrate;
-mod channels;
 mod pauses;
 mod principals;
 mod read;

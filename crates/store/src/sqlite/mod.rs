@@ -17,12 +17,12 @@
 
 mod apply;
 mod backup;
+mod channels;
 mod checkpoint;
 mod encode;
 mod insert;
 mod migrate;
 mod open;
-mod channels;
 mod pauses;
 mod principals;
 mod read;
