@@ -114,7 +114,7 @@ fn dechunk(mut body: &str) -> String {
             break;
         }
         out.push_str(&rest[..n]);
-        body = &rest[n..].trim_start_matches("\r\n");
+        body = rest[n..].trim_start_matches("\r\n");
     }
     out
 }
@@ -626,7 +626,7 @@ key = "${{{{ secrets.LINK_KEY }}}}"
     altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
     let altered = String::from_utf8(altered).unwrap();
     let (status, page) = confirm(port, &altered, &csrf);
-    assert_eq!(status, 403, "{page}");
+    assert_eq!(status, 401, "{page}");
     assert_eq!(pending(port, &viewer).len(), 1, "a refused link decided");
     assert!(listed(d).is_empty());
 

@@ -2,10 +2,7 @@
 //! test with its own configuration in a temporary directory, fed with corpus messages.
 
 use serde_json::Value;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 mod common;
 use belay_testkit::{corpus, corpus_file};

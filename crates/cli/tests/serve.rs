@@ -303,7 +303,11 @@ fn every_route_needs_credentials_and_its_role() {
     assert_eq!(status, 200);
     let mut walked = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
-        let concrete = path.replace("{id}", "x").replace("{source}", "siem");
+        let concrete = path
+            .replace("{id}", "x")
+            .replace("{source}", "siem")
+            .replace("{target}", "soc")
+            .replace("{token}", "x");
         for (method, op) in ops.as_object().unwrap() {
             let method = method.to_ascii_uppercase();
             let role = op["x-required-role"].as_str().unwrap();

@@ -83,16 +83,16 @@ pub(crate) async fn send(
 async fn check(state: &AppState, token: &str) -> Result<(EmailApprovals, Claims), Response> {
     let Some(mail) = state.config.channels.email.clone() else {
         return Err(html(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "<p>E-mail approvals are not configured.</p>",
+            StatusCode::UNAUTHORIZED,
+            "Link refused",
+            "<p>E-mail approvals are not configured here.</p>",
         ));
     };
     let claims = match links::verify(&mail.key, token, now_ms()) {
         Ok(c) => c,
         Err(e) => {
             let status = match e {
-                LinkError::Invalid => StatusCode::FORBIDDEN,
+                LinkError::Invalid => StatusCode::UNAUTHORIZED,
                 LinkError::Expired => StatusCode::GONE,
             };
             return Err(html(
@@ -121,7 +121,7 @@ async fn check(state: &AppState, token: &str) -> Result<(EmailApprovals, Claims)
 #[utoipa::path(get, path = "/approvals/email/{token}", tag = "approvals",
     params(("token" = String, Path, description = "the signed link token")),
     responses((status = 200, description = "the confirmation page (HTML)", body = String, content_type = "text/html"),
-        (status = 403, description = "an altered or foreign link", body = String, content_type = "text/html"),
+        (status = 401, description = "an altered or foreign link", body = String, content_type = "text/html"),
         (status = 410, description = "expired or already used", body = String, content_type = "text/html")))]
 pub async fn confirm_page(
     State(state): State<Arc<AppState>>,
@@ -172,7 +172,8 @@ pub async fn confirm_page(
     request_body(content = String, content_type = "application/x-www-form-urlencoded",
         description = "`csrf` (from the confirmation page) and an optional `comment`"),
     responses((status = 200, description = "decided (HTML)", body = String, content_type = "text/html"),
-        (status = 403, description = "an altered link, a missing or wrong form token, or the approval policy refuses", body = String, content_type = "text/html"),
+        (status = 401, description = "an altered or foreign link", body = String, content_type = "text/html"),
+        (status = 403, description = "a missing or wrong form token, or the approval policy refuses", body = String, content_type = "text/html"),
         (status = 409, description = "the approval is no longer pending", body = String, content_type = "text/html"),
         (status = 410, description = "expired or already used", body = String, content_type = "text/html")))]
 pub async fn decide(
