@@ -61,6 +61,53 @@ pub struct Config {
     /// The file this was read from (none: defaults).
     #[serde(skip)]
     pub path: Option<PathBuf>,
+    /// Approvals delivered by e-mail (`[approvals.email]`).
+    #[serde(default)]
+    pub approvals: ApprovalsSection,
+    /// Chat users mapped to belay users (`[[chat.users]]`).
+    #[serde(default)]
+    pub chat: ChatSection,
+}
+
+/// `[approvals]`: where held changes are delivered besides the API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsSection {
+    /// E-mail approvals (off unless set).
+    pub email: Option<EmailApprovalsSection>,
+}
+
+/// `[approvals.email]`: one message per approver with an address, a signed link per decision.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailApprovalsSection {
+    /// The SMTP relay, `HOST:PORT` (plain SMTP: a relay on this host or the local network).
+    pub smtp: String,
+    /// The sender address.
+    pub from: String,
+    /// The key links are signed with (`${{ secrets.NAME }}`, 32 characters or more).
+    pub key: String,
+    /// Base URL of the links, as approvers reach `belay serve` (default: the address served).
+    pub link_base: Option<String>,
+}
+
+/// `[chat]`: who is who in chat.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSection {
+    /// Chat user ids and the belay users they are.
+    #[serde(default)]
+    pub users: Vec<ChatUser>,
+}
+
+/// One `[[chat.users]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatUser {
+    /// The chat's user id (Slack: `U…`).
+    pub id: String,
+    /// The belay user (from `[[users]]` or `belay users add`) deciding as this chat user.
+    pub user: String,
 }
 
 /// `belay serve` (`[serve]`).
@@ -149,6 +196,8 @@ pub struct User {
     pub name: String,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Where e-mail approvals reach them (with `[approvals.email]`).
+    pub email: Option<String>,
 }
 
 /// When the trust report suggests a promotion.

@@ -218,10 +218,19 @@ impl Ctx {
             self.data.join("lists"),
             self.config.lists.clone(),
         )));
-        r.register(Arc::new(belay_connectors::Notify::new(
-            self.config.notify.clone(),
-            self.data.join("notify"),
-        )));
+        let notify =
+            belay_connectors::Notify::new(self.config.notify.clone(), self.data.join("notify"));
+        // Chat targets' tokens come from the secrets file when one is configured.
+        let notify = match self
+            .config
+            .secrets_file
+            .as_deref()
+            .map(SecretSource::with_file)
+        {
+            Some(Ok(secrets)) => notify.with_secrets(secrets),
+            _ => notify,
+        };
+        r.register(Arc::new(notify));
         r.register(Arc::new(belay_connectors::Dlp));
         r.register(Arc::new(belay_mail::Email::default()));
         r.register(Arc::new(belay_intel::Intel::new(self.data.clone())));

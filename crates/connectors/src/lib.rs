@@ -14,6 +14,7 @@ pub(crate) mod files;
 pub mod http;
 pub mod native;
 pub mod notify;
+pub mod notify_chat;
 pub mod secret;
 pub mod standin;
 

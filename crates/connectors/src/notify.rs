@@ -23,6 +23,8 @@ pub struct TargetConfig {
     pub file: Option<PathBuf>,
     /// Timeout of a webhook call (default 10s).
     pub timeout: Option<String>,
+    /// A Slack-compatible chat API the message is posted to (`[notify.NAME.chat]`).
+    pub chat: Option<crate::notify_chat::ChatTarget>,
 }
 
 /// The `notify` connector.
@@ -32,6 +34,8 @@ pub struct Notify {
     client: Option<reqwest::Client>,
     /// Each target's delivery record, read from its log once and kept up to date after.
     logs: Mutex<HashMap<String, Record>>,
+    /// Resolves chat targets' tokens.
+    secrets: crate::SecretSource,
 }
 
 /// What a target's delivery log holds, in the form sends and state reads need.
@@ -68,7 +72,14 @@ impl Notify {
             // Without a client no webhook can be reached; `send` says so.
             client: crate::http::client_builder().build().ok(),
             logs: Mutex::new(HashMap::new()),
+            secrets: crate::SecretSource::env(),
         }
+    }
+
+    /// Resolves chat targets' tokens from `secrets` (default: the environment).
+    pub fn with_secrets(mut self, secrets: crate::SecretSource) -> Notify {
+        self.secrets = secrets;
+        self
     }
 
     fn log_path(&self, target: &str) -> PathBuf {
@@ -157,6 +168,15 @@ impl Notify {
             if !status.is_success() {
                 return Err(ActionError::permanent(format!("webhook answered {status}")));
             }
+        }
+        if let Some(chat) = &config.chat {
+            let client = crate::notify_chat::ChatClient::new(chat, &self.secrets)?;
+            let text = match (message["subject"].as_str(), message["message"].as_str()) {
+                (Some(s), Some(m)) => format!("{s}\n{m}"),
+                (Some(t), None) | (None, Some(t)) => t.to_owned(),
+                (None, None) => String::new(),
+            };
+            client.post(&chat.channel, &text, None).await?;
         }
         if let Some(path) = &config.file {
             let line = format!("{message}\n");

@@ -75,6 +75,42 @@ pub enum DecisionError {
     Store(#[from] StoreError),
 }
 
+/// How a vote reached belay, recorded and checked with it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ballot<'a> {
+    /// Where the vote comes from (`api`, `cli`, `chat`, `email`), recorded on the vote and in
+    /// the decision's audit entry.
+    pub channel: Option<&'a str>,
+    /// The change hash the voter was shown (a chat button, an e-mail link): the vote is
+    /// refused if the approval binds another change now.
+    pub change_hash: Option<&'a str>,
+}
+
+/// Records `user`'s vote on approval `id` as [`decide`] (or, with `without`,
+/// [`approve_without`]) does, with where it came from and the change it was cast on.
+#[allow(clippy::too_many_arguments)]
+pub async fn cast(
+    store: &dyn Store,
+    directory: &Directory,
+    id: &str,
+    user: &str,
+    approve: bool,
+    comment: Option<String>,
+    without: &[String],
+    ballot: Ballot<'_>,
+) -> Result<ApprovalRecord, DecisionError> {
+    vote(
+        store, directory, id, user, approve, comment, without, ballot,
+    )
+    .await
+}
+
+/// Whether `user` with `roles` may decide on `a` now: an approver by name or role, not refused
+/// by separation of duties, not having voted. The reason when not.
+pub fn may_decide(a: &ApprovalRecord, user: &str, roles: &[String]) -> Result<(), String> {
+    eligible(a, user, roles).map_err(|e| e.to_string())
+}
+
 /// Records `user`'s decision on approval `id`. A denial decides at once; approvals decide once
 /// `quorum` different eligible people approved. A decided approval makes its run (and the runs
 /// above it) resumable in the same transaction.
@@ -86,7 +122,17 @@ pub async fn decide(
     approve: bool,
     comment: Option<String>,
 ) -> Result<ApprovalRecord, DecisionError> {
-    vote(store, directory, id, user, approve, comment, &[]).await
+    vote(
+        store,
+        directory,
+        id,
+        user,
+        approve,
+        comment,
+        &[],
+        Ballot::default(),
+    )
+    .await
 }
 
 /// Records `user`'s approval of a held batch without the items `without` (their step keys,
@@ -101,9 +147,20 @@ pub async fn approve_without(
     comment: Option<String>,
     without: &[String],
 ) -> Result<ApprovalRecord, DecisionError> {
-    vote(store, directory, id, user, true, comment, without).await
+    vote(
+        store,
+        directory,
+        id,
+        user,
+        true,
+        comment,
+        without,
+        Ballot::default(),
+    )
+    .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn vote(
     store: &dyn Store,
     directory: &Directory,
@@ -112,6 +169,7 @@ async fn vote(
     approve: bool,
     comment: Option<String>,
     without: &[String],
+    ballot: Ballot<'_>,
 ) -> Result<ApprovalRecord, DecisionError> {
     let roles = directory
         .roles(user)
@@ -136,6 +194,15 @@ async fn vote(
                 status: a.status,
             });
         }
+        if let Some(seen) = ballot.change_hash
+            && seen != a.change_hash
+        {
+            return Err(DecisionError::Refused(format!(
+                "approval {id} now binds another change than the one shown ({}…, shown {}…); nothing was recorded",
+                a.change_hash.get(..12).unwrap_or(&a.change_hash),
+                seen.get(..12).unwrap_or(seen)
+            )));
+        }
         eligible(&a, user, roles)?;
         let (without, approved_hash) = if approve {
             subset(&a, without)?
@@ -150,6 +217,7 @@ async fn vote(
             at: now,
             without,
             approved_hash,
+            channel: ballot.channel.map(str::to_owned),
         });
         if !approve {
             a.status = ApprovalStatus::Denied;

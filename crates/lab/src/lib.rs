@@ -3,7 +3,8 @@
 //! service, a SaaS web proxy and a packet-capture appliance.
 //!
 //! One HTTP server serves them all under path prefixes (`/edr/v1`, `/siem/v1`, `/cmdb/v1`,
-//! `/training/v1`, `/takedown/v1`, `/proxy/v1`, `/pcap/v1`). Each behaves like a real product's
+//! `/training/v1`, `/takedown/v1`, `/proxy/v1`, `/pcap/v1`, and the chat API simulator at
+//! `/chat/api`). Each behaves like a real product's
 //! API: bearer-token, API-key, basic or OAuth2 client-credentials authentication (401 otherwise),
 //! state kept in memory and seeded with a small fleet, paginated lists, validation errors
 //! (400/422 with a message), 404 for unknown ids, and `Idempotency-Key` support (a repeated
@@ -13,10 +14,13 @@
 //! `GET /_state` shows every simulator's state and how many times each idempotency key was
 //! applied, so tests can check that no change was lost or doubled.
 //!
-//! The lab never reaches out: it only answers. It is reached by belay only through the generic
-//! HTTP connector and its YAML specs, exactly as a real product would be.
+//! The lab reaches out only when a test asks it to, as the chat simulator's button presses do
+//! (a signed callback to the request URL the test names); otherwise it only answers. It is
+//! reached by belay through the generic HTTP connector and its YAML specs, and through the chat
+//! notification target, exactly as a real product would be.
 
 mod api;
+mod chat;
 mod cmdb;
 mod edr;
 mod fleet;
@@ -49,6 +53,7 @@ pub const SIMULATORS: &[(&str, &str)] = &[
     ("takedown service simulator", "/takedown/v1"),
     ("SaaS web proxy simulator", "/proxy/v1"),
     ("packet capture simulator", "/pcap/v1"),
+    ("chat API simulator", "/chat/api"),
 ];
 
 /// How a lab behaves.
@@ -72,6 +77,8 @@ pub struct LabConfig {
     /// stalled, whatever the fault rate: a deterministic "the call was in flight" for tests
     /// that stop belay at that moment.
     pub stall_changes: u64,
+    /// The chat simulator's signing secret, which its interactivity callbacks are signed with.
+    pub chat_signing_secret: String,
 }
 
 impl Default for LabConfig {
@@ -85,6 +92,7 @@ impl Default for LabConfig {
             retry_after: 1,
             stall: Duration::from_secs(30),
             stall_changes: 0,
+            chat_signing_secret: "lab-chat-signing-secret".into(),
         }
     }
 }
@@ -215,6 +223,10 @@ pub(crate) struct Shared {
     pub(crate) base_url: String,
     /// Access tokens issued by `/oauth/token`.
     issued: Mutex<Vec<String>>,
+    /// The chat simulator's messages.
+    pub(crate) chat: Mutex<chat::State>,
+    /// The chat simulator's signing secret.
+    pub(crate) chat_signing_secret: String,
 }
 
 impl Shared {
@@ -230,6 +242,8 @@ impl Shared {
             stall_changes: AtomicU64::new(config.stall_changes),
             base_url,
             issued: Mutex::new(Vec::new()),
+            chat: Mutex::new(chat::State::default()),
+            chat_signing_secret: config.chat_signing_secret.clone(),
         }
     }
 
@@ -314,6 +328,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .nest("/takedown/v1", takedown::routes())
         .nest("/proxy/v1", proxy::routes())
         .nest("/pcap/v1", pcap::routes())
+        .nest("/chat/api", chat::routes())
         .route("/oauth/token", axum::routing::post(oauth_token))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(
@@ -322,6 +337,8 @@ fn router(shared: Arc<Shared>) -> Router {
         ));
     let control = Router::new()
         .route("/_state", axum::routing::get(state))
+        .route("/_chat/messages", axum::routing::get(chat::messages))
+        .route("/_chat/click", axum::routing::post(chat::click))
         .route("/_health", axum::routing::get(|| async { "ok" }));
     // Authentication comes first, as with a real API: an unknown path answers 401 before 404.
     api.merge(control)

@@ -67,6 +67,10 @@ pub struct Vote {
     /// recomputes before it applies any of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_hash: Option<String>,
+    /// Where the vote came from: `api`, `cli`, `chat`, `email` (none for votes recorded
+    /// before channels were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// A request for a person's decision on one planned change (or one held batch).

@@ -7,6 +7,8 @@
 //!
 //! Where each part lives: [`auth`] (roles, tokens, passwords), [`console`] (the web console,
 //! its sign-in and sessions), [`problem`] (errors), `body`
+//! Where each part lives: [`auth`] (roles, tokens, passwords), [`channels`] (approvals in
+//! chat and by e-mail), [`problem`] (errors), `body`
 //! (content type, size limit, JSON with the path of a bad field), `routes/` (one file per
 //! resource, and the route table), [`hooks`] (webhook sources and signatures), `openapi`
 //! (the document), [`metrics`] (counters), `state` (what handlers share, running accepted
@@ -17,6 +19,7 @@
 
 pub mod auth;
 mod body;
+pub mod channels;
 pub mod console;
 pub mod hooks;
 mod ingest;

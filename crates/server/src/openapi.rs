@@ -71,6 +71,9 @@ use utoipa::{Modify, OpenApi};
         secrets::list,
         secrets::set,
         secrets::delete,
+        crate::channels::chat::callback,
+        crate::channels::email::confirm_page,
+        crate::channels::email::decide,
     ),
     components(schemas(
         crate::problem::Problem,

@@ -51,6 +51,13 @@ pub async fn serve(
     let sources = crate::sources::start(&state)
         .await
         .map_err(std::io::Error::other)?;
+    if let Ok(addr) = listener.local_addr() {
+        state
+            .config
+            .channels
+            .set_served_at(format!("http://{addr}"));
+    }
+    let deliverer = crate::channels::spawn(state.clone());
     let (app, _) = router(state.clone());
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -75,6 +82,9 @@ pub async fn serve(
     let _ = stopped_rx.await;
     let deadline = tokio::time::Instant::now() + grace;
     ticker.abort();
+    if let Some(d) = deliverer {
+        d.abort();
+    }
     let drained = tokio::time::timeout_at(deadline, async {
         let _ = server.await;
         sources.stop().await;

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub console: crate::console::ConsoleSettings,
     /// Seals secrets set through the API; `None`: setting one is refused (409).
     pub secrets_key: Option<belay_store::Keyring>,
+    /// Where held changes are delivered besides the API (chat, e-mail).
+    pub channels: Arc<crate::channels::Channels>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +48,7 @@ impl Default for ServerConfig {
             ops: crate::sources::Ops::default(),
             console: crate::console::ConsoleSettings::default(),
             secrets_key: None,
+            channels: Arc::default(),
         }
     }
 }

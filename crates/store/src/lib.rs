@@ -12,6 +12,7 @@
 
 mod audit;
 mod cases;
+mod channels;
 mod codec;
 mod pauses;
 mod postgres;
@@ -24,6 +25,7 @@ mod sqlite;
 pub use audit::authority::{MissingAuthority, approval_allows};
 pub use audit::signing::{self as head_signing, HeadKey, PublicKey, SignedHead};
 pub use audit::verify::{AuditProblem, verify_audit, verify_audit_against};
+pub use channels::{ApprovalChannels, Delivery};
 pub use pauses::{PauseRecord, Pauses};
 pub use postgres::{PgOptions, PgStore};
 pub use principals::{Lockout, Principals, TokenRecord, UserRecord};
@@ -307,10 +309,11 @@ pub struct Counts {
 }
 
 /// The storage interface the engine, the CLI and the server use (with the directory of
-/// [`Principals`] the server authenticates, the [`Pauses`] of automation and the sealed
-/// [`Secrets`]).
+/// [`Principals`] the server authenticates, the [`Pauses`] of automation, console
+/// [`Sessions`], the sealed [`Secrets`] and the [`ApprovalChannels`] approvals are delivered
+/// through).
 #[async_trait]
-pub trait Store: Principals + Pauses + Sessions + Secrets + Send + Sync {
+pub trait Store: Principals + Pauses + Sessions + Secrets + ApprovalChannels + Send + Sync {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 

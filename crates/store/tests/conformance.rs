@@ -875,6 +875,55 @@ async fn sessions_are_kept_hashed_ended_once_and_audited(s: Arc<dyn Store>) {
     assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
 }
 
+async fn deliveries_and_used_links_are_recorded_once(s: Arc<dyn Store>) {
+    let d = belay_store::Delivery {
+        approval_id: "a1".into(),
+        channel: "chat".into(),
+        target: "soc".into(),
+        recipient: "C0SOC".into(),
+        reference: Some("1700000001.000001".into()),
+        delivered_at: now_ms(),
+    };
+    assert!(s.record_delivery(&d, d.audit("engine:w")).await.unwrap());
+    assert!(!s.record_delivery(&d, d.audit("engine:w")).await.unwrap());
+    let mail = belay_store::Delivery {
+        channel: "email".into(),
+        target: "email".into(),
+        recipient: "ada".into(),
+        reference: None,
+        ..d.clone()
+    };
+    assert!(
+        s.record_delivery(&mail, mail.audit("engine:w"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.deliveries("a1").await.unwrap(), [d, mail]);
+    assert!(s.deliveries("a2").await.unwrap().is_empty());
+    // One audit entry per recorded delivery, none for the repeat.
+    let trail = s.audit_entries(0, 100).await.unwrap();
+    let delivered: Vec<_> = trail
+        .iter()
+        .filter(|e| e.kind == "approval.delivered")
+        .map(|e| e.detail["channel"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(delivered, ["chat", "email"]);
+
+    assert!(!s.link_used("n1").await.unwrap());
+    assert!(
+        s.use_link("n1", "a1", "ada", "approve", now_ms())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.use_link("n1", "a1", "ada", "deny", now_ms())
+            .await
+            .unwrap()
+    );
+    assert!(s.link_used("n1").await.unwrap());
+    assert!(belay_store::verify_audit(&*s).await.unwrap().is_ok());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1100,6 +1149,7 @@ conformance!(
     pauses_are_kept_audited_and_lifted,
     sessions_are_kept_hashed_ended_once_and_audited,
     secrets_are_sealed_audited_by_name_and_resealed_by_compare_and_swap,
+    deliveries_and_used_links_are_recorded_once,
 );
 
 #[tokio::test]

@@ -359,13 +359,24 @@ async fn decide(
              or users with `belay users add`"
         );
     }
-    let decided = if args.without.is_empty() {
-        approvals::decide(store, &dir, &args.id, &user, approve, args.comment).await
-    } else if approve {
-        approvals::approve_without(store, &dir, &args.id, &user, args.comment, &args.without).await
-    } else {
+    if !approve && !args.without.is_empty() {
         bail!("--without applies to `approvals approve`: a denial already applies to every item");
+    }
+    let ballot = approvals::Ballot {
+        channel: Some("cli"),
+        change_hash: None,
     };
+    let decided = approvals::cast(
+        store,
+        &dir,
+        &args.id,
+        &user,
+        approve,
+        args.comment,
+        &args.without,
+        ballot,
+    )
+    .await;
     let a = match decided {
         Ok(a) => a,
         Err(e) => {

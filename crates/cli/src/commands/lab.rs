@@ -35,6 +35,14 @@ pub enum LabCommand {
         /// flight, for crash tests).
         #[arg(long, value_name = "N", default_value_t = 0)]
         stall_changes: u64,
+        /// Signing secret of the chat simulator's interactivity callbacks.
+        #[arg(
+            long,
+            env = "BELAY_LAB_CHAT_SIGNING_SECRET",
+            hide_env_values = true,
+            default_value = "lab-chat-signing-secret"
+        )]
+        chat_signing_secret: String,
     },
     /// Start the whole scenario environment in DIR (simulators, the real components this
     /// machine can run, stand-ins for the others, the shipped playbooks and guardrails) and
@@ -99,6 +107,7 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
             seed,
             token,
             stall_changes,
+            chat_signing_secret,
         } => {
             let latency = belay_model::parse_duration(&latency)
                 .with_context(|| format!("--latency `{latency}` is not a duration like 20ms"))?;
@@ -114,6 +123,7 @@ pub async fn run(command: LabCommand) -> Result<ExitCode> {
                 fault_rate,
                 seed,
                 stall_changes,
+                chat_signing_secret,
                 ..LabConfig::default()
             })
             .await?;

@@ -7,6 +7,8 @@
 use crate::context::Ctx;
 use crate::paths::playbook_dir;
 use anyhow::{Context, Result, anyhow, bail};
+use belay_connectors::notify_chat::ChatClient;
+use belay_server::channels::{Channels, ChatApprovals, EmailApprovals};
 use belay_server::console::ConsoleSettings;
 use belay_server::hooks::{HookAuth, HookSource};
 use belay_server::reload::Reloader;
@@ -196,6 +198,83 @@ fn console_settings(ctx: &Ctx) -> Result<ConsoleSettings> {
     Ok(out)
 }
 
+/// The chat targets and e-mail settings approvals are delivered through, their secrets
+/// resolved; a bad entry is refused naming its table and key.
+fn channels(ctx: &Ctx) -> Result<Channels> {
+    let secrets = &ctx.secrets;
+    let mut out = Channels::default();
+    for (name, target) in &ctx.config.notify {
+        let Some(chat) = target.chat.as_ref().filter(|c| c.approvals) else {
+            continue;
+        };
+        let at = format!("[notify.{name}.chat]");
+        let secret = chat
+            .signing_secret
+            .as_deref()
+            .ok_or_else(|| anyhow!("{at}: `approvals = true` needs `signing_secret`"))?;
+        let secret = secrets
+            .resolve(secret)
+            .with_context(|| format!("{at}: `signing_secret`"))?;
+        if secret.expose().len() < 16 {
+            bail!("{at}: `signing_secret` must have at least 16 characters");
+        }
+        let client = ChatClient::new(chat, secrets).map_err(|e| anyhow!("{at}: {}", e.message))?;
+        out.chat.push(ChatApprovals {
+            name: name.clone(),
+            channel: chat.channel.clone(),
+            client,
+            signing_secrets: vec![secret.expose().as_bytes().to_vec()],
+        });
+    }
+    for (i, u) in ctx.config.chat.users.iter().enumerate() {
+        if u.id.trim().is_empty() || u.user.trim().is_empty() {
+            bail!(
+                "[[chat.users]] #{}: `id` and `user` must not be empty",
+                i + 1
+            );
+        }
+        out.chat_users
+            .insert(u.id.trim().to_owned(), u.user.trim().to_owned());
+    }
+    if let Some(e) = &ctx.config.approvals.email {
+        let at = "[approvals.email]";
+        let (host, port) = e
+            .smtp
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_matches(['[', ']']).to_owned(),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
+            .ok_or_else(|| anyhow!("{at}: `smtp` must be HOST:PORT, not `{}`", e.smtp))?;
+        let key = secrets
+            .resolve(&e.key)
+            .with_context(|| format!("{at}: `key`"))?;
+        if key.expose().len() < 32 {
+            bail!("{at}: `key` must have at least 32 characters");
+        }
+        if !e.from.contains('@') {
+            bail!("{at}: `from` must be an e-mail address, not `{}`", e.from);
+        }
+        let recipients = ctx
+            .config
+            .users
+            .iter()
+            .filter_map(|u| Some((u.name.clone(), u.email.clone()?)))
+            .collect();
+        out.email = Some(EmailApprovals {
+            smtp_host: host,
+            smtp_port: port,
+            from: e.from.clone(),
+            link_base: e.link_base.clone(),
+            key: key.expose().as_bytes().to_vec(),
+            recipients,
+        });
+    }
+    Ok(out)
+}
+
 /// Loads the playbooks of `dir` and the guardrails of `guardrails_path` again, as at start: a
 /// reload keeps the running set unless every file loads and lints clean.
 fn reloader(
@@ -298,6 +377,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         .unwrap_or_else(|| "127.0.0.1:8080".into());
     let hooks = hook_sources(ctx)?;
     let ops = ops(ctx)?;
+    let channels = Arc::new(channels(ctx)?);
     let dir = playbook_dir(ctx, args.playbooks);
     let set = match &dir {
         Some(dir) => ctx.load_playbooks(std::slice::from_ref(dir))?,
@@ -339,6 +419,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         ops,
         console,
         secrets_key: crate::secrets_key::keyring(ctx)?,
+        channels,
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -169,12 +169,25 @@ pub(crate) async fn decide_as(
         )
         .at_field("without"));
     }
-    let store = &*state.engine().store;
-    let result = if body.without.is_empty() {
-        approvals::decide(store, &dir, id, &p.name, approve, body.comment).await
-    } else {
-        approvals::approve_without(store, &dir, id, &p.name, body.comment, &body.without).await
+    let ballot = approvals::Ballot {
+        channel: Some(if p.session_id.is_some() {
+            "console"
+        } else {
+            "api"
+        }),
+        change_hash: None,
     };
+    let result = approvals::cast(
+        &*state.engine().store,
+        &dir,
+        id,
+        &p.name,
+        approve,
+        body.comment,
+        &body.without,
+        ballot,
+    )
+    .await;
     let outcome = match &result {
         Ok(a) => a.status.to_string(),
         Err(e) => format!("refused: {e}"),

@@ -25,6 +25,7 @@ pub(crate) mod sources;
 pub(crate) mod trust;
 
 use crate::auth::{self, Role};
+use crate::channels::{chat, email};
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -199,7 +200,16 @@ pub fn router(state: Arc<AppState>) -> (Router, Vec<RouteSpec>) {
     .add(M::GET, "/api/v1/secrets", a, secrets::list)
     .add(M::POST, "/api/v1/secrets/{name}", a, secrets::set)
     .add(M::DELETE, "/api/v1/secrets/{name}", a, secrets::delete)
-    .add(M::POST, "/hooks/{source}", None, hooks::post_hook);
+    .add(M::POST, "/hooks/{source}", None, hooks::post_hook)
+    // Approvals in chat and by e-mail: each authenticates itself (signature, signed link).
+    .add(M::POST, "/hooks/chat/{target}", None, chat::callback)
+    .add(
+        M::GET,
+        "/approvals/email/{token}",
+        None,
+        email::confirm_page,
+    )
+    .add(M::POST, "/approvals/email/{token}", None, email::decide);
     let _ = state
         .openapi
         .set(crate::openapi::document_with_roles(&api.specs));

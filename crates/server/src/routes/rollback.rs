@@ -66,7 +66,7 @@ pub(crate) async fn rollback_as(
                 "`force` (undoing drifted targets) needs an admin: {}",
                 e.detail
             );
-            e
+            e.at_field("force")
         })?;
     }
     let selection = match (req.change, req.run, req.to, req.since) {

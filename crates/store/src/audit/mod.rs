@@ -160,6 +160,14 @@ pub fn approval(actor: &str, a: &ApprovalRecord) -> AuditDraft {
             .collect();
         detail["items"] = Value::Array(items);
     }
+    // The channel the deciding vote came through (chat, email, api, cli).
+    if let Some(channel) = a.votes.last().and_then(|v| v.channel.as_deref())
+        && kind != "approval.requested"
+        && kind != "approval.expired"
+        && kind != "approval.superseded"
+    {
+        detail["channel"] = json!(channel);
+    }
     draft(kind, actor, &a.id, detail)
 }
 

@@ -17,6 +17,7 @@
 //! PostgreSQL values), [`read`] (queries), [`error`] (error descriptions) and [`store`] (the
 //! [`Store`](crate::Store) implementation).
 
+mod channels;
 mod error;
 mod migrate;
 mod pauses;

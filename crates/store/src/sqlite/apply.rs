@@ -157,6 +157,7 @@ impl Writer {
             Op::Pause(p) => super::pauses::apply(c, p, entries),
             Op::Session(s) => super::sessions::apply(c, s, entries),
             Op::Secret(s) => super::secrets::apply(c, s, entries),
+            Op::Channel(op) => super::channels::apply(c, op, entries),
             Op::Audit(drafts) => {
                 entries.extend(drafts.iter().map(Cow::Borrowed));
                 Ok(Reply::Unit)

@@ -26,6 +26,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0015_console_sessions.sql"),
     include_str!("../../migrations/sqlite/0016_secrets.sql"),
     include_str!("../../migrations/sqlite/0017_change_items.sql"),
+    include_str!("../../migrations/sqlite/0018_approval_channels.sql"),
 ];
 
 /// Applies the migrations the database has not seen, in one transaction.

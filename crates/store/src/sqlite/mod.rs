@@ -17,6 +17,7 @@
 
 mod apply;
 mod backup;
+mod channels;
 mod checkpoint;
 mod encode;
 mod insert;

@@ -66,6 +66,8 @@ pub(super) enum Op {
     Session(super::sessions::SessionOp),
     /// A write to the sealed secrets (`secrets.rs`).
     Secret(super::secrets::SecretOp),
+    /// A delivery of an approval or a use of an e-mail link (`channels.rs`).
+    Channel(super::channels::ChannelOp),
 }
 
 #[allow(clippy::large_enum_variant)]
