@@ -49,7 +49,7 @@ fn a_playbook_reaches_the_lab_through_the_http_connector_and_no_secret_is_stored
         .args([
             "lab",
             "serve",
-            "--addr",
+            "--listen",
             "127.0.0.1:0",
             "--fault-rate",
             "0.2",

@@ -57,8 +57,9 @@ fn listen(dir: &Path, args: &[&str]) -> Listening {
         acks,
         stderr: stderr_rx,
     };
-    let wants_udp = args.contains(&"--udp");
-    let wants_tcp = args.contains(&"--tcp");
+    let both = args.contains(&"--listen");
+    let wants_udp = both || args.contains(&"--udp");
+    let wants_tcp = both || args.contains(&"--tcp");
     while (wants_udp && l.udp.is_none()) || (wants_tcp && l.tcp.is_none()) {
         let line = l
             .stderr
@@ -137,14 +138,8 @@ fn logger_over_udp_and_tcp_in_both_formats_reaches_the_store_and_the_playbooks()
     .unwrap();
     let l = listen(
         dir.path(),
-        &[
-            "--udp",
-            "127.0.0.1:0",
-            "--tcp",
-            "127.0.0.1:0",
-            "--playbooks",
-            "playbooks",
-        ],
+        // `--listen`: UDP and TCP on one address, as every belay listener takes it.
+        &["--listen", "127.0.0.1:0", "--playbooks", "playbooks"],
     );
     let udp = port(l.udp.as_deref().unwrap()).to_owned();
     let tcp = port(l.tcp.as_deref().unwrap()).to_owned();

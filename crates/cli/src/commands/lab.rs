@@ -16,8 +16,8 @@ use std::process::ExitCode;
 pub enum LabCommand {
     /// Serve every simulator from one HTTP server until interrupted.
     Serve {
-        /// Address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:8450")]
+        /// Address to listen on (port 0 picks a free port), as every belay listener takes it.
+        #[arg(long = "listen", alias = "addr", default_value = "127.0.0.1:8450")]
         addr: SocketAddr,
         /// Delay added to every API request, e.g. 20ms.
         #[arg(long, default_value = "0ms")]

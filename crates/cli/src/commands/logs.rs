@@ -25,6 +25,10 @@ pub enum LogsCommand {
     /// Receive syslog (RFC 5424/3164, CEF) over UDP and TCP, store each message as an event and
     /// run the playbooks it triggers. Prints one JSON line per stored event; counters on exit.
     Listen {
+        /// Address for both UDP and TCP, as every belay listener takes it (e.g. 0.0.0.0:514);
+        /// `--udp` and `--tcp` set one protocol each.
+        #[arg(long, value_name = "ADDR", conflicts_with_all = ["udp", "tcp"])]
+        listen: Option<SocketAddr>,
         /// UDP address, e.g. 0.0.0.0:514.
         #[arg(long, value_name = "ADDR")]
         udp: Option<SocketAddr>,
@@ -75,6 +79,7 @@ pub enum LogsCommand {
 pub async fn run(ctx: &Ctx, command: LogsCommand) -> Result<ExitCode> {
     match command {
         LogsCommand::Listen {
+            listen,
             udp,
             tcp,
             max_message,
@@ -84,8 +89,12 @@ pub async fn run(ctx: &Ctx, command: LogsCommand) -> Result<ExitCode> {
             stats_every,
             quiet,
         } => {
+            let (udp, tcp) = match listen {
+                Some(a) => (Some(a), Some(a)),
+                None => (udp, tcp),
+            };
             if udp.is_none() && tcp.is_none() {
-                bail!("give at least one of --udp ADDR and --tcp ADDR");
+                bail!("give --listen ADDR (UDP and TCP), or --udp ADDR and/or --tcp ADDR");
             }
             let config = ListenerConfig {
                 udp,
