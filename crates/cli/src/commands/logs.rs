@@ -79,7 +79,7 @@ pub enum LogsCommand {
 pub async fn run(ctx: &Ctx, command: LogsCommand) -> Result<ExitCode> {
     match command {
         LogsCommand::Listen {
-            listen,
+            listen: both,
             udp,
             tcp,
             max_message,
@@ -89,7 +89,7 @@ pub async fn run(ctx: &Ctx, command: LogsCommand) -> Result<ExitCode> {
             stats_every,
             quiet,
         } => {
-            let (udp, tcp) = match listen {
+            let (udp, tcp) = match both {
                 Some(a) => (Some(a), Some(a)),
                 None => (udp, tcp),
             };
