@@ -25,7 +25,9 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Whether Chromium and chromedriver are here; when not, says why (or fails when required).
 fn browser_here() -> bool {
-    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+    if belay_testkit::skip::installed(Path::new(CHROMIUM))
+        && belay_testkit::skip::installed(Path::new(CHROMEDRIVER))
+    {
         return true;
     }
     belay_testkit::skip::unless_required(

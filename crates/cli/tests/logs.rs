@@ -384,7 +384,7 @@ fn logs_parse_prints_one_event_per_record() {
 fn rsyslog_forwarding_over_octet_counted_tcp_reaches_the_store() {
     let Some(rsyslogd) = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
         .into_iter()
-        .find(|p| Path::new(p).is_file())
+        .find(|p| belay_testkit::skip::installed(Path::new(p)))
     else {
         belay_testkit::skip::unless_required(
             "BELAY_REQUIRE_NATIVE",

@@ -854,7 +854,7 @@ fn https_with_certificate_files_and_no_plain_http_off_loopback() {
 fn a_real_prometheus_scrapes_the_metrics() {
     let Some(prometheus) = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
         .into_iter()
-        .find(|p| Path::new(p).exists())
+        .find(|p| belay_testkit::skip::installed(Path::new(p)))
     else {
         belay_testkit::skip::unless_required(
             "BELAY_REQUIRE_NATIVE",

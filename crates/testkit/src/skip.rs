@@ -13,3 +13,10 @@ pub fn unless_required(require: &str, reason: &str) {
     }
     let _ = writeln!(std::io::stderr(), "skipped: {reason}");
 }
+
+/// Whether `path` is an installed program: a regular file with an execute bit (a path that
+/// exists but cannot run counts as missing).
+pub fn installed(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -38,16 +38,10 @@ impl Drop for Dovecot {
 }
 
 /// Dovecot's binary; `None` (the test is skipped, saying why) when it is not installed.
-/// A regular file with an execute bit: an installed program.
-fn executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 pub fn dovecot_binary() -> Option<PathBuf> {
     let found = ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"]
         .into_iter()
-        .find(|p| executable(Path::new(p)));
+        .find(|p| belay_testkit::skip::installed(Path::new(p)));
     if found.is_none() {
         belay_testkit::skip::unless_required(
             "BELAY_REQUIRE_NATIVE",
@@ -245,7 +239,7 @@ impl Drop for Postfix {
 pub fn postfix_binary() -> Option<PathBuf> {
     let found = ["/usr/sbin/postfix"]
         .into_iter()
-        .find(|p| executable(Path::new(p)))
+        .find(|p| belay_testkit::skip::installed(Path::new(p)))
         .map(PathBuf::from);
     // SAFETY: a plain getter.
     let root = unsafe { libc::geteuid() } == 0;
