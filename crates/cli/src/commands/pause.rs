@@ -43,30 +43,6 @@ pub struct UnpauseArgs {
     pub reason: String,
 }
 
-/// Checks that `user` may switch automation: when users are configured (in `belay.toml` or
-/// the store's directory), they must hold the `admin` role.
-async fn may_switch(ctx: &Ctx, store: &dyn Store, user: &str) -> Result<()> {
-    crate::actor::valid_actor(user)?;
-    let configured = ctx.config.users.iter().find(|u| u.name == user);
-    let stored = store.get_user(user).await?;
-    let roles: Option<Vec<String>> = configured
-        .map(|u| u.roles.clone())
-        .or_else(|| stored.as_ref().map(|u| u.roles.clone()));
-    let directory = !ctx.config.users.is_empty() || !store.users().await?.is_empty();
-    match roles {
-        None if directory => bail!("unknown user `{user}`"),
-        Some(r) if !r.iter().any(|r| r == "admin") => bail!(
-            "{user} may not pause or resume automation: it needs the admin role (their roles: {})",
-            if r.is_empty() {
-                "none".into()
-            } else {
-                r.join(", ")
-            }
-        ),
-        _ => Ok(()),
-    }
-}
-
 fn scope(playbook: &Option<String>) -> String {
     match playbook {
         Some(p) => format!("playbook `{p}`"),
@@ -174,7 +150,7 @@ async fn pause_local(
     if playbook.as_deref().is_some_and(|p| p == "*") {
         bail!("name a playbook, or leave it out to pause all automation");
     }
-    may_switch(ctx, store, &actor).await?;
+    crate::actor::require_admin(ctx, store, &actor, "pause or resume automation").await?;
     let record = PauseRecord {
         playbook,
         paused_by: actor,
@@ -202,7 +178,7 @@ pub async fn unpause(ctx: &Ctx, args: UnpauseArgs) -> Result<ExitCode> {
     }
     let actor = crate::remote::local_actor(args.actor, "resumes automation")?;
     let store = ctx.store().await?;
-    may_switch(ctx, &*store, &actor).await?;
+    crate::actor::require_admin(ctx, &*store, &actor, "pause or resume automation").await?;
     let lifted = store
         .unpause(args.playbook.as_deref(), &actor, &args.reason)
         .await?;
