@@ -351,7 +351,7 @@ user = "vera"
             "value": json!({ "approval": id, "change_hash": "0".repeat(64), "decision": "approve" }).to_string() }] });
     let body = format!("payload={}", form_encode(&payload.to_string()));
     let ts = now().to_string();
-    let sig = belay_server::channels::chat::sign(CHAT_SIGNING.as_bytes(), now(), body.as_bytes());
+    let sig = belay_server::signature::SLACK.sign(CHAT_SIGNING.as_bytes(), now(), body.as_bytes());
     let (status, a) = call(
         server.port,
         "POST",

@@ -50,7 +50,7 @@ fn hook(port: u16, source: &str, body: &str) -> (u16, Value) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let sig = belay_server::hooks::sign(SECRET.as_bytes(), ts, body.as_bytes());
+    let sig = belay_server::signature::BELAY.sign(SECRET.as_bytes(), ts, body.as_bytes());
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,

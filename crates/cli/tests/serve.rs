@@ -106,7 +106,7 @@ impl Server {
 
     /// A webhook signed at `ts` with `secret`.
     fn hook(&self, body: &str, ts: i64, secret: &str, extra: &[(&str, &str)]) -> (u16, Value) {
-        let sig = belay_server::hooks::sign(secret.as_bytes(), ts, body.as_bytes());
+        let sig = belay_server::signature::BELAY.sign(secret.as_bytes(), ts, body.as_bytes());
         let ts = ts.to_string();
         let mut headers = vec![
             ("content-type", "application/json"),

@@ -104,19 +104,19 @@ impl Report {
 
 /// Applied changes selected, newest first, and how many of the selection were reverted before.
 async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, usize)> {
-    let all = engine.store.changes(None).await?;
     let chosen: Vec<ChangeRecord> = match sel {
-        Selection::Change(id) => {
-            let c = all
-                .into_iter()
-                .find(|c| &c.id == id)
-                .ok_or_else(|| EngineError::Other(format!("no change `{id}`")))?;
-            vec![c]
-        }
+        Selection::Change(id) => vec![
+            engine
+                .store
+                .get_change(id)
+                .await?
+                .ok_or_else(|| EngineError::Other(format!("no change `{id}`")))?,
+        ],
         Selection::Run(id) => {
             if engine.store.get_run(id).await?.is_none() {
                 return Err(EngineError::Other(format!("no run `{id}`")));
             }
+            let all = engine.store.changes(None).await?;
             all.into_iter()
                 .filter(|c| &c.run_id == id || c.run_id.starts_with(&format!("{id}.")))
                 .collect()
@@ -127,6 +127,7 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, 
                 .iter()
                 .find(|c| &c.name == name)
                 .ok_or_else(|| EngineError::Other(format!("no checkpoint `{name}`")))?;
+            let all = engine.store.changes(None).await?;
             let start = match &cp.last_change_id {
                 Some(last) => all
                     .iter()
@@ -136,7 +137,10 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, 
             };
             all.into_iter().skip(start).collect()
         }
-        Selection::Since(ms) => all.into_iter().filter(|c| c.created_at >= *ms).collect(),
+        Selection::Since(ms) => {
+            let all = engine.store.changes(None).await?;
+            all.into_iter().filter(|c| c.created_at >= *ms).collect()
+        }
     };
     let window: std::collections::HashSet<String> = chosen.iter().map(|c| c.id.clone()).collect();
     let by_time = matches!(sel, Selection::Checkpoint(_) | Selection::Since(_));

@@ -13,16 +13,8 @@
 
 use crate::auth::{self, Principal, Role};
 use crate::problem::Problem;
+use crate::signature;
 use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-/// How far a signed timestamp may be from the server's clock, in seconds.
-pub const REPLAY_WINDOW_SECS: i64 = 300;
-/// The header carrying the signing time (Unix seconds).
-pub const TIMESTAMP_HEADER: &str = "x-belay-timestamp";
-/// The header carrying `sha256=<hex>`.
-pub const SIGNATURE_HEADER: &str = "x-belay-signature";
 
 /// How a source authenticates its sender.
 #[derive(Clone)]
@@ -55,59 +47,6 @@ pub struct HookSource {
     pub template: Option<std::sync::Arc<crate::templates::PayloadTemplate>>,
 }
 
-/// `sha256=<hex>` of `<timestamp>.<body>` with `secret`: what a sender puts in
-/// [`SIGNATURE_HEADER`].
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut mac = mac(secret);
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-fn mac(secret: &[u8]) -> Hmac<Sha256> {
-    // HMAC takes a key of any length.
-    <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!())
-}
-
-/// Checks a signed request: the timestamp within the window of `now` (Unix seconds), the
-/// signature made with one of `secrets`.
-pub fn verify(
-    secrets: &[Vec<u8>],
-    headers: &HeaderMap,
-    body: &[u8],
-    now: i64,
-) -> Result<(), &'static str> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let ts: i64 = header(TIMESTAMP_HEADER)
-        .ok_or("the X-Belay-Timestamp header is missing")?
-        .trim()
-        .parse()
-        .map_err(|_| "X-Belay-Timestamp is not Unix seconds")?;
-    if (now - ts).abs() > REPLAY_WINDOW_SECS {
-        return Err("the signature's timestamp is outside the 5-minute window");
-    }
-    let sig = header(SIGNATURE_HEADER).ok_or("the X-Belay-Signature header is missing")?;
-    let given = sig
-        .trim()
-        .strip_prefix("sha256=")
-        .and_then(|h| hex::decode(h).ok())
-        .ok_or("X-Belay-Signature is not sha256=<hex>")?;
-    let ok = secrets.iter().fold(false, |ok, secret| {
-        let mut m = mac(secret);
-        m.update(ts.to_string().as_bytes());
-        m.update(b".");
-        m.update(body);
-        // Constant-time comparison; every secret is tried.
-        m.verify_slice(&given).is_ok() | ok
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err("the signature does not match")
-    }
-}
-
 /// The sender of a webhook request to `source`, or 401/403.
 pub async fn authenticate(
     source: &HookSource,
@@ -119,7 +58,7 @@ pub async fn authenticate(
     match &source.auth {
         HookAuth::Hmac(secrets) => {
             let now = chrono::Utc::now().timestamp();
-            verify(secrets, headers, body, now).map_err(|why| {
+            signature::BELAY.verify(secrets, headers, body, now).map_err(|why| {
                 Problem::new(StatusCode::UNAUTHORIZED, format!("webhook refused: {why}"))
             })?;
             Ok(Principal {
@@ -138,58 +77,5 @@ pub async fn authenticate(
             auth::require(&p, Role::Responder)?;
             Ok(p)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(ts: i64, sig: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(TIMESTAMP_HEADER, ts.to_string().parse().unwrap());
-        h.insert(SIGNATURE_HEADER, sig.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn a_signature_holds_for_its_body_and_time_with_either_active_secret() {
-        let (old, new) = (b"old-secret".to_vec(), b"new-secret".to_vec());
-        let secrets = [old.clone(), new.clone()];
-        let body = br#"{"kind":"ids.alert"}"#;
-        let now = 1_700_000_000;
-        assert!(verify(&secrets, &headers(now, &sign(&new, now, body)), body, now).is_ok());
-        assert!(verify(&secrets, &headers(now, &sign(&old, now, body)), body, now).is_ok());
-        // Another body, another time, another secret, a stale time: refused.
-        assert!(verify(&secrets, &headers(now, &sign(&new, now, body)), b"{}", now).is_err());
-        assert!(
-            verify(
-                &secrets,
-                &headers(now - 1, &sign(&new, now, body)),
-                body,
-                now
-            )
-            .is_err()
-        );
-        assert!(
-            verify(
-                &secrets,
-                &headers(now, &sign(b"other", now, body)),
-                body,
-                now
-            )
-            .is_err()
-        );
-        let stale = now - REPLAY_WINDOW_SECS - 1;
-        assert!(
-            verify(
-                &secrets,
-                &headers(stale, &sign(&new, stale, body)),
-                body,
-                now
-            )
-            .is_err()
-        );
-        assert!(verify(&secrets, &HeaderMap::new(), body, now).is_err());
     }
 }

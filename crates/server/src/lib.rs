@@ -31,6 +31,7 @@ pub mod queue;
 pub mod reload;
 mod routes;
 mod serve;
+pub mod signature;
 pub mod sources;
 mod state;
 mod telemetry;

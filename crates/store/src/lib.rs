@@ -449,6 +449,8 @@ pub trait Store: Principals + Pauses + Sessions + Secrets + ApprovalChannels + S
         due_by: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ChangeRecord>>;
+    /// One journaled change by its id.
+    async fn get_change(&self, id: &str) -> Result<Option<ChangeRecord>>;
     /// The change journaled under this idempotency key (`run/step-key`).
     async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>>;
     /// Changes of the given actions journaled at or after `since` that are applied or in

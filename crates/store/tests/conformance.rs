@@ -269,6 +269,12 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
     assert_eq!(got.before, json!({"present": false}));
     assert_eq!(got.inverse, first.inverse);
     assert_eq!(
+        s.get_change(&first.id).await.unwrap().as_ref(),
+        Some(&got),
+        "a change is found by its id as by its key"
+    );
+    assert_eq!(s.get_change("no-such-change").await.unwrap(), None);
+    assert_eq!(
         s.steps("r1").await.unwrap()[0].status,
         StepStatus::Succeeded
     );

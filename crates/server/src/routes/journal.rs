@@ -91,10 +91,8 @@ pub async fn get_change(
     let change = state
         .engine()
         .store
-        .changes(None)
+        .get_change(&id)
         .await?
-        .into_iter()
-        .find(|c| c.id == id)
         .ok_or_else(|| Problem::not_found(format!("no change `{id}`")))?;
     Ok(Json(json!(change)))
 }

@@ -17,14 +17,33 @@ pub(super) async fn change_with_key(
     c: &impl GenericClient,
     key: &str,
 ) -> Result<Option<ChangeRecord>> {
+    change_where(c, ChangeKey::IdempotencyKey, key).await
+}
+
+/// Which unique column finds one change.
+#[derive(Clone, Copy)]
+pub(super) enum ChangeKey {
+    Id,
+    IdempotencyKey,
+}
+
+pub(super) async fn change_where(
+    c: &impl GenericClient,
+    key: ChangeKey,
+    value: &str,
+) -> Result<Option<ChangeRecord>> {
+    let column = match key {
+        ChangeKey::Id => "id",
+        ChangeKey::IdempotencyKey => "idempotency_key",
+    };
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {CHANGE_COLS} FROM changes WHERE idempotency_key = $1"
+            "SELECT {CHANGE_COLS} FROM changes WHERE {column} = $1"
         ))
         .await
         .map_err(db_err("reading a change"))?;
     let row = c
-        .query_opt(&stmt, &[&key])
+        .query_opt(&stmt, &[&value])
         .await
         .map_err(db_err("reading a change"))?;
     row.as_ref().map(change_from_row).transpose()
@@ -239,12 +258,13 @@ pub(super) async fn count_changes(s: &PgStore, actions: &[String], since: i64) -
     Ok(n as u64)
 }
 
-pub(super) async fn change_by_key(
+pub(super) async fn change(
     s: &PgStore,
-    idempotency_key: &str,
+    key: ChangeKey,
+    value: &str,
 ) -> Result<Option<ChangeRecord>> {
     let client = s.conn().await?;
-    change_with_key(&client, idempotency_key).await
+    change_where(&client, key, value).await
 }
 
 pub(super) async fn get_approval(s: &PgStore, id: &str) -> Result<Option<ApprovalRecord>> {

@@ -452,7 +452,11 @@ impl Store for PgStore {
     }
 
     async fn change_by_key(&self, idempotency_key: &str) -> Result<Option<ChangeRecord>> {
-        read::change_by_key(self, idempotency_key).await
+        read::change(self, read::ChangeKey::IdempotencyKey, idempotency_key).await
+    }
+
+    async fn get_change(&self, id: &str) -> Result<Option<ChangeRecord>> {
+        read::change(self, read::ChangeKey::Id, id).await
     }
 
     async fn claim_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {

@@ -77,10 +77,25 @@ pub(super) fn collect<T>(
 }
 
 pub(super) fn change_with_key(c: &Connection, key: &str) -> Result<Option<ChangeRecord>> {
+    change_where(c, ChangeKey::IdempotencyKey, key)
+}
+
+/// Which unique column finds one change.
+#[derive(Clone, Copy)]
+pub(super) enum ChangeKey {
+    Id,
+    IdempotencyKey,
+}
+
+fn change_where(c: &Connection, key: ChangeKey, value: &str) -> Result<Option<ChangeRecord>> {
+    let column = match key {
+        ChangeKey::Id => "id",
+        ChangeKey::IdempotencyKey => "idempotency_key",
+    };
     c.prepare_cached(&format!(
-        "SELECT {CHANGE_COLS} FROM changes WHERE idempotency_key = ?1"
+        "SELECT {CHANGE_COLS} FROM changes WHERE {column} = ?1"
     ))
-    .and_then(|mut s| s.query_row([key], change_from_row).optional())
+    .and_then(|mut s| s.query_row([value], change_from_row).optional())
     .map_err(db_err("reading a change"))?
     .transpose()
 }
@@ -214,12 +229,13 @@ pub(super) async fn expiring_changes(
     .await
 }
 
-pub(super) async fn change_by_key(
+pub(super) async fn change(
     s: &SqliteStore,
-    idempotency_key: &str,
+    key: ChangeKey,
+    value: &str,
 ) -> Result<Option<ChangeRecord>> {
-    let key = idempotency_key.to_owned();
-    s.read(move |c| change_with_key(c, &key)).await
+    let value = value.to_owned();
+    s.read(move |c| change_where(c, key, &value)).await
 }
 
 pub(super) async fn checkpoints(s: &SqliteStore) -> Result<Vec<crate::Checkpoint>> {
