@@ -5,158 +5,20 @@
 //! approval policy, and both are in the audit trail with their channel.
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 mod common;
 use common::mail::{
     chown_tree, current_user, dovecot_binary, postfix_binary, start_dovecot, start_postfix,
 };
-use common::{block_alert_ip, command, listed, ok, write_file};
+use common::server::{Server, get, now, post, request, token, wait_for};
+use common::{block_alert_ip, listed, ok, write_file};
 
 const CHAT_SIGNING: &str = "chat-signing-secret-0123456789";
 const LINK_KEY: &str = "link-key-0123456789-0123456789-0123456789";
-
-/// A running `belay serve`; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut cmd = command(dir);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("belay serve starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let line = lines
-            .next()
-            .expect("belay serve says where it listens")
-            .expect("readable");
-        let port = line
-            .split("http://127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                eprintln!("serve: {l}");
-            }
-        });
-        Server { child, port }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request to `port`; the status and the body (JSON when it is JSON).
-fn call(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connects");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("an answer");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    // Chunked bodies (the lab's) carry their sizes on lines of their own.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    (status, value)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn get(port: u16, path: &str, token: &str) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    call(port, "GET", path, &[("authorization", &auth)], b"")
-}
-
-fn post(port: u16, path: &str, token: &str, body: &Value) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    call(
-        port,
-        "POST",
-        path,
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    )
-}
-
-fn token(dir: &Path, name: &str, roles: &str) -> String {
-    let o = command(dir)
-        .args(["tokens", "create", name, "--roles", roles])
-        .output()
-        .unwrap();
-    ok(&o);
-    String::from_utf8(o.stdout).unwrap().trim().to_owned()
-}
-
-/// Polls `f` every 100 ms until it gives a value (at most about two minutes).
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..1200 {
-        if let Some(v) = f() {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("gave up waiting for {what}");
-}
 
 /// The lab's simulators on a thread of their own; stopped when the sender is dropped.
 struct LabThread {
@@ -255,8 +117,9 @@ user = "vera"
     );
     let bob = token(d, "bob", "responder");
     let viewer = token(d, "vera", "viewer");
-    let server = Server::start(
+    let server = Server::start_with(
         d,
+        "127.0.0.1:0",
         &[("CHAT_TOKEN", &lab.token), ("CHAT_SIGNING", CHAT_SIGNING)],
     );
     let hook = format!("http://127.0.0.1:{}/hooks/chat/soc", server.port);
@@ -352,7 +215,7 @@ user = "vera"
     let body = format!("payload={}", form_encode(&payload.to_string()));
     let ts = now().to_string();
     let sig = belay_server::signature::SLACK.sign(CHAT_SIGNING.as_bytes(), now(), body.as_bytes());
-    let (status, a) = call(
+    let (status, a) = request(
         server.port,
         "POST",
         "/hooks/chat/soc",
@@ -422,13 +285,6 @@ user = "vera"
     ok(&common::belay(d, &["audit", "verify"]));
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn form_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
@@ -494,7 +350,7 @@ fn open_link(port: u16, link: &str) -> (u16, String, String) {
         .unwrap()
         .1
         .to_owned();
-    let (status, page) = call(port, "GET", &path, &[], b"");
+    let (status, page) = request(port, "GET", &path, &[], b"");
     let page = page.as_str().unwrap_or_default().to_owned();
     let csrf = page
         .split("name=\"csrf\" value=\"")
@@ -507,7 +363,7 @@ fn open_link(port: u16, link: &str) -> (u16, String, String) {
 
 fn confirm(port: u16, path: &str, csrf: &str) -> (u16, String) {
     let body = format!("csrf={csrf}&comment=checked+the+address");
-    let (status, page) = call(
+    let (status, page) = request(
         port,
         "POST",
         path,
@@ -576,7 +432,7 @@ key = "${{{{ secrets.LINK_KEY }}}}"
     );
     let bob = token(d, "bob", "responder");
     let viewer = token(d, "vera", "viewer");
-    let server = Server::start(d, &[("LINK_KEY", LINK_KEY)]);
+    let server = Server::start_with(d, "127.0.0.1:0", &[("LINK_KEY", LINK_KEY)]);
     let port = server.port;
 
     let event = json!({"id": "e1", "kind": "ids.alert", "observables": {"ips": ["203.0.113.9"]}});

@@ -8,7 +8,7 @@
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::server::Server;
 use common::{block_alert_ip, block_every_ip, command, listed, ok, write_file};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -37,84 +38,27 @@ fn browser_here() -> bool {
     false
 }
 
-/// A running `belay serve`; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
+/// Posts `event` as `token`'s principal; the id of the run it started.
+fn send_event(server: &Server, token: &str, event: Value) -> String {
+    let (status, acc) = server.post("/api/v1/events", token, &event);
+    assert_eq!(status, 202, "{acc}");
+    acc["run_ids"][0].as_str().unwrap_or_default().to_owned()
 }
 
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = command(dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("belay serve starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let line = lines.next().expect("it says where").expect("readable");
-        let port = line
-            .split("http://127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, port }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// One API call with a bearer token: the status and the JSON body.
-    fn api(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("an answer");
-        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (
-            status,
-            serde_json::from_str(body).unwrap_or(Value::String(body.into())),
-        )
-    }
-
-    fn event(&self, token: &str, event: Value) -> String {
-        let (status, acc) = self.api("POST", "/api/v1/events", token, Some(&event));
-        assert_eq!(status, 202, "{acc}");
-        acc["run_ids"][0].as_str().unwrap_or_default().to_owned()
-    }
-
-    fn pending(&self, token: &str) -> Vec<Value> {
-        self.api("GET", "/api/v1/approvals", token, None)
-            .1
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn run_status(&self, token: &str, run: &str) -> String {
-        let (_, r) = self.api("GET", &format!("/api/v1/runs/{run}"), token, None);
-        r["run"]["status"].as_str().unwrap_or_default().to_owned()
-    }
+/// The approvals waiting for a decision.
+fn pending(server: &Server, token: &str) -> Vec<Value> {
+    server
+        .get("/api/v1/approvals", token)
+        .1
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A run's status.
+fn run_status(server: &Server, token: &str, run: &str) -> String {
+    let (_, r) = server.get(&format!("/api/v1/runs/{run}"), token);
+    r["run"]["status"].as_str().unwrap_or_default().to_owned()
 }
 
 /// chromedriver (in a process group of its own, with the Chromium it starts) and a session.
@@ -373,7 +317,7 @@ async fn a_responder_approves_and_denies_held_changes_from_the_queue() {
         .await
         .unwrap();
 
-    let run1 = server.event(&siem, alert("e1", "203.0.113.9"));
+    let run1 = send_event(&server, &siem, alert("e1", "203.0.113.9"));
     let card = b.wait_for("article[data-approval] button.approve").await;
     let same = b
         .c()
@@ -414,12 +358,12 @@ async fn a_responder_approves_and_denies_held_changes_from_the_queue() {
     })
     .await;
     until("the run finishes", || {
-        server.run_status(&siem, &run1) == "succeeded"
+        run_status(&server, &siem, &run1) == "succeeded"
     })
     .await;
 
     // A denial leaves the list untouched.
-    let run2 = server.event(&siem, alert("e2", "203.0.113.10"));
+    let run2 = send_event(&server, &siem, alert("e2", "203.0.113.10"));
     b.wait_for("article[data-approval] button.deny")
         .await
         .click()
@@ -428,7 +372,7 @@ async fn a_responder_approves_and_denies_held_changes_from_the_queue() {
     b.wait_for("#decided").await;
     until("the denied run ends", || {
         matches!(
-            server.run_status(&siem, &run2).as_str(),
+            run_status(&server, &siem, &run2).as_str(),
             "failed" | "denied"
         )
     })
@@ -502,11 +446,12 @@ async fn a_held_batch_approved_without_one_item_applies_the_others_only() {
     let d = dir.path();
     let server = Server::start(d);
     let ips: Vec<String> = (1..=5).map(|i| format!("192.0.2.{i}")).collect();
-    let run = server.event(
+    let run = send_event(
+        &server,
         &siem,
         json!({ "id": "feed-1", "kind": "intel.update", "observables": { "ips": ips } }),
     );
-    until("the batch is held", || !server.pending(&siem).is_empty()).await;
+    until("the batch is held", || !pending(&server, &siem).is_empty()).await;
     assert!(listed(d).is_empty());
 
     let b = Browser::start().await;
@@ -531,7 +476,7 @@ async fn a_held_batch_approved_without_one_item_applies_the_others_only() {
         .unwrap();
     b.wait_for("#decided").await;
     until("the run finishes", || {
-        server.run_status(&siem, &run) == "succeeded"
+        run_status(&server, &siem, &run) == "succeeded"
     })
     .await;
     let mut got = listed(d);
@@ -559,13 +504,13 @@ async fn a_rollback_shows_its_preview_then_restores_the_list_byte_for_byte() {
     let original = b"# egress blocks\n198.51.100.7\n\n192.0.2.200\n".to_vec();
     std::fs::write(d.join("data/lists/egress.txt"), &original).unwrap();
     let server = Server::start(d);
-    let run = server.event(&siem, alert("e1", "203.0.113.9"));
+    let run = send_event(&server, &siem, alert("e1", "203.0.113.9"));
     until("the change is applied", || {
-        server.run_status(&siem, &run) == "succeeded"
+        run_status(&server, &siem, &run) == "succeeded"
     })
     .await;
     assert!(listed(d).contains(&"203.0.113.9".to_owned()));
-    let (_, changes) = server.api("GET", &format!("/api/v1/changes?run_id={run}"), &siem, None);
+    let (_, changes) = server.get(&format!("/api/v1/changes?run_id={run}"), &siem);
     let change = changes[0]["id"].as_str().expect("one change").to_owned();
 
     let b = Browser::start().await;
@@ -666,7 +611,7 @@ async fn a_rollback_shows_its_preview_then_restores_the_list_byte_for_byte() {
         .await
         .unwrap();
     b.wait_for("#resume-all").await;
-    let (_, pauses) = server.api("GET", "/api/v1/pauses", &siem, None);
+    let (_, pauses) = server.get("/api/v1/pauses", &siem);
     assert_eq!(pauses["pauses"][0]["paused_by"], "ada", "{pauses}");
     b.c()
         .find(Locator::Id("resume-all"))
@@ -691,9 +636,12 @@ async fn a_viewer_is_offered_nothing_and_posts_without_role_or_csrf_token_are_re
     );
     let d = dir.path();
     let server = Server::start(d);
-    server.event(&siem, alert("e1", "203.0.113.9"));
-    until("the change is held", || !server.pending(&siem).is_empty()).await;
-    let id = server.pending(&siem)[0]["id"].as_str().unwrap().to_owned();
+    send_event(&server, &siem, alert("e1", "203.0.113.9"));
+    until("the change is held", || !pending(&server, &siem).is_empty()).await;
+    let id = pending(&server, &siem)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let decide = format!("/console/approvals/{id}/decide");
     let api = format!("/api/v1/approvals/{id}/approve");
 
@@ -735,7 +683,7 @@ async fn a_viewer_is_offered_nothing_and_posts_without_role_or_csrf_token_are_re
             .await,
         403
     );
-    assert_eq!(server.pending(&siem).len(), 1, "still waiting");
+    assert_eq!(pending(&server, &siem).len(), 1, "still waiting");
     assert!(listed(d).is_empty(), "nothing applied");
     // With it, the same request goes through.
     assert_eq!(
@@ -768,13 +716,14 @@ async fn an_event_s_markup_is_shown_as_text_and_no_script_runs() {
     let server = Server::start(d);
     let script = "<script>window.pwned = 'script'</script>";
     let img = "<img src=x onerror=\"window.pwned = 'img'\">";
-    let run = server.event(
+    let run = send_event(
+        &server,
         &siem,
         json!({ "id": "xss-1", "kind": "ids.alert",
         "data": { "signature": script, "note": img } }),
     );
     until("the run finishes", || {
-        server.run_status(&siem, &run) == "succeeded"
+        run_status(&server, &siem, &run) == "succeeded"
     })
     .await;
 

@@ -5,65 +5,34 @@
 //! the payload path, and payload text that looks like an expression stays text.
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
 
 mod common;
+use common::server::{Server, now};
 use common::{command, write_file};
 
 const SECRET: &str = "template-hook-secret-0123456789";
 
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(dir: &Path) -> Server {
-    let mut child = command(dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("HOOK_SECRET", SECRET)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("belay serve starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().expect("a line").expect("readable");
-    let port = first
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok());
-    let server = Server(child, port.unwrap_or(0));
-    assert!(port.is_some(), "no address in {first:?}");
-    std::thread::spawn(move || for _ in lines {});
-    server
+    Server::start_with(dir, "127.0.0.1:0", &[("HOOK_SECRET", SECRET)])
 }
 
 /// A signed webhook to `/hooks/{source}`; the status and the JSON answer.
-fn hook(port: u16, source: &str, body: &str) -> (u16, Value) {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+fn hook(server: &Server, source: &str, body: &str) -> (u16, Value) {
+    let ts = now();
     let sig = belay_server::signature::BELAY.sign(SECRET.as_bytes(), ts, body.as_bytes());
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST /hooks/{source} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n\
-         x-belay-timestamp: {ts}\r\nx-belay-signature: {sig}\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
+    let ts = ts.to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-belay-timestamp", ts.as_str()),
+        ("x-belay-signature", sig.as_str()),
+    ];
+    server.call(
+        "POST",
+        &format!("/hooks/{source}"),
+        &headers,
+        body.as_bytes(),
     )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 /// The blocked list's lines once it holds `n` of them (runs finish in the background).
@@ -156,7 +125,7 @@ fn foreign_payloads_map_to_events_through_their_sources_templates() {
         "result": { "src_ip": "203.0.113.50", "dest_ip": "10.20.1.15", "user": "jdoe",
             "host": "web-01", "severity": "informational", "count": "57" }
     });
-    let (status, answer) = hook(server.1, "splunk", &splunk.to_string());
+    let (status, answer) = hook(&server, "splunk", &splunk.to_string());
     assert_eq!(status, 202, "{answer}");
     assert_eq!(
         answer["event_id"],
@@ -164,14 +133,14 @@ fn foreign_payloads_map_to_events_through_their_sources_templates() {
     );
     assert_eq!(answer["run_ids"].as_array().unwrap().len(), 1, "{answer}");
     // The same alert again is the same event: no second run.
-    let (status, again) = hook(server.1, "splunk", &splunk.to_string());
+    let (status, again) = hook(&server, "splunk", &splunk.to_string());
     assert_eq!(status, 202);
     assert_eq!(again["status"], "duplicate", "{again}");
 
     // A Suricata EVE alert record.
     let eve = eve_alert();
     let record: Value = serde_json::from_str(&eve).unwrap();
-    let (status, answer) = hook(server.1, "eve", &eve);
+    let (status, answer) = hook(&server, "eve", &eve);
     assert_eq!(status, 202, "{answer}");
     assert!(
         answer["event_id"]
@@ -183,7 +152,7 @@ fn foreign_payloads_map_to_events_through_their_sources_templates() {
 
     // A template of belay.toml's own.
     let (status, answer) = hook(
-        server.1,
+        &server,
         "custom",
         &json!({ "ref": "T-17", "attacker": "192.0.2.44", "note": "${{ event }}" }).to_string(),
     );
@@ -203,7 +172,7 @@ fn foreign_payloads_map_to_events_through_their_sources_templates() {
     // nothing stored.
     let mut broken = splunk.clone();
     broken.as_object_mut().unwrap().remove("sid");
-    let (status, problem) = hook(server.1, "splunk", &broken.to_string());
+    let (status, problem) = hook(&server, "splunk", &broken.to_string());
     assert_eq!(status, 400, "{problem}");
     assert_eq!(problem["field"], "payload.sid", "{problem}");
     assert!(
@@ -211,7 +180,7 @@ fn foreign_payloads_map_to_events_through_their_sources_templates() {
         "{problem}"
     );
     let (status, problem) = hook(
-        server.1,
+        &server,
         "eve",
         r#"{"event_type":"alert","src_ip":"1.2.3.4"}"#,
     );
@@ -221,7 +190,7 @@ fn foreign_payloads_map_to_events_through_their_sources_templates() {
         "{problem}"
     );
     // Malformed JSON still names the position.
-    let (status, problem) = hook(server.1, "splunk", "{\"sid\": ");
+    let (status, problem) = hook(&server, "splunk", "{\"sid\": ");
     assert_eq!(status, 400);
     assert!(problem["line"].is_number(), "{problem}");
     drop(server);

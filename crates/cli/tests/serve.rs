@@ -3,152 +3,38 @@
 //! every route, approvals as the authenticated principal, and SIGTERM.
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 mod common;
+use common::server::{Server, now, token};
 use common::{block_alert_ip, command, ok, write_file};
 
 const SECRET: &str = "siem-hook-secret-0123456789";
 
-/// A running `belay serve` in a directory of its own; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
+/// `belay serve` in `dir` with the `siem` source's secret in its environment.
+fn start(dir: &Path) -> Server {
+    Server::start_with(dir, "127.0.0.1:0", &[("SIEM_HOOK", SECRET)])
 }
 
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = command(dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("SIEM_HOOK", SECRET)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("belay serve starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let line = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|l| l.contains("listening on http://"))
-            .expect("belay serve says where it listens");
-        let port = line
-            .split("http://127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, port }
-    }
-
-    /// One HTTP/1.1 request; the status and the body (JSON when it is JSON).
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> (u16, Value) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        // A refused body may be answered before it is all read: a write error then is fine.
-        let _ = s.write_all(body);
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).expect("an answer");
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {head:?}"));
-        let body = serde_json::from_str(&body).unwrap_or_else(|_| Value::String(body.clone()));
-        (status, body)
-    }
-
-    fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let auth = format!("Bearer {token}");
-        self.call("GET", path, &[("authorization", &auth)], b"")
-    }
-
-    fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let auth = format!("Bearer {token}");
-        self.call(
-            "POST",
-            path,
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            body.to_string().as_bytes(),
-        )
-    }
-
-    /// A webhook signed at `ts` with `secret`.
-    fn hook(&self, body: &str, ts: i64, secret: &str, extra: &[(&str, &str)]) -> (u16, Value) {
-        let sig = belay_server::signature::BELAY.sign(secret.as_bytes(), ts, body.as_bytes());
-        let ts = ts.to_string();
-        let mut headers = vec![
-            ("content-type", "application/json"),
-            ("x-belay-timestamp", ts.as_str()),
-            ("x-belay-signature", sig.as_str()),
-        ];
-        headers.extend_from_slice(extra);
-        self.call("POST", "/hooks/siem", &headers, body.as_bytes())
-    }
-
-    /// Sends SIGTERM and waits for the process to end; its exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id() as i32;
-        // SAFETY: kill(2) on the child this test started.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        self.child.wait().expect("the server ends")
-    }
-}
-
-/// A chunked body (`transfer-encoding: chunked`) put together.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A webhook to the `siem` source signed at `ts` with `secret`.
+fn hook(
+    server: &Server,
+    body: &str,
+    ts: i64,
+    secret: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Value) {
+    let sig = belay_server::signature::BELAY.sign(secret.as_bytes(), ts, body.as_bytes());
+    let ts = ts.to_string();
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("x-belay-timestamp", ts.as_str()),
+        ("x-belay-signature", sig.as_str()),
+    ];
+    headers.extend_from_slice(extra);
+    server.call("POST", "/hooks/siem", &headers, body.as_bytes())
 }
 
 /// A directory with `playbook` in `playbooks/`, a `siem` webhook source and a 4 KiB limit.
@@ -165,30 +51,7 @@ fn setup(playbook: &str) -> tempfile::TempDir {
     dir
 }
 
-/// `belay tokens create NAME --roles ROLES`: the token, alone on standard output.
-fn token(dir: &Path, name: &str, roles: &str) -> String {
-    let o = command(dir)
-        .args(["tokens", "create", name, "--roles", roles])
-        .output()
-        .unwrap();
-    ok(&o);
-    let text = String::from_utf8(o.stdout).unwrap();
-    assert_eq!(
-        text.lines().count(),
-        1,
-        "only the token on stdout: {text:?}"
-    );
-    text.trim().to_owned()
-}
-
 const LOG_PLAYBOOK: &str = "name: note\non: { event: ids.alert }\ntrust: log\nsteps:\n  - id: note\n    action: core.log\n    with: { message: seen }\n";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn runs_of(server: &Server, token: &str, event: &str) -> Vec<Value> {
     let (status, page) = server.get(&format!("/api/v1/runs?event_id={event}"), token);
@@ -201,16 +64,16 @@ fn webhooks_are_acknowledged_after_commit_and_refused_with_the_reason() {
     let dir = setup(LOG_PLAYBOOK);
     let d = dir.path();
     let viewer = token(d, "vera", "viewer");
-    let server = Server::start(d);
+    let mut server = start(d);
 
     // A good signature: 202 with the event id and the run it started.
     let body = r#"{"id":"h1","kind":"ids.alert","observables":{"ips":["192.0.2.1"]}}"#;
-    let (status, first) = server.hook(body, now(), SECRET, &[]);
+    let (status, first) = hook(&server, body, now(), SECRET, &[]);
     assert_eq!(status, 202, "{first}");
     assert_eq!(first["event_id"], "h1");
     assert_eq!(first["run_ids"].as_array().unwrap().len(), 1, "{first}");
     // The same event again: the first answer, no second run.
-    let (status, again) = server.hook(body, now(), SECRET, &[]);
+    let (status, again) = hook(&server, body, now(), SECRET, &[]);
     assert_eq!((status, &again["run_ids"]), (202, &first["run_ids"]));
     assert_eq!(again["status"], "duplicate");
     assert_eq!(runs_of(&server, &viewer, "h1").len(), 1);
@@ -221,7 +84,7 @@ fn webhooks_are_acknowledged_after_commit_and_refused_with_the_reason() {
         .enumerate()
     {
         let body = format!(r#"{{"id":"bad{i}","kind":"ids.alert"}}"#);
-        let (status, p) = server.hook(&body, ts, secret, &[]);
+        let (status, p) = hook(&server, &body, ts, secret, &[]);
         assert_eq!(status, 401, "{p}");
         assert_eq!(p["status"], 401);
         assert!(runs_of(&server, &viewer, &format!("bad{i}")).is_empty());
@@ -237,7 +100,7 @@ fn webhooks_are_acknowledged_after_commit_and_refused_with_the_reason() {
 
     // Past the body limit: 413. Not JSON: 415.
     let big = format!(r#"{{"kind":"ids.alert","data":"{}"}}"#, "x".repeat(5000));
-    assert_eq!(server.hook(&big, now(), SECRET, &[]).0, 413);
+    assert_eq!(hook(&server, &big, now(), SECRET, &[]).0, 413);
     let (status, p) = server.call(
         "POST",
         "/hooks/siem",
@@ -247,14 +110,21 @@ fn webhooks_are_acknowledged_after_commit_and_refused_with_the_reason() {
     assert_eq!(status, 415, "{p}");
 
     // Malformed JSON: 400 naming the position. A bad field: 400 naming its path.
-    let (status, p) = server.hook("{\"kind\":\n  \"ids.alert\",,}", now(), SECRET, &[]);
+    let (status, p) = hook(
+        &server,
+        "{\"kind\":\n  \"ids.alert\",,}",
+        now(),
+        SECRET,
+        &[],
+    );
     assert_eq!(status, 400, "{p}");
     assert_eq!(
         (p["line"].as_u64(), p["column"].as_u64()),
         (Some(2), Some(15)),
         "{p}"
     );
-    let (status, p) = server.hook(
+    let (status, p) = hook(
+        &server,
         r#"{"kind":"ids.alert","observables":{"ips":"192.0.2.1"}}"#,
         now(),
         SECRET,
@@ -262,7 +132,8 @@ fn webhooks_are_acknowledged_after_commit_and_refused_with_the_reason() {
     );
     assert_eq!(status, 400, "{p}");
     assert_eq!(p["field"], "observables.ips", "{p}");
-    let (status, p) = server.hook(
+    let (status, p) = hook(
+        &server,
         r#"{"kind":"ids.alert","severity":"HIGH"}"#,
         now(),
         SECRET,
@@ -277,8 +148,8 @@ fn webhooks_are_acknowledged_after_commit_and_refused_with_the_reason() {
     // A retried body without an id and with the same Idempotency-Key is the same event.
     let no_id = r#"{"kind":"ids.alert"}"#;
     let key = [("idempotency-key", "delivery-42")];
-    let (s1, a1) = server.hook(no_id, now(), SECRET, &key);
-    let (s2, a2) = server.hook(no_id, now(), SECRET, &key);
+    let (s1, a1) = hook(&server, no_id, now(), SECRET, &key);
+    let (s2, a2) = hook(&server, no_id, now(), SECRET, &key);
     assert_eq!((s1, s2), (202, 202));
     assert_eq!(a1["event_id"], a2["event_id"]);
     assert_eq!(a2["status"], "duplicate");
@@ -353,7 +224,7 @@ fn every_route_needs_credentials_and_its_role() {
             .map(|(_, t)| t.clone())
             .unwrap()
     };
-    let server = Server::start(d);
+    let server = start(d);
     let (status, doc) = server.get("/api/v1/openapi.json", &token_of("admin"));
     assert_eq!(status, 200);
     let call_as = |method: &str, path: &str, token: &str| {
@@ -442,7 +313,7 @@ fn approvals_are_decided_by_the_authenticated_principal_under_separation() {
     let alice = token(d, "alice", "responder");
     let bob = token(d, "bob", "responder");
     let viewer = token(d, "vera", "viewer");
-    let server = Server::start(d);
+    let server = start(d);
 
     // alice sends the event; the body names bob as its source, which must not count.
     let event = json!({"id": "e1", "kind": "ids.alert", "source": "user:bob",
@@ -567,7 +438,7 @@ fn users_are_stored_hashed_and_a_disabled_user_s_tokens_stop_working() {
     assert!(!short.wait_with_output().unwrap().status.success());
 
     let dana = token(d, "dana", "responder");
-    let server = Server::start(d);
+    let server = start(d);
     assert_eq!(server.get("/api/v1/whoami", &dana).0, 200);
     ok(&common::belay(d, &["users", "disable", "dana"]));
     assert_eq!(server.get("/api/v1/whoami", &dana).0, 401);
@@ -599,10 +470,10 @@ fn an_admin_pauses_and_resumes_automation_through_the_api() {
     let d = dir.path();
     let admin = token(d, "ada", "admin");
     let responder = token(d, "rita", "responder");
-    let server = Server::start(d);
+    let server = start(d);
     let fire = |id: &str, ip: &str| -> Value {
         let body = json!({"id": id, "kind": "ids.alert", "observables": {"ips": [ip]}});
-        let (status, a) = server.hook(&body.to_string(), now(), SECRET, &[]);
+        let (status, a) = hook(&server, &body.to_string(), now(), SECRET, &[]);
         assert_eq!(status, 202, "{a}");
         let run = a["run_ids"][0].as_str().unwrap().to_owned();
         finished_run(&server, &admin, &run)
@@ -677,7 +548,7 @@ fn a_reload_keeps_the_running_set_unless_all_loads_and_raising_trust_needs_an_ad
     let d = dir.path();
     let author = token(d, "otto", "author");
     let admin = token(d, "ada", "admin");
-    let server = Server::start(d);
+    let server = start(d);
     let hash_of = |answer: &Value| answer["playbooks"]["block-ip"].as_str().map(str::to_owned);
 
     // Nothing changed: the same versions before and after.
@@ -696,10 +567,7 @@ fn a_reload_keeps_the_running_set_unless_all_loads_and_raising_trust_needs_an_ad
         "{detail}"
     );
     // SIGHUP does the same, audited as the signal.
-    // SAFETY: kill(2) on the child this test started.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGHUP);
-    }
+    server.signal(libc::SIGHUP);
     let refused_by_signal = (0..2400).any(|_| {
         let export = ok(&common::belay(d, &["audit", "export"]));
         let found = common::json_lines(&export)
@@ -727,7 +595,7 @@ fn a_reload_keeps_the_running_set_unless_all_loads_and_raising_trust_needs_an_ad
         "{p}"
     );
     let body = json!({"id": "r1", "kind": "ids.alert", "observables": {"ips": ["203.0.113.7"]}});
-    let (_, a) = server.hook(&body.to_string(), now(), SECRET, &[]);
+    let (_, a) = hook(&server, &body.to_string(), now(), SECRET, &[]);
     let run = finished_run(&server, &admin, a["run_ids"][0].as_str().unwrap());
     assert_eq!(
         run["steps"][0]["decision"], "shadow",
@@ -739,7 +607,7 @@ fn a_reload_keeps_the_running_set_unless_all_loads_and_raising_trust_needs_an_ad
     assert_eq!(hash_of(&done["before"]), Some(running.clone()));
     assert_ne!(hash_of(&done["after"]), Some(running));
     let body = json!({"id": "r2", "kind": "ids.alert", "observables": {"ips": ["203.0.113.8"]}});
-    let (_, a) = server.hook(&body.to_string(), now(), SECRET, &[]);
+    let (_, a) = hook(&server, &body.to_string(), now(), SECRET, &[]);
     let run = finished_run(&server, &admin, a["run_ids"][0].as_str().unwrap());
     assert_eq!(
         run["steps"][0]["decision"], "apply",
@@ -771,7 +639,7 @@ fn the_api_reads_and_writes_what_the_cli_does() {
     let responder = token(d, "rita", "responder");
     let author = token(d, "otto", "author");
     let admin = token(d, "ada", "admin");
-    let server = Server::start(d);
+    let server = start(d);
     for (id, ip) in [
         ("a1", "203.0.113.1"),
         ("a2", "203.0.113.2"),
@@ -1056,7 +924,7 @@ fn the_api_reads_and_writes_what_the_cli_does() {
 
 /// `belay --server URL ARGS` in `dir` with `token` in BELAY_TOKEN.
 fn remote(dir: &Path, server: &Server, token: Option<&str>, args: &[&str]) -> std::process::Output {
-    let url = format!("http://127.0.0.1:{}", server.port);
+    let url = server.url("");
     let mut c = command(dir);
     c.arg("--server").arg(&url).args(args);
     if let Some(t) = token {
@@ -1084,7 +952,7 @@ fn the_cli_talks_to_a_running_server_as_the_token_s_principal() {
     let alice = token(d, "alice", "responder");
     let ada = token(d, "ada", "admin");
     let vera = token(d, "vera", "viewer");
-    let server = Server::start(d);
+    let server = start(d);
 
     // Ingest through the server: acknowledged lines, a bad one kept with the reason.
     write_file(
@@ -1294,7 +1162,7 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
     let dir = setup(&block_alert_ip("approve", ""));
     let d = dir.path();
     let admin = token(d, "ada", "admin");
-    let server = Server::start(d);
+    let server = start(d);
     // A seeded store: events, runs waiting for an approval each.
     for (id, ip) in [
         ("s1", "203.0.113.1"),
@@ -1306,7 +1174,7 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_schema() {
         assert_eq!(status, 202, "{a}");
     }
     first_waiting(&server, &admin);
-    let url = format!("http://127.0.0.1:{}/api/v1/openapi.json", server.port);
+    let url = server.url("/api/v1/openapi.json");
     let o = std::process::Command::new("schemathesis")
         .current_dir(d)
         .args(["run", &url, "--header"])

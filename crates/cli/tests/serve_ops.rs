@@ -6,166 +6,15 @@
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{command, ok, write_file};
-
-/// A running `belay serve`; its standard error is kept; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Starts `belay serve --listen ADDR` in `dir` and waits until it says where it listens.
-    fn start(dir: &Path, listen: &str) -> Server {
-        Server::try_start(dir, listen)
-            .unwrap_or_else(|log| panic!("belay serve did not start:\n{log}"))
-    }
-
-    /// Like [`Server::start`]; the standard error when it exits instead.
-    fn try_start(dir: &Path, listen: &str) -> Result<Server, String> {
-        let mut child = command(dir)
-            .args(["serve", "--listen", listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("belay serve starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut sent = false;
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let listening = !sent && line.contains("belay serve: listening on ");
-                    log.lock().unwrap().push(line.clone());
-                    if listening {
-                        let _ = tx.send(line);
-                        sent = true;
-                    }
-                }
-            })
-        };
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = reader.join();
-            return Err(log.lock().unwrap().join("\n"));
-        };
-        let port = line
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Ok(Server { child, port, log })
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on the child this test started.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An HTTP answer: the status, the headers (lower-case names) and the body.
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::String(self.body.clone()))
-    }
-}
-
-/// One HTTP/1.1 request on a new connection; `Err` when the connection fails (the server is
-/// down, or went down before answering).
-fn call(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Answer> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    exchange(&mut s, method, path, headers, body)
-}
-
-fn exchange(
-    s: &mut impl ReadWrite,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Answer> {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut out = Vec::new();
-    match s.read_to_end(&mut out) {
-        Ok(_) => {}
-        // A TLS peer that closes without close_notify after a complete answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
-        Err(e) => return Err(e),
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return Err(std::io::Error::other(format!(
-            "no complete answer: {text:?}"
-        )));
-    };
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok(Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    })
-}
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
+use common::server::{Answer, Server, call, exchange, token};
+use common::{command, write_file};
 
 fn get(port: u16, path: &str, token: &str) -> Answer {
     let auth = format!("Bearer {token}");
@@ -186,16 +35,6 @@ fn post_events(port: u16, token: &str, body: &str, ndjson: bool) -> std::io::Res
         &[("authorization", &auth), ("content-type", ct)],
         body.as_bytes(),
     )
-}
-
-/// `belay tokens create NAME --roles ROLES`: the token.
-fn token(dir: &Path, name: &str, roles: &str) -> String {
-    let o = command(dir)
-        .args(["tokens", "create", name, "--roles", roles])
-        .output()
-        .unwrap();
-    ok(&o);
-    String::from_utf8(o.stdout).unwrap().trim().to_owned()
 }
 
 /// Waits until `f` holds, up to `within`; whether it did.
@@ -256,7 +95,7 @@ fn a_server_killed_at_random_loses_no_acknowledged_event_and_applies_no_change_t
         "playbooks = \"playbooks\"\n[serve]\nqueue = 300\n[engine]\nmax_concurrent_runs = 32\n",
     );
     let tok = token(d, "feeder", "responder");
-    let first = Server::start(d, "127.0.0.1:0");
+    let first = Server::start(d);
     let port = first.port;
     let listen = format!("127.0.0.1:{port}");
     let server = Arc::new(Mutex::new(Some(first)));
@@ -321,11 +160,10 @@ fn a_server_killed_at_random_loses_no_acknowledged_event_and_applies_no_change_t
         std::thread::sleep(Duration::from_millis(300 + (rng >> 33) % 900));
         let mut s = server.lock().unwrap();
         if let Some(mut old) = s.take() {
-            old.child.kill().unwrap(); // SIGKILL
-            let _ = old.child.wait();
+            old.kill();
             kills += 1;
         }
-        let next = Server::start(d, &listen);
+        let next = Server::start_with(d, &listen, &[]);
         logs.push(next.log.clone());
         *s = Some(next);
     }
@@ -426,7 +264,7 @@ fn a_full_ingest_queue_answers_429_and_stores_nothing() {
         "playbooks = \"playbooks\"\n[serve]\nqueue = 2\nlog_format = \"json\"\n",
     );
     let tok = token(d, "feeder", "responder");
-    let s = Server::start(d, "127.0.0.1:0");
+    let s = Server::start(d);
     for i in 0..2 {
         let a = post_events(s.port, &tok, &event(i), false).unwrap();
         assert_eq!(a.status, 202, "{}", a.body);
@@ -499,7 +337,7 @@ fn sigterm_under_load_exits_within_ten_seconds_and_the_restart_resumes() {
     );
     write_file(d, "belay.toml", "playbooks = \"playbooks\"\n");
     let tok = token(d, "feeder", "responder");
-    let mut s = Server::start(d, "127.0.0.1:0");
+    let mut s = Server::start(d);
     let body: String = (0..200).map(|i| event(i) + "\n").collect();
     let a = post_events(s.port, &tok, &body, true).unwrap();
     assert_eq!(a.status, 202, "{}", a.body);
@@ -515,8 +353,7 @@ fn sigterm_under_load_exits_within_ten_seconds_and_the_restart_resumes() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let asked = Instant::now();
-    s.signal(libc::SIGTERM);
-    let status = s.child.wait().unwrap();
+    let status = s.terminate();
     let took = asked.elapsed();
     load.join().unwrap();
     println!("exited {status} in {took:?}");
@@ -535,7 +372,7 @@ fn sigterm_under_load_exits_within_ten_seconds_and_the_restart_resumes() {
     drop(s);
 
     // The restart resumes them; each acknowledged event's run finishes, once.
-    let _s = Server::start(d, "127.0.0.1:0");
+    let _s = Server::start(d);
     assert!(
         eventually(Duration::from_secs(60), || runs(d)
             .iter()
@@ -614,7 +451,7 @@ fn configured_sources_and_scheduled_feeds_run_in_the_server() {
     );
     write_file(d, "belay.toml", &config);
     let viewer = token(d, "watcher", "viewer");
-    let s = Server::start(d, "127.0.0.1:0");
+    let s = Server::start(d);
 
     // The feed: imported at start, then again after `every`, each import running the playbook.
     assert!(
@@ -747,7 +584,7 @@ fn configured_sources_and_scheduled_feeds_run_in_the_server() {
         "belay.toml",
         "[[sources]]\nname = \"fw\"\ntype = \"syslog\"\nudp = \"not an address\"\n",
     );
-    let log = Server::try_start(d, "127.0.0.1:0")
+    let log = Server::try_start(d, "127.0.0.1:0", &[])
         .err()
         .expect("a bad source is refused");
     assert!(
@@ -761,7 +598,7 @@ fn configured_sources_and_scheduled_feeds_run_in_the_server() {
         "belay.toml",
         "[[feeds]]\nname = \"f\"\nsource = \"feed.txt\"\nevery = \"hourly\"\n",
     );
-    let log = Server::try_start(d, "127.0.0.1:0")
+    let log = Server::try_start(d, "127.0.0.1:0", &[])
         .err()
         .expect("a bad feed is refused");
     assert!(
@@ -785,7 +622,7 @@ fn https_with_certificate_files_and_no_plain_http_off_loopback() {
         "[serve]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
     );
     let viewer = token(d, "watcher", "viewer");
-    let s = Server::start(d, "127.0.0.1:0");
+    let s = Server::start(d);
     assert!(s.log().contains("listening on https://"), "{}", s.log());
 
     let mut roots = rustls::RootCertStore::empty();
@@ -826,14 +663,14 @@ fn https_with_certificate_files_and_no_plain_http_off_loopback() {
     // A key that does not match its certificate is refused at start, naming the files.
     let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     write_file(d, "key.pem", &other.signing_key.serialize_pem());
-    let log = Server::try_start(d, "127.0.0.1:0")
+    let log = Server::try_start(d, "127.0.0.1:0", &[])
         .err()
         .expect("a mismatched key is refused");
     assert!(log.contains("tls_cert") && log.contains("key.pem"), "{log}");
 
     // Without TLS: loopback is fine, any other address needs `allow_plaintext`.
     write_file(d, "belay.toml", "");
-    let log = Server::try_start(d, "0.0.0.0:0")
+    let log = Server::try_start(d, "0.0.0.0:0", &[])
         .err()
         .expect("plain HTTP off loopback is refused");
     assert!(
@@ -841,7 +678,7 @@ fn https_with_certificate_files_and_no_plain_http_off_loopback() {
         "{log}"
     );
     write_file(d, "belay.toml", "[serve]\nallow_plaintext = true\n");
-    let s = Server::start(d, "0.0.0.0:0");
+    let s = Server::start_with(d, "0.0.0.0:0", &[]);
     assert_eq!(
         call(s.port, "GET", "/healthz", &[], b"").unwrap().status,
         200
@@ -869,7 +706,7 @@ fn a_real_prometheus_scrapes_the_metrics() {
     write_file(d, "belay.toml", "playbooks = \"playbooks\"\n");
     let viewer = token(d, "prometheus", "viewer");
     let feeder = token(d, "feeder", "responder");
-    let s = Server::start(d, "127.0.0.1:0");
+    let s = Server::start(d);
     let body: String = (0..5).map(|i| event(i) + "\n").collect();
     assert_eq!(
         post_events(s.port, &feeder, &body, true).unwrap().status,

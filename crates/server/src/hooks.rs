@@ -58,9 +58,11 @@ pub async fn authenticate(
     match &source.auth {
         HookAuth::Hmac(secrets) => {
             let now = chrono::Utc::now().timestamp();
-            signature::BELAY.verify(secrets, headers, body, now).map_err(|why| {
-                Problem::new(StatusCode::UNAUTHORIZED, format!("webhook refused: {why}"))
-            })?;
+            signature::BELAY
+                .verify(secrets, headers, body, now)
+                .map_err(|why| {
+                    Problem::new(StatusCode::UNAUTHORIZED, format!("webhook refused: {why}"))
+                })?;
             Ok(Principal {
                 name: source.principal.clone(),
                 roles: vec![Role::Responder],

@@ -103,7 +103,10 @@ mod tests {
 
     fn headers(s: &Scheme, ts: i64, sig: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(s.timestamp_header, HeaderValue::from_str(&ts.to_string()).unwrap());
+        h.insert(
+            s.timestamp_header,
+            HeaderValue::from_str(&ts.to_string()).unwrap(),
+        );
         h.insert(s.signature_header, HeaderValue::from_str(sig).unwrap());
         h
     }
@@ -114,7 +117,10 @@ mod tests {
             let body = b"{\"kind\":\"x\"}";
             let sig = s.sign(b"old", 1_000, body);
             let secrets = vec![b"new".to_vec(), b"old".to_vec()];
-            assert_eq!(s.verify(&secrets, &headers(&s, 1_000, &sig), body, 1_100), Ok(()));
+            assert_eq!(
+                s.verify(&secrets, &headers(&s, 1_000, &sig), body, 1_100),
+                Ok(())
+            );
             let stale = s.verify(&secrets, &headers(&s, 1_000, &sig), body, 1_000 + 301);
             assert!(stale.unwrap_err().contains("5-minute window"));
             let other = s.verify(&secrets, &headers(&s, 1_000, &sig), b"{}", 1_000);
@@ -129,7 +135,11 @@ mod tests {
         // https://api.slack.com/authentication/verifying-requests-from-slack
         let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
         assert_eq!(
-            SLACK.sign(b"8f742231b10e8888abcd99yyyzzz85a5", 1531420618, body.as_bytes()),
+            SLACK.sign(
+                b"8f742231b10e8888abcd99yyyzzz85a5",
+                1531420618,
+                body.as_bytes()
+            ),
             "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
         );
     }

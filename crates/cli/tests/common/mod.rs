@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod mail;
+pub mod server;
 
 use std::path::Path;
 use std::process::{Command, Output};
