@@ -8,7 +8,7 @@
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::server::Server;
+use common::server::{Answer, Server, call};
 use common::{block_alert_ip, block_every_ip, command, listed, ok, write_file};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -819,42 +819,14 @@ async fn five_wrong_passwords_lock_the_account_audited() {
     assert!(locked["detail"]["locked_until"].as_i64().is_some());
 }
 
-/// One raw HTTP request: the status, the head and the body.
-fn raw(
-    server: &Server,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", server.port)).expect("connects");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("an answer");
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
+/// One request without a bearer token: the status, the headers and the body.
+fn raw(server: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    call(server.port, method, path, headers, body.as_bytes()).expect("an answer")
 }
 
-/// A header's value in a raw head (the name in any case).
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
+/// A header's value (the name in lower case).
+fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
+    a.headers.get(name).map(String::as_str)
 }
 
 #[test]
@@ -869,37 +841,38 @@ fn trusted_proxy_sign_in_sessions_on_the_api_and_security_headers() {
     let server = Server::start(d);
 
     // Without a session: sent to sign in. The sign-in page carries the security headers.
-    let (status, head, _) = raw(&server, "GET", "/console/approvals", &[], "");
+    let a = raw(&server, "GET", "/console/approvals", &[], "");
     assert_eq!(
-        (status, header(&head, "location")),
+        (a.status, header(&a, "location")),
         (303, Some("/login")),
-        "{head}"
+        "{:?}",
+        a.headers
     );
-    let (status, head, body) = raw(&server, "GET", "/login", &[], "");
-    assert_eq!(status, 200);
-    let csp = header(&head, "content-security-policy").expect("a CSP");
+    let login = raw(&server, "GET", "/login", &[], "");
+    assert_eq!(login.status, 200);
+    let csp = header(&login, "content-security-policy").expect("a CSP");
     assert!(
         csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
     );
     assert!(!csp.contains("unsafe-inline"));
-    assert_eq!(header(&head, "x-frame-options"), Some("DENY"));
+    assert_eq!(header(&login, "x-frame-options"), Some("DENY"));
     assert!(
-        !body.contains("<script>") && !body.contains("style="),
+        !login.body.contains("<script>") && !login.body.contains("style="),
         "no inline script or style"
     );
 
     // The proxy names a user of the directory: a session is made for her.
-    let (status, head, body) = raw(
+    let a = raw(
         &server,
         "GET",
         "/console/approvals",
         &[("x-remote-user", "rita")],
         "",
     );
-    assert_eq!(status, 200, "{head}");
-    assert!(body.contains("rita (responder)"));
-    let cookie = header(&head, "set-cookie").expect("a session cookie");
+    assert_eq!(a.status, 200, "{:?}", a.headers);
+    assert!(a.body.contains("rita (responder)"));
+    let cookie = header(&a, "set-cookie").expect("a session cookie");
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
@@ -910,29 +883,30 @@ fn trusted_proxy_sign_in_sessions_on_the_api_and_security_headers() {
         .expect("the session's secret")
         .to_owned();
     let cookie = format!("belay_session={secret}");
-    let (status, _, body) = raw(&server, "GET", "/api/v1/whoami", &[("cookie", &cookie)], "");
-    assert_eq!(status, 200, "{body}");
-    let who: Value = serde_json::from_str(&body).unwrap();
+    let a = raw(&server, "GET", "/api/v1/whoami", &[("cookie", &cookie)], "");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let who = a.json();
     assert_eq!(who["name"], "rita");
-    let (status, _, _) = raw(
+    let status = raw(
         &server,
         "POST",
         "/api/v1/events",
         &[("cookie", &cookie), ("content-type", "application/json")],
         "{\"kind\":\"x\"}",
-    );
+    )
+    .status;
     assert_eq!(status, 403, "a write without the CSRF token");
 
     // A user the directory does not know, or a write on the header alone: refused.
-    let (status, head, _) = raw(
+    let a = raw(
         &server,
         "GET",
         "/console/approvals",
         &[("x-remote-user", "mallory")],
         "",
     );
-    assert_eq!(status, 303, "{head}");
-    let (status, _, _) = raw(
+    assert_eq!(a.status, 303, "{:?}", a.headers);
+    let status = raw(
         &server,
         "POST",
         "/console/pause",
@@ -941,7 +915,8 @@ fn trusted_proxy_sign_in_sessions_on_the_api_and_security_headers() {
             ("content-type", "application/x-www-form-urlencoded"),
         ],
         "reason=x",
-    );
+    )
+    .status;
     assert_eq!(status, 403);
     drop(server);
 
@@ -952,13 +927,14 @@ fn trusted_proxy_sign_in_sessions_on_the_api_and_security_headers() {
         "playbooks = \"playbooks\"\n[serve]\ntrusted_proxies = [\"192.0.2.1/32\"]\nproxy_user_header = \"X-Remote-User\"\n",
     );
     let server = Server::start(d);
-    let (status, _, _) = raw(
+    let status = raw(
         &server,
         "GET",
         "/console/approvals",
         &[("x-remote-user", "rita")],
         "",
-    );
+    )
+    .status;
     assert_eq!(status, 303);
     drop(server);
     let trail = audit_export(d);
