@@ -176,27 +176,7 @@ service stats {{
         log,
         mail_owner,
     };
-    // Ready when it greets.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::Read;
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut buf = [0u8; 64];
-            if (&s)
-                .read(&mut buf)
-                .is_ok_and(|n| buf[..n].starts_with(b"* OK"))
-            {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dovecot did not start; its log:\n{}",
-            std::fs::read_to_string(&dovecot.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_greeting("dovecot", port, b"* OK", &dovecot.log);
     dovecot
 }
 
@@ -359,26 +339,31 @@ biff = no
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(&postfix.log).unwrap_or_default()
     );
-    // Ready when it greets.
+    wait_for_greeting("postfix", port, b"220", &postfix.log);
+    postfix
+}
+
+/// Waits up to 30 s until the server on the loopback `port` greets with `greeting`; fails
+/// with its log otherwise.
+fn wait_for_greeting(name: &str, port: u16, greeting: &[u8], log: &Path) {
+    use std::io::Read;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::Read;
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut buf = [0u8; 64];
             if (&s)
                 .read(&mut buf)
-                .is_ok_and(|n| buf[..n].starts_with(b"220"))
+                .is_ok_and(|n| buf[..n].starts_with(greeting))
             {
-                break;
+                return;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "postfix did not start; its log:\n{}",
-            std::fs::read_to_string(&postfix.log).unwrap_or_default()
+            "{name} did not start; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    postfix
 }
