@@ -829,6 +829,117 @@ fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
     a.headers.get(name).map(String::as_str)
 }
 
+/// The form's CSRF token (the hidden `csrf` field) in a page.
+fn form_token(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a csrf field")
+        .to_owned()
+}
+
+/// `name=value` of a `Set-Cookie` header.
+fn cookie_pair(a: &Answer) -> String {
+    header(a, "set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a cookie")
+        .to_owned()
+}
+
+#[test]
+fn a_sign_in_is_refused_unless_it_comes_from_the_console_s_own_form() {
+    let (dir, _) = setup(&[], "", &[("rita", "responder")]);
+    let d = dir.path();
+    let server = Server::start(d);
+    let form = "application/x-www-form-urlencoded";
+    let creds = format!("user=rita&password={}", PASSWORD.replace(' ', "+"));
+
+    // Another site's form posting the right password: refused before the password is looked at.
+    let forged = raw(&server, "POST", "/login", &[("content-type", form)], &creds);
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(
+        forged.body.contains("did not come from this console"),
+        "{}",
+        forged.body
+    );
+    assert!(header(&forged, "set-cookie").is_some_and(|c| c.starts_with("belay_login=")));
+    // The form's token with another form's cookie (or none): refused too.
+    let page = raw(&server, "GET", "/login", &[], "");
+    let cookie = cookie_pair(&page);
+    let token = form_token(&page.body);
+    assert!(cookie.starts_with("belay_login="), "{cookie}");
+    let other = raw(&server, "GET", "/login", &[], "");
+    let other_cookie = cookie_pair(&other);
+    let body = format!("{creds}&csrf={token}");
+    let mixed = raw(
+        &server,
+        "POST",
+        "/login",
+        &[("content-type", form), ("cookie", &other_cookie)],
+        &body,
+    );
+    assert_eq!(mixed.status, 403);
+    let tokenless = raw(
+        &server,
+        "POST",
+        "/login",
+        &[("content-type", form), ("cookie", &cookie)],
+        &creds,
+    );
+    assert_eq!(tokenless.status, 403);
+    // Five forged sign-ins with wrong passwords do not lock her account (nothing is counted).
+    for _ in 0..5 {
+        let wrong = raw(
+            &server,
+            "POST",
+            "/login",
+            &[("content-type", form)],
+            "user=rita&password=nope",
+        );
+        assert_eq!(wrong.status, 403);
+    }
+    // Nothing was audited, and no session was made.
+    let signed: Vec<Value> = audit_export(d)
+        .into_iter()
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("user.log") || k.starts_with("session."))
+        })
+        .collect();
+    assert!(signed.is_empty(), "{signed:?}");
+
+    // The console's own form: a wrong password is a wrong password, the right one signs in.
+    let wrong = format!("user=rita&password=nope&csrf={token}");
+    let a = raw(
+        &server,
+        "POST",
+        "/login",
+        &[("content-type", form), ("cookie", &cookie)],
+        &wrong,
+    );
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(
+        form_token(&a.body),
+        token,
+        "the page again, with the same form token"
+    );
+    let a = raw(
+        &server,
+        "POST",
+        "/login",
+        &[("content-type", form), ("cookie", &cookie)],
+        &body,
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert!(cookie_pair(&a).starts_with("belay_session="));
+    let kinds: Vec<String> = audit_export(d)
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert!(kinds.contains(&"user.login".to_owned()), "{kinds:?}");
+}
+
 #[test]
 fn trusted_proxy_sign_in_sessions_on_the_api_and_security_headers() {
     let (dir, _) = setup(&[], "", &[("rita", "responder")]);

@@ -1,14 +1,16 @@
 //! `GET/POST /login` and `POST /logout`. A password sign-in goes through `auth::login` (argon2id,
 //! five wrong passwords in a row lock the account for `[serve] lockout`, audited); failures are
-//! also counted per client address, which is refused for a while after too many. Sign-in and
-//! sign-out are audited with the session id and the client's address.
+//! also counted per client address, which is refused for a while after too many. The form
+//! carries a CSRF token derived from a cookie of its own (`belay_login`), so another site cannot
+//! sign a browser in to an account of its choosing. Sign-in and sign-out are audited with the
+//! session id and the client's address.
 
 use super::{ConsoleSettings, field, layout, session};
 use crate::problem::Problem;
 use crate::state::AppState;
 use axum::Form;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use belay_model::AuditDraft;
 use maud::html;
@@ -19,7 +21,13 @@ use std::sync::Arc;
 /// How far back failed sign-ins from one address are counted.
 const CLIENT_WINDOW_MS: i64 = 15 * 60_000;
 
-fn login_page(status: StatusCode, message: Option<&str>, name: &str) -> Response {
+/// The sign-in page, its form carrying the CSRF token of the form's secret `form_secret`.
+fn login_page(
+    status: StatusCode,
+    message: Option<&str>,
+    name: &str,
+    form_secret: &str,
+) -> Response {
     let page = layout::bare(
         "Sign in",
         html! {
@@ -28,6 +36,7 @@ fn login_page(status: StatusCode, message: Option<&str>, name: &str) -> Response
                 p.sub { "Sign in to the console" }
                 @if let Some(m) = message { p.problem id="login-error" { (m) } }
                 form method="post" action="/login" {
+                    input type="hidden" name=(session::CSRF_FIELD) value=(session::csrf_of(form_secret));
                     label { "User" input type="text" name="user" value=(name) autocomplete="username" autofocus required; }
                     label { "Password" input type="password" name="password" autocomplete="current-password" required; }
                     button.primary type="submit" id="sign-in" { "Sign in" }
@@ -51,7 +60,42 @@ pub async fn form(
         }
         return r;
     }
-    login_page(StatusCode::OK, None, "")
+    let (secret, cookie) = match form_secret(&state, &headers, &addr.0.to_string()) {
+        Ok(s) => s,
+        Err(p) => return super::error_page(&p),
+    };
+    with_cookie(login_page(StatusCode::OK, None, "", &secret), cookie)
+}
+
+/// The sign-in form's secret: the request's, or a new one with the cookie that sets it.
+fn form_secret(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: &str,
+) -> Result<(String, Option<HeaderValue>), Problem> {
+    if let Some(s) = session::named_cookie(headers, session::LOGIN_COOKIE) {
+        return Ok((s, None));
+    }
+    let (secret, cookie) = new_form_secret(state, headers, client)?;
+    Ok((secret, Some(cookie)))
+}
+
+/// A new sign-in form secret and the cookie that sets it.
+fn new_form_secret(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: &str,
+) -> Result<(String, HeaderValue), Problem> {
+    let secret = session::random_secret()?;
+    let cookie = session::login_cookie(&state.config.console, headers, client, &secret);
+    Ok((secret, cookie))
+}
+
+fn with_cookie(mut r: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r
 }
 
 fn client_key(client: &str) -> String {
@@ -69,6 +113,22 @@ pub async fn submit(
     let name = field(&form, "user").unwrap_or_default().to_owned();
     let password = form.get("password").cloned().unwrap_or_default();
     let settings: &ConsoleSettings = &state.config.console;
+    // Only the form this console served may sign in; nothing is counted or audited otherwise.
+    let given = form.get(session::CSRF_FIELD).map(String::as_str);
+    let form_secret = match session::named_cookie(&headers, session::LOGIN_COOKIE) {
+        Some(s) if session::csrf_ok(&s, given) => s,
+        _ => {
+            let (secret, cookie) = match new_form_secret(&state, &headers, &client) {
+                Ok(s) => s,
+                Err(p) => return super::error_page(&p),
+            };
+            let message = "this sign-in did not come from this console's form (or the form expired): sign in again";
+            return with_cookie(
+                login_page(StatusCode::FORBIDDEN, Some(message), &name, &secret),
+                Some(cookie),
+            );
+        }
+    };
     let store = state.engine().store.clone();
     let now = belay_model::now_ms();
     let key = client_key(&client);
@@ -78,6 +138,7 @@ pub async fn submit(
                 StatusCode::TOO_MANY_REQUESTS,
                 Some("too many failed sign-ins from this address: try again later"),
                 &name,
+                &form_secret,
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(900u32));
@@ -110,7 +171,7 @@ pub async fn submit(
                 }
             }
             let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::UNAUTHORIZED);
-            let mut r = login_page(status, Some(&p.detail), &name);
+            let mut r = login_page(status, Some(&p.detail), &name, &form_secret);
             if let Some(s) = p.retry_after {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(s));

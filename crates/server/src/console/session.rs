@@ -18,6 +18,9 @@ use std::net::IpAddr;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "belay_session";
+/// The cookie of the sign-in form: its CSRF token is derived from it as a session's is, so a
+/// sign-in can only come from the form this console served (no login CSRF).
+pub const LOGIN_COOKIE: &str = "belay_login";
 /// The header a script sends the CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The form field a page sends the CSRF token in.
@@ -55,15 +58,27 @@ pub fn csrf_ok(secret: &str, given: Option<&str>) -> bool {
 
 /// The session secret in the request's cookies.
 pub fn cookie_secret(headers: &HeaderMap) -> Option<String> {
+    named_cookie(headers, COOKIE)
+}
+
+/// The value of cookie `name` in the request's cookies, when not empty.
+pub fn named_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty())
+}
+
+/// 256 random bits, URL-safe base64.
+pub fn random_secret() -> Result<String, Problem> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(Problem::internal)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The IP address of a client string (`ip:port`).
@@ -108,6 +123,24 @@ pub fn cookie(
     .unwrap_or_else(|_| HeaderValue::from_static("belay_session=; Path=/"))
 }
 
+/// The `Set-Cookie` value of a sign-in form's secret: sent back to `/login` only, for an hour.
+pub fn login_cookie(
+    settings: &ConsoleSettings,
+    headers: &HeaderMap,
+    client: &str,
+    secret: &str,
+) -> HeaderValue {
+    let secure = if secure(settings, headers, client) {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={secret}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("belay_login=; Path=/login"))
+}
+
 /// The `Set-Cookie` value that removes the session cookie.
 pub fn cleared_cookie() -> HeaderValue {
     HeaderValue::from_static("belay_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
@@ -120,9 +153,7 @@ pub async fn start(
     via: &str,
     client: &str,
 ) -> Result<String, Problem> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(Problem::internal)?;
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let secret = random_secret()?;
     let mut idb = [0u8; 8];
     getrandom::fill(&mut idb).map_err(Problem::internal)?;
     let now = belay_model::now_ms();
