@@ -153,9 +153,27 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, 
         .filter(|c| c.status == ChangeStatus::Applied)
         // An undo of a change inside the same window cancels it: together they changed nothing.
         .filter(|c| !(by_time && undone_original(c).is_some_and(|o| window.contains(o))))
+        // Without its states and inputs (a set-level change's may hold 200,000 targets each):
+        // each change is read back whole only when its turn comes ([`whole`]).
+        .map(|mut c| {
+            c.with = Value::Null;
+            c.before = Value::Null;
+            c.after = Value::Null;
+            c.inverse = Value::Null;
+            c
+        })
         .collect();
     applied.reverse();
     Ok((applied, already_reverted))
+}
+
+/// `c` as journaled, whole: its inputs, states and inverse, which [`select`] left out.
+async fn whole(engine: &Engine, c: ChangeRecord) -> Result<ChangeRecord> {
+    engine
+        .store
+        .change_by_key(&c.idempotency_key)
+        .await?
+        .ok_or_else(|| EngineError::Other(format!("change `{}` is no longer journaled", c.id)))
 }
 
 /// The object a change acted on, as its undo sees it: the action's family and the inputs its
@@ -202,6 +220,7 @@ pub async fn rollback(
     // Dry run: the significant state each simulated undo leaves, by object.
     let mut simulated: HashMap<String, Value> = HashMap::new();
     for c in changes {
+        let c = whole(engine, c).await?;
         let item = |outcome, detail: String, undo: Option<String>| Item {
             change_id: c.id.clone(),
             run_id: c.run_id.clone(),
@@ -353,7 +372,9 @@ pub async fn rollback(
             .pop()
         {
             Some(Written::Change(mut u)) => {
-                // Journaled: the undo's before-state and inverse are not needed here again.
+                // Journaled: the undo's inputs (`inv_with`), before-state and inverse are not
+                // needed from this copy again.
+                u.with = Value::Null;
                 u.before = Value::Null;
                 u.inverse = Value::Null;
                 *u
@@ -381,6 +402,7 @@ pub async fn rollback(
         let step = undo_step(
             &run,
             &undo,
+            inv_with,
             status,
             result.as_ref().ok().cloned().unwrap_or(Value::Null),
             error.clone(),
@@ -467,6 +489,7 @@ pub async fn rollback(
 fn undo_step(
     run: &RunRecord,
     undo: &ChangeRecord,
+    with: &Value,
     status: ChangeStatus,
     output: Value,
     error: Option<String>,
@@ -478,7 +501,7 @@ fn undo_step(
         seq: 0,
         item: None,
         action: undo.action.clone(),
-        with: undo.with.clone(),
+        with: with.clone(),
         decision: belay_model::Decision::Apply,
         trust: Some(TrustLevel::Log),
         guardrails: Vec::new(),

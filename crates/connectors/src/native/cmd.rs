@@ -94,8 +94,8 @@ impl Cmd {
         let mut child = cmd
             .spawn()
             .map_err(|e| ActionError::permanent(format!("cannot run `{}`: {e}", self.program)))?;
-        if let (Some(input), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
-            pipe.write_all(&input).await.map_err(|e| {
+        if let (Some(input), Some(mut pipe)) = (self.stdin.as_deref(), child.stdin.take()) {
+            pipe.write_all(input).await.map_err(|e| {
                 ActionError::transient(format!("cannot write to `{}`: {e}", self.display()))
             })?;
             drop(pipe);
@@ -112,7 +112,9 @@ impl Cmd {
             .map_err(|e| ActionError::transient(format!("`{}` failed: {e}", self.display())))?;
         Ok(Output {
             status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            // In place: a listing can be tens of megabytes.
+            stdout: String::from_utf8(out.stdout)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }

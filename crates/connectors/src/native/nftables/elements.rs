@@ -5,8 +5,8 @@
 use super::Nftables;
 use crate::{ActionError, input_str};
 use ipnet::IpNet;
-use nftables::expr::{Elem, Expression, NamedExpression, Prefix, Range};
-use nftables::schema::{NfCmd, NfListObject, NfObject, Nftables as NftDoc};
+use nftables::expr::{Elem, Expression, NamedExpression, Prefix};
+use nftables::schema::{NfCmd, NfListObject};
 use serde_json::Value;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -130,40 +130,155 @@ impl Entry {
     }
 }
 
+/// The elements of the sets in an `nft -j list set` answer, read straight from the text into
+/// entries: no document tree in between (a set of 200,000 elements would take hundreds of
+/// bytes per element as one).
 pub(super) fn parse_set_listing(json: &str) -> Result<Vec<Entry>, String> {
-    let doc: NftDoc = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for obj in doc.objects.iter() {
-        if let NfObject::ListObject(NfListObject::Set(set)) = obj {
-            for e in set.elem.iter().flat_map(|e| e.iter()) {
-                out.push(entry_of(e)?);
+    let listing: listing::Listing = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(listing
+        .nftables
+        .into_iter()
+        .filter_map(|o| o.set)
+        .flat_map(|s| s.elem)
+        .map(|e| e.0)
+        .collect())
+}
+
+/// The shape of `nft -j list set` output, as far as the elements go; everything else is
+/// skipped unread.
+mod listing {
+    use super::{Entry, unmarked};
+    use serde::Deserialize;
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::fmt;
+
+    #[derive(Deserialize)]
+    pub(super) struct Listing {
+        #[serde(default)]
+        pub(super) nftables: Vec<Object>,
+    }
+
+    /// One object of the listing: a set (its elements), or another kind (skipped).
+    #[derive(Deserialize)]
+    pub(super) struct Object {
+        pub(super) set: Option<Set>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Set {
+        #[serde(default)]
+        pub(super) elem: Vec<Listed>,
+    }
+
+    /// One listed element.
+    pub(super) struct Listed(pub(super) Entry);
+
+    /// An element's value as text: `192.0.2.1`, `10.0.0.0/8`, `a-b`.
+    struct Val(String);
+
+    #[derive(Deserialize)]
+    struct Prefix {
+        addr: Val,
+        len: u32,
+    }
+
+    /// An element with its attributes (`{"elem": {...}}`).
+    #[derive(Deserialize)]
+    struct Elem {
+        val: Val,
+        timeout: Option<u32>,
+        expires: Option<u32>,
+        comment: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(field_identifier, rename_all = "lowercase")]
+    enum Kind {
+        Elem,
+        Prefix,
+        Range,
+        #[serde(other)]
+        Other,
+    }
+
+    /// An element or a value: a string, or a one-key object whose key says what it is.
+    enum Item {
+        Plain(String),
+        Elem(Elem),
+    }
+
+    struct ItemVisitor {
+        /// Whether `{"elem": …}` is allowed (at the top of an element, not inside one).
+        elem: bool,
+    }
+
+    impl<'de> Visitor<'de> for ItemVisitor {
+        type Value = Item;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a set element")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Item, E> {
+            Ok(Item::Plain(v.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Item, E> {
+            Ok(Item::Plain(v))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+            let item = match map.next_key::<Kind>()? {
+                Some(Kind::Elem) if self.elem => Item::Elem(map.next_value()?),
+                Some(Kind::Prefix) => {
+                    let p: Prefix = map.next_value()?;
+                    Item::Plain(format!("{}/{}", p.addr.0, p.len))
+                }
+                Some(Kind::Range) => {
+                    let [from, to]: [Val; 2] = map.next_value()?;
+                    Item::Plain(format!("{}-{}", from.0, to.0))
+                }
+                _ => return Err(de::Error::custom("unexpected set element")),
+            };
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(item)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Val {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Val, D::Error> {
+            match d.deserialize_any(ItemVisitor { elem: false })? {
+                Item::Plain(s) => Ok(Val(s)),
+                Item::Elem(_) => Err(de::Error::custom("an element inside an element")),
             }
         }
     }
-    Ok(out)
-}
 
-pub(super) fn entry_of(e: &Expression) -> Result<Entry, String> {
-    let plain = |value: String| Entry {
-        value,
-        timeout: None,
-        expires: None,
-        comment: None,
-        ours: false,
-    };
-    match e {
-        Expression::Named(NamedExpression::Elem(elem)) => {
-            let inner = entry_of(&elem.val)?;
-            let (ours, comment) = unmarked(elem.comment.as_deref());
-            Ok(Entry {
-                timeout: elem.timeout,
-                expires: elem.expires,
-                comment,
-                ours,
-                ..inner
-            })
+    impl<'de> Deserialize<'de> for Listed {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Listed, D::Error> {
+            let plain = |value: String| Entry {
+                value,
+                timeout: None,
+                expires: None,
+                comment: None,
+                ours: false,
+            };
+            Ok(Listed(
+                match d.deserialize_any(ItemVisitor { elem: true })? {
+                    Item::Plain(value) => plain(value),
+                    Item::Elem(e) => {
+                        let (ours, comment) = unmarked(e.comment.as_deref());
+                        Entry {
+                            timeout: e.timeout,
+                            expires: e.expires,
+                            comment,
+                            ours,
+                            ..plain(e.val.0)
+                        }
+                    }
+                },
+            ))
         }
-        other => Ok(plain(value_of(other)?)),
     }
 }
 
@@ -215,20 +330,6 @@ fn unmarked(comment: Option<&str>) -> (bool, Option<String>) {
             None => (false, Some(c.to_owned())),
         },
         None => (false, None),
-    }
-}
-
-pub(super) fn value_of(e: &Expression) -> Result<String, String> {
-    match e {
-        Expression::String(s) => Ok(s.to_string()),
-        Expression::Named(NamedExpression::Prefix(Prefix { addr, len })) => {
-            Ok(format!("{}/{len}", value_of(addr)?))
-        }
-        Expression::Range(r) => {
-            let Range { range } = r.as_ref();
-            Ok(format!("{}-{}", value_of(&range[0])?, value_of(&range[1])?))
-        }
-        other => Err(format!("unexpected set element {other:?}")),
     }
 }
 

@@ -73,13 +73,13 @@ struct Elements {
 }
 
 impl Elements {
-    fn new(entries: impl IntoIterator<Item = Entry>) -> Elements {
+    fn new(entries: &[Entry]) -> Elements {
         let mut e = Elements {
-            exact: HashSet::new(),
+            exact: HashSet::with_capacity(entries.len()),
             prefixes_v4: BTreeSet::new(),
             prefixes_v6: BTreeSet::new(),
         };
-        for net in entries.into_iter().filter_map(|x| x.net()) {
+        for net in entries.iter().filter_map(Entry::net) {
             e.insert(net);
         }
         e
@@ -114,7 +114,7 @@ impl Nftables {
     async fn elements(&self, b: &Batch) -> Result<(Vec<Entry>, Elements), ActionError> {
         let mut all = self.list(&b.v4).await?;
         all.extend(self.list(&b.v6).await?);
-        let elements = Elements::new(all.iter().cloned());
+        let elements = Elements::new(&all);
         Ok((all, elements))
     }
 

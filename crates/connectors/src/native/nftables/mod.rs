@@ -678,16 +678,30 @@ mod tests {
 
     #[test]
     fn parses_a_listing_with_prefixes_timeouts_and_comments() {
-        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "egress_v4", "table": "belay", "type": "ipv4_addr", "handle": 1, "flags": ["interval", "timeout"], "elem": [{"elem": {"val": {"prefix": {"addr": "10.0.0.0", "len": 8}}, "comment": "x"}}, {"elem": {"val": "192.0.2.1", "timeout": 3600, "expires": 3599, "comment": "y"}}, "198.51.100.7"]}}]}"#;
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "egress_v4", "table": "belay", "type": "ipv4_addr", "handle": 1, "flags": ["interval", "timeout"], "elem": [{"elem": {"val": {"prefix": {"addr": "10.0.0.0", "len": 8}}, "comment": "x"}}, {"elem": {"val": "192.0.2.1", "timeout": 3600, "expires": 3599, "comment": "y"}}, "198.51.100.7", {"range": ["10.9.0.1", "10.9.0.9"]}, {"elem": {"val": {"prefix": {"addr": "172.16.0.0", "len": 12}}, "counter": {"packets": 0, "bytes": 0}, "comment": "belay: C2"}}]}}]}"#;
         let entries = parse_set_listing(json).expect("parses");
-        assert_eq!(entries.len(), 3);
+        assert_eq!(entries.len(), 5);
+        assert_eq!(entries[3].value, "10.9.0.1-10.9.0.9");
+        assert_eq!(
+            (
+                entries[4].value.as_str(),
+                entries[4].ours,
+                entries[4].comment.as_deref()
+            ),
+            ("172.16.0.0/12", true, Some("C2"))
+        );
+        assert!(
+            parse_set_listing(r#"{"nftables": [{"set": {"elem": [{"concat": ["a", "b"]}]}}]}"#)
+                .is_err(),
+            "an element of another kind is an error, not skipped"
+        );
         assert_eq!(entries[0].value, "10.0.0.0/8");
         assert_eq!(entries[0].comment.as_deref(), Some("x"));
         assert_eq!(entries[1].value, "192.0.2.1");
         assert_eq!(entries[1].expires, Some(3599));
         assert_eq!(entries[2].value, "198.51.100.7");
         assert!(
-            entries.iter().all(|e| !e.ours),
+            entries[..4].iter().all(|e| !e.ours),
             "an administrator's elements"
         );
     }
