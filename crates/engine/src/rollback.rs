@@ -102,21 +102,27 @@ impl Report {
     }
 }
 
-/// Applied changes selected, newest first, and how many of the selection were reverted before.
+/// Applied changes selected, newest first, as heads (without inputs, states and inverse: each
+/// is read back whole by [`whole`] only when its turn comes), and how many of the selection
+/// were reverted before.
 async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, usize)> {
     let chosen: Vec<ChangeRecord> = match sel {
-        Selection::Change(id) => vec![
-            engine
+        Selection::Change(id) => {
+            let mut c = engine
                 .store
                 .get_change(id)
                 .await?
-                .ok_or_else(|| EngineError::Other(format!("no change `{id}`")))?,
-        ],
+                .ok_or_else(|| EngineError::Other(format!("no change `{id}`")))?;
+            for field in [&mut c.with, &mut c.before, &mut c.after, &mut c.inverse] {
+                *field = Value::Null;
+            }
+            vec![c]
+        }
         Selection::Run(id) => {
             if engine.store.get_run(id).await?.is_none() {
                 return Err(EngineError::Other(format!("no run `{id}`")));
             }
-            let all = engine.store.changes(None).await?;
+            let all = engine.store.change_heads().await?;
             all.into_iter()
                 .filter(|c| &c.run_id == id || c.run_id.starts_with(&format!("{id}.")))
                 .collect()
@@ -127,7 +133,7 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, 
                 .iter()
                 .find(|c| &c.name == name)
                 .ok_or_else(|| EngineError::Other(format!("no checkpoint `{name}`")))?;
-            let all = engine.store.changes(None).await?;
+            let all = engine.store.change_heads().await?;
             let start = match &cp.last_change_id {
                 Some(last) => all
                     .iter()
@@ -138,7 +144,7 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, 
             all.into_iter().skip(start).collect()
         }
         Selection::Since(ms) => {
-            let all = engine.store.changes(None).await?;
+            let all = engine.store.change_heads().await?;
             all.into_iter().filter(|c| c.created_at >= *ms).collect()
         }
     };
@@ -153,15 +159,6 @@ async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, 
         .filter(|c| c.status == ChangeStatus::Applied)
         // An undo of a change inside the same window cancels it: together they changed nothing.
         .filter(|c| !(by_time && undone_original(c).is_some_and(|o| window.contains(o))))
-        // Without its states and inputs (a set-level change's may hold 200,000 targets each):
-        // each change is read back whole only when its turn comes ([`whole`]).
-        .map(|mut c| {
-            c.with = Value::Null;
-            c.before = Value::Null;
-            c.after = Value::Null;
-            c.inverse = Value::Null;
-            c
-        })
         .collect();
     applied.reverse();
     Ok((applied, already_reverted))

@@ -449,6 +449,10 @@ pub trait Store: Principals + Pauses + Sessions + Secrets + ApprovalChannels + S
         due_by: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ChangeRecord>>;
+    /// Every journaled change in the order they were made, each without its inputs,
+    /// before-state, after-state and inverse (JSON `null`): what selecting changes needs, at a
+    /// size that does not grow with what each change held.
+    async fn change_heads(&self) -> Result<Vec<ChangeRecord>>;
     /// One journaled change by its id.
     async fn get_change(&self, id: &str) -> Result<Option<ChangeRecord>>;
     /// The change journaled under this idempotency key (`run/step-key`).

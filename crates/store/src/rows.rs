@@ -18,6 +18,20 @@ pub(crate) const STEP_COLS: &str = "run_id, key, step, seq, item, action, with_j
 /// The columns a change is selected with.
 pub(crate) const CHANGE_COLS: &str = "id, run_id, step_key, idempotency_key, action, target, with_json, before, after, inverse, trust, guardrails, allowed_by, status, error, created_at, updated_at, expires_at, items";
 
+/// [`CHANGE_COLS`] with the inputs, before- and after-state and inverse replaced by JSON `null`
+/// (`null_json`, the backend's literal), at the same positions: a change's head, small whatever
+/// the change held.
+pub(crate) fn change_head_cols(null_json: &str) -> String {
+    CHANGE_COLS
+        .split(", ")
+        .map(|c| match c {
+            "with_json" | "before" | "after" | "inverse" => format!("{null_json} AS {c}"),
+            c => c.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The position of column `name` in `list` (comma-separated). Evaluated at compile time for the
 /// constants below; a name missing from its list fails the build.
 pub(crate) const fn position(list: &str, name: &str) -> usize {

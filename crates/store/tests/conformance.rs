@@ -274,6 +274,20 @@ async fn a_change_key_is_journaled_once(s: Arc<dyn Store>) {
         "a change is found by its id as by its key"
     );
     assert_eq!(s.get_change("no-such-change").await.unwrap(), None);
+    let head = s.change_heads().await.unwrap().remove(0);
+    let mut bare = got.clone();
+    for field in [
+        &mut bare.with,
+        &mut bare.before,
+        &mut bare.after,
+        &mut bare.inverse,
+    ] {
+        *field = serde_json::Value::Null;
+    }
+    assert_eq!(
+        head, bare,
+        "a head is the change without inputs, states and inverse"
+    );
     assert_eq!(
         s.steps("r1").await.unwrap()[0].status,
         StepStatus::Succeeded

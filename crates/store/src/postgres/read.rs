@@ -223,6 +223,18 @@ pub(super) async fn changes(s: &PgStore, run_id: Option<&str>) -> Result<Vec<Cha
     rows_to(&rows, change_from_row)
 }
 
+pub(super) async fn change_heads(s: &PgStore) -> Result<Vec<ChangeRecord>> {
+    let cols = crate::rows::change_head_cols("'null'::jsonb");
+    let rows = s
+        .query(
+            &format!("SELECT {cols} FROM changes ORDER BY seq"),
+            &[],
+            "listing changes",
+        )
+        .await?;
+    rows_to(&rows, change_from_row)
+}
+
 pub(super) async fn expiring_changes(
     s: &PgStore,
     due_by: Option<i64>,

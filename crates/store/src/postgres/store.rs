@@ -374,6 +374,10 @@ impl Store for PgStore {
         read::changes(self, run_id).await
     }
 
+    async fn change_heads(&self) -> Result<Vec<ChangeRecord>> {
+        read::change_heads(self).await
+    }
+
     async fn count_changes(&self, actions: &[String], since: i64) -> Result<u64> {
         read::count_changes(self, actions, since).await
     }

@@ -194,6 +194,20 @@ pub(super) async fn changes(s: &SqliteStore, run_id: Option<&str>) -> Result<Vec
     .await
 }
 
+pub(super) async fn change_heads(s: &SqliteStore) -> Result<Vec<ChangeRecord>> {
+    s.read(move |c| {
+        let cols = crate::rows::change_head_cols("'null'");
+        query_all(
+            c,
+            &format!("SELECT {cols} FROM changes ORDER BY seq"),
+            [],
+            change_from_row,
+            "listing changes",
+        )
+    })
+    .await
+}
+
 pub(super) async fn count_changes(s: &SqliteStore, actions: &[String], since: i64) -> Result<u64> {
     let actions = serde_json::to_string(actions).unwrap_or_else(|_| "[]".into());
     s.read(move |c| {
