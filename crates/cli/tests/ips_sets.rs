@@ -37,7 +37,11 @@ fn run_of(import: &str) -> (String, String) {
 }
 
 fn failed(out: &std::process::Output) -> String {
-    assert!(!out.status.success(), "must fail: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "must fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -55,7 +59,9 @@ fn a_feed_enters_a_suricata_dataset_as_one_change_and_rolls_back_exactly() {
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(Sandbox::start(Mode::Inline)).expect("suricata starts");
+    let sb = rt
+        .block_on(Sandbox::start(Mode::Inline))
+        .expect("suricata starts");
     rt.block_on(sb.drop_listed()).expect("site rule");
     assert!(sb.can_connect(Duration::from_secs(5)));
     let cfg = sb.config();
@@ -95,20 +101,37 @@ fn a_feed_enters_a_suricata_dataset_as_one_change_and_rolls_back_exactly() {
 
     let out = ok(&belay(
         d,
-        &["intel", "import", "feed.txt", "--feed", "big", "--playbooks", "pbs"],
+        &[
+            "intel",
+            "import",
+            "feed.txt",
+            "--feed",
+            "big",
+            "--playbooks",
+            "pbs",
+        ],
     ));
     let (run, status) = run_of(&out);
     assert_eq!(status, "waiting_approval", "{out}");
     // One change carries the 3,001 others; the protected address waits alone.
-    let changes = json(&belay(d, &["changes", "list", "--run", &run, "--format", "json"]));
+    let changes = json(&belay(
+        d,
+        &["changes", "list", "--run", &run, "--format", "json"],
+    ));
     let changes = changes.as_array().unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0]["action"], "ips.dataset_add_many");
-    assert_eq!(changes[0]["before"]["absent"].as_array().unwrap().len(), 3001);
+    assert_eq!(
+        changes[0]["before"]["absent"].as_array().unwrap().len(),
+        3001
+    );
     assert_eq!(changes[0]["after"]["absent"], serde_json::json!([]));
     assert!(listed(&sb, "198.18.11.250") && listed(&sb, &server));
     assert!(!listed(&sb, protected), "held, not applied");
-    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3001);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().lines().count(),
+        3001
+    );
     assert!(
         !sb.can_connect(Duration::from_millis(900)),
         "the listed server is dropped inline"
@@ -130,7 +153,11 @@ fn a_feed_enters_a_suricata_dataset_as_one_change_and_rolls_back_exactly() {
     assert!(admin(&sb, "dataset-add belay-ips ip 198.18.0.1").contains("OK"));
     let undo = ok(&belay(d, &["rollback", "--run", &run, "--as", "alice"]));
     assert!(undo.contains("verified"), "{undo}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "", "the file is back, empty");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "",
+        "the file is back, empty"
+    );
     assert!(!listed(&sb, &server) && !listed(&sb, "198.18.0.1"));
     assert!(sb.can_connect(Duration::from_secs(5)), "reachable again");
 }

@@ -127,13 +127,24 @@ async fn a_batch_is_one_reconfigure_and_rolls_back_exactly() {
         .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
         .collect();
     addresses.extend(
-        ["origin.belay.test", "127.0.0.2", "kept.example", "Origin.Belay.Test", "203.0.113.0/24"]
-            .map(String::from),
+        [
+            "origin.belay.test",
+            "127.0.0.2",
+            "kept.example",
+            "Origin.Belay.Test",
+            "203.0.113.0/24",
+        ]
+        .map(String::from),
     );
     let batch = json!({"addresses": addresses, "list": "belay"});
     let before = state(&squid, "proxy.block_many", &batch).await;
     let diff = before["absent"].as_array().expect("absent").clone();
-    assert_eq!(diff.len(), 1503, "what the list lacks, once each: {}", diff.len());
+    assert_eq!(
+        diff.len(),
+        1503,
+        "what the list lacks, once each: {}",
+        diff.len()
+    );
     assert!(!diff.contains(&json!("kept.example")));
 
     let reconf = reconfigures(&sb);
@@ -142,18 +153,34 @@ async fn a_batch_is_one_reconfigure_and_rolls_back_exactly() {
     expect_status(&sb, &http, &sb.url("origin.belay.test"), 403).await;
     expect_status(&sb, &http, &sb.ip_url(), 403).await;
     expect_status(&sb, &http, &sb.url("other.belay.test"), 200).await;
-    assert_eq!(reconfigures(&sb), reconf + 1, "one reconfigure for the batch");
+    assert_eq!(
+        reconfigures(&sb),
+        reconf + 1,
+        "one reconfigure for the batch"
+    );
     let after = state(&squid, "proxy.block_many", &batch).await;
     assert_eq!(after, json!({"list": "belay", "absent": []}));
     change(&squid, "proxy.block_many", batch.clone(), false).await;
 
     // Drift: someone unblocks one entry; the batch's state shows it.
-    change(&squid, "proxy.unblock", json!({"address": "198.18.0.1"}), true).await;
+    change(
+        &squid,
+        "proxy.unblock",
+        json!({"address": "198.18.0.1"}),
+        true,
+    )
+    .await;
     assert_eq!(
         state(&squid, "proxy.block_many", &batch).await["absent"],
         json!(["198.18.0.1"])
     );
-    change(&squid, "proxy.block", json!({"address": "198.18.0.1"}), true).await;
+    change(
+        &squid,
+        "proxy.block",
+        json!({"address": "198.18.0.1"}),
+        true,
+    )
+    .await;
 
     // The catalog's inverse removes exactly the diff; the earlier entry stays.
     let (undo, with) = inverse("proxy.block_many", &batch, &before);
@@ -169,7 +196,10 @@ async fn a_batch_is_one_reconfigure_and_rolls_back_exactly() {
         .iter()
         .map(|f| std::fs::read_to_string(acl.join(f)).unwrap_or_default())
         .collect();
-    assert_eq!(files_after, files_before, "the ACL files are back byte for byte");
+    assert_eq!(
+        files_after, files_before,
+        "the ACL files are back byte for byte"
+    );
     assert_eq!(
         state(&squid, "proxy.block", &kept).await["blocked"],
         json!(true)

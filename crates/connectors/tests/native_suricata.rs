@@ -360,18 +360,32 @@ async fn a_batch_enters_a_file_backed_dataset_in_one_reload_and_rolls_back_exact
     let batch = json!({"dataset": "belay-ips", "type": "ip", "values": values});
     let before = state(&ips, "ips.dataset_add_many", &batch).await;
     let diff = before["absent"].as_array().expect("absent").clone();
-    assert_eq!(diff.len(), 2002, "the diff: what the dataset lacks, once each");
+    assert_eq!(
+        diff.len(),
+        2002,
+        "the diff: what the dataset lacks, once each"
+    );
     assert!(!diff.contains(&json!("192.0.2.9")) && diff.contains(&json!(server)));
 
     let reloads_before = reloads(&sb);
     let out = change(&ips, "ips.dataset_add_many", batch.clone(), true).await;
     assert_eq!(out["added"], 2002);
-    assert_eq!(reloads(&sb), reloads_before + 1, "one rule reload for the batch");
-    assert!(dropped(&sb), "the listed server is dropped by the site rule");
+    assert_eq!(
+        reloads(&sb),
+        reloads_before + 1,
+        "one rule reload for the batch"
+    );
+    assert!(
+        dropped(&sb),
+        "the listed server is dropped by the site rule"
+    );
     let after = state(&ips, "ips.dataset_add_many", &batch).await;
     assert_eq!(after, json!({"absent": []}));
     assert_eq!(
-        std::fs::read_to_string(&file).expect("file").lines().count(),
+        std::fs::read_to_string(&file)
+            .expect("file")
+            .lines()
+            .count(),
         2003,
         "the file holds what belay put in the dataset"
     );
@@ -435,7 +449,13 @@ async fn a_batch_the_dataset_does_not_show_after_the_reload_is_undone() {
     config.datasets.insert("belay-ips".into(), stray.clone());
     let ips = Suricata::new("ips", config).expect("connector");
     let batch = json!({"dataset": "belay-ips", "values": ["198.51.100.1", "198.51.100.2"]});
-    refused(&ips, "ips.dataset_add_many", batch.clone(), "no rule loads it").await;
+    refused(
+        &ips,
+        "ips.dataset_add_many",
+        batch.clone(),
+        "no rule loads it",
+    )
+    .await;
     assert_eq!(std::fs::read_to_string(&stray).unwrap_or_default(), "");
     assert_eq!(
         state(&ips, "ips.dataset_add_many", &batch).await["absent"],

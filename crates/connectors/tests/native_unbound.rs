@@ -272,10 +272,18 @@ async fn a_batch_of_sinkholes_is_applied_and_rolled_back_exactly() {
 
     let out = change(&dns, "dns.sinkhole_many", batch.clone(), true).await;
     assert_eq!(out["added"], 502);
-    for name in ["phish.example.com", "www.phish.example.com", "d499.example.com"] {
+    for name in [
+        "phish.example.com",
+        "www.phish.example.com",
+        "d499.example.com",
+    ] {
         assert_eq!(a(&sb, name), [ip("10.1.2.3")], "{name} is sinkholed");
     }
-    assert_eq!(a(&sb, "kept.example.com"), [ip("10.0.0.9")], "left as it was");
+    assert_eq!(
+        a(&sb, "kept.example.com"),
+        [ip("10.0.0.9")],
+        "left as it was"
+    );
     let after = state(&dns, "dns.sinkhole_many", &batch).await;
     assert_eq!(after, json!({ "absent": [] }));
     change(&dns, "dns.sinkhole_many", batch.clone(), false).await;
@@ -307,7 +315,11 @@ async fn a_batch_of_sinkholes_is_applied_and_rolled_back_exactly() {
     assert_eq!(out["removed"], 502);
     assert_eq!(a(&sb, "phish.example.com"), [ip("192.0.2.66")]);
     assert_eq!(a(&sb, "www.example.com"), [ip("192.0.2.10")]);
-    assert_eq!(a(&sb, "kept.example.com"), [ip("10.0.0.9")], "still sinkholed");
+    assert_eq!(
+        a(&sb, "kept.example.com"),
+        [ip("10.0.0.9")],
+        "still sinkholed"
+    );
     assert_eq!(state(&dns, "dns.sinkhole_many", &batch).await, before);
     change(&dns, &undo, with, false).await;
 
@@ -348,7 +360,12 @@ async fn a_batch_of_sinkholes_is_applied_and_rolled_back_exactly() {
     )
     .await;
     assert_eq!(
-        state(&dns, "dns.sinkhole_many", &json!({ "domains": ["d1.example.com"] })).await,
+        state(
+            &dns,
+            "dns.sinkhole_many",
+            &json!({ "domains": ["d1.example.com"] })
+        )
+        .await,
         json!({ "absent": ["d1.example.com"] })
     );
 }

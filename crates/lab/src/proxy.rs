@@ -252,8 +252,8 @@ async fn block_batch(Path(list): Path<String>, req: Req) -> Result<Response, Api
         let entries = w.proxy.lists.entry(list.clone()).or_default();
         let mut added = 0;
         for (_, a) in addresses {
-            if !entries.contains_key(&a) {
-                entries.insert(a, body.reason.clone());
+            if let std::collections::btree_map::Entry::Vacant(e) = entries.entry(a) {
+                e.insert(body.reason.clone());
                 added += 1;
             }
         }

@@ -229,7 +229,8 @@ impl Suricata {
             .collect();
         let removed = held.len();
         let check = held.iter().map(|(_, e)| e.clone()).collect();
-        self.replace_and_reload(&b, &old, &new, check, false).await?;
+        self.replace_and_reload(&b, &old, &new, check, false)
+            .await?;
         Ok(json!({ "dataset": b.dataset, "removed": removed, "changed": true }))
     }
 

@@ -44,7 +44,9 @@ impl Unbound {
     /// `answer` (or the configured default answer).
     fn batch(&self, input: &Value) -> Result<Vec<Item>, ActionError> {
         let Some(Value::Array(domains)) = input.get("domains") else {
-            return Err(ActionError::permanent("`domains` must be a list of domains"));
+            return Err(ActionError::permanent(
+                "`domains` must be a list of domains",
+            ));
         };
         if domains.len() > MAX_BATCH {
             return Err(ActionError::permanent(format!(
@@ -157,7 +159,9 @@ impl Unbound {
     /// The batch's domain names only (a release needs no sinkhole settings).
     fn batch_names(&self, input: &Value) -> Result<Vec<String>, ActionError> {
         let Some(Value::Array(domains)) = input.get("domains") else {
-            return Err(ActionError::permanent("`domains` must be a list of domains"));
+            return Err(ActionError::permanent(
+                "`domains` must be a list of domains",
+            ));
         };
         let mut seen = HashSet::with_capacity(domains.len());
         let mut out = Vec::with_capacity(domains.len());
