@@ -295,7 +295,8 @@ impl Suricata {
     }
 
     /// After a single value was added to (`add`) or removed from a file-backed dataset over
-    /// the socket: the file follows, so a later rule reload keeps the change.
+    /// the socket: the file follows, so a later rule reload keeps the change. The caller holds
+    /// the file's lock.
     pub(super) async fn follow_in_file(
         &self,
         file: &Path,
@@ -304,7 +305,6 @@ impl Suricata {
     ) -> Result<(), ActionError> {
         let (file, value) = (file.to_owned(), value.to_owned());
         files::blocking(move || {
-            let _lock = files::lock(&file, true)?;
             let old = file_values(&file)?;
             let has = old.contains(&value);
             let new: Vec<String> = match (add, has) {
@@ -318,13 +318,10 @@ impl Suricata {
         .await
     }
 
-    /// Whether belay's file of a file-backed dataset holds `value` (in Suricata's form).
+    /// Whether belay's file of a file-backed dataset holds `value` (in Suricata's form). The
+    /// caller holds the file's lock.
     pub(super) async fn in_file(&self, file: &Path, value: &str) -> Result<bool, ActionError> {
         let (file, value) = (file.to_owned(), value.to_owned());
-        files::blocking(move || {
-            let _lock = files::lock(&file, false)?;
-            Ok(file_values(&file)?.contains(&value))
-        })
-        .await
+        files::blocking(move || Ok(file_values(&file)?.contains(&value))).await
     }
 }

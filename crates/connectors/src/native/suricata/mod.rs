@@ -342,6 +342,16 @@ impl Suricata {
 
     async fn dataset_change(&self, input: &Value, add: bool) -> Result<Value, ActionError> {
         let file = self.dataset_file(input_str(input, "dataset")?)?;
+        // A file-backed dataset changes under the locks a batch holds (this connector's, and
+        // the file's, which other belay processes take too), so a batch's rule reload never
+        // drops a value added meanwhile.
+        let (_guard, _file) = match &file {
+            Some(f) => (
+                Some(self.lock.lock().await),
+                Some(files::lock_async(f, true).await?),
+            ),
+            None => (None, None),
+        };
         let (args, present) = self.dataset_has(input).await?;
         let changed = present != add;
         if changed {
