@@ -108,6 +108,20 @@ fn file_values(path: &Path) -> Result<Vec<String>, ActionError> {
         .collect())
 }
 
+/// Most values of a batch looked up after its reload.
+const SAMPLE: usize = 32;
+
+/// Up to [`SAMPLE`] values spread over `values`, the first and the last among them.
+fn sample(values: &[&str]) -> Vec<String> {
+    let n = values.len();
+    if n <= SAMPLE {
+        return values.iter().map(|v| (*v).to_owned()).collect();
+    }
+    (0..SAMPLE)
+        .map(|i| values[i * (n - 1) / (SAMPLE - 1)].to_owned())
+        .collect()
+}
+
 fn file_text(values: &[String]) -> String {
     let mut text = String::with_capacity(values.iter().map(|v| v.len() + 1).sum());
     for v in values {
@@ -189,7 +203,7 @@ impl Suricata {
                 .map(|v| (*v).to_owned()),
         );
         let added = absent.len();
-        let check: Vec<String> = absent.into_iter().map(str::to_owned).collect();
+        let check = sample(&absent);
         self.replace_and_reload(&b, &old, &new, check, true).await?;
         Ok(json!({ "dataset": b.dataset, "added": added, "changed": true }))
     }
@@ -228,14 +242,16 @@ impl Suricata {
             .cloned()
             .collect();
         let removed = held.len();
-        let check = held.iter().map(|(_, e)| e.clone()).collect();
+        let gone_values: Vec<&str> = held.iter().map(|(_, e)| e.as_str()).collect();
+        let check = sample(&gone_values);
         self.replace_and_reload(&b, &old, &new, check, false)
             .await?;
         Ok(json!({ "dataset": b.dataset, "removed": removed, "changed": true }))
     }
 
     /// Replaces the dataset's file by `new` and reloads the rules; then the dataset must hold
-    /// (`want` true) or lack every value of `check`. Otherwise `old` is put back and
+    /// (`want` true) or lack every value of `check` (a sample of the batch: Suricata loads a
+    /// dataset from its file whole or not at all). Otherwise `old` is put back and
     /// reloaded, and the change fails having applied nothing.
     async fn replace_and_reload(
         &self,
