@@ -160,6 +160,21 @@ impl Env {
             })
     }
 
+    /// Whether an applied set-level change of `action` holds `item` among its targets.
+    fn in_effect_many(&self, action: &str, field: &str, item: &str) -> bool {
+        self.json(&["changes", "list", "--format", "json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| {
+                c["action"] == action
+                    && c["status"] == "applied"
+                    && c["with"][field]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|v| v == item))
+            })
+    }
+
     fn inbox(&self, target: &str) -> Vec<Value> {
         json_lines(
             &std::fs::read_to_string(self.path().join(format!("notify/{target}-inbox.jsonl")))
@@ -342,9 +357,11 @@ fn scenario_2_a_rogue_device_is_quarantined_until_explained() {
 fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updates_are_held() {
     let env = Env::up(0.0);
     let import = |name: &str, text: &str| env.import_feed(name, text);
-    // A small update: blocked at once, at `guarded`.
+    let blocked = |ip: &str| env.in_effect_many("firewall.block_many", "addresses", ip);
+    // A small update: blocked at once, at `guarded`, as one change per system.
     import("small-feed", "198.51.100.7\n192.0.2.0/28\n");
-    assert!(env.in_effect("firewall.block_ip", "198.51.100.7"));
+    assert!(blocked("198.51.100.7") && blocked("192.0.2.0/28"));
+    assert!(env.in_effect_many("ips.dataset_add_many", "values", "198.51.100.7"));
     // `feed-baseline` has no history yet: it is learning, holds nothing, and the trail says so.
     let trail = env.ok(&["audit", "export"]);
     let learning: Vec<Value> = trail
@@ -362,25 +379,26 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
                     .contains("7days needed")),
         "{learning:#?}"
     );
-    // The CRM's network in an update: the whole update waits for a person, and the SOC admins hear of it.
+    // The CRM's network in an update: that address alone waits for a person (an item of the
+    // set-level change), the rest is blocked, and the SOC admins hear of it.
     import("poisoned-feed", "203.0.113.9\n198.51.100.8\n");
     let held = env.pending_approvals();
-    assert!(
-        held.iter().any(|a| a["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("protected-networks")
-            || a.to_string().contains("protected-networks")),
-        "{held:#?}"
-    );
-    assert!(!env.in_effect("firewall.block_ip", "203.0.113.9"));
+    let crm = held
+        .iter()
+        .find(|a| a.to_string().contains("protected-networks"))
+        .unwrap_or_else(|| panic!("{held:#?}"));
+    let items = crm["with"].as_array().expect("held items");
+    assert_eq!(items.len(), 1, "the protected address alone: {crm:#}");
+    assert_eq!(items[0]["key"], "block[203.0.113.9]");
+    assert!(!blocked("203.0.113.9"));
+    assert!(blocked("198.51.100.8"), "the rest of the update applies");
     assert!(env.inbox("soc-admins").iter().any(|m| {
         m["subject"]
             .as_str()
             .unwrap()
             .contains("protected-networks")
     }));
-    // A real feed far larger than allowed in one update (FireHOL's feodo list): held too.
+    // A real feed far larger than allowed in one update (FireHOL's feodo list): held whole.
     if let Some(c) = corpus_if_set() {
         let feodo = std::fs::read_to_string(c.join("threat-intel/firehol/feodo.ipset")).unwrap();
         import("feodo", &feodo);
@@ -390,7 +408,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
             "{held:#?}"
         );
     }
-    // Deny the poisoned one; nothing of it is applied.
+    // Deny the held ones; nothing of them is applied.
     for a in env.pending_approvals() {
         env.decide(
             "deny",
@@ -398,7 +416,7 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
             &["--comment", "CRM network"],
         );
     }
-    assert!(!env.in_effect("firewall.block_ip", "203.0.113.9"));
+    assert!(!blocked("203.0.113.9"));
     let runs = env.json(&["runs", "list", "--format", "json"]);
     let first = runs
         .as_array()
@@ -408,7 +426,8 @@ fn scenario_3_feed_updates_block_automatically_but_protected_and_oversized_updat
         .unwrap()
         .clone();
     env.rollback_and_verify(first["id"].as_str().unwrap());
-    assert!(!env.in_effect("firewall.block_ip", "198.51.100.7"));
+    assert!(!blocked("198.51.100.7"));
+    assert!(!env.in_effect_many("ips.dataset_add_many", "values", "198.51.100.7"));
 }
 
 fn phish_event(env: &Env) -> Value {
@@ -580,6 +599,10 @@ fn scenario_6_proxy_blocks_multi_feed_addresses_and_tightens_single_feed_ones() 
     assert!(
         !blocked.to_string().contains("198.51.100.22"),
         "one feed: not blocked: {proxy}"
+    );
+    assert!(
+        env.in_effect_many("proxy.block_many", "addresses", "198.51.100.21"),
+        "blocked by one set-level change"
     );
     assert!(
         env.inbox("soc")

@@ -254,58 +254,133 @@ impl Standin {
     }
 }
 
-/// Whether `action` is a set-level firewall action: `Some(true)` adds, `Some(false)` removes.
-fn many(action: &str) -> Option<bool> {
-    match action {
-        "firewall.block_many" => Some(true),
-        "firewall.unblock_many" => Some(false),
-        _ => None,
-    }
+/// A set-level action: the single-value action whose state it changes for each item of its
+/// list input, and whether it adds (`block_many`) or removes (`unblock_many`).
+struct Many {
+    action: &'static str,
+    single: &'static str,
+    list: &'static str,
+    item: &'static str,
+    add: bool,
 }
 
-/// The state key and address of each distinct address of a set-level firewall action.
-fn many_keys(input: &Value) -> Result<Vec<(String, String)>, ActionError> {
-    let set = key_part(input, "set")?;
-    let Some(Value::Array(items)) = input.get("addresses") else {
-        return Err(ActionError::permanent(
-            "`addresses` must be a list of addresses",
-        ));
+const MANY: &[Many] = &[
+    Many {
+        action: "firewall.block_many",
+        single: "firewall.block_ip",
+        list: "addresses",
+        item: "address",
+        add: true,
+    },
+    Many {
+        action: "firewall.unblock_many",
+        single: "firewall.unblock_ip",
+        list: "addresses",
+        item: "address",
+        add: false,
+    },
+    Many {
+        action: "dns.sinkhole_many",
+        single: "dns.sinkhole_domain",
+        list: "domains",
+        item: "domain",
+        add: true,
+    },
+    Many {
+        action: "dns.unsinkhole_many",
+        single: "dns.unsinkhole_domain",
+        list: "domains",
+        item: "domain",
+        add: false,
+    },
+    Many {
+        action: "ips.dataset_add_many",
+        single: "ips.dataset_add",
+        list: "values",
+        item: "value",
+        add: true,
+    },
+    Many {
+        action: "ips.dataset_remove_many",
+        single: "ips.dataset_remove",
+        list: "values",
+        item: "value",
+        add: false,
+    },
+];
+
+/// The set-level action `action`, if it is one.
+fn many(action: &str) -> Option<&'static Many> {
+    MANY.iter().find(|m| m.action == action)
+}
+
+/// One distinct item of a set-level action: its state key (as the single-value action keys
+/// it), the item as given, and the single-value action's input for it.
+struct Item {
+    key: String,
+    text: String,
+    input: Value,
+}
+
+/// The distinct items of a set-level action, in order.
+fn many_items(m: &Many, input: &Value) -> Result<(&'static Rule, Vec<Item>), ActionError> {
+    let rule = Standin::rule(m.single)?;
+    let Some(Value::Array(items)) = input.get(m.list) else {
+        return Err(ActionError::permanent(format!(
+            "`{}` must be a list of values",
+            m.list
+        )));
     };
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(items.len());
     for v in items {
-        let a = v
+        let text = v
             .as_str()
-            .ok_or_else(|| ActionError::permanent(format!("address `{v}` is not text")))?;
-        if seen.insert(a) {
-            out.push((format!("{set}|{a}"), a.to_owned()));
+            .ok_or_else(|| ActionError::permanent(format!("`{v}` is not text")))?;
+        // The single action's input: the item and the other key inputs, not the whole list.
+        let mut one = Map::new();
+        for k in rule.key.iter().filter(|k| **k != m.item) {
+            if let Some(x) = input.get(*k) {
+                one.insert((*k).to_owned(), x.clone());
+            }
+        }
+        one.insert(m.item.to_owned(), json!(text));
+        let one = Value::Object(one);
+        let key = Standin::key(rule, &one)?;
+        if seen.insert(key.clone()) {
+            out.push(Item {
+                key,
+                text: text.to_owned(),
+                input: one,
+            });
         }
     }
-    Ok(out)
+    Ok((rule, out))
 }
 
 impl Standin {
-    /// Adds or removes every address of a set-level firewall action in one write (blocking;
-    /// the caller holds the locks).
+    /// Adds or removes every item of a set-level action in one write (blocking; the caller
+    /// holds the locks).
     fn change_many(
         path: &Path,
         add: bool,
-        keys: &[(String, String)],
+        collection: &str,
+        items: Vec<Item>,
     ) -> Result<Value, ActionError> {
         let mut state = Self::load(path)?;
-        let blocked = state
-            .entry("blocked")
+        let entries = state
+            .entry(collection)
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .ok_or_else(|| ActionError::permanent("corrupt stand-in state"))?;
         let mut n = 0usize;
-        for (key, address) in keys {
-            let present = blocked.contains_key(key);
+        for item in items {
+            let present = entries.contains_key(&item.key);
             if add && !present {
-                blocked.insert(key.clone(), json!({ "address": address }));
+                entries.insert(item.key, item.input);
                 n += 1;
             } else if !add && present {
-                blocked.remove(key);
+                entries.remove(&item.key);
                 n += 1;
             }
         }
@@ -331,11 +406,11 @@ impl Connector for Standin {
         let path = self.path.clone();
         let action = call.action.to_owned();
         let input = call.input.clone();
-        if let Some(add) = many(&action) {
-            let keys = many_keys(&input)?;
+        if let Some(m) = many(&action) {
+            let (rule, items) = many_items(m, &input)?;
             return files::blocking(move || {
                 let _lock = files::lock(&path, true)?;
-                Self::change_many(&path, add, &keys)
+                Self::change_many(&path, m.add, rule.collection, items)
             })
             .await;
         }
@@ -350,31 +425,22 @@ impl Connector for Standin {
 
     async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
         let path = self.path.clone();
-        if let Some(add) = many(action) {
-            let keys = many_keys(input)?;
+        if let Some(m) = many(action) {
+            let (rule, items) = many_items(m, input)?;
             let state = files::blocking(move || {
                 let _lock = files::lock(&path, false)?;
                 Self::load(&path)
             })
             .await?;
-            let blocked = state.get("blocked");
-            let (name, items): (&str, Vec<&str>) = if add {
-                (
-                    "absent",
-                    keys.iter()
-                        .filter(|(k, _)| blocked.and_then(|c| c.get(k)).is_none())
-                        .map(|(_, a)| a.as_str())
-                        .collect(),
-                )
-            } else {
-                (
-                    "present",
-                    keys.iter()
-                        .filter(|(k, _)| blocked.and_then(|c| c.get(k)).is_some())
-                        .map(|(_, a)| a.as_str())
-                        .collect(),
-                )
-            };
+            let held = state.get(rule.collection);
+            let (name, items): (&str, Vec<&str>) = (
+                if m.add { "absent" } else { "present" },
+                items
+                    .iter()
+                    .filter(|i| held.and_then(|c| c.get(&i.key)).is_some() != m.add)
+                    .map(|i| i.text.as_str())
+                    .collect(),
+            );
             return Ok(json!({ name: items, "simulated": true }));
         }
         let rule = Self::rule(action)?;

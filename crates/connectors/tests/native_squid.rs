@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{change, invoke, refused, state};
+use common::{change, inverse, invoke, refused, state};
 
 /// Starts a sandbox, or says why not and returns None (fails under BELAY_REQUIRE_NATIVE=1).
 async fn sandbox() -> Option<(Sandbox, Squid)> {
@@ -98,6 +98,126 @@ async fn block_ip_address() {
         .await
         .expect("unblock");
     expect_status(&sb, &http, &sb.ip_url(), 200).await;
+}
+
+/// How many times Squid has reconfigured (its cache.log says so each time).
+fn reconfigures(sb: &Sandbox) -> usize {
+    std::fs::read_to_string(sb.access_log().with_file_name("cache.log"))
+        .unwrap_or_default()
+        .matches("Reconfiguring Squid Cache")
+        .count()
+}
+
+#[tokio::test]
+async fn a_batch_is_one_reconfigure_and_rolls_back_exactly() {
+    let Some((sb, squid)) = sandbox().await else {
+        return;
+    };
+    let http = client(&sb);
+    // An entry blocked earlier, one at a time: the batch's rollback must leave it.
+    let kept = json!({"address": "kept.example"});
+    change(&squid, "proxy.block", kept.clone(), true).await;
+    let acl = sb.config().acl_dir;
+    let files_before: Vec<String> = ["block-belay.domains", "block-belay.ips"]
+        .iter()
+        .map(|f| std::fs::read_to_string(acl.join(f)).unwrap_or_default())
+        .collect();
+
+    let mut addresses: Vec<String> = (0..1500)
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    addresses.extend(
+        [
+            "origin.belay.test",
+            "127.0.0.2",
+            "kept.example",
+            "Origin.Belay.Test",
+            "203.0.113.0/24",
+        ]
+        .map(String::from),
+    );
+    let batch = json!({"addresses": addresses, "list": "belay"});
+    let before = state(&squid, "proxy.block_many", &batch).await;
+    let diff = before["absent"].as_array().expect("absent").clone();
+    assert_eq!(
+        diff.len(),
+        1503,
+        "what the list lacks, once each: {}",
+        diff.len()
+    );
+    assert!(!diff.contains(&json!("kept.example")));
+
+    let reconf = reconfigures(&sb);
+    let out = change(&squid, "proxy.block_many", batch.clone(), true).await;
+    assert_eq!(out["added"], 1503);
+    expect_status(&sb, &http, &sb.url("origin.belay.test"), 403).await;
+    expect_status(&sb, &http, &sb.ip_url(), 403).await;
+    expect_status(&sb, &http, &sb.url("other.belay.test"), 200).await;
+    assert_eq!(
+        reconfigures(&sb),
+        reconf + 1,
+        "one reconfigure for the batch"
+    );
+    let after = state(&squid, "proxy.block_many", &batch).await;
+    assert_eq!(after, json!({"list": "belay", "absent": []}));
+    change(&squid, "proxy.block_many", batch.clone(), false).await;
+
+    // Drift: someone unblocks one entry; the batch's state shows it.
+    change(
+        &squid,
+        "proxy.unblock",
+        json!({"address": "198.18.0.1"}),
+        true,
+    )
+    .await;
+    assert_eq!(
+        state(&squid, "proxy.block_many", &batch).await["absent"],
+        json!(["198.18.0.1"])
+    );
+    change(
+        &squid,
+        "proxy.block",
+        json!({"address": "198.18.0.1"}),
+        true,
+    )
+    .await;
+
+    // The catalog's inverse removes exactly the diff; the earlier entry stays.
+    let (undo, with) = inverse("proxy.block_many", &batch, &before);
+    assert_eq!(undo, "proxy.unblock_many");
+    let reconf = reconfigures(&sb);
+    let out = change(&squid, &undo, with.clone(), true).await;
+    assert_eq!(out["removed"], 1503);
+    assert_eq!(reconfigures(&sb), reconf + 1);
+    expect_status(&sb, &http, &sb.url("origin.belay.test"), 200).await;
+    expect_status(&sb, &http, &sb.ip_url(), 200).await;
+    assert_eq!(state(&squid, "proxy.block_many", &batch).await, before);
+    let files_after: Vec<String> = ["block-belay.domains", "block-belay.ips"]
+        .iter()
+        .map(|f| std::fs::read_to_string(acl.join(f)).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        files_after, files_before,
+        "the ACL files are back byte for byte"
+    );
+    assert_eq!(
+        state(&squid, "proxy.block", &kept).await["blocked"],
+        json!(true)
+    );
+    change(&squid, &undo, with, false).await;
+
+    // One bad entry refuses the whole batch before anything is written.
+    refused(
+        &squid,
+        "proxy.block_many",
+        json!({"addresses": ["evil.example", "http://evil.example/x"]}),
+        "give the URL's domain",
+    )
+    .await;
+    assert_eq!(
+        state(&squid, "proxy.block", &json!({"address": "evil.example"})).await["blocked"],
+        json!(false)
+    );
 }
 
 #[tokio::test]

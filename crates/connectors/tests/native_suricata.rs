@@ -151,8 +151,8 @@ async fn deploy_rule_alerts_until_removed() {
     let out = change(&ips, "ips.deploy_rule", input.clone(), true).await;
     assert_eq!(
         out["rules_loaded"],
-        json!(2),
-        "the rule and the sandbox's sentinel"
+        json!(3),
+        "the rule, the sandbox's sentinel and its rule declaring `belay-ips`"
     );
     assert_eq!(
         state(&ips, "ips.deploy_rule", &input).await,
@@ -217,7 +217,7 @@ async fn rejected_rule_changes_nothing() {
         json!(0),
         "the previous rules were reloaded: {status}"
     );
-    assert_eq!(status["rules_loaded"], json!(2));
+    assert_eq!(status["rules_loaded"], json!(3));
     // The earlier rule still works.
     let alerts = sb.probe(9999, "belay-probe-1").await.expect("probe");
     assert!(
@@ -296,8 +296,12 @@ async fn dataset_drives_a_deployed_rule() {
     let Some((sb, ips)) = sandbox().await else {
         return;
     };
-    let rule = r#"alert udp any any -> any 9998 (msg:"belay dataset"; ip.dst; dataset:isset,belay-ips,type ip; sid:1000010; rev:1;)"#;
-    deploy(&ips, 1000010, rule).await;
+    // Every rule naming a dataset kept in a file names the file.
+    let rule = format!(
+        r#"alert udp any any -> any 9998 (msg:"belay dataset"; ip.dst; dataset:isset,belay-ips,type ip,load {}; sid:1000010; rev:1;)"#,
+        sb.config().datasets["belay-ips"].display()
+    );
+    deploy(&ips, 1000010, &rule).await;
     assert!(sb.probe(9998, "x").await.expect("probe").is_empty());
     let input = json!({"dataset": "belay-ips", "value": "127.0.0.1", "type": "ip"});
     invoke(&ips, "ips.dataset_add", input.clone())
@@ -309,6 +313,169 @@ async fn dataset_drives_a_deployed_rule() {
         .await
         .expect("remove");
     assert!(sb.probe(9998, "x").await.expect("probe").is_empty());
+}
+
+/// Runs a socket command as an administrator would, behind belay's back.
+fn admin(sb: &Sandbox, command: &str) -> String {
+    let out = std::process::Command::new("suricatasc")
+        .args(["-c", command])
+        .arg(&sb.config().socket)
+        .output()
+        .expect("suricatasc runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How many rule reloads Suricata has completed.
+fn reloads(sb: &Sandbox) -> usize {
+    std::fs::read_to_string(sb.eve_log().with_file_name("suricata.log"))
+        .unwrap_or_default()
+        .matches("rule reload complete")
+        .count()
+}
+
+#[tokio::test]
+async fn a_batch_enters_a_file_backed_dataset_in_one_reload_and_rolls_back_exactly() {
+    let Some((sb, ips)) = sandbox().await else {
+        return;
+    };
+    sb.drop_listed().await.expect("site rule");
+    let file = sb.config().datasets["belay-ips"].clone();
+    // An address belay listed earlier, one at a time: the single action keeps the file too.
+    let kept = json!({"dataset": "belay-ips", "value": "192.0.2.9"});
+    change(&ips, "ips.dataset_add", kept.clone(), true).await;
+    let file_before = std::fs::read_to_string(&file).expect("dataset file");
+    assert_eq!(file_before, "192.0.2.9\n");
+    assert!(connects(&sb));
+
+    let server = sb.server().ip().to_string();
+    let mut values: Vec<String> = (0..2000)
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    values.extend([
+        server.clone(),
+        "192.0.2.9".into(),
+        "2001:db8::5".into(),
+        server.clone(),
+    ]);
+    let batch = json!({"dataset": "belay-ips", "type": "ip", "values": values});
+    let before = state(&ips, "ips.dataset_add_many", &batch).await;
+    let diff = before["absent"].as_array().expect("absent").clone();
+    assert_eq!(
+        diff.len(),
+        2002,
+        "the diff: what the dataset lacks, once each"
+    );
+    assert!(!diff.contains(&json!("192.0.2.9")) && diff.contains(&json!(server)));
+
+    let reloads_before = reloads(&sb);
+    let out = change(&ips, "ips.dataset_add_many", batch.clone(), true).await;
+    assert_eq!(out["added"], 2002);
+    assert_eq!(
+        reloads(&sb),
+        reloads_before + 1,
+        "one rule reload for the batch"
+    );
+    assert!(
+        dropped(&sb),
+        "the listed server is dropped by the site rule"
+    );
+    let after = state(&ips, "ips.dataset_add_many", &batch).await;
+    assert_eq!(after, json!({"absent": []}));
+    assert_eq!(
+        std::fs::read_to_string(&file)
+            .expect("file")
+            .lines()
+            .count(),
+        2003,
+        "the file holds what belay put in the dataset"
+    );
+    change(&ips, "ips.dataset_add_many", batch.clone(), false).await;
+
+    // Drift: an administrator removes one address behind belay's back; the state says so.
+    assert!(admin(&sb, "dataset-remove belay-ips ip 198.18.0.1").contains("OK"));
+    assert_eq!(
+        state(&ips, "ips.dataset_add_many", &batch).await,
+        json!({"absent": ["198.18.0.1"]}),
+        "drift is seen"
+    );
+    assert!(admin(&sb, "dataset-add belay-ips ip 198.18.0.1").contains("OK"));
+
+    // An address someone else put in the dataset is not belay's to remove: refused whole.
+    assert!(admin(&sb, "dataset-add belay-ips ip 203.0.113.50").contains("OK"));
+    refused(
+        &ips,
+        "ips.dataset_remove_many",
+        json!({"dataset": "belay-ips", "values": ["198.18.0.2", "203.0.113.50"]}),
+        "belay removes only what it added",
+    )
+    .await;
+    assert_eq!(
+        state(&ips, "ips.dataset_add_many", &batch).await,
+        after,
+        "nothing removed"
+    );
+
+    // The catalog's inverse removes exactly the diff; what was there before stays.
+    let (undo, with) = inverse("ips.dataset_add_many", &batch, &before);
+    assert_eq!(undo, "ips.dataset_remove_many");
+    assert_eq!(with["values"].as_array().map(Vec::len), Some(2002));
+    let reloads_before = reloads(&sb);
+    let out = change(&ips, &undo, with.clone(), true).await;
+    assert_eq!(out["removed"], 2002);
+    assert_eq!(reloads(&sb), reloads_before + 1);
+    assert!(connects(&sb), "reachable again");
+    assert_eq!(state(&ips, "ips.dataset_add_many", &batch).await, before);
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("file"),
+        file_before,
+        "the file is back byte for byte"
+    );
+    assert_eq!(
+        state(&ips, "ips.dataset_add", &kept).await,
+        json!({"present": true}),
+        "the address listed before the batch is still listed"
+    );
+    change(&ips, &undo, with, false).await;
+}
+
+#[tokio::test]
+async fn a_batch_the_dataset_does_not_show_after_the_reload_is_undone() {
+    let Some((sb, _)) = sandbox().await else {
+        return;
+    };
+    // Settings naming a file that no rule loads the dataset from.
+    let mut config = sb.config();
+    let stray = config.rule_dir.join("stray.lst");
+    config.datasets.insert("belay-ips".into(), stray.clone());
+    let ips = Suricata::new("ips", config).expect("connector");
+    let batch = json!({"dataset": "belay-ips", "values": ["198.51.100.1", "198.51.100.2"]});
+    refused(
+        &ips,
+        "ips.dataset_add_many",
+        batch.clone(),
+        "no rule loads it",
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&stray).unwrap_or_default(), "");
+    assert_eq!(
+        state(&ips, "ips.dataset_add_many", &batch).await["absent"],
+        json!(["198.51.100.1", "198.51.100.2"])
+    );
+    // A dataset not kept in a file takes single values only.
+    refused(
+        &ips,
+        "ips.dataset_add_many",
+        json!({"dataset": "belay-strings", "type": "string", "values": ["evil.example"]}),
+        "not kept in a file",
+    )
+    .await;
+    refused(
+        &ips,
+        "ips.dataset_add_many",
+        json!({"dataset": "belay-ips", "values": ["198.51.100.1", "not-an-ip"]}),
+        "not an IP address",
+    )
+    .await;
 }
 
 #[test]

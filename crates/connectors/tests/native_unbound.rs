@@ -245,3 +245,127 @@ async fn bad_input_fails_cleanly_and_changes_nothing() {
     assert_eq!(zones().await, before, "nothing changed");
     assert_eq!(a(&sb, "phish.example.com"), [ip("192.0.2.66")]);
 }
+
+#[tokio::test]
+async fn a_batch_of_sinkholes_is_applied_and_rolled_back_exactly() {
+    let Some(sb) = sandbox() else { return };
+    let dns = Unbound::new("dns", sb.config()).expect("config");
+    // A sinkhole made earlier, one domain at a time: the batch's rollback must leave it.
+    let kept = json!({ "domain": "kept.example.com", "answer": "10.0.0.9" });
+    change(&dns, "dns.sinkhole_domain", kept.clone(), true).await;
+
+    let mut domains: Vec<String> = (0..500).map(|i| format!("d{i}.example.com")).collect();
+    domains.extend(
+        [
+            "phish.example.com",
+            "www.example.com",
+            "kept.example.com",
+            "PHISH.example.com.",
+        ]
+        .map(String::from),
+    );
+    let batch = json!({ "domains": domains, "answer": "10.1.2.3", "ttl": 60 });
+    let before = state(&dns, "dns.sinkhole_many", &batch).await;
+    let diff = before["absent"].as_array().expect("absent").clone();
+    assert_eq!(diff.len(), 502, "what is not sinkholed yet, once each");
+    assert!(!diff.contains(&json!("kept.example.com")));
+
+    let out = change(&dns, "dns.sinkhole_many", batch.clone(), true).await;
+    assert_eq!(out["added"], 502);
+    for name in [
+        "phish.example.com",
+        "www.phish.example.com",
+        "d499.example.com",
+    ] {
+        assert_eq!(a(&sb, name), [ip("10.1.2.3")], "{name} is sinkholed");
+    }
+    assert_eq!(
+        a(&sb, "kept.example.com"),
+        [ip("10.0.0.9")],
+        "left as it was"
+    );
+    let after = state(&dns, "dns.sinkhole_many", &batch).await;
+    assert_eq!(after, json!({ "absent": [] }));
+    change(&dns, "dns.sinkhole_many", batch.clone(), false).await;
+
+    // Drift: someone releases one domain; the batch's state shows it.
+    change(
+        &dns,
+        "dns.unsinkhole_domain",
+        json!({ "domain": "d3.example.com" }),
+        true,
+    )
+    .await;
+    assert_eq!(
+        state(&dns, "dns.sinkhole_many", &batch).await,
+        json!({ "absent": ["d3.example.com"] })
+    );
+    change(
+        &dns,
+        "dns.sinkhole_domain",
+        json!({ "domain": "d3.example.com", "answer": "10.1.2.3" }),
+        true,
+    )
+    .await;
+
+    // The catalog's inverse releases exactly the diff.
+    let (undo, with) = inverse("dns.sinkhole_many", &batch, &before);
+    assert_eq!(undo, "dns.unsinkhole_many");
+    let out = change(&dns, &undo, with.clone(), true).await;
+    assert_eq!(out["removed"], 502);
+    assert_eq!(a(&sb, "phish.example.com"), [ip("192.0.2.66")]);
+    assert_eq!(a(&sb, "www.example.com"), [ip("192.0.2.10")]);
+    assert_eq!(
+        a(&sb, "kept.example.com"),
+        [ip("10.0.0.9")],
+        "still sinkholed"
+    );
+    assert_eq!(state(&dns, "dns.sinkhole_many", &batch).await, before);
+    change(&dns, &undo, with, false).await;
+
+    // A release undone puts back each sinkhole as it was (its own mode and answer).
+    change(
+        &dns,
+        "dns.sinkhole_domain",
+        json!({ "domain": "nx.example.com", "mode": "nxdomain" }),
+        true,
+    )
+    .await;
+    let release = json!({ "domains": ["kept.example.com", "nx.example.com", "phish.example.com"] });
+    let held = state(&dns, "dns.unsinkhole_many", &release).await;
+    assert_eq!(
+        held,
+        json!({
+            "present": ["kept.example.com", "nx.example.com"],
+            "modes": ["redirect", "nxdomain"],
+            "answers": ["10.0.0.9", null],
+        })
+    );
+    change(&dns, "dns.unsinkhole_many", release.clone(), true).await;
+    let released = sb.query("kept.example.com", false).expect("query");
+    assert!(released.addrs.is_empty(), "released: {released:?}");
+    let (undo, with) = inverse("dns.unsinkhole_many", &release, &held);
+    assert_eq!(undo, "dns.sinkhole_many");
+    change(&dns, &undo, with, true).await;
+    assert_eq!(state(&dns, "dns.unsinkhole_many", &release).await, held);
+    assert_eq!(a(&sb, "kept.example.com"), [ip("10.0.0.9")]);
+    assert_eq!(sb.query("nx.example.com", false).expect("query").rcode, 3);
+
+    // A domain with a zone of Unbound's own configuration refuses the whole batch.
+    refused(
+        &dns,
+        "dns.sinkhole_many",
+        json!({ "domains": ["d1.example.com", "example.com"], "answer": "10.1.2.3" }),
+        "another type",
+    )
+    .await;
+    assert_eq!(
+        state(
+            &dns,
+            "dns.sinkhole_many",
+            &json!({ "domains": ["d1.example.com"] })
+        )
+        .await,
+        json!({ "absent": ["d1.example.com"] })
+    );
+}

@@ -62,6 +62,9 @@ pub fn routes() -> Router<Arc<Shared>> {
             "/lists/{list}/entries",
             get(list_entries).post(block).delete(unblock),
         )
+        .route("/lists/{list}/batch", post(block_batch))
+        .route("/lists/{list}/batch/remove", post(unblock_batch))
+        .route("/lists/{list}/lookup", post(lookup))
         .route("/policies", post(tighten).delete(relax))
 }
 
@@ -209,6 +212,90 @@ async fn block(Path(list): Path<String>, req: Req) -> Result<Response, ApiError>
         }
         ok(json!({ "address": address, "list": list, "changed": changed }))
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    addresses: Vec<String>,
+    reason: Option<String>,
+}
+
+/// Most addresses one batch request takes.
+const MAX_BATCH: usize = 100_000;
+
+/// The batch's addresses normalized, without repeats, in order, each with the address as given.
+fn batch_addresses(body: &BatchBody) -> Result<Vec<(String, String)>, ApiError> {
+    if body.addresses.len() > MAX_BATCH {
+        return Err(ApiError::invalid(format!(
+            "`addresses` holds more than {MAX_BATCH} items"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(body.addresses.len());
+    for a in &body.addresses {
+        let n = normalize(a)?;
+        if seen.insert(n.clone()) {
+            out.push((a.clone(), n));
+        }
+    }
+    Ok(out)
+}
+
+/// Adds every address of a batch to a list in one request (a SaaS proxy's bulk import).
+async fn block_batch(Path(list): Path<String>, req: Req) -> Result<Response, ApiError> {
+    let body: BatchBody = req.json()?;
+    Ok(req.mutate(|w| {
+        check_name("list", &list, 64, "_.-")?;
+        check_len("reason", body.reason.as_deref().unwrap_or(""), 0, 256)?;
+        let addresses = batch_addresses(&body)?;
+        let entries = w.proxy.lists.entry(list.clone()).or_default();
+        let mut added = 0;
+        for (_, a) in addresses {
+            if let std::collections::btree_map::Entry::Vacant(e) = entries.entry(a) {
+                e.insert(body.reason.clone());
+                added += 1;
+            }
+        }
+        ok(json!({ "list": list, "added": added, "changed": added > 0 }))
+    }))
+}
+
+/// Removes every address of a batch from a list in one request.
+async fn unblock_batch(Path(list): Path<String>, req: Req) -> Result<Response, ApiError> {
+    let body: BatchBody = req.json()?;
+    Ok(req.mutate(|w| {
+        check_name("list", &list, 64, "_.-")?;
+        let addresses = batch_addresses(&body)?;
+        let mut removed = 0;
+        for (_, a) in addresses {
+            if remove_from(&mut w.proxy.lists, &list, &a) {
+                removed += 1;
+            }
+        }
+        ok(json!({ "list": list, "removed": removed, "changed": removed > 0 }))
+    }))
+}
+
+/// Which addresses of a batch a list holds (`present`) and which it lacks (`absent`), each
+/// as given, in order: an exact entry counts, a covering one does not.
+async fn lookup(
+    AxState(s): AxState<Arc<Shared>>,
+    Path(list): Path<String>,
+    req: Req,
+) -> Result<Response, ApiError> {
+    let body: BatchBody = req.json()?;
+    check_name("list", &list, 64, "_.-")?;
+    let addresses = batch_addresses(&body)?;
+    let w = s.world();
+    let entries = w.proxy.lists.get(&list);
+    let (present, absent): (Vec<_>, Vec<_>) = addresses
+        .into_iter()
+        .partition(|(_, n)| entries.is_some_and(|e| e.contains_key(n)));
+    let given = |v: Vec<(String, String)>| v.into_iter().map(|(a, _)| a).collect::<Vec<_>>();
+    Ok(respond(ok(
+        json!({ "list": list, "present": given(present), "absent": given(absent) }),
+    )))
 }
 
 async fn unblock(

@@ -670,6 +670,48 @@ mod tests {
     }
 
     #[test]
+    fn every_set_level_action_is_undone_by_its_pair_with_exactly_the_diff() {
+        let c = Catalog::builtin();
+        let pairs = [
+            ("blocklist.add_many", "blocklist.remove_many"),
+            ("firewall.block_many", "firewall.unblock_many"),
+            ("ips.dataset_add_many", "ips.dataset_remove_many"),
+            ("proxy.block_many", "proxy.unblock_many"),
+            ("dns.sinkhole_many", "dns.unsinkhole_many"),
+        ];
+        for (add, remove) in pairs {
+            for (a, b, diff) in [(add, remove, "absent"), (remove, add, "present")] {
+                let spec = c.get(a).unwrap_or_else(|| panic!("{a} is declared"));
+                let field = &spec.target.as_ref().expect("a target").field;
+                assert_eq!(spec.inputs["properties"][field]["type"], "array", "{a}");
+                assert!(spec.state_keys.contains(&diff.to_owned()), "{a}: {diff}");
+                let inv = spec.inverse.as_ref().expect("an inverse");
+                assert_eq!(inv.action, b, "{a}");
+                assert_eq!(
+                    inv.from_state.get(field).map(String::as_str),
+                    Some(diff),
+                    "{a}"
+                );
+            }
+        }
+        let dns = c.get("dns.unsinkhole_many").unwrap();
+        let undo = dns.inverse.as_ref().unwrap().resolve(
+            &json!({"domains": ["a.example", "b.example", "c.example"]}),
+            &json!({"present": ["a.example", "b.example"], "modes": ["redirect", "nxdomain"], "answers": ["10.0.0.1", null]}),
+        );
+        assert_eq!(
+            undo["with"],
+            json!({"domains": ["a.example", "b.example"], "modes": ["redirect", "nxdomain"], "answers": ["10.0.0.1", null]})
+        );
+        assert!(
+            c.get("dns.sinkhole_many")
+                .unwrap()
+                .validate_input(&undo["with"])
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn suggests_near_names() {
         let c = Catalog::builtin();
         assert_eq!(c.suggest("blocklist.ad"), Some("blocklist.add"));

@@ -159,14 +159,26 @@ impl Demo {
             if before >= 2 {
                 continue;
             }
-            let target = s
+            // A set-level change names its first item and how many more.
+            let items = s
                 .with
                 .as_object()
-                .and_then(|o| o.values().find_map(|v| v.as_str()))
-                .unwrap_or("")
-                .chars()
-                .take(48)
-                .collect::<String>();
+                .and_then(|o| o.values().find_map(|v| v.as_array()));
+            let target = match items.map(Vec::as_slice) {
+                Some([first, rest @ ..]) if !rest.is_empty() => {
+                    format!("{} and {} more", first.as_str().unwrap_or(""), rest.len())
+                }
+                Some([one]) => one.as_str().unwrap_or("").to_owned(),
+                _ => s
+                    .with
+                    .as_object()
+                    .and_then(|o| o.values().find_map(|v| v.as_str()))
+                    .unwrap_or("")
+                    .to_owned(),
+            }
+            .chars()
+            .take(48)
+            .collect::<String>();
             let trust = s.trust.map(|t| format!(" trust={t}")).unwrap_or_default();
             println!(
                 "      {:<16} {:<24} {:<12} {:<16} {target}{trust}",
@@ -297,9 +309,9 @@ pub async fn run(_ctx: &Ctx) -> Result<ExitCode> {
     )
     .await?;
     demo.import(
-        "3 · a feed update lists the SaaS CRM's network: held",
+        "3 · a feed update lists the SaaS CRM's network: those addresses held, the rest applied",
         "poisoned-feed",
-        "198.51.100.70\n203.0.113.50\n",
+        "198.51.100.70\n203.0.113.50\n198.51.100.23\n",
     )
     .await?;
     let big: String = (1..=40).map(|i| format!("192.0.2.{i}\n")).collect();

@@ -10,7 +10,11 @@
 //! list; `monitor-detailed.*` and `monitor-full.*` for tightened addresses, whose requests are
 //! logged to a separate access log (with request headers for `full`); `pcap.txt` lists the
 //! addresses whose capture was asked for (Squid captures nothing itself: a capture tool reads it).
+//!
+//! `proxy.block_many|unblock_many` change a whole batch of one list in one checked replace and
+//! one reconfigure (see `many`).
 
+mod many;
 mod sandbox;
 
 pub use sandbox::Sandbox;
@@ -467,6 +471,11 @@ impl Connector for Squid {
     }
 
     async fn call(&self, call: Call<'_>) -> Result<Value, ActionError> {
+        match call.action {
+            "proxy.block_many" => return self.change_many(call.input, true).await,
+            "proxy.unblock_many" => return self.change_many(call.input, false).await,
+            _ => {}
+        }
         let address = input_str(call.input, "address")?;
         match call.action {
             "proxy.status" => self.status(address),
@@ -529,6 +538,9 @@ impl Connector for Squid {
     }
 
     async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
+        if matches!(action, "proxy.block_many" | "proxy.unblock_many") {
+            return self.many_read_state(action, input).await;
+        }
         let address = input_str(input, "address")?;
         let t = Target::parse(address)?;
         let _files = self.files_lock(false).await?;

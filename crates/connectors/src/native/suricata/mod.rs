@@ -9,10 +9,15 @@
 //!
 //! The connector works the same whether Suricata runs as an IDS (a `drop` rule alerts) or
 //! inline on NFQUEUE (a `drop` rule drops the packets, and removing it lets them through).
+//!
+//! A dataset can be kept in a file (`datasets`): set-level changes of it are one file replace
+//! and one rule reload (see `many`).
 
+mod many;
 mod sandbox;
+mod socket;
 
-pub use sandbox::{LISTED_DROP_SID, Mode, SENTINEL_SID, Sandbox};
+pub use sandbox::{LISTED_DROP_SID, Mode, SENTINEL_SID, Sandbox, dataset_rule};
 
 use super::cmd::Cmd;
 use crate::files;
@@ -20,6 +25,7 @@ use crate::{ActionError, input_str};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +48,11 @@ pub struct SuricataConfig {
     /// Seconds a command (a rule reload above all) may take.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Datasets belay keeps in a file: name → the file the site's rules load it from
+    /// (`dataset:isset,NAME,type ip,load FILE`, without `state`, in every rule naming it).
+    /// `ips.dataset_add_many|remove_many` need one; the single-value actions keep it current.
+    #[serde(default)]
+    pub datasets: BTreeMap<String, PathBuf>,
 }
 
 fn default_rulesets() -> Vec<String> {
@@ -330,15 +341,49 @@ impl Suricata {
     }
 
     async fn dataset_change(&self, input: &Value, add: bool) -> Result<Value, ActionError> {
+        let file = self.dataset_file(input_str(input, "dataset")?)?;
+        // A file-backed dataset changes under the locks a batch holds (this connector's, and
+        // the file's, which other belay processes take too), so a batch's rule reload never
+        // drops a value added meanwhile.
+        let (_guard, _file) = match &file {
+            Some(f) => (
+                Some(self.lock.lock().await),
+                Some(files::lock_async(f, true).await?),
+            ),
+            None => (None, None),
+        };
         let (args, present) = self.dataset_has(input).await?;
         let changed = present != add;
         if changed {
+            let value = args.rsplit(' ').next().unwrap_or_default();
+            // Only what belay added: a value of a file-backed dataset that its file lacks was
+            // put there by someone else.
+            if let Some(f) = &file
+                && !add
+                && !self.in_file(f, value).await?
+            {
+                return Err(ActionError::permanent(format!(
+                    "`{}` is in dataset `{}` but not in belay's file {}: belay removes only what \
+                     it added",
+                    input_str(input, "value")?,
+                    input_str(input, "dataset")?,
+                    f.display()
+                )));
+            }
             let verb = if add { "dataset-add" } else { "dataset-remove" };
             let (ok, msg) = self.sc(&format!("{verb} {args}")).await?;
             if !ok {
                 return Err(ActionError::permanent(format!(
                     "suricata refused `{verb}`: {msg}"
                 )));
+            }
+            if let Some(f) = &file
+                && let Err(e) = self.follow_in_file(f, value, add).await
+            {
+                // The live dataset goes back to how it was: the change is all or nothing.
+                let undo = if add { "dataset-remove" } else { "dataset-add" };
+                let _ = self.sc(&format!("{undo} {args}")).await;
+                return Err(e);
             }
         }
         Ok(json!({
@@ -519,12 +564,17 @@ belay_connector_api::connector! {
             "ips.dataset_add" => ips.dataset_change(call.input, true).await,
             "ips.dataset_remove" => ips.dataset_change(call.input, false).await,
             "ips.dataset_contains" => ips.dataset_presence(call.input).await,
+            "ips.dataset_add_many" => ips.dataset_add_many(call.input).await,
+            "ips.dataset_remove_many" => ips.dataset_remove_many(call.input).await,
         }
 
         async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
             match action {
                 "ips.dataset_add" | "ips.dataset_remove" | "ips.dataset_contains" => {
                     self.dataset_presence(input).await
+                }
+                "ips.dataset_add_many" | "ips.dataset_remove_many" => {
+                    self.many_read_state(action, input).await
                 }
                 _ => self.rule_state(input_sid(input)?, input).await,
             }

@@ -9,7 +9,7 @@ use crate::native::host::ip;
 use crate::native::host::{self, Acceptor, Daemon};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How the sandbox's Suricata sees traffic.
@@ -42,6 +42,9 @@ pub const LISTED_DROP_SID: u64 = 9_999_998;
 /// The NFQUEUE queue number (queues are per network namespace).
 const QUEUE: &str = "0";
 
+/// The sid of the rule that declares the dataset `belay-ips` (loaded from its file).
+const DATASET_SID: u64 = 9_999_990;
+
 /// The sid of the sandbox's sentinel rule, which alerts on UDP payloads containing
 /// `belay-sentinel`.
 pub const SENTINEL_SID: u64 = 9_999_999;
@@ -49,7 +52,8 @@ pub const SENTINEL_SID: u64 = 9_999_999;
 /// A real Suricata 7 in a network namespace of its own, with a minimal suricata.yaml in a
 /// temporary directory (no app-layer parsers, no default rules: it answers on its socket about
 /// half a second after start), the rule file `belay.rules`, a sentinel rule, and the datasets
-/// `belay-ips` (ip), `belay-strings` (string) and `belay-sha256` (sha256).
+/// `belay-ips` (ip, kept in the file `belay-ips.lst`, which a site rule loads it from: see
+/// [`dataset_rule`]), `belay-strings` (string) and `belay-sha256` (sha256).
 ///
 /// A second namespace, the *client*, reaches the sandbox's namespace over a veth pair
 /// (10.78.0.1 to 10.78.0.2), where a TCP listener accepts connections: inline, Suricata's
@@ -90,21 +94,25 @@ impl Sandbox {
         for d in [&rules, &logs] {
             std::fs::create_dir_all(d).map_err(|e| format!("cannot create {d:?}: {e}"))?;
         }
+        let ips_file = root.join("belay-ips.lst");
         let config = SuricataConfig {
             socket: root.join("suricata.sock"),
             rule_dir: rules.clone(),
             rulesets: default_rulesets(),
             suricatasc: default_suricatasc(),
             timeout_secs: 30,
+            datasets: [("belay-ips".to_owned(), ips_file.clone())].into(),
         };
         let write = |p: PathBuf, text: &str| {
             files::write_atomically(&p, text.as_bytes()).map_err(|e| e.message)
         };
         write(rules.join("belay.rules"), "")?;
+        write(ips_file.clone(), "")?;
         write(
             rules.join("sandbox.rules"),
             &format!(
-                "alert udp any any -> any any (msg:\"belay sandbox sentinel\"; content:\"belay-sentinel\"; sid:{SENTINEL_SID}; rev:1;)\n"
+                "{}\nalert udp any any -> any any (msg:\"belay sandbox sentinel\"; content:\"belay-sentinel\"; sid:{SENTINEL_SID}; rev:1;)\n",
+                dataset_rule(&ips_file, "ip.dst", "alert", DATASET_SID, "noalert; ")
             ),
         )?;
         let yaml = format!(
@@ -165,8 +173,6 @@ app-layer:
 stream:
   checksum-validation: no
 datasets:
-  belay-ips:
-    type: ip
   belay-strings:
     type: string
   belay-sha256:
@@ -305,10 +311,11 @@ max-pending-packets: 128
     /// and from the addresses in the dataset `belay-ips`: `ips.dataset_add` then blocks an
     /// address, and `ips.dataset_remove` lets it through again. As an IDS, it only alerts.
     pub async fn drop_listed(&self) -> Result<(), String> {
+        let file = &self.config.datasets["belay-ips"];
         let rule = format!(
-            "drop ip any any -> any any (msg:\"belay-ips: listed address\"; ip.dst; dataset:isset,belay-ips,type ip; sid:{LISTED_DROP_SID}; rev:1;)\n\
-             drop ip any any -> any any (msg:\"belay-ips: listed address\"; ip.src; dataset:isset,belay-ips,type ip; sid:{}; rev:1;)\n",
-            LISTED_DROP_SID - 1
+            "{}\n{}\n",
+            dataset_rule(file, "ip.dst", "drop", LISTED_DROP_SID, ""),
+            dataset_rule(file, "ip.src", "drop", LISTED_DROP_SID - 1, "")
         );
         let path = self.config.rule_dir.join("sandbox.rules");
         let old = std::fs::read_to_string(&path).map_err(|e| format!("{path:?}: {e}"))?;
@@ -386,6 +393,16 @@ impl Drop for Sandbox {
             }
         }
     }
+}
+
+/// A rule matching the addresses of the dataset `belay-ips` on `field` (`ip.dst`, `ip.src`).
+/// Every rule naming a dataset kept in a file names the file too (`load`): Suricata refuses a
+/// rule whose `load` differs from the one the dataset was first declared with.
+pub fn dataset_rule(file: &Path, field: &str, action: &str, sid: u64, options: &str) -> String {
+    format!(
+        "{action} ip any any -> any any (msg:\"belay-ips: listed address\"; {field}; dataset:isset,belay-ips,type ip,load {}; {options}sid:{sid}; rev:1;)",
+        file.display()
+    )
 }
 
 /// Runs `iptables-nft ARGS` in the namespace `ns`.

@@ -6,7 +6,11 @@
 //! Unbound restarts: re-applying the change restores them (and reports `changed: true`).
 //! A domain that already has a local zone of another type (from Unbound's configuration) is
 //! refused: the sinkhole would replace that zone, and removing it would not bring it back.
+//!
+//! `dns.sinkhole_many|unsinkhole_many` change a batch with the bulk commands that read their
+//! lines from standard input (see `many`).
 
+mod many;
 mod probe;
 mod sandbox;
 
@@ -100,6 +104,16 @@ impl Unbound {
 
     /// Runs `unbound-control COMMAND ARGS`; a reply starting with `error` is an error.
     async fn ctl(&self, args: &[&str]) -> Result<String, ActionError> {
+        self.ctl_with(args, None).await
+    }
+
+    /// Runs a bulk command (`local_zones`, `local_datas`, `local_zones_remove`) with its lines
+    /// on standard input; a reply line starting with `error` is an error.
+    async fn ctl_stdin(&self, command: &str, lines: String) -> Result<String, ActionError> {
+        self.ctl_with(&[command], Some(lines)).await
+    }
+
+    async fn ctl_with(&self, args: &[&str], stdin: Option<String>) -> Result<String, ActionError> {
         let mut cmd = Cmd::new(&self.config.unbound_control)
             .timeout(Duration::from_secs(self.config.timeout_secs.max(1)));
         if let Some(c) = &self.config.config_file {
@@ -108,14 +122,21 @@ impl Unbound {
         if let Some(s) = &self.config.server {
             cmd = cmd.arg("-s").arg(s);
         }
-        let cmd = cmd.args(args.iter().copied());
+        let mut cmd = cmd.args(args.iter().copied());
+        if let Some(lines) = stdin {
+            cmd = cmd.stdin(lines);
+        }
         let out = cmd.output().await?;
         let reply = out.stdout.trim_start();
-        if out.success() && !reply.starts_with("error") {
+        let refused = reply.lines().find(|l| l.trim_start().starts_with("error"));
+        if out.success() && refused.is_none() {
             return Ok(out.stdout);
         }
         let text = if out.stderr.trim().is_empty() {
-            reply.lines().next().unwrap_or("").to_owned()
+            refused
+                .or_else(|| reply.lines().next())
+                .unwrap_or("")
+                .to_owned()
         } else {
             out.stderr.trim().to_owned()
         };
@@ -296,11 +317,16 @@ belay_connector_api::connector! {
             "dns.sinkhole_domain" => unbound.sinkhole(call.input).await,
             "dns.unsinkhole_domain" => unbound.unsinkhole(call.input).await,
             "dns.status" => unbound.status(call.input).await,
+            "dns.sinkhole_many" => unbound.sinkhole_many(call.input).await,
+            "dns.unsinkhole_many" => unbound.unsinkhole_many(call.input).await,
         }
 
         async fn read_state(&self, action: &str, input: &Value) -> Result<Value, ActionError> {
             match action {
                 "dns.sinkhole_domain" | "dns.unsinkhole_domain" => self.state_of(input).await,
+                "dns.sinkhole_many" | "dns.unsinkhole_many" => {
+                    self.many_read_state(action, input).await
+                }
                 _ => Ok(Value::Null),
             }
         }

@@ -1,0 +1,254 @@
+//! `dns.sinkhole_many` and `dns.unsinkhole_many`: a set of domains sinkholed or released in
+//! one change, with Unbound's bulk commands that read many lines from standard input: one
+//! `local_zones` (and, for redirects, one `local_datas`) to sinkhole, one
+//! `local_zones_remove` to release. Unbound's zones are read once per batch.
+//!
+//! A domain that already has a sinkhole is left as it is; one with a local zone of another
+//! type (from Unbound's configuration) refuses the whole batch. The state of a batch is the
+//! part of it without a sinkhole (`sinkhole_many`), or with one and how (`unsinkhole_many`:
+//! each domain's mode and answer, so the undo puts back exactly those sinkholes).
+
+use super::{Unbound, parse_domain};
+use crate::ActionError;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+/// Most domains one `sinkhole_many` or `unsinkhole_many` takes.
+const MAX_BATCH: usize = 1_000_000;
+
+/// One domain of a batch: its name (normalized) and, for `sinkhole_many`, its sinkhole.
+struct Item {
+    name: String,
+    kind: &'static str,
+    answer: Option<IpAddr>,
+}
+
+/// The zones Unbound holds, by name, and the apex answer of each redirect zone.
+struct Zones {
+    kinds: HashMap<String, String>,
+    answers: HashMap<String, String>,
+}
+
+fn sinkhole_mode(kind: &str) -> Option<&'static str> {
+    match kind {
+        "redirect" => Some("redirect"),
+        "always_nxdomain" => Some("nxdomain"),
+        _ => None,
+    }
+}
+
+impl Unbound {
+    /// The batch's domains without repeats, in order, each with its sinkhole: `modes[i]` and
+    /// `answers[i]` (the undo of a release gives each domain its own), else `mode` and
+    /// `answer` (or the configured default answer).
+    fn batch(&self, input: &Value) -> Result<Vec<Item>, ActionError> {
+        let Some(Value::Array(domains)) = input.get("domains") else {
+            return Err(ActionError::permanent(
+                "`domains` must be a list of domains",
+            ));
+        };
+        if domains.len() > MAX_BATCH {
+            return Err(ActionError::permanent(format!(
+                "`domains` holds {} items, more than the {MAX_BATCH} one change may take; nothing was applied",
+                domains.len()
+            )));
+        }
+        let each = |field: &str, i: usize| {
+            input
+                .get(field)
+                .and_then(|v| v.get(i))
+                .filter(|v| !v.is_null())
+        };
+        let mut seen = HashSet::with_capacity(domains.len());
+        let mut items = Vec::with_capacity(domains.len());
+        for (i, d) in domains.iter().enumerate() {
+            let text = d
+                .as_str()
+                .ok_or_else(|| ActionError::permanent(format!("domain `{d}` is not text")))?;
+            let name = parse_domain(text)?;
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let mode = each("modes", i)
+                .or_else(|| input.get("mode").filter(|v| !v.is_null()))
+                .and_then(Value::as_str)
+                .unwrap_or("redirect");
+            let (kind, answer) = match mode {
+                "redirect" => {
+                    let answer = match each("answers", i).or_else(|| input.get("answer")) {
+                        Some(Value::String(a)) => a.parse::<IpAddr>().map_err(|e| {
+                            ActionError::permanent(format!("invalid answer address `{a}`: {e}"))
+                        })?,
+                        _ => self.config.default_answer.ok_or_else(|| {
+                            ActionError::permanent(
+                                "no `answer` given and no `default_answer` configured",
+                            )
+                        })?,
+                    };
+                    ("redirect", Some(answer))
+                }
+                "nxdomain" => ("always_nxdomain", None),
+                other => {
+                    return Err(ActionError::permanent(format!(
+                        "unknown sinkhole mode `{other}` (redirect or nxdomain)"
+                    )));
+                }
+            };
+            items.push(Item { name, kind, answer });
+        }
+        Ok(items)
+    }
+
+    /// Every local zone, and (when `answers`) the apex A/AAAA answer of each redirect zone.
+    async fn all_zones(&self, answers: bool) -> Result<Zones, ActionError> {
+        let kinds: HashMap<String, String> = self.zones().await?.into_iter().collect();
+        let mut apex = HashMap::new();
+        if answers {
+            let text = self.ctl(&["list_local_data"]).await?;
+            for line in text.lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // name ttl class type rdata
+                if f.len() >= 5 && f[2] == "IN" && matches!(f[3], "A" | "AAAA") {
+                    apex.entry(super::fqdn_to_name(f[0]))
+                        .or_insert_with(|| f[4].to_owned());
+                }
+            }
+        }
+        Ok(Zones {
+            kinds,
+            answers: apex,
+        })
+    }
+
+    /// `dns.sinkhole_many`: the domains without a local zone; `dns.unsinkhole_many`: those
+    /// sinkholed, with the mode and answer of each.
+    pub(super) async fn many_read_state(
+        &self,
+        action: &str,
+        input: &Value,
+    ) -> Result<Value, ActionError> {
+        let items = self.batch_names(input)?;
+        let add = action == "dns.sinkhole_many";
+        let zones = self.all_zones(!add).await?;
+        if add {
+            let absent: Vec<&str> = items
+                .iter()
+                .filter(|n| !zones.kinds.contains_key(*n))
+                .map(String::as_str)
+                .collect();
+            return Ok(json!({ "absent": absent }));
+        }
+        let (mut present, mut modes, mut answers) = (Vec::new(), Vec::new(), Vec::new());
+        for n in &items {
+            if let Some(mode) = zones.kinds.get(n).and_then(|k| sinkhole_mode(k)) {
+                present.push(n.as_str());
+                modes.push(mode);
+                answers.push(
+                    zones
+                        .answers
+                        .get(n)
+                        .filter(|_| mode == "redirect")
+                        .map(String::as_str),
+                );
+            }
+        }
+        Ok(json!({ "present": present, "modes": modes, "answers": answers }))
+    }
+
+    /// The batch's domain names only (a release needs no sinkhole settings).
+    fn batch_names(&self, input: &Value) -> Result<Vec<String>, ActionError> {
+        let Some(Value::Array(domains)) = input.get("domains") else {
+            return Err(ActionError::permanent(
+                "`domains` must be a list of domains",
+            ));
+        };
+        let mut seen = HashSet::with_capacity(domains.len());
+        let mut out = Vec::with_capacity(domains.len());
+        for d in domains {
+            let text = d
+                .as_str()
+                .ok_or_else(|| ActionError::permanent(format!("domain `{d}` is not text")))?;
+            let name = parse_domain(text)?;
+            if seen.insert(name.clone()) {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sinkholes every domain of the batch that has no local zone yet: one `local_zones` and
+    /// one `local_datas`; if the records are refused, the zones just added are removed.
+    pub(super) async fn sinkhole_many(&self, input: &Value) -> Result<Value, ActionError> {
+        let ttl = match input.get("ttl") {
+            None | Some(Value::Null) => 300,
+            Some(v) => v
+                .as_u64()
+                .filter(|t| *t <= 86_400)
+                .ok_or_else(|| ActionError::permanent("`ttl` must be 0 to 86400 seconds"))?,
+        };
+        let items = self.batch(input)?;
+        let _guard = self.lock.lock().await;
+        let zones = self.all_zones(false).await?;
+        let others: Vec<String> = items
+            .iter()
+            .filter_map(|i| {
+                let kind = zones.kinds.get(&i.name)?;
+                sinkhole_mode(kind)
+                    .is_none()
+                    .then(|| format!("{} ({kind})", i.name))
+            })
+            .take(5)
+            .collect();
+        if !others.is_empty() {
+            return Err(ActionError::permanent(format!(
+                "{} already have a local zone of another type (from Unbound's configuration?); \
+                 a sinkhole would replace it for good; nothing was applied",
+                others.join(", ")
+            )));
+        }
+        let todo: Vec<&Item> = items
+            .iter()
+            .filter(|i| !zones.kinds.contains_key(&i.name))
+            .collect();
+        if todo.is_empty() {
+            return Ok(json!({ "added": 0, "changed": false }));
+        }
+        let mut zone_lines = String::new();
+        let mut data_lines = String::new();
+        for i in &todo {
+            zone_lines += &format!("{} {}\n", i.name, i.kind);
+            if let Some(a) = i.answer {
+                let rtype = if a.is_ipv4() { "A" } else { "AAAA" };
+                data_lines += &format!("{} {ttl} IN {rtype} {a}\n", i.name);
+            }
+        }
+        self.ctl_stdin("local_zones", zone_lines).await?;
+        if !data_lines.is_empty()
+            && let Err(e) = self.ctl_stdin("local_datas", data_lines).await
+        {
+            // Leave no half-made sinkholes behind.
+            let names: String = todo.iter().map(|i| format!("{}\n", i.name)).collect();
+            let _ = self.ctl_stdin("local_zones_remove", names).await;
+            return Err(e);
+        }
+        Ok(json!({ "added": todo.len(), "changed": true }))
+    }
+
+    /// Releases every sinkholed domain of the batch with one `local_zones_remove`.
+    pub(super) async fn unsinkhole_many(&self, input: &Value) -> Result<Value, ActionError> {
+        let names = self.batch_names(input)?;
+        let _guard = self.lock.lock().await;
+        let zones = self.all_zones(false).await?;
+        let gone: Vec<&String> = names
+            .iter()
+            .filter(|n| zones.kinds.get(*n).and_then(|k| sinkhole_mode(k)).is_some())
+            .collect();
+        if gone.is_empty() {
+            return Ok(json!({ "removed": 0, "changed": false }));
+        }
+        let lines: String = gone.iter().map(|n| format!("{n}\n")).collect();
+        self.ctl_stdin("local_zones_remove", lines).await?;
+        Ok(json!({ "removed": gone.len(), "changed": true }))
+    }
+}
