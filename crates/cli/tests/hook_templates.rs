@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 mod common;
-use common::server::{Server, now};
+use common::server::{Server, now, wait_for};
 use common::{command, write_file};
 
 const SECRET: &str = "template-hook-secret-0123456789";
@@ -37,18 +37,14 @@ fn hook(server: &Server, source: &str, body: &str) -> (u16, Value) {
 
 /// The blocked list's lines once it holds `n` of them (runs finish in the background).
 fn blocked(dir: &Path, n: usize) -> Vec<String> {
-    for _ in 0..400 {
+    wait_for(&format!("{n} blocked entries"), || {
         let lines: Vec<String> = std::fs::read_to_string(dir.join("data/lists/blocked.txt"))
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
             .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("the runs did not block {n} entries");
+        (lines.len() >= n).then_some(lines)
+    })
 }
 
 /// The first Suricata EVE `alert` record of the corpus, or one written here.
@@ -193,13 +189,14 @@ fn foreign_payloads_map_to_events_through_their_sources_templates() {
     let (status, problem) = hook(&server, "splunk", "{\"sid\": ");
     assert_eq!(status, 400);
     assert!(problem["line"].is_number(), "{problem}");
+    // Text of the payload that looks like an expression is data: it reached the playbook as
+    // it was sent, never evaluated (the note is the run's second step: wait for it).
+    let notes = wait_for("the note step", || {
+        std::fs::read_to_string(d.join("data/lists/notes.txt")).ok()
+    });
+    assert_eq!(notes.trim(), "${{_event_}}");
     drop(server);
     assert_eq!(blocked(d, 3).len(), 3, "no run for a refused payload");
-
-    // Text of the payload that looks like an expression is data: it reached the playbook as
-    // it was sent, never evaluated.
-    let notes = std::fs::read_to_string(d.join("data/lists/notes.txt")).unwrap();
-    assert_eq!(notes.trim(), "${{_event_}}");
 }
 
 #[test]
