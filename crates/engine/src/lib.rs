@@ -26,7 +26,7 @@ pub use versions::{Version, version_info};
 
 use belay_connector_api::Registry;
 use belay_model::{Event, RunRecord, RunStatus, now_ms};
-use belay_playbook::{Catalog, Playbook, PlaybookSet, context_value};
+use belay_playbook::{Catalog, Playbook, PlaybookSet, context_value, event_value};
 use belay_store::{Accepted, Incoming, Store};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -413,12 +413,13 @@ impl Engine {
         if candidates.is_empty() {
             return (runs, errors);
         }
-        // The event as JSON only if some trigger has a condition to evaluate.
-        let mut event_json = None;
+        // The event as expressions see it, only if some trigger has a condition to evaluate.
+        let mut view = None;
         for pb in candidates {
             if let Some(cond) = &pb.trigger.condition {
-                let event_json = event_json.get_or_insert_with(|| event.to_value());
-                let ctx = context_value(&json!({ "event": event_json, "vars": pb.vars }));
+                let view = view.get_or_insert_with(|| event_value(Arc::new(event.clone())));
+                let ctx =
+                    minijinja::context! { event => view.clone(), vars => context_value(&pb.vars) };
                 match cond.eval_bool(&ctx) {
                     Ok(true) => {}
                     Ok(false) => continue,
@@ -584,7 +585,10 @@ impl Engine {
             ));
         }
         let cond = pb.trigger.condition.as_ref()?;
-        let ctx = context_value(&json!({ "event": event.to_value(), "vars": pb.vars }));
+        let ctx = minijinja::context! {
+            event => event_value(Arc::new(event.clone())),
+            vars => context_value(&pb.vars),
+        };
         match cond.eval_bool(&ctx) {
             Ok(true) => None,
             Ok(false) => Some("the playbook's `on.if` is false for this event".to_owned()),

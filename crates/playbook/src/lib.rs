@@ -5,6 +5,7 @@
 //! calls a connector or touches the store.
 
 pub mod catalog;
+pub mod event_value;
 pub mod expr;
 pub mod lint;
 pub mod playbook;
@@ -13,6 +14,7 @@ pub mod template;
 pub mod yaml;
 
 pub use catalog::{ActionKind, ActionSpec, Catalog, InverseSpec, TargetSpec, TargetType, Verified};
+pub use event_value::event_value;
 pub use expr::{EvalError, Expr, context_value};
 pub use playbook::{ApprovalPolicy, Call, OnError, OnTimeout, Playbook, Retry, Step, Trigger};
 pub use set::{FileDiagnostics, PlaybookSet, playbook_files};

@@ -222,7 +222,7 @@ async fn execute_body(
         Vec::new()
     };
     let base = minijinja::context! {
-        event => MjValue::from(minijinja::value::Serde(&*event)),
+        event => belay_playbook::event_value(event.clone()),
         vars => context_value(&pb.vars),
         inputs => context_value(&run.inputs),
         run => context_value(&json!({ "id": run.id, "playbook": run.playbook, "dry_run": run.dry_run })),
