@@ -102,22 +102,19 @@ impl Report {
     }
 }
 
-/// Applied changes selected, newest first, as heads (without inputs, states and inverse: each
-/// is read back whole by [`whole`] only when its turn comes), and how many of the selection
-/// were reverted before.
+/// Applied changes selected, newest first, and how many of the selection were reverted
+/// before. One change chosen by its id is read whole; a run's, a checkpoint's or a period's
+/// are heads (without inputs, states and inverse: each is read back whole by [`whole`] only
+/// when its turn comes).
 async fn select(engine: &Engine, sel: &Selection) -> Result<(Vec<ChangeRecord>, usize)> {
     let chosen: Vec<ChangeRecord> = match sel {
-        Selection::Change(id) => {
-            let mut c = engine
+        Selection::Change(id) => vec![
+            engine
                 .store
                 .get_change(id)
                 .await?
-                .ok_or_else(|| EngineError::Other(format!("no change `{id}`")))?;
-            for field in [&mut c.with, &mut c.before, &mut c.after, &mut c.inverse] {
-                *field = Value::Null;
-            }
-            vec![c]
-        }
+                .ok_or_else(|| EngineError::Other(format!("no change `{id}`")))?,
+        ],
         Selection::Run(id) => {
             if engine.store.get_run(id).await?.is_none() {
                 return Err(EngineError::Other(format!("no run `{id}`")));
@@ -217,7 +214,10 @@ pub async fn rollback(
     // Dry run: the significant state each simulated undo leaves, by object.
     let mut simulated: HashMap<String, Value> = HashMap::new();
     for c in changes {
-        let c = whole(engine, c).await?;
+        let c = match sel {
+            Selection::Change(_) => c,
+            _ => whole(engine, c).await?,
+        };
         let item = |outcome, detail: String, undo: Option<String>| Item {
             change_id: c.id.clone(),
             run_id: c.run_id.clone(),
@@ -298,8 +298,9 @@ pub async fn rollback(
             items.push(item(
                 Outcome::Drifted,
                 format!(
-                    "target is {current}, the change left it {}; use --force to undo anyway",
-                    c.after
+                    "target is {}, the change left it {}; use --force to undo anyway",
+                    brief(&current),
+                    brief(&c.after)
                 ),
                 None,
             ));
@@ -396,12 +397,14 @@ pub async fn rollback(
             Ok(_) => (ChangeStatus::Applied, None),
             Err(e) => (ChangeStatus::Failed, Some(e.message.clone())),
         };
+        let verified = sig(orig, &after) == sig(orig, &c.before);
+        let shown = brief(&after);
         let step = undo_step(
             &run,
             &undo,
             inv_with,
             status,
-            result.as_ref().ok().cloned().unwrap_or(Value::Null),
+            result.unwrap_or(Value::Null),
             error.clone(),
         );
         engine
@@ -410,7 +413,7 @@ pub async fn rollback(
                 step,
                 change_id: undo.id.clone(),
                 status,
-                after: after.clone(),
+                after,
                 error: error.clone(),
             })])
             .await?;
@@ -420,7 +423,7 @@ pub async fn rollback(
                 format!("{inv_action} failed: {e}"),
                 Some(undo.id),
             ));
-        } else if sig(orig, &after) == sig(orig, &c.before) {
+        } else if verified {
             engine
                 .store
                 .set_change_status(
@@ -440,7 +443,7 @@ pub async fn rollback(
             }
             items.push(item(
                 Outcome::Reverted,
-                format!("verified: target is back to {after}"),
+                format!("verified: target is back to {shown}"),
                 Some(undo.id),
             ));
             if let Some(d) = demote_after_rollback(engine, &c, &opts.actor).await?
@@ -452,8 +455,8 @@ pub async fn rollback(
             items.push(item(
                 Outcome::Failed,
                 format!(
-                    "verification failed: target is {after}, expected {}",
-                    c.before
+                    "verification failed: target is {shown}, expected {}",
+                    brief(&c.before)
                 ),
                 Some(undo.id),
             ));
@@ -482,6 +485,39 @@ pub async fn rollback(
         demoted,
     })
 }
+
+/// A state as a report shows it: its JSON, cut after [`BRIEF`] bytes (a set-level change's
+/// state lists every item of its batch, which a one-line report must not copy whole).
+fn brief(state: &Value) -> String {
+    struct Capped(Vec<u8>);
+    impl std::io::Write for Capped {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = BRIEF + 1 - self.0.len();
+            self.0.extend_from_slice(&buf[..buf.len().min(room)]);
+            if self.0.len() > BRIEF {
+                return Err(std::io::Error::other("enough"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Capped(Vec::new());
+    let whole = serde_json::to_writer(&mut out, state).is_ok();
+    let mut bytes = out.0;
+    if whole {
+        return String::from_utf8_lossy(&bytes).into_owned();
+    }
+    // Cut at the last whole character within the cap.
+    bytes.truncate(BRIEF);
+    let valid = std::str::from_utf8(&bytes).map_or_else(|e| e.valid_up_to(), str::len);
+    bytes.truncate(valid);
+    format!("{}…", String::from_utf8_lossy(&bytes))
+}
+
+/// Bytes of a state a report shows.
+const BRIEF: usize = 300;
 
 fn undo_step(
     run: &RunRecord,
@@ -608,4 +644,36 @@ async fn demote_after_rollback(
         })
         .await?;
     Ok(Some((run.playbook, step.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_report_shows_a_small_state_whole_and_a_batch_s_state_cut() {
+        assert_eq!(
+            brief(&json!({"present": true, "line": 3})),
+            r#"{"present":true,"line":3}"#
+        );
+        let batch: Vec<String> = (0..200_000)
+            .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+            .collect();
+        let shown = brief(&json!({ "absent": batch }));
+        assert!(
+            shown.starts_with(r#"{"absent":["10.0.0.0","10.0.0.1""#),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with('…') && shown.len() <= BRIEF + '…'.len_utf8(),
+            "{shown}"
+        );
+        // Never cut inside a character.
+        let shown = brief(&json!({ "names": vec!["é"; 400] }));
+        assert!(
+            shown.ends_with('…') && shown.len() <= BRIEF + '…'.len_utf8(),
+            "{shown}"
+        );
+    }
 }
