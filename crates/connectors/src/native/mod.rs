@@ -3,6 +3,7 @@
 //! state before and after a change, and is idempotent by construction (adding what is present, or
 //! removing what is absent, reports `changed: false`).
 
+pub(crate) mod batch;
 pub mod clamav;
 pub(crate) mod cmd;
 pub mod directory;

@@ -6,12 +6,10 @@
 use super::Nftables;
 use super::elements::{Entry, comment_of, net_expr, net_str, parse_net, parse_timeout};
 use crate::ActionError;
+use crate::native::batch;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-
-/// Most addresses one `block_many` or `unblock_many` takes.
-pub(super) const MAX_BATCH: usize = 1_000_000;
 
 /// A batch's addresses parsed, without repeats, in order, and the nft set of each family.
 struct Batch {
@@ -25,28 +23,10 @@ impl Batch {
     fn parse(conn: &Nftables, input: &Value) -> Result<Batch, ActionError> {
         let set = input.get("set").and_then(Value::as_str).unwrap_or("egress");
         let base = conn.block_base(set)?;
-        let Some(Value::Array(items)) = input.get("addresses") else {
-            return Err(ActionError::permanent(
-                "`addresses` must be a list of addresses",
-            ));
-        };
-        if items.len() > MAX_BATCH {
-            return Err(ActionError::permanent(format!(
-                "`addresses` holds {} items, more than the {MAX_BATCH} one change may take; nothing was applied",
-                items.len()
-            )));
-        }
-        let mut seen = HashSet::with_capacity(items.len());
-        let mut nets = Vec::with_capacity(items.len());
-        for v in items {
-            let s = v
-                .as_str()
-                .ok_or_else(|| ActionError::permanent(format!("address `{v}` is not text")))?;
+        let nets = batch::items(input, "addresses", "address", |_, s| {
             let net = parse_net(s)?;
-            if seen.insert(net) {
-                nets.push(net);
-            }
-        }
+            Ok((net, net))
+        })?;
         Ok(Batch {
             set: set.to_owned(),
             nets,

@@ -6,13 +6,11 @@
 //! that; lines the batch does not name are left as they are, in place.
 
 use super::{Edit, Squid, Target};
+use crate::native::batch;
 use crate::{ActionError, files};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::PathBuf;
-
-/// Most addresses one `block_many` or `unblock_many` takes.
-const MAX_BATCH: usize = 1_000_000;
 
 /// A batch's entries without repeats (by ACL line), in order: each as given, and its target.
 struct Batch {
@@ -23,28 +21,10 @@ struct Batch {
 impl Batch {
     fn parse(squid: &Squid, input: &Value) -> Result<Batch, ActionError> {
         let list = squid.list(input)?;
-        let Some(Value::Array(values)) = input.get("addresses") else {
-            return Err(ActionError::permanent(
-                "`addresses` must be a list of addresses",
-            ));
-        };
-        if values.len() > MAX_BATCH {
-            return Err(ActionError::permanent(format!(
-                "`addresses` holds {} items, more than the {MAX_BATCH} one change may take; nothing was applied",
-                values.len()
-            )));
-        }
-        let mut seen = HashSet::with_capacity(values.len());
-        let mut items = Vec::with_capacity(values.len());
-        for v in values {
-            let text = v
-                .as_str()
-                .ok_or_else(|| ActionError::permanent(format!("address `{v}` is not text")))?;
+        let items = batch::items(input, "addresses", "address", |_, text| {
             let t = Target::parse(text)?;
-            if seen.insert(t.line()) {
-                items.push((text.to_owned(), t));
-            }
-        }
+            Ok((t.line(), (text.to_owned(), t)))
+        })?;
         Ok(Batch { list, items })
     }
 }

@@ -21,14 +21,12 @@
 
 use super::socket::Session;
 use super::{Suricata, check_name, dataset_value};
+use crate::native::batch;
 use crate::{ActionError, files, input_str};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Most values one `dataset_add_many` or `dataset_remove_many` takes.
-const MAX_BATCH: usize = 1_000_000;
 
 /// A batch: its dataset, the dataset's file, and its values without repeats, in order, each
 /// as given and in the form Suricata reads (base64 for strings, lower-case hex for hashes).
@@ -49,26 +47,10 @@ impl Batch {
             ))
         })?;
         let kind = input.get("type").and_then(Value::as_str).unwrap_or("ip");
-        let Some(Value::Array(items)) = input.get("values") else {
-            return Err(ActionError::permanent("`values` must be a list of values"));
-        };
-        if items.len() > MAX_BATCH {
-            return Err(ActionError::permanent(format!(
-                "`values` holds {} items, more than the {MAX_BATCH} one change may take; nothing was applied",
-                items.len()
-            )));
-        }
-        let mut seen = HashSet::with_capacity(items.len());
-        let mut values = Vec::with_capacity(items.len());
-        for v in items {
-            let text = v
-                .as_str()
-                .ok_or_else(|| ActionError::permanent(format!("value `{v}` is not text")))?;
+        let values = batch::items(input, "values", "value", |_, text| {
             let encoded = dataset_value(kind, text)?;
-            if seen.insert(encoded.clone()) {
-                values.push((text.to_owned(), encoded));
-            }
-        }
+            Ok((encoded.clone(), (text.to_owned(), encoded)))
+        })?;
         Ok(Batch {
             dataset: dataset.to_owned(),
             kind: kind.to_owned(),

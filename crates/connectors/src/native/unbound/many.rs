@@ -10,12 +10,10 @@
 
 use super::{Unbound, parse_domain};
 use crate::ActionError;
+use crate::native::batch;
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
-
-/// Most domains one `sinkhole_many` or `unsinkhole_many` takes.
-const MAX_BATCH: usize = 1_000_000;
 
 /// One domain of a batch: its name (normalized) and, for `sinkhole_many`, its sinkhole.
 struct Item {
@@ -43,33 +41,14 @@ impl Unbound {
     /// `answers[i]` (the undo of a release gives each domain its own), else `mode` and
     /// `answer` (or the configured default answer).
     fn batch(&self, input: &Value) -> Result<Vec<Item>, ActionError> {
-        let Some(Value::Array(domains)) = input.get("domains") else {
-            return Err(ActionError::permanent(
-                "`domains` must be a list of domains",
-            ));
-        };
-        if domains.len() > MAX_BATCH {
-            return Err(ActionError::permanent(format!(
-                "`domains` holds {} items, more than the {MAX_BATCH} one change may take; nothing was applied",
-                domains.len()
-            )));
-        }
         let each = |field: &str, i: usize| {
             input
                 .get(field)
                 .and_then(|v| v.get(i))
                 .filter(|v| !v.is_null())
         };
-        let mut seen = HashSet::with_capacity(domains.len());
-        let mut items = Vec::with_capacity(domains.len());
-        for (i, d) in domains.iter().enumerate() {
-            let text = d
-                .as_str()
-                .ok_or_else(|| ActionError::permanent(format!("domain `{d}` is not text")))?;
+        batch::items(input, "domains", "domain", |i, text| {
             let name = parse_domain(text)?;
-            if !seen.insert(name.clone()) {
-                continue;
-            }
             let mode = each("modes", i)
                 .or_else(|| input.get("mode").filter(|v| !v.is_null()))
                 .and_then(Value::as_str)
@@ -95,9 +74,8 @@ impl Unbound {
                     )));
                 }
             };
-            items.push(Item { name, kind, answer });
-        }
-        Ok(items)
+            Ok((name.clone(), Item { name, kind, answer }))
+        })
     }
 
     /// Every local zone, and (when `answers`) the apex A/AAAA answer of each redirect zone.
@@ -158,23 +136,10 @@ impl Unbound {
 
     /// The batch's domain names only (a release needs no sinkhole settings).
     fn batch_names(&self, input: &Value) -> Result<Vec<String>, ActionError> {
-        let Some(Value::Array(domains)) = input.get("domains") else {
-            return Err(ActionError::permanent(
-                "`domains` must be a list of domains",
-            ));
-        };
-        let mut seen = HashSet::with_capacity(domains.len());
-        let mut out = Vec::with_capacity(domains.len());
-        for d in domains {
-            let text = d
-                .as_str()
-                .ok_or_else(|| ActionError::permanent(format!("domain `{d}` is not text")))?;
+        batch::items(input, "domains", "domain", |_, text| {
             let name = parse_domain(text)?;
-            if seen.insert(name.clone()) {
-                out.push(name);
-            }
-        }
-        Ok(out)
+            Ok((name.clone(), name))
+        })
     }
 
     /// Sinkholes every domain of the batch that has no local zone yet: one `local_zones` and
