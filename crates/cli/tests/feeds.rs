@@ -111,41 +111,34 @@ fn list_bytes(d: &Path) -> Vec<u8> {
     std::fs::read(d.join("data/lists/feed.txt")).unwrap_or_default()
 }
 
-/// The elements of the firewall's IPv4 block set in namespace `ns`, sorted (none when the
-/// table does not exist yet).
+/// The elements of the firewall's IPv4 block sets (addresses and networks) in namespace `ns`,
+/// sorted (none when the table does not exist yet).
 fn set_elements(ns: &str) -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "nft",
-            "-j",
-            "list",
-            "set",
-            "inet",
-            "belay",
-            "egress_v4",
-        ])
-        .output()
-        .expect("nft runs");
-    if !out.status.success() {
-        return Vec::new();
+    let mut elements = Vec::new();
+    for set in ["egress_a4", "egress_v4"] {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-j", "list", "set", "inet", "belay", set])
+            .output()
+            .expect("nft runs");
+        if !out.status.success() {
+            continue;
+        }
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("nft -j prints JSON");
+        elements.extend(
+            doc["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["set"]["elem"].as_array())
+                .flatten()
+                .map(|e| match e {
+                    Value::String(s) => s.clone(),
+                    other => other["elem"]["val"]
+                        .as_str()
+                        .map_or_else(|| other.to_string(), str::to_owned),
+                }),
+        );
     }
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("nft -j prints JSON");
-    let mut elements: Vec<String> = doc["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["set"]["elem"].as_array())
-        .flatten()
-        .map(|e| match e {
-            Value::String(s) => s.clone(),
-            other => other["elem"]["val"]
-                .as_str()
-                .map_or_else(|| other.to_string(), str::to_owned),
-        })
-        .collect();
     elements.sort();
     elements
 }

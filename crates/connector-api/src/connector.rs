@@ -14,6 +14,12 @@ pub struct Call<'a> {
     pub input: &'a Value,
     /// Present for change actions: `run/step-key`, stable across retries and resumes.
     pub idempotency_key: Option<&'a str>,
+    /// For a change's first attempt: the target's state as [`Connector::read_state`] gave it
+    /// just before, under the engine's lock on the target, and journaled as the change's
+    /// before-state. A connector may apply the change from it rather than read the target
+    /// again (the engine reads the state after the call either way); absent on retries,
+    /// resumes and rollbacks.
+    pub before: Option<&'a Value>,
 }
 
 /// The implementation of one family of actions.
@@ -65,7 +71,7 @@ pub fn input_str<'a>(input: &'a Value, name: &str) -> Result<&'a str, ActionErro
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let input = serde_json::json!({ "text": "hi" });
-/// let call = |action| Call { action, input: &input, idempotency_key: None };
+/// let call = |action| Call { action, input: &input, idempotency_key: None, before: None };
 /// assert_eq!(Echo.family(), "echo");
 /// assert_eq!(Echo.call(call("echo.say")).await.unwrap(), input);
 /// let refused = Echo.call(call("echo.shout")).await.unwrap_err();

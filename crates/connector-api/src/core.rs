@@ -58,6 +58,7 @@ mod tests {
             action,
             input: &input,
             idempotency_key: None,
+            before: None,
         })
         .await
     }

@@ -498,6 +498,7 @@ mod tests {
             action,
             input,
             idempotency_key: Some("k"),
+            before: None,
         }
     }
 

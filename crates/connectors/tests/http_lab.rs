@@ -67,6 +67,7 @@ async fn call(
         action,
         input: &input,
         idempotency_key: key,
+        before: None,
     })
     .await
 }

@@ -25,6 +25,7 @@ async fn scan(c: &Clamav, input: Value) -> Result<Value, ActionError> {
         action: "scan.endpoint",
         input: &input,
         idempotency_key: None,
+        before: None,
     })
     .await
 }

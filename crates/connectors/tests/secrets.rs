@@ -92,6 +92,7 @@ async fn no_secret_appears_in_outputs_errors_or_logs() {
                         action,
                         input,
                         idempotency_key: Some("k"),
+                        before: None,
                     })
                     .await;
                 match r {
@@ -119,6 +120,7 @@ async fn no_secret_appears_in_outputs_errors_or_logs() {
             action: "edr.status",
             input: &input,
             idempotency_key: None,
+            before: None,
         })
         .await
     {

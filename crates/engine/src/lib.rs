@@ -303,6 +303,7 @@ impl Engine {
             action,
             input,
             idempotency_key: None,
+            before: None,
         })
         .await
         .map_err(|e| e.message)

@@ -48,6 +48,7 @@ pub async fn reapply(engine: &Engine, family: &str, actor: &str) -> Result<Vec<R
                 action: &c.action,
                 input: &c.with,
                 idempotency_key: Some(&key),
+                before: None,
             })
             .await;
         let (restored, error) = match result {

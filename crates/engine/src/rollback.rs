@@ -387,6 +387,7 @@ pub async fn rollback(
             action: inv_action,
             input: inv_with,
             idempotency_key: Some(&undo.idempotency_key),
+            before: None,
         };
         let result = conn.call(call).await;
         let after = conn

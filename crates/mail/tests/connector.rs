@@ -38,6 +38,7 @@ async fn call(input: Value) -> Result<Value, belay_connector_api::ActionError> {
             action: "email.parse",
             input: &input,
             idempotency_key: None,
+            before: None,
         })
         .await
 }
@@ -127,6 +128,7 @@ async fn bad_input_is_a_permanent_error_that_says_why() {
             action: "email.send",
             input: &json!({}),
             idempotency_key: None,
+            before: None,
         })
         .await
         .unwrap_err();

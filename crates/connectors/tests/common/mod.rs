@@ -34,6 +34,7 @@ pub async fn invoke(c: &dyn Connector, action: &str, input: Value) -> Result<Val
         action,
         input: &input,
         idempotency_key: Some("test/key"),
+        before: None,
     })
     .await
 }

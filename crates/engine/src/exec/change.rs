@@ -110,6 +110,8 @@ impl RunState {
             .lock()
             .await;
         let resumed_journal = existing.is_some();
+        // The state just read under the lock, for the connector's first attempt.
+        let mut before_read = None;
         let journaled = match existing {
             Some(c) => c,
             None => {
@@ -158,10 +160,10 @@ impl RunState {
                 // The journal entry is durable before the connector is called.
                 match self.flush(Some(Write::BeginChange(change))).await?.pop() {
                     Some(Written::Change(mut c)) => {
-                        // Only its inputs, id and status are needed from here on; its
-                        // before-state and inverse are in the journal.
+                        // Only its inputs, id and status are needed from here on (and the
+                        // before-state, by the call); both are in the journal.
                         rec.with = std::mem::take(&mut c.with);
-                        c.before = Value::Null;
+                        before_read = Some(std::mem::take(&mut c.before));
                         c.inverse = Value::Null;
                         *c
                     }
@@ -228,8 +230,10 @@ impl RunState {
             action: &spec.name,
             input: &rec.with,
             idempotency_key: Some(&key),
+            before: before_read.as_ref(),
         };
         let (result, attempts) = self.call_with_retry(&conn, call, step).await;
+        drop(before_read);
         rec.attempts = attempts;
         let after = conn
             .read_state(&spec.name, &rec.with)

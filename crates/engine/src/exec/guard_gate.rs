@@ -465,6 +465,7 @@ impl RunState {
                         action: "notify.send",
                         input: &input,
                         idempotency_key: Some(&key),
+                        before: None,
                     })
                     .await
                     .map(|_| ())

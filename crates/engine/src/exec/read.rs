@@ -23,6 +23,7 @@ impl RunState {
             action: &spec.name,
             input: &rec.with,
             idempotency_key: None,
+            before: None,
         };
         let (result, attempts) = self.call_with_retry(&conn, call, step).await;
         rec.attempts = attempts;

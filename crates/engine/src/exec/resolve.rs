@@ -73,6 +73,7 @@ async fn ask(
         action,
         input,
         idempotency_key: None,
+        before: None,
     };
     match conn.call(call).await {
         Ok(answer) => resolve::read_answer(&answer),

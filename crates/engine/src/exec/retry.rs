@@ -23,6 +23,16 @@ impl RunState {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // A retry reads the target afresh: the state read before the first attempt may be
+            // what made it fail.
+            let call = if attempt == 1 {
+                call
+            } else {
+                ConnectorCall {
+                    before: None,
+                    ..call
+                }
+            };
             let started = std::time::Instant::now();
             let r = match tokio::time::timeout(timeout, conn.call(call)).await {
                 Ok(r) => r,

@@ -4,19 +4,19 @@
 //! exact item diff and its inverse puts back exactly that.
 
 use super::Nftables;
-use super::elements::{Entry, comment_of, net_expr, net_str, parse_net, parse_timeout};
+use super::elements::{Entry, FamilySets, comment_of, net_expr, net_str, parse_net, parse_timeout};
 use crate::ActionError;
 use crate::native::batch;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-/// A batch's addresses parsed, without repeats, in order, and the nft set of each family.
+/// A batch's addresses parsed, without repeats, in order, and the nft sets of each family.
 struct Batch {
     set: String,
     nets: Vec<IpNet>,
-    v4: String,
-    v6: String,
+    v4: FamilySets,
+    v6: FamilySets,
 }
 
 impl Batch {
@@ -30,21 +30,29 @@ impl Batch {
         Ok(Batch {
             set: set.to_owned(),
             nets,
-            v4: format!("{base}_v4"),
-            v6: format!("{base}_v6"),
+            v4: FamilySets::of(base, true),
+            v6: FamilySets::of(base, false),
         })
     }
 
-    fn nft_set(&self, net: &IpNet) -> &str {
+    fn family(&self, net: &IpNet) -> &FamilySets {
         if net.addr().is_ipv4() {
             &self.v4
         } else {
             &self.v6
         }
     }
+
+    /// The sets of the families the batch has addresses of.
+    fn families(&self) -> impl Iterator<Item = &FamilySets> {
+        let has = |v4: bool| self.nets.iter().any(|n| n.addr().is_ipv4() == v4);
+        [(has(true), &self.v4), (has(false), &self.v6)]
+            .into_iter()
+            .filter_map(|(has, sets)| has.then_some(sets))
+    }
 }
 
-/// The elements of both sets of a batch, for lookups by exact element and by covering network.
+/// The elements of the sets of a batch's families, for lookups by exact element and by covering network.
 struct Elements {
     exact: HashSet<IpNet>,
     /// Prefix lengths of the networks (not single addresses) present, per family.
@@ -92,14 +100,27 @@ impl Elements {
 
 impl Nftables {
     async fn elements(&self, b: &Batch) -> Result<(Vec<Entry>, Elements), ActionError> {
-        let mut all = self.list(&b.v4).await?;
-        all.extend(self.list(&b.v6).await?);
+        let mut all = Vec::new();
+        for sets in b.families() {
+            all.extend(self.list_hashed(&sets.addrs).await?);
+            all.extend(self.list(&sets.nets).await?);
+        }
         let elements = Elements::new(&all);
         Ok((all, elements))
     }
 
-    /// Adds every address of the batch the set does not cover yet, in one nft batch.
-    pub(super) async fn block_many(&self, input: &Value) -> Result<Value, ActionError> {
+    /// Adds every address of the batch the sets do not cover yet, in one nft batch.
+    ///
+    /// Given the state the engine read just before under its lock (`before`, the addresses
+    /// absent then), a batch of single addresses adds those without listing the sets again:
+    /// adding an element another process added meanwhile changes nothing, and the engine's
+    /// read after the call shows what the sets hold. A batch with networks is checked against
+    /// a fresh listing, which refusing a network that contains blocked elements needs.
+    pub(super) async fn block_many(
+        &self,
+        input: &Value,
+        before: Option<&Value>,
+    ) -> Result<Value, ActionError> {
         let timeout = match input.get("timeout").and_then(Value::as_str) {
             Some(t) => Some(parse_timeout(t)?),
             None => None,
@@ -107,11 +128,33 @@ impl Nftables {
         let comment = input.get("reason").and_then(Value::as_str).map(comment_of);
         let b = Batch::parse(self, input)?;
         let _guard = self.lock.lock().await;
-        let (all, mut present) = self.elements(&b).await?;
+        let to_add = match absent_before(&b, before) {
+            Some(absent) => absent,
+            None => self.uncovered(&b).await?,
+        };
+        let mut by_set: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+        for net in to_add {
+            by_set.entry(b.family(&net).home(&net)).or_default().push(net);
+        }
+        let added: usize = by_set.values().map(Vec::len).sum();
+        if added > 0 {
+            let cmds = by_set
+                .into_iter()
+                .map(|(set, nets)| self.elements_cmd(true, set, &nets, timeout, comment.clone()))
+                .collect();
+            self.apply(cmds).await?;
+        }
+        Ok(json!({ "set": b.set, "added": added, "changed": added > 0 }))
+    }
+
+    /// The addresses of the batch the sets do not cover, read from the sets; refused when a
+    /// network of the batch contains elements already there.
+    async fn uncovered(&self, b: &Batch) -> Result<Vec<IpNet>, ActionError> {
+        let (all, mut present) = self.elements(b).await?;
         // Widest first: an address inside a network of the same batch is blocked by it.
         let mut order: Vec<&IpNet> = b.nets.iter().collect();
         order.sort_by_key(|n| n.prefix_len());
-        let mut by_set: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+        let mut uncovered = Vec::new();
         let mut refused = Vec::new();
         for net in order {
             if present.covers(net) {
@@ -131,7 +174,7 @@ impl Nftables {
                 }
             }
             present.insert(*net);
-            by_set.entry(b.nft_set(net)).or_default().push(*net);
+            uncovered.push(*net);
         }
         if !refused.is_empty() {
             return Err(ActionError::permanent(format!(
@@ -141,54 +184,53 @@ impl Nftables {
                 refused.into_iter().take(5).collect::<Vec<_>>().join("; ")
             )));
         }
-        let added: usize = by_set.values().map(Vec::len).sum();
-        if added > 0 {
-            let cmds = by_set
-                .into_iter()
-                .map(|(set, nets)| self.elements_cmd(true, set, &nets, timeout, comment.clone()))
-                .collect();
-            self.apply(cmds).await?;
-        }
-        Ok(json!({ "set": b.set, "added": added, "changed": added > 0 }))
+        Ok(uncovered)
     }
 
-    /// Removes every address of the batch that is an element of the set, in one nft batch.
+    /// Removes every address of the batch that is an element of the sets, in one nft batch.
     ///
-    /// nft deletes an element of an interval set in time proportional to the set, so deleting
-    /// a batch costs batch × set; instead the batch flushes each set it touches and adds back
-    /// the elements that stay, with their timeouts (and what was left of them) and comments,
-    /// in the same transaction: packets see the set before or after, never in between.
+    /// An address set's elements are deleted one by one (constant time each). nft deletes an
+    /// element of an interval set in time proportional to the set, so deleting a batch costs
+    /// batch × set; instead the batch flushes each interval set it touches and adds back the
+    /// elements that stay, with their timeouts (and what was left of them) and comments, in
+    /// the same transaction: packets see the sets before or after, never in between.
     pub(super) async fn unblock_many(&self, input: &Value) -> Result<Value, ActionError> {
         let b = Batch::parse(self, input)?;
         let _guard = self.lock.lock().await;
+        let gone: HashSet<IpNet> = b.nets.iter().copied().collect();
         let mut removed = 0usize;
         let mut cmds = Vec::new();
-        for nft_set in [&b.v4, &b.v6] {
-            let entries = self.list(nft_set).await?;
-            let gone: HashSet<IpNet> = b
-                .nets
-                .iter()
-                .filter(|n| b.nft_set(n) == nft_set.as_str())
-                .copied()
-                .collect();
-            let (drop, keep): (Vec<Entry>, Vec<Entry>) = entries
-                .into_iter()
-                .partition(|e| e.net().is_some_and(|n| gone.contains(&n)));
-            if drop.is_empty() {
-                continue;
-            }
-            // Only what belay added: an administrator's element stays, and the batch says so.
-            if let Some(theirs) = drop.iter().find(|e| !e.ours) {
-                return Err(ActionError::permanent(format!(
-                    "{} in nft set `{nft_set}` was not added by belay: belay removes only what it \
-                     added; nothing of the batch was removed",
-                    theirs.value
-                )));
-            }
-            removed += drop.len();
-            cmds.push(self.flush_set_cmd(nft_set));
-            if !keep.is_empty() {
-                cmds.push(self.restore_cmd(nft_set, &keep)?);
+        for sets in b.families() {
+            for nft_set in [&sets.addrs, &sets.nets] {
+                let entries = if nft_set == &sets.addrs {
+                    self.list_hashed(nft_set).await?
+                } else {
+                    self.list(nft_set).await?
+                };
+                let (drop, keep): (Vec<Entry>, Vec<Entry>) = entries
+                    .into_iter()
+                    .partition(|e| e.net().is_some_and(|n| gone.contains(&n)));
+                if drop.is_empty() {
+                    continue;
+                }
+                // Only what belay added: an administrator's element stays, and the batch says so.
+                if let Some(theirs) = drop.iter().find(|e| !e.ours) {
+                    return Err(ActionError::permanent(format!(
+                        "{} in nft set `{nft_set}` was not added by belay: belay removes only what it \
+                         added; nothing of the batch was removed",
+                        theirs.value
+                    )));
+                }
+                removed += drop.len();
+                if nft_set == &sets.addrs {
+                    let nets: Vec<IpNet> = drop.iter().filter_map(Entry::net).collect();
+                    cmds.push(self.elements_cmd(false, nft_set, &nets, None, None));
+                    continue;
+                }
+                cmds.push(self.flush_set_cmd(nft_set));
+                if !keep.is_empty() {
+                    cmds.push(self.restore_cmd(nft_set, &keep)?);
+                }
             }
         }
         if !cmds.is_empty() {
@@ -206,7 +248,7 @@ impl Nftables {
             table: self.config.table.clone().into(),
             name: set.to_owned().into(),
             handle: None,
-            // The block sets are `<base>_v4` and `<base>_v6`.
+            // The interval sets are `<base>_v4` and `<base>_v6`.
             set_type: SetTypeValue::Single(if set.ends_with("_v4") {
                 SetType::Ipv4Addr
             } else {
@@ -343,4 +385,22 @@ impl Nftables {
             NfCmd::Delete(obj)
         }
     }
+}
+
+/// The addresses the engine's before-state (`{"absent": [...]}`) names, when the batch is
+/// single addresses only and every one it names is in the batch; `None` otherwise (the sets
+/// are read instead).
+fn absent_before(b: &Batch, before: Option<&Value>) -> Option<Vec<IpNet>> {
+    let absent = before?.get("absent")?.as_array()?;
+    if b.nets.iter().any(|n| n.prefix_len() < n.max_prefix_len()) {
+        return None;
+    }
+    let batch: HashSet<&IpNet> = b.nets.iter().collect();
+    absent
+        .iter()
+        .map(|v| {
+            let net = parse_net(v.as_str()?).ok()?;
+            batch.contains(&net).then_some(net)
+        })
+        .collect()
 }

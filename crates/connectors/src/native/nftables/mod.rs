@@ -12,13 +12,16 @@
 //! rules and elements (in this table or another) survive every change and rollback. State is read with `nft -j list set`; a set that does not exist yet is read as
 //! empty.
 //!
-//! Interval sets refuse overlapping elements, so blocking an address already covered by a
-//! blocked network changes nothing (`changed: false`; `firewall.status` names the network),
+//! A block set is two nft sets per address family: single addresses in a hash set
+//! (`<base>_a4`, `<base>_a6`), networks in an interval set (`<base>_v4`, `<base>_v6`, which also
+//! holds addresses blocked by versions before the address sets); both are read for every
+//! state. Blocking an address already covered by a blocked network changes nothing (`changed: false`; `firewall.status` names the network),
 //! and blocking a network that contains blocked elements is refused with the elements named.
 //! Blocking an element already present keeps it as it is (its timeout and comment).
 
 mod elements;
 mod many;
+mod netlink;
 mod sandbox;
 
 pub use sandbox::Sandbox;
@@ -27,7 +30,7 @@ use super::cmd::Cmd;
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use elements::{
-    BlockState, BlockTarget, Device, Entry, comment_of, duration_input, net_expr, net_str,
+    BlockState, BlockTarget, Device, Entry, FamilySets, comment_of, duration_input, net_expr, net_str,
     parse_set_listing, parse_timeout, rfc3339_in, split_since, table_objects, with_mark,
 };
 use nftables::batch::Batch;
@@ -61,8 +64,9 @@ pub struct NftablesConfig {
     pub family: Role,
     /// The `inet` table holding the sets and chains (created on first change).
     pub table: String,
-    /// Block set names the `set` input accepts, each mapped to the base name of its two nft
-    /// sets `<base>_v4` and `<base>_v6`. Default: `egress = "egress"`.
+    /// Block set names the `set` input accepts, each mapped to the base name of its nft sets:
+    /// `<base>_a4` and `<base>_a6` (addresses), `<base>_v4` and `<base>_v6` (networks).
+    /// Default: `egress = "egress"`.
     pub sets: BTreeMap<String, String>,
     /// Base name of the quarantine sets `<base>_v4`, `<base>_v6` and `<base>_mac`.
     pub quarantine: String,
@@ -180,6 +184,28 @@ impl Nftables {
         }
         parse_set_listing(&out.stdout)
             .map_err(|e| ActionError::transient(format!("cannot read nft set `{set}`: {e}")))
+    }
+
+    /// The elements of a set without intervals (an address set, a quarantine set), read from
+    /// the kernel's netlink dump; by `nft` when the dump cannot be read here (no permission to
+    /// enter the namespace, say).
+    async fn list_hashed(&self, set: &str) -> Result<Vec<Entry>, ActionError> {
+        let netns = self.config.netns.clone();
+        let (table, name) = (self.config.table.clone(), set.to_owned());
+        let timeout = Duration::from_secs(self.config.timeout_secs.max(1));
+        let read = tokio::task::spawn_blocking(move || {
+            netlink::list_set(netns.as_deref(), &table, &name, timeout)
+        })
+        .await
+        .map_err(|e| ActionError::transient(format!("listing nft set `{set}`: {e}")))?;
+        match read {
+            Ok(entries) => Ok(entries),
+            Err(netlink::DumpError::Unsupported(why)) => {
+                tracing::debug!("nft set `{set}` listed by nft: {why}");
+                self.list(set).await
+            }
+            Err(netlink::DumpError::Failed(why)) => Err(ActionError::transient(why)),
+        }
     }
 
     /// Runs `changes` (element additions and deletions) as one atomic `nft -f` batch, preceded
@@ -310,13 +336,18 @@ impl Nftables {
         let mut chains: Vec<(&str, NfHook, Vec<DropRule>)> = Vec::new();
         match self.config.family {
             Role::Firewall => {
-                let flags = [SetFlag::Interval, SetFlag::Timeout];
                 let mut rules = Vec::new();
                 for base in self.config.sets.values() {
-                    sets.push(set(format!("{base}_v4"), SetType::Ipv4Addr, &flags));
-                    sets.push(set(format!("{base}_v6"), SetType::Ipv6Addr, &flags));
-                    rules.push(("ip", "daddr", format!("{base}_v4")));
-                    rules.push(("ip6", "daddr", format!("{base}_v6")));
+                    for (v4, ty, proto) in [
+                        (true, SetType::Ipv4Addr, "ip"),
+                        (false, SetType::Ipv6Addr, "ip6"),
+                    ] {
+                        let FamilySets { addrs, nets } = FamilySets::of(base, v4);
+                        sets.push(set(addrs.clone(), ty, &[SetFlag::Timeout]));
+                        sets.push(set(nets.clone(), ty, &[SetFlag::Interval, SetFlag::Timeout]));
+                        rules.push((proto, "daddr", addrs));
+                        rules.push((proto, "daddr", nets));
+                    }
                 }
                 chains.push(("firewall_output", NfHook::Output, rules.clone()));
                 chains.push(("firewall_forward", NfHook::Forward, rules));
@@ -430,14 +461,24 @@ impl Nftables {
 
     // ------------------------------------------------------------------ firewall
 
-    /// The nft set for an address and the state of the address in it.
+    /// The sets of an address's family and the state of the address in them.
     async fn block_state(&self, input: &Value) -> Result<(BlockTarget, BlockState), ActionError> {
         let target = BlockTarget::parse(self, input)?;
-        let entries = self.list(&target.nft_set).await?;
-        let exact = entries
-            .iter()
-            .find(|e| e.net() == Some(target.net))
-            .cloned();
+        let mut entries = Vec::new();
+        let mut found = None;
+        for (set, hashed) in [(&target.sets.addrs, true), (&target.sets.nets, false)] {
+            let listed = if hashed {
+                self.list_hashed(set).await?
+            } else {
+                self.list(set).await?
+            };
+            if found.is_none()
+                && let Some(e) = listed.iter().find(|e| e.net() == Some(target.net))
+            {
+                found = Some((e.clone(), set.clone()));
+            }
+            entries.extend(listed);
+        }
         let covering = entries
             .iter()
             .filter(|e| e.net().is_some_and(|n| n.contains(&target.net)))
@@ -448,10 +489,15 @@ impl Nftables {
             .filter_map(Entry::net)
             .filter(|n| target.net.contains(n) && *n != target.net)
             .collect();
+        let (exact, holder) = match found {
+            Some((e, set)) => (Some(e), set),
+            None => (None, target.sets.home(&target.net).to_owned()),
+        };
         Ok((
             target,
             BlockState {
                 exact,
+                holder,
                 covering,
                 covered,
             },
@@ -489,7 +535,7 @@ impl Nftables {
         }
         let cmd = self.element_cmd(
             true,
-            &target.nft_set,
+            &state.holder,
             net_expr(target.net),
             timeout,
             comment,
@@ -507,8 +553,8 @@ impl Nftables {
         let (target, state) = self.block_state(input).await?;
         let changed = state.exact.is_some();
         if let Some(e) = &state.exact {
-            check_ours(e, &target.nft_set)?;
-            let cmd = self.element_cmd(false, &target.nft_set, net_expr(target.net), None, None);
+            check_ours(e, &state.holder)?;
+            let cmd = self.element_cmd(false, &state.holder, net_expr(target.net), None, None);
             self.apply(vec![cmd]).await?;
         }
         Ok(json!({ "address": net_str(target.net), "set": target.set, "changed": changed }))
@@ -532,7 +578,7 @@ impl Nftables {
         let mut out = Map::new();
         out.insert("present".into(), json!(state.exact.is_some()));
         out.insert("element".into(), json!(net_str(target.net)));
-        out.insert("nft_set".into(), json!(target.nft_set));
+        out.insert("nft_set".into(), json!(state.holder));
         if let Some(e) = &state.exact {
             if let Some(t) = e.timeout {
                 out.insert("timeout".into(), json!(t));
@@ -556,7 +602,7 @@ impl Nftables {
     async fn device_state(&self, input: &Value) -> Result<(Device, Option<Entry>), ActionError> {
         let device = Device::parse(input_str(input, "device")?, &self.config.quarantine)?;
         let entry = self
-            .list(&device.nft_set)
+            .list_hashed(&device.nft_set)
             .await?
             .into_iter()
             .find(|e| e.value.eq_ignore_ascii_case(&device.value));
@@ -640,7 +686,9 @@ impl Connector for Nftables {
             (Role::Firewall, "firewall.block_ip") => self.block(call.input).await,
             (Role::Firewall, "firewall.unblock_ip") => self.unblock(call.input).await,
             (Role::Firewall, "firewall.status") => self.block_status(call.input).await,
-            (Role::Firewall, "firewall.block_many") => self.block_many(call.input).await,
+            (Role::Firewall, "firewall.block_many") => {
+                self.block_many(call.input, call.before).await
+            }
             (Role::Firewall, "firewall.unblock_many") => self.unblock_many(call.input).await,
             (Role::Nac, "nac.quarantine") => self.quarantine(call.input, true).await,
             (Role::Nac, "nac.release") => self.quarantine(call.input, false).await,
@@ -749,10 +797,11 @@ mod tests {
     #[test]
     fn declares_only_what_is_missing() {
         let fw = Nftables::new("fw", NftablesConfig::default()).expect("config");
-        // Table, 2 sets, 2 chains, 2 rules in each.
-        assert_eq!(commands(fw.missing_from(None)), 9);
-        // A table as an earlier version declared it (rules without comments), plus an
-        // administrator's chain and rule: nothing is missing.
+        // Table, 4 sets, 2 chains, 4 rules in each.
+        assert_eq!(commands(fw.missing_from(None)), 15);
+        // A table as an earlier version declared it (interval sets only, rules without
+        // comments), plus an administrator's chain and rule: the address sets and their drop
+        // rules are missing, nothing else.
         let r = |chain: &str, set: &str, proto: &str| {
             format!(
                 r#"{{"rule": {{"family": "inet", "table": "belay", "chain": "{chain}", "handle": 9, "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "{proto}", "field": "daddr"}}}}, "right": "@{set}"}}}}, {{"drop": null}}]}}}}"#
@@ -789,6 +838,22 @@ mod tests {
                 .expect("a listing")
                 .expect("the table")
         };
+        let upgrade = fw.missing_from(Some(&listing(&objects))).to_nftables();
+        let json = serde_json::to_string(&upgrade).expect("json");
+        assert_eq!(upgrade.objects.len(), 6, "{json}");
+        assert!(
+            json.contains(r#""name":"egress_a4""#)
+                && json.contains(r#""name":"egress_a6""#)
+                && json.matches("belay: ip daddr @egress_a4 drop").count() == 2
+                && json.matches("belay: ip6 daddr @egress_a6 drop").count() == 2,
+            "{json}"
+        );
+        objects.insert(1, s("egress_a4", "ipv4_addr"));
+        objects.insert(1, s("egress_a6", "ipv6_addr"));
+        for chain in ["firewall_output", "firewall_forward"] {
+            objects.push(r(chain, "egress_a4", "ip"));
+            objects.push(r(chain, "egress_a6", "ip6"));
+        }
         assert_eq!(commands(fw.missing_from(Some(&listing(&objects)))), 0);
         // Without one chain's v6 rule, only that rule is declared again.
         objects.pop();
@@ -797,7 +862,7 @@ mod tests {
         let json = serde_json::to_string(&doc).expect("json");
         assert_eq!(doc.objects.len(), 1);
         assert!(
-            json.contains("belay: ip6 daddr @egress_v6 drop") && json.contains("firewall_forward"),
+            json.contains("belay: ip6 daddr @egress_a6 drop") && json.contains("firewall_forward"),
             "{json}"
         );
     }
