@@ -117,7 +117,9 @@ fn set_elements(ns: &str) -> Vec<String> {
     let mut elements = Vec::new();
     for set in ["egress_a4", "egress_v4"] {
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-j", "list", "set", "inet", "belay", set])
+            .args([
+                "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "belay", set,
+            ])
             .output()
             .expect("nft runs");
         if !out.status.success() {

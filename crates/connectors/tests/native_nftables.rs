@@ -452,3 +452,128 @@ async fn a_set_is_blocked_in_one_batch_and_its_undo_removes_exactly_the_diff() {
         false
     );
 }
+
+/// The elements of one nft set of belay's table in `ns`, as `nft` lists them.
+fn listed(ns: &str, set: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "belay", set,
+        ])
+        .output()
+        .expect("nft runs");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut values: Vec<String> = doc["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["set"]["elem"].as_array())
+        .flatten()
+        .map(|e| {
+            let v = if e["elem"].is_object() {
+                &e["elem"]["val"]
+            } else {
+                e
+            };
+            match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => format!("{}/{}", other["prefix"]["addr"], other["prefix"]["len"])
+                    .replace('"', ""),
+            }
+        })
+        .collect();
+    values.sort();
+    values
+}
+
+#[tokio::test]
+async fn addresses_go_to_the_address_set_and_a_batch_applies_the_state_read_before_it() {
+    let Some(sb) = sandbox() else { return };
+    let fw = Nftables::new("fw", sb.firewall_config()).expect("config");
+    let ns = sb.client_netns();
+    change(
+        &fw,
+        "firewall.block_ip",
+        json!({ "address": "192.0.2.1" }),
+        true,
+    )
+    .await;
+    change(
+        &fw,
+        "firewall.block_ip",
+        json!({ "address": "10.9.0.0/16" }),
+        true,
+    )
+    .await;
+    assert_eq!(listed(ns, "egress_a4"), ["192.0.2.1"]);
+    assert_eq!(listed(ns, "egress_v4"), ["10.9.0.0/16"]);
+
+    // An address an earlier version blocked in the interval set is read, reported blocked and
+    // unblocked where it is.
+    admin_nft(
+        ns,
+        "add element inet belay egress_v4 { 192.0.2.50 comment \"belay\" }",
+    );
+    let legacy = json!({ "address": "192.0.2.50" });
+    assert_eq!(
+        state(&fw, "firewall.block_ip", &legacy).await["nft_set"],
+        "egress_v4"
+    );
+    change(&fw, "firewall.block_ip", legacy.clone(), false).await;
+    change(&fw, "firewall.unblock_ip", legacy.clone(), true).await;
+    assert_eq!(listed(ns, "egress_v4"), ["10.9.0.0/16"]);
+
+    // Given the state the engine read under its lock, a batch of addresses adds what it names
+    // absent, without listing the sets again (here the state leaves 192.0.2.3 out, so it is
+    // not added); a batch with a network is checked against the sets themselves.
+    let batch = json!({ "addresses": ["192.0.2.1", "192.0.2.2", "192.0.2.3"] });
+    let read = json!({ "absent": ["192.0.2.2"] });
+    let out = fw
+        .call(belay_connectors::Call {
+            action: "firewall.block_many",
+            input: &batch,
+            idempotency_key: Some("run/1"),
+            before: Some(&read),
+        })
+        .await
+        .expect("applies");
+    assert_eq!(out["added"], 1);
+    assert_eq!(listed(ns, "egress_a4"), ["192.0.2.1", "192.0.2.2"]);
+    // An address another process added meanwhile is no error and no second element.
+    let out = fw
+        .call(belay_connectors::Call {
+            action: "firewall.block_many",
+            input: &batch,
+            idempotency_key: Some("run/2"),
+            before: Some(&json!({ "absent": ["192.0.2.2", "192.0.2.3"] })),
+        })
+        .await
+        .expect("applies");
+    assert_eq!(out["added"], 2);
+    assert_eq!(
+        listed(ns, "egress_a4"),
+        ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    );
+    let with_net = json!({ "addresses": ["192.0.2.4", "10.0.0.0/8"] });
+    let err = fw
+        .call(belay_connectors::Call {
+            action: "firewall.block_many",
+            input: &with_net,
+            idempotency_key: Some("run/3"),
+            before: Some(&json!({ "absent": ["192.0.2.4", "10.0.0.0/8"] })),
+        })
+        .await
+        .expect_err("the network contains a blocked one");
+    assert!(err.message.contains("10.9.0.0/16"), "{err}");
+
+    // Unblocking deletes the addresses from the address set and the network from the
+    // interval set, in one batch.
+    let out = change(
+        &fw,
+        "firewall.unblock_many",
+        json!({ "addresses": ["192.0.2.1", "192.0.2.2", "192.0.2.3", "10.9.0.0/16"] }),
+        true,
+    )
+    .await;
+    assert_eq!(out["removed"], 4);
+    assert!(listed(ns, "egress_a4").is_empty() && listed(ns, "egress_v4").is_empty());
+}

@@ -34,6 +34,8 @@ struct Seen {
     action: String,
     input: Value,
     key: Option<String>,
+    /// The before-state the engine handed the call.
+    before: Option<Value>,
 }
 
 /// Connector of the `t` family: records calls, counts them per (action, input), fails, sleeps,
@@ -106,6 +108,7 @@ impl Connector for Recorder {
             action: call.action.to_owned(),
             input: call.input.clone(),
             key: call.idempotency_key.map(str::to_owned),
+            before: call.before.cloned(),
         });
         if let (Some(key), Some(store)) = (call.idempotency_key, self.store.get()) {
             let journaled = store.change_by_key(key).await.unwrap();
@@ -569,6 +572,30 @@ steps:
     assert_eq!(rec.status, StepStatus::Succeeded);
     assert_eq!(rec.attempts, 3);
     assert_eq!(rec.output, json!({ "value": "ok" }));
+}
+
+#[tokio::test]
+async fn a_change_is_called_with_its_journaled_before_state_and_retried_without_it() {
+    let h = harness(&[r#"
+name: retry-change
+trust: log
+steps:
+  - id: apply
+    action: t.change
+    retry: { attempts: 2, backoff: 10ms }
+    with: { target: h1, value: blocked, fail_times: 1 }
+"#]);
+    h.rec.set_state("h1", json!("open"));
+    let report = h.run("retry-change", json!({})).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    let calls = h.rec.calls_of("t.change");
+    let journaled = h.store.changes(Some(&report.run_id)).await.unwrap();
+    assert_eq!(journaled[0].before, json!({ "value": "open" }));
+    assert_eq!(
+        calls.iter().map(|c| c.before.clone()).collect::<Vec<_>>(),
+        [Some(journaled[0].before.clone()), None],
+        "the first attempt gets the state read under the lock; a retry reads afresh"
+    );
 }
 
 #[tokio::test]

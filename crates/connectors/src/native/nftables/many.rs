@@ -134,7 +134,10 @@ impl Nftables {
         };
         let mut by_set: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
         for net in to_add {
-            by_set.entry(b.family(&net).home(&net)).or_default().push(net);
+            by_set
+                .entry(b.family(&net).home(&net))
+                .or_default()
+                .push(net);
         }
         let added: usize = by_set.values().map(Vec::len).sum();
         if added > 0 {

@@ -9,15 +9,17 @@
 //! action names (`firewall.unblock_ip`, `nac.release`, the rollback of a block or quarantine)
 //! that it added itself: every element it adds carries `belay` at the head of its comment, and
 //! an unblock or release of an element without it is refused. An administrator's chains,
-//! rules and elements (in this table or another) survive every change and rollback. State is read with `nft -j list set`; a set that does not exist yet is read as
-//! empty.
+//! rules and elements (in this table or another) survive every change and rollback. State is
+//! read from the kernel's netlink dump for sets without intervals and with `nft -j list set` for
+//! the others; a set that does not exist yet is read as empty.
 //!
 //! A block set is two nft sets per address family: single addresses in a hash set
 //! (`<base>_a4`, `<base>_a6`), networks in an interval set (`<base>_v4`, `<base>_v6`, which also
 //! holds addresses blocked by versions before the address sets); both are read for every
-//! state. Blocking an address already covered by a blocked network changes nothing (`changed: false`; `firewall.status` names the network),
-//! and blocking a network that contains blocked elements is refused with the elements named.
-//! Blocking an element already present keeps it as it is (its timeout and comment).
+//! state. Blocking an address already covered by a blocked network changes nothing
+//! (`changed: false`; `firewall.status` names the network), and blocking a network that contains
+//! blocked elements is refused with the elements named. Blocking an element already present
+//! keeps it as it is (its timeout and comment).
 
 mod elements;
 mod many;
@@ -30,8 +32,8 @@ use super::cmd::Cmd;
 use crate::{ActionError, Call, Connector, input_str};
 use async_trait::async_trait;
 use elements::{
-    BlockState, BlockTarget, Device, Entry, FamilySets, comment_of, duration_input, net_expr, net_str,
-    parse_set_listing, parse_timeout, rfc3339_in, split_since, table_objects, with_mark,
+    BlockState, BlockTarget, Device, Entry, FamilySets, comment_of, duration_input, net_expr,
+    net_str, parse_set_listing, parse_timeout, rfc3339_in, split_since, table_objects, with_mark,
 };
 use nftables::batch::Batch;
 use nftables::expr::{Elem, Expression, NamedExpression, Payload, PayloadField};
@@ -344,7 +346,11 @@ impl Nftables {
                     ] {
                         let FamilySets { addrs, nets } = FamilySets::of(base, v4);
                         sets.push(set(addrs.clone(), ty, &[SetFlag::Timeout]));
-                        sets.push(set(nets.clone(), ty, &[SetFlag::Interval, SetFlag::Timeout]));
+                        sets.push(set(
+                            nets.clone(),
+                            ty,
+                            &[SetFlag::Interval, SetFlag::Timeout],
+                        ));
                         rules.push((proto, "daddr", addrs));
                         rules.push((proto, "daddr", nets));
                     }
@@ -533,13 +539,7 @@ impl Nftables {
                     .join(", ")
             )));
         }
-        let cmd = self.element_cmd(
-            true,
-            &state.holder,
-            net_expr(target.net),
-            timeout,
-            comment,
-        );
+        let cmd = self.element_cmd(true, &state.holder, net_expr(target.net), timeout, comment);
         self.apply(vec![cmd]).await?;
         if let Some(secs) = timeout {
             out["expires"] = json!(rfc3339_in(secs));

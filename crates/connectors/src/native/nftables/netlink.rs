@@ -130,6 +130,11 @@ fn dump(sock: &OwnedFd, table: &str, set: &str) -> Result<Option<Vec<Entry>>, Du
     loop {
         let (n, _) = rustix::net::recv(sock, &mut buf[..], RecvFlags::empty())
             .map_err(|e| DumpError::Failed(format!("reading nft set `{set}`: {e}")))?;
+        if n == 0 {
+            return Err(DumpError::Failed(format!(
+                "the kernel ended the listing of nft set `{set}` early"
+            )));
+        }
         let mut rest = &buf[..n];
         while rest.len() >= 16 {
             let len = u32::from_ne_bytes(word(rest, 0)) as usize;
@@ -150,9 +155,9 @@ fn dump(sock: &OwnedFd, table: &str, set: &str) -> Result<Option<Vec<Entry>>, Du
             match kind {
                 NLMSG_DONE => return Ok((!interrupted).then_some(entries)),
                 NLMSG_ERROR => {
-                    let errno = payload.get(..4).map_or(0, |b| {
-                        i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-                    });
+                    let errno = payload
+                        .get(..4)
+                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                     return match -errno {
                         0 => Ok((!interrupted).then_some(entries)),
                         // No such table or set: nothing blocked yet.
@@ -332,7 +337,11 @@ mod tests {
         udata.extend_from_slice(&[0, 8]);
         udata.extend_from_slice(b"belay: \0");
         assert_eq!(comment_of(&udata).as_deref(), Some("belay: "));
-        assert_eq!(comment_of(&[0, 40, 1]), None, "a record longer than the data");
+        assert_eq!(
+            comment_of(&[0, 40, 1]),
+            None,
+            "a record longer than the data"
+        );
         assert_eq!(key_text(&[192, 0, 2, 1]).as_deref(), Some("192.0.2.1"));
         assert_eq!(
             key_text(&[2, 0xbe, 0x1a, 0, 0, 1, 0, 0]).as_deref(),
@@ -352,7 +361,11 @@ mod tests {
         }
         let got: Vec<(u16, &[u8])> = Attrs(&attrs).collect();
         assert_eq!(got, vec![(3, &b"abcde"[..]), (1, &b"xy"[..])]);
-        assert_eq!(Attrs(&[200, 0, 1, 0, 9]).count(), 0, "a length past the end");
+        assert_eq!(
+            Attrs(&[200, 0, 1, 0, 9]).count(),
+            0,
+            "a length past the end"
+        );
     }
 
     /// The kernel's dump, read here, gives the entries `nft -j list set` gives, for sets of
@@ -380,7 +393,11 @@ mod tests {
                 None => cmd.output(),
             }
             .expect("nft runs");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         assert!(
@@ -391,9 +408,16 @@ mod tests {
         );
         let long = "x".repeat(127);
         let mut elems: Vec<String> = (0..3000)
-            .map(|i| format!("10.{}.{}.{} comment \"belay\"", i / 65536, (i / 256) % 256, i % 256))
+            .map(|i| {
+                format!(
+                    "10.{}.{}.{} comment \"belay\"",
+                    i / 65536,
+                    (i / 256) % 256,
+                    i % 256
+                )
+            })
             .collect();
-        elems.push("192.0.2.7 timeout 1h comment \"belay: C2 \\\"q\\\" ü\"".into());
+        elems.push("192.0.2.7 timeout 1h comment \"belay: C2 ü {x}\"".into());
         elems.push("192.0.2.8 timeout 2d".into());
         elems.push(format!("192.0.2.9 comment \"{long}\""));
         elems.push("198.51.100.1 comment \"admin\"".into());
