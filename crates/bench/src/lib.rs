@@ -13,16 +13,18 @@ mod workload;
 pub use process::{cpu_seconds, peak_rss_mb, thread_cpu_seconds, written_bytes};
 
 use belay_connector_api::Registry;
+use belay_connectors::Blocklist;
 use belay_engine::{Engine, EngineConfig, EngineError, Result};
 use belay_model::{Event, RunStatus};
 use belay_playbook::PlaybookSet;
 use belay_store::{Store, WRITER_THREAD};
 use serde::Serialize;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
-use workload::{Noop, PLAYBOOK, bench_catalog};
+use workload::{LIST_PLAYBOOK, Noop, PLAYBOOK, bench_catalog};
 
 /// Events accepted per commit.
 const BATCH: usize = 256;
@@ -34,6 +36,9 @@ pub struct BenchOptions {
     pub runs: usize,
     /// Runs in flight at once.
     pub concurrency: usize,
+    /// Each run adds its own address to one file list (`blocklist.add`, the real connector,
+    /// in a temporary directory) instead of the three no-op steps.
+    pub list: bool,
 }
 
 /// Benchmark figures (the JSON keys are a contract).
@@ -65,6 +70,13 @@ pub struct BenchResult {
     /// Of `cpu_us_per_run`, the part spent on the embedded store's writer thread (0 for a
     /// store without one): the one serial stage, so it bounds runs per second.
     pub writer_cpu_us_per_run: f64,
+    /// Runs per second over each quarter of the runs, in the order they completed: a
+    /// workload whose cost grows with what earlier runs left (a list) slows down quarter by
+    /// quarter.
+    pub runs_per_sec_by_quarter: Vec<f64>,
+    /// The workload: `noop` (three steps on a no-op connector) or `list` (one
+    /// `blocklist.add` per run).
+    pub workload: &'static str,
 }
 
 /// Runs the benchmark on `store` and checks that every run succeeded.
@@ -88,7 +100,8 @@ async fn drive(
     let catalog = Arc::new(bench_catalog().map_err(EngineError::Other)?);
     let dir = tempfile::tempdir().map_err(|e| EngineError::Other(e.to_string()))?;
     let path = dir.path().join("bench.yaml");
-    std::fs::write(&path, PLAYBOOK).map_err(|e| EngineError::Other(e.to_string()))?;
+    let playbook = if opts.list { LIST_PLAYBOOK } else { PLAYBOOK };
+    std::fs::write(&path, playbook).map_err(|e| EngineError::Other(e.to_string()))?;
     let set = PlaybookSet::load(&[path], &catalog).map_err(|e| {
         EngineError::Other(
             e.iter()
@@ -99,6 +112,8 @@ async fn drive(
     })?;
     let mut registry = Registry::new();
     registry.register(Arc::new(Noop));
+    let lists = dir.path().join("lists");
+    registry.register(Arc::new(Blocklist::new(&lists, HashMap::new())));
     let concurrency = opts.concurrency.max(1);
     let engine = Engine::new(
         store,
@@ -112,6 +127,7 @@ async fn drive(
     );
     let prefix = belay_model::new_id();
     let mut latencies: Vec<Duration> = Vec::with_capacity(opts.runs);
+    let mut completed: Vec<Duration> = Vec::with_capacity(opts.runs);
     let mut tasks: JoinSet<Result<(RunStatus, Duration)>> = JoinSet::new();
     let started = Instant::now();
     let cpu_started = cpu_seconds();
@@ -126,7 +142,8 @@ async fn drive(
             let k = (opts.runs - next).min(batch_size);
             let mut batch = Vec::with_capacity(k);
             for i in next..next + k {
-                let ip = format!("198.18.{}.{}", (i / 256) % 256, i % 256);
+                let ip =
+                    std::net::Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i as u32)).to_string();
                 let ev = Event::from_json(json!({
                     "id": format!("{prefix}-{i}"), "kind": "bench.event", "source": "bench",
                     "severity": "high", "observables": { "ips": [ip] }
@@ -153,6 +170,7 @@ async fn drive(
                     failed += 1;
                 }
                 latencies.push(lat);
+                completed.push(started.elapsed());
             }
             Some(Ok(Err(e))) => return Err(e),
             Some(Err(e)) => return Err(EngineError::Other(e.to_string())),
@@ -168,6 +186,34 @@ async fn drive(
             "{failed} benchmark runs did not succeed"
         )));
     }
+    if opts.list {
+        let text = std::fs::read_to_string(lists.join("bench.txt"))
+            .map_err(|e| EngineError::Other(format!("cannot read the benchmark's list: {e}")))?;
+        let entries = text.lines().filter(|l| !l.is_empty()).count();
+        if entries != opts.runs {
+            return Err(EngineError::Other(format!(
+                "the list holds {entries} entries after {} runs",
+                opts.runs
+            )));
+        }
+    }
+    let quarter = |q: usize| {
+        completed
+            .get((opts.runs * q / 4).saturating_sub(1))
+            .copied()
+    };
+    let runs_per_sec_by_quarter = (1..=4)
+        .filter_map(|q| {
+            let end = quarter(q)?.as_secs_f64();
+            let start = if q == 1 {
+                0.0
+            } else {
+                quarter(q - 1)?.as_secs_f64()
+            };
+            let n = opts.runs * q / 4 - opts.runs * (q - 1) / 4;
+            (end > start).then(|| n as f64 / (end - start))
+        })
+        .collect();
     latencies.sort();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -188,5 +234,7 @@ async fn drive(
         cpu_us_per_run: cpu / opts.runs.max(1) as f64 * 1e6,
         written_kb_per_run: written / opts.runs.max(1) as f64 / 1024.0,
         writer_cpu_us_per_run: writer / opts.runs.max(1) as f64 * 1e6,
+        runs_per_sec_by_quarter,
+        workload: if opts.list { "list" } else { "noop" },
     })
 }

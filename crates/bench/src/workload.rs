@@ -1,5 +1,6 @@
-//! The benchmark's workload: a three-step playbook (one read, two changes) and the no-op
-//! connector of its `bench` action family. Nothing here touches a real system.
+//! The benchmark's workloads: a three-step playbook (one read, two changes) on the no-op
+//! connector of its `bench` action family, which touches no real system; and one
+//! `blocklist.add` per run to a file list.
 
 use async_trait::async_trait;
 use belay_connector_api::{ActionError, Call, Connector};
@@ -21,6 +22,19 @@ steps:
   - id: tag
     action: bench.block
     with: { target: "${{ event.observables.ips[0] }}", reason: "tagged" }
+"#;
+
+/// The list workload: each run adds its own address to one file list with the real
+/// connector, so the list grows by one entry per run.
+pub(crate) const LIST_PLAYBOOK: &str = r#"name: bench-list
+description: Benchmark playbook - one blocklist.add per run, all to one list.
+on:
+  event: bench.event
+trust: log
+steps:
+  - id: add
+    action: blocklist.add
+    with: { list: bench, entry: "${{ event.observables.ips[0] }}" }
 "#;
 
 /// The connector of the `bench` family: answers at once and changes nothing.

@@ -322,6 +322,25 @@ fn bench_reports_its_figures_on_a_durable_store() {
         let writer = figure("writer_cpu_us_per_run");
         assert!(writer > 0.0 && writer < figure("cpu_us_per_run"), "{r}");
     }
+    // The list workload: one blocklist.add per run; the bench fails unless the list holds
+    // every entry, and gives the rate over each quarter of the runs.
+    let o = belay(
+        dir.path(),
+        &["bench", "--runs", "2000", "--list", "--format", "json"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r = json(&o);
+    assert_eq!(
+        (r["runs"].clone(), r["workload"].clone()),
+        (serde_json::json!(2000), serde_json::json!("list")),
+        "{r}"
+    );
+    let quarters = r["runs_per_sec_by_quarter"].as_array().expect("quarters");
+    assert_eq!(quarters.len(), 4, "{r}");
+    assert!(
+        quarters.iter().all(|q| q.as_f64().is_some_and(|q| q > 0.0)),
+        "{r}"
+    );
     // The benchmark's store is a temporary one unless --data is given.
     assert!(!dir.path().join("belay-data").exists());
 }

@@ -6,6 +6,8 @@
 //! entries; states are read under it too (shared). Adding one entry appends one line (one
 //! write, one fsync): the cost does not grow with the list, because each process keeps an
 //! index of the list, re-read only when the file changed under it (another process, a person).
+//! Adds that arrive while the list is being written wait and are written together, with one
+//! write and one fsync (a group commit), each answered only once its line is durable.
 //! Removing entries and the set-level actions (`add_many`, `remove_many`) replace the file
 //! atomically (temporary file, fsync, rename), once per call, so a reader or a crash never
 //! sees half a batch. File work runs on the blocking pool, never on a runtime thread.
@@ -27,8 +29,32 @@ pub const MAX_BATCH: usize = 1_000_000;
 pub struct Blocklist {
     dir: PathBuf,
     paths: HashMap<String, PathBuf>,
-    /// Per list file: its index as last read (also serializing this process's work on it).
-    indexes: Mutex<HashMap<PathBuf, Arc<Mutex<Option<Index>>>>>,
+    /// Per list file, this process's state of it.
+    indexes: Mutex<HashMap<PathBuf, Arc<ListSlot>>>,
+}
+
+/// One list file in this process.
+#[derive(Default)]
+struct ListSlot {
+    /// The index as last read (its lock also serializes this process's work on the list).
+    index: Mutex<Option<Index>>,
+    /// Plain adds waiting to be written, and whether a writer is at work on them.
+    appends: Mutex<Appends>,
+}
+
+/// The adds queued on one list, written by one writer at a time.
+#[derive(Default)]
+struct Appends {
+    queue: Vec<Append>,
+    /// A call is writing the queue: it writes what is queued meanwhile too.
+    writing: bool,
+}
+
+/// A `blocklist.add` at the end of the list, waiting for the list's next write.
+struct Append {
+    entry: String,
+    /// Whether the entry was added (not held already), once its line is durable.
+    done: tokio::sync::oneshot::Sender<Result<bool, ActionError>>,
 }
 
 /// What identifies one version of a list file: when any of it differs, the file changed.
@@ -129,6 +155,51 @@ impl Blocklist {
         Ok(self.dir.join(format!("{list}.txt")))
     }
 
+    /// The file behind `list` and this process's state of it.
+    fn slot(&self, list: &str) -> Result<(PathBuf, Arc<ListSlot>), ActionError> {
+        let path = self.path_of(list)?;
+        let mut m = lock(&self.indexes);
+        let slot = m.entry(path.clone()).or_default().clone();
+        Ok((path, slot))
+    }
+
+    /// Adds `entry` at the end of the list unless the list holds it; whether it added it.
+    ///
+    /// The entry is queued and answered once its line is durable. The call that finds no
+    /// writer at work becomes the writer: it appends every queued entry with one write and
+    /// one fsync, answers each, and goes on until the queue is empty; the others only wait.
+    async fn append_grouped(&self, list: &str, entry: String) -> Result<bool, ActionError> {
+        let (_, slot) = self.slot(list)?;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let write = {
+            let mut appends = lock(&slot.appends);
+            appends.queue.push(Append { entry, done });
+            !std::mem::replace(&mut appends.writing, true)
+        };
+        if write {
+            let _unstuck = Unstuck(slot.clone());
+            let queue = slot.clone();
+            let wrote = self
+                .with_list(list, true, move |path, index| {
+                    write_queued(path, index, &queue)
+                })
+                .await;
+            if let Err(e) = wrote {
+                // Not even the list could be opened: every add still queued fails with it.
+                let mut appends = lock(&slot.appends);
+                for a in std::mem::take(&mut appends.queue) {
+                    let _ = a.done.send(Err(e.clone()));
+                }
+                appends.writing = false;
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(ActionError::transient(
+                "the write of the list stopped before answering",
+            ))
+        })
+    }
+
     /// Runs `f` on the list behind `list` under its file lock (exclusive to change it), with
     /// its index brought up to date (blocking work, on the blocking pool).
     async fn with_list<T, F>(&self, list: &str, exclusive: bool, f: F) -> Result<T, ActionError>
@@ -136,13 +207,9 @@ impl Blocklist {
         T: Send + 'static,
         F: FnOnce(&Path, &mut Index) -> Result<T, ActionError> + Send + 'static,
     {
-        let path = self.path_of(list)?;
-        let slot = {
-            let mut m = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
-            m.entry(path.clone()).or_default().clone()
-        };
+        let (path, slot) = self.slot(list)?;
         files::blocking(move || {
-            let mut cached = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cached = lock(&slot.index);
             let _lock = files::lock(&path, exclusive)?;
             let stamp = Stamp::of(&path)?;
             let index = match cached.take() {
@@ -163,8 +230,66 @@ impl Blocklist {
     }
 }
 
-/// Appends `entry` as the list's last line: one write, one fsync (the caller holds the lock).
-fn append(path: &Path, index: &mut Index, entry: &str) -> Result<(), ActionError> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fails what is queued and frees the writer's place when a writer panics, so later adds
+/// do not wait for a writer that is gone.
+struct Unstuck(Arc<ListSlot>);
+
+impl Drop for Unstuck {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut appends = lock(&self.0.appends);
+            for a in std::mem::take(&mut appends.queue) {
+                let _ = a
+                    .done
+                    .send(Err(ActionError::transient("the list's writer failed")));
+            }
+            appends.writing = false;
+        }
+    }
+}
+
+/// Writes the adds queued on `slot` until none is left (the caller holds the list and is its
+/// writer), answering each: added, held already, or the write's error.
+fn write_queued(path: &Path, index: &mut Index, slot: &ListSlot) -> Result<(), ActionError> {
+    loop {
+        let queued = {
+            let mut appends = lock(&slot.appends);
+            if appends.queue.is_empty() {
+                appends.writing = false;
+                return Ok(());
+            }
+            std::mem::take(&mut appends.queue)
+        };
+        let mut seen = HashSet::new();
+        let added: Vec<bool> = queued
+            .iter()
+            .map(|a| !index.has(&a.entry) && seen.insert(a.entry.as_str()))
+            .collect();
+        let fresh: Vec<&str> = queued
+            .iter()
+            .zip(&added)
+            .filter(|(_, added)| **added)
+            .map(|(a, _)| a.entry.as_str())
+            .collect();
+        let written = append(path, index, &fresh);
+        for (a, added) in queued.into_iter().zip(added) {
+            let _ = a.done.send(written.clone().map(|()| added));
+        }
+        // On error the file may be half-written: the index is read afresh, by the next writer.
+        written?;
+    }
+}
+
+/// Appends `entries` as the list's last lines: one write, one fsync (the caller holds the
+/// lock).
+fn append(path: &Path, index: &mut Index, entries: &[&str]) -> Result<(), ActionError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     files::create_parent_dir(path)?;
     let fail = |e: std::io::Error| {
         ActionError::transient(format!("cannot append to {}: {e}", path.display()))
@@ -180,23 +305,27 @@ fn append(path: &Path, index: &mut Index, entry: &str) -> Result<(), ActionError
         f.set_permissions(std::fs::Permissions::from_mode(0o644))
             .map_err(fail)?;
     }
-    let mut line = String::with_capacity(entry.len() + 2);
+    let mut text = String::with_capacity(entries.iter().map(|e| e.len() + 1).sum::<usize>() + 1);
     if !index.ends_clean {
-        line.push('\n');
+        text.push('\n');
     }
-    line.push_str(entry);
-    line.push('\n');
-    f.write_all(line.as_bytes()).map_err(fail)?;
+    for entry in entries {
+        text.push_str(entry);
+        text.push('\n');
+    }
+    f.write_all(text.as_bytes()).map_err(fail)?;
     f.sync_data().map_err(fail)?;
     if created && let Some(d) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
         let _ = d.sync_all();
     }
-    index.count += 1;
-    index
-        .lines
-        .entry(entry.to_owned())
-        .or_default()
-        .push(index.count);
+    for entry in entries {
+        index.count += 1;
+        index
+            .lines
+            .entry((*entry).to_owned())
+            .or_default()
+            .push(index.count);
+    }
     index.ends_clean = true;
     index.stamp = Stamp::of(path)?;
     Ok(())
@@ -236,10 +365,9 @@ fn add_entries(
     if added == 0 {
         return Ok(0);
     }
-    if let [(entry, at)] = todo.as_slice()
-        && at.is_empty()
-    {
-        append(path, index, entry)?;
+    if todo.iter().all(|(_, at)| at.is_empty()) {
+        let entries: Vec<&str> = todo.iter().map(|(e, _)| *e).collect();
+        append(path, index, &entries)?;
         return Ok(added);
     }
     let text = read_text(path)?;
@@ -372,13 +500,17 @@ impl Connector for Blocklist {
                 let entry = input_str(call.input, "entry")?;
                 validate_entry(entry)?;
                 let at = insert_lines(call.input)?;
-                let e = entry.to_owned();
-                let added = self
-                    .with_list(list, true, move |path, index| {
+                let added = if at.is_empty() {
+                    self.append_grouped(list, entry.to_owned()).await?
+                } else {
+                    let e = entry.to_owned();
+                    self.with_list(list, true, move |path, index| {
                         add_entries(path, index, &[(e.as_str(), at)])
                     })
-                    .await?;
-                Ok(json!({ "list": list, "entry": entry, "changed": added > 0 }))
+                    .await?
+                        > 0
+                };
+                Ok(json!({ "list": list, "entry": entry, "changed": added }))
             }
             "blocklist.remove" => {
                 let entry = input_str(call.input, "entry")?;
@@ -628,6 +760,57 @@ mod tests {
         let undo = json!({"list": "l", "entries": before["present"], "lines": before["lines"]});
         b.call(call("blocklist.add_many", &undo)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+    }
+
+    /// Adds arriving together are written together: every entry lands once, each call is
+    /// answered with whether it added its entry, and a list that cannot be written fails
+    /// every add queued on it, with nothing left waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_adds_each_land_once_and_are_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(Blocklist::new(dir.path(), HashMap::new()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let b = b.clone();
+            // Every entry twice: exactly one of the two adds it.
+            let entry = format!("198.51.100.{}", i % 200);
+            tasks.spawn(async move {
+                let input = json!({ "list": "l", "entry": entry });
+                let out = b.call(call("blocklist.add", &input)).await.unwrap();
+                (entry, out["changed"] == true)
+            });
+        }
+        let mut added: HashMap<String, usize> = HashMap::new();
+        while let Some(r) = tasks.join_next().await {
+            let (entry, changed) = r.unwrap();
+            *added.entry(entry).or_default() += usize::from(changed);
+        }
+        assert_eq!(added.len(), 200);
+        assert!(added.values().all(|&n| n == 1), "{added:?}");
+        let text = std::fs::read_to_string(dir.path().join("l.txt")).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        lines.dedup();
+        assert_eq!((lines.len(), text.lines().count()), (200, 200));
+
+        // A list whose file cannot be written: every add fails, and a later one is not stuck.
+        let blocked = dir.path().join("blocked.txt");
+        std::fs::create_dir(&blocked).unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let b = b.clone();
+            tasks.spawn(async move {
+                let input = json!({ "list": "blocked", "entry": format!("192.0.2.{i}") });
+                b.call(call("blocklist.add", &input)).await
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            assert!(r.unwrap().is_err());
+        }
+        std::fs::remove_dir(&blocked).unwrap();
+        let input = json!({ "list": "blocked", "entry": "192.0.2.99" });
+        let out = b.call(call("blocklist.add", &input)).await.unwrap();
+        assert_eq!(out["changed"], true);
     }
 
     #[tokio::test]

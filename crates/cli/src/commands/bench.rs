@@ -27,6 +27,11 @@ pub struct Args {
     /// Output: `text` for people, `json` for scripts.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Each run adds its own address to one file list (`blocklist.add`) instead of the three
+    /// no-op steps: the list grows by --runs entries, and the rate per quarter shows whether
+    /// it slows down as it grows.
+    #[arg(long, conflicts_with = "feed")]
+    list: bool,
     /// Instead of runs: import a feed of this many new addresses, block them all in a file
     /// list (and, with --netns, in nftables) in one guarded run, then roll it back.
     #[arg(long)]
@@ -56,6 +61,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         feed,
         never,
         netns,
+        list,
     } = args;
     let synchronous = match sync {
         SyncArg::Full => Synchronous::Full,
@@ -130,18 +136,31 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let r = belay_bench::run(
         store,
         label,
-        belay_bench::BenchOptions { runs, concurrency },
+        belay_bench::BenchOptions {
+            runs,
+            concurrency,
+            list,
+        },
     )
     .await?;
     if format == Format::Json {
         print_json(&r)?;
     } else {
         println!("store:        {}", r.store);
+        println!("workload:     {}", r.workload);
         println!(
             "runs:         {} in {:.2}s ({} in flight)",
             r.runs, r.seconds, r.concurrency
         );
         println!("runs/s:       {:.0}", r.runs_per_sec);
+        println!(
+            "by quarter:   {}",
+            r.runs_per_sec_by_quarter
+                .iter()
+                .map(|q| format!("{q:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
         println!("latency p50:  {:.2} ms", r.p50_ms);
         println!("latency p99:  {:.2} ms", r.p99_ms);
         println!("peak RSS:     {:.1} MB", r.peak_rss_mb);
