@@ -133,12 +133,8 @@ enum Command {
     Secrets(secrets::SecretsCommand),
 }
 
-fn main() -> ExitCode {
-    // Die quietly when the reader of our output goes away (`belay runs list | head`).
-    // SAFETY: setting a signal disposition before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// How the process uses memory, set at start before any other thread.
+fn tune_memory() {
     // No transparent huge pages: the allocator asks for them, and a 2 MB page backing a few
     // live objects costs the whole 2 MB of resident memory (a third of the engine's under load).
     // SAFETY: prctl with these arguments only sets a flag on this process.
@@ -154,6 +150,15 @@ fn main() -> ExitCode {
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
     }
+}
+
+fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`belay runs list | head`).
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    tune_memory();
     let cli = Cli::parse();
     // `belay serve` sets up its own logs, in the format its configuration asks for.
     if !matches!(cli.command, Command::Serve(_)) {
@@ -271,15 +276,18 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
-    /// The option index is mimalloc's purge delay (its default, a second, is the only option
-    /// with that value), so setting it cannot change some other option after an upgrade.
+    /// Start-up sets mimalloc's purge delay, and the option it sets is the purge delay (its
+    /// default, a second, is the only option with that value), so it cannot change some other
+    /// option after an upgrade.
     #[test]
-    fn the_purge_delay_option_is_the_one_set() {
+    fn start_up_sets_the_purge_delay() {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
             return;
         }
         // SAFETY: reads one option value.
-        let default = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        assert_eq!(default, 1000);
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(get(), 1000);
+        tune_memory();
+        assert_eq!(get(), PURGE_DELAY_MS);
     }
 }

@@ -485,6 +485,21 @@ fn listed(ns: &str, set: &str) -> Vec<String> {
     values
 }
 
+/// `firewall.block_many` of `input` as the engine calls it, with the state it read before.
+async fn block_many_after(
+    fw: &Nftables,
+    input: &serde_json::Value,
+    before: &serde_json::Value,
+) -> Result<serde_json::Value, belay_connectors::ActionError> {
+    fw.call(belay_connectors::Call {
+        action: "firewall.block_many",
+        input,
+        idempotency_key: Some("run/apply"),
+        before: Some(before),
+    })
+    .await
+}
+
 #[tokio::test]
 async fn addresses_go_to_the_address_set_and_a_batch_applies_the_state_read_before_it() {
     let Some(sb) = sandbox() else { return };
@@ -527,42 +542,30 @@ async fn addresses_go_to_the_address_set_and_a_batch_applies_the_state_read_befo
     // not added); a batch with a network is checked against the sets themselves.
     let batch = json!({ "addresses": ["192.0.2.1", "192.0.2.2", "192.0.2.3"] });
     let read = json!({ "absent": ["192.0.2.2"] });
-    let out = fw
-        .call(belay_connectors::Call {
-            action: "firewall.block_many",
-            input: &batch,
-            idempotency_key: Some("run/1"),
-            before: Some(&read),
-        })
-        .await
-        .expect("applies");
+    let out = block_many_after(&fw, &batch, &read).await.expect("applies");
     assert_eq!(out["added"], 1);
     assert_eq!(listed(ns, "egress_a4"), ["192.0.2.1", "192.0.2.2"]);
     // An address another process added meanwhile is no error and no second element.
-    let out = fw
-        .call(belay_connectors::Call {
-            action: "firewall.block_many",
-            input: &batch,
-            idempotency_key: Some("run/2"),
-            before: Some(&json!({ "absent": ["192.0.2.2", "192.0.2.3"] })),
-        })
-        .await
-        .expect("applies");
+    let out = block_many_after(
+        &fw,
+        &batch,
+        &json!({ "absent": ["192.0.2.2", "192.0.2.3"] }),
+    )
+    .await
+    .expect("applies");
     assert_eq!(out["added"], 2);
     assert_eq!(
         listed(ns, "egress_a4"),
         ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
     );
     let with_net = json!({ "addresses": ["192.0.2.4", "10.0.0.0/8"] });
-    let err = fw
-        .call(belay_connectors::Call {
-            action: "firewall.block_many",
-            input: &with_net,
-            idempotency_key: Some("run/3"),
-            before: Some(&json!({ "absent": ["192.0.2.4", "10.0.0.0/8"] })),
-        })
-        .await
-        .expect_err("the network contains a blocked one");
+    let err = block_many_after(
+        &fw,
+        &with_net,
+        &json!({ "absent": ["192.0.2.4", "10.0.0.0/8"] }),
+    )
+    .await
+    .expect_err("the network contains a blocked one");
     assert!(err.message.contains("10.9.0.0/16"), "{err}");
 
     // Unblocking deletes the addresses from the address set and the network from the

@@ -408,6 +408,16 @@ impl Engine {
 
     /// The runs an event starts: playbooks indexed under its kind whose `on.if` holds.
     pub fn plan_runs(&self, event: &Event) -> (Vec<RunRecord>, Vec<(String, String)>) {
+        self.plan(event, None)
+    }
+
+    /// [`Engine::plan_runs`]; trigger conditions read `shared` (the same event) when given,
+    /// else a shared copy made if some condition needs one.
+    fn plan(
+        &self,
+        event: &Event,
+        shared: Option<&Arc<Event>>,
+    ) -> (Vec<RunRecord>, Vec<(String, String)>) {
         let mut runs = Vec::new();
         let mut errors = Vec::new();
         let candidates = self.playbooks.matching(&event.kind);
@@ -418,7 +428,9 @@ impl Engine {
         let mut view = None;
         for pb in candidates {
             if let Some(cond) = &pb.trigger.condition {
-                let view = view.get_or_insert_with(|| event_value(Arc::new(event.clone())));
+                let view = view.get_or_insert_with(|| {
+                    event_value(shared.cloned().unwrap_or_else(|| Arc::new(event.clone())))
+                });
                 let ctx =
                     minijinja::context! { event => view.clone(), vars => context_value(&pb.vars) };
                 match cond.eval_bool(&ctx) {
@@ -451,7 +463,9 @@ impl Engine {
         let mut errors = Vec::with_capacity(events.len());
         let mut used: Vec<Arc<Playbook>> = Vec::new();
         for (event, cursor) in events {
-            let (runs, trigger_errors) = self.plan_runs(&event);
+            // Shared from here on: by the trigger conditions, the store and the runs.
+            let event = Arc::new(event);
+            let (runs, trigger_errors) = self.plan(&event, Some(&event));
             for r in &runs {
                 if !used.iter().any(|p| p.name == r.playbook)
                     && let Some(pb) = self.playbooks.get(&r.playbook)
@@ -476,7 +490,7 @@ impl Engine {
             .zip(errors)
             .map(|((inc, accepted), trigger_errors)| Acceptance {
                 event_id: inc.event.id.clone(),
-                event: Arc::new(inc.event),
+                event: inc.event,
                 runs: if accepted == Accepted::New {
                     inc.runs
                 } else {

@@ -83,8 +83,8 @@ impl Object for ObservablesView {
     }
 
     fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
+        // The key as a `'static` name the list view keeps (an unknown key is no list).
         let key = key.as_str()?;
-        observable_list(&self.0.observables, key)?;
         let key = OBSERVABLE_KEYS.iter().find(|k| **k == key)?;
         Some(MjValue::from_object(ListView(self.0.clone(), key)))
     }

@@ -177,8 +177,8 @@ pub enum Written {
 /// One event offered for acceptance, with the runs it starts.
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    /// The validated event.
-    pub event: Event,
+    /// The validated event (shared with the runs it starts).
+    pub event: std::sync::Arc<Event>,
     /// The runs it starts (leased to this worker); none stored if it is a duplicate.
     pub runs: Vec<RunRecord>,
     /// The source's cursor just past this event.

@@ -46,10 +46,41 @@ pub(crate) fn items<K: Eq + Hash, T>(
     Ok(out)
 }
 
+/// The state of a set-level change from whether the target holds each item (`held`, in the
+/// items' order): for an add (`add`), `("absent", the items it lacks)`; for a removal,
+/// `("present", the items it holds)`. Both are empty once the change is applied.
+pub(crate) fn diff<T: serde::Serialize>(
+    items: impl IntoIterator<Item = T>,
+    held: &[bool],
+    add: bool,
+) -> (&'static str, Value) {
+    let diff: Vec<T> = items
+        .into_iter()
+        .zip(held)
+        .filter(|(_, h)| **h != add)
+        .map(|(item, _)| item)
+        .collect();
+    (
+        if add { "absent" } else { "present" },
+        serde_json::json!(diff),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_diff_keeps_what_the_change_would_do() {
+        let held = [true, false, true];
+        assert_eq!(diff(["a", "b", "c"], &held, true), ("absent", json!(["b"])));
+        assert_eq!(
+            diff(["a", "b", "c"], &held, false),
+            ("present", json!(["a", "c"]))
+        );
+        assert_eq!(diff(Vec::<&str>::new(), &[], true), ("absent", json!([])));
+    }
 
     fn numbers(input: &Value) -> Result<Vec<u32>, ActionError> {
         items(input, "values", "value", |_, t| {

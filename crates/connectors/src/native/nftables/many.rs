@@ -328,23 +328,21 @@ impl Nftables {
     ) -> Result<Value, ActionError> {
         let b = Batch::parse(self, input)?;
         let (_, present) = self.elements(&b).await?;
-        if action == "firewall.block_many" {
-            let absent: Vec<String> = b
-                .nets
-                .iter()
-                .filter(|n| !present.covers(n))
-                .map(|n| net_str(*n))
-                .collect();
-            Ok(json!({ "absent": absent }))
-        } else {
-            let held: Vec<String> = b
-                .nets
-                .iter()
-                .filter(|n| present.exact.contains(n))
-                .map(|n| net_str(*n))
-                .collect();
-            Ok(json!({ "present": held }))
-        }
+        // Blocked: covered by an element; unblockable: an element itself.
+        let add = action == "firewall.block_many";
+        let held: Vec<bool> = b
+            .nets
+            .iter()
+            .map(|n| {
+                if add {
+                    present.covers(n)
+                } else {
+                    present.exact.contains(n)
+                }
+            })
+            .collect();
+        let (key, items) = batch::diff(b.nets.iter().map(|n| net_str(*n)), &held, add);
+        Ok(json!({ key: items }))
     }
 
     /// One `add element` or `delete element` command for many elements of one set.

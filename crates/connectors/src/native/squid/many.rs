@@ -121,14 +121,8 @@ impl Squid {
         let list = b.list;
         files::blocking(move || {
             let have = held(&b.items, &lines_of(&dom)?, &lines_of(&ips)?);
-            let items: Vec<&str> = b
-                .items
-                .iter()
-                .zip(&have)
-                .filter(|(_, h)| **h != add)
-                .map(|((text, _), _)| text.as_str())
-                .collect();
-            Ok(json!({ "list": list, if add { "absent" } else { "present" }: items }))
+            let (key, items) = batch::diff(b.items.iter().map(|(text, _)| text), &have, add);
+            Ok(json!({ "list": list, key: items }))
         })
         .await
     }

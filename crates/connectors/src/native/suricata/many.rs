@@ -149,14 +149,8 @@ impl Suricata {
         let b = Batch::parse(self, input)?;
         let present = self.presence(&b).await?;
         let add = action == "ips.dataset_add_many";
-        let items: Vec<&str> = b
-            .values
-            .iter()
-            .zip(&present)
-            .filter(|(_, p)| **p != add)
-            .map(|((text, _), _)| text.as_str())
-            .collect();
-        Ok(json!({ if add { "absent" } else { "present" }: items }))
+        let (key, items) = batch::diff(b.values.iter().map(|(text, _)| text), &present, add);
+        Ok(json!({ key: items }))
     }
 
     /// Adds every value of the batch the dataset lacks, in one file replace and rule reload.

@@ -8,7 +8,7 @@
 //! part of it without a sinkhole (`sinkhole_many`), or with one and how (`unsinkhole_many`:
 //! each domain's mode and answer, so the undo puts back exactly those sinkholes).
 
-use super::{Unbound, parse_domain};
+use super::{Unbound, parse_domain, sinkhole_mode};
 use crate::ActionError;
 use crate::native::batch;
 use serde_json::{Value, json};
@@ -28,14 +28,6 @@ struct Zones {
     answers: HashMap<String, String>,
 }
 
-fn sinkhole_mode(kind: &str) -> Option<&'static str> {
-    match kind {
-        "redirect" => Some("redirect"),
-        "always_nxdomain" => Some("nxdomain"),
-        _ => None,
-    }
-}
-
 impl Unbound {
     /// The batch's domains without repeats, in order, each with its sinkhole: `modes[i]` and
     /// `answers[i]` (the undo of a release gives each domain its own), else `mode` and
@@ -53,27 +45,10 @@ impl Unbound {
                 .or_else(|| input.get("mode").filter(|v| !v.is_null()))
                 .and_then(Value::as_str)
                 .unwrap_or("redirect");
-            let (kind, answer) = match mode {
-                "redirect" => {
-                    let answer = match each("answers", i).or_else(|| input.get("answer")) {
-                        Some(Value::String(a)) => a.parse::<IpAddr>().map_err(|e| {
-                            ActionError::permanent(format!("invalid answer address `{a}`: {e}"))
-                        })?,
-                        _ => self.config.default_answer.ok_or_else(|| {
-                            ActionError::permanent(
-                                "no `answer` given and no `default_answer` configured",
-                            )
-                        })?,
-                    };
-                    ("redirect", Some(answer))
-                }
-                "nxdomain" => ("always_nxdomain", None),
-                other => {
-                    return Err(ActionError::permanent(format!(
-                        "unknown sinkhole mode `{other}` (redirect or nxdomain)"
-                    )));
-                }
-            };
+            let answer = each("answers", i)
+                .or_else(|| input.get("answer"))
+                .and_then(Value::as_str);
+            let (kind, answer) = self.sinkhole_of(mode, answer)?;
             Ok((name.clone(), Item { name, kind, answer }))
         })
     }

@@ -69,13 +69,18 @@ struct ZoneState {
     records: Vec<String>,
 }
 
+/// The sinkhole mode a local zone type stands for.
+fn sinkhole_mode(kind: &str) -> Option<&'static str> {
+    match kind {
+        "redirect" => Some("redirect"),
+        "always_nxdomain" => Some("nxdomain"),
+        _ => None,
+    }
+}
+
 impl ZoneState {
     fn mode(&self) -> Option<&'static str> {
-        match self.kind.as_deref() {
-            Some("redirect") => Some("redirect"),
-            Some("always_nxdomain") => Some("nxdomain"),
-            _ => None,
-        }
+        sinkhole_mode(self.kind.as_deref()?)
     }
 
     fn answer(&self) -> Option<&str> {
@@ -183,6 +188,34 @@ impl Unbound {
         Ok(ZoneState { kind, records })
     }
 
+    /// The local zone type and answer of a sinkhole in `mode`: `redirect` to `answer` (the
+    /// configured default answer when none is given), or `nxdomain`.
+    fn sinkhole_of(
+        &self,
+        mode: &str,
+        answer: Option<&str>,
+    ) -> Result<(&'static str, Option<IpAddr>), ActionError> {
+        match mode {
+            "redirect" => {
+                let answer = match answer {
+                    Some(a) => a.parse::<IpAddr>().map_err(|e| {
+                        ActionError::permanent(format!("invalid answer address `{a}`: {e}"))
+                    })?,
+                    None => self.config.default_answer.ok_or_else(|| {
+                        ActionError::permanent(
+                            "no `answer` given and no `default_answer` configured",
+                        )
+                    })?,
+                };
+                Ok(("redirect", Some(answer)))
+            }
+            "nxdomain" => Ok(("always_nxdomain", None)),
+            other => Err(ActionError::permanent(format!(
+                "unknown sinkhole mode `{other}` (redirect or nxdomain)"
+            ))),
+        }
+    }
+
     async fn sinkhole(&self, input: &Value) -> Result<Value, ActionError> {
         let domain = parse_domain(input_str(input, "domain")?)?;
         let mode = input
@@ -196,27 +229,7 @@ impl Unbound {
                 .filter(|t| *t <= 86_400)
                 .ok_or_else(|| ActionError::permanent("`ttl` must be 0 to 86400 seconds"))?,
         };
-        let (kind, answer) = match mode {
-            "redirect" => {
-                let answer = match input.get("answer").and_then(Value::as_str) {
-                    Some(a) => a.parse::<IpAddr>().map_err(|e| {
-                        ActionError::permanent(format!("invalid answer address `{a}`: {e}"))
-                    })?,
-                    None => self.config.default_answer.ok_or_else(|| {
-                        ActionError::permanent(
-                            "no `answer` given and no `default_answer` configured",
-                        )
-                    })?,
-                };
-                ("redirect", Some(answer))
-            }
-            "nxdomain" => ("always_nxdomain", None),
-            other => {
-                return Err(ActionError::permanent(format!(
-                    "unknown sinkhole mode `{other}` (redirect or nxdomain)"
-                )));
-            }
-        };
+        let (kind, answer) = self.sinkhole_of(mode, input.get("answer").and_then(Value::as_str))?;
         let record = answer.map(|a| {
             let rtype = if a.is_ipv4() { "A" } else { "AAAA" };
             (
