@@ -6,7 +6,7 @@
 mod common;
 
 use belay_connectors::native::nftables::Sandbox;
-use common::{belay, command, json, ok, write_file};
+use common::{belay, command, import_feed, json, ok, write_file};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -106,6 +106,30 @@ fn feed_addresses() -> Vec<String> {
         .collect()
 }
 
+/// A directory whose `belay.toml` has the firewall connector on a sandbox's nftables (in its
+/// client namespace), then `extra`; `None` (the test skips, unless native tests are required)
+/// when this machine cannot make sandboxes.
+fn firewall_setup(extra: &str) -> Option<(Sandbox, tempfile::TempDir)> {
+    if let Err(why) = Sandbox::available() {
+        belay_testkit::skip::unless_required(
+            "BELAY_REQUIRE_NATIVE",
+            &format!("nftables sandbox unavailable: {why}"),
+        );
+        return None;
+    }
+    let sb = Sandbox::start().expect("sandbox starts");
+    let dir = tempfile::tempdir().unwrap();
+    write_file(
+        dir.path(),
+        "belay.toml",
+        &format!(
+            "[connectors.firewall]\ntype = \"nftables\"\nnetns = \"{}\"\ntimeout_secs = 120\n{extra}",
+            sb.client_netns()
+        ),
+    );
+    Some((sb, dir))
+}
+
 /// The block list's bytes (empty when it does not exist).
 fn list_bytes(d: &Path) -> Vec<u8> {
     std::fs::read(d.join("data/lists/feed.txt")).unwrap_or_default()
@@ -145,38 +169,13 @@ fn set_elements(ns: &str) -> Vec<String> {
     elements
 }
 
-fn run_of(import: &str) -> (String, String) {
-    let line = import
-        .lines()
-        .find(|l| l.starts_with("run "))
-        .unwrap_or_else(|| panic!("the import started a run: {import}"));
-    let mut words = line.split_whitespace().skip(1);
-    let id = words.next().unwrap().to_owned();
-    let status = words.last().unwrap().to_owned();
-    (id, status)
-}
-
 #[test]
 fn a_feed_larger_than_every_limit_reaches_list_and_firewall_whole_and_rolls_back_exactly() {
-    let available = Sandbox::available();
-    if let Err(why) = &available {
-        belay_testkit::skip::unless_required(
-            "BELAY_REQUIRE_NATIVE",
-            &format!("nftables sandbox unavailable: {why}"),
-        );
+    let Some((sb, dir)) = firewall_setup("") else {
         return;
-    }
-    let sb = Sandbox::start().expect("sandbox starts");
+    };
     let ns = sb.client_netns().to_owned();
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_file(
-        d,
-        "belay.toml",
-        &format!(
-            "[connectors.firewall]\ntype = \"nftables\"\nnetns = \"{ns}\"\ntimeout_secs = 120\n"
-        ),
-    );
     std::fs::create_dir(d.join("pbs")).unwrap();
     let addresses = feed_addresses();
     // The list and the set already hold one address of the feed: the change's diff leaves it
@@ -208,19 +207,7 @@ fn a_feed_larger_than_every_limit_reaches_list_and_firewall_whole_and_rolls_back
     let mut feed = addresses.join("\n");
     feed.push('\n');
     write_file(d, "feed.txt", &feed);
-    let out = ok(&belay(
-        d,
-        &[
-            "intel",
-            "import",
-            "feed.txt",
-            "--feed",
-            "big",
-            "--playbooks",
-            "pbs",
-        ],
-    ));
-    let (run, status) = run_of(&out);
+    let (run, status, out) = import_feed(d, "big");
     assert_eq!(status, "failed", "{out}");
     let runs = ok(&belay(d, &["runs", "show", &run]));
     assert!(
@@ -237,19 +224,7 @@ fn a_feed_larger_than_every_limit_reaches_list_and_firewall_whole_and_rolls_back
         "name: feed-block\non: { event: intel.update }\ntrust: guarded\nsteps:\n  - id: list\n    action: blocklist.add_many\n    with: { list: feed, entries: \"${{ event.observables.ips }}\" }\n  - id: firewall\n    action: firewall.block_many\n    with: { addresses: \"${{ event.observables.ips }}\", set: egress, reason: feed big }\n",
     );
     // A second feed of the same addresses: the first import already recorded them.
-    let out = ok(&belay(
-        d,
-        &[
-            "intel",
-            "import",
-            "feed.txt",
-            "--feed",
-            "big2",
-            "--playbooks",
-            "pbs",
-        ],
-    ));
-    let (run, status) = run_of(&out);
+    let (run, status, out) = import_feed(d, "big2");
     assert_eq!(status, "succeeded", "{out}");
     let listed: BTreeSet<String> = String::from_utf8(list_bytes(d))
         .unwrap()
@@ -344,25 +319,13 @@ fn pending(d: &Path) -> Vec<Value> {
 
 #[test]
 fn a_protected_address_among_a_set_level_change_is_held_alone_and_the_rest_applied_in_one_change() {
-    let available = Sandbox::available();
-    if let Err(why) = &available {
-        belay_testkit::skip::unless_required(
-            "BELAY_REQUIRE_NATIVE",
-            &format!("nftables sandbox unavailable: {why}"),
-        );
+    let Some((sb, dir)) =
+        firewall_setup("\n[[users]]\nname = \"alice\"\nroles = [\"responder\"]\n")
+    else {
         return;
-    }
-    let sb = Sandbox::start().expect("sandbox starts");
+    };
     let ns = sb.client_netns().to_owned();
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_file(
-        d,
-        "belay.toml",
-        &format!(
-            "[connectors.firewall]\ntype = \"nftables\"\nnetns = \"{ns}\"\ntimeout_secs = 120\n\n[[users]]\nname = \"alice\"\nroles = [\"responder\"]\n"
-        ),
-    );
     std::fs::create_dir_all(d.join("guardrails")).unwrap();
     std::fs::create_dir_all(d.join("pbs")).unwrap();
     write_file(
@@ -391,19 +354,7 @@ fn a_protected_address_among_a_set_level_change_is_held_alone_and_the_rest_appli
             .collect()
     };
 
-    let out = ok(&belay(
-        d,
-        &[
-            "intel",
-            "import",
-            "feed.txt",
-            "--feed",
-            "big",
-            "--playbooks",
-            "pbs",
-        ],
-    ));
-    let (run, status) = run_of(&out);
+    let (run, status, out) = import_feed(d, "big");
     assert_eq!(status, "waiting_approval", "{out}");
     // Every other address is in the list, applied as one change; the protected one is not.
     let list = listed(d);

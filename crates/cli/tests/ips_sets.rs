@@ -6,7 +6,7 @@
 mod common;
 
 use belay_connectors::native::suricata::{Mode, Sandbox};
-use common::{belay, json, ok, write_file};
+use common::{belay, import_feed, json, ok, write_file};
 use std::time::Duration;
 
 /// Runs a socket command behind belay's back, as an administrator would.
@@ -23,17 +23,6 @@ fn admin(sb: &Sandbox, command: &str) -> String {
 fn listed(sb: &Sandbox, ip: &str) -> bool {
     let reply = admin(sb, &format!("dataset-lookup belay-ips ip {ip}"));
     reply.contains("item found in set")
-}
-
-fn run_of(import: &str) -> (String, String) {
-    let line = import
-        .lines()
-        .find(|l| l.starts_with("run "))
-        .unwrap_or_else(|| panic!("the import started a run: {import}"));
-    let mut words = line.split_whitespace().skip(1);
-    let id = words.next().unwrap().to_owned();
-    let status = words.last().unwrap().to_owned();
-    (id, status)
 }
 
 fn failed(out: &std::process::Output) -> String {
@@ -99,19 +88,7 @@ fn a_feed_enters_a_suricata_dataset_as_one_change_and_rolls_back_exactly() {
     feed.push(server.clone());
     write_file(d, "feed.txt", &format!("{}\n", feed.join("\n")));
 
-    let out = ok(&belay(
-        d,
-        &[
-            "intel",
-            "import",
-            "feed.txt",
-            "--feed",
-            "big",
-            "--playbooks",
-            "pbs",
-        ],
-    ));
-    let (run, status) = run_of(&out);
+    let (run, status, out) = import_feed(d, "big");
     assert_eq!(status, "waiting_approval", "{out}");
     // One change carries the 3,001 others; the protected address waits alone.
     let changes = json(&belay(

@@ -97,3 +97,28 @@ pub fn listed(dir: &Path) -> Vec<String> {
 pub fn write_file(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("writing {name}: {e}"));
 }
+
+/// `belay intel import feed.txt --feed FEED --playbooks pbs` in `dir`, which must succeed: the
+/// run it started (from its `run ID … STATUS` line) and that run's status.
+pub fn import_feed(dir: &Path, feed: &str) -> (String, String, String) {
+    let out = belay_testkit::cli::ok(&belay(
+        dir,
+        &[
+            "intel",
+            "import",
+            "feed.txt",
+            "--feed",
+            feed,
+            "--playbooks",
+            "pbs",
+        ],
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("run "))
+        .unwrap_or_else(|| panic!("the import started a run: {out}"));
+    let mut words = line.split_whitespace().skip(1);
+    let id = words.next().unwrap_or_default().to_owned();
+    let status = words.last().unwrap_or_default().to_owned();
+    (id, status, out)
+}
