@@ -34,12 +34,28 @@ pub struct Blocklist {
 }
 
 /// One list file in this process.
-#[derive(Default)]
 struct ListSlot {
+    /// Taken before the list's file work is handed to the blocking pool: calls wait for the
+    /// list here, as tasks, rather than as blocked threads of the pool (which would grow by a
+    /// thread per waiting call). A few at a time, so the next is ready when one ends.
+    turns: tokio::sync::Semaphore,
     /// The index as last read (its lock also serializes this process's work on the list).
     index: Mutex<Option<Index>>,
     /// Plain adds waiting to be written, and whether a writer is at work on them.
     appends: Mutex<Appends>,
+}
+
+/// Calls of one list handed to the blocking pool at once.
+const TURNS: usize = 4;
+
+impl Default for ListSlot {
+    fn default() -> Self {
+        ListSlot {
+            turns: tokio::sync::Semaphore::new(TURNS),
+            index: Mutex::default(),
+            appends: Mutex::default(),
+        }
+    }
 }
 
 /// The adds queued on one list, written by one writer at a time.
@@ -208,6 +224,12 @@ impl Blocklist {
         F: FnOnce(&Path, &mut Index) -> Result<T, ActionError> + Send + 'static,
     {
         let (path, slot) = self.slot(list)?;
+        let turns = slot.clone();
+        let _turn = turns
+            .turns
+            .acquire()
+            .await
+            .map_err(|_| ActionError::transient(format!("the list `{list}` is closed")))?;
         files::blocking(move || {
             let mut cached = lock(&slot.index);
             let _lock = files::lock(&path, exclusive)?;
