@@ -66,6 +66,21 @@ pub(crate) fn diff<T: serde::Serialize>(
     )
 }
 
+/// The items an add's before-state (`{"absent": [...]}`, as the engine read it just before
+/// the call under its lock) names, each found by `lookup` among the batch's own; `None` when
+/// there is no such state or one of its items is not the batch's (the target is read instead).
+pub(crate) fn absent_before<T>(
+    before: Option<&Value>,
+    mut lookup: impl FnMut(&str) -> Option<T>,
+) -> Option<Vec<T>> {
+    before?
+        .get("absent")?
+        .as_array()?
+        .iter()
+        .map(|v| lookup(v.as_str()?))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +95,15 @@ mod tests {
             ("present", json!(["a", "c"]))
         );
         assert_eq!(diff(Vec::<&str>::new(), &[], true), ("absent", json!([])));
+        let batch = ["a", "b"];
+        let find = |t: &str| batch.iter().position(|b| *b == t);
+        assert_eq!(
+            absent_before(Some(&json!({ "absent": ["b"] })), find),
+            Some(vec![1])
+        );
+        assert_eq!(absent_before(Some(&json!({ "absent": ["z"] })), find), None);
+        assert_eq!(absent_before(Some(&json!({ "present": [] })), find), None);
+        assert_eq!(absent_before(None, find), None);
     }
 
     fn numbers(input: &Value) -> Result<Vec<u32>, ActionError> {

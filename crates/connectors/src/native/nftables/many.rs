@@ -388,20 +388,14 @@ impl Nftables {
     }
 }
 
-/// The addresses the engine's before-state (`{"absent": [...]}`) names, when the batch is
-/// single addresses only and every one it names is in the batch; `None` otherwise (the sets
-/// are read instead).
+/// The addresses the engine's before-state names absent, when the batch is single addresses
+/// only; `None` otherwise (the sets are read instead).
 fn absent_before(b: &Batch, before: Option<&Value>) -> Option<Vec<IpNet>> {
-    let absent = before?.get("absent")?.as_array()?;
     if b.nets.iter().any(|n| n.prefix_len() < n.max_prefix_len()) {
         return None;
     }
     let batch: HashSet<&IpNet> = b.nets.iter().collect();
-    absent
-        .iter()
-        .map(|v| {
-            let net = parse_net(v.as_str()?).ok()?;
-            batch.contains(&net).then_some(net)
-        })
-        .collect()
+    batch::absent_before(before, |text| {
+        parse_net(text).ok().filter(|net| batch.contains(net))
+    })
 }

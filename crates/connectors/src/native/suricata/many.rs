@@ -17,14 +17,16 @@
 //!
 //! The state of a batch is the part of it the dataset lacks (`add_many`) or holds
 //! (`remove_many`), looked up value by value over one socket connection: a change's
-//! before-state is its exact item diff, and its inverse puts back exactly that.
+//! before-state is its exact item diff, and its inverse puts back exactly that. An add given
+//! that state (read by the engine just before, under its lock) adds what it names absent
+//! without looking the values up again.
 
 use super::socket::Session;
 use super::{Suricata, check_name, dataset_value};
 use crate::native::batch;
 use crate::{ActionError, files, input_str};
 use serde_json::{Value, json};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -154,18 +156,34 @@ impl Suricata {
     }
 
     /// Adds every value of the batch the dataset lacks, in one file replace and rule reload.
-    pub(super) async fn dataset_add_many(&self, input: &Value) -> Result<Value, ActionError> {
+    /// Given the state the engine read just before under its lock (`before`), the values it
+    /// names absent, without looking each one up again.
+    pub(super) async fn dataset_add_many(
+        &self,
+        input: &Value,
+        before: Option<&Value>,
+    ) -> Result<Value, ActionError> {
         let b = Batch::parse(self, input)?;
         let _guard = self.lock.lock().await;
         let _file = files::lock_async(&b.file, true).await?;
-        let present = self.presence(&b).await?;
-        let absent: Vec<&str> = b
+        let encoded: HashMap<&str, &str> = b
             .values
             .iter()
-            .zip(&present)
-            .filter(|(_, p)| !**p)
-            .map(|((_, e), _)| e.as_str())
+            .map(|(text, e)| (text.as_str(), e.as_str()))
             .collect();
+        let absent: Vec<&str> =
+            match batch::absent_before(before, |text| encoded.get(text).copied()) {
+                Some(absent) => absent,
+                None => {
+                    let present = self.presence(&b).await?;
+                    b.values
+                        .iter()
+                        .zip(&present)
+                        .filter(|(_, p)| !**p)
+                        .map(|((_, e), _)| e.as_str())
+                        .collect()
+                }
+            };
         if absent.is_empty() {
             return Ok(json!({ "dataset": b.dataset, "added": 0, "changed": false }));
         }

@@ -564,7 +564,7 @@ belay_connector_api::connector! {
             "ips.dataset_add" => ips.dataset_change(call.input, true).await,
             "ips.dataset_remove" => ips.dataset_change(call.input, false).await,
             "ips.dataset_contains" => ips.dataset_presence(call.input).await,
-            "ips.dataset_add_many" => ips.dataset_add_many(call.input).await,
+            "ips.dataset_add_many" => ips.dataset_add_many(call.input, call.before).await,
             "ips.dataset_remove_many" => ips.dataset_remove_many(call.input).await,
         }
 
