@@ -52,7 +52,8 @@ impl Batch {
     }
 }
 
-/// The elements of the sets of a batch's families, for lookups by exact element and by covering network.
+/// The elements of the sets of a batch's families, for lookups by exact element and by
+/// covering network.
 struct Elements {
     exact: HashSet<IpNet>,
     /// Prefix lengths of the networks (not single addresses) present, per family.
