@@ -463,3 +463,44 @@ fn a_rate_limit_counts_every_item_of_earlier_set_level_changes() {
     let listed = std::fs::read_to_string(d.join("data/lists/egress.txt")).unwrap();
     assert_eq!(listed.lines().count(), 60, "the second set was not applied");
 }
+
+/// `belay bench --feed` through real nftables: it fails unless every address reached the list
+/// and the set and the rollback reverted both, so a run that succeeds shows the whole path.
+#[test]
+fn the_feed_benchmark_blocks_every_address_and_rolls_back() {
+    let Some((sb, dir)) = firewall_setup("") else {
+        return;
+    };
+    let out = ok(&belay(
+        dir.path(),
+        &[
+            "bench",
+            "--feed",
+            "3000",
+            "--never",
+            "1000",
+            "--netns",
+            sb.client_netns(),
+            "--format",
+            "json",
+        ],
+    ));
+    let r: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        (r["addresses"].clone(), r["firewall"].clone()),
+        (3000.into(), true.into()),
+        "{r}"
+    );
+    for stage in [
+        "parse",
+        "store",
+        "run",
+        "read_state",
+        "apply",
+        "end_to_end",
+        "rollback",
+    ] {
+        assert!(r[stage].as_f64().is_some_and(|s| s > 0.0), "{stage}: {r}");
+    }
+    assert!(set_elements(sb.client_netns()).is_empty(), "rolled back");
+}
