@@ -380,13 +380,21 @@ mod tests {
             );
             return;
         }
+        /// A network namespace of the test's own, deleted however the test ends.
+        struct Netns(String);
+        impl Drop for Netns {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
         let ns = format!("belay-nl-{:08x}", fastrand::u32(..));
+        let scratch = tempfile::tempdir().expect("a temporary directory");
         let run = |args: &[&str], stdin: Option<&str>| -> String {
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "exec", &ns, "nft"]).args(args);
             let out = match stdin {
                 Some(text) => {
-                    let path = std::env::temp_dir().join(format!("{ns}.nft"));
+                    let path = scratch.path().join("rules.nft");
                     std::fs::write(&path, text).expect("writes the ruleset");
                     cmd.arg("-f").arg(&path).output()
                 }
@@ -406,6 +414,7 @@ mod tests {
                 .status()
                 .is_ok_and(|s| s.success())
         );
+        let _netns = Netns(ns.clone());
         let long = "x".repeat(127);
         let mut elems: Vec<String> = (0..3000)
             .map(|i| {
@@ -468,6 +477,5 @@ mod tests {
                     .expect("no such table")
                     .is_empty()
         );
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     }
 }
