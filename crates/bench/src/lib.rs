@@ -187,8 +187,16 @@ async fn drive(
         )));
     }
     if opts.list {
-        let text = std::fs::read_to_string(lists.join("bench.txt"))
-            .map_err(|e| EngineError::Other(format!("cannot read the benchmark's list: {e}")))?;
+        let text = match std::fs::read_to_string(lists.join("bench.txt")) {
+            Ok(text) => text,
+            // No run, no list.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(EngineError::Other(format!(
+                    "cannot read the benchmark's list: {e}"
+                )));
+            }
+        };
         let entries = text.lines().filter(|l| !l.is_empty()).count();
         if entries != opts.runs {
             return Err(EngineError::Other(format!(
@@ -197,21 +205,18 @@ async fn drive(
             )));
         }
     }
-    let quarter = |q: usize| {
-        completed
-            .get((opts.runs * q / 4).saturating_sub(1))
-            .copied()
+    // Completions k..m of the runs, for each quarter that has any.
+    let bound = |q: usize| opts.runs * q / 4;
+    let done_at = |k: usize| match k {
+        0 => Some(0.0),
+        k => completed.get(k - 1).map(Duration::as_secs_f64),
     };
     let runs_per_sec_by_quarter = (1..=4)
+        .filter(|&q| bound(q) > bound(q - 1))
         .filter_map(|q| {
-            let end = quarter(q)?.as_secs_f64();
-            let start = if q == 1 {
-                0.0
-            } else {
-                quarter(q - 1)?.as_secs_f64()
-            };
-            let n = opts.runs * q / 4 - opts.runs * (q - 1) / 4;
-            (end > start).then(|| n as f64 / (end - start))
+            let (start, end) = (done_at(bound(q - 1))?, done_at(bound(q))?);
+            let n = bound(q) - bound(q - 1);
+            Some(n as f64 / (end - start).max(f64::MIN_POSITIVE))
         })
         .collect();
     latencies.sort();

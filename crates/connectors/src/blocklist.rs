@@ -182,10 +182,9 @@ impl Blocklist {
     /// Adds `entry` at the end of the list unless the list holds it; whether it added it.
     ///
     /// The entry is queued and answered once its line is durable. The call that finds no
-    /// writer at work becomes the writer: it appends every queued entry with one write and
-    /// one fsync, answers each, and goes on until the queue is empty; the others only wait.
+    /// writer at work starts one ([`write_all`]); the others only wait.
     async fn append_grouped(&self, list: &str, entry: String) -> Result<bool, ActionError> {
-        let (_, slot) = self.slot(list)?;
+        let (path, slot) = self.slot(list)?;
         let (done, answer) = tokio::sync::oneshot::channel();
         let write = {
             let mut appends = lock(&slot.appends);
@@ -193,21 +192,9 @@ impl Blocklist {
             !std::mem::replace(&mut appends.writing, true)
         };
         if write {
-            let _unstuck = Unstuck(slot.clone());
-            let queue = slot.clone();
-            let wrote = self
-                .with_list(list, true, move |path, index| {
-                    write_queued(path, index, &queue)
-                })
-                .await;
-            if let Err(e) = wrote {
-                // Not even the list could be opened: every add still queued fails with it.
-                let mut appends = lock(&slot.appends);
-                for a in std::mem::take(&mut appends.queue) {
-                    let _ = a.done.send(Err(e.clone()));
-                }
-                appends.writing = false;
-            }
+            // A task of its own: the call that started it may be dropped (a step's timeout)
+            // while the queue still waits for it.
+            tokio::spawn(write_all(path, slot));
         }
         answer.await.unwrap_or_else(|_| {
             Err(ActionError::transient(
@@ -224,31 +211,7 @@ impl Blocklist {
         F: FnOnce(&Path, &mut Index) -> Result<T, ActionError> + Send + 'static,
     {
         let (path, slot) = self.slot(list)?;
-        let turns = slot.clone();
-        let _turn = turns
-            .turns
-            .acquire()
-            .await
-            .map_err(|_| ActionError::transient(format!("the list `{list}` is closed")))?;
-        files::blocking(move || {
-            let mut cached = lock(&slot.index);
-            let _lock = files::lock(&path, exclusive)?;
-            let stamp = Stamp::of(&path)?;
-            let index = match cached.take() {
-                Some(i) if i.stamp == stamp => i,
-                _ => Index::build(&read_text(&path)?, stamp),
-            };
-            let index = cached.insert(index);
-            match f(&path, index) {
-                Ok(v) => Ok(v),
-                Err(e) => {
-                    // The file may be half-way through a change: read it afresh next time.
-                    *cached = None;
-                    Err(e)
-                }
-            }
-        })
-        .await
+        with_slot(path, slot, exclusive, f).await
     }
 }
 
@@ -256,20 +219,76 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Fails what is queued and frees the writer's place when a writer panics, so later adds
-/// do not wait for a writer that is gone.
+/// Runs `f` on the list at `path` under its file lock (exclusive to change it), with its index
+/// brought up to date: once one of the list's turns is free, on the blocking pool.
+async fn with_slot<T, F>(
+    path: PathBuf,
+    slot: Arc<ListSlot>,
+    exclusive: bool,
+    f: F,
+) -> Result<T, ActionError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Path, &mut Index) -> Result<T, ActionError> + Send + 'static,
+{
+    let turns = slot.clone();
+    let _turn =
+        turns.turns.acquire().await.map_err(|_| {
+            ActionError::transient(format!("the list {} is closed", path.display()))
+        })?;
+    files::blocking(move || {
+        let mut cached = lock(&slot.index);
+        let _lock = files::lock(&path, exclusive)?;
+        let stamp = Stamp::of(&path)?;
+        let index = match cached.take() {
+            Some(i) if i.stamp == stamp => i,
+            _ => Index::build(&read_text(&path)?, stamp),
+        };
+        let index = cached.insert(index);
+        match f(&path, index) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // The file may be half-way through a change: read it afresh next time.
+                *cached = None;
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+/// The list's writer: appends every queued add with one write and one fsync, answers each,
+/// and goes on until the queue is empty. If the list cannot be written, or the writer
+/// panics, every add still queued fails and the writer's place is free again.
+async fn write_all(path: PathBuf, slot: Arc<ListSlot>) {
+    let _unstuck = Unstuck(slot.clone());
+    let queue = slot.clone();
+    let wrote = with_slot(path, slot.clone(), true, move |path, index| {
+        write_queued(path, index, &queue)
+    })
+    .await;
+    if let Err(e) = wrote {
+        fail_queued(&slot, &e);
+    }
+}
+
+/// Fails every add queued on `slot` with `e` and frees the writer's place.
+fn fail_queued(slot: &ListSlot, e: &ActionError) {
+    let mut appends = lock(&slot.appends);
+    for a in std::mem::take(&mut appends.queue) {
+        let _ = a.done.send(Err(e.clone()));
+    }
+    appends.writing = false;
+}
+
+/// Frees the writer's place when the writer panics, so later adds do not wait for a writer
+/// that is gone.
 struct Unstuck(Arc<ListSlot>);
 
 impl Drop for Unstuck {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let mut appends = lock(&self.0.appends);
-            for a in std::mem::take(&mut appends.queue) {
-                let _ = a
-                    .done
-                    .send(Err(ActionError::transient("the list's writer failed")));
-            }
-            appends.writing = false;
+            fail_queued(&self.0, &ActionError::transient("the list's writer failed"));
         }
     }
 }
@@ -646,6 +665,7 @@ fn insert_lines(input: &Value) -> Result<Vec<usize>, ActionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn call<'a>(action: &'a str, input: &'a Value) -> Call<'a> {
         Call {
@@ -833,6 +853,36 @@ mod tests {
         let input = json!({ "list": "blocked", "entry": "192.0.2.99" });
         let out = b.call(call("blocklist.add", &input)).await.unwrap();
         assert_eq!(out["changed"], true);
+    }
+
+    /// An add whose call is dropped while it waits for the list (a step's timeout) leaves
+    /// the list's writer at work: later adds are written and answered, not left waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_add_does_not_stop_the_lists_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blocklist::new(dir.path(), HashMap::new());
+        let (_, slot) = b.slot("l").unwrap();
+        // Every turn of the list taken: the first add's writer has to wait for one.
+        let turns = slot.turns.acquire_many(TURNS as u32).await.unwrap();
+        let first = json!({ "list": "l", "entry": "192.0.2.1" });
+        let wait = Duration::from_millis(50);
+        let dropped = tokio::time::timeout(wait, b.call(call("blocklist.add", &first))).await;
+        assert!(
+            dropped.is_err(),
+            "the add waited for the list and was dropped"
+        );
+        drop(turns);
+        let second = json!({ "list": "l", "entry": "192.0.2.2" });
+        let out = tokio::time::timeout(
+            Duration::from_secs(10),
+            b.call(call("blocklist.add", &second)),
+        )
+        .await
+        .expect("the next add is answered")
+        .unwrap();
+        assert_eq!(out["changed"], true);
+        let text = std::fs::read_to_string(dir.path().join("l.txt")).unwrap();
+        assert!(text.lines().any(|l| l == "192.0.2.2"), "{text}");
     }
 
     #[tokio::test]

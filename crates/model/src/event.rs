@@ -60,6 +60,29 @@ pub struct Observables {
     pub macs: Vec<String>,
 }
 
+impl Observables {
+    /// The lists' keys, in the order the event's JSON has them.
+    pub const KEYS: &'static [&'static str] = &[
+        "ips", "cidrs", "domains", "urls", "hashes", "users", "hosts", "emails", "macs",
+    ];
+
+    /// The list under `key` (one of [`Observables::KEYS`]); `None` for another key.
+    pub fn list(&self, key: &str) -> Option<&[String]> {
+        Some(match key {
+            "ips" => &self.ips,
+            "cidrs" => &self.cidrs,
+            "domains" => &self.domains,
+            "urls" => &self.urls,
+            "hashes" => &self.hashes,
+            "users" => &self.users,
+            "hosts" => &self.hosts,
+            "emails" => &self.emails,
+            "macs" => &self.macs,
+            _ => return None,
+        })
+    }
+}
+
 /// Something that happened, as belay ingests it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -110,6 +133,17 @@ struct RawEvent {
 const MAX_ID_LEN: usize = 256;
 
 impl Event {
+    /// The event's keys, in the order its JSON has them.
+    pub const KEYS: &'static [&'static str] = &[
+        "id",
+        "kind",
+        "source",
+        "time",
+        "severity",
+        "observables",
+        "data",
+    ];
+
     /// Parses and validates one event from JSON text. An object with the same key twice is
     /// refused (a JSON value would keep the last, so a second `kind` could hide behind the
     /// first one a reader sees).
@@ -352,6 +386,27 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_keys_are_those_of_the_json_in_its_order() {
+        let mut e = Event::from_json(serde_json::json!({"kind": "k"})).unwrap();
+        let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+        assert_eq!(keys(&e.to_value()), Event::KEYS);
+        let obs = serde_json::to_value(&e.observables).unwrap();
+        assert_eq!(keys(&obs), Observables::KEYS);
+        for (i, key) in Observables::KEYS.iter().enumerate() {
+            e.observables = Observables::default();
+            let mut one = serde_json::to_value(&e.observables).unwrap();
+            one[key] = serde_json::json!([format!("v{i}")]);
+            e.observables = serde_json::from_value(one).unwrap();
+            assert_eq!(
+                e.observables.list(key),
+                Some(&[format!("v{i}")][..]),
+                "{key}"
+            );
+        }
+        assert_eq!(e.observables.list("other"), None);
     }
 
     #[test]

@@ -17,36 +17,6 @@ pub fn event_value(event: Arc<Event>) -> MjValue {
     MjValue::from_object(EventView(event))
 }
 
-const EVENT_KEYS: &[&str] = &[
-    "id",
-    "kind",
-    "source",
-    "time",
-    "severity",
-    "observables",
-    "data",
-];
-
-const OBSERVABLE_KEYS: &[&str] = &[
-    "ips", "cidrs", "domains", "urls", "hashes", "users", "hosts", "emails", "macs",
-];
-
-/// One of the observables' lists, by its key.
-fn observable_list<'a>(obs: &'a Observables, key: &str) -> Option<&'a [String]> {
-    Some(match key {
-        "ips" => &obs.ips,
-        "cidrs" => &obs.cidrs,
-        "domains" => &obs.domains,
-        "urls" => &obs.urls,
-        "hashes" => &obs.hashes,
-        "users" => &obs.users,
-        "hosts" => &obs.hosts,
-        "emails" => &obs.emails,
-        "macs" => &obs.macs,
-        _ => return None,
-    })
-}
-
 #[derive(Debug)]
 struct EventView(Arc<Event>);
 
@@ -70,7 +40,7 @@ impl Object for EventView {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(EVENT_KEYS)
+        Enumerator::Str(Event::KEYS)
     }
 }
 
@@ -85,12 +55,12 @@ impl Object for ObservablesView {
     fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
         // The key as a `'static` name the list view keeps (an unknown key is no list).
         let key = key.as_str()?;
-        let key = OBSERVABLE_KEYS.iter().find(|k| **k == key)?;
+        let key = Observables::KEYS.iter().find(|k| **k == key)?;
         Some(MjValue::from_object(ListView(self.0.clone(), key)))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(OBSERVABLE_KEYS)
+        Enumerator::Str(Observables::KEYS)
     }
 }
 
@@ -100,7 +70,7 @@ struct ListView(Arc<Event>, &'static str);
 
 impl ListView {
     fn list(&self) -> &[String] {
-        observable_list(&self.0.observables, self.1).unwrap_or_default()
+        self.0.observables.list(self.1).unwrap_or_default()
     }
 }
 

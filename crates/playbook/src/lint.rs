@@ -5,21 +5,10 @@ use crate::catalog::Catalog;
 use crate::expr::Expr;
 use crate::playbook::{Call, Playbook, Step};
 use crate::yaml::Diagnostic;
+use belay_model::{Event, Observables};
 use std::collections::{BTreeMap, HashSet};
 
 const ROOTS: &[&str] = &["event", "vars", "steps", "inputs", "run", "item", "index"];
-const EVENT_FIELDS: &[&str] = &[
-    "id",
-    "kind",
-    "source",
-    "time",
-    "severity",
-    "observables",
-    "data",
-];
-const OBSERVABLES: &[&str] = &[
-    "ips", "cidrs", "domains", "urls", "hashes", "users", "hosts", "emails", "macs",
-];
 const STEP_FIELDS: &[&str] = &["output", "status", "outputs"];
 
 /// Checks one playbook; `known` maps every playbook name to its sub-playbook calls.
@@ -314,16 +303,16 @@ fn check_refs(
                 _ => None,
             },
             "event" => match (segs.get(1), segs.get(2)) {
-                (Some(f), _) if !EVENT_FIELDS.contains(f) => Some((
+                (Some(f), _) if !Event::KEYS.contains(f) => Some((
                     format!("events have no field `{f}` ({what})"),
                     format!(
                         "event fields: {}; the original payload is under `event.data`",
-                        EVENT_FIELDS.join(", ")
+                        Event::KEYS.join(", ")
                     ),
                 )),
-                (Some(&"observables"), Some(o)) if !OBSERVABLES.contains(o) => Some((
+                (Some(&"observables"), Some(o)) if !Observables::KEYS.contains(o) => Some((
                     format!("unknown observable type `{o}` ({what})"),
-                    format!("observable types: {}", OBSERVABLES.join(", ")),
+                    format!("observable types: {}", Observables::KEYS.join(", ")),
                 )),
                 _ => None,
             },

@@ -11,11 +11,6 @@ use crate::problem::Problem;
 use belay_playbook::{Pos, Template, context_value};
 use serde_json::{Map, Value, json};
 
-/// The observable lists an event has.
-const OBSERVABLES: &[&str] = &[
-    "ips", "cidrs", "domains", "urls", "hashes", "users", "hosts", "emails", "macs",
-];
-
 /// One compiled payload template.
 #[derive(Debug)]
 pub struct PayloadTemplate {
@@ -132,14 +127,14 @@ impl PayloadTemplate {
             let known = matches!(field.as_str(), "id" | "kind" | "severity" | "time" | "data")
                 || field
                     .strip_prefix("observables.")
-                    .is_some_and(|o| OBSERVABLES.contains(&o))
+                    .is_some_and(|o| belay_model::Observables::KEYS.contains(&o))
                 || field
                     .strip_prefix("data.")
                     .is_some_and(|d| !d.is_empty() && !d.contains('.'));
             if !known {
                 return Err(format!(
                     "template field `{field}` is not an event field (id, kind, severity, time, observables.{}, data, data.NAME)",
-                    OBSERVABLES.join("|")
+                    belay_model::Observables::KEYS.join("|")
                 ));
             }
             let t = Template::from_text(text, Pos { line: 1, col: 1 })

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 
 /// The two nft sets of one address family of a block set. `<base>_a4`/`_a6` hold single
 /// addresses: a hash set, looked up in constant time per packet, which the kernel lists and
-/// changes several times faster than an interval set (a feed of 200,000 addresses lists in
-/// half the time and is added in a quarter of it). `<base>_v4`/`_v6` hold networks (an interval
-/// set), and the single addresses blocked before the address sets existed.
+/// changes faster than an interval set (a feed of 200,000 addresses lists in half the time and
+/// is added in under a third of it). `<base>_v4`/`_v6` hold networks (an interval set), and
+/// the single addresses blocked before the address sets existed.
 pub(super) struct FamilySets {
     pub(super) addrs: String,
     pub(super) nets: String,
